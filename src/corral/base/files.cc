@@ -1,0 +1,80 @@
+#include "corral/base/files.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace corral {
+
+std::string CorralHome() {
+  if (const char* h = std::getenv("CORRAL_HOME"); h && *h) return h;
+  const char* home = std::getenv("HOME");
+  return std::string(home && *home ? home : "/tmp") + "/.corral";
+}
+
+std::string DefaultHeadStateDir() { return CorralHome() + "/head"; }
+
+Status MakeDirs(const std::string& path, int mode) {
+  std::string cur;
+  for (size_t i = 0; i <= path.size(); ++i) {
+    if (i == path.size() || (path[i] == '/' && i > 0)) {
+      cur = path.substr(0, i);
+      if (mkdir(cur.c_str(), static_cast<mode_t>(mode)) != 0 && errno != EEXIST)
+        return MakeStatus(Code::kFailedPrecondition, "cannot create directory {}: {}", cur,
+                          strerror(errno));
+    }
+  }
+  return Status::Ok();
+}
+
+Result<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Err(Code::kNotFound, fmt::format("cannot read {}: {}", path, strerror(errno)));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Status WriteFile(const std::string& path, const std::string& data, int mode) {
+  std::string tmp = path + ".tmp";
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return MakeStatus(Code::kFailedPrecondition, "cannot write {}: {}", tmp, strerror(errno));
+  fchmod(fd, static_cast<mode_t>(mode));
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = write(fd, data.data() + off, data.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      close(fd);
+      return MakeStatus(Code::kFailedPrecondition, "cannot write {}: {}", tmp, strerror(e));
+    }
+    off += static_cast<size_t>(n);
+  }
+  close(fd);
+  if (rename(tmp.c_str(), path.c_str()) != 0)
+    return MakeStatus(Code::kFailedPrecondition, "cannot rename {}: {}", tmp, strerror(errno));
+  return Status::Ok();
+}
+
+std::string FindToken() {
+  if (const char* t = std::getenv("CORRAL_TOKEN"); t && *t) return t;
+  std::string file;
+  if (const char* f = std::getenv("CORRAL_TOKEN_FILE"); f && *f)
+    file = f;
+  else
+    file = DefaultHeadStateDir() + "/token";
+  auto data = ReadFile(file);
+  if (!data) return "";
+  std::string tok = *data;
+  while (!tok.empty() && (tok.back() == '\n' || tok.back() == ' ')) tok.pop_back();
+  return tok;
+}
+
+}  // namespace corral

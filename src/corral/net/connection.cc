@@ -1,0 +1,239 @@
+#include "corral/net/connection.h"
+
+#include "corral/base/log.h"
+
+namespace corral::net {
+
+NetCounters& GlobalNetCounters() {
+  static NetCounters counters;
+  return counters;
+}
+
+std::shared_ptr<Connection> Connection::Create(std::unique_ptr<ByteStream> stream,
+                                               ConnectionOptions options) {
+  return std::shared_ptr<Connection>(new Connection(std::move(stream), options));
+}
+
+Connection::Connection(std::unique_ptr<ByteStream> stream, ConnectionOptions options)
+    : stream_(std::move(stream)),
+      options_(options),
+      peer_(stream_->peer()),
+      executor_(stream_->executor()),
+      handshake_timer_(executor_),
+      decoder_(options.max_frame_bytes) {
+  GlobalNetCounters().connections_opened.fetch_add(1, std::memory_order_relaxed);
+}
+
+Connection::~Connection() = default;
+
+void Connection::Start(MessageHandler on_message, CloseHandler on_close) {
+  on_message_ = std::move(on_message);
+  on_close_ = std::move(on_close);
+  if (options_.handshake_timeout.count() > 0) {
+    handshake_timer_.expires_after(options_.handshake_timeout);
+    std::weak_ptr<Connection> weak = shared_from_this();
+    auto timeout = options_.handshake_timeout;
+    handshake_timer_.async_wait([weak, timeout](const ErrorCode& ec) {
+      if (ec) return;
+      if (auto self = weak.lock())
+        self->CloseOnIo(MakeStatus(Code::kDeadlineExceeded, "no handshake within {} ms", timeout.count()));
+    });
+  }
+  StartRead();
+}
+
+void Connection::MarkHandshakeDone() { handshake_timer_.cancel(); }
+
+void Connection::StartRead() {
+  if (reading_ || paused_ || closed_) return;
+  // Compact, then make room for at least the rest of the current frame (or 64 KiB).
+  if (read_begin_ > 0) {
+    read_buf_.erase(0, read_begin_);
+    read_end_ -= read_begin_;
+    read_begin_ = 0;
+  }
+  size_t want = std::max<size_t>(decoder_.pending_frame_bytes(), read_end_ + (64u << 10));
+  if (read_buf_.size() < want) read_buf_.resize(want);
+  reading_ = true;
+  stream_->AsyncReadSome(asio::buffer(read_buf_.data() + read_end_, read_buf_.size() - read_end_),
+                         [self = shared_from_this()](const ErrorCode& ec, size_t n) { self->OnRead(ec, n); });
+}
+
+void Connection::OnRead(const ErrorCode& ec, size_t n) {
+  reading_ = false;
+  if (closed_) return;
+  if (ec) {
+    if (ec == asio::error::eof || ec == asio::error::connection_reset)
+      CloseOnIo(Status(Code::kUnavailable, "peer closed the connection"));
+    else
+      CloseOnIo(Status(Code::kUnavailable, "read failed: " + ec.message()));
+    return;
+  }
+  auto& counters = GlobalNetCounters();
+  counters.bytes_received.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
+  read_end_ += n;
+  uint64_t frames_before = decoder_.frames(), messages_before = decoder_.messages();
+  auto used = decoder_.Decode(std::string_view(read_buf_.data() + read_begin_, read_end_ - read_begin_),
+                              [this](std::string_view m) {
+                                if (!closed_) on_message_(m);
+                              });
+  counters.frames_received.fetch_add(static_cast<int64_t>(decoder_.frames() - frames_before),
+                                     std::memory_order_relaxed);
+  counters.messages_received.fetch_add(static_cast<int64_t>(decoder_.messages() - messages_before),
+                                       std::memory_order_relaxed);
+  if (!used) {
+    CloseOnIo(used.error());
+    return;
+  }
+  read_begin_ += *used;
+  if (read_begin_ == read_end_) read_begin_ = read_end_ = 0;
+  StartRead();
+}
+
+bool Connection::Send(const google::protobuf::MessageLite& message) {
+  if (closed_) return false;
+  size_t n = message.ByteSizeLong();
+  if (n + 4 > options_.max_frame_bytes) {
+    LOG_WARN("message of {} bytes to {} exceeds the {}-byte frame limit; not sent", n, peer_,
+             options_.max_frame_bytes);
+    return false;
+  }
+  bool post = false;
+  {
+    std::lock_guard lock(mu_);
+    if (close_after_flush_) return false;
+    if (!pending_.empty() && pending_.size() + n + 4 > options_.max_frame_bytes)
+      full_.push_back(pending_.Take());
+    char* dst = pending_.AppendMessage(n);
+    message.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(dst));
+    queued_bytes_ += n + 4;
+    if (queued_bytes_ >= options_.high_watermark_bytes) was_full_ = true;
+    if (!write_scheduled_) {
+      write_scheduled_ = true;
+      post = true;
+    }
+  }
+  if (post) asio::post(executor_, [self = shared_from_this()] { self->StartWrite(); });
+  return true;
+}
+
+bool Connection::has_room() const {
+  std::lock_guard lock(mu_);
+  return queued_bytes_ < options_.high_watermark_bytes;
+}
+
+size_t Connection::outbound_bytes() const {
+  std::lock_guard lock(mu_);
+  return queued_bytes_;
+}
+
+bool Connection::WaitForRoom(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock lock(mu_);
+  return room_cv_.wait_until(lock, deadline, [&] {
+    return closed_.load() || queued_bytes_ < options_.high_watermark_bytes;
+  }) && !closed_;
+}
+
+void Connection::StartWrite() {
+  if (closed_) return;
+  uint64_t messages = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (!full_.empty()) {
+      writing_ = std::move(full_.front());
+      full_.pop_front();
+      messages = 1;  // counted approximately for overflow frames
+    } else if (!pending_.empty()) {
+      messages = pending_.message_count();
+      writing_ = pending_.Take();
+    } else {
+      write_scheduled_ = false;
+      if (close_after_flush_) {
+        asio::post(executor_, [self = shared_from_this(), r = flush_reason_] { self->CloseOnIo(r); });
+      }
+      return;
+    }
+  }
+  auto& counters = GlobalNetCounters();
+  counters.frames_sent.fetch_add(1, std::memory_order_relaxed);
+  counters.messages_sent.fetch_add(static_cast<int64_t>(messages), std::memory_order_relaxed);
+  stream_->AsyncWrite(asio::buffer(writing_),
+                      [self = shared_from_this()](const ErrorCode& ec, size_t n) { self->OnWrite(ec, n); });
+}
+
+void Connection::OnWrite(const ErrorCode& ec, size_t n) {
+  if (ec) {
+    CloseOnIo(Status(Code::kUnavailable, "write failed: " + ec.message()));
+    return;
+  }
+  GlobalNetCounters().bytes_sent.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
+  bool drained = false;
+  {
+    std::lock_guard lock(mu_);
+    queued_bytes_ -= std::min(queued_bytes_, writing_.size() - kFrameHeaderBytes);
+    if (was_full_ && queued_bytes_ < options_.high_watermark_bytes) {
+      was_full_ = false;
+      drained = true;
+    }
+  }
+  writing_.clear();
+  if (drained) {
+    room_cv_.notify_all();
+    if (on_drain_) on_drain_();
+  }
+  StartWrite();
+}
+
+void Connection::Close(const Status& reason) {
+  if (closed_) return;
+  asio::post(executor_, [self = shared_from_this(), reason] { self->CloseOnIo(reason); });
+}
+
+void Connection::CloseAfterFlush(const Status& reason) {
+  bool post = false;
+  {
+    std::lock_guard lock(mu_);
+    close_after_flush_ = true;
+    flush_reason_ = reason;
+    if (!write_scheduled_) {
+      write_scheduled_ = true;
+      post = true;
+    }
+  }
+  if (post) asio::post(executor_, [self = shared_from_this()] { self->StartWrite(); });
+}
+
+void Connection::CloseOnIo(const Status& reason) {
+  if (closed_.exchange(true)) return;
+  if (!reason.ok() && reason.code() != Code::kUnavailable)
+    GlobalNetCounters().connections_closed_with_error.fetch_add(1, std::memory_order_relaxed);
+  handshake_timer_.cancel();
+  stream_->Close();
+  {
+    std::lock_guard lock(mu_);
+    pending_.Take();
+    full_.clear();
+    queued_bytes_ = 0;
+  }
+  room_cv_.notify_all();
+  if (on_close_) {
+    auto handler = std::move(on_close_);
+    on_close_ = nullptr;
+    handler(reason);
+  }
+  // Handlers may hold their owners alive; drop them, but not from inside a running handler.
+  asio::post(executor_, [self = shared_from_this()] {
+    self->on_message_ = nullptr;
+    self->on_drain_ = nullptr;
+  });
+}
+
+void Connection::PauseReading() { paused_ = true; }
+
+void Connection::ResumeReading() {
+  if (!paused_) return;
+  paused_ = false;
+  StartRead();
+}
+
+}  // namespace corral::net

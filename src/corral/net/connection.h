@@ -1,0 +1,119 @@
+// Connection: a persistent, framed, message-oriented link over a ByteStream.
+//
+// Reading: frames are decoded and each message is handed to the MessageHandler, in order, on the
+// io thread. PauseReading()/ResumeReading() give backpressure: a peer we stop reading from fills
+// its socket buffers and then its own bounded send queue, so it slows down instead of growing our
+// memory.
+// Writing: Send() may be called from any thread. Messages queued while a write is in flight are
+// coalesced into the next frame, so one write carries many messages under load and a lone message
+// goes out at once when idle. The outbound queue is bounded: senders on other threads can wait for
+// room with WaitForRoom(); io-thread senders check has_room().
+// Closing: Close() from any thread; the CloseHandler runs once, on the io thread, with the reason.
+// A handshake deadline closes a connection whose peer never completes the handshake.
+//
+// Ownership: held by shared_ptr; the pending I/O keeps it alive until it is closed.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <google/protobuf/message_lite.h>
+
+#include "corral/net/frame.h"
+#include "corral/net/stream.h"
+
+namespace corral::net {
+
+// Process-wide transport counters, summed over every connection. Read with relaxed loads.
+struct NetCounters {
+  std::atomic<int64_t> frames_sent{0}, messages_sent{0}, bytes_sent{0};
+  std::atomic<int64_t> frames_received{0}, messages_received{0}, bytes_received{0};
+  std::atomic<int64_t> connections_opened{0}, connections_closed_with_error{0};
+};
+NetCounters& GlobalNetCounters();
+
+struct ConnectionOptions {
+  size_t max_frame_bytes = kDefaultMaxFrameBytes;
+  // Send queue limit: above it has_room() is false and WaitForRoom() blocks.
+  size_t high_watermark_bytes = 32u << 20;
+  // 0 disables the deadline; otherwise Close() unless MarkHandshakeDone() comes in time.
+  std::chrono::milliseconds handshake_timeout{10000};
+};
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  using MessageHandler = std::function<void(std::string_view message)>;
+  using CloseHandler = std::function<void(const Status& reason)>;
+
+  static std::shared_ptr<Connection> Create(std::unique_ptr<ByteStream> stream,
+                                            ConnectionOptions options = {});
+  ~Connection();
+
+  // io thread. Starts reading; handlers run on the io thread.
+  void Start(MessageHandler on_message, CloseHandler on_close);
+  // Thread-safe. Returns false if the connection is closed or the message is over the frame limit.
+  bool Send(const google::protobuf::MessageLite& message);
+  // Thread-safe. Waits until the send queue is below the high watermark, the connection closes, or
+  // the deadline passes. Returns false if closed or timed out.
+  bool WaitForRoom(std::chrono::steady_clock::time_point deadline);
+  bool has_room() const;
+  size_t outbound_bytes() const;
+
+  // Thread-safe, idempotent. Pending output is dropped.
+  void Close(const Status& reason);
+  // Thread-safe. Stops reading, sends what is queued, then closes with `reason`.
+  void CloseAfterFlush(const Status& reason);
+  bool closed() const { return closed_.load(); }
+
+  void MarkHandshakeDone();
+  void PauseReading();   // io thread
+  void ResumeReading();  // io thread
+  const std::string& peer() const { return peer_; }
+  // Runs on the io thread whenever the send queue drops below the high watermark after being above.
+  void SetDrainHandler(std::function<void()> handler) { on_drain_ = std::move(handler); }
+
+ private:
+  Connection(std::unique_ptr<ByteStream> stream, ConnectionOptions options);
+  void StartRead();
+  void OnRead(const ErrorCode& ec, size_t n);
+  void StartWrite();  // io thread
+  void OnWrite(const ErrorCode& ec, size_t n);
+  void CloseOnIo(const Status& reason);
+
+  std::unique_ptr<ByteStream> stream_;
+  ConnectionOptions options_;
+  std::string peer_;
+  asio::any_io_executor executor_;
+  asio::steady_timer handshake_timer_;
+
+  // Read side: io thread only.
+  FrameDecoder decoder_;
+  std::string read_buf_;
+  size_t read_begin_ = 0, read_end_ = 0;
+  bool reading_ = false, paused_ = false;
+  MessageHandler on_message_;
+  CloseHandler on_close_;
+  std::function<void()> on_drain_;
+
+  // Write side.
+  mutable std::mutex mu_;
+  std::condition_variable room_cv_;
+  FrameBuilder pending_;           // guarded by mu_: messages not yet handed to the socket
+  std::deque<std::string> full_;   // guarded by mu_: sealed frames waiting (pending hit the limit)
+  size_t queued_bytes_ = 0;        // guarded by mu_: pending_ + full_ + writing_
+  bool write_scheduled_ = false;   // guarded by mu_: a StartWrite is posted or a write in flight
+  bool close_after_flush_ = false; // guarded by mu_
+  Status flush_reason_;            // guarded by mu_
+  bool was_full_ = false;          // guarded by mu_
+  std::string writing_;            // io thread: the frame being written
+
+  std::atomic<bool> closed_{false};
+};
+
+}  // namespace corral::net

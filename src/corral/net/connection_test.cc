@@ -1,0 +1,192 @@
+#include "corral/net/connection.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "corral/common.pb.h"
+#include "corral/net/listener.h"
+#include "corral/net/tls.h"
+
+namespace corral::net {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A server that echoes every Hello back with its name, on one io thread.
+struct Fixture {
+  asio::io_context io;
+  std::unique_ptr<Listener> listener;
+  std::vector<std::shared_ptr<Connection>> accepted;
+  std::vector<Status> server_closes;
+  ConnectionOptions server_options;
+
+  void Serve(const Endpoint& ep, std::shared_ptr<asio::ssl::context> tls = nullptr) {
+    auto l = Listener::Listen(io, ep, tls);
+    ASSERT_TRUE(l.has_value()) << l.error().ToString();
+    listener = std::move(*l);
+    listener->Start([this](std::unique_ptr<ByteStream> s) {
+      auto c = Connection::Create(std::move(s), server_options);
+      accepted.push_back(c);
+      std::weak_ptr<Connection> weak = c;
+      c->Start(
+          [weak](std::string_view m) {
+            proto::Hello h;
+            if (!h.ParseFromArray(m.data(), static_cast<int>(m.size()))) return;
+            if (auto c = weak.lock()) {
+              c->MarkHandshakeDone();
+              c->Send(h);
+            }
+          },
+          [this](const Status& s) { server_closes.push_back(s); });
+    });
+  }
+
+  std::shared_ptr<Connection> DialSync(const Endpoint& ep, std::shared_ptr<asio::ssl::context> tls = nullptr) {
+    std::shared_ptr<Connection> conn;
+    bool done = false;
+    Dial(io, ep, tls, 5s, [&](Result<std::unique_ptr<ByteStream>> r) {
+      done = true;
+      ASSERT_TRUE(r.has_value()) << r.error().ToString();
+      conn = Connection::Create(std::move(*r));
+    });
+    RunUntil([&] { return done; });
+    return conn;
+  }
+
+  template <typename Pred>
+  void RunUntil(Pred pred, std::chrono::seconds limit = 10s) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!pred() && std::chrono::steady_clock::now() < deadline) io.run_for(5ms);
+    ASSERT_TRUE(pred()) << "condition not met in time";
+  }
+};
+
+void EchoMany(Fixture& f, const Endpoint& ep, std::shared_ptr<asio::ssl::context> server_tls = nullptr,
+              std::shared_ptr<asio::ssl::context> client_tls = nullptr) {
+  f.Serve(ep, server_tls);
+  auto c = f.DialSync(f.listener->endpoint(), client_tls);
+  ASSERT_TRUE(c);
+  std::vector<std::string> got;
+  c->Start(
+      [&](std::string_view m) {
+        proto::Hello h;
+        ASSERT_TRUE(h.ParseFromArray(m.data(), static_cast<int>(m.size())));
+        got.push_back(h.name());
+      },
+      [](const Status&) {});
+  c->MarkHandshakeDone();
+  auto& counters = GlobalNetCounters();
+  int64_t frames_before = counters.frames_sent, messages_before = counters.messages_sent;
+  const int kCount = 2000;
+  for (int i = 0; i < kCount; ++i) {
+    proto::Hello h;
+    h.set_name(std::to_string(i));
+    ASSERT_TRUE(c->Send(h));
+  }
+  f.RunUntil([&] { return got.size() == kCount; });
+  for (int i = 0; i < kCount; ++i) ASSERT_EQ(got[i], std::to_string(i));
+  int64_t frames = counters.frames_sent - frames_before;
+  int64_t messages = counters.messages_sent - messages_before;
+  EXPECT_EQ(messages, 2 * kCount);
+  // Sent in a burst: coalesced into far fewer frames than messages.
+  EXPECT_LT(frames, messages / 4) << frames << " frames for " << messages << " messages";
+}
+
+TEST(Connection, EchoOverTcpCoalesces) {
+  Fixture f;
+  EchoMany(f, *ParseEndpoint("127.0.0.1:0"));
+}
+
+TEST(Connection, EchoOverUnixSocket) {
+  Fixture f;
+  std::string path = ::testing::TempDir() + "/corral-net-test-" + std::to_string(getpid()) + ".sock";
+  EchoMany(f, *ParseEndpoint("unix:" + path));
+}
+
+TEST(Connection, EchoOverTls) {
+  auto pem = GenerateSelfSigned("localhost");
+  ASSERT_TRUE(pem.has_value()) << pem.error().ToString();
+  auto server = MakeServerTlsContext(*pem);
+  auto client = MakeClientTlsContext(pem->certificate);
+  ASSERT_TRUE(server.has_value() && client.has_value());
+  Fixture f;
+  EchoMany(f, *ParseEndpoint("127.0.0.1:0"), *server, *client);
+}
+
+TEST(Connection, TlsClientRejectsUnknownCertificate) {
+  auto pem = GenerateSelfSigned("localhost");
+  auto other = GenerateSelfSigned("localhost");
+  Fixture f;
+  f.Serve(*ParseEndpoint("127.0.0.1:0"), *MakeServerTlsContext(*pem));
+  bool done = false;
+  Status status;
+  Dial(f.io, f.listener->endpoint(), *MakeClientTlsContext(other->certificate), 5s,
+       [&](Result<std::unique_ptr<ByteStream>> r) {
+         done = true;
+         if (!r) status = r.error();
+       });
+  f.RunUntil([&] { return done; });
+  EXPECT_FALSE(status.ok());
+  EXPECT_NE(status.message().find("TLS handshake"), std::string::npos) << status.ToString();
+}
+
+// Writes raw bytes to the server and returns the reason the server closed the connection.
+Status ServerCloseReasonFor(const std::string& bytes, ConnectionOptions options = {}) {
+  Fixture f;
+  f.server_options = options;
+  f.Serve(*ParseEndpoint("127.0.0.1:0"));
+  asio::ip::tcp::socket raw(f.io);
+  raw.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), f.listener->endpoint().port));
+  if (!bytes.empty()) asio::write(raw, asio::buffer(bytes));
+  f.RunUntil([&] { return !f.server_closes.empty(); });
+  return f.server_closes.empty() ? Status() : f.server_closes[0];
+}
+
+TEST(Connection, GarbageClosesWithReason) {
+  Status s = ServerCloseReasonFor("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("magic"), std::string::npos);
+}
+
+TEST(Connection, OversizedFrameClosesWithReason) {
+  ConnectionOptions options;
+  options.max_frame_bytes = 1024;
+  FrameBuilder b;
+  b.AppendMessage(std::string(4096, 'x'));
+  Status s = ServerCloseReasonFor(b.Take(), options);
+  EXPECT_EQ(s.code(), Code::kResourceExhausted);
+}
+
+TEST(Connection, SilentPeerHitsHandshakeDeadline) {
+  ConnectionOptions options;
+  options.handshake_timeout = 100ms;
+  FrameBuilder b;
+  b.AppendMessage("partial");
+  std::string frame = b.Take();
+  Status s = ServerCloseReasonFor(frame.substr(0, 5), options);  // stops mid-frame
+  EXPECT_EQ(s.code(), Code::kDeadlineExceeded);
+}
+
+TEST(Connection, SendFromOtherThreads) {
+  Fixture f;
+  f.Serve(*ParseEndpoint("127.0.0.1:0"));
+  auto c = f.DialSync(f.listener->endpoint());
+  std::atomic<int> got{0};
+  c->Start([&](std::string_view) { ++got; }, [](const Status&) {});
+  c->MarkHandshakeDone();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&] {
+      for (int i = 0; i < 500; ++i) {
+        proto::Hello h;
+        h.set_name("x");
+        c->Send(h);
+      }
+    });
+  for (auto& t : threads) t.join();
+  f.RunUntil([&] { return got == 2000; });
+}
+
+}  // namespace
+}  // namespace corral::net

@@ -1,0 +1,139 @@
+#include "corral/net/stream.h"
+
+#include <netinet/tcp.h>
+
+namespace corral::net {
+namespace {
+
+template <typename Socket>
+class AsioStream : public ByteStream {
+ public:
+  explicit AsioStream(Socket s) : s_(std::move(s)) {}
+
+  void AsyncReadSome(asio::mutable_buffer buffer, IoHandler handler) override {
+    s_.async_read_some(buffer, std::move(handler));
+  }
+  void AsyncWrite(asio::const_buffer buffer, IoHandler handler) override {
+    asio::async_write(s_, buffer, std::move(handler));
+  }
+  void Close() override {
+    ErrorCode ignored;
+    Lowest().shutdown(asio::socket_base::shutdown_both, ignored);
+    Lowest().close(ignored);
+  }
+  std::string peer() const override {
+    ErrorCode ec;
+    auto ep = const_cast<AsioStream*>(this)->Lowest().remote_endpoint(ec);
+    if (ec) return "?";
+    if constexpr (std::is_same_v<decltype(ep), asio::local::stream_protocol::endpoint>)
+      return "unix:" + ep.path();
+    else
+      return fmt::format("{}:{}", ep.address().to_string(), ep.port());
+  }
+  asio::any_io_executor executor() override { return s_.get_executor(); }
+
+ private:
+  auto& Lowest() {
+    if constexpr (requires { s_.lowest_layer(); }) return s_.lowest_layer();
+    else return s_;
+  }
+  Socket s_;
+};
+
+}  // namespace
+
+void TuneTcpSocket(asio::ip::tcp::socket& socket) {
+  ErrorCode ec;
+  socket.set_option(asio::ip::tcp::no_delay(true), ec);
+  socket.set_option(asio::socket_base::keep_alive(true), ec);
+  int fd = socket.native_handle();
+  int idle = 10, interval = 5, count = 3;
+  unsigned user_timeout_ms = 30000;
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
+}
+
+std::unique_ptr<ByteStream> MakeTcpStream(asio::ip::tcp::socket socket) {
+  return std::make_unique<AsioStream<asio::ip::tcp::socket>>(std::move(socket));
+}
+std::unique_ptr<ByteStream> MakeUnixStream(asio::local::stream_protocol::socket socket) {
+  return std::make_unique<AsioStream<asio::local::stream_protocol::socket>>(std::move(socket));
+}
+std::unique_ptr<ByteStream> MakeTlsStream(asio::ssl::stream<asio::ip::tcp::socket> stream) {
+  return std::make_unique<AsioStream<asio::ssl::stream<asio::ip::tcp::socket>>>(std::move(stream));
+}
+
+namespace {
+
+// Shared state of one Dial: the timer and the socket being connected; `done` runs exactly once.
+struct DialOp : std::enable_shared_from_this<DialOp> {
+  DialOp(asio::io_context& io) : timer(io), resolver(io), tcp(io), local(io) {}
+  asio::steady_timer timer;
+  asio::ip::tcp::resolver resolver;
+  asio::ip::tcp::socket tcp;
+  asio::local::stream_protocol::socket local;
+  std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket>> tls;
+  std::function<void(Result<std::unique_ptr<ByteStream>>)> done;
+  std::string what;
+
+  void Finish(Result<std::unique_ptr<ByteStream>> r) {
+    if (!done) return;
+    timer.cancel();
+    auto d = std::move(done);
+    done = nullptr;
+    d(std::move(r));
+  }
+  void Fail(const ErrorCode& ec) {
+    Finish(Err(Code::kUnavailable, fmt::format("cannot connect to {}: {}", what, ec.message())));
+  }
+};
+
+}  // namespace
+
+void Dial(asio::io_context& io, const Endpoint& endpoint, std::shared_ptr<asio::ssl::context> tls,
+          std::chrono::milliseconds timeout,
+          std::function<void(Result<std::unique_ptr<ByteStream>>)> done) {
+  auto op = std::make_shared<DialOp>(io);
+  op->done = std::move(done);
+  op->what = endpoint.ToString();
+  op->timer.expires_after(timeout);
+  op->timer.async_wait([op, timeout](const ErrorCode& ec) {
+    if (ec) return;
+    ErrorCode ignored;
+    op->resolver.cancel();
+    op->tcp.close(ignored);
+    op->local.close(ignored);
+    if (op->tls) op->tls->lowest_layer().close(ignored);
+    op->Finish(Err(Code::kDeadlineExceeded,
+                   fmt::format("connecting to {} took longer than {} ms", op->what, timeout.count())));
+  });
+  if (endpoint.is_unix()) {
+    op->local.async_connect(asio::local::stream_protocol::endpoint(endpoint.unix_path),
+                            [op](const ErrorCode& ec) {
+                              if (ec) return op->Fail(ec);
+                              op->Finish(MakeUnixStream(std::move(op->local)));
+                            });
+    return;
+  }
+  op->resolver.async_resolve(
+      endpoint.host, std::to_string(endpoint.port),
+      [op, tls](const ErrorCode& ec, asio::ip::tcp::resolver::results_type results) {
+        if (ec) return op->Fail(ec);
+        asio::async_connect(op->tcp, results, [op, tls](const ErrorCode& ec, const auto&) {
+          if (ec) return op->Fail(ec);
+          TuneTcpSocket(op->tcp);
+          if (!tls) return op->Finish(MakeTcpStream(std::move(op->tcp)));
+          op->tls = std::make_unique<asio::ssl::stream<asio::ip::tcp::socket>>(std::move(op->tcp), *tls);
+          op->tls->async_handshake(asio::ssl::stream_base::client, [op](const ErrorCode& ec) {
+            if (ec)
+              return op->Finish(Err(Code::kUnavailable,
+                                    fmt::format("TLS handshake with {} failed: {}", op->what, ec.message())));
+            op->Finish(MakeTlsStream(std::move(*op->tls)));
+          });
+        });
+      });
+}
+
+}  // namespace corral::net

@@ -1,0 +1,46 @@
+// ByteStream: one interface over the three transports a Connection may run on: TCP, TLS over TCP,
+// and Unix sockets. Created by a Listener (accept) or by Dial (connect). All methods must be called
+// on the stream's io_context thread; handlers run there too.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+
+#include "corral/base/status.h"
+#include "corral/net/endpoint.h"
+
+namespace corral::net {
+
+namespace asio = boost::asio;
+using ErrorCode = boost::system::error_code;
+using IoHandler = std::function<void(const ErrorCode&, size_t)>;
+
+class ByteStream {
+ public:
+  virtual ~ByteStream() = default;
+  virtual void AsyncReadSome(asio::mutable_buffer buffer, IoHandler handler) = 0;
+  // Writes the whole buffer.
+  virtual void AsyncWrite(asio::const_buffer buffer, IoHandler handler) = 0;
+  virtual void Close() = 0;
+  virtual std::string peer() const = 0;
+  virtual asio::any_io_executor executor() = 0;
+};
+
+// Sets TCP_NODELAY, keepalive (idle 10 s, interval 5 s, 3 probes) and TCP_USER_TIMEOUT (30 s) so
+// half-open connections after a suspend are noticed.
+void TuneTcpSocket(asio::ip::tcp::socket& socket);
+
+std::unique_ptr<ByteStream> MakeTcpStream(asio::ip::tcp::socket socket);
+std::unique_ptr<ByteStream> MakeUnixStream(asio::local::stream_protocol::socket socket);
+std::unique_ptr<ByteStream> MakeTlsStream(asio::ssl::stream<asio::ip::tcp::socket> stream);
+
+// Connects to `endpoint`; with `tls` set, runs the TLS client handshake too. `timeout` bounds it all.
+void Dial(asio::io_context& io, const Endpoint& endpoint, std::shared_ptr<asio::ssl::context> tls,
+          std::chrono::milliseconds timeout,
+          std::function<void(Result<std::unique_ptr<ByteStream>>)> done);
+
+}  // namespace corral::net
