@@ -1,0 +1,300 @@
+#include "corral/head/head_server.h"
+
+#include <openssl/crypto.h>
+
+#include "corral/base/ids.h"
+#include "corral/base/log.h"
+#include "corral/base/version.h"
+#include "corral/client.pb.h"
+#include "corral/node.pb.h"
+
+namespace corral::head {
+
+namespace asio = boost::asio;
+
+struct HeadServer::Peer {
+  enum Kind { kHandshake, kClient, kAgent } kind = kHandshake;
+  std::shared_ptr<net::Connection> conn;
+  ClientSession session;   // kClient
+  Node* node = nullptr;    // kAgent
+  bool paused_for_output = false;
+};
+
+HeadServer::HeadServer(asio::io_context& io, HeadOptions options, const Clock& clock)
+    : io_(io),
+      options_(std::move(options)),
+      clock_(clock),
+      session_id_(RandomBytes(8)),
+      nodes_(clock, options_.liveness),
+      tasks_(nodes_, options_.tasks),
+      tick_(io) {}
+
+HeadServer::~HeadServer() { Stop(); }
+
+Status HeadServer::Start() {
+  auto l = net::Listener::Listen(io_, options_.listen, options_.tls);
+  if (!l) return l.error();
+  listener_ = std::move(*l);
+  listener_->Start([this](std::unique_ptr<net::ByteStream> s) { OnAccept(std::move(s)); });
+  Tick();
+  return Status::Ok();
+}
+
+void HeadServer::Stop() {
+  if (!*alive_) return;
+  *alive_ = false;
+  if (listener_) listener_->Stop();
+  tick_.cancel();
+  for (auto& [p, peer] : peers_) peer->conn->Close(Status(Code::kUnavailable, "head stopping"));
+}
+
+void HeadServer::OnAccept(std::unique_ptr<net::ByteStream> stream) {
+  auto peer = std::make_unique<Peer>();
+  Peer* p = peer.get();
+  p->conn = net::Connection::Create(std::move(stream));
+  peers_[p] = std::move(peer);
+  p->conn->Start([this, p](std::string_view m) { OnMessage(p, m); },
+                 [this, p, alive = alive_](const Status& s) {
+                   if (*alive) OnClose(p, s);
+                 });
+}
+
+void HeadServer::OnMessage(Peer* peer, std::string_view bytes) {
+  switch (peer->kind) {
+    case Peer::kHandshake: {
+      // ClientToHead.hello and AgentToHead.hello are both field 1: one parse serves both.
+      proto::ClientToHead msg;
+      if (!msg.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())) || !msg.has_hello()) {
+        Refuse(peer, "the first message must be a Hello");
+        return;
+      }
+      OnHello(peer, msg.hello());
+      return;
+    }
+    case Peer::kClient: OnClientMessage(peer, bytes); break;
+    case Peer::kAgent: OnAgentMessage(peer, bytes); break;
+  }
+  ScheduleSoon();
+}
+
+void HeadServer::Refuse(Peer* peer, const std::string& why) {
+  LOG_WARN("refused connection from {}: {}", peer->conn->peer(), why);
+  proto::HeadToClient reply;  // HeadToClient.welcome and HeadToAgent.welcome are both field 1
+  reply.mutable_welcome()->set_error(why);
+  reply.mutable_welcome()->set_protocol_version(kProtocolVersion);
+  reply.mutable_welcome()->set_corral_version(CORRAL_VERSION);
+  peer->conn->Send(reply);
+  peer->conn->CloseAfterFlush(Status(Code::kPermissionDenied, why));
+}
+
+void HeadServer::OnHello(Peer* peer, const proto::Hello& hello) {
+  if (hello.protocol_version() != kProtocolVersion) {
+    Refuse(peer, fmt::format("protocol version {} (Corral {}) is not supported by this head, which speaks "
+                             "version {} (Corral {}); install the same Corral version on every machine",
+                             hello.protocol_version(), hello.corral_version(), kProtocolVersion,
+                             CORRAL_VERSION));
+    return;
+  }
+  const std::string& token = options_.token;
+  if (hello.token().size() != token.size() ||
+      CRYPTO_memcmp(hello.token().data(), token.data(), token.size()) != 0) {
+    Refuse(peer, "bad token: set CORRAL_TOKEN or CORRAL_TOKEN_FILE to the head's token (printed by "
+                 "`corral start --head`, stored in its state dir)");
+    return;
+  }
+  peer->conn->MarkHandshakeDone();
+  proto::HeadToClient reply;
+  proto::Welcome* w = reply.mutable_welcome();
+  w->set_protocol_version(kProtocolVersion);
+  w->set_corral_version(CORRAL_VERSION);
+  w->set_session_id(session_id_);
+  w->set_heartbeat_interval_ms(static_cast<uint64_t>(options_.liveness.heartbeat_interval / 1'000'000));
+  if (hello.role() == proto::Hello::AGENT) {
+    if (hello.node().node_id().empty()) {
+      Refuse(peer, "an agent must send its node id");
+      return;
+    }
+    if (Node* old = nodes_.Find(hello.node().node_id()); old && old->state != NodeState::kDead) {
+      // The same node reconnected before we noticed it had gone: its old attempts are void.
+      if (old->conn) old->conn->Close(Status(Code::kAborted, "node registered again"));
+      nodes_.MarkDead(old);
+      tasks_.OnNodeDead(old, "reconnected");
+      for (auto& [p, other] : peers_)
+        if (other->node == old) other->node = nullptr;
+    }
+    peer->kind = Peer::kAgent;
+    peer->node = nodes_.Register(hello.node(), peer->conn, options_.tasks.prefetch_per_cpu);
+    LOG_INFO("node {} joined from {} (host {}): {}", ShortHex(hello.node().node_id()), peer->conn->peer(),
+             hello.node().hostname(), peer->node->view.total.ToString());
+    tasks_.OnNodesChanged();
+    peer->conn->Send(reply);
+    return;
+  }
+  peer->kind = Peer::kClient;
+  peer->session.id = hello.id().empty() ? RandomBytes(8) : hello.id();
+  peer->session.name = hello.name();
+  peer->session.conn = peer->conn;
+  tasks_.AddClient(&peer->session);
+  peer->conn->SetDrainHandler([this, peer] {
+    if (peer->paused_for_output) {
+      peer->paused_for_output = false;
+      if (!clients_paused_) peer->conn->ResumeReading();
+    }
+  });
+  LOG_DEBUG("client {} connected from {}", hello.name(), peer->conn->peer());
+  peer->conn->Send(reply);
+  UpdateBackpressure();
+}
+
+void HeadServer::OnClientMessage(Peer* peer, std::string_view bytes) {
+  proto::ClientToHead msg;
+  if (!msg.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    peer->conn->Close(Status(Code::kInvalidArgument, "malformed message from client"));
+    return;
+  }
+  ClientSession* s = &peer->session;
+  switch (msg.msg_case()) {
+    case proto::ClientToHead::kSubmit: tasks_.Submit(s, std::move(*msg.mutable_submit())); break;
+    case proto::ClientToHead::kPut: tasks_.Put(s, std::move(*msg.mutable_put())); break;
+    case proto::ClientToHead::kSubscribe: tasks_.Subscribe(s, msg.subscribe()); break;
+    case proto::ClientToHead::kRelease: tasks_.Release(s, msg.release()); break;
+    case proto::ClientToHead::kCancel: tasks_.Cancel(s, msg.cancel()); break;
+    case proto::ClientToHead::kRequest: HandleRequest(peer, msg.request()); break;
+    default:
+      peer->conn->Close(Status(Code::kInvalidArgument, "unexpected message from client"));
+      return;
+  }
+  if (!peer->conn->has_room() && !peer->paused_for_output) {
+    peer->paused_for_output = true;  // it is not reading its results: stop reading its submissions
+    peer->conn->PauseReading();
+  }
+}
+
+void HeadServer::OnAgentMessage(Peer* peer, std::string_view bytes) {
+  proto::AgentToHead msg;
+  if (!msg.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    peer->conn->Close(Status(Code::kInvalidArgument, "malformed message from agent"));
+    return;
+  }
+  Node* node = peer->node;
+  if (!node) return;  // superseded by a newer registration
+  switch (msg.msg_case()) {
+    case proto::AgentToHead::kHeartbeat: {
+      nodes_.Heartbeat(node);
+      proto::HeadToAgent ack;
+      ack.mutable_heartbeat_ack()->set_seq(msg.heartbeat().seq());
+      peer->conn->Send(ack);
+      break;
+    }
+    case proto::AgentToHead::kFinished: tasks_.OnTaskFinished(node, std::move(*msg.mutable_finished())); break;
+    case proto::AgentToHead::kBlocked: tasks_.OnBlocked(node, msg.blocked()); break;
+    case proto::AgentToHead::kLog: tasks_.OnLog(node, std::move(*msg.mutable_log())); break;
+    case proto::AgentToHead::kUpdate:
+      nodes_.Update(node, msg.update());
+      tasks_.OnNodesChanged();
+      break;
+    default:
+      peer->conn->Close(Status(Code::kInvalidArgument, "unexpected message from agent"));
+      return;
+  }
+  UpdateBackpressure();
+}
+
+void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
+  proto::HeadToClient msg;
+  proto::Reply* reply = msg.mutable_reply();
+  reply->set_request_id(request.request_id());
+  Nanos now = clock_.BootTimeNs();
+  auto fill_nodes = [&](auto* add_to) {
+    for (Node* n : nodes_.All()) {
+      proto::NodeStatus* ns = add_to->add_nodes();
+      *ns->mutable_info() = n->info;
+      ns->set_state(NodeStateName(n->state));
+      for (const auto& [k, u] : n->view.available.units()) (*ns->mutable_available())[k] = n->view.available.Get(k);
+      ns->set_last_heartbeat_age_s(static_cast<double>(now - n->last_heartbeat) / 1e9);
+      ns->set_running_tasks(static_cast<int64_t>(n->tasks.size()));
+    }
+  };
+  if (request.has_nodes()) {
+    fill_nodes(reply);
+  } else if (request.has_status()) {
+    proto::ClusterStatus* st = reply->mutable_status();
+    fill_nodes(st);
+    tasks_.FillStatus(st);
+    st->set_address(endpoint().ToString());
+    auto& c = *st->mutable_counters()->mutable_values();
+    auto& net = net::GlobalNetCounters();
+    c["net_frames_sent"] = net.frames_sent;
+    c["net_messages_sent"] = net.messages_sent;
+    c["net_frames_received"] = net.frames_received;
+    c["net_messages_received"] = net.messages_received;
+    c["net_bytes_sent"] = net.bytes_sent;
+    c["net_bytes_received"] = net.bytes_received;
+    c["net_connections_opened"] = net.connections_opened;
+    c["net_connections_closed_with_error"] = net.connections_closed_with_error;
+    c["clients_paused"] = clients_paused_;
+  } else {
+    reply->set_error("unknown request");
+  }
+  peer->conn->Send(msg);
+}
+
+void HeadServer::OnClose(Peer* peer, const Status& reason) {
+  auto owned = std::move(peers_[peer]);
+  peers_.erase(peer);
+  if (peer->kind == Peer::kAgent && peer->node) {
+    LOG_WARN("lost node {}: {}", ShortHex(peer->node->view.id), reason.ToString());
+    nodes_.MarkDead(peer->node);
+    tasks_.OnNodeDead(peer->node, "disconnected (" + reason.message() + ")");
+    peer->node->conn.reset();
+  } else if (peer->kind == Peer::kClient) {
+    LOG_DEBUG("client {} left: {}", peer->session.name, reason.ToString());
+    tasks_.RemoveClient(&peer->session);
+  } else if (reason.code() != Code::kUnavailable) {
+    LOG_WARN("connection from {} closed before the handshake: {}", peer->conn->peer(), reason.ToString());
+  }
+  ScheduleSoon();
+  // The peer must outlive handlers already queued on the io thread.
+  asio::post(io_, [owned = std::move(owned)] {});
+}
+
+void HeadServer::ScheduleSoon() {
+  if (schedule_posted_) return;
+  schedule_posted_ = true;
+  asio::post(io_, [this, alive = alive_] {
+    if (!*alive) return;
+    schedule_posted_ = false;
+    tasks_.Schedule();
+    UpdateBackpressure();
+  });
+}
+
+void HeadServer::UpdateBackpressure() {
+  size_t n = tasks_.unfinished_tasks();
+  bool pause = clients_paused_ ? n > options_.max_unfinished_tasks * 9 / 10 : n > options_.max_unfinished_tasks;
+  if (pause == clients_paused_) return;
+  clients_paused_ = pause;
+  if (pause) LOG_INFO("{} unfinished tasks: not reading new submissions until some finish", n);
+  for (auto& [p, peer] : peers_) {
+    if (peer->kind != Peer::kClient) continue;
+    if (pause)
+      peer->conn->PauseReading();
+    else if (!peer->paused_for_output)
+      peer->conn->ResumeReading();
+  }
+}
+
+void HeadServer::Tick() {
+  for (Node* dead : nodes_.Tick()) {
+    tasks_.OnNodeDead(dead, "stopped sending heartbeats");
+    if (dead->conn) dead->conn->Close(Status(Code::kAborted, "declared dead"));
+  }
+  tasks_.Schedule();
+  UpdateBackpressure();
+  tick_.expires_after(std::chrono::milliseconds(200));
+  tick_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
+    if (!ec && *alive) Tick();
+  });
+}
+
+}  // namespace corral::head

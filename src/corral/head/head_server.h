@@ -1,0 +1,66 @@
+// HeadServer: the head process's network face. Accepts connections, runs the handshake (protocol
+// version, token), and routes messages from clients and agents to the NodeRegistry and the
+// TaskManager. Runs entirely on one io thread; nothing here blocks.
+//
+// Backpressure: while more than `max_unfinished_tasks` are in the system, the head stops reading
+// from clients (their bounded send queues then make submitters wait); it also stops reading from a
+// client that is not reading its results.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "corral/head/node_registry.h"
+#include "corral/head/task_manager.h"
+#include "corral/net/listener.h"
+
+namespace corral::head {
+
+struct HeadOptions {
+  net::Endpoint listen;
+  std::string token;                 // required from every peer
+  LivenessConfig liveness;
+  TaskManagerOptions tasks;
+  size_t max_unfinished_tasks = 2'000'000;
+  std::shared_ptr<boost::asio::ssl::context> tls;  // null: plain TCP
+};
+
+class HeadServer {
+ public:
+  HeadServer(boost::asio::io_context& io, HeadOptions options, const Clock& clock = SystemClock());
+  ~HeadServer();
+
+  Status Start();
+  void Stop();
+  const net::Endpoint& endpoint() const { return listener_->endpoint(); }
+
+ private:
+  struct Peer;
+  void OnAccept(std::unique_ptr<net::ByteStream> stream);
+  void OnMessage(Peer* peer, std::string_view bytes);
+  void OnHello(Peer* peer, const proto::Hello& hello);
+  void OnClientMessage(Peer* peer, std::string_view bytes);
+  void OnAgentMessage(Peer* peer, std::string_view bytes);
+  void OnClose(Peer* peer, const Status& reason);
+  void Refuse(Peer* peer, const std::string& why);
+  void HandleRequest(Peer* peer, const proto::Request& request);
+  void ScheduleSoon();
+  void Tick();
+  void UpdateBackpressure();
+
+  boost::asio::io_context& io_;
+  HeadOptions options_;
+  const Clock& clock_;
+  std::string session_id_;
+  std::unique_ptr<net::Listener> listener_;
+  NodeRegistry nodes_;
+  TaskManager tasks_;
+  std::unordered_map<Peer*, std::unique_ptr<Peer>> peers_;
+  boost::asio::steady_timer tick_;
+  bool schedule_posted_ = false;
+  bool clients_paused_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace corral::head

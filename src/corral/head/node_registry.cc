@@ -1,0 +1,106 @@
+#include "corral/head/node_registry.h"
+
+#include <algorithm>
+
+#include "corral/base/ids.h"
+#include "corral/base/log.h"
+
+namespace corral::head {
+
+const char* NodeStateName(NodeState state) {
+  switch (state) {
+    case NodeState::kAlive: return "alive";
+    case NodeState::kSuspect: return "suspect";
+    case NodeState::kDead: return "dead";
+  }
+  return "?";
+}
+
+Node* NodeRegistry::Register(const proto::NodeInfo& info, std::shared_ptr<net::Connection> conn,
+                             int prefetch_per_cpu) {
+  auto& slot = nodes_[info.node_id()];
+  if (!slot) slot = std::make_unique<Node>();
+  Node* n = slot.get();
+  uint64_t order = n->view.order ? n->view.order : next_order_++;
+  *n = Node{};
+  n->view.id = info.node_id();
+  n->view.order = order;
+  n->conn = std::move(conn);
+  n->last_heartbeat = clock_.BootTimeNs();
+  Update(n, info);
+  n->view.available = n->view.total;
+  n->view.prefetch_limit = static_cast<int>(n->view.total.Get(kCpu)) * prefetch_per_cpu;
+  n->state = NodeState::kAlive;
+  n->view.schedulable = true;
+  Invalidate();
+  return n;
+}
+
+void NodeRegistry::Update(Node* n, const proto::NodeInfo& info) {
+  n->info = info;
+  n->view.total = ResourceSet();
+  for (const auto& [k, v] : info.resources()) n->view.total.Set(k, v);
+  n->view.labels.clear();
+  for (const auto& [k, v] : info.labels()) n->view.labels[k] = v;
+  n->view.python = info.python_version();
+}
+
+void NodeRegistry::Heartbeat(Node* n) {
+  n->last_heartbeat = clock_.BootTimeNs();
+  if (n->state == NodeState::kSuspect) {
+    LOG_INFO("node {} is alive again", ShortHex(n->view.id));
+    n->state = NodeState::kAlive;
+    n->view.schedulable = true;
+  }
+}
+
+void NodeRegistry::MarkDead(Node* n) {
+  if (n->state == NodeState::kDead) return;
+  n->state = NodeState::kDead;
+  n->view.schedulable = false;
+  Invalidate();
+}
+
+std::vector<Node*> NodeRegistry::Tick() {
+  std::vector<Node*> died;
+  Nanos now = clock_.BootTimeNs();
+  for (auto& [id, n] : nodes_) {
+    if (n->state == NodeState::kDead) continue;
+    Nanos silent = now - n->last_heartbeat;
+    if (silent >= config_.dead_after) {
+      LOG_WARN("node {} sent no heartbeat for {:.1f}s: dead", ShortHex(id), silent / 1e9);
+      MarkDead(n.get());
+      died.push_back(n.get());
+    } else if (silent >= config_.suspect_after && n->state == NodeState::kAlive) {
+      LOG_WARN("node {} sent no heartbeat for {:.1f}s: suspect, no new work", ShortHex(id), silent / 1e9);
+      n->state = NodeState::kSuspect;
+      n->view.schedulable = false;
+    }
+  }
+  return died;
+}
+
+Node* NodeRegistry::Find(const std::string& id) {
+  auto it = nodes_.find(id);
+  return it == nodes_.end() ? nullptr : it->second.get();
+}
+
+const std::vector<const NodeView*>& NodeRegistry::LiveViews() {
+  if (!views_valid_) {
+    views_.clear();
+    for (auto& [id, n] : nodes_)
+      if (n->state != NodeState::kDead) views_.push_back(&n->view);
+    std::sort(views_.begin(), views_.end(), [](auto* a, auto* b) { return a->order < b->order; });
+    views_valid_ = true;
+  }
+  return views_;
+}
+
+std::vector<Node*> NodeRegistry::All() {
+  std::vector<Node*> out;
+  for (auto& [id, n] : nodes_) out.push_back(n.get());
+  std::sort(out.begin(), out.end(), [](auto* a, auto* b) { return a->view.order < b->view.order; });
+  return out;
+}
+
+}  // namespace corral::head

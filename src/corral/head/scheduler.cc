@@ -1,0 +1,77 @@
+#include "corral/head/scheduler.h"
+
+#include <fmt/format.h>
+
+namespace corral::head {
+namespace {
+
+bool LabelsMatch(const NodeView& n, const std::map<std::string, std::string>& selector) {
+  for (const auto& [k, v] : selector) {
+    auto it = n.labels.find(k);
+    if (it == n.labels.end() || it->second != v) return false;
+  }
+  return true;
+}
+
+bool CpuOnly(const ResourceSet& r) {
+  for (const auto& [name, units] : r.units())
+    if (name != kCpu) return false;
+  return true;
+}
+
+}  // namespace
+
+bool PythonMatches(const std::string& node_python, const std::string& wanted) {
+  if (node_python.empty()) return false;
+  if (wanted.empty()) return true;
+  return node_python == wanted || node_python.starts_with(wanted + ".");
+}
+
+Placement Place(const Request& request, const std::vector<const NodeView*>& nodes) {
+  Placement out;
+  const NodeView* best = nullptr;
+  double best_util = 0;
+  const NodeView* prefetch = nullptr;
+  bool could_fit_later = false;
+  for (const NodeView* n : nodes) {
+    if (!LabelsMatch(*n, request.label_selector) || !n->total.Contains(request.resources)) continue;
+    if (n->python.empty()) {  // workers not up yet: may fit once they are
+      could_fit_later = true;
+      continue;
+    }
+    if (!PythonMatches(n->python, request.python)) continue;
+    could_fit_later = true;
+    if (!n->schedulable) continue;
+    if (n->available.Contains(request.resources)) {
+      double util = n->available.UtilizationAfter(request.resources, n->total);
+      if (!best || util < best_util || (util == best_util && n->order < best->order)) {
+        best = n;
+        best_util = util;
+      }
+    } else if (n->prefetched < n->prefetch_limit && CpuOnly(request.resources)) {
+      if (!prefetch || n->prefetched < prefetch->prefetched ||
+          (n->prefetched == prefetch->prefetched && n->order < prefetch->order))
+        prefetch = n;
+    }
+  }
+  if (best) {
+    out.kind = Placement::kPlaced;
+    out.node = best;
+  } else if (prefetch) {
+    out.kind = Placement::kPlaced;
+    out.node = prefetch;
+    out.prefetch = true;
+  } else if (could_fit_later) {
+    out.kind = Placement::kWait;
+  } else {
+    out.kind = Placement::kInfeasible;
+    std::string labels;
+    for (const auto& [k, v] : request.label_selector) labels += fmt::format(" {}={}", k, v);
+    out.reason = fmt::format("requires {}{}{} on Python {}; no node that is or was connected has that",
+                             request.resources.ToString(), labels.empty() ? "" : " and labels", labels,
+                             request.python.empty() ? "any" : request.python);
+  }
+  return out;
+}
+
+}  // namespace corral::head

@@ -1,0 +1,55 @@
+// Placement: which node a task goes to. Pure decisions over a snapshot of nodes; no I/O.
+//
+// Policy (stated in docs/architecture.md and tested in scheduler_test.cc):
+//  1. Eligible nodes: alive (not suspect or dead), labels match the task's selector, the workers'
+//     Python major.minor equals the submitter's, and the node's total resources contain the request.
+//  2. Among eligible nodes with the request free now, take the one least utilised after placing
+//     (max over requested resources of used/total): work spreads across nodes.
+//  3. Ties go to the node that registered first.
+//  4. If no node has room now, a CPU-only task may wait in an agent's short prefetch queue (at most
+//     `prefetch` tasks per node, fewest queued first) so workers never idle between tasks.
+//  5. If no node could ever fit, the task is infeasible: it stays pending with a reason and does not
+//     block other tasks.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "corral/base/resources.h"
+
+namespace corral::head {
+
+struct NodeView {
+  std::string id;
+  uint64_t order = 0;        // registration order, for ties
+  bool schedulable = false;  // alive
+  ResourceSet total;
+  ResourceSet available;     // may be negative for CPU while tasks wait in the prefetch queue
+  std::map<std::string, std::string> labels;
+  std::string python;        // "3.11.7"; empty until the node's first worker started
+  int prefetched = 0;
+  int prefetch_limit = 0;
+};
+
+struct Request {
+  ResourceSet resources;
+  std::map<std::string, std::string> label_selector;
+  std::string python;        // "3.11"
+};
+
+struct Placement {
+  enum Kind { kPlaced, kWait, kInfeasible } kind = kWait;
+  const NodeView* node = nullptr;  // for kPlaced
+  bool prefetch = false;           // placed into the node's prefetch queue
+  std::string reason;              // for kInfeasible: what no node offers
+};
+
+Placement Place(const Request& request, const std::vector<const NodeView*>& nodes);
+
+// "3.11.7" matches "3.11"; "" matches nothing.
+bool PythonMatches(const std::string& node_python, const std::string& wanted);
+
+}  // namespace corral::head

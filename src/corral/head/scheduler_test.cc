@@ -1,0 +1,98 @@
+#include "corral/head/scheduler.h"
+
+#include <gtest/gtest.h>
+
+namespace corral::head {
+namespace {
+
+ResourceSet R(double cpu, double gpu = 0, double laptop = 0) {
+  ResourceSet r;
+  r.Set(kCpu, cpu);
+  r.Set(kGpu, gpu);
+  r.Set("laptop", laptop);
+  return r;
+}
+
+NodeView Node(std::string id, uint64_t order, ResourceSet total) {
+  NodeView n;
+  n.id = std::move(id);
+  n.order = order;
+  n.schedulable = true;
+  n.total = total;
+  n.available = total;
+  n.python = "3.11.7";
+  n.prefetch_limit = 2;
+  return n;
+}
+
+Request Req(ResourceSet r) { return Request{r, {}, "3.11"}; }
+
+TEST(Place, SpreadsToLeastUtilised) {
+  NodeView a = Node("a", 1, R(4)), b = Node("b", 2, R(4));
+  a.available = R(2);  // a is half busy
+  auto p = Place(Req(R(1)), {&a, &b});
+  ASSERT_EQ(p.kind, Placement::kPlaced);
+  EXPECT_EQ(p.node->id, "b");
+  EXPECT_FALSE(p.prefetch);
+}
+
+TEST(Place, TiesGoToFirstRegistered) {
+  NodeView a = Node("a", 2, R(4)), b = Node("b", 1, R(4));
+  EXPECT_EQ(Place(Req(R(1)), {&a, &b}).node->id, "b");
+}
+
+TEST(Place, OnlyWhereResourcesFit) {
+  NodeView cpu = Node("cpu", 1, R(8)), gpu = Node("gpu", 2, R(2, 1));
+  EXPECT_EQ(Place(Req(R(1, 1)), {&cpu, &gpu}).node->id, "gpu");
+  gpu.available = R(2, 0);
+  EXPECT_EQ(Place(Req(R(1, 1)), {&cpu, &gpu}).kind, Placement::kWait);  // GPU busy: wait, no prefetch
+}
+
+TEST(Place, CustomResourcesAndLabels) {
+  NodeView laptop = Node("laptop", 1, R(2, 0, 1)), server = Node("server", 2, R(16));
+  server.labels["zone"] = "office";
+  EXPECT_EQ(Place(Req(R(1, 0, 1)), {&laptop, &server}).node->id, "laptop");
+  Request r = Req(R(1));
+  r.label_selector["zone"] = "office";
+  EXPECT_EQ(Place(r, {&laptop, &server}).node->id, "server");
+  r.label_selector["zone"] = "home";
+  auto p = Place(r, {&laptop, &server});
+  EXPECT_EQ(p.kind, Placement::kInfeasible);
+  EXPECT_NE(p.reason.find("zone=home"), std::string::npos) << p.reason;
+}
+
+TEST(Place, InfeasibleSaysWhat) {
+  NodeView a = Node("a", 1, R(2));
+  auto p = Place(Req(R(1, 1)), {&a});
+  EXPECT_EQ(p.kind, Placement::kInfeasible);
+  EXPECT_NE(p.reason.find("GPU=1"), std::string::npos) << p.reason;
+}
+
+TEST(Place, PrefetchWhenFullThenWait) {
+  NodeView a = Node("a", 1, R(2));
+  a.available = R(0);
+  auto p = Place(Req(R(1)), {&a});
+  ASSERT_EQ(p.kind, Placement::kPlaced);
+  EXPECT_TRUE(p.prefetch);
+  a.prefetched = 2;
+  EXPECT_EQ(Place(Req(R(1)), {&a}).kind, Placement::kWait);
+}
+
+TEST(Place, SuspectNodesTakeNoNewWorkButStayFeasible) {
+  NodeView a = Node("a", 1, R(2));
+  a.schedulable = false;
+  EXPECT_EQ(Place(Req(R(1)), {&a}).kind, Placement::kWait);
+}
+
+TEST(Place, PythonVersionMustMatch) {
+  NodeView a = Node("a", 1, R(2));
+  a.python = "3.12.1";
+  EXPECT_EQ(Place(Req(R(1)), {&a}).kind, Placement::kInfeasible);
+  a.python = "";  // not known yet: may fit later
+  EXPECT_EQ(Place(Req(R(1)), {&a}).kind, Placement::kWait);
+  EXPECT_TRUE(PythonMatches("3.11.7", "3.11"));
+  EXPECT_FALSE(PythonMatches("3.110.1", "3.11"));
+}
+
+}  // namespace
+}  // namespace corral::head

@@ -1,0 +1,451 @@
+#include "corral/head/task_manager.h"
+
+#include "corral/base/ids.h"
+#include "corral/base/log.h"
+
+namespace corral::head {
+namespace {
+
+std::string ClassKey(const proto::TaskSpec& spec) {
+  std::string key;
+  std::map<std::string, double> res(spec.resources().begin(), spec.resources().end());
+  for (const auto& [k, v] : res) key += fmt::format("{}={};", k, v);
+  key += "|";
+  std::map<std::string, std::string> sel(spec.label_selector().begin(), spec.label_selector().end());
+  for (const auto& [k, v] : sel) key += fmt::format("{}={};", k, v);
+  key += "|" + spec.python_version();
+  return key;
+}
+
+ResourceSet CpuPart(const ResourceSet& r) {
+  ResourceSet out;
+  out.Set(kCpu, r.Get(kCpu));
+  return out;
+}
+
+}  // namespace
+
+proto::ObjectValue TaskManager::ErrorValue(const std::string& id, proto::ErrorKind kind, std::string message) {
+  proto::ObjectValue v;
+  v.set_id(id);
+  v.set_error(kind);
+  v.set_message(std::move(message));
+  return v;
+}
+
+void TaskManager::AddClient(ClientSession* client) { clients_[client->id] = client; }
+
+void TaskManager::RemoveClient(ClientSession* client) {
+  clients_.erase(client->id);
+  std::vector<std::string> owned(client->owned.begin(), client->owned.end());
+  for (const auto& id : owned) {
+    auto t = tasks_.find(id);
+    if (t != tasks_.end() && t->second.state != TaskState::kFinished) {
+      proto::Cancel c;
+      c.set_task_id(id);
+      c.set_force(true);
+      Cancel(client, c);
+    }
+    auto o = objects_.find(id);
+    if (o != objects_.end()) {
+      o->second.released = true;
+      o->second.pinned = false;
+      TryFree(id);
+    }
+  }
+  client->owned.clear();
+}
+
+void TaskManager::SendToClient(const std::string& client_id, const proto::HeadToClient& msg) {
+  auto it = clients_.find(client_id);
+  if (it != clients_.end() && it->second->conn) it->second->conn->Send(msg);
+}
+
+void TaskManager::Notice(const std::string& task_id, const std::string& owner, const std::string& text) {
+  proto::HeadToClient msg;
+  msg.mutable_notice()->set_task_id(task_id);
+  msg.mutable_notice()->set_text(text);
+  SendToClient(owner, msg);
+}
+
+void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
+  std::string id = spec.task_id();
+  if (id.empty()) return;
+  if (tasks_.contains(id) || objects_.contains(id)) return;  // a resubmission of the same task
+  Count("tasks_submitted");
+  if (!spec.function().empty()) {
+    functions_.try_emplace(spec.function_hash(), std::move(*spec.mutable_function()));
+    spec.clear_function();
+  }
+  spec.set_owner_id(client->id);
+  Object& obj = objects_[id];
+  obj.owner = client->id;
+  obj.has_task = true;
+  client->owned.insert(id);
+  Task& task = tasks_[id];
+  task.spec = std::move(spec);
+  for (const auto& [k, v] : task.spec.resources()) task.request.Set(k, v);
+  task.sched_class = ClassKey(task.spec);
+  ++unfinished_;
+  if (!functions_.contains(task.spec.function_hash())) {
+    Finish(id, ErrorValue(id, proto::RUNTIME,
+                          fmt::format("the head does not know the function of task {}; it was not sent "
+                                      "with the first submission on this connection",
+                                      task.spec.name())));
+    return;
+  }
+  proto::ObjectValue failed_dep;
+  for (const auto& dep : task.spec.deps()) {
+    auto d = objects_.find(dep);
+    if (d == objects_.end()) {
+      failed_dep = ErrorValue(id, proto::OBJECT_LOST,
+                              fmt::format("argument object {} of {} is not known to the head: it was "
+                                          "freed, or its owner exited",
+                                          Hex(dep), task.spec.name()));
+      break;
+    }
+    d->second.dependents++;
+    if (d->second.ready) {
+      if (d->second.value.error() != proto::ERROR_NONE && failed_dep.id().empty()) {
+        failed_dep = d->second.value;
+        failed_dep.set_id(id);
+      }
+    } else {
+      d->second.waiting.push_back(id);
+      task.unresolved++;
+    }
+  }
+  if (!failed_dep.id().empty()) {
+    Finish(id, std::move(failed_dep));
+    return;
+  }
+  if (task.unresolved == 0) Enqueue(id, task);
+}
+
+void TaskManager::Put(ClientSession* client, proto::ObjectValue&& value) {
+  std::string id = value.id();
+  if (id.empty() || objects_.contains(id)) return;
+  Object& obj = objects_[id];
+  obj.owner = client->id;
+  obj.ready = true;
+  obj.value = std::move(value);
+  client->owned.insert(id);
+  Count("objects_put");
+}
+
+void TaskManager::Subscribe(ClientSession* client, const proto::Subscribe& request) {
+  for (const auto& id : request.ids()) {
+    auto it = objects_.find(id);
+    if (it == objects_.end()) {
+      proto::HeadToClient msg;
+      *msg.mutable_ready() = ErrorValue(
+          id, proto::OBJECT_LOST,
+          fmt::format("object {} is not known to the head: it was freed, or its owner exited", Hex(id)));
+      client->conn->Send(msg);
+    } else if (it->second.ready) {
+      proto::HeadToClient msg;
+      *msg.mutable_ready() = it->second.value;
+      client->conn->Send(msg);
+    } else {
+      it->second.subscribers.push_back(client->id);
+    }
+  }
+}
+
+void TaskManager::Release(ClientSession* client, const proto::Release& request) {
+  for (const auto& id : request.ids()) {
+    auto it = objects_.find(id);
+    if (it == objects_.end() || it->second.owner != client->id) continue;
+    if (request.pin()) {
+      it->second.pinned = true;
+    } else {
+      it->second.released = true;
+      TryFree(id);
+    }
+  }
+}
+
+void TaskManager::TryFree(const std::string& id) {
+  auto it = objects_.find(id);
+  if (it == objects_.end()) return;
+  Object& obj = it->second;
+  if (!obj.released || obj.pinned || obj.dependents > 0 || !obj.ready) return;
+  if (auto c = clients_.find(obj.owner); c != clients_.end()) c->second->owned.erase(id);
+  if (obj.has_task) tasks_.erase(id);
+  objects_.erase(it);
+  Count("objects_freed");
+}
+
+void TaskManager::Cancel(ClientSession* client, const proto::Cancel& request) {
+  const std::string& id = request.task_id();
+  auto it = tasks_.find(id);
+  if (it == tasks_.end()) return;
+  Task& task = it->second;
+  switch (task.state) {
+    case TaskState::kFinished:
+      return;
+    case TaskState::kWaitingDeps:
+    case TaskState::kQueued:
+      Finish(id, ErrorValue(id, proto::CANCELLED, fmt::format("task {} was cancelled", task.spec.name())));
+      return;
+    case TaskState::kDispatched: {
+      task.cancel_requested = true;
+      Node* node = nodes_.Find(task.node);
+      if (!node || !node->conn) return;
+      proto::HeadToAgent msg;
+      msg.mutable_cancel()->set_task_id(id);
+      msg.mutable_cancel()->set_attempt(task.spec.attempt());
+      node->conn->Send(msg);
+      return;
+    }
+  }
+}
+
+void TaskManager::Enqueue(const std::string& id, Task& task) {
+  task.state = TaskState::kQueued;
+  auto [it, inserted] = classes_.try_emplace(task.sched_class);
+  SchedClass& cls = it->second;
+  if (inserted) {
+    cls.request.resources = task.request;
+    cls.request.label_selector.insert(task.spec.label_selector().begin(), task.spec.label_selector().end());
+    cls.request.python = task.spec.python_version();
+  }
+  cls.queue.push_back(id);
+  if (!cls.infeasible.empty() && !task.told_infeasible) {
+    task.told_infeasible = true;
+    Notice(id, task.spec.owner_id(),
+           fmt::format("task {} cannot be scheduled: it {}. It stays pending until such a node joins.",
+                       task.spec.name(), cls.infeasible));
+  }
+  dirty_ = true;
+}
+
+void TaskManager::Schedule() {
+  if (!dirty_ && !nodes_changed_) return;
+  bool recheck = nodes_changed_;
+  dirty_ = nodes_changed_ = false;
+  const auto& views = nodes_.LiveViews();
+  for (auto cit = classes_.begin(); cit != classes_.end();) {
+    SchedClass& cls = cit->second;
+    if (!cls.infeasible.empty() && !recheck) {
+      ++cit;
+      continue;
+    }
+    cls.infeasible.clear();
+    while (!cls.queue.empty()) {
+      auto tit = tasks_.find(cls.queue.front());
+      if (tit == tasks_.end() || tit->second.state != TaskState::kQueued) {
+        cls.queue.pop_front();  // cancelled or finished while queued
+        continue;
+      }
+      Placement p = Place(cls.request, views);
+      if (p.kind == Placement::kWait) break;
+      if (p.kind == Placement::kInfeasible) {
+        cls.infeasible = p.reason;
+        for (const auto& tid : cls.queue) {
+          auto t = tasks_.find(tid);
+          if (t == tasks_.end() || t->second.told_infeasible || t->second.state != TaskState::kQueued) continue;
+          t->second.told_infeasible = true;
+          LOG_WARN("task {} is infeasible: it {}", t->second.spec.name(), p.reason);
+          Notice(tid, t->second.spec.owner_id(),
+                 fmt::format("task {} cannot be scheduled: it {}. It stays pending until such a node joins.",
+                             t->second.spec.name(), p.reason));
+        }
+        break;
+      }
+      std::string id = cls.queue.front();
+      cls.queue.pop_front();
+      Dispatch(id, tit->second, nodes_.Find(p.node->id), p.prefetch);
+    }
+    if (cls.queue.empty())
+      cit = classes_.erase(cit);
+    else
+      ++cit;
+  }
+}
+
+void TaskManager::Dispatch(const std::string& id, Task& task, Node* node, bool prefetch) {
+  task.state = TaskState::kDispatched;
+  task.node = node->view.id;
+  node->view.available.Subtract(task.request);
+  if (prefetch) node->view.prefetched++;
+  node->tasks.insert(id);
+  proto::HeadToAgent msg;
+  proto::ExecuteTask* ex = msg.mutable_execute();
+  *ex->mutable_spec() = task.spec;
+  if (node->shipped_functions.insert(task.spec.function_hash()).second) {
+    ex->mutable_spec()->set_function(functions_[task.spec.function_hash()]);
+    Count("functions_shipped_to_nodes");
+  }
+  for (const auto& dep : task.spec.deps()) {
+    auto d = objects_.find(dep);
+    if (d != objects_.end()) *ex->add_deps() = d->second.value;
+  }
+  node->conn->Send(msg);
+  Count("tasks_dispatched");
+}
+
+void TaskManager::ReleaseResources(Task& task, Node* node) {
+  if (!node) return;
+  if (task.blocked) {
+    node->view.available.Subtract(CpuPart(task.request));
+    task.blocked = false;
+  }
+  node->view.available.Add(task.request);
+  if (node->view.prefetched > 0) node->view.prefetched--;
+  node->tasks.erase(task.spec.task_id());
+  dirty_ = true;
+}
+
+void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
+  auto it = tasks_.find(finished.task_id());
+  if (it == tasks_.end() || it->second.state != TaskState::kDispatched ||
+      it->second.spec.attempt() != finished.attempt() || it->second.node != node->view.id) {
+    Count("stale_results_discarded");
+    LOG_INFO("discarded a result for task {} attempt {} from node {}: not the current attempt",
+             ShortHex(finished.task_id()), finished.attempt(), ShortHex(node->view.id));
+    return;
+  }
+  Task& task = it->second;
+  ReleaseResources(task, node);
+  proto::ObjectValue* result = finished.mutable_result();
+  result->set_id(finished.task_id());
+  if (result->error() == proto::WORKER_DIED && !task.cancel_requested &&
+      task.spec.attempt() < task.spec.max_retries()) {
+    Retry(finished.task_id(), task, result->message());
+    return;
+  }
+  if (task.cancel_requested && result->error() != proto::ERROR_NONE) {
+    *result = ErrorValue(finished.task_id(), proto::CANCELLED,
+                         fmt::format("task {} was cancelled while running", task.spec.name()));
+  }
+  Finish(finished.task_id(), std::move(*result));
+}
+
+void TaskManager::Retry(const std::string& id, Task& task, const std::string& why) {
+  task.spec.set_attempt(task.spec.attempt() + 1);
+  task.node.clear();
+  Count("tasks_retried");
+  Notice(id, task.spec.owner_id(),
+         fmt::format("task {} failed: {}; retrying (attempt {} of {})", task.spec.name(), why,
+                     task.spec.attempt() + 1, task.spec.max_retries() + 1));
+  Enqueue(id, task);
+}
+
+void TaskManager::OnNodeDead(Node* node, const std::string& why) {
+  std::vector<std::string> ids(node->tasks.begin(), node->tasks.end());
+  for (const auto& id : ids) {
+    auto it = tasks_.find(id);
+    if (it == tasks_.end()) continue;
+    Task& task = it->second;
+    ReleaseResources(task, node);
+    std::string msg = fmt::format("node {} ({}) {} while running {}", ShortHex(node->view.id),
+                                  node->info.hostname(), why, task.spec.name());
+    if (!task.cancel_requested && task.spec.attempt() < task.spec.max_retries())
+      Retry(id, task, msg);
+    else
+      Finish(id, ErrorValue(id, task.cancel_requested ? proto::CANCELLED : proto::NODE_DIED, msg));
+  }
+  node->tasks.clear();
+  node->shipped_functions.clear();
+  nodes_changed_ = true;
+}
+
+void TaskManager::OnBlocked(Node* node, const proto::Blocked& blocked) {
+  auto it = tasks_.find(blocked.task_id());
+  if (it == tasks_.end() || it->second.state != TaskState::kDispatched || it->second.node != node->view.id)
+    return;
+  Task& task = it->second;
+  if (blocked.blocked() == task.blocked) return;
+  task.blocked = blocked.blocked();
+  if (task.blocked)
+    node->view.available.Add(CpuPart(task.request));
+  else
+    node->view.available.Subtract(CpuPart(task.request));
+  dirty_ = true;
+}
+
+void TaskManager::OnLog(Node* node, proto::LogLine&& line) {
+  auto it = tasks_.find(line.task_id());
+  if (it == tasks_.end()) return;
+  line.set_node_id(node->view.id);
+  proto::HeadToClient msg;
+  *msg.mutable_log() = std::move(line);
+  SendToClient(it->second.spec.owner_id(), msg);
+}
+
+void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
+  // A worklist: failing a task fails the tasks waiting on it, and so on.
+  std::vector<std::pair<std::string, proto::ObjectValue>> work;
+  work.emplace_back(id, std::move(value));
+  while (!work.empty()) {
+    auto [tid, val] = std::move(work.back());
+    work.pop_back();
+    auto tit = tasks_.find(tid);
+    if (tit == tasks_.end() || tit->second.state == TaskState::kFinished) continue;
+    Task& task = tit->second;
+    task.state = TaskState::kFinished;
+    --unfinished_;
+    switch (val.error()) {
+      case proto::ERROR_NONE: Count("tasks_succeeded"); break;
+      case proto::CANCELLED: Count("tasks_cancelled"); break;
+      default: Count("tasks_failed"); break;
+    }
+    val.set_id(tid);
+    // Dependencies no longer needed by this task.
+    for (const auto& dep : task.spec.deps()) {
+      auto d = objects_.find(dep);
+      if (d == objects_.end()) continue;
+      d->second.dependents--;
+      std::erase(d->second.waiting, tid);
+      TryFree(dep);
+    }
+    proto::TaskSpec().Swap(&task.spec);  // drop args; keep nothing but the id below
+    task.spec.set_task_id(tid);
+    auto oit = objects_.find(tid);
+    if (oit == objects_.end()) continue;
+    Object& obj = oit->second;
+    obj.ready = true;
+    obj.value = std::move(val);
+    proto::HeadToClient msg;
+    *msg.mutable_ready() = obj.value;
+    SendToClient(obj.owner, msg);
+    for (const auto& sub : obj.subscribers)
+      if (sub != obj.owner) SendToClient(sub, msg);
+    obj.subscribers.clear();
+    std::vector<std::string> waiting = std::move(obj.waiting);
+    obj.waiting.clear();
+    bool failed = obj.value.error() != proto::ERROR_NONE;
+    for (const auto& w : waiting) {
+      auto wit = tasks_.find(w);
+      if (wit == tasks_.end() || wit->second.state != TaskState::kWaitingDeps) continue;
+      if (failed) {
+        work.emplace_back(w, obj.value);
+      } else if (--wit->second.unresolved == 0) {
+        Enqueue(w, wit->second);
+      }
+    }
+    TryFree(tid);
+  }
+}
+
+void TaskManager::FillStatus(proto::ClusterStatus* status) const {
+  auto& by_state = *status->mutable_tasks_by_state();
+  for (const auto& [id, task] : tasks_) by_state[TaskStateName(task.state)]++;
+  for (const auto& [key, cls] : classes_) {
+    if (cls.infeasible.empty()) continue;
+    std::string name;
+    for (const auto& tid : cls.queue)
+      if (auto t = tasks_.find(tid); t != tasks_.end()) {
+        name = t->second.spec.name();
+        break;
+      }
+    status->add_infeasible(fmt::format("{} task(s) like {}: it {}", cls.queue.size(), name, cls.infeasible));
+  }
+  auto& counters = *status->mutable_counters()->mutable_values();
+  for (const auto& [k, v] : counters_) counters[k] = v;
+  counters["objects_held"] = static_cast<int64_t>(objects_.size());
+  counters["functions_known"] = static_cast<int64_t>(functions_.size());
+}
+
+}  // namespace corral::head

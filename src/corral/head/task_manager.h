@@ -1,0 +1,126 @@
+// TaskManager: the head's task table, object table and scheduling queues.
+//
+// Every task goes through the one state machine in task_state.h. Tasks are grouped into scheduling
+// classes (same resources, label selector and Python); each class is a FIFO, so a task that cannot
+// be placed only holds back identical tasks, never different ones. Results ("objects") are kept
+// here until the owning client releases them and no pending task still needs them; they are sent
+// to the owner as soon as they are ready, and to anyone who subscribed.
+//
+// Results are accepted only from the task's current attempt on the node it was sent to (fencing):
+// anything else is discarded and counted.
+//
+// Owned by HeadServer; io thread only. It sends messages through the connections of the Node and
+// ClientSession objects it is given, and never blocks.
+#pragma once
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "corral/client.pb.h"
+#include "corral/head/node_registry.h"
+#include "corral/head/task_state.h"
+#include "corral/node.pb.h"
+
+namespace corral::head {
+
+// One connected client (driver, CLI, or a worker submitting nested tasks).
+struct ClientSession {
+  std::string id;
+  std::string name;
+  std::shared_ptr<net::Connection> conn;
+  std::unordered_set<std::string> owned;  // object ids this client owns and the head still holds
+};
+
+struct TaskManagerOptions {
+  int prefetch_per_cpu = 1;
+};
+
+class TaskManager {
+ public:
+  TaskManager(NodeRegistry& nodes, TaskManagerOptions options) : nodes_(nodes), options_(options) {}
+
+  void AddClient(ClientSession* client);
+  // The client disconnected: its unfinished tasks are cancelled and its objects freed.
+  void RemoveClient(ClientSession* client);
+
+  void Submit(ClientSession* client, proto::TaskSpec&& spec);
+  void Put(ClientSession* client, proto::ObjectValue&& value);
+  void Subscribe(ClientSession* client, const proto::Subscribe& request);
+  void Release(ClientSession* client, const proto::Release& request);
+  void Cancel(ClientSession* client, const proto::Cancel& request);
+
+  void OnTaskFinished(Node* node, proto::TaskFinished&& finished);
+  void OnBlocked(Node* node, const proto::Blocked& blocked);
+  void OnLog(Node* node, proto::LogLine&& line);
+  // A node joined or changed: infeasible tasks are looked at again.
+  void OnNodesChanged() { nodes_changed_ = true; }
+  // The node is dead: its tasks are re-queued while retries remain, else failed.
+  void OnNodeDead(Node* node, const std::string& why);
+
+  // Places whatever can be placed now. Cheap when nothing changed.
+  void Schedule();
+
+  size_t unfinished_tasks() const { return unfinished_; }
+  void FillStatus(proto::ClusterStatus* status) const;
+  const std::map<std::string, int64_t>& counters() const { return counters_; }
+
+ private:
+  struct Task {
+    proto::TaskSpec spec;              // args and deps kept until finished (retries need them)
+    TaskState state = TaskState::kWaitingDeps;
+    int unresolved = 0;
+    std::string node;                  // where dispatched
+    ResourceSet request;
+    std::string sched_class;
+    bool blocked = false;
+    bool cancel_requested = false;
+    bool told_infeasible = false;
+  };
+  struct Object {
+    std::string owner;                 // client id
+    bool ready = false;
+    bool released = false;             // the owner holds no reference
+    bool pinned = false;
+    int dependents = 0;                // unfinished tasks listing it as a dependency
+    proto::ObjectValue value;
+    std::vector<std::string> waiting;  // tasks waiting for it
+    std::vector<std::string> subscribers;
+    bool has_task = false;
+  };
+  struct SchedClass {
+    Request request;
+    std::deque<std::string> queue;
+    std::string infeasible;            // non-empty: no node can ever fit (until nodes change)
+  };
+
+  void Enqueue(const std::string& id, Task& task);
+  void Dispatch(const std::string& id, Task& task, Node* node, bool prefetch);
+  void ReleaseResources(Task& task, Node* node);
+  // Finishes the task with `value` and propagates to dependents and subscribers.
+  void Finish(const std::string& id, proto::ObjectValue value);
+  void Retry(const std::string& id, Task& task, const std::string& why);
+  void TryFree(const std::string& id);
+  void SendToClient(const std::string& client_id, const proto::HeadToClient& msg);
+  void Notice(const std::string& task_id, const std::string& owner, const std::string& text);
+  void Count(const char* name, int64_t n = 1) { counters_[name] += n; }
+  static proto::ObjectValue ErrorValue(const std::string& id, proto::ErrorKind kind, std::string message);
+
+  NodeRegistry& nodes_;
+  TaskManagerOptions options_;
+  std::unordered_map<std::string, Task> tasks_;
+  std::unordered_map<std::string, Object> objects_;
+  std::map<std::string, SchedClass> classes_;
+  std::unordered_map<std::string, std::string> functions_;  // hash -> pickled function
+  std::unordered_map<std::string, ClientSession*> clients_;
+  std::map<std::string, int64_t> counters_;
+  size_t unfinished_ = 0;
+  bool nodes_changed_ = false;
+  bool dirty_ = false;
+};
+
+}  // namespace corral::head
