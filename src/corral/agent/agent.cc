@@ -1,0 +1,505 @@
+#include "corral/agent/agent.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "corral/base/ids.h"
+#include "corral/base/log.h"
+#include "corral/base/version.h"
+
+namespace corral::agent {
+
+namespace asio = boost::asio;
+
+struct Agent::Worker {
+  std::string id;
+  pid_t pid = -1;
+  std::string env_key;                    // CUDA_VISIBLE_DEVICES it was started with
+  std::shared_ptr<net::Connection> conn;  // null until it connects
+  bool busy = false;
+  bool blocked = false;
+  bool cancelled = false;
+  std::string task_id;
+  std::string task_name;
+  uint32_t attempt = 0;
+  double cpus = 0;
+  std::vector<int> gpus;
+  std::set<std::string> functions;
+  std::deque<std::string> last_stderr;    // for the death report of a worker that never came up
+};
+
+namespace {
+
+constexpr size_t kStderrTail = 8;
+constexpr int kMaxStartupFailures = 3;
+
+std::string EnvKey(const std::vector<int>& gpus) {
+  std::string key;
+  for (int g : gpus) key += (key.empty() ? "" : ",") + std::to_string(g);
+  return key;
+}
+
+}  // namespace
+
+Agent::Agent(asio::io_context& io, AgentOptions options)
+    : io_(io), options_(std::move(options)), heartbeat_timer_(io), reconnect_timer_(io) {
+  cpus_total_ = cpus_free_ = options_.resources.Get(kCpu);
+  int ngpus = static_cast<int>(options_.resources.Get(kGpu));
+  for (int i = 0; i < ngpus; ++i)
+    gpus_free_.insert(i < static_cast<int>(options_.gpu_ids.size()) ? options_.gpu_ids[i] : i);
+  if (options_.warm_workers <= 0) options_.warm_workers = std::max(1, static_cast<int>(cpus_total_));
+  if (options_.max_workers <= 0) options_.max_workers = std::max(16, 4 * static_cast<int>(cpus_total_));
+  info_.set_node_id(options_.node_id);
+  info_.set_hostname(options_.hostname);
+  for (const auto& [k, u] : options_.resources.units()) (*info_.mutable_resources())[k] = options_.resources.Get(k);
+  for (const auto& [k, v] : options_.labels) (*info_.mutable_labels())[k] = v;
+}
+
+Agent::~Agent() { Stop(); }
+
+Status Agent::Start() {
+  std::string sock = options_.state_dir + "/agent.sock";
+  auto ep = net::ParseEndpoint("unix:" + sock);
+  if (!ep) return ep.error();
+  auto l = net::Listener::Listen(io_, *ep);
+  if (!l) return l.error();
+  worker_listener_ = std::move(*l);
+  worker_listener_->Start([this](std::unique_ptr<net::ByteStream> s) { OnWorkerAccepted(std::move(s)); });
+  processes_ = std::make_unique<WorkerProcesses>(
+      io_, [this](pid_t pid, bool err, std::string line) { OnWorkerLine(pid, err, std::move(line)); },
+      [this](pid_t pid, std::string reason) { OnWorkerExit(pid, reason); });
+  for (int i = 0; i < options_.warm_workers; ++i) SpawnWorker("");
+  ConnectToHead();
+  return Status::Ok();
+}
+
+void Agent::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  *alive_ = false;
+  heartbeat_timer_.cancel();
+  reconnect_timer_.cancel();
+  if (processes_) processes_->KillAll(SIGKILL);
+  if (worker_listener_) {
+    worker_listener_->Stop();
+    ::unlink((options_.state_dir + "/agent.sock").c_str());
+  }
+  if (head_) head_->Close(Status(Code::kUnavailable, "agent stopping"));
+  for (auto& [pid, w] : workers_)
+    if (w->conn) w->conn->Close(Status(Code::kUnavailable, "agent stopping"));
+}
+
+// ---- head link ----
+
+void Agent::ConnectToHead() {
+  net::Dial(io_, options_.head, nullptr, std::chrono::seconds(10),
+            [this, alive = alive_](Result<std::unique_ptr<net::ByteStream>> r) {
+              if (!*alive) return;
+              if (!r) {
+                OnHeadLost(r.error());
+                return;
+              }
+              head_ = net::Connection::Create(std::move(*r));
+              head_->Start([this](std::string_view m) { OnHeadMessage(m); },
+                           [this, alive](const Status& s) {
+                             if (*alive) OnHeadLost(s);
+                           });
+              proto::AgentToHead hello;
+              proto::Hello* h = hello.mutable_hello();
+              h->set_protocol_version(kProtocolVersion);
+              h->set_corral_version(CORRAL_VERSION);
+              h->set_token(options_.token);
+              h->set_role(proto::Hello::AGENT);
+              h->set_name("agent on " + options_.hostname);
+              h->set_id(options_.node_id);
+              h->set_pid(getpid());
+              *h->mutable_node() = info_;
+              head_->Send(hello);
+            });
+}
+
+void Agent::OnHeadLost(const Status& reason) {
+  head_.reset();
+  heartbeat_timer_.cancel();
+  if (options_.exit_when_head_lost) {
+    LOG_INFO("head gone ({}); this agent belongs to it and stops", reason.ToString());
+    Stop();
+    io_.stop();
+    return;
+  }
+  // Our attempts are void once the head may re-queue them: stop them rather than run duplicates.
+  for (auto& [pid, w] : workers_)
+    if (w->busy) {
+      w->cancelled = true;
+      processes_->Kill(pid, SIGKILL);
+    }
+  queue_.clear();
+  double backoff = std::min(10.0, 0.25 * std::pow(2.0, std::min(reconnect_attempt_++, 6)));
+  std::uniform_real_distribution<double> jitter(0.5, 1.0);
+  std::mt19937 rng(std::random_device{}());
+  auto delay = std::chrono::milliseconds(static_cast<int>(backoff * jitter(rng) * 1000));
+  LOG_WARN("lost the head at {} ({}); reconnecting in {} ms", options_.head.ToString(), reason.ToString(),
+           delay.count());
+  reconnect_timer_.expires_after(delay);
+  reconnect_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
+    if (!ec && *alive) ConnectToHead();
+  });
+}
+
+void Agent::SendToHead(const proto::AgentToHead& msg) {
+  if (head_) head_->Send(msg);
+}
+
+void Agent::OnHeadMessage(std::string_view bytes) {
+  proto::HeadToAgent msg;
+  if (!msg.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    head_->Close(Status(Code::kInvalidArgument, "malformed message from the head"));
+    return;
+  }
+  switch (msg.msg_case()) {
+    case proto::HeadToAgent::kWelcome: {
+      const proto::Welcome& w = msg.welcome();
+      if (!w.error().empty()) {
+        LOG_ERROR("the head refused this agent: {}", w.error());
+        options_.exit_when_head_lost = true;  // retrying cannot help
+        head_->Close(Status(Code::kPermissionDenied, w.error()));
+        return;
+      }
+      head_->MarkHandshakeDone();
+      reconnect_attempt_ = 0;
+      session_id_ = w.session_id();
+      LOG_INFO("registered with the head at {} as node {}", options_.head.ToString(), ShortHex(options_.node_id));
+      heartbeat_interval_ = std::chrono::milliseconds(std::max<uint64_t>(50, w.heartbeat_interval_ms()));
+      Heartbeat();
+      break;
+    }
+    case proto::HeadToAgent::kExecute: OnExecute(std::move(*msg.mutable_execute())); break;
+    case proto::HeadToAgent::kCancel: OnCancel(msg.cancel()); break;
+    case proto::HeadToAgent::kHeartbeatAck: break;
+    default: break;
+  }
+}
+
+void Agent::Heartbeat() {
+  if (!head_) return;
+  proto::AgentToHead msg;
+  msg.mutable_heartbeat()->set_seq(++heartbeat_seq_);
+  head_->Send(msg);
+  heartbeat_timer_.expires_after(heartbeat_interval_);
+  heartbeat_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
+    if (!ec && *alive) Heartbeat();
+  });
+}
+
+// ---- tasks ----
+
+void Agent::OnExecute(proto::ExecuteTask&& task) {
+  proto::TaskSpec* spec = task.mutable_spec();
+  if (!spec->function().empty()) {
+    functions_[spec->function_hash()] = std::move(*spec->mutable_function());
+    spec->clear_function();
+  }
+  Pending p;
+  auto res = spec->resources();
+  p.cpus = res.contains(kCpu) ? res.at(kCpu) : 0;
+  p.gpus = res.contains(kGpu) ? static_cast<int>(std::ceil(res.at(kGpu))) : 0;
+  p.task = std::move(task);
+  queue_.push_back(std::move(p));
+  if (startup_failures_ >= kMaxStartupFailures) {
+    FailQueued(broken_reason_);
+    return;
+  }
+  TryStart();
+}
+
+void Agent::OnCancel(const proto::CancelAttempt& cancel) {
+  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+    if (it->task.spec().task_id() == cancel.task_id() && it->task.spec().attempt() == cancel.attempt()) {
+      proto::AgentToHead msg;
+      proto::TaskFinished* f = msg.mutable_finished();
+      f->set_task_id(cancel.task_id());
+      f->set_attempt(cancel.attempt());
+      f->set_node_id(options_.node_id);
+      f->mutable_result()->set_error(proto::CANCELLED);
+      f->mutable_result()->set_message("cancelled before it started");
+      queue_.erase(it);
+      SendToHead(msg);
+      return;
+    }
+  }
+  for (auto& [pid, w] : workers_) {
+    if (w->busy && w->task_id == cancel.task_id() && w->attempt == cancel.attempt()) {
+      w->cancelled = true;
+      processes_->Kill(pid, SIGKILL);
+      return;
+    }
+  }
+}
+
+Agent::Worker* Agent::IdleWorker(const std::string& env_key) {
+  for (auto& [pid, w] : workers_)
+    if (w->conn && !w->busy && w->env_key == env_key) return w.get();
+  return nullptr;
+}
+
+void Agent::TryStart() {
+  std::map<std::string, int> starting;  // env key -> workers started but not yet connected
+  for (auto& [pid, w] : workers_)
+    if (!w->conn) starting[w->env_key]++;
+  std::map<std::string, int> wanted;
+  for (auto it = queue_.begin(); it != queue_.end();) {
+    Pending& p = *it;
+    bool cpu_ok = p.cpus <= 0 || p.cpus <= cpus_free_ + 1e-9;
+    if (!cpu_ok || p.gpus > static_cast<int>(gpus_free_.size())) {
+      ++it;
+      continue;
+    }
+    std::vector<int> gpus(gpus_free_.begin(), std::next(gpus_free_.begin(), p.gpus));
+    std::string key = EnvKey(gpus);
+    Worker* w = IdleWorker(key);
+    if (!w) {
+      if (startup_failures_ >= kMaxStartupFailures) {
+        ++it;
+        continue;
+      }
+      if (++wanted[key] > starting[key]) {
+        if (static_cast<int>(workers_.size()) >= options_.max_workers) {
+          // Make room by retiring an idle worker started for another GPU set.
+          for (auto& [pid, other] : workers_)
+            if (other->conn && !other->busy && other->env_key != key) {
+              processes_->Kill(pid, SIGKILL);
+              break;
+            }
+        } else if (SpawnWorker(key)) {
+          starting[key]++;
+        }
+      }
+      ++it;
+      continue;
+    }
+    cpus_free_ -= std::max(0.0, p.cpus);
+    for (int g : gpus) gpus_free_.erase(g);
+    w->busy = true;
+    w->blocked = w->cancelled = false;
+    w->task_id = p.task.spec().task_id();
+    w->task_name = p.task.spec().name();
+    w->attempt = p.task.spec().attempt();
+    w->cpus = std::max(0.0, p.cpus);
+    w->gpus = gpus;
+    proto::AgentToWorker msg;
+    proto::ExecuteTask* ex = msg.mutable_execute();
+    *ex = std::move(p.task);
+    for (int g : gpus) ex->add_gpu_ids(g);
+    const std::string& hash = ex->spec().function_hash();
+    if (w->functions.insert(hash).second) {
+      auto f = functions_.find(hash);
+      if (f != functions_.end()) ex->mutable_spec()->set_function(f->second);
+    }
+    w->conn->Send(msg);
+    it = queue_.erase(it);
+  }
+}
+
+void Agent::FailQueued(const std::string& why) {
+  LOG_ERROR("{}", why);
+  for (Pending& p : queue_) {
+    proto::AgentToHead msg;
+    proto::TaskFinished* f = msg.mutable_finished();
+    f->set_task_id(p.task.spec().task_id());
+    f->set_attempt(p.task.spec().attempt());
+    f->set_node_id(options_.node_id);
+    f->mutable_result()->set_error(proto::RUNTIME);
+    f->mutable_result()->set_message(why);
+    SendToHead(msg);
+  }
+  queue_.clear();
+}
+
+Agent::Worker* Agent::SpawnWorker(const std::string& env_key) {
+  auto w = std::make_unique<Worker>();
+  w->id = Hex(RandomBytes(8));
+  w->env_key = env_key;
+  SpawnSpec spec;
+  spec.python = options_.python;
+  spec.args = {"-u", "-m", "corral.worker"};
+  spec.env["CORRAL_AGENT_SOCKET"] = options_.state_dir + "/agent.sock";
+  spec.env["CORRAL_WORKER_ID"] = w->id;
+  spec.env["CORRAL_NODE_ID"] = Hex(options_.node_id);
+  spec.env["CORRAL_ADDRESS"] = options_.head.ToString();
+  spec.env["CORRAL_TOKEN"] = options_.token;
+  spec.env["CUDA_VISIBLE_DEVICES"] = env_key;
+  for (const char* var : {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"})
+    spec.env[var] = "1";
+  if (!options_.python_path.empty()) {
+    const char* old = std::getenv("PYTHONPATH");
+    spec.env["PYTHONPATH"] = options_.python_path + (old && *old ? std::string(":") + old : "");
+  }
+  spec.log_path = options_.state_dir + "/logs/worker-" + w->id + ".log";
+  std::string error;
+  pid_t pid = processes_->Spawn(spec, &error);
+  if (pid < 0) {
+    LOG_ERROR("cannot start a worker: {}", error);
+    return nullptr;
+  }
+  w->pid = pid;
+  Worker* raw = w.get();
+  workers_by_id_[w->id] = raw;
+  workers_[pid] = std::move(w);
+  return raw;
+}
+
+void Agent::OnWorkerAccepted(std::unique_ptr<net::ByteStream> stream) {
+  auto conn = net::Connection::Create(std::move(stream));
+  // Until the worker's Hello names it, messages go to a placeholder that attaches it.
+  std::weak_ptr<net::Connection> weak = conn;
+  auto attached = std::make_shared<Worker*>(nullptr);
+  conn->Start(
+      [this, weak, attached](std::string_view bytes) {
+        if (*attached) return OnWorkerMessage(*attached, bytes);
+        auto c = weak.lock();
+        proto::WorkerToAgent msg;
+        if (!c || !msg.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())) || !msg.has_hello()) {
+          if (c) c->Close(Status(Code::kInvalidArgument, "a worker must start with Hello"));
+          return;
+        }
+        auto it = workers_by_id_.find(Hex(msg.hello().id()));
+        if (it == workers_by_id_.end() || msg.hello().token() != options_.token) {
+          c->Close(Status(Code::kPermissionDenied, "unknown worker"));
+          return;
+        }
+        Worker* w = it->second;
+        *attached = w;
+        startup_failures_ = 0;
+        w->conn = c;
+        c->MarkHandshakeDone();
+        const proto::Hello& h = msg.hello();
+        if (info_.python_version() != h.python_version() ||
+            info_.cloudpickle_version() != h.cloudpickle_version()) {
+          info_.set_python_version(h.python_version());
+          info_.set_cloudpickle_version(h.cloudpickle_version());
+          proto::AgentToHead update;
+          *update.mutable_update() = info_;
+          SendToHead(update);
+        }
+        proto::AgentToWorker welcome;
+        welcome.mutable_welcome()->set_protocol_version(kProtocolVersion);
+        c->Send(welcome);
+        TryStart();
+      },
+      [this, attached, alive = alive_](const Status&) {
+        if (!*alive || !*attached) return;
+        // The process exit (reaped via SIGCHLD) does the accounting; make sure it comes.
+        processes_->Kill((*attached)->pid, SIGKILL);
+      });
+}
+
+void Agent::OnWorkerMessage(Worker* w, std::string_view bytes) {
+  proto::WorkerToAgent msg;
+  if (!msg.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    w->conn->Close(Status(Code::kInvalidArgument, "malformed message from worker"));
+    return;
+  }
+  switch (msg.msg_case()) {
+    case proto::WorkerToAgent::kFinished: FinishOnWorker(w, std::move(*msg.mutable_finished())); break;
+    case proto::WorkerToAgent::kBlocked: {
+      const proto::Blocked& b = msg.blocked();
+      if (!w->busy || b.task_id() != w->task_id || b.blocked() == w->blocked) break;
+      w->blocked = b.blocked();
+      cpus_free_ += w->blocked ? w->cpus : -w->cpus;
+      proto::AgentToHead fwd;
+      *fwd.mutable_blocked() = b;
+      SendToHead(fwd);
+      if (w->blocked) TryStart();
+      break;
+    }
+    default: break;
+  }
+}
+
+void Agent::ReleaseTask(Worker* w) {
+  if (!w->blocked) cpus_free_ += w->cpus;
+  for (int g : w->gpus) gpus_free_.insert(g);
+  w->busy = w->blocked = false;
+  w->cpus = 0;
+  w->gpus.clear();
+  w->task_id.clear();
+}
+
+void Agent::FinishOnWorker(Worker* w, proto::TaskFinished&& finished) {
+  if (!w->busy || finished.task_id() != w->task_id) return;
+  finished.set_node_id(options_.node_id);
+  ReleaseTask(w);
+  proto::AgentToHead msg;
+  *msg.mutable_finished() = std::move(finished);
+  SendToHead(msg);
+  TryStart();
+}
+
+void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
+  auto it = workers_.find(pid);
+  if (it == workers_.end()) return;
+  std::unique_ptr<Worker> w = std::move(it->second);
+  workers_.erase(it);
+  workers_by_id_.erase(w->id);
+  if (w->conn) w->conn->Close(Status(Code::kUnavailable, "worker exited"));
+  if (stopped_) return;
+  if (w->busy) {
+    proto::AgentToHead msg;
+    proto::TaskFinished* f = msg.mutable_finished();
+    f->set_task_id(w->task_id);
+    f->set_attempt(w->attempt);
+    f->set_node_id(options_.node_id);
+    if (w->cancelled) {
+      f->mutable_result()->set_error(proto::CANCELLED);
+      f->mutable_result()->set_message("stopped by cancel");
+    } else {
+      f->mutable_result()->set_error(proto::WORKER_DIED);
+      f->mutable_result()->set_message(fmt::format("worker pid {} on node {} ({}) {} while running {}", pid,
+                                                   ShortHex(options_.node_id), options_.hostname, reason,
+                                                   w->task_name));
+    }
+    LOG_WARN("worker {} {} while running {}", pid, reason, w->task_name);
+    ReleaseTask(w.get());
+    SendToHead(msg);
+  } else if (!w->conn) {
+    std::string tail;
+    for (const auto& l : w->last_stderr) tail += "\n    " + l;
+    LOG_ERROR("worker {} {} before it connected; its last output:{}", pid, reason, tail.empty() ? " (none)" : tail);
+    if (++startup_failures_ >= kMaxStartupFailures) FailQueued(broken_reason_ = fmt::format(
+        "workers on node {} ({}) cannot start ({} in a row; the last {}). Check that '{}' can run "
+        "`import corral` (see the agent's log and {}/logs){}",
+        ShortHex(options_.node_id), options_.hostname, startup_failures_, reason, options_.python,
+        options_.state_dir, tail.empty() ? "" : ". Its last output:" + tail));
+  }
+  // Keep the warm pool full.
+  int plain = 0;
+  for (auto& [p, other] : workers_)
+    if (other->env_key.empty()) plain++;
+  if (w->env_key.empty() && plain < options_.warm_workers && w->conn) SpawnWorker("");
+  TryStart();
+}
+
+void Agent::OnWorkerLine(pid_t pid, bool is_stderr, std::string line) {
+  auto it = workers_.find(pid);
+  if (it == workers_.end()) return;
+  Worker* w = it->second.get();
+  if (is_stderr) {
+    w->last_stderr.push_back(line);
+    if (w->last_stderr.size() > kStderrTail) w->last_stderr.pop_front();
+  }
+  if (!w->busy) return;
+  proto::AgentToHead msg;
+  proto::LogLine* l = msg.mutable_log();
+  l->set_task_id(w->task_id);
+  l->set_task_name(w->task_name);
+  l->set_pid(pid);
+  l->set_stderr(is_stderr);
+  l->set_text(std::move(line));
+  SendToHead(msg);
+}
+
+}  // namespace corral::agent

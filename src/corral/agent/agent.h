@@ -1,0 +1,110 @@
+// Agent: the node's daemon. Registers with the head, heartbeats, runs the tasks the head sends on a
+// warm pool of Python workers, and reports results, worker deaths and worker output.
+//
+// Task intake (OnExecute) does not care who sent the task: today the head; later a driver holding
+// a lease on this node's workers.
+//
+// Local rules: a task starts when its CPUs are free here (a worker blocked in get() gives its CPUs
+// back) and an idle worker for its GPU set exists; otherwise it waits in a short local queue (the
+// head's prefetch). Workers are started up front (one per CPU) and replaced when they die; more are
+// started for GPU sets and for tasks that arrive while others are blocked, up to `max_workers`.
+// io thread only.
+#pragma once
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include "corral/agent/worker_processes.h"
+#include "corral/base/resources.h"
+#include "corral/net/connection.h"
+#include "corral/net/listener.h"
+#include "corral/node.pb.h"
+#include "corral/worker.pb.h"
+
+namespace corral::agent {
+
+struct AgentOptions {
+  net::Endpoint head;
+  std::string token;
+  std::string node_id;
+  std::string state_dir;
+  std::string hostname;
+  ResourceSet resources;                 // CPU, GPU, memory, custom
+  std::vector<int> gpu_ids;              // physical indices handed out for "GPU"
+  std::map<std::string, std::string> labels;
+  std::string python;                    // worker interpreter
+  std::string python_path;               // prepended to the workers' PYTHONPATH
+  int warm_workers = 0;                  // 0: one per CPU
+  int max_workers = 0;                   // 0: max(16, 4 x CPUs)
+  bool exit_when_head_lost = false;      // embedded clusters: the head going away ends the agent
+};
+
+class Agent {
+ public:
+  Agent(boost::asio::io_context& io, AgentOptions options);
+  ~Agent();
+
+  // Starts the worker socket and the warm pool, then connects to the head.
+  Status Start();
+  // Kills the workers and closes connections.
+  void Stop();
+  bool stopped() const { return stopped_; }
+
+ private:
+  struct Worker;
+  struct Pending {
+    proto::ExecuteTask task;
+    double cpus = 0;
+    int gpus = 0;
+  };
+
+  void ConnectToHead();
+  void OnHeadMessage(std::string_view bytes);
+  void OnHeadLost(const Status& reason);
+  void SendToHead(const proto::AgentToHead& msg);
+  void Heartbeat();
+
+  void OnExecute(proto::ExecuteTask&& task);
+  void OnCancel(const proto::CancelAttempt& cancel);
+  void TryStart();
+  Worker* IdleWorker(const std::string& env_key);
+  Worker* SpawnWorker(const std::string& env_key);
+  void OnWorkerAccepted(std::unique_ptr<net::ByteStream> stream);
+  void OnWorkerMessage(Worker* w, std::string_view bytes);
+  void OnWorkerExit(pid_t pid, const std::string& reason);
+  void FinishOnWorker(Worker* w, proto::TaskFinished&& finished);
+  void ReleaseTask(Worker* w);
+  // Reports every queued task as failed with `why` (workers cannot start here).
+  void FailQueued(const std::string& why);
+  void OnWorkerLine(pid_t pid, bool is_stderr, std::string line);
+
+  boost::asio::io_context& io_;
+  AgentOptions options_;
+  double cpus_total_ = 0, cpus_free_ = 0;
+  std::set<int> gpus_free_;
+  proto::NodeInfo info_;
+  std::string session_id_;
+  std::shared_ptr<net::Connection> head_;
+  boost::asio::steady_timer heartbeat_timer_;
+  boost::asio::steady_timer reconnect_timer_;
+  uint64_t heartbeat_seq_ = 0;
+  std::chrono::milliseconds heartbeat_interval_{1000};
+  int startup_failures_ = 0;
+  std::string broken_reason_;  // why workers cannot start here, once they failed repeatedly
+  int reconnect_attempt_ = 0;
+
+  std::unique_ptr<net::Listener> worker_listener_;
+  std::unique_ptr<WorkerProcesses> processes_;
+  std::unordered_map<pid_t, std::unique_ptr<Worker>> workers_;  // by pid
+  std::unordered_map<std::string, Worker*> workers_by_id_;
+  std::deque<Pending> queue_;
+  std::unordered_map<std::string, std::string> functions_;       // hash -> pickled function
+  bool stopped_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace corral::agent

@@ -1,0 +1,60 @@
+// WorkerProcesses: starts Python worker processes (`python -m corral.worker`), captures their
+// stdout/stderr line by line, and reaps them. Knows nothing about tasks.
+//
+// Each worker is started with PR_SET_PDEATHSIG so it dies with the agent, in its own process group,
+// with stdin from /dev/null and its output on pipes the agent reads. Output lines go to the
+// worker's log file and to the LineHandler. Exits are reported once, with a readable reason.
+// io thread only.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio.hpp>
+
+namespace corral::agent {
+
+struct SpawnSpec {
+  std::string python;                       // interpreter path
+  std::vector<std::string> args;            // after the interpreter
+  std::map<std::string, std::string> env;   // added to (and overriding) the agent's environment
+  std::string log_path;
+};
+
+class WorkerProcesses {
+ public:
+  using LineHandler = std::function<void(pid_t pid, bool is_stderr, std::string line)>;
+  using ExitHandler = std::function<void(pid_t pid, std::string reason)>;
+
+  WorkerProcesses(boost::asio::io_context& io, LineHandler on_line, ExitHandler on_exit);
+  ~WorkerProcesses();
+
+  // Returns the pid, or -1 with `error` set.
+  pid_t Spawn(const SpawnSpec& spec, std::string* error);
+  void Kill(pid_t pid, int signal);
+  void KillAll(int signal);
+  size_t alive() const { return procs_.size(); }
+
+ private:
+  struct Proc;
+  void ReadPipe(const std::shared_ptr<Proc>& proc, bool is_stderr);
+  void WaitSignal();
+  void Reap();
+
+  boost::asio::io_context& io_;
+  LineHandler on_line_;
+  ExitHandler on_exit_;
+  boost::asio::signal_set sigchld_;
+  std::map<pid_t, std::shared_ptr<Proc>> procs_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+// "exited with status 3", "killed by signal 11 (SIGSEGV)"
+std::string DescribeWaitStatus(int status);
+
+}  // namespace corral::agent
