@@ -70,8 +70,9 @@ Status MakeStatus(Code code, fmt::format_string<Args...> f, Args&&... args) {
 
 }  // namespace corral
 
+// In a function returning Status: returns the status of `expr` if it is an error.
 #define CORRAL_RETURN_IF_ERROR(expr)        \
   do {                                      \
     ::corral::Status _st = (expr);          \
-    if (!_st.ok()) return ::corral::Err(_st); \
+    if (!_st.ok()) return _st;                \
   } while (0)

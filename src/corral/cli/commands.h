@@ -1,0 +1,56 @@
+// The `corral` subcommands. Each returns the process exit code.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace corral::cli {
+
+// Flags shared by `start --head` (for its local agent) and `start --address`.
+struct NodeFlags {
+  int num_cpus = -1;
+  int num_gpus = -1;
+  std::string memory;
+  std::string resources;
+  std::string labels;
+  std::string python;
+  std::string python_path;
+  int max_workers = 0;
+  // Re-creates these flags as arguments, for a child `corral start`.
+  std::vector<std::string> ToArgs() const;
+};
+
+struct HeadFlags {
+  std::string host = "127.0.0.1";
+  int port = 7370;
+  std::string state_dir;
+  bool block = false;
+  bool head_only = false;
+  bool exit_on_stdin_eof = false;
+  bool insecure = false;
+  int heartbeat_ms = 1000;
+  int suspect_after_ms = 5000;
+  int dead_after_ms = 30000;
+  int prefetch = 1;
+  NodeFlags node;
+};
+
+struct AgentFlags {
+  std::string address;
+  std::string state_dir;
+  bool block = false;
+  bool exit_with_head = false;
+  bool exit_on_stdin_eof = false;
+  NodeFlags node;
+};
+
+int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv);
+int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv);
+int ShowStatus(const std::string& address, bool json);
+int Stop(double timeout_s);
+
+// The head address for CLI commands: --address, else $CORRAL_ADDRESS, else the address file of
+// the head started on this machine.
+std::string ResolveAddress(const std::string& flag);
+
+}  // namespace corral::cli

@@ -1,0 +1,161 @@
+#include "corral/cli/daemon.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "corral/base/files.h"
+
+namespace corral::cli {
+
+std::string SelfExe() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return "corral";
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+static bool IsExecutable(const std::string& p) { return access(p.c_str(), X_OK) == 0; }
+
+std::string FindPython(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  if (const char* e = std::getenv("CORRAL_PYTHON"); e && *e) return e;
+  std::string self = SelfExe();
+  std::string beside = self.substr(0, self.rfind('/') + 1) + "python3";
+  if (IsExecutable(beside)) return beside;
+  if (const char* path = std::getenv("PATH")) {
+    std::string p = path;
+    size_t start = 0;
+    while (start <= p.size()) {
+      size_t end = p.find(':', start);
+      std::string dir = p.substr(start, end == std::string::npos ? std::string::npos : end - start);
+      if (!dir.empty() && IsExecutable(dir + "/python3")) return dir + "/python3";
+      if (end == std::string::npos) break;
+      start = end + 1;
+    }
+  }
+  return "/usr/bin/python3";
+}
+
+Status ClaimStateDir(const std::string& dir) {
+  CORRAL_RETURN_IF_ERROR(MakeDirs(dir));
+  CORRAL_RETURN_IF_ERROR(MakeDirs(dir + "/logs"));
+  std::string lock = dir + "/lock";
+  int fd = open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return MakeStatus(Code::kFailedPrecondition, "cannot open {}: {}", lock, strerror(errno));
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    auto pid = ReadFile(dir + "/pid");
+    return MakeStatus(Code::kAlreadyExists,
+                      "another corral process (pid {}) uses the state dir {}; stop it with `corral stop` "
+                      "or pass a different --state-dir",
+                      pid ? *pid : "?", dir);
+  }
+  // fd stays open (and locked) until the process exits.
+  return WriteFile(dir + "/pid", std::to_string(getpid()) + "\n", 0644);
+}
+
+void AnnounceReady(const std::string& address) {
+  std::printf("%s%s\n", kReadyPrefix, address.c_str());
+  std::fflush(stdout);
+}
+
+static std::vector<char*> Argv(const std::string& exe, const std::vector<std::string>& args,
+                               std::vector<std::string>& storage) {
+  storage = {exe};
+  storage.insert(storage.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& s : storage) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  return argv;
+}
+
+Result<std::string> SpawnDaemon(const std::vector<std::string>& args, const std::string& log_path,
+                                double timeout_s) {
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) return Err(Code::kInternal, "pipe failed");
+  std::string exe = SelfExe();
+  std::vector<std::string> storage;
+  auto argv = Argv(exe, args, storage);
+  int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (log_fd < 0) return Err(Code::kFailedPrecondition, fmt::format("cannot open {}: {}", log_path, strerror(errno)));
+  pid_t pid = fork();
+  if (pid < 0) return Err(Code::kInternal, "fork failed");
+  if (pid == 0) {
+    setsid();
+    int devnull = open("/dev/null", O_RDONLY);
+    dup2(devnull, 0);
+    dup2(out[1], 1);
+    dup2(log_fd, 2);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(out[1]);
+  close(log_fd);
+  std::string got;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int>(timeout_s * 1000));
+  while (got.find('\n') == std::string::npos) {
+    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    deadline - std::chrono::steady_clock::now()).count());
+    if (left <= 0) break;
+    pollfd p{out[0], POLLIN, 0};
+    if (poll(&p, 1, left) <= 0) continue;
+    char buf[512];
+    ssize_t n = read(out[0], buf, sizeof buf);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  close(out[0]);
+  if (!got.starts_with(kReadyPrefix)) {
+    int status = 0;
+    bool exited = waitpid(pid, &status, WNOHANG) == pid;
+    return Err(Code::kUnavailable, fmt::format("the background process {} ; see {}",
+                                               exited ? "exited before it was ready" : "did not become ready in time",
+                                               log_path));
+  }
+  std::string addr = got.substr(strlen(kReadyPrefix));
+  addr = addr.substr(0, addr.find('\n'));
+  return addr;
+}
+
+Result<int> SpawnChild(const std::vector<std::string>& args) {
+  std::string exe = SelfExe();
+  std::vector<std::string> storage;
+  auto argv = Argv(exe, args, storage);
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) return Err(Code::kInternal, "fork failed");
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+    int devnull = open("/dev/null", O_RDONLY);
+    dup2(devnull, 0);
+    dup2(2, 1);  // the child's ready line is not needed: keep our stdout for our own
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+void ExitOnStdinEof() {
+  std::thread([] {
+    char buf[256];
+    while (true) {
+      ssize_t n = read(0, buf, sizeof buf);
+      if (n == 0 || (n < 0 && errno != EINTR)) break;
+    }
+    // The parent is gone: stop like on SIGTERM.
+    kill(getpid(), SIGTERM);
+  }).detach();
+}
+
+}  // namespace corral::cli

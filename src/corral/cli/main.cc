@@ -1,0 +1,86 @@
+// corral: start and stop heads and agents, and look at a cluster.
+#include <CLI/CLI.hpp>
+
+#include "corral/cli/commands.h"
+
+namespace {
+
+void AddNodeFlags(CLI::App* cmd, corral::cli::NodeFlags* f) {
+  cmd->add_option("--num-cpus", f->num_cpus, "CPUs this node offers (default: detected)");
+  cmd->add_option("--num-gpus", f->num_gpus, "GPUs this node offers (default: detected through NVML)");
+  cmd->add_option("--memory", f->memory, "memory this node offers, e.g. 4GiB (default: 90% of RAM)");
+  cmd->add_option("--resources", f->resources, "custom resources, e.g. laptop=1,ssd=2");
+  cmd->add_option("--labels", f->labels, "node labels for label selectors, e.g. zone=office");
+  cmd->add_option("--python", f->python, "Python interpreter for workers (default: python3 beside corral)");
+  cmd->add_option("--python-path", f->python_path, "directory prepended to the workers' PYTHONPATH");
+  cmd->add_option("--max-workers", f->max_workers, "most worker processes on this node (default: max(16, 4 x CPUs))");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Corral: run Python functions and tasks across your machines.\n"
+               "Start a head on one machine (`corral start --head`), join others with the printed command,\n"
+               "then call corral.init(address=...) from Python."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string(CORRAL_VERSION));
+
+  corral::cli::HeadFlags head;
+  corral::cli::AgentFlags agent;
+  bool is_head = false;
+  auto* start = app.add_subcommand("start", "Start a head (--head) or a node agent (--address) on this machine");
+  start->add_flag("--head", is_head, "start the head (and an agent for this machine, unless --head-only)");
+  start->add_option("--address", agent.address, "HOST:PORT of the head to join (starts a node agent)");
+  start->add_option("--host", head.host, "head: address to listen on")->capture_default_str();
+  start->add_option("--port", head.port, "head: port to listen on (0 picks a free one)")->capture_default_str();
+  std::string state_dir;
+  start->add_option("--state-dir", state_dir, "where state, logs and the token live (default: ~/.corral/head or ~/.corral/agent)");
+  bool block = false;
+  start->add_flag("--block", block, "stay in the foreground (for systemd and containers)");
+  start->add_flag("--head-only", head.head_only, "head: do not start an agent on this machine");
+  start->add_flag("--insecure", head.insecure, "head: allow a non-loopback --host without TLS");
+  start->add_flag("--exit-with-head", agent.exit_with_head, "agent: exit when the head goes away");
+  bool stdin_eof = false;
+  start->add_flag("--exit-on-stdin-eof", stdin_eof, "exit when stdin closes (used by embedded clusters)");
+  start->add_option("--heartbeat-ms", head.heartbeat_ms, "head: agent heartbeat interval")->capture_default_str();
+  start->add_option("--suspect-after-ms", head.suspect_after_ms, "head: silence before a node takes no new work")->capture_default_str();
+  start->add_option("--dead-after-ms", head.dead_after_ms, "head: silence before a node's tasks are re-run elsewhere")->capture_default_str();
+  start->add_option("--prefetch", head.prefetch, "head: tasks queued ahead per CPU on a busy node")->capture_default_str();
+  corral::cli::NodeFlags node;
+  AddNodeFlags(start, &node);
+
+  std::string address;
+  bool json = false;
+  auto* status = app.add_subcommand("status", "Show nodes (state, resources used/total, labels, heartbeat) and tasks");
+  status->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
+  status->add_flag("--json", json, "print JSON");
+
+  double timeout = 10;
+  auto* stop = app.add_subcommand("stop", "Stop the heads and agents that `corral start` started on this machine");
+  stop->add_option("--timeout", timeout, "seconds to wait before killing")->capture_default_str();
+
+  CLI11_PARSE(app, argc, argv);
+  std::vector<std::string> args(argv + 1, argv + argc);
+
+  if (*start) {
+    if (is_head == !agent.address.empty()) {
+      std::fprintf(stderr, "corral start: pass exactly one of --head or --address HOST:PORT\n");
+      return 2;
+    }
+    if (is_head) {
+      head.state_dir = state_dir;
+      head.block = block;
+      head.exit_on_stdin_eof = stdin_eof;
+      head.node = node;
+      return corral::cli::StartHead(head, args);
+    }
+    agent.state_dir = state_dir;
+    agent.block = block;
+    agent.exit_on_stdin_eof = stdin_eof;
+    agent.node = node;
+    return corral::cli::StartAgent(agent, args);
+  }
+  if (*status) return corral::cli::ShowStatus(address, json);
+  if (*stop) return corral::cli::Stop(timeout);
+  return 0;
+}

@@ -1,0 +1,147 @@
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "corral/agent/agent.h"
+#include "corral/agent/resources_detect.h"
+#include "corral/base/files.h"
+#include "corral/base/ids.h"
+#include "corral/base/log.h"
+#include "corral/cli/commands.h"
+#include "corral/cli/daemon.h"
+
+namespace corral::cli {
+
+static std::string LoadOrCreateNodeId(const std::string& dir) {
+  std::string raw;
+  if (auto t = ReadFile(dir + "/node_id"); t && FromHex(t->substr(0, t->find('\n')), &raw) && raw.size() == 8)
+    return raw;
+  raw = RandomBytes(8);
+  Status s = WriteFile(dir + "/node_id", Hex(raw) + "\n", 0644);
+  if (!s.ok()) LOG_WARN("{}", s.ToString());
+  return raw;
+}
+
+static Status BuildResources(const NodeFlags& f, agent::AgentOptions* o) {
+  int cpus = f.num_cpus >= 0 ? f.num_cpus : agent::DetectCpus();
+  o->resources.Set(kCpu, cpus);
+  long long mem = agent::DetectMemoryBytes() / 10 * 9;
+  if (!f.memory.empty()) {
+    auto m = ParseMemory(f.memory);
+    if (!m) return m.error();
+    mem = *m;
+  }
+  o->resources.Set(kMemory, static_cast<double>(mem));
+  std::vector<int> ids;
+  if (const char* cvd = std::getenv("CUDA_VISIBLE_DEVICES"); cvd && *cvd) {
+    std::string s = cvd;
+    for (size_t start = 0; start < s.size();) {
+      size_t c = s.find(',', start);
+      try {
+        ids.push_back(std::stoi(s.substr(start, c - start)));
+      } catch (...) {
+      }
+      start = c == std::string::npos ? s.size() : c + 1;
+    }
+  } else {
+    std::string why;
+    for (const auto& g : agent::DetectGpus(&why)) ids.push_back(g.index);
+    LOG_INFO("{}", why);
+  }
+  int gpus = f.num_gpus >= 0 ? f.num_gpus : static_cast<int>(ids.size());
+  for (int i = static_cast<int>(ids.size()); i < gpus; ++i) ids.push_back(i);
+  o->gpu_ids = ids;
+  o->resources.Set(kGpu, gpus);
+  if (!f.resources.empty()) {
+    auto r = ParseAmounts(f.resources);
+    if (!r) return r.error();
+    for (const auto& [k, v] : *r) {
+      if (k == kCpu || k == kGpu || k == kMemory)
+        return MakeStatus(Code::kInvalidArgument, "use --num-cpus/--num-gpus/--memory for {}, not --resources", k);
+      o->resources.Set(k, v);
+    }
+  }
+  if (!f.labels.empty()) {
+    auto l = ParseLabels(f.labels);
+    if (!l) return l.error();
+    o->labels = *l;
+  }
+  return Status::Ok();
+}
+
+int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv) {
+  std::string state = flags.state_dir.empty() ? CorralHome() + "/agent" : flags.state_dir;
+  auto ep = net::ParseEndpoint(ResolveAddress(flags.address), 7370);
+  if (!ep) {
+    std::fprintf(stderr, "corral: %s\n", ep.error().message().c_str());
+    return 2;
+  }
+  agent::AgentOptions options;
+  if (Status s = BuildResources(flags.node, &options); !s.ok()) {
+    std::fprintf(stderr, "corral: %s\n", s.message().c_str());
+    return 2;
+  }
+  options.token = FindToken();
+  if (options.token.empty()) {
+    std::fprintf(stderr,
+                 "corral: no cluster token. Set CORRAL_TOKEN (printed by `corral start --head`) or "
+                 "CORRAL_TOKEN_FILE.\n");
+    return 2;
+  }
+  if (!flags.block) {
+    if (Status s = MakeDirs(state); !s.ok()) {
+      std::fprintf(stderr, "corral: %s\n", s.message().c_str());
+      return 1;
+    }
+    std::vector<std::string> args = argv;
+    args.push_back("--block");
+    auto ready = SpawnDaemon(args, state + "/agent.log", 15);
+    if (!ready) {
+      std::fprintf(stderr, "corral: the agent did not start: %s\n", ready.error().message().c_str());
+      return 1;
+    }
+    std::printf("Corral agent running (node %s, %s), joined the head at %s. Logs: %s/agent.log\n",
+                ready->c_str(), options.resources.ToString().c_str(), ep->ToString().c_str(), state.c_str());
+    return 0;
+  }
+
+  SetLogComponent("agent");
+  if (Status s = ClaimStateDir(state); !s.ok()) {
+    std::fprintf(stderr, "corral: %s\n", s.message().c_str());
+    return 1;
+  }
+  options.head = *ep;
+  options.state_dir = state;
+  options.node_id = LoadOrCreateNodeId(state);
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  options.hostname = host;
+  options.python = FindPython(flags.node.python);
+  options.python_path = flags.node.python_path;
+  options.max_workers = flags.node.max_workers;
+  options.exit_when_head_lost = flags.exit_with_head;
+  boost::asio::io_context io(1);
+  agent::Agent agent(io, options);
+  if (Status s = agent.Start(); !s.ok()) {
+    std::fprintf(stderr, "corral: the agent cannot start: %s\n", s.message().c_str());
+    return 1;
+  }
+  LOG_INFO("agent for node {} ({}), workers run {}", ShortHex(options.node_id), options.resources.ToString(),
+           options.python);
+  boost::asio::signal_set signals(io, SIGTERM, SIGINT);
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    LOG_INFO("signal {}: stopping", sig);
+    agent.Stop();
+    io.stop();
+  });
+  if (flags.exit_on_stdin_eof) ExitOnStdinEof();
+  AnnounceReady(Hex(options.node_id));
+  io.run();
+  agent.Stop();
+  unlink((state + "/pid").c_str());
+  return 0;
+}
+
+}  // namespace corral::cli

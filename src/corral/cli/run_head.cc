@@ -1,0 +1,128 @@
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "corral/base/files.h"
+#include "corral/base/ids.h"
+#include "corral/base/log.h"
+#include "corral/cli/commands.h"
+#include "corral/cli/daemon.h"
+#include "corral/head/head_server.h"
+
+namespace corral::cli {
+
+std::vector<std::string> NodeFlags::ToArgs() const {
+  std::vector<std::string> a;
+  if (num_cpus >= 0) a.insert(a.end(), {"--num-cpus", std::to_string(num_cpus)});
+  if (num_gpus >= 0) a.insert(a.end(), {"--num-gpus", std::to_string(num_gpus)});
+  if (!memory.empty()) a.insert(a.end(), {"--memory", memory});
+  if (!resources.empty()) a.insert(a.end(), {"--resources", resources});
+  if (!labels.empty()) a.insert(a.end(), {"--labels", labels});
+  if (!python.empty()) a.insert(a.end(), {"--python", python});
+  if (!python_path.empty()) a.insert(a.end(), {"--python-path", python_path});
+  if (max_workers > 0) a.insert(a.end(), {"--max-workers", std::to_string(max_workers)});
+  return a;
+}
+
+static std::string LoadOrCreateToken(const std::string& dir) {
+  std::string path = dir + "/token";
+  if (auto t = ReadFile(path); t && !t->empty()) {
+    std::string tok = *t;
+    while (!tok.empty() && (tok.back() == '\n' || tok.back() == ' ')) tok.pop_back();
+    return tok;
+  }
+  std::string tok = Hex(RandomBytes(24));
+  Status s = WriteFile(path, tok + "\n", 0600);
+  if (!s.ok()) LOG_ERROR("{}", s.ToString());
+  return tok;
+}
+
+int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
+  std::string state = flags.state_dir.empty() ? DefaultHeadStateDir() : flags.state_dir;
+  auto ep = net::ParseEndpoint(fmt::format("{}:{}", flags.host, flags.port));
+  if (!ep) {
+    std::fprintf(stderr, "corral: %s\n", ep.error().message().c_str());
+    return 2;
+  }
+  if (!ep->is_loopback() && !flags.insecure) {
+    std::fprintf(stderr,
+                 "corral: refusing to listen on %s without TLS. This version encrypts nothing yet; to accept "
+                 "that on a trusted network pass --insecure (the token is still required).\n",
+                 flags.host.c_str());
+    return 2;
+  }
+  if (!flags.block) {
+    if (Status s = MakeDirs(state); !s.ok()) {
+      std::fprintf(stderr, "corral: %s\n", s.message().c_str());
+      return 1;
+    }
+    std::vector<std::string> args = argv;
+    args.push_back("--block");
+    auto addr = SpawnDaemon(args, state + "/head.log", 15);
+    if (!addr) {
+      std::fprintf(stderr, "corral: the head did not start: %s\n", addr.error().message().c_str());
+      return 1;
+    }
+    std::string token = LoadOrCreateToken(state);
+    std::printf(
+        "Corral head running at %s (state and logs in %s)\n\n"
+        "Add a machine to the cluster (run there):\n"
+        "  CORRAL_TOKEN=%s corral start --address %s\n\n"
+        "Use it from Python on this machine:\n"
+        "  corral.init(address=\"%s\")\n\n"
+        "See the cluster: corral status      Stop it: corral stop\n",
+        addr->c_str(), state.c_str(), token.c_str(), addr->c_str(), addr->c_str());
+    return 0;
+  }
+
+  SetLogComponent("head");
+  if (Status s = ClaimStateDir(state); !s.ok()) {
+    std::fprintf(stderr, "corral: %s\n", s.message().c_str());
+    return 1;
+  }
+  head::HeadOptions options;
+  options.listen = *ep;
+  options.token = LoadOrCreateToken(state);
+  options.liveness.heartbeat_interval = Ms(flags.heartbeat_ms);
+  options.liveness.suspect_after = Ms(flags.suspect_after_ms);
+  options.liveness.dead_after = Ms(flags.dead_after_ms);
+  options.tasks.prefetch_per_cpu = flags.prefetch;
+  boost::asio::io_context io(1);
+  head::HeadServer server(io, options);
+  if (Status s = server.Start(); !s.ok()) {
+    std::fprintf(stderr, "corral: the head cannot start: %s\n", s.message().c_str());
+    return 1;
+  }
+  std::string address = server.endpoint().ToString();
+  if (Status s = WriteFile(state + "/address", address + "\n", 0644); !s.ok()) LOG_WARN("{}", s.ToString());
+  LOG_INFO("head listening on {} (state dir {})", address, state);
+
+  int agent_pid = -1;
+  if (!flags.head_only) {
+    setenv("CORRAL_TOKEN", options.token.c_str(), 1);
+    std::vector<std::string> args = {"start", "--address", address, "--block", "--exit-with-head",
+                                     "--state-dir", state + "/agent"};
+    auto extra = flags.node.ToArgs();
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto pid = SpawnChild(args);
+    if (!pid) LOG_ERROR("cannot start the local agent: {}", pid.error().ToString());
+    else agent_pid = *pid;
+  }
+  boost::asio::signal_set signals(io, SIGTERM, SIGINT);
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    LOG_INFO("signal {}: stopping", sig);
+    server.Stop();
+    io.stop();
+  });
+  if (flags.exit_on_stdin_eof) ExitOnStdinEof();
+  AnnounceReady(address);
+  io.run();
+  if (agent_pid > 0) kill(agent_pid, SIGTERM);
+  unlink((state + "/address").c_str());
+  unlink((state + "/pid").c_str());
+  return 0;
+}
+
+}  // namespace corral::cli

@@ -1,0 +1,110 @@
+#include <unistd.h>
+
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "corral/base/files.h"
+#include "corral/base/ids.h"
+#include "corral/base/resources.h"
+#include "corral/cli/commands.h"
+#include "corral/client/client.h"
+
+namespace corral::cli {
+
+std::string ResolveAddress(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  if (const char* a = std::getenv("CORRAL_ADDRESS"); a && *a) return a;
+  auto f = ReadFile(DefaultHeadStateDir() + "/address");
+  if (f) return f->substr(0, f->find('\n'));
+  return "127.0.0.1:7370";
+}
+
+static std::string Amount(const proto::NodeStatus& n, const std::string& name) {
+  auto t = n.info().resources().find(name);
+  double total = t == n.info().resources().end() ? 0 : t->second;
+  auto a = n.available().find(name);
+  double avail = a == n.available().end() ? 0 : a->second;
+  if (name == kMemory) return fmt::format("{}/{}", FormatBytes(total - avail), FormatBytes(total));
+  return fmt::format("{:g}/{:g}", total - avail, total);
+}
+
+int ShowStatus(const std::string& address, bool json) {
+  auto ep = net::ParseEndpoint(ResolveAddress(address), 7370);
+  if (!ep) {
+    std::fprintf(stderr, "corral: %s\n", ep.error().message().c_str());
+    return 2;
+  }
+  client::ClientOptions options;
+  options.head = *ep;
+  options.token = FindToken();
+  options.name = "corral status";
+  options.connect_timeout = std::chrono::milliseconds(5000);
+  options.print_logs = false;
+  auto c = client::Client::Connect(options);
+  if (!c) {
+    std::fprintf(stderr, "corral: cannot reach the head at %s: %s\n", ep->ToString().c_str(),
+                 c.error().message().c_str());
+    return 1;
+  }
+  proto::Request req;
+  req.set_status(true);
+  auto reply = (*c)->Request(req, 10);
+  if (!reply) {
+    std::fprintf(stderr, "corral: %s\n", reply.error().message().c_str());
+    return 1;
+  }
+  const proto::ClusterStatus& st = reply->status();
+  if (json) {
+    nlohmann::json j;
+    j["address"] = st.address();
+    j["nodes"] = nlohmann::json::array();
+    for (const auto& n : st.nodes()) {
+      nlohmann::json nj;
+      nj["node_id"] = Hex(n.info().node_id());
+      nj["hostname"] = n.info().hostname();
+      nj["state"] = n.state();
+      nj["resources"] = std::map<std::string, double>(n.info().resources().begin(), n.info().resources().end());
+      nj["available"] = std::map<std::string, double>(n.available().begin(), n.available().end());
+      nj["labels"] = std::map<std::string, std::string>(n.info().labels().begin(), n.info().labels().end());
+      nj["python"] = n.info().python_version();
+      nj["running_tasks"] = n.running_tasks();
+      nj["last_heartbeat_age_s"] = n.last_heartbeat_age_s();
+      j["nodes"].push_back(nj);
+    }
+    j["tasks"] = std::map<std::string, int64_t>(st.tasks_by_state().begin(), st.tasks_by_state().end());
+    j["infeasible"] = std::vector<std::string>(st.infeasible().begin(), st.infeasible().end());
+    j["counters"] = std::map<std::string, int64_t>(st.counters().values().begin(), st.counters().values().end());
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("Cluster at %s\n\n", st.address().c_str());
+  std::printf("%-9s %-16s %-8s %-9s %-7s %-19s %-18s %-16s %-6s %s\n", "NODE", "HOST", "STATE", "CPU", "GPU",
+              "MEMORY", "CUSTOM", "LABELS", "TASKS", "HEARTBEAT");
+  for (const auto& n : st.nodes()) {
+    std::string custom, labels;
+    for (const auto& [k, v] : std::map<std::string, double>(n.info().resources().begin(), n.info().resources().end()))
+      if (k != kCpu && k != kGpu && k != kMemory) custom += (custom.empty() ? "" : ",") + k + " " + Amount(n, k);
+    for (const auto& [k, v] : std::map<std::string, std::string>(n.info().labels().begin(), n.info().labels().end()))
+      labels += (labels.empty() ? "" : ",") + k + "=" + v;
+    std::printf("%-9s %-16s %-8s %-9s %-7s %-19s %-18s %-16s %-6lld %.1fs ago\n", ShortHex(n.info().node_id()).c_str(),
+                n.info().hostname().substr(0, 16).c_str(), n.state().c_str(), Amount(n, kCpu).c_str(),
+                Amount(n, kGpu).c_str(), Amount(n, kMemory).c_str(), custom.empty() ? "-" : custom.c_str(),
+                labels.empty() ? "-" : labels.c_str(), static_cast<long long>(n.running_tasks()),
+                n.last_heartbeat_age_s());
+  }
+  if (st.nodes().empty()) std::printf("(no nodes: start one with `corral start --address %s`)\n", st.address().c_str());
+  std::string tasks;
+  for (const char* s : {"waiting_deps", "queued", "running", "finished"}) {
+    auto it = st.tasks_by_state().find(s);
+    tasks += fmt::format("{}{} {}", tasks.empty() ? "" : ", ", it == st.tasks_by_state().end() ? 0 : it->second, s);
+  }
+  std::printf("\nTasks held by the head: %s\n", tasks.c_str());
+  if (!st.infeasible().empty()) {
+    std::printf("\nCannot be scheduled on any node:\n");
+    for (const auto& s : st.infeasible()) std::printf("  %s\n", s.c_str());
+  }
+  return 0;
+}
+
+}  // namespace corral::cli

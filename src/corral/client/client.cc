@@ -1,0 +1,404 @@
+#include "corral/client/client.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "corral/base/ids.h"
+#include "corral/base/log.h"
+#include "corral/base/version.h"
+
+namespace corral::client {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+Clock::time_point DeadlineFor(double timeout_s) {
+  if (timeout_s < 0) return Clock::time_point::max();
+  return Clock::now() + std::chrono::microseconds(static_cast<int64_t>(timeout_s * 1e6));
+}
+
+std::string MajorMinor(const std::string& v) {
+  size_t a = v.find('.');
+  if (a == std::string::npos) return v;
+  size_t b = v.find('.', a + 1);
+  return b == std::string::npos ? v : v.substr(0, b);
+}
+
+constexpr size_t kReleaseBatch = 512;
+
+}  // namespace
+
+Client::Client(const ClientOptions& options)
+    : options_(options), client_id_(RandomBytes(8)), python_minor_(MajorMinor(options.python_version)) {}
+
+Result<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
+  std::unique_ptr<Client> c(new Client(options));
+  Status s = c->Handshake();
+  if (!s.ok()) return Err(s);
+  return c;
+}
+
+Client::~Client() {
+  if (io_->in_forked_child()) {
+    // Objects shared with the parent's IO thread: leave them alone.
+    new std::shared_ptr<net::Connection>(std::move(conn_));
+    io_.release();
+    return;
+  }
+  FlushReleases();
+  if (conn_) conn_->CloseAfterFlush(Status(Code::kCancelled, "client closing"));
+  // Give the IO thread a moment to send what is queued (releases) before it stops.
+  if (conn_) {
+    auto deadline = Clock::now() + std::chrono::milliseconds(200);
+    while (!conn_->closed() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  io_.reset();  // no handler runs after this, so members may go
+}
+
+Status Client::Handshake() {
+  std::unique_ptr<net::ByteStream> stream;
+  Status dial_status;
+  bool dialed = false;
+  net::Dial(io_->io(), options_.head, nullptr, options_.connect_timeout,
+            [&](Result<std::unique_ptr<net::ByteStream>> r) {
+              std::lock_guard lock(mu_);
+              if (r) stream = std::move(*r);
+              else dial_status = r.error();
+              dialed = true;
+              cv_.notify_all();
+            });
+  {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return dialed; });
+  }
+  if (!stream)
+    return Status(dial_status.code(), dial_status.message() + "; is the head running? (`corral status`)");
+  conn_ = net::Connection::Create(std::move(stream));
+  asio::post(io_->io(), [this] {
+    conn_->Start([this](std::string_view m) { OnMessage(m); }, [this](const Status& s) { OnClose(s); });
+  });
+  proto::ClientToHead hello;
+  proto::Hello* h = hello.mutable_hello();
+  h->set_protocol_version(kProtocolVersion);
+  h->set_corral_version(CORRAL_VERSION);
+  h->set_python_version(options_.python_version);
+  h->set_cloudpickle_version(options_.cloudpickle_version);
+  h->set_token(options_.token);
+  h->set_role(proto::Hello::CLIENT);
+  h->set_name(options_.name);
+  h->set_id(client_id_);
+  h->set_pid(getpid());
+  conn_->Send(hello);
+  std::unique_lock lock(mu_);
+  if (!cv_.wait_until(lock, Clock::now() + options_.connect_timeout,
+                      [&] { return welcome_.has_value() || closed_; }))
+    return Status(Code::kDeadlineExceeded, "the head did not answer the handshake in time");
+  if (welcome_ && !welcome_->ok()) return *welcome_;
+  if (closed_) return closed_reason_;
+  return Status::Ok();
+}
+
+void Client::OnMessage(std::string_view bytes) {
+  proto::HeadToClient msg;
+  if (!msg.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    conn_->Close(Status(Code::kInvalidArgument, "malformed message from the head"));
+    return;
+  }
+  switch (msg.msg_case()) {
+    case proto::HeadToClient::kWelcome: {
+      std::lock_guard lock(mu_);
+      if (msg.welcome().error().empty()) {
+        welcome_ = Status::Ok();
+        conn_->MarkHandshakeDone();
+      } else {
+        welcome_ = Status(Code::kPermissionDenied, "the head refused the connection: " + msg.welcome().error());
+      }
+      cv_.notify_all();
+      break;
+    }
+    case proto::HeadToClient::kReady: {
+      auto value = std::make_shared<proto::ObjectValue>(std::move(*msg.mutable_ready()));
+      std::lock_guard lock(mu_);
+      const std::string& id = value->id();
+      auto r = refs_.find(id);
+      if ((r != refs_.end() && r->second > 0) || subscribed_.erase(id)) {
+        ready_[id] = std::move(value);
+        cv_.notify_all();
+      }
+      break;
+    }
+    case proto::HeadToClient::kReply: {
+      std::lock_guard lock(mu_);
+      auto it = replies_.find(msg.reply().request_id());
+      if (it != replies_.end()) {
+        it->second = std::move(*msg.mutable_reply());
+        cv_.notify_all();
+      }
+      break;
+    }
+    case proto::HeadToClient::kLog: {
+      if (!options_.print_logs) break;
+      const proto::LogLine& l = msg.log();
+      std::string line = fmt::format("({} pid={} node={}) {}\n", l.task_name(), l.pid(), ShortHex(l.node_id()),
+                                     l.text());
+      std::fwrite(line.data(), 1, line.size(), l.stderr() ? stderr : stdout);
+      std::fflush(l.stderr() ? stderr : stdout);
+      break;
+    }
+    case proto::HeadToClient::kNotice: {
+      if (!options_.print_logs) break;
+      std::string line = fmt::format("corral: {}\n", msg.notice().text());
+      std::fwrite(line.data(), 1, line.size(), stderr);
+      break;
+    }
+    default: break;
+  }
+}
+
+void Client::OnClose(const Status& reason) {
+  std::lock_guard lock(mu_);
+  closed_ = true;
+  closed_reason_ = Status(Code::kUnavailable, "lost the connection to the head at " + options_.head.ToString() +
+                                                  ": " + reason.message());
+  cv_.notify_all();
+}
+
+Status Client::Send(const proto::ClientToHead& msg) {
+  if (!conn_->has_room() && !conn_->WaitForRoom(Clock::time_point::max())) {
+    std::lock_guard lock(mu_);
+    return closed_reason_;
+  }
+  if (!conn_->Send(msg)) {
+    std::lock_guard lock(mu_);
+    if (closed_) return closed_reason_;
+    return Status(Code::kResourceExhausted,
+                  fmt::format("message of {} bytes exceeds the {} byte limit of one message", msg.ByteSizeLong(),
+                              net::kDefaultMaxFrameBytes));
+  }
+  return Status::Ok();
+}
+
+int Client::RegisterFunction(const std::string& name, const std::string& hash, const std::string& pickled,
+                             const std::map<std::string, double>& resources,
+                             const std::map<std::string, std::string>& label_selector, uint32_t max_retries) {
+  proto::TaskSpec spec;
+  spec.set_name(name);
+  spec.set_function_hash(hash);
+  spec.set_function(pickled);
+  for (const auto& [k, v] : resources)
+    if (v > 0) (*spec.mutable_resources())[k] = v;
+  for (const auto& [k, v] : label_selector) (*spec.mutable_label_selector())[k] = v;
+  spec.set_max_retries(max_retries);
+  spec.set_python_version(python_minor_);
+  spec.set_owner_id(client_id_);
+  std::lock_guard lock(mu_);
+  functions_.push_back(std::move(spec));
+  return static_cast<int>(functions_.size() - 1);
+}
+
+Result<std::string> Client::Submit(int function, std::string args, const std::vector<std::string>& deps) {
+  proto::ClientToHead msg;
+  proto::TaskSpec* spec = msg.mutable_submit();
+  std::string id;
+  {
+    std::lock_guard lock(mu_);
+    if (closed_) return Err(closed_reason_);
+    if (function < 0 || function >= static_cast<int>(functions_.size()))
+      return Err(Code::kInvalidArgument, "unknown function handle");
+    const proto::TaskSpec& tmpl = functions_[function];
+    // Copy everything but the pickled function, which travels once per connection.
+    spec->set_name(tmpl.name());
+    spec->set_function_hash(tmpl.function_hash());
+    *spec->mutable_resources() = tmpl.resources();
+    *spec->mutable_label_selector() = tmpl.label_selector();
+    spec->set_max_retries(tmpl.max_retries());
+    spec->set_python_version(tmpl.python_version());
+    if (shipped_.insert(tmpl.function_hash()).second) spec->set_function(tmpl.function());
+    id = MakeTaskId(client_id_, ++next_task_);
+    owned_.insert(id);
+    refs_[id]++;  // the handle the caller is about to create
+  }
+  spec->set_task_id(id);
+  spec->set_args(std::move(args));
+  for (const auto& d : deps) spec->add_deps(d);
+  Status s = Send(msg);
+  if (!s.ok()) {
+    std::lock_guard lock(mu_);
+    owned_.erase(id);
+    refs_.erase(id);
+    if (!spec->function().empty()) shipped_.erase(spec->function_hash());
+    return Err(s);
+  }
+  return id;
+}
+
+Result<std::string> Client::Put(std::string data) {
+  proto::ClientToHead msg;
+  proto::ObjectValue* v = msg.mutable_put();
+  std::string id;
+  {
+    std::lock_guard lock(mu_);
+    if (closed_) return Err(closed_reason_);
+    id = MakeTaskId(client_id_, ++next_task_);
+    owned_.insert(id);
+    refs_[id]++;
+  }
+  v->set_id(id);
+  v->set_data(std::move(data));
+  auto local = std::make_shared<proto::ObjectValue>(*v);
+  Status s = Send(msg);
+  std::lock_guard lock(mu_);
+  if (!s.ok()) {
+    owned_.erase(id);
+    refs_.erase(id);
+    return Err(s);
+  }
+  ready_[id] = std::move(local);
+  return id;
+}
+
+Result<std::vector<ObjectPtr>> Client::Get(const std::vector<std::string>& ids, double timeout_s) {
+  auto deadline = DeadlineFor(timeout_s);
+  proto::ClientToHead sub;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& id : ids)
+      if (!ready_.contains(id) && !owned_.contains(id) && subscribed_.insert(id).second)
+        sub.mutable_subscribe()->add_ids(id);
+  }
+  if (sub.has_subscribe()) {
+    Status s = Send(sub);
+    if (!s.ok()) return Err(s);
+  }
+  std::unique_lock lock(mu_);
+  size_t missing_at = 0;
+  auto all_ready = [&] {
+    for (; missing_at < ids.size(); ++missing_at)
+      if (!ready_.contains(ids[missing_at])) return false;
+    return true;
+  };
+  if (!cv_.wait_until(lock, deadline, [&] { return all_ready() || closed_; })) {
+    size_t n = 0;
+    for (const auto& id : ids) n += ready_.contains(id);
+    return Err(Code::kDeadlineExceeded,
+               fmt::format("get() timed out: {} of {} objects ready after {}s", n, ids.size(), timeout_s));
+  }
+  if (!all_ready()) return Err(closed_reason_);
+  std::vector<ObjectPtr> out;
+  out.reserve(ids.size());
+  for (const auto& id : ids) out.push_back(ready_[id]);
+  return out;
+}
+
+Result<std::vector<bool>> Client::Wait(const std::vector<std::string>& ids, size_t num_returns, double timeout_s) {
+  auto deadline = DeadlineFor(timeout_s);
+  proto::ClientToHead sub;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& id : ids)
+      if (!ready_.contains(id) && !owned_.contains(id) && subscribed_.insert(id).second)
+        sub.mutable_subscribe()->add_ids(id);
+  }
+  if (sub.has_subscribe()) {
+    Status s = Send(sub);
+    if (!s.ok()) return Err(s);
+  }
+  std::unique_lock lock(mu_);
+  auto count = [&] {
+    size_t n = 0;
+    for (const auto& id : ids) n += ready_.contains(id);
+    return n;
+  };
+  cv_.wait_until(lock, deadline, [&] { return count() >= num_returns || closed_; });
+  if (closed_ && count() < num_returns) return Err(closed_reason_);
+  std::vector<bool> out;
+  out.reserve(ids.size());
+  for (const auto& id : ids) out.push_back(ready_.contains(id));
+  return out;
+}
+
+void Client::AddRef(const std::string& id) {
+  std::lock_guard lock(mu_);
+  refs_[id]++;
+}
+
+void Client::Release(const std::string& id) {
+  bool flush = false, schedule = false;
+  {
+    std::lock_guard lock(mu_);
+    auto it = refs_.find(id);
+    if (it == refs_.end() || --it->second > 0) return;
+    refs_.erase(it);
+    ready_.erase(id);
+    subscribed_.erase(id);
+    if (owned_.erase(id)) {
+      schedule = pending_release_.empty();
+      pending_release_.push_back(id);
+      flush = pending_release_.size() >= kReleaseBatch;
+    }
+  }
+  if (flush) {
+    FlushReleases();
+  } else if (schedule && !io_->in_forked_child()) {
+    auto timer = std::make_shared<asio::steady_timer>(io_->io(), std::chrono::milliseconds(20));
+    timer->async_wait([this, timer](const boost::system::error_code& ec) {
+      if (!ec) FlushReleases();
+    });
+  }
+}
+
+void Client::FlushReleases() {
+  proto::ClientToHead msg;
+  {
+    std::lock_guard lock(mu_);
+    if (pending_release_.empty() || closed_) return;
+    for (auto& id : pending_release_) msg.mutable_release()->add_ids(std::move(id));
+    pending_release_.clear();
+  }
+  conn_->Send(msg);  // never blocks: releases only shrink the head's memory
+}
+
+void Client::Pin(const std::string& id) {
+  {
+    std::lock_guard lock(mu_);
+    if (!owned_.contains(id)) return;
+  }
+  proto::ClientToHead msg;
+  msg.mutable_release()->add_ids(id);
+  msg.mutable_release()->set_pin(true);
+  conn_->Send(msg);
+}
+
+Status Client::Cancel(const std::string& task_id, bool force) {
+  proto::ClientToHead msg;
+  msg.mutable_cancel()->set_task_id(task_id);
+  msg.mutable_cancel()->set_force(force);
+  return Send(msg);
+}
+
+Result<proto::Reply> Client::Request(proto::Request request, double timeout_s) {
+  uint64_t rid;
+  {
+    std::lock_guard lock(mu_);
+    rid = next_request_++;
+    replies_[rid];
+  }
+  request.set_request_id(rid);
+  proto::ClientToHead msg;
+  *msg.mutable_request() = std::move(request);
+  Status s = Send(msg);
+  std::unique_lock lock(mu_);
+  if (s.ok())
+    cv_.wait_until(lock, DeadlineFor(timeout_s), [&] { return replies_[rid].has_value() || closed_; });
+  auto reply = std::move(replies_[rid]);
+  replies_.erase(rid);
+  if (!s.ok()) return Err(s);
+  if (!reply) return Err(closed_ ? closed_reason_ : Status(Code::kDeadlineExceeded, "the head did not answer in time"));
+  if (!reply->error().empty()) return Err(Code::kInvalidArgument, reply->error());
+  return std::move(*reply);
+}
+
+}  // namespace corral::client

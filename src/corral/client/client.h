@@ -1,0 +1,101 @@
+// Client: the C++ client core used by the Python SDK (drivers, and workers submitting nested
+// tasks) and by the CLI. One persistent connection to the head and one IO thread.
+//
+// Threading: every public method may be called from any thread; blocking methods (Get, Wait,
+// Request, and Submit when the send queue is full) wait on condition variables, so the Python
+// binding releases the GIL around them. Results of tasks this client submitted arrive without
+// asking (the head pushes them to their owner); other objects are subscribed to on first Get.
+//
+// Reference counting: AddRef/Release count the live handles (Python ObjectRefs) for each object in
+// this process; when the count reaches zero the local copy is dropped and the head is told (batched).
+//
+// After fork(): the child must create a new Client; the parent's one is abandoned, not destroyed.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "corral/client.pb.h"
+#include "corral/client/io_thread.h"
+#include "corral/net/connection.h"
+
+namespace corral::client {
+
+struct ClientOptions {
+  net::Endpoint head;
+  std::string token;
+  std::string name;                 // shown in the head's logs
+  std::string python_version;       // "3.11.7"; tasks run only on nodes with the same major.minor
+  std::string cloudpickle_version;
+  std::chrono::milliseconds connect_timeout{10000};
+  bool print_logs = true;           // worker output and notices for our tasks go to stderr
+};
+
+using ObjectPtr = std::shared_ptr<const proto::ObjectValue>;
+
+class Client {
+ public:
+  static Result<std::unique_ptr<Client>> Connect(const ClientOptions& options);
+  ~Client();
+
+  // A function with fixed options, registered once; Submit refers to it by the returned handle.
+  int RegisterFunction(const std::string& name, const std::string& hash, const std::string& pickled,
+                       const std::map<std::string, double>& resources,
+                       const std::map<std::string, std::string>& label_selector, uint32_t max_retries);
+  // Submits a task; returns its id (also the id of its result). Waits while the send queue is full.
+  Result<std::string> Submit(int function, std::string args, const std::vector<std::string>& deps);
+  Result<std::string> Put(std::string data);
+  // Waits for every id (timeout < 0: forever). Values in the order of `ids`.
+  Result<std::vector<ObjectPtr>> Get(const std::vector<std::string>& ids, double timeout_s);
+  // Waits until `num_returns` of `ids` are ready or the timeout passes; returns which are ready.
+  Result<std::vector<bool>> Wait(const std::vector<std::string>& ids, size_t num_returns, double timeout_s);
+  void AddRef(const std::string& id);
+  void Release(const std::string& id);
+  // The reference escaped into a pickled value: keep the object while this client lives.
+  void Pin(const std::string& id);
+  Status Cancel(const std::string& task_id, bool force);
+  Result<proto::Reply> Request(proto::Request request, double timeout_s);
+
+  const std::string& client_id() const { return client_id_; }
+  bool connected() const { return conn_ && !conn_->closed(); }
+
+ private:
+  explicit Client(const ClientOptions& options);
+  Status Handshake();
+  void OnMessage(std::string_view bytes);
+  void OnClose(const Status& reason);
+  Status Send(const proto::ClientToHead& msg);
+  void FlushReleases();  // mu_ must not be held
+
+  ClientOptions options_;
+  std::string client_id_;
+  std::string python_minor_;
+  std::unique_ptr<IoThread> io_ = std::make_unique<IoThread>();  // reset first in ~Client
+  std::shared_ptr<net::Connection> conn_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<Status> welcome_;                                   // guarded by mu_
+  Status closed_reason_;                                            // guarded by mu_
+  bool closed_ = false;                                             // guarded by mu_
+  uint64_t next_task_ = 0;                                          // guarded by mu_
+  std::vector<proto::TaskSpec> functions_;                          // guarded by mu_
+  std::unordered_set<std::string> shipped_;                         // guarded by mu_
+  std::unordered_map<std::string, ObjectPtr> ready_;                // guarded by mu_
+  std::unordered_map<std::string, int> refs_;                       // guarded by mu_
+  std::unordered_set<std::string> subscribed_;                      // guarded by mu_
+  std::unordered_set<std::string> owned_;                           // guarded by mu_
+  std::vector<std::string> pending_release_;                        // guarded by mu_
+  uint64_t next_request_ = 1;                                       // guarded by mu_
+  std::unordered_map<uint64_t, std::optional<proto::Reply>> replies_;  // guarded by mu_
+};
+
+}  // namespace corral::client
