@@ -25,6 +25,7 @@ struct Agent::Worker {
   bool cancelled = false;
   std::string task_id;
   std::string task_name;
+  std::string owner;                      // of the current (or, once finished, the last) task
   uint32_t attempt = 0;
   double cpus = 0;
   std::vector<int> gpus;
@@ -287,6 +288,7 @@ void Agent::TryStart() {
     w->blocked = w->cancelled = false;
     w->task_id = p.task.spec().task_id();
     w->task_name = p.task.spec().name();
+    w->owner = p.task.spec().owner_id();
     w->attempt = p.task.spec().attempt();
     w->cpus = std::max(0.0, p.cpus);
     w->gpus = gpus;
@@ -491,9 +493,11 @@ void Agent::OnWorkerLine(pid_t pid, bool is_stderr, std::string line) {
     w->last_stderr.push_back(line);
     if (w->last_stderr.size() > kStderrTail) w->last_stderr.pop_front();
   }
-  if (!w->busy) return;
+  // Output read after the task finished still belongs to it (the pipe and the socket race).
+  if (w->owner.empty()) return;
   proto::AgentToHead msg;
   proto::LogLine* l = msg.mutable_log();
+  l->set_owner_id(w->owner);
   l->set_task_id(w->task_id);
   l->set_task_name(w->task_name);
   l->set_pid(pid);

@@ -290,6 +290,9 @@ Result<std::vector<ObjectPtr>> Client::Get(const std::vector<std::string>& ids, 
   std::vector<ObjectPtr> out;
   out.reserve(ids.size());
   for (const auto& id : ids) out.push_back(ready_[id]);
+  // Values fetched for handles this process does not count (refs that arrived pickled) are not kept.
+  for (const auto& id : ids)
+    if (!refs_.contains(id)) ready_.erase(id);
   return out;
 }
 

@@ -366,12 +366,11 @@ void TaskManager::OnBlocked(Node* node, const proto::Blocked& blocked) {
 }
 
 void TaskManager::OnLog(Node* node, proto::LogLine&& line) {
-  auto it = tasks_.find(line.task_id());
-  if (it == tasks_.end()) return;
   line.set_node_id(node->view.id);
+  std::string owner = line.owner_id();
   proto::HeadToClient msg;
   *msg.mutable_log() = std::move(line);
-  SendToClient(it->second.spec.owner_id(), msg);
+  SendToClient(owner, msg);
 }
 
 void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {

@@ -1,0 +1,26 @@
+"""Corral: run Python functions and tasks across your machines.
+
+    import corral
+    corral.init()                      # a local cluster, or corral.init(address="host:7370")
+
+    @corral.remote
+    def square(x):
+        return x * x
+
+    refs = [square.remote(i) for i in range(10)]
+    print(corral.get(refs))
+"""
+from . import exceptions
+from .api import (RemoteFunction, RuntimeContext, cancel, cluster_status, get, init, is_initialized, nodes, put,
+                  remote, runtime_context, shutdown, wait)
+from .exceptions import (CorralError, GetTimeoutError, NodeDiedError, ObjectLostError, TaskCancelledError,
+                         TaskError, WorkerCrashedError)
+from .object_ref import ObjectRef
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel", "nodes", "cluster_status",
+    "runtime_context", "RuntimeContext", "ObjectRef", "RemoteFunction", "exceptions", "CorralError", "TaskError",
+    "WorkerCrashedError", "NodeDiedError", "TaskCancelledError", "ObjectLostError", "GetTimeoutError",
+]

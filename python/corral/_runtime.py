@@ -1,0 +1,92 @@
+"""Process-wide state: the connection to the head, the embedded cluster, the running task.
+
+A worker process also has a link to its agent and the context of the task it runs. After
+``fork()`` the child drops the parent's connection (its IO thread does not exist there) and opens
+its own on first use.
+"""
+import atexit
+import os
+import platform
+import threading
+
+import cloudpickle
+
+from . import _core, exceptions
+
+PYTHON_VERSION = platform.python_version()
+CLOUDPICKLE_VERSION = cloudpickle.__version__
+
+_lock = threading.RLock()
+client = None            # _core.Client
+cluster = None           # EmbeddedCluster started by init()
+address = None
+token = None
+log_to_driver = True
+_abandoned = []          # connections inherited over fork(): never destroyed in the child
+
+# Set in worker processes.
+worker_link = None
+worker_id = None
+node_id = None
+current_task = None      # TaskContext while a task runs
+
+
+class TaskContext:
+    __slots__ = ("task_id", "attempt", "name", "resources", "gpu_ids")
+
+    def __init__(self, task_id, attempt, name, resources, gpu_ids):
+        self.task_id = task_id
+        self.attempt = attempt
+        self.name = name
+        self.resources = resources
+        self.gpu_ids = gpu_ids
+
+
+def connect(addr, tok):
+    global client, address, token
+    c = _core.Client.connect(addr, tok, f"{'worker' if worker_link else 'driver'} pid {os.getpid()}",
+                             PYTHON_VERSION, CLOUDPICKLE_VERSION, log_to_driver)
+    client, address, token = c, addr, tok
+    return c
+
+
+def get_client():
+    """The connection to the head; workers connect on first use; drivers must call init()."""
+    c = client
+    if c is not None:
+        return c
+    with _lock:
+        if client is not None:
+            return client
+        addr = os.environ.get("CORRAL_ADDRESS") if worker_link else address
+        if worker_link and addr:
+            return connect(addr, os.environ.get("CORRAL_TOKEN", ""))
+        if address and token is not None:  # a forked child of an initialised driver
+            return connect(address, token)
+        raise exceptions.CorralError("corral is not initialised: call corral.init() first")
+
+
+def _after_fork_in_child():
+    global client, worker_link, _lock
+    _lock = threading.RLock()
+    if client is not None:
+        _abandoned.append(client)
+        client = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def shutdown():
+    global client, cluster, address, token
+    with _lock:
+        if client is not None:
+            c, client = client, None
+            del c
+        if cluster is not None:
+            cl, cluster = cluster, None
+            cl.stop()
+        address = token = None
+
+
+atexit.register(shutdown)

@@ -1,0 +1,327 @@
+"""The public API: init, remote, get, put, wait, cancel, nodes, runtime_context."""
+import hashlib
+import os
+
+import cloudpickle
+
+from . import _cluster, _core, _runtime, exceptions, serialization
+from .object_ref import ObjectRef
+
+_UNSET = object()
+
+
+def init(address=None, *, num_cpus=None, num_gpus=None, memory=None, resources=None, labels=None,
+         log_to_driver=True, ignore_reinit_error=False, _system_args=()):
+    """Connects this process to a Corral cluster, starting a local one if needed.
+
+    With no ``address`` and no ``CORRAL_ADDRESS`` in the environment, starts an embedded cluster
+    on this machine (a head and an agent as child processes) that stops when this process exits.
+    ``num_cpus``, ``num_gpus``, ``memory`` (bytes or "4GiB"), ``resources`` and ``labels`` size
+    that local node. With an address (``"host:7370"``, or ``"auto"`` for the head started by
+    ``corral start --head`` on this machine), connects to that head with the token from
+    ``CORRAL_TOKEN``, ``CORRAL_TOKEN_FILE`` or the local head's state dir.
+
+    ``log_to_driver``: print the output of this driver's tasks here, prefixed with task and node.
+    """
+    with _runtime._lock:
+        if _runtime.client is not None:
+            if ignore_reinit_error:
+                return
+            raise exceptions.CorralError("corral.init() was already called; call corral.shutdown() first, "
+                                         "or pass ignore_reinit_error=True")
+        _runtime.log_to_driver = log_to_driver
+        if address is None:
+            address = os.environ.get("CORRAL_ADDRESS") or None
+        if address is None:
+            cluster = _cluster.EmbeddedCluster(num_cpus=num_cpus, num_gpus=num_gpus, memory=memory,
+                                               resources=resources, labels=labels, extra_args=_system_args)
+            try:
+                _runtime.connect(cluster.address, cluster.token)
+            except BaseException:
+                cluster.stop()
+                raise
+            _runtime.cluster = cluster
+            return
+        if address == "auto":
+            path = os.path.join(os.environ.get("CORRAL_HOME", os.path.expanduser("~/.corral")), "head", "address")
+            try:
+                with open(path) as f:
+                    address = f.read().strip()
+            except OSError:
+                raise exceptions.ConnectionLostError(
+                    f"address='auto' but no head was started on this machine ({path} is missing); "
+                    "run `corral start --head`") from None
+        if any(v is not None for v in (num_cpus, num_gpus, memory, resources, labels)):
+            raise exceptions.InvalidArgumentError(
+                "num_cpus/num_gpus/memory/resources/labels size a new local cluster; they cannot be given "
+                "with an address (start the agent with `corral start --address ... --num-cpus N` instead)")
+        _runtime.connect(address, _core.find_token())
+
+
+def shutdown():
+    """Disconnects, and stops the local cluster if init() started one."""
+    _runtime.shutdown()
+
+
+def is_initialized():
+    return _runtime.client is not None
+
+
+def _timeout(t):
+    return -1.0 if t is None else float(t)
+
+
+def _value(entry):
+    data, kind, message = entry
+    if kind == 0:
+        return serialization.loads(data)
+    if kind == exceptions.KIND_TASK_ERROR:
+        raise serialization.load_exception(data, message)
+    raise exceptions.for_kind(kind)(message)
+
+
+class _Blocking:
+    """In a worker, a task waiting in get()/wait() gives its CPU back while it waits."""
+
+    def __init__(self, client, ids, n):
+        self.ids, self.n, self.client, self.task = ids, n, client, None
+        ctx = _runtime.current_task
+        if ctx is not None and _runtime.worker_link is not None:
+            if sum(client.wait(ids, n, 0.0)) < n:
+                self.task = ctx.task_id
+
+    def __enter__(self):
+        if self.task is not None:
+            _runtime.worker_link.blocked(self.task, True)
+
+    def __exit__(self, *exc):
+        if self.task is not None:
+            _runtime.worker_link.blocked(self.task, False)
+
+
+def get(refs, *, timeout=None):
+    """The value of an ObjectRef, or a list of values for a list of refs.
+
+    Waits until they are ready, at most ``timeout`` seconds (GetTimeoutError after that). A task
+    that raised re-raises here with its remote traceback.
+    """
+    client = _runtime.get_client()
+    single = isinstance(refs, ObjectRef)
+    if single:
+        ids = [refs._id]
+    else:
+        if not isinstance(refs, (list, tuple)):
+            raise exceptions.InvalidArgumentError(
+                f"get() takes an ObjectRef or a list of them, not {type(refs).__name__}")
+        ids = []
+        for r in refs:
+            if not isinstance(r, ObjectRef):
+                raise exceptions.InvalidArgumentError(
+                    f"get() takes ObjectRefs; the list holds a {type(r).__name__}")
+            ids.append(r._id)
+    with _Blocking(client, ids, len(ids)):
+        entries = client.get(ids, _timeout(timeout))
+    if single:
+        return _value(entries[0])
+    return [_value(e) for e in entries]
+
+
+def wait(refs, *, num_returns=1, timeout=None):
+    """Waits until ``num_returns`` of ``refs`` are ready or ``timeout`` seconds pass.
+
+    Returns ``(ready, not_ready)``, two lists that keep the order of ``refs``.
+    """
+    refs = list(refs)
+    if not all(isinstance(r, ObjectRef) for r in refs):
+        raise exceptions.InvalidArgumentError("wait() takes a list of ObjectRefs")
+    if num_returns < 0 or num_returns > len(refs):
+        raise exceptions.InvalidArgumentError(
+            f"num_returns={num_returns} but {len(refs)} refs were given")
+    client = _runtime.get_client()
+    ids = [r._id for r in refs]
+    with _Blocking(client, ids, num_returns):
+        flags = client.wait(ids, num_returns, _timeout(timeout))
+    ready = [r for r, f in zip(refs, flags) if f]
+    not_ready = [r for r, f in zip(refs, flags) if not f]
+    return ready, not_ready
+
+
+def put(value):
+    """Stores ``value`` in the cluster and returns an ObjectRef to it."""
+    if isinstance(value, ObjectRef):
+        raise exceptions.InvalidArgumentError("put() of an ObjectRef: pass the ref itself instead")
+    client = _runtime.get_client()
+    data = serialization.dumps(value, what="the value given to put()")
+    return ObjectRef(client.put(data), _counted=True)
+
+
+def cancel(ref, *, force=True):
+    """Cancels the task behind ``ref``: a pending task never runs, a running one is stopped.
+
+    ``get(ref)`` then raises TaskCancelledError. Cancelling a finished task does nothing.
+    """
+    if not isinstance(ref, ObjectRef):
+        raise exceptions.InvalidArgumentError("cancel() takes the ObjectRef a .remote() call returned")
+    _runtime.get_client().cancel(ref._id, force)
+
+
+def nodes():
+    """Every node the head knows: id, hostname, state, resources (total and available), labels."""
+    return _runtime.get_client().nodes()
+
+
+def cluster_status():
+    """Nodes, tasks by state, infeasible tasks and the head's counters, as a dict."""
+    return _runtime.get_client().status()
+
+
+class RuntimeContext:
+    """Where the calling code runs. Inside a task: its id, attempt, node, worker and resources."""
+
+    def __init__(self):
+        ctx = _runtime.current_task
+        self.node_id = _runtime.node_id
+        self.worker_id = _runtime.worker_id
+        self.task_id = _core.hex(ctx.task_id) if ctx else None
+        self.attempt = ctx.attempt if ctx else None
+        self.task_name = ctx.name if ctx else None
+        self.assigned_resources = dict(ctx.resources) if ctx else {}
+        self.gpu_ids = list(ctx.gpu_ids) if ctx else []
+        self.pid = os.getpid()
+
+    def __repr__(self):
+        return (f"RuntimeContext(task_id={self.task_id!r}, attempt={self.attempt}, node_id={self.node_id!r}, "
+                f"worker_id={self.worker_id!r}, assigned_resources={self.assigned_resources}, "
+                f"gpu_ids={self.gpu_ids})")
+
+
+def runtime_context():
+    return RuntimeContext()
+
+
+# ---- remote functions ----
+
+_OPTION_NAMES = {"num_cpus", "num_gpus", "memory", "resources", "label_selector", "max_retries", "name"}
+
+
+def _parse_memory(m):
+    if m is None:
+        return 0
+    if isinstance(m, (int, float)):
+        if m < 0:
+            raise exceptions.InvalidArgumentError("memory must be >= 0")
+        return float(m)
+    s = str(m).strip()
+    units = [("KiB", 1024), ("MiB", 1024**2), ("GiB", 1024**3), ("TiB", 1024**4),
+             ("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("TB", 1e12), ("B", 1)]
+    for suffix, mult in units:
+        if s.endswith(suffix):
+            try:
+                return float(s[: -len(suffix)]) * mult
+            except ValueError:
+                break
+    try:
+        return float(s)
+    except ValueError:
+        raise exceptions.InvalidArgumentError(
+            f"memory={m!r}: use bytes or a size like '512MiB' or '4GiB'") from None
+
+
+def _validate(options):
+    unknown = set(options) - _OPTION_NAMES
+    if unknown:
+        raise exceptions.InvalidArgumentError(
+            f"unknown option(s) {sorted(unknown)}; valid: {sorted(_OPTION_NAMES)}")
+    for k in ("num_cpus", "num_gpus"):
+        v = options.get(k)
+        if v is not None and (not isinstance(v, (int, float)) or v < 0):
+            raise exceptions.InvalidArgumentError(f"{k}={v!r}: must be a number >= 0")
+    r = options.get("resources")
+    if r is not None:
+        if not isinstance(r, dict) or not all(isinstance(k, str) and isinstance(v, (int, float)) and v >= 0
+                                              for k, v in r.items()):
+            raise exceptions.InvalidArgumentError(f"resources={r!r}: must map names to numbers >= 0")
+        for k in ("CPU", "GPU", "memory"):
+            if k in r:
+                raise exceptions.InvalidArgumentError(f"use num_cpus/num_gpus/memory, not resources={{{k!r}: ...}}")
+    mr = options.get("max_retries")
+    if mr is not None and (not isinstance(mr, int) or mr < 0):
+        raise exceptions.InvalidArgumentError(f"max_retries={mr!r}: must be an int >= 0")
+    _parse_memory(options.get("memory"))
+    return options
+
+
+class RemoteFunction:
+    """A function that runs as a task: ``f.remote(*args)`` returns an ObjectRef at once."""
+
+    def __init__(self, fn, options):
+        self._fn = fn
+        self._options = _validate(dict(options))
+        self._name = options.get("name") or f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)}"
+        self._pickled = None
+        self._hash = None
+        self._handles = {}   # (client id) -> handle
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", "remote_function")
+        self.__wrapped__ = fn
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"remote function {self._name} must be called with {self.__name__}.remote(...); "
+                        f"the plain function is {self.__name__}.__wrapped__")
+
+    def options(self, **options):
+        """A copy with some options changed: ``f.options(num_cpus=2).remote(x)``."""
+        merged = dict(self._options)
+        merged.update(options)
+        other = RemoteFunction(self._fn, merged)
+        other._pickled, other._hash = self._pickled, self._hash
+        return other
+
+    def _handle(self, client):
+        key = id(client)
+        h = self._handles.get(key)
+        if h is not None and h[0] is client:
+            return h[1]
+        if self._pickled is None:
+            try:
+                self._pickled = cloudpickle.dumps(self._fn, protocol=5)
+            except Exception as e:
+                raise exceptions.SerializationError(f"function {self._name} cannot be pickled: {e}") from e
+            self._hash = hashlib.blake2b(self._pickled, digest_size=16).digest()
+        o = self._options
+        resources = {"CPU": float(1 if o.get("num_cpus") is None else o["num_cpus"]),
+                     "GPU": float(o.get("num_gpus") or 0),
+                     "memory": _parse_memory(o.get("memory"))}
+        for k, v in (o.get("resources") or {}).items():
+            resources[k] = float(v)
+        labels = {str(k): str(v) for k, v in (o.get("label_selector") or {}).items()}
+        retries = 3 if o.get("max_retries") is None else o["max_retries"]
+        handle = client.register_function(self._name, self._hash, self._pickled, resources, labels, retries)
+        self._handles[key] = (client, handle)
+        return handle
+
+    def remote(self, *args, **kwargs):
+        client = _runtime.get_client()
+        handle = self._handle(client)
+        data, deps = serialization.pack_args(args, kwargs, ObjectRef, self._name)
+        return ObjectRef(client.submit(handle, data, deps), _counted=True)
+
+
+def remote(*args, **options):
+    """Makes a function a remote function (a task).
+
+        @corral.remote
+        def f(x): ...
+
+        @corral.remote(num_cpus=2, num_gpus=1, memory="4GiB", resources={"ssd": 1},
+                       label_selector={"zone": "office"}, max_retries=3)
+        def g(x): ...
+
+    ``num_cpus`` defaults to 1; ``max_retries`` (re-runs after the worker or node died) to 3.
+    """
+    if len(args) == 1 and not options and callable(args[0]):
+        return RemoteFunction(args[0], {})
+    if args:
+        raise exceptions.InvalidArgumentError("use @corral.remote or @corral.remote(option=value, ...)")
+    _validate(dict(options))
+    return lambda fn: RemoteFunction(fn, options)

@@ -1,0 +1,75 @@
+"""Exceptions raised by Corral.
+
+Every exception Corral raises derives from :class:`CorralError`. A task that raised re-raises in
+the caller as a :class:`TaskError` that is *also* an instance of the original exception's class,
+so ``except ValueError`` still catches a remote ``ValueError``.
+"""
+
+
+class CorralError(RuntimeError):
+    """Base class of Corral's errors."""
+
+
+class TaskError(CorralError):
+    """The task's function raised. ``cause`` is the original exception; ``remote_traceback`` its traceback."""
+
+    def __init__(self, message="", cause=None, remote_traceback=""):
+        super().__init__(message)
+        self.cause = cause
+        self.remote_traceback = remote_traceback
+
+
+class WorkerCrashedError(CorralError):
+    """The worker process running the task died (segfault, os._exit, killed) and no retries were left."""
+
+
+class NodeDiedError(CorralError):
+    """The node running the task went away and no retries were left."""
+
+
+class TaskCancelledError(CorralError):
+    """The task was cancelled with corral.cancel()."""
+
+
+class ObjectLostError(CorralError):
+    """The object is not known to the head any more (freed, or its owner exited)."""
+
+
+class GetTimeoutError(CorralError, TimeoutError):
+    """get() or wait() ran past its timeout."""
+
+
+class ConnectionLostError(CorralError, ConnectionError):
+    """The head cannot be reached, or the connection to it was lost."""
+
+
+class AuthenticationError(CorralError, PermissionError):
+    """The head refused this client (bad token, incompatible version)."""
+
+
+class ValueTooLargeError(CorralError, ValueError):
+    """A value is larger than one message may carry."""
+
+
+class InvalidArgumentError(CorralError, ValueError):
+    """A call was given an argument it cannot use."""
+
+
+class SerializationError(CorralError, TypeError):
+    """An argument, result or exception could not be pickled or unpickled."""
+
+
+# Error kinds on the wire (proto ErrorKind) -> exception class.
+KIND_TASK_ERROR = 1
+_BY_KIND = {
+    2: WorkerCrashedError,
+    3: NodeDiedError,
+    4: TaskCancelledError,
+    5: ObjectLostError,
+    6: SerializationError,
+    7: CorralError,
+}
+
+
+def for_kind(kind):
+    return _BY_KIND.get(kind, CorralError)

@@ -1,0 +1,144 @@
+"""How Python values travel: pickle protocol 5, cloudpickle for what plain pickle cannot do.
+
+Task arguments are pickled as ``(args, kwargs)``. An ObjectRef given directly as an argument
+becomes a :class:`_Dep` placeholder and its id a dependency: the head waits for it and the
+worker receives its value in place. ObjectRefs nested deeper travel as references.
+"""
+import pickle
+import traceback
+
+import cloudpickle
+
+from . import exceptions
+
+# One message carries at most this much (the frame limit less room for the envelope).
+MAX_VALUE_BYTES = 64 * 1024 * 1024
+_SIMPLE = (int, float, str, bytes, bool, type(None))
+
+
+class _Dep:
+    __slots__ = ("index",)
+
+    def __init__(self, index):
+        self.index = index
+
+    def __reduce__(self):
+        return (_Dep, (self.index,))
+
+
+def dumps(value, what="value"):
+    """Pickles `value`; a clear SerializationError if it cannot be, ValueTooLargeError if too big."""
+    try:
+        if type(value) in _SIMPLE:
+            data = pickle.dumps(value, protocol=5)
+        else:
+            try:
+                data = pickle.dumps(value, protocol=5)
+            except Exception:
+                data = cloudpickle.dumps(value, protocol=5)
+    except Exception as e:
+        raise exceptions.SerializationError(f"{what} cannot be pickled: {type(e).__name__}: {e}") from e
+    check_size(len(data), what)
+    return data
+
+
+def check_size(n, what):
+    if n > MAX_VALUE_BYTES:
+        raise exceptions.ValueTooLargeError(
+            f"{what} is {n} bytes pickled; one value may be at most {MAX_VALUE_BYTES} bytes "
+            f"({MAX_VALUE_BYTES // (1 << 20)} MiB). Split it, or pass a path to shared storage.")
+
+
+def loads(data):
+    return pickle.loads(data)
+
+
+def pack_args(args, kwargs, ref_type, name):
+    """Returns (pickled (args, kwargs), [dependency ids])."""
+    deps = []
+
+    def swap(v):
+        if type(v) is ref_type:
+            deps.append(v.binary())
+            return _Dep(len(deps) - 1)
+        return v
+
+    if not args and not kwargs:
+        return _EMPTY_ARGS, deps
+    a = tuple(swap(v) for v in args)
+    k = {key: swap(v) for key, v in kwargs.items()} if kwargs else None
+    return dumps((a, k), what=f"the arguments of {name}"), deps
+
+
+_EMPTY_ARGS = pickle.dumps(((), None), protocol=5)
+
+
+def unpack_args(data, dep_values):
+    a, k = pickle.loads(data)
+    if dep_values:
+        vals = [pickle.loads(d) for d in dep_values]
+        a = tuple(vals[v.index] if type(v) is _Dep else v for v in a)
+        if k:
+            k = {key: (vals[v.index] if type(v) is _Dep else v) for key, v in k.items()}
+    return a, (k or {})
+
+
+def dump_exception(exc, task_name):
+    """Returns (data, message) for an exception raised by a task."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    message = f"{task_name} raised {type(exc).__name__}\n\nRemote traceback:\n{tb}"
+    try:
+        data = cloudpickle.dumps(exc, protocol=5)
+        pickle.loads(data)  # an exception that cannot be rebuilt is reported by its text
+    except Exception:
+        data = b""
+    return data, message
+
+
+_dual_classes = {}
+
+
+def load_exception(data, message):
+    """The exception to raise in the caller for a task that raised."""
+    cause = None
+    if data:
+        try:
+            cause = pickle.loads(data)
+        except Exception:
+            cause = None
+    if not isinstance(cause, BaseException):
+        return exceptions.TaskError(message, None, message)
+    cls = type(cause)
+    if isinstance(cause, exceptions.TaskError):
+        return cause
+    dual = _dual_classes.get(cls)
+    if dual is None:
+        try:
+            dual = type(cls.__name__, (exceptions.TaskError, cls), {
+                "__init__": lambda self, *a, **k: None,
+                "__str__": lambda self: self.remote_traceback + "\n" + _safe_str(self.cause),
+                "__reduce__": lambda self: (load_exception, (b"", self.remote_traceback)),
+            })
+            dual.__module__ = cls.__module__
+            dual.__qualname__ = getattr(cls, "__qualname__", cls.__name__)
+        except TypeError:
+            dual = False
+        _dual_classes[cls] = dual
+    if not dual:
+        return exceptions.TaskError(message, cause, message)
+    err = dual.__new__(dual)
+    try:
+        err.__dict__.update(getattr(cause, "__dict__", {}))
+    except Exception:
+        pass
+    err.args = cause.args
+    err.cause = cause
+    err.remote_traceback = message
+    return err
+
+
+def _safe_str(e):
+    try:
+        return f"{type(e).__name__}: {e}"
+    except Exception:
+        return type(e).__name__

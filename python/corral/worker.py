@@ -1,0 +1,80 @@
+"""The worker process: ``python -m corral.worker``, started by the node's agent.
+
+It connects to the agent's Unix socket, then runs one task at a time: load the function (shipped
+once per worker, by hash), unpickle the arguments with dependency values in place, call it, and
+send back the pickled result or exception. Output goes to the agent through stdout/stderr.
+"""
+import math
+import os
+import pickle
+import sys
+
+from . import _core, _runtime, exceptions, serialization
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def _set_threads(cpus):
+    n = str(max(1, math.ceil(cpus)))
+    for var in _THREAD_VARS:
+        os.environ[var] = n
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            torch.set_num_threads(int(n))
+        except Exception:
+            pass
+
+
+def main():
+    link = _core.WorkerLink.connect(os.environ["CORRAL_AGENT_SOCKET"], os.environ["CORRAL_WORKER_ID"],
+                                    os.environ.get("CORRAL_TOKEN", ""), _runtime.PYTHON_VERSION,
+                                    _runtime.CLOUDPICKLE_VERSION)
+    _runtime.worker_link = link
+    _runtime.worker_id = os.environ["CORRAL_WORKER_ID"]
+    _runtime.node_id = os.environ.get("CORRAL_NODE_ID")
+    functions = {}
+    threads = None
+    while True:
+        try:
+            task = link.next_task()
+        except exceptions.ConnectionLostError:
+            return 0
+        task_id, attempt, name, fn_hash, fn_bytes, args, deps, resources, gpu_ids, _owner = task
+        cpus = resources.get("CPU", 1.0)
+        if cpus != threads:
+            _set_threads(cpus)
+            threads = cpus
+        _runtime.current_task = _runtime.TaskContext(task_id, attempt, name, resources, gpu_ids)
+        data, kind, message = _run(functions, name, fn_hash, fn_bytes, args, deps)
+        _runtime.current_task = None
+        try:
+            link.finish(task_id, attempt, data, kind, message)
+        except exceptions.ConnectionLostError:
+            return 0
+
+
+def _run(functions, name, fn_hash, fn_bytes, args, deps):
+    try:
+        fn = functions.get(fn_hash)
+        if fn is None:
+            if not fn_bytes:
+                return b"", 7, f"worker {os.getpid()} was not sent the function of {name}"
+            fn = functions[fn_hash] = pickle.loads(fn_bytes)
+        a, k = serialization.unpack_args(args, deps)
+    except Exception as e:
+        return b"", 6, (f"cannot unpickle the function or arguments of {name} on this worker: "
+                        f"{type(e).__name__}: {e}. Is the module that defines it importable here?")
+    try:
+        result = fn(*a, **k)
+    except BaseException as e:  # noqa: BLE001 - every exception goes back to the caller
+        data, message = serialization.dump_exception(e, name)
+        return data, exceptions.KIND_TASK_ERROR, message
+    try:
+        return serialization.dumps(result, what=f"the result of {name}"), 0, ""
+    except exceptions.CorralError as e:
+        return b"", 6, str(e)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+// corral._core: the Python face of the C++ client core. Thin: argument conversion, the GIL released
+// around every call that may wait, and Status turned into the exceptions of corral.exceptions.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/map.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/unique_ptr.h>
+#include <nanobind/stl/vector.h>
+
+#include "corral/base/files.h"
+#include "corral/base/ids.h"
+#include "corral/client/client.h"
+#include "corral/client/worker_link.h"
+#include "corral/worker.pb.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+using corral::Code;
+using corral::Status;
+
+namespace {
+
+// Raises the corral.exceptions class that matches the status code.
+[[noreturn]] void Raise(const Status& s) {
+  const char* cls = "CorralError";
+  switch (s.code()) {
+    case Code::kDeadlineExceeded: cls = "GetTimeoutError"; break;
+    case Code::kUnavailable: cls = "ConnectionLostError"; break;
+    case Code::kPermissionDenied: cls = "AuthenticationError"; break;
+    case Code::kResourceExhausted: cls = "ValueTooLargeError"; break;
+    case Code::kInvalidArgument: cls = "InvalidArgumentError"; break;
+    default: break;
+  }
+  nb::object exc = nb::module_::import_("corral.exceptions").attr(cls);
+  PyErr_SetString(exc.ptr(), s.message().c_str());
+  throw nb::python_error();
+}
+
+template <typename T>
+T Check(corral::Result<T> r) {
+  if (!r) Raise(r.error());
+  return std::move(*r);
+}
+
+nb::bytes Bytes(const std::string& s) { return nb::bytes(s.data(), s.size()); }
+std::string Str(const nb::bytes& b) { return std::string(b.c_str(), b.size()); }
+
+std::vector<std::string> Ids(const nb::list& ids) {
+  std::vector<std::string> out;
+  out.reserve(ids.size());
+  for (nb::handle h : ids) out.push_back(Str(nb::cast<nb::bytes>(h)));
+  return out;
+}
+
+nb::dict NodeDict(const corral::proto::NodeStatus& n) {
+  nb::dict d;
+  d["node_id"] = corral::Hex(n.info().node_id());
+  d["hostname"] = n.info().hostname();
+  d["address"] = n.info().address();
+  d["state"] = n.state();
+  nb::dict total, avail, labels;
+  for (const auto& [k, v] : n.info().resources()) total[k.c_str()] = v;
+  for (const auto& [k, v] : n.available()) avail[k.c_str()] = v;
+  for (const auto& [k, v] : n.info().labels()) labels[k.c_str()] = v;
+  d["resources"] = total;
+  d["available"] = avail;
+  d["labels"] = labels;
+  d["python_version"] = n.info().python_version();
+  d["running_tasks"] = n.running_tasks();
+  d["last_heartbeat_age_s"] = n.last_heartbeat_age_s();
+  return d;
+}
+
+using corral::client::Client;
+using corral::client::WorkerLink;
+
+std::unique_ptr<Client> Connect(const std::string& address, const std::string& token, const std::string& name,
+                                const std::string& python_version, const std::string& cloudpickle_version,
+                                bool print_logs, double timeout_s) {
+  auto ep = corral::net::ParseEndpoint(address, 7370);
+  if (!ep) Raise(ep.error());
+  corral::client::ClientOptions o;
+  o.head = *ep;
+  o.token = token;
+  o.name = name;
+  o.python_version = python_version;
+  o.cloudpickle_version = cloudpickle_version;
+  o.print_logs = print_logs;
+  o.connect_timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+  corral::Result<std::unique_ptr<Client>> r;
+  {
+    nb::gil_scoped_release release;
+    r = Client::Connect(o);
+  }
+  return Check(std::move(r));
+}
+
+nb::list Get(Client& c, const nb::list& ids, double timeout) {
+  std::vector<std::string> keys = Ids(ids);
+  corral::Result<std::vector<corral::client::ObjectPtr>> r;
+  {
+    nb::gil_scoped_release release;
+    r = c.Get(keys, timeout);
+  }
+  auto values = Check(std::move(r));
+  nb::list out;
+  for (const auto& v : values)
+    out.append(nb::make_tuple(Bytes(v->data()), static_cast<int>(v->error()), v->message()));
+  return out;
+}
+
+nb::tuple NextTask(WorkerLink& link) {
+  corral::Result<corral::proto::ExecuteTask> r;
+  {
+    nb::gil_scoped_release release;
+    r = link.NextTask();
+  }
+  auto t = Check(std::move(r));
+  const auto& spec = t.spec();
+  nb::list deps;
+  for (const auto& d : t.deps()) deps.append(Bytes(d.data()));
+  nb::list gpus;
+  for (int g : t.gpu_ids()) gpus.append(g);
+  nb::dict resources;
+  for (const auto& [k, v] : spec.resources()) resources[k.c_str()] = v;
+  return nb::make_tuple(Bytes(spec.task_id()), spec.attempt(), spec.name(), Bytes(spec.function_hash()),
+                        Bytes(spec.function()), Bytes(spec.args()), deps, resources, gpus, Bytes(spec.owner_id()));
+}
+
+}  // namespace
+
+NB_MODULE(_core, m) {
+  m.doc() = "Corral's C++ client core. Use the corral package, not this module.";
+  m.attr("kErrorNames") = nb::make_tuple("none", "task_error", "worker_died", "node_died", "cancelled",
+                                         "object_lost", "serialization", "runtime");
+  m.def("find_token", &corral::FindToken, "CORRAL_TOKEN, else CORRAL_TOKEN_FILE, else the local head's token");
+  m.def("hex", [](const nb::bytes& b) { return corral::Hex(Str(b)); });
+
+  nb::class_<Client>(m, "Client")
+      .def_static("connect", &Connect, "address"_a, "token"_a, "name"_a, "python_version"_a,
+                  "cloudpickle_version"_a, "print_logs"_a = true, "timeout"_a = 10.0)
+      .def_prop_ro("client_id", [](Client& c) { return Bytes(c.client_id()); })
+      .def_prop_ro("connected", &Client::connected)
+      .def("register_function",
+           [](Client& c, const std::string& name, const nb::bytes& hash, const nb::bytes& pickled,
+              const std::map<std::string, double>& resources, const std::map<std::string, std::string>& labels,
+              uint32_t max_retries) {
+             return c.RegisterFunction(name, Str(hash), Str(pickled), resources, labels, max_retries);
+           })
+      .def("submit",
+           [](Client& c, int fn, const nb::bytes& args, const nb::list& deps) {
+             std::string a = Str(args);
+             std::vector<std::string> d = Ids(deps);
+             corral::Result<std::string> r;
+             {
+               nb::gil_scoped_release release;
+               r = c.Submit(fn, std::move(a), d);
+             }
+             return Bytes(Check(std::move(r)));
+           })
+      .def("put",
+           [](Client& c, const nb::bytes& data) {
+             std::string d = Str(data);
+             corral::Result<std::string> r;
+             {
+               nb::gil_scoped_release release;
+               r = c.Put(std::move(d));
+             }
+             return Bytes(Check(std::move(r)));
+           })
+      .def("get", &Get, "ids"_a, "timeout"_a)
+      .def("wait",
+           [](Client& c, const nb::list& ids, size_t n, double timeout) {
+             std::vector<std::string> keys = Ids(ids);
+             corral::Result<std::vector<bool>> r;
+             {
+               nb::gil_scoped_release release;
+               r = c.Wait(keys, n, timeout);
+             }
+             return Check(std::move(r));
+           })
+      .def("add_ref", [](Client& c, const nb::bytes& id) { c.AddRef(Str(id)); })
+      .def("release", [](Client& c, const nb::bytes& id) { c.Release(Str(id)); })
+      .def("pin", [](Client& c, const nb::bytes& id) { c.Pin(Str(id)); })
+      .def("cancel",
+           [](Client& c, const nb::bytes& id, bool force) {
+             Status s = c.Cancel(Str(id), force);
+             if (!s.ok()) Raise(s);
+           })
+      .def("nodes",
+           [](Client& c) {
+             corral::proto::Request req;
+             req.set_nodes(true);
+             corral::Result<corral::proto::Reply> r;
+             {
+               nb::gil_scoped_release release;
+               r = c.Request(req, 10);
+             }
+             auto reply = Check(std::move(r));
+             nb::list out;
+             for (const auto& n : reply.nodes()) out.append(NodeDict(n));
+             return out;
+           })
+      .def("status", [](Client& c) {
+        corral::proto::Request req;
+        req.set_status(true);
+        corral::Result<corral::proto::Reply> r;
+        {
+          nb::gil_scoped_release release;
+          r = c.Request(req, 10);
+        }
+        auto reply = Check(std::move(r));
+        const auto& st = reply.status();
+        nb::dict d;
+        nb::list nodes;
+        for (const auto& n : st.nodes()) nodes.append(NodeDict(n));
+        d["nodes"] = nodes;
+        nb::dict tasks, counters;
+        for (const auto& [k, v] : st.tasks_by_state()) tasks[k.c_str()] = v;
+        for (const auto& [k, v] : st.counters().values()) counters[k.c_str()] = v;
+        d["tasks"] = tasks;
+        d["counters"] = counters;
+        nb::list inf;
+        for (const auto& s : st.infeasible()) inf.append(s);
+        d["infeasible"] = inf;
+        d["address"] = st.address();
+        return d;
+      });
+
+  nb::class_<WorkerLink>(m, "WorkerLink")
+      .def_static("connect",
+                  [](const std::string& socket, const std::string& worker_id, const std::string& token,
+                     const std::string& pyver, const std::string& cpver) {
+                    corral::client::WorkerLinkOptions o{socket, worker_id, token, pyver, cpver};
+                    corral::Result<std::unique_ptr<WorkerLink>> r;
+                    {
+                      nb::gil_scoped_release release;
+                      r = WorkerLink::Connect(o);
+                    }
+                    return Check(std::move(r));
+                  })
+      .def("next_task", &NextTask)
+      .def("finish",
+           [](WorkerLink& l, const nb::bytes& task_id, uint32_t attempt, const nb::bytes& data, int error,
+              const std::string& message) {
+             corral::proto::TaskFinished f;
+             f.set_task_id(Str(task_id));
+             f.set_attempt(attempt);
+             f.mutable_result()->set_data(Str(data));
+             f.mutable_result()->set_error(static_cast<corral::proto::ErrorKind>(error));
+             f.mutable_result()->set_message(message);
+             Status s = l.Finish(f);
+             if (!s.ok()) Raise(s);
+           })
+      .def("blocked", [](WorkerLink& l, const nb::bytes& task_id, bool blocked) {
+        Status s = l.Blocked(Str(task_id), blocked);
+        if (!s.ok()) Raise(s);
+      });
+}
