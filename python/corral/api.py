@@ -1,6 +1,7 @@
 """The public API: init, remote, get, put, wait, cancel, nodes, runtime_context."""
 import hashlib
 import os
+import time
 
 import cloudpickle
 
@@ -37,7 +38,9 @@ def init(address=None, *, num_cpus=None, num_gpus=None, memory=None, resources=N
                                                resources=resources, labels=labels, extra_args=_system_args)
             try:
                 _runtime.connect(cluster.address, cluster.token)
+                _wait_for_local_node(cluster)
             except BaseException:
+                _runtime.client = None
                 cluster.stop()
                 raise
             _runtime.cluster = cluster
@@ -56,6 +59,20 @@ def init(address=None, *, num_cpus=None, num_gpus=None, memory=None, resources=N
                 "num_cpus/num_gpus/memory/resources/labels size a new local cluster; they cannot be given "
                 "with an address (start the agent with `corral start --address ... --num-cpus N` instead)")
         _runtime.connect(address, _core.find_token())
+
+
+def _wait_for_local_node(cluster, timeout=30.0):
+    """Returns once the embedded cluster's node has registered and its workers run Python."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(n["state"] == "alive" and n["python_version"] for n in _runtime.client.nodes()):
+            return
+        if cluster.proc.poll() is not None:
+            break
+        time.sleep(0.005)
+    raise exceptions.CorralError(
+        f"the local node did not come up within {timeout:.0f}s; see {cluster.log_path} "
+        f"and the worker logs in {cluster.state_dir}/agent/logs")
 
 
 def shutdown():

@@ -189,6 +189,9 @@ void Agent::Heartbeat() {
   if (!head_) return;
   proto::AgentToHead msg;
   msg.mutable_heartbeat()->set_seq(++heartbeat_seq_);
+  counters_["workers_alive"] = static_cast<int64_t>(workers_.size());
+  counters_["tasks_queued_here"] = static_cast<int64_t>(queue_.size());
+  for (const auto& [k, v] : counters_) (*msg.mutable_heartbeat()->mutable_counters()->mutable_values())[k] = v;
   head_->Send(msg);
   heartbeat_timer_.expires_after(heartbeat_interval_);
   heartbeat_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
@@ -300,7 +303,9 @@ void Agent::TryStart() {
     if (w->functions.insert(hash).second) {
       auto f = functions_.find(hash);
       if (f != functions_.end()) ex->mutable_spec()->set_function(f->second);
+      counters_["functions_shipped_to_workers"]++;
     }
+    counters_["tasks_started"]++;
     w->conn->Send(msg);
     it = queue_.erase(it);
   }
@@ -348,6 +353,7 @@ Agent::Worker* Agent::SpawnWorker(const std::string& env_key) {
     return nullptr;
   }
   w->pid = pid;
+  counters_["workers_started"]++;
   Worker* raw = w.get();
   workers_by_id_[w->id] = raw;
   workers_[pid] = std::move(w);
@@ -449,7 +455,9 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
   workers_by_id_.erase(w->id);
   if (w->conn) w->conn->Close(Status(Code::kUnavailable, "worker exited"));
   if (stopped_) return;
+  counters_["workers_exited"]++;
   if (w->busy) {
+    counters_["workers_died_in_task"]++;
     proto::AgentToHead msg;
     proto::TaskFinished* f = msg.mutable_finished();
     f->set_task_id(w->task_id);

@@ -103,6 +103,7 @@ class Agent {
   std::unordered_map<std::string, Worker*> workers_by_id_;
   std::deque<Pending> queue_;
   std::unordered_map<std::string, std::string> functions_;       // hash -> pickled function
+  std::map<std::string, int64_t> counters_;  // sent with every heartbeat
   bool stopped_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -181,6 +181,7 @@ void HeadServer::OnAgentMessage(Peer* peer, std::string_view bytes) {
   switch (msg.msg_case()) {
     case proto::AgentToHead::kHeartbeat: {
       nodes_.Heartbeat(node);
+      node->counters = msg.heartbeat().counters();
       proto::HeadToAgent ack;
       ack.mutable_heartbeat_ack()->set_seq(msg.heartbeat().seq());
       peer->conn->Send(ack);
@@ -213,6 +214,7 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
       for (const auto& [k, u] : n->view.available.units()) (*ns->mutable_available())[k] = n->view.available.Get(k);
       ns->set_last_heartbeat_age_s(static_cast<double>(now - n->last_heartbeat) / 1e9);
       ns->set_running_tasks(static_cast<int64_t>(n->tasks.size()));
+      *ns->mutable_counters() = n->counters;
     }
   };
   if (request.has_nodes()) {

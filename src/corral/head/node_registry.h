@@ -40,6 +40,7 @@ struct Node {
   std::shared_ptr<net::Connection> conn;
   std::set<std::string> tasks;             // ids of tasks dispatched here and not finished
   std::set<std::string> shipped_functions; // function hashes this node's agent has
+  proto::Counters counters;                // the agent's, from its last heartbeat
 };
 
 class NodeRegistry {

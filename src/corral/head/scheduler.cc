@@ -54,7 +54,9 @@ Placement Place(const Request& request, const std::vector<const NodeView*>& node
         prefetch = n;
     }
   }
-  if (best) {
+  if (nodes.empty()) {
+    out.kind = Placement::kWait;  // no node has joined yet: nothing to judge feasibility by
+  } else if (best) {
     out.kind = Placement::kPlaced;
     out.node = best;
   } else if (prefetch) {

@@ -9,7 +9,7 @@
 //  4. If no node has room now, a CPU-only task may wait in an agent's short prefetch queue (at most
 //     `prefetch` tasks per node, fewest queued first) so workers never idle between tasks.
 //  5. If no node could ever fit, the task is infeasible: it stays pending with a reason and does not
-//     block other tasks.
+//     block other tasks. With no node at all, tasks simply wait for the first one.
 #pragma once
 
 #include <cstdint>

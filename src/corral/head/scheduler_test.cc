@@ -68,6 +68,10 @@ TEST(Place, InfeasibleSaysWhat) {
   EXPECT_NE(p.reason.find("GPU=1"), std::string::npos) << p.reason;
 }
 
+TEST(Place, NoNodesYetMeansWait) {
+  EXPECT_EQ(Place(Req(R(1)), {}).kind, Placement::kWait);
+}
+
 TEST(Place, PrefetchWhenFullThenWait) {
   NodeView a = Node("a", 1, R(2));
   a.available = R(0);

@@ -68,6 +68,9 @@ nb::dict NodeDict(const corral::proto::NodeStatus& n) {
   d["python_version"] = n.info().python_version();
   d["running_tasks"] = n.running_tasks();
   d["last_heartbeat_age_s"] = n.last_heartbeat_age_s();
+  nb::dict counters;
+  for (const auto& [k, v] : n.counters().values()) counters[k.c_str()] = v;
+  d["counters"] = counters;
   return d;
 }
 

@@ -1,0 +1,131 @@
+"""Fixtures: real clusters of real processes on this machine.
+
+`Cluster` starts a head (`corral start --head --block --head-only`) and agents with their own state
+dirs, resources and labels, each a child that exits when its stdin closes, so nothing outlives the
+test run. Drivers connect with corral.init(address=...).
+"""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+import corral
+from corral import _cluster
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def wait_until(pred, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Process:
+    def __init__(self, args, log_path, env=None):
+        self.log_path = log_path
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                         env=env, close_fds=True)
+        line = self.proc.stdout.readline().decode().strip()
+        if not line.startswith(_cluster.READY_PREFIX):
+            self.proc.kill()
+            raise RuntimeError(f"{args} did not start: {open(log_path).read()[-3000:]}")
+        self.ready = line[len(_cluster.READY_PREFIX):]
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+
+    def kill(self, sig=signal.SIGKILL):
+        self.proc.send_signal(sig)
+        self.proc.wait(10)
+
+
+class Cluster:
+    """A head and any number of agents, as separate processes."""
+
+    def __init__(self, head_args=()):
+        self.dir = tempfile.mkdtemp(prefix="corral-test-")
+        self.bin = _cluster.corral_binary()
+        self.head = Process([self.bin, "start", "--head", "--block", "--head-only", "--port", "0",
+                             "--state-dir", f"{self.dir}/head", "--exit-on-stdin-eof", *head_args],
+                            f"{self.dir}/head.log")
+        self.address = self.head.ready
+        with open(f"{self.dir}/head/token") as f:
+            self.token = f.read().strip()
+        self.agents = []
+
+    def env(self):
+        env = dict(os.environ)
+        env["CORRAL_TOKEN"] = self.token
+        env.pop("CORRAL_ADDRESS", None)
+        return env
+
+    def add_agent(self, num_cpus=1, num_gpus=0, resources=None, labels=None, extra=()):
+        n = len(self.agents)
+        args = [self.bin, "start", "--address", self.address, "--block", "--exit-on-stdin-eof",
+                "--state-dir", f"{self.dir}/agent{n}", "--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus),
+                "--python", sys.executable, "--python-path", TESTS_DIR, *extra]
+        if resources:
+            args += ["--resources", ",".join(f"{k}={v}" for k, v in resources.items())]
+        if labels:
+            args += ["--labels", ",".join(f"{k}={v}" for k, v in labels.items())]
+        agent = Process(args, f"{self.dir}/agent{n}.log", env=self.env())
+        agent.node_id = agent.ready
+        self.agents.append(agent)
+        return agent
+
+    def connect(self):
+        os.environ["CORRAL_TOKEN"] = self.token
+        corral.init(address=self.address)
+        del os.environ["CORRAL_TOKEN"]
+
+    def wait_nodes(self, count):
+        return wait_until(lambda: [n for n in corral.nodes() if n["state"] == "alive" and n["python_version"]]
+                          if sum(n["state"] == "alive" and bool(n["python_version"]) for n in corral.nodes()) >= count
+                          else None, what=f"{count} live nodes")
+
+    def stop(self):
+        for a in self.agents:
+            a.stop()
+        self.head.stop()
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    """An embedded cluster with 2 CPUs (what `corral.init()` gives)."""
+    corral.init(num_cpus=2)
+    yield
+    corral.shutdown()
+
+
+@pytest.fixture
+def cluster():
+    """A fresh head with no agents; the test adds them. The driver connects after."""
+    c = Cluster(head_args=("--heartbeat-ms", "200", "--suspect-after-ms", "1000", "--dead-after-ms", "3000"))
+    yield c
+    corral.shutdown()
+    c.stop()
