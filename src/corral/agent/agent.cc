@@ -167,6 +167,7 @@ void Agent::OnHeadMessage(std::string_view bytes) {
       if (!w.error().empty()) {
         LOG_ERROR("the head refused this agent: {}", w.error());
         options_.exit_when_head_lost = true;  // retrying cannot help
+        exit_code_ = 1;
         head_->Close(Status(Code::kPermissionDenied, w.error()));
         return;
       }
@@ -176,6 +177,11 @@ void Agent::OnHeadMessage(std::string_view bytes) {
       LOG_INFO("registered with the head at {} as node {}", options_.head.ToString(), ShortHex(options_.node_id));
       heartbeat_interval_ = std::chrono::milliseconds(std::max<uint64_t>(50, w.heartbeat_interval_ms()));
       Heartbeat();
+      if (options_.on_registered) {
+        auto callback = std::move(options_.on_registered);
+        options_.on_registered = nullptr;
+        callback();
+      }
       break;
     }
     case proto::HeadToAgent::kExecute: OnExecute(std::move(*msg.mutable_execute())); break;

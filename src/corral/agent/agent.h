@@ -41,6 +41,7 @@ struct AgentOptions {
   int warm_workers = 0;                  // 0: one per CPU
   int max_workers = 0;                   // 0: max(16, 4 x CPUs)
   bool exit_when_head_lost = false;      // embedded clusters: the head going away ends the agent
+  std::function<void()> on_registered;   // called once, when the head first accepts this node
 };
 
 class Agent {
@@ -53,6 +54,8 @@ class Agent {
   // Kills the workers and closes connections.
   void Stop();
   bool stopped() const { return stopped_; }
+  // Non-zero when the agent stopped because the head refused it.
+  int exit_code() const { return exit_code_; }
 
  private:
   struct Worker;
@@ -105,6 +108,7 @@ class Agent {
   std::unordered_map<std::string, std::string> functions_;       // hash -> pickled function
   std::map<std::string, int64_t> counters_;  // sent with every heartbeat
   bool stopped_ = false;
+  int exit_code_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

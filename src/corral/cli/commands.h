@@ -32,6 +32,7 @@ struct HeadFlags {
   int suspect_after_ms = 5000;
   int dead_after_ms = 30000;
   int prefetch = 1;
+  int handshake_timeout_ms = 10000;
   NodeFlags node;
 };
 

@@ -118,9 +118,13 @@ Result<std::string> SpawnDaemon(const std::vector<std::string>& args, const std:
   if (!got.starts_with(kReadyPrefix)) {
     int status = 0;
     bool exited = waitpid(pid, &status, WNOHANG) == pid;
-    return Err(Code::kUnavailable, fmt::format("the background process {} ; see {}",
+    std::string tail;
+    if (auto log = ReadFile(log_path)) {
+      tail = log->size() > 1200 ? log->substr(log->find('\n', log->size() - 1200) + 1) : *log;
+    }
+    return Err(Code::kUnavailable, fmt::format("the background process {}; the end of {}:\n{}",
                                                exited ? "exited before it was ready" : "did not become ready in time",
-                                               log_path));
+                                               log_path, tail));
   }
   std::string addr = got.substr(strlen(kReadyPrefix));
   addr = addr.substr(0, addr.find('\n'));

@@ -121,6 +121,8 @@ int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv) {
   options.python_path = flags.node.python_path;
   options.max_workers = flags.node.max_workers;
   options.exit_when_head_lost = flags.exit_with_head;
+  std::string node_hex = Hex(options.node_id);
+  options.on_registered = [node_hex] { AnnounceReady(node_hex); };
   boost::asio::io_context io(1);
   agent::Agent agent(io, options);
   if (Status s = agent.Start(); !s.ok()) {
@@ -137,11 +139,10 @@ int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv) {
     io.stop();
   });
   if (flags.exit_on_stdin_eof) ExitOnStdinEof();
-  AnnounceReady(Hex(options.node_id));
   io.run();
   agent.Stop();
   unlink((state + "/pid").c_str());
-  return 0;
+  return agent.exit_code();
 }
 
 }  // namespace corral::cli

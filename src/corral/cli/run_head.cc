@@ -88,6 +88,7 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   options.liveness.suspect_after = Ms(flags.suspect_after_ms);
   options.liveness.dead_after = Ms(flags.dead_after_ms);
   options.tasks.prefetch_per_cpu = flags.prefetch;
+  options.handshake_timeout = std::chrono::milliseconds(flags.handshake_timeout_ms);
   boost::asio::io_context io(1);
   head::HeadServer server(io, options);
   if (Status s = server.Start(); !s.ok()) {

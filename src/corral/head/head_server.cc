@@ -51,7 +51,9 @@ void HeadServer::Stop() {
 void HeadServer::OnAccept(std::unique_ptr<net::ByteStream> stream) {
   auto peer = std::make_unique<Peer>();
   Peer* p = peer.get();
-  p->conn = net::Connection::Create(std::move(stream));
+  net::ConnectionOptions copts;
+  copts.handshake_timeout = options_.handshake_timeout;
+  p->conn = net::Connection::Create(std::move(stream), copts);
   peers_[p] = std::move(peer);
   p->conn->Start([this, p](std::string_view m) { OnMessage(p, m); },
                  [this, p, alive = alive_](const Status& s) {

@@ -23,6 +23,7 @@ struct HeadOptions {
   LivenessConfig liveness;
   TaskManagerOptions tasks;
   size_t max_unfinished_tasks = 2'000'000;
+  std::chrono::milliseconds handshake_timeout{10000};  // a peer must finish the handshake by then
   std::shared_ptr<boost::asio::ssl::context> tls;  // null: plain TCP
 };
 

@@ -1,0 +1,99 @@
+"""The `corral` command as an operator uses it: start a head, join an agent, status, stop."""
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+from conftest import wait_until
+from corral import _cluster
+
+BIN = _cluster.corral_binary()
+
+
+def run(args, env, timeout=60):
+    return subprocess.run([BIN, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def home(tmp_path):
+    env = dict(os.environ)
+    env["CORRAL_HOME"] = str(tmp_path / "home")
+    env.pop("CORRAL_TOKEN", None)
+    env.pop("CORRAL_ADDRESS", None)
+    env["CORRAL_PYTHON"] = sys.executable
+    yield env
+    run(["stop", "--timeout", "5"], env)
+
+
+def test_help():
+    out = subprocess.run([BIN, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for word in ("start", "status", "stop"):
+        assert word in out.stdout
+    out = subprocess.run([BIN, "start", "--help"], capture_output=True, text=True)
+    assert "--num-cpus" in out.stdout and "--labels" in out.stdout and "--resources" in out.stdout
+
+
+def test_start_status_join_stop(home, tmp_path):
+    out = run(["start", "--head", "--port", "0", "--num-cpus", "1"], home)
+    assert out.returncode == 0, out.stderr
+    assert "corral start --address 127.0.0.1:" in out.stdout and "CORRAL_TOKEN=" in out.stdout
+    head_dir = os.path.join(home["CORRAL_HOME"], "head")
+    token_path = os.path.join(head_dir, "token")
+    assert stat.S_IMODE(os.stat(token_path).st_mode) == 0o600
+    address = open(os.path.join(head_dir, "address")).read().strip()
+    assert address.startswith("127.0.0.1:")
+
+    wait_until(lambda: "alive" in run(["status"], home).stdout, what="the head's own node")
+
+    join = [l for l in out.stdout.splitlines() if "corral start --address" in l][0].strip()
+    token = join.split()[0].split("=", 1)[1]
+    env = dict(home, CORRAL_TOKEN=token)
+    out = run(["start", "--address", address, "--state-dir", str(tmp_path / "agent2"), "--num-cpus", "1",
+               "--labels", "zone=lab"], env)
+    assert out.returncode == 0, out.stderr
+    assert "joined the head" in out.stdout
+    status = run(["status"], home).stdout
+    assert status.count("alive") == 2 and "zone=lab" in status
+
+    script = textwrap.dedent("""
+        import corral
+        corral.init(address="auto")
+        @corral.remote
+        def f(x):
+            return x + 1
+        print(corral.get(f.remote(41)))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], env=home, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "42", done.stderr
+
+    pids = [int(open(os.path.join(head_dir, "pid")).read())]
+    out = run(["stop"], home)
+    assert out.returncode == 0 and "Stopped" in out.stdout
+    wait_until(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                               for p in pids), what="the head to exit")
+    assert "Nothing to stop" in run(["stop"], home).stdout
+
+
+def test_agent_with_bad_token_fails_clearly(home, tmp_path):
+    out = run(["start", "--head", "--port", "0", "--head-only"], home)
+    assert out.returncode == 0, out.stderr
+    address = open(os.path.join(home["CORRAL_HOME"], "head", "address")).read().strip()
+    out = run(["start", "--address", address, "--state-dir", str(tmp_path / "a")], dict(home, CORRAL_TOKEN="nope"))
+    assert out.returncode != 0
+    assert "bad token" in out.stderr
+
+
+def test_refuses_remote_listen_without_tls(home):
+    out = run(["start", "--head", "--host", "0.0.0.0", "--port", "0"], home)
+    assert out.returncode == 2 and "--insecure" in out.stderr
+
+
+def test_second_head_on_same_state_dir_is_refused(home):
+    assert run(["start", "--head", "--port", "0", "--head-only"], home).returncode == 0
+    out = run(["start", "--head", "--port", "0", "--head-only"], home)
+    assert out.returncode != 0 and "state dir" in out.stderr

@@ -1,0 +1,117 @@
+"""A head with several agents of different resources and labels, as separate processes."""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+import corral
+from conftest import wait_until
+from corral import exceptions
+
+
+@corral.remote
+def where(seconds=0.0):
+    time.sleep(seconds)
+    return corral.runtime_context().node_id
+
+
+def test_tasks_land_only_where_they_fit(cluster):
+    a = cluster.add_agent(num_cpus=2, labels={"zone": "office"})
+    cluster.connect()
+    cluster.wait_nodes(1)
+    b = cluster.add_agent(num_cpus=1, resources={"gpu_box": 1})
+    cluster.wait_nodes(2)
+    c = cluster.add_agent(num_cpus=1, num_gpus=1, labels={"zone": "lab"})
+    cluster.wait_nodes(3)
+
+    assert set(corral.get([where.options(resources={"gpu_box": 1}).remote() for _ in range(5)])) == {b.node_id}
+    assert set(corral.get([where.options(label_selector={"zone": "office"}).remote() for _ in range(5)])) == {a.node_id}
+
+    @corral.remote(num_gpus=1)
+    def gpu_task():
+        return corral.runtime_context().node_id, os.environ["CUDA_VISIBLE_DEVICES"], corral.runtime_context().gpu_ids
+
+    @corral.remote
+    def cpu_task():
+        return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+    node, visible, gpu_ids = corral.get(gpu_task.remote())
+    assert node == c.node_id and visible == "0" and gpu_ids == [0]
+    assert set(corral.get([cpu_task.remote() for _ in range(4)])) == {""}  # CPU tasks see no GPU
+
+    # Placement policy: least utilised after placing, ties to the first registered node.
+    # Four 1-CPU tasks at once on nodes of 2, 1 and 1 CPUs: a, a, b, c.
+    refs = [where.remote(1.5) for _ in range(4)]
+    assert sorted(corral.get(refs)) == sorted([a.node_id, a.node_id, b.node_id, c.node_id])
+
+    nodes = {n["node_id"]: n for n in corral.nodes()}
+    assert nodes[a.node_id]["labels"] == {"zone": "office"}
+    assert nodes[b.node_id]["resources"]["gpu_box"] == 1
+    assert nodes[c.node_id]["resources"]["GPU"] == 1
+
+
+def test_infeasible_task_waits_and_does_not_block_others(cluster, capfd):
+    cluster.add_agent(num_cpus=1)
+    cluster.connect()
+    cluster.wait_nodes(1)
+    stuck = where.options(resources={"tpu": 1}).remote()
+    assert corral.get([where.remote() for _ in range(10)], timeout=60)   # not blocked by it
+    ready, _ = corral.wait([stuck], timeout=0.5)
+    assert not ready
+    status = corral.cluster_status()
+    assert any("tpu=1" in s for s in status["infeasible"]), status["infeasible"]
+    wait_until(lambda: "cannot be scheduled" in capfd.readouterr().err, what="the driver to be told")
+
+    out = subprocess.run([cluster.bin, "status", "--address", cluster.address], env=cluster.env(),
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "tpu=1" in out.stdout and "Cannot be scheduled" in out.stdout
+
+    tpu = cluster.add_agent(num_cpus=1, resources={"tpu": 1})
+    assert corral.get(stuck, timeout=60) == tpu.node_id     # runs once a node that fits joins
+
+
+def test_agent_killed_mid_task_reruns_elsewhere(cluster, tmp_path):
+    cluster.add_agent(num_cpus=1, resources={"pool": 1})
+    cluster.connect()
+    cluster.wait_nodes(1)
+    cluster.add_agent(num_cpus=1, resources={"pool": 1})
+    cluster.wait_nodes(2)
+    started = tmp_path / "started"
+
+    @corral.remote(resources={"pool": 1}, max_retries=2)
+    def long_task(path):
+        with open(path, "a") as f:
+            f.write(corral.runtime_context().node_id + "\n")
+        time.sleep(2.0)
+        return corral.runtime_context().node_id
+
+    ref = long_task.remote(str(started))
+    wait_until(lambda: started.exists() and started.read_text(), what="the task to start")
+    first = started.read_text().split()[0]
+    victim = next(a for a in cluster.agents if a.node_id == first)
+    victim.kill(signal.SIGKILL)
+    survivor = corral.get(ref, timeout=60)
+    assert survivor != first
+    assert started.read_text().split() == [first, survivor]
+    states = {n["node_id"]: n["state"] for n in corral.nodes()}
+    assert states[first] == "dead"
+    status = corral.cluster_status()
+    assert status["counters"]["tasks_retried"] >= 1
+
+
+def test_status_command_shows_nodes(cluster):
+    cluster.add_agent(num_cpus=2, labels={"zone": "office"}, resources={"laptop": 1})
+    cluster.connect()
+    cluster.wait_nodes(1)
+    out = subprocess.run([cluster.bin, "status", "--address", cluster.address], env=cluster.env(),
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "alive" in out.stdout and "zone=office" in out.stdout and "laptop 0/1" in out.stdout
+    out = subprocess.run([cluster.bin, "status", "--address", cluster.address, "--json"], env=cluster.env(),
+                         capture_output=True, text=True, timeout=30)
+    import json
+    doc = json.loads(out.stdout)
+    assert doc["nodes"][0]["resources"]["CPU"] == 2
