@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <random>
 
 #include "corral/base/ids.h"
@@ -29,6 +30,12 @@ struct Agent::Worker {
   uint32_t attempt = 0;
   double cpus = 0;
   std::vector<int> gpus;
+  std::string hash;                       // function of the current task
+  Nanos started = 0;
+  // A short task sent ahead while the current one runs (pipelining): it starts the moment the
+  // current one finishes, without a round trip through the agent.
+  std::optional<Pending> next;
+  bool next_cancelled = false;
   std::set<std::string> functions;
   std::deque<std::string> last_stderr;    // for the death report of a worker that never came up
 };
@@ -37,6 +44,8 @@ namespace {
 
 constexpr size_t kStderrTail = 8;
 constexpr int kMaxStartupFailures = 3;
+// Tasks of a function whose runs take less than this on average may be sent to a busy worker ahead.
+constexpr Nanos kPipelineBelow = Ms(2);
 
 std::string EnvKey(const std::vector<int>& gpus) {
   std::string key;
@@ -229,25 +238,33 @@ void Agent::OnExecute(proto::ExecuteTask&& task) {
 void Agent::OnCancel(const proto::CancelAttempt& cancel) {
   for (auto it = queue_.begin(); it != queue_.end(); ++it) {
     if (it->task.spec().task_id() == cancel.task_id() && it->task.spec().attempt() == cancel.attempt()) {
-      proto::AgentToHead msg;
-      proto::TaskFinished* f = msg.mutable_finished();
-      f->set_task_id(cancel.task_id());
-      f->set_attempt(cancel.attempt());
-      f->set_node_id(options_.node_id);
-      f->mutable_result()->set_error(proto::CANCELLED);
-      f->mutable_result()->set_message("cancelled before it started");
       queue_.erase(it);
-      SendToHead(msg);
+      ReportCancelled(cancel.task_id(), cancel.attempt());
       return;
     }
   }
   for (auto& [pid, w] : workers_) {
+    if (w->next && w->next->task.spec().task_id() == cancel.task_id()) {
+      w->next_cancelled = true;  // stopped when it starts, right after the current task
+      return;
+    }
     if (w->busy && w->task_id == cancel.task_id() && w->attempt == cancel.attempt()) {
       w->cancelled = true;
       processes_->Kill(pid, SIGKILL);
       return;
     }
   }
+}
+
+void Agent::ReportCancelled(const std::string& task_id, uint32_t attempt) {
+  proto::AgentToHead msg;
+  proto::TaskFinished* f = msg.mutable_finished();
+  f->set_task_id(task_id);
+  f->set_attempt(attempt);
+  f->set_node_id(options_.node_id);
+  f->mutable_result()->set_error(proto::CANCELLED);
+  f->mutable_result()->set_message("cancelled before it started");
+  SendToHead(msg);
 }
 
 Agent::Worker* Agent::IdleWorker(const std::string& env_key) {
@@ -264,7 +281,16 @@ void Agent::TryStart() {
   for (auto it = queue_.begin(); it != queue_.end();) {
     Pending& p = *it;
     bool cpu_ok = p.cpus <= 0 || p.cpus <= cpus_free_ + 1e-9;
-    if (!cpu_ok || p.gpus > static_cast<int>(gpus_free_.size())) {
+    if (!cpu_ok) {
+      if (Worker* busy = PipelineTarget(p)) {
+        Pipeline(busy, std::move(p));
+        it = queue_.erase(it);
+      } else {
+        ++it;
+      }
+      continue;
+    }
+    if (p.gpus > static_cast<int>(gpus_free_.size())) {
       ++it;
       continue;
     }
@@ -293,28 +319,55 @@ void Agent::TryStart() {
     }
     cpus_free_ -= std::max(0.0, p.cpus);
     for (int g : gpus) gpus_free_.erase(g);
+    w->gpus = gpus;
+    SendTask(w, std::move(p), /*pipelined=*/false);
+    it = queue_.erase(it);
+  }
+}
+
+Agent::Worker* Agent::PipelineTarget(const Pending& p) {
+  if (p.gpus > 0) return nullptr;
+  const std::string& hash = p.task.spec().function_hash();
+  auto d = durations_.find(hash);
+  if (d == durations_.end() || d->second >= kPipelineBelow) return nullptr;
+  for (auto& [pid, w] : workers_)
+    if (w->conn && w->busy && !w->blocked && !w->next && w->hash == hash && w->env_key.empty()) return w.get();
+  return nullptr;
+}
+
+void Agent::Pipeline(Worker* w, Pending&& p) {
+  w->next = Pending{};
+  w->next->cpus = p.cpus;
+  *w->next->task.mutable_spec() = p.task.spec();  // kept to re-queue it if the worker dies first
+  w->next_cancelled = false;
+  counters_["tasks_pipelined"]++;
+  SendTask(w, std::move(p), /*pipelined=*/true);
+}
+
+void Agent::SendTask(Worker* w, Pending&& p, bool pipelined) {
+  if (!pipelined) {
     w->busy = true;
     w->blocked = w->cancelled = false;
     w->task_id = p.task.spec().task_id();
     w->task_name = p.task.spec().name();
     w->owner = p.task.spec().owner_id();
     w->attempt = p.task.spec().attempt();
+    w->hash = p.task.spec().function_hash();
     w->cpus = std::max(0.0, p.cpus);
-    w->gpus = gpus;
-    proto::AgentToWorker msg;
-    proto::ExecuteTask* ex = msg.mutable_execute();
-    *ex = std::move(p.task);
-    for (int g : gpus) ex->add_gpu_ids(g);
-    const std::string& hash = ex->spec().function_hash();
-    if (w->functions.insert(hash).second) {
-      auto f = functions_.find(hash);
-      if (f != functions_.end()) ex->mutable_spec()->set_function(f->second);
-      counters_["functions_shipped_to_workers"]++;
-    }
-    counters_["tasks_started"]++;
-    w->conn->Send(msg);
-    it = queue_.erase(it);
+    w->started = SystemClock().BootTimeNs();
   }
+  proto::AgentToWorker msg;
+  proto::ExecuteTask* ex = msg.mutable_execute();
+  *ex = std::move(p.task);
+  for (int g : w->gpus) ex->add_gpu_ids(g);
+  const std::string& hash = ex->spec().function_hash();
+  if (w->functions.insert(hash).second) {
+    auto f = functions_.find(hash);
+    if (f != functions_.end()) ex->mutable_spec()->set_function(f->second);
+    counters_["functions_shipped_to_workers"]++;
+  }
+  counters_["tasks_started"]++;
+  w->conn->Send(msg);
 }
 
 void Agent::FailQueued(const std::string& why) {
@@ -446,7 +499,28 @@ void Agent::ReleaseTask(Worker* w) {
 void Agent::FinishOnWorker(Worker* w, proto::TaskFinished&& finished) {
   if (!w->busy || finished.task_id() != w->task_id) return;
   finished.set_node_id(options_.node_id);
+  Nanos now = SystemClock().BootTimeNs();
+  auto [d, fresh] = durations_.try_emplace(w->hash, now - w->started);
+  if (!fresh) d->second = (d->second * 4 + (now - w->started)) / 5;
   ReleaseTask(w);
+  if (w->next) {
+    // The worker has already started the task sent ahead.
+    std::optional<Pending> next = std::move(w->next);
+    w->next.reset();
+    cpus_free_ -= std::max(0.0, next->cpus);
+    w->busy = true;
+    w->cancelled = false;
+    w->task_id = next->task.spec().task_id();
+    w->task_name = next->task.spec().name();
+    w->owner = next->task.spec().owner_id();
+    w->attempt = next->task.spec().attempt();
+    w->cpus = std::max(0.0, next->cpus);
+    w->started = now;
+    if (w->next_cancelled) {
+      w->cancelled = true;
+      processes_->Kill(w->pid, SIGKILL);
+    }
+  }
   proto::AgentToHead msg;
   *msg.mutable_finished() = std::move(finished);
   SendToHead(msg);
@@ -462,6 +536,14 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
   if (w->conn) w->conn->Close(Status(Code::kUnavailable, "worker exited"));
   if (stopped_) return;
   counters_["workers_exited"]++;
+  if (w->next) {
+    if (w->next_cancelled) {
+      ReportCancelled(w->next->task.spec().task_id(), w->next->task.spec().attempt());
+    } else {
+      queue_.push_front(std::move(*w->next));  // it never started: run it elsewhere here
+    }
+    w->next.reset();
+  }
   if (w->busy) {
     counters_["workers_died_in_task"]++;
     proto::AgentToHead msg;

@@ -19,6 +19,7 @@
 #include <unordered_map>
 
 #include "corral/agent/worker_processes.h"
+#include "corral/base/clock.h"
 #include "corral/base/resources.h"
 #include "corral/net/connection.h"
 #include "corral/net/listener.h"
@@ -75,6 +76,11 @@ class Agent {
   void OnCancel(const proto::CancelAttempt& cancel);
   void TryStart();
   Worker* IdleWorker(const std::string& env_key);
+  // A busy worker that may take `p` ahead of time (short tasks of the same function), or null.
+  Worker* PipelineTarget(const Pending& p);
+  void Pipeline(Worker* w, Pending&& p);
+  void SendTask(Worker* w, Pending&& p, bool pipelined);
+  void ReportCancelled(const std::string& task_id, uint32_t attempt);
   Worker* SpawnWorker(const std::string& env_key);
   void OnWorkerAccepted(std::unique_ptr<net::ByteStream> stream);
   void OnWorkerMessage(Worker* w, std::string_view bytes);
@@ -106,6 +112,7 @@ class Agent {
   std::unordered_map<std::string, Worker*> workers_by_id_;
   std::deque<Pending> queue_;
   std::unordered_map<std::string, std::string> functions_;       // hash -> pickled function
+  std::unordered_map<std::string, Nanos> durations_;             // hash -> average run time
   std::map<std::string, int64_t> counters_;  // sent with every heartbeat
   bool stopped_ = false;
   int exit_code_ = 0;

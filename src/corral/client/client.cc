@@ -76,7 +76,9 @@ Status Client::Handshake() {
   }
   if (!stream)
     return Status(dial_status.code(), dial_status.message() + "; is the head running? (`corral status`)");
-  conn_ = net::Connection::Create(std::move(stream));
+  net::ConnectionOptions copts;
+  copts.direct_writes = true;
+  conn_ = net::Connection::Create(std::move(stream), copts);
   asio::post(io_->io(), [this] {
     conn_->Start([this](std::string_view m) { OnMessage(m); }, [this](const Status& s) { OnClose(s); });
   });
@@ -166,12 +168,12 @@ void Client::OnClose(const Status& reason) {
   cv_.notify_all();
 }
 
-Status Client::Send(const proto::ClientToHead& msg) {
+Status Client::Send(const proto::ClientToHead& msg, net::Urgency urgency) {
   if (!conn_->has_room() && !conn_->WaitForRoom(Clock::time_point::max())) {
     std::lock_guard lock(mu_);
     return closed_reason_;
   }
-  if (!conn_->Send(msg)) {
+  if (!conn_->Send(msg, urgency)) {
     std::lock_guard lock(mu_);
     if (closed_) return closed_reason_;
     return Status(Code::kResourceExhausted,
@@ -224,7 +226,7 @@ Result<std::string> Client::Submit(int function, std::string args, const std::ve
   spec->set_task_id(id);
   spec->set_args(std::move(args));
   for (const auto& d : deps) spec->add_deps(d);
-  Status s = Send(msg);
+  Status s = Send(msg, net::Urgency::kSoon);  // a burst of submissions leaves in few frames
   if (!s.ok()) {
     std::lock_guard lock(mu_);
     owned_.erase(id);
@@ -249,7 +251,7 @@ Result<std::string> Client::Put(std::string data) {
   v->set_id(id);
   v->set_data(std::move(data));
   auto local = std::make_shared<proto::ObjectValue>(*v);
-  Status s = Send(msg);
+  Status s = Send(msg, net::Urgency::kSoon);
   std::lock_guard lock(mu_);
   if (!s.ok()) {
     owned_.erase(id);
@@ -273,6 +275,7 @@ Result<std::vector<ObjectPtr>> Client::Get(const std::vector<std::string>& ids, 
     Status s = Send(sub);
     if (!s.ok()) return Err(s);
   }
+  conn_->Flush();  // submissions this get() waits for must not sit in the cork
   std::unique_lock lock(mu_);
   size_t missing_at = 0;
   auto all_ready = [&] {
@@ -309,6 +312,7 @@ Result<std::vector<bool>> Client::Wait(const std::vector<std::string>& ids, size
     Status s = Send(sub);
     if (!s.ok()) return Err(s);
   }
+  conn_->Flush();
   std::unique_lock lock(mu_);
   auto count = [&] {
     size_t n = 0;
@@ -361,7 +365,7 @@ void Client::FlushReleases() {
     for (auto& id : pending_release_) msg.mutable_release()->add_ids(std::move(id));
     pending_release_.clear();
   }
-  conn_->Send(msg);  // never blocks: releases only shrink the head's memory
+  conn_->Send(msg, net::Urgency::kSoon);  // never blocks: releases only shrink the head's memory
 }
 
 void Client::Pin(const std::string& id) {

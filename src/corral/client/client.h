@@ -72,7 +72,7 @@ class Client {
   Status Handshake();
   void OnMessage(std::string_view bytes);
   void OnClose(const Status& reason);
-  Status Send(const proto::ClientToHead& msg);
+  Status Send(const proto::ClientToHead& msg, net::Urgency urgency = net::Urgency::kNow);
   void FlushReleases();  // mu_ must not be held
 
   ClientOptions options_;

@@ -1,6 +1,11 @@
 #include "corral/client/worker_link.h"
 
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "corral/base/ids.h"
 #include "corral/base/version.h"
@@ -8,38 +13,17 @@
 
 namespace corral::client {
 
-namespace asio = boost::asio;
-
 Result<std::unique_ptr<WorkerLink>> WorkerLink::Connect(const WorkerLinkOptions& options) {
   std::unique_ptr<WorkerLink> link(new WorkerLink());
-  auto ep = net::ParseEndpoint("unix:" + options.socket_path);
-  if (!ep) return Err(ep.error());
-  std::unique_ptr<net::ByteStream> stream;
-  Status dial_status;
-  bool dialed = false;
-  WorkerLink* l = link.get();
-  net::Dial(l->io_->io(), *ep, nullptr, std::chrono::seconds(10), [&](Result<std::unique_ptr<net::ByteStream>> r) {
-    std::lock_guard lock(l->mu_);
-    if (r) stream = std::move(*r);
-    else dial_status = r.error();
-    dialed = true;
-    l->cv_.notify_all();
-  });
-  {
-    std::unique_lock lock(l->mu_);
-    l->cv_.wait(lock, [&] { return dialed; });
-  }
-  if (!stream) return Err(dial_status);
-  l->conn_ = net::Connection::Create(std::move(stream));
-  asio::post(l->io_->io(), [l] {
-    l->conn_->Start([l](std::string_view m) { l->OnMessage(m); },
-                    [l](const Status& s) {
-                      std::lock_guard lock(l->mu_);
-                      l->closed_ = true;
-                      l->closed_reason_ = s;
-                      l->cv_.notify_all();
-                    });
-  });
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (options.socket_path.size() >= sizeof addr.sun_path)
+    return Err(Code::kInvalidArgument, "agent socket path too long: " + options.socket_path);
+  std::memcpy(addr.sun_path, options.socket_path.data(), options.socket_path.size());
+  link->fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (link->fd_ < 0 || connect(link->fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+    return Err(Code::kUnavailable,
+               fmt::format("cannot connect to the agent at {}: {}", options.socket_path, strerror(errno)));
   proto::WorkerToAgent hello;
   proto::Hello* h = hello.mutable_hello();
   h->set_protocol_version(kProtocolVersion);
@@ -52,62 +36,81 @@ Result<std::unique_ptr<WorkerLink>> WorkerLink::Connect(const WorkerLinkOptions&
   FromHex(options.worker_id, &raw_id);
   h->set_id(raw_id);
   h->set_pid(getpid());
-  l->conn_->Send(hello);
-  std::unique_lock lock(l->mu_);
-  l->cv_.wait_for(lock, std::chrono::seconds(10), [&] { return l->welcomed_ || l->closed_; });
-  if (!l->welcomed_)
-    return Err(Code::kUnavailable, "the agent did not accept this worker: " + l->closed_reason_.ToString());
+  if (Status s = link->Write(hello); !s.ok()) return Err(s);
+  std::string first;
+  if (Status s = link->ReadMessage(&first); !s.ok())
+    return Err(Code::kUnavailable, "the agent did not accept this worker: " + s.message());
+  proto::AgentToWorker welcome;
+  if (!welcome.ParseFromString(first) || !welcome.has_welcome())
+    return Err(Code::kUnavailable, "the agent did not answer with a welcome");
   return link;
 }
 
 WorkerLink::~WorkerLink() {
-  if (io_->in_forked_child()) {
-    io_.release();
-    new std::shared_ptr<net::Connection>(std::move(conn_));
-    return;
-  }
-  if (conn_) conn_->Close(Status(Code::kCancelled, "worker exiting"));
-  io_.reset();
+  if (fd_ >= 0) close(fd_);
 }
 
-void WorkerLink::OnMessage(std::string_view bytes) {
-  proto::AgentToWorker msg;
-  if (!msg.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    conn_->Close(Status(Code::kInvalidArgument, "malformed message from the agent"));
-    return;
+Status WorkerLink::ReadMessage(std::string* out) {
+  while (messages_.empty()) {
+    size_t have = buf_.size();
+    buf_.resize(std::max(have + 65536, decoder_.pending_frame_bytes()));
+    ssize_t n = recv(fd_, buf_.data() + have, buf_.size() - have, 0);
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR) {
+        buf_.resize(have);
+        continue;
+      }
+      return Status(Code::kUnavailable, n == 0 ? "the agent closed the connection" : strerror(errno));
+    }
+    buf_.resize(have + static_cast<size_t>(n));
+    auto used = decoder_.Decode(buf_, [this](std::string_view m) { messages_.emplace_back(m); });
+    if (!used) return used.error();
+    buf_.erase(0, *used);
   }
-  std::lock_guard lock(mu_);
-  if (msg.has_welcome()) {
-    welcomed_ = true;
-    conn_->MarkHandshakeDone();
-  } else if (msg.has_execute()) {
-    tasks_.push_back(std::move(*msg.mutable_execute()));
-  }
-  cv_.notify_all();
+  *out = std::move(messages_.front());
+  messages_.pop_front();
+  return Status::Ok();
 }
 
 Result<proto::ExecuteTask> WorkerLink::NextTask() {
-  std::unique_lock lock(mu_);
-  cv_.wait(lock, [&] { return !tasks_.empty() || closed_; });
-  if (tasks_.empty()) return Err(Code::kUnavailable, "the agent closed the connection: " + closed_reason_.ToString());
-  proto::ExecuteTask t = std::move(tasks_.front());
-  tasks_.pop_front();
-  return t;
+  for (;;) {
+    std::string bytes;
+    if (Status s = ReadMessage(&bytes); !s.ok()) return Err(s);
+    proto::AgentToWorker msg;
+    if (!msg.ParseFromString(bytes)) return Err(Code::kInvalidArgument, "malformed message from the agent");
+    if (msg.has_execute()) return std::move(*msg.mutable_execute());
+  }
+}
+
+Status WorkerLink::Write(const google::protobuf::MessageLite& msg) {
+  net::FrameBuilder b;
+  size_t n = msg.ByteSizeLong();
+  msg.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(b.AppendMessage(n)));
+  std::string frame = b.Take();
+  std::lock_guard lock(write_mu_);
+  size_t off = 0;
+  while (off < frame.size()) {
+    ssize_t w = send(fd_, frame.data() + off, frame.size() - off, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return Status(Code::kUnavailable, std::string("the agent is gone: ") + strerror(errno));
+    }
+    off += static_cast<size_t>(w);
+  }
+  return Status::Ok();
 }
 
 Status WorkerLink::Finish(const proto::TaskFinished& finished) {
   proto::WorkerToAgent msg;
   *msg.mutable_finished() = finished;
-  if (!conn_->Send(msg)) return Status(Code::kUnavailable, "the agent is gone");
-  return Status::Ok();
+  return Write(msg);
 }
 
 Status WorkerLink::Blocked(const std::string& task_id, bool blocked) {
   proto::WorkerToAgent msg;
   msg.mutable_blocked()->set_task_id(task_id);
   msg.mutable_blocked()->set_blocked(blocked);
-  if (!conn_->Send(msg)) return Status(Code::kUnavailable, "the agent is gone");
-  return Status::Ok();
+  return Write(msg);
 }
 
 }  // namespace corral::client

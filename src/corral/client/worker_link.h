@@ -1,19 +1,20 @@
 // WorkerLink: a Python worker's connection to its agent over the agent's Unix socket.
-// The worker's main thread calls NextTask() (blocking, GIL released by the binding), runs the task,
-// and calls Finish(). Blocked() tells the agent that the running task waits in get(), so its CPU
-// can go to other work. Thread-safe.
+//
+// Synchronous on purpose: the worker's main thread reads its next task straight from the socket
+// (NextTask, which the binding calls with the GIL released) and writes results straight to it, so
+// no IO thread sits between the agent and the task and no thread hand-off is paid per task. The
+// agent sends a worker nothing while it runs a task, so nobody needs to read then.
+// Finish() and Blocked() may be called from any thread (writes are serialised); NextTask() from
+// one thread at a time.
 #pragma once
 
-#include <condition_variable>
 #include <deque>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 
-#include "corral/client/io_thread.h"
 #include "corral/common.pb.h"
-#include "corral/net/connection.h"
+#include "corral/net/frame.h"
 
 namespace corral::client {
 
@@ -37,16 +38,15 @@ class WorkerLink {
 
  private:
   WorkerLink() = default;
-  void OnMessage(std::string_view bytes);
+  // Reads until at least one whole message is queued.
+  Status ReadMessage(std::string* out);
+  Status Write(const google::protobuf::MessageLite& msg);
 
-  std::unique_ptr<IoThread> io_ = std::make_unique<IoThread>();
-  std::shared_ptr<net::Connection> conn_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<proto::ExecuteTask> tasks_;  // guarded by mu_
-  bool welcomed_ = false;                 // guarded by mu_
-  bool closed_ = false;                   // guarded by mu_
-  Status closed_reason_;                  // guarded by mu_
+  int fd_ = -1;
+  net::FrameDecoder decoder_;
+  std::string buf_;                  // bytes read and not yet decoded
+  std::deque<std::string> messages_; // decoded, not yet handed out
+  std::mutex write_mu_;
 };
 
 }  // namespace corral::client

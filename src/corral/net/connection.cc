@@ -20,6 +20,7 @@ Connection::Connection(std::unique_ptr<ByteStream> stream, ConnectionOptions opt
       peer_(stream_->peer()),
       executor_(stream_->executor()),
       handshake_timer_(executor_),
+      cork_timer_(executor_),
       decoder_(options.max_frame_bytes) {
   GlobalNetCounters().connections_opened.fetch_add(1, std::memory_order_relaxed);
 }
@@ -90,7 +91,7 @@ void Connection::OnRead(const ErrorCode& ec, size_t n) {
   StartRead();
 }
 
-bool Connection::Send(const google::protobuf::MessageLite& message) {
+bool Connection::Send(const google::protobuf::MessageLite& message, Urgency urgency) {
   if (closed_) return false;
   size_t n = message.ByteSizeLong();
   if (n + 4 > options_.max_frame_bytes) {
@@ -98,23 +99,76 @@ bool Connection::Send(const google::protobuf::MessageLite& message) {
              options_.max_frame_bytes);
     return false;
   }
-  bool post = false;
+  bool post = false, cork = false;
   {
     std::lock_guard lock(mu_);
     if (close_after_flush_) return false;
     if (!pending_.empty() && pending_.size() + n + 4 > options_.max_frame_bytes)
       full_.push_back(pending_.Take());
+    size_t before = pending_.size();
     char* dst = pending_.AppendMessage(n);
     message.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(dst));
-    queued_bytes_ += n + 4;
+    queued_bytes_ += pending_.size() - before;
     if (queued_bytes_ >= options_.high_watermark_bytes) was_full_ = true;
-    if (!write_scheduled_) {
-      write_scheduled_ = true;
-      post = true;
+    if (write_scheduled_) return true;  // the write in flight picks it up next
+    if (urgency == Urgency::kSoon && pending_.message_count() < options_.cork_max_messages) {
+      if (!cork_armed_) cork = cork_armed_ = true;
+    } else if (options_.direct_writes && full_.empty()) {
+      WriteDirect();
+    } else {
+      write_scheduled_ = post = true;
     }
   }
   if (post) asio::post(executor_, [self = shared_from_this()] { self->StartWrite(); });
+  if (cork) ArmCork();
   return true;
+}
+
+void Connection::ArmCork() {
+  asio::post(executor_, [self = shared_from_this()] {
+    self->cork_timer_.expires_after(self->options_.cork_delay);
+    self->cork_timer_.async_wait([self](const ErrorCode& ec) {
+      if (ec) return;
+      bool start = false;
+      {
+        std::lock_guard lock(self->mu_);
+        self->cork_armed_ = false;
+        if (!self->write_scheduled_ && !self->pending_.empty()) start = self->write_scheduled_ = true;
+      }
+      if (start) self->StartWrite();
+    });
+  });
+}
+
+void Connection::Flush() {
+  if (closed_) return;
+  bool post = false;
+  {
+    std::lock_guard lock(mu_);
+    if (write_scheduled_ || pending_.empty()) return;
+    if (options_.direct_writes && full_.empty())
+      WriteDirect();
+    else
+      write_scheduled_ = post = true;
+  }
+  if (post) asio::post(executor_, [self = shared_from_this()] { self->StartWrite(); });
+}
+
+void Connection::WriteDirect() {
+  uint64_t messages = pending_.message_count();
+  std::string frame = pending_.Take();
+  ssize_t wrote = stream_->TryWriteNow(frame.data(), frame.size());
+  if (wrote < 0) wrote = 0;
+  auto& counters = GlobalNetCounters();
+  counters.frames_sent.fetch_add(1, std::memory_order_relaxed);
+  counters.messages_sent.fetch_add(static_cast<int64_t>(messages), std::memory_order_relaxed);
+  counters.bytes_sent.fetch_add(wrote, std::memory_order_relaxed);
+  queued_bytes_ -= std::min(queued_bytes_, static_cast<size_t>(wrote));
+  if (static_cast<size_t>(wrote) == frame.size()) return;
+  // The rest goes out asynchronously, before anything queued later.
+  full_.push_front(frame.substr(static_cast<size_t>(wrote)));
+  write_scheduled_ = true;
+  asio::post(executor_, [self = shared_from_this()] { self->StartWrite(); });
 }
 
 bool Connection::has_room() const {
@@ -170,7 +224,7 @@ void Connection::OnWrite(const ErrorCode& ec, size_t n) {
   bool drained = false;
   {
     std::lock_guard lock(mu_);
-    queued_bytes_ -= std::min(queued_bytes_, writing_.size() - kFrameHeaderBytes);
+    queued_bytes_ -= std::min(queued_bytes_, writing_.size());
     if (was_full_ && queued_bytes_ < options_.high_watermark_bytes) {
       was_full_ = false;
       drained = true;

@@ -44,7 +44,17 @@ struct ConnectionOptions {
   size_t high_watermark_bytes = 32u << 20;
   // 0 disables the deadline; otherwise Close() unless MarkHandshakeDone() comes in time.
   std::chrono::milliseconds handshake_timeout{10000};
+  // Send() from a thread other than the io thread writes straight to the socket when nothing is
+  // queued, saving a thread wake-up per message (clients: drivers and workers). Under load it
+  // falls back to queueing and coalescing.
+  bool direct_writes = false;
+  // Messages sent with Urgency::kSoon wait up to `cork_delay` (or until `cork_max_messages` are
+  // queued, or Flush()) so a burst leaves in few frames.
+  std::chrono::microseconds cork_delay{100};
+  size_t cork_max_messages = 128;
 };
+
+enum class Urgency { kNow, kSoon };
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
@@ -58,7 +68,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // io thread. Starts reading; handlers run on the io thread.
   void Start(MessageHandler on_message, CloseHandler on_close);
   // Thread-safe. Returns false if the connection is closed or the message is over the frame limit.
-  bool Send(const google::protobuf::MessageLite& message);
+  bool Send(const google::protobuf::MessageLite& message, Urgency urgency = Urgency::kNow);
+  // Thread-safe. Sends whatever kSoon messages are waiting.
+  void Flush();
   // Thread-safe. Waits until the send queue is below the high watermark, the connection closes, or
   // the deadline passes. Returns false if closed or timed out.
   bool WaitForRoom(std::chrono::steady_clock::time_point deadline);
@@ -91,6 +103,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string peer_;
   asio::any_io_executor executor_;
   asio::steady_timer handshake_timer_;
+  asio::steady_timer cork_timer_;  // io thread
 
   // Read side: io thread only.
   FrameDecoder decoder_;
@@ -106,11 +119,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::condition_variable room_cv_;
   FrameBuilder pending_;           // guarded by mu_: messages not yet handed to the socket
   std::deque<std::string> full_;   // guarded by mu_: sealed frames waiting (pending hit the limit)
-  size_t queued_bytes_ = 0;        // guarded by mu_: pending_ + full_ + writing_
+  size_t queued_bytes_ = 0;        // guarded by mu_: bytes in pending_ + full_ + writing_
   bool write_scheduled_ = false;   // guarded by mu_: a StartWrite is posted or a write in flight
   bool close_after_flush_ = false; // guarded by mu_
   Status flush_reason_;            // guarded by mu_
   bool was_full_ = false;          // guarded by mu_
+  // mu_ held, no write in flight: hands the pending frame to the socket from this thread.
+  void WriteDirect();
+  void ArmCork();
+  bool cork_armed_ = false;        // guarded by mu_
   std::string writing_;            // io thread: the frame being written
 
   std::atomic<bool> closed_{false};

@@ -1,6 +1,7 @@
 #include "corral/net/stream.h"
 
 #include <netinet/tcp.h>
+#include <sys/socket.h>
 
 namespace corral::net {
 namespace {
@@ -20,6 +21,14 @@ class AsioStream : public ByteStream {
     ErrorCode ignored;
     Lowest().shutdown(asio::socket_base::shutdown_both, ignored);
     Lowest().close(ignored);
+  }
+  ssize_t TryWriteNow(const char* data, size_t n) override {
+    if constexpr (std::is_same_v<Socket, asio::ssl::stream<asio::ip::tcp::socket>>) {
+      return -1;
+    } else {
+      ssize_t r = ::send(s_.native_handle(), data, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+      return r < 0 ? -1 : r;
+    }
   }
   std::string peer() const override {
     ErrorCode ec;

@@ -26,6 +26,9 @@ class ByteStream {
   // Writes the whole buffer.
   virtual void AsyncWrite(asio::const_buffer buffer, IoHandler handler) = 0;
   virtual void Close() = 0;
+  // Writes what the socket takes now without waiting, from any thread, or returns -1 (would block,
+  // or not possible for this transport, e.g. TLS). Only when no asynchronous write is in flight.
+  virtual ssize_t TryWriteNow(const char* data, size_t n) { return -1; }
   virtual std::string peer() const = 0;
   virtual asio::any_io_executor executor() = 0;
 };
