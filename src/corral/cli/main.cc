@@ -1,5 +1,8 @@
 // corral: start and stop heads and agents, and look at a cluster.
 #include <CLI/CLI.hpp>
+#include <google/protobuf/stubs/logging.h>
+
+#include "corral/base/log.h"
 
 #include "corral/cli/commands.h"
 
@@ -19,6 +22,10 @@ void AddNodeFlags(CLI::App* cmd, corral::cli::NodeFlags* f) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // protobuf reports malformed input from peers on its own; ours is logged where the connection closes.
+  google::protobuf::SetLogHandler([](google::protobuf::LogLevel, const char*, int, const std::string& message) {
+    LOG_DEBUG("protobuf: {}", message);
+  });
   CLI::App app{"Corral: run Python functions and tasks across your machines.\n"
                "Start a head on one machine (`corral start --head`), join others with the printed command,\n"
                "then call corral.init(address=...) from Python."};
