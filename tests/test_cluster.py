@@ -115,3 +115,27 @@ def test_status_command_shows_nodes(cluster):
     import json
     doc = json.loads(out.stdout)
     assert doc["nodes"][0]["resources"]["CPU"] == 2
+
+
+def test_flood_of_submissions_is_bounded_at_the_head():
+    from conftest import Cluster
+    c = Cluster(head_args=("--max-unfinished-tasks", "500"))
+    try:
+        c.add_agent(num_cpus=1)
+        c.connect()
+        c.wait_nodes(1)
+
+        @corral.remote
+        def tiny(i):
+            return i
+
+        n = 20000
+        refs = [tiny.remote(i) for i in range(n)]   # the submitter is slowed, not the head's memory grown
+        assert corral.get(refs, timeout=240) == list(range(n))
+        counters = corral.cluster_status()["counters"]
+        assert counters["tasks_succeeded"] == n
+        # Above the limit the head stops reading; what was already read in that batch still counts.
+        assert counters["peak_unfinished_tasks"] <= 500 + 2500, counters["peak_unfinished_tasks"]
+    finally:
+        corral.shutdown()
+        c.stop()

@@ -33,6 +33,7 @@ struct HeadFlags {
   int dead_after_ms = 30000;
   int prefetch = 1;
   int handshake_timeout_ms = 10000;
+  long max_unfinished_tasks = 2'000'000;
   NodeFlags node;
 };
 

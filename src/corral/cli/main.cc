@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
   start->add_option("--dead-after-ms", head.dead_after_ms, "head: silence before a node's tasks are re-run elsewhere")->capture_default_str();
   start->add_option("--prefetch", head.prefetch, "head: tasks queued ahead per CPU on a busy node")->capture_default_str();
   start->add_option("--handshake-timeout-ms", head.handshake_timeout_ms, "head: time a new connection has to authenticate")->capture_default_str();
+  start->add_option("--max-unfinished-tasks", head.max_unfinished_tasks, "head: stop reading submissions above this many unfinished tasks")->capture_default_str();
   corral::cli::NodeFlags node;
   AddNodeFlags(start, &node);
 

@@ -89,6 +89,7 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   options.liveness.dead_after = Ms(flags.dead_after_ms);
   options.tasks.prefetch_per_cpu = flags.prefetch;
   options.handshake_timeout = std::chrono::milliseconds(flags.handshake_timeout_ms);
+  options.max_unfinished_tasks = static_cast<size_t>(std::max(1L, flags.max_unfinished_tasks));
   boost::asio::io_context io(1);
   head::HeadServer server(io, options);
   if (Status s = server.Start(); !s.ok()) {

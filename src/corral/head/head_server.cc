@@ -166,6 +166,7 @@ void HeadServer::OnClientMessage(Peer* peer, std::string_view bytes) {
       peer->conn->Close(Status(Code::kInvalidArgument, "unexpected message from client"));
       return;
   }
+  if (!clients_paused_ && tasks_.unfinished_tasks() > options_.max_unfinished_tasks) UpdateBackpressure();
   if (!peer->conn->has_room() && !peer->paused_for_output) {
     peer->paused_for_output = true;  // it is not reading its results: stop reading its submissions
     peer->conn->PauseReading();

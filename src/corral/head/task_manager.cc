@@ -86,7 +86,7 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
   task.spec = std::move(spec);
   for (const auto& [k, v] : task.spec.resources()) task.request.Set(k, v);
   task.sched_class = ClassKey(task.spec);
-  ++unfinished_;
+  peak_unfinished_ = std::max(peak_unfinished_, ++unfinished_);
   if (!functions_.contains(task.spec.function_hash())) {
     Finish(id, ErrorValue(id, proto::RUNTIME,
                           fmt::format("the head does not know the function of task {}; it was not sent "
@@ -444,6 +444,8 @@ void TaskManager::FillStatus(proto::ClusterStatus* status) const {
   auto& counters = *status->mutable_counters()->mutable_values();
   for (const auto& [k, v] : counters_) counters[k] = v;
   counters["objects_held"] = static_cast<int64_t>(objects_.size());
+  counters["unfinished_tasks"] = static_cast<int64_t>(unfinished_);
+  counters["peak_unfinished_tasks"] = static_cast<int64_t>(peak_unfinished_);
   counters["functions_known"] = static_cast<int64_t>(functions_.size());
 }
 

@@ -119,6 +119,7 @@ class TaskManager {
   std::unordered_map<std::string, ClientSession*> clients_;
   std::map<std::string, int64_t> counters_;
   size_t unfinished_ = 0;
+  size_t peak_unfinished_ = 0;
   bool nodes_changed_ = false;
   bool dirty_ = false;
 };

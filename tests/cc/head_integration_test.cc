@@ -1,0 +1,205 @@
+// A real HeadServer in this process, a real client::Client, and a fake agent driven by hand over a
+// real connection: the handshake (token, protocol version) and result fencing, without Python.
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "corral/base/version.h"
+#include "corral/client/client.h"
+#include "corral/head/head_server.h"
+#include "corral/node.pb.h"
+
+namespace corral {
+namespace {
+
+using namespace std::chrono_literals;
+namespace asio = boost::asio;
+
+// The head on its own io thread.
+struct HeadFixture {
+  asio::io_context io;
+  std::unique_ptr<head::HeadServer> head;
+  std::thread thread;
+  std::string address;
+
+  HeadFixture() {
+    head::HeadOptions o;
+    o.listen = *net::ParseEndpoint("127.0.0.1:0");
+    o.token = "secret";
+    head = std::make_unique<head::HeadServer>(io, o);
+    EXPECT_TRUE(head->Start().ok());
+    address = head->endpoint().ToString();
+    thread = std::thread([this] { io.run(); });
+  }
+  ~HeadFixture() {
+    asio::post(io, [this] { head->Stop(); io.stop(); });
+    thread.join();
+  }
+};
+
+// A peer that speaks the agent protocol by hand and records what the head sends it.
+struct FakeAgent {
+  asio::io_context io;
+  std::shared_ptr<net::Connection> conn;
+  std::thread thread;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<proto::HeadToAgent> inbox;
+  bool closed = false;
+
+  explicit FakeAgent(const std::string& address) {
+    std::promise<void> dialed;
+    net::Dial(io, *net::ParseEndpoint(address), nullptr, 5s, [&](Result<std::unique_ptr<net::ByteStream>> r) {
+      EXPECT_TRUE(r.has_value());
+      conn = net::Connection::Create(std::move(*r));
+      conn->Start(
+          [this](std::string_view m) {
+            proto::HeadToAgent msg;
+            ASSERT_TRUE(msg.ParseFromArray(m.data(), static_cast<int>(m.size())));
+            std::lock_guard lock(mu);
+            inbox.push_back(std::move(msg));
+            cv.notify_all();
+          },
+          [this](const Status&) {
+            std::lock_guard lock(mu);
+            closed = true;
+            cv.notify_all();
+          });
+      dialed.set_value();
+    });
+    thread = std::thread([this] { io.run_for(30s); });
+    dialed.get_future().wait();
+  }
+  ~FakeAgent() {
+    conn->Close(Status(Code::kCancelled, "test over"));
+    io.stop();
+    thread.join();
+  }
+  void Send(const proto::AgentToHead& msg) { conn->Send(msg); }
+  proto::HeadToAgent Next() {
+    std::unique_lock lock(mu);
+    EXPECT_TRUE(cv.wait_for(lock, 10s, [&] { return !inbox.empty() || closed; }));
+    if (inbox.empty()) return {};
+    auto m = std::move(inbox.front());
+    inbox.pop_front();
+    return m;
+  }
+};
+
+proto::AgentToHead AgentHello(const std::string& token, uint32_t protocol = kProtocolVersion) {
+  proto::AgentToHead msg;
+  proto::Hello* h = msg.mutable_hello();
+  h->set_protocol_version(protocol);
+  h->set_token(token);
+  h->set_role(proto::Hello::AGENT);
+  proto::NodeInfo* n = h->mutable_node();
+  n->set_node_id("node-one");
+  n->set_hostname("fake");
+  (*n->mutable_resources())["CPU"] = 1;
+  n->set_python_version("3.11.7");
+  return msg;
+}
+
+client::ClientOptions ClientFor(const std::string& address, const std::string& token) {
+  client::ClientOptions o;
+  o.head = *net::ParseEndpoint(address);
+  o.token = token;
+  o.name = "test";
+  o.python_version = "3.11.7";
+  o.connect_timeout = 5000ms;
+  o.print_logs = false;
+  return o;
+}
+
+TEST(HeadHandshake, RefusesBadTokenWithReason) {
+  HeadFixture head;
+  auto c = client::Client::Connect(ClientFor(head.address, "wrong"));
+  ASSERT_FALSE(c.has_value());
+  EXPECT_EQ(c.error().code(), Code::kPermissionDenied);
+  EXPECT_NE(c.error().message().find("bad token"), std::string::npos) << c.error().message();
+  EXPECT_TRUE(client::Client::Connect(ClientFor(head.address, "secret")).has_value());
+}
+
+TEST(HeadHandshake, RefusesOtherProtocolVersion) {
+  HeadFixture head;
+  FakeAgent agent(head.address);
+  agent.Send(AgentHello("secret", kProtocolVersion + 7));
+  proto::HeadToAgent reply = agent.Next();
+  ASSERT_TRUE(reply.has_welcome());
+  EXPECT_NE(reply.welcome().error().find("protocol version"), std::string::npos) << reply.welcome().error();
+}
+
+TEST(HeadFencing, StaleAttemptResultIsDiscarded) {
+  HeadFixture head;
+  FakeAgent agent(head.address);
+  agent.Send(AgentHello("secret"));
+  ASSERT_TRUE(agent.Next().has_welcome());
+
+  auto c = client::Client::Connect(ClientFor(head.address, "secret"));
+  ASSERT_TRUE(c.has_value()) << c.error().ToString();
+  int fn = (*c)->RegisterFunction("f", "hash", "pickled", {{"CPU", 1}}, {}, 0);
+  auto id = (*c)->Submit(fn, "args", {});
+  ASSERT_TRUE(id.has_value());
+  ASSERT_TRUE((*c)->Get({}, 0).has_value());  // flushes the corked submission
+
+  proto::HeadToAgent exec = agent.Next();
+  ASSERT_TRUE(exec.has_execute());
+  EXPECT_EQ(exec.execute().spec().task_id(), *id);
+  EXPECT_EQ(exec.execute().spec().function(), "pickled");  // first time on this node
+  EXPECT_EQ(exec.execute().spec().attempt(), 0u);
+
+  proto::AgentToHead stale;
+  stale.mutable_finished()->set_task_id(*id);
+  stale.mutable_finished()->set_attempt(5);
+  stale.mutable_finished()->mutable_result()->set_data("from a superseded attempt");
+  agent.Send(stale);
+  proto::AgentToHead good;
+  good.mutable_finished()->set_task_id(*id);
+  good.mutable_finished()->set_attempt(0);
+  good.mutable_finished()->mutable_result()->set_data("ok");
+  agent.Send(good);
+
+  auto values = (*c)->Get({*id}, 10);
+  ASSERT_TRUE(values.has_value()) << values.error().ToString();
+  EXPECT_EQ((*values)[0]->data(), "ok");
+  proto::Request req;
+  req.set_status(true);
+  auto reply = (*c)->Request(req, 10);
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->status().counters().values().at("stale_results_discarded"), 1);
+  EXPECT_EQ(reply->status().counters().values().at("tasks_succeeded"), 1);
+}
+
+TEST(HeadScheduling, OtherPythonVersionIsInfeasibleWithReason) {
+  HeadFixture head;
+  FakeAgent agent(head.address);
+  agent.Send(AgentHello("secret"));
+  ASSERT_TRUE(agent.Next().has_welcome());
+  auto options = ClientFor(head.address, "secret");
+  options.python_version = "3.12.1";
+  auto c = client::Client::Connect(options);
+  ASSERT_TRUE(c.has_value());
+  int fn = (*c)->RegisterFunction("f", "hash", "pickled", {{"CPU", 1}}, {}, 0);
+  ASSERT_TRUE((*c)->Submit(fn, "args", {}).has_value());
+  ASSERT_TRUE((*c)->Get({}, 0).has_value());
+  proto::Request req;
+  req.set_status(true);
+  for (int i = 0; i < 100; ++i) {
+    auto reply = (*c)->Request(req, 10);
+    ASSERT_TRUE(reply.has_value());
+    if (reply->status().infeasible_size() > 0) {
+      EXPECT_NE(reply->status().infeasible(0).find("Python 3.12"), std::string::npos)
+          << reply->status().infeasible(0);
+      return;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  FAIL() << "the task was never reported infeasible";
+}
+
+}  // namespace
+}  // namespace corral
