@@ -177,7 +177,7 @@ def test_kill_9_of_driver_leaves_no_orphans(tmp_path):
     state_dir = p.stdout.readline().decode().strip()
     assert state_dir
     family = [c.pid for c in psutil.Process(p.pid).children(recursive=True)]
-    assert len(family) >= 3  # head, agent, at least one worker
+    assert len(family) >= 2  # the head (with this machine's agent inside) and at least one worker
     p.kill()
     p.wait()
     from conftest import wait_until

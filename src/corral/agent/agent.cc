@@ -106,8 +106,10 @@ void Agent::Stop() {
 // ---- head link ----
 
 void Agent::ConnectToHead() {
-  net::Dial(io_, options_.head, nullptr, std::chrono::seconds(10),
-            [this, alive = alive_](Result<std::unique_ptr<net::ByteStream>> r) {
+  auto dial = options_.connect ? options_.connect : [this](auto done) {
+    net::Dial(io_, options_.head, nullptr, std::chrono::seconds(10), std::move(done));
+  };
+  dial([this, alive = alive_](Result<std::unique_ptr<net::ByteStream>> r) {
               if (!*alive) return;
               if (!r) {
                 OnHeadLost(r.error());

@@ -43,6 +43,8 @@ struct AgentOptions {
   int max_workers = 0;                   // 0: max(16, 4 x CPUs)
   bool exit_when_head_lost = false;      // embedded clusters: the head going away ends the agent
   std::function<void()> on_registered;   // called once, when the head first accepts this node
+  // Connects to the head; unset: dial `head` over TCP. The head's own agent gets an in-process stream.
+  std::function<void(std::function<void(Result<std::unique_ptr<net::ByteStream>>)>)> connect;
 };
 
 class Agent {

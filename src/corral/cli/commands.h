@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "corral/agent/agent.h"
+
 namespace corral::cli {
 
 // Flags shared by `start --head` (for its local agent) and `start --address`.
@@ -50,6 +52,12 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv);
 int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv);
 int ShowStatus(const std::string& address, bool json);
 int Stop(double timeout_s);
+
+// Agent options from flags: resources (detected unless given), labels, node id (kept in `state`),
+// hostname, the workers' Python. Shared by `start --address` and the head's own agent.
+Status BuildResources(const NodeFlags& flags, agent::AgentOptions* options);
+void FillAgentOptions(const NodeFlags& flags, const net::Endpoint& head, const std::string& state,
+                      agent::AgentOptions* options);
 
 // The head address for CLI commands: --address, else $CORRAL_ADDRESS, else the address file of
 // the head started on this machine.

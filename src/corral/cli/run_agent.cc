@@ -23,7 +23,7 @@ static std::string LoadOrCreateNodeId(const std::string& dir) {
   return raw;
 }
 
-static Status BuildResources(const NodeFlags& f, agent::AgentOptions* o) {
+Status BuildResources(const NodeFlags& f, agent::AgentOptions* o) {
   int cpus = f.num_cpus >= 0 ? f.num_cpus : agent::DetectCpus();
   o->resources.Set(kCpu, cpus);
   long long mem = agent::DetectMemoryBytes() / 10 * 9;
@@ -70,6 +70,19 @@ static Status BuildResources(const NodeFlags& f, agent::AgentOptions* o) {
   return Status::Ok();
 }
 
+void FillAgentOptions(const NodeFlags& flags, const net::Endpoint& head, const std::string& state,
+                      agent::AgentOptions* options) {
+  options->head = head;
+  options->state_dir = state;
+  options->node_id = LoadOrCreateNodeId(state);
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  options->hostname = host;
+  options->python = FindPython(flags.python);
+  options->python_path = flags.python_path;
+  options->max_workers = flags.max_workers;
+}
+
 int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv) {
   std::string state = flags.state_dir.empty() ? CorralHome() + "/agent" : flags.state_dir;
   auto ep = net::ParseEndpoint(ResolveAddress(flags.address), 7370);
@@ -111,15 +124,7 @@ int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv) {
     std::fprintf(stderr, "corral: %s\n", s.message().c_str());
     return 1;
   }
-  options.head = *ep;
-  options.state_dir = state;
-  options.node_id = LoadOrCreateNodeId(state);
-  char host[256] = {};
-  gethostname(host, sizeof host - 1);
-  options.hostname = host;
-  options.python = FindPython(flags.node.python);
-  options.python_path = flags.node.python_path;
-  options.max_workers = flags.node.max_workers;
+  FillAgentOptions(flags.node, *ep, state, &options);
   options.exit_when_head_lost = flags.exit_with_head;
   std::string node_hex = Hex(options.node_id);
   options.on_registered = [node_hex] { AnnounceReady(node_hex); };

@@ -9,6 +9,7 @@
 #include "corral/cli/commands.h"
 #include "corral/cli/daemon.h"
 #include "corral/head/head_server.h"
+#include "corral/net/memory_stream.h"
 
 namespace corral::cli {
 
@@ -100,28 +101,43 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   if (Status s = WriteFile(state + "/address", address + "\n", 0644); !s.ok()) LOG_WARN("{}", s.ToString());
   LOG_INFO("head listening on {} (state dir {})", address, state);
 
-  int agent_pid = -1;
+  // This machine's agent runs inside the head process, linked by an in-process stream: the head's
+  // two hops to and from its own node cost no system call (docs/decisions.md).
+  std::unique_ptr<agent::Agent> local_agent;
   if (!flags.head_only) {
-    setenv("CORRAL_TOKEN", options.token.c_str(), 1);
-    std::vector<std::string> args = {"start", "--address", address, "--block", "--exit-with-head",
-                                     "--state-dir", state + "/agent"};
-    auto extra = flags.node.ToArgs();
-    args.insert(args.end(), extra.begin(), extra.end());
-    auto pid = SpawnChild(args);
-    if (!pid) LOG_ERROR("cannot start the local agent: {}", pid.error().ToString());
-    else agent_pid = *pid;
+    agent::AgentOptions ao;
+    std::string agent_state = state + "/agent";
+    Status s = BuildResources(flags.node, &ao);
+    if (s.ok()) s = MakeDirs(agent_state + "/logs");
+    if (!s.ok()) {
+      std::fprintf(stderr, "corral: %s\n", s.message().c_str());
+      return 2;
+    }
+    FillAgentOptions(flags.node, server.endpoint(), agent_state, &ao);
+    ao.token = options.token;
+    ao.connect = [&io, &server](auto done) {
+      auto [agent_end, head_end] = net::MakeMemoryStreamPair(io.get_executor(), "local agent", "head");
+      server.Adopt(std::move(head_end));
+      done(std::move(agent_end));
+    };
+    local_agent = std::make_unique<agent::Agent>(io, ao);
+    if (Status st = local_agent->Start(); !st.ok()) {
+      std::fprintf(stderr, "corral: this machine's agent cannot start: %s\n", st.message().c_str());
+      return 1;
+    }
   }
   boost::asio::signal_set signals(io, SIGTERM, SIGINT);
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     LOG_INFO("signal {}: stopping", sig);
+    if (local_agent) local_agent->Stop();
     server.Stop();
     io.stop();
   });
   if (flags.exit_on_stdin_eof) ExitOnStdinEof();
   AnnounceReady(address);
   io.run();
-  if (agent_pid > 0) kill(agent_pid, SIGTERM);
+  if (local_agent) local_agent->Stop();
   unlink((state + "/address").c_str());
   unlink((state + "/pid").c_str());
   return 0;

@@ -35,6 +35,8 @@ class HeadServer {
   Status Start();
   void Stop();
   const net::Endpoint& endpoint() const { return listener_->endpoint(); }
+  // Serves a connection that did not come through the listener (an in-process agent). io thread.
+  void Adopt(std::unique_ptr<net::ByteStream> stream) { OnAccept(std::move(stream)); }
 
  private:
   struct Peer;

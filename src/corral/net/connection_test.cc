@@ -6,6 +6,7 @@
 
 #include "corral/common.pb.h"
 #include "corral/net/listener.h"
+#include "corral/net/memory_stream.h"
 #include "corral/net/tls.h"
 
 namespace corral::net {
@@ -186,6 +187,48 @@ TEST(Connection, SendFromOtherThreads) {
     });
   for (auto& t : threads) t.join();
   f.RunUntil([&] { return got == 2000; });
+}
+
+}  // namespace
+}  // namespace corral::net
+
+namespace corral::net {
+namespace {
+
+TEST(MemoryStream, ConnectionsTalkWithoutSockets) {
+  asio::io_context io;
+  auto [a, b] = MakeMemoryStreamPair(io.get_executor(), "a", "b");
+  auto ca = Connection::Create(std::move(a));
+  auto cb = Connection::Create(std::move(b));
+  std::vector<std::string> at_b;
+  Status b_closed;
+  bool b_done = false;
+  cb->Start(
+      [&](std::string_view m) {
+        proto::Hello h;
+        ASSERT_TRUE(h.ParseFromArray(m.data(), static_cast<int>(m.size())));
+        at_b.push_back(h.name());
+        cb->Send(h);  // echo
+      },
+      [&](const Status& s) {
+        b_closed = s;
+        b_done = true;
+      });
+  int echoed = 0;
+  ca->Start([&](std::string_view) { ++echoed; }, [](const Status&) {});
+  for (int i = 0; i < 500; ++i) {
+    proto::Hello h;
+    h.set_name(std::to_string(i));
+    ca->Send(h);
+  }
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (echoed < 500 && std::chrono::steady_clock::now() < deadline) io.run_for(5ms);
+  ASSERT_EQ(echoed, 500);
+  for (int i = 0; i < 500; ++i) ASSERT_EQ(at_b[i], std::to_string(i));
+  ca->Close(Status(Code::kCancelled, "done"));
+  while (!b_done && std::chrono::steady_clock::now() < deadline) io.run_for(5ms);
+  EXPECT_TRUE(b_done);
+  EXPECT_EQ(b_closed.code(), Code::kUnavailable);  // the peer saw end-of-stream
 }
 
 }  // namespace
