@@ -111,7 +111,10 @@ bool Connection::Send(const google::protobuf::MessageLite& message, Urgency urge
     queued_bytes_ += pending_.size() - before;
     if (queued_bytes_ >= options_.high_watermark_bytes) was_full_ = true;
     if (write_scheduled_) return true;  // the write in flight picks it up next
-    if (urgency == Urgency::kSoon && pending_.message_count() < options_.cork_max_messages) {
+    auto now = std::chrono::steady_clock::now();
+    bool flowing = now - last_send_ < options_.cork_delay;
+    last_send_ = now;
+    if (urgency == Urgency::kSoon && flowing && pending_.message_count() < options_.cork_max_messages) {
       if (!cork_armed_) cork = cork_armed_ = true;
     } else if (options_.direct_writes && full_.empty()) {
       WriteDirect();

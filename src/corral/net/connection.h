@@ -48,8 +48,9 @@ struct ConnectionOptions {
   // queued, saving a thread wake-up per message (clients: drivers and workers). Under load it
   // falls back to queueing and coalescing.
   bool direct_writes = false;
-  // Messages sent with Urgency::kSoon wait up to `cork_delay` (or until `cork_max_messages` are
-  // queued, or Flush()) so a burst leaves in few frames.
+  // Messages sent with Urgency::kSoon while messages are flowing (the last one left less than
+  // `cork_delay` ago) wait up to `cork_delay` (or until `cork_max_messages` are queued, or Flush())
+  // so a burst leaves in few frames; a lone message goes at once.
   std::chrono::microseconds cork_delay{100};
   size_t cork_max_messages = 128;
 };
@@ -128,6 +129,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void WriteDirect();
   void ArmCork();
   bool cork_armed_ = false;        // guarded by mu_
+  std::chrono::steady_clock::time_point last_send_;  // guarded by mu_
   std::string writing_;            // io thread: the frame being written
 
   std::atomic<bool> closed_{false};
