@@ -186,3 +186,70 @@ def test_kill_9_of_driver_leaves_no_orphans(tmp_path):
         return not [pid for pid in family if psutil.pid_exists(pid) and
                     psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     wait_until(gone, timeout=20, what=f"processes {family} to exit")
+
+
+@corral.remote
+def fib(n):
+    if n < 2:
+        return n
+    a, b = fib.remote(n - 1), fib.remote(n - 2)
+    return corral.get(a) + corral.get(b)
+
+
+def test_recursion_of_short_tasks_does_not_deadlock():
+    # Most calls are quick leaves, so the function counts as short; a child must still never be
+    # queued behind the parent that waits for it.
+    assert corral.get(fib.remote(11), timeout=180) == 89
+
+
+def test_oversized_arguments_fail_clearly_instead_of_hanging():
+    a = corral.put(b"a" * (40 << 20))
+    b = corral.put(b"b" * (40 << 20))
+
+    @corral.remote
+    def both(x, y):
+        return len(x) + len(y)
+
+    with pytest.raises(exceptions.CorralError, match="over the .*limit of one message"):
+        corral.get(both.remote(a, b), timeout=60)
+    assert corral.get(echo.remote("still fine"), timeout=30) == "still fine"
+
+
+def test_concurrent_gets_of_a_ref_that_arrived_pickled():
+    import threading
+
+    @corral.remote
+    def make():
+        return [corral.put("inner value")]
+
+    inner = corral.get(make.remote())[0]
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(corral.get(inner, timeout=30))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == ["inner value"] * 4
+
+
+def test_cancel_force_kills_a_task_that_ignores_interrupts(tmp_path):
+    started = tmp_path / "started"
+
+    @corral.remote(max_retries=0)
+    def stubborn(path):
+        open(path, "w").close()
+        while True:
+            try:
+                time.sleep(60)
+            except KeyboardInterrupt:
+                pass
+
+    ref = stubborn.remote(str(started))
+    from conftest import wait_until
+    wait_until(started.exists, what="the task to start")
+    corral.cancel(ref)                     # interrupt: ignored by this task
+    ready, _ = corral.wait([ref], timeout=1.0)
+    assert not ready
+    corral.cancel(ref, force=True)         # kill: always works
+    with pytest.raises(exceptions.TaskCancelledError):
+        corral.get(ref, timeout=30)

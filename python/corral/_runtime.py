@@ -23,6 +23,7 @@ address = None
 token = None
 log_to_driver = True
 _abandoned = []          # connections inherited over fork(): never destroyed in the child
+generation = 0           # bumped by every new connection; caches keyed by it go stale with it
 
 # Set in worker processes.
 worker_link = None
@@ -43,10 +44,11 @@ class TaskContext:
 
 
 def connect(addr, tok):
-    global client, address, token
+    global client, address, token, generation
     c = _core.Client.connect(addr, tok, f"{'worker' if worker_link else 'driver'} pid {os.getpid()}",
-                             PYTHON_VERSION, CLOUDPICKLE_VERSION, log_to_driver)
+                             PYTHON_VERSION, CLOUDPICKLE_VERSION, log_to_driver, 10.0, worker_link is not None)
     client, address, token = c, addr, tok
+    generation += 1
     return c
 
 

@@ -172,10 +172,13 @@ def put(value):
     return ObjectRef(client.put(data), _counted=True)
 
 
-def cancel(ref, *, force=True):
-    """Cancels the task behind ``ref``: a pending task never runs, a running one is stopped.
+def cancel(ref, *, force=False):
+    """Cancels the task behind ``ref``.
 
-    ``get(ref)`` then raises TaskCancelledError. Cancelling a finished task does nothing.
+    A task that has not started never runs. A running task gets ``KeyboardInterrupt`` raised in it
+    (its worker lives on); with ``force=True`` its worker process is killed instead, which also stops
+    code that ignores the interrupt or is stuck in C. ``get(ref)`` then raises TaskCancelledError,
+    unless the task finished first. Cancelling a finished task does nothing.
     """
     if not isinstance(ref, ObjectRef):
         raise exceptions.InvalidArgumentError("cancel() takes the ObjectRef a .remote() call returned")
@@ -277,7 +280,7 @@ class RemoteFunction:
         self._name = options.get("name") or f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)}"
         self._pickled = None
         self._hash = None
-        self._handles = {}   # (client id) -> handle
+        self._handles = {}   # connection generation -> handle (no reference to the connection itself)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", "remote_function")
         self.__wrapped__ = fn
@@ -295,10 +298,9 @@ class RemoteFunction:
         return other
 
     def _handle(self, client):
-        key = id(client)
-        h = self._handles.get(key)
-        if h is not None and h[0] is client:
-            return h[1]
+        h = self._handles.get(_runtime.generation)
+        if h is not None:
+            return h
         if self._pickled is None:
             try:
                 self._pickled = cloudpickle.dumps(self._fn, protocol=5)
@@ -314,7 +316,7 @@ class RemoteFunction:
         labels = {str(k): str(v) for k, v in (o.get("label_selector") or {}).items()}
         retries = 3 if o.get("max_retries") is None else o["max_retries"]
         handle = client.register_function(self._name, self._hash, self._pickled, resources, labels, retries)
-        self._handles[key] = (client, handle)
+        self._handles = {_runtime.generation: handle}
         return handle
 
     def remote(self, *args, **kwargs):

@@ -7,6 +7,7 @@ send back the pickled result or exception. Output goes to the agent through stdo
 import math
 import os
 import pickle
+import signal
 import sys
 
 from . import _core, _runtime, exceptions, serialization
@@ -26,7 +27,14 @@ def _set_threads(cpus):
             pass
 
 
+def _interrupt(signum, frame):
+    # corral.cancel() of a running task: interrupt the task, never the worker's own loop.
+    if _runtime.current_task is not None:
+        raise KeyboardInterrupt("the task was cancelled")
+
+
 def main():
+    signal.signal(signal.SIGINT, _interrupt)
     link = _core.WorkerLink.connect(os.environ["CORRAL_AGENT_SOCKET"], os.environ["CORRAL_WORKER_ID"],
                                     os.environ.get("CORRAL_TOKEN", ""), _runtime.PYTHON_VERSION,
                                     _runtime.CLOUDPICKLE_VERSION)

@@ -38,6 +38,9 @@ struct Agent::Worker {
   bool next_cancelled = false;
   std::set<std::string> functions;
   std::deque<std::string> last_stderr;    // for the death report of a worker that never came up
+  // Shared with the handlers of this worker's connection, which may run after the worker is gone:
+  // cleared when it is.
+  std::shared_ptr<Worker*> handle;
 };
 
 namespace {
@@ -147,6 +150,7 @@ void Agent::OnHeadLost(const Status& reason) {
   for (auto& [pid, w] : workers_)
     if (w->busy) {
       w->cancelled = true;
+      w->next.reset();
       processes_->Kill(pid, SIGKILL);
     }
   queue_.clear();
@@ -251,8 +255,14 @@ void Agent::OnCancel(const proto::CancelAttempt& cancel) {
       return;
     }
     if (w->busy && w->task_id == cancel.task_id() && w->attempt == cancel.attempt()) {
-      w->cancelled = true;
-      processes_->Kill(pid, SIGKILL);
+      // With a task sent ahead, the worker may already be past this one: an interrupt could hit
+      // the wrong task, so stop the worker (the one sent ahead is re-queued when it exits).
+      if (cancel.force() || w->next) {
+        w->cancelled = true;
+        processes_->Kill(pid, SIGKILL);
+      } else {
+        processes_->Kill(pid, SIGINT);  // KeyboardInterrupt in the task; the worker lives on
+      }
       return;
     }
   }
@@ -305,7 +315,11 @@ void Agent::TryStart() {
         continue;
       }
       if (++wanted[key] > starting[key]) {
-        if (static_cast<int>(workers_.size()) >= options_.max_workers) {
+        // Workers waiting in get() do not count against the cap: otherwise tasks nested deeper
+        // than the cap would wait for workers that wait for them.
+        int active = 0;
+        for (auto& [pid, other] : workers_) active += !other->blocked;
+        if (active >= options_.max_workers) {
           // Make room by retiring an idle worker started for another GPU set.
           for (auto& [pid, other] : workers_)
             if (other->conn && !other->busy && other->env_key != key) {
@@ -328,7 +342,9 @@ void Agent::TryStart() {
 }
 
 Agent::Worker* Agent::PipelineTarget(const Pending& p) {
-  if (p.gpus > 0) return nullptr;
+  // A task submitted from inside a task may be what that task waits for: never queue it behind a
+  // running task, or the wait could never end.
+  if (p.gpus > 0 || p.task.spec().nested()) return nullptr;
   const std::string& hash = p.task.spec().function_hash();
   auto d = durations_.find(hash);
   if (d == durations_.end() || d->second >= kPipelineBelow) return nullptr;
@@ -338,9 +354,7 @@ Agent::Worker* Agent::PipelineTarget(const Pending& p) {
 }
 
 void Agent::Pipeline(Worker* w, Pending&& p) {
-  w->next = Pending{};
-  w->next->cpus = p.cpus;
-  *w->next->task.mutable_spec() = p.task.spec();  // kept to re-queue it if the worker dies first
+  w->next = Pending{p.task, p.cpus, p.gpus};  // kept to re-queue it if the worker dies first
   w->next_cancelled = false;
   counters_["tasks_pipelined"]++;
   SendTask(w, std::move(p), /*pipelined=*/true);
@@ -442,6 +456,7 @@ void Agent::OnWorkerAccepted(std::unique_ptr<net::ByteStream> stream) {
         }
         Worker* w = it->second;
         *attached = w;
+        w->handle = attached;
         startup_failures_ = 0;
         w->conn = c;
         c->MarkHandshakeDone();
@@ -535,6 +550,7 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
   std::unique_ptr<Worker> w = std::move(it->second);
   workers_.erase(it);
   workers_by_id_.erase(w->id);
+  if (w->handle) *w->handle = nullptr;
   if (w->conn) w->conn->Close(Status(Code::kUnavailable, "worker exited"));
   if (stopped_) return;
   counters_["workers_exited"]++;

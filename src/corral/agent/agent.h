@@ -40,7 +40,7 @@ struct AgentOptions {
   std::string python;                    // worker interpreter
   std::string python_path;               // prepended to the workers' PYTHONPATH
   int warm_workers = 0;                  // 0: one per CPU
-  int max_workers = 0;                   // 0: max(16, 4 x CPUs)
+  int max_workers = 0;                   // 0: max(16, 4 x CPUs); workers blocked in get() not counted
   bool exit_when_head_lost = false;      // embedded clusters: the head going away ends the agent
   std::function<void()> on_registered;   // called once, when the head first accepts this node
   // Connects to the head; unset: dial `head` over TCP. The head's own agent gets an in-process stream.

@@ -55,7 +55,9 @@ Client::~Client() {
     auto deadline = Clock::now() + std::chrono::milliseconds(200);
     while (!conn_->closed() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  io_.reset();  // no handler runs after this, so members may go
+  io_->Stop();   // no handler runs after this
+  conn_.reset();  // its timers need the io_context, which goes last
+  io_.reset();
 }
 
 Status Client::Handshake() {
@@ -169,13 +171,13 @@ void Client::OnClose(const Status& reason) {
 }
 
 Status Client::Send(const proto::ClientToHead& msg, net::Urgency urgency) {
-  if (!conn_->has_room() && !conn_->WaitForRoom(Clock::time_point::max())) {
-    std::lock_guard lock(mu_);
-    return closed_reason_;
-  }
+  if (!conn_->has_room() && !conn_->WaitForRoom(Clock::time_point::max()))
+    return Status(Code::kUnavailable, "the connection to the head at " + options_.head.ToString() + " closed");
   if (!conn_->Send(msg, urgency)) {
     std::lock_guard lock(mu_);
     if (closed_) return closed_reason_;
+    if (conn_->closed())
+      return Status(Code::kUnavailable, "the connection to the head at " + options_.head.ToString() + " closed");
     return Status(Code::kResourceExhausted,
                   fmt::format("message of {} bytes exceeds the {} byte limit of one message", msg.ByteSizeLong(),
                               net::kDefaultMaxFrameBytes));
@@ -202,6 +204,8 @@ int Client::RegisterFunction(const std::string& name, const std::string& hash, c
 }
 
 Result<std::string> Client::Submit(int function, std::string args, const std::vector<std::string>& deps) {
+  // The first submission of a function carries it; none may overtake that one on the way out.
+  std::lock_guard submit_lock(submit_mu_);
   proto::ClientToHead msg;
   proto::TaskSpec* spec = msg.mutable_submit();
   std::string id;
@@ -218,6 +222,7 @@ Result<std::string> Client::Submit(int function, std::string args, const std::ve
     *spec->mutable_label_selector() = tmpl.label_selector();
     spec->set_max_retries(tmpl.max_retries());
     spec->set_python_version(tmpl.python_version());
+    spec->set_nested(options_.in_worker);
     if (shipped_.insert(tmpl.function_hash()).second) spec->set_function(tmpl.function());
     id = MakeTaskId(client_id_, ++next_task_);
     owned_.insert(id);
@@ -263,6 +268,15 @@ Result<std::string> Client::Put(std::string data) {
 }
 
 Result<std::vector<ObjectPtr>> Client::Get(const std::vector<std::string>& ids, double timeout_s) {
+  // Counted while we wait, so a value arriving for a handle nobody counts (a ref that came inside a
+  // pickled value) is kept until we have it, and dropped after.
+  HoldWhileWaiting(ids);
+  auto result = GetHeld(ids, timeout_s);
+  EndWaiting(ids);
+  return result;
+}
+
+Result<std::vector<ObjectPtr>> Client::GetHeld(const std::vector<std::string>& ids, double timeout_s) {
   auto deadline = DeadlineFor(timeout_s);
   proto::ClientToHead sub;
   {
@@ -293,13 +307,18 @@ Result<std::vector<ObjectPtr>> Client::Get(const std::vector<std::string>& ids, 
   std::vector<ObjectPtr> out;
   out.reserve(ids.size());
   for (const auto& id : ids) out.push_back(ready_[id]);
-  // Values fetched for handles this process does not count (refs that arrived pickled) are not kept.
-  for (const auto& id : ids)
-    if (!refs_.contains(id)) ready_.erase(id);
   return out;
 }
 
 Result<std::vector<bool>> Client::Wait(const std::vector<std::string>& ids, size_t num_returns, double timeout_s) {
+  HoldWhileWaiting(ids);
+  auto result = WaitHeld(ids, num_returns, timeout_s);
+  EndWaiting(ids);
+  return result;
+}
+
+Result<std::vector<bool>> Client::WaitHeld(const std::vector<std::string>& ids, size_t num_returns,
+                                           double timeout_s) {
   auto deadline = DeadlineFor(timeout_s);
   proto::ClientToHead sub;
   {
@@ -332,24 +351,31 @@ void Client::AddRef(const std::string& id) {
   refs_[id]++;
 }
 
-void Client::Release(const std::string& id) {
-  bool flush = false, schedule = false;
+bool Client::DropRefLocked(const std::string& id) {
+  auto it = refs_.find(id);
+  if (it == refs_.end() || --it->second > 0) return false;
+  refs_.erase(it);
+  ready_.erase(id);
+  subscribed_.erase(id);
+  if (!owned_.erase(id)) return false;
+  pending_release_.push_back(id);
+  return true;
+}
+
+void Client::AfterDrops(bool released) {
+  if (!released) return;
+  bool flush = false, arm = false;
   {
     std::lock_guard lock(mu_);
-    auto it = refs_.find(id);
-    if (it == refs_.end() || --it->second > 0) return;
-    refs_.erase(it);
-    ready_.erase(id);
-    subscribed_.erase(id);
-    if (owned_.erase(id)) {
-      schedule = pending_release_.empty();
-      pending_release_.push_back(id);
-      flush = pending_release_.size() >= kReleaseBatch;
-    }
+    if (pending_release_.size() >= kReleaseBatch)
+      flush = true;
+    else if (!release_timer_armed_)
+      arm = release_timer_armed_ = true;
   }
   if (flush) {
     FlushReleases();
-  } else if (schedule && !io_->in_forked_child()) {
+  } else if (arm && !io_->in_forked_child()) {
+    // The first release of a batch: send the batch a little later.
     auto timer = std::make_shared<asio::steady_timer>(io_->io(), std::chrono::milliseconds(20));
     timer->async_wait([this, timer](const boost::system::error_code& ec) {
       if (!ec) FlushReleases();
@@ -357,10 +383,34 @@ void Client::Release(const std::string& id) {
   }
 }
 
+void Client::Release(const std::string& id) {
+  bool released;
+  {
+    std::lock_guard lock(mu_);
+    released = DropRefLocked(id);
+  }
+  AfterDrops(released);
+}
+
+void Client::HoldWhileWaiting(const std::vector<std::string>& ids) {
+  std::lock_guard lock(mu_);
+  for (const auto& id : ids) refs_[id]++;
+}
+
+void Client::EndWaiting(const std::vector<std::string>& ids) {
+  bool released = false;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& id : ids) released |= DropRefLocked(id);
+  }
+  AfterDrops(released);
+}
+
 void Client::FlushReleases() {
   proto::ClientToHead msg;
   {
     std::lock_guard lock(mu_);
+    release_timer_armed_ = false;
     if (pending_release_.empty() || closed_) return;
     for (auto& id : pending_release_) msg.mutable_release()->add_ids(std::move(id));
     pending_release_.clear();

@@ -37,6 +37,7 @@ struct ClientOptions {
   std::string cloudpickle_version;
   std::chrono::milliseconds connect_timeout{10000};
   bool print_logs = true;           // worker output and notices for our tasks go to stderr
+  bool in_worker = false;           // this client submits from inside running tasks
 };
 
 using ObjectPtr = std::shared_ptr<const proto::ObjectValue>;
@@ -74,6 +75,13 @@ class Client {
   void OnClose(const Status& reason);
   Status Send(const proto::ClientToHead& msg, net::Urgency urgency = net::Urgency::kNow);
   void FlushReleases();  // mu_ must not be held
+  Result<std::vector<ObjectPtr>> GetHeld(const std::vector<std::string>& ids, double timeout_s);
+  Result<std::vector<bool>> WaitHeld(const std::vector<std::string>& ids, size_t num_returns, double timeout_s);
+  void HoldWhileWaiting(const std::vector<std::string>& ids);
+  void EndWaiting(const std::vector<std::string>& ids);
+  // mu_ held. Drops one count; true if the object went to pending_release_ (the head is to be told).
+  bool DropRefLocked(const std::string& id);
+  void AfterDrops(bool released);  // mu_ not held
 
   ClientOptions options_;
   std::string client_id_;
@@ -81,6 +89,7 @@ class Client {
   std::unique_ptr<IoThread> io_ = std::make_unique<IoThread>();  // reset first in ~Client
   std::shared_ptr<net::Connection> conn_;
 
+  std::mutex submit_mu_;  // serialises submissions (see Submit)
   std::mutex mu_;
   std::condition_variable cv_;
   std::optional<Status> welcome_;                                   // guarded by mu_
@@ -94,6 +103,7 @@ class Client {
   std::unordered_set<std::string> subscribed_;                      // guarded by mu_
   std::unordered_set<std::string> owned_;                           // guarded by mu_
   std::vector<std::string> pending_release_;                        // guarded by mu_
+  bool release_timer_armed_ = false;                                // guarded by mu_
   uint64_t next_request_ = 1;                                       // guarded by mu_
   std::unordered_map<uint64_t, std::optional<proto::Reply>> replies_;  // guarded by mu_
 };

@@ -13,15 +13,21 @@ IoThread::IoThread()
 
 bool IoThread::in_forked_child() const { return getpid() != pid_; }
 
+void IoThread::Stop() {
+  if (stopped_ || in_forked_child()) return;
+  stopped_ = true;
+  guard_->reset();
+  io_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
 IoThread::~IoThread() {
   if (in_forked_child()) {
     // The thread lives only in the parent; its objects may be mid-operation. Leak them.
     thread_.detach();
     return;
   }
-  guard_->reset();
-  io_->stop();
-  if (thread_.joinable()) thread_.join();
+  Stop();
   delete guard_;
   delete io_;
 }

@@ -16,6 +16,8 @@ class IoThread {
   IoThread();
   ~IoThread();
   boost::asio::io_context& io() { return *io_; }
+  // Stops and joins the thread; the io_context lives until destruction.
+  void Stop();
   bool in_forked_child() const;
 
  private:
@@ -23,6 +25,7 @@ class IoThread {
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type>* guard_;
   std::thread thread_;
   pid_t pid_;
+  bool stopped_ = false;
 };
 
 }  // namespace corral::client

@@ -116,13 +116,18 @@ void HeadServer::OnHello(Peer* peer, const proto::Hello& hello) {
       Refuse(peer, "an agent must send its node id");
       return;
     }
-    if (Node* old = nodes_.Find(hello.node().node_id()); old && old->state != NodeState::kDead) {
-      // The same node reconnected before we noticed it had gone: its old attempts are void.
-      if (old->conn) old->conn->Close(Status(Code::kAborted, "node registered again"));
-      nodes_.MarkDead(old);
-      tasks_.OnNodeDead(old, "reconnected");
+    if (Node* old = nodes_.Find(hello.node().node_id())) {
+      if (old->state != NodeState::kDead) {
+        // The same node reconnected before we noticed it had gone: its old attempts are void.
+        nodes_.MarkDead(old);
+        tasks_.OnNodeDead(old, "reconnected");
+      }
+      // Whatever the old connection still says or does (even closing) no longer concerns the node.
       for (auto& [p, other] : peers_)
-        if (other->node == old) other->node = nullptr;
+        if (other->node == old && p != peer) {
+          other->node = nullptr;
+          other->conn->Close(Status(Code::kAborted, "node registered again"));
+        }
     }
     peer->kind = Peer::kAgent;
     peer->node = nodes_.Register(hello.node(), peer->conn, options_.tasks.prefetch_per_cpu);

@@ -87,31 +87,38 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
   for (const auto& [k, v] : task.spec.resources()) task.request.Set(k, v);
   task.sched_class = ClassKey(task.spec);
   peak_unfinished_ = std::max(peak_unfinished_, ++unfinished_);
+  // Refuse what cannot run before counting dependencies, so nothing is counted that is not undone.
+  std::string refusal;
+  proto::ErrorKind kind = proto::RUNTIME;
   if (!functions_.contains(task.spec.function_hash())) {
-    Finish(id, ErrorValue(id, proto::RUNTIME,
-                          fmt::format("the head does not know the function of task {}; it was not sent "
-                                      "with the first submission on this connection",
-                                      task.spec.name())));
+    refusal = fmt::format("the head does not know the function of task {}; it was not sent with the first "
+                          "submission on this connection",
+                          task.spec.name());
+  } else {
+    for (const auto& dep : task.spec.deps())
+      if (!objects_.contains(dep)) {
+        kind = proto::OBJECT_LOST;
+        refusal = fmt::format("argument object {} of {} is not known to the head: it was freed, or its owner exited",
+                              Hex(dep), task.spec.name());
+        break;
+      }
+  }
+  if (!refusal.empty()) {
+    task.spec.clear_deps();
+    Finish(id, ErrorValue(id, kind, std::move(refusal)));
     return;
   }
   proto::ObjectValue failed_dep;
   for (const auto& dep : task.spec.deps()) {
-    auto d = objects_.find(dep);
-    if (d == objects_.end()) {
-      failed_dep = ErrorValue(id, proto::OBJECT_LOST,
-                              fmt::format("argument object {} of {} is not known to the head: it was "
-                                          "freed, or its owner exited",
-                                          Hex(dep), task.spec.name()));
-      break;
-    }
-    d->second.dependents++;
-    if (d->second.ready) {
-      if (d->second.value.error() != proto::ERROR_NONE && failed_dep.id().empty()) {
-        failed_dep = d->second.value;
+    Object& d = objects_[dep];
+    d.dependents++;
+    if (d.ready) {
+      if (d.value.error() != proto::ERROR_NONE && failed_dep.id().empty()) {
+        failed_dep = d.value;
         failed_dep.set_id(id);
       }
     } else {
-      d->second.waiting.push_back(id);
+      d.waiting.push_back(id);
       task.unresolved++;
     }
   }
@@ -195,6 +202,7 @@ void TaskManager::Cancel(ClientSession* client, const proto::Cancel& request) {
       proto::HeadToAgent msg;
       msg.mutable_cancel()->set_task_id(id);
       msg.mutable_cancel()->set_attempt(task.spec.attempt());
+      msg.mutable_cancel()->set_force(request.force());
       node->conn->Send(msg);
       return;
     }
@@ -281,7 +289,16 @@ void TaskManager::Dispatch(const std::string& id, Task& task, Node* node, bool p
     auto d = objects_.find(dep);
     if (d != objects_.end()) *ex->add_deps() = d->second.value;
   }
-  node->conn->Send(msg);
+  size_t bytes = msg.ByteSizeLong();
+  if (bytes + 64 > net::kDefaultMaxFrameBytes || !node->conn->Send(msg)) {
+    ReleaseResources(task, node);
+    node->shipped_functions.erase(task.spec.function_hash());
+    Finish(id, ErrorValue(id, proto::RUNTIME,
+                          fmt::format("task {} with its arguments is {} bytes, over the {}-byte limit of one "
+                                      "message; pass fewer or smaller values",
+                                      task.spec.name(), bytes, net::kDefaultMaxFrameBytes)));
+    return;
+  }
   Count("tasks_dispatched");
 }
 

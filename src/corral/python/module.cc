@@ -79,7 +79,7 @@ using corral::client::WorkerLink;
 
 std::unique_ptr<Client> Connect(const std::string& address, const std::string& token, const std::string& name,
                                 const std::string& python_version, const std::string& cloudpickle_version,
-                                bool print_logs, double timeout_s) {
+                                bool print_logs, double timeout_s, bool in_worker) {
   auto ep = corral::net::ParseEndpoint(address, 7370);
   if (!ep) Raise(ep.error());
   corral::client::ClientOptions o;
@@ -89,6 +89,7 @@ std::unique_ptr<Client> Connect(const std::string& address, const std::string& t
   o.python_version = python_version;
   o.cloudpickle_version = cloudpickle_version;
   o.print_logs = print_logs;
+  o.in_worker = in_worker;
   o.connect_timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
   corral::Result<std::unique_ptr<Client>> r;
   {
@@ -141,7 +142,7 @@ NB_MODULE(_core, m) {
 
   nb::class_<Client>(m, "Client")
       .def_static("connect", &Connect, "address"_a, "token"_a, "name"_a, "python_version"_a,
-                  "cloudpickle_version"_a, "print_logs"_a = true, "timeout"_a = 10.0)
+                  "cloudpickle_version"_a, "print_logs"_a = true, "timeout"_a = 10.0, "in_worker"_a = false)
       .def_prop_ro("client_id", [](Client& c) { return Bytes(c.client_id()); })
       .def_prop_ro("connected", &Client::connected)
       .def("register_function",
