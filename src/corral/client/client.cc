@@ -197,6 +197,7 @@ int Client::RegisterFunction(const std::string& name, const std::string& hash, c
   for (const auto& [k, v] : label_selector) (*spec.mutable_label_selector())[k] = v;
   spec.set_max_retries(max_retries);
   spec.set_python_version(python_minor_);
+  spec.set_cloudpickle_major(options_.cloudpickle_version.substr(0, options_.cloudpickle_version.find('.')));
   spec.set_owner_id(client_id_);
   std::lock_guard lock(mu_);
   functions_.push_back(std::move(spec));
@@ -222,6 +223,7 @@ Result<std::string> Client::Submit(int function, std::string args, const std::ve
     *spec->mutable_label_selector() = tmpl.label_selector();
     spec->set_max_retries(tmpl.max_retries());
     spec->set_python_version(tmpl.python_version());
+    spec->set_cloudpickle_major(tmpl.cloudpickle_major());
     spec->set_nested(options_.in_worker);
     if (shipped_.insert(tmpl.function_hash()).second) spec->set_function(tmpl.function());
     id = MakeTaskId(client_id_, ++next_task_);

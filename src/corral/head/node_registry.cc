@@ -43,6 +43,7 @@ void NodeRegistry::Update(Node* n, const proto::NodeInfo& info) {
   n->view.labels.clear();
   for (const auto& [k, v] : info.labels()) n->view.labels[k] = v;
   n->view.python = info.python_version();
+  n->view.cloudpickle = info.cloudpickle_version();
 }
 
 void NodeRegistry::Heartbeat(Node* n) {

@@ -39,7 +39,9 @@ Placement Place(const Request& request, const std::vector<const NodeView*>& node
       could_fit_later = true;
       continue;
     }
-    if (!PythonMatches(n->python, request.python)) continue;
+    bool cloudpickle_ok = request.cloudpickle_major.empty() || n->cloudpickle.empty() ||
+                          PythonMatches(n->cloudpickle, request.cloudpickle_major);
+    if (!PythonMatches(n->python, request.python) || !cloudpickle_ok) continue;
     could_fit_later = true;
     if (!n->schedulable) continue;
     if (n->available.Contains(request.resources)) {
@@ -69,9 +71,10 @@ Placement Place(const Request& request, const std::vector<const NodeView*>& node
     out.kind = Placement::kInfeasible;
     std::string labels;
     for (const auto& [k, v] : request.label_selector) labels += fmt::format(" {}={}", k, v);
-    out.reason = fmt::format("requires {}{}{} on Python {}; no node that is or was connected has that",
+    out.reason = fmt::format("requires {}{}{} on Python {}{}; no node that is or was connected has that",
                              request.resources.ToString(), labels.empty() ? "" : " and labels", labels,
-                             request.python.empty() ? "any" : request.python);
+                             request.python.empty() ? "any" : request.python,
+                             request.cloudpickle_major.empty() ? "" : " with cloudpickle " + request.cloudpickle_major);
   }
   return out;
 }

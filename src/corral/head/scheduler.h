@@ -2,7 +2,8 @@
 //
 // Policy (stated in docs/architecture.md and tested in scheduler_test.cc):
 //  1. Eligible nodes: alive (not suspect or dead), labels match the task's selector, the workers'
-//     Python major.minor equals the submitter's, and the node's total resources contain the request.
+//     Python major.minor and cloudpickle major equal the submitter's (else its pickles may not load),
+//     and the node's total resources contain the request.
 //  2. Among eligible nodes with the request free now, take the one least utilised after placing
 //     (max over requested resources of used/total): work spreads across nodes.
 //  3. Ties go to the node that registered first.
@@ -30,6 +31,7 @@ struct NodeView {
   ResourceSet available;     // may be negative for CPU while tasks wait in the prefetch queue
   std::map<std::string, std::string> labels;
   std::string python;        // "3.11.7"; empty until the node's first worker started
+  std::string cloudpickle;   // "3.1.3"
   int prefetched = 0;
   int prefetch_limit = 0;
 };
@@ -38,6 +40,7 @@ struct Request {
   ResourceSet resources;
   std::map<std::string, std::string> label_selector;
   std::string python;        // "3.11"
+  std::string cloudpickle_major;  // "3"; empty: any
 };
 
 struct Placement {

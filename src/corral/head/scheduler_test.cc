@@ -25,7 +25,7 @@ NodeView Node(std::string id, uint64_t order, ResourceSet total) {
   return n;
 }
 
-Request Req(ResourceSet r) { return Request{r, {}, "3.11"}; }
+Request Req(ResourceSet r) { return Request{r, {}, "3.11", ""}; }
 
 TEST(Place, SpreadsToLeastUtilised) {
   NodeView a = Node("a", 1, R(4)), b = Node("b", 2, R(4));
@@ -86,6 +86,18 @@ TEST(Place, SuspectNodesTakeNoNewWorkButStayFeasible) {
   NodeView a = Node("a", 1, R(2));
   a.schedulable = false;
   EXPECT_EQ(Place(Req(R(1)), {&a}).kind, Placement::kWait);
+}
+
+TEST(Place, CloudpickleMajorMustMatch) {
+  NodeView a = Node("a", 1, R(2));
+  a.cloudpickle = "3.1.3";
+  Request r = Req(R(1));
+  r.cloudpickle_major = "3";
+  EXPECT_EQ(Place(r, {&a}).kind, Placement::kPlaced);
+  r.cloudpickle_major = "2";
+  auto p = Place(r, {&a});
+  EXPECT_EQ(p.kind, Placement::kInfeasible);
+  EXPECT_NE(p.reason.find("cloudpickle 2"), std::string::npos) << p.reason;
 }
 
 TEST(Place, PythonVersionMustMatch) {

@@ -13,7 +13,7 @@ std::string ClassKey(const proto::TaskSpec& spec) {
   key += "|";
   std::map<std::string, std::string> sel(spec.label_selector().begin(), spec.label_selector().end());
   for (const auto& [k, v] : sel) key += fmt::format("{}={};", k, v);
-  key += "|" + spec.python_version();
+  key += "|" + spec.python_version() + "|" + spec.cloudpickle_major();
   return key;
 }
 
@@ -217,6 +217,7 @@ void TaskManager::Enqueue(const std::string& id, Task& task) {
     cls.request.resources = task.request;
     cls.request.label_selector.insert(task.spec.label_selector().begin(), task.spec.label_selector().end());
     cls.request.python = task.spec.python_version();
+    cls.request.cloudpickle_major = task.spec.cloudpickle_major();
   }
   cls.queue.push_back(id);
   if (!cls.infeasible.empty() && !task.told_infeasible) {
