@@ -6,7 +6,6 @@ test run. Drivers connect with corral.init(address=...).
 """
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,34 +29,18 @@ def wait_until(pred, timeout=20.0, what="condition"):
 
 
 class Process:
+    """A `corral start ... --block` child of the test (see corral._cluster.start_process)."""
+
     def __init__(self, args, log_path, env=None):
         self.log_path = log_path
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                         env=env, close_fds=True)
-        line = self.proc.stdout.readline().decode().strip()
-        if not line.startswith(_cluster.READY_PREFIX):
-            self.proc.kill()
-            raise RuntimeError(f"{args} did not start: {open(log_path).read()[-3000:]}")
-        self.ready = line[len(_cluster.READY_PREFIX):]
+        self.proc, self.ready = _cluster.start_process(args, log_path, env)
 
     @property
     def pid(self):
         return self.proc.pid
 
     def stop(self):
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
+        _cluster.stop_process(self.proc)
 
     def kill(self, sig=signal.SIGKILL):
         self.proc.send_signal(sig)

@@ -34,6 +34,40 @@ def corral_binary():
         "(`pip install .` in the corral checkout) or set CORRAL_BIN")
 
 
+def start_process(args, log_path, env=None):
+    """Starts a `corral start ... --block` process whose stdin we hold, and waits for its ready line.
+
+    Returns (process, what it announced). The process exits when our end of its stdin closes.
+    """
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
+                                close_fds=True)
+    line = proc.stdout.readline().decode(errors="replace").strip()
+    if not line.startswith(READY_PREFIX):
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        raise exceptions.CorralError(f"`{' '.join(args[1:4])} ...` did not start; its log {log_path} says:\n"
+                                     + _tail(log_path))
+    return proc, line[len(READY_PREFIX):]
+
+
+def stop_process(proc, timeout=10):
+    """Stops a process from start_process: closes its stdin, then SIGTERM, then SIGKILL."""
+    if proc.poll() is None:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    proc.stdout.close()
+
+
 class EmbeddedCluster:
     def __init__(self, num_cpus=None, num_gpus=None, memory=None, resources=None, labels=None,
                  extra_args=()):
@@ -61,17 +95,7 @@ class EmbeddedCluster:
         env = dict(os.environ)
         env.pop("CORRAL_TOKEN", None)
         env.pop("CORRAL_TOKEN_FILE", None)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=log, env=env, close_fds=True)
-        line = self.proc.stdout.readline().decode(errors="replace").strip()
-        if not line.startswith(READY_PREFIX):
-            self.proc.kill()
-            self.proc.wait()
-            raise exceptions.CorralError(
-                f"the local Corral cluster did not start; its log {self.log_path} says:\n"
-                + _tail(self.log_path))
-        self.address = line[len(READY_PREFIX):]
+        self.proc, self.address = start_process(args, self.log_path, env)
         with open(os.path.join(self.state_dir, "token")) as f:
             self.token = f.read().strip()
         self.owner_pid = os.getpid()
@@ -79,17 +103,7 @@ class EmbeddedCluster:
     def stop(self):
         if os.getpid() != self.owner_pid or self.proc.poll() is not None:
             return
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
+        stop_process(self.proc)
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 

@@ -131,6 +131,19 @@ Result<std::string> SpawnDaemon(const std::vector<std::string>& args, const std:
   return addr;
 }
 
+Result<std::string> StartInBackground(const std::vector<std::string>& argv, const std::string& state_dir,
+                                      const std::string& log_name, const std::string& what) {
+  if (Status s = MakeDirs(state_dir); !s.ok()) {
+    std::fprintf(stderr, "corral: %s\n", s.message().c_str());
+    return Err(s);
+  }
+  std::vector<std::string> args = argv;
+  args.push_back("--block");
+  auto ready = SpawnDaemon(args, state_dir + "/" + log_name, 15);
+  if (!ready) std::fprintf(stderr, "corral: the %s did not start: %s\n", what.c_str(), ready.error().message().c_str());
+  return ready;
+}
+
 Result<int> SpawnChild(const std::vector<std::string>& args) {
   std::string exe = SelfExe();
   std::vector<std::string> storage;

@@ -28,6 +28,12 @@ void AnnounceReady(const std::string& address);
 Result<std::string> SpawnDaemon(const std::vector<std::string>& args, const std::string& log_path,
                                 double timeout_s);
 
+// `corral start` without --block: creates `state_dir`, re-runs this command with --block in the
+// background (output to state_dir/log_name) and returns what it announced; on failure prints why
+// ("corral: the <what> did not start: ...") and returns an error.
+Result<std::string> StartInBackground(const std::vector<std::string>& argv, const std::string& state_dir,
+                                      const std::string& log_name, const std::string& what);
+
 // Starts `args` as a child that dies with this process; returns its pid.
 Result<int> SpawnChild(const std::vector<std::string>& args);
 

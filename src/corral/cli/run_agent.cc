@@ -103,17 +103,8 @@ int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv) {
     return 2;
   }
   if (!flags.block) {
-    if (Status s = MakeDirs(state); !s.ok()) {
-      std::fprintf(stderr, "corral: %s\n", s.message().c_str());
-      return 1;
-    }
-    std::vector<std::string> args = argv;
-    args.push_back("--block");
-    auto ready = SpawnDaemon(args, state + "/agent.log", 15);
-    if (!ready) {
-      std::fprintf(stderr, "corral: the agent did not start: %s\n", ready.error().message().c_str());
-      return 1;
-    }
+    auto ready = StartInBackground(argv, state, "agent.log", "agent");
+    if (!ready) return 1;
     std::printf("Corral agent running (node %s, %s), joined the head at %s. Logs: %s/agent.log\n",
                 ready->c_str(), options.resources.ToString().c_str(), ep->ToString().c_str(), state.c_str());
     return 0;

@@ -54,17 +54,8 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
     return 2;
   }
   if (!flags.block) {
-    if (Status s = MakeDirs(state); !s.ok()) {
-      std::fprintf(stderr, "corral: %s\n", s.message().c_str());
-      return 1;
-    }
-    std::vector<std::string> args = argv;
-    args.push_back("--block");
-    auto addr = SpawnDaemon(args, state + "/head.log", 15);
-    if (!addr) {
-      std::fprintf(stderr, "corral: the head did not start: %s\n", addr.error().message().c_str());
-      return 1;
-    }
+    auto addr = StartInBackground(argv, state, "head.log", "head");
+    if (!addr) return 1;
     std::string token = LoadOrCreateToken(state);
     std::printf(
         "Corral head running at %s (state and logs in %s)\n\n"

@@ -269,6 +269,20 @@ Result<std::string> Client::Put(std::string data) {
   return id;
 }
 
+Status Client::PrepareWait(const std::vector<std::string>& ids) {
+  // Objects we neither hold nor own: ask the head to send them when ready.
+  proto::ClientToHead sub;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& id : ids)
+      if (!ready_.contains(id) && !owned_.contains(id) && subscribed_.insert(id).second)
+        sub.mutable_subscribe()->add_ids(id);
+  }
+  if (sub.has_subscribe()) CORRAL_RETURN_IF_ERROR(Send(sub));
+  conn_->Flush();  // submissions being waited for must not sit in the cork
+  return Status::Ok();
+}
+
 Result<std::vector<ObjectPtr>> Client::Get(const std::vector<std::string>& ids, double timeout_s) {
   // Counted while we wait, so a value arriving for a handle nobody counts (a ref that came inside a
   // pickled value) is kept until we have it, and dropped after.
@@ -280,18 +294,7 @@ Result<std::vector<ObjectPtr>> Client::Get(const std::vector<std::string>& ids, 
 
 Result<std::vector<ObjectPtr>> Client::GetHeld(const std::vector<std::string>& ids, double timeout_s) {
   auto deadline = DeadlineFor(timeout_s);
-  proto::ClientToHead sub;
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& id : ids)
-      if (!ready_.contains(id) && !owned_.contains(id) && subscribed_.insert(id).second)
-        sub.mutable_subscribe()->add_ids(id);
-  }
-  if (sub.has_subscribe()) {
-    Status s = Send(sub);
-    if (!s.ok()) return Err(s);
-  }
-  conn_->Flush();  // submissions this get() waits for must not sit in the cork
+  if (Status s = PrepareWait(ids); !s.ok()) return Err(s);
   std::unique_lock lock(mu_);
   size_t missing_at = 0;
   auto all_ready = [&] {
@@ -322,18 +325,7 @@ Result<std::vector<bool>> Client::Wait(const std::vector<std::string>& ids, size
 Result<std::vector<bool>> Client::WaitHeld(const std::vector<std::string>& ids, size_t num_returns,
                                            double timeout_s) {
   auto deadline = DeadlineFor(timeout_s);
-  proto::ClientToHead sub;
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& id : ids)
-      if (!ready_.contains(id) && !owned_.contains(id) && subscribed_.insert(id).second)
-        sub.mutable_subscribe()->add_ids(id);
-  }
-  if (sub.has_subscribe()) {
-    Status s = Send(sub);
-    if (!s.ok()) return Err(s);
-  }
-  conn_->Flush();
+  if (Status s = PrepareWait(ids); !s.ok()) return Err(s);
   std::unique_lock lock(mu_);
   auto count = [&] {
     size_t n = 0;

@@ -77,6 +77,8 @@ class Client {
   void FlushReleases();  // mu_ must not be held
   Result<std::vector<ObjectPtr>> GetHeld(const std::vector<std::string>& ids, double timeout_s);
   Result<std::vector<bool>> WaitHeld(const std::vector<std::string>& ids, size_t num_returns, double timeout_s);
+  // Subscribes to what this client will not be sent anyway, and flushes corked submissions.
+  Status PrepareWait(const std::vector<std::string>& ids);
   void HoldWhileWaiting(const std::vector<std::string>& ids);
   void EndWaiting(const std::vector<std::string>& ids);
   // mu_ held. Drops one count; true if the object went to pending_release_ (the head is to be told).
