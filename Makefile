@@ -1,5 +1,5 @@
 # The two commands of the README, and a few more.
-.PHONY: demo test test-cc test-py bench setup clean
+.PHONY: demo test test-cc test-py bench bench-peers setup clean
 
 demo:            ## set up, start a local cluster and run the example
 	scripts/setup.sh
@@ -15,9 +15,14 @@ test-cc:
 test-py:
 	.venv/bin/python -m pytest -q tests
 
-bench:           ## run Corral's microbenchmarks with the physical floor beside them
+bench:           ## Corral's benchmarks beside the physical floors
 	scripts/setup.sh
 	.venv/bin/python bench/run.py
+
+bench-peers:     ## the same workloads on Corral, Ray, Dask and Celery, interleaved; keeps a record
+	scripts/setup.sh
+	scripts/bench-peers-setup.sh
+	.venv/bin/python bench/run.py --peers --record
 
 setup:
 	scripts/setup.sh

@@ -1,93 +1,121 @@
-"""Corral's microbenchmarks, each beside the physical floor measured in the same run.
+"""Corral's benchmarks, side by side with Ray, Dask and Celery, beside physical floors.
 
-    .venv/bin/python bench/run.py            # full run (a minute or two)
-    .venv/bin/python bench/run.py --smoke    # every workload once at a tiny size (CI)
+    .venv/bin/python bench/run.py                  # Corral and the floors (make bench)
+    .venv/bin/python bench/run.py --peers          # and Ray, Dask, Celery (make bench-peers)
+    .venv/bin/python bench/run.py --smoke          # every workload once at a tiny size (CI)
 
-Workloads are named like Ray's release microbenchmark:
-  tasks_sync   one no-op task at a time, submit and wait: median round trip (µs) of 1,000
-  tasks_async  10,000 no-op tasks submitted one call at a time, then all results: tasks/s
-Definitions match ../shared/PEERS.md. Results: a Markdown table on stdout and bench/out/results.json.
+Each system runs in its own process per repetition (its cluster started once per repetition), in
+an order rotated each repetition (A B C, B C A, ...) so machine drift hits all alike; each figure
+is the median of the repetitions, with min and max. Workloads and their definitions: README.md
+beside this file. Output: bench/out/results.{md,json,png}; --record also keeps a dated copy in
+bench/results/.
 """
 import argparse
-import gc
+import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "systems"))
 
+import common  # noqa: E402
 import floor  # noqa: E402
 import harness  # noqa: E402
 
-import corral  # noqa: E402
+PEERS = ["ray", "dask", "celery"]
+CORRAL_PY = os.path.join(ROOT, ".venv", "bin", "python")
+PEERS_PY = os.path.join(ROOT, ".venv-bench", "bin", "python")
 
 
-@corral.remote
-def noop(i):
-    return i
-
-
-def _submit_one(i):   # a small caller: PEERS.md notes submit cost can depend on the caller's size
-    return noop.remote(i)
-
-
-def tasks_sync(n):
-    for _ in range(10):
-        corral.get(_submit_one(0))
-    samples = []
-    for _ in range(n):
-        t = time.perf_counter()
-        corral.get(_submit_one(0))
-        samples.append((time.perf_counter() - t) * 1e6)
-    samples.sort()
-    return samples[len(samples) // 2]
-
-
-def tasks_async(n):
-    gc.collect()
+def run_system(system, workloads, smoke, timeout):
+    py = CORRAL_PY if system == "corral" else PEERS_PY
+    cmd = [py, os.path.join(HERE, "systems", f"{system}_sys.py"), "--workloads", ",".join(workloads)]
+    if smoke:
+        cmd.append("--smoke")
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     t = time.perf_counter()
-    refs = [_submit_one(i) for i in range(n)]
-    corral.get(refs)
-    return n / (time.perf_counter() - t)
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=HERE)
+    except subprocess.TimeoutExpired as e:
+        stdout = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        records = [json.loads(l) for l in stdout.splitlines() if l.startswith("{")]
+        done = {r["workload"] for r in records}
+        records += [{"workload": w, "unavailable": f"not finished within the {timeout} s limit"}
+                    for w in workloads if w not in done]
+        return records
+    records = [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
+    if out.returncode != 0 and not records:
+        raise RuntimeError(f"{system} failed:\n{out.stderr[-3000:]}")
+    print(f"  {system}: {len(records)} figures in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    return records
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--peers", action="store_true", help="also run Ray, Dask and Celery (needs .venv-bench)")
+    ap.add_argument("--systems", help="comma-separated subset of corral,ray,dask,celery")
+    ap.add_argument("--workloads", default=",".join(common.WORKLOADS))
     ap.add_argument("--smoke", action="store_true", help="each workload once, tiny sizes")
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", "results.json"))
+    ap.add_argument("--out", default=os.path.join(HERE, "out"))
+    ap.add_argument("--record", action="store_true", help="keep a dated copy in bench/results/")
     args = ap.parse_args()
+    systems = args.systems.split(",") if args.systems else ["corral"] + (PEERS if args.peers else [])
+    if any(s != "corral" for s in systems) and not os.path.exists(PEERS_PY):
+        sys.exit("the peers are not installed: run `make bench-peers` (it installs them into .venv-bench)")
+    workloads = args.workloads.split(",")
     reps = 1 if args.smoke else args.reps
-    sync_n, async_n = (50, 200) if args.smoke else (1000, 10000)
+    timeout = 300 if args.smoke else 1800
 
-    t = time.perf_counter()
-    corral.init(num_cpus=2)
-    startup = time.perf_counter() - t
-    corral.get(noop.remote(0))
-    first = time.perf_counter() - t
-    corral.get([noop.remote(i) for i in range(min(2000, async_n))])   # warm the pool and the pipelining
+    samples, extras, unavailable, floors = {}, {}, {}, {"tcp_rtt": [], "tcp_bw": [], "memcpy": []}
+    for rep in range(reps):
+        print(f"repetition {rep + 1} of {reps}", file=sys.stderr, flush=True)
+        floors["tcp_rtt"].append(floor.tcp_rtt_us(100 if args.smoke else 1000))
+        floors["tcp_bw"].append(floor.tcp_bandwidth_gbs((64 if args.smoke else 1024) << 20))
+        floors["memcpy"].append(floor.memcpy_gbs((64 if args.smoke else 1024) << 20))
+        order = systems[rep % len(systems):] + systems[:rep % len(systems)]
+        for system in order:
+            for r in run_system(system, workloads, args.smoke, timeout):
+                key = (system, r["workload"])
+                if "unavailable" in r:
+                    unavailable[key] = r["unavailable"]
+                    continue
+                samples.setdefault(key, []).append(r["value"])
+                extras.setdefault(key, []).append(r)
 
-    floor_fig = harness.Figure("loopback TCP RTT 64 B", "µs", harness.repeat(lambda: floor.tcp_rtt_us(
-        100 if args.smoke else 1000), reps), "lower")
-    sync_fig = harness.Figure("tasks_sync", "µs", [], "lower")
-    async_fig = harness.Figure("tasks_async", "tasks/s", [], "higher")
-    for _ in range(reps):   # interleaved so drift hits both alike
-        sync_fig.samples.append(tasks_sync(sync_n))
-        async_fig.samples.append(tasks_async(async_n))
-    init_fig = harness.Figure("startup: init() to first result", "s", [first], "lower")
-    corral.shutdown()
-
-    rows = [
-        ("floor: loopback TCP round trip", floor_fig, "measured now"),
-        ("tasks_sync (round trip)", sync_fig,
-         f"{harness.ratio(sync_fig, floor_fig):.1f}× the TCP round trip; target ≤150 µs"),
-        ("tasks_async (10k no-op)", async_fig,
-         f"{async_fig.median * floor_fig.median / 1e6:.2f} tasks per TCP round trip; target ≥30,000/s"),
-        ("startup: init() to first result", init_fig, f"init() alone {startup:.3f} s; target ≤1 s"),
-    ]
-    print(harness.table(rows))
-    harness.write_json(args.out, [floor_fig, sync_fig, async_fig, init_fig], {"smoke": args.smoke})
-    print(f"\nwritten: {args.out}")
+    figures = {k: harness.Figure(f"{k[0]}:{k[1]}", extras[k][0]["unit"], v, extras[k][0]["better"])
+               for k, v in samples.items()}
+    floor_figs = [harness.Figure("loopback TCP round trip, 64 B", "µs", floors["tcp_rtt"], "lower"),
+                  harness.Figure("loopback TCP bandwidth", "GB/s", floors["tcp_bw"], "higher"),
+                  harness.Figure("memcpy, pre-faulted buffers", "GB/s", floors["memcpy"], "higher")]
+    report = harness.report(systems, workloads, figures, unavailable, extras, floor_figs, reps, args.smoke)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(report)
+    doc = harness.write_json(os.path.join(args.out, "results.json"), list(figures.values()) + floor_figs, {
+        "smoke": args.smoke, "reps": reps, "systems": systems,
+        "unavailable": {f"{s}:{w}": why for (s, w), why in unavailable.items()},
+        "extras": {f"{s}:{w}": v for (s, w), v in extras.items()},
+    })
+    print(report)
+    chart = os.path.join(args.out, "results.png")
+    if os.path.exists(PEERS_PY):
+        subprocess.run([PEERS_PY, os.path.join(HERE, "chart.py"), os.path.join(args.out, "results.json"), chart],
+                       timeout=120)
+    if args.record:
+        dest = os.path.join(HERE, "results", time.strftime("%Y-%m-%d"))
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        for ext in ("md", "json", "png"):
+            src = os.path.join(args.out, f"results.{ext}")
+            if os.path.exists(src):
+                shutil.copy(src, f"{dest}.{ext}")
+        print(f"recorded: {dest}.md", file=sys.stderr)
+    return doc
 
 
 if __name__ == "__main__":

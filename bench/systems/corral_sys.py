@@ -1,0 +1,164 @@
+"""Corral's side of the benchmark (run with the project's .venv)."""
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+import corral  # noqa: E402
+
+LIMIT = 64 * 1024 * 1024
+
+
+@corral.remote
+def noop(i):
+    return i
+
+
+@corral.remote
+def total(a):
+    return float(a.sum())
+
+
+@corral.remote
+def gate(path):
+    return common.wait_for_file(path)
+
+
+def one(i):  # a small caller
+    return noop.remote(i)
+
+
+def main():
+    a = common.args()
+    idle = {}
+
+    def startup(size):
+        t = time.perf_counter()
+        corral.init(num_cpus=2)
+        corral.get(noop.remote(0))
+        common.emit("startup", time.perf_counter() - t, "s")
+        time.sleep(2)
+        idle["mem"] = common.process_memory(common.descendants(), worker_match=("corral.worker",))
+
+    def tasks_sync(size):
+        med, p99 = common.timed_round_trips(lambda: corral.get(one(0)), size["sync"])
+        common.emit("tasks_sync", med, "µs", p99_us=p99)
+
+    def tasks_async(size):
+        corral.get([one(i) for i in range(1000)])
+        t = time.perf_counter()
+        refs = [one(i) for i in range(size["async"])]
+        corral.get(refs)
+        common.emit("tasks_async", size["async"] / (time.perf_counter() - t), "tasks/s", "higher")
+
+    def multi_client(size):
+        c = corral._runtime.cluster
+        env = dict(os.environ, CORRAL_TOKEN=c.token)
+        with tempfile.TemporaryDirectory() as d:
+            barrier = os.path.join(d, "go")
+            procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--client", c.address, barrier,
+                                       str(size["per_client"])], stdout=subprocess.PIPE, env=env, text=True)
+                     for _ in range(size["clients"])]
+            for p in procs:
+                assert p.stdout.readline().strip() == "ready"
+            open(barrier, "w").close()
+            spans = [tuple(map(float, p.stdout.readline().split())) for p in procs]
+            for p in procs:
+                p.wait()
+        n = size["clients"] * size["per_client"]
+        wall = max(e for _, e in spans) - min(s for s, _ in spans)
+        common.emit("multi_client_tasks_async", n / wall, "tasks/s", "higher", clients=size["clients"])
+
+    def put_calls(size):
+        t = time.perf_counter()
+        refs = [corral.put(i) for i in range(size["puts"])]
+        common.emit("put_calls", size["puts"] / (time.perf_counter() - t), "calls/s", "higher")
+        del refs
+
+    def get_calls(size):
+        ref = corral.put(1)
+        t = time.perf_counter()
+        for _ in range(size["gets"]):
+            corral.get(ref)
+        common.emit("get_calls", size["gets"] / (time.perf_counter() - t), "calls/s", "higher")
+
+    def put_gigabytes(size):
+        import numpy as np
+        chunk = np.ones(size["chunk_mib"] << 20, dtype=np.uint8)
+        count = int(size["gigabytes"] * 1024 / size["chunk_mib"])
+        t = time.perf_counter()
+        refs = [corral.put(chunk) for _ in range(count)]
+        corral.get(refs[-1])
+        common.emit("put_gigabytes", count * chunk.nbytes / 1e9 / (time.perf_counter() - t), "GB/s", "higher",
+                    chunk_mib=size["chunk_mib"])
+        del refs
+
+    def numpy_arg(size):
+        import numpy as np
+        if size["array_mb"] * 1_000_000 > LIMIT:
+            common.emit("numpy_100MB_arg", unavailable="values over 64 MiB need the shared-memory object store, "
+                                                      "not built yet")
+            return
+        arr = np.ones(size["array_mb"] * 1_000_000 // 8)
+        corral.get(total.remote(arr))
+        times = []
+        for _ in range(size["array_calls"]):
+            t = time.perf_counter()
+            corral.get(total.remote(arr))
+            times.append(time.perf_counter() - t)
+        common.emit("numpy_100MB_arg", common.median(times), "s/call")
+
+    def queued(size):
+        import psutil
+        head = psutil.Process(corral._runtime.cluster.proc.pid)
+        before = head.memory_info().rss
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "go")
+            g = gate.remote(path)
+            t = time.perf_counter()
+            refs = [noop.remote(g) for _ in range(size["queued"])]
+            corral.wait([refs[-1]], timeout=0)  # flushes the last submissions
+            submit_s = time.perf_counter() - t
+            rss = head.memory_info().rss
+            open(path, "w").close()
+            corral.get(refs, timeout=size["queued_limit_s"])
+            total_s = time.perf_counter() - t
+        common.emit("queued_1M", submit_s, "s", tasks=size["queued"], head_rss_mb=rss / 1e6,
+                    head_growth_mb=(rss - before) / 1e6, total_s=total_s)
+        del refs
+
+    def idle_memory(size):
+        rss, pss, workers = idle["mem"]
+        common.emit("idle_memory", rss, "MB", pss_mb=pss, workers_rss_mb=workers, processes_rss_mb=rss - workers)
+
+    common.run_all(a, {
+        "startup": startup, "tasks_sync": tasks_sync, "tasks_async": tasks_async,
+        "multi_client_tasks_async": multi_client, "put_calls": put_calls, "get_calls": get_calls,
+        "put_gigabytes": put_gigabytes, "numpy_100MB_arg": numpy_arg,
+        "actor_calls_sync": "actors are not implemented yet", "actor_calls_async": "actors are not implemented yet",
+        "durable_tasks": "the durable queue is not built yet", "queued_1M": queued, "idle_memory": idle_memory,
+    })
+    corral.shutdown()
+
+
+def client(address, barrier, n):
+    corral.init(address=address)
+    corral.get([one(i) for i in range(100)])
+    print("ready", flush=True)
+    while not os.path.exists(barrier):
+        time.sleep(0.001)
+    t = time.time()
+    corral.get([one(i) for i in range(n)])
+    print(t, time.time(), flush=True)
+    corral.shutdown()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        client(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    else:
+        main()

@@ -1,0 +1,179 @@
+"""Ray's side of the benchmark (run with .venv-bench). Configuration as in shared/PEERS.md:
+ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1"), usage stats off."""
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+import ray  # noqa: E402
+
+
+@ray.remote
+def noop(i):
+    return i
+
+
+@ray.remote
+def total(a):
+    return float(a.sum())
+
+
+@ray.remote
+def gate(path):
+    return common.wait_for_file(path)
+
+
+@ray.remote
+class Counter:
+    def inc(self):
+        return 1
+
+
+def one(i):
+    return noop.remote(i)
+
+
+def main():
+    a = common.args()
+    idle = {}
+
+    def startup(size):
+        t = time.perf_counter()
+        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+        ray.get(noop.remote(0))
+        common.emit("startup", time.perf_counter() - t, "s", ray=ray.__version__)
+        time.sleep(2)
+        idle["mem"] = common.process_memory(common.descendants(), worker_match=("default_worker",))
+
+    def tasks_sync(size):
+        med, p99 = common.timed_round_trips(lambda: ray.get(one(0)), size["sync"])
+        common.emit("tasks_sync", med, "µs", p99_us=p99)
+
+    def tasks_async(size):
+        ray.get([one(i) for i in range(1000)])
+        t = time.perf_counter()
+        ray.get([one(i) for i in range(size["async"])])
+        common.emit("tasks_async", size["async"] / (time.perf_counter() - t), "tasks/s", "higher")
+
+    def multi_client(size):
+        address = ray.get_runtime_context().gcs_address
+        with tempfile.TemporaryDirectory() as d:
+            barrier = os.path.join(d, "go")
+            procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--client", address, barrier,
+                                       str(size["per_client"])], stdout=subprocess.PIPE, text=True)
+                     for _ in range(size["clients"])]
+            for p in procs:
+                assert p.stdout.readline().strip() == "ready"
+            open(barrier, "w").close()
+            spans = [tuple(map(float, p.stdout.readline().split())) for p in procs]
+            for p in procs:
+                p.wait()
+        n = size["clients"] * size["per_client"]
+        wall = max(e for _, e in spans) - min(s for s, _ in spans)
+        common.emit("multi_client_tasks_async", n / wall, "tasks/s", "higher", clients=size["clients"])
+
+    def put_calls(size):
+        t = time.perf_counter()
+        refs = [ray.put(i) for i in range(size["puts"])]
+        common.emit("put_calls", size["puts"] / (time.perf_counter() - t), "calls/s", "higher")
+        del refs
+
+    def get_calls(size):
+        ref = ray.put(1)
+        t = time.perf_counter()
+        for _ in range(size["gets"]):
+            ray.get(ref)
+        common.emit("get_calls", size["gets"] / (time.perf_counter() - t), "calls/s", "higher")
+
+    def put_gigabytes(size):
+        import numpy as np
+        chunk = np.ones(size["chunk_mib"] << 20, dtype=np.uint8)
+        count = int(size["gigabytes"] * 1024 / size["chunk_mib"])
+        t = time.perf_counter()
+        refs = [ray.put(chunk) for _ in range(count)]
+        ray.get(refs[-1])
+        common.emit("put_gigabytes", count * chunk.nbytes / 1e9 / (time.perf_counter() - t), "GB/s", "higher",
+                    chunk_mib=size["chunk_mib"])
+        del refs
+
+    def numpy_arg(size):
+        import numpy as np
+        arr = np.ones(size["array_mb"] * 1_000_000 // 8)
+        ray.get(total.remote(arr))
+        times = []
+        for _ in range(size["array_calls"]):
+            t = time.perf_counter()
+            ray.get(total.remote(arr))
+            times.append(time.perf_counter() - t)
+        common.emit("numpy_100MB_arg", common.median(times), "s/call")
+
+    def actor_sync(size):
+        c = Counter.remote()
+        med, _ = common.timed_round_trips(lambda: ray.get(c.inc.remote()), size["sync"])
+        common.emit("actor_calls_sync", med, "µs")
+
+    def actor_async(size):
+        c = Counter.remote()
+        ray.get(c.inc.remote())
+        t = time.perf_counter()
+        ray.get([c.inc.remote() for _ in range(size["async"])])
+        common.emit("actor_calls_async", size["async"] / (time.perf_counter() - t), "calls/s", "higher")
+
+    def queued(size):
+        import psutil
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "go")
+            g = gate.remote(path)
+            t = time.perf_counter()
+            refs = []
+            for _ in range(size["queued"]):
+                refs.append(noop.remote(g))
+                if time.perf_counter() - t > size["queued_limit_s"]:
+                    open(path, "w").close()
+                    common.emit("queued_1M", unavailable=f"submitted {len(refs)} of {size['queued']} in the "
+                                                         f"{size['queued_limit_s']} s limit")
+                    return
+            submit_s = time.perf_counter() - t
+            rss = sum(psutil.Process(p).memory_info().rss for p in common.descendants() + [os.getpid()])
+            open(path, "w").close()
+            ray.get(refs, timeout=size["queued_limit_s"])
+            total_s = time.perf_counter() - t
+        common.emit("queued_1M", submit_s, "s", tasks=size["queued"], all_processes_rss_mb=rss / 1e6,
+                    total_s=total_s)
+
+    def idle_memory(size):
+        rss, pss, workers = idle["mem"]
+        common.emit("idle_memory", rss, "MB", pss_mb=pss, workers_rss_mb=workers, processes_rss_mb=rss - workers)
+
+    common.run_all(a, {
+        "startup": startup, "tasks_sync": tasks_sync, "tasks_async": tasks_async,
+        "multi_client_tasks_async": multi_client, "put_calls": put_calls, "get_calls": get_calls,
+        "put_gigabytes": put_gigabytes, "numpy_100MB_arg": numpy_arg, "actor_calls_sync": actor_sync,
+        "actor_calls_async": actor_async, "durable_tasks": "Ray has no durable task queue",
+        "queued_1M": queued, "idle_memory": idle_memory,
+    })
+    ray.shutdown()
+
+
+def client(address, barrier, n):
+    ray.init(address=address, log_to_driver=False)
+    ray.get([one(i) for i in range(100)])
+    print("ready", flush=True)
+    while not os.path.exists(barrier):
+        time.sleep(0.001)
+    t = time.time()
+    ray.get([one(i) for i in range(n)])
+    print(t, time.time(), flush=True)
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        client(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    else:
+        main()
