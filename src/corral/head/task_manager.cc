@@ -84,8 +84,18 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
   client->owned.insert(id);
   Task& task = tasks_[id];
   task.spec = std::move(spec);
-  for (const auto& [k, v] : task.spec.resources()) task.request.Set(k, v);
-  task.sched_class = ClassKey(task.spec);
+  auto [cit, fresh] = classes_.try_emplace(ClassKey(task.spec));
+  SchedClass& cls = cit->second;
+  if (fresh) {
+    for (const auto& [k, v] : task.spec.resources()) cls.request.resources.Set(k, v);
+    cls.request.label_selector.insert(task.spec.label_selector().begin(), task.spec.label_selector().end());
+    cls.request.python = task.spec.python_version();
+    cls.request.cloudpickle_major = task.spec.cloudpickle_major();
+  }
+  cls.unfinished++;
+  task.cls = &cls;
+  task.spec.clear_resources();
+  task.spec.clear_label_selector();
   peak_unfinished_ = std::max(peak_unfinished_, ++unfinished_);
   // Refuse what cannot run before counting dependencies, so nothing is counted that is not undone.
   std::string refusal;
@@ -211,14 +221,7 @@ void TaskManager::Cancel(ClientSession* client, const proto::Cancel& request) {
 
 void TaskManager::Enqueue(const std::string& id, Task& task) {
   task.state = TaskState::kQueued;
-  auto [it, inserted] = classes_.try_emplace(task.sched_class);
-  SchedClass& cls = it->second;
-  if (inserted) {
-    cls.request.resources = task.request;
-    cls.request.label_selector.insert(task.spec.label_selector().begin(), task.spec.label_selector().end());
-    cls.request.python = task.spec.python_version();
-    cls.request.cloudpickle_major = task.spec.cloudpickle_major();
-  }
+  SchedClass& cls = *task.cls;
   cls.queue.push_back(id);
   if (!cls.infeasible.empty() && !task.told_infeasible) {
     task.told_infeasible = true;
@@ -266,7 +269,7 @@ void TaskManager::Schedule() {
       cls.queue.pop_front();
       Dispatch(id, tit->second, nodes_.Find(p.node->id), p.prefetch);
     }
-    if (cls.queue.empty())
+    if (cls.queue.empty() && cls.unfinished == 0)
       cit = classes_.erase(cit);
     else
       ++cit;
@@ -276,12 +279,14 @@ void TaskManager::Schedule() {
 void TaskManager::Dispatch(const std::string& id, Task& task, Node* node, bool prefetch) {
   task.state = TaskState::kDispatched;
   task.node = node->view.id;
-  node->view.available.Subtract(task.request);
+  node->view.available.Subtract(task.cls->request.resources);
   if (prefetch) node->view.prefetched++;
   node->tasks.insert(id);
   proto::HeadToAgent msg;
   proto::ExecuteTask* ex = msg.mutable_execute();
   *ex->mutable_spec() = task.spec;
+  const ResourceSet& request = task.cls->request.resources;
+  for (const auto& [name, units] : request.units()) (*ex->mutable_spec()->mutable_resources())[name] = request.Get(name);
   if (node->shipped_functions.insert(task.spec.function_hash()).second) {
     ex->mutable_spec()->set_function(functions_[task.spec.function_hash()]);
     Count("functions_shipped_to_nodes");
@@ -306,10 +311,10 @@ void TaskManager::Dispatch(const std::string& id, Task& task, Node* node, bool p
 void TaskManager::ReleaseResources(Task& task, Node* node) {
   if (!node) return;
   if (task.blocked) {
-    node->view.available.Subtract(CpuPart(task.request));
+    node->view.available.Subtract(CpuPart(task.cls->request.resources));
     task.blocked = false;
   }
-  node->view.available.Add(task.request);
+  node->view.available.Add(task.cls->request.resources);
   if (node->view.prefetched > 0) node->view.prefetched--;
   node->tasks.erase(task.spec.task_id());
   dirty_ = true;
@@ -377,9 +382,9 @@ void TaskManager::OnBlocked(Node* node, const proto::Blocked& blocked) {
   if (blocked.blocked() == task.blocked) return;
   task.blocked = blocked.blocked();
   if (task.blocked)
-    node->view.available.Add(CpuPart(task.request));
+    node->view.available.Add(CpuPart(task.cls->request.resources));
   else
-    node->view.available.Subtract(CpuPart(task.request));
+    node->view.available.Subtract(CpuPart(task.cls->request.resources));
   dirty_ = true;
 }
 
@@ -402,6 +407,8 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     if (tit == tasks_.end() || tit->second.state == TaskState::kFinished) continue;
     Task& task = tit->second;
     task.state = TaskState::kFinished;
+    task.cls->unfinished--;
+    task.cls = nullptr;  // the class may go once no unfinished task needs it
     --unfinished_;
     switch (val.error()) {
       case proto::ERROR_NONE: Count("tasks_succeeded"); break;

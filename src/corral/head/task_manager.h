@@ -70,13 +70,15 @@ class TaskManager {
   const std::map<std::string, int64_t>& counters() const { return counters_; }
 
  private:
+  struct SchedClass;
   struct Task {
-    proto::TaskSpec spec;              // args and deps kept until finished (retries need them)
+    // Args and deps kept until finished (retries need them); resources and label selector live
+    // once in the class, not in every task.
+    proto::TaskSpec spec;
     TaskState state = TaskState::kWaitingDeps;
     int unresolved = 0;
     std::string node;                  // where dispatched
-    ResourceSet request;
-    std::string sched_class;
+    SchedClass* cls = nullptr;         // never null once submitted; outlives the task while unfinished
     bool blocked = false;
     bool cancel_requested = false;
     bool told_infeasible = false;
@@ -96,6 +98,7 @@ class TaskManager {
     Request request;
     std::deque<std::string> queue;
     std::string infeasible;            // non-empty: no node can ever fit (until nodes change)
+    int unfinished = 0;                // tasks of this class not finished: the class lives while > 0
   };
 
   void Enqueue(const std::string& id, Task& task);
