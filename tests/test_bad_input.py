@@ -1,6 +1,5 @@
 """Bad input at the head's port: each case closes that connection with a logged reason, and the
 head keeps serving everyone else."""
-import socket
 import struct
 import time
 

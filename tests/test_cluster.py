@@ -4,11 +4,8 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 import corral
 from conftest import wait_until
-from corral import exceptions
 
 
 @corral.remote

@@ -96,42 +96,20 @@ def main():
         gc.collect()
 
     def multi_client(size):
-        with tempfile.TemporaryDirectory() as d:
-            barrier = os.path.join(d, "go")
-            env = dict(os.environ, BENCH_REDIS_URL=stack.url)
-            procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--client", stack.url, barrier,
-                                       str(size["per_client"])], stdout=subprocess.PIPE, text=True, env=env)
-                     for _ in range(size["clients"])]
-            for p in procs:
-                assert p.stdout.readline().strip() == "ready"
-            open(barrier, "w").close()
-            spans = [tuple(map(float, p.stdout.readline().split())) for p in procs]
-            for p in procs:
-                p.wait()
-        n = size["clients"] * size["per_client"]
-        wall = max(e for _, e in spans) - min(s for s, _ in spans)
-        common.emit("multi_client_tasks_async", n / wall, "tasks/s", "higher", clients=size["clients"])
+        common.run_clients(os.path.abspath(__file__), [stack.url], size,
+                           env=dict(os.environ, BENCH_REDIS_URL=stack.url))
 
     def get_calls(size):
         r = noop.delay(1)
         r.get(timeout=60)
         from celery.result import AsyncResult
-        t = time.perf_counter()
-        for _ in range(size["gets"]):
-            AsyncResult(r.id, app=celery_app.app).get(timeout=60)
-        common.emit("get_calls", size["gets"] / (time.perf_counter() - t), "calls/s", "higher",
-                    via="AsyncResult(id).get() of a finished task")
+        common.get_calls(lambda: AsyncResult(r.id, app=celery_app.app).get(timeout=60), size,
+                         via="AsyncResult(id).get() of a finished task")
         gc.collect()
 
     def numpy_arg(size):
-        import numpy as np
-        arr = np.ones(size["array_mb"] * 1_000_000 // 8)
-        times = []
-        for _ in range(max(1, min(3, size["array_calls"]))):
-            t = time.perf_counter()
-            total.apply_async((arr,), serializer="pickle").get(timeout=300)
-            times.append(time.perf_counter() - t)
-        common.emit("numpy_100MB_arg", common.median(times), "s/call", note="pickle serializer; median of up to 3")
+        common.numpy_arg(lambda arr: total.apply_async((arr,), serializer="pickle").get(timeout=300), size,
+                         calls=max(1, min(3, size["array_calls"])), note="pickle serializer; median of up to 3")
 
     def durable(size):
         # A second Redis that fsyncs every write, tasks acknowledged after they ran (acks_late).
@@ -172,17 +150,11 @@ def main():
 def client(url, barrier, n):
     import celery_app
     celery_app.app.conf.broker_url = celery_app.app.conf.result_backend = url
-    rs = [celery_app.noop.delay(i) for i in range(50)]
-    for r in rs:
-        r.get(timeout=60)
-    print("ready", flush=True)
-    while not os.path.exists(barrier):
-        time.sleep(0.001)
-    t = time.time()
-    rs = [celery_app.noop.delay(i) for i in range(n)]
-    for r in rs:
-        r.get(timeout=300)
-    print(t, time.time(), flush=True)
+
+    def batch(k):
+        for r in [celery_app.noop.delay(i) for i in range(k)]:
+            r.get(timeout=300)
+    common.client_process(batch, barrier, n)
 
 
 if __name__ == "__main__":

@@ -114,3 +114,78 @@ def versions(*modules):
         if mod is not None:
             out[m] = getattr(mod, "__version__", "?")
     return out
+
+
+def run_clients(script, client_args, size, env=None):
+    """multi_client_tasks_async: starts size["clients"] processes of `script --client *client_args
+    BARRIER N`, lets them warm up, releases them together, and emits total tasks per wall second."""
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        barrier = os.path.join(d, "go")
+        procs = [subprocess.Popen([sys.executable, script, "--client", *client_args, barrier, str(size["per_client"])],
+                                  stdout=subprocess.PIPE, text=True, env=env)
+                 for _ in range(size["clients"])]
+        for p in procs:
+            line = p.stdout.readline().strip()
+            if line != "ready":
+                raise RuntimeError(f"a client process did not start (said {line!r})")
+        open(barrier, "w").close()
+        spans = [tuple(map(float, p.stdout.readline().split())) for p in procs]
+        for p in procs:
+            p.wait()
+    n = size["clients"] * size["per_client"]
+    wall = max(e for _, e in spans) - min(s for s, _ in spans)
+    emit("multi_client_tasks_async", n / wall, "tasks/s", "higher", clients=size["clients"])
+
+
+def client_process(run_batch, barrier, n):
+    """The body of one client of run_clients: `run_batch(k)` submits k no-op tasks and waits for them."""
+    run_batch(100)
+    print("ready", flush=True)
+    while not os.path.exists(barrier):
+        time.sleep(0.001)
+    t = time.time()
+    run_batch(n)
+    print(t, time.time(), flush=True)
+
+
+def put_gigabytes(put, size, **extra):
+    """put_gigabytes: 1 GiB (smoke: less) put as size["chunk_mib"] arrays with `put(array)`."""
+    import numpy as np
+    chunk = np.ones(size["chunk_mib"] << 20, dtype=np.uint8)
+    count = int(size["gigabytes"] * 1024 / size["chunk_mib"])
+    t = time.perf_counter()
+    refs = [put(chunk) for _ in range(count)]
+    emit("put_gigabytes", count * chunk.nbytes / 1e9 / (time.perf_counter() - t), "GB/s", "higher",
+         chunk_mib=size["chunk_mib"], **extra)
+    return refs
+
+
+def numpy_arg(call, size, calls=None, **extra):
+    """numpy_100MB_arg: seconds per `call(array)` that sums the array remotely, median after a warm-up."""
+    import numpy as np
+    arr = np.ones(size["array_mb"] * 1_000_000 // 8)
+    call(arr)
+    times = []
+    for _ in range(calls or size["array_calls"]):
+        t = time.perf_counter()
+        call(arr)
+        times.append(time.perf_counter() - t)
+    emit("numpy_100MB_arg", median(times), "s/call", **extra)
+
+
+def put_calls(put, size, **extra):
+    """put_calls: size["puts"] calls of `put(small value)`, in calls/s. Returns the refs."""
+    t = time.perf_counter()
+    refs = [put(i) for i in range(size["puts"])]
+    emit("put_calls", size["puts"] / (time.perf_counter() - t), "calls/s", "higher", **extra)
+    return refs
+
+
+def get_calls(get, size, **extra):
+    """get_calls: size["gets"] calls of `get()` on one stored small value, in calls/s."""
+    t = time.perf_counter()
+    for _ in range(size["gets"]):
+        get()
+    emit("get_calls", size["gets"] / (time.perf_counter() - t), "calls/s", "higher", **extra)

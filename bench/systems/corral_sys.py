@@ -1,6 +1,5 @@
 """Corral's side of the benchmark (run with the project's .venv)."""
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,60 +56,26 @@ def main():
 
     def multi_client(size):
         c = corral._runtime.cluster
-        env = dict(os.environ, CORRAL_TOKEN=c.token)
-        with tempfile.TemporaryDirectory() as d:
-            barrier = os.path.join(d, "go")
-            procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--client", c.address, barrier,
-                                       str(size["per_client"])], stdout=subprocess.PIPE, env=env, text=True)
-                     for _ in range(size["clients"])]
-            for p in procs:
-                assert p.stdout.readline().strip() == "ready"
-            open(barrier, "w").close()
-            spans = [tuple(map(float, p.stdout.readline().split())) for p in procs]
-            for p in procs:
-                p.wait()
-        n = size["clients"] * size["per_client"]
-        wall = max(e for _, e in spans) - min(s for s, _ in spans)
-        common.emit("multi_client_tasks_async", n / wall, "tasks/s", "higher", clients=size["clients"])
+        common.run_clients(os.path.abspath(__file__), [c.address], size, env=dict(os.environ, CORRAL_TOKEN=c.token))
 
     def put_calls(size):
-        t = time.perf_counter()
-        refs = [corral.put(i) for i in range(size["puts"])]
-        common.emit("put_calls", size["puts"] / (time.perf_counter() - t), "calls/s", "higher")
-        del refs
+        del common.put_calls(corral.put, size)[:]
 
     def get_calls(size):
         ref = corral.put(1)
-        t = time.perf_counter()
-        for _ in range(size["gets"]):
-            corral.get(ref)
-        common.emit("get_calls", size["gets"] / (time.perf_counter() - t), "calls/s", "higher")
+        common.get_calls(lambda: corral.get(ref), size)
 
     def put_gigabytes(size):
-        import numpy as np
-        chunk = np.ones(size["chunk_mib"] << 20, dtype=np.uint8)
-        count = int(size["gigabytes"] * 1024 / size["chunk_mib"])
-        t = time.perf_counter()
-        refs = [corral.put(chunk) for _ in range(count)]
+        refs = common.put_gigabytes(corral.put, size)
         corral.get(refs[-1])
-        common.emit("put_gigabytes", count * chunk.nbytes / 1e9 / (time.perf_counter() - t), "GB/s", "higher",
-                    chunk_mib=size["chunk_mib"])
         del refs
 
     def numpy_arg(size):
-        import numpy as np
         if size["array_mb"] * 1_000_000 > LIMIT:
             common.emit("numpy_100MB_arg", unavailable="values over 64 MiB need the shared-memory object store, "
                                                       "not built yet")
             return
-        arr = np.ones(size["array_mb"] * 1_000_000 // 8)
-        corral.get(total.remote(arr))
-        times = []
-        for _ in range(size["array_calls"]):
-            t = time.perf_counter()
-            corral.get(total.remote(arr))
-            times.append(time.perf_counter() - t)
-        common.emit("numpy_100MB_arg", common.median(times), "s/call")
+        common.numpy_arg(lambda arr: corral.get(total.remote(arr)), size)
 
     def queued(size):
         import psutil
@@ -147,13 +112,7 @@ def main():
 
 def client(address, barrier, n):
     corral.init(address=address)
-    corral.get([one(i) for i in range(100)])
-    print("ready", flush=True)
-    while not os.path.exists(barrier):
-        time.sleep(0.001)
-    t = time.time()
-    corral.get([one(i) for i in range(n)])
-    print(t, time.time(), flush=True)
+    common.client_process(lambda k: corral.get([one(i) for i in range(k)]), barrier, n)
     corral.shutdown()
 
 

@@ -2,7 +2,6 @@
 LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
 dashboard_address=None); the scheduler and nannies live in the driver process."""
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,59 +56,24 @@ def main():
         common.emit("tasks_async", size["async"] / (time.perf_counter() - t), "tasks/s", "higher")
 
     def multi_client(size):
-        address = state["cluster"].scheduler_address
-        with tempfile.TemporaryDirectory() as d:
-            barrier = os.path.join(d, "go")
-            procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--client", address, barrier,
-                                       str(size["per_client"])], stdout=subprocess.PIPE, text=True)
-                     for _ in range(size["clients"])]
-            for p in procs:
-                assert p.stdout.readline().strip() == "ready"
-            open(barrier, "w").close()
-            spans = [tuple(map(float, p.stdout.readline().split())) for p in procs]
-            for p in procs:
-                p.wait()
-        n = size["clients"] * size["per_client"]
-        wall = max(e for _, e in spans) - min(s for s, _ in spans)
-        common.emit("multi_client_tasks_async", n / wall, "tasks/s", "higher", clients=size["clients"])
+        common.run_clients(os.path.abspath(__file__), [state["cluster"].scheduler_address], size)
 
     def put_calls(size):
         c = state["client"]
-        t = time.perf_counter()
-        futs = [c.scatter(i, hash=False) for i in range(size["puts"])]
-        common.emit("put_calls", size["puts"] / (time.perf_counter() - t), "calls/s", "higher", via="scatter")
-        del futs
+        del common.put_calls(lambda i: c.scatter(i, hash=False), size, via="scatter")[:]
 
     def get_calls(size):
-        c = state["client"]
-        fut = c.scatter(1, hash=False)
-        t = time.perf_counter()
-        for _ in range(size["gets"]):
-            fut.result()
-        common.emit("get_calls", size["gets"] / (time.perf_counter() - t), "calls/s", "higher", via="result")
+        fut = state["client"].scatter(1, hash=False)
+        common.get_calls(fut.result, size, via="result")
 
     def put_gigabytes(size):
-        import numpy as np
         c = state["client"]
-        chunk = np.ones(size["chunk_mib"] << 20, dtype=np.uint8)
-        count = int(size["gigabytes"] * 1024 / size["chunk_mib"])
-        t = time.perf_counter()
-        futs = [c.scatter(chunk, hash=False) for _ in range(count)]
-        common.emit("put_gigabytes", count * chunk.nbytes / 1e9 / (time.perf_counter() - t), "GB/s", "higher",
-                    chunk_mib=size["chunk_mib"], via="scatter")
+        futs = common.put_gigabytes(lambda chunk: c.scatter(chunk, hash=False), size, via="scatter")
         del futs
 
     def numpy_arg(size):
-        import numpy as np
         c = state["client"]
-        arr = np.ones(size["array_mb"] * 1_000_000 // 8)
-        c.submit(total, arr, pure=False).result()
-        times = []
-        for _ in range(size["array_calls"]):
-            t = time.perf_counter()
-            c.submit(total, arr, pure=False).result()
-            times.append(time.perf_counter() - t)
-        common.emit("numpy_100MB_arg", common.median(times), "s/call")
+        common.numpy_arg(lambda arr: c.submit(total, arr, pure=False).result(), size)
 
     def queued(size):
         c = state["client"]
@@ -150,13 +114,7 @@ def main():
 def client_main(address, barrier, n):
     from dask.distributed import Client
     c = Client(address)
-    c.gather([submit_one(c, i) for i in range(100)])
-    print("ready", flush=True)
-    while not os.path.exists(barrier):
-        time.sleep(0.001)
-    t = time.time()
-    c.gather([submit_one(c, i) for i in range(n)])
-    print(t, time.time(), flush=True)
+    common.client_process(lambda k: c.gather([submit_one(c, i) for i in range(k)]), barrier, n)
     c.close()
 
 

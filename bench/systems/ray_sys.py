@@ -1,7 +1,6 @@
 """Ray's side of the benchmark (run with .venv-bench). Configuration as in shared/PEERS.md:
 ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1"), usage stats off."""
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,56 +60,21 @@ def main():
         common.emit("tasks_async", size["async"] / (time.perf_counter() - t), "tasks/s", "higher")
 
     def multi_client(size):
-        address = ray.get_runtime_context().gcs_address
-        with tempfile.TemporaryDirectory() as d:
-            barrier = os.path.join(d, "go")
-            procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--client", address, barrier,
-                                       str(size["per_client"])], stdout=subprocess.PIPE, text=True)
-                     for _ in range(size["clients"])]
-            for p in procs:
-                assert p.stdout.readline().strip() == "ready"
-            open(barrier, "w").close()
-            spans = [tuple(map(float, p.stdout.readline().split())) for p in procs]
-            for p in procs:
-                p.wait()
-        n = size["clients"] * size["per_client"]
-        wall = max(e for _, e in spans) - min(s for s, _ in spans)
-        common.emit("multi_client_tasks_async", n / wall, "tasks/s", "higher", clients=size["clients"])
+        common.run_clients(os.path.abspath(__file__), [ray.get_runtime_context().gcs_address], size)
 
     def put_calls(size):
-        t = time.perf_counter()
-        refs = [ray.put(i) for i in range(size["puts"])]
-        common.emit("put_calls", size["puts"] / (time.perf_counter() - t), "calls/s", "higher")
-        del refs
+        del common.put_calls(ray.put, size)[:]
 
     def get_calls(size):
         ref = ray.put(1)
-        t = time.perf_counter()
-        for _ in range(size["gets"]):
-            ray.get(ref)
-        common.emit("get_calls", size["gets"] / (time.perf_counter() - t), "calls/s", "higher")
+        common.get_calls(lambda: ray.get(ref), size)
 
     def put_gigabytes(size):
-        import numpy as np
-        chunk = np.ones(size["chunk_mib"] << 20, dtype=np.uint8)
-        count = int(size["gigabytes"] * 1024 / size["chunk_mib"])
-        t = time.perf_counter()
-        refs = [ray.put(chunk) for _ in range(count)]
-        ray.get(refs[-1])
-        common.emit("put_gigabytes", count * chunk.nbytes / 1e9 / (time.perf_counter() - t), "GB/s", "higher",
-                    chunk_mib=size["chunk_mib"])
+        refs = common.put_gigabytes(ray.put, size)
         del refs
 
     def numpy_arg(size):
-        import numpy as np
-        arr = np.ones(size["array_mb"] * 1_000_000 // 8)
-        ray.get(total.remote(arr))
-        times = []
-        for _ in range(size["array_calls"]):
-            t = time.perf_counter()
-            ray.get(total.remote(arr))
-            times.append(time.perf_counter() - t)
-        common.emit("numpy_100MB_arg", common.median(times), "s/call")
+        common.numpy_arg(lambda arr: ray.get(total.remote(arr)), size)
 
     def actor_sync(size):
         c = Counter.remote()
@@ -162,13 +126,7 @@ def main():
 
 def client(address, barrier, n):
     ray.init(address=address, log_to_driver=False)
-    ray.get([one(i) for i in range(100)])
-    print("ready", flush=True)
-    while not os.path.exists(barrier):
-        time.sleep(0.001)
-    t = time.time()
-    ray.get([one(i) for i in range(n)])
-    print(t, time.time(), flush=True)
+    common.client_process(lambda k: ray.get([one(i) for i in range(k)]), barrier, n)
     ray.shutdown()
 
 

@@ -69,7 +69,7 @@ def get_client():
 
 
 def _after_fork_in_child():
-    global client, worker_link, _lock
+    global client, _lock
     _lock = threading.RLock()
     if client is not None:
         _abandoned.append(client)
@@ -82,9 +82,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def shutdown():
     global client, cluster, address, token
     with _lock:
-        if client is not None:
-            c, client = client, None
-            del c
+        client = None  # the connection closes once nothing else holds it
         if cluster is not None:
             cl, cluster = cluster, None
             cl.stop()
