@@ -99,6 +99,16 @@ std::unique_ptr<Client> Connect(const std::string& address, const std::string& t
   return Check(std::move(r));
 }
 
+// A request to the head, waited for with the GIL released.
+corral::proto::Reply AskHead(Client& c, const corral::proto::Request& req) {
+  corral::Result<corral::proto::Reply> r;
+  {
+    nb::gil_scoped_release release;
+    r = c.Request(req, 10);
+  }
+  return Check(std::move(r));
+}
+
 nb::list Get(Client& c, const nb::list& ids, double timeout) {
   std::vector<std::string> keys = Ids(ids);
   corral::Result<std::vector<corral::client::ObjectPtr>> r;
@@ -195,12 +205,7 @@ NB_MODULE(_core, m) {
            [](Client& c) {
              corral::proto::Request req;
              req.set_nodes(true);
-             corral::Result<corral::proto::Reply> r;
-             {
-               nb::gil_scoped_release release;
-               r = c.Request(req, 10);
-             }
-             auto reply = Check(std::move(r));
+             auto reply = AskHead(c, req);
              nb::list out;
              for (const auto& n : reply.nodes()) out.append(NodeDict(n));
              return out;
@@ -208,12 +213,7 @@ NB_MODULE(_core, m) {
       .def("status", [](Client& c) {
         corral::proto::Request req;
         req.set_status(true);
-        corral::Result<corral::proto::Reply> r;
-        {
-          nb::gil_scoped_release release;
-          r = c.Request(req, 10);
-        }
-        auto reply = Check(std::move(r));
+        auto reply = AskHead(c, req);
         const auto& st = reply.status();
         nb::dict d;
         nb::list nodes;
