@@ -115,6 +115,8 @@ def report(systems, workloads, figures, unavailable, extras, floors, reps, smoke
                 best = min(peers, key=lambda f: versus(corral, f))  # the strongest peer
                 r = versus(corral, best)
                 row.append(f"{r:.2f}× vs {best.name.split(':')[0]}" + (" (Corral loses)" if r < 1 else ""))
+            elif corral:
+                row.append("only Corral measured")
             else:
                 row.append("—")
         lines.append("| " + " | ".join(row) + " |")
