@@ -63,18 +63,20 @@ def test_killed_worker(tmp_path):
 
 
 def test_cancel_pending_and_running(tmp_path):
-    ran = tmp_path / "ran"
+    ran, started = tmp_path / "ran", tmp_path / "started"
 
     @corral.remote(num_cpus=2)
-    def blocker():
+    def blocker(path):
+        open(path, "w").close()
         time.sleep(60)
 
     @corral.remote
     def touch(path):
         open(path, "w").close()
 
-    running = blocker.remote()
-    time.sleep(0.5)
+    running = blocker.remote(str(started))
+    from conftest import wait_until
+    wait_until(started.exists, what="the blocking task to start")
     pending = touch.remote(str(ran))     # cannot start: blocker holds both CPUs
     corral.cancel(pending)
     with pytest.raises(exceptions.TaskCancelledError):
