@@ -27,10 +27,6 @@ class Figure:
                 "max": max(self.samples), "samples": self.samples, "better": self.better}
 
 
-def repeat(fn, reps):
-    return [fn() for _ in range(reps)]
-
-
 def ratio(figure, floor):
     """How many times the floor a figure is (>1 means slower than the floor for either direction)."""
     if figure.better == "lower":
@@ -44,15 +40,6 @@ def fmt(v):
     if v >= 10:
         return f"{v:.1f}"
     return f"{v:.2f}"
-
-
-def table(rows):
-    """rows: list of (workload, Figure, note). Markdown."""
-    out = ["| workload | median | min – max | unit | note |", "|---|---|---|---|---|"]
-    for name, fig, note in rows:
-        out.append(f"| {name} | {fmt(fig.median)} | {fmt(min(fig.samples))} – {fmt(max(fig.samples))} "
-                   f"| {fig.unit} | {note} |")
-    return "\n".join(out)
 
 
 def machine():

@@ -107,15 +107,6 @@ def wait_for_file(path, limit=600):
     return 0
 
 
-def versions(*modules):
-    out = {"python": sys.version.split()[0]}
-    for m in modules:
-        mod = sys.modules.get(m)
-        if mod is not None:
-            out[m] = getattr(mod, "__version__", "?")
-    return out
-
-
 def run_clients(script, client_args, size, env=None):
     """multi_client_tasks_async: starts size["clients"] processes of `script --client *client_args
     BARRIER N`, lets them warm up, releases them together, and emits total tasks per wall second."""

@@ -61,6 +61,8 @@ class SerializationError(CorralError, TypeError):
 
 # Error kinds on the wire (proto ErrorKind) -> exception class.
 KIND_TASK_ERROR = 1
+KIND_SERIALIZATION = 6
+KIND_RUNTIME = 7
 _BY_KIND = {
     2: WorkerCrashedError,
     3: NodeDiedError,

@@ -67,11 +67,11 @@ def _run(functions, name, fn_hash, fn_bytes, args, deps):
         fn = functions.get(fn_hash)
         if fn is None:
             if not fn_bytes:
-                return b"", 7, f"worker {os.getpid()} was not sent the function of {name}"
+                return b"", exceptions.KIND_RUNTIME, f"worker {os.getpid()} was not sent the function of {name}"
             fn = functions[fn_hash] = pickle.loads(fn_bytes)
         a, k = serialization.unpack_args(args, deps)
     except Exception as e:
-        return b"", 6, (f"cannot unpickle the function or arguments of {name} on this worker: "
+        return b"", exceptions.KIND_SERIALIZATION, (f"cannot unpickle the function or arguments of {name} on this worker: "
                         f"{type(e).__name__}: {e}. Is the module that defines it importable here?")
     try:
         result = fn(*a, **k)
@@ -81,7 +81,7 @@ def _run(functions, name, fn_hash, fn_bytes, args, deps):
     try:
         return serialization.dumps(result, what=f"the result of {name}"), 0, ""
     except exceptions.CorralError as e:
-        return b"", 6, str(e)
+        return b"", exceptions.KIND_SERIALIZATION, str(e)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,6 @@ class Agent {
   Status Start();
   // Kills the workers and closes connections.
   void Stop();
-  bool stopped() const { return stopped_; }
   // Non-zero when the agent stopped because the head refused it.
   int exit_code() const { return exit_code_; }
 

@@ -179,11 +179,6 @@ bool Connection::has_room() const {
   return queued_bytes_ < options_.high_watermark_bytes;
 }
 
-size_t Connection::outbound_bytes() const {
-  std::lock_guard lock(mu_);
-  return queued_bytes_;
-}
-
 bool Connection::WaitForRoom(std::chrono::steady_clock::time_point deadline) {
   std::unique_lock lock(mu_);
   return room_cv_.wait_until(lock, deadline, [&] {

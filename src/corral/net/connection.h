@@ -76,7 +76,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // the deadline passes. Returns false if closed or timed out.
   bool WaitForRoom(std::chrono::steady_clock::time_point deadline);
   bool has_room() const;
-  size_t outbound_bytes() const;
 
   // Thread-safe, idempotent. Pending output is dropped.
   void Close(const Status& reason);

@@ -145,8 +145,6 @@ nb::tuple NextTask(WorkerLink& link) {
 
 NB_MODULE(_core, m) {
   m.doc() = "Corral's C++ client core. Use the corral package, not this module.";
-  m.attr("kErrorNames") = nb::make_tuple("none", "task_error", "worker_died", "node_died", "cancelled",
-                                         "object_lost", "serialization", "runtime");
   m.def("find_token", &corral::FindToken, "CORRAL_TOKEN, else CORRAL_TOKEN_FILE, else the local head's token");
   m.def("hex", [](const nb::bytes& b) { return corral::Hex(Str(b)); });
 
