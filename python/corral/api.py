@@ -37,7 +37,7 @@ def init(address=None, *, num_cpus=None, num_gpus=None, memory=None, resources=N
             cluster = _cluster.EmbeddedCluster(num_cpus=num_cpus, num_gpus=num_gpus, memory=memory,
                                                resources=resources, labels=labels, extra_args=_system_args)
             try:
-                _runtime.connect(cluster.address, cluster.token)
+                _runtime.connect(cluster.address, cluster.token, reconnect_s=0)  # our own child: nothing to wait for
                 _wait_for_local_node(cluster)
             except BaseException:
                 _runtime.client = None

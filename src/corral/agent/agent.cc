@@ -24,6 +24,8 @@ struct Agent::Worker {
   bool busy = false;
   bool blocked = false;
   bool cancelled = false;
+  bool keep_running = false;              // the task runs on through a partition
+  std::string hand_back;                  // non-empty: stopped for this reason (drain, fencing); hand it back
   std::string task_id;
   std::string task_name;
   std::string owner;                      // of the current (or, once finished, the last) task
@@ -49,6 +51,8 @@ constexpr size_t kStderrTail = 8;
 constexpr int kMaxStartupFailures = 3;
 // Tasks of a function whose runs take less than this on average may be sent to a busy worker ahead.
 constexpr Nanos kPipelineBelow = Ms(2);
+// Results held for the head while it is unreachable; beyond this they are handed back instead.
+constexpr size_t kMaxOutboxBytes = 256u << 20;
 
 std::string EnvKey(const std::vector<int>& gpus) {
   std::string key;
@@ -59,7 +63,12 @@ std::string EnvKey(const std::vector<int>& gpus) {
 }  // namespace
 
 Agent::Agent(asio::io_context& io, AgentOptions options)
-    : io_(io), options_(std::move(options)), heartbeat_timer_(io), reconnect_timer_(io) {
+    : io_(io),
+      options_(std::move(options)),
+      heartbeat_timer_(io),
+      reconnect_timer_(io),
+      lease_timer_(io),
+      drain_timer_(io) {
   cpus_total_ = cpus_free_ = options_.resources.Get(kCpu);
   int ngpus = static_cast<int>(options_.resources.Get(kGpu));
   for (int i = 0; i < ngpus; ++i)
@@ -70,6 +79,7 @@ Agent::Agent(asio::io_context& io, AgentOptions options)
   info_.set_hostname(options_.hostname);
   for (const auto& [k, u] : options_.resources.units()) (*info_.mutable_resources())[k] = options_.resources.Get(k);
   for (const auto& [k, v] : options_.labels) (*info_.mutable_labels())[k] = v;
+  info_.set_interruptible_only(options_.interruptible_only);
 }
 
 Agent::~Agent() { Stop(); }
@@ -96,6 +106,8 @@ void Agent::Stop() {
   *alive_ = false;
   heartbeat_timer_.cancel();
   reconnect_timer_.cancel();
+  drain_timer_.cancel();
+  lease_timer_.Cancel();
   if (processes_) processes_->KillAll(SIGKILL);
   if (worker_listener_) {
     worker_listener_->Stop();
@@ -133,33 +145,66 @@ void Agent::ConnectToHead() {
               h->set_id(options_.node_id);
               h->set_pid(getpid());
               *h->mutable_node() = info_;
+              auto hold = [h](const proto::TaskSpec& spec, bool blocked) {
+                proto::HeldAttempt* a = h->add_held();
+                a->set_task_id(spec.task_id());
+                a->set_attempt(spec.attempt());
+                a->set_blocked(blocked);
+              };
+              for (auto& [pid, w] : workers_) {
+                if (w->busy) {
+                  proto::HeldAttempt* a = h->add_held();
+                  a->set_task_id(w->task_id);
+                  a->set_attempt(w->attempt);
+                  a->set_blocked(w->blocked);
+                }
+                if (w->next) hold(w->next->task.spec(), false);
+              }
+              for (const Pending& p : queue_) hold(p.task.spec(), false);
+              for (const auto& m : outbox_) {
+                proto::HeldAttempt* a = h->add_held();
+                a->set_task_id(m.finished().task_id());
+                a->set_attempt(m.finished().attempt());
+                a->set_finished(true);
+              }
+              lease_.Reset();
+              lease_.Sent(0, SystemClock().BootTimeNs());  // the Welcome acknowledges the Hello
               head_->Send(hello);
             });
 }
 
 void Agent::OnHeadLost(const Status& reason) {
   head_.reset();
+  registered_ = false;
   heartbeat_timer_.cancel();
+  if (left_) {
+    LOG_INFO("left the cluster");
+    Stop();
+    if (options_.on_left) options_.on_left();
+    return;
+  }
   if (options_.exit_when_head_lost) {
     LOG_INFO("head gone ({}); this agent belongs to it and stops", reason.ToString());
     Stop();
     io_.stop();
     return;
   }
-  // Our attempts are void once the head may re-queue them: stop them rather than run duplicates.
-  for (auto& [pid, w] : workers_)
-    if (w->busy) {
-      w->cancelled = true;
-      w->next.reset();
-      processes_->Kill(pid, SIGKILL);
-    }
-  queue_.clear();
+  if (draining_ && leave_after_drain_) {
+    LOG_INFO("lost the head while draining to leave: stopping now");
+    Stop();
+    if (options_.on_left) options_.on_left();
+    return;
+  }
   double backoff = std::min(10.0, 0.25 * std::pow(2.0, std::min(reconnect_attempt_++, 6)));
   std::uniform_real_distribution<double> jitter(0.5, 1.0);
   std::mt19937 rng(std::random_device{}());
   auto delay = std::chrono::milliseconds(static_cast<int>(backoff * jitter(rng) * 1000));
-  LOG_WARN("lost the head at {} ({}); reconnecting in {} ms", options_.head.ToString(), reason.ToString(),
-           delay.count());
+  int running = 0;
+  for (auto& [pid, w] : workers_) running += w->busy;
+  Nanos left = lease_.granted() ? lease_.expiry() - SystemClock().BootTimeNs() : 0;
+  LOG_WARN("lost the head at {} ({}); reconnecting in {} ms. {} running task(s) go on while the lease lasts "
+           "({:.1f}s more)",
+           options_.head.ToString(), reason.ToString(), delay.count(), running, std::max<Nanos>(0, left) / 1e9);
   reconnect_timer_.expires_after(delay);
   reconnect_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
     if (!ec && *alive) ConnectToHead();
@@ -167,7 +212,65 @@ void Agent::OnHeadLost(const Status& reason) {
 }
 
 void Agent::SendToHead(const proto::AgentToHead& msg) {
-  if (head_) head_->Send(msg);
+  if (head_ && registered_) {
+    head_->Send(msg);
+    return;
+  }
+  // Only the end of an attempt must survive the gap: output and blocked notes are dropped.
+  if (!msg.has_finished()) return;
+  size_t bytes = msg.ByteSizeLong();
+  if (outbox_bytes_ + bytes > kMaxOutboxBytes && msg.finished().result().error() != proto::HANDED_BACK) {
+    counters_["results_dropped_while_away"]++;
+    HandBack(msg.finished().task_id(), msg.finished().attempt(),
+             "its result did not fit in the agent's buffer while the head was unreachable");
+    return;
+  }
+  outbox_bytes_ += bytes;
+  outbox_.push_back(msg);
+}
+
+void Agent::HandBack(const std::string& task_id, uint32_t attempt, const std::string& why) {
+  proto::AgentToHead msg;
+  proto::TaskFinished* f = msg.mutable_finished();
+  f->set_task_id(task_id);
+  f->set_attempt(attempt);
+  f->set_node_id(options_.node_id);
+  f->mutable_result()->set_error(proto::HANDED_BACK);
+  f->mutable_result()->set_message(why);
+  counters_["attempts_handed_back"]++;
+  SendToHead(msg);
+}
+
+void Agent::OnLeaseExpired() {
+  Nanos now = SystemClock().BootTimeNs();
+  if (lease_.Valid(now)) {  // renewed meanwhile
+    lease_timer_.ExpireAt(lease_.expiry(), [this] { OnLeaseExpired(); });
+    return;
+  }
+  std::string why = fmt::format("node {} ({}) stopped it: no word from the head for longer than its lease",
+                                ShortHex(options_.node_id), options_.hostname);
+  int stopped = 0;
+  for (auto& [pid, w] : workers_) {
+    if (w->next) {
+      // Stopping the worker stops the task sent ahead too: hand both back.
+      HandBack(w->next->task.spec().task_id(), w->next->task.spec().attempt(), why);
+      w->next.reset();  // its worker runs a task that is not kept running (see PipelineTarget): stopped below
+    }
+    if (w->busy && !w->keep_running && w->hand_back.empty()) {
+      w->hand_back = why;
+      processes_->Kill(pid, SIGKILL);
+      stopped++;
+    }
+  }
+  for (const Pending& p : queue_) HandBack(p.task.spec().task_id(), p.task.spec().attempt(), why);
+  stopped += static_cast<int>(queue_.size());
+  queue_.clear();
+  if (stopped) {
+    counters_["attempts_fenced"] += stopped;
+    LOG_WARN("lease ran out ({}): stopped {} attempt(s) so they cannot run twice; they are handed back "
+             "when the head is reachable",
+             head_ ? "the head is not answering" : "the head is unreachable", stopped);
+  }
 }
 
 void Agent::OnHeadMessage(std::string_view bytes) {
@@ -188,7 +291,24 @@ void Agent::OnHeadMessage(std::string_view bytes) {
       }
       head_->MarkHandshakeDone();
       reconnect_attempt_ = 0;
+      registered_ = true;
+      if (w.lease_ms() > 0) lease_.Acked(0, Ms(static_cast<int64_t>(w.lease_ms())));
+      if (lease_.granted()) lease_timer_.ExpireAt(lease_.expiry(), [this] { OnLeaseExpired(); });
+      if (!session_id_.empty() && session_id_ != w.session_id())
+        LOG_INFO("the head restarted (new session); reporting {} attempt end(s) held meanwhile", outbox_.size());
       session_id_ = w.session_id();
+      // What ended while the head was away follows the Hello that listed it.
+      while (!outbox_.empty()) {
+        head_->Send(outbox_.front());
+        outbox_.pop_front();
+      }
+      outbox_bytes_ = 0;
+      if (draining_) {
+        proto::AgentToHead d;
+        d.mutable_draining()->set_reason(drain_reason_);
+        head_->Send(d);
+        CheckDrained();
+      }
       LOG_INFO("registered with the head at {} as node {}", options_.head.ToString(), ShortHex(options_.node_id));
       heartbeat_interval_ = std::chrono::milliseconds(std::max<uint64_t>(50, w.heartbeat_interval_ms()));
       Heartbeat();
@@ -201,7 +321,13 @@ void Agent::OnHeadMessage(std::string_view bytes) {
     }
     case proto::HeadToAgent::kExecute: OnExecute(std::move(*msg.mutable_execute())); break;
     case proto::HeadToAgent::kCancel: OnCancel(msg.cancel()); break;
-    case proto::HeadToAgent::kHeartbeatAck: break;
+    case proto::HeadToAgent::kHeartbeatAck:
+      lease_.Acked(msg.heartbeat_ack().seq(), Ms(static_cast<int64_t>(msg.heartbeat_ack().lease_ms())));
+      if (lease_.granted()) lease_timer_.ExpireAt(lease_.expiry(), [this] { OnLeaseExpired(); });
+      break;
+    case proto::HeadToAgent::kDrain:
+      Drain(std::chrono::milliseconds(msg.drain().timeout_ms()), msg.drain().leave(), msg.drain().reason());
+      break;
     default: break;
   }
 }
@@ -213,6 +339,7 @@ void Agent::Heartbeat() {
   counters_["workers_alive"] = static_cast<int64_t>(workers_.size());
   counters_["tasks_queued_here"] = static_cast<int64_t>(queue_.size());
   for (const auto& [k, v] : counters_) (*msg.mutable_heartbeat()->mutable_counters()->mutable_values())[k] = v;
+  lease_.Sent(heartbeat_seq_, SystemClock().BootTimeNs());
   head_->Send(msg);
   heartbeat_timer_.expires_after(heartbeat_interval_);
   heartbeat_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
@@ -227,6 +354,10 @@ void Agent::OnExecute(proto::ExecuteTask&& task) {
   if (!spec->function().empty()) {
     functions_[spec->function_hash()] = std::move(*spec->mutable_function());
     spec->clear_function();
+  }
+  if (draining_) {
+    HandBack(spec->task_id(), spec->attempt(), fmt::format("node {} is draining", ShortHex(options_.node_id)));
+    return;
   }
   Pending p;
   auto res = spec->resources();
@@ -344,12 +475,13 @@ void Agent::TryStart() {
 Agent::Worker* Agent::PipelineTarget(const Pending& p) {
   // A task submitted from inside a task may be what that task waits for: never queue it behind a
   // running task, or the wait could never end.
-  if (p.gpus > 0 || p.task.spec().nested()) return nullptr;
+  // Nor a task that keeps running through a partition: stopping the one ahead of it would stop it too.
+  if (p.gpus > 0 || p.task.spec().nested() || p.task.spec().keep_running_on_partition()) return nullptr;
   const std::string& hash = p.task.spec().function_hash();
   auto d = durations_.find(hash);
   if (d == durations_.end() || d->second >= kPipelineBelow) return nullptr;
   for (auto& [pid, w] : workers_)
-    if (w->conn && w->busy && !w->blocked && !w->next && w->hash == hash && w->env_key.empty()) return w.get();
+    if (w->conn && w->busy && !w->blocked && !w->next && !w->keep_running && w->hash == hash && w->env_key.empty()) return w.get();
   return nullptr;
 }
 
@@ -364,6 +496,8 @@ void Agent::SendTask(Worker* w, Pending&& p, bool pipelined) {
   if (!pipelined) {
     w->busy = true;
     w->blocked = w->cancelled = false;
+    w->hand_back.clear();
+    w->keep_running = p.task.spec().keep_running_on_partition();
     w->task_id = p.task.spec().task_id();
     w->task_name = p.task.spec().name();
     w->owner = p.task.spec().owner_id();
@@ -527,6 +661,8 @@ void Agent::FinishOnWorker(Worker* w, proto::TaskFinished&& finished) {
     cpus_free_ -= std::max(0.0, next->cpus);
     w->busy = true;
     w->cancelled = false;
+    w->hand_back.clear();
+    w->keep_running = next->task.spec().keep_running_on_partition();
     w->task_id = next->task.spec().task_id();
     w->task_name = next->task.spec().name();
     w->owner = next->task.spec().owner_id();
@@ -542,6 +678,7 @@ void Agent::FinishOnWorker(Worker* w, proto::TaskFinished&& finished) {
   *msg.mutable_finished() = std::move(finished);
   SendToHead(msg);
   TryStart();
+  CheckDrained();
 }
 
 void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
@@ -569,7 +706,11 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
     f->set_task_id(w->task_id);
     f->set_attempt(w->attempt);
     f->set_node_id(options_.node_id);
-    if (w->cancelled) {
+    if (!w->hand_back.empty()) {
+      f->mutable_result()->set_error(proto::HANDED_BACK);
+      f->mutable_result()->set_message(w->hand_back);
+      counters_["attempts_handed_back"]++;
+    } else if (w->cancelled) {
       f->mutable_result()->set_error(proto::CANCELLED);
       f->mutable_result()->set_message("stopped by cancel");
     } else {
@@ -597,6 +738,69 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
     if (other->env_key.empty()) plain++;
   if (w->env_key.empty() && plain < options_.warm_workers && w->conn) SpawnWorker("");
   TryStart();
+  CheckDrained();
+}
+
+// ---- drain ----
+
+void Agent::Drain(std::chrono::milliseconds timeout, bool leave, const std::string& reason) {
+  if (!registered_ && leave) {
+    LOG_INFO("{}: not connected to a head, stopping now", reason);
+    left_ = true;
+    Stop();
+    if (options_.on_left) options_.on_left();
+    return;
+  }
+  leave_after_drain_ = leave_after_drain_ || leave;
+  if (draining_) return;
+  draining_ = true;
+  drain_reason_ = reason;
+  int running = 0;
+  for (auto& [pid, w] : workers_) running += w->busy;
+  LOG_INFO("draining ({}): {} queued task(s) handed back, up to {:.1f}s for {} running", reason, queue_.size(),
+           timeout.count() / 1e3, running);
+  proto::AgentToHead msg;
+  msg.mutable_draining()->set_reason(reason);
+  SendToHead(msg);
+  std::string why = fmt::format("node {} is draining", ShortHex(options_.node_id));
+  for (auto& [pid, w] : workers_)
+    if (w->next) {  // the worker would start it after the current one: take it back instead
+      HandBack(w->next->task.spec().task_id(), w->next->task.spec().attempt(), why);
+      w->next.reset();
+      if (w->busy) {
+        w->hand_back = why + " (its worker also held the next task)";
+        processes_->Kill(pid, SIGKILL);
+      }
+    }
+  for (const Pending& p : queue_) HandBack(p.task.spec().task_id(), p.task.spec().attempt(), why);
+  queue_.clear();
+  drain_timer_.expires_after(timeout);
+  drain_timer_.async_wait([this, alive = alive_, why](const boost::system::error_code& ec) {
+    if (ec || !*alive) return;
+    for (auto& [pid, w] : workers_)
+      if (w->busy && w->hand_back.empty()) {
+        w->hand_back = why + "; its drain timeout passed";
+        processes_->Kill(pid, SIGKILL);
+      }
+  });
+  CheckDrained();
+}
+
+void Agent::CheckDrained() {
+  if (!draining_ || !registered_ || left_) return;
+  for (auto& [pid, w] : workers_)
+    if (w->busy) return;
+  if (!queue_.empty()) return;
+  drain_timer_.cancel();
+  if (!leave_after_drain_) {
+    LOG_INFO("drained: no tasks left");
+    return;
+  }
+  left_ = true;
+  proto::AgentToHead msg;
+  msg.mutable_leaving()->set_reason(drain_reason_);
+  head_->Send(msg);
+  head_->CloseAfterFlush(Status(Code::kCancelled, "node left"));
 }
 
 void Agent::OnWorkerLine(pid_t pid, bool is_stderr, std::string line) {

@@ -8,6 +8,15 @@
 // back) and an idle worker for its GPU set exists; otherwise it waits in a short local queue (the
 // head's prefetch). Workers are started up front (one per CPU) and replaced when they die; more are
 // started for GPU sets and for tasks that arrive while others are blocked, up to `max_workers`.
+//
+// Leases (see lease.h): each heartbeat acknowledgement renews the agent's lease. When the head is
+// unreachable the agent keeps running its attempts while the lease lasts, keeps their results, and
+// reconnects with backoff and jitter; once the lease runs out it stops them (self-fencing, before
+// the head may re-queue them) unless a task asked to keep running through a partition. On
+// reconnecting it tells the head which attempts it still holds, then reports what ended meanwhile.
+//
+// Drain: no new work; queued tasks are handed back at once, running ones may finish until the
+// deadline and are then handed back too; with `leave`, the node then leaves the cluster.
 // io thread only.
 #pragma once
 
@@ -18,9 +27,11 @@
 #include <string>
 #include <unordered_map>
 
+#include "corral/agent/lease.h"
 #include "corral/agent/worker_processes.h"
 #include "corral/base/clock.h"
 #include "corral/base/resources.h"
+#include "corral/net/boot_timer.h"
 #include "corral/net/connection.h"
 #include "corral/net/listener.h"
 #include "corral/node.pb.h"
@@ -43,6 +54,8 @@ struct AgentOptions {
   int max_workers = 0;                   // 0: max(16, 4 x CPUs); workers blocked in get() not counted
   bool exit_when_head_lost = false;      // embedded clusters: the head going away ends the agent
   std::function<void()> on_registered;   // called once, when the head first accepts this node
+  std::function<void()> on_left;         // called after the node drained and left (default: nothing)
+  bool interruptible_only = false;       // take only tasks that tolerate interruption
   // Connects to the head; unset: dial `head` over TCP. The head's own agent gets an in-process stream.
   std::function<void(std::function<void(Result<std::unique_ptr<net::ByteStream>>)>)> connect;
 };
@@ -58,6 +71,9 @@ class Agent {
   void Stop();
   // Non-zero when the agent stopped because the head refused it.
   int exit_code() const { return exit_code_; }
+  // Starts draining (see above). Without a head to leave, a leaving agent just stops.
+  void Drain(std::chrono::milliseconds timeout, bool leave, const std::string& reason);
+  bool registered() const { return registered_; }
 
  private:
   struct Worker;
@@ -72,6 +88,10 @@ class Agent {
   void OnHeadLost(const Status& reason);
   void SendToHead(const proto::AgentToHead& msg);
   void Heartbeat();
+  void OnLeaseExpired();
+  // Reports the attempt as ended without a result of its own (drain, fencing): the head runs it again.
+  void HandBack(const std::string& task_id, uint32_t attempt, const std::string& why);
+  void CheckDrained();
 
   void OnExecute(proto::ExecuteTask&& task);
   void OnCancel(const proto::CancelAttempt& cancel);
@@ -106,6 +126,17 @@ class Agent {
   int startup_failures_ = 0;
   std::string broken_reason_;  // why workers cannot start here, once they failed repeatedly
   int reconnect_attempt_ = 0;
+  bool registered_ = false;
+  Lease lease_;
+  net::BootTimer lease_timer_;
+  // Attempt ends that happened while the head was unreachable: reported after re-registering.
+  std::deque<proto::AgentToHead> outbox_;
+  size_t outbox_bytes_ = 0;
+  bool draining_ = false;
+  bool leave_after_drain_ = false;
+  bool left_ = false;
+  std::string drain_reason_;
+  boost::asio::steady_timer drain_timer_;
 
   std::unique_ptr<net::Listener> worker_listener_;
   std::unique_ptr<WorkerProcesses> processes_;

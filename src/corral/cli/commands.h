@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "corral/agent/agent.h"
+#include "corral/client/client.h"
 
 namespace corral::cli {
 
@@ -18,6 +19,7 @@ struct NodeFlags {
   std::string python;
   std::string python_path;
   int max_workers = 0;
+  bool interruptible_only = false;
   // Re-creates these flags as arguments, for a child `corral start`.
   std::vector<std::string> ToArgs() const;
 };
@@ -45,6 +47,7 @@ struct AgentFlags {
   bool block = false;
   bool exit_with_head = false;
   bool exit_on_stdin_eof = false;
+  double drain_timeout_s = 10;  // on SIGTERM (`corral stop`): time running tasks get to finish
   NodeFlags node;
 };
 
@@ -52,6 +55,13 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv);
 int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv);
 int ShowStatus(const std::string& address, bool json);
 int Stop(double timeout_s);
+// Drains a node (id prefix or hostname), showing progress until it left (or, with stay, is idle).
+int DrainNode(const std::string& address, const std::string& node, double timeout_s, bool stay);
+
+// A client for a CLI command, or null after printing why not.
+std::unique_ptr<client::Client> ConnectCli(const std::string& address, const std::string& name);
+// What `corral status` shows as a node's state: alive, suspect, offline, draining, dead, left.
+std::string DisplayState(const proto::NodeStatus& node);
 
 // Agent options from flags: resources (detected unless given), labels, node id (kept in `state`),
 // hostname, the workers' Python. Shared by `start --address` and the head's own agent.

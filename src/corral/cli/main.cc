@@ -17,6 +17,8 @@ void AddNodeFlags(CLI::App* cmd, corral::cli::NodeFlags* f) {
   cmd->add_option("--python", f->python, "Python interpreter for workers (default: python3 beside corral)");
   cmd->add_option("--python-path", f->python_path, "directory prepended to the workers' PYTHONPATH");
   cmd->add_option("--max-workers", f->max_workers, "most worker processes on this node (default: max(16, 4 x CPUs))");
+  cmd->add_flag("--interruptible-only", f->interruptible_only,
+                "take only tasks marked interruptible=True (or that select this node's labels): for laptops");
 }
 
 }  // namespace
@@ -51,7 +53,8 @@ int main(int argc, char** argv) {
   start->add_flag("--exit-on-stdin-eof", stdin_eof, "exit when stdin closes (used by embedded clusters)");
   start->add_option("--heartbeat-ms", head.heartbeat_ms, "head: agent heartbeat interval")->capture_default_str();
   start->add_option("--suspect-after-ms", head.suspect_after_ms, "head: silence before a node takes no new work")->capture_default_str();
-  start->add_option("--dead-after-ms", head.dead_after_ms, "head: silence before a node's tasks are re-run elsewhere")->capture_default_str();
+  start->add_option("--dead-after-ms", head.dead_after_ms, "head: silence before a node's tasks are re-run elsewhere (agents stop them after 3/4 of it)")->capture_default_str();
+  start->add_option("--drain-timeout", agent.drain_timeout_s, "agent: on SIGTERM or `corral stop`, seconds running tasks get to finish before they are handed back")->capture_default_str();
   start->add_option("--prefetch", head.prefetch, "head: tasks queued ahead per CPU on a busy node")->capture_default_str();
   start->add_option("--handshake-timeout-ms", head.handshake_timeout_ms, "head: time a new connection has to authenticate")->capture_default_str();
   start->add_option("--max-unfinished-tasks", head.max_unfinished_tasks, "head: stop reading submissions above this many unfinished tasks")->capture_default_str();
@@ -64,9 +67,18 @@ int main(int argc, char** argv) {
   status->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
   status->add_flag("--json", json, "print JSON");
 
-  double timeout = 10;
+  double timeout = 30;
   auto* stop = app.add_subcommand("stop", "Stop the heads and agents that `corral start` started on this machine");
   stop->add_option("--timeout", timeout, "seconds to wait before killing")->capture_default_str();
+
+  std::string drain_node;
+  double drain_timeout = 60;
+  bool drain_stay = false;
+  auto* drain = app.add_subcommand("drain", "Empty a node: no new work, queued tasks re-run elsewhere, running ones finish; then it leaves");
+  drain->add_option("NODE", drain_node, "node id (or its first hex digits, as `corral status` shows) or hostname")->required();
+  drain->add_option("--timeout", drain_timeout, "seconds running tasks get to finish before they are handed back")->capture_default_str();
+  drain->add_flag("--stay", drain_stay, "stay in the cluster, taking no new work, instead of leaving");
+  drain->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
 
   CLI11_PARSE(app, argc, argv);
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -91,5 +103,6 @@ int main(int argc, char** argv) {
   }
   if (*status) return corral::cli::ShowStatus(address, json);
   if (*stop) return corral::cli::Stop(timeout);
+  if (*drain) return corral::cli::DrainNode(address, drain_node, drain_timeout, drain_stay);
   return 0;
 }

@@ -81,6 +81,7 @@ void FillAgentOptions(const NodeFlags& flags, const net::Endpoint& head, const s
   options->python = FindPython(flags.python);
   options->python_path = flags.python_path;
   options->max_workers = flags.max_workers;
+  options->interruptible_only = flags.interruptible_only;
 }
 
 int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv) {
@@ -120,6 +121,7 @@ int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv) {
   std::string node_hex = Hex(options.node_id);
   options.on_registered = [node_hex] { AnnounceReady(node_hex); };
   boost::asio::io_context io(1);
+  options.on_left = [&io] { io.stop(); };
   agent::Agent agent(io, options);
   if (Status s = agent.Start(); !s.ok()) {
     std::fprintf(stderr, "corral: the agent cannot start: %s\n", s.message().c_str());
@@ -128,12 +130,26 @@ int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv) {
   LOG_INFO("agent for node {} ({}), workers run {}", ShortHex(options.node_id), options.resources.ToString(),
            options.python);
   boost::asio::signal_set signals(io, SIGTERM, SIGINT);
-  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+  // The first signal drains (running tasks get --drain-timeout to finish, then are handed back);
+  // a second one stops at once.
+  std::function<void(const boost::system::error_code&, int)> on_signal;
+  bool draining = false;
+  on_signal = [&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
-    LOG_INFO("signal {}: stopping", sig);
-    agent.Stop();
-    io.stop();
-  });
+    if (draining || !agent.registered()) {
+      LOG_INFO("signal {}: stopping now", sig);
+      agent.Stop();
+      io.stop();
+      return;
+    }
+    draining = true;
+    LOG_INFO("signal {}: draining for up to {:.0f}s, then leaving (signal again to stop at once)", sig,
+             flags.drain_timeout_s);
+    agent.Drain(std::chrono::milliseconds(static_cast<int64_t>(flags.drain_timeout_s * 1000)), true,
+                fmt::format("stopping (signal {})", sig));
+    signals.async_wait(on_signal);
+  };
+  signals.async_wait(on_signal);
   if (flags.exit_on_stdin_eof) ExitOnStdinEof();
   io.run();
   agent.Stop();

@@ -23,6 +23,7 @@ std::vector<std::string> NodeFlags::ToArgs() const {
   if (!python.empty()) a.insert(a.end(), {"--python", python});
   if (!python_path.empty()) a.insert(a.end(), {"--python-path", python_path});
   if (max_workers > 0) a.insert(a.end(), {"--max-workers", std::to_string(max_workers)});
+  if (interruptible_only) a.push_back("--interruptible-only");
   return a;
 }
 

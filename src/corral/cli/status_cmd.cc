@@ -29,27 +29,41 @@ static std::string Amount(const proto::NodeStatus& n, const std::string& name) {
   return fmt::format("{:g}/{:g}", total - avail, total);
 }
 
-int ShowStatus(const std::string& address, bool json) {
+std::unique_ptr<client::Client> ConnectCli(const std::string& address, const std::string& name) {
   auto ep = net::ParseEndpoint(ResolveAddress(address), 7370);
   if (!ep) {
     std::fprintf(stderr, "corral: %s\n", ep.error().message().c_str());
-    return 2;
+    return nullptr;
   }
   client::ClientOptions options;
   options.head = *ep;
   options.token = FindToken();
-  options.name = "corral status";
+  options.name = name;
   options.connect_timeout = std::chrono::milliseconds(5000);
   options.print_logs = false;
+  options.reconnect = false;
   auto c = client::Client::Connect(options);
   if (!c) {
     std::fprintf(stderr, "corral: cannot reach the head at %s: %s\n", ep->ToString().c_str(),
                  c.error().message().c_str());
-    return 1;
+    return nullptr;
   }
+  return std::move(*c);
+}
+
+std::string DisplayState(const proto::NodeStatus& n) {
+  if (n.state() == "dead" || n.state() == "left") return n.state();
+  if (!n.connected()) return "offline";
+  if (n.draining()) return "draining";
+  return n.state();
+}
+
+int ShowStatus(const std::string& address, bool json) {
+  auto c = ConnectCli(address, "corral status");
+  if (!c) return 1;
   proto::Request req;
   req.set_status(true);
-  auto reply = (*c)->Request(req, 10);
+  auto reply = c->Request(req, 10);
   if (!reply) {
     std::fprintf(stderr, "corral: %s\n", reply.error().message().c_str());
     return 1;
@@ -64,6 +78,9 @@ int ShowStatus(const std::string& address, bool json) {
       nj["node_id"] = Hex(n.info().node_id());
       nj["hostname"] = n.info().hostname();
       nj["state"] = n.state();
+      nj["connected"] = n.connected();
+      nj["draining"] = n.draining();
+      nj["interruptible_only"] = n.info().interruptible_only();
       nj["resources"] = std::map<std::string, double>(n.info().resources().begin(), n.info().resources().end());
       nj["available"] = std::map<std::string, double>(n.available().begin(), n.available().end());
       nj["labels"] = std::map<std::string, std::string>(n.info().labels().begin(), n.info().labels().end());
@@ -87,8 +104,9 @@ int ShowStatus(const std::string& address, bool json) {
       if (k != kCpu && k != kGpu && k != kMemory) custom += (custom.empty() ? "" : ",") + k + " " + Amount(n, k);
     for (const auto& [k, v] : std::map<std::string, std::string>(n.info().labels().begin(), n.info().labels().end()))
       labels += (labels.empty() ? "" : ",") + k + "=" + v;
+    if (n.info().interruptible_only()) labels += (labels.empty() ? "" : ",") + std::string("interruptible-only");
     std::printf("%-9s %-16s %-8s %-9s %-7s %-19s %-18s %-16s %-6lld %.1fs ago\n", ShortHex(n.info().node_id()).c_str(),
-                n.info().hostname().substr(0, 16).c_str(), n.state().c_str(), Amount(n, kCpu).c_str(),
+                n.info().hostname().substr(0, 16).c_str(), DisplayState(n).c_str(), Amount(n, kCpu).c_str(),
                 Amount(n, kGpu).c_str(), Amount(n, kMemory).c_str(), custom.empty() ? "-" : custom.c_str(),
                 labels.empty() ? "-" : labels.c_str(), static_cast<long long>(n.running_tasks()),
                 n.last_heartbeat_age_s());

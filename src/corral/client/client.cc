@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <random>
 
 #include "corral/base/ids.h"
 #include "corral/base/log.h"
@@ -44,19 +45,31 @@ Result<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
 Client::~Client() {
   if (io_->in_forked_child()) {
     // Objects shared with the parent's IO thread: leave them alone.
-    new std::shared_ptr<net::Connection>(std::move(conn_));
+    new std::shared_ptr<net::Connection>(conn_.load());
+    if (reconnect_thread_.joinable()) reconnect_thread_.detach();
     io_.release();
     return;
   }
+  {
+    std::lock_guard lock(mu_);
+    shutting_down_ = true;
+    cv_.notify_all();
+  }
+  if (reconnect_thread_.joinable()) reconnect_thread_.join();
   FlushReleases();
-  if (conn_) conn_->CloseAfterFlush(Status(Code::kCancelled, "client closing"));
-  // Give the IO thread a moment to send what is queued (releases) before it stops.
-  if (conn_) {
+  auto c = conn();
+  if (c && !c->closed()) {
+    proto::ClientToHead bye;
+    bye.mutable_goodbye();
+    c->Send(bye);
+    c->CloseAfterFlush(Status(Code::kCancelled, "client closing"));
+    // Give the IO thread a moment to send what is queued (releases) before it stops.
     auto deadline = Clock::now() + std::chrono::milliseconds(200);
-    while (!conn_->closed() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    while (!c->closed() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   io_->Stop();   // no handler runs after this
-  conn_.reset();  // its timers need the io_context, which goes last
+  c.reset();
+  conn_.store(nullptr);  // its timers need the io_context, which goes last
   io_.reset();
 }
 
@@ -75,14 +88,18 @@ Status Client::Handshake() {
   {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return dialed; });
+    welcome_.reset();
   }
   if (!stream)
     return Status(dial_status.code(), dial_status.message() + "; is the head running? (`corral status`)");
   net::ConnectionOptions copts;
   copts.direct_writes = true;
-  conn_ = net::Connection::Create(std::move(stream), copts);
-  asio::post(io_->io(), [this] {
-    conn_->Start([this](std::string_view m) { OnMessage(m); }, [this](const Status& s) { OnClose(s); });
+  auto c = net::Connection::Create(std::move(stream), copts);
+  net::Connection* raw = c.get();
+  conn_.store(c);
+  asio::post(io_->io(), [this, c, raw] {
+    c->Start([this, raw](std::string_view m) { OnMessage(raw, m); },
+             [this, raw](const Status& s) { OnClose(raw, s); });
   });
   proto::ClientToHead hello;
   proto::Hello* h = hello.mutable_hello();
@@ -95,20 +112,25 @@ Status Client::Handshake() {
   h->set_name(options_.name);
   h->set_id(client_id_);
   h->set_pid(getpid());
-  conn_->Send(hello);
+  c->Send(hello);
   std::unique_lock lock(mu_);
   if (!cv_.wait_until(lock, Clock::now() + options_.connect_timeout,
-                      [&] { return welcome_.has_value() || closed_; }))
+                      [&] { return welcome_.has_value() || c->closed() || shutting_down_; })) {
+    lock.unlock();
+    c->Close(Status(Code::kDeadlineExceeded, "no welcome"));
     return Status(Code::kDeadlineExceeded, "the head did not answer the handshake in time");
+  }
   if (welcome_ && !welcome_->ok()) return *welcome_;
-  if (closed_) return closed_reason_;
+  if (!welcome_) return closed_reason_.ok() ? Status(Code::kUnavailable, "the head closed the connection") : closed_reason_;
   return Status::Ok();
 }
 
-void Client::OnMessage(std::string_view bytes) {
+void Client::OnMessage(net::Connection* from, std::string_view bytes) {
+  auto current = conn();
+  if (current.get() != from) return;  // a connection already replaced
   proto::HeadToClient msg;
   if (!msg.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    conn_->Close(Status(Code::kInvalidArgument, "malformed message from the head"));
+    current->Close(Status(Code::kInvalidArgument, "malformed message from the head"));
     return;
   }
   switch (msg.msg_case()) {
@@ -116,7 +138,7 @@ void Client::OnMessage(std::string_view bytes) {
       std::lock_guard lock(mu_);
       if (msg.welcome().error().empty()) {
         welcome_ = Status::Ok();
-        conn_->MarkHandshakeDone();
+        current->MarkHandshakeDone();
       } else {
         welcome_ = Status(Code::kPermissionDenied, "the head refused the connection: " + msg.welcome().error());
       }
@@ -127,6 +149,7 @@ void Client::OnMessage(std::string_view bytes) {
       auto value = std::make_shared<proto::ObjectValue>(std::move(*msg.mutable_ready()));
       std::lock_guard lock(mu_);
       const std::string& id = value->id();
+      unfinished_.erase(id);
       auto r = refs_.find(id);
       if ((r != refs_.end() && r->second > 0) || subscribed_.erase(id)) {
         ready_[id] = std::move(value);
@@ -162,22 +185,133 @@ void Client::OnMessage(std::string_view bytes) {
   }
 }
 
-void Client::OnClose(const Status& reason) {
+void Client::OnClose(net::Connection* from, const Status& reason) {
+  if (conn().get() != from) return;
   std::lock_guard lock(mu_);
-  closed_ = true;
-  closed_reason_ = Status(Code::kUnavailable, "lost the connection to the head at " + options_.head.ToString() +
-                                                  ": " + reason.message());
+  cv_.notify_all();
+  if (closed_ || reconnecting_) return;
+  Status lost(Code::kUnavailable,
+              "lost the connection to the head at " + options_.head.ToString() + ": " + reason.message());
+  bool established = welcome_.has_value() && welcome_->ok();
+  if (!options_.reconnect || shutting_down_ || !established || io_->in_forked_child()) {
+    closed_ = true;
+    closed_reason_ = lost;
+    return;
+  }
+  reconnecting_ = true;
+  if (options_.print_logs)
+    std::fprintf(stderr, "corral: %s; reconnecting for up to %llds\n", lost.message().c_str(),
+                 static_cast<long long>(options_.reconnect_for.count() / 1000));
+  if (reconnect_thread_.joinable()) reconnect_thread_.detach();  // it has finished: it set reconnecting_ false
+  reconnect_thread_ = std::thread([this, lost] { ReconnectLoop(lost); });
+}
+
+void Client::ReconnectLoop(Status reason) {
+  auto give_up = Clock::now() + options_.reconnect_for;
+  std::mt19937 rng(std::random_device{}());
+  int attempt = 0;
+  Status last = reason;
+  while (true) {
+    double backoff = std::min(5.0, 0.1 * (1 << std::min(attempt++, 6)));
+    std::uniform_real_distribution<double> jitter(0.5, 1.0);
+    auto delay = std::chrono::milliseconds(static_cast<int64_t>(backoff * 1000 * jitter(rng)));
+    {
+      std::unique_lock lock(mu_);
+      if (cv_.wait_until(lock, std::min(give_up, Clock::now() + delay), [&] { return shutting_down_; })) {
+        reconnecting_ = false;
+        closed_ = true;
+        closed_reason_ = Status(Code::kCancelled, "client closing");
+        cv_.notify_all();
+        return;
+      }
+      if (Clock::now() >= give_up) {
+        reconnecting_ = false;
+        closed_ = true;
+        closed_reason_ = Status(Code::kUnavailable,
+                                fmt::format("lost the connection to the head at {} and could not reconnect within {}s "
+                                            "({}); is the head running? (`corral status`)",
+                                            options_.head.ToString(), options_.reconnect_for.count() / 1000,
+                                            last.message()));
+        cv_.notify_all();
+        return;
+      }
+    }
+    Status s = Handshake();
+    if (s.ok()) break;
+    last = s;
+    if (s.code() == Code::kPermissionDenied) {  // refused: retrying cannot help
+      std::lock_guard lock(mu_);
+      reconnecting_ = false;
+      closed_ = true;
+      closed_reason_ = s;
+      cv_.notify_all();
+      return;
+    }
+  }
+  Replay();
+  reconnects_++;
+  std::lock_guard lock(mu_);
+  reconnecting_ = false;
+  if (options_.print_logs) std::fprintf(stderr, "corral: reconnected to the head at %s\n", options_.head.ToString().c_str());
   cv_.notify_all();
 }
 
+void Client::Replay() {
+  // Holding submit_mu_: no new submission may overtake the ones replayed (they may depend on them).
+  std::lock_guard submit_lock(submit_mu_);
+  std::vector<proto::ClientToHead> msgs;
+  proto::ClientToHead sub;
+  {
+    std::lock_guard lock(mu_);
+    shipped_.clear();
+    std::map<std::string, const proto::TaskSpec*> templates;
+    for (const auto& f : functions_) templates[f.function_hash()] = &f;
+    // Puts and tasks interleaved by id: the order they were first sent in.
+    auto put = puts_.begin();
+    auto task = unfinished_.begin();
+    while (put != puts_.end() || task != unfinished_.end()) {
+      bool take_put = task == unfinished_.end() || (put != puts_.end() && *put < task->first);
+      proto::ClientToHead m;
+      if (take_put) {
+        auto v = ready_.find(*put);
+        if (v != ready_.end()) *m.mutable_put() = *v->second;
+        ++put;
+      } else {
+        proto::TaskSpec* spec = m.mutable_submit();
+        *spec = task->second;
+        spec->set_resubmitted(true);
+        if (shipped_.insert(spec->function_hash()).second) {
+          auto t = templates.find(spec->function_hash());
+          if (t != templates.end()) spec->set_function(t->second->function());
+        }
+        sub.mutable_subscribe()->add_ids(task->first);
+        ++task;
+      }
+      if (m.msg_case() != proto::ClientToHead::MSG_NOT_SET) msgs.push_back(std::move(m));
+    }
+    for (const auto& id : subscribed_) sub.mutable_subscribe()->add_ids(id);
+  }
+  auto c = conn();
+  for (const auto& m : msgs) {
+    if (!c->has_room()) c->WaitForRoom(Clock::time_point::max());
+    c->Send(m, net::Urgency::kSoon);
+  }
+  if (sub.has_subscribe()) c->Send(sub);
+  c->Flush();
+}
+
 Status Client::Send(const proto::ClientToHead& msg, net::Urgency urgency) {
-  if (!conn_->has_room() && !conn_->WaitForRoom(Clock::time_point::max()))
-    return Status(Code::kUnavailable, "the connection to the head at " + options_.head.ToString() + " closed");
-  if (!conn_->Send(msg, urgency)) {
+  auto c = conn();
+  auto lost = [&] {
     std::lock_guard lock(mu_);
     if (closed_) return closed_reason_;
-    if (conn_->closed())
-      return Status(Code::kUnavailable, "the connection to the head at " + options_.head.ToString() + " closed");
+    // Reconnecting: what matters (puts, submissions, subscriptions) is replayed on the new connection.
+    if (reconnecting_ || (options_.reconnect && !shutting_down_)) return Status::Ok();
+    return Status(Code::kUnavailable, "the connection to the head at " + options_.head.ToString() + " closed");
+  };
+  if (!c->has_room() && !c->WaitForRoom(Clock::time_point::max())) return lost();
+  if (!c->Send(msg, urgency)) {
+    if (c->closed()) return lost();
     return Status(Code::kResourceExhausted,
                   fmt::format("message of {} bytes exceeds the {} byte limit of one message", msg.ByteSizeLong(),
                               net::kDefaultMaxFrameBytes));
@@ -234,12 +368,16 @@ Result<std::string> Client::Submit(int function, std::string args, const std::ve
   spec->set_args(std::move(args));
   for (const auto& d : deps) spec->add_deps(d);
   Status s = Send(msg, net::Urgency::kSoon);  // a burst of submissions leaves in few frames
+  std::lock_guard lock(mu_);
   if (!s.ok()) {
-    std::lock_guard lock(mu_);
     owned_.erase(id);
     refs_.erase(id);
     if (!spec->function().empty()) shipped_.erase(spec->function_hash());
     return Err(s);
+  }
+  if (options_.reconnect && !ready_.contains(id)) {
+    spec->clear_function();  // a replay sends it again from the template
+    unfinished_.emplace(id, std::move(*spec));
   }
   return id;
 }
@@ -266,6 +404,7 @@ Result<std::string> Client::Put(std::string data) {
     return Err(s);
   }
   ready_[id] = std::move(local);
+  if (options_.reconnect) puts_.insert(id);
   return id;
 }
 
@@ -279,7 +418,7 @@ Status Client::PrepareWait(const std::vector<std::string>& ids) {
         sub.mutable_subscribe()->add_ids(id);
   }
   if (sub.has_subscribe()) CORRAL_RETURN_IF_ERROR(Send(sub));
-  conn_->Flush();  // submissions being waited for must not sit in the cork
+  conn()->Flush();  // submissions being waited for must not sit in the cork
   return Status::Ok();
 }
 
@@ -302,7 +441,7 @@ Result<std::vector<ObjectPtr>> Client::GetHeld(const std::vector<std::string>& i
       if (!ready_.contains(ids[missing_at])) return false;
     return true;
   };
-  if (!cv_.wait_until(lock, deadline, [&] { return all_ready() || closed_; })) {
+  if (!cv_.wait_until(lock, deadline, [&] { return all_ready() || closed_; })) {  // reconnects wait on
     size_t n = 0;
     for (const auto& id : ids) n += ready_.contains(id);
     return Err(Code::kDeadlineExceeded,
@@ -351,6 +490,7 @@ bool Client::DropRefLocked(const std::string& id) {
   refs_.erase(it);
   ready_.erase(id);
   subscribed_.erase(id);
+  puts_.erase(id);
   if (!owned_.erase(id)) return false;
   pending_release_.push_back(id);
   return true;
@@ -409,7 +549,7 @@ void Client::FlushReleases() {
     for (auto& id : pending_release_) msg.mutable_release()->add_ids(std::move(id));
     pending_release_.clear();
   }
-  conn_->Send(msg, net::Urgency::kSoon);  // never blocks: releases only shrink the head's memory
+  conn()->Send(msg, net::Urgency::kSoon);  // never blocks: releases only shrink the head's memory
 }
 
 void Client::Pin(const std::string& id) {
@@ -420,7 +560,7 @@ void Client::Pin(const std::string& id) {
   proto::ClientToHead msg;
   msg.mutable_release()->add_ids(id);
   msg.mutable_release()->set_pin(true);
-  conn_->Send(msg);
+  conn()->Send(msg);
 }
 
 Status Client::Cancel(const std::string& task_id, bool force) {

@@ -9,12 +9,24 @@
 // Reference counting: AddRef/Release count the live handles (Python ObjectRefs) for each object in
 // this process; when the count reaches zero the local copy is dropped and the head is told (batched).
 //
+// Reconnecting: when the connection drops (the head restarted, a laptop's Wi-Fi went away), the
+// client dials again with backoff for up to `reconnect_for`, under the same client id. It then
+// sends again what the head may have lost: its put values still referenced, and every task it
+// submitted whose result it has not received (marked `resubmitted`; the head ignores ids it still
+// has), in submission order, and re-subscribes what it waits for. Waiting calls go on waiting
+// meanwhile; only if the head stays unreachable do they fail. Cancels and releases sent while
+// disconnected are lost.
+//
 // After fork(): the child must create a new Client; the parent's one is abandoned, not destroyed.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
+#include <atomic>
 #include <functional>
+#include <map>
+#include <set>
+#include <thread>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -38,6 +50,8 @@ struct ClientOptions {
   std::chrono::milliseconds connect_timeout{10000};
   bool print_logs = true;           // worker output and notices for our tasks go to stderr
   bool in_worker = false;           // this client submits from inside running tasks
+  bool reconnect = true;            // see above; false: a lost connection fails every call at once
+  std::chrono::milliseconds reconnect_for{60000};
 };
 
 using ObjectPtr = std::shared_ptr<const proto::ObjectValue>;
@@ -66,13 +80,22 @@ class Client {
   Result<proto::Reply> Request(proto::Request request, double timeout_s);
 
   const std::string& client_id() const { return client_id_; }
-  bool connected() const { return conn_ && !conn_->closed(); }
+  bool connected() const {
+    auto c = conn();
+    return c && !c->closed();
+  }
+  int reconnects() const { return reconnects_.load(); }
 
  private:
   explicit Client(const ClientOptions& options);
+  // Dials, says Hello and waits for the Welcome; on success the new connection is current.
   Status Handshake();
-  void OnMessage(std::string_view bytes);
-  void OnClose(const Status& reason);
+  std::shared_ptr<net::Connection> conn() const { return conn_.load(); }
+  void OnMessage(net::Connection* from, std::string_view bytes);
+  void OnClose(net::Connection* from, const Status& reason);
+  // On the reconnect thread: dials until connected or out of time, then replays.
+  void ReconnectLoop(Status reason);
+  void Replay();
   Status Send(const proto::ClientToHead& msg, net::Urgency urgency = net::Urgency::kNow);
   void FlushReleases();  // mu_ must not be held
   Result<std::vector<ObjectPtr>> GetHeld(const std::vector<std::string>& ids, double timeout_s);
@@ -89,7 +112,9 @@ class Client {
   std::string client_id_;
   std::string python_minor_;
   std::unique_ptr<IoThread> io_ = std::make_unique<IoThread>();  // reset first in ~Client
-  std::shared_ptr<net::Connection> conn_;
+  std::atomic<std::shared_ptr<net::Connection>> conn_;  // replaced on reconnect
+  std::thread reconnect_thread_;
+  std::atomic<int> reconnects_{0};
 
   std::mutex submit_mu_;  // serialises submissions (see Submit)
   std::mutex mu_;
@@ -97,6 +122,11 @@ class Client {
   std::optional<Status> welcome_;                                   // guarded by mu_
   Status closed_reason_;                                            // guarded by mu_
   bool closed_ = false;                                             // guarded by mu_
+  bool reconnecting_ = false;                                       // guarded by mu_
+  bool shutting_down_ = false;                                      // guarded by mu_
+  // Submitted tasks without a result yet, by id (ids sort in submission order): for a replay.
+  std::map<std::string, proto::TaskSpec> unfinished_;               // guarded by mu_
+  std::set<std::string> puts_;                                      // owned put ids; guarded by mu_
   uint64_t next_task_ = 0;                                          // guarded by mu_
   std::vector<proto::TaskSpec> functions_;                          // guarded by mu_
   std::unordered_set<std::string> shipped_;                         // guarded by mu_

@@ -15,7 +15,7 @@ namespace asio = boost::asio;
 struct HeadServer::Peer {
   enum Kind { kHandshake, kClient, kAgent } kind = kHandshake;
   std::shared_ptr<net::Connection> conn;
-  ClientSession session;   // kClient
+  std::shared_ptr<ClientSession> session;  // kClient
   Node* node = nullptr;    // kAgent
   bool paused_for_output = false;
 };
@@ -111,37 +111,69 @@ void HeadServer::OnHello(Peer* peer, const proto::Hello& hello) {
   w->set_corral_version(CORRAL_VERSION);
   w->set_session_id(session_id_);
   w->set_heartbeat_interval_ms(static_cast<uint64_t>(options_.liveness.heartbeat_interval / 1'000'000));
+  w->set_lease_ms(static_cast<uint64_t>(options_.liveness.EffectiveLease() / 1'000'000));
   if (hello.role() == proto::Hello::AGENT) {
-    if (hello.node().node_id().empty()) {
-      Refuse(peer, "an agent must send its node id");
-      return;
-    }
-    if (Node* old = nodes_.Find(hello.node().node_id())) {
-      if (old->state != NodeState::kDead) {
-        // The same node reconnected before we noticed it had gone: its old attempts are void.
-        nodes_.MarkDead(old);
-        tasks_.OnNodeDead(old, "reconnected");
-      }
-      // Whatever the old connection still says or does (even closing) no longer concerns the node.
-      for (auto& [p, other] : peers_)
-        if (other->node == old && p != peer) {
-          other->node = nullptr;
-          other->conn->Close(Status(Code::kAborted, "node registered again"));
-        }
-    }
-    peer->kind = Peer::kAgent;
-    peer->node = nodes_.Register(hello.node(), peer->conn, options_.tasks.prefetch_per_cpu);
-    LOG_INFO("node {} joined from {} (host {}): {}", ShortHex(hello.node().node_id()), peer->conn->peer(),
-             hello.node().hostname(), peer->node->view.total.ToString());
-    tasks_.OnNodesChanged();
-    peer->conn->Send(reply);
+    OnAgentHello(peer, hello, reply);
     return;
   }
+  peer->conn->Send(reply);
+  OnClientHello(peer, hello);
+}
+
+void HeadServer::OnAgentHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome) {
+  if (hello.node().node_id().empty()) {
+    Refuse(peer, "an agent must send its node id");
+    return;
+  }
+  const std::string& id = hello.node().node_id();
+  if (Node* old = nodes_.Find(id)) {
+    // Whatever an old connection of this node still says or does (even closing) no longer counts.
+    for (auto& [p, other] : peers_)
+      if (other->node == old && p != peer) {
+        other->node = nullptr;
+        other->conn->Close(Status(Code::kAborted, "node registered again"));
+      }
+  }
+  bool resumed = false;
+  peer->kind = Peer::kAgent;
+  peer->node = nodes_.Register(hello.node(), peer->conn, options_.tasks.prefetch_per_cpu, &resumed);
+  peer->conn->Send(welcome);
+  if (resumed) {
+    LOG_INFO("node {} reconnected from {} (host {}), holding {} attempt(s)", ShortHex(id), peer->conn->peer(),
+             hello.node().hostname(), hello.held_size());
+  } else {
+    LOG_INFO("node {} joined from {} (host {}): {}", ShortHex(id), peer->conn->peer(), hello.node().hostname(),
+             peer->node->view.total.ToString());
+  }
+  // Also for a node that starts afresh: what it still holds is superseded (or, after a head
+  // restart, waits for its task to be resubmitted).
+  tasks_.Reconcile(peer->node, hello.held());
+  tasks_.OnNodesChanged();
+}
+
+void HeadServer::OnClientHello(Peer* peer, const proto::Hello& hello) {
   peer->kind = Peer::kClient;
-  peer->session.id = hello.id().empty() ? RandomBytes(8) : hello.id();
-  peer->session.name = hello.name();
-  peer->session.conn = peer->conn;
-  tasks_.AddClient(&peer->session);
+  std::string id = hello.id().empty() ? RandomBytes(8) : hello.id();
+  if (auto d = detached_.find(id); d != detached_.end()) {
+    peer->session = std::move(d->second.session);  // it came back: its tasks and objects are still here
+    detached_.erase(d);
+    LOG_INFO("client {} reconnected from {}", hello.name(), peer->conn->peer());
+  } else {
+    for (auto& [p, other] : peers_)
+      if (p != peer && other->kind == Peer::kClient && other->session && other->session->id == id) {
+        // Its old connection is half-open (the client saw it fail first): take the session over.
+        peer->session = std::move(other->session);
+        other->conn->Close(Status(Code::kAborted, "client reconnected"));
+        break;
+      }
+  }
+  if (!peer->session) {
+    peer->session = std::make_shared<ClientSession>();
+    peer->session->id = id;
+    tasks_.AddClient(peer->session.get());
+  }
+  peer->session->name = hello.name();
+  peer->session->conn = peer->conn;
   peer->conn->SetDrainHandler([this, peer] {
     if (peer->paused_for_output) {
       peer->paused_for_output = false;
@@ -149,8 +181,19 @@ void HeadServer::OnHello(Peer* peer, const proto::Hello& hello) {
     }
   });
   LOG_DEBUG("client {} connected from {}", hello.name(), peer->conn->peer());
-  peer->conn->Send(reply);
   UpdateBackpressure();
+}
+
+void HeadServer::DetachClient(Peer* peer, bool goodbye) {
+  std::shared_ptr<ClientSession> session = std::move(peer->session);
+  if (!session) return;
+  session->conn.reset();
+  if (goodbye || session->owned.empty()) {
+    tasks_.RemoveClient(session.get());
+    return;
+  }
+  std::string id = session->id;  // (the right side of `=` is evaluated first)
+  detached_[id] = Detached{std::move(session), clock_.BootTimeNs()};
 }
 
 void HeadServer::OnClientMessage(Peer* peer, std::string_view bytes) {
@@ -159,7 +202,8 @@ void HeadServer::OnClientMessage(Peer* peer, std::string_view bytes) {
     peer->conn->Close(Status(Code::kInvalidArgument, "malformed message from client"));
     return;
   }
-  ClientSession* s = &peer->session;
+  ClientSession* s = peer->session.get();
+  if (!s) return;  // taken over by a newer connection of the same client
   switch (msg.msg_case()) {
     case proto::ClientToHead::kSubmit: tasks_.Submit(s, std::move(*msg.mutable_submit())); break;
     case proto::ClientToHead::kPut: tasks_.Put(s, std::move(*msg.mutable_put())); break;
@@ -167,6 +211,9 @@ void HeadServer::OnClientMessage(Peer* peer, std::string_view bytes) {
     case proto::ClientToHead::kRelease: tasks_.Release(s, msg.release()); break;
     case proto::ClientToHead::kCancel: tasks_.Cancel(s, msg.cancel()); break;
     case proto::ClientToHead::kRequest: HandleRequest(peer, msg.request()); break;
+    case proto::ClientToHead::kGoodbye:
+      DetachClient(peer, /*goodbye=*/true);
+      return;
     default:
       peer->conn->Close(Status(Code::kInvalidArgument, "unexpected message from client"));
       return;
@@ -188,13 +235,24 @@ void HeadServer::OnAgentMessage(Peer* peer, std::string_view bytes) {
   if (!node) return;  // superseded by a newer registration
   switch (msg.msg_case()) {
     case proto::AgentToHead::kHeartbeat: {
+      if (node->state == NodeState::kDead || node->state == NodeState::kLeft) break;  // it must register again
       nodes_.Heartbeat(node);
       node->counters = msg.heartbeat().counters();
       proto::HeadToAgent ack;
       ack.mutable_heartbeat_ack()->set_seq(msg.heartbeat().seq());
+      ack.mutable_heartbeat_ack()->set_lease_ms(static_cast<uint64_t>(options_.liveness.EffectiveLease() / 1'000'000));
       peer->conn->Send(ack);
       break;
     }
+    case proto::AgentToHead::kDraining:
+      LOG_INFO("node {} is draining: {}", ShortHex(node->view.id), msg.draining().reason());
+      nodes_.SetDraining(node, true);
+      break;
+    case proto::AgentToHead::kLeaving:
+      LOG_INFO("node {} left the cluster: {}", ShortHex(node->view.id), msg.leaving().reason());
+      nodes_.MarkLeft(node);
+      tasks_.OnNodeDead(node, "left the cluster");
+      break;
     case proto::AgentToHead::kFinished: tasks_.OnTaskFinished(node, std::move(*msg.mutable_finished())); break;
     case proto::AgentToHead::kBlocked: tasks_.OnBlocked(node, msg.blocked()); break;
     case proto::AgentToHead::kLog: tasks_.OnLog(node, std::move(*msg.mutable_log())); break;
@@ -222,6 +280,8 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
       for (const auto& [k, u] : n->view.available.units()) (*ns->mutable_available())[k] = n->view.available.Get(k);
       ns->set_last_heartbeat_age_s(static_cast<double>(now - n->last_heartbeat) / 1e9);
       ns->set_running_tasks(static_cast<int64_t>(n->tasks.size()));
+      ns->set_connected(n->connected);
+      ns->set_draining(n->draining);
       *ns->mutable_counters() = n->counters;
     }
   };
@@ -243,23 +303,56 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     c["net_connections_opened"] = net.connections_opened;
     c["net_connections_closed_with_error"] = net.connections_closed_with_error;
     c["clients_paused"] = clients_paused_;
+  } else if (request.has_drain()) {
+    reply->set_error(Drain(request.drain()));
   } else {
     reply->set_error("unknown request");
   }
   peer->conn->Send(msg);
 }
 
+std::string HeadServer::Drain(const proto::DrainRequest& request) {
+  std::vector<Node*> matches;
+  for (Node* n : nodes_.All()) {
+    if (n->state == NodeState::kDead || n->state == NodeState::kLeft) continue;
+    std::string hex = Hex(n->view.id);
+    if (!request.node().empty() && (hex.starts_with(request.node()) || n->info.hostname() == request.node()))
+      matches.push_back(n);
+  }
+  if (matches.empty())
+    return fmt::format("no live node matches '{}': give a node id (or its first hex digits) or a hostname "
+                       "from `corral status`", request.node());
+  if (matches.size() > 1)
+    return fmt::format("'{}' matches {} nodes; give more of the node id", request.node(), matches.size());
+  Node* n = matches[0];
+  if (!n->connected || !n->conn)
+    return fmt::format("node {} is not connected; it cannot be drained until it is back", ShortHex(n->view.id));
+  nodes_.SetDraining(n, true);
+  proto::HeadToAgent msg;
+  msg.mutable_drain()->set_timeout_ms(static_cast<uint64_t>(std::max(0.0, request.timeout_s()) * 1000));
+  msg.mutable_drain()->set_leave(request.leave());
+  msg.mutable_drain()->set_reason("corral drain");
+  n->conn->Send(msg);
+  LOG_INFO("draining node {} ({}), up to {:.0f}s for its running tasks", ShortHex(n->view.id), n->info.hostname(),
+           request.timeout_s());
+  return "";
+}
+
 void HeadServer::OnClose(Peer* peer, const Status& reason) {
   auto owned = std::move(peers_[peer]);
   peers_.erase(peer);
   if (peer->kind == Peer::kAgent && peer->node) {
-    LOG_WARN("lost node {}: {}", ShortHex(peer->node->view.id), reason.ToString());
-    nodes_.MarkDead(peer->node);
-    tasks_.OnNodeDead(peer->node, "disconnected (" + reason.message() + ")");
-    peer->node->conn.reset();
+    Node* n = peer->node;
+    if (n->state != NodeState::kDead && n->state != NodeState::kLeft) {
+      LOG_WARN("lost the connection to node {} ({}); its {} task(s) stay assigned while its lease lasts: "
+               "it is declared dead if it has not come back {:.1f}s after its last heartbeat",
+               ShortHex(n->view.id), reason.ToString(), n->tasks.size(),
+               static_cast<double>(options_.liveness.dead_after) / 1e9);
+    }
+    nodes_.Disconnected(n);
   } else if (peer->kind == Peer::kClient) {
-    LOG_DEBUG("client {} left: {}", peer->session.name, reason.ToString());
-    tasks_.RemoveClient(&peer->session);
+    if (peer->session) LOG_DEBUG("client {} left: {}", peer->session->name, reason.ToString());
+    DetachClient(peer, /*goodbye=*/false);
   } else if (reason.code() != Code::kUnavailable) {
     LOG_WARN("connection from {} closed before the handshake: {}", peer->conn->peer(), reason.ToString());
   }
@@ -298,6 +391,17 @@ void HeadServer::Tick() {
   for (Node* dead : nodes_.Tick()) {
     tasks_.OnNodeDead(dead, "stopped sending heartbeats");
     if (dead->conn) dead->conn->Close(Status(Code::kAborted, "declared dead"));
+  }
+  Nanos now = clock_.BootTimeNs();
+  for (auto it = detached_.begin(); it != detached_.end();) {
+    if (now - it->second.since < options_.liveness.dead_after) {
+      ++it;
+      continue;
+    }
+    LOG_INFO("client {} did not come back within {:.1f}s: its unfinished tasks are cancelled", it->second.session->name,
+             static_cast<double>(options_.liveness.dead_after) / 1e9);
+    tasks_.RemoveClient(it->second.session.get());
+    it = detached_.erase(it);
   }
   tasks_.Schedule();
   UpdateBackpressure();

@@ -2,6 +2,11 @@
 // version, token), and routes messages from clients and agents to the NodeRegistry and the
 // TaskManager. Runs entirely on one io thread; nothing here blocks.
 //
+// Clients that lose their connection without saying goodbye keep their tasks and objects for a
+// dead threshold (a laptop's Wi-Fi drops; a driver reconnects after a head restart): reconnecting
+// under the same client id takes the session back. Agents likewise keep their tasks (see
+// NodeRegistry) and reconcile them when they register again.
+//
 // Backpressure: while more than `max_unfinished_tasks` are in the system, the head stops reading
 // from clients (their bounded send queues then make submitters wait); it also stops reading from a
 // client that is not reading its results.
@@ -48,6 +53,12 @@ class HeadServer {
   void OnClose(Peer* peer, const Status& reason);
   void Refuse(Peer* peer, const std::string& why);
   void HandleRequest(Peer* peer, const proto::Request& request);
+  // Returns an error message, or "" once the node's agent was told to drain.
+  std::string Drain(const proto::DrainRequest& request);
+  void OnAgentHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome);
+  void OnClientHello(Peer* peer, const proto::Hello& hello);
+  // The client's connection is gone: forget it now (goodbye) or after the grace.
+  void DetachClient(Peer* peer, bool goodbye);
   void ScheduleSoon();
   void Tick();
   void UpdateBackpressure();
@@ -60,6 +71,11 @@ class HeadServer {
   NodeRegistry nodes_;
   TaskManager tasks_;
   std::unordered_map<Peer*, std::unique_ptr<Peer>> peers_;
+  struct Detached {
+    std::shared_ptr<ClientSession> session;
+    Nanos since = 0;
+  };
+  std::unordered_map<std::string, Detached> detached_;  // by client id
   boost::asio::steady_timer tick_;
   bool schedule_posted_ = false;
   bool clients_paused_ = false;

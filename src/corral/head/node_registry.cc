@@ -12,15 +12,30 @@ const char* NodeStateName(NodeState state) {
     case NodeState::kAlive: return "alive";
     case NodeState::kSuspect: return "suspect";
     case NodeState::kDead: return "dead";
+    case NodeState::kLeft: return "left";
   }
   return "?";
 }
 
 Node* NodeRegistry::Register(const proto::NodeInfo& info, std::shared_ptr<net::Connection> conn,
-                             int prefetch_per_cpu) {
+                             int prefetch_per_cpu, bool* resumed) {
   auto& slot = nodes_[info.node_id()];
   if (!slot) slot = std::make_unique<Node>();
   Node* n = slot.get();
+  bool resume = n->view.order && n->state != NodeState::kDead && n->state != NodeState::kLeft;
+  if (resumed) *resumed = resume;
+  if (resume) {
+    n->conn = std::move(conn);
+    n->connected = true;
+    n->draining = false;
+    n->shipped_functions.clear();  // it may be a new agent process under the same id
+    Update(n, info);
+    n->state = NodeState::kAlive;
+    n->last_heartbeat = clock_.BootTimeNs();
+    Refresh(n);
+    Invalidate();
+    return n;
+  }
   uint64_t order = n->view.order ? n->view.order : next_order_++;
   *n = Node{};
   n->view.id = info.node_id();
@@ -31,9 +46,13 @@ Node* NodeRegistry::Register(const proto::NodeInfo& info, std::shared_ptr<net::C
   n->view.available = n->view.total;
   n->view.prefetch_limit = static_cast<int>(n->view.total.Get(kCpu)) * prefetch_per_cpu;
   n->state = NodeState::kAlive;
-  n->view.schedulable = true;
+  Refresh(n);
   Invalidate();
   return n;
+}
+
+void NodeRegistry::Refresh(Node* n) {
+  n->view.schedulable = n->state == NodeState::kAlive && n->connected && !n->draining;
 }
 
 void NodeRegistry::Update(Node* n, const proto::NodeInfo& info) {
@@ -44,21 +63,40 @@ void NodeRegistry::Update(Node* n, const proto::NodeInfo& info) {
   for (const auto& [k, v] : info.labels()) n->view.labels[k] = v;
   n->view.python = info.python_version();
   n->view.cloudpickle = info.cloudpickle_version();
+  n->view.interruptible_only = info.interruptible_only();
 }
 
 void NodeRegistry::Heartbeat(Node* n) {
   n->last_heartbeat = clock_.BootTimeNs();
-  if (n->state == NodeState::kSuspect) {
+  if (n->state == NodeState::kSuspect && n->connected) {
     LOG_INFO("node {} is alive again", ShortHex(n->view.id));
     n->state = NodeState::kAlive;
-    n->view.schedulable = true;
+    Refresh(n);
   }
 }
 
+void NodeRegistry::Disconnected(Node* n) {
+  n->connected = false;
+  n->conn.reset();
+  if (n->state == NodeState::kAlive) n->state = NodeState::kSuspect;
+  Refresh(n);
+}
+
+void NodeRegistry::SetDraining(Node* n, bool draining) {
+  n->draining = draining;
+  Refresh(n);
+}
+
 void NodeRegistry::MarkDead(Node* n) {
-  if (n->state == NodeState::kDead) return;
+  if (n->state == NodeState::kDead || n->state == NodeState::kLeft) return;
   n->state = NodeState::kDead;
-  n->view.schedulable = false;
+  Refresh(n);
+  Invalidate();
+}
+
+void NodeRegistry::MarkLeft(Node* n) {
+  n->state = NodeState::kLeft;
+  Refresh(n);
   Invalidate();
 }
 
@@ -66,7 +104,7 @@ std::vector<Node*> NodeRegistry::Tick() {
   std::vector<Node*> died;
   Nanos now = clock_.BootTimeNs();
   for (auto& [id, n] : nodes_) {
-    if (n->state == NodeState::kDead) continue;
+    if (n->state == NodeState::kDead || n->state == NodeState::kLeft) continue;
     Nanos silent = now - n->last_heartbeat;
     if (silent >= config_.dead_after) {
       LOG_WARN("node {} sent no heartbeat for {:.1f}s: dead", ShortHex(id), silent / 1e9);
@@ -75,7 +113,7 @@ std::vector<Node*> NodeRegistry::Tick() {
     } else if (silent >= config_.suspect_after && n->state == NodeState::kAlive) {
       LOG_WARN("node {} sent no heartbeat for {:.1f}s: suspect, no new work", ShortHex(id), silent / 1e9);
       n->state = NodeState::kSuspect;
-      n->view.schedulable = false;
+      Refresh(n.get());
     }
   }
   return died;
@@ -90,7 +128,7 @@ const std::vector<const NodeView*>& NodeRegistry::LiveViews() {
   if (!views_valid_) {
     views_.clear();
     for (auto& [id, n] : nodes_)
-      if (n->state != NodeState::kDead) views_.push_back(&n->view);
+      if (n->state != NodeState::kDead && n->state != NodeState::kLeft) views_.push_back(&n->view);
     std::sort(views_.begin(), views_.end(), [](auto* a, auto* b) { return a->order < b->order; });
     views_valid_ = true;
   }

@@ -2,11 +2,14 @@
 //
 // A node is identified by the id its agent chose, never by address (laptops change addresses).
 // Liveness, timed with CLOCK_BOOTTIME through the injected Clock:
-//   alive --no heartbeat for suspect_after--> suspect (takes no new work)
-//   suspect --heartbeat--> alive
+//   alive --no heartbeat for suspect_after, or connection lost--> suspect (takes no new work)
+//   suspect --heartbeat on a live connection--> alive
 //   suspect --no heartbeat for dead_after--> dead (its tasks are re-queued by the caller)
-//   any --connection lost--> dead
-// A dead node that registers again under the same id starts afresh as alive.
+//   any --drained and said goodbye--> left
+// A node that loses its connection keeps its tasks: its agent holds a lease (shorter than
+// dead_after) and keeps running them; if it registers again before it is declared dead, the caller
+// reconciles what it still holds. A dead or departed node that registers again starts afresh.
+// Draining is orthogonal: a draining node is alive but takes no new work.
 // Owned by the head; io thread only.
 #pragma once
 
@@ -23,18 +26,23 @@
 
 namespace corral::head {
 
-enum class NodeState { kAlive, kSuspect, kDead };
+enum class NodeState { kAlive, kSuspect, kDead, kLeft };
 const char* NodeStateName(NodeState state);
 
 struct LivenessConfig {
   Nanos heartbeat_interval = Ms(1000);
   Nanos suspect_after = Ms(5000);
   Nanos dead_after = Ms(30000);
+  Nanos lease = 0;  // granted with every heartbeat ack; 0: three quarters of dead_after
+
+  Nanos EffectiveLease() const { return lease > 0 ? lease : dead_after / 4 * 3; }
 };
 
 struct Node {
   NodeView view;
   NodeState state = NodeState::kAlive;
+  bool connected = true;
+  bool draining = false;
   proto::NodeInfo info;
   Nanos last_heartbeat = 0;
   std::shared_ptr<net::Connection> conn;
@@ -47,11 +55,19 @@ class NodeRegistry {
  public:
   NodeRegistry(const Clock& clock, LivenessConfig config) : clock_(clock), config_(config) {}
 
-  // Adds or revives the node. `prefetch_per_cpu` sizes its prefetch queue.
-  Node* Register(const proto::NodeInfo& info, std::shared_ptr<net::Connection> conn, int prefetch_per_cpu);
+  // Adds the node, or revives a dead or departed one afresh. If the node is known and not dead
+  // (it reconnected), it keeps its tasks and resource accounting, and *resumed is set: the caller
+  // reconciles its tasks with what the agent says it holds. `prefetch_per_cpu` sizes its prefetch queue.
+  Node* Register(const proto::NodeInfo& info, std::shared_ptr<net::Connection> conn, int prefetch_per_cpu,
+                 bool* resumed = nullptr);
   void Update(Node* node, const proto::NodeInfo& info);
   void Heartbeat(Node* node);
+  // Its connection is gone: no new work; its tasks stay until it comes back or is declared dead.
+  void Disconnected(Node* node);
+  void SetDraining(Node* node, bool draining);
   void MarkDead(Node* node);
+  // Drained and gone on purpose: not dead (nothing to re-run), not shown as a failure.
+  void MarkLeft(Node* node);
   // Advances suspect/dead states. Returns the nodes that became dead now.
   std::vector<Node*> Tick();
 
@@ -60,9 +76,11 @@ class NodeRegistry {
   const std::vector<const NodeView*>& LiveViews();
   std::vector<Node*> All();
   const LivenessConfig& config() const { return config_; }
+  const Clock& clock() const { return clock_; }
 
  private:
   void Invalidate() { views_valid_ = false; }
+  void Refresh(Node* node);  // recomputes whether it takes new work
 
   const Clock& clock_;
   LivenessConfig config_;

@@ -33,8 +33,13 @@ Placement Place(const Request& request, const std::vector<const NodeView*>& node
   double best_util = 0;
   const NodeView* prefetch = nullptr;
   bool could_fit_later = false;
+  bool only_interruptible = false;  // some node would fit but takes interruptible tasks only
   for (const NodeView* n : nodes) {
     if (!LabelsMatch(*n, request.label_selector) || !n->total.Contains(request.resources)) continue;
+    if (n->interruptible_only && !request.interruptible && request.label_selector.empty()) {
+      only_interruptible = true;
+      continue;
+    }
     if (n->python.empty()) {  // workers not up yet: may fit once they are
       could_fit_later = true;
       continue;
@@ -75,6 +80,8 @@ Placement Place(const Request& request, const std::vector<const NodeView*>& node
                              request.resources.ToString(), labels.empty() ? "" : " and labels", labels,
                              request.python.empty() ? "any" : request.python,
                              request.cloudpickle_major.empty() ? "" : " with cloudpickle " + request.cloudpickle_major);
+    if (only_interruptible)
+      out.reason += " (nodes that would fit take only interruptible tasks: mark it interruptible=True to run there)";
   }
   return out;
 }

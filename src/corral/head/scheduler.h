@@ -3,7 +3,9 @@
 // Policy (stated in docs/architecture.md and tested in scheduler_test.cc):
 //  1. Eligible nodes: alive (not suspect or dead), labels match the task's selector, the workers'
 //     Python major.minor and cloudpickle major equal the submitter's (else its pickles may not load),
-//     and the node's total resources contain the request.
+//     and the node's total resources contain the request. An interruptible-only node (a laptop)
+//     takes a task only if it is marked interruptible or its label selector is not empty and
+//     matches the node (the task asked for that node by name).
 //  2. Among eligible nodes with the request free now, take the one least utilised after placing
 //     (max over requested resources of used/total): work spreads across nodes.
 //  3. Ties go to the node that registered first.
@@ -34,6 +36,7 @@ struct NodeView {
   std::string cloudpickle;   // "3.1.3"
   int prefetched = 0;
   int prefetch_limit = 0;
+  bool interruptible_only = false;  // takes only tasks that tolerate interruption
 };
 
 struct Request {
@@ -41,6 +44,7 @@ struct Request {
   std::map<std::string, std::string> label_selector;
   std::string python;        // "3.11"
   std::string cloudpickle_major;  // "3"; empty: any
+  bool interruptible = false;     // may run on interruptible-only nodes
 };
 
 struct Placement {

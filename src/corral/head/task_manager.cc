@@ -14,6 +14,7 @@ std::string ClassKey(const proto::TaskSpec& spec) {
   std::map<std::string, std::string> sel(spec.label_selector().begin(), spec.label_selector().end());
   for (const auto& [k, v] : sel) key += fmt::format("{}={};", k, v);
   key += "|" + spec.python_version() + "|" + spec.cloudpickle_major();
+  if (spec.interruptible()) key += "|i";
   return key;
 }
 
@@ -91,6 +92,7 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
     cls.request.label_selector.insert(task.spec.label_selector().begin(), task.spec.label_selector().end());
     cls.request.python = task.spec.python_version();
     cls.request.cloudpickle_major = task.spec.cloudpickle_major();
+    cls.request.interruptible = task.spec.interruptible();
   }
   cls.unfinished++;
   task.cls = &cls;
@@ -220,6 +222,7 @@ void TaskManager::Cancel(ClientSession* client, const proto::Cancel& request) {
 }
 
 void TaskManager::Enqueue(const std::string& id, Task& task) {
+  if (task.spec.resubmitted() && task.spec.attempt() == 0 && grace_ && AdoptOrPark(id, task)) return;
   task.state = TaskState::kQueued;
   SchedClass& cls = *task.cls;
   cls.queue.push_back(id);
@@ -233,6 +236,7 @@ void TaskManager::Enqueue(const std::string& id, Task& task) {
 }
 
 void TaskManager::Schedule() {
+  if (grace_ && !InGrace()) EndGrace();
   if (!dirty_ && !nodes_changed_) return;
   bool recheck = nodes_changed_;
   dirty_ = nodes_changed_ = false;
@@ -322,6 +326,14 @@ void TaskManager::ReleaseResources(Task& task, Node* node) {
 
 void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
   auto it = tasks_.find(finished.task_id());
+  if (auto o = orphans_.find(finished.task_id());
+      o != orphans_.end() && o->second.node == node->view.id && o->second.attempt == finished.attempt()) {
+    if (it == tasks_.end()) {  // its owner has not resubmitted it yet: keep the result for then
+      o->second.result = std::move(*finished.mutable_result());
+      return;
+    }
+    orphans_.erase(o);
+  }
   if (it == tasks_.end() || it->second.state != TaskState::kDispatched ||
       it->second.spec.attempt() != finished.attempt() || it->second.node != node->view.id) {
     Count("stale_results_discarded");
@@ -333,6 +345,12 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
   ReleaseResources(task, node);
   proto::ObjectValue* result = finished.mutable_result();
   result->set_id(finished.task_id());
+  if (result->error() == proto::HANDED_BACK && !task.cancel_requested) {
+    LOG_INFO("node {} handed back task {} ({}): {}", ShortHex(node->view.id), ShortHex(finished.task_id()),
+             task.spec.name(), result->message());
+    Retry(finished.task_id(), task, result->message(), /*failure=*/false);
+    return;
+  }
   if (result->error() == proto::WORKER_DIED && !task.cancel_requested &&
       task.spec.attempt() < task.spec.max_retries()) {
     Retry(finished.task_id(), task, result->message());
@@ -345,33 +363,142 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
   Finish(finished.task_id(), std::move(*result));
 }
 
-void TaskManager::Retry(const std::string& id, Task& task, const std::string& why) {
-  task.spec.set_attempt(task.spec.attempt() + 1);
+void TaskManager::Retry(const std::string& id, Task& task, const std::string& why, bool failure) {
+  task.spec.set_attempt(task.spec.attempt() + 1);  // a new attempt: results of the old one are void
   task.node.clear();
-  Count("tasks_retried");
-  Notice(id, task.spec.owner_id(),
-         fmt::format("task {} failed: {}; retrying (attempt {} of {})", task.spec.name(), why,
-                     task.spec.attempt() + 1, task.spec.max_retries() + 1));
+  if (failure) {
+    Count("tasks_retried");
+    Notice(id, task.spec.owner_id(),
+           fmt::format("task {} failed: {}; retrying (attempt {} of {})", task.spec.name(), why,
+                       task.spec.attempt() + 1, task.spec.max_retries() + 1));
+  } else {
+    task.spec.set_max_retries(task.spec.max_retries() + 1);  // not the task's failure: costs no retry
+    Count("tasks_handed_back");
+  }
   Enqueue(id, task);
+}
+
+void TaskManager::Requeue(const std::string& id, Task& task, Node* node, const std::string& why) {
+  ReleaseResources(task, node);
+  std::string msg = fmt::format("node {} ({}) {} while running {}", ShortHex(node->view.id),
+                                node->info.hostname(), why, task.spec.name());
+  if (!task.cancel_requested && task.spec.attempt() < task.spec.max_retries())
+    Retry(id, task, msg);
+  else
+    Finish(id, ErrorValue(id, task.cancel_requested ? proto::CANCELLED : proto::NODE_DIED, msg));
 }
 
 void TaskManager::OnNodeDead(Node* node, const std::string& why) {
   std::vector<std::string> ids(node->tasks.begin(), node->tasks.end());
   for (const auto& id : ids) {
     auto it = tasks_.find(id);
-    if (it == tasks_.end()) continue;
-    Task& task = it->second;
-    ReleaseResources(task, node);
-    std::string msg = fmt::format("node {} ({}) {} while running {}", ShortHex(node->view.id),
-                                  node->info.hostname(), why, task.spec.name());
-    if (!task.cancel_requested && task.spec.attempt() < task.spec.max_retries())
-      Retry(id, task, msg);
-    else
-      Finish(id, ErrorValue(id, task.cancel_requested ? proto::CANCELLED : proto::NODE_DIED, msg));
+    if (it != tasks_.end()) Requeue(id, it->second, node, why);
   }
   node->tasks.clear();
   node->shipped_functions.clear();
   nodes_changed_ = true;
+}
+
+void TaskManager::CancelAttempt(Node* node, const std::string& task_id, uint32_t attempt) {
+  if (!node || !node->conn) return;
+  proto::HeadToAgent msg;
+  msg.mutable_cancel()->set_task_id(task_id);
+  msg.mutable_cancel()->set_attempt(attempt);
+  msg.mutable_cancel()->set_force(true);
+  node->conn->Send(msg);
+}
+
+void TaskManager::Reconcile(Node* node, const google::protobuf::RepeatedPtrField<proto::HeldAttempt>& held) {
+  std::unordered_map<std::string, const proto::HeldAttempt*> by_id;
+  for (const auto& h : held) by_id[h.task_id()] = &h;
+  // Placed here, but the agent no longer has it (its lease ran out, or it is a new agent process).
+  std::vector<std::string> lost;
+  for (const auto& id : node->tasks) {
+    auto h = by_id.find(id);
+    auto t = tasks_.find(id);
+    if (h == by_id.end() || (t != tasks_.end() && h->second->attempt() != t->second.spec.attempt())) lost.push_back(id);
+  }
+  for (const auto& id : lost) {
+    Count("attempts_lost_while_disconnected");
+    if (auto t = tasks_.find(id); t != tasks_.end()) Requeue(id, t->second, node, "no longer held the attempt");
+  }
+  for (const auto& h : held) {
+    auto t = tasks_.find(h.task_id());
+    if (t != tasks_.end() && t->second.state == TaskState::kDispatched && t->second.node == node->view.id &&
+        t->second.spec.attempt() == h.attempt()) {
+      Task& task = t->second;
+      if (h.blocked() != task.blocked) {
+        proto::Blocked b;
+        b.set_task_id(h.task_id());
+        b.set_blocked(h.blocked());
+        OnBlocked(node, b);
+      }
+      continue;  // still the current attempt: it goes on (its result, if it has one, follows)
+    }
+    if (InGrace() && (t == tasks_.end() || t->second.parked)) {
+      orphans_[h.task_id()] = Orphan{node->view.id, h.attempt(), std::nullopt};
+      if (t != tasks_.end()) AdoptOrPark(h.task_id(), t->second);
+      continue;
+    }
+    if (!h.finished()) {
+      Count("superseded_attempts_stopped");
+      CancelAttempt(node, h.task_id(), h.attempt());
+    }
+  }
+  dirty_ = true;
+}
+
+bool TaskManager::AdoptOrPark(const std::string& id, Task& task) {
+  auto o = orphans_.find(id);
+  Node* node = o == orphans_.end() ? nullptr : nodes_.Find(o->second.node);
+  if (node && node->state != NodeState::kDead && node->state != NodeState::kLeft) {
+    Orphan orphan = std::move(o->second);
+    if (!orphan.result) orphans_.erase(o);  // with a result, OnTaskFinished-like handling below
+    task.parked = false;
+    task.state = TaskState::kDispatched;
+    task.node = node->view.id;
+    task.spec.set_attempt(orphan.attempt);
+    node->view.available.Subtract(task.cls->request.resources);
+    node->tasks.insert(id);
+    node->shipped_functions.insert(task.spec.function_hash());  // it ran the function already
+    Count("attempts_adopted_after_restart");
+    LOG_INFO("task {} ({}) resubmitted after a restart: node {} still holds attempt {}", ShortHex(id),
+             task.spec.name(), ShortHex(node->view.id), orphan.attempt);
+    if (orphan.result) {
+      proto::TaskFinished f;
+      f.set_task_id(id);
+      f.set_attempt(orphan.attempt);
+      *f.mutable_result() = std::move(*orphan.result);
+      OnTaskFinished(node, std::move(f));
+    }
+    return true;
+  }
+  if (!InGrace()) return false;
+  if (!task.parked) {
+    task.parked = true;
+    task.state = TaskState::kQueued;
+    parked_.push_back(id);
+  }
+  return true;
+}
+
+void TaskManager::EndGrace() {
+  grace_ = false;
+  for (const auto& id : parked_) {
+    auto t = tasks_.find(id);
+    if (t == tasks_.end() || !t->second.parked || t->second.state != TaskState::kQueued) continue;
+    t->second.parked = false;
+    Enqueue(id, t->second);
+  }
+  parked_.clear();
+  for (auto& [id, orphan] : orphans_) {
+    if (orphan.result) continue;
+    Count("superseded_attempts_stopped");
+    CancelAttempt(nodes_.Find(orphan.node), id, orphan.attempt);
+  }
+  if (!orphans_.empty())
+    LOG_INFO("{} attempt(s) that agents held across the head restart were not resubmitted: stopped", orphans_.size());
+  orphans_.clear();
 }
 
 void TaskManager::OnBlocked(Node* node, const proto::Blocked& blocked) {

@@ -9,6 +9,11 @@
 // Results are accepted only from the task's current attempt on the node it was sent to (fencing):
 // anything else is discarded and counted.
 //
+// After a restart the head knows no tasks; owners resubmit theirs (marked `resubmitted`) and
+// agents re-register with the attempts they still hold. For a dead threshold after start
+// (the grace), a resubmitted task is matched to the attempt an agent holds instead of being run
+// again, and waits for its agent if none has come back yet.
+//
 // Owned by HeadServer; io thread only. It sends messages through the connections of the Node and
 // ClientSession objects it is given, and never blocks.
 #pragma once
@@ -16,6 +21,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -42,7 +48,8 @@ struct TaskManagerOptions {
 
 class TaskManager {
  public:
-  TaskManager(NodeRegistry& nodes, TaskManagerOptions options) : nodes_(nodes), options_(options) {}
+  TaskManager(NodeRegistry& nodes, TaskManagerOptions options)
+      : nodes_(nodes), options_(options), grace_until_(nodes.clock().BootTimeNs() + nodes.config().dead_after) {}
 
   void AddClient(ClientSession* client);
   // The client disconnected: its unfinished tasks are cancelled and its objects freed.
@@ -59,8 +66,12 @@ class TaskManager {
   void OnLog(Node* node, proto::LogLine&& line);
   // A node joined or changed: infeasible tasks are looked at again.
   void OnNodesChanged() { nodes_changed_ = true; }
-  // The node is dead: its tasks are re-queued while retries remain, else failed.
+  // The node is dead or left: its tasks are re-queued while retries remain, else failed.
   void OnNodeDead(Node* node, const std::string& why);
+  // The node registered again before it was declared dead, holding `held` attempts: tasks placed
+  // there that it no longer holds are re-queued; attempts it holds that are not current are
+  // stopped (or, just after a head restart, kept for their tasks' resubmission).
+  void Reconcile(Node* node, const google::protobuf::RepeatedPtrField<proto::HeldAttempt>& held);
 
   // Places whatever can be placed now. Cheap when nothing changed.
   void Schedule();
@@ -82,6 +93,14 @@ class TaskManager {
     bool blocked = false;
     bool cancel_requested = false;
     bool told_infeasible = false;
+    bool parked = false;               // resubmitted after a head restart: waits for an agent to claim it
+  };
+  // An attempt an agent reported after this head started that no task here knows yet: the head
+  // restarted, and the task's owner will resubmit it.
+  struct Orphan {
+    std::string node;
+    uint32_t attempt = 0;
+    std::optional<proto::ObjectValue> result;  // it finished while the head was away
   };
   struct Object {
     std::string owner;                 // client id
@@ -106,7 +125,16 @@ class TaskManager {
   void ReleaseResources(Task& task, Node* node);
   // Finishes the task with `value` and propagates to dependents and subscribers.
   void Finish(const std::string& id, proto::ObjectValue value);
-  void Retry(const std::string& id, Task& task, const std::string& why);
+  // `failure`: counts against the task's retries and tells its owner; else the node handed it back.
+  void Retry(const std::string& id, Task& task, const std::string& why, bool failure = true);
+  // Takes a dispatched task back from `node`: re-queued while retries remain, else failed.
+  void Requeue(const std::string& id, Task& task, Node* node, const std::string& why);
+  // A resubmitted task: adopt the attempt an agent still holds, or park it while agents may still
+  // come back (a dead threshold after the head started). True if it was not queued.
+  bool AdoptOrPark(const std::string& id, Task& task);
+  bool InGrace() const { return grace_ && nodes_.clock().BootTimeNs() < grace_until_; }
+  void EndGrace();
+  void CancelAttempt(Node* node, const std::string& task_id, uint32_t attempt);
   void TryFree(const std::string& id);
   void SendToClient(const std::string& client_id, const proto::HeadToClient& msg);
   void Notice(const std::string& task_id, const std::string& owner, const std::string& text);
@@ -125,6 +153,10 @@ class TaskManager {
   size_t peak_unfinished_ = 0;
   bool nodes_changed_ = false;
   bool dirty_ = false;
+  bool grace_ = true;
+  Nanos grace_until_ = 0;
+  std::unordered_map<std::string, Orphan> orphans_;
+  std::vector<std::string> parked_;
 };
 
 }  // namespace corral::head

@@ -79,7 +79,7 @@ using corral::client::WorkerLink;
 
 std::unique_ptr<Client> Connect(const std::string& address, const std::string& token, const std::string& name,
                                 const std::string& python_version, const std::string& cloudpickle_version,
-                                bool print_logs, double timeout_s, bool in_worker) {
+                                bool print_logs, double timeout_s, bool in_worker, double reconnect_s) {
   auto ep = corral::net::ParseEndpoint(address, 7370);
   if (!ep) Raise(ep.error());
   corral::client::ClientOptions o;
@@ -90,6 +90,8 @@ std::unique_ptr<Client> Connect(const std::string& address, const std::string& t
   o.cloudpickle_version = cloudpickle_version;
   o.print_logs = print_logs;
   o.in_worker = in_worker;
+  o.reconnect = reconnect_s > 0;
+  o.reconnect_for = std::chrono::milliseconds(static_cast<int64_t>(reconnect_s * 1000));
   o.connect_timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
   corral::Result<std::unique_ptr<Client>> r;
   {
@@ -150,9 +152,11 @@ NB_MODULE(_core, m) {
 
   nb::class_<Client>(m, "Client")
       .def_static("connect", &Connect, "address"_a, "token"_a, "name"_a, "python_version"_a,
-                  "cloudpickle_version"_a, "print_logs"_a = true, "timeout"_a = 10.0, "in_worker"_a = false)
+                  "cloudpickle_version"_a, "print_logs"_a = true, "timeout"_a = 10.0, "in_worker"_a = false,
+                  "reconnect_s"_a = 0.0)
       .def_prop_ro("client_id", [](Client& c) { return Bytes(c.client_id()); })
       .def_prop_ro("connected", &Client::connected)
+      .def_prop_ro("reconnects", &Client::reconnects)
       .def("register_function",
            [](Client& c, const std::string& name, const nb::bytes& hash, const nb::bytes& pickled,
               const std::map<std::string, double>& resources, const std::map<std::string, std::string>& labels,
