@@ -221,7 +221,8 @@ def runtime_context():
 
 # ---- remote functions ----
 
-_OPTION_NAMES = {"num_cpus", "num_gpus", "memory", "resources", "label_selector", "max_retries", "name"}
+_OPTION_NAMES = {"num_cpus", "num_gpus", "memory", "resources", "label_selector", "max_retries", "name",
+                 "interruptible", "keep_running_on_partition"}
 
 
 def _parse_memory(m):
@@ -267,6 +268,10 @@ def _validate(options):
     mr = options.get("max_retries")
     if mr is not None and (not isinstance(mr, int) or mr < 0):
         raise exceptions.InvalidArgumentError(f"max_retries={mr!r}: must be an int >= 0")
+    for k in ("interruptible", "keep_running_on_partition"):
+        v = options.get(k)
+        if v is not None and not isinstance(v, bool):
+            raise exceptions.InvalidArgumentError(f"{k}={v!r}: must be True or False")
     _parse_memory(options.get("memory"))
     return options
 
@@ -315,7 +320,8 @@ class RemoteFunction:
             resources[k] = float(v)
         labels = {str(k): str(v) for k, v in (o.get("label_selector") or {}).items()}
         retries = 3 if o.get("max_retries") is None else o["max_retries"]
-        handle = client.register_function(self._name, self._hash, self._pickled, resources, labels, retries)
+        handle = client.register_function(self._name, self._hash, self._pickled, resources, labels, retries,
+                                          bool(o.get("interruptible")), bool(o.get("keep_running_on_partition")))
         self._handles = {_runtime.generation: handle}
         return handle
 
@@ -337,6 +343,14 @@ def remote(*args, **options):
         def g(x): ...
 
     ``num_cpus`` defaults to 1; ``max_retries`` (re-runs after the worker or node died) to 3.
+
+    ``interruptible=True``: the task may run on nodes started with ``--interruptible-only`` (laptops
+    that may sleep); other tasks never go there unless their ``label_selector`` picks such a node.
+
+    ``keep_running_on_partition=True``: when its node loses the head for longer than its lease,
+    the task is not stopped. By default it is, so that when the head runs it again elsewhere the
+    two attempts never overlap; with this option they may, and duplicate effects are yours to
+    handle. A node that drains or a task that is cancelled still stops it.
     """
     if len(args) == 1 and not options and callable(args[0]):
         return RemoteFunction(args[0], {})

@@ -1,10 +1,12 @@
 #include "corral/agent/agent.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <optional>
 #include <random>
 
@@ -92,6 +94,10 @@ Status Agent::Start() {
   if (!l) return l.error();
   worker_listener_ = std::move(*l);
   worker_listener_->Start([this](std::unique_ptr<net::ByteStream> s) { OnWorkerAccepted(std::move(s)); });
+  // The lease, published for the workers' watchdogs (see worker_link.h); 0 until the first one.
+  lease_fd_ = ::open((options_.state_dir + "/lease").c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (lease_fd_ < 0 || ::ftruncate(lease_fd_, sizeof(int64_t)) != 0)
+    LOG_WARN("cannot publish the lease to workers ({}): they rely on the agent alone to stop them", std::strerror(errno));
   processes_ = std::make_unique<WorkerProcesses>(
       io_, [this](pid_t pid, bool err, std::string line) { OnWorkerLine(pid, err, std::move(line)); },
       [this](pid_t pid, std::string reason) { OnWorkerExit(pid, reason); });
@@ -108,6 +114,8 @@ void Agent::Stop() {
   reconnect_timer_.cancel();
   drain_timer_.cancel();
   lease_timer_.Cancel();
+  if (lease_fd_ >= 0) ::close(lease_fd_);
+  lease_fd_ = -1;
   if (processes_) processes_->KillAll(SIGKILL);
   if (worker_listener_) {
     worker_listener_->Stop();
@@ -176,6 +184,13 @@ void Agent::ConnectToHead() {
 void Agent::OnHeadLost(const Status& reason) {
   head_.reset();
   registered_ = false;
+  // Ends the head may not have received: report them again after re-registering.
+  for (auto it = unacked_.rbegin(); it != unacked_.rend(); ++it) {
+    outbox_bytes_ += it->msg.ByteSizeLong();
+    outbox_.push_front(std::move(it->msg));
+  }
+  unacked_.clear();
+  unacked_bytes_ = 0;
   heartbeat_timer_.cancel();
   if (left_) {
     LOG_INFO("left the cluster");
@@ -213,6 +228,13 @@ void Agent::OnHeadLost(const Status& reason) {
 
 void Agent::SendToHead(const proto::AgentToHead& msg) {
   if (head_ && registered_) {
+    if (msg.has_finished()) {
+      size_t bytes = msg.ByteSizeLong();
+      if (unacked_bytes_ + bytes <= kMaxOutboxBytes) {  // beyond: at-least-once covers a loss
+        unacked_bytes_ += bytes;
+        unacked_.push_back(Unacked{heartbeat_seq_ + 1, msg});
+      }
+    }
     head_->Send(msg);
     return;
   }
@@ -239,6 +261,14 @@ void Agent::HandBack(const std::string& task_id, uint32_t attempt, const std::st
   f->mutable_result()->set_message(why);
   counters_["attempts_handed_back"]++;
   SendToHead(msg);
+}
+
+void Agent::OnLeaseRenewed() {
+  if (!lease_.granted() || lease_.expiry() == published_lease_) return;
+  published_lease_ = lease_.expiry();
+  lease_timer_.ExpireAt(published_lease_, [this] { OnLeaseExpired(); });
+  if (lease_fd_ >= 0 && ::pwrite(lease_fd_, &published_lease_, sizeof published_lease_, 0) != sizeof published_lease_)
+    LOG_WARN("cannot publish the lease to workers: {}", std::strerror(errno));
 }
 
 void Agent::OnLeaseExpired() {
@@ -292,17 +322,17 @@ void Agent::OnHeadMessage(std::string_view bytes) {
       head_->MarkHandshakeDone();
       reconnect_attempt_ = 0;
       registered_ = true;
+      last_ack_ = SystemClock().BootTimeNs();
       if (w.lease_ms() > 0) lease_.Acked(0, Ms(static_cast<int64_t>(w.lease_ms())));
-      if (lease_.granted()) lease_timer_.ExpireAt(lease_.expiry(), [this] { OnLeaseExpired(); });
+      OnLeaseRenewed();
       if (!session_id_.empty() && session_id_ != w.session_id())
         LOG_INFO("the head restarted (new session); reporting {} attempt end(s) held meanwhile", outbox_.size());
       session_id_ = w.session_id();
       // What ended while the head was away follows the Hello that listed it.
-      while (!outbox_.empty()) {
-        head_->Send(outbox_.front());
-        outbox_.pop_front();
-      }
+      std::deque<proto::AgentToHead> outbox = std::move(outbox_);
+      outbox_.clear();
       outbox_bytes_ = 0;
+      for (const auto& m : outbox) SendToHead(m);  // kept until acknowledged, like any other
       if (draining_) {
         proto::AgentToHead d;
         d.mutable_draining()->set_reason(drain_reason_);
@@ -322,8 +352,13 @@ void Agent::OnHeadMessage(std::string_view bytes) {
     case proto::HeadToAgent::kExecute: OnExecute(std::move(*msg.mutable_execute())); break;
     case proto::HeadToAgent::kCancel: OnCancel(msg.cancel()); break;
     case proto::HeadToAgent::kHeartbeatAck:
+      last_ack_ = SystemClock().BootTimeNs();
+      while (!unacked_.empty() && unacked_.front().before_heartbeat <= msg.heartbeat_ack().seq()) {
+        unacked_bytes_ -= unacked_.front().msg.ByteSizeLong();
+        unacked_.pop_front();
+      }
       lease_.Acked(msg.heartbeat_ack().seq(), Ms(static_cast<int64_t>(msg.heartbeat_ack().lease_ms())));
-      if (lease_.granted()) lease_timer_.ExpireAt(lease_.expiry(), [this] { OnLeaseExpired(); });
+      OnLeaseRenewed();
       break;
     case proto::HeadToAgent::kDrain:
       Drain(std::chrono::milliseconds(msg.drain().timeout_ms()), msg.drain().leave(), msg.drain().reason());
@@ -334,6 +369,15 @@ void Agent::OnHeadMessage(std::string_view bytes) {
 
 void Agent::Heartbeat() {
   if (!head_) return;
+  // A connection that stopped carrying acks is half-open (the head's host vanished, our address
+  // changed, a suspend broke it): drop it and dial again rather than wait for TCP to notice.
+  Nanos now = SystemClock().BootTimeNs();
+  Nanos silent_limit = std::max<Nanos>(Ms(2000), 5 * heartbeat_interval_.count() * 1'000'000);
+  if (registered_ && now - last_ack_ > silent_limit) {
+    head_->Close(Status(Code::kDeadlineExceeded,
+                        fmt::format("no heartbeat acknowledgement for {:.1f}s", (now - last_ack_) / 1e9)));
+    return;
+  }
   proto::AgentToHead msg;
   msg.mutable_heartbeat()->set_seq(++heartbeat_seq_);
   counters_["workers_alive"] = static_cast<int64_t>(workers_.size());
@@ -547,6 +591,7 @@ Agent::Worker* Agent::SpawnWorker(const std::string& env_key) {
   spec.env["CORRAL_NODE_ID"] = Hex(options_.node_id);
   spec.env["CORRAL_ADDRESS"] = options_.head.ToString();
   spec.env["CORRAL_TOKEN"] = options_.token;
+  if (lease_fd_ >= 0) spec.env["CORRAL_LEASE_FILE"] = options_.state_dir + "/lease";
   spec.env["CUDA_VISIBLE_DEVICES"] = env_key;
   for (const char* var : {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"})
     spec.env[var] = "1";
@@ -699,6 +744,10 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
     }
     w->next.reset();
   }
+  if (w->busy && w->hand_back.empty() && !w->keep_running && lease_.granted() &&
+      !lease_.Valid(SystemClock().BootTimeNs()))
+    w->hand_back = fmt::format("node {} ({}) stopped it: its lease ran out", ShortHex(options_.node_id),
+                               options_.hostname);  // the worker's watchdog stopped it
   if (w->busy) {
     counters_["workers_died_in_task"]++;
     proto::AgentToHead msg;

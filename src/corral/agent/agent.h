@@ -89,6 +89,7 @@ class Agent {
   void SendToHead(const proto::AgentToHead& msg);
   void Heartbeat();
   void OnLeaseExpired();
+  void OnLeaseRenewed();  // re-arms the expiry timer and publishes the lease to the workers
   // Reports the attempt as ended without a result of its own (drain, fencing): the head runs it again.
   void HandBack(const std::string& task_id, uint32_t attempt, const std::string& why);
   void CheckDrained();
@@ -127,11 +128,23 @@ class Agent {
   std::string broken_reason_;  // why workers cannot start here, once they failed repeatedly
   int reconnect_attempt_ = 0;
   bool registered_ = false;
+  Nanos last_ack_ = 0;  // CLOCK_BOOTTIME of the last heartbeat ack (or the Welcome)
   Lease lease_;
   net::BootTimer lease_timer_;
+  int lease_fd_ = -1;         // state_dir/lease, mapped by workers
+  Nanos published_lease_ = 0;
   // Attempt ends that happened while the head was unreachable: reported after re-registering.
   std::deque<proto::AgentToHead> outbox_;
   size_t outbox_bytes_ = 0;
+  // Attempt ends sent on the current connection that no heartbeat ack has confirmed yet (the
+  // connection may be half-open): moved to the outbox if it fails. An ack for heartbeat N confirms
+  // everything sent before N (one ordered stream).
+  struct Unacked {
+    uint64_t before_heartbeat;  // the next heartbeat's seq when it was sent
+    proto::AgentToHead msg;
+  };
+  std::deque<Unacked> unacked_;
+  size_t unacked_bytes_ = 0;
   bool draining_ = false;
   bool leave_after_drain_ = false;
   bool left_ = false;

@@ -321,7 +321,8 @@ Status Client::Send(const proto::ClientToHead& msg, net::Urgency urgency) {
 
 int Client::RegisterFunction(const std::string& name, const std::string& hash, const std::string& pickled,
                              const std::map<std::string, double>& resources,
-                             const std::map<std::string, std::string>& label_selector, uint32_t max_retries) {
+                             const std::map<std::string, std::string>& label_selector, uint32_t max_retries,
+                             bool interruptible, bool keep_running_on_partition) {
   proto::TaskSpec spec;
   spec.set_name(name);
   spec.set_function_hash(hash);
@@ -330,6 +331,8 @@ int Client::RegisterFunction(const std::string& name, const std::string& hash, c
     if (v > 0) (*spec.mutable_resources())[k] = v;
   for (const auto& [k, v] : label_selector) (*spec.mutable_label_selector())[k] = v;
   spec.set_max_retries(max_retries);
+  spec.set_interruptible(interruptible);
+  spec.set_keep_running_on_partition(keep_running_on_partition);
   spec.set_python_version(python_minor_);
   spec.set_cloudpickle_major(options_.cloudpickle_version.substr(0, options_.cloudpickle_version.find('.')));
   spec.set_owner_id(client_id_);
@@ -356,6 +359,8 @@ Result<std::string> Client::Submit(int function, std::string args, const std::ve
     *spec->mutable_resources() = tmpl.resources();
     *spec->mutable_label_selector() = tmpl.label_selector();
     spec->set_max_retries(tmpl.max_retries());
+    spec->set_interruptible(tmpl.interruptible());
+    spec->set_keep_running_on_partition(tmpl.keep_running_on_partition());
     spec->set_python_version(tmpl.python_version());
     spec->set_cloudpickle_major(tmpl.cloudpickle_major());
     spec->set_nested(options_.in_worker);

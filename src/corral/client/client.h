@@ -64,7 +64,8 @@ class Client {
   // A function with fixed options, registered once; Submit refers to it by the returned handle.
   int RegisterFunction(const std::string& name, const std::string& hash, const std::string& pickled,
                        const std::map<std::string, double>& resources,
-                       const std::map<std::string, std::string>& label_selector, uint32_t max_retries);
+                       const std::map<std::string, std::string>& label_selector, uint32_t max_retries,
+                       bool interruptible = false, bool keep_running_on_partition = false);
   // Submits a task; returns its id (also the id of its result). Waits while the send queue is full.
   Result<std::string> Submit(int function, std::string args, const std::vector<std::string>& deps);
   Result<std::string> Put(std::string data);

@@ -1,5 +1,8 @@
 #include "corral/client/worker_link.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -7,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "corral/base/clock.h"
 #include "corral/base/ids.h"
 #include "corral/base/version.h"
 #include "corral/worker.pb.h"
@@ -43,10 +47,37 @@ Result<std::unique_ptr<WorkerLink>> WorkerLink::Connect(const WorkerLinkOptions&
   proto::AgentToWorker welcome;
   if (!welcome.ParseFromString(first) || !welcome.has_welcome())
     return Err(Code::kUnavailable, "the agent did not answer with a welcome");
+  if (!options.lease_file.empty()) link->StartWatchdog(options.lease_file);
   return link;
 }
 
+void WorkerLink::StartWatchdog(const std::string& lease_file) {
+  int fd = open(lease_file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  void* p = mmap(nullptr, sizeof(int64_t), PROT_READ, MAP_SHARED, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) return;
+  lease_ = static_cast<const int64_t*>(p);
+  watchdog_ = std::thread([this] {
+    while (!stop_.load(std::memory_order_relaxed)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (!fence_current_.load(std::memory_order_relaxed)) continue;
+      int64_t expiry = __atomic_load_n(lease_, __ATOMIC_RELAXED);
+      if (expiry > 0 && SystemClock().BootTimeNs() >= expiry) {
+        static const char msg[] =
+            "corral worker: this node's lease ran out (no word from the head): stopping the running attempt so "
+            "it cannot run twice\n";
+        [[maybe_unused]] ssize_t n = write(2, msg, sizeof msg - 1);
+        kill(getpid(), SIGKILL);
+      }
+    }
+  });
+}
+
 WorkerLink::~WorkerLink() {
+  stop_ = true;
+  if (watchdog_.joinable()) watchdog_.join();
+  if (lease_) munmap(const_cast<int64_t*>(lease_), sizeof(int64_t));
   if (fd_ >= 0) close(fd_);
 }
 
@@ -78,7 +109,10 @@ Result<proto::ExecuteTask> WorkerLink::NextTask() {
     if (Status s = ReadMessage(&bytes); !s.ok()) return Err(s);
     proto::AgentToWorker msg;
     if (!msg.ParseFromString(bytes)) return Err(Code::kInvalidArgument, "malformed message from the agent");
-    if (msg.has_execute()) return std::move(*msg.mutable_execute());
+    if (msg.has_execute()) {
+      fence_current_ = !msg.execute().spec().keep_running_on_partition();
+      return std::move(*msg.mutable_execute());
+    }
   }
 }
 
@@ -101,6 +135,7 @@ Status WorkerLink::Write(const google::protobuf::MessageLite& msg) {
 }
 
 Status WorkerLink::Finish(const proto::TaskFinished& finished) {
+  fence_current_ = false;
   proto::WorkerToAgent msg;
   *msg.mutable_finished() = finished;
   return Write(msg);

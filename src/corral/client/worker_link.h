@@ -6,9 +6,16 @@
 // agent sends a worker nothing while it runs a task, so nobody needs to read then.
 // Finish() and Blocked() may be called from any thread (writes are serialised); NextTask() from
 // one thread at a time.
+//
+// Lease watchdog: the agent publishes its lease expiry (CLOCK_BOOTTIME ns) in a small file that
+// the worker maps. A thread here (no GIL needed) kills the worker when a task runs past the lease,
+// unless the task keeps running through partitions: so attempts stop on time even when the agent
+// itself is frozen or too slow to stop them.
 #pragma once
 
+#include <atomic>
 #include <deque>
+#include <thread>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -24,6 +31,7 @@ struct WorkerLinkOptions {
   std::string token;
   std::string python_version;
   std::string cloudpickle_version;
+  std::string lease_file;  // the agent's published lease; empty: no watchdog
 };
 
 class WorkerLink {
@@ -42,7 +50,13 @@ class WorkerLink {
   Status ReadMessage(std::string* out);
   Status Write(const google::protobuf::MessageLite& msg);
 
+  void StartWatchdog(const std::string& lease_file);
+
   int fd_ = -1;
+  const int64_t* lease_ = nullptr;           // mapped from the agent's lease file
+  std::atomic<bool> fence_current_{false};   // a task runs that must stop with the lease
+  std::atomic<bool> stop_{false};
+  std::thread watchdog_;
   net::FrameDecoder decoder_;
   std::string buf_;                  // bytes read and not yet decoded
   std::deque<std::string> messages_; // decoded, not yet handed out

@@ -136,7 +136,9 @@ void HeadServer::OnAgentHello(Peer* peer, const proto::Hello& hello, proto::Head
   }
   bool resumed = false;
   peer->kind = Peer::kAgent;
-  peer->node = nodes_.Register(hello.node(), peer->conn, options_.tasks.prefetch_per_cpu, &resumed);
+  proto::NodeInfo info = hello.node();
+  info.set_address(peer->conn->peer());  // where it connects from now (laptops move)
+  peer->node = nodes_.Register(info, peer->conn, options_.tasks.prefetch_per_cpu, &resumed);
   peer->conn->Send(welcome);
   if (resumed) {
     LOG_INFO("node {} reconnected from {} (host {}), holding {} attempt(s)", ShortHex(id), peer->conn->peer(),
@@ -257,6 +259,7 @@ void HeadServer::OnAgentMessage(Peer* peer, std::string_view bytes) {
     case proto::AgentToHead::kBlocked: tasks_.OnBlocked(node, msg.blocked()); break;
     case proto::AgentToHead::kLog: tasks_.OnLog(node, std::move(*msg.mutable_log())); break;
     case proto::AgentToHead::kUpdate:
+      msg.mutable_update()->set_address(node->info.address());
       nodes_.Update(node, msg.update());
       tasks_.OnNodesChanged();
       break;

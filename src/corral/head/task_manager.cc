@@ -334,7 +334,13 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
     }
     orphans_.erase(o);
   }
-  if (it == tasks_.end() || it->second.state != TaskState::kDispatched ||
+  if (it == tasks_.end() || it->second.state == TaskState::kFinished) {
+    // Finished (and perhaps freed) already: a report sent again after a connection failed, or one
+    // from before a head restart that no owner resubmitted.
+    Count("duplicate_reports_ignored");
+    return;
+  }
+  if (it->second.state != TaskState::kDispatched ||
       it->second.spec.attempt() != finished.attempt() || it->second.node != node->view.id) {
     Count("stale_results_discarded");
     LOG_INFO("discarded a result for task {} attempt {} from node {}: not the current attempt",
@@ -503,7 +509,13 @@ void TaskManager::EndGrace() {
 
 void TaskManager::OnBlocked(Node* node, const proto::Blocked& blocked) {
   auto it = tasks_.find(blocked.task_id());
-  if (it == tasks_.end() || it->second.state != TaskState::kDispatched || it->second.node != node->view.id)
+  if (it == tasks_.end() || it->second.state == TaskState::kFinished) {
+    // Finished (and perhaps freed) already: a report sent again after a connection failed, or one
+    // from before a head restart that no owner resubmitted.
+    Count("duplicate_reports_ignored");
+    return;
+  }
+  if (it->second.state != TaskState::kDispatched || it->second.node != node->view.id)
     return;
   Task& task = it->second;
   if (blocked.blocked() == task.blocked) return;

@@ -58,6 +58,9 @@ nb::dict NodeDict(const corral::proto::NodeStatus& n) {
   d["hostname"] = n.info().hostname();
   d["address"] = n.info().address();
   d["state"] = n.state();
+  d["connected"] = n.connected();
+  d["draining"] = n.draining();
+  d["interruptible_only"] = n.info().interruptible_only();
   nb::dict total, avail, labels;
   for (const auto& [k, v] : n.info().resources()) total[k.c_str()] = v;
   for (const auto& [k, v] : n.available()) avail[k.c_str()] = v;
@@ -160,9 +163,12 @@ NB_MODULE(_core, m) {
       .def("register_function",
            [](Client& c, const std::string& name, const nb::bytes& hash, const nb::bytes& pickled,
               const std::map<std::string, double>& resources, const std::map<std::string, std::string>& labels,
-              uint32_t max_retries) {
-             return c.RegisterFunction(name, Str(hash), Str(pickled), resources, labels, max_retries);
-           })
+              uint32_t max_retries, bool interruptible, bool keep_running) {
+             return c.RegisterFunction(name, Str(hash), Str(pickled), resources, labels, max_retries, interruptible,
+                                       keep_running);
+           },
+           "name"_a, "hash"_a, "pickled"_a, "resources"_a, "labels"_a, "max_retries"_a, "interruptible"_a = false,
+           "keep_running_on_partition"_a = false)
       .def("submit",
            [](Client& c, int fn, const nb::bytes& args, const nb::list& deps) {
              std::string a = Str(args);
@@ -237,7 +243,8 @@ NB_MODULE(_core, m) {
       .def_static("connect",
                   [](const std::string& socket, const std::string& worker_id, const std::string& token,
                      const std::string& pyver, const std::string& cpver) {
-                    corral::client::WorkerLinkOptions o{socket, worker_id, token, pyver, cpver};
+                    corral::client::WorkerLinkOptions o{socket, worker_id, token, pyver, cpver, ""};
+                    if (const char* lease = std::getenv("CORRAL_LEASE_FILE")) o.lease_file = lease;
                     corral::Result<std::unique_ptr<WorkerLink>> r;
                     {
                       nb::gil_scoped_release release;

@@ -1,0 +1,247 @@
+"""Multi-host scenarios: a head and agents on separate hosts (network namespaces, see netns.py).
+
+Liveness settings for every scenario: heartbeat 200 ms, suspect after 1 s, dead after 3 s, so an
+agent's lease is 2.25 s. Every scenario prints submitted / completed / lost / re-executed /
+discarded and asserts 0 lost.
+
+Tasks write a ledger (one file per run, shared by all hosts through the file system): a "start"
+line when an attempt begins and an "end" line when it completed its effect. "Re-executed" counts
+starts beyond one per task; "effects" counts ends: more ends than tasks would be duplicated effects.
+"""
+import collections
+import os
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+import corral
+import netns
+from conftest import wait_until
+
+pytestmark = pytest.mark.skipif(bool(netns.available()), reason=netns.available() or "")
+
+
+@corral.remote
+def work(key, seconds, ledger):
+    ctx = corral.runtime_context()
+    line = f"{key} {ctx.node_id} {os.getpid()} {ctx.attempt}\n"
+    with open(ledger, "a") as f:
+        f.write("start " + line)
+    time.sleep(seconds)
+    with open(ledger, "a") as f:
+        f.write("end " + line)
+    return key, ctx.node_id, ctx.attempt
+
+
+@corral.remote
+def where():
+    """The node, the addresses this host has, and what its /dev/shm holds after writing to it."""
+    ctx = corral.runtime_context()
+    marker = f"/dev/shm/corral-test-{ctx.node_id}"
+    with open(marker, "w") as f:
+        f.write("x")
+    addrs = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", "eth0"], capture_output=True,
+                           text=True).stdout
+    return ctx.node_id, addrs, sorted(n for n in os.listdir("/dev/shm") if n.startswith("corral-test-"))
+
+
+def ledger_counts(path):
+    starts, ends = collections.Counter(), collections.Counter()
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                kind, key = line.split()[:2]
+                (starts if kind == "start" else ends)[key] += 1
+    return starts, ends
+
+
+def head_counter(name):
+    return corral.cluster_status()["counters"].get(name, 0)
+
+
+def report(name, submitted, results, ledger):
+    starts, ends = ledger_counts(ledger)
+    completed = len(results)
+    counts = {
+        "submitted": submitted,
+        "completed": completed,
+        "lost": submitted - completed,
+        "re-executed": sum(starts.values()) - len(starts),
+        "duplicate effects": sum(ends.values()) - len(ends),
+        "discarded": head_counter("stale_results_discarded"),
+    }
+    print(f"\n[{name}] " + " / ".join(f"{k} {v}" for k, v in counts.items()))
+    assert counts["lost"] == 0, counts
+    return counts, starts, ends
+
+
+def node_of(net, host):
+    return host.node_id
+
+
+def running_on(ledger, node_id):
+    starts, _ = ledger_counts(ledger)
+    with open(ledger) as f:
+        return [l.split()[1] for l in f if l.startswith("start") and l.split()[2] == node_id]
+
+
+@pytest.fixture
+def net():
+    c = netns.NetCluster(agents=3)
+    c.connect()
+    c.ledger = tempfile.mktemp(prefix="corral-ledger-")
+    yield c
+    corral.shutdown()
+    c.close()
+
+
+def wait_alive(count):
+    wait_until(lambda: sum(n["state"] == "alive" and bool(n["python_version"]) for n in corral.nodes()) >= count,
+               timeout=30, what=f"{count} live nodes")
+
+
+def test_tasks_spread_over_hosts_with_their_own_addresses_and_shm(net):
+    wait_alive(3)
+    results = corral.get([where.options(name=f"where{i}").remote() for i in range(12)], timeout=60)
+    by_node = {node: (addrs, shm) for node, addrs, shm in results}
+    assert len(by_node) == 3, "12 tasks on 3 one-CPU hosts should reach every host"
+    addresses = {n["node_id"]: n["address"] for n in corral.nodes()}
+    seen_ips = set()
+    for node, (addrs, shm) in by_node.items():
+        ip = addresses[node].rsplit(":", 1)[0]
+        assert ip.startswith(net.subnet + "."), addresses
+        assert ip in addrs, f"node {node} registered from {ip} but its host has {addrs}"
+        seen_ips.add(ip)
+        assert shm == [f"corral-test-{node}"], f"/dev/shm of {node} shows {shm}: hosts must not share it"
+    assert len(seen_ips) == 3
+
+
+def test_agent_paused_past_dead_threshold_is_fenced_and_comes_back(net):
+    wait_alive(3)
+    victim = net.agents[0]
+    refs = [work.remote(f"k{i}", 6.0, net.ledger) for i in range(3)]
+    wait_until(lambda: os.path.exists(net.ledger) and running_on(net.ledger, victim.node_id),
+               what="a task started on the victim")
+    net.pause(victim)  # frozen: it can neither heartbeat nor stop its worker itself
+    time.sleep(4.5)    # past the dead threshold (3 s); its lease (2.25 s) ran out before that
+    states = {n["node_id"]: n["state"] for n in corral.nodes()}
+    assert states[victim.node_id] == "dead", states
+    net.resume(victim)
+    results = corral.get(refs, timeout=60)
+    counts, starts, ends = report("pause past dead", 3, results, net.ledger)
+    assert counts["re-executed"] >= 1, "the victim's task must have run again elsewhere"
+    assert counts["duplicate effects"] == 0, f"a superseded attempt completed its effect: {ends}"
+    for key, node, attempt in results:
+        if starts[key] > 1:
+            assert node != victim.node_id and attempt >= 1
+    # The worker stopped itself when the lease ran out, while its agent was frozen.
+    assert "lease ran out" in victim.log()
+    wait_until(lambda: {n["node_id"]: n["state"] for n in corral.nodes()}[victim.node_id] == "alive",
+               timeout=30, what="the resumed node back as alive")
+    assert corral.get(work.options(label_selector={}).remote("after", 0.0, net.ledger), timeout=30)[0] == "after"
+
+
+def test_pause_shorter_than_suspect_changes_nothing(net):
+    wait_alive(3)
+    victim = net.agents[1]
+    refs = [work.remote(f"s{i}", 2.0, net.ledger) for i in range(3)]
+    wait_until(lambda: os.path.exists(net.ledger) and running_on(net.ledger, victim.node_id),
+               what="a task started on the victim")
+    retried_before = head_counter("tasks_retried") + head_counter("tasks_handed_back")
+    net.pause(victim)
+    time.sleep(0.5)
+    net.resume(victim)
+    results = corral.get(refs, timeout=60)
+    counts, _, _ = report("short pause", 3, results, net.ledger)
+    assert counts["re-executed"] == 0
+    assert head_counter("tasks_retried") + head_counter("tasks_handed_back") == retried_before
+    assert {n["node_id"]: n["state"] for n in corral.nodes()}[victim.node_id] == "alive"
+
+
+def test_link_cut_briefly_keeps_tasks_and_long_cut_moves_them(net):
+    wait_alive(3)
+    victim = net.agents[2]
+    # Brief: shorter than the lease; the agent keeps its attempts, results arrive after the restore.
+    refs = [work.remote(f"b{i}", 1.5, net.ledger) for i in range(3)]
+    wait_until(lambda: os.path.exists(net.ledger) and running_on(net.ledger, victim.node_id),
+               what="a task started on the victim")
+    net.cut(victim)
+    time.sleep(0.8)
+    net.restore(victim)
+    results = corral.get(refs, timeout=60)
+    counts, _, _ = report("brief cut", 3, results, net.ledger)
+    assert counts["re-executed"] == 0
+
+    # Long: past the dead threshold; the victim stops its attempt, others run it, it comes back.
+    ledger2 = net.ledger + "-long"
+    refs = [work.remote(f"l{i}", 5.0, ledger2) for i in range(3)]
+    wait_until(lambda: os.path.exists(ledger2) and running_on(ledger2, victim.node_id),
+               what="a task started on the victim")
+    net.cut(victim)
+    time.sleep(4.0)
+    net.restore(victim)
+    results = corral.get(refs, timeout=60)
+    counts, _, ends = report("long cut", 3, results, ledger2)
+    assert counts["re-executed"] >= 1
+    assert counts["duplicate effects"] == 0, ends
+    wait_until(lambda: {n["node_id"]: n["state"] for n in corral.nodes()}[victim.node_id] == "alive",
+               timeout=30, what="the cut node back as alive")
+
+
+def test_address_change_keeps_the_node_identity(net):
+    wait_alive(3)
+    victim = net.agents[0]
+    old = {n["node_id"]: n["address"] for n in corral.nodes()}[victim.node_id]
+    refs = [work.remote(f"a{i}", 0.5, net.ledger) for i in range(6)]
+    new_ip = net.readdress(victim)
+    # Its connection from the old address is dead; the agent notices (no acks) and dials again.
+    wait_until(lambda: {n["node_id"]: n["address"] for n in corral.nodes()}[victim.node_id].startswith(new_ip + ":"),
+               timeout=30, what="the node registered from its new address")
+    nodes = {n["node_id"]: n for n in corral.nodes()}
+    assert nodes[victim.node_id]["state"] == "alive"
+    assert len([n for n in nodes.values() if n["state"] != "dead"]) == 3, "same node id, not a new node"
+    refs += [work.remote(f"a{i}", 0.2, net.ledger) for i in range(6, 12)]
+    results = corral.get(refs, timeout=60)
+    report("address change", 12, results, net.ledger)
+    assert old != nodes[victim.node_id]["address"]
+
+
+def test_head_restart_in_flight_tasks_complete(net):
+    wait_alive(3)
+    refs = [work.remote(f"h{i}", 3.0, net.ledger) for i in range(3)]
+    wait_until(lambda: os.path.exists(net.ledger) and len(ledger_counts(net.ledger)[0]) == 3,
+               what="all three tasks running")
+    net.restart_head(down_s=0.3)
+    results = corral.get(refs, timeout=60)
+    counts, _, ends = report("head restart", 3, results, net.ledger)
+    # The agents held their attempts through the restart and the new head adopted them.
+    assert counts["re-executed"] == 0, ledger_counts(net.ledger)
+    assert counts["duplicate effects"] == 0
+    assert head_counter("attempts_adopted_after_restart") == 3
+    wait_alive(3)
+    # And the cluster works as before.
+    assert corral.get(work.remote("after", 0.0, net.ledger), timeout=30)[0] == "after"
+
+
+def test_drain_under_load(net):
+    wait_alive(3)
+    victim = net.agents[1]
+    refs = [work.remote(f"d{i}", 0.3, net.ledger) for i in range(30)]
+    wait_until(lambda: os.path.exists(net.ledger) and running_on(net.ledger, victim.node_id),
+               what="the victim took work")
+    env = dict(os.environ, CORRAL_TOKEN=net.token)
+    out = subprocess.run([net.bin, "drain", victim.node_id[:8], "--timeout", "20", "--address", net.head_address()],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "drained and left the cluster" in out.stdout
+    assert victim.proc.wait(15) == 0, "a drained agent exits cleanly"
+    state = {n["node_id"]: n["state"] for n in corral.nodes()}[victim.node_id]
+    assert state == "left"
+    results = corral.get(refs, timeout=60)
+    counts, _, _ = report("drain under load", 30, results, net.ledger)
+    assert counts["duplicate effects"] == 0
+    # New work goes only to the others.
+    later = corral.get([work.remote(f"x{i}", 0.0, net.ledger) for i in range(6)], timeout=30)
+    assert victim.node_id not in {node for _, node, _ in later}
