@@ -18,7 +18,6 @@ CLOUDPICKLE_VERSION = cloudpickle.__version__
 
 _lock = threading.RLock()
 client = None            # _core.Client
-reconnect_window = float(os.environ.get("CORRAL_RECONNECT_S", "60"))
 cluster = None           # EmbeddedCluster started by init()
 address = None
 token = None
@@ -46,14 +45,13 @@ class TaskContext:
 
 def connect(addr, tok, reconnect_s=None):
     """Connects to the head. reconnect_s: how long to keep reconnecting after losing it (then calls
-    fail); default $CORRAL_RECONNECT_S or 60; 0 for a head that is our own child."""
-    global client, address, token, generation, reconnect_window
+    fail); default $CORRAL_RECONNECT_S or 60, but 0 for an embedded cluster's head (our own child)."""
+    global client, address, token, generation
     if reconnect_s is None:
-        reconnect_s = reconnect_window
+        reconnect_s = 0.0 if cluster is not None else float(os.environ.get("CORRAL_RECONNECT_S", "60"))
     c = _core.Client.connect(addr, tok, f"{'worker' if worker_link else 'driver'} pid {os.getpid()}",
                              PYTHON_VERSION, CLOUDPICKLE_VERSION, log_to_driver, 10.0, worker_link is not None,
                              reconnect_s)
-    reconnect_window = reconnect_s
     client, address, token = c, addr, tok
     generation += 1
     return c

@@ -23,6 +23,11 @@ def init(address=None, *, num_cpus=None, num_gpus=None, memory=None, resources=N
     ``CORRAL_TOKEN``, ``CORRAL_TOKEN_FILE`` or the local head's state dir.
 
     ``log_to_driver``: print the output of this driver's tasks here, prefixed with task and node.
+
+    If the connection to a head at an address drops (the head restarted, the network went away),
+    this process reconnects for up to ``CORRAL_RECONNECT_S`` seconds (default 60) and sends again
+    its unfinished tasks and the values it put; waiting calls simply wait. Tasks it has not got a
+    result for may then run again (at-least-once), unless an agent still held them.
     """
     with _runtime._lock:
         if _runtime.client is not None:
