@@ -26,10 +26,11 @@ struct HeadFixture {
   std::thread thread;
   std::string address;
 
-  HeadFixture() {
+  explicit HeadFixture(head::LivenessConfig liveness = {}) {
     head::HeadOptions o;
     o.listen = *net::ParseEndpoint("127.0.0.1:0");
     o.token = "secret";
+    o.liveness = liveness;
     head = std::make_unique<head::HeadServer>(io, o);
     EXPECT_TRUE(head->Start().ok());
     address = head->endpoint().ToString();
@@ -60,6 +61,7 @@ struct FakeAgent {
           [this](std::string_view m) {
             proto::HeadToAgent msg;
             ASSERT_TRUE(msg.ParseFromArray(m.data(), static_cast<int>(m.size())));
+            if (msg.has_welcome() && msg.welcome().error().empty()) conn->MarkHandshakeDone();
             std::lock_guard lock(mu);
             inbox.push_back(std::move(msg));
             cv.notify_all();
@@ -199,6 +201,174 @@ TEST(HeadScheduling, OtherPythonVersionIsInfeasibleWithReason) {
     std::this_thread::sleep_for(20ms);
   }
   FAIL() << "the task was never reported infeasible";
+}
+
+
+// A task dispatched to the fake agent; returns its id.
+std::string SubmitOne(client::Client& c, uint32_t max_retries = 0) {
+  int fn = c.RegisterFunction("f", "hash", "pickled", {{"CPU", 1}}, {}, max_retries);
+  auto id = c.Submit(fn, "args", {});
+  EXPECT_TRUE(id.has_value());
+  EXPECT_TRUE(c.Get({}, 0).has_value());  // flushes the corked submission
+  return *id;
+}
+
+proto::AgentToHead Finished(const std::string& id, uint32_t attempt, const std::string& data,
+                            proto::ErrorKind error = proto::ERROR_NONE) {
+  proto::AgentToHead msg;
+  msg.mutable_finished()->set_task_id(id);
+  msg.mutable_finished()->set_attempt(attempt);
+  msg.mutable_finished()->mutable_result()->set_data(data);
+  msg.mutable_finished()->mutable_result()->set_error(error);
+  return msg;
+}
+
+int64_t Counter(client::Client& c, const std::string& name) {
+  proto::Request req;
+  req.set_status(true);
+  auto reply = c.Request(req, 10);
+  EXPECT_TRUE(reply.has_value());
+  auto& values = reply->status().counters().values();
+  return values.contains(name) ? values.at(name) : 0;
+}
+
+TEST(HeadReconnect, AgentThatComesBackHoldingItsAttemptKeepsIt) {
+  HeadFixture head;
+  auto c = client::Client::Connect(ClientFor(head.address, "secret"));
+  ASSERT_TRUE(c.has_value());
+  std::string id;
+  {
+    FakeAgent agent(head.address);
+    agent.Send(AgentHello("secret"));
+    ASSERT_TRUE(agent.Next().has_welcome());
+    id = SubmitOne(**c);
+    ASSERT_TRUE(agent.Next().has_execute());
+  }  // the connection drops; the node keeps its task while its lease may last
+  FakeAgent again(head.address);
+  proto::AgentToHead hello = AgentHello("secret");
+  proto::HeldAttempt* held = hello.mutable_hello()->add_held();
+  held->set_task_id(id);
+  held->set_attempt(0);
+  held->set_finished(true);
+  again.Send(hello);
+  ASSERT_TRUE(again.Next().has_welcome());
+  again.Send(Finished(id, 0, "done while away"));
+  auto values = (*c)->Get({id}, 10);
+  ASSERT_TRUE(values.has_value()) << values.error().ToString();
+  EXPECT_EQ((*values)[0]->data(), "done while away");
+  EXPECT_EQ(Counter(**c, "tasks_retried"), 0);
+  EXPECT_EQ(Counter(**c, "attempts_lost_while_disconnected"), 0);
+}
+
+TEST(HeadReconnect, AgentThatNoLongerHoldsTheAttemptGetsANewOne) {
+  // Past the restart grace (a dead threshold after the head started): attempts nobody knows are stopped.
+  HeadFixture head(head::LivenessConfig{Ms(1000), Ms(1000), Ms(2000)});
+  std::this_thread::sleep_for(2100ms);
+  auto c = client::Client::Connect(ClientFor(head.address, "secret"));
+  ASSERT_TRUE(c.has_value());
+  std::string id;
+  {
+    FakeAgent agent(head.address);
+    agent.Send(AgentHello("secret"));
+    ASSERT_TRUE(agent.Next().has_welcome());
+    id = SubmitOne(**c, /*max_retries=*/1);
+    ASSERT_TRUE(agent.Next().has_execute());
+  }
+  FakeAgent again(head.address);
+  proto::AgentToHead hello = AgentHello("secret");
+  proto::HeldAttempt* held = hello.mutable_hello()->add_held();  // something else, long superseded
+  held->set_task_id("not-a-task-here");
+  held->set_attempt(3);
+  again.Send(hello);
+  ASSERT_TRUE(again.Next().has_welcome());
+  // Its lease ran out and it stopped the attempt: the head runs the task again (attempt 1), and
+  // tells it to stop what it holds that is not current.
+  bool saw_cancel = false, saw_execute = false;
+  for (int i = 0; i < 2; ++i) {
+    proto::HeadToAgent m = again.Next();
+    if (m.has_cancel()) {
+      EXPECT_EQ(m.cancel().task_id(), "not-a-task-here");
+      EXPECT_TRUE(m.cancel().force());
+      saw_cancel = true;
+    }
+    if (m.has_execute()) {
+      EXPECT_EQ(m.execute().spec().task_id(), id);
+      EXPECT_EQ(m.execute().spec().attempt(), 1u);
+      EXPECT_EQ(m.execute().spec().function(), "pickled");  // a new agent process may not have it
+      saw_execute = true;
+    }
+  }
+  EXPECT_TRUE(saw_cancel && saw_execute);
+  again.Send(Finished(id, 0, "late, from the old attempt"));
+  again.Send(Finished(id, 1, "ok"));
+  auto values = (*c)->Get({id}, 10);
+  ASSERT_TRUE(values.has_value());
+  EXPECT_EQ((*values)[0]->data(), "ok");
+  EXPECT_EQ(Counter(**c, "attempts_lost_while_disconnected"), 1);
+  EXPECT_EQ(Counter(**c, "stale_results_discarded"), 1);
+}
+
+TEST(HeadHandBack, AHandedBackTaskRunsAgainWithoutUsingARetry) {
+  HeadFixture head;
+  FakeAgent agent(head.address);
+  agent.Send(AgentHello("secret"));
+  ASSERT_TRUE(agent.Next().has_welcome());
+  auto c = client::Client::Connect(ClientFor(head.address, "secret"));
+  ASSERT_TRUE(c.has_value());
+  std::string id = SubmitOne(**c, /*max_retries=*/0);
+  ASSERT_TRUE(agent.Next().has_execute());
+  for (uint32_t attempt = 0; attempt < 3; ++attempt) {  // drained, lease ran out, drained again
+    agent.Send(Finished(id, attempt, "", proto::HANDED_BACK));
+    proto::HeadToAgent m = agent.Next();
+    ASSERT_TRUE(m.has_execute());
+    EXPECT_EQ(m.execute().spec().attempt(), attempt + 1);
+  }
+  agent.Send(Finished(id, 3, "ok"));
+  auto values = (*c)->Get({id}, 10);
+  ASSERT_TRUE(values.has_value());
+  EXPECT_EQ((*values)[0]->data(), "ok");
+  EXPECT_EQ(Counter(**c, "tasks_handed_back"), 3);
+  EXPECT_EQ(Counter(**c, "tasks_retried"), 0);
+}
+
+TEST(HeadDrain, DrainingNodeGetsNoWorkAndLeaving) {
+  HeadFixture head;
+  FakeAgent agent(head.address);
+  agent.Send(AgentHello("secret"));
+  ASSERT_TRUE(agent.Next().has_welcome());
+  auto c = client::Client::Connect(ClientFor(head.address, "secret"));
+  ASSERT_TRUE(c.has_value());
+  proto::Request drain;
+  drain.mutable_drain()->set_node("6e6f64");  // hex of "nod..."
+  drain.mutable_drain()->set_timeout_s(5);
+  drain.mutable_drain()->set_leave(true);
+  ASSERT_TRUE((*c)->Request(drain, 10).has_value());
+  proto::HeadToAgent m = agent.Next();
+  ASSERT_TRUE(m.has_drain());
+  EXPECT_EQ(m.drain().timeout_ms(), 5000u);
+  EXPECT_TRUE(m.drain().leave());
+  std::string id = SubmitOne(**c);
+  proto::AgentToHead leaving;
+  leaving.mutable_leaving()->set_reason("drained");
+  agent.Send(leaving);
+  proto::Request nodes;
+  nodes.set_nodes(true);
+  std::string state;
+  for (int i = 0; i < 100 && state != "left"; ++i) {
+    auto r = (*c)->Request(nodes, 10);
+    ASSERT_TRUE(r.has_value());
+    state = r->nodes(0).state();
+    if (state != "left") std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(state, "left");
+  auto ready = (*c)->Wait({id}, 1, 0.2);
+  ASSERT_TRUE(ready.has_value());
+  EXPECT_FALSE((*ready)[0]) << "nothing may run on a draining node";
+  proto::Request bad;
+  bad.mutable_drain()->set_node("ffff");
+  auto r = (*c)->Request(bad, 10);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message().find("no live node matches"), std::string::npos) << r.error().message();
 }
 
 }  // namespace
