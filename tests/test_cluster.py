@@ -136,3 +136,45 @@ def test_flood_of_submissions_is_bounded_at_the_head():
     finally:
         corral.shutdown()
         c.stop()
+
+
+def test_interruptible_only_node_takes_only_tasks_that_tolerate_it(cluster):
+    laptop = cluster.add_agent(num_cpus=2, labels={"kind": "laptop"}, extra=("--interruptible-only",))
+    cluster.connect()
+    cluster.wait_nodes(1)
+    assert {n["node_id"]: n["interruptible_only"] for n in corral.nodes()}[laptop.node_id] is True
+    # Only the laptop exists: a plain task waits, and says why.
+    plain = where.remote()
+    ready, _ = corral.wait([plain], timeout=1.0)
+    assert not ready
+    infeasible = " ".join(corral.cluster_status()["infeasible"])
+    assert "interruptible=True" in infeasible, infeasible
+    # Tasks that tolerate interruption, or that select the laptop by label, run there.
+    assert corral.get(where.options(interruptible=True).remote(), timeout=30) == laptop.node_id
+    assert corral.get(where.options(label_selector={"kind": "laptop"}).remote(), timeout=30) == laptop.node_id
+    server = cluster.add_agent(num_cpus=1)
+    cluster.wait_nodes(2)
+    assert corral.get(plain, timeout=30) == server.node_id
+    assert set(corral.get([where.remote(0.05) for _ in range(8)], timeout=60)) == {server.node_id}
+    flexible = corral.get([where.options(interruptible=True).remote(0.2) for _ in range(6)], timeout=60)
+    assert laptop.node_id in flexible
+
+
+def test_sigterm_drains_the_agent_then_it_leaves(cluster):
+    a = cluster.add_agent(num_cpus=1)
+    cluster.connect()
+    cluster.wait_nodes(1)
+    running = where.remote(1.5)
+    wait_until(lambda: corral.nodes()[0]["running_tasks"] == 1, what="the task running")
+    queued = where.remote()  # waits in the agent's queue (prefetch) or at the head
+    a.proc.send_signal(signal.SIGTERM)
+    assert corral.get(running, timeout=30) == a.node_id, "a running task finishes during the drain"
+    assert a.proc.wait(15) == 0
+    nodes = {n["node_id"]: n for n in corral.nodes()}
+    assert nodes[a.node_id]["state"] == "left"
+    with open(a.log_path) as f:
+        log = f.read()
+    assert "draining" in log and "left the cluster" in log
+    b = cluster.add_agent(num_cpus=1)
+    assert corral.get(queued, timeout=30) == b.node_id, "the handed-back task runs on the next node"
+    assert corral.cluster_status()["counters"].get("tasks_retried", 0) == 0

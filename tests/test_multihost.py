@@ -245,3 +245,25 @@ def test_drain_under_load(net):
     # New work goes only to the others.
     later = corral.get([work.remote(f"x{i}", 0.0, net.ledger) for i in range(6)], timeout=30)
     assert victim.node_id not in {node for _, node, _ in later}
+
+
+def test_keep_running_on_partition_is_not_stopped(net):
+    wait_alive(3)
+    victim = net.agents[0]
+    keep = work.options(keep_running_on_partition=True)
+    refs = [keep.remote(f"p{i}", 3.0, net.ledger) for i in range(3)]
+    wait_until(lambda: os.path.exists(net.ledger) and running_on(net.ledger, victim.node_id),
+               what="a task started on the victim")
+    net.pause(victim)
+    # Its lease runs out (2.25 s) but the worker goes on and finishes (3 s); the head declares the
+    # node dead (3 s) and runs the task again elsewhere. On reconnecting, superseded attempts that
+    # still run are stopped: the partition is over.
+    time.sleep(4.0)
+    net.resume(victim)
+    results = corral.get(refs, timeout=60)
+    counts, starts, ends = report("keep running through a partition", 3, results, net.ledger)
+    assert counts["re-executed"] >= 1
+    # The user asked for it: the victim's attempt was not stopped, so its effect happened as well.
+    wait_until(lambda: sum(ledger_counts(net.ledger)[1].values()) > 3, timeout=10,
+               what="the victim's attempt to finish as well")
+    assert "stopping the running attempt" not in victim.log()
