@@ -11,9 +11,10 @@ with_tests=OFF
 [ "${1:-}" = "--with-tests" ] && with_tests=ON
 
 packages=(g++ cmake ninja-build make pkg-config libboost1.81-dev libprotobuf-dev protobuf-compiler libssl-dev
-          nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev python3 python3-venv python3-dev ccache)
+          nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev python3 python3-venv python3-dev ccache
+          libsystemd-dev)
 # The multi-host tests build hosts from network namespaces (iproute2) and drop packets with nftables.
-[ "$with_tests" = ON ] && packages+=(iproute2 nftables util-linux procps)
+[ "$with_tests" = ON ] && packages+=(iproute2 nftables util-linux procps dbus-daemon)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -32,7 +33,7 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 stamp=.venv/.corral-deps
-deps="scikit-build-core>=0.10 nanobind>=2.0 cloudpickle>=2.0 pytest>=7 pytest-timeout psutil numpy"
+deps="scikit-build-core>=0.10 nanobind>=2.0 cloudpickle>=2.0 pytest>=7 pytest-timeout psutil numpy jeepney>=0.8"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$deps" ]; then
   echo "==> installing Python build and test dependencies"
   .venv/bin/pip install -q --upgrade pip

@@ -67,7 +67,7 @@ class Cluster:
         env.pop("CORRAL_ADDRESS", None)
         return env
 
-    def add_agent(self, num_cpus=1, num_gpus=0, resources=None, labels=None, extra=()):
+    def add_agent(self, num_cpus=1, num_gpus=0, resources=None, labels=None, extra=(), env=None):
         n = len(self.agents)
         args = [self.bin, "start", "--address", self.address, "--block", "--exit-on-stdin-eof",
                 "--state-dir", f"{self.dir}/agent{n}", "--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus),
@@ -76,7 +76,7 @@ class Cluster:
             args += ["--resources", ",".join(f"{k}={v}" for k, v in resources.items())]
         if labels:
             args += ["--labels", ",".join(f"{k}={v}" for k, v in labels.items())]
-        agent = Process(args, f"{self.dir}/agent{n}.log", env=self.env())
+        agent = Process(args, f"{self.dir}/agent{n}.log", env={**self.env(), **(env or {})})
         agent.node_id = agent.ready
         self.agents.append(agent)
         return agent

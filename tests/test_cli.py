@@ -32,10 +32,13 @@ def home(tmp_path):
 def test_help():
     out = subprocess.run([BIN, "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for word in ("start", "status", "stop"):
+    for word in ("start", "status", "stop", "drain"):
         assert word in out.stdout
     out = subprocess.run([BIN, "start", "--help"], capture_output=True, text=True)
     assert "--num-cpus" in out.stdout and "--labels" in out.stdout and "--resources" in out.stdout
+    assert "--interruptible-only" in out.stdout and "--drain-on-sleep" in out.stdout
+    out = subprocess.run([BIN, "drain", "--help"], capture_output=True, text=True)
+    assert "--timeout" in out.stdout and "NODE" in out.stdout
 
 
 def test_start_status_join_stop(home, tmp_path):
@@ -97,3 +100,18 @@ def test_second_head_on_same_state_dir_is_refused(home):
     assert run(["start", "--head", "--port", "0", "--head-only"], home).returncode == 0
     out = run(["start", "--head", "--port", "0", "--head-only"], home)
     assert out.returncode != 0 and "state dir" in out.stderr
+
+
+def test_drain_on_sleep_without_logind_fails_clearly(home, tmp_path):
+    env = dict(home, CORRAL_TOKEN="x", DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={tmp_path}/no-bus")
+    out = run(["start", "--address", "127.0.0.1:9", "--block", "--drain-on-sleep", "--state-dir", str(tmp_path / "a")],
+              env, timeout=30)
+    assert out.returncode == 1
+    assert "--drain-on-sleep cannot reach the system D-Bus" in out.stderr and "systemd-logind" in out.stderr
+
+
+def test_drain_of_unknown_node_says_what_to_give(home):
+    assert run(["start", "--head", "--port", "0", "--head-only"], home).returncode == 0
+    out = run(["drain", "ffffffff", "--timeout", "1"], home)
+    assert out.returncode == 1
+    assert "no live node matches 'ffffffff'" in out.stderr and "corral status" in out.stderr

@@ -178,3 +178,38 @@ def test_sigterm_drains_the_agent_then_it_leaves(cluster):
     b = cluster.add_agent(num_cpus=1)
     assert corral.get(queued, timeout=30) == b.node_id, "the handed-back task runs on the next node"
     assert corral.cluster_status()["counters"].get("tasks_retried", 0) == 0
+
+
+def test_drain_on_sleep_holds_an_inhibitor_and_drains_before_suspend(cluster):
+    from fake_logind import DBusDaemon, FakeLogind
+    bus = DBusDaemon()
+    logind = FakeLogind(bus.address, delay_max_usec=2_000_000)
+    try:
+        laptop = cluster.add_agent(num_cpus=1, extra=("--drain-on-sleep",),
+                                   env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address})
+        cluster.connect()
+        cluster.wait_nodes(1)
+        logind.wait_locks(1)
+        assert logind.last_inhibit[0] == "sleep" and logind.last_inhibit[3] == "delay"
+        long = where.remote(4)
+        wait_until(lambda: corral.nodes()[0]["running_tasks"] == 1, what="the task running")
+
+        logind.sleep()  # the lid closes
+        wait_until(lambda: corral.nodes()[0]["draining"], what="the node draining")
+        waited = logind.wait_released()
+        # It handed the running task back at its budget (logind allows 2 s; it keeps 0.5 s spare).
+        assert waited < 5, waited
+        server = cluster.add_agent(num_cpus=1)
+        assert corral.get(long, timeout=60) == server.node_id, \
+            "the task handed back before sleep runs elsewhere"
+
+        logind.wake()  # the lid opens
+        logind.wait_locks(2)
+        wait_until(lambda: not {n["node_id"]: n for n in corral.nodes()}[laptop.node_id]["draining"],
+                   what="the node taking work again")
+        on_laptop = corral.get(where.options(label_selector={}).remote(0.5), timeout=30)
+        assert on_laptop in (laptop.node_id, server.node_id)
+        assert corral.cluster_status()["counters"].get("tasks_retried", 0) == 0
+    finally:
+        logind.close()
+        bus.stop()

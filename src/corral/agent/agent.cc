@@ -101,6 +101,16 @@ Status Agent::Start() {
   processes_ = std::make_unique<WorkerProcesses>(
       io_, [this](pid_t pid, bool err, std::string line) { OnWorkerLine(pid, err, std::move(line)); },
       [this](pid_t pid, std::string reason) { OnWorkerExit(pid, reason); });
+  if (options_.drain_on_sleep) {
+    auto inhibitor = SleepInhibitor::Start(
+        io_,
+        [this](std::chrono::milliseconds budget, SleepInhibitor::Done done) {
+          Drain(budget, /*leave=*/false, "the machine is going to sleep", std::move(done));
+        },
+        [this] { Undrain("the machine woke up"); });
+    if (!inhibitor) return inhibitor.error();
+    sleep_inhibitor_ = std::move(*inhibitor);
+  }
   for (int i = 0; i < options_.warm_workers; ++i) SpawnWorker("");
   ConnectToHead();
   return Status::Ok();
@@ -114,6 +124,7 @@ void Agent::Stop() {
   reconnect_timer_.cancel();
   drain_timer_.cancel();
   lease_timer_.Cancel();
+  sleep_inhibitor_.reset();  // lets the machine sleep without waiting for us
   if (lease_fd_ >= 0) ::close(lease_fd_);
   lease_fd_ = -1;
   if (processes_) processes_->KillAll(SIGKILL);
@@ -792,7 +803,9 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
 
 // ---- drain ----
 
-void Agent::Drain(std::chrono::milliseconds timeout, bool leave, const std::string& reason) {
+void Agent::Drain(std::chrono::milliseconds timeout, bool leave, const std::string& reason,
+                  std::function<void()> on_drained) {
+  if (on_drained) on_drained_ = std::move(on_drained);
   if (!registered_ && leave) {
     LOG_INFO("{}: not connected to a head, stopping now", reason);
     left_ = true;
@@ -831,20 +844,38 @@ void Agent::Drain(std::chrono::milliseconds timeout, bool leave, const std::stri
         w->hand_back = why + "; its drain timeout passed";
         processes_->Kill(pid, SIGKILL);
       }
+    if (auto done = std::move(on_drained_)) done();  // what ran is stopped (its reports follow)
   });
   CheckDrained();
 }
 
+void Agent::Undrain(const std::string& reason) {
+  drain_timer_.cancel();
+  on_drained_ = nullptr;
+  if (!draining_ || leave_after_drain_) return;
+  draining_ = false;
+  LOG_INFO("taking work again: {}", reason);
+  proto::AgentToHead msg;
+  msg.mutable_draining()->set_reason(reason);
+  msg.mutable_draining()->set_stopped(true);
+  if (head_ && registered_) head_->Send(msg);
+}
+
 void Agent::CheckDrained() {
-  if (!draining_ || !registered_ || left_) return;
+  if (!draining_ || left_) return;
   for (auto& [pid, w] : workers_)
     if (w->busy) return;
   if (!queue_.empty()) return;
-  drain_timer_.cancel();
   if (!leave_after_drain_) {
-    LOG_INFO("drained: no tasks left");
+    drain_timer_.cancel();
+    if (auto done = std::move(on_drained_)) {
+      LOG_INFO("drained: no tasks left");
+      done();
+    }
     return;
   }
+  if (!registered_) return;
+  drain_timer_.cancel();
   left_ = true;
   proto::AgentToHead msg;
   msg.mutable_leaving()->set_reason(drain_reason_);

@@ -28,6 +28,7 @@
 #include <unordered_map>
 
 #include "corral/agent/lease.h"
+#include "corral/agent/sleep_inhibitor.h"
 #include "corral/agent/worker_processes.h"
 #include "corral/base/clock.h"
 #include "corral/base/resources.h"
@@ -56,6 +57,7 @@ struct AgentOptions {
   std::function<void()> on_registered;   // called once, when the head first accepts this node
   std::function<void()> on_left;         // called after the node drained and left (default: nothing)
   bool interruptible_only = false;       // take only tasks that tolerate interruption
+  bool drain_on_sleep = false;           // hold a logind sleep inhibitor; drain before suspend
   // Connects to the head; unset: dial `head` over TCP. The head's own agent gets an in-process stream.
   std::function<void(std::function<void(Result<std::unique_ptr<net::ByteStream>>)>)> connect;
 };
@@ -72,7 +74,11 @@ class Agent {
   // Non-zero when the agent stopped because the head refused it.
   int exit_code() const { return exit_code_; }
   // Starts draining (see above). Without a head to leave, a leaving agent just stops.
-  void Drain(std::chrono::milliseconds timeout, bool leave, const std::string& reason);
+  // `on_drained` runs once nothing runs here any more (or the timeout handed the rest back).
+  void Drain(std::chrono::milliseconds timeout, bool leave, const std::string& reason,
+             std::function<void()> on_drained = nullptr);
+  // Takes work again after a drain that did not leave (the machine woke up).
+  void Undrain(const std::string& reason);
   bool registered() const { return registered_; }
 
  private:
@@ -150,6 +156,8 @@ class Agent {
   bool left_ = false;
   std::string drain_reason_;
   boost::asio::steady_timer drain_timer_;
+  std::function<void()> on_drained_;
+  std::unique_ptr<SleepInhibitor> sleep_inhibitor_;
 
   std::unique_ptr<net::Listener> worker_listener_;
   std::unique_ptr<WorkerProcesses> processes_;

@@ -20,6 +20,7 @@ struct NodeFlags {
   std::string python_path;
   int max_workers = 0;
   bool interruptible_only = false;
+  bool drain_on_sleep = false;
   // Re-creates these flags as arguments, for a child `corral start`.
   std::vector<std::string> ToArgs() const;
 };

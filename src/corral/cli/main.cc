@@ -19,6 +19,8 @@ void AddNodeFlags(CLI::App* cmd, corral::cli::NodeFlags* f) {
   cmd->add_option("--max-workers", f->max_workers, "most worker processes on this node (default: max(16, 4 x CPUs))");
   cmd->add_flag("--interruptible-only", f->interruptible_only,
                 "take only tasks marked interruptible=True (or that select this node's labels): for laptops");
+  cmd->add_flag("--drain-on-sleep", f->drain_on_sleep,
+                "hold a systemd-logind sleep inhibitor and drain this node before the machine suspends");
 }
 
 }  // namespace

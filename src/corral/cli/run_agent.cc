@@ -82,6 +82,7 @@ void FillAgentOptions(const NodeFlags& flags, const net::Endpoint& head, const s
   options->python_path = flags.python_path;
   options->max_workers = flags.max_workers;
   options->interruptible_only = flags.interruptible_only;
+  options->drain_on_sleep = flags.drain_on_sleep;
 }
 
 int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv) {

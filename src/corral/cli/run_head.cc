@@ -24,6 +24,7 @@ std::vector<std::string> NodeFlags::ToArgs() const {
   if (!python_path.empty()) a.insert(a.end(), {"--python-path", python_path});
   if (max_workers > 0) a.insert(a.end(), {"--max-workers", std::to_string(max_workers)});
   if (interruptible_only) a.push_back("--interruptible-only");
+  if (drain_on_sleep) a.push_back("--drain-on-sleep");
   return a;
 }
 

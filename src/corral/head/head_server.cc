@@ -247,8 +247,10 @@ void HeadServer::OnAgentMessage(Peer* peer, std::string_view bytes) {
       break;
     }
     case proto::AgentToHead::kDraining:
-      LOG_INFO("node {} is draining: {}", ShortHex(node->view.id), msg.draining().reason());
-      nodes_.SetDraining(node, true);
+      LOG_INFO("node {} {}: {}", ShortHex(node->view.id),
+               msg.draining().stopped() ? "takes work again" : "is draining", msg.draining().reason());
+      nodes_.SetDraining(node, !msg.draining().stopped());
+      tasks_.OnNodesChanged();
       break;
     case proto::AgentToHead::kLeaving:
       LOG_INFO("node {} left the cluster: {}", ShortHex(node->view.id), msg.leaving().reason());
