@@ -239,7 +239,8 @@ void Agent::OnHeadLost(const Status& reason) {
 
 void Agent::SendToHead(const proto::AgentToHead& msg) {
   if (head_ && registered_) {
-    if (msg.has_finished()) {
+    // An in-process link (the head's own agent) cannot be half-open: nothing to keep.
+    if (msg.has_finished() && !options_.connect) {
       size_t bytes = msg.ByteSizeLong();
       if (unacked_bytes_ + bytes <= kMaxOutboxBytes) {  // beyond: at-least-once covers a loss
         unacked_bytes_ += bytes;
