@@ -267,3 +267,29 @@ def test_keep_running_on_partition_is_not_stopped(net):
     wait_until(lambda: sum(ledger_counts(net.ledger)[1].values()) > 3, timeout=10,
                what="the victim's attempt to finish as well")
     assert "stopping the running attempt" not in victim.log()
+
+
+def test_packet_loss_on_a_host_loses_no_task(net):
+    wait_alive(3)
+    lossy = net.agents[1]
+    net.drop(lossy, 20)  # TCP retransmits; heartbeats may be late, never lost for good
+    try:
+        refs = [work.remote(f"q{i}", 0.05, net.ledger) for i in range(30)]
+        results = corral.get(refs, timeout=120)
+    finally:
+        net.drop(lossy, 0)
+    counts, _, _ = report("20% packet loss on one host", 30, results, net.ledger)
+    assert counts["duplicate effects"] == 0
+
+
+def test_delay_and_jitter_keep_nodes_alive(net):
+    wait_alive(3)
+    slow = net.agents[2]
+    try:
+        net.delay(slow, 100, jitter_ms=50)
+    except netns.Unsupported as e:
+        pytest.skip(f"this kernel cannot delay packets: {e}")
+    refs = [work.remote(f"j{i}", 0.05, net.ledger) for i in range(12)]
+    results = corral.get(refs, timeout=120)
+    report("100 ms ± 50 ms delay on one host", 12, results, net.ledger)
+    assert {n["node_id"]: n["state"] for n in corral.nodes()}[slow.node_id] == "alive"

@@ -50,12 +50,22 @@ int Stop(double timeout_s) {
   }
   for (const auto& p : procs) {
     std::printf("Stopping pid %d (%s)\n", p.pid, p.dir.c_str());
+    std::fflush(stdout);
     kill(p.pid, SIGTERM);
   }
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int>(timeout_s * 1000));
   for (const auto& p : procs) {
-    while (kill(p.pid, 0) == 0 && IsCorral(p.pid) && std::chrono::steady_clock::now() < deadline)
+    auto next_note = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (kill(p.pid, 0) == 0 && IsCorral(p.pid) && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (std::chrono::steady_clock::now() >= next_note) {
+        std::printf("  still waiting for pid %d: an agent lets its running tasks finish (up to its "
+                    "--drain-timeout) and hands the rest back first\n",
+                    p.pid);
+        std::fflush(stdout);
+        next_note += std::chrono::seconds(5);
+      }
+    }
     if (kill(p.pid, 0) == 0 && IsCorral(p.pid)) {
       std::printf("pid %d did not stop within %.0fs: killing it\n", p.pid, timeout_s);
       kill(p.pid, SIGKILL);
