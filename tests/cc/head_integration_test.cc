@@ -42,24 +42,25 @@ struct HeadFixture {
   }
 };
 
-// A peer that speaks the agent protocol by hand and records what the head sends it.
-struct FakeAgent {
+// A peer that speaks the agent (or client) protocol by hand and records what the head sends it.
+template <typename In>
+struct FakePeer {
   asio::io_context io;
   std::shared_ptr<net::Connection> conn;
   std::thread thread;
   std::mutex mu;
   std::condition_variable cv;
-  std::deque<proto::HeadToAgent> inbox;
+  std::deque<In> inbox;
   bool closed = false;
 
-  explicit FakeAgent(const std::string& address) {
+  explicit FakePeer(const std::string& address) {
     std::promise<void> dialed;
     net::Dial(io, *net::ParseEndpoint(address), nullptr, 5s, [&](Result<std::unique_ptr<net::ByteStream>> r) {
       EXPECT_TRUE(r.has_value());
       conn = net::Connection::Create(std::move(*r));
       conn->Start(
           [this](std::string_view m) {
-            proto::HeadToAgent msg;
+            In msg;
             ASSERT_TRUE(msg.ParseFromArray(m.data(), static_cast<int>(m.size())));
             if (msg.has_welcome() && msg.welcome().error().empty()) conn->MarkHandshakeDone();
             std::lock_guard lock(mu);
@@ -76,21 +77,24 @@ struct FakeAgent {
     thread = std::thread([this] { io.run_for(30s); });
     dialed.get_future().wait();
   }
-  ~FakeAgent() {
+  ~FakePeer() {
     conn->Close(Status(Code::kCancelled, "test over"));
     io.stop();
     thread.join();
   }
-  void Send(const proto::AgentToHead& msg) { conn->Send(msg); }
-  proto::HeadToAgent Next() {
+  void Send(const google::protobuf::MessageLite& msg) { conn->Send(msg); }
+  In Next(std::chrono::milliseconds wait = 10s) {
     std::unique_lock lock(mu);
-    EXPECT_TRUE(cv.wait_for(lock, 10s, [&] { return !inbox.empty() || closed; }));
+    cv.wait_for(lock, wait, [&] { return !inbox.empty() || closed; });
     if (inbox.empty()) return {};
     auto m = std::move(inbox.front());
     inbox.pop_front();
     return m;
   }
 };
+
+using FakeAgent = FakePeer<proto::HeadToAgent>;
+using FakeClient = FakePeer<proto::HeadToClient>;
 
 proto::AgentToHead AgentHello(const std::string& token, uint32_t protocol = kProtocolVersion) {
   proto::AgentToHead msg;
@@ -369,6 +373,75 @@ TEST(HeadDrain, DrainingNodeGetsNoWorkAndLeaving) {
   auto r = (*c)->Request(bad, 10);
   ASSERT_FALSE(r.has_value());
   EXPECT_NE(r.error().message().find("no live node matches"), std::string::npos) << r.error().message();
+}
+
+TEST(HeadRestart, ResubmittedTaskWaitsForTheAgentThatHoldsItThenRunsAfterTheGrace) {
+  // A fresh head is indistinguishable from a restarted one: for a dead threshold it waits for
+  // agents to claim resubmitted tasks.
+  HeadFixture head(head::LivenessConfig{Ms(1000), Ms(1000), Ms(2000)});
+  auto start = std::chrono::steady_clock::now();
+  FakeAgent idle(head.address);
+  idle.Send(AgentHello("secret"));
+  ASSERT_TRUE(idle.Next().has_welcome());
+
+  FakeClient owner(head.address);
+  proto::ClientToHead hello;
+  hello.mutable_hello()->set_protocol_version(kProtocolVersion);
+  hello.mutable_hello()->set_token("secret");
+  hello.mutable_hello()->set_role(proto::Hello::CLIENT);
+  hello.mutable_hello()->set_id("owner-01");
+  owner.Send(hello);
+  ASSERT_TRUE(owner.Next().has_welcome());
+  auto resubmit = [&](const std::string& id) {
+    proto::ClientToHead m;
+    proto::TaskSpec* spec = m.mutable_submit();
+    spec->set_task_id(id);
+    spec->set_name("f");
+    spec->set_function_hash("hash");
+    spec->set_function("pickled");
+    (*spec->mutable_resources())["CPU"] = 1;
+    spec->set_python_version("3.11");
+    spec->set_max_retries(3);
+    spec->set_resubmitted(true);
+    owner.Send(m);
+  };
+  resubmit("task-held");
+  // The idle node could run it now, but an agent may still hold it: nothing is dispatched.
+  EXPECT_FALSE(idle.Next(300ms).has_execute());
+
+  FakeAgent holder(head.address);
+  proto::AgentToHead h = AgentHello("secret");
+  h.mutable_hello()->mutable_node()->set_node_id("node-two");
+  proto::HeldAttempt* held = h.mutable_hello()->add_held();
+  held->set_task_id("task-held");
+  held->set_attempt(2);
+  holder.Send(h);
+  ASSERT_TRUE(holder.Next().has_welcome());
+  holder.Send(Finished("task-held", 2, "finished by the attempt that survived the restart"));
+  proto::HeadToClient ready = owner.Next();
+  ASSERT_TRUE(ready.has_ready());
+  EXPECT_EQ(ready.ready().id(), "task-held");
+  EXPECT_EQ(ready.ready().data(), "finished by the attempt that survived the restart");
+  EXPECT_FALSE(holder.Next(100ms).has_execute()) << "adopted, not run again";
+
+  // Nobody holds this one: it runs once the grace (2 s after the head started) is over.
+  resubmit("task-lost");
+  proto::HeadToAgent exec;
+  proto::AgentToHead beat;
+  for (int i = 0; i < 50 && !exec.has_execute(); ++i) {
+    beat.mutable_heartbeat()->set_seq(i + 1);  // fake agents must stay alive past the grace
+    idle.Send(beat);
+    holder.Send(beat);
+    exec = idle.Next(50ms);
+    while (exec.has_heartbeat_ack()) exec = idle.Next(50ms);
+    if (!exec.has_execute()) {
+      exec = holder.Next(50ms);
+      while (exec.has_heartbeat_ack()) exec = holder.Next(50ms);
+    }
+  }
+  ASSERT_TRUE(exec.has_execute());
+  EXPECT_EQ(exec.execute().spec().task_id(), "task-lost");
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 2000ms);
 }
 
 }  // namespace
