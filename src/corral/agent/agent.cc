@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -95,8 +96,13 @@ Status Agent::Start() {
   worker_listener_ = std::move(*l);
   worker_listener_->Start([this](std::unique_ptr<net::ByteStream> s) { OnWorkerAccepted(std::move(s)); });
   // The lease, published for the workers' watchdogs (see worker_link.h); 0 until the first one.
-  lease_fd_ = ::open((options_.state_dir + "/lease").c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (lease_fd_ < 0 || ::ftruncate(lease_fd_, sizeof(int64_t)) != 0)
+  int fd = ::open((options_.state_dir + "/lease").c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd >= 0 && ::ftruncate(fd, sizeof(int64_t)) == 0) {
+    void* p = mmap(nullptr, sizeof(int64_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p != MAP_FAILED) lease_map_ = static_cast<int64_t*>(p);
+  }
+  if (fd >= 0) ::close(fd);
+  if (!lease_map_)
     LOG_WARN("cannot publish the lease to workers ({}): they rely on the agent alone to stop them", std::strerror(errno));
   processes_ = std::make_unique<WorkerProcesses>(
       io_, [this](pid_t pid, bool err, std::string line) { OnWorkerLine(pid, err, std::move(line)); },
@@ -105,6 +111,7 @@ Status Agent::Start() {
     auto inhibitor = SleepInhibitor::Start(
         io_,
         [this](std::chrono::milliseconds budget, SleepInhibitor::Done done) {
+          if (!draining_) sleep_drain_ = true;
           Drain(budget, /*leave=*/false, "the machine is going to sleep", std::move(done));
         },
         [this] { Undrain("the machine woke up"); });
@@ -125,8 +132,8 @@ void Agent::Stop() {
   drain_timer_.cancel();
   lease_timer_.Cancel();
   sleep_inhibitor_.reset();  // lets the machine sleep without waiting for us
-  if (lease_fd_ >= 0) ::close(lease_fd_);
-  lease_fd_ = -1;
+  if (lease_map_) munmap(lease_map_, sizeof(int64_t));
+  lease_map_ = nullptr;
   if (processes_) processes_->KillAll(SIGKILL);
   if (worker_listener_) {
     worker_listener_->Stop();
@@ -279,8 +286,7 @@ void Agent::OnLeaseRenewed() {
   if (!lease_.granted() || lease_.expiry() == published_lease_) return;
   published_lease_ = lease_.expiry();
   lease_timer_.ExpireAt(published_lease_, [this] { OnLeaseExpired(); });
-  if (lease_fd_ >= 0 && ::pwrite(lease_fd_, &published_lease_, sizeof published_lease_, 0) != sizeof published_lease_)
-    LOG_WARN("cannot publish the lease to workers: {}", std::strerror(errno));
+  if (lease_map_) __atomic_store_n(lease_map_, published_lease_, __ATOMIC_RELAXED);  // workers read it whole
 }
 
 void Agent::OnLeaseExpired() {
@@ -603,7 +609,7 @@ Agent::Worker* Agent::SpawnWorker(const std::string& env_key) {
   spec.env["CORRAL_NODE_ID"] = Hex(options_.node_id);
   spec.env["CORRAL_ADDRESS"] = options_.head.ToString();
   spec.env["CORRAL_TOKEN"] = options_.token;
-  if (lease_fd_ >= 0) spec.env["CORRAL_LEASE_FILE"] = options_.state_dir + "/lease";
+  if (lease_map_) spec.env["CORRAL_LEASE_FILE"] = options_.state_dir + "/lease";
   spec.env["CUDA_VISIBLE_DEVICES"] = env_key;
   for (const char* var : {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"})
     spec.env[var] = "1";
@@ -806,6 +812,7 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
 
 void Agent::Drain(std::chrono::milliseconds timeout, bool leave, const std::string& reason,
                   std::function<void()> on_drained) {
+  bool for_sleep = static_cast<bool>(on_drained);  // only the sleep inhibitor waits on a drain
   if (on_drained) on_drained_ = std::move(on_drained);
   if (!registered_ && leave) {
     LOG_INFO("{}: not connected to a head, stopping now", reason);
@@ -815,7 +822,15 @@ void Agent::Drain(std::chrono::milliseconds timeout, bool leave, const std::stri
     return;
   }
   leave_after_drain_ = leave_after_drain_ || leave;
-  if (draining_) return;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  if (draining_) {
+    // Already draining (a sleep drain, then `corral stop`): the earlier deadline wins, and a drain
+    // that has already finished may now have to leave.
+    if (!for_sleep) sleep_drain_ = false;  // an operator's drain does not end when the machine wakes
+    if (deadline < drain_deadline_) ArmDrainTimer(deadline);
+    CheckDrained();
+    return;
+  }
   draining_ = true;
   drain_reason_ = reason;
   int running = 0;
@@ -837,23 +852,31 @@ void Agent::Drain(std::chrono::milliseconds timeout, bool leave, const std::stri
     }
   for (const Pending& p : queue_) HandBack(p.task.spec().task_id(), p.task.spec().attempt(), why);
   queue_.clear();
-  drain_timer_.expires_after(timeout);
-  drain_timer_.async_wait([this, alive = alive_, why](const boost::system::error_code& ec) {
+  ArmDrainTimer(deadline);
+  CheckDrained();
+}
+
+void Agent::ArmDrainTimer(std::chrono::steady_clock::time_point deadline) {
+  drain_deadline_ = deadline;
+  drain_timer_.expires_at(deadline);
+  drain_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
     if (ec || !*alive) return;
+    std::string why = fmt::format("node {} is draining; its drain timeout passed", ShortHex(options_.node_id));
     for (auto& [pid, w] : workers_)
       if (w->busy && w->hand_back.empty()) {
-        w->hand_back = why + "; its drain timeout passed";
+        w->hand_back = why;
         processes_->Kill(pid, SIGKILL);
       }
     if (auto done = std::move(on_drained_)) done();  // what ran is stopped (its reports follow)
   });
-  CheckDrained();
 }
 
 void Agent::Undrain(const std::string& reason) {
+  // Only a drain for sleep ends on wake; one an operator asked for (or a stop) goes on.
+  if (!draining_ || leave_after_drain_ || !sleep_drain_) return;
   drain_timer_.cancel();
   on_drained_ = nullptr;
-  if (!draining_ || leave_after_drain_) return;
+  sleep_drain_ = false;
   draining_ = false;
   LOG_INFO("taking work again: {}", reason);
   proto::AgentToHead msg;

@@ -99,6 +99,7 @@ class Agent {
   // Reports the attempt as ended without a result of its own (drain, fencing): the head runs it again.
   void HandBack(const std::string& task_id, uint32_t attempt, const std::string& why);
   void CheckDrained();
+  void ArmDrainTimer(std::chrono::steady_clock::time_point deadline);
 
   void OnExecute(proto::ExecuteTask&& task);
   void OnCancel(const proto::CancelAttempt& cancel);
@@ -137,7 +138,7 @@ class Agent {
   Nanos last_ack_ = 0;  // CLOCK_BOOTTIME of the last heartbeat ack (or the Welcome)
   Lease lease_;
   net::BootTimer lease_timer_;
-  int lease_fd_ = -1;         // state_dir/lease, mapped by workers
+  int64_t* lease_map_ = nullptr;  // state_dir/lease, mapped here and by the workers
   Nanos published_lease_ = 0;
   // Attempt ends that happened while the head was unreachable: reported after re-registering.
   std::deque<proto::AgentToHead> outbox_;
@@ -157,6 +158,8 @@ class Agent {
   std::string drain_reason_;
   boost::asio::steady_timer drain_timer_;
   std::function<void()> on_drained_;
+  bool sleep_drain_ = false;  // the drain began because the machine is going to sleep
+  std::chrono::steady_clock::time_point drain_deadline_;
   std::unique_ptr<SleepInhibitor> sleep_inhibitor_;
 
   std::unique_ptr<net::Listener> worker_listener_;

@@ -145,9 +145,21 @@ struct SleepInhibitor::Impl {
       on_sleep(budget, release);
     } else {
       LOG_INFO("the machine woke up");
+      ReleaseLock();  // a release still pending from before the sleep must not drop the new lock
       if (Status s = TakeLock(); !s.ok()) LOG_WARN("{}", s.message());
       on_wake();
     }
+    ProcessQueued();
+  }
+
+  // Synchronous calls read the socket too: signals that arrived meanwhile wait in sd-bus's queue,
+  // and the socket may not become readable again for them.
+  void ProcessQueued() {
+    asio::post(io, [this, alive = alive] {
+      if (*alive)
+        while (sd->process(bus, nullptr) > 0) {
+        }
+    });
   }
 
   void Wait() {
@@ -195,12 +207,7 @@ Result<std::unique_ptr<SleepInhibitor>> SleepInhibitor::Start(
     return Err(Code::kUnavailable, s.message() + " (is systemd-logind running on this machine?)");
   impl->fd.assign(sd->get_fd(impl->bus));
   impl->Wait();
-  // Messages that arrived during the calls above are already buffered in the bus.
-  asio::post(io, [raw = impl.get(), alive = impl->alive] {
-    if (*alive)
-      while (raw->sd->process(raw->bus, nullptr) > 0) {
-      }
-  });
+  impl->ProcessQueued();  // messages that arrived during the calls above
   LOG_INFO("holding a sleep inhibitor: this node drains before the machine sleeps");
   return std::unique_ptr<SleepInhibitor>(new SleepInhibitor(std::move(impl)));
 }

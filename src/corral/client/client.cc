@@ -46,7 +46,7 @@ Client::~Client() {
   if (io_->in_forked_child()) {
     // Objects shared with the parent's IO thread: leave them alone.
     new std::shared_ptr<net::Connection>(conn_.load());
-    if (reconnect_thread_.joinable()) reconnect_thread_.detach();
+    new std::thread(std::move(reconnect_thread_));  // a parent's thread: not joinable or detachable here
     io_.release();
     return;
   }
@@ -74,6 +74,15 @@ Client::~Client() {
 }
 
 Status Client::Handshake() {
+  auto c = Dial();
+  if (!c) return c.error();
+  std::lock_guard lock(mu_);
+  conn_.store(*c);
+  pending_.store(nullptr);
+  return Status::Ok();
+}
+
+Result<std::shared_ptr<net::Connection>> Client::Dial() {
   std::unique_ptr<net::ByteStream> stream;
   Status dial_status;
   bool dialed = false;
@@ -91,12 +100,13 @@ Status Client::Handshake() {
     welcome_.reset();
   }
   if (!stream)
-    return Status(dial_status.code(), dial_status.message() + "; is the head running? (`corral status`)");
+    return Err(dial_status.code(), dial_status.message() + "; is the head running? (`corral status`)");
   net::ConnectionOptions copts;
   copts.direct_writes = true;
   auto c = net::Connection::Create(std::move(stream), copts);
   net::Connection* raw = c.get();
-  conn_.store(c);
+  // Not yet the connection calls use: until published, only the handshake (and a replay) use it.
+  pending_.store(raw);
   asio::post(io_->io(), [this, c, raw] {
     c->Start([this, raw](std::string_view m) { OnMessage(raw, m); },
              [this, raw](const Status& s) { OnClose(raw, s); });
@@ -118,19 +128,20 @@ Status Client::Handshake() {
                       [&] { return welcome_.has_value() || c->closed() || shutting_down_; })) {
     lock.unlock();
     c->Close(Status(Code::kDeadlineExceeded, "no welcome"));
-    return Status(Code::kDeadlineExceeded, "the head did not answer the handshake in time");
+    return Err(Code::kDeadlineExceeded, "the head did not answer the handshake in time");
   }
-  if (welcome_ && !welcome_->ok()) return *welcome_;
-  if (!welcome_) return closed_reason_.ok() ? Status(Code::kUnavailable, "the head closed the connection") : closed_reason_;
-  return Status::Ok();
+  if (welcome_ && !welcome_->ok()) return Err(*welcome_);
+  if (!welcome_ || c->closed())
+    return Err(closed_reason_.ok() ? Status(Code::kUnavailable, "the head closed the connection") : closed_reason_);
+  return c;
 }
 
 void Client::OnMessage(net::Connection* from, std::string_view bytes) {
   auto current = conn();
-  if (current.get() != from) return;  // a connection already replaced
+  if (current.get() != from && pending_.load() != from) return;  // a connection already replaced
   proto::HeadToClient msg;
   if (!msg.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    current->Close(Status(Code::kInvalidArgument, "malformed message from the head"));
+    from->Close(Status(Code::kInvalidArgument, "malformed message from the head"));
     return;
   }
   switch (msg.msg_case()) {
@@ -138,7 +149,8 @@ void Client::OnMessage(net::Connection* from, std::string_view bytes) {
       std::lock_guard lock(mu_);
       if (msg.welcome().error().empty()) {
         welcome_ = Status::Ok();
-        current->MarkHandshakeDone();
+        session_ = msg.welcome().session_id();
+        from->MarkHandshakeDone();
       } else {
         welcome_ = Status(Code::kPermissionDenied, "the head refused the connection: " + msg.welcome().error());
       }
@@ -186,9 +198,9 @@ void Client::OnMessage(net::Connection* from, std::string_view bytes) {
 }
 
 void Client::OnClose(net::Connection* from, const Status& reason) {
-  if (conn().get() != from) return;
   std::lock_guard lock(mu_);
-  cv_.notify_all();
+  cv_.notify_all();  // a handshake waiting on this connection sees it closed
+  if (conn().get() != from) return;
   if (closed_ || reconnecting_) return;
   Status lost(Code::kUnavailable,
               "lost the connection to the head at " + options_.head.ToString() + ": " + reason.message());
@@ -208,74 +220,113 @@ void Client::OnClose(net::Connection* from, const Status& reason) {
 
 void Client::ReconnectLoop(Status reason) {
   auto give_up = Clock::now() + options_.reconnect_for;
+  std::string previous_session;
+  {
+    std::lock_guard lock(mu_);
+    previous_session = session_;
+  }
   std::mt19937 rng(std::random_device{}());
   int attempt = 0;
   Status last = reason;
+  auto fail = [&](Status why) {  // mu_ held
+    reconnecting_ = false;
+    closed_ = true;
+    closed_reason_ = std::move(why);
+    cv_.notify_all();
+  };
   while (true) {
     double backoff = std::min(5.0, 0.1 * (1 << std::min(attempt++, 6)));
     std::uniform_real_distribution<double> jitter(0.5, 1.0);
     auto delay = std::chrono::milliseconds(static_cast<int64_t>(backoff * 1000 * jitter(rng)));
     {
       std::unique_lock lock(mu_);
-      if (cv_.wait_until(lock, std::min(give_up, Clock::now() + delay), [&] { return shutting_down_; })) {
-        reconnecting_ = false;
-        closed_ = true;
-        closed_reason_ = Status(Code::kCancelled, "client closing");
-        cv_.notify_all();
-        return;
-      }
-      if (Clock::now() >= give_up) {
-        reconnecting_ = false;
-        closed_ = true;
-        closed_reason_ = Status(Code::kUnavailable,
-                                fmt::format("lost the connection to the head at {} and could not reconnect within {}s "
-                                            "({}); is the head running? (`corral status`)",
-                                            options_.head.ToString(), options_.reconnect_for.count() / 1000,
-                                            last.message()));
-        cv_.notify_all();
-        return;
-      }
+      if (cv_.wait_until(lock, std::min(give_up, Clock::now() + delay), [&] { return shutting_down_; }))
+        return fail(Status(Code::kCancelled, "client closing"));
+      if (Clock::now() >= give_up)
+        return fail(Status(Code::kUnavailable,
+                           fmt::format("lost the connection to the head at {} and could not reconnect within {}s "
+                                       "({}); is the head running? (`corral status`)",
+                                       options_.head.ToString(), options_.reconnect_for.count() / 1000,
+                                       last.message())));
     }
-    Status s = Handshake();
-    if (s.ok()) break;
-    last = s;
-    if (s.code() == Code::kPermissionDenied) {  // refused: retrying cannot help
+    auto c = Dial();
+    if (!c) {
+      last = c.error();
+      if (last.code() == Code::kPermissionDenied) {  // refused: retrying cannot help
+        std::lock_guard lock(mu_);
+        return fail(last);
+      }
+      continue;
+    }
+    // Replay on the new connection, then make it the one every call uses. Submissions and puts
+    // wait for the replay (submit_mu_), so none overtakes what it depends on. The same head (it
+    // kept this client's session) needs only the subscriptions again.
+    std::unique_lock submit_lock(submit_mu_);
+    bool same_head;
+    {
       std::lock_guard lock(mu_);
-      reconnecting_ = false;
-      closed_ = true;
-      closed_reason_ = s;
-      cv_.notify_all();
-      return;
+      same_head = session_ == previous_session;
     }
+    if (!Replay(**c, same_head)) {
+      last = Status(Code::kUnavailable, "the connection closed during the replay");
+      continue;
+    }
+    {
+      std::lock_guard lock(mu_);
+      conn_.store(*c);
+      pending_.store(nullptr);
+    }
+    submit_lock.unlock();
+    // Subscriptions made while the replay ran went to the old connection: make them again.
+    proto::ClientToHead sub;
+    {
+      std::lock_guard lock(mu_);
+      for (const auto& id : subscribed_) sub.mutable_subscribe()->add_ids(id);
+    }
+    if (sub.has_subscribe()) (*c)->Send(sub);
+    std::lock_guard lock(mu_);
+    if ((*c)->closed()) {  // lost again already; its close was not taken as ours while reconnecting
+      last = Status(Code::kUnavailable, "the connection closed right after the replay");
+      continue;
+    }
+    reconnecting_ = false;
+    reconnects_++;
+    if (options_.print_logs)
+      std::fprintf(stderr, "corral: reconnected to the head at %s%s\n", options_.head.ToString().c_str(),
+                   same_head ? "" : " (it restarted: unfinished tasks were sent again)");
+    cv_.notify_all();
+    return;  // nothing after this touches the client: a new loss may start another thread at once
   }
-  Replay();
-  reconnects_++;
-  std::lock_guard lock(mu_);
-  reconnecting_ = false;
-  if (options_.print_logs) std::fprintf(stderr, "corral: reconnected to the head at %s\n", options_.head.ToString().c_str());
-  cv_.notify_all();
 }
 
-void Client::Replay() {
-  // Holding submit_mu_: no new submission may overtake the ones replayed (they may depend on them).
-  std::lock_guard submit_lock(submit_mu_);
+bool Client::Replay(net::Connection& c, bool subscriptions_only) {
   std::vector<proto::ClientToHead> msgs;
   proto::ClientToHead sub;
   {
     std::lock_guard lock(mu_);
+    if (subscriptions_only) {
+      for (const auto& [id, spec] : unfinished_) sub.mutable_subscribe()->add_ids(id);
+      for (const auto& id : subscribed_) sub.mutable_subscribe()->add_ids(id);
+      if (sub.has_subscribe()) c.Send(sub);
+      c.Flush();
+      return !c.closed();
+    }
     shipped_.clear();
     std::map<std::string, const proto::TaskSpec*> templates;
     for (const auto& f : functions_) templates[f.function_hash()] = &f;
-    // Puts and tasks interleaved by id: the order they were first sent in.
-    auto put = puts_.begin();
+    // Values this client owns and still holds (its puts, and results it has), and its unfinished
+    // tasks, in the order they were first sent (ids sort in that order): a restarted head needs
+    // the values before the tasks that take them.
+    std::set<std::string> values;
+    for (const auto& id : owned_)
+      if (ready_.contains(id)) values.insert(id);
+    auto value = values.begin();
     auto task = unfinished_.begin();
-    while (put != puts_.end() || task != unfinished_.end()) {
-      bool take_put = task == unfinished_.end() || (put != puts_.end() && *put < task->first);
+    while (value != values.end() || task != unfinished_.end()) {
       proto::ClientToHead m;
-      if (take_put) {
-        auto v = ready_.find(*put);
-        if (v != ready_.end()) *m.mutable_put() = *v->second;
-        ++put;
+      if (task == unfinished_.end() || (value != values.end() && *value < task->first)) {
+        *m.mutable_put() = *ready_[*value];
+        ++value;
       } else {
         proto::TaskSpec* spec = m.mutable_submit();
         *spec = task->second;
@@ -287,17 +338,21 @@ void Client::Replay() {
         sub.mutable_subscribe()->add_ids(task->first);
         ++task;
       }
-      if (m.msg_case() != proto::ClientToHead::MSG_NOT_SET) msgs.push_back(std::move(m));
+      msgs.push_back(std::move(m));
     }
     for (const auto& id : subscribed_) sub.mutable_subscribe()->add_ids(id);
   }
-  auto c = conn();
   for (const auto& m : msgs) {
-    if (!c->has_room()) c->WaitForRoom(Clock::time_point::max());
-    c->Send(m, net::Urgency::kSoon);
+    while (!c.has_room()) {
+      if (!c.WaitForRoom(Clock::now() + std::chrono::milliseconds(100)) && c.closed()) return false;
+      std::lock_guard lock(mu_);
+      if (shutting_down_) return false;
+    }
+    if (!c.Send(m, net::Urgency::kSoon)) return false;
   }
-  if (sub.has_subscribe()) c->Send(sub);
-  c->Flush();
+  if (sub.has_subscribe()) c.Send(sub);
+  c.Flush();
+  return !c.closed();
 }
 
 Status Client::Send(const proto::ClientToHead& msg, net::Urgency urgency) {
@@ -388,6 +443,7 @@ Result<std::string> Client::Submit(int function, std::string args, const std::ve
 }
 
 Result<std::string> Client::Put(std::string data) {
+  std::lock_guard submit_lock(submit_mu_);  // not during a replay (it would miss this value)
   proto::ClientToHead msg;
   proto::ObjectValue* v = msg.mutable_put();
   std::string id;
@@ -409,7 +465,6 @@ Result<std::string> Client::Put(std::string data) {
     return Err(s);
   }
   ready_[id] = std::move(local);
-  if (options_.reconnect) puts_.insert(id);
   return id;
 }
 
@@ -495,7 +550,6 @@ bool Client::DropRefLocked(const std::string& id) {
   refs_.erase(it);
   ready_.erase(id);
   subscribed_.erase(id);
-  puts_.erase(id);
   if (!owned_.erase(id)) return false;
   pending_release_.push_back(id);
   return true;

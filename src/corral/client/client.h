@@ -13,7 +13,8 @@
 // client dials again with backoff for up to `reconnect_for`, under the same client id. It then
 // sends again what the head may have lost: its put values still referenced, and every task it
 // submitted whose result it has not received (marked `resubmitted`; the head ignores ids it still
-// has), in submission order, and re-subscribes what it waits for. Waiting calls go on waiting
+// has), in submission order, and re-subscribes what it waits for. Values it owns and holds (puts
+// and results) are sent again too, for the tasks that take them. Waiting calls go on waiting
 // meanwhile; only if the head stays unreachable do they fail. Cancels and releases sent while
 // disconnected are lost.
 //
@@ -89,14 +90,17 @@ class Client {
 
  private:
   explicit Client(const ClientOptions& options);
-  // Dials, says Hello and waits for the Welcome; on success the new connection is current.
+  // Dial(), and the new connection becomes current (the first connection).
   Status Handshake();
+  // Dials, says Hello and waits for the Welcome; the connection is not published.
+  Result<std::shared_ptr<net::Connection>> Dial();
   std::shared_ptr<net::Connection> conn() const { return conn_.load(); }
   void OnMessage(net::Connection* from, std::string_view bytes);
   void OnClose(net::Connection* from, const Status& reason);
   // On the reconnect thread: dials until connected or out of time, then replays.
   void ReconnectLoop(Status reason);
-  void Replay();
+  // Sends again what a restarted head may have lost; false if the connection failed meanwhile.
+  bool Replay(net::Connection& c, bool subscriptions_only);
   Status Send(const proto::ClientToHead& msg, net::Urgency urgency = net::Urgency::kNow);
   void FlushReleases();  // mu_ must not be held
   Result<std::vector<ObjectPtr>> GetHeld(const std::vector<std::string>& ids, double timeout_s);
@@ -114,6 +118,7 @@ class Client {
   std::string python_minor_;
   std::unique_ptr<IoThread> io_ = std::make_unique<IoThread>();  // reset first in ~Client
   std::atomic<std::shared_ptr<net::Connection>> conn_;  // replaced on reconnect
+  std::atomic<net::Connection*> pending_{nullptr};       // handshaking, not yet published
   std::thread reconnect_thread_;
   std::atomic<int> reconnects_{0};
 
@@ -121,13 +126,13 @@ class Client {
   std::mutex mu_;
   std::condition_variable cv_;
   std::optional<Status> welcome_;                                   // guarded by mu_
+  std::string session_;                  // the head's run id, from the Welcome; guarded by mu_
   Status closed_reason_;                                            // guarded by mu_
   bool closed_ = false;                                             // guarded by mu_
   bool reconnecting_ = false;                                       // guarded by mu_
   bool shutting_down_ = false;                                      // guarded by mu_
   // Submitted tasks without a result yet, by id (ids sort in submission order): for a replay.
   std::map<std::string, proto::TaskSpec> unfinished_;               // guarded by mu_
-  std::set<std::string> puts_;                                      // owned put ids; guarded by mu_
   uint64_t next_task_ = 0;                                          // guarded by mu_
   std::vector<proto::TaskSpec> functions_;                          // guarded by mu_
   std::unordered_set<std::string> shipped_;                         // guarded by mu_

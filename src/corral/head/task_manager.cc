@@ -209,6 +209,7 @@ void TaskManager::Cancel(ClientSession* client, const proto::Cancel& request) {
       return;
     case TaskState::kDispatched: {
       task.cancel_requested = true;
+      task.cancel_force = task.cancel_force || request.force();
       Node* node = nodes_.Find(task.node);
       if (!node || !node->conn) return;
       proto::HeadToAgent msg;
@@ -328,7 +329,8 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
   auto it = tasks_.find(finished.task_id());
   if (auto o = orphans_.find(finished.task_id());
       o != orphans_.end() && o->second.node == node->view.id && o->second.attempt == finished.attempt()) {
-    if (it == tasks_.end()) {  // its owner has not resubmitted it yet: keep the result for then
+    if (it == tasks_.end() || it->second.state != TaskState::kDispatched) {
+      // Its task is not resubmitted yet, or waits for its dependencies: keep the result for then.
       o->second.result = std::move(*finished.mutable_result());
       return;
     }
@@ -405,12 +407,12 @@ void TaskManager::OnNodeDead(Node* node, const std::string& why) {
   nodes_changed_ = true;
 }
 
-void TaskManager::CancelAttempt(Node* node, const std::string& task_id, uint32_t attempt) {
+void TaskManager::CancelAttempt(Node* node, const std::string& task_id, uint32_t attempt, bool force) {
   if (!node || !node->conn) return;
   proto::HeadToAgent msg;
   msg.mutable_cancel()->set_task_id(task_id);
   msg.mutable_cancel()->set_attempt(attempt);
-  msg.mutable_cancel()->set_force(true);
+  msg.mutable_cancel()->set_force(force);
   node->conn->Send(msg);
 }
 
@@ -439,11 +441,19 @@ void TaskManager::Reconcile(Node* node, const google::protobuf::RepeatedPtrField
         b.set_blocked(h.blocked());
         OnBlocked(node, b);
       }
+      // A cancel sent while it was away never reached it.
+      if (task.cancel_requested) CancelAttempt(node, h.task_id(), h.attempt(), task.cancel_force);
       continue;  // still the current attempt: it goes on (its result, if it has one, follows)
     }
-    if (InGrace() && (t == tasks_.end() || t->second.parked)) {
+    // After a (re)start: an attempt of a task not resubmitted yet, or resubmitted and still waiting
+    // (parked, or for its dependencies, which are resubmitted too): keep it for that task.
+    bool waiting_for_it = t == tasks_.end() ||
+                          (t->second.spec.resubmitted() && t->second.spec.attempt() == 0 &&
+                           ((t->second.state == TaskState::kQueued && t->second.parked) ||
+                            t->second.state == TaskState::kWaitingDeps));
+    if (InGrace() && waiting_for_it) {
       orphans_[h.task_id()] = Orphan{node->view.id, h.attempt(), std::nullopt};
-      if (t != tasks_.end()) AdoptOrPark(h.task_id(), t->second);
+      if (t != tasks_.end() && t->second.parked) AdoptOrPark(h.task_id(), t->second);
       continue;
     }
     if (!h.finished()) {
@@ -451,10 +461,23 @@ void TaskManager::Reconcile(Node* node, const google::protobuf::RepeatedPtrField
       CancelAttempt(node, h.task_id(), h.attempt());
     }
   }
+  // Its resources may differ now (a new agent process under the same id): count afresh what it runs.
+  node->view.available = node->view.total;
+  double cpus = 0;
+  for (const auto& id : node->tasks) {
+    auto t = tasks_.find(id);
+    if (t == tasks_.end() || !t->second.cls) continue;
+    node->view.available.Subtract(t->second.cls->request.resources);
+    if (t->second.blocked) node->view.available.Add(CpuPart(t->second.cls->request.resources));
+    cpus += t->second.cls->request.resources.Get(kCpu);
+  }
+  node->view.prefetch_limit = static_cast<int>(node->view.total.Get(kCpu)) * options_.prefetch_per_cpu;
+  node->view.prefetched = std::max(0, static_cast<int>(cpus - node->view.total.Get(kCpu)));
   dirty_ = true;
 }
 
 bool TaskManager::AdoptOrPark(const std::string& id, Task& task) {
+  if (task.state == TaskState::kFinished || task.state == TaskState::kDispatched) return true;
   auto o = orphans_.find(id);
   Node* node = o == orphans_.end() ? nullptr : nodes_.Find(o->second.node);
   if (node && node->state != NodeState::kDead && node->state != NodeState::kLeft) {
@@ -546,6 +569,7 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     if (tit == tasks_.end() || tit->second.state == TaskState::kFinished) continue;
     Task& task = tit->second;
     task.state = TaskState::kFinished;
+    task.parked = false;
     task.cls->unfinished--;
     task.cls = nullptr;  // the class may go once no unfinished task needs it
     --unfinished_;

@@ -92,6 +92,7 @@ class TaskManager {
     SchedClass* cls = nullptr;         // never null once submitted; outlives the task while unfinished
     bool blocked = false;
     bool cancel_requested = false;
+    bool cancel_force = false;
     bool told_infeasible = false;
     bool parked = false;               // resubmitted after a head restart: waits for an agent to claim it
   };
@@ -134,7 +135,7 @@ class TaskManager {
   bool AdoptOrPark(const std::string& id, Task& task);
   bool InGrace() const { return grace_ && nodes_.clock().BootTimeNs() < grace_until_; }
   void EndGrace();
-  void CancelAttempt(Node* node, const std::string& task_id, uint32_t attempt);
+  void CancelAttempt(Node* node, const std::string& task_id, uint32_t attempt, bool force = true);
   void TryFree(const std::string& id);
   void SendToClient(const std::string& client_id, const proto::HeadToClient& msg);
   void Notice(const std::string& task_id, const std::string& owner, const std::string& text);
