@@ -210,6 +210,13 @@ def test_drain_on_sleep_holds_an_inhibitor_and_drains_before_suspend(cluster):
         on_laptop = corral.get(where.options(label_selector={}).remote(0.5), timeout=30)
         assert on_laptop in (laptop.node_id, server.node_id)
         assert corral.cluster_status()["counters"].get("tasks_retried", 0) == 0
+
+        # Asleep (drained, nothing running) when it is told to stop: it leaves at once.
+        logind.sleep()
+        logind.wait_released()
+        laptop.proc.send_signal(signal.SIGTERM)
+        assert laptop.proc.wait(15) == 0
+        assert {n["node_id"]: n for n in corral.nodes()}[laptop.node_id]["state"] == "left"
     finally:
         logind.close()
         bus.stop()

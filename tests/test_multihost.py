@@ -208,18 +208,29 @@ def test_address_change_keeps_the_node_identity(net):
     assert old != nodes[victim.node_id]["address"]
 
 
+@corral.remote
+def length(value):
+    return len(value)
+
+
 def test_head_restart_in_flight_tasks_complete(net):
     wait_alive(3)
+    held = corral.put("x" * 1000)
+    done_before = work.remote("before", 0.0, net.ledger)
+    corral.get(done_before, timeout=30)
     refs = [work.remote(f"h{i}", 3.0, net.ledger) for i in range(3)]
-    wait_until(lambda: os.path.exists(net.ledger) and len(ledger_counts(net.ledger)[0]) == 3,
+    wait_until(lambda: os.path.exists(net.ledger) and len(ledger_counts(net.ledger)[0]) == 4,
                what="all three tasks running")
     net.restart_head(down_s=0.3)
     results = corral.get(refs, timeout=60)
-    counts, _, ends = report("head restart", 3, results, net.ledger)
+    counts, _, ends = report("head restart", 4, results + [corral.get(done_before)], net.ledger)
     # The agents held their attempts through the restart and the new head adopted them.
     assert counts["re-executed"] == 0, ledger_counts(net.ledger)
     assert counts["duplicate effects"] == 0
     assert head_counter("attempts_adopted_after_restart") == 3
+    # What the driver held before the restart (a put, a result) is usable after it.
+    assert corral.get(length.remote(held), timeout=30) == 1000
+    assert corral.get(length.remote(done_before), timeout=30) == 3  # ("before", node, attempt)
     wait_alive(3)
     # And the cluster works as before.
     assert corral.get(work.remote("after", 0.0, net.ledger), timeout=30)[0] == "after"
