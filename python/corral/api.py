@@ -191,7 +191,11 @@ def cancel(ref, *, force=False):
 
 
 def nodes():
-    """Every node the head knows: id, hostname, state, resources (total and available), labels."""
+    """Every node the head knows, as dicts: node_id, hostname, address (where it connects from),
+    state ("alive", "suspect": silent or disconnected, takes no new work; "dead": its tasks were
+    re-run elsewhere; "left": drained and gone), connected, draining, interruptible_only,
+    resources (total) and available, labels, python_version, running_tasks, last_heartbeat_age_s,
+    and the agent's counters."""
     return _runtime.get_client().nodes()
 
 
