@@ -1,4 +1,4 @@
-"""The code's layout rules: dependencies point one way (base -> net -> head, agent, client -> cli,
+"""The code's layout rules: dependencies point one way (base -> net, store -> head, agent, client -> cli,
 python) and the head and agent never include each other's headers."""
 import os
 import re
@@ -8,10 +8,11 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src", "co
 ALLOWED = {
     "base": set(),
     "net": {"base"},
-    "head": {"base", "net"},
+    "store": {"base"},
+    "head": {"base", "net", "store"},
     "agent": {"base", "net"},
     "client": {"base", "net"},
-    "cli": {"base", "net", "head", "agent", "client"},
+    "cli": {"base", "net", "store", "head", "agent", "client"},
     "python": {"base", "net", "client"},
 }
 INCLUDE = re.compile(r'#include\s+"corral/([a-z_]+)/')

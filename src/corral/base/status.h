@@ -76,3 +76,10 @@ Status MakeStatus(Code code, fmt::format_string<Args...> f, Args&&... args) {
     ::corral::Status _st = (expr);          \
     if (!_st.ok()) return _st;                \
   } while (0)
+
+// The same in a function returning Result<T>.
+#define CORRAL_RETURN_IF_ERROR_R(expr)                  \
+  do {                                                  \
+    ::corral::Status _st = (expr);                      \
+    if (!_st.ok()) return ::corral::Err(std::move(_st)); \
+  } while (0)

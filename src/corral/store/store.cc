@@ -1,0 +1,32 @@
+#include "corral/store/store.h"
+
+namespace corral::store {
+
+const char* TaskStateName(TaskState s) {
+  switch (s) {
+    case TaskState::kPending: return "PENDING";
+    case TaskState::kStarted: return "STARTED";
+    case TaskState::kRetry: return "RETRY";
+    case TaskState::kSuccess: return "SUCCESS";
+    case TaskState::kFailure: return "FAILURE";
+    case TaskState::kRevoked: return "REVOKED";
+  }
+  return "?";
+}
+
+std::optional<TaskState> ParseTaskState(std::string_view name) {
+  for (auto s : {TaskState::kPending, TaskState::kStarted, TaskState::kRetry, TaskState::kSuccess,
+                 TaskState::kFailure, TaskState::kRevoked}) {
+    std::string_view n = TaskStateName(s);
+    if (n.size() == name.size() &&
+        std::equal(n.begin(), n.end(), name.begin(), [](char a, char b) { return a == std::toupper(b); }))
+      return s;
+  }
+  return std::nullopt;
+}
+
+bool IsFinal(TaskState s) {
+  return s == TaskState::kSuccess || s == TaskState::kFailure || s == TaskState::kRevoked;
+}
+
+}  // namespace corral::store
