@@ -33,7 +33,7 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 stamp=.venv/.corral-deps
-deps="scikit-build-core>=0.10 nanobind>=2.0 cloudpickle>=2.0 pytest>=7 pytest-timeout psutil numpy jeepney>=0.8"
+deps="scikit-build-core>=0.10 nanobind>=2.0 cloudpickle>=2.0 pytest>=7 pytest-timeout psutil numpy jeepney>=0.8 croniter>=2"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$deps" ]; then
   echo "==> installing Python build and test dependencies"
   .venv/bin/pip install -q --upgrade pip

@@ -8,6 +8,7 @@
 #include <nanobind/stl/vector.h>
 
 #include "corral/base/files.h"
+#include "corral/base/cron.h"
 #include "corral/base/ids.h"
 #include "corral/client/client.h"
 #include "corral/client/worker_link.h"
@@ -151,6 +152,14 @@ nb::tuple NextTask(WorkerLink& link) {
 NB_MODULE(_core, m) {
   m.doc() = "Corral's C++ client core. Use the corral package, not this module.";
   m.def("find_token", &corral::FindToken, "CORRAL_TOKEN, else CORRAL_TOKEN_FILE, else the local head's token");
+  m.def(
+      "cron_next",
+      [](const std::string& expr, const std::string& tz, int64_t after_ns) {
+        auto e = corral::CronExpr::Parse(expr);
+        if (!e) Raise(e.error());
+        return Check(e->Next(after_ns, tz));
+      },
+      "expr"_a, "tz"_a, "after_ns"_a, "The first slot of a cron expression after after_ns (UTC ns), in zone tz.");
   m.def("hex", [](const nb::bytes& b) { return corral::Hex(Str(b)); });
 
   nb::class_<Client>(m, "Client")
