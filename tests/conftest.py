@@ -53,7 +53,7 @@ class Cluster:
     def __init__(self, head_args=()):
         self.dir = tempfile.mkdtemp(prefix="corral-test-")
         self.bin = _cluster.corral_binary()
-        self.head = Process([self.bin, "start", "--head", "--block", "--head-only", "--port", "0",
+        self.head = Process([self.bin, "start", "--head", "--block", "--head-only", "--port", "0", "--http-port", "0",
                              "--state-dir", f"{self.dir}/head", "--exit-on-stdin-eof", *head_args],
                             f"{self.dir}/head.log")
         self.address = self.head.ready

@@ -42,7 +42,7 @@ def test_help():
 
 
 def test_start_status_join_stop(home, tmp_path):
-    out = run(["start", "--head", "--port", "0", "--num-cpus", "1"], home)
+    out = run(["start", "--head", "--port", "0", "--http-port", "0", "--num-cpus", "1"], home)
     assert out.returncode == 0, out.stderr
     assert "corral start --address 127.0.0.1:" in out.stdout and "CORRAL_TOKEN=" in out.stdout
     head_dir = os.path.join(home["CORRAL_HOME"], "head")
@@ -83,7 +83,7 @@ def test_start_status_join_stop(home, tmp_path):
 
 
 def test_agent_with_bad_token_fails_clearly(home, tmp_path):
-    out = run(["start", "--head", "--port", "0", "--head-only"], home)
+    out = run(["start", "--head", "--port", "0", "--http-port", "0", "--head-only"], home)
     assert out.returncode == 0, out.stderr
     address = open(os.path.join(home["CORRAL_HOME"], "head", "address")).read().strip()
     out = run(["start", "--address", address, "--state-dir", str(tmp_path / "a")], dict(home, CORRAL_TOKEN="nope"))
@@ -97,8 +97,8 @@ def test_refuses_remote_listen_without_tls(home):
 
 
 def test_second_head_on_same_state_dir_is_refused(home):
-    assert run(["start", "--head", "--port", "0", "--head-only"], home).returncode == 0
-    out = run(["start", "--head", "--port", "0", "--head-only"], home)
+    assert run(["start", "--head", "--port", "0", "--http-port", "0", "--head-only"], home).returncode == 0
+    out = run(["start", "--head", "--port", "0", "--http-port", "0", "--head-only"], home)
     assert out.returncode != 0 and "state dir" in out.stderr
 
 
@@ -111,7 +111,7 @@ def test_drain_on_sleep_without_logind_fails_clearly(home, tmp_path):
 
 
 def test_drain_of_unknown_node_says_what_to_give(home):
-    assert run(["start", "--head", "--port", "0", "--head-only"], home).returncode == 0
+    assert run(["start", "--head", "--port", "0", "--http-port", "0", "--head-only"], home).returncode == 0
     out = run(["drain", "ffffffff", "--timeout", "1"], home)
     assert out.returncode == 1
     assert "no live node matches 'ffffffff'" in out.stderr and "corral status" in out.stderr

@@ -72,7 +72,7 @@ class EmbeddedCluster:
     def __init__(self, num_cpus=None, num_gpus=None, memory=None, resources=None, labels=None,
                  extra_args=()):
         self.state_dir = tempfile.mkdtemp(prefix="corral-")
-        args = [corral_binary(), "start", "--head", "--block", "--port", "0",
+        args = [corral_binary(), "start", "--head", "--block", "--port", "0", "--http-port", "0",
                 "--state-dir", self.state_dir, "--exit-on-stdin-eof", "--python", sys.executable]
         if num_cpus is not None:
             args += ["--num-cpus", str(int(num_cpus))]

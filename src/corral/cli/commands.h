@@ -39,6 +39,8 @@ struct HeadFlags {
   int prefetch = 1;
   int handshake_timeout_ms = 10000;
   long max_unfinished_tasks = 2'000'000;
+  int http_port = 8370;                    // -1: no HTTP; 0: any free port
+  std::vector<std::string> http_allowed_hosts;
   NodeFlags node;
 };
 

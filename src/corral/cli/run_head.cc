@@ -41,6 +41,13 @@ static std::string LoadOrCreateToken(const std::string& dir) {
   return tok;
 }
 
+// "REST API: ..." once the head wrote where it serves HTTP.
+static std::string HttpLine(const std::string& state) {
+  auto a = ReadFile(state + "/http_address");
+  if (!a) return "";
+  return fmt::format("REST API: http://{}/api/v1 (header 'Authorization: Bearer <token>')\n\n", a->substr(0, a->find('\n')));
+}
+
 int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   std::string state = flags.state_dir.empty() ? DefaultHeadStateDir() : flags.state_dir;
   auto ep = net::ParseEndpoint(fmt::format("{}:{}", flags.host, flags.port));
@@ -65,8 +72,9 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
         "  CORRAL_TOKEN=%s corral start --address %s\n\n"
         "Use it from Python on this machine:\n"
         "  corral.init(address=\"%s\")\n\n"
+        "%s"
         "See the cluster: corral status      Stop it: corral stop\n",
-        addr->c_str(), state.c_str(), token.c_str(), addr->c_str(), addr->c_str());
+        addr->c_str(), state.c_str(), token.c_str(), addr->c_str(), addr->c_str(), HttpLine(state).c_str());
     return 0;
   }
 
@@ -93,6 +101,24 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   std::string address = server.endpoint().ToString();
   if (Status s = WriteFile(state + "/address", address + "\n", 0644); !s.ok()) LOG_WARN("{}", s.ToString());
   LOG_INFO("head listening on {} (state dir {})", address, state);
+  std::unique_ptr<head::HttpServer> http;
+  if (flags.http_port >= 0) {
+    head::HttpOptions ho;
+    ho.listen = *ep;
+    ho.listen.port = static_cast<uint16_t>(flags.http_port);
+    ho.token = options.token;
+    ho.allowed_hosts.insert(flags.http_allowed_hosts.begin(), flags.http_allowed_hosts.end());
+    http = std::make_unique<head::HttpServer>(io, ho);
+    server.RegisterHttp(*http);
+    if (Status s = http->Start(); !s.ok()) {
+      std::fprintf(stderr, "corral: the head cannot start: %s\n", s.message().c_str());
+      return 1;
+    }
+    std::string url = fmt::format("http://{}/api/v1", http->endpoint().ToString());
+    if (Status s = WriteFile(state + "/http_address", http->endpoint().ToString() + "\n", 0644); !s.ok())
+      LOG_WARN("{}", s.ToString());
+    LOG_INFO("REST API at {}", url);
+  }
 
   // This machine's agent runs inside the head process, linked by an in-process stream: the head's
   // two hops to and from its own node cost no system call (docs/decisions.md).
@@ -124,6 +150,7 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
     if (ec) return;
     LOG_INFO("signal {}: stopping", sig);
     if (local_agent) local_agent->Stop();
+    if (http) http->Stop();
     server.Stop();
     io.stop();
   });
@@ -132,6 +159,7 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   io.run();
   if (local_agent) local_agent->Stop();
   unlink((state + "/address").c_str());
+  unlink((state + "/http_address").c_str());
   unlink((state + "/pid").c_str());
   return 0;
 }

@@ -8,6 +8,7 @@
 #include "corral/base/ids.h"
 #include "corral/base/resources.h"
 #include "corral/cli/commands.h"
+#include "corral/head/status_json.h"
 #include "corral/client/client.h"
 
 namespace corral::cli {
@@ -70,28 +71,7 @@ int ShowStatus(const std::string& address, bool json) {
   }
   const proto::ClusterStatus& st = reply->status();
   if (json) {
-    nlohmann::json j;
-    j["address"] = st.address();
-    j["nodes"] = nlohmann::json::array();
-    for (const auto& n : st.nodes()) {
-      nlohmann::json nj;
-      nj["node_id"] = Hex(n.info().node_id());
-      nj["hostname"] = n.info().hostname();
-      nj["state"] = n.state();
-      nj["connected"] = n.connected();
-      nj["draining"] = n.draining();
-      nj["interruptible_only"] = n.info().interruptible_only();
-      nj["resources"] = std::map<std::string, double>(n.info().resources().begin(), n.info().resources().end());
-      nj["available"] = std::map<std::string, double>(n.available().begin(), n.available().end());
-      nj["labels"] = std::map<std::string, std::string>(n.info().labels().begin(), n.info().labels().end());
-      nj["python"] = n.info().python_version();
-      nj["running_tasks"] = n.running_tasks();
-      nj["last_heartbeat_age_s"] = n.last_heartbeat_age_s();
-      j["nodes"].push_back(nj);
-    }
-    j["tasks"] = std::map<std::string, int64_t>(st.tasks_by_state().begin(), st.tasks_by_state().end());
-    j["infeasible"] = std::vector<std::string>(st.infeasible().begin(), st.infeasible().end());
-    j["counters"] = std::map<std::string, int64_t>(st.counters().values().begin(), st.counters().values().end());
+    nlohmann::json j = head::StatusJson(st);
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }

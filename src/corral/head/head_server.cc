@@ -5,6 +5,7 @@
 #include "corral/base/ids.h"
 #include "corral/base/log.h"
 #include "corral/base/version.h"
+#include "corral/head/status_json.h"
 #include "corral/client.pb.h"
 #include "corral/node.pb.h"
 
@@ -276,44 +277,83 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
   proto::HeadToClient msg;
   proto::Reply* reply = msg.mutable_reply();
   reply->set_request_id(request.request_id());
-  Nanos now = clock_.BootTimeNs();
-  auto fill_nodes = [&](auto* add_to) {
-    for (Node* n : nodes_.All()) {
-      proto::NodeStatus* ns = add_to->add_nodes();
-      *ns->mutable_info() = n->info;
-      ns->set_state(NodeStateName(n->state));
-      for (const auto& [k, u] : n->view.available.units()) (*ns->mutable_available())[k] = n->view.available.Get(k);
-      ns->set_last_heartbeat_age_s(static_cast<double>(now - n->last_heartbeat) / 1e9);
-      ns->set_running_tasks(static_cast<int64_t>(n->tasks.size()));
-      ns->set_connected(n->connected);
-      ns->set_draining(n->draining);
-      *ns->mutable_counters() = n->counters;
-    }
-  };
   if (request.has_nodes()) {
-    fill_nodes(reply);
+    proto::ClusterStatus st = BuildStatus();
+    reply->mutable_nodes()->Swap(st.mutable_nodes());
   } else if (request.has_status()) {
-    proto::ClusterStatus* st = reply->mutable_status();
-    fill_nodes(st);
-    tasks_.FillStatus(st);
-    st->set_address(endpoint().ToString());
-    auto& c = *st->mutable_counters()->mutable_values();
-    auto& net = net::GlobalNetCounters();
-    c["net_frames_sent"] = net.frames_sent;
-    c["net_messages_sent"] = net.messages_sent;
-    c["net_frames_received"] = net.frames_received;
-    c["net_messages_received"] = net.messages_received;
-    c["net_bytes_sent"] = net.bytes_sent;
-    c["net_bytes_received"] = net.bytes_received;
-    c["net_connections_opened"] = net.connections_opened;
-    c["net_connections_closed_with_error"] = net.connections_closed_with_error;
-    c["clients_paused"] = clients_paused_;
+    *reply->mutable_status() = BuildStatus();
   } else if (request.has_drain()) {
     reply->set_error(Drain(request.drain()));
   } else {
     reply->set_error("unknown request");
   }
   peer->conn->Send(msg);
+}
+
+proto::ClusterStatus HeadServer::BuildStatus() {
+  proto::ClusterStatus st;
+  Nanos now = clock_.BootTimeNs();
+  for (Node* n : nodes_.All()) {
+    proto::NodeStatus* ns = st.add_nodes();
+    *ns->mutable_info() = n->info;
+    ns->set_state(NodeStateName(n->state));
+    for (const auto& [k, u] : n->view.available.units()) (*ns->mutable_available())[k] = n->view.available.Get(k);
+    ns->set_last_heartbeat_age_s(static_cast<double>(now - n->last_heartbeat) / 1e9);
+    ns->set_running_tasks(static_cast<int64_t>(n->tasks.size()));
+    ns->set_connected(n->connected);
+    ns->set_draining(n->draining);
+    *ns->mutable_counters() = n->counters;
+  }
+  tasks_.FillStatus(&st);
+  st.set_address(endpoint().ToString());
+  auto& c = *st.mutable_counters()->mutable_values();
+  auto& net = net::GlobalNetCounters();
+  c["net_frames_sent"] = net.frames_sent;
+  c["net_messages_sent"] = net.messages_sent;
+  c["net_frames_received"] = net.frames_received;
+  c["net_messages_received"] = net.messages_received;
+  c["net_bytes_sent"] = net.bytes_sent;
+  c["net_bytes_received"] = net.bytes_received;
+  c["net_connections_opened"] = net.connections_opened;
+  c["net_connections_closed_with_error"] = net.connections_closed_with_error;
+  c["clients_paused"] = clients_paused_;
+  return st;
+}
+
+void HeadServer::RegisterHttp(HttpServer& http) {
+  http.Route("GET", "/api/v1/health", [this](const HttpRequest&, HttpRespond respond) {
+    nlohmann::json j;
+    j["status"] = "ok";
+    j["version"] = CORRAL_VERSION;
+    j["session_id"] = Hex(session_id_);
+    respond(HttpResponse::Json(200, j.dump()));
+  });
+  http.Route("GET", "/api/v1/status", [this](const HttpRequest&, HttpRespond respond) {
+    respond(HttpResponse::Json(200, StatusJson(BuildStatus()).dump()));
+  });
+  http.Route("GET", "/api/v1/nodes", [this](const HttpRequest&, HttpRespond respond) {
+    nlohmann::json j = nlohmann::json::array();
+    proto::ClusterStatus st = BuildStatus();
+    for (const auto& n : st.nodes()) j.push_back(NodeJson(n));
+    respond(HttpResponse::Json(200, j.dump()));
+  });
+  http.Route("POST", "/api/v1/nodes/{node}/drain", [this](const HttpRequest& req, HttpRespond respond) {
+    proto::DrainRequest d;
+    d.set_node(req.params.at("node"));
+    d.set_leave(req.query.contains("leave") ? req.query.at("leave") != "false" : true);
+    try {
+      d.set_timeout_s(req.query.contains("timeout") ? std::stod(req.query.at("timeout")) : 60);
+    } catch (const std::exception&) {
+      respond(HttpResponse::Error(400, "timeout must be a number of seconds"));
+      return;
+    }
+    std::string error = Drain(d);
+    if (!error.empty()) {
+      respond(HttpResponse::Error(error.starts_with("no live node") ? 404 : 409, error));
+      return;
+    }
+    respond(HttpResponse::Json(202, R"({"draining": true})"));
+  });
 }
 
 std::string HeadServer::Drain(const proto::DrainRequest& request) {

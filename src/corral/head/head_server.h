@@ -16,6 +16,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "corral/head/http_server.h"
 #include "corral/head/node_registry.h"
 #include "corral/head/task_manager.h"
 #include "corral/net/listener.h"
@@ -42,6 +43,9 @@ class HeadServer {
   const net::Endpoint& endpoint() const { return listener_->endpoint(); }
   // Serves a connection that did not come through the listener (an in-process agent). io thread.
   void Adopt(std::unique_ptr<net::ByteStream> stream) { OnAccept(std::move(stream)); }
+  // Adds the head's REST endpoints (health, nodes, status) to `http`.
+  void RegisterHttp(HttpServer& http);
+  proto::ClusterStatus BuildStatus();
 
  private:
   struct Peer;

@@ -1,0 +1,273 @@
+#include "corral/head/http_server.h"
+
+#include <openssl/crypto.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+
+#include "corral/base/log.h"
+
+namespace corral::head {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+constexpr auto kReadTimeout = std::chrono::seconds(30);
+
+std::vector<std::string> Split(const std::string& path) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i < path.size()) {
+    size_t j = path.find('/', i);
+    if (j == std::string::npos) j = path.size();
+    if (j > i) out.push_back(path.substr(i, j - i));
+    i = j + 1;
+  }
+  return out;
+}
+
+std::string PercentDecode(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      out.push_back(static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16)));
+      i += 2;
+    } else if (s[i] == '+') {
+      out.push_back(' ');
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+std::map<std::string, std::string> ParseQuery(std::string_view q) {
+  std::map<std::string, std::string> out;
+  size_t i = 0;
+  while (i <= q.size()) {
+    size_t j = q.find('&', i);
+    if (j == std::string_view::npos) j = q.size();
+    std::string_view kv = q.substr(i, j - i);
+    if (!kv.empty()) {
+      size_t eq = kv.find('=');
+      out[PercentDecode(kv.substr(0, eq))] = eq == std::string_view::npos ? "" : PercentDecode(kv.substr(eq + 1));
+    }
+    i = j + 1;
+  }
+  return out;
+}
+
+// "host:port" or "[v6]:port" -> host
+std::string HostOnly(std::string_view host) {
+  if (!host.empty() && host[0] == '[') {
+    size_t end = host.find(']');
+    return std::string(host.substr(0, end == std::string_view::npos ? host.size() : end + 1));
+  }
+  return std::string(host.substr(0, host.find(':')));
+}
+
+}  // namespace
+
+HttpResponse HttpResponse::Error(int status, const std::string& message) {
+  nlohmann::json j;
+  j["error"]["status"] = status;
+  j["error"]["message"] = message;
+  return Json(status, j.dump());
+}
+
+struct HttpServer::Impl {
+  explicit Impl(asio::io_context& io) : acceptor(io) {}
+  tcp::acceptor acceptor;
+};
+
+// One connection: read a request, answer it, repeat while the client keeps the connection alive.
+struct HttpServer::Session : std::enable_shared_from_this<HttpServer::Session> {
+  Session(HttpServer* server, tcp::socket socket) : server(server), stream(std::move(socket)) {
+    beast::error_code ec;
+    auto ep = stream.socket().remote_endpoint(ec);
+    peer = ec ? "?" : ep.address().to_string() + ":" + std::to_string(ep.port());
+  }
+
+  void Read() {
+    parser.emplace();
+    parser->body_limit(server->options_.max_body_bytes);
+    stream.expires_after(kReadTimeout);
+    http::async_read(stream, buffer, *parser, [self = shared_from_this()](beast::error_code ec, size_t) {
+      self->OnRead(ec);
+    });
+  }
+
+  void OnRead(beast::error_code ec) {
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted) {
+      Close();
+      return;
+    }
+    if (ec == http::error::body_limit) {
+      Send(HttpResponse::Error(413, fmt::format("the request body is over the {}-byte limit",
+                                                server->options_.max_body_bytes)),
+           false);
+      return;
+    }
+    if (ec) {
+      Send(HttpResponse::Error(400, "malformed HTTP request: " + ec.message()), false);
+      return;
+    }
+    auto& req = parser->get();
+    HttpRequest r;
+    r.method = std::string(req.method_string());
+    std::string_view target = req.target();
+    size_t q = target.find('?');
+    r.path = PercentDecode(target.substr(0, q));
+    if (q != std::string_view::npos) r.query = ParseQuery(target.substr(q + 1));
+    r.body = std::move(req.body());
+    r.content_type = std::string(req[http::field::content_type]);
+    r.peer = peer;
+    keep_alive = req.keep_alive();
+    version = req.version();
+    std::string host(req[http::field::host]);
+    std::string auth(req[http::field::authorization]);
+    server->Dispatch(r, host, auth, [self = shared_from_this(), alive = server->alive_](HttpResponse resp) {
+      if (!*alive) return;
+      self->Send(std::move(resp), self->keep_alive);
+    });
+  }
+
+  void Send(HttpResponse resp, bool keep) {
+    auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(resp.status), version ? version : 11);
+    res->set(http::field::server, "corral");
+    res->set(http::field::content_type, resp.content_type);
+    res->set(http::field::cache_control, "no-store");
+    if (resp.status == 401) res->set(http::field::www_authenticate, "Bearer realm=\"corral\"");
+    res->keep_alive(keep);
+    res->body() = std::move(resp.body);
+    res->prepare_payload();
+    http::async_write(stream, *res, [self = shared_from_this(), res, keep](beast::error_code ec, size_t) {
+      if (ec || !keep) {
+        self->Close();
+        return;
+      }
+      self->Read();
+    });
+  }
+
+  void Close() {
+    beast::error_code ec;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream.close();
+  }
+
+  HttpServer* server;
+  beast::tcp_stream stream;
+  beast::flat_buffer buffer;
+  std::optional<http::request_parser<http::string_body>> parser;
+  std::string peer;
+  bool keep_alive = false;
+  unsigned version = 11;
+};
+
+HttpServer::HttpServer(asio::io_context& io, HttpOptions options)
+    : io_(io), options_(std::move(options)), impl_(std::make_unique<Impl>(io)) {
+  for (const char* h : {"localhost", "127.0.0.1", "[::1]"}) options_.allowed_hosts.insert(h);
+}
+
+HttpServer::~HttpServer() { Stop(); }
+
+void HttpServer::Route(const std::string& method, const std::string& pattern, HttpHandler handler) {
+  routes_.push_back({method, Split(pattern), std::move(handler)});
+}
+
+Status HttpServer::Start() {
+  beast::error_code ec;
+  auto addr = asio::ip::make_address(options_.listen.host, ec);
+  if (ec) return MakeStatus(Code::kInvalidArgument, "HTTP: '{}' is not an IP address", options_.listen.host);
+  tcp::endpoint ep(addr, options_.listen.port);
+  auto& a = impl_->acceptor;
+  a.open(ep.protocol(), ec);
+  if (!ec) a.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) a.bind(ep, ec);
+  if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec)
+    return MakeStatus(Code::kUnavailable, "HTTP: cannot listen on {}: {} (choose another with --http-port, or -1 for none)",
+                      options_.listen.ToString(), ec.message());
+  endpoint_ = options_.listen;
+  endpoint_.port = a.local_endpoint().port();
+  options_.allowed_hosts.insert(options_.listen.host);
+  Accept();
+  return Status::Ok();
+}
+
+void HttpServer::Stop() {
+  if (!*alive_) return;
+  *alive_ = false;
+  beast::error_code ec;
+  impl_->acceptor.close(ec);
+}
+
+void HttpServer::Accept() {
+  impl_->acceptor.async_accept([this, alive = alive_](beast::error_code ec, tcp::socket socket) {
+    if (!*alive) return;
+    if (!ec) std::make_shared<Session>(this, std::move(socket))->Read();
+    Accept();
+  });
+}
+
+void HttpServer::Dispatch(const HttpRequest& request, const std::string& host, const std::string& authorization,
+                          HttpRespond respond) {
+  // The gate: every request, before routing.
+  if (!options_.allowed_hosts.contains(HostOnly(host))) {
+    respond(HttpResponse::Error(
+        421, fmt::format("Host '{}' is not this server's name; start the head with --http-allowed-host {} to accept it",
+                         host, HostOnly(host))));
+    return;
+  }
+  if (!options_.public_paths.contains(request.path)) {
+    constexpr std::string_view kBearer = "Bearer ";
+    std::string_view given = authorization;
+    bool ok = given.starts_with(kBearer) && given.size() - kBearer.size() == options_.token.size() &&
+              CRYPTO_memcmp(given.data() + kBearer.size(), options_.token.data(), options_.token.size()) == 0;
+    if (!ok) {
+      std::string ip = HostOnly(request.peer);
+      LOG_WARN("http authentication failed from {} ({} {})", ip, request.method, request.path);
+      respond(HttpResponse::Error(401, authorization.empty()
+                                           ? "missing 'Authorization: Bearer <token>' (the cluster token: "
+                                             "`corral start --head` printed it; it is in the head's state dir)"
+                                           : "wrong token"));
+      return;
+    }
+  }
+  std::vector<std::string> segments = Split(request.path);
+  bool path_matched = false;
+  for (const auto& route : routes_) {
+    if (route.segments.size() != segments.size()) continue;
+    std::map<std::string, std::string> params;
+    bool match = true;
+    for (size_t i = 0; i < segments.size() && match; ++i) {
+      const std::string& s = route.segments[i];
+      if (s.size() > 2 && s.front() == '{' && s.back() == '}')
+        params[s.substr(1, s.size() - 2)] = segments[i];
+      else
+        match = s == segments[i];
+    }
+    if (!match) continue;
+    path_matched = true;
+    if (route.method != request.method) continue;
+    HttpRequest routed = request;
+    routed.params = std::move(params);
+    route.handler(routed, std::move(respond));
+    return;
+  }
+  if (path_matched) {
+    respond(HttpResponse::Error(405, fmt::format("{} is not allowed on {}", request.method, request.path)));
+    return;
+  }
+  respond(HttpResponse::Error(404, fmt::format("no such endpoint: {} (the API lives under /api/v1/)", request.path)));
+}
+
+}  // namespace corral::head

@@ -1,0 +1,88 @@
+// HttpServer: the head's HTTP face (REST API under /api/v1/; the dashboard and /metrics will use
+// it too), on the head's own io_context with Boost.Beast: no thread per connection.
+//
+// Every request goes through one gate before routing: the Host header must name this server (a
+// web page on another site cannot reach it through DNS rebinding), and, except for public paths,
+// `Authorization: Bearer <token>` must carry the cluster token (compared in constant time; a
+// failure is logged as "http authentication failed from <ip>" for fail2ban). Errors are JSON:
+// {"error": {"status": 404, "message": "..."}}. Bodies are capped (413 beyond). io thread only.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+
+#include "corral/base/status.h"
+#include "corral/net/endpoint.h"
+
+namespace corral::head {
+
+struct HttpRequest {
+  std::string method;                          // "GET", "POST", ...
+  std::string path;                            // without the query
+  std::map<std::string, std::string> query;    // decoded
+  std::map<std::string, std::string> params;   // from the route pattern: {id}
+  std::string body;
+  std::string content_type;
+  std::string peer;                            // ip:port
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string body;                            // JSON unless content_type says otherwise
+  std::string content_type = "application/json";
+
+  static HttpResponse Json(int status, std::string body) { return {status, std::move(body), "application/json"}; }
+  // {"error": {"status": N, "message": "..."}}
+  static HttpResponse Error(int status, const std::string& message);
+};
+
+using HttpRespond = std::function<void(HttpResponse)>;
+// A handler answers through `respond`, now or later (after a store commit), exactly once.
+using HttpHandler = std::function<void(const HttpRequest&, HttpRespond)>;
+
+struct HttpOptions {
+  net::Endpoint listen;
+  std::string token;
+  std::set<std::string> allowed_hosts;  // Host header values (without port) accepted; loopback names always
+  size_t max_body_bytes = 8u << 20;
+  std::set<std::string> public_paths{"/api/v1/health"};
+};
+
+class HttpServer {
+ public:
+  HttpServer(boost::asio::io_context& io, HttpOptions options);
+  ~HttpServer();
+
+  // `pattern`: a path whose segments may be {name}, e.g. "/api/v1/tasks/{id}".
+  void Route(const std::string& method, const std::string& pattern, HttpHandler handler);
+  Status Start();
+  void Stop();
+  const net::Endpoint& endpoint() const { return endpoint_; }
+
+ private:
+  struct Session;
+  struct RouteEntry {
+    std::string method;
+    std::vector<std::string> segments;
+    HttpHandler handler;
+  };
+  void Accept();
+  void Dispatch(const HttpRequest& request, const std::string& host, const std::string& authorization,
+                HttpRespond respond);
+
+  boost::asio::io_context& io_;
+  HttpOptions options_;
+  net::Endpoint endpoint_;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::vector<RouteEntry> routes_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace corral::head

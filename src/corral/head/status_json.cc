@@ -1,0 +1,39 @@
+#include "corral/head/status_json.h"
+
+#include <map>
+
+#include "corral/base/ids.h"
+
+namespace corral::head {
+
+nlohmann::json NodeJson(const proto::NodeStatus& n) {
+  nlohmann::json nj;
+  nj["node_id"] = Hex(n.info().node_id());
+  nj["hostname"] = n.info().hostname();
+  nj["address"] = n.info().address();
+  nj["state"] = n.state();
+  nj["connected"] = n.connected();
+  nj["draining"] = n.draining();
+  nj["interruptible_only"] = n.info().interruptible_only();
+  nj["resources"] = std::map<std::string, double>(n.info().resources().begin(), n.info().resources().end());
+  nj["available"] = std::map<std::string, double>(n.available().begin(), n.available().end());
+  nj["labels"] = std::map<std::string, std::string>(n.info().labels().begin(), n.info().labels().end());
+  nj["python"] = n.info().python_version();
+  nj["running_tasks"] = n.running_tasks();
+  nj["last_heartbeat_age_s"] = n.last_heartbeat_age_s();
+  nj["counters"] = std::map<std::string, int64_t>(n.counters().values().begin(), n.counters().values().end());
+  return nj;
+}
+
+nlohmann::json StatusJson(const proto::ClusterStatus& st) {
+  nlohmann::json j;
+  j["address"] = st.address();
+  j["nodes"] = nlohmann::json::array();
+  for (const auto& n : st.nodes()) j["nodes"].push_back(NodeJson(n));
+  j["tasks"] = std::map<std::string, int64_t>(st.tasks_by_state().begin(), st.tasks_by_state().end());
+  j["infeasible"] = std::vector<std::string>(st.infeasible().begin(), st.infeasible().end());
+  j["counters"] = std::map<std::string, int64_t>(st.counters().values().begin(), st.counters().values().end());
+  return j;
+}
+
+}  // namespace corral::head
