@@ -10,7 +10,7 @@ import pickle
 import signal
 import sys
 
-from . import _core, _runtime, exceptions, serialization
+from . import _core, _runtime, durable, exceptions, serialization
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -35,9 +35,10 @@ def _interrupt(signum, frame):
 
 def main():
     signal.signal(signal.SIGINT, _interrupt)
+    task_functions = durable.import_task_modules()  # before connecting: the agent learns them in the hello
     link = _core.WorkerLink.connect(os.environ["CORRAL_AGENT_SOCKET"], os.environ["CORRAL_WORKER_ID"],
                                     os.environ.get("CORRAL_TOKEN", ""), _runtime.PYTHON_VERSION,
-                                    _runtime.CLOUDPICKLE_VERSION)
+                                    _runtime.CLOUDPICKLE_VERSION, task_functions)
     _runtime.worker_link = link
     _runtime.worker_id = os.environ["CORRAL_WORKER_ID"]
     _runtime.node_id = os.environ.get("CORRAL_NODE_ID")
@@ -48,13 +49,17 @@ def main():
             task = link.next_task()
         except exceptions.ConnectionLostError:
             return 0
-        task_id, attempt, name, fn_hash, fn_bytes, args, deps, resources, gpu_ids, _owner = task
+        (task_id, attempt, name, fn_hash, fn_bytes, args, deps, resources, gpu_ids, _owner, durable_function,
+         args_format) = task
         cpus = resources.get("CPU", 1.0)
         if cpus != threads:
             _set_threads(cpus)
             threads = cpus
         _runtime.current_task = _runtime.TaskContext(task_id, attempt, name, resources, gpu_ids)
-        data, kind, message = _run(functions, name, fn_hash, fn_bytes, args, deps)
+        if durable_function:
+            data, kind, message = _run_durable(durable_function, args, args_format)
+        else:
+            data, kind, message = _run(functions, name, fn_hash, fn_bytes, args, deps)
         _runtime.current_task = None
         try:
             link.finish(task_id, attempt, data, kind, message)
@@ -82,6 +87,14 @@ def _run(functions, name, fn_hash, fn_bytes, args, deps):
         return serialization.dumps(result, what=f"the result of {name}"), 0, ""
     except exceptions.CorralError as e:
         return b"", exceptions.KIND_SERIALIZATION, str(e)
+
+
+def _run_durable(name, args, args_format):
+    try:
+        return durable.run(name, args, args_format), 0, ""
+    except BaseException as e:  # noqa: BLE001 - every exception goes back to the caller
+        data, message = serialization.dump_exception(e, name)
+        return data, exceptions.KIND_TASK_ERROR, message
 
 
 if __name__ == "__main__":

@@ -610,6 +610,7 @@ Agent::Worker* Agent::SpawnWorker(const std::string& env_key) {
   spec.env["CORRAL_ADDRESS"] = options_.head.ToString();
   spec.env["CORRAL_TOKEN"] = options_.token;
   if (lease_map_) spec.env["CORRAL_LEASE_FILE"] = options_.state_dir + "/lease";
+  if (!options_.task_modules.empty()) spec.env["CORRAL_TASK_MODULES"] = options_.task_modules;
   spec.env["CUDA_VISIBLE_DEVICES"] = env_key;
   for (const char* var : {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"})
     spec.env[var] = "1";
@@ -658,10 +659,15 @@ void Agent::OnWorkerAccepted(std::unique_ptr<net::ByteStream> stream) {
         w->conn = c;
         c->MarkHandshakeDone();
         const proto::Hello& h = msg.hello();
+        std::set<std::string> functions(info_.task_functions().begin(), info_.task_functions().end());
+        size_t known = functions.size();
+        functions.insert(h.task_functions().begin(), h.task_functions().end());
         if (info_.python_version() != h.python_version() ||
-            info_.cloudpickle_version() != h.cloudpickle_version()) {
+            info_.cloudpickle_version() != h.cloudpickle_version() || functions.size() != known) {
           info_.set_python_version(h.python_version());
           info_.set_cloudpickle_version(h.cloudpickle_version());
+          info_.clear_task_functions();
+          for (const auto& f : functions) info_.add_task_functions(f);
           proto::AgentToHead update;
           *update.mutable_update() = info_;
           SendToHead(update);

@@ -51,6 +51,7 @@ struct AgentOptions {
   std::map<std::string, std::string> labels;
   std::string python;                    // worker interpreter
   std::string python_path;               // prepended to the workers' PYTHONPATH
+  std::string task_modules;              // comma-separated modules workers import at start (durable tasks)
   int warm_workers = 0;                  // 0: one per CPU
   int max_workers = 0;                   // 0: max(16, 4 x CPUs); workers blocked in get() not counted
   bool exit_when_head_lost = false;      // embedded clusters: the head going away ends the agent

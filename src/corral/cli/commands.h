@@ -18,6 +18,7 @@ struct NodeFlags {
   std::string labels;
   std::string python;
   std::string python_path;
+  std::string task_modules;
   int max_workers = 0;
   bool interruptible_only = false;
   bool drain_on_sleep = false;

@@ -16,6 +16,8 @@ void AddNodeFlags(CLI::App* cmd, corral::cli::NodeFlags* f) {
   cmd->add_option("--labels", f->labels, "node labels for label selectors, e.g. zone=office");
   cmd->add_option("--python", f->python, "Python interpreter for workers (default: python3 beside corral)");
   cmd->add_option("--python-path", f->python_path, "directory prepended to the workers' PYTHONPATH");
+  cmd->add_option("--tasks", f->task_modules,
+                 "modules whose @corral.task functions this node runs, e.g. tasks,reports.jobs (workers import them at start)");
   cmd->add_option("--max-workers", f->max_workers, "most worker processes on this node (default: max(16, 4 x CPUs))");
   cmd->add_flag("--interruptible-only", f->interruptible_only,
                 "take only tasks marked interruptible=True (or that select this node's labels): for laptops");

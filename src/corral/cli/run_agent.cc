@@ -80,6 +80,7 @@ void FillAgentOptions(const NodeFlags& flags, const net::Endpoint& head, const s
   options->hostname = host;
   options->python = FindPython(flags.python);
   options->python_path = flags.python_path;
+  options->task_modules = flags.task_modules;
   options->max_workers = flags.max_workers;
   options->interruptible_only = flags.interruptible_only;
   options->drain_on_sleep = flags.drain_on_sleep;

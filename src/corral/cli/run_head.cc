@@ -22,6 +22,7 @@ std::vector<std::string> NodeFlags::ToArgs() const {
   if (!labels.empty()) a.insert(a.end(), {"--labels", labels});
   if (!python.empty()) a.insert(a.end(), {"--python", python});
   if (!python_path.empty()) a.insert(a.end(), {"--python-path", python_path});
+  if (!task_modules.empty()) a.insert(a.end(), {"--tasks", task_modules});
   if (max_workers > 0) a.insert(a.end(), {"--max-workers", std::to_string(max_workers)});
   if (interruptible_only) a.push_back("--interruptible-only");
   if (drain_on_sleep) a.push_back("--drain-on-sleep");
@@ -92,6 +93,7 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   options.tasks.prefetch_per_cpu = flags.prefetch;
   options.handshake_timeout = std::chrono::milliseconds(flags.handshake_timeout_ms);
   options.max_unfinished_tasks = static_cast<size_t>(std::max(1L, flags.max_unfinished_tasks));
+  options.store_path = state + "/store.db";
   boost::asio::io_context io(1);
   head::HeadServer server(io, options);
   if (Status s = server.Start(); !s.ok()) {

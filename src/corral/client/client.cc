@@ -211,6 +211,7 @@ void Client::OnClose(net::Connection* from, const Status& reason) {
     return;
   }
   reconnecting_ = true;
+  connections_lost_++;  // requests waiting for an answer on it give up
   if (options_.print_logs)
     std::fprintf(stderr, "corral: %s; reconnecting for up to %llds\n", lost.message().c_str(),
                  static_cast<long long>(options_.reconnect_for.count() / 1000));
@@ -630,11 +631,15 @@ Status Client::Cancel(const std::string& task_id, bool force) {
 }
 
 Result<proto::Reply> Client::Request(proto::Request request, double timeout_s) {
-  uint64_t rid;
+  auto deadline = DeadlineFor(timeout_s);
+  uint64_t rid, generation;
   {
-    std::lock_guard lock(mu_);
+    // A request is answered on the connection it went out on: wait out a reconnect first.
+    std::unique_lock lock(mu_);
+    cv_.wait_until(lock, deadline, [&] { return !reconnecting_ || closed_ || shutting_down_; });
     rid = next_request_++;
     replies_[rid];
+    generation = connections_lost_;
   }
   request.set_request_id(rid);
   proto::ClientToHead msg;
@@ -642,10 +647,14 @@ Result<proto::Reply> Client::Request(proto::Request request, double timeout_s) {
   Status s = Send(msg);
   std::unique_lock lock(mu_);
   if (s.ok())
-    cv_.wait_until(lock, DeadlineFor(timeout_s), [&] { return replies_[rid].has_value() || closed_; });
+    cv_.wait_until(lock, deadline, [&] {
+      return replies_[rid].has_value() || closed_ || connections_lost_ != generation;
+    });
   auto reply = std::move(replies_[rid]);
   replies_.erase(rid);
   if (!s.ok()) return Err(s);
+  if (!reply && !closed_ && connections_lost_ != generation)
+    return Err(Code::kUnavailable, "lost the connection to the head before it answered; ask again");
   if (!reply) return Err(closed_ ? closed_reason_ : Status(Code::kDeadlineExceeded, "the head did not answer in time"));
   if (!reply->error().empty()) return Err(Code::kInvalidArgument, reply->error());
   return std::move(*reply);

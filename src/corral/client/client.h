@@ -130,6 +130,7 @@ class Client {
   Status closed_reason_;                                            // guarded by mu_
   bool closed_ = false;                                             // guarded by mu_
   bool reconnecting_ = false;                                       // guarded by mu_
+  uint64_t connections_lost_ = 0;                                   // guarded by mu_
   bool shutting_down_ = false;                                      // guarded by mu_
   // Submitted tasks without a result yet, by id (ids sort in submission order): for a replay.
   std::map<std::string, proto::TaskSpec> unfinished_;               // guarded by mu_

@@ -40,6 +40,7 @@ Result<std::unique_ptr<WorkerLink>> WorkerLink::Connect(const WorkerLinkOptions&
   FromHex(options.worker_id, &raw_id);
   h->set_id(raw_id);
   h->set_pid(getpid());
+  for (const auto& f : options.task_functions) h->add_task_functions(f);
   if (Status s = link->Write(hello); !s.ok()) return Err(s);
   std::string first;
   if (Status s = link->ReadMessage(&first); !s.ok())

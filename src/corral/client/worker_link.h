@@ -16,6 +16,7 @@
 #include <atomic>
 #include <deque>
 #include <thread>
+#include <vector>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -32,6 +33,7 @@ struct WorkerLinkOptions {
   std::string python_version;
   std::string cloudpickle_version;
   std::string lease_file;  // the agent's published lease; empty: no watchdog
+  std::vector<std::string> task_functions;  // durable task functions this worker registered
 };
 
 class WorkerLink {

@@ -30,9 +30,22 @@ HeadServer::HeadServer(asio::io_context& io, HeadOptions options, const Clock& c
       tasks_(nodes_, options_.tasks),
       tick_(io) {}
 
-HeadServer::~HeadServer() { Stop(); }
+HeadServer::~HeadServer() {
+  Stop();
+  durable_.reset();  // finishes its queued store work
+}
 
 Status HeadServer::Start() {
+  std::unique_ptr<store::Store> store;
+  if (options_.store_path.empty()) {
+    store = store::NewMemoryStore();
+  } else {
+    auto s = store::OpenSqlite({options_.store_path, true, ""});
+    if (!s) return s.error();
+    store = std::move(*s);
+  }
+  durable_ = std::make_unique<DurableQueue>(io_, tasks_, nodes_, std::move(store), clock_);
+  durable_->Start();
   auto l = net::Listener::Listen(io_, options_.listen, options_.tls);
   if (!l) return l.error();
   listener_ = std::move(*l);
@@ -284,6 +297,19 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     *reply->mutable_status() = BuildStatus();
   } else if (request.has_drain()) {
     reply->set_error(Drain(request.drain()));
+  } else if (request.has_durable_submit() || request.has_durable_get()) {
+    // Answered later (after the store commits, or when the task ends).
+    auto respond = [conn = peer->conn, rid = request.request_id()](proto::Reply r) {
+      r.set_request_id(rid);
+      proto::HeadToClient out;
+      *out.mutable_reply() = std::move(r);
+      conn->Send(out);
+    };
+    if (request.has_durable_submit())
+      durable_->Submit(request.durable_submit(), std::move(respond));
+    else
+      durable_->Get(request.durable_get(), std::move(respond));
+    return;
   } else {
     reply->set_error("unknown request");
   }
@@ -317,6 +343,9 @@ proto::ClusterStatus HeadServer::BuildStatus() {
   c["net_connections_opened"] = net.connections_opened;
   c["net_connections_closed_with_error"] = net.connections_closed_with_error;
   c["clients_paused"] = clients_paused_;
+  std::map<std::string, int64_t> durable;
+  if (durable_) durable_->FillCounters(&durable);
+  for (const auto& [k, v] : durable) c[k] = v;
   return st;
 }
 
@@ -448,6 +477,7 @@ void HeadServer::Tick() {
     tasks_.RemoveClient(it->second.session.get());
     it = detached_.erase(it);
   }
+  if (durable_) durable_->Tick();
   tasks_.Schedule();
   UpdateBackpressure();
   tick_.expires_after(std::chrono::milliseconds(200));

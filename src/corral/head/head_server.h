@@ -16,6 +16,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "corral/head/durable_queue.h"
 #include "corral/head/http_server.h"
 #include "corral/head/node_registry.h"
 #include "corral/head/task_manager.h"
@@ -31,6 +32,7 @@ struct HeadOptions {
   size_t max_unfinished_tasks = 2'000'000;
   std::chrono::milliseconds handshake_timeout{10000};  // a peer must finish the handshake by then
   std::shared_ptr<boost::asio::ssl::context> tls;  // null: plain TCP
+  std::string store_path;            // the durable store (SQLite); empty: in memory, lost with the head
 };
 
 class HeadServer {
@@ -74,6 +76,7 @@ class HeadServer {
   std::unique_ptr<net::Listener> listener_;
   NodeRegistry nodes_;
   TaskManager tasks_;
+  std::unique_ptr<DurableQueue> durable_;
   std::unordered_map<Peer*, std::unique_ptr<Peer>> peers_;
   struct Detached {
     std::shared_ptr<ClientSession> session;

@@ -64,6 +64,7 @@ void NodeRegistry::Update(Node* n, const proto::NodeInfo& info) {
   n->view.python = info.python_version();
   n->view.cloudpickle = info.cloudpickle_version();
   n->view.interruptible_only = info.interruptible_only();
+  n->view.task_functions = std::set<std::string>(info.task_functions().begin(), info.task_functions().end());
 }
 
 void NodeRegistry::Heartbeat(Node* n) {

@@ -36,6 +36,7 @@ Placement Place(const Request& request, const std::vector<const NodeView*>& node
   bool only_interruptible = false;  // some node would fit but takes interruptible tasks only
   for (const NodeView* n : nodes) {
     if (!LabelsMatch(*n, request.label_selector) || !n->total.Contains(request.resources)) continue;
+    if (!request.durable_function.empty() && !n->task_functions.contains(request.durable_function)) continue;
     if (n->interruptible_only && !request.interruptible && request.label_selector.empty()) {
       only_interruptible = true;
       continue;
@@ -76,6 +77,12 @@ Placement Place(const Request& request, const std::vector<const NodeView*>& node
     out.kind = Placement::kInfeasible;
     std::string labels;
     for (const auto& [k, v] : request.label_selector) labels += fmt::format(" {}={}", k, v);
+    if (!request.durable_function.empty()) {
+      out.reason = fmt::format("runs {}, which no connected node's workers registered (start an agent with "
+                               "--tasks MODULE)",
+                               request.durable_function);
+      return out;
+    }
     out.reason = fmt::format("requires {}{}{} on Python {}{}; no node that is or was connected has that",
                              request.resources.ToString(), labels.empty() ? "" : " and labels", labels,
                              request.python.empty() ? "any" : request.python,

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,7 @@ struct NodeView {
   int prefetched = 0;
   int prefetch_limit = 0;
   bool interruptible_only = false;  // takes only tasks that tolerate interruption
+  std::set<std::string> task_functions;  // durable task functions its workers registered
 };
 
 struct Request {
@@ -45,6 +47,7 @@ struct Request {
   std::string python;        // "3.11"
   std::string cloudpickle_major;  // "3"; empty: any
   bool interruptible = false;     // may run on interruptible-only nodes
+  std::string durable_function;   // non-empty: only nodes whose workers registered it
 };
 
 struct Placement {

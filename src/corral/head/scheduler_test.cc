@@ -25,7 +25,12 @@ NodeView Node(std::string id, uint64_t order, ResourceSet total) {
   return n;
 }
 
-Request Req(ResourceSet r) { return Request{r, {}, "3.11", ""}; }
+Request Req(ResourceSet r) {
+  Request req;
+  req.resources = r;
+  req.python = "3.11";
+  return req;
+}
 
 TEST(Place, SpreadsToLeastUtilised) {
   NodeView a = Node("a", 1, R(4)), b = Node("b", 2, R(4));

@@ -15,6 +15,7 @@ std::string ClassKey(const proto::TaskSpec& spec) {
   for (const auto& [k, v] : sel) key += fmt::format("{}={};", k, v);
   key += "|" + spec.python_version() + "|" + spec.cloudpickle_major();
   if (spec.interruptible()) key += "|i";
+  if (!spec.durable_function().empty()) key += "|d:" + spec.durable_function();
   return key;
 }
 
@@ -93,6 +94,7 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
     cls.request.python = task.spec.python_version();
     cls.request.cloudpickle_major = task.spec.cloudpickle_major();
     cls.request.interruptible = task.spec.interruptible();
+    cls.request.durable_function = task.spec.durable_function();
   }
   cls.unfinished++;
   task.cls = &cls;
@@ -102,7 +104,7 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
   // Refuse what cannot run before counting dependencies, so nothing is counted that is not undone.
   std::string refusal;
   proto::ErrorKind kind = proto::RUNTIME;
-  if (!functions_.contains(task.spec.function_hash())) {
+  if (task.spec.durable_function().empty() && !functions_.contains(task.spec.function_hash())) {
     refusal = fmt::format("the head does not know the function of task {}; it was not sent with the first "
                           "submission on this connection",
                           task.spec.name());
@@ -139,6 +141,17 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
     return;
   }
   if (task.unresolved == 0) Enqueue(id, task);
+}
+
+void TaskManager::SubmitDurable(proto::TaskSpec&& spec) {
+  ClientSession nobody;  // durable runs belong to no client: their result goes to the durable queue
+  nobody.id = "";
+  std::string id = spec.task_id();
+  Submit(&nobody, std::move(spec));
+  if (auto o = objects_.find(id); o != objects_.end()) {
+    o->second.released = true;  // nobody holds it: freed once finished
+    TryFree(id);
+  }
 }
 
 void TaskManager::Put(ClientSession* client, proto::ObjectValue&& value) {
@@ -292,7 +305,7 @@ void TaskManager::Dispatch(const std::string& id, Task& task, Node* node, bool p
   *ex->mutable_spec() = task.spec;
   const ResourceSet& request = task.cls->request.resources;
   for (const auto& [name, units] : request.units()) (*ex->mutable_spec()->mutable_resources())[name] = request.Get(name);
-  if (node->shipped_functions.insert(task.spec.function_hash()).second) {
+  if (task.spec.durable_function().empty() && node->shipped_functions.insert(task.spec.function_hash()).second) {
     ex->mutable_spec()->set_function(functions_[task.spec.function_hash()]);
     Count("functions_shipped_to_nodes");
   }
@@ -303,7 +316,7 @@ void TaskManager::Dispatch(const std::string& id, Task& task, Node* node, bool p
   size_t bytes = msg.ByteSizeLong();
   if (bytes + 64 > net::kDefaultMaxFrameBytes || !node->conn->Send(msg)) {
     ReleaseResources(task, node);
-    node->shipped_functions.erase(task.spec.function_hash());
+    if (task.spec.durable_function().empty()) node->shipped_functions.erase(task.spec.function_hash());
     Finish(id, ErrorValue(id, proto::RUNTIME,
                           fmt::format("task {} with its arguments is {} bytes, over the {}-byte limit of one "
                                       "message; pass fewer or smaller values",
@@ -568,6 +581,7 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     auto tit = tasks_.find(tid);
     if (tit == tasks_.end() || tit->second.state == TaskState::kFinished) continue;
     Task& task = tit->second;
+    bool durable = !task.spec.durable_function().empty();
     task.state = TaskState::kFinished;
     task.parked = false;
     task.cls->unfinished--;
@@ -589,6 +603,7 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     }
     proto::TaskSpec().Swap(&task.spec);  // drop args; keep nothing but the id below
     task.spec.set_task_id(tid);
+    if (durable && on_durable_finished) on_durable_finished(tid, val);
     auto oit = objects_.find(tid);
     if (oit == objects_.end()) continue;
     Object& obj = oit->second;

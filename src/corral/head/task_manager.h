@@ -19,6 +19,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -56,6 +57,10 @@ class TaskManager {
   void RemoveClient(ClientSession* client);
 
   void Submit(ClientSession* client, proto::TaskSpec&& spec);
+  // A run of a durable task (spec.durable_function set; no owning client): when it ends,
+  // `on_durable_finished` gets its value and the task and its result are dropped here.
+  void SubmitDurable(proto::TaskSpec&& spec);
+  std::function<void(const std::string& task_id, const proto::ObjectValue& value)> on_durable_finished;
   void Put(ClientSession* client, proto::ObjectValue&& value);
   void Subscribe(ClientSession* client, const proto::Subscribe& request);
   void Release(ClientSession* client, const proto::Release& request);

@@ -106,13 +106,29 @@ std::unique_ptr<Client> Connect(const std::string& address, const std::string& t
 }
 
 // A request to the head, waited for with the GIL released.
-corral::proto::Reply AskHead(Client& c, const corral::proto::Request& req) {
+corral::proto::Reply AskHead(Client& c, const corral::proto::Request& req, double timeout_s = 10) {
   corral::Result<corral::proto::Reply> r;
   {
     nb::gil_scoped_release release;
-    r = c.Request(req, 10);
+    r = c.Request(req, timeout_s);
   }
   return Check(std::move(r));
+}
+
+nb::dict DurableDict(const corral::proto::DurableTaskInfo& t) {
+  nb::dict d;
+  d["id"] = t.id();
+  d["found"] = t.found();
+  d["function"] = t.function();
+  d["state"] = t.state();
+  d["attempt"] = t.attempt();
+  d["result"] = Bytes(t.result());
+  d["result_format"] = t.result_format();
+  d["error"] = t.error();
+  d["queue"] = t.queue();
+  d["created_ns"] = t.created_ns();
+  d["finished_ns"] = t.finished_ns();
+  return d;
 }
 
 nb::list Get(Client& c, const nb::list& ids, double timeout) {
@@ -144,7 +160,8 @@ nb::tuple NextTask(WorkerLink& link) {
   nb::dict resources;
   for (const auto& [k, v] : spec.resources()) resources[k.c_str()] = v;
   return nb::make_tuple(Bytes(spec.task_id()), spec.attempt(), spec.name(), Bytes(spec.function_hash()),
-                        Bytes(spec.function()), Bytes(spec.args()), deps, resources, gpus, Bytes(spec.owner_id()));
+                        Bytes(spec.function()), Bytes(spec.args()), deps, resources, gpus, Bytes(spec.owner_id()),
+                        spec.durable_function(), spec.args_format());
 }
 
 }  // namespace
@@ -218,6 +235,40 @@ NB_MODULE(_core, m) {
              Status s = c.Cancel(Str(id), force);
              if (!s.ok()) Raise(s);
            })
+      .def("durable_submit",
+           [](Client& c, const nb::list& tasks) {
+             corral::proto::Request req;
+             auto* sub = req.mutable_durable_submit();
+             for (nb::handle h : tasks) {
+               nb::dict d = nb::cast<nb::dict>(h);
+               auto* t = sub->add_tasks();
+               t->set_id(nb::cast<std::string>(d["id"]));
+               t->set_function(nb::cast<std::string>(d["function"]));
+               t->set_args(Str(nb::cast<nb::bytes>(d["args"])));
+               t->set_args_format(nb::cast<std::string>(d["args_format"]));
+               t->set_queue(nb::cast<std::string>(d["queue"]));
+               t->set_priority(nb::cast<int>(d["priority"]));
+               t->set_idempotency_key(nb::cast<std::string>(d["idempotency_key"]));
+               t->set_eta_ns(nb::cast<int64_t>(d["eta_ns"]));
+               t->set_expires_ns(nb::cast<int64_t>(d["expires_ns"]));
+               t->set_max_retries(nb::cast<int>(d["max_retries"]));
+               t->set_retry_backoff_s(nb::cast<double>(d["retry_backoff_s"]));
+             }
+             auto reply = AskHead(c, req, 60);
+             nb::list out;
+             for (int i = 0; i < reply.submitted_ids_size(); ++i)
+               out.append(nb::make_tuple(reply.submitted_ids(i), reply.inserted(i)));
+             return out;
+           },
+           "tasks"_a, "Stores durable tasks (fsync) and returns [(id, inserted)] for each.")
+      .def("durable_get",
+           [](Client& c, const std::string& id, double wait_s) {
+             corral::proto::Request req;
+             req.mutable_durable_get()->set_id(id);
+             req.mutable_durable_get()->set_wait_s(wait_s);
+             return DurableDict(AskHead(c, req, wait_s + 30).durable());
+           },
+           "id"_a, "wait_s"_a = 0.0)
       .def("nodes",
            [](Client& c) {
              corral::proto::Request req;
@@ -251,8 +302,8 @@ NB_MODULE(_core, m) {
   nb::class_<WorkerLink>(m, "WorkerLink")
       .def_static("connect",
                   [](const std::string& socket, const std::string& worker_id, const std::string& token,
-                     const std::string& pyver, const std::string& cpver) {
-                    corral::client::WorkerLinkOptions o{socket, worker_id, token, pyver, cpver, ""};
+                     const std::string& pyver, const std::string& cpver, const std::vector<std::string>& functions) {
+                    corral::client::WorkerLinkOptions o{socket, worker_id, token, pyver, cpver, "", functions};
                     if (const char* lease = std::getenv("CORRAL_LEASE_FILE")) o.lease_file = lease;
                     corral::Result<std::unique_ptr<WorkerLink>> r;
                     {

@@ -1,0 +1,224 @@
+"""Durable tasks: stored by the head before submit() returns, run at least once, results by id.
+
+    # tasks.py (workers import it: start agents with --tasks tasks)
+    @corral.task(queue="reports", max_retries=5, retry_backoff=2.0)
+    def report(day): ...
+
+    task_id = report.submit("2026-11-26")                  # stored (fsync) when this returns
+    task_id = report.options(idempotency_key="report-2026-11-26", countdown=30).submit(day)
+    ids = report.map_submit(["2026-11-25", "2026-11-26"])  # many tasks, one commit
+    corral.result(task_id).get(timeout=60)                 # from any process, even after a head restart
+
+A durable task names its function by importable path ("module:qualname"); the workers of a node
+started with ``--tasks MODULE`` import that module and register its ``@corral.task`` functions, and
+only registered functions can be submitted (by name, from any client): submitting an unknown name
+fails before anything is stored.
+"""
+import datetime
+import json
+import os
+import pickle
+import time
+
+from . import _runtime, exceptions
+
+# name ("module:qualname") -> function, for the functions this process registered with @task.
+registry = {}
+
+_TASK_OPTIONS = {"queue", "priority", "max_retries", "retry_backoff", "idempotency_key", "countdown", "eta",
+                 "expires", "args_format"}
+
+
+def _name(fn):
+    return f"{fn.__module__}:{fn.__qualname__}"
+
+
+def _wall_ns(value, what):
+    """eta/expires: a datetime, or seconds from now (a number)."""
+    if value is None:
+        return 0
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.astimezone()  # naive: local time, as Celery
+        return int(value.timestamp() * 1e9)
+    if isinstance(value, (int, float)) and value >= 0:
+        return time.time_ns() + int(value * 1e9)
+    raise exceptions.InvalidArgumentError(f"{what}={value!r}: give a datetime or a number of seconds >= 0")
+
+
+class DurableFunction:
+    """A function registered as a durable task. Calling it runs it here, as a plain function."""
+
+    def __init__(self, fn, options):
+        unknown = set(options) - _TASK_OPTIONS
+        if unknown:
+            raise exceptions.InvalidArgumentError(
+                f"unknown task option(s) {sorted(unknown)}; valid: {sorted(_TASK_OPTIONS)}")
+        self._fn = fn
+        self._options = dict(options)
+        self.name = _name(fn)
+        self.__wrapped__ = fn
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", "task")
+
+    def __call__(self, *args, **kwargs):
+        return self._fn(*args, **kwargs)
+
+    def options(self, **options):
+        """A copy with some options changed: queue, priority, max_retries, retry_backoff (seconds,
+        doubled each retry, with jitter), idempotency_key, countdown (seconds) or eta (datetime),
+        expires (seconds or datetime: not started after that), args_format ("pickle" or "json")."""
+        merged = dict(self._options)
+        merged.update(options)
+        return DurableFunction(self._fn, merged)
+
+    def _spec(self, args, kwargs, key=None):
+        o = self._options
+        fmt = o.get("args_format") or "pickle"
+        if fmt == "json":
+            try:
+                data = json.dumps([list(args), kwargs]).encode()
+            except TypeError as e:
+                raise exceptions.SerializationError(f"arguments of {self.name} are not JSON: {e}") from None
+        elif fmt == "pickle":
+            data = pickle.dumps((args, kwargs), protocol=5)
+        else:
+            raise exceptions.InvalidArgumentError(f"args_format={fmt!r}: use 'pickle' or 'json'")
+        if o.get("countdown") is not None and o.get("eta") is not None:
+            raise exceptions.InvalidArgumentError("give countdown or eta, not both")
+        eta = _wall_ns(o.get("eta"), "eta") if o.get("eta") is not None else _wall_ns(o.get("countdown"), "countdown")
+        mr = o.get("max_retries", 0)
+        if not isinstance(mr, int) or mr < 0:
+            raise exceptions.InvalidArgumentError(f"max_retries={mr!r}: must be an int >= 0")
+        return {
+            "id": os.urandom(16).hex(),
+            "function": self.name,
+            "args": data,
+            "args_format": fmt,
+            "queue": o.get("queue") or "default",
+            "priority": int(o.get("priority") or 0),
+            "idempotency_key": key if key is not None else (o.get("idempotency_key") or ""),
+            "eta_ns": eta,
+            "expires_ns": _wall_ns(o.get("expires"), "expires"),
+            "max_retries": mr,
+            "retry_backoff_s": float(o.get("retry_backoff") or 0.0),
+        }
+
+    def submit(self, *args, **kwargs):
+        """Stores the task and returns its id (a string) once it is on the head's disk."""
+        return _submit([self._spec(args, kwargs)])[0]
+
+    def map_submit(self, iterable):
+        """One task per item (a tuple of positional arguments, or a single argument), stored in one
+        commit. Returns their ids in order."""
+        specs = [self._spec(item if isinstance(item, tuple) else (item,), {}) for item in iterable]
+        return _submit(specs) if specs else []
+
+
+def _submit(specs):
+    client = _runtime.get_client()
+    return [task_id for task_id, _ in client.durable_submit(specs)]
+
+
+def task(fn=None, **options):
+    """Registers a function as a durable task: ``@corral.task`` or ``@corral.task(queue=..., ...)``.
+
+    Options: see ``DurableFunction.options``. Workers run it by name, so its module must be
+    importable on the nodes (start their agents with ``--tasks MODULE``)."""
+    def wrap(f):
+        d = DurableFunction(f, options)
+        registry[d.name] = f
+        return d
+    return wrap(fn) if fn is not None else wrap
+
+
+class TaskResult:
+    """A durable task's state and result, by id: ``corral.result(task_id)``."""
+
+    def __init__(self, task_id):
+        self.id = str(task_id)
+        self._info = None
+
+    def _fetch(self, wait_s=0.0):
+        self._info = _runtime.get_client().durable_get(self.id, wait_s)
+        return self._info
+
+    @property
+    def state(self):
+        """PENDING (also for an id the head does not know), STARTED, RETRY, SUCCESS, FAILURE or REVOKED."""
+        return self._fetch()["state"]
+
+    def ready(self):
+        return self.state in ("SUCCESS", "FAILURE", "REVOKED")
+
+    @property
+    def traceback(self):
+        info = self._info if self._info and self._info["state"] in ("FAILURE", "REVOKED") else self._fetch()
+        return info["error"] or None
+
+    def get(self, timeout=None):
+        """Waits for the task to finish and returns its value; raises TaskError (with the remote
+        traceback) if it failed, TaskCancelledError if it was revoked, GetTimeoutError after timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        lost_since = None
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                info = self._fetch(wait_s=10.0 if left is None else min(10.0, left))
+            except exceptions.ConnectionLostError:
+                # The head restarted or the network blinked: ask again once reconnected, as long as
+                # the client keeps trying to reconnect (CORRAL_RECONNECT_S).
+                lost_since = lost_since or time.monotonic()
+                window = float(os.environ.get("CORRAL_RECONNECT_S", "60"))
+                if (deadline is not None and time.monotonic() >= deadline) or time.monotonic() - lost_since > window:
+                    raise
+                time.sleep(0.1)
+                continue
+            lost_since = None
+            state = info["state"]
+            if state == "SUCCESS":
+                data = info["result"]
+                return json.loads(data) if info["result_format"] == "json" else pickle.loads(data)
+            if state == "FAILURE":
+                raise exceptions.TaskError(f"durable task {self.id} ({info['function']}) failed:\n{info['error']}")
+            if state == "REVOKED":
+                raise exceptions.TaskCancelledError(f"durable task {self.id} was revoked: {info['error']}")
+            if left is not None and time.monotonic() >= deadline:
+                raise exceptions.GetTimeoutError(
+                    f"durable task {self.id} is {state} after {timeout}s (attempt {info['attempt']})")
+
+    def __repr__(self):
+        return f"TaskResult({self.id!r})"
+
+
+def result(task_id):
+    """The state and result of a durable task, by the id submit() returned."""
+    return TaskResult(task_id)
+
+
+def import_task_modules():
+    """In a worker: imports the modules named by CORRAL_TASK_MODULES and returns the registered
+    function names. A module that fails to import is reported on stderr (the agent's worker log)."""
+    import importlib
+    import sys
+    import traceback
+    for module in filter(None, (m.strip() for m in os.environ.get("CORRAL_TASK_MODULES", "").split(","))):
+        try:
+            importlib.import_module(module)
+        except Exception:
+            print(f"corral worker: cannot import task module {module!r}; its tasks cannot run here:\n"
+                  + traceback.format_exc(), file=sys.stderr, flush=True)
+    return sorted(registry)
+
+
+def run(name, args, args_format):
+    """In a worker: runs a registered durable function; returns (encoded result, format)."""
+    fn = registry.get(name)
+    if fn is None:
+        raise exceptions.CorralError(f"durable task function {name} is not registered in this worker")
+    if args_format == "json":
+        a, k = json.loads(args)
+        result = fn(*a, **(k or {}))
+        return json.dumps(result).encode()
+    a, k = pickle.loads(args)
+    return pickle.dumps(fn(*a, **k), protocol=5)

@@ -1,0 +1,82 @@
+// DurableQueue: tasks that survive the head (Celery's side of Corral).
+//
+// A durable task is stored (Store, through the GroupCommitter: fsync before the acknowledgement,
+// shared among concurrent submitters) before its submitter hears back. Then it runs through the
+// same TaskManager as every task, as a run named "<id>#<n>" of a function the node's workers
+// registered by name ("module:qualname"), placed only on nodes that registered it. Its end is
+// stored (SUCCESS with the result, FAILURE with the traceback, REVOKED), or, if the function raised
+// and retries are left, it is stored as RETRY with the time of its next run (exponential backoff
+// with jitter). A head that starts loads every unfinished task and runs it again (at-least-once);
+// runs that agents still hold from before the restart are adopted instead (TaskSpec.resubmitted).
+//
+// By-name submission reaches only functions that workers registered: an unknown name is refused
+// before anything is stored. io thread only; store work happens on the committer's thread and
+// comes back through io.post.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+
+#include "corral/client.pb.h"
+#include "corral/head/node_registry.h"
+#include "corral/head/task_manager.h"
+#include "corral/store/group_commit.h"
+
+namespace corral::head {
+
+class DurableQueue {
+ public:
+  using Reply = std::function<void(proto::Reply)>;
+
+  DurableQueue(boost::asio::io_context& io, TaskManager& tasks, NodeRegistry& nodes,
+               std::unique_ptr<store::Store> store, const Clock& clock);
+  ~DurableQueue();
+
+  // Loads the unfinished tasks (a head that starts) and queues them.
+  void Start();
+  void Submit(const proto::DurableSubmit& request, Reply reply);
+  void Get(const proto::DurableGet& request, Reply reply);
+  // Launches runs that are due and answers waiters whose time is up. Called every tick.
+  void Tick();
+  void FillCounters(std::map<std::string, int64_t>* counters) const;
+  // Whether some node's workers registered `function`.
+  bool Registered(const std::string& function);
+
+ private:
+  struct Active {
+    store::DurableTask task;
+    bool running = false;   // a run is in the TaskManager
+    bool loaded = false;    // from the store at start: a run may still be held by an agent
+  };
+  struct Waiter {
+    Reply reply;
+    Nanos deadline;
+  };
+
+  void Launch(const std::string& id);
+  void OnRunFinished(const std::string& run_id, const proto::ObjectValue& value);
+  void Record(store::TaskUpdate update);
+  proto::DurableTaskInfo Info(const store::DurableTask& t) const;
+  void Answer(const std::string& id, const proto::DurableTaskInfo& info);
+  template <typename F>
+  void OnIo(F&& f);
+
+  boost::asio::io_context& io_;
+  TaskManager& tasks_;
+  NodeRegistry& nodes_;
+  const Clock& clock_;
+  store::GroupCommitter committer_;
+  std::unordered_map<std::string, Active> active_;             // unfinished, by id
+  std::multimap<int64_t, std::string> due_;                    // wall-clock eta -> id, not yet launched
+  std::unordered_map<std::string, std::vector<Waiter>> waiters_;
+  std::map<std::string, int64_t> counters_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace corral::head

@@ -1,0 +1,38 @@
+"""Durable task functions the test agents register (started with --tasks durable_tasks)."""
+import os
+import time
+
+import corral
+
+
+@corral.task
+def add(a, b):
+    return a + b
+
+
+@corral.task(max_retries=3, retry_backoff=0.05)
+def flaky(counter_path, succeed_on):
+    """Fails until its attempt number `succeed_on` (counted in a file)."""
+    with open(counter_path, "a") as f:
+        f.write("x")
+    with open(counter_path) as f:
+        n = len(f.read())
+    if n < succeed_on:
+        raise RuntimeError(f"attempt {n} fails on purpose")
+    return n
+
+
+@corral.task
+def boom(message):
+    raise ValueError(message)
+
+
+@corral.task
+def record(ledger, key, seconds=0.0):
+    """Appends 'start key time' and 'end key time' to a ledger shared through the file system."""
+    with open(ledger, "a") as f:
+        f.write(f"start {key} {time.time()} {os.getpid()}\n")
+    time.sleep(seconds)
+    with open(ledger, "a") as f:
+        f.write(f"end {key} {time.time()}\n")
+    return key
