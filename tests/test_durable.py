@@ -132,3 +132,26 @@ def test_durable_tasks_survive_a_head_restart():
     finally:
         corral.shutdown()
         net.close()
+
+
+def test_the_head_fsyncs_before_acknowledging(durable_cluster, tmp_path):
+    """Counts fsync/fdatasync in the real head process (strace): sequential submissions each wait
+    for their acknowledgement, so each needs its own sync; fewer syncs than acknowledgements would
+    mean an acknowledged task could be lost on power loss."""
+    trace = tmp_path / "trace"
+    tracer = subprocess.Popen(["strace", "-f", "-e", "trace=fsync,fdatasync", "-o", str(trace),
+                               "-p", str(durable_cluster.head.pid)], stderr=subprocess.PIPE, text=True)
+    try:
+        assert "attached" in tracer.stderr.readline()
+        acknowledged = 0
+        later = durable_tasks.add.options(countdown=3600)  # none runs: no other writes to sync
+        for i in range(20):
+            later.submit(i, i)
+            acknowledged += 1
+    finally:
+        tracer.terminate()
+        tracer.wait(10)
+    with open(trace) as f:
+        syncs = sum(("fsync(" in line or "fdatasync(" in line) for line in f)
+    print(f"\n[fsync] {acknowledged} acknowledged submissions, {syncs} syncs in the head")
+    assert syncs >= acknowledged

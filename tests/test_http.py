@@ -101,3 +101,50 @@ def test_drain_over_http(cluster):
     assert status == 202 and body == {"draining": True}
     assert a.proc.wait(15) == 0
     wait_until(lambda: corral.nodes()[0]["state"] == "left", what="the node gone")
+
+
+def test_durable_tasks_over_rest(cluster):
+    cluster.add_agent(num_cpus=1, extra=("--tasks", "durable_tasks"))
+    cluster.connect()
+    cluster.wait_nodes(1)
+    body = json.dumps({"function": "durable_tasks.add", "args": [2, 3]})  # Celery-style dotted name
+    status, _, created = request(cluster, "POST", "/api/v1/tasks", body=body,
+                                 headers={"Content-Type": "application/json"})
+    assert status == 201 and created["created"] is True
+    task_id = created["id"]
+    wait_until(lambda: request(cluster, "GET", f"/api/v1/tasks/{task_id}")[2]["state"] == "SUCCESS",
+               what="the task to finish")
+    status, _, info = request(cluster, "GET", f"/api/v1/tasks/{task_id}")
+    assert status == 200 and info["result"] == 5 and info["error"] is None
+    # The same task from Python, by id.
+    assert corral.result(task_id).get(timeout=10) == 5
+
+    keyed = json.dumps({"function": "durable_tasks:add", "args": [1, 1], "idempotency_key": "k"})
+    first = request(cluster, "POST", "/api/v1/tasks", body=keyed)
+    second = request(cluster, "POST", "/api/v1/tasks", body=keyed)
+    assert first[0] == 201 and second[0] == 200 and second[2] == {"id": first[2]["id"], "created": False}
+
+    failing = json.dumps({"function": "durable_tasks.boom", "args": ["bad input"]})
+    task_id = request(cluster, "POST", "/api/v1/tasks", body=failing)[2]["id"]
+    wait_until(lambda: request(cluster, "GET", f"/api/v1/tasks/{task_id}")[2]["state"] == "FAILURE",
+               what="the task to fail")
+    assert "ValueError: bad input" in request(cluster, "GET", f"/api/v1/tasks/{task_id}")[2]["error"]
+
+
+def test_bad_durable_submissions_store_nothing(cluster):
+    cluster.add_agent(num_cpus=1, extra=("--tasks", "durable_tasks"))
+    cluster.connect()
+    cluster.wait_nodes(1)
+    cases = [
+        ("{not json", 400, "JSON object"),
+        (json.dumps({"args": [1]}), 400, "'function'"),
+        (json.dumps({"function": "os.system", "args": ["echo pwned"]}), 400, "no worker registered the task function 'os:system'"),
+        (json.dumps({"function": "durable_tasks.add", "args": "1, 2"}), 400, "'args' must be a JSON array"),
+        (json.dumps({"function": "durable_tasks.add", "queue": 7}), 400, "wrong type"),
+        (json.dumps({"function": "durable_tasks.add", "queue": "bad queue!"}), 400, "queue name"),
+    ]
+    for body, code, message in cases:
+        status, _, reply = request(cluster, "POST", "/api/v1/tasks", body=body)
+        assert status == code and message in reply["error"]["message"], (body, reply)
+    assert corral.cluster_status()["counters"].get("durable_submitted", 0) == 0
+    assert request(cluster, "GET", "/api/v1/tasks/0123")[0] == 404

@@ -366,6 +366,71 @@ void HeadServer::RegisterHttp(HttpServer& http) {
     for (const auto& n : st.nodes()) j.push_back(NodeJson(n));
     respond(HttpResponse::Json(200, j.dump()));
   });
+  http.Route("POST", "/api/v1/tasks", [this](const HttpRequest& req, HttpRespond respond) {
+    nlohmann::json body = nlohmann::json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+    if (body.is_discarded() || !body.is_object())
+      return respond(HttpResponse::Error(400, "the body must be a JSON object, e.g. {\"function\": "
+                                              "\"tasks:process_data\", \"args\": [\"/data/x.csv\"]}"));
+    auto fn = body.find("function");
+    if (fn == body.end() || !fn->is_string() || fn->get<std::string>().empty())
+      return respond(HttpResponse::Error(400, "'function' (a string, 'module:qualname') is required"));
+    std::string function = fn->get<std::string>();
+    if (function.find(':') == std::string::npos && function.rfind('.') != std::string::npos)
+      function[function.rfind('.')] = ':';  // Celery style "tasks.process_data"
+    nlohmann::json args = body.value("args", nlohmann::json::array());
+    nlohmann::json kwargs = body.value("kwargs", nlohmann::json::object());
+    if (!args.is_array() || !kwargs.is_object())
+      return respond(HttpResponse::Error(400, "'args' must be a JSON array and 'kwargs' a JSON object"));
+    proto::DurableSubmit submit;
+    proto::DurableTaskSpec* t = submit.add_tasks();
+    t->set_id(Hex(RandomBytes(16)));
+    t->set_function(function);
+    t->set_args(nlohmann::json::array({args, kwargs}).dump());
+    t->set_args_format("json");
+    try {
+      t->set_queue(body.value("queue", std::string("default")));
+      t->set_priority(body.value("priority", 0));
+      t->set_idempotency_key(body.value("idempotency_key", std::string()));
+      t->set_max_retries(body.value("max_retries", 0));
+      t->set_retry_backoff_s(body.value("retry_backoff", 0.0));
+      int64_t now = clock_.WallNs();
+      if (body.contains("countdown")) t->set_eta_ns(now + static_cast<int64_t>(body["countdown"].get<double>() * 1e9));
+      if (body.contains("expires")) t->set_expires_ns(now + static_cast<int64_t>(body["expires"].get<double>() * 1e9));
+    } catch (const nlohmann::json::exception& e) {
+      return respond(HttpResponse::Error(400, std::string("a field has the wrong type: ") + e.what()));
+    }
+    durable_->Submit(submit, [respond](proto::Reply r) {
+      if (!r.error().empty()) return respond(HttpResponse::Error(400, r.error()));
+      nlohmann::json j;
+      j["id"] = r.submitted_ids(0);
+      j["created"] = r.inserted(0);
+      respond(HttpResponse::Json(r.inserted(0) ? 201 : 200, j.dump()));
+    });
+  });
+  http.Route("GET", "/api/v1/tasks/{id}", [this](const HttpRequest& req, HttpRespond respond) {
+    proto::DurableGet get;
+    get.set_id(req.params.at("id"));
+    durable_->Get(get, [respond](proto::Reply r) {
+      if (!r.error().empty()) return respond(HttpResponse::Error(500, r.error()));
+      const proto::DurableTaskInfo& t = r.durable();
+      if (!t.found()) return respond(HttpResponse::Error(404, fmt::format("no durable task {}", t.id())));
+      nlohmann::json j;
+      j["id"] = t.id();
+      j["function"] = t.function();
+      j["state"] = t.state();
+      j["attempt"] = t.attempt();
+      j["queue"] = t.queue();
+      j["error"] = t.error().empty() ? nlohmann::json(nullptr) : nlohmann::json(t.error());
+      j["result"] = nullptr;
+      if (t.state() == "SUCCESS") {
+        if (t.result_format() == "json")
+          j["result"] = nlohmann::json::parse(t.result(), nullptr, false);
+        else
+          j["result_note"] = "the result is a Python pickle: read it with corral.result(id).get()";
+      }
+      respond(HttpResponse::Json(200, j.dump()));
+    });
+  });
   http.Route("POST", "/api/v1/nodes/{node}/drain", [this](const HttpRequest& req, HttpRespond respond) {
     proto::DrainRequest d;
     d.set_node(req.params.at("node"));
