@@ -155,3 +155,30 @@ def test_the_head_fsyncs_before_acknowledging(durable_cluster, tmp_path):
         syncs = sum(("fsync(" in line or "fdatasync(" in line) for line in f)
     print(f"\n[fsync] {acknowledged} acknowledged submissions, {syncs} syncs in the head")
     assert syncs >= acknowledged
+
+
+def test_revoke_pending_and_running_and_list(durable_cluster, tmp_path):
+    ledger = str(tmp_path / "ledger")
+    pending = durable_tasks.record.options(countdown=3600).submit(ledger, "never")
+    assert corral.cancel(pending) == "REVOKED"
+    running = durable_tasks.record.submit(ledger, "stopped", 30.0)
+    wait_until(lambda: os.path.exists(ledger), what="the task running")
+    assert corral.result(running).revoke() == "REVOKED"
+    with pytest.raises(corral.TaskCancelledError):
+        corral.result(running).get(timeout=10)
+    with open(ledger) as f:
+        text = f.read()
+    assert "start never" not in text and "end stopped" not in text
+    failed = durable_tasks.boom.submit("listed")
+    with pytest.raises(corral.TaskError):
+        corral.result(failed).get(timeout=30)
+    assert [t["id"] for t in corral.tasks(state="failure")] == [failed]
+    assert {t["id"] for t in corral.tasks(state="revoked")} == {pending, running}
+    out = subprocess.run([durable_cluster.bin, "tasks", "--state", "failed",
+                          "--address", durable_cluster.address], capture_output=True, text=True,
+                         env=durable_cluster.env(), timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert failed in out.stdout and "ValueError: listed" in out.stdout
+    out = subprocess.run([durable_cluster.bin, "tasks", "--state", "bogus", "--address", durable_cluster.address],
+                         capture_output=True, text=True, env=durable_cluster.env(), timeout=30)
+    assert out.returncode == 1 and "unknown state 'bogus'" in out.stderr

@@ -15,7 +15,7 @@ from .api import (RemoteFunction, RuntimeContext, cancel, cluster_status, get, i
                   remote, runtime_context, shutdown, wait)
 from .exceptions import (CorralError, GetTimeoutError, NodeDiedError, ObjectLostError, TaskCancelledError,
                          TaskError, WorkerCrashedError)
-from .durable import DurableFunction, TaskResult, result, task
+from .durable import DurableFunction, TaskResult, result, task, tasks
 from .object_ref import ObjectRef
 
 __version__ = "0.1.0"
@@ -24,5 +24,5 @@ __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel", "nodes", "cluster_status",
     "runtime_context", "RuntimeContext", "ObjectRef", "RemoteFunction", "exceptions", "CorralError", "TaskError",
     "WorkerCrashedError", "NodeDiedError", "TaskCancelledError", "ObjectLostError", "GetTimeoutError",
-    "task", "result", "DurableFunction", "TaskResult",
+    "task", "result", "tasks", "DurableFunction", "TaskResult",
 ]

@@ -184,9 +184,15 @@ def cancel(ref, *, force=False):
     (its worker lives on); with ``force=True`` its worker process is killed instead, which also stops
     code that ignores the interrupt or is stuck in C. ``get(ref)`` then raises TaskCancelledError,
     unless the task finished first. Cancelling a finished task does nothing.
+
+    With a durable task's id (a string): a task that has not started is revoked and never runs; a
+    running one is stopped; either way it is stored as REVOKED. Returns the task's state after.
     """
+    if isinstance(ref, str):  # a durable task's id
+        return _runtime.get_client().durable_cancel(ref)["state"]
     if not isinstance(ref, ObjectRef):
-        raise exceptions.InvalidArgumentError("cancel() takes the ObjectRef a .remote() call returned")
+        raise exceptions.InvalidArgumentError(
+            "cancel() takes the ObjectRef a .remote() call returned, or a durable task's id")
     _runtime.get_client().cancel(ref._id, force)
 
 

@@ -187,8 +187,18 @@ class TaskResult:
                 raise exceptions.GetTimeoutError(
                     f"durable task {self.id} is {state} after {timeout}s (attempt {info['attempt']})")
 
+    def revoke(self):
+        """Revokes the task (see corral.cancel); returns its state after."""
+        return _runtime.get_client().durable_cancel(self.id)["state"]
+
     def __repr__(self):
         return f"TaskResult({self.id!r})"
+
+
+def tasks(state="", queue="", limit=100):
+    """Stored durable tasks as dicts (id, function, state, attempt, queue, error, times), oldest
+    first; state: "failure", "pending", ... or "" for any."""
+    return _runtime.get_client().durable_list(state, queue, limit)
 
 
 def result(task_id):

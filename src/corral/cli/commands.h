@@ -61,6 +61,8 @@ int ShowStatus(const std::string& address, bool json);
 int Stop(double timeout_s);
 // Drains a node (id prefix or hostname), showing progress until it left (or, with stay, is idle).
 int DrainNode(const std::string& address, const std::string& node, double timeout_s, bool stay);
+// Lists durable tasks (optionally by state and queue).
+int ListTasks(const std::string& address, const std::string& state, const std::string& queue, int limit, bool json);
 
 // A client for a CLI command, or null after printing why not.
 std::unique_ptr<client::Client> ConnectCli(const std::string& address, const std::string& name);

@@ -86,6 +86,15 @@ int main(int argc, char** argv) {
   drain->add_flag("--stay", drain_stay, "stay in the cluster, taking no new work, instead of leaving");
   drain->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
 
+  std::string tasks_state, tasks_queue;
+  int tasks_limit = 100;
+  auto* tasks = app.add_subcommand("tasks", "List durable tasks: id, state, function, queue, attempt, error");
+  tasks->add_option("--state", tasks_state, "only this state: pending, started, retry, success, failed, revoked");
+  tasks->add_option("--queue", tasks_queue, "only this queue");
+  tasks->add_option("--limit", tasks_limit, "at most this many")->capture_default_str();
+  tasks->add_flag("--json", json, "print JSON");
+  tasks->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
+
   CLI11_PARSE(app, argc, argv);
   std::vector<std::string> args(argv + 1, argv + argc);
 
@@ -110,5 +119,6 @@ int main(int argc, char** argv) {
   if (*status) return corral::cli::ShowStatus(address, json);
   if (*stop) return corral::cli::Stop(timeout);
   if (*drain) return corral::cli::DrainNode(address, drain_node, drain_timeout, drain_stay);
+  if (*tasks) return corral::cli::ListTasks(address, tasks_state, tasks_queue, tasks_limit, json);
   return 0;
 }

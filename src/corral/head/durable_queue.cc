@@ -147,7 +147,7 @@ void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
 
 void DurableQueue::Launch(const std::string& id) {
   auto it = active_.find(id);
-  if (it == active_.end() || it->second.running) return;
+  if (it == active_.end() || it->second.running || store::IsFinal(it->second.task.state)) return;
   Active& a = it->second;
   int64_t now = clock_.WallNs();
   if (a.task.expires_ns > 0 && now >= a.task.expires_ns) {
@@ -291,6 +291,62 @@ void DurableQueue::Get(const proto::DurableGet& request, Reply reply) {
       reply(std::move(r));
     });
   });
+}
+
+void DurableQueue::List(const proto::DurableList& request, Reply reply) {
+  store::TaskFilter filter;
+  if (!request.state().empty()) {
+    filter.state = store::ParseTaskState(request.state());
+    if (!filter.state) {
+      proto::Reply r;
+      r.set_error(fmt::format("unknown state '{}': use pending, started, retry, success, failure (failed) or revoked",
+                              request.state()));
+      return reply(std::move(r));
+    }
+  }
+  filter.queue = request.queue();
+  filter.after_id = request.after_id();
+  filter.limit = request.limit() > 0 ? std::min(request.limit(), 10000) : 100;
+  committer_.Run([this, filter, reply](store::Store& s) {
+    auto tasks = s.List(filter);
+    OnIo([this, reply, tasks = std::move(tasks)] {
+      proto::Reply r;
+      if (!tasks) {
+        r.set_error("the durable store failed: " + tasks.error().message());
+      } else {
+        for (const auto& t : *tasks) {
+          proto::DurableTaskInfo* info = r.add_durable_list();
+          // Fresher in memory than in the store for a task in flight.
+          auto a = active_.find(t.id);
+          *info = Info(a == active_.end() ? t : a->second.task);
+          if (a != active_.end() && a->second.running) info->set_state("STARTED");
+          info->clear_result();
+        }
+      }
+      reply(std::move(r));
+    });
+  });
+}
+
+void DurableQueue::Cancel(const proto::DurableGet& request, Reply reply) {
+  auto it = active_.find(request.id());
+  if (it == active_.end()) return Get(request, std::move(reply));  // finished (or unknown): as it is
+  Active& a = it->second;
+  counters_["durable_revoke_requests"]++;
+  if (a.running) {
+    proto::Cancel c;
+    c.set_task_id(fmt::format("{}#{}", request.id(), a.task.attempt));
+    c.set_force(true);
+    ClientSession nobody;
+    tasks_.Cancel(&nobody, c);  // its end (CANCELLED) is recorded as REVOKED
+  } else {
+    Record({request.id(), store::TaskState::kRevoked, a.task.attempt, 0, "", "revoked before it started",
+            clock_.WallNs()});
+  }
+  proto::DurableGet wait;
+  wait.set_id(request.id());
+  wait.set_wait_s(30);
+  Get(wait, std::move(reply));  // answered once recorded
 }
 
 void DurableQueue::Tick() {

@@ -42,6 +42,9 @@ class DurableQueue {
   void Start();
   void Submit(const proto::DurableSubmit& request, Reply reply);
   void Get(const proto::DurableGet& request, Reply reply);
+  void List(const proto::DurableList& request, Reply reply);
+  // Revokes: a task not started never runs; a running one is stopped (force) and recorded REVOKED.
+  void Cancel(const proto::DurableGet& request, Reply reply);
   // Launches runs that are due and answers waiters whose time is up. Called every tick.
   void Tick();
   void FillCounters(std::map<std::string, int64_t>* counters) const;

@@ -297,7 +297,8 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     *reply->mutable_status() = BuildStatus();
   } else if (request.has_drain()) {
     reply->set_error(Drain(request.drain()));
-  } else if (request.has_durable_submit() || request.has_durable_get()) {
+  } else if (request.has_durable_submit() || request.has_durable_get() || request.has_durable_list() ||
+             request.has_durable_cancel()) {
     // Answered later (after the store commits, or when the task ends).
     auto respond = [conn = peer->conn, rid = request.request_id()](proto::Reply r) {
       r.set_request_id(rid);
@@ -307,8 +308,12 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     };
     if (request.has_durable_submit())
       durable_->Submit(request.durable_submit(), std::move(respond));
-    else
+    else if (request.has_durable_get())
       durable_->Get(request.durable_get(), std::move(respond));
+    else if (request.has_durable_list())
+      durable_->List(request.durable_list(), std::move(respond));
+    else
+      durable_->Cancel(request.durable_cancel(), std::move(respond));
     return;
   } else {
     reply->set_error("unknown request");

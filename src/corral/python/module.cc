@@ -269,6 +269,25 @@ NB_MODULE(_core, m) {
              return DurableDict(AskHead(c, req, wait_s + 30).durable());
            },
            "id"_a, "wait_s"_a = 0.0)
+      .def("durable_cancel",
+           [](Client& c, const std::string& id) {
+             corral::proto::Request req;
+             req.mutable_durable_cancel()->set_id(id);
+             return DurableDict(AskHead(c, req, 60).durable());
+           },
+           "id"_a)
+      .def("durable_list",
+           [](Client& c, const std::string& state, const std::string& queue, int limit) {
+             corral::proto::Request req;
+             req.mutable_durable_list()->set_state(state);
+             req.mutable_durable_list()->set_queue(queue);
+             req.mutable_durable_list()->set_limit(limit);
+             nb::list out;
+             corral::proto::Reply reply = AskHead(c, req, 60);
+             for (const auto& t : reply.durable_list()) out.append(DurableDict(t));
+             return out;
+           },
+           "state"_a = "", "queue"_a = "", "limit"_a = 100)
       .def("nodes",
            [](Client& c) {
              corral::proto::Request req;

@@ -15,6 +15,14 @@ const char* TaskStateName(TaskState s) {
 }
 
 std::optional<TaskState> ParseTaskState(std::string_view name) {
+  // Common spellings people type: `corral tasks --state failed`.
+  static const std::pair<std::string_view, TaskState> kAliases[] = {
+      {"failed", TaskState::kFailure},   {"succeeded", TaskState::kSuccess}, {"done", TaskState::kSuccess},
+      {"cancelled", TaskState::kRevoked}, {"canceled", TaskState::kRevoked}, {"running", TaskState::kStarted},
+      {"queued", TaskState::kPending},
+  };
+  for (const auto& [alias, state] : kAliases)
+    if (name == alias) return state;
   for (auto s : {TaskState::kPending, TaskState::kStarted, TaskState::kRetry, TaskState::kSuccess,
                  TaskState::kFailure, TaskState::kRevoked}) {
     std::string_view n = TaskStateName(s);
