@@ -119,6 +119,9 @@ def test_durable_tasks_survive_a_head_restart():
         wait_until(lambda: sum(n["state"] == "alive" and bool(n["python_version"]) for n in corral.nodes()) == 2,
                    what="2 nodes")
         ledger = tempfile.mktemp(prefix="corral-durable-")
+        ticks = tempfile.mktemp(prefix="corral-ticks-")
+        corral.schedule("tick", durable_tasks.record, every=1, args=(ticks, "tick"))
+        wait_until(lambda: len(corral.schedule_history("tick")) >= 2, what="the schedule firing")
         waiting = durable_tasks.record.options(countdown=2.0).submit(ledger, "after-restart")
         running = [durable_tasks.record.submit(ledger, f"r{i}", 2.0) for i in range(2)]
         wait_until(lambda: os.path.exists(ledger) and open(ledger).read().count("start") == 2, what="2 running")
@@ -129,6 +132,13 @@ def test_durable_tasks_survive_a_head_restart():
             starts = [l.split()[1] for l in f if l.startswith("start")]
         print(f"\n[durable head restart] submitted 3 / completed 3 / lost 0 / runs {len(starts)}")
         assert sorted(set(starts)) == ["after-restart", "r0", "r1"]
+        # The schedule went on after the restart, each slot once: consecutive seconds, no gap, no repeat.
+        before = len(corral.schedule_history("tick", 1000))
+        wait_until(lambda: len(corral.schedule_history("tick", 1000)) >= before + 2, what="fires after the restart")
+        slots = sorted(f["slot_ns"] for f in corral.schedule_history("tick", 1000))
+        print(f"[schedule across a head restart] {len(slots)} slots fired, "
+              f"{corral.cluster_status()['counters'].get('schedule_slots_already_fired', 0)} refused as fired before")
+        assert all(b - a == 1_000_000_000 for a, b in zip(slots, slots[1:])), slots
     finally:
         corral.shutdown()
         net.close()
@@ -182,3 +192,47 @@ def test_revoke_pending_and_running_and_list(durable_cluster, tmp_path):
     out = subprocess.run([durable_cluster.bin, "tasks", "--state", "bogus", "--address", durable_cluster.address],
                          capture_output=True, text=True, env=durable_cluster.env(), timeout=30)
     assert out.returncode == 1 and "unknown state 'bogus'" in out.stderr
+
+
+def test_schedule_fires_each_slot_once_and_can_be_paused(durable_cluster, tmp_path):
+    ledger = str(tmp_path / "ledger")
+    s = corral.schedule("tick", durable_tasks.record, every="1s", args=(ledger, "tick"))
+    assert s["every_s"] == 1 and s["next_slot_ns"] > 0
+    wait_until(lambda: len(corral.schedule_history("tick")) >= 3, timeout=30, what="3 fires")
+    history = corral.schedule_history("tick", limit=100)
+    slots = sorted(f["slot_ns"] for f in history)
+    assert all(b - a == 1_000_000_000 for a, b in zip(slots, slots[1:])), "every slot once, none twice"
+    assert [x["name"] for x in corral.schedules()] == ["tick"]
+    corral.pause_schedule("tick")
+    wait_until(lambda: all(f["state"] in ("SUCCESS",) for f in corral.schedule_history("tick", 100)),
+               what="fired tasks done")
+    paused_at = len(corral.schedule_history("tick", 100))
+    time.sleep(1.5)
+    assert len(corral.schedule_history("tick", 100)) == paused_at, "a paused schedule does not fire"
+    task_id = corral.run_schedule_now("tick")
+    assert corral.result(task_id).get(timeout=30) == "tick"
+    corral.remove_schedule("tick")
+    assert corral.schedules() == []
+    with pytest.raises(corral.exceptions.InvalidArgumentError, match="no schedule named 'tick'"):
+        corral.pause_schedule("tick")
+
+
+def test_bad_schedules_are_clear_errors(durable_cluster):
+    cases = [
+        (dict(cron="61 * * * *"), "minute 61 is out of range"),
+        (dict(cron="0 2 * * *", tz="Asia/Nowhere"), "unknown time zone 'Asia/Nowhere'"),
+        (dict(cron="0 0 30 2 *"), "never matches"),
+        (dict(cron="0 2 * * *", misfire="sometimes"), "misfire 'sometimes'"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(corral.exceptions.InvalidArgumentError, match=message):
+            corral.schedule("bad", durable_tasks.add, args=(1, 2), **kwargs)
+    with pytest.raises(corral.exceptions.InvalidArgumentError, match="no worker registered"):
+        corral.schedule("bad", "os:system", every=60)
+    with pytest.raises(corral.exceptions.InvalidArgumentError, match="every="):
+        corral.schedule("bad", durable_tasks.add, every="soon")
+    assert corral.schedules() == []
+    s = corral.schedule("daily-retraining", durable_tasks.add, cron="0 2 * * *", tz="Asia/Dhaka", args=(1, 2))
+    assert s["tz"] == "Asia/Dhaka" and s["misfire"] == "run_once"
+    # 02:00 in Dhaka is 20:00 UTC.
+    assert time.gmtime(s["next_slot_ns"] // 1_000_000_000)[3:5] == (20, 0)

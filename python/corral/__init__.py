@@ -15,7 +15,8 @@ from .api import (RemoteFunction, RuntimeContext, cancel, cluster_status, get, i
                   remote, runtime_context, shutdown, wait)
 from .exceptions import (CorralError, GetTimeoutError, NodeDiedError, ObjectLostError, TaskCancelledError,
                          TaskError, WorkerCrashedError)
-from .durable import DurableFunction, TaskResult, result, task, tasks
+from .durable import (DurableFunction, TaskResult, pause_schedule, remove_schedule, result, resume_schedule,
+                      run_schedule_now, schedule, schedule_history, schedules, task, tasks)
 from .object_ref import ObjectRef
 
 __version__ = "0.1.0"
@@ -24,5 +25,6 @@ __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel", "nodes", "cluster_status",
     "runtime_context", "RuntimeContext", "ObjectRef", "RemoteFunction", "exceptions", "CorralError", "TaskError",
     "WorkerCrashedError", "NodeDiedError", "TaskCancelledError", "ObjectLostError", "GetTimeoutError",
-    "task", "result", "tasks", "DurableFunction", "TaskResult",
+    "task", "result", "tasks", "DurableFunction", "TaskResult", "schedule", "schedules", "pause_schedule",
+    "resume_schedule", "remove_schedule", "run_schedule_now", "schedule_history",
 ]

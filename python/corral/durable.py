@@ -232,3 +232,70 @@ def run(name, args, args_format):
         return json.dumps(result).encode()
     a, k = pickle.loads(args)
     return pickle.dumps(fn(*a, **k), protocol=5)
+
+
+# ---- schedules ----
+
+_OPS = {"list": 0, "add": 1, "pause": 2, "resume": 3, "remove": 4, "run_now": 5, "history": 6}
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _every_seconds(every):
+    if isinstance(every, (int, float)) and every > 0:
+        return int(every)
+    if isinstance(every, datetime.timedelta) and every.total_seconds() >= 1:
+        return int(every.total_seconds())
+    if isinstance(every, str) and every[:-1].isdigit() and every[-1:] in _UNITS and int(every[:-1]) > 0:
+        return int(every[:-1]) * _UNITS[every[-1]]
+    raise exceptions.InvalidArgumentError(f"every={every!r}: give seconds, a timedelta, or '30s', '15m', '2h', '1d'")
+
+
+def _op(op, name="", limit=20, **spec):
+    return _runtime.get_client().schedule_op(_OPS[op], dict(spec, name=name), limit)
+
+
+def schedule(name, fn, *, cron=None, every=None, tz="UTC", args=(), kwargs=None, misfire="run_once",
+             queue="default", max_retries=0):
+    """Creates (or replaces) a schedule that submits ``fn`` (a ``@corral.task`` function, or its name
+    "module:qualname") at every slot of ``cron`` (five fields, in zone ``tz``) or ``every`` (seconds,
+    a timedelta, or "15m"). Each slot fires once, also across head restarts; ``misfire`` says what
+    slots missed while the head was down do: "run_once" (the latest, once), "skip", "run_all".
+    A malformed cron or unknown zone fails here. Returns the schedule as a dict (with next_slot_ns)."""
+    function = fn.name if isinstance(fn, DurableFunction) else str(fn)
+    if (cron is None) == (every is None):
+        raise exceptions.InvalidArgumentError("give cron or every, not both")
+    spec = {"function": function, "args": pickle.dumps((tuple(args), dict(kwargs or {})), protocol=5),
+            "args_format": "pickle", "tz": tz, "misfire": misfire, "queue": queue, "max_retries": max_retries}
+    if cron is not None:
+        spec["cron"] = cron
+    else:
+        spec["every_s"] = _every_seconds(every)
+    return _op("add", name, **spec)["schedules"][0]
+
+
+def schedules():
+    """Every schedule, as dicts: name, function, cron/every_s, tz, misfire, paused, last and next slot."""
+    return _op("list")["schedules"]
+
+
+def pause_schedule(name):
+    return _op("pause", name)["schedules"][0]
+
+
+def resume_schedule(name):
+    """Takes the schedule up again; slots that passed while it was paused are skipped."""
+    return _op("resume", name)["schedules"][0]
+
+
+def remove_schedule(name):
+    _op("remove", name)
+
+
+def run_schedule_now(name):
+    """Submits the schedule's task now, outside its slots; returns the task id."""
+    return _op("run_now", name)["task_id"]
+
+
+def schedule_history(name, limit=20):
+    """The latest fires, newest first: slot_ns, task_id, fired_ns and the task's state."""
+    return _op("history", name, limit=limit)["fires"]

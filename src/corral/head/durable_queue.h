@@ -10,7 +10,16 @@
 // runs that agents still hold from before the restart are adopted instead (TaskSpec.resubmitted).
 //
 // By-name submission reaches only functions that workers registered: an unknown name is refused
-// before anything is stored. io thread only; store work happens on the committer's thread and
+// before anything is stored.
+//
+// Schedules live in the store too; each slot fires once, also across restarts (the store records
+// (schedule, slot) with the task it submitted, in one transaction). Slots are wall-clock times:
+// cron slots in the schedule's zone (see base/cron.h for DST), `every` slots at multiples of the
+// period since the epoch. A slot is late when it is found more than 30 s after its time (the head
+// was down, or the clock stepped forward); the misfire policy says what late slots do: run_once
+// (default) fires the latest of them once, skip fires none, run_all fires each (at most 1000). A
+// clock that steps backward fires nothing twice: slots only move forward from the last one fired.
+// Slots that pass while a schedule is paused are skipped. io thread only; store work happens on the committer's thread and
 // comes back through io.post.
 #pragma once
 
@@ -45,6 +54,8 @@ class DurableQueue {
   void List(const proto::DurableList& request, Reply reply);
   // Revokes: a task not started never runs; a running one is stopped (force) and recorded REVOKED.
   void Cancel(const proto::DurableGet& request, Reply reply);
+  // Schedules (cron or every N seconds): add, list, pause, resume, remove, run now, history.
+  void Schedule(const proto::ScheduleRequest& request, Reply reply);
   // Launches runs that are due and answers waiters whose time is up. Called every tick.
   void Tick();
   void FillCounters(std::map<std::string, int64_t>* counters) const;
@@ -63,6 +74,12 @@ class DurableQueue {
   };
 
   void Launch(const std::string& id);
+  // Fires the slots of schedules that are due (misfire policy for late ones).
+  void FireDue();
+  void Fire(const store::Schedule& s, int64_t slot_ns, Reply reply = nullptr);
+  Result<int64_t> NextSlot(const store::Schedule& s, int64_t after_ns) const;
+  proto::ScheduleSpec ScheduleInfo(const store::Schedule& s) const;
+  std::string ValidateFunction(const std::string& function);
   void OnRunFinished(const std::string& run_id, const proto::ObjectValue& value);
   void Record(store::TaskUpdate update);
   proto::DurableTaskInfo Info(const store::DurableTask& t) const;
@@ -79,6 +96,7 @@ class DurableQueue {
   std::multimap<int64_t, std::string> due_;                    // wall-clock eta -> id, not yet launched
   std::unordered_map<std::string, std::vector<Waiter>> waiters_;
   std::map<std::string, int64_t> counters_;
+  std::map<std::string, store::Schedule> schedules_;  // by name
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -288,6 +288,55 @@ NB_MODULE(_core, m) {
              return out;
            },
            "state"_a = "", "queue"_a = "", "limit"_a = 100)
+      .def("schedule_op",
+           [](Client& c, int op, const nb::dict& spec, int limit) {
+             corral::proto::Request req;
+             auto* r = req.mutable_schedule();
+             r->set_op(static_cast<corral::proto::ScheduleRequest::Op>(op));
+             r->set_limit(limit);
+             auto* sp = r->mutable_spec();
+             auto str = [&](const char* k) { return spec.contains(k) ? nb::cast<std::string>(spec[k]) : std::string(); };
+             sp->set_name(str("name"));
+             sp->set_function(str("function"));
+             if (spec.contains("args")) sp->set_args(Str(nb::cast<nb::bytes>(spec["args"])));
+             sp->set_args_format(str("args_format"));
+             sp->set_cron(str("cron"));
+             sp->set_tz(str("tz"));
+             sp->set_misfire(str("misfire"));
+             sp->set_queue(str("queue"));
+             if (spec.contains("every_s")) sp->set_every_s(nb::cast<int64_t>(spec["every_s"]));
+             if (spec.contains("max_retries")) sp->set_max_retries(nb::cast<int>(spec["max_retries"]));
+             corral::proto::Reply reply = AskHead(c, req, 60);
+             nb::list schedules, fires;
+             for (const auto& x : reply.schedules()) {
+               nb::dict d;
+               d["name"] = x.name();
+               d["function"] = x.function();
+               d["cron"] = x.cron();
+               d["every_s"] = x.every_s();
+               d["tz"] = x.tz();
+               d["misfire"] = x.misfire();
+               d["queue"] = x.queue();
+               d["paused"] = x.paused();
+               d["last_slot_ns"] = x.last_slot_ns();
+               d["next_slot_ns"] = x.next_slot_ns();
+               schedules.append(d);
+             }
+             for (const auto& f : reply.fires()) {
+               nb::dict d;
+               d["slot_ns"] = f.slot_ns();
+               d["task_id"] = f.task_id();
+               d["fired_ns"] = f.fired_ns();
+               d["state"] = f.state();
+               fires.append(d);
+             }
+             nb::dict out;
+             out["schedules"] = schedules;
+             out["fires"] = fires;
+             out["task_id"] = reply.task_id();
+             return out;
+           },
+           "op"_a, "spec"_a, "limit"_a = 20)
       .def("nodes",
            [](Client& c) {
              corral::proto::Request req;
