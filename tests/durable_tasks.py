@@ -36,3 +36,11 @@ def record(ledger, key, seconds=0.0):
     with open(ledger, "a") as f:
         f.write(f"end {key} {time.time()}\n")
     return key
+
+
+@corral.task
+def append(ledger, key):
+    """One line per run: duplicates of effects are counted from it."""
+    with open(ledger, "a") as f:
+        f.write(key + "\n")
+    return key

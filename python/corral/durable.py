@@ -116,8 +116,19 @@ class DurableFunction:
 
 
 def _submit(specs):
+    """Sends until the head acknowledges (it stored them). A lost connection means the head may or
+    may not have stored them: send again, same ids (the head keeps one task per id), as long as the
+    client keeps reconnecting (CORRAL_RECONNECT_S)."""
     client = _runtime.get_client()
-    return [task_id for task_id, _ in client.durable_submit(specs)]
+    lost_since = None
+    while True:
+        try:
+            return [task_id for task_id, _ in client.durable_submit(specs)]
+        except exceptions.ConnectionLostError:
+            lost_since = lost_since or time.monotonic()
+            if time.monotonic() - lost_since > float(os.environ.get("CORRAL_RECONNECT_S", "60")):
+                raise
+            time.sleep(0.1)
 
 
 def task(fn=None, **options):

@@ -48,14 +48,21 @@ void DurableQueue::OnIo(F&& f) {
 }
 
 bool DurableQueue::Registered(const std::string& function) {
+  if (known_functions_.contains(function)) return true;
   for (Node* n : nodes_.All())
-    if (n->state != NodeState::kDead && n->state != NodeState::kLeft && n->view.task_functions.contains(function))
+    if (n->state != NodeState::kDead && n->state != NodeState::kLeft && n->view.task_functions.contains(function)) {
+      known_functions_.insert(function);
       return true;
+    }
   return false;
 }
 
 void DurableQueue::Start() {
   committer_.Run([this](store::Store& s) {
+    auto known = s.KnownFunctions();
+    OnIo([this, known = std::move(known)] {
+      if (known) known_functions_.insert(known->begin(), known->end());
+    });
     auto schedules = s.ListSchedules();
     OnIo([this, schedules = std::move(schedules)] {
       if (!schedules) {

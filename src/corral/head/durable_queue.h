@@ -25,6 +25,7 @@
 
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -97,6 +98,9 @@ class DurableQueue {
   std::unordered_map<std::string, std::vector<Waiter>> waiters_;
   std::map<std::string, int64_t> counters_;
   std::map<std::string, store::Schedule> schedules_;  // by name
+  // Names accepted before (stored tasks and schedules name them): still accepted after a restart,
+  // before the agents that registered them are back.
+  std::set<std::string> known_functions_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -2,6 +2,7 @@
 // holds both to them). For tests, and for heads without a state dir.
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "corral/store/store.h"
 
@@ -116,6 +117,13 @@ class MemoryStore final : public Store {
     for (auto it = fires_.rbegin(); it != fires_.rend() && static_cast<int>(out.size()) < limit; ++it)
       if (it->first.first == name) out.push_back(it->second);
     return out;
+  }
+
+  Result<std::vector<std::string>> KnownFunctions() override {
+    std::set<std::string> names;
+    for (const auto& [id, t] : tasks_) names.insert(t.function);
+    for (const auto& [n, s] : schedules_) names.insert(s.function);
+    return std::vector<std::string>(names.begin(), names.end());
   }
 
   Status Checkpoint() override { return Status::Ok(); }

@@ -359,6 +359,15 @@ class SqliteStore final : public Store {
     return out;
   }
 
+  Result<std::vector<std::string>> KnownFunctions() override {
+    Stmt st(db_, "SELECT function FROM tasks UNION SELECT function FROM schedules");
+    std::vector<std::string> out;
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) out.push_back(st.Text(0));
+    if (rc != SQLITE_DONE) return Err(Error("read the known functions"));
+    return out;
+  }
+
   Status Checkpoint() override {
     int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
     if (rc != SQLITE_OK && rc != SQLITE_BUSY) return Error("checkpoint the write-ahead log");

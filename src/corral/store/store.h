@@ -125,6 +125,9 @@ class Store {
   virtual Result<bool> RecordFire(const ScheduleFire& fire, const DurableTask& task) = 0;
   virtual Result<std::vector<ScheduleFire>> FireHistory(const std::string& name, int limit) = 0;
 
+  // Functions named by stored tasks and schedules (each was registered by workers when submitted).
+  virtual Result<std::vector<std::string>> KnownFunctions() = 0;
+
   // Folds the write-ahead log into the database (SQLite); a no-op where there is none.
   virtual Status Checkpoint() = 0;
 };

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <set>
 
 #include "corral/store/store.h"
 
@@ -174,6 +175,10 @@ TYPED_TEST(StoreTest, SchedulesAndEachSlotFiresOnce) {
   EXPECT_EQ((*history)[0].slot_ns, 2'000) << "newest first";
   EXPECT_EQ((*history)[1].task_id, "run-1");
   EXPECT_EQ(this->store->ListSchedules()->size(), 1u);
+  auto known = this->store->KnownFunctions();
+  ASSERT_TRUE(known.has_value());
+  EXPECT_EQ(std::set<std::string>(known->begin(), known->end()),
+            (std::set<std::string>{"tasks:process_data", "train:train"}));
   EXPECT_TRUE(*this->store->DeleteSchedule("daily-retraining"));
   EXPECT_FALSE(*this->store->DeleteSchedule("daily-retraining"));
 }
