@@ -11,7 +11,7 @@ from .object_ref import ObjectRef
 _UNSET = object()
 
 
-def init(address=None, *, num_cpus=None, num_gpus=None, memory=None, resources=None, labels=None,
+def init(address=None, *, num_cpus=None, num_gpus=None, memory=None, resources=None, labels=None, tasks=None,
          log_to_driver=True, ignore_reinit_error=False, _system_args=()):
     """Connects this process to a Corral cluster, starting a local one if needed.
 
@@ -21,6 +21,9 @@ def init(address=None, *, num_cpus=None, num_gpus=None, memory=None, resources=N
     that local node. With an address (``"host:7370"``, or ``"auto"`` for the head started by
     ``corral start --head`` on this machine), connects to that head with the token from
     ``CORRAL_TOKEN``, ``CORRAL_TOKEN_FILE`` or the local head's state dir.
+
+    ``tasks``: modules whose ``@corral.task`` functions the local node runs (its workers import
+    them), for an embedded cluster; agents of a running cluster take ``--tasks`` instead.
 
     ``log_to_driver``: print the output of this driver's tasks here, prefixed with task and node.
 
@@ -39,8 +42,11 @@ def init(address=None, *, num_cpus=None, num_gpus=None, memory=None, resources=N
         if address is None:
             address = os.environ.get("CORRAL_ADDRESS") or None
         if address is None:
+            extra = list(_system_args)
+            if tasks:
+                extra += ["--tasks", ",".join([tasks] if isinstance(tasks, str) else list(tasks))]
             cluster = _cluster.EmbeddedCluster(num_cpus=num_cpus, num_gpus=num_gpus, memory=memory,
-                                               resources=resources, labels=labels, extra_args=_system_args)
+                                               resources=resources, labels=labels, extra_args=extra)
             try:
                 _runtime.connect(cluster.address, cluster.token, reconnect_s=0)  # our own child: nothing to wait for
                 _wait_for_local_node(cluster)
@@ -59,9 +65,9 @@ def init(address=None, *, num_cpus=None, num_gpus=None, memory=None, resources=N
                 raise exceptions.ConnectionLostError(
                     f"address='auto' but no head was started on this machine ({path} is missing); "
                     "run `corral start --head`") from None
-        if any(v is not None for v in (num_cpus, num_gpus, memory, resources, labels)):
+        if any(v is not None for v in (num_cpus, num_gpus, memory, resources, labels, tasks)):
             raise exceptions.InvalidArgumentError(
-                "num_cpus/num_gpus/memory/resources/labels size a new local cluster; they cannot be given "
+                "num_cpus/num_gpus/memory/resources/labels/tasks size a new local cluster; they cannot be given "
                 "with an address (start the agent with `corral start --address ... --num-cpus N` instead)")
         _runtime.connect(address, _core.find_token())
 
