@@ -53,43 +53,37 @@ void GroupCommitter::Loop() {
       if (queue_.empty()) return;  // stopping, and everything is done
       ops.swap(queue_);
     }
-    // Consecutive operations of one kind share a transaction; order is kept across kinds.
+    // Consecutive submissions and updates share one transaction (one fsync); Run() operations
+    // keep their place in the order.
     for (size_t i = 0; i < ops.size();) {
-      if (std::holds_alternative<SubmitOp>(ops[i])) {
-        std::vector<DurableTask> all;
+      if (!std::holds_alternative<std::function<void(Store&)>>(ops[i])) {
+        std::vector<DurableTask> tasks;
+        std::vector<TaskUpdate> updates;
         size_t j = i;
-        for (; j < ops.size() && std::holds_alternative<SubmitOp>(ops[j]); ++j)
-          for (auto& t : std::get<SubmitOp>(ops[j]).tasks) all.push_back(std::move(t));
-        auto result = store_->Submit(all);
+        for (; j < ops.size() && !std::holds_alternative<std::function<void(Store&)>>(ops[j]); ++j) {
+          if (auto* sub = std::get_if<SubmitOp>(&ops[j]))
+            for (auto& t : sub->tasks) tasks.push_back(std::move(t));
+          else
+            for (auto& u : std::get<UpdateOp>(ops[j]).updates) updates.push_back(std::move(u));
+        }
+        auto result = store_->Apply(tasks, updates);
         {
           std::lock_guard lock(mu_);
           commits_++;
         }
         size_t at = 0;
         for (size_t k = i; k < j; ++k) {
-          auto& op = std::get<SubmitOp>(ops[k]);
-          size_t n = op.tasks.size();
-          if (!result) {
-            op.done(Err(result.error()));
-          } else {
-            op.done(std::vector<SubmitResult>(result->begin() + static_cast<long>(at),
-                                              result->begin() + static_cast<long>(at + n)));
+          if (auto* sub = std::get_if<SubmitOp>(&ops[k])) {
+            size_t n = sub->tasks.size();
+            if (!result) sub->done(Err(result.error()));
+            else
+              sub->done(std::vector<SubmitResult>(result->begin() + static_cast<long>(at),
+                                                  result->begin() + static_cast<long>(at + n)));
+            at += n;
+          } else if (auto& done = std::get<UpdateOp>(ops[k]).done) {
+            done(result ? Status::Ok() : result.error());
           }
-          at += n;
         }
-        i = j;
-      } else if (std::holds_alternative<UpdateOp>(ops[i])) {
-        std::vector<TaskUpdate> all;
-        size_t j = i;
-        for (; j < ops.size() && std::holds_alternative<UpdateOp>(ops[j]); ++j)
-          for (auto& u : std::get<UpdateOp>(ops[j]).updates) all.push_back(std::move(u));
-        Status s = store_->Update(all);
-        {
-          std::lock_guard lock(mu_);
-          commits_++;
-        }
-        for (size_t k = i; k < j; ++k)
-          if (auto& done = std::get<UpdateOp>(ops[k]).done) done(s);
         i = j;
       } else {
         std::get<std::function<void(Store&)>>(ops[i])(*store_);

@@ -48,6 +48,13 @@ class MemoryStore final : public Store {
     return Status::Ok();
   }
 
+  Result<std::vector<SubmitResult>> Apply(const std::vector<DurableTask>& tasks,
+                                          const std::vector<TaskUpdate>& updates) override {
+    auto out = Submit(tasks);
+    if (out) CORRAL_RETURN_IF_ERROR_R(Update(updates));
+    return out;
+  }
+
   Result<std::optional<DurableTask>> Get(const std::string& id) override {
     auto it = tasks_.find(id);
     if (it == tasks_.end()) return std::optional<DurableTask>();

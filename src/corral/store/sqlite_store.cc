@@ -181,54 +181,24 @@ class SqliteStore final : public Store {
     return Migrate();
   }
 
-  Result<std::vector<SubmitResult>> Submit(const std::vector<DurableTask>& tasks) override {
-    std::vector<SubmitResult> out;
-    out.reserve(tasks.size());
+  Result<std::vector<SubmitResult>> Submit(const std::vector<DurableTask>& tasks) override { return Apply(tasks, {}); }
+
+  Status Update(const std::vector<TaskUpdate>& updates) override {
+    auto r = Apply({}, updates);
+    return r ? Status::Ok() : r.error();
+  }
+
+  Result<std::vector<SubmitResult>> Apply(const std::vector<DurableTask>& tasks,
+                                          const std::vector<TaskUpdate>& updates) override {
     CORRAL_RETURN_IF_ERROR_R(Begin());
-    Stmt by_id(db_, "SELECT 1 FROM tasks WHERE id = ?");
-    Stmt by_key(db_, "SELECT id FROM tasks WHERE idempotency_key = ?");
-    for (const auto& t : tasks) {
-      by_id.Reset();
-      by_id.Bind(1, t.id, true);
-      if (by_id.Step() == SQLITE_ROW) {
-        out.push_back({t.id, false});
-        continue;
-      }
-      if (!t.idempotency_key.empty()) {
-        by_key.Reset();
-        by_key.Bind(1, t.idempotency_key);
-        if (by_key.Step() == SQLITE_ROW) {
-          out.push_back({by_key.Text(0), false});
-          continue;
-        }
-      }
-      if (Status s = InsertTask(t); !s.ok()) {
-        Rollback();
-        return Err(s);
-      }
-      out.push_back({t.id, true});
+    auto out = InsertAll(tasks);
+    Status s = out ? UpdateAll(updates) : out.error();
+    if (!s.ok()) {
+      Rollback();
+      return Err(s);
     }
     CORRAL_RETURN_IF_ERROR_R(Commit());
     return out;
-  }
-
-  Status Update(const std::vector<TaskUpdate>& updates) override {
-    CORRAL_RETURN_IF_ERROR(Begin());
-    Stmt st(db_,
-            "UPDATE tasks SET state = ?, attempt = ?, eta_ns = CASE WHEN ? > 0 THEN ? ELSE eta_ns END, "
-            "result = ?, error = ?, updated_ns = ?, finished_ns = ? WHERE id = ?");
-    for (const auto& u : updates) {
-      st.Reset();
-      st.Bind(1, static_cast<int64_t>(u.state)).Bind(2, static_cast<int64_t>(u.attempt));
-      st.Bind(3, u.eta_ns).Bind(4, u.eta_ns).Bind(5, u.result, true).Bind(6, u.error).Bind(7, u.at_ns);
-      st.Bind(8, IsFinal(u.state) ? u.at_ns : int64_t{0}).Bind(9, u.id, true);
-      if (st.Step() != SQLITE_DONE) {
-        Status s = Error("update a task");
-        Rollback();
-        return s;
-      }
-    }
-    return Commit();
   }
 
   Result<std::optional<DurableTask>> Get(const std::string& id) override {
@@ -413,6 +383,48 @@ class SqliteStore final : public Store {
         return s;
       }
       CORRAL_RETURN_IF_ERROR(Commit());
+    }
+    return Status::Ok();
+  }
+
+  Result<std::vector<SubmitResult>> InsertAll(const std::vector<DurableTask>& tasks) {
+    std::vector<SubmitResult> out;
+    out.reserve(tasks.size());
+    if (tasks.empty()) return out;
+    Stmt by_id(db_, "SELECT 1 FROM tasks WHERE id = ?");
+    Stmt by_key(db_, "SELECT id FROM tasks WHERE idempotency_key = ?");
+    for (const auto& t : tasks) {
+      by_id.Reset();
+      by_id.Bind(1, t.id, true);
+      if (by_id.Step() == SQLITE_ROW) {
+        out.push_back({t.id, false});
+        continue;
+      }
+      if (!t.idempotency_key.empty()) {
+        by_key.Reset();
+        by_key.Bind(1, t.idempotency_key);
+        if (by_key.Step() == SQLITE_ROW) {
+          out.push_back({by_key.Text(0), false});
+          continue;
+        }
+      }
+      CORRAL_RETURN_IF_ERROR_R(InsertTask(t));
+      out.push_back({t.id, true});
+    }
+    return out;
+  }
+
+  Status UpdateAll(const std::vector<TaskUpdate>& updates) {
+    if (updates.empty()) return Status::Ok();
+    Stmt st(db_,
+            "UPDATE tasks SET state = ?, attempt = ?, eta_ns = CASE WHEN ? > 0 THEN ? ELSE eta_ns END, "
+            "result = ?, error = ?, updated_ns = ?, finished_ns = ? WHERE id = ?");
+    for (const auto& u : updates) {
+      st.Reset();
+      st.Bind(1, static_cast<int64_t>(u.state)).Bind(2, static_cast<int64_t>(u.attempt));
+      st.Bind(3, u.eta_ns).Bind(4, u.eta_ns).Bind(5, u.result, true).Bind(6, u.error).Bind(7, u.at_ns);
+      st.Bind(8, IsFinal(u.state) ? u.at_ns : int64_t{0}).Bind(9, u.id, true);
+      if (st.Step() != SQLITE_DONE) return Error("update a task");
     }
     return Status::Ok();
   }

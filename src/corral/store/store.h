@@ -108,6 +108,9 @@ class Store {
   virtual Result<std::vector<SubmitResult>> Submit(const std::vector<DurableTask>& tasks) = 0;
   // Applies state changes in one transaction. Unknown ids are skipped.
   virtual Status Update(const std::vector<TaskUpdate>& updates) = 0;
+  // Both in one transaction (one fsync): new tasks first, then the state changes.
+  virtual Result<std::vector<SubmitResult>> Apply(const std::vector<DurableTask>& tasks,
+                                                  const std::vector<TaskUpdate>& updates) = 0;
   virtual Result<std::optional<DurableTask>> Get(const std::string& id) = 0;
   virtual Result<std::vector<DurableTask>> List(const TaskFilter& filter) = 0;
   // Everything not final, for a head that starts: what it must run (again).
