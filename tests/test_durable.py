@@ -1,5 +1,6 @@
 """Durable tasks: stored before submit() returns, run by name on workers that registered them,
 results by id from any process, and across a head restart."""
+import json
 import os
 import subprocess
 import sys
@@ -236,3 +237,28 @@ def test_bad_schedules_are_clear_errors(durable_cluster):
     assert s["tz"] == "Asia/Dhaka" and s["misfire"] == "run_once"
     # 02:00 in Dhaka is 20:00 UTC.
     assert time.gmtime(s["next_slot_ns"] // 1_000_000_000)[3:5] == (20, 0)
+
+
+def test_schedule_cli(durable_cluster, tmp_path):
+    ledger = str(tmp_path / "ledger")
+
+    def cli(*args):
+        return subprocess.run([durable_cluster.bin, "schedule", *args, "--address", durable_cluster.address],
+                              capture_output=True, text=True, env=durable_cluster.env(), timeout=30)
+
+    out = cli("add", "nightly", "--function", "durable_tasks:record", "--cron", "0 2 * * *", "--tz", "Asia/Dhaka",
+              "--args", json.dumps([ledger, "cli"]))
+    assert out.returncode == 0, out.stderr
+    assert "nightly" in out.stdout and "Asia/Dhaka" in out.stdout
+    out = cli("run-now", "nightly")
+    assert out.returncode == 0 and "submitted task" in out.stdout
+    task_id = out.stdout.split()[-1]
+    assert corral.result(task_id).get(timeout=30) == "cli"
+    out = cli("history", "nightly")
+    assert task_id in out.stdout and "SUCCESS" in out.stdout
+    assert cli("pause", "nightly").returncode == 0
+    assert "yes" in cli("list").stdout
+    out = cli("add", "broken", "--function", "durable_tasks:record", "--cron", "0 25 * * *")
+    assert out.returncode == 1 and "hour 25 is out of range" in out.stderr
+    assert cli("rm", "nightly").returncode == 0
+    assert "No schedules" in cli("list").stdout

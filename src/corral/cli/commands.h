@@ -61,6 +61,20 @@ int ShowStatus(const std::string& address, bool json);
 int Stop(double timeout_s);
 // Drains a node (id prefix or hostname), showing progress until it left (or, with stay, is idle).
 int DrainNode(const std::string& address, const std::string& node, double timeout_s, bool stay);
+struct ScheduleFlags {
+  std::string action;   // list, add, pause, resume, rm, run-now, history
+  std::string name;
+  std::string function;
+  std::string cron;
+  int64_t every_s = 0;
+  std::string tz = "UTC";
+  std::string misfire = "run_once";
+  std::string queue = "default";
+  std::string args_json = "[]";
+  int limit = 20;
+};
+int ScheduleCommand(const std::string& address, const ScheduleFlags& flags);
+
 // Lists durable tasks (optionally by state and queue).
 int ListTasks(const std::string& address, const std::string& state, const std::string& queue, int limit, bool json);
 

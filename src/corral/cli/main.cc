@@ -95,6 +95,20 @@ int main(int argc, char** argv) {
   tasks->add_flag("--json", json, "print JSON");
   tasks->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
 
+  corral::cli::ScheduleFlags sched;
+  auto* schedule = app.add_subcommand("schedule", "Cron and interval schedules of durable tasks: list, add, pause, resume, rm, run-now, history");
+  schedule->add_option("ACTION", sched.action, "list | add | pause | resume | rm | run-now | history")->required();
+  schedule->add_option("NAME", sched.name, "the schedule's name");
+  schedule->add_option("--function", sched.function, "add: the task function, module:qualname (registered by workers)");
+  schedule->add_option("--cron", sched.cron, "add: five cron fields, e.g. '0 2 * * *'");
+  schedule->add_option("--every", sched.every_s, "add: every N seconds (instead of --cron)");
+  schedule->add_option("--tz", sched.tz, "add: time zone of the cron fields, e.g. Asia/Dhaka")->capture_default_str();
+  schedule->add_option("--misfire", sched.misfire, "add: slots missed while the head was down: run_once, skip, run_all")->capture_default_str();
+  schedule->add_option("--queue", sched.queue, "add: queue of the submitted tasks")->capture_default_str();
+  schedule->add_option("--args", sched.args_json, "add: the arguments as a JSON array")->capture_default_str();
+  schedule->add_option("--limit", sched.limit, "history: this many latest fires")->capture_default_str();
+  schedule->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
+
   CLI11_PARSE(app, argc, argv);
   std::vector<std::string> args(argv + 1, argv + argc);
 
@@ -120,5 +134,6 @@ int main(int argc, char** argv) {
   if (*stop) return corral::cli::Stop(timeout);
   if (*drain) return corral::cli::DrainNode(address, drain_node, drain_timeout, drain_stay);
   if (*tasks) return corral::cli::ListTasks(address, tasks_state, tasks_queue, tasks_limit, json);
+  if (*schedule) return corral::cli::ScheduleCommand(address, sched);
   return 0;
 }
