@@ -5,6 +5,8 @@
 #include <boost/asio/post.hpp>
 
 #include <cmath>
+#include <future>
+#include <optional>
 #include <random>
 
 #include "corral/base/cron.h"
@@ -58,36 +60,37 @@ bool DurableQueue::Registered(const std::string& function) {
 }
 
 void DurableQueue::Start() {
-  committer_.Run([this](store::Store& s) {
-    auto known = s.KnownFunctions();
-    OnIo([this, known = std::move(known)] {
-      if (known) known_functions_.insert(known->begin(), known->end());
-    });
-    auto schedules = s.ListSchedules();
-    OnIo([this, schedules = std::move(schedules)] {
-      if (!schedules) {
-        LOG_ERROR("cannot load the schedules: {}", schedules.error().ToString());
-        return;
-      }
-      for (const auto& sc : *schedules) schedules_[sc.name] = sc;
-      if (!schedules->empty()) LOG_INFO("{} schedule(s) loaded from the store", schedules->size());
-    });
-    auto loaded = s.Unfinished();
-    OnIo([this, loaded = std::move(loaded)]() mutable {
-      if (!loaded) {
-        LOG_ERROR("cannot load the durable tasks: {}", loaded.error().ToString());
-        return;
-      }
-      for (auto& t : *loaded) {
-        std::string id = t.id;
-        due_.emplace(t.eta_ns, id);
-        active_[id] = Active{std::move(t), false, true};  // id copied first: t is moved
-      }
-      counters_["durable_tasks_loaded"] += static_cast<int64_t>(loaded->size());
-      if (!loaded->empty()) LOG_INFO("{} unfinished durable task(s) loaded from the store", loaded->size());
-      Tick();
-    });
+  // Read before the head serves anyone (the io thread is not running yet): a submission right
+  // after a restart must already see the names and tasks the store holds.
+  std::promise<void> loaded_all;
+  std::optional<Result<std::vector<std::string>>> known;
+  std::optional<Result<std::vector<store::Schedule>>> schedules;
+  std::optional<Result<std::vector<store::DurableTask>>> loaded;
+  committer_.Run([&](store::Store& s) {
+    known = s.KnownFunctions();
+    schedules = s.ListSchedules();
+    loaded = s.Unfinished();
+    loaded_all.set_value();
   });
+  loaded_all.get_future().wait();
+  if (*known) known_functions_.insert((*known)->begin(), (*known)->end());
+  if (!*schedules) {
+    LOG_ERROR("cannot load the schedules: {}", schedules->error().ToString());
+  } else {
+    for (const auto& sc : **schedules) schedules_[sc.name] = sc;
+    if (!(*schedules)->empty()) LOG_INFO("{} schedule(s) loaded from the store", (*schedules)->size());
+  }
+  if (!*loaded) {
+    LOG_ERROR("cannot load the durable tasks: {}", loaded->error().ToString());
+    return;
+  }
+  for (auto& t : **loaded) {
+    std::string id = t.id;
+    due_.emplace(t.eta_ns, id);
+    active_[id] = Active{std::move(t), false, true};  // id copied first: t is moved
+  }
+  counters_["durable_tasks_loaded"] += static_cast<int64_t>((*loaded)->size());
+  if (!(*loaded)->empty()) LOG_INFO("{} unfinished durable task(s) loaded from the store", (*loaded)->size());
 }
 
 void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
