@@ -262,3 +262,22 @@ def test_schedule_cli(durable_cluster, tmp_path):
     assert out.returncode == 1 and "hour 25 is out of range" in out.stderr
     assert cli("rm", "nightly").returncode == 0
     assert "No schedules" in cli("list").stdout
+
+
+def test_finished_tasks_are_purged_after_the_result_ttl():
+    from conftest import Cluster
+    c = Cluster(head_args=("--heartbeat-ms", "200", "--result-ttl", "1"))
+    try:
+        c.add_agent(num_cpus=1, extra=("--tasks", "durable_tasks"))
+        c.connect()
+        c.wait_nodes(1)
+        task_id = durable_tasks.add.submit(1, 1)
+        assert corral.result(task_id).get(timeout=30) == 2
+        # Kept for the TTL (1 s), then removed by the next purge (every 5 s at most).
+        wait_until(lambda: corral.cluster_status()["counters"].get("durable_purged", 0) >= 1, timeout=30,
+                   what="the purge")
+        assert corral.result(task_id).state == "PENDING"  # unknown now, as Celery reports forgotten ids
+        assert corral.tasks() == []
+    finally:
+        corral.shutdown()
+        c.stop()

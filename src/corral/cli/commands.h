@@ -41,6 +41,7 @@ struct HeadFlags {
   int handshake_timeout_ms = 10000;
   long max_unfinished_tasks = 2'000'000;
   int http_port = 8370;                    // -1: no HTTP; 0: any free port
+  int64_t result_ttl_s = 7 * 86400;
   std::vector<std::string> http_allowed_hosts;
   NodeFlags node;
 };

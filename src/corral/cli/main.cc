@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
   start->add_option("--drain-timeout", agent.drain_timeout_s, "agent: on SIGTERM or `corral stop`, seconds running tasks get to finish before they are handed back")->capture_default_str();
   start->add_option("--prefetch", head.prefetch, "head: tasks queued ahead per CPU on a busy node")->capture_default_str();
   start->add_option("--handshake-timeout-ms", head.handshake_timeout_ms, "head: time a new connection has to authenticate")->capture_default_str();
+  start->add_option("--result-ttl", head.result_ttl_s, "head: seconds finished durable tasks and their results are kept")->capture_default_str();
   start->add_option("--http-port", head.http_port, "head: port of the REST API on --host (0: any free port, -1: none)")->capture_default_str();
   start->add_option("--http-allowed-host", head.http_allowed_hosts, "head: a name clients use in URLs for this head (Host header); loopback names are always allowed");
   start->add_option("--max-unfinished-tasks", head.max_unfinished_tasks, "head: stop reading submissions above this many unfinished tasks")->capture_default_str();

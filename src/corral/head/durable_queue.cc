@@ -30,8 +30,13 @@ bool ValidQueueName(const std::string& q) {
 }  // namespace
 
 DurableQueue::DurableQueue(boost::asio::io_context& io, TaskManager& tasks, NodeRegistry& nodes,
-                           std::unique_ptr<store::Store> store, const Clock& clock)
-    : io_(io), tasks_(tasks), nodes_(nodes), clock_(clock), committer_(std::move(store)) {
+                           std::unique_ptr<store::Store> store, const Clock& clock, int64_t result_ttl_s)
+    : io_(io),
+      tasks_(tasks),
+      nodes_(nodes),
+      clock_(clock),
+      committer_(std::move(store)),
+      result_ttl_ns_(result_ttl_s * 1'000'000'000) {
   tasks_.on_durable_finished = [this](const std::string& run_id, const proto::ObjectValue& value) {
     OnRunFinished(run_id, value);
   };
@@ -371,8 +376,26 @@ void DurableQueue::Cancel(const proto::DurableGet& request, Reply reply) {
   Get(wait, std::move(reply));  // answered once recorded
 }
 
+void DurableQueue::Purge() {
+  if (purging_ || clock_.BootTimeNs() < next_purge_) return;
+  purging_ = true;
+  int64_t before = clock_.WallNs() - result_ttl_ns_;
+  committer_.Run([this, before](store::Store& s) {
+    auto n = s.PurgeFinished(before, 500);
+    if (n && *n > 0) (void)s.Checkpoint();
+    OnIo([this, n] {
+      purging_ = false;
+      bool backlog = n && *n == 500;
+      next_purge_ = clock_.BootTimeNs() + (backlog ? Ms(200) : Ms(5000));
+      if (n) counters_["durable_purged"] += *n;
+      else LOG_WARN("cannot remove old durable tasks: {}", n.error().ToString());
+    });
+  });
+}
+
 void DurableQueue::Tick() {
   FireDue();
+  Purge();
   int64_t now = clock_.WallNs();
   while (!due_.empty() && due_.begin()->first <= now) {
     std::string id = due_.begin()->second;

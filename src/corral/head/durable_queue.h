@@ -19,7 +19,11 @@
 // was down, or the clock stepped forward); the misfire policy says what late slots do: run_once
 // (default) fires the latest of them once, skip fires none, run_all fires each (at most 1000). A
 // clock that steps backward fires nothing twice: slots only move forward from the last one fired.
-// Slots that pass while a schedule is paused are skipped. io thread only; store work happens on the committer's thread and
+// Slots that pass while a schedule is paused are skipped.
+//
+// Finished tasks (and their results) are kept for the result TTL, then removed in batches of 500
+// (at most one batch every few seconds, more while there is a backlog), and the write-ahead log is
+// checkpointed after each batch: the store does not grow without bound. io thread only; store work happens on the committer's thread and
 // comes back through io.post.
 #pragma once
 
@@ -45,7 +49,7 @@ class DurableQueue {
   using Reply = std::function<void(proto::Reply)>;
 
   DurableQueue(boost::asio::io_context& io, TaskManager& tasks, NodeRegistry& nodes,
-               std::unique_ptr<store::Store> store, const Clock& clock);
+               std::unique_ptr<store::Store> store, const Clock& clock, int64_t result_ttl_s = 7 * 86400);
   ~DurableQueue();
 
   // Loads the unfinished tasks (a head that starts) and queues them.
@@ -78,6 +82,8 @@ class DurableQueue {
   // Fires the slots of schedules that are due (misfire policy for late ones).
   void FireDue();
   void Fire(const store::Schedule& s, int64_t slot_ns, Reply reply = nullptr);
+  // Removes finished tasks older than the result TTL, a batch at a time, and checkpoints the WAL.
+  void Purge();
   Result<int64_t> NextSlot(const store::Schedule& s, int64_t after_ns) const;
   proto::ScheduleSpec ScheduleInfo(const store::Schedule& s) const;
   std::string ValidateFunction(const std::string& function);
@@ -98,6 +104,9 @@ class DurableQueue {
   std::unordered_map<std::string, std::vector<Waiter>> waiters_;
   std::map<std::string, int64_t> counters_;
   std::map<std::string, store::Schedule> schedules_;  // by name
+  int64_t result_ttl_ns_;
+  Nanos next_purge_ = 0;
+  bool purging_ = false;
   // Names accepted before (stored tasks and schedules name them): still accepted after a restart,
   // before the agents that registered them are back.
   std::set<std::string> known_functions_;

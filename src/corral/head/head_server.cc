@@ -44,7 +44,7 @@ Status HeadServer::Start() {
     if (!s) return s.error();
     store = std::move(*s);
   }
-  durable_ = std::make_unique<DurableQueue>(io_, tasks_, nodes_, std::move(store), clock_);
+  durable_ = std::make_unique<DurableQueue>(io_, tasks_, nodes_, std::move(store), clock_, options_.result_ttl_s);
   durable_->Start();
   auto l = net::Listener::Listen(io_, options_.listen, options_.tls);
   if (!l) return l.error();

@@ -33,6 +33,7 @@ struct HeadOptions {
   std::chrono::milliseconds handshake_timeout{10000};  // a peer must finish the handshake by then
   std::shared_ptr<boost::asio::ssl::context> tls;  // null: plain TCP
   std::string store_path;            // the durable store (SQLite); empty: in memory, lost with the head
+  int64_t result_ttl_s = 7 * 86400;  // finished durable tasks are kept this long
 };
 
 class HeadServer {
