@@ -44,3 +44,15 @@ def append(ledger, key):
     with open(ledger, "a") as f:
         f.write(key + "\n")
     return key
+
+
+@corral.task
+def sleepy(ledger, seconds):
+    """Sleeps; notes whether the soft time limit interrupted it."""
+    try:
+        time.sleep(seconds)
+    except corral.exceptions.SoftTimeLimitExceeded:
+        with open(ledger, "a") as f:
+            f.write("soft limit\n")
+        return "cleaned up"
+    return "slept"

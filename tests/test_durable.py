@@ -281,3 +281,17 @@ def test_finished_tasks_are_purged_after_the_result_ttl():
     finally:
         corral.shutdown()
         c.stop()
+
+
+def test_soft_and_hard_time_limits(durable_cluster, tmp_path):
+    ledger = str(tmp_path / "ledger")
+    soft = durable_tasks.sleepy.options(soft_time_limit=0.3).submit(ledger, 10)
+    assert corral.result(soft).get(timeout=30) == "cleaned up"
+    hard = durable_tasks.sleepy.options(time_limit=0.5, max_retries=1).submit(ledger, 10)
+    r = corral.result(hard)
+    with pytest.raises(corral.TaskError, match="TimeLimitExceeded"):
+        r.get(timeout=30)
+    assert r.state == "FAILURE"
+    assert counter("durable_retries") == 1, "a hard limit is a failed attempt: retried while retries remain"
+    with open(ledger) as f:
+        assert f.read().count("soft limit") == 1

@@ -26,7 +26,7 @@ from . import _runtime, exceptions
 registry = {}
 
 _TASK_OPTIONS = {"queue", "priority", "max_retries", "retry_backoff", "idempotency_key", "countdown", "eta",
-                 "expires", "args_format"}
+                 "expires", "args_format", "soft_time_limit", "time_limit"}
 
 
 def _name(fn):
@@ -67,7 +67,9 @@ class DurableFunction:
     def options(self, **options):
         """A copy with some options changed: queue, priority, max_retries, retry_backoff (seconds,
         doubled each retry, with jitter), idempotency_key, countdown (seconds) or eta (datetime),
-        expires (seconds or datetime: not started after that), args_format ("pickle" or "json")."""
+        expires (seconds or datetime: not started after that), args_format ("pickle" or "json"),
+        soft_time_limit (seconds: SoftTimeLimitExceeded is raised in the task), time_limit (seconds:
+        the worker is stopped; a failed attempt, retried while retries remain)."""
         merged = dict(self._options)
         merged.update(options)
         return DurableFunction(self._fn, merged)
@@ -102,6 +104,8 @@ class DurableFunction:
             "expires_ns": _wall_ns(o.get("expires"), "expires"),
             "max_retries": mr,
             "retry_backoff_s": float(o.get("retry_backoff") or 0.0),
+            "soft_time_limit_s": float(o.get("soft_time_limit") or 0.0),
+            "time_limit_s": float(o.get("time_limit") or 0.0),
         }
 
     def submit(self, *args, **kwargs):

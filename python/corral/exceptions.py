@@ -75,3 +75,7 @@ _BY_KIND = {
 
 def for_kind(kind):
     return _BY_KIND.get(kind, CorralError)
+
+
+class SoftTimeLimitExceeded(CorralError):
+    """Raised inside a durable task that ran past its soft_time_limit: clean up and return or raise."""

@@ -27,6 +27,13 @@ def _set_threads(cpus):
             pass
 
 
+def _soft_limit(signum, frame):
+    # A durable task's soft time limit: an exception it may catch to clean up.
+    if _runtime.current_task is not None:
+        raise exceptions.SoftTimeLimitExceeded(
+            f"{_runtime.current_task.name} ran past its soft time limit")
+
+
 def _interrupt(signum, frame):
     # corral.cancel() of a running task: interrupt the task, never the worker's own loop.
     if _runtime.current_task is not None:
@@ -35,6 +42,7 @@ def _interrupt(signum, frame):
 
 def main():
     signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGALRM, _soft_limit)
     task_functions = durable.import_task_modules()  # before connecting: the agent learns them in the hello
     link = _core.WorkerLink.connect(os.environ["CORRAL_AGENT_SOCKET"], os.environ["CORRAL_WORKER_ID"],
                                     os.environ.get("CORRAL_TOKEN", ""), _runtime.PYTHON_VERSION,
@@ -50,14 +58,19 @@ def main():
         except exceptions.ConnectionLostError:
             return 0
         (task_id, attempt, name, fn_hash, fn_bytes, args, deps, resources, gpu_ids, _owner, durable_function,
-         args_format) = task
+         args_format, soft_time_limit) = task
         cpus = resources.get("CPU", 1.0)
         if cpus != threads:
             _set_threads(cpus)
             threads = cpus
         _runtime.current_task = _runtime.TaskContext(task_id, attempt, name, resources, gpu_ids)
         if durable_function:
-            data, kind, message = _run_durable(durable_function, args, args_format)
+            if soft_time_limit > 0:
+                signal.setitimer(signal.ITIMER_REAL, soft_time_limit)
+            try:
+                data, kind, message = _run_durable(durable_function, args, args_format)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
         else:
             data, kind, message = _run(functions, name, fn_hash, fn_bytes, args, deps)
         _runtime.current_task = None

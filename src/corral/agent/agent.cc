@@ -28,6 +28,9 @@ struct Agent::Worker {
   bool blocked = false;
   bool cancelled = false;
   bool keep_running = false;              // the task runs on through a partition
+  Nanos hard_deadline = 0;                // CLOCK_BOOTTIME after which the worker is stopped (time limit)
+  double time_limit_s = 0;
+  bool time_limited = false;              // stopped for its time limit
   std::string hand_back;                  // non-empty: stopped for this reason (drain, fencing); hand it back
   std::string task_id;
   std::string task_name;
@@ -386,6 +389,15 @@ void Agent::OnHeadMessage(std::string_view bytes) {
 }
 
 void Agent::Heartbeat() {
+  // Hard time limits, checked at the heartbeat's pace.
+  Nanos boot = SystemClock().BootTimeNs();
+  for (auto& [pid, w] : workers_)
+    if (w->busy && w->hard_deadline > 0 && boot >= w->hard_deadline && !w->time_limited) {
+      w->time_limited = true;
+      counters_["tasks_time_limited"]++;
+      LOG_WARN("{} ran past its time limit of {}s: stopping worker {}", w->task_name, w->time_limit_s, pid);
+      processes_->Kill(pid, SIGKILL);
+    }
   if (!head_) return;
   // A connection that stopped carrying acks is half-open (the head's host vanished, our address
   // changed, a suspend broke it): drop it and dial again rather than wait for TCP to notice.
@@ -560,6 +572,8 @@ void Agent::SendTask(Worker* w, Pending&& p, bool pipelined) {
     w->blocked = w->cancelled = false;
     w->hand_back.clear();
     w->keep_running = p.task.spec().keep_running_on_partition();
+    w->time_limit_s = p.task.spec().time_limit_s();
+    w->time_limited = false;
     w->task_id = p.task.spec().task_id();
     w->task_name = p.task.spec().name();
     w->owner = p.task.spec().owner_id();
@@ -567,6 +581,7 @@ void Agent::SendTask(Worker* w, Pending&& p, bool pipelined) {
     w->hash = p.task.spec().function_hash();
     w->cpus = std::max(0.0, p.cpus);
     w->started = SystemClock().BootTimeNs();
+    w->hard_deadline = w->time_limit_s > 0 ? w->started + static_cast<Nanos>(w->time_limit_s * 1e9) : 0;
   }
   proto::AgentToWorker msg;
   proto::ExecuteTask* ex = msg.mutable_execute();
@@ -732,6 +747,9 @@ void Agent::FinishOnWorker(Worker* w, proto::TaskFinished&& finished) {
     w->cancelled = false;
     w->hand_back.clear();
     w->keep_running = next->task.spec().keep_running_on_partition();
+    w->time_limit_s = next->task.spec().time_limit_s();
+    w->time_limited = false;
+    w->hard_deadline = w->time_limit_s > 0 ? now + static_cast<Nanos>(w->time_limit_s * 1e9) : 0;
     w->task_id = next->task.spec().task_id();
     w->task_name = next->task.spec().name();
     w->owner = next->task.spec().owner_id();
@@ -779,7 +797,12 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
     f->set_task_id(w->task_id);
     f->set_attempt(w->attempt);
     f->set_node_id(options_.node_id);
-    if (!w->hand_back.empty()) {
+    if (w->time_limited) {
+      f->mutable_result()->set_error(proto::TASK_ERROR);
+      f->mutable_result()->set_message(fmt::format("TimeLimitExceeded: {} ran past its time limit of {}s; its "
+                                                   "worker (pid {}) was stopped",
+                                                   w->task_name, w->time_limit_s, pid));
+    } else if (!w->hand_back.empty()) {
       f->mutable_result()->set_error(proto::HANDED_BACK);
       f->mutable_result()->set_message(w->hand_back);
       counters_["attempts_handed_back"]++;

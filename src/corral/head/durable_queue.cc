@@ -141,6 +141,9 @@ void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
     t.expires_ns = spec.expires_ns();
     t.max_retries = spec.max_retries();
     t.retry_backoff_s = spec.retry_backoff_s();
+    if (spec.soft_time_limit_s() < 0 || spec.time_limit_s() < 0) return refuse("time limits must not be negative");
+    t.soft_time_limit_s = spec.soft_time_limit_s();
+    t.time_limit_s = spec.time_limit_s();
     t.created_ns = t.updated_ns = now;
     batch->push_back(std::move(t));
   }
@@ -188,6 +191,8 @@ void DurableQueue::Launch(const std::string& id) {
   spec.set_durable_function(a.task.function);
   spec.set_args(a.task.args);
   spec.set_args_format(a.task.args_format);
+  spec.set_soft_time_limit_s(a.task.soft_time_limit_s);
+  spec.set_time_limit_s(a.task.time_limit_s);
   (*spec.mutable_resources())[kCpu] = 1;
   spec.set_max_retries(kWorkerLossRetries);
   spec.set_resubmitted(a.loaded);  // an agent may still hold this run from before a restart

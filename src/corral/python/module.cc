@@ -161,7 +161,7 @@ nb::tuple NextTask(WorkerLink& link) {
   for (const auto& [k, v] : spec.resources()) resources[k.c_str()] = v;
   return nb::make_tuple(Bytes(spec.task_id()), spec.attempt(), spec.name(), Bytes(spec.function_hash()),
                         Bytes(spec.function()), Bytes(spec.args()), deps, resources, gpus, Bytes(spec.owner_id()),
-                        spec.durable_function(), spec.args_format());
+                        spec.durable_function(), spec.args_format(), spec.soft_time_limit_s());
 }
 
 }  // namespace
@@ -253,6 +253,8 @@ NB_MODULE(_core, m) {
                t->set_expires_ns(nb::cast<int64_t>(d["expires_ns"]));
                t->set_max_retries(nb::cast<int>(d["max_retries"]));
                t->set_retry_backoff_s(nb::cast<double>(d["retry_backoff_s"]));
+               if (d.contains("soft_time_limit_s")) t->set_soft_time_limit_s(nb::cast<double>(d["soft_time_limit_s"]));
+               if (d.contains("time_limit_s")) t->set_time_limit_s(nb::cast<double>(d["time_limit_s"]));
              }
              auto reply = AskHead(c, req, 60);
              nb::list out;
