@@ -295,3 +295,22 @@ def test_soft_and_hard_time_limits(durable_cluster, tmp_path):
     assert counter("durable_retries") == 1, "a hard limit is a failed attempt: retried while retries remain"
     with open(ledger) as f:
         assert f.read().count("soft limit") == 1
+
+
+def test_submit_by_name_from_the_cli(durable_cluster):
+    def cli(*args):
+        return subprocess.run([durable_cluster.bin, "submit", *args, "--address", durable_cluster.address],
+                              capture_output=True, text=True, env=durable_cluster.env(), timeout=60)
+
+    out = cli("durable_tasks.add", "--args", "[20, 22]", "--wait")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "42"
+    out = cli("durable_tasks:add", "--args", "[1, 2]")
+    assert out.returncode == 0 and len(out.stdout.strip()) == 32
+    assert corral.result(out.stdout.strip()).get(timeout=30) == 3
+    out = cli("durable_tasks.boom", "--args", '["from the cli"]', "--wait")
+    assert out.returncode == 1 and "ValueError: from the cli" in out.stderr
+    out = cli("os.system", "--args", '["echo pwned"]')
+    assert out.returncode == 1 and "no worker registered the task function 'os:system'" in out.stderr
+    out = cli("durable_tasks.add", "--args", "1, 2")
+    assert out.returncode == 2 and "JSON array" in out.stderr

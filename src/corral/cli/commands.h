@@ -76,6 +76,20 @@ struct ScheduleFlags {
 };
 int ScheduleCommand(const std::string& address, const ScheduleFlags& flags);
 
+struct SubmitFlags {
+  std::string function;
+  std::string args_json = "[]";
+  std::string kwargs_json = "{}";
+  std::string queue = "default";
+  std::string idempotency_key;
+  int max_retries = 0;
+  double countdown_s = 0;
+  bool wait = false;
+  double timeout_s = 300;
+};
+// Submits a durable task by name with JSON arguments; prints its id (or, with --wait, its result).
+int SubmitTask(const std::string& address, const SubmitFlags& flags);
+
 // Lists durable tasks (optionally by state and queue).
 int ListTasks(const std::string& address, const std::string& state, const std::string& queue, int limit, bool json);
 

@@ -96,6 +96,19 @@ int main(int argc, char** argv) {
   tasks->add_flag("--json", json, "print JSON");
   tasks->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
 
+  corral::cli::SubmitFlags sub;
+  auto* submit = app.add_subcommand("submit", "Submit a durable task by name with JSON arguments; prints its id");
+  submit->add_option("FUNCTION", sub.function, "module:qualname (or module.name) of a @corral.task registered by workers")->required();
+  submit->add_option("--args", sub.args_json, "positional arguments as a JSON array")->capture_default_str();
+  submit->add_option("--kwargs", sub.kwargs_json, "keyword arguments as a JSON object")->capture_default_str();
+  submit->add_option("--queue", sub.queue, "queue")->capture_default_str();
+  submit->add_option("--idempotency-key", sub.idempotency_key, "submitting the same key again is the same task");
+  submit->add_option("--max-retries", sub.max_retries, "re-runs after the function raised")->capture_default_str();
+  submit->add_option("--countdown", sub.countdown_s, "seconds to wait before it runs");
+  submit->add_flag("--wait", sub.wait, "wait for the result and print it (exit 1 if the task failed)");
+  submit->add_option("--timeout", sub.timeout_s, "with --wait: give up after this many seconds")->capture_default_str();
+  submit->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
+
   corral::cli::ScheduleFlags sched;
   auto* schedule = app.add_subcommand("schedule", "Cron and interval schedules of durable tasks: list, add, pause, resume, rm, run-now, history");
   schedule->add_option("ACTION", sched.action, "list | add | pause | resume | rm | run-now | history")->required();
@@ -136,5 +149,6 @@ int main(int argc, char** argv) {
   if (*drain) return corral::cli::DrainNode(address, drain_node, drain_timeout, drain_stay);
   if (*tasks) return corral::cli::ListTasks(address, tasks_state, tasks_queue, tasks_limit, json);
   if (*schedule) return corral::cli::ScheduleCommand(address, sched);
+  if (*submit) return corral::cli::SubmitTask(address, sub);
   return 0;
 }
