@@ -236,6 +236,14 @@ def import_task_modules():
     return sorted(registry)
 
 
+class NoRetry(Exception):
+    """Raised by a registered wrapper: the task failed with `cause` and must not be retried."""
+
+    def __init__(self, cause):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 def run(name, args, args_format):
     """In a worker: runs a registered durable function; returns (encoded result, format)."""
     fn = registry.get(name)

@@ -63,6 +63,7 @@ class SerializationError(CorralError, TypeError):
 KIND_TASK_ERROR = 1
 KIND_SERIALIZATION = 6
 KIND_RUNTIME = 7
+KIND_TASK_ERROR_FINAL = 9  # a durable task's exception that must not be retried
 _BY_KIND = {
     2: WorkerCrashedError,
     3: NodeDiedError,

@@ -105,6 +105,9 @@ def _run(functions, name, fn_hash, fn_bytes, args, deps):
 def _run_durable(name, args, args_format):
     try:
         return durable.run(name, args, args_format), 0, ""
+    except durable.NoRetry as e:
+        data, message = serialization.dump_exception(e.cause, name)
+        return data, exceptions.KIND_TASK_ERROR_FINAL, message
     except BaseException as e:  # noqa: BLE001 - every exception goes back to the caller
         data, message = serialization.dump_exception(e, name)
         return data, exceptions.KIND_TASK_ERROR, message

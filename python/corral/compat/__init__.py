@@ -1,0 +1,1 @@
+"""Facades that let code written for other engines run on Corral."""

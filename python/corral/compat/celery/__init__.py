@@ -1,0 +1,404 @@
+"""Celery's API on Corral's durable tasks: change the imports, keep the code.
+
+    from corral.compat.celery import Celery                 # was: from celery import Celery
+    from corral.compat.celery.schedules import crontab      # was: from celery.schedules import crontab
+
+    app = Celery("tasks", broker="redis://...")              # broker/backend accepted and ignored
+
+    @app.task(bind=True, autoretry_for=(IOError,), retry_backoff=True, max_retries=5)
+    def process_data(self, path): ...
+
+    process_data.delay("/data/x.csv").get(timeout=60)
+    process_data.apply_async(("/data/x.csv",), countdown=30, expires=3600, queue="etl", priority=5)
+    AsyncResult(task_id).state                               # PENDING STARTED RETRY SUCCESS FAILURE REVOKED
+    chain(a.s(1), b.s()).apply_async(); group(a.s(i) for i in range(10)).apply_async().get()
+    chord([a.s(i) for i in range(10)], total.s()).apply_async().get()
+    app.conf.beat_schedule = {"nightly": {"task": "tasks.train", "schedule": crontab(hour=2, minute=0)}}
+    app.apply_beat_schedule()                                # once, from any process: becomes Corral schedules
+
+Tasks are Corral durable tasks: stored before delay() returns, run by workers that import the
+module (start agents with --tasks tasks), results by id from any process. As in Celery, a task is
+retried only on `autoretry_for` exceptions and `self.retry()`; other exceptions fail it at once.
+
+Differences: the connection is Corral's (corral.init() or CORRAL_ADDRESS, made on first use), not
+`broker=`; chain, group and chord are driven by the process that called apply_async() (a
+background thread submits each next step when the previous one finished), so they stop if that
+process exits; `self.retry(countdown=...)` retries with the task's backoff, not that countdown.
+"""
+import datetime
+import functools
+import threading
+import time
+
+from ... import _runtime, durable, exceptions
+from .schedules import crontab
+
+__all__ = ["Celery", "AsyncResult", "GroupResult", "Signature", "chain", "group", "chord", "signature", "crontab",
+           "Retry", "states"]
+
+
+class states:
+    PENDING = "PENDING"
+    STARTED = "STARTED"
+    RETRY = "RETRY"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    REVOKED = "REVOKED"
+    READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
+
+
+class Retry(Exception):
+    """Raised by ``self.retry()``: the task runs again (while retries remain)."""
+
+
+def _ensure_connected():
+    if _runtime.client is None and not _runtime.worker_link:
+        import os
+        import corral
+        corral.init(address=os.environ.get("CORRAL_ADDRESS") or "auto")
+
+
+class _Conf(dict):
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        self[name] = value
+
+
+class AsyncResult:
+    def __init__(self, id, app=None):
+        self.id = str(id)
+        self._result = durable.TaskResult(self.id)
+
+    @property
+    def state(self):
+        _ensure_connected()
+        return self._result.state
+
+    status = state
+
+    def ready(self):
+        return self.state in states.READY_STATES
+
+    def successful(self):
+        return self.state == states.SUCCESS
+
+    def failed(self):
+        return self.state == states.FAILURE
+
+    def get(self, timeout=None, propagate=True, interval=0.5):
+        _ensure_connected()
+        try:
+            return self._result.get(timeout=timeout)
+        except (exceptions.TaskError, exceptions.TaskCancelledError) as e:
+            if propagate:
+                raise
+            return e
+
+    @property
+    def result(self):
+        state = self.state
+        if state == states.SUCCESS:
+            return self._result.get(timeout=0)
+        if state in (states.FAILURE, states.REVOKED):
+            return self.traceback
+        return None
+
+    @property
+    def traceback(self):
+        _ensure_connected()
+        return self._result.traceback
+
+    def revoke(self, terminate=False, signal=None):
+        _ensure_connected()
+        self._result.revoke()
+
+    def __repr__(self):
+        return f"<AsyncResult: {self.id}>"
+
+
+class GroupResult:
+    def __init__(self, results):
+        self.results = list(results)
+
+    def get(self, timeout=None, propagate=True):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = []
+        for r in self.results:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            out.append(r.get(timeout=left, propagate=propagate))
+        return out
+
+    def ready(self):
+        return all(r.ready() for r in self.results)
+
+    def successful(self):
+        return all(r.successful() for r in self.results)
+
+    def __len__(self):
+        return len(self.results)
+
+    def __iter__(self):
+        return iter(self.results)
+
+
+class _PendingResult(AsyncResult):
+    """The result of a canvas step not submitted yet: its id is known, its task comes later."""
+
+
+class Signature:
+    def __init__(self, task, args=(), kwargs=None, options=None, immutable=False):
+        self.task = task
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs or {})
+        self.options = dict(options or {})
+        self.immutable = immutable
+
+    def clone(self, args=()):
+        return Signature(self.task, (tuple(args) + self.args) if not self.immutable else self.args, self.kwargs,
+                         self.options, self.immutable)
+
+    def apply_async(self, args=(), kwargs=None, **options):
+        s = self.clone(args)
+        merged = dict(s.options, **options)
+        return s.task.apply_async(s.args, dict(s.kwargs, **(kwargs or {})), **merged)
+
+    def delay(self, *args, **kwargs):
+        return self.apply_async(args, kwargs)
+
+    def __or__(self, other):
+        return chain(self, other)
+
+
+def signature(task, args=(), kwargs=None, **options):
+    return Signature(task, args, kwargs, options)
+
+
+def _in_background(fn):
+    t = threading.Thread(target=fn, daemon=True, name="corral-celery-canvas")
+    t.start()
+    return t
+
+
+class chain:
+    """Each step gets the previous step's result as its first argument (unless immutable, .si())."""
+
+    def __init__(self, *steps):
+        self.steps = list(steps[0]) if len(steps) == 1 and not isinstance(steps[0], Signature) else list(steps)
+
+    def apply_async(self, args=(), kwargs=None):
+        first = self.steps[0].apply_async(args, kwargs)
+        if len(self.steps) == 1:
+            return first
+        # The steps after the first are submitted by this process as each one finishes.
+        results = [first]
+        done = threading.Event()
+
+        def drive():
+            value = first.get(timeout=None)
+            for step in self.steps[1:]:
+                r = step.apply_async((value,))
+                results.append(r)
+                value = r.get(timeout=None)
+            done.set()
+
+        _in_background(drive)
+        return _ChainResult(results, done, len(self.steps))
+
+    delay = apply_async
+
+    def __or__(self, other):
+        return chain(*self.steps, other)
+
+
+class _ChainResult:
+    """The last step's result, once that step exists."""
+
+    def __init__(self, results, done, steps):
+        self._results, self._done, self._steps = results, done, steps
+
+    def get(self, timeout=None, propagate=True):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(self._results) < self._steps:
+            if self._results and self._results[-1].failed():
+                return self._results[-1].get(timeout=0, propagate=propagate)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise exceptions.GetTimeoutError(f"chain not finished after {timeout}s")
+            time.sleep(0.05)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._results[-1].get(timeout=left, propagate=propagate)
+
+    @property
+    def id(self):
+        return self._results[-1].id if len(self._results) == self._steps else None
+
+
+class group:
+    def __init__(self, *tasks):
+        self.tasks = list(tasks[0]) if len(tasks) == 1 and not isinstance(tasks[0], Signature) else list(tasks)
+
+    def apply_async(self, args=(), kwargs=None):
+        return GroupResult([t.apply_async(args, kwargs) for t in self.tasks])
+
+    delay = apply_async
+
+
+class chord:
+    """A group whose results, as a list in order, go to the callback when all finished."""
+
+    def __init__(self, header, body=None):
+        self.header = header if isinstance(header, group) else group(header)
+        self.body = body
+
+    def __call__(self, body):
+        self.body = body
+        return self.apply_async()
+
+    def apply_async(self, args=(), kwargs=None):
+        parts = self.header.apply_async(args, kwargs)
+        results, done = [], threading.Event()
+
+        def drive():
+            values = parts.get(timeout=None)
+            results.append(self.body.apply_async((values,)))
+            done.set()
+
+        _in_background(drive)
+        return _ChainResult(results, done, 1)
+
+    delay = apply_async
+
+
+class Task:
+    """What @app.task returns: call it to run here, .delay()/.apply_async() to run as a durable task."""
+
+    def __init__(self, app, fn, bind, autoretry_for, retry_backoff, max_retries, default_retry_delay, options):
+        self.app = app
+        self.run = fn
+        self.name = f"{fn.__module__}.{fn.__qualname__}"
+        self.autoretry_for = tuple(autoretry_for)
+        self.max_retries = max_retries
+        self._bind = bind
+        backoff = 1.0 if retry_backoff is True else float(retry_backoff or 0) or float(default_retry_delay)
+        self._durable = durable.DurableFunction(fn, dict(options, max_retries=max_retries or 0, retry_backoff=backoff))
+        # What the worker runs: Celery's retry rules around the function.
+        durable.registry[self._durable.name] = self._wrapped
+        functools.update_wrapper(self, fn)
+
+    @property
+    def request(self):
+        ctx = _runtime.current_task
+        if ctx is None:
+            return _Request(None, 0)
+        run = ctx.task_id.decode() if isinstance(ctx.task_id, bytes) else str(ctx.task_id)
+        task_id, _, attempt = run.rpartition("#")
+        return _Request(task_id or run, int(attempt or 0))
+
+    def _wrapped(self, *args, **kwargs):
+        try:
+            return self.run(self, *args, **kwargs) if self._bind else self.run(*args, **kwargs)
+        except Retry:
+            raise
+        except self.autoretry_for or ():
+            raise
+        except Exception as e:  # noqa: BLE001 - Celery fails other exceptions without retrying
+            raise durable.NoRetry(e) from e
+
+    def retry(self, exc=None, countdown=None, max_retries=None, **options):
+        """Runs the task again, while retries remain (then it fails with `exc`)."""
+        raise Retry(str(exc) if exc else "retry requested")
+
+    def __call__(self, *args, **kwargs):
+        return self.run(self, *args, **kwargs) if self._bind else self.run(*args, **kwargs)
+
+    def apply_async(self, args=None, kwargs=None, countdown=None, eta=None, expires=None, queue=None, priority=None,
+                    task_id=None, **options):
+        _ensure_connected()
+        opts = {}
+        if countdown is not None:
+            opts["countdown"] = countdown
+        if eta is not None:
+            opts["eta"] = eta
+        if expires is not None:
+            opts["expires"] = expires
+        if queue is not None:
+            opts["queue"] = queue
+        if priority is not None:
+            opts["priority"] = priority
+        fn = self._durable.options(**opts) if opts else self._durable
+        spec = fn._spec(tuple(args or ()), dict(kwargs or {}))
+        if task_id:
+            spec["id"] = str(task_id)
+        return AsyncResult(durable._submit([spec])[0])
+
+    def delay(self, *args, **kwargs):
+        return self.apply_async(args, kwargs)
+
+    def s(self, *args, **kwargs):
+        return Signature(self, args, kwargs)
+
+    def si(self, *args, **kwargs):
+        return Signature(self, args, kwargs, immutable=True)
+
+    def AsyncResult(self, task_id):
+        return AsyncResult(task_id)
+
+
+class _Request:
+    def __init__(self, id, retries):
+        self.id = id
+        self.retries = retries
+
+
+class Celery:
+    def __init__(self, main=None, broker=None, backend=None, include=None, **kwargs):
+        self.main = main
+        self.conf = _Conf(beat_schedule={}, task_default_retry_delay=180)
+        self.tasks = {}
+
+    def task(self, *args, bind=False, autoretry_for=(), retry_backoff=False, max_retries=3, default_retry_delay=None,
+             name=None, queue=None, **options):
+        def wrap(fn):
+            opts = {"queue": queue} if queue else {}
+            t = Task(self, fn, bind, autoretry_for, retry_backoff, max_retries,
+                     default_retry_delay or self.conf.get("task_default_retry_delay", 180), opts)
+            self.tasks[t.name] = t
+            return t
+        if len(args) == 1 and callable(args[0]) and not options and not name:
+            return wrap(args[0])
+        return wrap
+
+    def AsyncResult(self, task_id):
+        return AsyncResult(task_id)
+
+    def send_task(self, name, args=None, kwargs=None, **options):
+        t = self.tasks.get(name)
+        if t is None:
+            raise exceptions.InvalidArgumentError(f"send_task: no task named {name} in this app")
+        return t.apply_async(args, kwargs, **options)
+
+    def apply_beat_schedule(self):
+        """Creates (or updates) a Corral schedule for every entry of conf.beat_schedule. Run it once,
+        from any process: schedules live in the head, so only one scheduler ever fires them."""
+        _ensure_connected()
+        made = []
+        for name, entry in self.conf.get("beat_schedule", {}).items():
+            task = entry["task"]
+            function = task if ":" in task else ":".join(task.rsplit(".", 1))
+            sched = entry["schedule"]
+            kw = dict(args=tuple(entry.get("args", ())), kwargs=dict(entry.get("kwargs", {})))
+            if isinstance(sched, crontab):
+                kw.update(cron=sched.expression, tz=sched.tz or self.conf.get("timezone") or "UTC")
+            elif isinstance(sched, datetime.timedelta):
+                kw.update(every=sched)
+            elif isinstance(sched, (int, float)):
+                kw.update(every=sched)
+            else:
+                raise exceptions.InvalidArgumentError(f"beat_schedule {name}: schedule must be crontab(), a "
+                                                      f"timedelta or seconds, not {sched!r}")
+            made.append(durable.schedule(name, function, **kw))
+        return made
