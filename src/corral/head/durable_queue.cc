@@ -5,6 +5,7 @@
 #include <boost/asio/post.hpp>
 
 #include <cmath>
+#include <deque>
 #include <future>
 #include <optional>
 #include <random>
@@ -35,7 +36,7 @@ DurableQueue::DurableQueue(boost::asio::io_context& io, TaskManager& tasks, Node
       tasks_(tasks),
       nodes_(nodes),
       clock_(clock),
-      committer_(std::move(store)),
+      committer_(std::make_unique<store::GroupCommitter>(std::move(store))),
       result_ttl_ns_(result_ttl_s * 1'000'000'000) {
   tasks_.on_durable_finished = [this](const std::string& run_id, const proto::ObjectValue& value) {
     OnRunFinished(run_id, value);
@@ -45,6 +46,7 @@ DurableQueue::DurableQueue(boost::asio::io_context& io, TaskManager& tasks, Node
 DurableQueue::~DurableQueue() {
   *alive_ = false;
   tasks_.on_durable_finished = nullptr;
+  committer_.reset();  // joins its thread while every member its callbacks reach is still alive
 }
 
 template <typename F>
@@ -64,31 +66,26 @@ bool DurableQueue::Registered(const std::string& function) {
   return false;
 }
 
-void DurableQueue::Start() {
+Status DurableQueue::Start() {
   // Read before the head serves anyone (the io thread is not running yet): a submission right
   // after a restart must already see the names and tasks the store holds.
   std::promise<void> loaded_all;
   std::optional<Result<std::vector<std::string>>> known;
   std::optional<Result<std::vector<store::Schedule>>> schedules;
   std::optional<Result<std::vector<store::DurableTask>>> loaded;
-  committer_.Run([&](store::Store& s) {
+  committer_->Run([&](store::Store& s) {
     known = s.KnownFunctions();
     schedules = s.ListSchedules();
     loaded = s.Unfinished();
     loaded_all.set_value();
   });
   loaded_all.get_future().wait();
-  if (*known) known_functions_.insert((*known)->begin(), (*known)->end());
-  if (!*schedules) {
-    LOG_ERROR("cannot load the schedules: {}", schedules->error().ToString());
-  } else {
-    for (const auto& sc : **schedules) schedules_[sc.name] = sc;
-    if (!(*schedules)->empty()) LOG_INFO("{} schedule(s) loaded from the store", (*schedules)->size());
-  }
-  if (!*loaded) {
-    LOG_ERROR("cannot load the durable tasks: {}", loaded->error().ToString());
-    return;
-  }
+  if (!*known) return known->error();
+  if (!*schedules) return schedules->error();
+  if (!*loaded) return loaded->error();
+  known_functions_.insert((*known)->begin(), (*known)->end());
+  for (const auto& sc : **schedules) schedules_[sc.name] = sc;
+  if (!(*schedules)->empty()) LOG_INFO("{} schedule(s) loaded from the store", (*schedules)->size());
   for (auto& t : **loaded) {
     std::string id = t.id;
     due_.emplace(t.eta_ns, id);
@@ -96,6 +93,7 @@ void DurableQueue::Start() {
   }
   counters_["durable_tasks_loaded"] += static_cast<int64_t>((*loaded)->size());
   if (!(*loaded)->empty()) LOG_INFO("{} unfinished durable task(s) loaded from the store", (*loaded)->size());
+  return Status::Ok();
 }
 
 void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
@@ -127,8 +125,8 @@ void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
     if (spec.args().size() + 4096 > net::kDefaultMaxFrameBytes)
       return refuse(fmt::format("the arguments of {} are {} bytes, over the {}-byte limit", fn, spec.args().size(),
                                 net::kDefaultMaxFrameBytes - 4096));
-    if (spec.max_retries() < 0 || spec.retry_backoff_s() < 0)
-      return refuse("max_retries and retry_backoff must not be negative");
+    if (spec.max_retries() < 0 || !(spec.retry_backoff_s() >= 0) || spec.retry_backoff_s() > 86400)
+      return refuse("max_retries must be >= 0 and retry_backoff between 0 and 86400 seconds");
     store::DurableTask t;
     t.id = spec.id();
     t.function = fn;
@@ -141,14 +139,17 @@ void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
     t.expires_ns = spec.expires_ns();
     t.max_retries = spec.max_retries();
     t.retry_backoff_s = spec.retry_backoff_s();
-    if (spec.soft_time_limit_s() < 0 || spec.time_limit_s() < 0) return refuse("time limits must not be negative");
+    if (!(spec.soft_time_limit_s() >= 0) || !(spec.time_limit_s() >= 0) || spec.time_limit_s() > 1e7 ||
+        spec.soft_time_limit_s() > 1e7)
+      return refuse("time limits must be between 0 and 10,000,000 seconds");
     t.soft_time_limit_s = spec.soft_time_limit_s();
     t.time_limit_s = spec.time_limit_s();
     t.created_ns = t.updated_ns = now;
     batch->push_back(std::move(t));
   }
-  committer_.Submit(*batch, [this, batch, reply](Result<std::vector<store::SubmitResult>> r) {
-    OnIo([this, batch, reply, r = std::move(r)] {
+  // Captures move on to the io thread: the reply (holding a connection) must die there.
+  committer_->Submit(*batch, [this, batch, reply](Result<std::vector<store::SubmitResult>> r) mutable {
+    OnIo([this, batch = std::move(batch), reply = std::move(reply), r = std::move(r)] {
       proto::Reply out;
       if (!r) {
         out.set_error("the durable store failed: " + r.error().message());
@@ -221,8 +222,9 @@ void DurableQueue::OnRunFinished(const std::string& run_id, const proto::ObjectV
       if (a.task.attempt < a.task.max_retries) {
         // Exponential backoff with jitter: backoff x 2^attempt x [0.5, 1.5).
         static thread_local std::mt19937_64 rng(std::random_device{}());
-        double delay = a.task.retry_backoff_s * std::pow(2.0, a.task.attempt) *
+        double delay = a.task.retry_backoff_s * std::pow(2.0, std::min(a.task.attempt, 30)) *
                        std::uniform_real_distribution<double>(0.5, 1.5)(rng);
+        delay = std::min(delay, 86400.0);  // at most a day between tries
         u.state = store::TaskState::kRetry;
         u.attempt = a.task.attempt + 1;
         u.eta_ns = now + static_cast<int64_t>(delay * 1e9);
@@ -239,6 +241,12 @@ void DurableQueue::Record(store::TaskUpdate u) {
   auto it = active_.find(u.id);
   if (it == active_.end()) return;
   store::DurableTask& t = it->second.task;
+  if (store::IsFinal(t.state)) return;  // already ended (a cancel racing the run's end): first one wins
+  if (it->second.revoke && !store::IsFinal(u.state)) {  // revoked while this retry was on the way
+    u.state = store::TaskState::kRevoked;
+    u.eta_ns = 0;
+    u.error = "revoked";
+  }
   t.state = u.state;
   t.attempt = u.attempt;
   t.result = u.result;
@@ -251,9 +259,16 @@ void DurableQueue::Record(store::TaskUpdate u) {
   bool final = store::IsFinal(u.state);
   if (final) t.finished_ns = u.at_ns;
   std::string id = u.id;
-  committer_.Update({std::move(u)}, [this, id, final](Status s) {
-    OnIo([this, id, final, s] {
-      if (!s.ok()) LOG_ERROR("cannot store the state of durable task {}: {}", Hex(id), s.ToString());
+  store::TaskUpdate copy = u;
+  committer_->Update({std::move(u)}, [this, id, final, copy = std::move(copy)](Status s) mutable {
+    OnIo([this, id, final, s, copy = std::move(copy)]() mutable {
+      if (!s.ok()) {
+        // Not stored: keep the task here and write its state again (next tick).
+        LOG_ERROR("cannot store the state of durable task {}: {}; trying again", Hex(id), s.ToString());
+        counters_["durable_store_errors"]++;
+        failed_updates_.push_back(std::move(copy));
+        return;
+      }
       auto it = active_.find(id);
       if (it == active_.end() || !final) return;
       counters_[fmt::format("durable_{}", store::TaskStateName(it->second.task.state))]++;
@@ -297,7 +312,7 @@ void DurableQueue::Get(const proto::DurableGet& request, Reply reply) {
   auto it = active_.find(id);
   if (it != active_.end()) {
     if (request.wait_s() > 0) {
-      Nanos deadline = clock_.BootTimeNs() + static_cast<Nanos>(request.wait_s() * 1e9);
+      Nanos deadline = clock_.BootTimeNs() + static_cast<Nanos>(std::min(request.wait_s(), 3600.0) * 1e9);
       waiters_[id].push_back({std::move(reply), deadline});
       return;
     }
@@ -307,9 +322,9 @@ void DurableQueue::Get(const proto::DurableGet& request, Reply reply) {
     reply(std::move(r));
     return;
   }
-  committer_.Run([this, id, reply](store::Store& s) {
+  committer_->Run([this, id, reply](store::Store& s) mutable {
     auto t = s.Get(id);
-    OnIo([this, id, reply, t = std::move(t)] {
+    OnIo([this, id, reply = std::move(reply), t = std::move(t)] {
       proto::Reply r;
       if (!t) {
         r.set_error("the durable store failed: " + t.error().message());
@@ -339,9 +354,9 @@ void DurableQueue::List(const proto::DurableList& request, Reply reply) {
   filter.queue = request.queue();
   filter.after_id = request.after_id();
   filter.limit = request.limit() > 0 ? std::min(request.limit(), 10000) : 100;
-  committer_.Run([this, filter, reply](store::Store& s) {
+  committer_->Run([this, filter, reply](store::Store& s) mutable {
     auto tasks = s.List(filter);
-    OnIo([this, reply, tasks = std::move(tasks)] {
+    OnIo([this, reply = std::move(reply), tasks = std::move(tasks)] {
       proto::Reply r;
       if (!tasks) {
         r.set_error("the durable store failed: " + tasks.error().message());
@@ -362,8 +377,10 @@ void DurableQueue::List(const proto::DurableList& request, Reply reply) {
 
 void DurableQueue::Cancel(const proto::DurableGet& request, Reply reply) {
   auto it = active_.find(request.id());
-  if (it == active_.end()) return Get(request, std::move(reply));  // finished (or unknown): as it is
+  if (it == active_.end() || store::IsFinal(it->second.task.state))
+    return Get(request, std::move(reply));  // finished (or unknown): as it is
   Active& a = it->second;
+  a.revoke = true;
   counters_["durable_revoke_requests"]++;
   if (a.running) {
     proto::Cancel c;
@@ -385,7 +402,7 @@ void DurableQueue::Purge() {
   if (purging_ || clock_.BootTimeNs() < next_purge_) return;
   purging_ = true;
   int64_t before = clock_.WallNs() - result_ttl_ns_;
-  committer_.Run([this, before](store::Store& s) {
+  committer_->Run([this, before](store::Store& s) {
     auto n = s.PurgeFinished(before, 500);
     if (n && *n > 0) (void)s.Checkpoint();
     OnIo([this, n] {
@@ -401,6 +418,27 @@ void DurableQueue::Purge() {
 void DurableQueue::Tick() {
   FireDue();
   Purge();
+  if (!failed_updates_.empty()) {
+    std::vector<store::TaskUpdate> again = std::move(failed_updates_);
+    failed_updates_.clear();
+    for (auto& u : again) {
+      bool final = store::IsFinal(u.state);
+      std::string id = u.id;
+      store::TaskUpdate copy = u;
+      committer_->Update({std::move(u)}, [this, id, final, copy = std::move(copy)](Status s) mutable {
+        OnIo([this, id, final, s, copy = std::move(copy)]() mutable {
+          if (!s.ok()) {
+            failed_updates_.push_back(std::move(copy));
+            return;
+          }
+          auto it = active_.find(id);
+          if (it == active_.end() || !final) return;
+          Answer(id, Info(it->second.task));
+          active_.erase(it);
+        });
+      });
+    }
+  }
   int64_t now = clock_.WallNs();
   while (!due_.empty() && due_.begin()->first <= now) {
     std::string id = due_.begin()->second;
@@ -429,7 +467,7 @@ void DurableQueue::Tick() {
 void DurableQueue::FillCounters(std::map<std::string, int64_t>* counters) const {
   for (const auto& [k, v] : counters_) (*counters)[k] = v;
   (*counters)["durable_unfinished"] = static_cast<int64_t>(active_.size());
-  (*counters)["durable_commits"] = committer_.commits();
+  (*counters)["durable_commits"] = committer_->commits();
 }
 
 }  // namespace corral::head
@@ -494,7 +532,7 @@ proto::ScheduleSpec DurableQueue::ScheduleInfo(const store::Schedule& s) const {
   return p;
 }
 
-void DurableQueue::Fire(const store::Schedule& s, int64_t slot, Reply reply) {
+void DurableQueue::Fire(const store::Schedule& s, int64_t slot, Reply reply, bool manual) {
   store::DurableTask t;
   t.id = SlotTaskId(s.name, slot);
   t.function = s.function;
@@ -505,10 +543,10 @@ void DurableQueue::Fire(const store::Schedule& s, int64_t slot, Reply reply) {
   t.max_retries = s.max_retries;
   t.schedule = s.name;
   t.created_ns = t.updated_ns = clock_.WallNs();
-  store::ScheduleFire fire{s.name, slot, t.id, t.created_ns};
-  committer_.Run([this, fire, t, reply](store::Store& st) mutable {
+  store::ScheduleFire fire{s.name, slot, t.id, t.created_ns, manual};
+  committer_->Run([this, fire, t, reply](store::Store& st) mutable {
     auto fired = st.RecordFire(fire, t);
-    OnIo([this, fired = std::move(fired), t = std::move(t), fire, reply]() mutable {
+    OnIo([this, fired = std::move(fired), t = std::move(t), fire, reply = std::move(reply)]() mutable {
       proto::Reply r;
       if (!fired) {
         LOG_ERROR("schedule {}: cannot record slot {}: {}", fire.name, fire.slot_ns, fired.error().ToString());
@@ -533,32 +571,47 @@ void DurableQueue::FireDue() {
   int64_t now = clock_.WallNs();
   for (auto& [name, s] : schedules_) {
     if (s.paused) continue;
-    std::vector<int64_t> slots;
+    // Walk the due slots: the on-time ones (within the grace) all fire; of the late ones (the head
+    // was down, the clock jumped) the policy decides.
+    std::vector<int64_t> on_time;
+    std::deque<int64_t> late;  // the latest kMaxCatchUp of them
+    int64_t late_count = 0, latest = 0;
     int64_t after = s.last_slot_ns;
-    while (static_cast<int>(slots.size()) < kMaxCatchUp) {
+    if (s.every_s > 0) {  // jump over whole runs of missed periods
+      int64_t period = s.every_s * 1'000'000'000;
+      int64_t skip_to = (now - after) / period - kMaxCatchUp - 64;
+      if (skip_to > 0) {
+        late_count += skip_to;
+        after += skip_to * period;
+        after -= after % period;
+      }
+    }
+    for (int guard = 0; guard < 1'000'000; ++guard) {
       auto next = NextSlot(s, after);
       if (!next || *next > now) break;
-      slots.push_back(*next);
-      after = *next;
+      after = latest = *next;
+      if (now - *next > kMisfireGraceNs) {
+        late_count++;
+        late.push_back(*next);
+        if (static_cast<int>(late.size()) > kMaxCatchUp) late.pop_front();
+      } else {
+        on_time.push_back(*next);
+      }
     }
-    if (slots.empty()) continue;
+    if (latest == 0) continue;
     std::vector<int64_t> fire;
-    for (int64_t slot : slots) {
-      bool late = now - slot > kMisfireGraceNs;
-      if (!late || s.misfire == "run_all") fire.push_back(slot);
-    }
-    bool any_late = now - slots.front() > kMisfireGraceNs;
-    if (any_late && s.misfire == "run_once" && (fire.empty() || fire.back() != slots.back()))
-      fire.push_back(slots.back());  // the latest late slot, once
-    if (any_late) {
-      counters_["schedule_slots_missed"] += static_cast<int64_t>(slots.size() - fire.size());
+    if (late_count > 0) {
+      if (s.misfire == "run_all") fire.assign(late.begin(), late.end());
+      else if (s.misfire == "run_once" && !late.empty()) fire.push_back(late.back());
+      counters_["schedule_slots_missed"] += late_count - static_cast<int64_t>(fire.size());
       LOG_WARN("schedule {}: {} slot(s) passed while the head was down or the clock jumped; misfire={} fires {}",
-               name, slots.size(), s.misfire, fire.size());
+               name, late_count, s.misfire, fire.size());
     }
-    s.last_slot_ns = slots.back();  // in memory at once: never considered twice
-    if (fire.empty()) {
+    fire.insert(fire.end(), on_time.begin(), on_time.end());
+    s.last_slot_ns = latest;  // in memory at once: never considered twice
+    if (fire.empty() || fire.back() != latest) {
       store::Schedule copy = s;
-      committer_.Run([copy](store::Store& st) { (void)st.PutSchedule(copy); });
+      committer_->Run([copy](store::Store& st) { (void)st.PutSchedule(copy); });
     }
     for (int64_t slot : fire) Fire(s, slot);
   }
@@ -577,9 +630,9 @@ void DurableQueue::Schedule(const proto::ScheduleRequest& req, Reply reply) {
     return fail(fmt::format("no schedule named '{}' (see `corral schedule list`)", name));
   int64_t now = clock_.WallNs();
   auto persist_and_reply = [this, reply](store::Schedule s) {
-    committer_.Run([this, s, reply](store::Store& st) {
+    committer_->Run([this, s, reply](store::Store& st) mutable {
       Status status = st.PutSchedule(s);
-      OnIo([this, s, status, reply] {
+      OnIo([this, s, status, reply = std::move(reply)] {
         proto::Reply r;
         if (!status.ok()) r.set_error(status.message());
         else *r.add_schedules() = ScheduleInfo(s);
@@ -637,9 +690,9 @@ void DurableQueue::Schedule(const proto::ScheduleRequest& req, Reply reply) {
     }
     case proto::ScheduleRequest::REMOVE: {
       schedules_.erase(it);
-      committer_.Run([this, name, reply](store::Store& st) {
+      committer_->Run([this, name, reply](store::Store& st) mutable {
         auto deleted = st.DeleteSchedule(name);
-        OnIo([deleted, reply] {
+        OnIo([deleted, reply = std::move(reply)] {
           proto::Reply r;
           if (!deleted) r.set_error(deleted.error().message());
           reply(std::move(r));
@@ -648,10 +701,10 @@ void DurableQueue::Schedule(const proto::ScheduleRequest& req, Reply reply) {
       return;
     }
     case proto::ScheduleRequest::RUN_NOW:
-      return Fire(it->second, now, std::move(reply));
+      return Fire(it->second, now, std::move(reply), /*manual=*/true);
     case proto::ScheduleRequest::HISTORY: {
       int limit = req.limit() > 0 ? std::min(req.limit(), 1000) : 20;
-      committer_.Run([this, name, limit, reply](store::Store& st) {
+      committer_->Run([this, name, limit, reply](store::Store& st) mutable {
         auto fires = st.FireHistory(name, limit);
         proto::Reply r;
         if (!fires) {
@@ -666,7 +719,7 @@ void DurableQueue::Schedule(const proto::ScheduleRequest& req, Reply reply) {
             out->set_state(t && t->has_value() ? store::TaskStateName((*t)->state) : "PURGED");
           }
         }
-        OnIo([this, r = std::move(r), reply]() mutable {
+        OnIo([this, r = std::move(r), reply = std::move(reply)]() mutable {
           for (auto& f : *r.mutable_fires()) {  // fresher in memory for a task in flight
             auto a = active_.find(f.task_id());
             if (a != active_.end()) f.set_state(a->second.running ? "STARTED" : store::TaskStateName(a->second.task.state));

@@ -52,8 +52,8 @@ class DurableQueue {
                std::unique_ptr<store::Store> store, const Clock& clock, int64_t result_ttl_s = 7 * 86400);
   ~DurableQueue();
 
-  // Loads the unfinished tasks (a head that starts) and queues them.
-  void Start();
+  // Loads the known names, schedules and unfinished tasks (a head that starts) and queues them.
+  Status Start();
   void Submit(const proto::DurableSubmit& request, Reply reply);
   void Get(const proto::DurableGet& request, Reply reply);
   void List(const proto::DurableList& request, Reply reply);
@@ -72,6 +72,7 @@ class DurableQueue {
     store::DurableTask task;
     bool running = false;   // a run is in the TaskManager
     bool loaded = false;    // from the store at start: a run may still be held by an agent
+    bool revoke = false;    // revoked while its end was on the way: that end is recorded as REVOKED
   };
   struct Waiter {
     Reply reply;
@@ -81,7 +82,7 @@ class DurableQueue {
   void Launch(const std::string& id);
   // Fires the slots of schedules that are due (misfire policy for late ones).
   void FireDue();
-  void Fire(const store::Schedule& s, int64_t slot_ns, Reply reply = nullptr);
+  void Fire(const store::Schedule& s, int64_t slot_ns, Reply reply = nullptr, bool manual = false);
   // Removes finished tasks older than the result TTL, a batch at a time, and checkpoints the WAL.
   void Purge();
   Result<int64_t> NextSlot(const store::Schedule& s, int64_t after_ns) const;
@@ -98,7 +99,7 @@ class DurableQueue {
   TaskManager& tasks_;
   NodeRegistry& nodes_;
   const Clock& clock_;
-  store::GroupCommitter committer_;
+  std::unique_ptr<store::GroupCommitter> committer_;  // joined first in the destructor
   std::unordered_map<std::string, Active> active_;             // unfinished, by id
   std::multimap<int64_t, std::string> due_;                    // wall-clock eta -> id, not yet launched
   std::unordered_map<std::string, std::vector<Waiter>> waiters_;
@@ -110,6 +111,7 @@ class DurableQueue {
   // Names accepted before (stored tasks and schedules name them): still accepted after a restart,
   // before the agents that registered them are back.
   std::set<std::string> known_functions_;
+  std::vector<store::TaskUpdate> failed_updates_;  // writes the store refused: tried again every tick
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -45,7 +45,8 @@ Status HeadServer::Start() {
     store = std::move(*s);
   }
   durable_ = std::make_unique<DurableQueue>(io_, tasks_, nodes_, std::move(store), clock_, options_.result_ttl_s);
-  durable_->Start();
+  if (Status s = durable_->Start(); !s.ok())
+    return Status(s.code(), "cannot load the durable store " + options_.store_path + ": " + s.message());
   auto l = net::Listener::Listen(io_, options_.listen, options_.tls);
   if (!l) return l.error();
   listener_ = std::move(*l);
@@ -401,10 +402,17 @@ void HeadServer::RegisterHttp(HttpServer& http) {
       t->set_max_retries(body.value("max_retries", 0));
       t->set_retry_backoff_s(body.value("retry_backoff", 0.0));
       int64_t now = clock_.WallNs();
-      if (body.contains("countdown")) t->set_eta_ns(now + static_cast<int64_t>(body["countdown"].get<double>() * 1e9));
-      if (body.contains("expires")) t->set_expires_ns(now + static_cast<int64_t>(body["expires"].get<double>() * 1e9));
+      auto seconds = [&](const char* key) {
+        double v = body[key].get<double>();
+        if (!(v >= 0 && v <= 1e9)) throw std::invalid_argument(std::string(key) + " must be 0 to 1e9 seconds");
+        return now + static_cast<int64_t>(v * 1e9);
+      };
+      if (body.contains("countdown")) t->set_eta_ns(seconds("countdown"));
+      if (body.contains("expires")) t->set_expires_ns(seconds("expires"));
     } catch (const nlohmann::json::exception& e) {
       return respond(HttpResponse::Error(400, std::string("a field has the wrong type: ") + e.what()));
+    } catch (const std::invalid_argument& e) {
+      return respond(HttpResponse::Error(400, e.what()));
     }
     durable_->Submit(submit, [respond](proto::Reply r) {
       if (!r.error().empty()) return respond(HttpResponse::Error(400, r.error()));
@@ -430,8 +438,12 @@ void HeadServer::RegisterHttp(HttpServer& http) {
       j["error"] = t.error().empty() ? nlohmann::json(nullptr) : nlohmann::json(t.error());
       j["result"] = nullptr;
       if (t.state() == "SUCCESS") {
-        if (t.result_format() == "json")
-          j["result"] = nlohmann::json::parse(t.result(), nullptr, false);
+        nlohmann::json value = t.result_format() == "json" ? nlohmann::json::parse(t.result(), nullptr, false)
+                                                             : nlohmann::json(nlohmann::json::value_t::discarded);
+        if (!value.is_discarded())
+          j["result"] = std::move(value);
+        else if (t.result_format() == "json")
+          j["result_note"] = "the result is not valid JSON (NaN or Infinity?): read it with corral.result(id).get()";
         else
           j["result_note"] = "the result is a Python pickle: read it with corral.result(id).get()";
       }

@@ -32,14 +32,14 @@ std::vector<std::string> Split(const std::string& path) {
   return out;
 }
 
-std::string PercentDecode(std::string_view s) {
+std::string PercentDecode(std::string_view s, bool plus_is_space) {
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
         std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
       out.push_back(static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16)));
       i += 2;
-    } else if (s[i] == '+') {
+    } else if (plus_is_space && s[i] == '+') {
       out.push_back(' ');
     } else {
       out.push_back(s[i]);
@@ -57,7 +57,7 @@ std::map<std::string, std::string> ParseQuery(std::string_view q) {
     std::string_view kv = q.substr(i, j - i);
     if (!kv.empty()) {
       size_t eq = kv.find('=');
-      out[PercentDecode(kv.substr(0, eq))] = eq == std::string_view::npos ? "" : PercentDecode(kv.substr(eq + 1));
+      out[PercentDecode(kv.substr(0, eq), true)] = eq == std::string_view::npos ? "" : PercentDecode(kv.substr(eq + 1), true);
     }
     i = j + 1;
   }
@@ -105,6 +105,7 @@ struct HttpServer::Session : std::enable_shared_from_this<HttpServer::Session> {
   }
 
   void OnRead(beast::error_code ec) {
+    stream.expires_never();  // the handler may take its time (a store commit); the write gets its own deadline
     if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted) {
       Close();
       return;
@@ -124,7 +125,7 @@ struct HttpServer::Session : std::enable_shared_from_this<HttpServer::Session> {
     r.method = std::string(req.method_string());
     std::string_view target = req.target();
     size_t q = target.find('?');
-    r.path = PercentDecode(target.substr(0, q));
+    r.path = PercentDecode(target.substr(0, q), false);
     if (q != std::string_view::npos) r.query = ParseQuery(target.substr(q + 1));
     r.body = std::move(req.body());
     r.content_type = std::string(req[http::field::content_type]);
@@ -148,6 +149,7 @@ struct HttpServer::Session : std::enable_shared_from_this<HttpServer::Session> {
     res->keep_alive(keep);
     res->body() = std::move(resp.body);
     res->prepare_payload();
+    stream.expires_after(kReadTimeout);
     http::async_write(stream, *res, [self = shared_from_this(), res, keep](beast::error_code ec, size_t) {
       if (ec || !keep) {
         self->Close();

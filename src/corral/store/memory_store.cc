@@ -114,7 +114,7 @@ class MemoryStore final : public Store {
     if (fires_.contains(key)) return false;
     if (tasks_.contains(task.id)) return Err(Code::kAlreadyExists, "a task with that id is already stored");
     fires_[key] = fire;
-    if (auto s = schedules_.find(fire.name); s != schedules_.end())
+    if (auto s = schedules_.find(fire.name); !fire.manual && s != schedules_.end())
       s->second.last_slot_ns = std::max(s->second.last_slot_ns, fire.slot_ns);
     tasks_[task.id] = task;
     return true;

@@ -309,7 +309,7 @@ class SqliteStore final : public Store {
       return false;
     }
     Stmt last(db_, "UPDATE schedules SET last_slot_ns = MAX(last_slot_ns, ?) WHERE name = ?");
-    last.Bind(1, fire.slot_ns).Bind(2, fire.name);
+    last.Bind(1, fire.manual ? int64_t{0} : fire.slot_ns).Bind(2, fire.name);
     Status s = last.Step() == SQLITE_DONE ? InsertTask(task) : Error("update a schedule");
     if (!s.ok()) {
       Rollback();
@@ -358,7 +358,11 @@ class SqliteStore final : public Store {
     return Status(Code::kInternal, fmt::format("store {}: cannot {}: {}", path_, what, sqlite3_errmsg(db_)));
   }
   Status Begin() { return Exec("BEGIN IMMEDIATE"); }
-  Status Commit() { return Exec("COMMIT"); }
+  Status Commit() {
+    Status s = Exec("COMMIT");
+    if (!s.ok() && !sqlite3_get_autocommit(db_)) Rollback();  // never leave a transaction open (disk full...)
+    return s;
+  }
   void Rollback() { sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr); }
 
   Status Migrate() {

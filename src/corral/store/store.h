@@ -97,6 +97,7 @@ struct ScheduleFire {
   int64_t slot_ns = 0;            // the slot's nominal time
   std::string task_id;
   int64_t fired_ns = 0;
+  bool manual = false;            // run-now: not a slot; the schedule's last slot stays as it is
 };
 
 class Store {
