@@ -200,7 +200,8 @@ Status HttpServer::Start() {
                       options_.listen.ToString(), ec.message());
   endpoint_ = options_.listen;
   endpoint_.port = a.local_endpoint().port();
-  options_.allowed_hosts.insert(options_.listen.host);
+  const std::string& h = options_.listen.host;
+  options_.allowed_hosts.insert(h.find(':') != std::string::npos ? "[" + h + "]" : h);  // IPv6 as in Host headers
   Accept();
   return Status::Ok();
 }

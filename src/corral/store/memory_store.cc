@@ -83,6 +83,7 @@ class MemoryStore final : public Store {
     for (const auto& [id, t] : tasks_)
       if (t.finished_ns > 0 && t.finished_ns < before_ns) old.emplace_back(t.finished_ns, id);
     std::sort(old.begin(), old.end());
+    std::erase_if(fires_, [&](const auto& f) { return f.second.fired_ns < before_ns; });
     int n = 0;
     for (const auto& [at, id] : old) {
       if (n == limit) break;
@@ -107,7 +108,10 @@ class MemoryStore final : public Store {
     for (const auto& [name, s] : schedules_) out.push_back(s);
     return out;
   }
-  Result<bool> DeleteSchedule(const std::string& name) override { return schedules_.erase(name) > 0; }
+  Result<bool> DeleteSchedule(const std::string& name) override {
+    std::erase_if(fires_, [&](const auto& f) { return f.first.first == name; });
+    return schedules_.erase(name) > 0;
+  }
 
   Result<bool> RecordFire(const ScheduleFire& fire, const DurableTask& task) override {
     auto key = std::make_pair(fire.name, fire.slot_ns);

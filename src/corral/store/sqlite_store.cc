@@ -241,6 +241,14 @@ class SqliteStore final : public Store {
       return Err(s);
     }
     int n = sqlite3_changes(db_);
+    // Fires as old: the schedules' last slots, not these rows, keep old slots from firing again.
+    Stmt fires(db_, "DELETE FROM schedule_fires WHERE fired_ns < ?");
+    fires.Bind(1, before_ns);
+    if (fires.Step() != SQLITE_DONE) {
+      Status s = Error("purge old schedule fires");
+      Rollback();
+      return Err(s);
+    }
     CORRAL_RETURN_IF_ERROR_R(Commit());
     return n;
   }
@@ -285,7 +293,9 @@ class SqliteStore final : public Store {
     CORRAL_RETURN_IF_ERROR_R(Begin());
     Stmt st(db_, "DELETE FROM schedules WHERE name = ?");
     st.Bind(1, name);
-    if (st.Step() != SQLITE_DONE) {
+    Stmt fires(db_, "DELETE FROM schedule_fires WHERE name = ?");  // a schedule re-added later starts afresh
+    fires.Bind(1, name);
+    if (st.Step() != SQLITE_DONE || fires.Step() != SQLITE_DONE) {
       Status s = Error("delete a schedule");
       Rollback();
       return Err(s);

@@ -116,13 +116,14 @@ class Store {
   virtual Result<std::vector<DurableTask>> List(const TaskFilter& filter) = 0;
   // Everything not final, for a head that starts: what it must run (again).
   virtual Result<std::vector<DurableTask>> Unfinished() = 0;
-  // Removes up to `limit` final tasks that finished before `before_ns`; returns how many.
+  // Removes up to `limit` final tasks that finished before `before_ns` (and schedule fires recorded
+  // before then); returns how many tasks.
   virtual Result<int> PurgeFinished(int64_t before_ns, int limit) = 0;
 
   virtual Status PutSchedule(const Schedule& schedule) = 0;  // insert or replace by name
   virtual Result<std::optional<Schedule>> GetSchedule(const std::string& name) = 0;
   virtual Result<std::vector<Schedule>> ListSchedules() = 0;
-  virtual Result<bool> DeleteSchedule(const std::string& name) = 0;  // false: no such schedule
+  virtual Result<bool> DeleteSchedule(const std::string& name) = 0;  // and its history; false: no such schedule
   // Records that `fire.name` fired its slot `fire.slot_ns` and submits `task` with it, in one
   // transaction. Returns false, storing nothing, if that slot already fired: each slot fires once,
   // also across head restarts.

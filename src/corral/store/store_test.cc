@@ -142,6 +142,9 @@ TYPED_TEST(StoreTest, PurgeRemovesOldFinishedTasksInBatches) {
   EXPECT_EQ(*this->store->PurgeFinished(105, 3), 3) << "a batch at most";
   EXPECT_EQ(*this->store->PurgeFinished(105, 100), 2) << "only those finished before the cut";
   EXPECT_EQ(*this->store->PurgeFinished(1000, 100), 5);
+  ASSERT_TRUE(*this->store->RecordFire({"s", 1, "fired-task", 50}, Task("fired-task")));
+  ASSERT_TRUE(this->store->PurgeFinished(60, 100).has_value());
+  EXPECT_TRUE(this->store->FireHistory("s", 10)->empty()) << "old fires are removed with old tasks";
   EXPECT_TRUE(this->store->Get("running")->has_value());
   // A purged task's key is free again.
   auto r = this->store->Submit({Task("new", "key0")});
@@ -181,6 +184,7 @@ TYPED_TEST(StoreTest, SchedulesAndEachSlotFiresOnce) {
             (std::set<std::string>{"tasks:process_data", "train:train"}));
   EXPECT_TRUE(*this->store->DeleteSchedule("daily-retraining"));
   EXPECT_FALSE(*this->store->DeleteSchedule("daily-retraining"));
+  EXPECT_TRUE(this->store->FireHistory("daily-retraining", 10)->empty()) << "its history goes with it";
 }
 
 TEST(SqliteStore, SurvivesReopeningAndRefusesANewerSchema) {
