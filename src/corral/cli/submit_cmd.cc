@@ -17,15 +17,12 @@ int SubmitTask(const std::string& address, const SubmitFlags& f) {
                          "--args '[\"/data/x.csv\"]' --kwargs '{\"retries\": 2}'\n");
     return 2;
   }
-  std::string function = f.function;
-  if (function.find(':') == std::string::npos && function.rfind('.') != std::string::npos)
-    function[function.rfind('.')] = ':';  // Celery style "tasks.process_data"
   auto c = ConnectCli(address, "corral submit");
   if (!c) return 1;
   proto::Request req;
   proto::DurableTaskSpec* t = req.mutable_durable_submit()->add_tasks();
   t->set_id(Hex(RandomBytes(16)));
-  t->set_function(function);
+  t->set_function(f.function);
   t->set_args(nlohmann::json::array({args, kwargs}).dump());
   t->set_args_format("json");
   t->set_queue(f.queue);

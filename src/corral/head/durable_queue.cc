@@ -20,12 +20,23 @@ namespace corral::head {
 namespace {
 
 constexpr uint32_t kWorkerLossRetries = 100;  // a durable task survives lost workers and nodes
+constexpr int64_t kMisfireGraceNs = 30'000'000'000;
+constexpr int kMaxCatchUp = 1000;
 
-bool ValidQueueName(const std::string& q) {
-  if (q.empty() || q.size() > 64) return false;
-  for (char c : q)
+// Queue and schedule names: 1 to `max` letters, digits, '_', '-' or '.'.
+bool ValidName(const std::string& n, size_t max) {
+  if (n.empty() || n.size() > max) return false;
+  for (char c : n)
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.') return false;
   return true;
+}
+
+// A slot's task id: the same for the same (schedule, slot), so a fire is recognisably one task.
+std::string SlotTaskId(const std::string& name, int64_t slot) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  std::string key = name + '\0' + std::to_string(slot);
+  SHA256(reinterpret_cast<const unsigned char*>(key.data()), key.size(), digest);
+  return Hex(std::string(reinterpret_cast<const char*>(digest), 16));
 }
 
 }  // namespace
@@ -108,19 +119,15 @@ void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
   int64_t now = clock_.WallNs();
   for (const auto& spec : request.tasks()) {
     if (spec.id().empty()) return refuse("a durable task needs an id");
-    const std::string& fn = spec.function();
-    size_t colon = fn.find(':');
-    if (colon == std::string::npos || colon == 0 || colon + 1 == fn.size())
-      return refuse(fmt::format("function '{}' must be named 'module:qualname'", fn));
-    if (!Registered(fn))
-      return refuse(fmt::format("no worker registered the task function '{}': start agents with --tasks {} (the "
-                                "module that defines it with @corral.task)",
-                                fn, fn.substr(0, colon)));
+    std::string fn = spec.function();
+    if (fn.find(':') == std::string::npos && fn.rfind('.') != std::string::npos)
+      fn[fn.rfind('.')] = ':';  // Celery's dotted names ("tasks.process_data") from any submitter
+    if (std::string e = ValidateFunction(fn); !e.empty()) return refuse(std::move(e));
     std::string format = spec.args_format().empty() ? "pickle" : spec.args_format();
     if (format != "pickle" && format != "json")
       return refuse(fmt::format("args_format '{}' is not 'pickle' or 'json'", spec.args_format()));
     std::string queue = spec.queue().empty() ? "default" : spec.queue();
-    if (!ValidQueueName(queue))
+    if (!ValidName(queue, 64))
       return refuse(fmt::format("queue name '{}' must be 1-64 letters, digits, '_', '-' or '.'", queue));
     if (spec.args().size() + 4096 > net::kDefaultMaxFrameBytes)
       return refuse(fmt::format("the arguments of {} are {} bytes, over the {}-byte limit", fn, spec.args().size(),
@@ -256,23 +263,25 @@ void DurableQueue::Record(store::TaskUpdate u) {
     t.eta_ns = u.eta_ns;
     due_.emplace(u.eta_ns, u.id);
   }
-  bool final = store::IsFinal(u.state);
-  if (final) t.finished_ns = u.at_ns;
-  std::string id = u.id;
+  if (store::IsFinal(u.state)) t.finished_ns = u.at_ns;
+  Write(std::move(u));
+}
+
+void DurableQueue::Write(store::TaskUpdate u) {
   store::TaskUpdate copy = u;
-  committer_->Update({std::move(u)}, [this, id, final, copy = std::move(copy)](Status s) mutable {
-    OnIo([this, id, final, s, copy = std::move(copy)]() mutable {
+  committer_->Update({std::move(u)}, [this, copy = std::move(copy)](Status s) mutable {
+    OnIo([this, s, u = std::move(copy)]() mutable {
       if (!s.ok()) {
         // Not stored: keep the task here and write its state again (next tick).
-        LOG_ERROR("cannot store the state of durable task {}: {}; trying again", Hex(id), s.ToString());
+        LOG_ERROR("cannot store the state of durable task {}: {}; trying again", Hex(u.id), s.ToString());
         counters_["durable_store_errors"]++;
-        failed_updates_.push_back(std::move(copy));
+        failed_updates_.push_back(std::move(u));
         return;
       }
-      auto it = active_.find(id);
-      if (it == active_.end() || !final) return;
+      auto it = active_.find(u.id);
+      if (it == active_.end() || !store::IsFinal(u.state)) return;
       counters_[fmt::format("durable_{}", store::TaskStateName(it->second.task.state))]++;
-      Answer(id, Info(it->second.task));
+      Answer(u.id, Info(it->second.task));
       active_.erase(it);
     });
   });
@@ -418,27 +427,9 @@ void DurableQueue::Purge() {
 void DurableQueue::Tick() {
   FireDue();
   Purge();
-  if (!failed_updates_.empty()) {
-    std::vector<store::TaskUpdate> again = std::move(failed_updates_);
-    failed_updates_.clear();
-    for (auto& u : again) {
-      bool final = store::IsFinal(u.state);
-      std::string id = u.id;
-      store::TaskUpdate copy = u;
-      committer_->Update({std::move(u)}, [this, id, final, copy = std::move(copy)](Status s) mutable {
-        OnIo([this, id, final, s, copy = std::move(copy)]() mutable {
-          if (!s.ok()) {
-            failed_updates_.push_back(std::move(copy));
-            return;
-          }
-          auto it = active_.find(id);
-          if (it == active_.end() || !final) return;
-          Answer(id, Info(it->second.task));
-          active_.erase(it);
-        });
-      });
-    }
-  }
+  std::vector<store::TaskUpdate> again = std::move(failed_updates_);
+  failed_updates_.clear();
+  for (auto& u : again) Write(std::move(u));
   int64_t now = clock_.WallNs();
   while (!due_.empty() && due_.begin()->first <= now) {
     std::string id = due_.begin()->second;
@@ -469,30 +460,6 @@ void DurableQueue::FillCounters(std::map<std::string, int64_t>* counters) const 
   (*counters)["durable_unfinished"] = static_cast<int64_t>(active_.size());
   (*counters)["durable_commits"] = committer_->commits();
 }
-
-}  // namespace corral::head
-
-namespace corral::head {
-
-namespace {
-constexpr int64_t kMisfireGraceNs = 30'000'000'000;
-constexpr int kMaxCatchUp = 1000;
-
-bool ValidScheduleName(const std::string& n) {
-  if (n.empty() || n.size() > 100) return false;
-  for (char c : n)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.') return false;
-  return true;
-}
-
-// A slot's task id: the same for the same (schedule, slot), so a fire is recognisably one task.
-std::string SlotTaskId(const std::string& name, int64_t slot) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  std::string key = name + '\0' + std::to_string(slot);
-  SHA256(reinterpret_cast<const unsigned char*>(key.data()), key.size(), digest);
-  return Hex(std::string(reinterpret_cast<const char*>(digest), 16));
-}
-}  // namespace
 
 std::string DurableQueue::ValidateFunction(const std::string& fn) {
   size_t colon = fn.find(':');
@@ -648,7 +615,7 @@ void DurableQueue::Schedule(const proto::ScheduleRequest& req, Reply reply) {
     }
     case proto::ScheduleRequest::ADD: {
       const proto::ScheduleSpec& spec = req.spec();
-      if (!ValidScheduleName(name)) return fail(fmt::format("schedule name '{}' must be 1-100 letters, digits, '_', '-' or '.'", name));
+      if (!ValidName(name, 100)) return fail(fmt::format("schedule name '{}' must be 1-100 letters, digits, '_', '-' or '.'", name));
       if (std::string e = ValidateFunction(spec.function()); !e.empty()) return fail(e);
       if (spec.cron().empty() == (spec.every_s() <= 0)) return fail("give a schedule either cron or every (seconds > 0), not both");
       std::string tz = spec.tz().empty() ? "UTC" : spec.tz();

@@ -89,7 +89,11 @@ class DurableQueue {
   proto::ScheduleSpec ScheduleInfo(const store::Schedule& s) const;
   std::string ValidateFunction(const std::string& function);
   void OnRunFinished(const std::string& run_id, const proto::ObjectValue& value);
+  // Applies `update` to the task in memory, then writes it (Write).
   void Record(store::TaskUpdate update);
+  // Stores `update`; a final one then answers the waiters and forgets the task; a failed write is
+  // tried again next tick.
+  void Write(store::TaskUpdate update);
   proto::DurableTaskInfo Info(const store::DurableTask& t) const;
   void Answer(const std::string& id, const proto::DurableTaskInfo& info);
   template <typename F>

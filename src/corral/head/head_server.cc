@@ -383,8 +383,6 @@ void HeadServer::RegisterHttp(HttpServer& http) {
     if (fn == body.end() || !fn->is_string() || fn->get<std::string>().empty())
       return respond(HttpResponse::Error(400, "'function' (a string, 'module:qualname') is required"));
     std::string function = fn->get<std::string>();
-    if (function.find(':') == std::string::npos && function.rfind('.') != std::string::npos)
-      function[function.rfind('.')] = ':';  // Celery style "tasks.process_data"
     nlohmann::json args = body.value("args", nlohmann::json::array());
     nlohmann::json kwargs = body.value("kwargs", nlohmann::json::object());
     if (!args.is_array() || !kwargs.is_object())
