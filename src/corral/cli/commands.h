@@ -95,6 +95,9 @@ int ListTasks(const std::string& address, const std::string& state, const std::s
 
 // A client for a CLI command, or null after printing why not.
 std::unique_ptr<client::Client> ConnectCli(const std::string& address, const std::string& name);
+// A wall-clock time (ns since the epoch) as local "YYYY-MM-DD HH:MM:SS" (with the zone's
+// abbreviation if `zone`); "-" for 0.
+std::string LocalTime(int64_t ns, bool zone);
 // What `corral status` shows as a node's state: alive, suspect, offline, draining, dead, left.
 std::string DisplayState(const proto::NodeStatus& node);
 

@@ -1,23 +1,10 @@
 #include <cstdio>
-#include <ctime>
 
 #include <nlohmann/json.hpp>
 
 #include "corral/cli/commands.h"
 
 namespace corral::cli {
-
-namespace {
-
-std::string When(int64_t ns) {
-  if (ns <= 0) return "-";
-  std::time_t t = ns / 1'000'000'000;
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %Z", std::localtime(&t));
-  return buf;
-}
-
-}  // namespace
 
 int ScheduleCommand(const std::string& address, const ScheduleFlags& f) {
   static const std::map<std::string, proto::ScheduleRequest::Op> kOps = {
@@ -78,7 +65,7 @@ int ScheduleCommand(const std::string& address, const ScheduleFlags& f) {
     case proto::ScheduleRequest::HISTORY:
       if (reply->fires().empty()) std::printf("schedule %s has not fired yet\n", f.name.c_str());
       for (const auto& fire : reply->fires())
-        std::printf("%s  task %s  %s\n", When(fire.slot_ns()).c_str(), fire.task_id().c_str(), fire.state().c_str());
+        std::printf("%s  task %s  %s\n", LocalTime(fire.slot_ns(), true).c_str(), fire.task_id().c_str(), fire.state().c_str());
       return 0;
     default: break;
   }
@@ -92,7 +79,7 @@ int ScheduleCommand(const std::string& address, const ScheduleFlags& f) {
     std::string when = s.cron().empty() ? "every " + std::to_string(s.every_s()) + "s" : s.cron();
     std::printf("%-24s  %-28s  %-16s  %-14s  %-9s  %-7s  %s\n", s.name().c_str(), s.function().substr(0, 28).c_str(),
                 when.c_str(), s.tz().c_str(), s.misfire().c_str(), s.paused() ? "yes" : "no",
-                s.paused() ? "-" : When(s.next_slot_ns()).c_str());
+                s.paused() ? "-" : LocalTime(s.next_slot_ns(), true).c_str());
   }
   return 0;
 }

@@ -1,6 +1,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <ctime>
 
 #include <nlohmann/json.hpp>
 
@@ -50,6 +51,14 @@ std::unique_ptr<client::Client> ConnectCli(const std::string& address, const std
     return nullptr;
   }
   return std::move(*c);
+}
+
+std::string LocalTime(int64_t ns, bool zone) {
+  if (ns <= 0) return "-";
+  std::time_t t = ns / 1'000'000'000;
+  char buf[40];
+  std::strftime(buf, sizeof buf, zone ? "%Y-%m-%d %H:%M:%S %Z" : "%Y-%m-%d %H:%M:%S", std::localtime(&t));
+  return buf;
 }
 
 std::string DisplayState(const proto::NodeStatus& n) {

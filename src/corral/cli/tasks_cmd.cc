@@ -1,23 +1,10 @@
 #include <cstdio>
-#include <ctime>
 
 #include <nlohmann/json.hpp>
 
 #include "corral/cli/commands.h"
 
 namespace corral::cli {
-
-namespace {
-
-std::string When(int64_t ns) {
-  if (ns <= 0) return "-";
-  std::time_t t = ns / 1'000'000'000;
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", std::localtime(&t));
-  return buf;
-}
-
-}  // namespace
 
 int ListTasks(const std::string& address, const std::string& state, const std::string& queue, int limit, bool json) {
   auto c = ConnectCli(address, "corral tasks");
@@ -53,7 +40,7 @@ int ListTasks(const std::string& address, const std::string& state, const std::s
       error = error.substr(nl + 1);  // the last line of a traceback says what happened
     while (!error.empty() && error.back() == '\n') error.pop_back();
     std::printf("%-32s  %-8s  %-30s  %-10s  %-7d  %-19s  %s\n", t.id().c_str(), t.state().c_str(),
-                t.function().substr(0, 30).c_str(), t.queue().c_str(), t.attempt(), When(t.created_ns()).c_str(),
+                t.function().substr(0, 30).c_str(), t.queue().c_str(), t.attempt(), LocalTime(t.created_ns(), false).c_str(),
                 error.substr(0, 60).c_str());
   }
   if (static_cast<int>(reply->durable_list_size()) == limit)
