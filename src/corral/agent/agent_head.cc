@@ -1,0 +1,398 @@
+// The agent's side of the head: connecting and reconnecting, heartbeats and the lease
+// (self-fencing), the messages from the head, and drain. See agent.h.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "corral/agent/agent.h"
+#include "corral/agent/agent_worker.h"
+#include "corral/base/ids.h"
+#include "corral/base/log.h"
+#include "corral/base/version.h"
+
+namespace corral::agent {
+
+namespace asio = boost::asio;
+
+namespace {
+// Results held for the head while it is unreachable; beyond this they are handed back instead.
+constexpr size_t kMaxOutboxBytes = 256u << 20;
+}  // namespace
+
+// ---- head link ----
+
+void Agent::ConnectToHead() {
+  auto dial = options_.connect ? options_.connect : [this](auto done) {
+    net::Dial(io_, options_.head, nullptr, std::chrono::seconds(10), std::move(done));
+  };
+  dial([this, alive = alive_](Result<std::unique_ptr<net::ByteStream>> r) {
+              if (!*alive) return;
+              if (!r) {
+                OnHeadLost(r.error());
+                return;
+              }
+              head_ = net::Connection::Create(std::move(*r));
+              head_->Start([this](std::string_view m) { OnHeadMessage(m); },
+                           [this, alive](const Status& s) {
+                             if (*alive) OnHeadLost(s);
+                           });
+              proto::AgentToHead hello;
+              proto::Hello* h = hello.mutable_hello();
+              h->set_protocol_version(kProtocolVersion);
+              h->set_corral_version(CORRAL_VERSION);
+              h->set_token(options_.token);
+              h->set_role(proto::Hello::AGENT);
+              h->set_name("agent on " + options_.hostname);
+              h->set_id(options_.node_id);
+              h->set_pid(getpid());
+              *h->mutable_node() = info_;
+              auto hold = [h](const proto::TaskSpec& spec, bool blocked) {
+                proto::HeldAttempt* a = h->add_held();
+                a->set_task_id(spec.task_id());
+                a->set_attempt(spec.attempt());
+                a->set_blocked(blocked);
+              };
+              for (auto& [pid, w] : workers_) {
+                if (w->busy) {
+                  proto::HeldAttempt* a = h->add_held();
+                  a->set_task_id(w->task_id);
+                  a->set_attempt(w->attempt);
+                  a->set_blocked(w->blocked);
+                }
+                if (w->next) hold(w->next->task.spec(), false);
+              }
+              for (const Pending& p : queue_) hold(p.task.spec(), false);
+              for (const auto& m : outbox_) {
+                proto::HeldAttempt* a = h->add_held();
+                a->set_task_id(m.finished().task_id());
+                a->set_attempt(m.finished().attempt());
+                a->set_finished(true);
+              }
+              lease_.Reset();
+              lease_.Sent(0, SystemClock().BootTimeNs());  // the Welcome acknowledges the Hello
+              head_->Send(hello);
+            });
+}
+
+void Agent::OnHeadLost(const Status& reason) {
+  head_.reset();
+  registered_ = false;
+  // Ends the head may not have received: report them again after re-registering.
+  for (auto it = unacked_.rbegin(); it != unacked_.rend(); ++it) {
+    outbox_bytes_ += it->msg.ByteSizeLong();
+    outbox_.push_front(std::move(it->msg));
+  }
+  unacked_.clear();
+  unacked_bytes_ = 0;
+  heartbeat_timer_.cancel();
+  if (left_) {
+    LOG_INFO("left the cluster");
+    Stop();
+    if (options_.on_left) options_.on_left();
+    return;
+  }
+  if (options_.exit_when_head_lost) {
+    LOG_INFO("head gone ({}); this agent belongs to it and stops", reason.ToString());
+    Stop();
+    io_.stop();
+    return;
+  }
+  if (draining_ && leave_after_drain_) {
+    LOG_INFO("lost the head while draining to leave: stopping now");
+    Stop();
+    if (options_.on_left) options_.on_left();
+    return;
+  }
+  double backoff = std::min(10.0, 0.25 * std::pow(2.0, std::min(reconnect_attempt_++, 6)));
+  std::uniform_real_distribution<double> jitter(0.5, 1.0);
+  std::mt19937 rng(std::random_device{}());
+  auto delay = std::chrono::milliseconds(static_cast<int>(backoff * jitter(rng) * 1000));
+  int running = 0;
+  for (auto& [pid, w] : workers_) running += w->busy;
+  Nanos left = lease_.granted() ? lease_.expiry() - SystemClock().BootTimeNs() : 0;
+  LOG_WARN("lost the head at {} ({}); reconnecting in {} ms. {} running task(s) go on while the lease lasts "
+           "({:.1f}s more)",
+           options_.head.ToString(), reason.ToString(), delay.count(), running, std::max<Nanos>(0, left) / 1e9);
+  reconnect_timer_.expires_after(delay);
+  reconnect_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
+    if (!ec && *alive) ConnectToHead();
+  });
+}
+
+void Agent::SendToHead(const proto::AgentToHead& msg) {
+  if (head_ && registered_) {
+    // An in-process link (the head's own agent) cannot be half-open: nothing to keep.
+    if (msg.has_finished() && !options_.connect) {
+      size_t bytes = msg.ByteSizeLong();
+      if (unacked_bytes_ + bytes <= kMaxOutboxBytes) {  // beyond: at-least-once covers a loss
+        unacked_bytes_ += bytes;
+        unacked_.push_back(Unacked{heartbeat_seq_ + 1, msg});
+      }
+    }
+    head_->Send(msg);
+    return;
+  }
+  // Only the end of an attempt must survive the gap: output and blocked notes are dropped.
+  if (!msg.has_finished()) return;
+  size_t bytes = msg.ByteSizeLong();
+  if (outbox_bytes_ + bytes > kMaxOutboxBytes && msg.finished().result().error() != proto::HANDED_BACK) {
+    counters_["results_dropped_while_away"]++;
+    HandBack(msg.finished().task_id(), msg.finished().attempt(),
+             "its result did not fit in the agent's buffer while the head was unreachable");
+    return;
+  }
+  outbox_bytes_ += bytes;
+  outbox_.push_back(msg);
+}
+
+void Agent::HandBack(const std::string& task_id, uint32_t attempt, const std::string& why) {
+  proto::AgentToHead msg;
+  proto::TaskFinished* f = msg.mutable_finished();
+  f->set_task_id(task_id);
+  f->set_attempt(attempt);
+  f->set_node_id(options_.node_id);
+  f->mutable_result()->set_error(proto::HANDED_BACK);
+  f->mutable_result()->set_message(why);
+  counters_["attempts_handed_back"]++;
+  SendToHead(msg);
+}
+
+void Agent::OnLeaseRenewed() {
+  if (!lease_.granted() || lease_.expiry() == published_lease_) return;
+  published_lease_ = lease_.expiry();
+  lease_timer_.ExpireAt(published_lease_, [this] { OnLeaseExpired(); });
+  if (lease_map_) __atomic_store_n(lease_map_, published_lease_, __ATOMIC_RELAXED);  // workers read it whole
+}
+
+void Agent::OnLeaseExpired() {
+  Nanos now = SystemClock().BootTimeNs();
+  if (lease_.Valid(now)) {  // renewed meanwhile
+    lease_timer_.ExpireAt(lease_.expiry(), [this] { OnLeaseExpired(); });
+    return;
+  }
+  std::string why = fmt::format("node {} ({}) stopped it: no word from the head for longer than its lease",
+                                ShortHex(options_.node_id), options_.hostname);
+  int stopped = 0;
+  for (auto& [pid, w] : workers_) {
+    if (w->next) {
+      // Stopping the worker stops the task sent ahead too: hand both back.
+      HandBack(w->next->task.spec().task_id(), w->next->task.spec().attempt(), why);
+      w->next.reset();  // its worker runs a task that is not kept running (see PipelineTarget): stopped below
+    }
+    if (w->busy && !w->keep_running && w->hand_back.empty()) {
+      w->hand_back = why;
+      processes_->Kill(pid, SIGKILL);
+      stopped++;
+    }
+  }
+  for (const Pending& p : queue_) HandBack(p.task.spec().task_id(), p.task.spec().attempt(), why);
+  stopped += static_cast<int>(queue_.size());
+  queue_.clear();
+  if (stopped) {
+    counters_["attempts_fenced"] += stopped;
+    LOG_WARN("lease ran out ({}): stopped {} attempt(s) so they cannot run twice; they are handed back "
+             "when the head is reachable",
+             head_ ? "the head is not answering" : "the head is unreachable", stopped);
+  }
+}
+
+void Agent::OnHeadMessage(std::string_view bytes) {
+  proto::HeadToAgent msg;
+  if (!msg.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    head_->Close(Status(Code::kInvalidArgument, "malformed message from the head"));
+    return;
+  }
+  switch (msg.msg_case()) {
+    case proto::HeadToAgent::kWelcome: {
+      const proto::Welcome& w = msg.welcome();
+      if (!w.error().empty()) {
+        LOG_ERROR("the head refused this agent: {}", w.error());
+        options_.exit_when_head_lost = true;  // retrying cannot help
+        exit_code_ = 1;
+        head_->Close(Status(Code::kPermissionDenied, w.error()));
+        return;
+      }
+      head_->MarkHandshakeDone();
+      reconnect_attempt_ = 0;
+      registered_ = true;
+      last_ack_ = SystemClock().BootTimeNs();
+      if (w.lease_ms() > 0) lease_.Acked(0, Ms(static_cast<int64_t>(w.lease_ms())));
+      OnLeaseRenewed();
+      if (!session_id_.empty() && session_id_ != w.session_id())
+        LOG_INFO("the head restarted (new session); reporting {} attempt end(s) held meanwhile", outbox_.size());
+      session_id_ = w.session_id();
+      // What ended while the head was away follows the Hello that listed it.
+      std::deque<proto::AgentToHead> outbox = std::move(outbox_);
+      outbox_.clear();
+      outbox_bytes_ = 0;
+      for (const auto& m : outbox) SendToHead(m);  // kept until acknowledged, like any other
+      if (draining_) {
+        proto::AgentToHead d;
+        d.mutable_draining()->set_reason(drain_reason_);
+        head_->Send(d);
+        CheckDrained();
+      }
+      LOG_INFO("registered with the head at {} as node {}", options_.head.ToString(), ShortHex(options_.node_id));
+      heartbeat_interval_ = std::chrono::milliseconds(std::max<uint64_t>(50, w.heartbeat_interval_ms()));
+      Heartbeat();
+      if (options_.on_registered) {
+        auto callback = std::move(options_.on_registered);
+        options_.on_registered = nullptr;
+        callback();
+      }
+      break;
+    }
+    case proto::HeadToAgent::kExecute: OnExecute(std::move(*msg.mutable_execute())); break;
+    case proto::HeadToAgent::kCancel: OnCancel(msg.cancel()); break;
+    case proto::HeadToAgent::kHeartbeatAck:
+      last_ack_ = SystemClock().BootTimeNs();
+      while (!unacked_.empty() && unacked_.front().before_heartbeat <= msg.heartbeat_ack().seq()) {
+        unacked_bytes_ -= unacked_.front().msg.ByteSizeLong();
+        unacked_.pop_front();
+      }
+      lease_.Acked(msg.heartbeat_ack().seq(), Ms(static_cast<int64_t>(msg.heartbeat_ack().lease_ms())));
+      OnLeaseRenewed();
+      break;
+    case proto::HeadToAgent::kDrain:
+      Drain(std::chrono::milliseconds(msg.drain().timeout_ms()), msg.drain().leave(), msg.drain().reason());
+      break;
+    default: break;
+  }
+}
+
+void Agent::Heartbeat() {
+  // Hard time limits, checked at the heartbeat's pace.
+  Nanos boot = SystemClock().BootTimeNs();
+  for (auto& [pid, w] : workers_)
+    if (w->busy && w->hard_deadline > 0 && boot >= w->hard_deadline && !w->time_limited) {
+      w->time_limited = true;
+      counters_["tasks_time_limited"]++;
+      LOG_WARN("{} ran past its time limit of {}s: stopping worker {}", w->task_name, w->time_limit_s, pid);
+      processes_->Kill(pid, SIGKILL);
+    }
+  if (!head_) return;
+  // A connection that stopped carrying acks is half-open (the head's host vanished, our address
+  // changed, a suspend broke it): drop it and dial again rather than wait for TCP to notice.
+  Nanos now = SystemClock().BootTimeNs();
+  Nanos silent_limit = std::max<Nanos>(Ms(2000), 5 * heartbeat_interval_.count() * 1'000'000);
+  if (registered_ && now - last_ack_ > silent_limit) {
+    head_->Close(Status(Code::kDeadlineExceeded,
+                        fmt::format("no heartbeat acknowledgement for {:.1f}s", (now - last_ack_) / 1e9)));
+    return;
+  }
+  proto::AgentToHead msg;
+  msg.mutable_heartbeat()->set_seq(++heartbeat_seq_);
+  counters_["workers_alive"] = static_cast<int64_t>(workers_.size());
+  counters_["tasks_queued_here"] = static_cast<int64_t>(queue_.size());
+  for (const auto& [k, v] : counters_) (*msg.mutable_heartbeat()->mutable_counters()->mutable_values())[k] = v;
+  lease_.Sent(heartbeat_seq_, SystemClock().BootTimeNs());
+  head_->Send(msg);
+  heartbeat_timer_.expires_after(heartbeat_interval_);
+  heartbeat_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
+    if (!ec && *alive) Heartbeat();
+  });
+}
+
+// ---- drain ----
+
+void Agent::Drain(std::chrono::milliseconds timeout, bool leave, const std::string& reason,
+                  std::function<void()> on_drained) {
+  bool for_sleep = static_cast<bool>(on_drained);  // only the sleep inhibitor waits on a drain
+  if (on_drained) on_drained_ = std::move(on_drained);
+  if (!registered_ && leave) {
+    LOG_INFO("{}: not connected to a head, stopping now", reason);
+    left_ = true;
+    Stop();
+    if (options_.on_left) options_.on_left();
+    return;
+  }
+  leave_after_drain_ = leave_after_drain_ || leave;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  if (draining_) {
+    // Already draining (a sleep drain, then `corral stop`): the earlier deadline wins, and a drain
+    // that has already finished may now have to leave.
+    if (!for_sleep) sleep_drain_ = false;  // an operator's drain does not end when the machine wakes
+    if (deadline < drain_deadline_) ArmDrainTimer(deadline);
+    CheckDrained();
+    return;
+  }
+  draining_ = true;
+  drain_reason_ = reason;
+  int running = 0;
+  for (auto& [pid, w] : workers_) running += w->busy;
+  LOG_INFO("draining ({}): {} queued task(s) handed back, up to {:.1f}s for {} running", reason, queue_.size(),
+           timeout.count() / 1e3, running);
+  proto::AgentToHead msg;
+  msg.mutable_draining()->set_reason(reason);
+  SendToHead(msg);
+  std::string why = fmt::format("node {} is draining", ShortHex(options_.node_id));
+  for (auto& [pid, w] : workers_)
+    if (w->next) {  // the worker would start it after the current one: take it back instead
+      HandBack(w->next->task.spec().task_id(), w->next->task.spec().attempt(), why);
+      w->next.reset();
+      if (w->busy) {
+        w->hand_back = why + " (its worker also held the next task)";
+        processes_->Kill(pid, SIGKILL);
+      }
+    }
+  for (const Pending& p : queue_) HandBack(p.task.spec().task_id(), p.task.spec().attempt(), why);
+  queue_.clear();
+  ArmDrainTimer(deadline);
+  CheckDrained();
+}
+
+void Agent::ArmDrainTimer(std::chrono::steady_clock::time_point deadline) {
+  drain_deadline_ = deadline;
+  drain_timer_.expires_at(deadline);
+  drain_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
+    if (ec || !*alive) return;
+    std::string why = fmt::format("node {} is draining; its drain timeout passed", ShortHex(options_.node_id));
+    for (auto& [pid, w] : workers_)
+      if (w->busy && w->hand_back.empty()) {
+        w->hand_back = why;
+        processes_->Kill(pid, SIGKILL);
+      }
+    if (auto done = std::move(on_drained_)) done();  // what ran is stopped (its reports follow)
+  });
+}
+
+void Agent::Undrain(const std::string& reason) {
+  // Only a drain for sleep ends on wake; one an operator asked for (or a stop) goes on.
+  if (!draining_ || leave_after_drain_ || !sleep_drain_) return;
+  drain_timer_.cancel();
+  on_drained_ = nullptr;
+  sleep_drain_ = false;
+  draining_ = false;
+  LOG_INFO("taking work again: {}", reason);
+  proto::AgentToHead msg;
+  msg.mutable_draining()->set_reason(reason);
+  msg.mutable_draining()->set_stopped(true);
+  if (head_ && registered_) head_->Send(msg);
+}
+
+void Agent::CheckDrained() {
+  if (!draining_ || left_) return;
+  for (auto& [pid, w] : workers_)
+    if (w->busy) return;
+  if (!queue_.empty()) return;
+  if (!leave_after_drain_) {
+    drain_timer_.cancel();
+    if (auto done = std::move(on_drained_)) {
+      LOG_INFO("drained: no tasks left");
+      done();
+    }
+    return;
+  }
+  if (!registered_) return;
+  drain_timer_.cancel();
+  left_ = true;
+  proto::AgentToHead msg;
+  msg.mutable_leaving()->set_reason(drain_reason_);
+  head_->Send(msg);
+  head_->CloseAfterFlush(Status(Code::kCancelled, "node left"));
+}
+
+}  // namespace corral::agent

@@ -1,0 +1,48 @@
+// Agent::Worker: what the agent knows of one worker process. Private to the agent's sources
+// (agent.cc: tasks and workers; agent_head.cc: the head link, the lease, drain).
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "corral/agent/agent.h"
+
+namespace corral::agent {
+
+struct Agent::Worker {
+  std::string id;
+  pid_t pid = -1;
+  std::string env_key;                    // CUDA_VISIBLE_DEVICES it was started with
+  std::shared_ptr<net::Connection> conn;  // null until it connects
+  bool busy = false;
+  bool blocked = false;
+  bool cancelled = false;
+  bool keep_running = false;              // the task runs on through a partition
+  Nanos hard_deadline = 0;                // CLOCK_BOOTTIME after which the worker is stopped (time limit)
+  double time_limit_s = 0;
+  bool time_limited = false;              // stopped for its time limit
+  std::string hand_back;                  // non-empty: stopped for this reason (drain, fencing); hand it back
+  std::string task_id;
+  std::string task_name;
+  std::string owner;                      // of the current (or, once finished, the last) task
+  uint32_t attempt = 0;
+  double cpus = 0;
+  std::vector<int> gpus;
+  std::string hash;                       // function of the current task
+  Nanos started = 0;
+  // A short task sent ahead while the current one runs (pipelining): it starts the moment the
+  // current one finishes, without a round trip through the agent.
+  std::optional<Pending> next;
+  bool next_cancelled = false;
+  std::set<std::string> functions;
+  std::deque<std::string> last_stderr;    // for the death report of a worker that never came up
+  // Shared with the handlers of this worker's connection, which may run after the worker is gone:
+  // cleared when it is.
+  std::shared_ptr<Worker*> handle;
+};
+
+}  // namespace corral::agent
