@@ -56,3 +56,10 @@ def sleepy(ledger, seconds):
             f.write("soft limit\n")
         return "cleaned up"
     return "slept"
+
+
+@corral.task
+def where():
+    """The node this ran on, and the GPUs it was given."""
+    ctx = corral.runtime_context()
+    return {"node": ctx.node_id, "gpu_ids": ctx.gpu_ids}

@@ -15,8 +15,8 @@ from .api import (RemoteFunction, RuntimeContext, cancel, cluster_status, get, i
                   remote, runtime_context, shutdown, wait)
 from .exceptions import (CorralError, GetTimeoutError, NodeDiedError, ObjectLostError, TaskCancelledError,
                          TaskError, WorkerCrashedError)
-from .durable import (DurableFunction, TaskResult, pause_schedule, remove_schedule, result, resume_schedule,
-                      run_schedule_now, schedule, schedule_history, schedules, task, tasks)
+from .durable import (DurableFunction, TaskResult, pause_schedule, queue, queues, remove_schedule, result,
+                      resume_schedule, run_schedule_now, schedule, schedule_history, schedules, task, tasks)
 from .object_ref import ObjectRef
 
 __version__ = "0.1.0"
@@ -26,5 +26,5 @@ __all__ = [
     "runtime_context", "RuntimeContext", "ObjectRef", "RemoteFunction", "exceptions", "CorralError", "TaskError",
     "WorkerCrashedError", "NodeDiedError", "TaskCancelledError", "ObjectLostError", "GetTimeoutError",
     "task", "result", "tasks", "DurableFunction", "TaskResult", "schedule", "schedules", "pause_schedule",
-    "resume_schedule", "remove_schedule", "run_schedule_now", "schedule_history",
+    "resume_schedule", "remove_schedule", "run_schedule_now", "schedule_history", "queue", "queues",
 ]

@@ -322,3 +322,60 @@ def run_schedule_now(name):
 def schedule_history(name, limit=20):
     """The latest fires, newest first: slot_ns, task_id, fired_ns and the task's state."""
     return _op("history", name, limit=limit)["fires"]
+
+
+def _rate_per_s(rate):
+    """Celery's rate strings: "10/s", "100/m", "5/h"; or a number per second."""
+    if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate >= 0:
+        return float(rate)
+    if isinstance(rate, str):
+        count, _, unit = rate.partition("/")
+        per = {"": 1, "s": 1, "m": 60, "h": 3600}.get(unit.strip())
+        try:
+            n = float(count)
+        except ValueError:
+            n = -1
+        if per is not None and n >= 0:
+            return n / per
+    raise exceptions.InvalidArgumentError(f"rate_limit={rate!r}: give e.g. '10/s', '100/m', '5/h' or a number per second")
+
+
+def _pairs(value, what):
+    """{"gpu": "true"} or "gpu=true" -> "gpu=true" (the head parses it)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    raise exceptions.InvalidArgumentError(f"{what}={value!r}: give a dict or 'key=value,key=value'")
+
+
+def queue(name, *, weight=None, concurrency=None, rate_limit=None, labels=None, resources=None):
+    """Sets a queue's settings (only those given; stored by the head, kept across restarts) and
+    returns the queue as a dict. Queues exist from their first task on; settings are optional:
+
+    - ``weight``: its share when queues compete for the cluster (weights 3 and 1: starts 3:1).
+    - ``concurrency``: at most this many of its tasks run at once, cluster-wide (0: no limit).
+    - ``rate_limit``: at most this many starts, cluster-wide: "10/s", "100/m", "5/h" (0: no limit).
+    - ``labels``: its tasks run only on nodes with these labels, e.g. {"gpu": "true"}.
+    - ``resources``: each of its tasks asks for these, e.g. {"GPU": 1} (CPU defaults to 1).
+
+    Within a queue, higher ``priority`` runs first; equal priorities run in the order they became due."""
+    spec = {"name": name}
+    if weight is not None:
+        spec["weight"] = float(weight)
+    if concurrency is not None:
+        spec["concurrency"] = int(concurrency)
+    if rate_limit is not None:
+        spec["rate_per_s"] = _rate_per_s(rate_limit)
+    if labels is not None:
+        spec["labels"] = _pairs(labels, "labels")
+    if resources is not None:
+        spec["resources"] = _pairs(resources, "resources")
+    return _runtime.get_client().queue_op(True, spec)[0]
+
+
+def queues():
+    """Every queue, as dicts: name, weight, concurrency, rate_per_s, labels, resources, and what it
+    holds now: ready (due, waiting for a slot), waiting (eta, retry backoff, parents), running, and
+    succeeded/failed since the head started; slots: how many of its tasks the nodes can run at once."""
+    return _runtime.get_client().queue_op(False, {})

@@ -142,6 +142,22 @@ Result<std::map<std::string, double>> ParseAmounts(std::string_view text) {
   return out;
 }
 
+Result<double> ParseRate(std::string_view text) {
+  std::string_view t = Trim(text);
+  double per = 1;
+  if (size_t slash = t.find('/'); slash != std::string_view::npos) {
+    std::string_view unit = Trim(t.substr(slash + 1));
+    if (unit == "s") per = 1;
+    else if (unit == "m") per = 60;
+    else if (unit == "h") per = 3600;
+    else return Err(Code::kInvalidArgument, fmt::format("bad rate '{}': the unit after '/' is s, m or h", text));
+    t = Trim(t.substr(0, slash));
+  }
+  auto n = ParseNumber(t);
+  if (!n || *n < 0) return Err(Code::kInvalidArgument, fmt::format("bad rate '{}': expected e.g. 10/s, 100/m, 5/h", text));
+  return *n / per;
+}
+
 std::string FormatBytes(double bytes) {
   static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   int i = 0;

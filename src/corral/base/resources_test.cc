@@ -57,5 +57,15 @@ TEST(Parse, KeyValues) {
   EXPECT_EQ(ParseLabels("zone=office")->at("zone"), "office");
 }
 
+TEST(Parse, Rates) {
+  EXPECT_DOUBLE_EQ(*ParseRate("10/s"), 10);
+  EXPECT_DOUBLE_EQ(*ParseRate("120/m"), 2);
+  EXPECT_DOUBLE_EQ(*ParseRate("36 / h"), 0.01);
+  EXPECT_DOUBLE_EQ(*ParseRate("2.5"), 2.5);
+  EXPECT_FALSE(ParseRate("10/d").has_value());
+  EXPECT_FALSE(ParseRate("fast").has_value());
+  EXPECT_FALSE(ParseRate("-1/s").has_value());
+}
+
 }  // namespace
 }  // namespace corral

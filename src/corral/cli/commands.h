@@ -1,6 +1,7 @@
 // The `corral` subcommands. Each returns the process exit code.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -75,6 +76,17 @@ struct ScheduleFlags {
   int limit = 20;
 };
 int ScheduleCommand(const std::string& address, const ScheduleFlags& flags);
+
+struct QueueFlags {
+  std::string action;   // list, set
+  std::string name;
+  std::optional<double> weight;
+  std::optional<int> concurrency;
+  std::optional<std::string> rate;       // "10/s", "100/m", "2/h", or a number per second
+  std::optional<std::string> labels;     // "gpu=true"
+  std::optional<std::string> resources;  // "GPU=1"
+};
+int QueueCommand(const std::string& address, const QueueFlags& flags);
 
 struct SubmitFlags {
   std::string function;

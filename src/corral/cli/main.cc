@@ -123,6 +123,17 @@ int main(int argc, char** argv) {
   schedule->add_option("--limit", sched.limit, "history: this many latest fires")->capture_default_str();
   schedule->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
 
+  corral::cli::QueueFlags qf;
+  auto* queue = app.add_subcommand("queue", "Durable task queues: list them with their counts, or set a queue's weight and limits");
+  queue->add_option("ACTION", qf.action, "list | set")->required();
+  queue->add_option("NAME", qf.name, "set: the queue's name");
+  queue->add_option("--weight", qf.weight, "set: share of the cluster when queues compete (default 1)");
+  queue->add_option("--concurrency", qf.concurrency, "set: at most this many of its tasks at once, cluster-wide (0: no limit)");
+  queue->add_option("--rate", qf.rate, "set: at most this many starts, cluster-wide: '10/s', '100/m', '5/h' (0: no limit)");
+  queue->add_option("--labels", qf.labels, "set: run only on nodes with these labels, e.g. gpu=true ('' clears)");
+  queue->add_option("--resources", qf.resources, "set: each task asks for these resources, e.g. GPU=1 ('' clears)");
+  queue->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
+
   CLI11_PARSE(app, argc, argv);
   std::vector<std::string> args(argv + 1, argv + argc);
 
@@ -150,5 +161,6 @@ int main(int argc, char** argv) {
   if (*tasks) return corral::cli::ListTasks(address, tasks_state, tasks_queue, tasks_limit, json);
   if (*schedule) return corral::cli::ScheduleCommand(address, sched);
   if (*submit) return corral::cli::SubmitTask(address, sub);
+  if (*queue) return corral::cli::QueueCommand(address, qf);
   return 0;
 }

@@ -48,6 +48,7 @@ DurableQueue::DurableQueue(boost::asio::io_context& io, TaskManager& tasks, Node
       nodes_(nodes),
       clock_(clock),
       committer_(std::make_unique<store::GroupCommitter>(std::move(store))),
+      wake_(io),
       result_ttl_ns_(result_ttl_s * 1'000'000'000) {
   tasks_.on_durable_finished = [this](const std::string& run_id, const proto::ObjectValue& value) {
     OnRunFinished(run_id, value);
@@ -84,8 +85,10 @@ Status DurableQueue::Start() {
   std::optional<Result<std::vector<std::string>>> known;
   std::optional<Result<std::vector<store::Schedule>>> schedules;
   std::optional<Result<std::vector<store::DurableTask>>> loaded;
+  std::optional<Result<std::vector<store::QueueConfig>>> queues;
   committer_->Run([&](store::Store& s) {
     known = s.KnownFunctions();
+    queues = s.ListQueues();
     schedules = s.ListSchedules();
     loaded = s.Unfinished();
     loaded_all.set_value();
@@ -94,13 +97,19 @@ Status DurableQueue::Start() {
   if (!*known) return known->error();
   if (!*schedules) return schedules->error();
   if (!*loaded) return loaded->error();
+  if (!*queues) return queues->error();
+  for (auto& q : **queues) {
+    QueueState& state = QueueNamed(q.name);
+    state.config = std::move(q);
+    state.stored = true;
+  }
   known_functions_.insert((*known)->begin(), (*known)->end());
   for (const auto& sc : **schedules) schedules_[sc.name] = sc;
   if (!(*schedules)->empty()) LOG_INFO("{} schedule(s) loaded from the store", (*schedules)->size());
   for (auto& t : **loaded) {
     std::string id = t.id;
     due_.emplace(t.eta_ns, id);
-    active_[id] = Active{std::move(t), false, true};  // id copied first: t is moved
+    active_[id] = Active{.task = std::move(t), .loaded = true};  // id copied first: t is moved
   }
   counters_["durable_tasks_loaded"] += static_cast<int64_t>((*loaded)->size());
   if (!(*loaded)->empty()) LOG_INFO("{} unfinished durable task(s) loaded from the store", (*loaded)->size());
@@ -174,7 +183,7 @@ void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
         store::DurableTask& t = (*batch)[i];
         std::string id = t.id;  // (the right side of `=` is evaluated first, moving t)
         due_.emplace(t.eta_ns, id);
-        active_[id] = Active{std::move(t), false, false};
+        active_[id] = Active{.task = std::move(t)};
         counters_["durable_submitted"]++;
       }
       reply(std::move(out));
@@ -183,9 +192,27 @@ void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
   });
 }
 
-void DurableQueue::Launch(const std::string& id) {
+DurableQueue::QueueState& DurableQueue::QueueNamed(const std::string& name) {
+  auto [it, added] = queues_.try_emplace(name);
+  if (added) {
+    it->second.config.name = name;
+    it->second.pass = pass_now_;
+  }
+  return it->second;
+}
+
+Request DurableQueue::PlacementFor(const store::QueueConfig& config) const {
+  Request r;
+  r.resources.Set(kCpu, 1);
+  for (const auto& [name, amount] : config.resources) r.resources.Set(name, amount);
+  r.label_selector = config.labels;
+  return r;
+}
+
+void DurableQueue::MakeReady(const std::string& id) {
   auto it = active_.find(id);
-  if (it == active_.end() || it->second.running || store::IsFinal(it->second.task.state)) return;
+  if (it == active_.end() || it->second.running || it->second.ready_seq != 0 || store::IsFinal(it->second.task.state))
+    return;
   Active& a = it->second;
   int64_t now = clock_.WallNs();
   if (a.task.expires_ns > 0 && now >= a.task.expires_ns) {
@@ -193,6 +220,186 @@ void DurableQueue::Launch(const std::string& id) {
     Record({id, store::TaskState::kRevoked, a.task.attempt, 0, "", "expired before it started", now});
     return;
   }
+  QueueState& q = QueueNamed(a.task.queue);
+  if (q.ready.empty() && q.running == 0) q.pass = std::max(q.pass, pass_now_);  // no credit for idle time
+  a.ready_seq = next_ready_seq_++;
+  q.ready.emplace(-a.task.priority, a.ready_seq, id);
+}
+
+void DurableQueue::Unready(Active& a) {
+  if (a.ready_seq == 0) return;
+  QueueNamed(a.task.queue).ready.erase({-a.task.priority, a.ready_seq, a.task.id});
+  a.ready_seq = 0;
+}
+
+void DurableQueue::Dispatch() {
+  // What the connected nodes can run at once: for all queues, and for each (its labels, resources).
+  const auto& views = nodes_.LiveViews();
+  Request plain = PlacementFor({});
+  int total = 0, in_flight = 0, live = 0;
+  for (const NodeView* n : views) {
+    int slots = Slots(plain, *n);
+    total += slots;
+    live += slots > 0;
+  }
+  total += live;  // one prefetched per node
+  for (const auto& [name, q] : queues_) in_flight += q.running;
+  if (in_flight >= total) return;
+  Nanos now = clock_.BootTimeNs();
+  struct Candidate {
+    QueueState* q;
+    int cap;
+  };
+  std::vector<Candidate> candidates;
+  Nanos next_token = 0;
+  for (auto& [name, q] : queues_) {
+    if (q.ready.empty()) continue;
+    int cap = 0, nodes = 0;
+    Request req = PlacementFor(q.config);
+    for (const NodeView* n : views) {
+      int slots = Slots(req, *n);
+      cap += slots;
+      nodes += slots > 0;
+    }
+    cap += nodes;
+    if (q.config.concurrency > 0) cap = std::min(cap, q.config.concurrency);
+    if (q.running >= cap) continue;
+    if (q.config.rate_per_s > 0) {
+      q.tokens = std::min(1.0, q.tokens + static_cast<double>(now - q.tokens_at) * 1e-9 * q.config.rate_per_s);
+      q.tokens_at = now;
+    }
+    candidates.push_back({&q, cap});
+  }
+  while (in_flight < total) {
+    Candidate* best = nullptr;
+    for (auto& c : candidates) {
+      if (c.q->ready.empty() || c.q->running >= c.cap) continue;
+      if (c.q->config.rate_per_s > 0 && c.q->tokens < 1) {
+        Nanos wait = static_cast<Nanos>((1 - c.q->tokens) / c.q->config.rate_per_s * 1e9) + 1;
+        next_token = next_token == 0 ? wait : std::min(next_token, wait);
+        continue;
+      }
+      if (!best || c.q->pass < best->q->pass) best = &c;
+    }
+    if (!best) break;
+    QueueState& q = *best->q;
+    auto [neg_priority, seq, id] = *q.ready.begin();
+    q.ready.erase(q.ready.begin());
+    auto a = active_.find(id);
+    if (a == active_.end()) continue;
+    a->second.ready_seq = 0;
+    Launch(id);
+    if (!a->second.running) continue;
+    in_flight++;
+    q.pass += 1.0 / std::max(q.config.weight, 1e-6);
+    pass_now_ = q.pass;
+    if (q.config.rate_per_s > 0) q.tokens -= 1;
+  }
+  if (next_token > 0 && !wake_armed_) {  // a rate-limited queue can start its next task then
+    wake_armed_ = true;
+    wake_.expires_after(std::chrono::nanoseconds(next_token));
+    wake_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
+      if (!*alive) return;
+      wake_armed_ = false;
+      if (!ec) Dispatch();
+    });
+  }
+}
+
+void DurableQueue::Queues(const proto::QueueRequest& req, Reply reply) {
+  auto describe = [this](QueueState& q, std::map<std::string, int64_t>& waiting) {
+    proto::QueueSpec p;
+    p.set_name(q.config.name);
+    p.set_weight(q.config.weight);
+    p.set_concurrency(q.config.concurrency);
+    p.set_rate_per_s(q.config.rate_per_s);
+    std::string labels, resources;
+    for (const auto& [k, v] : q.config.labels) labels += fmt::format("{}{}={}", labels.empty() ? "" : ",", k, v);
+    for (const auto& [k, v] : q.config.resources) resources += fmt::format("{}{}={:g}", resources.empty() ? "" : ",", k, v);
+    p.set_labels(labels);
+    p.set_resources(resources);
+    p.set_ready(static_cast<int64_t>(q.ready.size()));
+    p.set_waiting(waiting[q.config.name]);
+    p.set_running(q.running);
+    p.set_succeeded(q.succeeded);
+    p.set_failed(q.failed);
+    Request placement = PlacementFor(q.config);
+    int slots = 0;
+    for (const NodeView* n : nodes_.LiveViews()) slots += Slots(placement, *n);
+    p.set_slots(q.config.concurrency > 0 ? std::min(slots, q.config.concurrency) : slots);
+    return p;
+  };
+  std::map<std::string, int64_t> waiting;  // unfinished, not ready, not running
+  for (auto& [id, a] : active_)
+    if (!a.running && a.ready_seq == 0) {
+      QueueNamed(a.task.queue);  // a queue exists from its first task on
+      waiting[a.task.queue]++;
+    }
+  proto::Reply r;
+  if (req.op() == proto::QueueRequest::LIST) {
+    for (auto& [name, q] : queues_) *r.add_queues() = describe(q, waiting);
+    return reply(std::move(r));
+  }
+  const proto::QueueSpec& spec = req.spec();
+  auto fail = [&](std::string why) {
+    r.set_error(std::move(why));
+    reply(std::move(r));
+  };
+  if (!ValidName(spec.name(), 64))
+    return fail(fmt::format("queue name '{}' must be 1-64 letters, digits, '_', '-' or '.'", spec.name()));
+  store::QueueConfig c = queues_.contains(spec.name()) ? queues_[spec.name()].config : store::QueueConfig{};
+  c.name = spec.name();
+  if (spec.has_weight()) {
+    if (!(spec.weight() > 0 && spec.weight() <= 1e6)) return fail("weight must be > 0 and at most 1,000,000");
+    c.weight = spec.weight();
+  }
+  if (spec.has_concurrency()) {
+    if (spec.concurrency() < 0) return fail("concurrency must be >= 0 (0: no limit)");
+    c.concurrency = spec.concurrency();
+  }
+  if (spec.has_rate_per_s()) {
+    if (!(spec.rate_per_s() >= 0 && spec.rate_per_s() <= 1e6))
+      return fail("rate limit must be between 0 (no limit) and 1,000,000 per second");
+    c.rate_per_s = spec.rate_per_s();
+  }
+  if (spec.has_labels()) {
+    auto labels = ParseLabels(spec.labels());
+    if (!labels) return fail(labels.error().message());
+    c.labels = std::move(*labels);
+  }
+  if (spec.has_resources()) {
+    auto amounts = ParseAmounts(spec.resources());
+    if (!amounts) return fail(amounts.error().message());
+    c.resources = std::move(*amounts);
+  }
+  c.updated_ns = clock_.WallNs();
+  committer_->Run([this, c, reply, describe](store::Store& st) mutable {
+    Status status = st.PutQueue(c);
+    OnIo([this, c = std::move(c), status, reply = std::move(reply), describe]() mutable {
+      proto::Reply r;
+      if (!status.ok()) {
+        r.set_error("the durable store failed: " + status.message());
+        return reply(std::move(r));
+      }
+      QueueState& q = QueueNamed(c.name);
+      q.config = std::move(c);
+      q.stored = true;
+      q.tokens = std::min(q.tokens, 1.0);
+      LOG_INFO("queue {}: weight {:g}, concurrency {}, rate {:g}/s", q.config.name, q.config.weight,
+               q.config.concurrency, q.config.rate_per_s);
+      std::map<std::string, int64_t> none;
+      *r.add_queues() = describe(q, none);
+      reply(std::move(r));
+      Dispatch();
+    });
+  });
+}
+
+void DurableQueue::Launch(const std::string& id) {
+  auto it = active_.find(id);
+  if (it == active_.end() || it->second.running || store::IsFinal(it->second.task.state)) return;
+  Active& a = it->second;
+  QueueState& q = QueueNamed(a.task.queue);
   proto::TaskSpec spec;
   spec.set_task_id(fmt::format("{}#{}", id, a.task.attempt));
   spec.set_name(a.task.function);
@@ -202,10 +409,13 @@ void DurableQueue::Launch(const std::string& id) {
   spec.set_soft_time_limit_s(a.task.soft_time_limit_s);
   spec.set_time_limit_s(a.task.time_limit_s);
   (*spec.mutable_resources())[kCpu] = 1;
+  for (const auto& [name, amount] : q.config.resources) (*spec.mutable_resources())[name] = amount;
+  for (const auto& [k, v] : q.config.labels) (*spec.mutable_label_selector())[k] = v;
   spec.set_max_retries(kWorkerLossRetries);
   spec.set_resubmitted(a.loaded);  // an agent may still hold this run from before a restart
   a.loaded = false;
   a.running = true;
+  q.running++;
   counters_["durable_runs_started"]++;
   tasks_.SubmitDurable(std::move(spec));
 }
@@ -215,6 +425,11 @@ void DurableQueue::OnRunFinished(const std::string& run_id, const proto::ObjectV
   auto it = active_.find(id);
   if (it == active_.end()) return;
   Active& a = it->second;
+  if (a.running) {
+    QueueState& q = QueueNamed(a.task.queue);
+    q.running--;
+    (value.error() == proto::ERROR_NONE ? q.succeeded : q.failed)++;
+  }
   a.running = false;
   int64_t now = clock_.WallNs();
   store::TaskUpdate u{id, store::TaskState::kFailure, a.task.attempt, 0, "", value.message(), now};
@@ -241,7 +456,10 @@ void DurableQueue::OnRunFinished(const std::string& run_id, const proto::ObjectV
     default: break;
   }
   // Deferred: we are inside the TaskManager's Finish.
-  OnIo([this, u = std::move(u)]() mutable { Record(std::move(u)); });
+  OnIo([this, u = std::move(u)]() mutable {
+    Record(std::move(u));
+    Dispatch();  // its slot is free
+  });
 }
 
 void DurableQueue::Record(store::TaskUpdate u) {
@@ -398,6 +616,7 @@ void DurableQueue::Cancel(const proto::DurableGet& request, Reply reply) {
     ClientSession nobody;
     tasks_.Cancel(&nobody, c);  // its end (CANCELLED) is recorded as REVOKED
   } else {
+    Unready(a);
     Record({request.id(), store::TaskState::kRevoked, a.task.attempt, 0, "", "revoked before it started",
             clock_.WallNs()});
   }
@@ -434,8 +653,9 @@ void DurableQueue::Tick() {
   while (!due_.empty() && due_.begin()->first <= now) {
     std::string id = due_.begin()->second;
     due_.erase(due_.begin());
-    Launch(id);
+    MakeReady(id);
   }
+  Dispatch();
   Nanos boot = clock_.BootTimeNs();
   for (auto it = waiters_.begin(); it != waiters_.end();) {
     auto& list = it->second;
@@ -526,7 +746,7 @@ void DurableQueue::Fire(const store::Schedule& s, int64_t slot, Reply reply, boo
         r.set_task_id(t.id);
         std::string id = t.id;
         due_.emplace(0, id);
-        active_[id] = Active{std::move(t), false, false};
+        active_[id] = Active{.task = std::move(t)};
         Tick();
       }
       if (reply) reply(std::move(r));

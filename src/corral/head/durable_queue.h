@@ -21,6 +21,15 @@
 // clock that steps backward fires nothing twice: slots only move forward from the last one fired.
 // Slots that pass while a schedule is paused are skipped.
 //
+// Queues: a due task waits in its queue's ready set (highest priority first, then in the order it
+// became due) until Dispatch gives it a slot. Dispatch keeps the runs in flight within what the
+// connected nodes can run at once (plus one prefetched per node, so workers never idle between
+// tasks), and within each queue's concurrency limit and rate limit (a token bucket, cluster-wide).
+// Between queues with ready tasks it picks by stride scheduling: the queue with the least "pass"
+// starts next and its pass grows by 1/weight, so under saturation weights 3:1 give starts 3:1. A
+// queue that was idle re-enters at the current pass: it gets no credit for its idle time. A queue
+// pinned to labels or resources runs its tasks only on nodes that have them.
+//
 // Finished tasks (and their results) are kept for the result TTL, then removed in batches of 500
 // (at most one batch every few seconds, more while there is a backlog), and the write-ahead log is
 // checkpointed after each batch: the store does not grow without bound. io thread only; store work happens on the committer's thread and
@@ -32,10 +41,12 @@
 #include <set>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "corral/client.pb.h"
 #include "corral/head/node_registry.h"
@@ -61,6 +72,8 @@ class DurableQueue {
   void Cancel(const proto::DurableGet& request, Reply reply);
   // Schedules (cron or every N seconds): add, list, pause, resume, remove, run now, history.
   void Schedule(const proto::ScheduleRequest& request, Reply reply);
+  // Queues: list them with their counts, or change a queue's settings (stored).
+  void Queues(const proto::QueueRequest& request, Reply reply);
   // Launches runs that are due and answers waiters whose time is up. Called every tick.
   void Tick();
   void FillCounters(std::map<std::string, int64_t>* counters) const;
@@ -73,13 +86,33 @@ class DurableQueue {
     bool running = false;   // a run is in the TaskManager
     bool loaded = false;    // from the store at start: a run may still be held by an agent
     bool revoke = false;    // revoked while its end was on the way: that end is recorded as REVOKED
+    uint64_t ready_seq = 0; // in its queue's ready set under this number; 0: not
+  };
+  struct QueueState {
+    store::QueueConfig config;
+    bool stored = false;   // its settings have a row in the store
+    // (-priority, ready_seq, id): highest priority first, then the order they became due.
+    std::set<std::tuple<int, uint64_t, std::string>> ready;
+    int running = 0;
+    double pass = 0;       // stride scheduling (see above)
+    double tokens = 1;     // rate limit bucket (at most 1: no bursts)
+    Nanos tokens_at = 0;
+    int64_t succeeded = 0, failed = 0;
   };
   struct Waiter {
     Reply reply;
     Nanos deadline;
   };
 
+  // Puts a task whose time has come into its queue's ready set (or ends it if it expired).
+  void MakeReady(const std::string& id);
+  void Unready(Active& a);
+  // Starts ready tasks while there are slots (see above).
+  void Dispatch();
   void Launch(const std::string& id);
+  QueueState& QueueNamed(const std::string& name);
+  Request PlacementFor(const store::QueueConfig& config) const;
+
   // Fires the slots of schedules that are due (misfire policy for late ones).
   void FireDue();
   void Fire(const store::Schedule& s, int64_t slot_ns, Reply reply = nullptr, bool manual = false);
@@ -109,6 +142,11 @@ class DurableQueue {
   std::unordered_map<std::string, std::vector<Waiter>> waiters_;
   std::map<std::string, int64_t> counters_;
   std::map<std::string, store::Schedule> schedules_;  // by name
+  std::map<std::string, QueueState> queues_;               // by name: those configured or used
+  uint64_t next_ready_seq_ = 1;
+  double pass_now_ = 0;                               // the pass of the latest start
+  boost::asio::steady_timer wake_;                    // a rate-limited queue's next token
+  bool wake_armed_ = false;
   int64_t result_ttl_ns_;
   Nanos next_purge_ = 0;
   bool purging_ = false;

@@ -299,7 +299,7 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
   } else if (request.has_drain()) {
     reply->set_error(Drain(request.drain()));
   } else if (request.has_durable_submit() || request.has_durable_get() || request.has_durable_list() ||
-             request.has_durable_cancel() || request.has_schedule()) {
+             request.has_durable_cancel() || request.has_schedule() || request.has_queue()) {
     // Answered later (after the store commits, or when the task ends).
     auto respond = [conn = peer->conn, rid = request.request_id()](proto::Reply r) {
       r.set_request_id(rid);
@@ -315,6 +315,8 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
       durable_->List(request.durable_list(), std::move(respond));
     else if (request.has_schedule())
       durable_->Schedule(request.schedule(), std::move(respond));
+    else if (request.has_queue())
+      durable_->Queues(request.queue(), std::move(respond));
     else
       durable_->Cancel(request.durable_cancel(), std::move(respond));
     return;

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstdint>
+
 namespace corral::head {
 namespace {
 
@@ -19,7 +22,27 @@ bool CpuOnly(const ResourceSet& r) {
   return true;
 }
 
+bool Fits(const Request& request, const NodeView& n) {
+  return LabelsMatch(n, request.label_selector) && n.total.Contains(request.resources);
+}
+
+// An interruptible-only node that this request may not use.
+bool TakesOnlyInterruptible(const Request& request, const NodeView& n) {
+  return n.interruptible_only && !request.interruptible && request.label_selector.empty();
+}
+
 }  // namespace
+
+int Slots(const Request& request, const NodeView& node) {
+  if (!node.schedulable || !Fits(request, node) || TakesOnlyInterruptible(request, node)) return 0;
+  int64_t slots = INT32_MAX;
+  for (const auto& [name, units] : request.resources.units()) {
+    if (units <= 0) continue;
+    auto total = node.total.units().find(name);
+    slots = std::min(slots, (total == node.total.units().end() ? 0 : total->second) / units);
+  }
+  return slots == INT32_MAX ? 1 : static_cast<int>(slots);
+}
 
 bool PythonMatches(const std::string& node_python, const std::string& wanted) {
   if (node_python.empty()) return false;
@@ -35,9 +58,9 @@ Placement Place(const Request& request, const std::vector<const NodeView*>& node
   bool could_fit_later = false;
   bool only_interruptible = false;  // some node would fit but takes interruptible tasks only
   for (const NodeView* n : nodes) {
-    if (!LabelsMatch(*n, request.label_selector) || !n->total.Contains(request.resources)) continue;
+    if (!Fits(request, *n)) continue;
     if (!request.durable_function.empty() && !n->task_functions.contains(request.durable_function)) continue;
-    if (n->interruptible_only && !request.interruptible && request.label_selector.empty()) {
+    if (TakesOnlyInterruptible(request, *n)) {
       only_interruptible = true;
       continue;
     }

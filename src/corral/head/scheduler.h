@@ -59,6 +59,11 @@ struct Placement {
 
 Placement Place(const Request& request, const std::vector<const NodeView*>& nodes);
 
+// How many tasks of `request` the node could run at once (by its total resources): 0 if it takes
+// no new work or cannot take the request at all (labels, size, interruptible-only). The durable
+// queue sizes its dispatch with it.
+int Slots(const Request& request, const NodeView& node);
+
 // "3.11.7" matches "3.11"; "" matches nothing.
 bool PythonMatches(const std::string& node_python, const std::string& wanted);
 

@@ -115,5 +115,22 @@ TEST(Place, PythonVersionMustMatch) {
   EXPECT_FALSE(PythonMatches("3.110.1", "3.11"));
 }
 
+TEST(Slots, CountsWhatTheNodeCouldRunAtOnce) {
+  NodeView cpu = Node("cpu", 1, R(4)), gpu = Node("gpu", 2, R(8, 2));
+  gpu.labels = {{"kind", "gpu"}};
+  EXPECT_EQ(Slots(Req(R(1)), cpu), 4);
+  EXPECT_EQ(Slots(Req(R(1)), gpu), 8);
+  EXPECT_EQ(Slots(Req(R(1, 1)), gpu), 2) << "the scarcest resource bounds it";
+  EXPECT_EQ(Slots(Req(R(1, 1)), cpu), 0);
+  Request pinned = Req(R(1));
+  pinned.label_selector = {{"kind", "gpu"}};
+  EXPECT_EQ(Slots(pinned, cpu), 0);
+  EXPECT_EQ(Slots(pinned, gpu), 8);
+  cpu.interruptible_only = true;
+  EXPECT_EQ(Slots(Req(R(1)), cpu), 0);
+  gpu.schedulable = false;
+  EXPECT_EQ(Slots(pinned, gpu), 0) << "a node that takes no new work has no slots";
+}
+
 }  // namespace
 }  // namespace corral::head

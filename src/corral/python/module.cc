@@ -339,6 +339,39 @@ NB_MODULE(_core, m) {
              return out;
            },
            "op"_a, "spec"_a, "limit"_a = 20)
+      .def("queue_op",
+           [](Client& c, bool set, const nb::dict& spec) {
+             corral::proto::Request req;
+             auto* r = req.mutable_queue();
+             r->set_op(set ? corral::proto::QueueRequest::SET : corral::proto::QueueRequest::LIST);
+             auto* sp = r->mutable_spec();
+             if (spec.contains("name")) sp->set_name(nb::cast<std::string>(spec["name"]));
+             if (spec.contains("weight")) sp->set_weight(nb::cast<double>(spec["weight"]));
+             if (spec.contains("concurrency")) sp->set_concurrency(nb::cast<int>(spec["concurrency"]));
+             if (spec.contains("rate_per_s")) sp->set_rate_per_s(nb::cast<double>(spec["rate_per_s"]));
+             if (spec.contains("labels")) sp->set_labels(nb::cast<std::string>(spec["labels"]));
+             if (spec.contains("resources")) sp->set_resources(nb::cast<std::string>(spec["resources"]));
+             nb::list out;
+             corral::proto::Reply reply = AskHead(c, req, 60);
+             for (const auto& q : reply.queues()) {
+               nb::dict d;
+               d["name"] = q.name();
+               d["weight"] = q.weight();
+               d["concurrency"] = q.concurrency();
+               d["rate_per_s"] = q.rate_per_s();
+               d["labels"] = q.labels();
+               d["resources"] = q.resources();
+               d["ready"] = q.ready();
+               d["waiting"] = q.waiting();
+               d["running"] = q.running();
+               d["succeeded"] = q.succeeded();
+               d["failed"] = q.failed();
+               d["slots"] = q.slots();
+               out.append(d);
+             }
+             return out;
+           },
+           "set"_a, "spec"_a, "Lists the queues, or changes one queue's settings (the keys given).")
       .def("nodes",
            [](Client& c) {
              corral::proto::Request req;

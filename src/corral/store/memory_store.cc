@@ -94,6 +94,16 @@ class MemoryStore final : public Store {
     return n;
   }
 
+  Status PutQueue(const QueueConfig& q) override {
+    queues_[q.name] = q;
+    return Status::Ok();
+  }
+  Result<std::vector<QueueConfig>> ListQueues() override {
+    std::vector<QueueConfig> out;
+    for (const auto& [name, q] : queues_) out.push_back(q);
+    return out;
+  }
+
   Status PutSchedule(const Schedule& s) override {
     schedules_[s.name] = s;
     return Status::Ok();
@@ -143,6 +153,7 @@ class MemoryStore final : public Store {
   std::map<std::string, DurableTask> tasks_;
   std::map<std::string, std::string> keys_;  // idempotency key -> id
   std::map<std::string, Schedule> schedules_;
+  std::map<std::string, QueueConfig> queues_;
   std::map<std::pair<std::string, int64_t>, ScheduleFire> fires_;
 };
 

@@ -3,6 +3,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <type_traits>
+
 #include "corral/store/store.h"
 
 namespace corral::store {
@@ -62,13 +65,27 @@ CREATE TABLE schedule_fires (
   PRIMARY KEY (name, slot_ns)
 ) WITHOUT ROWID;
 )sql",
+    // 1 -> 2: queue settings; canvas links between tasks
+    R"sql(
+CREATE TABLE queues (
+  name TEXT PRIMARY KEY,
+  weight REAL NOT NULL,
+  concurrency INTEGER NOT NULL,
+  rate_per_s REAL NOT NULL,
+  labels TEXT NOT NULL,
+  resources TEXT NOT NULL,
+  updated_ns INTEGER NOT NULL
+);
+ALTER TABLE tasks ADD COLUMN parents BLOB NOT NULL DEFAULT '';
+ALTER TABLE tasks ADD COLUMN link TEXT NOT NULL DEFAULT '';
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion);
 
 const char* kTaskColumns =
     "id, function, args, args_format, queue, priority, idempotency_key, eta_ns, expires_ns, soft_time_limit_s, "
     "time_limit_s, max_retries, retry_backoff_s, schedule, state, attempt, result, error, created_ns, updated_ns, "
-    "finished_ns";
+    "finished_ns, parents, link";
 
 class Stmt {
  public:
@@ -116,6 +133,52 @@ class Stmt {
   sqlite3_stmt* stmt_ = nullptr;
 };
 
+// Parent ids (fixed-size binary ids, but any length is kept): each prefixed by one length byte.
+std::string JoinIds(const std::vector<std::string>& ids) {
+  std::string out;
+  for (const auto& id : ids) {
+    out.push_back(static_cast<char>(std::min<size_t>(id.size(), 255)));
+    out.append(id, 0, 255);
+  }
+  return out;
+}
+
+std::vector<std::string> SplitIds(const std::string& s) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < s.size();) {
+    size_t n = static_cast<unsigned char>(s[i]);
+    out.push_back(s.substr(i + 1, n));
+    i += 1 + n;
+  }
+  return out;
+}
+
+// Labels and resources: "key=value" lines.
+template <typename M>
+std::string JoinMap(const M& m) {
+  std::string out;
+  for (const auto& [k, v] : m) out += fmt::format("{}={}\n", k, v);
+  return out;
+}
+
+template <typename V>
+std::map<std::string, V> SplitMap(const std::string& s) {
+  std::map<std::string, V> out;
+  size_t start = 0;
+  while (start < s.size()) {
+    size_t end = s.find('\n', start);
+    if (end == std::string::npos) end = s.size();
+    std::string line = s.substr(start, end - start);
+    size_t eq = line.find('=');
+    if (eq != std::string::npos) {
+      if constexpr (std::is_same_v<V, double>) out[line.substr(0, eq)] = std::atof(line.c_str() + eq + 1);
+      else out[line.substr(0, eq)] = line.substr(eq + 1);
+    }
+    start = end + 1;
+  }
+  return out;
+}
+
 DurableTask ReadTask(const Stmt& s) {
   DurableTask t;
   t.id = s.Text(0);
@@ -139,6 +202,8 @@ DurableTask ReadTask(const Stmt& s) {
   t.created_ns = s.Int(18);
   t.updated_ns = s.Int(19);
   t.finished_ns = s.Int(20);
+  t.parents = SplitIds(s.Text(21));
+  t.link = s.Text(22);
   return t;
 }
 
@@ -286,6 +351,40 @@ class SqliteStore final : public Store {
     int rc;
     while ((rc = st.Step()) == SQLITE_ROW) out.push_back(ReadSchedule(st));
     if (rc != SQLITE_DONE) return Err(Error("list schedules"));
+    return out;
+  }
+
+  Status PutQueue(const QueueConfig& q) override {
+    CORRAL_RETURN_IF_ERROR(Begin());
+    Stmt st(db_,
+            "INSERT OR REPLACE INTO queues (name, weight, concurrency, rate_per_s, labels, resources, updated_ns) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)");
+    st.Bind(1, q.name).Bind(2, q.weight).Bind(3, static_cast<int64_t>(q.concurrency)).Bind(4, q.rate_per_s);
+    st.Bind(5, JoinMap(q.labels)).Bind(6, JoinMap(q.resources)).Bind(7, q.updated_ns);
+    if (st.Step() != SQLITE_DONE) {
+      Status e = Error("store a queue");
+      Rollback();
+      return e;
+    }
+    return Commit();
+  }
+
+  Result<std::vector<QueueConfig>> ListQueues() override {
+    Stmt st(db_, "SELECT name, weight, concurrency, rate_per_s, labels, resources, updated_ns FROM queues ORDER BY name");
+    std::vector<QueueConfig> out;
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) {
+      QueueConfig q;
+      q.name = st.Text(0);
+      q.weight = st.Real(1);
+      q.concurrency = static_cast<int>(st.Int(2));
+      q.rate_per_s = st.Real(3);
+      q.labels = SplitMap<std::string>(st.Text(4));
+      q.resources = SplitMap<double>(st.Text(5));
+      q.updated_ns = st.Int(6);
+      out.push_back(std::move(q));
+    }
+    if (rc != SQLITE_DONE) return Err(Error("list queues"));
     return out;
   }
 
@@ -446,7 +545,7 @@ class SqliteStore final : public Store {
   Status InsertTask(const DurableTask& t) {
     if (!insert_) {
       insert_ = std::make_unique<Stmt>(
-          db_, fmt::format("INSERT INTO tasks ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+          db_, fmt::format("INSERT INTO tasks ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            kTaskColumns)
                    .c_str());
     }
@@ -458,6 +557,7 @@ class SqliteStore final : public Store {
     st.Bind(12, static_cast<int64_t>(t.max_retries)).Bind(13, t.retry_backoff_s).Bind(14, t.schedule);
     st.Bind(15, static_cast<int64_t>(t.state)).Bind(16, static_cast<int64_t>(t.attempt)).Bind(17, t.result, true);
     st.Bind(18, t.error).Bind(19, t.created_ns).Bind(20, t.updated_ns).Bind(21, t.finished_ns);
+    st.Bind(22, JoinIds(t.parents), true).Bind(23, t.link);
     if (st.Step() != SQLITE_DONE) return Error("store a task");
     return Status::Ok();
   }

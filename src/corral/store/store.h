@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,6 +43,11 @@ struct DurableTask {
   int max_retries = 0;
   double retry_backoff_s = 0;     // first retry delay; doubles each attempt (with jitter)
   std::string schedule;           // the schedule that fired it, or ""
+  // Canvas (chains, chords): the task waits until every parent succeeded, then runs with their
+  // results put before its arguments: link "chain" puts the one parent's result first, "chord" a
+  // list of all parents' results, "after" nothing. A parent that fails fails it.
+  std::vector<std::string> parents;
+  std::string link;               // "", "chain", "chord" or "after"
   TaskState state = TaskState::kPending;
   int attempt = 0;
   std::string result;             // encoded value (SUCCESS)
@@ -92,6 +98,18 @@ struct Schedule {
   int64_t last_slot_ns = 0;       // the latest slot fired (0: none yet)
 };
 
+// A queue's settings (a queue without a row has the defaults). Shares are by starts: under
+// saturation, queues with weights 3 and 1 start tasks 3:1.
+struct QueueConfig {
+  std::string name;
+  double weight = 1;              // share of the cluster when queues compete
+  int concurrency = 0;            // at most this many of its tasks run at once; 0 = no limit
+  double rate_per_s = 0;          // at most this many starts per second, cluster-wide; 0 = no limit
+  std::map<std::string, std::string> labels;  // its tasks run only on nodes with these labels
+  std::map<std::string, double> resources;    // and ask for these resources (default CPU=1)
+  int64_t updated_ns = 0;
+};
+
 struct ScheduleFire {
   std::string name;
   int64_t slot_ns = 0;            // the slot's nominal time
@@ -130,6 +148,9 @@ class Store {
   virtual Result<bool> RecordFire(const ScheduleFire& fire, const DurableTask& task) = 0;
   virtual Result<std::vector<ScheduleFire>> FireHistory(const std::string& name, int limit) = 0;
 
+  virtual Status PutQueue(const QueueConfig& queue) = 0;  // insert or replace by name
+  virtual Result<std::vector<QueueConfig>> ListQueues() = 0;
+
   // Functions named by stored tasks and schedules (each was registered by workers when submitted).
   virtual Result<std::vector<std::string>> KnownFunctions() = 0;
 
@@ -148,6 +169,6 @@ Result<std::unique_ptr<Store>> OpenSqlite(const SqliteOptions& options);
 std::unique_ptr<Store> NewMemoryStore();
 
 // The schema version this build writes.
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 }  // namespace corral::store

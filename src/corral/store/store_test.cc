@@ -77,6 +77,43 @@ TYPED_TEST(StoreTest, SubmitThenGetRoundTripsEveryField) {
   EXPECT_FALSE(this->store->Get("nope")->has_value());
 }
 
+TYPED_TEST(StoreTest, CanvasLinksRoundTrip) {
+  DurableTask body = Task("body");
+  body.parents = {std::string("a\0b", 3), "second-parent"};
+  body.link = "chord";
+  ASSERT_TRUE(this->store->Submit({Task("a"), body}).has_value());
+  auto got = this->store->Get("body");
+  ASSERT_TRUE(got.has_value() && got->has_value());
+  EXPECT_EQ((**got).parents, body.parents);
+  EXPECT_EQ((**got).link, "chord");
+  EXPECT_TRUE((**this->store->Get("a")).parents.empty());
+}
+
+TYPED_TEST(StoreTest, QueueSettingsAreStoredByName) {
+  QueueConfig q;
+  q.name = "reports";
+  q.weight = 3;
+  q.concurrency = 4;
+  q.rate_per_s = 0.5;
+  q.labels = {{"gpu", "true"}, {"zone", "lab"}};
+  q.resources = {{"GPU", 1}, {"CPU", 0.5}};
+  q.updated_ns = 42;
+  ASSERT_TRUE(this->store->PutQueue(q).ok());
+  q.weight = 2;  // replaced, not added
+  ASSERT_TRUE(this->store->PutQueue(q).ok());
+  auto all = this->store->ListQueues();
+  ASSERT_TRUE(all.has_value());
+  ASSERT_EQ(all->size(), 1u);
+  const QueueConfig& got = (*all)[0];
+  EXPECT_EQ(got.name, "reports");
+  EXPECT_DOUBLE_EQ(got.weight, 2);
+  EXPECT_EQ(got.concurrency, 4);
+  EXPECT_DOUBLE_EQ(got.rate_per_s, 0.5);
+  EXPECT_EQ(got.labels, q.labels);
+  EXPECT_EQ(got.resources, q.resources);
+  EXPECT_EQ(got.updated_ns, 42);
+}
+
 TYPED_TEST(StoreTest, SameIdOrIdempotencyKeyIsTheSameTask) {
   ASSERT_TRUE(this->store->Submit({Task("t1", "k1"), Task("t2")}).has_value());
   auto r = this->store->Submit({Task("t1"), Task("t3", "k1"), Task("t4", "k2")});
@@ -207,6 +244,34 @@ TEST(SqliteStore, SurvivesReopeningAndRefusesANewerSchema) {
   auto s = OpenSqlite({path, true, ""});
   ASSERT_FALSE(s.has_value());
   EXPECT_NE(s.error().message().find("newer Corral"), std::string::npos) << s.error().message();
+}
+
+TEST(SqliteStore, MigratesAVersion1StoreKeepingItsTasks) {
+  std::string path = TempPath("v1.db");
+  {
+    auto s = OpenSqlite({path, true, ""});
+    ASSERT_TRUE(s.has_value());
+    ASSERT_TRUE((*s)->Submit({Task("from-v1")}).has_value());
+  }
+  // Back to what version 1 wrote: no queues table, no link columns.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "DROP TABLE queues; ALTER TABLE tasks DROP COLUMN parents; ALTER TABLE tasks DROP COLUMN link; "
+                         "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  auto s = OpenSqlite({path, true, ""});
+  ASSERT_TRUE(s.has_value()) << s.error().ToString();
+  auto t = (*s)->Get("from-v1");
+  ASSERT_TRUE(t.has_value() && t->has_value());
+  EXPECT_TRUE((**t).parents.empty());
+  QueueConfig q;
+  q.name = "after-migration";
+  EXPECT_TRUE((*s)->PutQueue(q).ok());
+  EXPECT_EQ((*s)->ListQueues()->size(), 1u);
 }
 
 TEST(SqliteStore, UnwritablePathIsAClearError) {
