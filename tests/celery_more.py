@@ -37,3 +37,34 @@ def add(x, y):
 @app.task
 def total(values):
     return sum(values)
+
+
+@app.task
+def fail(message):
+    raise ValueError(message)
+
+
+@app.task
+def note(value, ledger):
+    """Appends its value (the previous step's result in a chain) to a ledger and passes it on."""
+    with open(ledger, "a") as f:
+        f.write(f"{value}\n")
+    return value
+
+
+@app.task
+def slow_add(x, y, seconds):
+    import time
+    time.sleep(seconds)
+    return x + y
+
+
+@app.task(bind=True, max_retries=2, retry_backoff=0.01)
+def retry_later(self, ledger, countdown):
+    """Retries once after `countdown` seconds (not the 0.01 s backoff); notes when each attempt ran."""
+    import time
+    with open(ledger, "a") as f:
+        f.write(f"{time.time()}\n")
+    if self.request.retries == 0:
+        raise self.retry(countdown=countdown)
+    return self.request.retries

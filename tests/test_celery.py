@@ -1,5 +1,7 @@
 """The Celery facade: the user's tasks.py runs with only its imports changed, plus retries and canvas."""
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -8,6 +10,7 @@ from corral.compat.celery import AsyncResult, chain, chord, group
 
 import celery_more
 import tasks
+from conftest import TESTS_DIR
 
 
 @pytest.fixture
@@ -51,6 +54,45 @@ def test_canvas(celery_cluster):
     assert group(add.s(i, i) for i in range(5)).apply_async().get(timeout=60) == [0, 2, 4, 6, 8]
     # The callback sees every result of the header, in order.
     assert chord([add.s(i, 1) for i in range(10)], total.s()).apply_async().get(timeout=60) == sum(range(1, 11))
+
+
+def test_a_failed_step_fails_the_rest_of_the_canvas(celery_cluster):
+    add, fail, total = celery_more.add, celery_more.fail, celery_more.total
+    r = chain(add.s(1, 2), fail.si("step two broke"), add.s(4)).apply_async()
+    with pytest.raises(corral.TaskError, match="parent task .* ended FAILURE: .*step two broke"):
+        r.get(timeout=60)
+    r = chord([add.s(1, 1), fail.si("member broke"), add.s(2, 2)], total.s()).apply_async()
+    with pytest.raises(corral.TaskError, match="member broke"):
+        r.get(timeout=60)
+    assert r.state == "FAILURE"
+
+
+def test_canvas_goes_on_after_its_submitter_exits(celery_cluster, tmp_path):
+    """A chain and a chord submitted by a process that exits at once: the head runs every step."""
+    ledger = tmp_path / "ledger"
+    code = f"""
+import celery_more
+from corral.compat.celery import chain, chord
+add, note, slow_add, total = celery_more.add, celery_more.note, celery_more.slow_add, celery_more.total
+c = chain(slow_add.s(1, 2, 0.5), note.s({str(ledger)!r}), add.s(10)).apply_async()
+d = chord([slow_add.s(i, 0, 0.3) for i in range(4)], total.s()).apply_async()
+print(c.id, d.id)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=dict(celery_cluster.env(), PYTHONPATH=TESTS_DIR, CORRAL_ADDRESS=celery_cluster.address))
+    assert out.returncode == 0, out.stderr
+    chain_id, chord_id = out.stdout.split()
+    assert AsyncResult(chain_id).get(timeout=60) == 13
+    assert AsyncResult(chord_id).get(timeout=60) == 6
+    assert ledger.read_text() == "3\n", "the middle step ran once, with the first step's result"
+
+
+def test_retry_countdown_is_honoured(celery_cluster, tmp_path):
+    ledger = tmp_path / "attempts"
+    assert celery_more.retry_later.delay(str(ledger), 1.5).get(timeout=60) == 1
+    first, second = (float(x) for x in ledger.read_text().split())
+    print(f"\n[retry countdown] asked 1.5 s, the retry ran {second - first:.2f} s after the first attempt")
+    assert second - first >= 1.4  # the task's own backoff (0.01 s) would have retried at once
 
 
 def test_revoke(celery_cluster):

@@ -10,7 +10,9 @@ import time
 import pytest
 
 import corral
+import celery_more
 import durable_tasks
+from corral.compat.celery import chain
 import netns
 from conftest import TESTS_DIR, wait_until
 
@@ -114,7 +116,7 @@ def test_unknown_id_looks_pending_as_in_celery(durable_cluster):
 
 @pytest.mark.skipif(bool(netns.available()), reason=netns.available() or "")
 def test_durable_tasks_survive_a_head_restart():
-    net = netns.NetCluster(agents=2, agent_args=("--tasks", "durable_tasks"))
+    net = netns.NetCluster(agents=2, agent_args=("--tasks", "durable_tasks,celery_more"))
     try:
         net.connect()
         wait_until(lambda: sum(n["state"] == "alive" and bool(n["python_version"]) for n in corral.nodes()) == 2,
@@ -125,10 +127,13 @@ def test_durable_tasks_survive_a_head_restart():
         wait_until(lambda: len(corral.schedule_history("tick")) >= 2, what="the schedule firing")
         waiting = durable_tasks.record.options(countdown=2.0).submit(ledger, "after-restart")
         running = [durable_tasks.record.submit(ledger, f"r{i}", 2.0) for i in range(2)]
+        # A chain whose first step waits behind them: its link lives in the store.
+        canvas = chain(celery_more.slow_add.s(1, 2, 0.2), celery_more.add.s(10)).apply_async()
         wait_until(lambda: os.path.exists(ledger) and open(ledger).read().count("start") == 2, what="2 running")
         net.restart_head(down_s=0.3)
         assert corral.result(waiting).get(timeout=60) == "after-restart"
         assert [corral.result(i).get(timeout=60) for i in running] == ["r0", "r1"]
+        assert canvas.get(timeout=60) == 13
         with open(ledger) as f:
             starts = [l.split()[1] for l in f if l.startswith("start")]
         print(f"\n[durable head restart] submitted 3 / completed 3 / lost 0 / runs {len(starts)}")

@@ -244,17 +244,33 @@ class NoRetry(Exception):
         self.cause = cause
 
 
-def run(name, args, args_format):
-    """In a worker: runs a registered durable function; returns (encoded result, format)."""
+class RetryIn(Exception):
+    """Raised by a registered wrapper: retry (while retries remain) after `countdown` seconds
+    rather than after the task's backoff."""
+
+    def __init__(self, message, countdown):
+        super().__init__(message)
+        self.countdown = float(countdown)
+
+
+def _decode(data, fmt):
+    return json.loads(data) if fmt == "json" else pickle.loads(data)
+
+
+def run(name, args, args_format, parents=(), link=""):
+    """In a worker: runs a registered durable function; returns its result encoded in args_format.
+    A canvas step gets its parents' results first: "chain" the one result, "chord" a list."""
     fn = registry.get(name)
     if fn is None:
         raise exceptions.CorralError(f"durable task function {name} is not registered in this worker")
-    if args_format == "json":
-        a, k = json.loads(args)
-        result = fn(*a, **(k or {}))
-        return json.dumps(result).encode()
-    a, k = pickle.loads(args)
-    return pickle.dumps(fn(*a, **k), protocol=5)
+    a, k = _decode(args, args_format)
+    a, k = list(a), dict(k or {})
+    if link == "chain":
+        a.insert(0, _decode(parents[0][1], parents[0][0]))
+    elif link == "chord":
+        a.insert(0, [_decode(data, fmt) for fmt, data in parents])
+    result = fn(*a, **k)
+    return json.dumps(result).encode() if args_format == "json" else pickle.dumps(result, protocol=5)
 
 
 # ---- schedules ----

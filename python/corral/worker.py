@@ -58,7 +58,7 @@ def main():
         except exceptions.ConnectionLostError:
             return 0
         (task_id, attempt, name, fn_hash, fn_bytes, args, deps, resources, gpu_ids, _owner, durable_function,
-         args_format, soft_time_limit) = task
+         args_format, soft_time_limit, parents, link_mode) = task
         cpus = resources.get("CPU", 1.0)
         if cpus != threads:
             _set_threads(cpus)
@@ -68,14 +68,15 @@ def main():
             if soft_time_limit > 0:
                 signal.setitimer(signal.ITIMER_REAL, soft_time_limit)
             try:
-                data, kind, message = _run_durable(durable_function, args, args_format)
+                data, kind, message, retry_in = _run_durable(durable_function, args, args_format, parents, link_mode)
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         else:
             data, kind, message = _run(functions, name, fn_hash, fn_bytes, args, deps)
+            retry_in = -1.0
         _runtime.current_task = None
         try:
-            link.finish(task_id, attempt, data, kind, message)
+            link.finish(task_id, attempt, data, kind, message, retry_in)
         except exceptions.ConnectionLostError:
             return 0
 
@@ -102,15 +103,19 @@ def _run(functions, name, fn_hash, fn_bytes, args, deps):
         return b"", exceptions.KIND_SERIALIZATION, str(e)
 
 
-def _run_durable(name, args, args_format):
+def _run_durable(name, args, args_format, parents, link_mode):
+    """(data, error kind, message, retry in seconds or -1 for the task's backoff)."""
     try:
-        return durable.run(name, args, args_format), 0, ""
+        return durable.run(name, args, args_format, parents, link_mode), 0, "", -1.0
     except durable.NoRetry as e:
         data, message = serialization.dump_exception(e.cause, name)
-        return data, exceptions.KIND_TASK_ERROR_FINAL, message
+        return data, exceptions.KIND_TASK_ERROR_FINAL, message, -1.0
+    except durable.RetryIn as e:
+        data, message = serialization.dump_exception(e, name)
+        return data, exceptions.KIND_TASK_ERROR, message, e.countdown
     except BaseException as e:  # noqa: BLE001 - every exception goes back to the caller
         data, message = serialization.dump_exception(e, name)
-        return data, exceptions.KIND_TASK_ERROR, message
+        return data, exceptions.KIND_TASK_ERROR, message, -1.0
 
 
 if __name__ == "__main__":

@@ -108,9 +108,11 @@ Status DurableQueue::Start() {
   if (!(*schedules)->empty()) LOG_INFO("{} schedule(s) loaded from the store", (*schedules)->size());
   for (auto& t : **loaded) {
     std::string id = t.id;
-    due_.emplace(t.eta_ns, id);
+    if (t.parents.empty()) due_.emplace(t.eta_ns, id);
     active_[id] = Active{.task = std::move(t), .loaded = true};  // id copied first: t is moved
   }
+  for (auto& [id, a] : active_)
+    if (!a.task.parents.empty()) LinkParents(id);
   counters_["durable_tasks_loaded"] += static_cast<int64_t>((*loaded)->size());
   if (!(*loaded)->empty()) LOG_INFO("{} unfinished durable task(s) loaded from the store", (*loaded)->size());
   return Status::Ok();
@@ -160,6 +162,16 @@ void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
       return refuse("time limits must be between 0 and 10,000,000 seconds");
     t.soft_time_limit_s = spec.soft_time_limit_s();
     t.time_limit_s = spec.time_limit_s();
+    const std::string& link = spec.link();
+    if (link != "" && link != "chain" && link != "chord" && link != "after")
+      return refuse(fmt::format("link '{}' must be chain, chord or after", link));
+    if (link.empty() != spec.parents().empty()) return refuse("a task with parents needs a link, and a link parents");
+    if (link == "chain" && spec.parents_size() != 1) return refuse("a chain step has exactly one parent");
+    if (spec.parents_size() > 10000) return refuse("a task can wait for at most 10,000 parents");
+    for (const auto& p : spec.parents())
+      if (p.empty() || p == spec.id()) return refuse("a parent id is empty or the task itself");
+    t.parents.assign(spec.parents().begin(), spec.parents().end());
+    t.link = link;
     t.created_ns = t.updated_ns = now;
     batch->push_back(std::move(t));
   }
@@ -172,6 +184,7 @@ void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
         reply(std::move(out));
         return;
       }
+      std::vector<std::string> linked;
       for (size_t i = 0; i < r->size(); ++i) {
         const auto& res = (*r)[i];
         out.add_submitted_ids(res.id);
@@ -182,10 +195,12 @@ void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
         }
         store::DurableTask& t = (*batch)[i];
         std::string id = t.id;  // (the right side of `=` is evaluated first, moving t)
-        due_.emplace(t.eta_ns, id);
+        if (t.parents.empty()) due_.emplace(t.eta_ns, id);
+        else linked.push_back(id);
         active_[id] = Active{.task = std::move(t)};
         counters_["durable_submitted"]++;
       }
+      for (const auto& id : linked) LinkParents(id);  // after the whole batch is in: parents may be in it
       reply(std::move(out));
       Tick();
     });
@@ -395,6 +410,59 @@ void DurableQueue::Queues(const proto::QueueRequest& req, Reply reply) {
   });
 }
 
+void DurableQueue::LinkParents(const std::string& id) {
+  Active& a = active_.at(id);
+  std::vector<std::string> stored;  // finished already (or unknown): their end is in the store
+  for (const auto& p : a.task.parents) {
+    a.parents_left++;
+    if (active_.contains(p)) children_.emplace(p, id);
+    else stored.push_back(p);
+  }
+  if (stored.empty()) return;
+  committer_->Run([this, id, stored](store::Store& st) {
+    std::vector<store::DurableTask> parents;
+    for (const auto& p : stored) {
+      auto t = st.Get(p);
+      store::DurableTask parent;
+      parent.id = p;
+      if (t && t->has_value()) parent = std::move(**t);
+      else parent.state = store::TaskState::kFailure, parent.error = t ? "no such task (purged?)" : t.error().message();
+      parents.push_back(std::move(parent));
+    }
+    OnIo([this, id, parents = std::move(parents)] {
+      for (const auto& p : parents) {
+        if (!store::IsFinal(p.state)) {  // unfinished after all (submitted meanwhile): wait for its end
+          if (active_.contains(p.id)) children_.emplace(p.id, id);
+          continue;
+        }
+        ParentDone(id, p);
+      }
+    });
+  });
+}
+
+void DurableQueue::ParentDone(const std::string& child, const store::DurableTask& parent) {
+  auto it = active_.find(child);
+  if (it == active_.end() || store::IsFinal(it->second.task.state) || it->second.parents_left == 0) return;
+  Active& a = it->second;
+  if (parent.state != store::TaskState::kSuccess) {
+    // The exception's own line ("ValueError: ...") is the last line of a traceback.
+    std::string why = parent.error;
+    while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+    why = why.substr(why.rfind('\n') + 1);
+    Record({child, parent.state == store::TaskState::kRevoked ? store::TaskState::kRevoked : store::TaskState::kFailure,
+            a.task.attempt, 0, "",
+            fmt::format("its parent task {} ended {}{}{}", parent.id, store::TaskStateName(parent.state),
+                        why.empty() ? "" : ": ", why),
+            clock_.WallNs()});
+    return;
+  }
+  a.parent_results[parent.id] = {parent.args_format, parent.result};
+  if (--a.parents_left > 0) return;
+  due_.emplace(a.task.eta_ns, child);
+  OnIo([this] { Tick(); });
+}
+
 void DurableQueue::Launch(const std::string& id) {
   auto it = active_.find(id);
   if (it == active_.end() || it->second.running || store::IsFinal(it->second.task.state)) return;
@@ -412,6 +480,14 @@ void DurableQueue::Launch(const std::string& id) {
   for (const auto& [name, amount] : q.config.resources) (*spec.mutable_resources())[name] = amount;
   for (const auto& [k, v] : q.config.labels) (*spec.mutable_label_selector())[k] = v;
   spec.set_max_retries(kWorkerLossRetries);
+  if (!a.task.parents.empty()) {
+    spec.set_link(a.task.link);
+    for (const auto& p : a.task.parents) {
+      auto r = a.parent_results.find(p);
+      spec.add_parent_formats(r == a.parent_results.end() ? "" : r->second.first);
+      spec.add_parent_results(r == a.parent_results.end() ? "" : r->second.second);
+    }
+  }
   spec.set_resubmitted(a.loaded);  // an agent may still hold this run from before a restart
   a.loaded = false;
   a.running = true;
@@ -444,8 +520,10 @@ void DurableQueue::OnRunFinished(const std::string& run_id, const proto::ObjectV
       if (a.task.attempt < a.task.max_retries) {
         // Exponential backoff with jitter: backoff x 2^attempt x [0.5, 1.5).
         static thread_local std::mt19937_64 rng(std::random_device{}());
-        double delay = a.task.retry_backoff_s * std::pow(2.0, std::min(a.task.attempt, 30)) *
-                       std::uniform_real_distribution<double>(0.5, 1.5)(rng);
+        double delay = value.has_retry_in_s() && value.retry_in_s() >= 0
+                           ? value.retry_in_s()  // the task asked (Celery's self.retry(countdown=...))
+                           : a.task.retry_backoff_s * std::pow(2.0, std::min(a.task.attempt, 30)) *
+                                 std::uniform_real_distribution<double>(0.5, 1.5)(rng);
         delay = std::min(delay, 86400.0);  // at most a day between tries
         u.state = store::TaskState::kRetry;
         u.attempt = a.task.attempt + 1;
@@ -500,7 +578,13 @@ void DurableQueue::Write(store::TaskUpdate u) {
       if (it == active_.end() || !store::IsFinal(u.state)) return;
       counters_[fmt::format("durable_{}", store::TaskStateName(it->second.task.state))]++;
       Answer(u.id, Info(it->second.task));
+      store::DurableTask ended = std::move(it->second.task);
       active_.erase(it);
+      auto [first, last] = children_.equal_range(ended.id);
+      std::vector<std::string> children;
+      for (auto c = first; c != last; ++c) children.push_back(c->second);
+      children_.erase(first, last);
+      for (const auto& child : children) ParentDone(child, ended);
     });
   });
 }

@@ -30,6 +30,11 @@
 // queue that was idle re-enters at the current pass: it gets no credit for its idle time. A queue
 // pinned to labels or resources runs its tasks only on nodes that have them.
 //
+// Canvas (chains, chords): a task stored with parents waits, PENDING, until every parent succeeded,
+// then runs with their results put before its arguments; a parent that fails or is revoked fails
+// it (and so on down the chain). Links live in the store: a canvas goes on without its submitter
+// and across head restarts.
+//
 // Finished tasks (and their results) are kept for the result TTL, then removed in batches of 500
 // (at most one batch every few seconds, more while there is a backlog), and the write-ahead log is
 // checkpointed after each batch: the store does not grow without bound. io thread only; store work happens on the committer's thread and
@@ -87,6 +92,8 @@ class DurableQueue {
     bool loaded = false;    // from the store at start: a run may still be held by an agent
     bool revoke = false;    // revoked while its end was on the way: that end is recorded as REVOKED
     uint64_t ready_seq = 0; // in its queue's ready set under this number; 0: not
+    int parents_left = 0;   // canvas: parents not yet succeeded (it is not due before)
+    std::map<std::string, std::pair<std::string, std::string>> parent_results = {};  // id -> (format, result)
   };
   struct QueueState {
     store::QueueConfig config;
@@ -110,6 +117,10 @@ class DurableQueue {
   // Starts ready tasks while there are slots (see above).
   void Dispatch();
   void Launch(const std::string& id);
+  // Canvas: waits for the task's parents (reading from the store those not in memory).
+  void LinkParents(const std::string& id);
+  // A parent ended (stored): the child becomes due when all succeeded, fails when one did not.
+  void ParentDone(const std::string& child, const store::DurableTask& parent);
   QueueState& QueueNamed(const std::string& name);
   Request PlacementFor(const store::QueueConfig& config) const;
 
@@ -140,6 +151,7 @@ class DurableQueue {
   std::unordered_map<std::string, Active> active_;             // unfinished, by id
   std::multimap<int64_t, std::string> due_;                    // wall-clock eta -> id, not yet launched
   std::unordered_map<std::string, std::vector<Waiter>> waiters_;
+  std::unordered_multimap<std::string, std::string> children_;  // canvas: parent id -> waiting child id
   std::map<std::string, int64_t> counters_;
   std::map<std::string, store::Schedule> schedules_;  // by name
   std::map<std::string, QueueState> queues_;               // by name: those configured or used

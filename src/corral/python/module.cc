@@ -159,9 +159,13 @@ nb::tuple NextTask(WorkerLink& link) {
   for (int g : t.gpu_ids()) gpus.append(g);
   nb::dict resources;
   for (const auto& [k, v] : spec.resources()) resources[k.c_str()] = v;
+  nb::list parents;  // durable canvas: (format, encoded result) of each parent
+  for (int i = 0; i < spec.parent_results_size(); ++i)
+    parents.append(nb::make_tuple(i < spec.parent_formats_size() ? spec.parent_formats(i) : std::string(),
+                                  Bytes(spec.parent_results(i))));
   return nb::make_tuple(Bytes(spec.task_id()), spec.attempt(), spec.name(), Bytes(spec.function_hash()),
                         Bytes(spec.function()), Bytes(spec.args()), deps, resources, gpus, Bytes(spec.owner_id()),
-                        spec.durable_function(), spec.args_format(), spec.soft_time_limit_s());
+                        spec.durable_function(), spec.args_format(), spec.soft_time_limit_s(), parents, spec.link());
 }
 
 }  // namespace
@@ -255,6 +259,9 @@ NB_MODULE(_core, m) {
                t->set_retry_backoff_s(nb::cast<double>(d["retry_backoff_s"]));
                if (d.contains("soft_time_limit_s")) t->set_soft_time_limit_s(nb::cast<double>(d["soft_time_limit_s"]));
                if (d.contains("time_limit_s")) t->set_time_limit_s(nb::cast<double>(d["time_limit_s"]));
+               if (d.contains("parents"))
+                 for (nb::handle p : nb::cast<nb::list>(d["parents"])) t->add_parents(nb::cast<std::string>(p));
+               if (d.contains("link")) t->set_link(nb::cast<std::string>(d["link"]));
              }
              auto reply = AskHead(c, req, 60);
              nb::list out;
@@ -418,16 +425,18 @@ NB_MODULE(_core, m) {
       .def("next_task", &NextTask)
       .def("finish",
            [](WorkerLink& l, const nb::bytes& task_id, uint32_t attempt, const nb::bytes& data, int error,
-              const std::string& message) {
+              const std::string& message, double retry_in_s) {
              corral::proto::TaskFinished f;
              f.set_task_id(Str(task_id));
              f.set_attempt(attempt);
              f.mutable_result()->set_data(Str(data));
              f.mutable_result()->set_error(static_cast<corral::proto::ErrorKind>(error));
              f.mutable_result()->set_message(message);
+             if (retry_in_s >= 0) f.mutable_result()->set_retry_in_s(retry_in_s);
              Status s = l.Finish(f);
              if (!s.ok()) Raise(s);
-           })
+           },
+           "task_id"_a, "attempt"_a, "data"_a, "error"_a, "message"_a, "retry_in_s"_a = -1.0)
       .def("blocked", [](WorkerLink& l, const nb::bytes& task_id, bool blocked) {
         Status s = l.Blocked(Str(task_id), blocked);
         if (!s.ok()) Raise(s);

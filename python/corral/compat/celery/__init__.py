@@ -20,14 +20,16 @@ Tasks are Corral durable tasks: stored before delay() returns, run by workers th
 module (start agents with --tasks tasks), results by id from any process. As in Celery, a task is
 retried only on `autoretry_for` exceptions and `self.retry()`; other exceptions fail it at once.
 
+chain, group and chord are stored whole, in one commit, with the links between their steps: the
+head starts each step when its parents succeeded, so a canvas goes on after the process that
+submitted it exits, and across head restarts. A step whose parent failed fails too (a chord's
+callback when any member failed), with the parent's error.
+
 Differences: the connection is Corral's (corral.init() or CORRAL_ADDRESS, made on first use), not
-`broker=`; chain, group and chord are driven by the process that called apply_async() (a
-background thread submits each next step when the previous one finished), so they stop if that
-process exits; `self.retry(countdown=...)` retries with the task's backoff, not that countdown.
+`broker=`. Priorities: higher runs first (as RabbitMQ; Celery on Redis runs 0 first).
 """
 import datetime
 import functools
-import threading
 import time
 
 from ... import _runtime, durable, exceptions
@@ -47,8 +49,12 @@ class states:
     READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
 
 
-class Retry(Exception):
-    """Raised by ``self.retry()``: the task runs again (while retries remain)."""
+class Retry(durable.RetryIn):
+    """Raised by ``self.retry()``: the task runs again (while retries remain), after `countdown`
+    seconds if given, else after the task's backoff."""
+
+    def __init__(self, message="retry requested", countdown=-1.0):
+        super().__init__(message, countdown)
 
 
 def _ensure_connected():
@@ -146,10 +152,6 @@ class GroupResult:
         return iter(self.results)
 
 
-class _PendingResult(AsyncResult):
-    """The result of a canvas step not submitted yet: its id is known, its task comes later."""
-
-
 class Signature:
     def __init__(self, task, args=(), kwargs=None, options=None, immutable=False):
         self.task = task
@@ -161,6 +163,10 @@ class Signature:
     def clone(self, args=()):
         return Signature(self.task, (tuple(args) + self.args) if not self.immutable else self.args, self.kwargs,
                          self.options, self.immutable)
+
+    def set(self, **options):
+        self.options.update(options)
+        return self
 
     def apply_async(self, args=(), kwargs=None, **options):
         s = self.clone(args)
@@ -178,99 +184,106 @@ def signature(task, args=(), kwargs=None, **options):
     return Signature(task, args, kwargs, options)
 
 
-def _in_background(fn):
-    t = threading.Thread(target=fn, daemon=True, name="corral-celery-canvas")
-    t.start()
-    return t
+def _specs(node, parents, mode, args=()):
+    """The durable task specs of a canvas node, linked to `parents` (ids) whose results it gets
+    ("chain": one result first, "chord": a list of them). Returns (specs, the node's result, its
+    last tasks' ids, the mode their children get)."""
+    if isinstance(node, Signature):
+        s = node.clone(args)
+        spec = s.task._spec(s.args, s.kwargs, s.options)
+        if parents:
+            spec["parents"] = list(parents)
+            spec["link"] = "after" if node.immutable else mode
+        return [spec], AsyncResult(spec["id"]), [spec["id"]], "chain"
+    if isinstance(node, chord):
+        return _specs(chain(node.header, node.body), parents, mode, args)
+    if isinstance(node, group):
+        specs, results, tails = [], [], []
+        for member in node.tasks:
+            sp, r, t, _ = _specs(member, parents, mode, args)
+            specs += sp
+            results.append(r)
+            tails += t
+        return specs, GroupResult(results), tails, "chord"
+    if isinstance(node, chain):
+        specs, result = [], None
+        for i, step in enumerate(node.steps):
+            sp, result, parents, mode = _specs(step, parents, mode, args if i == 0 else ())
+            specs += sp
+        return specs, result, parents, mode
+    raise exceptions.InvalidArgumentError(f"not a signature, chain, group or chord: {node!r}")
+
+
+def _apply_canvas(node, args=(), kwargs=None):
+    """Stores every task of the canvas in one commit, linked in the head: each step runs when its
+    parents succeeded, also if this process exits or the head restarts."""
+    _ensure_connected()
+    if kwargs:
+        raise exceptions.InvalidArgumentError("a chain, group or chord takes extra positional arguments only")
+    specs, result, _, _ = _specs(node, [], "chain", tuple(args))
+    durable._submit(specs)
+    return result
 
 
 class chain:
-    """Each step gets the previous step's result as its first argument (unless immutable, .si())."""
+    """Each step gets the previous step's result as its first argument (unless immutable, .si());
+    a step after a group gets the list of the group's results. The head runs the steps."""
 
     def __init__(self, *steps):
         self.steps = list(steps[0]) if len(steps) == 1 and not isinstance(steps[0], Signature) else list(steps)
 
-    def apply_async(self, args=(), kwargs=None):
-        first = self.steps[0].apply_async(args, kwargs)
-        if len(self.steps) == 1:
-            return first
-        # The steps after the first are submitted by this process as each one finishes.
-        results = [first]
-        done = threading.Event()
+    def apply_async(self, args=(), kwargs=None, **options):
+        return _apply_canvas(self, args, kwargs)
 
-        def drive():
-            value = first.get(timeout=None)
-            for step in self.steps[1:]:
-                r = step.apply_async((value,))
-                results.append(r)
-                value = r.get(timeout=None)
-            done.set()
+    def delay(self, *args, **kwargs):
+        return self.apply_async(args, kwargs)
 
-        _in_background(drive)
-        return _ChainResult(results, done, len(self.steps))
-
-    delay = apply_async
+    def __call__(self, *args, **kwargs):
+        return self.apply_async(args, kwargs)
 
     def __or__(self, other):
         return chain(*self.steps, other)
 
 
-class _ChainResult:
-    """The last step's result, once that step exists."""
-
-    def __init__(self, results, done, steps):
-        self._results, self._done, self._steps = results, done, steps
-
-    def get(self, timeout=None, propagate=True):
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while len(self._results) < self._steps:
-            if self._results and self._results[-1].failed():
-                return self._results[-1].get(timeout=0, propagate=propagate)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise exceptions.GetTimeoutError(f"chain not finished after {timeout}s")
-            time.sleep(0.05)
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        return self._results[-1].get(timeout=left, propagate=propagate)
-
-    @property
-    def id(self):
-        return self._results[-1].id if len(self._results) == self._steps else None
-
-
 class group:
+    """Tasks that run in parallel; GroupResult.get() returns their results in order."""
+
     def __init__(self, *tasks):
         self.tasks = list(tasks[0]) if len(tasks) == 1 and not isinstance(tasks[0], Signature) else list(tasks)
 
-    def apply_async(self, args=(), kwargs=None):
-        return GroupResult([t.apply_async(args, kwargs) for t in self.tasks])
+    def apply_async(self, args=(), kwargs=None, **options):
+        return _apply_canvas(self, args, kwargs)
 
-    delay = apply_async
+    def delay(self, *args, **kwargs):
+        return self.apply_async(args, kwargs)
+
+    def __call__(self, *args, **kwargs):
+        return self.apply_async(args, kwargs)
+
+    def __or__(self, other):
+        return chord(self, other)
 
 
 class chord:
-    """A group whose results, as a list in order, go to the callback when all finished."""
+    """A group whose results, as a list in order, go to the callback when all succeeded (a member
+    that fails fails the callback). The head runs the callback, also if this process exits."""
 
     def __init__(self, header, body=None):
         self.header = header if isinstance(header, group) else group(header)
         self.body = body
 
-    def __call__(self, body):
-        self.body = body
-        return self.apply_async()
+    def __call__(self, body=None, *args):
+        if body is not None:
+            self.body = body
+        return self.apply_async(args)
 
-    def apply_async(self, args=(), kwargs=None):
-        parts = self.header.apply_async(args, kwargs)
-        results, done = [], threading.Event()
+    def apply_async(self, args=(), kwargs=None, **options):
+        if self.body is None:
+            raise exceptions.InvalidArgumentError("chord needs a callback: chord(header, body) or chord(header)(body)")
+        return _apply_canvas(self, args, kwargs)
 
-        def drive():
-            values = parts.get(timeout=None)
-            results.append(self.body.apply_async((values,)))
-            done.set()
-
-        _in_background(drive)
-        return _ChainResult(results, done, 1)
-
-    delay = apply_async
+    def delay(self, *args, **kwargs):
+        return self.apply_async(args, kwargs)
 
 
 class Task:
@@ -309,8 +322,12 @@ class Task:
             raise durable.NoRetry(e) from e
 
     def retry(self, exc=None, countdown=None, max_retries=None, **options):
-        """Runs the task again, while retries remain (then it fails with `exc`)."""
-        raise Retry(str(exc) if exc else "retry requested")
+        """Runs the task again, while retries remain (then it fails with `exc`): after `countdown`
+        seconds if given, else after the task's backoff."""
+        message = str(exc) if exc else "retry requested"
+        if countdown is not None:
+            raise Retry(message, countdown)
+        raise Retry(message)
 
     def __call__(self, *args, **kwargs):
         return self.run(self, *args, **kwargs) if self._bind else self.run(*args, **kwargs)
@@ -318,6 +335,13 @@ class Task:
     def apply_async(self, args=None, kwargs=None, countdown=None, eta=None, expires=None, queue=None, priority=None,
                     task_id=None, **options):
         _ensure_connected()
+        spec = self._spec(tuple(args or ()), dict(kwargs or {}), dict(countdown=countdown, eta=eta, expires=expires,
+                                                                     queue=queue, priority=priority, task_id=task_id))
+        return AsyncResult(durable._submit([spec])[0])
+
+    def _spec(self, args, kwargs, options):
+        countdown, eta, expires = options.get("countdown"), options.get("eta"), options.get("expires")
+        queue, priority, task_id = options.get("queue"), options.get("priority"), options.get("task_id")
         opts = {}
         if countdown is not None:
             opts["countdown"] = countdown
@@ -330,10 +354,10 @@ class Task:
         if priority is not None:
             opts["priority"] = priority
         fn = self._durable.options(**opts) if opts else self._durable
-        spec = fn._spec(tuple(args or ()), dict(kwargs or {}))
+        spec = fn._spec(tuple(args), dict(kwargs))
         if task_id:
             spec["id"] = str(task_id)
-        return AsyncResult(durable._submit([spec])[0])
+        return spec
 
     def delay(self, *args, **kwargs):
         return self.apply_async(args, kwargs)
