@@ -50,12 +50,12 @@ class Process:
 class Cluster:
     """A head and any number of agents, as separate processes."""
 
-    def __init__(self, head_args=()):
+    def __init__(self, head_args=(), head_env=None):
         self.dir = tempfile.mkdtemp(prefix="corral-test-")
         self.bin = _cluster.corral_binary()
         self.head = Process([self.bin, "start", "--head", "--block", "--head-only", "--port", "0", "--http-port", "0",
                              "--state-dir", f"{self.dir}/head", "--exit-on-stdin-eof", *head_args],
-                            f"{self.dir}/head.log")
+                            f"{self.dir}/head.log", env=dict(os.environ, **head_env) if head_env else None)
         self.address = self.head.ready
         with open(f"{self.dir}/head/token") as f:
             self.token = f.read().strip()
