@@ -130,6 +130,14 @@ def test_durable_tasks_over_rest(cluster):
                what="the task to fail")
     assert "ValueError: bad input" in request(cluster, "GET", f"/api/v1/tasks/{task_id}")[2]["error"]
 
+    status, _, failed = request(cluster, "GET", "/api/v1/tasks?state=failed")
+    assert status == 200 and [t["id"] for t in failed] == [task_id]
+    assert request(cluster, "GET", "/api/v1/tasks?state=nonsense")[0] == 400
+    status, _, queues = request(cluster, "GET", "/api/v1/queues")
+    assert status == 200
+    default = {q["name"]: q for q in queues}["default"]
+    assert (default["succeeded"], default["failed"], default["slots"]) == (2, 1, 1)
+
 
 def test_bad_durable_submissions_store_nothing(cluster):
     cluster.add_agent(num_cpus=1, extra=("--tasks", "durable_tasks"))

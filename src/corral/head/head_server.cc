@@ -450,6 +450,37 @@ void HeadServer::RegisterHttp(HttpServer& http) {
       respond(HttpResponse::Json(200, j.dump()));
     });
   });
+  http.Route("GET", "/api/v1/queues", [this](const HttpRequest&, HttpRespond respond) {
+    durable_->Queues(proto::QueueRequest(), [respond](proto::Reply r) {
+      if (!r.error().empty()) return respond(HttpResponse::Error(500, r.error()));
+      nlohmann::json j = nlohmann::json::array();
+      for (const auto& q : r.queues())
+        j.push_back({{"name", q.name()}, {"weight", q.weight()}, {"concurrency", q.concurrency()},
+                     {"rate_per_s", q.rate_per_s()}, {"labels", q.labels()}, {"resources", q.resources()},
+                     {"ready", q.ready()}, {"waiting", q.waiting()}, {"running", q.running()},
+                     {"succeeded", q.succeeded()}, {"failed", q.failed()}, {"slots", q.slots()}});
+      respond(HttpResponse::Json(200, j.dump()));
+    });
+  });
+  http.Route("GET", "/api/v1/tasks", [this](const HttpRequest& req, HttpRespond respond) {
+    proto::DurableList list;
+    if (req.query.contains("state")) list.set_state(req.query.at("state"));
+    if (req.query.contains("queue")) list.set_queue(req.query.at("queue"));
+    if (req.query.contains("after")) list.set_after_id(req.query.at("after"));
+    try {
+      list.set_limit(req.query.contains("limit") ? std::stoi(req.query.at("limit")) : 100);
+    } catch (const std::exception&) {
+      return respond(HttpResponse::Error(400, "limit must be a whole number"));
+    }
+    durable_->List(list, [respond](proto::Reply r) {
+      if (!r.error().empty()) return respond(HttpResponse::Error(400, r.error()));
+      nlohmann::json j = nlohmann::json::array();
+      for (const auto& t : r.durable_list())
+        j.push_back({{"id", t.id()}, {"function", t.function()}, {"state", t.state()}, {"attempt", t.attempt()},
+                     {"queue", t.queue()}, {"error", t.error().empty() ? nlohmann::json(nullptr) : nlohmann::json(t.error())}});
+      respond(HttpResponse::Json(200, j.dump()));
+    });
+  });
   http.Route("POST", "/api/v1/nodes/{node}/drain", [this](const HttpRequest& req, HttpRespond respond) {
     proto::DrainRequest d;
     d.set_node(req.params.at("node"));
