@@ -53,7 +53,7 @@ def test_wall_clock_steps_on_the_real_head(tmp_path):
         assert len(set(after)) == len(after) and after == sorted(after), "each slot fires once"
         assert missed >= 500, "the ~570 slots more than 30 s late are skipped, but for the latest (run_once)"
         # The latest late slot fires once, the slots within the 30 s grace fire, then one a second.
-        assert 25 <= len(jumped) <= 40, jumped
+        assert 25 <= len(jumped) <= 45, jumped
         assert jumped[-1] > time.time_ns() + 590 * 10**9, "slots follow the head's (stepped) clock"
     finally:
         corral.shutdown()
