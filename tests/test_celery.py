@@ -54,6 +54,13 @@ def test_canvas(celery_cluster):
     assert group(add.s(i, i) for i in range(5)).apply_async().get(timeout=60) == [0, 2, 4, 6, 8]
     # The callback sees every result of the header, in order.
     assert chord([add.s(i, 1) for i in range(10)], total.s()).apply_async().get(timeout=60) == sum(range(1, 11))
+    # A group inside a chain is a chord; `|` builds the same; options reach every step.
+    assert chain(group(add.s(i, i) for i in range(3)), total.s()).apply_async().get(timeout=60) == 6
+    r = (group(add.s(1, 1), add.s(2, 2)) | total.s() | add.s(100)).apply_async(queue="canvas", priority=3)
+    assert r.get(timeout=60) == 106
+    assert {t["queue"] for t in corral.tasks(queue="canvas")} == {"canvas"} and len(corral.tasks(queue="canvas")) == 4
+    with pytest.raises(corral.exceptions.InvalidArgumentError, match="empty group"):
+        chord([], total.s()).apply_async()
 
 
 def test_a_failed_step_fails_the_rest_of_the_canvas(celery_cluster):

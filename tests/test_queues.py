@@ -62,17 +62,28 @@ def test_strict_priority_within_a_queue(two_agents, tmp_path):
     assert order == ["blocker", "high0", "high1", "high2", "mid0", "low0", "low1", "low2", "low3"]
 
 
+def test_a_task_that_expires_while_waiting_for_a_slot_never_starts(two_agents, tmp_path):
+    ledger = str(tmp_path / "ledger")
+    corral.queue("narrow", concurrency=1)
+    blocker = durable_tasks.record.options(queue="narrow").submit(ledger, "blocker", 1.5)
+    late = durable_tasks.record.options(queue="narrow", expires=0.5).submit(ledger, "late")
+    with pytest.raises(corral.exceptions.TaskCancelledError, match="expired before it started"):
+        corral.result(late).get(timeout=30)
+    corral.result(blocker).get(timeout=30)
+    assert [key for _, key in starts(ledger)] == ["blocker"]
+
+
 def test_weighted_fairness_between_queues(two_agents, tmp_path):
     """Weights 3:1 with both queues saturated: starts 3:1 (within 10%)."""
     ledger = str(tmp_path / "ledger")
     corral.queue("heavy", weight=3)
     corral.queue("light", weight=1)
-    ids = durable_tasks.record.options(queue="heavy").map_submit([(ledger, f"heavy{i}", 0.01) for i in range(150)])
-    ids += durable_tasks.record.options(queue="light").map_submit([(ledger, f"light{i}", 0.01) for i in range(150)])
+    ids = durable_tasks.record.options(queue="heavy").map_submit([(ledger, f"heavy{i}", 0.01) for i in range(250)])
+    ids += durable_tasks.record.options(queue="light").map_submit([(ledger, f"light{i}", 0.01) for i in range(100)])
     wait_all(ids)
     order = [key for _, key in starts(ledger)]
     first_light = next(i for i, k in enumerate(order) if k.startswith("light"))
-    window = order[first_light:first_light + 120]  # both queues have a backlog throughout
+    window = order[first_light:first_light + 240]  # both queues have a backlog throughout
     heavy = sum(k.startswith("heavy") for k in window)
     light = len(window) - heavy
     print(f"\n[fairness] weights 3:1 -> starts {heavy}:{light} = {heavy / light:.2f} over {len(window)} starts")

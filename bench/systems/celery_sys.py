@@ -96,7 +96,7 @@ def main():
         gc.collect()
 
     def multi_client(size):
-        common.run_clients(os.path.abspath(__file__), [stack.url], size,
+        common.run_clients(os.path.abspath(__file__), ["tasks", stack.url], size,
                            env=dict(os.environ, BENCH_REDIS_URL=stack.url))
 
     def get_calls(size):
@@ -131,6 +131,17 @@ def main():
         common.emit("durable_tasks", results["always"], "tasks/s", "higher", appendfsync="always",
                     everysec_tasks_per_s=results["everysec"], acks_late=True)
 
+    def durable_clients(size):
+        s = Stack(fsync="always")
+        s.start_worker()
+        celery_app.app.conf.broker_url = celery_app.app.conf.result_backend = s.url
+        durable_noop.delay(0).get(timeout=60)
+        common.run_clients(os.path.abspath(__file__), ["durable", s.url], size,
+                           env=dict(os.environ, BENCH_REDIS_URL=s.url), workload="durable_tasks_8_clients",
+                           clients=8, per_client=max(1, size["durable"] // 8), appendfsync="always", acks_late=True)
+        s.stop()
+        celery_app.app.conf.broker_url = celery_app.app.conf.result_backend = stack.url
+
     def idle_memory(size):
         rss, pss, workers = state["mem"]
         common.emit("idle_memory", rss, "MB", pss_mb=pss, workers_rss_mb=workers, processes_rss_mb=rss - workers)
@@ -140,25 +151,26 @@ def main():
         "multi_client_tasks_async": multi_client, "put_calls": "Celery has no object store",
         "get_calls": get_calls, "put_gigabytes": "Celery has no object store", "numpy_100MB_arg": numpy_arg,
         "actor_calls_sync": "Celery has no actors", "actor_calls_async": "Celery has no actors",
-        "durable_tasks": durable,
+        "durable_tasks": durable, "durable_tasks_8_clients": durable_clients,
         "queued_1M": "Celery tasks cannot wait on another task's result in the broker; not comparable",
         "idle_memory": idle_memory,
     })
     stack.stop()
 
 
-def client(url, barrier, n):
+def client(mode, url, barrier, n):
     import celery_app
     celery_app.app.conf.broker_url = celery_app.app.conf.result_backend = url
+    task = celery_app.durable_noop if mode == "durable" else celery_app.noop
 
     def batch(k):
-        for r in [celery_app.noop.delay(i) for i in range(k)]:
+        for r in [task.delay(i) for i in range(k)]:
             r.get(timeout=300)
-    common.client_process(batch, barrier, n)
+    common.client_process(batch, barrier, n, warmup=5 if mode == "durable" else 100)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
-        client(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        client(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     else:
         main()

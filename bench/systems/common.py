@@ -15,7 +15,7 @@ import time
 
 WORKLOADS = ["startup", "tasks_sync", "tasks_async", "multi_client_tasks_async", "put_calls", "get_calls",
              "put_gigabytes", "numpy_100MB_arg", "actor_calls_sync", "actor_calls_async", "durable_tasks",
-             "queued_1M", "idle_memory"]
+             "durable_tasks_8_clients", "queued_1M", "idle_memory"]
 
 FULL = {"sync": 1000, "async": 10000, "clients": 2, "per_client": 5000, "puts": 1000, "gets": 1000,
         "gigabytes": 1.0, "chunk_mib": 32, "array_mb": 100, "array_calls": 5, "durable": 2000,
@@ -107,16 +107,20 @@ def wait_for_file(path, limit=600):
     return 0
 
 
-def run_clients(script, client_args, size, env=None):
-    """multi_client_tasks_async: starts size["clients"] processes of `script --client *client_args
-    BARRIER N`, lets them warm up, releases them together, and emits total tasks per wall second."""
+def run_clients(script, client_args, size, env=None, workload="multi_client_tasks_async", clients=None,
+                per_client=None, **extra):
+    """multi_client_tasks_async (and durable_tasks_8_clients): starts `clients` processes of
+    `script --client *client_args BARRIER N`, lets them warm up, releases them together, and emits
+    total tasks per wall second."""
     import subprocess
     import tempfile
     with tempfile.TemporaryDirectory() as d:
         barrier = os.path.join(d, "go")
-        procs = [subprocess.Popen([sys.executable, script, "--client", *client_args, barrier, str(size["per_client"])],
+        clients = clients or size["clients"]
+        per_client = per_client or size["per_client"]
+        procs = [subprocess.Popen([sys.executable, script, "--client", *client_args, barrier, str(per_client)],
                                   stdout=subprocess.PIPE, text=True, env=env)
-                 for _ in range(size["clients"])]
+                 for _ in range(clients)]
         for p in procs:
             line = p.stdout.readline().strip()
             if line != "ready":
@@ -125,14 +129,14 @@ def run_clients(script, client_args, size, env=None):
         spans = [tuple(map(float, p.stdout.readline().split())) for p in procs]
         for p in procs:
             p.wait()
-    n = size["clients"] * size["per_client"]
+    n = clients * per_client
     wall = max(e for _, e in spans) - min(s for s, _ in spans)
-    emit("multi_client_tasks_async", n / wall, "tasks/s", "higher", clients=size["clients"])
+    emit(workload, n / wall, "tasks/s", "higher", clients=clients, **extra)
 
 
-def client_process(run_batch, barrier, n):
+def client_process(run_batch, barrier, n, warmup=100):
     """The body of one client of run_clients: `run_batch(k)` submits k no-op tasks and waits for them."""
-    run_batch(100)
+    run_batch(warmup)
     print("ready", flush=True)
     while not os.path.exists(barrier):
         time.sleep(0.001)

@@ -58,7 +58,7 @@ def main():
 
     def multi_client(size):
         c = corral._runtime.cluster
-        common.run_clients(os.path.abspath(__file__), [c.address], size, env=dict(os.environ, CORRAL_TOKEN=c.token))
+        common.run_clients(os.path.abspath(__file__), ["tasks", c.address], size, env=dict(os.environ, CORRAL_TOKEN=c.token))
 
     def put_calls(size):
         del common.put_calls(corral.put, size)[:]
@@ -118,6 +118,15 @@ def main():
         common.emit("durable_tasks", one_by_one, "tasks/s", "higher", synchronous="FULL",
                     map_submit_tasks_per_s=batched)
 
+    def durable_clients(size):
+        # 8 client processes (a web app's workers), each submitting one durable task at a time and
+        # waiting for its acknowledgement, then for the results: the group committer shares one
+        # fsync among the submissions that arrive during a commit.
+        c = corral._runtime.cluster
+        common.run_clients(os.path.abspath(__file__), ["durable", c.address], size,
+                           env=dict(os.environ, CORRAL_TOKEN=c.token), workload="durable_tasks_8_clients",
+                           clients=8, per_client=max(1, size["durable"] // 8), synchronous="FULL")
+
     def idle_memory(size):
         rss, pss, workers = idle["mem"]
         common.emit("idle_memory", rss, "MB", pss_mb=pss, workers_rss_mb=workers, processes_rss_mb=rss - workers)
@@ -127,19 +136,28 @@ def main():
         "multi_client_tasks_async": multi_client, "put_calls": put_calls, "get_calls": get_calls,
         "put_gigabytes": put_gigabytes, "numpy_100MB_arg": numpy_arg,
         "actor_calls_sync": "actors are not implemented yet", "actor_calls_async": "actors are not implemented yet",
-        "durable_tasks": durable, "queued_1M": queued, "idle_memory": idle_memory,
+        "durable_tasks": durable, "durable_tasks_8_clients": durable_clients, "queued_1M": queued, "idle_memory": idle_memory,
     })
     corral.shutdown()
 
 
-def client(address, barrier, n):
+def client(mode, address, barrier, n):
     corral.init(address=address)
-    common.client_process(lambda k: corral.get([one(i) for i in range(k)]), barrier, n)
+    if mode == "durable":
+        from corral_bench_tasks import durable_noop
+
+        def batch(k):
+            ids = [durable_noop.submit(i) for i in range(k)]
+            for task_id in ids:
+                corral.result(task_id).get(timeout=300)
+        common.client_process(batch, barrier, n, warmup=5)
+    else:
+        common.client_process(lambda k: corral.get([one(i) for i in range(k)]), barrier, n)
     corral.shutdown()
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
-        client(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        client(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     else:
         main()

@@ -105,7 +105,7 @@ def main():
         "put_gigabytes": put_gigabytes, "numpy_100MB_arg": numpy_arg,
         "actor_calls_sync": "Dask actors are experimental; not measured",
         "actor_calls_async": "Dask actors are experimental; not measured",
-        "durable_tasks": "Dask has no durable task queue", "queued_1M": queued, "idle_memory": idle_memory,
+        "durable_tasks": "Dask has no durable task queue", "durable_tasks_8_clients": "Dask has no durable task queue", "queued_1M": queued, "idle_memory": idle_memory,
     })
     state["client"].close()
     state["cluster"].close()

@@ -9,6 +9,7 @@
 #include <future>
 #include <optional>
 #include <random>
+#include <unordered_set>
 
 #include "corral/base/cron.h"
 #include "corral/base/ids.h"
@@ -53,11 +54,23 @@ DurableQueue::DurableQueue(boost::asio::io_context& io, TaskManager& tasks, Node
   tasks_.on_durable_finished = [this](const std::string& run_id, const proto::ObjectValue& value) {
     OnRunFinished(run_id, value);
   };
+  tasks_.on_orphan_held = [this](const std::string& run_id) {
+    // An agent holds this run from before the restart: launch it now (it is running), not when its
+    // queue's priority and limits would. Deferred: we are inside the TaskManager's reconcile.
+    OnIo([this, id = run_id.substr(0, run_id.rfind('#'))] {
+      auto it = active_.find(id);
+      if (it == active_.end() || it->second.running || !it->second.loaded || it->second.parents_left > 0) return;
+      Unready(it->second);
+      counters_["durable_runs_adopted"]++;
+      Launch(id);
+    });
+  };
 }
 
 DurableQueue::~DurableQueue() {
   *alive_ = false;
   tasks_.on_durable_finished = nullptr;
+  tasks_.on_orphan_held = nullptr;
   committer_.reset();  // joins its thread while every member its callbacks reach is still alive
 }
 
@@ -128,8 +141,10 @@ void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
   if (request.tasks().empty()) return refuse("nothing to submit");
   auto batch = std::make_shared<std::vector<store::DurableTask>>();
   int64_t now = clock_.WallNs();
+  std::unordered_set<std::string> in_batch, seen;
+  for (const auto& spec : request.tasks()) in_batch.insert(spec.id());
   for (const auto& spec : request.tasks()) {
-    if (spec.id().empty()) return refuse("a durable task needs an id");
+    if (spec.id().empty() || spec.id().size() > 128) return refuse("a durable task needs an id of 1 to 128 bytes");
     std::string fn = spec.function();
     if (fn.find(':') == std::string::npos && fn.rfind('.') != std::string::npos)
       fn[fn.rfind('.')] = ':';  // Celery's dotted names ("tasks.process_data") from any submitter
@@ -165,11 +180,20 @@ void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
     const std::string& link = spec.link();
     if (link != "" && link != "chain" && link != "chord" && link != "after")
       return refuse(fmt::format("link '{}' must be chain, chord or after", link));
-    if (link.empty() != spec.parents().empty()) return refuse("a task with parents needs a link, and a link parents");
-    if (link == "chain" && spec.parents_size() != 1) return refuse("a chain step has exactly one parent");
+    if (!link.empty() && spec.parents().empty()) return refuse(fmt::format("link '{}' needs parents", link));
+    if (link.empty() && !spec.parents().empty())
+      return refuse("a task with parents needs a link: chain, chord or after");
+    if (link == "chain" && spec.parents_size() != 1)
+      return refuse(fmt::format("a chain step has exactly one parent, not {}", spec.parents_size()));
     if (spec.parents_size() > 10000) return refuse("a task can wait for at most 10,000 parents");
-    for (const auto& p : spec.parents())
-      if (p.empty() || p == spec.id()) return refuse("a parent id is empty or the task itself");
+    for (const auto& p : spec.parents()) {
+      if (p.empty() || p.size() > 128 || p == spec.id()) return refuse("a parent id is empty, too long, or the task itself");
+      if (in_batch.contains(p) && !seen.contains(p))  // a parent in this submission comes first: no cycles
+        return refuse(fmt::format("parent {} comes after its child {} in the submission", p, spec.id()));
+    }
+    seen.insert(spec.id());
+    if (spec.priority() < -1'000'000 || spec.priority() > 1'000'000)
+      return refuse("priority must be between -1,000,000 and 1,000,000");
     t.parents.assign(spec.parents().begin(), spec.parents().end());
     t.link = link;
     t.created_ns = t.updated_ns = now;
@@ -229,16 +253,26 @@ void DurableQueue::MakeReady(const std::string& id) {
   if (it == active_.end() || it->second.running || it->second.ready_seq != 0 || store::IsFinal(it->second.task.state))
     return;
   Active& a = it->second;
-  int64_t now = clock_.WallNs();
-  if (a.task.expires_ns > 0 && now >= a.task.expires_ns) {
-    counters_["durable_expired"]++;
-    Record({id, store::TaskState::kRevoked, a.task.attempt, 0, "", "expired before it started", now});
-    return;
-  }
+  if (Expired(a)) return;
   QueueState& q = QueueNamed(a.task.queue);
-  if (q.ready.empty() && q.running == 0) q.pass = std::max(q.pass, pass_now_);  // no credit for idle time
+  if (q.ready.empty()) {
+    // No credit for idle time: it re-enters at the pass of the busy queues (the least of them).
+    double now_pass = pass_now_;
+    bool any = false;
+    for (const auto& [name, other] : queues_)
+      if (!other.ready.empty()) now_pass = any ? std::min(now_pass, other.pass) : other.pass, any = true;
+    q.pass = std::max(q.pass, now_pass);
+  }
   a.ready_seq = next_ready_seq_++;
   q.ready.emplace(-a.task.priority, a.ready_seq, id);
+}
+
+bool DurableQueue::Expired(Active& a) {
+  int64_t now = clock_.WallNs();
+  if (a.task.expires_ns == 0 || now < a.task.expires_ns) return false;
+  counters_["durable_expired"]++;
+  Record({a.task.id, store::TaskState::kRevoked, a.task.attempt, 0, "", "expired before it started", now});
+  return true;
 }
 
 void DurableQueue::Unready(Active& a) {
@@ -248,49 +282,57 @@ void DurableQueue::Unready(Active& a) {
 }
 
 void DurableQueue::Dispatch() {
-  // What the connected nodes can run at once: for all queues, and for each (its labels, resources).
   const auto& views = nodes_.LiveViews();
-  Request plain = PlacementFor({});
-  int total = 0, in_flight = 0, live = 0;
-  for (const NodeView* n : views) {
-    int slots = Slots(plain, *n);
-    total += slots;
-    live += slots > 0;
-  }
-  total += live;  // one prefetched per node
-  for (const auto& [name, q] : queues_) in_flight += q.running;
-  if (in_flight >= total) return;
   Nanos now = clock_.BootTimeNs();
+  // How many runs the nodes can take at once, per (queue placement [+ function]): the slots of the
+  // nodes that fit it, plus one prefetched per such node. Cached for this call.
+  std::map<std::pair<const QueueState*, std::string>, int> caps;
+  auto cap_of = [&](const QueueState& q, const std::string& function) {
+    auto [it, added] = caps.try_emplace({&q, function}, 0);
+    if (added) {
+      Request req = PlacementFor(q.config);
+      req.durable_function = function;
+      for (const NodeView* n : views)
+        if (int slots = Slots(req, *n); slots > 0) it->second += slots + 1;
+    }
+    return it->second;
+  };
   struct Candidate {
     QueueState* q;
     int cap;
   };
   std::vector<Candidate> candidates;
-  Nanos next_token = 0;
+  std::vector<Request> placements{PlacementFor({})};
+  int in_flight = 0;
   for (auto& [name, q] : queues_) {
+    in_flight += q.running;
     if (q.ready.empty()) continue;
-    int cap = 0, nodes = 0;
-    Request req = PlacementFor(q.config);
-    for (const NodeView* n : views) {
-      int slots = Slots(req, *n);
-      cap += slots;
-      nodes += slots > 0;
-    }
-    cap += nodes;
+    int cap = cap_of(q, "");
     if (q.config.concurrency > 0) cap = std::min(cap, q.config.concurrency);
     if (q.running >= cap) continue;
-    if (q.config.rate_per_s > 0) {
-      q.tokens = std::min(1.0, q.tokens + static_cast<double>(now - q.tokens_at) * 1e-9 * q.config.rate_per_s);
+    if (q.config.rate_per_s > 0) {  // a bucket of 50 ms worth (at least one): timer lateness is not lost
+      double burst = std::max(1.0, q.config.rate_per_s * 0.05);
+      q.tokens = std::min(burst, q.tokens + static_cast<double>(now - q.tokens_at) * 1e-9 * q.config.rate_per_s);
       q.tokens_at = now;
     }
     candidates.push_back({&q, cap});
+    placements.push_back(PlacementFor(q.config));
   }
+  // All queues together: per node, the most runs of any placement in play (plus one prefetched).
+  int total = 0;
+  for (const NodeView* n : views) {
+    int most = 0;
+    for (const Request& r : placements) most = std::max(most, Slots(r, *n));
+    total += most > 0 ? most + 1 : 0;
+  }
+  Nanos next_token = 0;
   while (in_flight < total) {
     Candidate* best = nullptr;
     for (auto& c : candidates) {
       if (c.q->ready.empty() || c.q->running >= c.cap) continue;
       if (c.q->config.rate_per_s > 0 && c.q->tokens < 1) {
-        Nanos wait = static_cast<Nanos>((1 - c.q->tokens) / c.q->config.rate_per_s * 1e9) + 1;
+        double wait_s = std::min((1 - c.q->tokens) / c.q->config.rate_per_s, 3600.0);
+        Nanos wait = static_cast<Nanos>(wait_s * 1e9) + 1;
         next_token = next_token == 0 ? wait : std::min(next_token, wait);
         continue;
       }
@@ -298,16 +340,38 @@ void DurableQueue::Dispatch() {
     }
     if (!best) break;
     QueueState& q = *best->q;
-    auto [neg_priority, seq, id] = *q.ready.begin();
-    q.ready.erase(q.ready.begin());
+    // The first ready task (priority, then order) whose function some node can take now; a task
+    // whose function's nodes are full waits without holding up the queue (looking 64 deep).
+    auto pick = q.ready.end();
+    int looked = 0;
+    for (auto r = q.ready.begin(); r != q.ready.end() && looked < 64; ++r, ++looked) {
+      auto a = active_.find(std::get<2>(*r));
+      if (a == active_.end()) {
+        pick = r;  // stale: dropped below
+        break;
+      }
+      const std::string& fn = a->second.task.function;
+      auto running = running_by_function_.find(fn);
+      if ((running == running_by_function_.end() ? 0 : running->second) < cap_of(q, fn)) {
+        pick = r;
+        break;
+      }
+    }
+    if (pick == q.ready.end()) {
+      best->cap = q.running;  // nothing of it can start now
+      continue;
+    }
+    std::string id = std::get<2>(*pick);
+    q.ready.erase(pick);
     auto a = active_.find(id);
     if (a == active_.end()) continue;
     a->second.ready_seq = 0;
+    if (Expired(a->second)) continue;  // expired while it waited for a slot
     Launch(id);
     if (!a->second.running) continue;
     in_flight++;
+    pass_now_ = q.pass;  // the virtual time: the pass of the queue that started last
     q.pass += 1.0 / std::max(q.config.weight, 1e-6);
-    pass_now_ = q.pass;
     if (q.config.rate_per_s > 0) q.tokens -= 1;
   }
   if (next_token > 0 && !wake_armed_) {  // a rate-limited queue can start its next task then
@@ -373,8 +437,8 @@ void DurableQueue::Queues(const proto::QueueRequest& req, Reply reply) {
     c.concurrency = spec.concurrency();
   }
   if (spec.has_rate_per_s()) {
-    if (!(spec.rate_per_s() >= 0 && spec.rate_per_s() <= 1e6))
-      return fail("rate limit must be between 0 (no limit) and 1,000,000 per second");
+    if (!(spec.rate_per_s() == 0 || (spec.rate_per_s() >= 1.0 / 86400 && spec.rate_per_s() <= 1e6)))
+      return fail("rate limit must be 0 (no limit) or between 1 a day and 1,000,000 a second");
     c.rate_per_s = spec.rate_per_s();
   }
   if (spec.has_labels()) {
@@ -492,6 +556,7 @@ void DurableQueue::Launch(const std::string& id) {
   a.loaded = false;
   a.running = true;
   q.running++;
+  running_by_function_[a.task.function]++;
   counters_["durable_runs_started"]++;
   tasks_.SubmitDurable(std::move(spec));
 }
@@ -504,6 +569,7 @@ void DurableQueue::OnRunFinished(const std::string& run_id, const proto::ObjectV
   if (a.running) {
     QueueState& q = QueueNamed(a.task.queue);
     q.running--;
+    if (--running_by_function_[a.task.function] <= 0) running_by_function_.erase(a.task.function);
     (value.error() == proto::ERROR_NONE ? q.succeeded : q.failed)++;
   }
   a.running = false;

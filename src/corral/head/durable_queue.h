@@ -24,7 +24,9 @@
 // Queues: a due task waits in its queue's ready set (highest priority first, then in the order it
 // became due) until Dispatch gives it a slot. Dispatch keeps the runs in flight within what the
 // connected nodes can run at once (plus one prefetched per node, so workers never idle between
-// tasks), and within each queue's concurrency limit and rate limit (a token bucket, cluster-wide).
+// tasks), per queue (its labels, resources) and per function (the nodes that registered it), and
+// within each queue's concurrency limit and rate limit (a token bucket, cluster-wide, 50 ms deep).
+// After a head restart, a run an agent still holds is launched at once, ahead of the limits.
 // Between queues with ready tasks it picks by stride scheduling: the queue with the least "pass"
 // starts next and its pass grows by 1/weight, so under saturation weights 3:1 give starts 3:1. A
 // queue that was idle re-enters at the current pass: it gets no credit for its idle time. A queue
@@ -114,6 +116,8 @@ class DurableQueue {
   // Puts a task whose time has come into its queue's ready set (or ends it if it expired).
   void MakeReady(const std::string& id);
   void Unready(Active& a);
+  // Expired before it started: recorded REVOKED (true).
+  bool Expired(Active& a);
   // Starts ready tasks while there are slots (see above).
   void Dispatch();
   void Launch(const std::string& id);
@@ -156,6 +160,7 @@ class DurableQueue {
   std::map<std::string, store::Schedule> schedules_;  // by name
   std::map<std::string, QueueState> queues_;               // by name: those configured or used
   uint64_t next_ready_seq_ = 1;
+  std::unordered_map<std::string, int> running_by_function_;  // runs in flight per function
   double pass_now_ = 0;                               // the pass of the latest start
   boost::asio::steady_timer wake_;                    // a rate-limited queue's next token
   bool wake_armed_ = false;

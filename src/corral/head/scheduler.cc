@@ -35,6 +35,7 @@ bool TakesOnlyInterruptible(const Request& request, const NodeView& n) {
 
 int Slots(const Request& request, const NodeView& node) {
   if (!node.schedulable || !Fits(request, node) || TakesOnlyInterruptible(request, node)) return 0;
+  if (!request.durable_function.empty() && !node.task_functions.contains(request.durable_function)) return 0;
   int64_t slots = INT32_MAX;
   for (const auto& [name, units] : request.resources.units()) {
     if (units <= 0) continue;

@@ -60,7 +60,8 @@ struct Placement {
 Placement Place(const Request& request, const std::vector<const NodeView*>& nodes);
 
 // How many tasks of `request` the node could run at once (by its total resources): 0 if it takes
-// no new work or cannot take the request at all (labels, size, interruptible-only). The durable
+// no new work or cannot take the request at all (labels, size, interruptible-only, a durable
+// function its workers did not register). The durable
 // queue sizes its dispatch with it.
 int Slots(const Request& request, const NodeView& node);
 

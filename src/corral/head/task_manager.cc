@@ -467,6 +467,7 @@ void TaskManager::Reconcile(Node* node, const google::protobuf::RepeatedPtrField
     if (InGrace() && waiting_for_it) {
       orphans_[h.task_id()] = Orphan{node->view.id, h.attempt(), std::nullopt};
       if (t != tasks_.end() && t->second.parked) AdoptOrPark(h.task_id(), t->second);
+      else if (t == tasks_.end() && on_orphan_held) on_orphan_held(h.task_id());
       continue;
     }
     if (!h.finished()) {

@@ -61,6 +61,9 @@ class TaskManager {
   // `on_durable_finished` gets its value and the task and its result are dropped here.
   void SubmitDurable(proto::TaskSpec&& spec);
   std::function<void(const std::string& task_id, const proto::ObjectValue& value)> on_durable_finished;
+  // After a head restart, an agent reported holding `task_id`, not submitted (again) yet: the
+  // durable queue launches the run at once (it runs already), ahead of its queue's limits.
+  std::function<void(const std::string& task_id)> on_orphan_held;
   void Put(ClientSession* client, proto::ObjectValue&& value);
   void Subscribe(ClientSession* client, const proto::Subscribe& request);
   void Release(ClientSession* client, const proto::Release& request);

@@ -75,6 +75,7 @@ class MemoryStore final : public Store {
     std::vector<DurableTask> out;
     for (const auto& [id, t] : tasks_)
       if (t.finished_ns == 0) out.push_back(t);
+    std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.created_ns < b.created_ns; });
     return out;
   }
 

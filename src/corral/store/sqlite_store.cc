@@ -290,7 +290,7 @@ class SqliteStore final : public Store {
   }
 
   Result<std::vector<DurableTask>> Unfinished() override {
-    Stmt st(db_, fmt::format("SELECT {} FROM tasks WHERE finished_ns = 0 ORDER BY id", kTaskColumns).c_str());
+    Stmt st(db_, fmt::format("SELECT {} FROM tasks WHERE finished_ns = 0 ORDER BY created_ns, id", kTaskColumns).c_str());
     return ReadTasks(st);
   }
 

@@ -132,7 +132,7 @@ class Store {
                                                   const std::vector<TaskUpdate>& updates) = 0;
   virtual Result<std::optional<DurableTask>> Get(const std::string& id) = 0;
   virtual Result<std::vector<DurableTask>> List(const TaskFilter& filter) = 0;
-  // Everything not final, for a head that starts: what it must run (again).
+  // Everything not final, oldest first, for a head that starts: what it must run (again).
   virtual Result<std::vector<DurableTask>> Unfinished() = 0;
   // Removes up to `limit` final tasks that finished before `before_ns` (and schedule fires recorded
   // before then); returns how many tasks.

@@ -184,45 +184,63 @@ def signature(task, args=(), kwargs=None, **options):
     return Signature(task, args, kwargs, options)
 
 
-def _specs(node, parents, mode, args=()):
+_START_OPTIONS = ("countdown", "eta")  # apply to a canvas's first steps only
+
+
+def _specs(node, parents, mode, args=(), options=None):
     """The durable task specs of a canvas node, linked to `parents` (ids) whose results it gets
-    ("chain": one result first, "chord": a list of them). Returns (specs, the node's result, its
-    last tasks' ids, the mode their children get)."""
+    ("chain": one result first, "chord": a list of them). `options` (queue, priority, countdown...)
+    apply to every step that does not set its own; countdown and eta only to the first steps.
+    Returns (specs, the node's result, its last tasks' ids, the mode their children get)."""
+    options = options or {}
     if isinstance(node, Signature):
         s = node.clone(args)
-        spec = s.task._spec(s.args, s.kwargs, s.options)
+        opts = {k: v for k, v in options.items() if not (parents and k in _START_OPTIONS)}
+        opts.update(s.options)
+        spec = s.task._spec(s.args, s.kwargs, opts)
         if parents:
             spec["parents"] = list(parents)
             spec["link"] = "after" if node.immutable else mode
         return [spec], AsyncResult(spec["id"]), [spec["id"]], "chain"
     if isinstance(node, chord):
-        return _specs(chain(node.header, node.body), parents, mode, args)
+        return _specs(chain(node.header, node.body), parents, mode, args, options)
     if isinstance(node, group):
+        if not node.tasks:
+            raise exceptions.InvalidArgumentError("an empty group (or chord header) has no tasks to run")
         specs, results, tails = [], [], []
         for member in node.tasks:
-            sp, r, t, _ = _specs(member, parents, mode, args)
+            sp, r, t, _ = _specs(member, parents, mode, args, options)
             specs += sp
             results.append(r)
             tails += t
         return specs, GroupResult(results), tails, "chord"
     if isinstance(node, chain):
+        if not node.steps:
+            raise exceptions.InvalidArgumentError("an empty chain has no tasks to run")
         specs, result = [], None
         for i, step in enumerate(node.steps):
-            sp, result, parents, mode = _specs(step, parents, mode, args if i == 0 else ())
+            sp, result, parents, mode = _specs(step, parents, mode, args if i == 0 else (), options)
             specs += sp
         return specs, result, parents, mode
     raise exceptions.InvalidArgumentError(f"not a signature, chain, group or chord: {node!r}")
 
 
-def _apply_canvas(node, args=(), kwargs=None):
+def _apply_canvas(node, args=(), kwargs=None, options=None):
     """Stores every task of the canvas in one commit, linked in the head: each step runs when its
     parents succeeded, also if this process exits or the head restarts."""
     _ensure_connected()
     if kwargs:
         raise exceptions.InvalidArgumentError("a chain, group or chord takes extra positional arguments only")
-    specs, result, _, _ = _specs(node, [], "chain", tuple(args))
+    specs, result, _, _ = _specs(node, [], "chain", tuple(args), options)
     durable._submit(specs)
     return result
+
+
+def _steps(items):
+    """chain(a, b) or chain([a, b]); a single canvas (group, chord, chain) is one step."""
+    if len(items) == 1 and not isinstance(items[0], (Signature, chain, group, chord)):
+        return list(items[0])
+    return list(items)
 
 
 class chain:
@@ -230,10 +248,10 @@ class chain:
     a step after a group gets the list of the group's results. The head runs the steps."""
 
     def __init__(self, *steps):
-        self.steps = list(steps[0]) if len(steps) == 1 and not isinstance(steps[0], Signature) else list(steps)
+        self.steps = _steps(steps)
 
     def apply_async(self, args=(), kwargs=None, **options):
-        return _apply_canvas(self, args, kwargs)
+        return _apply_canvas(self, args, kwargs, options)
 
     def delay(self, *args, **kwargs):
         return self.apply_async(args, kwargs)
@@ -249,10 +267,10 @@ class group:
     """Tasks that run in parallel; GroupResult.get() returns their results in order."""
 
     def __init__(self, *tasks):
-        self.tasks = list(tasks[0]) if len(tasks) == 1 and not isinstance(tasks[0], Signature) else list(tasks)
+        self.tasks = _steps(tasks)
 
     def apply_async(self, args=(), kwargs=None, **options):
-        return _apply_canvas(self, args, kwargs)
+        return _apply_canvas(self, args, kwargs, options)
 
     def delay(self, *args, **kwargs):
         return self.apply_async(args, kwargs)
@@ -280,10 +298,13 @@ class chord:
     def apply_async(self, args=(), kwargs=None, **options):
         if self.body is None:
             raise exceptions.InvalidArgumentError("chord needs a callback: chord(header, body) or chord(header)(body)")
-        return _apply_canvas(self, args, kwargs)
+        return _apply_canvas(self, args, kwargs, options)
 
     def delay(self, *args, **kwargs):
         return self.apply_async(args, kwargs)
+
+    def __or__(self, other):
+        return chain(self, other)
 
 
 class Task:
