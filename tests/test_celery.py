@@ -106,3 +106,18 @@ def test_revoke(celery_cluster):
     r = celery_more.add.apply_async((1, 2), countdown=3600)
     r.revoke()
     assert r.state == "REVOKED"
+
+
+def test_task_options_map_or_say_what_to_do_instead():
+    from corral.compat.celery import Celery
+    app = Celery("opts")
+
+    @app.task(acks_late=True, time_limit=30, serializer="json")
+    def fine(x):
+        return x
+
+    assert fine._durable._options["time_limit"] == 30 and fine._durable._options["args_format"] == "json"
+    with pytest.raises(corral.exceptions.InvalidArgumentError, match=r"corral.queue\(name, rate_limit='10/m'\)"):
+        app.task(rate_limit="10/m")
+    with pytest.raises(corral.exceptions.InvalidArgumentError, match="not supported"):
+        app.task(base=object)

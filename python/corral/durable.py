@@ -65,7 +65,8 @@ class DurableFunction:
         return self._fn(*args, **kwargs)
 
     def options(self, **options):
-        """A copy with some options changed: queue, priority, max_retries, retry_backoff (seconds,
+        """A copy with some options changed: queue, priority (higher runs first within its queue;
+        see ``corral.queue`` for weights and limits between queues), max_retries, retry_backoff (seconds,
         doubled each retry, with jitter), idempotency_key, countdown (seconds) or eta (datetime),
         expires (seconds or datetime: not started after that), args_format ("pickle" or "json"),
         soft_time_limit (seconds: SoftTimeLimitExceeded is raised in the task), time_limit (seconds:

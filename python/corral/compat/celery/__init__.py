@@ -399,6 +399,35 @@ class _Request:
         self.retries = retries
 
 
+# Celery task options that hold on Corral without a setting: tasks are acknowledged late and
+# re-run when a worker is lost, results are kept, STARTED is shown, retries have jitter.
+_IGNORED_OPTIONS = {"acks_late", "ignore_result", "track_started", "retry_jitter", "typing", "trail", "shared",
+                    "store_errors_even_if_ignored", "reject_on_worker_lost", "send_events", "acks_on_failure_or_timeout"}
+
+
+def _task_options(options):
+    """@app.task options -> Corral durable task options."""
+    out = {}
+    for key, value in options.items():
+        if key in ("time_limit", "soft_time_limit", "priority", "expires"):
+            out[key] = value
+        elif key == "serializer":
+            if value not in ("json", "pickle"):
+                raise exceptions.InvalidArgumentError(f"serializer={value!r}: Corral encodes arguments as 'json' or 'pickle'")
+            out["args_format"] = value
+        elif key == "rate_limit":
+            raise exceptions.InvalidArgumentError(
+                "rate_limit on a task is per worker in Celery; Corral limits a queue, cluster-wide: route the task "
+                f"to its own queue and call corral.queue(name, rate_limit={value!r}) once")
+        elif key not in _IGNORED_OPTIONS:
+            raise exceptions.InvalidArgumentError(
+                f"@app.task option {key}={value!r} is not supported by corral.compat.celery; supported: bind, "
+                "autoretry_for, retry_backoff, max_retries, default_retry_delay, name, queue, time_limit, "
+                "soft_time_limit, priority, expires, serializer, and the Celery options that always hold here: "
+                + ", ".join(sorted(_IGNORED_OPTIONS)))
+    return out
+
+
 class Celery:
     def __init__(self, main=None, broker=None, backend=None, include=None, **kwargs):
         self.main = main
@@ -407,8 +436,11 @@ class Celery:
 
     def task(self, *args, bind=False, autoretry_for=(), retry_backoff=False, max_retries=3, default_retry_delay=None,
              name=None, queue=None, **options):
+        opts = _task_options(options)
+        if queue:
+            opts["queue"] = queue
+
         def wrap(fn):
-            opts = {"queue": queue} if queue else {}
             t = Task(self, fn, bind, autoretry_for, retry_backoff, max_retries,
                      default_retry_delay or self.conf.get("task_default_retry_delay", 180), opts)
             self.tasks[t.name] = t
