@@ -63,3 +63,12 @@ def where():
     """The node this ran on, and the GPUs it was given."""
     ctx = corral.runtime_context()
     return {"node": ctx.node_id, "gpu_ids": ctx.gpu_ids}
+
+
+@corral.task
+def die_once(marker):
+    """Kills its own worker the first time (as a crash or OOM kill would), then succeeds."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), 9)
+    return "survived"

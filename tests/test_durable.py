@@ -42,6 +42,16 @@ def test_submit_then_result_by_id_from_another_process(durable_cluster):
     assert out.stdout.strip() == "5"
 
 
+def test_reexecutions_are_counted_and_visible(durable_cluster, tmp_path):
+    task_id = durable_tasks.die_once.submit(str(tmp_path / "marker"))
+    assert corral.result(task_id).get(timeout=60) == "survived"
+    assert corral.result(task_id).runs == 2, "its worker was killed once: run again, and that is visible"
+    assert counter("durable_reexecutions") == 1
+    flaky = durable_tasks.flaky.submit(str(tmp_path / "count"), 2)
+    assert corral.result(flaky).get(timeout=60) == 2
+    assert corral.result(flaky).runs == 2  # a retry is a run too
+
+
 def test_json_arguments_and_results(durable_cluster):
     task_id = durable_tasks.add.options(args_format="json").submit([1], [2])
     assert corral.result(task_id).get(timeout=30) == [1, 2]

@@ -168,6 +168,12 @@ class TaskResult:
         return self.state in ("SUCCESS", "FAILURE", "REVOKED")
 
     @property
+    def runs(self):
+        """How many runs of it started: 1, plus retries, plus re-executions after a lost worker or
+        node (at-least-once: a re-executed task's effects may have happened more than once)."""
+        return self._fetch()["runs"]
+
+    @property
     def traceback(self):
         info = self._info if self._info and self._info["state"] in ("FAILURE", "REVOKED") else self._fetch()
         return info["error"] or None

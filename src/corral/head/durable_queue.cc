@@ -54,6 +54,12 @@ DurableQueue::DurableQueue(boost::asio::io_context& io, TaskManager& tasks, Node
   tasks_.on_durable_finished = [this](const std::string& run_id, const proto::ObjectValue& value) {
     OnRunFinished(run_id, value);
   };
+  tasks_.on_durable_rerun = [this](const std::string& run_id) {
+    auto it = active_.find(run_id.substr(0, run_id.rfind('#')));
+    if (it == active_.end()) return;
+    it->second.task.runs++;
+    counters_["durable_reexecutions"]++;
+  };
   tasks_.on_orphan_held = [this](const std::string& run_id) {
     // An agent holds this run from before the restart: launch it now (it is running), not when its
     // queue's priority and limits would. Deferred: we are inside the TaskManager's reconcile.
@@ -71,6 +77,7 @@ DurableQueue::~DurableQueue() {
   *alive_ = false;
   tasks_.on_durable_finished = nullptr;
   tasks_.on_orphan_held = nullptr;
+  tasks_.on_durable_rerun = nullptr;
   committer_.reset();  // joins its thread while every member its callbacks reach is still alive
 }
 
@@ -555,6 +562,7 @@ void DurableQueue::Launch(const std::string& id) {
   spec.set_resubmitted(a.loaded);  // an agent may still hold this run from before a restart
   a.loaded = false;
   a.running = true;
+  a.task.runs++;
   q.running++;
   running_by_function_[a.task.function]++;
   counters_["durable_runs_started"]++;
@@ -618,6 +626,7 @@ void DurableQueue::Record(store::TaskUpdate u) {
   }
   t.state = u.state;
   t.attempt = u.attempt;
+  u.runs = t.runs;
   t.result = u.result;
   t.error = u.error;
   t.updated_ns = u.at_ns;
@@ -662,6 +671,7 @@ proto::DurableTaskInfo DurableQueue::Info(const store::DurableTask& t) const {
   info.set_function(t.function);
   info.set_state(store::TaskStateName(t.state));
   info.set_attempt(t.attempt);
+  info.set_runs(t.runs);
   if (t.state == store::TaskState::kSuccess) {
     info.set_result(t.result);
     info.set_result_format(t.args_format);

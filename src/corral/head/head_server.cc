@@ -434,6 +434,7 @@ void HeadServer::RegisterHttp(HttpServer& http) {
       j["function"] = t.function();
       j["state"] = t.state();
       j["attempt"] = t.attempt();
+      j["runs"] = t.runs();
       j["queue"] = t.queue();
       j["error"] = t.error().empty() ? nlohmann::json(nullptr) : nlohmann::json(t.error());
       j["result"] = nullptr;

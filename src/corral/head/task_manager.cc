@@ -396,6 +396,7 @@ void TaskManager::Retry(const std::string& id, Task& task, const std::string& wh
     task.spec.set_max_retries(task.spec.max_retries() + 1);  // not the task's failure: costs no retry
     Count("tasks_handed_back");
   }
+  if (!task.spec.durable_function().empty() && on_durable_rerun) on_durable_rerun(id);
   Enqueue(id, task);
 }
 

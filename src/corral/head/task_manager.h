@@ -64,6 +64,8 @@ class TaskManager {
   // After a head restart, an agent reported holding `task_id`, not submitted (again) yet: the
   // durable queue launches the run at once (it runs already), ahead of its queue's limits.
   std::function<void(const std::string& task_id)> on_orphan_held;
+  // A durable run starts again (its worker or node was lost, or it was handed back).
+  std::function<void(const std::string& task_id)> on_durable_rerun;
   void Put(ClientSession* client, proto::ObjectValue&& value);
   void Subscribe(ClientSession* client, const proto::Subscribe& request);
   void Release(ClientSession* client, const proto::Release& request);

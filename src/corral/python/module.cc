@@ -122,6 +122,7 @@ nb::dict DurableDict(const corral::proto::DurableTaskInfo& t) {
   d["function"] = t.function();
   d["state"] = t.state();
   d["attempt"] = t.attempt();
+  d["runs"] = t.runs();
   d["result"] = Bytes(t.result());
   d["result_format"] = t.result_format();
   d["error"] = t.error();

@@ -39,6 +39,7 @@ class MemoryStore final : public Store {
       DurableTask& t = it->second;
       t.state = u.state;
       t.attempt = u.attempt;
+      t.runs = std::max(t.runs, u.runs);
       if (u.eta_ns > 0) t.eta_ns = u.eta_ns;
       t.result = u.result;
       t.error = u.error;

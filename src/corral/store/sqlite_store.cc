@@ -78,6 +78,7 @@ CREATE TABLE queues (
 );
 ALTER TABLE tasks ADD COLUMN parents BLOB NOT NULL DEFAULT '';
 ALTER TABLE tasks ADD COLUMN link TEXT NOT NULL DEFAULT '';
+ALTER TABLE tasks ADD COLUMN runs INTEGER NOT NULL DEFAULT 0;
 )sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion);
@@ -85,7 +86,7 @@ static_assert(std::size(kMigrations) == kSchemaVersion);
 const char* kTaskColumns =
     "id, function, args, args_format, queue, priority, idempotency_key, eta_ns, expires_ns, soft_time_limit_s, "
     "time_limit_s, max_retries, retry_backoff_s, schedule, state, attempt, result, error, created_ns, updated_ns, "
-    "finished_ns, parents, link";
+    "finished_ns, parents, link, runs";
 
 class Stmt {
  public:
@@ -204,6 +205,7 @@ DurableTask ReadTask(const Stmt& s) {
   t.finished_ns = s.Int(20);
   t.parents = SplitIds(s.Text(21));
   t.link = s.Text(22);
+  t.runs = static_cast<int>(s.Int(23));
   return t;
 }
 
@@ -531,12 +533,12 @@ class SqliteStore final : public Store {
     if (updates.empty()) return Status::Ok();
     Stmt st(db_,
             "UPDATE tasks SET state = ?, attempt = ?, eta_ns = CASE WHEN ? > 0 THEN ? ELSE eta_ns END, "
-            "result = ?, error = ?, updated_ns = ?, finished_ns = ? WHERE id = ?");
+            "result = ?, error = ?, updated_ns = ?, finished_ns = ?, runs = MAX(runs, ?) WHERE id = ?");
     for (const auto& u : updates) {
       st.Reset();
       st.Bind(1, static_cast<int64_t>(u.state)).Bind(2, static_cast<int64_t>(u.attempt));
       st.Bind(3, u.eta_ns).Bind(4, u.eta_ns).Bind(5, u.result, true).Bind(6, u.error).Bind(7, u.at_ns);
-      st.Bind(8, IsFinal(u.state) ? u.at_ns : int64_t{0}).Bind(9, u.id, true);
+      st.Bind(8, IsFinal(u.state) ? u.at_ns : int64_t{0}).Bind(9, static_cast<int64_t>(u.runs)).Bind(10, u.id, true);
       if (st.Step() != SQLITE_DONE) return Error("update a task");
     }
     return Status::Ok();
@@ -545,7 +547,7 @@ class SqliteStore final : public Store {
   Status InsertTask(const DurableTask& t) {
     if (!insert_) {
       insert_ = std::make_unique<Stmt>(
-          db_, fmt::format("INSERT INTO tasks ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+          db_, fmt::format("INSERT INTO tasks ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            kTaskColumns)
                    .c_str());
     }
@@ -557,7 +559,7 @@ class SqliteStore final : public Store {
     st.Bind(12, static_cast<int64_t>(t.max_retries)).Bind(13, t.retry_backoff_s).Bind(14, t.schedule);
     st.Bind(15, static_cast<int64_t>(t.state)).Bind(16, static_cast<int64_t>(t.attempt)).Bind(17, t.result, true);
     st.Bind(18, t.error).Bind(19, t.created_ns).Bind(20, t.updated_ns).Bind(21, t.finished_ns);
-    st.Bind(22, JoinIds(t.parents), true).Bind(23, t.link);
+    st.Bind(22, JoinIds(t.parents), true).Bind(23, t.link).Bind(24, static_cast<int64_t>(t.runs));
     if (st.Step() != SQLITE_DONE) return Error("store a task");
     return Status::Ok();
   }

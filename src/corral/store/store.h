@@ -50,6 +50,7 @@ struct DurableTask {
   std::string link;               // "", "chain", "chord" or "after"
   TaskState state = TaskState::kPending;
   int attempt = 0;
+  int runs = 0;                   // runs started (retries, and re-executions after a lost worker or node)
   std::string result;             // encoded value (SUCCESS)
   std::string error;              // message with traceback (FAILURE, REVOKED)
   int64_t created_ns = 0;
@@ -66,6 +67,7 @@ struct TaskUpdate {
   std::string result;
   std::string error;
   int64_t at_ns = 0;              // when it happened (wall clock)
+  int runs = 0;                   // runs started so far (the stored count only grows)
 };
 
 struct SubmitResult {

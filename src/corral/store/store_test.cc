@@ -258,6 +258,7 @@ TEST(SqliteStore, MigratesAVersion1StoreKeepingItsTasks) {
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(db,
                          "DROP TABLE queues; ALTER TABLE tasks DROP COLUMN parents; ALTER TABLE tasks DROP COLUMN link; "
+                         "ALTER TABLE tasks DROP COLUMN runs; "
                          "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
                          nullptr, nullptr, nullptr),
             SQLITE_OK)
