@@ -67,11 +67,11 @@ class Cluster:
         env.pop("CORRAL_ADDRESS", None)
         return env
 
-    def add_agent(self, num_cpus=1, num_gpus=0, resources=None, labels=None, extra=(), env=None):
+    def add_agent(self, num_cpus=1, num_gpus=0, resources=None, labels=None, extra=(), env=None, python_path=TESTS_DIR):
         n = len(self.agents)
         args = [self.bin, "start", "--address", self.address, "--block", "--exit-on-stdin-eof",
                 "--state-dir", f"{self.dir}/agent{n}", "--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus),
-                "--python", sys.executable, "--python-path", TESTS_DIR, *extra]
+                "--python", sys.executable, "--python-path", python_path, *extra]
         if resources:
             args += ["--resources", ",".join(f"{k}={v}" for k, v in resources.items())]
         if labels:

@@ -32,6 +32,8 @@ def counter(name):
 def test_submit_then_result_by_id_from_another_process(durable_cluster):
     task_id = durable_tasks.add.submit(2, 3)
     assert isinstance(task_id, str) and len(task_id) == 32
+    assert task_id.id == task_id and task_id.get(timeout=30) == 5 and task_id.state == "SUCCESS"
+    assert json.loads(json.dumps({"id": task_id}))["id"] == task_id  # storable as it is
     assert corral.result(task_id).get(timeout=30) == 5
     assert corral.result(task_id).state == "SUCCESS"
     code = ("import corral, sys; corral.init(address=sys.argv[1]); "
@@ -50,6 +52,17 @@ def test_reexecutions_are_counted_and_visible(durable_cluster, tmp_path):
     flaky = durable_tasks.flaky.submit(str(tmp_path / "count"), 2)
     assert corral.result(flaky).get(timeout=60) == 2
     assert corral.result(flaky).runs == 2  # a retry is a run too
+
+
+def test_an_upgraded_task_module_takes_effect_at_the_next_run(cluster, tmp_path):
+    code = tmp_path / "versioned.py"
+    code.write_text("import corral\n\n@corral.task\ndef version():\n    return 1\n")
+    cluster.add_agent(num_cpus=1, extra=("--tasks", "versioned"), python_path=f"{tmp_path}:{TESTS_DIR}")
+    cluster.connect()
+    cluster.wait_nodes(1)
+    assert corral.send_task("versioned:version").get(timeout=30) == 1
+    code.write_text("import corral\n\n@corral.task\ndef version():\n    return 'two'  # upgraded\n")
+    assert corral.send_task("versioned:version").get(timeout=30) == "two"
 
 
 def test_json_arguments_and_results(durable_cluster):

@@ -15,8 +15,9 @@ from .api import (RemoteFunction, RuntimeContext, cancel, cluster_status, get, i
                   remote, runtime_context, shutdown, wait)
 from .exceptions import (CorralError, GetTimeoutError, NodeDiedError, ObjectLostError, TaskCancelledError,
                          TaskError, WorkerCrashedError)
-from .durable import (DurableFunction, TaskResult, pause_schedule, queue, queues, remove_schedule, result,
-                      resume_schedule, run_schedule_now, schedule, schedule_history, schedules, task, tasks)
+from .durable import (DurableFunction, TaskId, TaskResult, pause_schedule, queue, queues, remove_schedule, result,
+                      resume_schedule, run_schedule_now, schedule, schedule_history, schedules, send_task, task,
+                      tasks)
 from .object_ref import ObjectRef
 
 __version__ = "0.1.0"
@@ -25,6 +26,6 @@ __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel", "nodes", "cluster_status",
     "runtime_context", "RuntimeContext", "ObjectRef", "RemoteFunction", "exceptions", "CorralError", "TaskError",
     "WorkerCrashedError", "NodeDiedError", "TaskCancelledError", "ObjectLostError", "GetTimeoutError",
-    "task", "result", "tasks", "DurableFunction", "TaskResult", "schedule", "schedules", "pause_schedule",
-    "resume_schedule", "remove_schedule", "run_schedule_now", "schedule_history", "queue", "queues",
+    "task", "result", "tasks", "DurableFunction", "TaskId", "TaskResult", "schedule", "schedules", "pause_schedule",
+    "resume_schedule", "remove_schedule", "run_schedule_now", "schedule_history", "queue", "queues", "send_task",
 ]

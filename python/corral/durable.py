@@ -49,14 +49,14 @@ def _wall_ns(value, what):
 class DurableFunction:
     """A function registered as a durable task. Calling it runs it here, as a plain function."""
 
-    def __init__(self, fn, options):
+    def __init__(self, fn, options, name=None):
         unknown = set(options) - _TASK_OPTIONS
         if unknown:
             raise exceptions.InvalidArgumentError(
                 f"unknown task option(s) {sorted(unknown)}; valid: {sorted(_TASK_OPTIONS)}")
         self._fn = fn
         self._options = dict(options)
-        self.name = _name(fn)
+        self.name = name or _name(fn)
         self.__wrapped__ = fn
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", "task")
@@ -73,7 +73,7 @@ class DurableFunction:
         the worker is stopped; a failed attempt, retried while retries remain)."""
         merged = dict(self._options)
         merged.update(options)
-        return DurableFunction(self._fn, merged)
+        return DurableFunction(self._fn, merged, self.name)
 
     def _spec(self, args, kwargs, key=None):
         o = self._options
@@ -110,14 +110,60 @@ class DurableFunction:
         }
 
     def submit(self, *args, **kwargs):
-        """Stores the task and returns its id (a string) once it is on the head's disk."""
+        """Stores the task and returns its id once it is on the head's disk: a ``TaskId``, a str
+        (print it, store it, pass it to ``corral.result``) with ``.id``, ``.get()``, ``.state``."""
         return _submit([self._spec(args, kwargs)])[0]
 
     def map_submit(self, iterable):
         """One task per item (a tuple of positional arguments, or a single argument), stored in one
-        commit. Returns their ids in order."""
+        commit. Returns their ids (``TaskId``) in order."""
         specs = [self._spec(item if isinstance(item, tuple) else (item,), {}) for item in iterable]
         return _submit(specs) if specs else []
+
+
+def send_task(name, args=(), kwargs=None, **options):
+    """Submits a durable task by its name ("module:qualname", or Celery's "module.name") from a
+    process that does not import its module; options as ``DurableFunction.options``. Returns its
+    ``TaskId``. Only names that workers registered are accepted."""
+    if not isinstance(name, str) or not name:
+        raise exceptions.InvalidArgumentError(f"send_task: name must be 'module:qualname', not {name!r}")
+    if ":" not in name and "." in name:
+        name = ":".join(name.rsplit(".", 1))
+
+    def unavailable(*a, **k):
+        raise exceptions.CorralError(f"{name} runs on the workers that registered it; submit it instead")
+
+    return DurableFunction(unavailable, options, name).submit(*tuple(args), **dict(kwargs or {}))
+
+
+class TaskId(str):
+    """A durable task's id as submit() returns it: a str (printable, storable, JSON-able; give it
+    to ``corral.result`` from any process, later) that also reads the task's result here."""
+
+    __slots__ = ()
+
+    @property
+    def id(self):
+        return str(self)
+
+    def result(self):
+        return TaskResult(self)
+
+    def get(self, timeout=None):
+        return TaskResult(self).get(timeout=timeout)
+
+    @property
+    def state(self):
+        return TaskResult(self).state
+
+    def ready(self):
+        return TaskResult(self).ready()
+
+    def revoke(self):
+        return TaskResult(self).revoke()
+
+    def __reduce__(self):  # pickles as the plain id: readable without Corral
+        return (str, (str(self),))
 
 
 def _submit(specs):
@@ -128,7 +174,7 @@ def _submit(specs):
     lost_since = None
     while True:
         try:
-            return [task_id for task_id, _ in client.durable_submit(specs)]
+            return [TaskId(task_id) for task_id, _ in client.durable_submit(specs)]
         except exceptions.ConnectionLostError:
             lost_since = lost_since or time.monotonic()
             if time.monotonic() - lost_since > float(os.environ.get("CORRAL_RECONNECT_S", "60")):
@@ -236,11 +282,43 @@ def import_task_modules():
     import traceback
     for module in filter(None, (m.strip() for m in os.environ.get("CORRAL_TASK_MODULES", "").split(","))):
         try:
-            importlib.import_module(module)
+            _module_mtimes[module] = _mtime(importlib.import_module(module))
         except Exception:
             print(f"corral worker: cannot import task module {module!r}; its tasks cannot run here:\n"
                   + traceback.format_exc(), file=sys.stderr, flush=True)
     return sorted(registry)
+
+
+_module_mtimes = {}  # task module -> its file's mtime when this worker (re)loaded it
+
+
+def _mtime(module):
+    try:
+        return os.stat(module.__file__).st_mtime_ns
+    except (AttributeError, TypeError, OSError):
+        return None
+
+
+def _current(name):
+    """The registered function `name` ("module:qualname"), after reloading its module if the file
+    changed since this worker loaded it: an upgraded module takes effect at the next run, without
+    restarting workers. A module that no longer imports keeps its old code (reported on stderr)."""
+    import importlib
+    import sys
+    module_name = name.partition(":")[0]
+    module = sys.modules.get(module_name)
+    if module is not None:
+        mtime = _mtime(module)
+        seen = _module_mtimes.setdefault(module_name, mtime)
+        if mtime is not None and mtime != seen:
+            _module_mtimes[module_name] = mtime
+            try:
+                importlib.reload(module)  # its decorators register the new functions
+            except Exception:
+                import traceback
+                print(f"corral worker: task module {module_name!r} changed but does not import; running its "
+                      f"previous code:\n" + traceback.format_exc(), file=sys.stderr, flush=True)
+    return registry.get(name)
 
 
 class NoRetry(Exception):
@@ -267,7 +345,7 @@ def _decode(data, fmt):
 def run(name, args, args_format, parents=(), link=""):
     """In a worker: runs a registered durable function; returns its result encoded in args_format.
     A canvas step gets its parents' results first: "chain" the one result, "chord" a list."""
-    fn = registry.get(name)
+    fn = _current(name)
     if fn is None:
         raise exceptions.CorralError(f"durable task function {name} is not registered in this worker")
     a, k = _decode(args, args_format)

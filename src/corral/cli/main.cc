@@ -15,7 +15,7 @@ void AddNodeFlags(CLI::App* cmd, corral::cli::NodeFlags* f) {
   cmd->add_option("--resources", f->resources, "custom resources, e.g. laptop=1,ssd=2");
   cmd->add_option("--labels", f->labels, "node labels for label selectors, e.g. zone=office");
   cmd->add_option("--python", f->python, "Python interpreter for workers (default: python3 beside corral)");
-  cmd->add_option("--python-path", f->python_path, "directory prepended to the workers' PYTHONPATH");
+  cmd->add_option("--python-path", f->python_path, "directories (colon-separated) prepended to the workers' PYTHONPATH: where --tasks modules live");
   cmd->add_option("--tasks", f->task_modules,
                  "modules whose @corral.task functions this node runs, e.g. tasks,reports.jobs (workers import them at start)");
   cmd->add_option("--max-workers", f->max_workers, "most worker processes on this node (default: max(16, 4 x CPUs))");
