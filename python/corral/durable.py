@@ -133,7 +133,7 @@ def send_task(name, args=(), kwargs=None, **options):
     def unavailable(*a, **k):
         raise exceptions.CorralError(f"{name} runs on the workers that registered it; submit it instead")
 
-    return DurableFunction(unavailable, options, name).submit(*tuple(args), **dict(kwargs or {}))
+    return DurableFunction(unavailable, options, name).submit(*tuple(args or ()), **dict(kwargs or {}))
 
 
 class TaskId(str):
@@ -302,7 +302,9 @@ def _mtime(module):
 def _current(name):
     """The registered function `name` ("module:qualname"), after reloading its module if the file
     changed since this worker loaded it: an upgraded module takes effect at the next run, without
-    restarting workers. A module that no longer imports keeps its old code (reported on stderr)."""
+    restarting workers. A module that no longer imports keeps its old code, all of it (reported on
+    stderr). Only the task module is reloaded, not modules it imports, and functions it gains
+    become submittable when its agent restarts (workers announce their functions when they start)."""
     import importlib
     import sys
     module_name = name.partition(":")[0]
@@ -312,9 +314,12 @@ def _current(name):
         seen = _module_mtimes.setdefault(module_name, mtime)
         if mtime is not None and mtime != seen:
             _module_mtimes[module_name] = mtime
+            before = dict(registry)
             try:
                 importlib.reload(module)  # its decorators register the new functions
             except Exception:
+                registry.clear()
+                registry.update(before)  # decorators that ran before the error must not mix in new code
                 import traceback
                 print(f"corral worker: task module {module_name!r} changed but does not import; running its "
                       f"previous code:\n" + traceback.format_exc(), file=sys.stderr, flush=True)

@@ -63,9 +63,13 @@ DurableQueue::DurableQueue(boost::asio::io_context& io, TaskManager& tasks, Node
   tasks_.on_orphan_held = [this](const std::string& run_id) {
     // An agent holds this run from before the restart: launch it now (it is running), not when its
     // queue's priority and limits would. Deferred: we are inside the TaskManager's reconcile.
-    OnIo([this, id = run_id.substr(0, run_id.rfind('#'))] {
+    size_t hash = run_id.rfind('#');
+    if (hash == std::string::npos) return;
+    OnIo([this, id = run_id.substr(0, hash), attempt = std::atoi(run_id.c_str() + hash + 1)] {
       auto it = active_.find(id);
       if (it == active_.end() || it->second.running || !it->second.loaded || it->second.parents_left > 0) return;
+      // Only the run the store expects now (not an older attempt whose retry waits for its time).
+      if (it->second.task.attempt != attempt || it->second.task.eta_ns > clock_.WallNs()) return;
       Unready(it->second);
       counters_["durable_runs_adopted"]++;
       Launch(id);
@@ -238,6 +242,10 @@ void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
   });
 }
 
+std::string DurableQueue::RunningKey(const std::string& queue, const std::string& function) {
+  return queue + '\0' + function;
+}
+
 DurableQueue::QueueState& DurableQueue::QueueNamed(const std::string& name) {
   auto [it, added] = queues_.try_emplace(name);
   if (added) {
@@ -260,16 +268,10 @@ void DurableQueue::MakeReady(const std::string& id) {
   if (it == active_.end() || it->second.running || it->second.ready_seq != 0 || store::IsFinal(it->second.task.state))
     return;
   Active& a = it->second;
+  if (a.task.eta_ns > clock_.WallNs()) return;  // a stale entry: the task has a later one (a retry)
   if (Expired(a)) return;
   QueueState& q = QueueNamed(a.task.queue);
-  if (q.ready.empty()) {
-    // No credit for idle time: it re-enters at the pass of the busy queues (the least of them).
-    double now_pass = pass_now_;
-    bool any = false;
-    for (const auto& [name, other] : queues_)
-      if (!other.ready.empty()) now_pass = any ? std::min(now_pass, other.pass) : other.pass, any = true;
-    q.pass = std::max(q.pass, now_pass);
-  }
+  if (q.ready.empty()) q.pass = std::max(q.pass, pass_now_);  // no credit for idle time
   a.ready_seq = next_ready_seq_++;
   q.ready.emplace(-a.task.priority, a.ready_seq, id);
 }
@@ -348,17 +350,17 @@ void DurableQueue::Dispatch() {
     if (!best) break;
     QueueState& q = *best->q;
     // The first ready task (priority, then order) whose function some node can take now; a task
-    // whose function's nodes are full waits without holding up the queue (looking 64 deep).
+    // whose function's nodes are full waits without holding up the queue (looking 1024 deep).
     auto pick = q.ready.end();
     int looked = 0;
-    for (auto r = q.ready.begin(); r != q.ready.end() && looked < 64; ++r, ++looked) {
+    for (auto r = q.ready.begin(); r != q.ready.end() && looked < 1024; ++r, ++looked) {
       auto a = active_.find(std::get<2>(*r));
       if (a == active_.end()) {
         pick = r;  // stale: dropped below
         break;
       }
       const std::string& fn = a->second.task.function;
-      auto running = running_by_function_.find(fn);
+      auto running = running_by_function_.find(RunningKey(q.config.name, fn));
       if ((running == running_by_function_.end() ? 0 : running->second) < cap_of(q, fn)) {
         pick = r;
         break;
@@ -381,13 +383,18 @@ void DurableQueue::Dispatch() {
     q.pass += 1.0 / std::max(q.config.weight, 1e-6);
     if (q.config.rate_per_s > 0) q.tokens -= 1;
   }
-  if (next_token > 0 && !wake_armed_) {  // a rate-limited queue can start its next task then
+  // A queue that could not start (its limit, its nodes, its tokens) banks no credit meanwhile:
+  // the queues that could start have a pass of at least pass_now_, so this touches only the others.
+  for (auto& [name, q] : queues_)
+    if (!q.ready.empty()) q.pass = std::max(q.pass, pass_now_);
+  if (next_token > 0 && (!wake_armed_ || now + next_token < wake_at_)) {  // a rate-limited queue's next token
     wake_armed_ = true;
-    wake_.expires_after(std::chrono::nanoseconds(next_token));
+    wake_at_ = now + next_token;
+    wake_.expires_after(std::chrono::nanoseconds(next_token));  // cancels a later wait
     wake_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
-      if (!*alive) return;
+      if (!*alive || ec) return;  // stopped, or replaced by an earlier wait (which is armed)
       wake_armed_ = false;
-      if (!ec) Dispatch();
+      Dispatch();
     });
   }
 }
@@ -564,7 +571,7 @@ void DurableQueue::Launch(const std::string& id) {
   a.running = true;
   a.task.runs++;
   q.running++;
-  running_by_function_[a.task.function]++;
+  running_by_function_[RunningKey(a.task.queue, a.task.function)]++;
   counters_["durable_runs_started"]++;
   tasks_.SubmitDurable(std::move(spec));
 }
@@ -577,7 +584,8 @@ void DurableQueue::OnRunFinished(const std::string& run_id, const proto::ObjectV
   if (a.running) {
     QueueState& q = QueueNamed(a.task.queue);
     q.running--;
-    if (--running_by_function_[a.task.function] <= 0) running_by_function_.erase(a.task.function);
+    std::string key = RunningKey(a.task.queue, a.task.function);
+    if (--running_by_function_[key] <= 0) running_by_function_.erase(key);
     (value.error() == proto::ERROR_NONE ? q.succeeded : q.failed)++;
   }
   a.running = false;

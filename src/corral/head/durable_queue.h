@@ -104,7 +104,7 @@ class DurableQueue {
     std::set<std::tuple<int, uint64_t, std::string>> ready;
     int running = 0;
     double pass = 0;       // stride scheduling (see above)
-    double tokens = 1;     // rate limit bucket (at most 1: no bursts)
+    double tokens = 1;     // rate limit bucket (at most 50 ms worth, at least 1)
     Nanos tokens_at = 0;
     int64_t succeeded = 0, failed = 0;
   };
@@ -160,10 +160,12 @@ class DurableQueue {
   std::map<std::string, store::Schedule> schedules_;  // by name
   std::map<std::string, QueueState> queues_;               // by name: those configured or used
   uint64_t next_ready_seq_ = 1;
-  std::unordered_map<std::string, int> running_by_function_;  // runs in flight per function
+  std::unordered_map<std::string, int> running_by_function_;  // runs in flight per (queue, function)
+  static std::string RunningKey(const std::string& queue, const std::string& function);
   double pass_now_ = 0;                               // the pass of the latest start
   boost::asio::steady_timer wake_;                    // a rate-limited queue's next token
   bool wake_armed_ = false;
+  Nanos wake_at_ = 0;                                 // boot time the armed wait ends
   int64_t result_ttl_ns_;
   Nanos next_purge_ = 0;
   bool purging_ = false;
