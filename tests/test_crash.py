@@ -83,3 +83,45 @@ def test_acknowledged_durable_tasks_survive_repeated_head_and_agent_kills():
     finally:
         corral.shutdown()
         net.close()
+
+
+def test_canvases_and_queue_settings_survive_repeated_head_kills():
+    """Chains and chords submitted while the head is killed -9 again and again: each step runs
+    once its parents succeeded, with their results, whatever restart came between; a queue's
+    settings outlive the kills too."""
+    from corral.compat.celery import chain, chord
+    import celery_more
+    kills_wanted = int(os.environ.get("CORRAL_CRASH_CANVAS_KILLS", "5"))
+    seed = int(os.environ.get("CORRAL_CRASH_SEED", str(random.randrange(1 << 30))))
+    print(f"\n[crash canvas] seed {seed} (rerun with CORRAL_CRASH_SEED={seed}), {kills_wanted} head kills")
+    rng = random.Random(seed)
+    net = netns.NetCluster(agents=2, agent_args=("--tasks", "durable_tasks,celery_more"), num_cpus=2)
+    try:
+        net.connect()
+        wait_until(lambda: sum(n["state"] == "alive" and bool(n["python_version"]) for n in corral.nodes()) == 2,
+                   what="2 nodes")
+        corral.queue("crashq", concurrency=3, weight=2)
+        add, total = celery_more.add, celery_more.total
+        rounds = 40
+        kill_at = set(rng.sample(range(1, rounds), kills_wanted))
+        chains, chords, killers = [], [], []
+        for r in range(rounds):
+            if r in kill_at:
+                t = threading.Thread(target=lambda: net.restart_head(down_s=rng.uniform(0.0, 0.2)), daemon=True)
+                t.start()
+                killers.append(t)
+            chains.append((r, chain(add.s(r, 1), add.s(10), add.s(100)).apply_async(queue="crashq")))
+            chords.append((r, chord([add.s(r, i) for i in range(4)], total.s()).apply_async()))
+            for t in killers:
+                t.join(60)
+            killers.clear()
+        bad = [(r, c.get(timeout=120)) for r, c in chains if c.get(timeout=120) != r + 111]
+        bad += [(r, c.get(timeout=120)) for r, c in chords if c.get(timeout=120) != 4 * r + 6]
+        q = {q["name"]: q for q in corral.queues()}["crashq"]
+        print(f"[crash canvas] {rounds} chains of 3 and {rounds} chords of 4+1 across {kills_wanted} head kills: "
+              f"{len(bad)} wrong or lost")
+        assert not bad, bad[:5]
+        assert (q["concurrency"], q["weight"]) == (3, 2)
+    finally:
+        corral.shutdown()
+        net.close()
