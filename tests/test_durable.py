@@ -218,6 +218,8 @@ def test_revoke_pending_and_running_and_list(durable_cluster, tmp_path):
                          env=durable_cluster.env(), timeout=30)
     assert out.returncode == 0, out.stderr
     assert failed in out.stdout and "ValueError: listed" in out.stdout
+    row = next(line for line in out.stdout.splitlines() if line.startswith(failed))
+    assert row.split()[1:6] == ["FAILURE", "durable_tasks:boom", "default", "0", "1"], row  # attempt 0, 1 run
     out = subprocess.run([durable_cluster.bin, "tasks", "--state", "bogus", "--address", durable_cluster.address],
                          capture_output=True, text=True, env=durable_cluster.env(), timeout=30)
     assert out.returncode == 1 and "unknown state 'bogus'" in out.stderr
