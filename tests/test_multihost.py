@@ -236,6 +236,19 @@ def test_head_restart_in_flight_tasks_complete(net):
     assert corral.get(work.remote("after", 0.0, net.ledger), timeout=30)[0] == "after"
 
 
+def test_a_cancel_made_while_the_head_is_down_reaches_it_after_the_reconnect(net):
+    wait_alive(3)
+    ref = work.remote("long", 30.0, net.ledger)
+    wait_until(lambda: os.path.exists(net.ledger) and "start long" in open(net.ledger).read(), what="the task running")
+    net.kill(net.head)
+    wait_until(lambda: corral._runtime.client.reconnecting, what="the driver to notice")
+    corral.cancel(ref, force=True)  # while disconnected: kept, sent after the replay
+    net.start_head()
+    with pytest.raises(corral.TaskCancelledError):
+        corral.get(ref, timeout=60)
+    print(f"\n[cancel while disconnected] delivered after the reconnect; the task was stopped")
+
+
 def test_drain_under_load(net):
     wait_alive(3)
     victim = net.agents[1]

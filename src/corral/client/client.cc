@@ -290,6 +290,18 @@ void Client::ReconnectLoop(Status reason) {
       last = Status(Code::kUnavailable, "the connection closed right after the replay");
       continue;
     }
+    // Cancels and releases made while disconnected, after the replay (a cancel may name a task the
+    // replay just sent again).
+    proto::ClientToHead held;
+    for (auto& cancel : pending_cancels_) {
+      proto::ClientToHead m;
+      *m.mutable_cancel() = std::move(cancel);
+      (*c)->Send(m);
+    }
+    pending_cancels_.clear();
+    for (auto& id : pending_release_) held.mutable_release()->add_ids(std::move(id));
+    pending_release_.clear();
+    if (held.has_release()) (*c)->Send(held);
     reconnecting_ = false;
     reconnects_++;
     if (options_.print_logs)
@@ -600,12 +612,17 @@ void Client::EndWaiting(const std::vector<std::string>& ids) {
   AfterDrops(released);
 }
 
+bool Client::reconnecting() const {
+  std::lock_guard lock(mu_);
+  return reconnecting_;
+}
+
 void Client::FlushReleases() {
   proto::ClientToHead msg;
   {
     std::lock_guard lock(mu_);
     release_timer_armed_ = false;
-    if (pending_release_.empty() || closed_) return;
+    if (pending_release_.empty() || closed_ || reconnecting_) return;  // reconnecting: sent after the replay
     for (auto& id : pending_release_) msg.mutable_release()->add_ids(std::move(id));
     pending_release_.clear();
   }
@@ -627,6 +644,13 @@ Status Client::Cancel(const std::string& task_id, bool force) {
   proto::ClientToHead msg;
   msg.mutable_cancel()->set_task_id(task_id);
   msg.mutable_cancel()->set_force(force);
+  {
+    std::lock_guard lock(mu_);
+    if (reconnecting_) {  // the head hears it after the replay (which may resubmit the task)
+      pending_cancels_.push_back(msg.cancel());
+      return Status::Ok();
+    }
+  }
   return Send(msg);
 }
 

@@ -15,8 +15,8 @@
 // submitted whose result it has not received (marked `resubmitted`; the head ignores ids it still
 // has), in submission order, and re-subscribes what it waits for. Values it owns and holds (puts
 // and results) are sent again too, for the tasks that take them. Waiting calls go on waiting
-// meanwhile; only if the head stays unreachable do they fail. Cancels and releases sent while
-// disconnected are lost.
+// meanwhile; only if the head stays unreachable do they fail. Cancels and releases made while
+// disconnected are kept and sent once the replay is done.
 //
 // After fork(): the child must create a new Client; the parent's one is abandoned, not destroyed.
 #pragma once
@@ -87,6 +87,7 @@ class Client {
     return c && !c->closed();
   }
   int reconnects() const { return reconnects_.load(); }
+  bool reconnecting() const;
 
  private:
   explicit Client(const ClientOptions& options);
@@ -123,7 +124,7 @@ class Client {
   std::atomic<int> reconnects_{0};
 
   std::mutex submit_mu_;  // serialises submissions (see Submit)
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   std::optional<Status> welcome_;                                   // guarded by mu_
   std::string session_;                  // the head's run id, from the Welcome; guarded by mu_
@@ -142,6 +143,7 @@ class Client {
   std::unordered_set<std::string> subscribed_;                      // guarded by mu_
   std::unordered_set<std::string> owned_;                           // guarded by mu_
   std::vector<std::string> pending_release_;                        // guarded by mu_
+  std::vector<proto::Cancel> pending_cancels_;                      // made while reconnecting; guarded by mu_
   bool release_timer_armed_ = false;                                // guarded by mu_
   uint64_t next_request_ = 1;                                       // guarded by mu_
   std::unordered_map<uint64_t, std::optional<proto::Reply>> replies_;  // guarded by mu_

@@ -191,6 +191,7 @@ NB_MODULE(_core, m) {
       .def_prop_ro("client_id", [](Client& c) { return Bytes(c.client_id()); })
       .def_prop_ro("connected", &Client::connected)
       .def_prop_ro("reconnects", &Client::reconnects)
+      .def_prop_ro("reconnecting", &Client::reconnecting)
       .def("register_function",
            [](Client& c, const std::string& name, const nb::bytes& hash, const nb::bytes& pickled,
               const std::map<std::string, double>& resources, const std::map<std::string, std::string>& labels,
