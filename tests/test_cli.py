@@ -56,7 +56,8 @@ def test_start_status_join_stop(home, tmp_path):
     join = [l for l in out.stdout.splitlines() if "corral start --address" in l][0].strip()
     token = join.split()[0].split("=", 1)[1]
     env = dict(home, CORRAL_TOKEN=token)
-    out = run(["start", "--address", address, "--state-dir", str(tmp_path / "agent2"), "--num-cpus", "1",
+    agent_dir = os.path.join(home["CORRAL_HOME"], "agent2")  # under CORRAL_HOME: `corral stop` finds it
+    out = run(["start", "--address", address, "--state-dir", agent_dir, "--num-cpus", "1",
                "--labels", "zone=lab"], env)
     assert out.returncode == 0, out.stderr
     assert "joined the head" in out.stdout
@@ -74,11 +75,11 @@ def test_start_status_join_stop(home, tmp_path):
     done = subprocess.run([sys.executable, "-c", script], env=home, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "42", done.stderr
 
-    pids = [int(open(os.path.join(head_dir, "pid")).read())]
+    pids = [int(open(os.path.join(d, "pid")).read()) for d in (head_dir, agent_dir)]
     out = run(["stop"], home)
     assert out.returncode == 0 and "Stopped" in out.stdout
     wait_until(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                               for p in pids), what="the head to exit")
+                               for p in pids), what="the head and the agent to exit")
     assert "Nothing to stop" in run(["stop"], home).stdout
 
 

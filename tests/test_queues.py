@@ -148,7 +148,7 @@ def test_queue_settings_are_validated_and_listed(two_agents):
                          capture_output=True, text=True, env=two_agents.env(), timeout=30)
     assert out.returncode == 0, out.stderr
     row = next(line for line in out.stdout.splitlines() if line.startswith("reports"))
-    assert row.split()[:6] == ["reports", "2", "3", "2", "0", "1"], out.stdout
+    assert row.split()[:6] == ["reports", "2", "3", "2/s", "0", "1"], out.stdout
     out = subprocess.run([two_agents.bin, "queue", "set", "reports", "--rate", "5/s", "--address", two_agents.address],
                          capture_output=True, text=True, env=two_agents.env(), timeout=30)
     assert out.returncode == 0, out.stderr

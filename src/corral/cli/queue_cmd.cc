@@ -5,6 +5,17 @@
 #include "corral/cli/commands.h"
 
 namespace corral::cli {
+namespace {
+
+// 1.6667/s -> "100/m": in the unit it was most likely given in.
+std::string FormatRate(double per_s) {
+  if (per_s <= 0) return "-";
+  if (per_s >= 1) return fmt::format("{:.4g}/s", per_s);
+  if (per_s * 60 >= 1) return fmt::format("{:.4g}/m", per_s * 60);
+  return fmt::format("{:.4g}/h", per_s * 3600);
+}
+
+}  // namespace
 
 int QueueCommand(const std::string& address, const QueueFlags& f) {
   proto::Request req;
@@ -44,7 +55,7 @@ int QueueCommand(const std::string& address, const QueueFlags& f) {
     std::printf("No queues yet: a queue exists from its first task on (or `corral queue set NAME ...`).\n");
     return 0;
   }
-  std::printf("%-20s %6s %6s %7s %7s %9s %7s %7s %5s  %s\n", "QUEUE", "WEIGHT", "LIMIT", "RATE/S", "READY", "WAITING",
+  std::printf("%-20s %6s %6s %7s %7s %9s %7s %7s %5s  %s\n", "QUEUE", "WEIGHT", "LIMIT", "RATE", "READY", "WAITING",
               "RUNNING", "DONE", "FAIL", "PINNED TO");
   for (const auto& q : reply->queues()) {
     std::string pinned = q.labels();
@@ -52,7 +63,7 @@ int QueueCommand(const std::string& address, const QueueFlags& f) {
     if (q.slots() == 0 && q.ready() > 0) pinned += "  (no connected node can run it)";
     std::printf("%-20s %6g %6s %7s %7lld %9lld %7lld %7lld %5lld  %s\n", q.name().c_str(), q.weight(),
                 q.concurrency() > 0 ? std::to_string(q.concurrency()).c_str() : "-",
-                q.rate_per_s() > 0 ? fmt::format("{:g}", q.rate_per_s()).c_str() : "-",
+                FormatRate(q.rate_per_s()).c_str(),
                 static_cast<long long>(q.ready()), static_cast<long long>(q.waiting()),
                 static_cast<long long>(q.running()), static_cast<long long>(q.succeeded()),
                 static_cast<long long>(q.failed()), pinned.empty() ? "-" : pinned.c_str());
