@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -39,10 +40,15 @@ def run_system(system, workloads, smoke, timeout):
         cmd.append("--smoke")
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     t = time.perf_counter()
+    # Its own process group: on a timeout, the system's servers (redis, workers) go with it.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=HERE,
+                            start_new_session=True)
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=HERE)
-    except subprocess.TimeoutExpired as e:
-        stdout = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        stdout, stderr = proc.communicate(timeout=timeout)
+        out = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, _ = proc.communicate()
         records = [json.loads(l) for l in stdout.splitlines() if l.startswith("{")]
         done = {r["workload"] for r in records}
         records += [{"workload": w, "unavailable": f"not finished within the {timeout} s limit"}
