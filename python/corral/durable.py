@@ -483,5 +483,6 @@ def queue(name, *, weight=None, concurrency=None, rate_limit=None, labels=None, 
 def queues():
     """Every queue, as dicts: name, weight, concurrency, rate_per_s, labels, resources, and what it
     holds now: ready (due, waiting for a slot), waiting (eta, retry backoff, parents), running, and
-    succeeded/failed since the head started; slots: how many of its tasks the nodes can run at once."""
+    the runs that succeeded/failed since the head started (a retried task's failed runs count);
+    slots: how many of its tasks the nodes can run at once."""
     return _runtime.get_client().queue_op(False, {})

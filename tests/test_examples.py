@@ -1,0 +1,28 @@
+"""The examples run as a user would run them, and say what they did."""
+import os
+import subprocess
+import sys
+
+from conftest import TESTS_DIR
+
+EXAMPLES = os.path.join(os.path.dirname(TESTS_DIR), "examples")
+
+
+def run(name):
+    out = subprocess.run([sys.executable, os.path.join(EXAMPLES, name)], capture_output=True, text=True, timeout=180,
+                         env={k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_quickstart():
+    out = run("quickstart.py")
+    assert "pi ~ 3.1" in out and "caught the task's ValueError" in out
+
+
+def test_durable_quickstart():
+    out = run("durable_quickstart.py")
+    assert "the same idempotency key is the same task: True" in out
+    assert "after 2 runs" in out
+    assert "30 reports (300000 rows) and 40 emails" in out
+    assert "fired 2 times" in out or "fired 3 times" in out
