@@ -72,3 +72,8 @@ def die_once(marker):
         open(marker, "w").close()
         os.kill(os.getpid(), 9)
     return "survived"
+
+
+@corral.task
+def total(values):
+    return sum(values)

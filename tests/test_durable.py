@@ -65,6 +65,16 @@ def test_an_upgraded_task_module_takes_effect_at_the_next_run(cluster, tmp_path)
     assert corral.send_task("versioned:version").get(timeout=30) == "two"
 
 
+def test_native_canvas(durable_cluster):
+    """chain/group/chord of @corral.task functions, run by the head."""
+    add = durable_tasks.add
+    assert corral.chain(add.s(1, 2), add.s(10)).apply_async().get(timeout=60) == 13
+    assert corral.chord([add.s(i, i) for i in range(4)], durable_tasks.total.s()).apply_async().get(timeout=60) == 12
+    assert corral.group(add.s(1, 1), add.s(2, 2)).apply_async().get(timeout=60) == [2, 4]
+    r = corral.chain(add.s(1, 1), add.si(5, 5)).apply_async(queue="canvas")
+    assert r.get(timeout=60) == 10 and {t["queue"] for t in corral.tasks(queue="canvas")} == {"canvas"}
+
+
 def test_json_arguments_and_results(durable_cluster):
     task_id = durable_tasks.add.options(args_format="json").submit([1], [2])
     assert corral.result(task_id).get(timeout=30) == [1, 2]

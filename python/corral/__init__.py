@@ -19,6 +19,7 @@ from .durable import (DurableFunction, TaskId, TaskResult, pause_schedule, queue
                       resume_schedule, run_schedule_now, schedule, schedule_history, schedules, send_task, task,
                       tasks)
 from .object_ref import ObjectRef
+from .compat.celery import chain, chord, group  # canvases of durable tasks: fn.s(...) steps
 
 __version__ = "0.1.0"
 
@@ -28,4 +29,5 @@ __all__ = [
     "WorkerCrashedError", "NodeDiedError", "TaskCancelledError", "ObjectLostError", "GetTimeoutError",
     "task", "result", "tasks", "DurableFunction", "TaskId", "TaskResult", "schedule", "schedules", "pause_schedule",
     "resume_schedule", "remove_schedule", "run_schedule_now", "schedule_history", "queue", "queues", "send_task",
+    "chain", "group", "chord",
 ]

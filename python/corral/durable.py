@@ -109,6 +109,23 @@ class DurableFunction:
             "time_limit_s": float(o.get("time_limit") or 0.0),
         }
 
+    def s(self, *args, **kwargs):
+        """A step for ``corral.chain``/``group``/``chord``: it gets the previous step's result first."""
+        from .compat.celery import Signature
+        return Signature(self, args, kwargs)
+
+    def si(self, *args, **kwargs):
+        """A step that does not take the previous step's result (it only runs after it)."""
+        from .compat.celery import Signature
+        return Signature(self, args, kwargs, immutable=True)
+
+    def _canvas_spec(self, args, kwargs, options):
+        given = {k: v for k, v in options.items() if k in _TASK_OPTIONS and v is not None}
+        spec = (self.options(**given) if given else self)._spec(tuple(args), dict(kwargs))
+        if options.get("task_id"):
+            spec["id"] = str(options["task_id"])
+        return spec
+
     def submit(self, *args, **kwargs):
         """Stores the task and returns its id once it is on the head's disk: a ``TaskId``, a str
         (print it, store it, pass it to ``corral.result``) with ``.id``, ``.get()``, ``.state``."""
@@ -443,7 +460,8 @@ def _rate_per_s(rate):
             n = -1
         if per is not None and n >= 0:
             return n / per
-    raise exceptions.InvalidArgumentError(f"rate_limit={rate!r}: give e.g. '10/s', '100/m', '5/h' or a number per second")
+    raise exceptions.InvalidArgumentError(
+        f"rate_limit={rate!r}: give e.g. '10/s', '100/m', '5/h' or a number per second")
 
 
 def _pairs(value, what):

@@ -198,7 +198,8 @@ void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
       return refuse(fmt::format("a chain step has exactly one parent, not {}", spec.parents_size()));
     if (spec.parents_size() > 10000) return refuse("a task can wait for at most 10,000 parents");
     for (const auto& p : spec.parents()) {
-      if (p.empty() || p.size() > 128 || p == spec.id()) return refuse("a parent id is empty, too long, or the task itself");
+      if (p.empty() || p.size() > 128 || p == spec.id())
+        return refuse("a parent id is empty, longer than 128 bytes, or the task itself");
       if (in_batch.contains(p) && !seen.contains(p))  // a parent in this submission comes first: no cycles
         return refuse(fmt::format("parent {} comes after its child {} in the submission", p, spec.id()));
     }
@@ -408,7 +409,8 @@ void DurableQueue::Queues(const proto::QueueRequest& req, Reply reply) {
     p.set_rate_per_s(q.config.rate_per_s);
     std::string labels, resources;
     for (const auto& [k, v] : q.config.labels) labels += fmt::format("{}{}={}", labels.empty() ? "" : ",", k, v);
-    for (const auto& [k, v] : q.config.resources) resources += fmt::format("{}{}={:g}", resources.empty() ? "" : ",", k, v);
+    for (const auto& [k, v] : q.config.resources)
+      resources += fmt::format("{}{}={:g}", resources.empty() ? "" : ",", k, v);
     p.set_labels(labels);
     p.set_resources(resources);
     p.set_ready(static_cast<int64_t>(q.ready.size()));

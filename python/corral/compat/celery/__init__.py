@@ -197,7 +197,7 @@ def _specs(node, parents, mode, args=(), options=None):
         s = node.clone(args)
         opts = {k: v for k, v in options.items() if not (parents and k in _START_OPTIONS)}
         opts.update(s.options)
-        spec = s.task._spec(s.args, s.kwargs, opts)
+        spec = s.task._canvas_spec(s.args, s.kwargs, opts)
         if parents:
             spec["parents"] = list(parents)
             spec["link"] = "after" if node.immutable else mode
@@ -356,11 +356,11 @@ class Task:
     def apply_async(self, args=None, kwargs=None, countdown=None, eta=None, expires=None, queue=None, priority=None,
                     task_id=None, **options):
         _ensure_connected()
-        spec = self._spec(tuple(args or ()), dict(kwargs or {}), dict(countdown=countdown, eta=eta, expires=expires,
-                                                                     queue=queue, priority=priority, task_id=task_id))
+        options = dict(countdown=countdown, eta=eta, expires=expires, queue=queue, priority=priority, task_id=task_id)
+        spec = self._canvas_spec(tuple(args or ()), dict(kwargs or {}), options)
         return AsyncResult(durable._submit([spec])[0])
 
-    def _spec(self, args, kwargs, options):
+    def _canvas_spec(self, args, kwargs, options):
         countdown, eta, expires = options.get("countdown"), options.get("eta"), options.get("expires")
         queue, priority, task_id = options.get("queue"), options.get("priority"), options.get("task_id")
         opts = {}
@@ -402,7 +402,8 @@ class _Request:
 # Celery task options that hold on Corral without a setting: tasks are acknowledged late and
 # re-run when a worker is lost, results are kept, STARTED is shown, retries have jitter.
 _IGNORED_OPTIONS = {"acks_late", "ignore_result", "track_started", "retry_jitter", "typing", "trail", "shared",
-                    "store_errors_even_if_ignored", "reject_on_worker_lost", "send_events", "acks_on_failure_or_timeout"}
+                    "store_errors_even_if_ignored", "reject_on_worker_lost", "send_events",
+                    "acks_on_failure_or_timeout"}
 
 
 def _task_options(options):
@@ -413,7 +414,8 @@ def _task_options(options):
             out[key] = value
         elif key == "serializer":
             if value not in ("json", "pickle"):
-                raise exceptions.InvalidArgumentError(f"serializer={value!r}: Corral encodes arguments as 'json' or 'pickle'")
+                raise exceptions.InvalidArgumentError(
+                    f"serializer={value!r}: Corral encodes arguments as 'json' or 'pickle'")
             out["args_format"] = value
         elif key == "rate_limit":
             raise exceptions.InvalidArgumentError(
