@@ -77,3 +77,14 @@ def die_once(marker):
 @corral.task
 def total(values):
     return sum(values)
+
+
+@corral.remote
+def square(x):
+    return x * x
+
+
+@corral.task
+def fan_out(n):
+    """A durable task that uses the cluster (as the seed's nightly distributed_training does)."""
+    return sum(corral.get([square.remote(i) for i in range(n)], timeout=120))

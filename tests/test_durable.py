@@ -65,6 +65,11 @@ def test_an_upgraded_task_module_takes_effect_at_the_next_run(cluster, tmp_path)
     assert corral.send_task("versioned:version").get(timeout=30) == "two"
 
 
+def test_a_durable_task_fans_out_to_remote_tasks(durable_cluster):
+    """The seed's pattern: a scheduled (durable) job that spreads its work over the cluster."""
+    assert durable_tasks.fan_out.submit(50).get(timeout=120) == sum(i * i for i in range(50))
+
+
 def test_native_canvas(durable_cluster):
     """chain/group/chord of @corral.task functions, run by the head."""
     add = durable_tasks.add
