@@ -194,6 +194,8 @@ def _specs(node, parents, mode, args=(), options=None):
     Returns (specs, the node's result, its last tasks' ids, the mode their children get)."""
     options = options or {}
     if isinstance(node, Signature):
+        if mode == "empty":  # after an empty group: its results, an empty list, come first
+            args, mode = ([],) + tuple(args), "after"
         s = node.clone(args)
         opts = {k: v for k, v in options.items() if not (parents and k in _START_OPTIONS)}
         opts.update(s.options)
@@ -205,8 +207,8 @@ def _specs(node, parents, mode, args=(), options=None):
     if isinstance(node, chord):
         return _specs(chain(node.header, node.body), parents, mode, args, options)
     if isinstance(node, group):
-        if not node.tasks:
-            raise exceptions.InvalidArgumentError("an empty group (or chord header) has no tasks to run")
+        if not node.tasks:  # as Celery: its result is [], and what follows gets [] (after its parents)
+            return [], GroupResult([]), parents, "empty"
         specs, results, tails = [], [], []
         for member in node.tasks:
             sp, r, t, _ = _specs(member, parents, mode, args, options)
@@ -232,7 +234,8 @@ def _apply_canvas(node, args=(), kwargs=None, options=None):
     if kwargs:
         raise exceptions.InvalidArgumentError("a chain, group or chord takes extra positional arguments only")
     specs, result, _, _ = _specs(node, [], "chain", tuple(args), options)
-    durable._submit(specs)
+    if specs:
+        durable._submit(specs)
     return result
 
 
