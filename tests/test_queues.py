@@ -149,6 +149,9 @@ def test_queue_settings_are_validated_and_listed(two_agents):
     assert out.returncode == 0, out.stderr
     row = next(line for line in out.stdout.splitlines() if line.startswith("reports"))
     assert row.split()[:6] == ["reports", "2", "3", "2/s", "0", "1"], out.stdout
+    out = subprocess.run([two_agents.bin, "status", "--address", two_agents.address],
+                         capture_output=True, text=True, env=two_agents.env(), timeout=30)
+    assert "Durable tasks: 1 unfinished, 0 schedule(s)" in out.stdout, out.stdout
     out = subprocess.run([two_agents.bin, "queue", "set", "reports", "--rate", "5/s", "--address", two_agents.address],
                          capture_output=True, text=True, env=two_agents.env(), timeout=30)
     assert out.returncode == 0, out.stderr

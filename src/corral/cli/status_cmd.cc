@@ -107,6 +107,14 @@ int ShowStatus(const std::string& address, bool json) {
     tasks += fmt::format("{}{} {}", tasks.empty() ? "" : ", ", it == st.tasks_by_state().end() ? 0 : it->second, s);
   }
   std::printf("\nTasks held by the head: %s\n", tasks.c_str());
+  auto counter = [&](const char* name) {
+    auto it = st.counters().values().find(name);
+    return it == st.counters().values().end() ? int64_t{0} : it->second;
+  };
+  if (counter("durable_unfinished") > 0 || counter("schedules") > 0 || counter("durable_submitted") > 0)
+    std::printf("Durable tasks: %lld unfinished, %lld schedule(s) (`corral tasks`, `corral queue list`, "
+                "`corral schedule list`)\n",
+                static_cast<long long>(counter("durable_unfinished")), static_cast<long long>(counter("schedules")));
   if (!st.infeasible().empty()) {
     std::printf("\nCannot be scheduled on any node:\n");
     for (const auto& s : st.infeasible()) std::printf("  %s\n", s.c_str());

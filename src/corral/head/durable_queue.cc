@@ -848,6 +848,7 @@ void DurableQueue::Tick() {
 void DurableQueue::FillCounters(std::map<std::string, int64_t>* counters) const {
   for (const auto& [k, v] : counters_) (*counters)[k] = v;
   (*counters)["durable_unfinished"] = static_cast<int64_t>(active_.size());
+  (*counters)["schedules"] = static_cast<int64_t>(schedules_.size());
   (*counters)["durable_commits"] = committer_->commits();
 }
 
