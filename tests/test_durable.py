@@ -33,6 +33,7 @@ def test_submit_then_result_by_id_from_another_process(durable_cluster):
     task_id = durable_tasks.add.submit(2, 3)
     assert isinstance(task_id, str) and len(task_id) == 32
     assert task_id.id == task_id and task_id.get(timeout=30) == 5 and task_id.state == "SUCCESS"
+    assert counter("durable_results_from_memory") >= 1  # a task finished lately is read without the store
     assert json.loads(json.dumps({"id": task_id}))["id"] == task_id  # storable as it is
     assert corral.result(task_id).get(timeout=30) == 5
     assert corral.result(task_id).state == "SUCCESS"

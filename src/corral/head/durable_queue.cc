@@ -662,7 +662,9 @@ void DurableQueue::Write(store::TaskUpdate u) {
       auto it = active_.find(u.id);
       if (it == active_.end() || !store::IsFinal(u.state)) return;
       counters_[fmt::format("durable_{}", store::TaskStateName(it->second.task.state))]++;
-      Answer(u.id, Info(it->second.task));
+      proto::DurableTaskInfo info = Info(it->second.task);
+      Answer(u.id, info);
+      Remember(std::move(info));
       store::DurableTask ended = std::move(it->second.task);
       active_.erase(it);
       auto [first, last] = children_.equal_range(ended.id);
@@ -704,6 +706,23 @@ void DurableQueue::Answer(const std::string& id, const proto::DurableTaskInfo& i
   waiters_.erase(w);
 }
 
+void DurableQueue::Remember(proto::DurableTaskInfo info) {
+  constexpr size_t kMaxTasks = 10000;
+  constexpr size_t kMaxBytes = 64 << 20;
+  recent_bytes_ += info.result().size() + info.error().size();
+  std::string id = info.id();
+  recent_order_.push_back(id);
+  recent_[id] = std::move(info);
+  while (!recent_order_.empty() && (recent_.size() > kMaxTasks || recent_bytes_ > kMaxBytes)) {
+    auto old = recent_.find(recent_order_.front());
+    if (old != recent_.end()) {
+      recent_bytes_ -= old->second.result().size() + old->second.error().size();
+      recent_.erase(old);
+    }
+    recent_order_.pop_front();
+  }
+}
+
 void DurableQueue::Get(const proto::DurableGet& request, Reply reply) {
   const std::string& id = request.id();
   auto it = active_.find(id);
@@ -718,6 +737,12 @@ void DurableQueue::Get(const proto::DurableGet& request, Reply reply) {
     if (it->second.running) r.mutable_durable()->set_state("STARTED");
     reply(std::move(r));
     return;
+  }
+  if (auto r = recent_.find(id); r != recent_.end() && r->second.finished_ns() >= clock_.WallNs() - result_ttl_ns_) {
+    proto::Reply out;  // finished lately: answered from memory, not behind the store's commits
+    *out.mutable_durable() = r->second;
+    counters_["durable_results_from_memory"]++;
+    return reply(std::move(out));
   }
   committer_->Run([this, id, reply](store::Store& s) mutable {
     auto t = s.Get(id);

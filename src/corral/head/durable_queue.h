@@ -43,6 +43,7 @@
 // comes back through io.post.
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <set>
@@ -144,6 +145,8 @@ class DurableQueue {
   void Write(store::TaskUpdate update);
   proto::DurableTaskInfo Info(const store::DurableTask& t) const;
   void Answer(const std::string& id, const proto::DurableTaskInfo& info);
+  // Keeps the latest finished tasks (10,000, 64 MiB of results at most) to answer Get from memory.
+  void Remember(proto::DurableTaskInfo info);
   template <typename F>
   void OnIo(F&& f);
 
@@ -172,6 +175,9 @@ class DurableQueue {
   // Names accepted before (stored tasks and schedules name them): still accepted after a restart,
   // before the agents that registered them are back.
   std::set<std::string> known_functions_;
+  std::unordered_map<std::string, proto::DurableTaskInfo> recent_;  // finished lately, by id
+  std::deque<std::string> recent_order_;                             // oldest first
+  size_t recent_bytes_ = 0;
   std::vector<store::TaskUpdate> failed_updates_;  // writes the store refused: tried again every tick
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
