@@ -138,6 +138,14 @@ def test_durable_tasks_over_rest(cluster):
     default = {q["name"]: q for q in queues}["default"]
     assert (default["succeeded"], default["failed"], default["slots"]) == (2, 1, 1)
 
+    later = json.dumps({"function": "durable_tasks.add", "args": [1, 2], "countdown": 3600, "priority": 4})
+    later_id = request(cluster, "POST", "/api/v1/tasks", body=later)[2]["id"]
+    assert request(cluster, "POST", f"/api/v1/tasks/{later_id}/revoke")[2] == {"id": later_id, "state": "REVOKED"}
+    assert request(cluster, "POST", "/api/v1/tasks/0123456789abcdef/revoke")[0] == 404
+    corral.schedule("nightly", "durable_tasks:add", cron="0 2 * * *", tz="Asia/Dhaka", args=(1, 2))
+    status, _, schedules = request(cluster, "GET", "/api/v1/schedules")
+    assert status == 200 and [(s["name"], s["cron"], s["tz"]) for s in schedules] == [("nightly", "0 2 * * *", "Asia/Dhaka")]
+
 
 def test_bad_durable_submissions_store_nothing(cluster):
     cluster.add_agent(num_cpus=1, extra=("--tasks", "durable_tasks"))

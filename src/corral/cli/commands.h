@@ -95,6 +95,7 @@ struct SubmitFlags {
   std::string queue = "default";
   std::string idempotency_key;
   int max_retries = 0;
+  int priority = 0;
   double countdown_s = 0;
   bool wait = false;
   double timeout_s = 300;

@@ -104,6 +104,7 @@ int main(int argc, char** argv) {
   submit->add_option("--queue", sub.queue, "queue")->capture_default_str();
   submit->add_option("--idempotency-key", sub.idempotency_key, "submitting the same key again is the same task");
   submit->add_option("--max-retries", sub.max_retries, "re-runs after the function raised")->capture_default_str();
+  submit->add_option("--priority", sub.priority, "higher runs first within its queue")->capture_default_str();
   submit->add_option("--countdown", sub.countdown_s, "seconds to wait before it runs");
   submit->add_flag("--wait", sub.wait, "wait for the result and print it (exit 1 if the task failed)");
   submit->add_option("--timeout", sub.timeout_s, "with --wait: give up after this many seconds")->capture_default_str();

@@ -28,6 +28,7 @@ int SubmitTask(const std::string& address, const SubmitFlags& f) {
   t->set_queue(f.queue);
   t->set_idempotency_key(f.idempotency_key);
   t->set_max_retries(f.max_retries);
+  t->set_priority(f.priority);
   if (f.countdown_s > 0) t->set_eta_ns(SystemClock().WallNs() + static_cast<int64_t>(f.countdown_s * 1e9));
   auto reply = c->Request(req, 60);
   if (!reply) {

@@ -451,6 +451,29 @@ void HeadServer::RegisterHttp(HttpServer& http) {
       respond(HttpResponse::Json(200, j.dump()));
     });
   });
+  http.Route("POST", "/api/v1/tasks/{id}/revoke", [this](const HttpRequest& req, HttpRespond respond) {
+    proto::DurableGet get;
+    get.set_id(req.params.at("id"));
+    durable_->Cancel(get, [respond](proto::Reply r) {
+      if (!r.error().empty()) return respond(HttpResponse::Error(500, r.error()));
+      if (!r.durable().found()) return respond(HttpResponse::Error(404, fmt::format("no durable task {}", r.durable().id())));
+      nlohmann::json j;
+      j["id"] = r.durable().id();
+      j["state"] = r.durable().state();
+      respond(HttpResponse::Json(200, j.dump()));
+    });
+  });
+  http.Route("GET", "/api/v1/schedules", [this](const HttpRequest&, HttpRespond respond) {
+    durable_->Schedule(proto::ScheduleRequest(), [respond](proto::Reply r) {
+      if (!r.error().empty()) return respond(HttpResponse::Error(500, r.error()));
+      nlohmann::json j = nlohmann::json::array();
+      for (const auto& s : r.schedules())
+        j.push_back({{"name", s.name()}, {"function", s.function()}, {"cron", s.cron()}, {"every_s", s.every_s()},
+                     {"tz", s.tz()}, {"misfire", s.misfire()}, {"queue", s.queue()}, {"paused", s.paused()},
+                     {"last_slot_ns", s.last_slot_ns()}, {"next_slot_ns", s.next_slot_ns()}});
+      respond(HttpResponse::Json(200, j.dump()));
+    });
+  });
   http.Route("GET", "/api/v1/queues", [this](const HttpRequest&, HttpRespond respond) {
     durable_->Queues(proto::QueueRequest(), [respond](proto::Reply r) {
       if (!r.error().empty()) return respond(HttpResponse::Error(500, r.error()));
