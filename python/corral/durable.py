@@ -20,7 +20,7 @@ import os
 import pickle
 import time
 
-from . import _runtime, exceptions
+from . import _core, _runtime, exceptions
 
 # name ("module:qualname") -> function, for the functions this process registered with @task.
 registry = {}
@@ -452,14 +452,10 @@ def _rate_per_s(rate):
     if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate >= 0:
         return float(rate)
     if isinstance(rate, str):
-        count, _, unit = rate.partition("/")
-        per = {"": 1, "s": 1, "m": 60, "h": 3600}.get(unit.strip())
         try:
-            n = float(count)
-        except ValueError:
-            n = -1
-        if per is not None and n >= 0:
-            return n / per
+            return _core.parse_rate(rate)  # the same parser as `corral queue set --rate`
+        except exceptions.InvalidArgumentError:
+            pass
     raise exceptions.InvalidArgumentError(
         f"rate_limit={rate!r}: give e.g. '10/s', '100/m', '5/h' or a number per second")
 

@@ -142,6 +142,18 @@ Result<std::map<std::string, double>> ParseAmounts(std::string_view text) {
   return out;
 }
 
+namespace {
+template <typename M>
+std::string JoinPairs(const M& m) {
+  std::string out;
+  for (const auto& [k, v] : m) out += fmt::format("{}{}={}", out.empty() ? "" : ",", k, v);
+  return out;
+}
+}  // namespace
+
+std::string FormatPairs(const std::map<std::string, std::string>& pairs) { return JoinPairs(pairs); }
+std::string FormatPairs(const std::map<std::string, double>& amounts) { return JoinPairs(amounts); }
+
 Result<double> ParseRate(std::string_view text) {
   std::string_view t = Trim(text);
   double per = 1;

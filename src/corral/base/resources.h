@@ -49,6 +49,9 @@ Result<int64_t> ParseMemory(std::string_view text);
 Result<std::map<std::string, std::string>> ParseLabels(std::string_view text);
 // "laptop=1,ssd=2" -> {"laptop": 1, "ssd": 2}.
 Result<std::map<std::string, double>> ParseAmounts(std::string_view text);
+// The inverse of both: {"zone": "office", "os": "linux"} -> "os=linux,zone=office".
+std::string FormatPairs(const std::map<std::string, std::string>& pairs);
+std::string FormatPairs(const std::map<std::string, double>& amounts);
 // A rate as Celery writes it: "10/s", "100/m", "5/h", or a plain number per second -> per second.
 Result<double> ParseRate(std::string_view text);
 // 4294967296 -> "4.0GiB".

@@ -55,6 +55,9 @@ TEST(Parse, KeyValues) {
   EXPECT_FALSE(ParseAmounts("a=x").has_value());
   EXPECT_TRUE(ParseAmounts("")->empty());
   EXPECT_EQ(ParseLabels("zone=office")->at("zone"), "office");
+  EXPECT_EQ(FormatPairs(*ParseLabels("zone=office,os=linux")), "os=linux,zone=office");
+  EXPECT_EQ(FormatPairs(*ParseAmounts("GPU=1,ssd=2.5")), "GPU=1,ssd=2.5");
+  EXPECT_TRUE(ParseAmounts(FormatPairs(std::map<std::string, double>{}))->empty());
 }
 
 TEST(Parse, Rates) {

@@ -123,9 +123,7 @@ Status DurableQueue::Start() {
   if (!*loaded) return loaded->error();
   if (!*queues) return queues->error();
   for (auto& q : **queues) {
-    QueueState& state = QueueNamed(q.name);
-    state.config = std::move(q);
-    state.stored = true;
+    QueueNamed(q.name).config = std::move(q);
   }
   known_functions_.insert((*known)->begin(), (*known)->end());
   for (const auto& sc : **schedules) schedules_[sc.name] = sc;
@@ -407,12 +405,8 @@ void DurableQueue::Queues(const proto::QueueRequest& req, Reply reply) {
     p.set_weight(q.config.weight);
     p.set_concurrency(q.config.concurrency);
     p.set_rate_per_s(q.config.rate_per_s);
-    std::string labels, resources;
-    for (const auto& [k, v] : q.config.labels) labels += fmt::format("{}{}={}", labels.empty() ? "" : ",", k, v);
-    for (const auto& [k, v] : q.config.resources)
-      resources += fmt::format("{}{}={:g}", resources.empty() ? "" : ",", k, v);
-    p.set_labels(labels);
-    p.set_resources(resources);
+    p.set_labels(FormatPairs(q.config.labels));
+    p.set_resources(FormatPairs(q.config.resources));
     p.set_ready(static_cast<int64_t>(q.ready.size()));
     p.set_waiting(waiting[q.config.name]);
     p.set_running(q.running);
@@ -478,7 +472,6 @@ void DurableQueue::Queues(const proto::QueueRequest& req, Reply reply) {
       }
       QueueState& q = QueueNamed(c.name);
       q.config = std::move(c);
-      q.stored = true;
       q.tokens = std::min(q.tokens, 1.0);
       LOG_INFO("queue {}: weight {:g}, concurrency {}, rate {:g}/s", q.config.name, q.config.weight,
                q.config.concurrency, q.config.rate_per_s);

@@ -100,7 +100,6 @@ class DurableQueue {
   };
   struct QueueState {
     store::QueueConfig config;
-    bool stored = false;   // its settings have a row in the store
     // (-priority, ready_seq, id): highest priority first, then the order they became due.
     std::set<std::tuple<int, uint64_t, std::string>> ready;
     int running = 0;

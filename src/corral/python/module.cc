@@ -10,6 +10,7 @@
 #include "corral/base/files.h"
 #include "corral/base/cron.h"
 #include "corral/base/ids.h"
+#include "corral/base/resources.h"
 #include "corral/client/client.h"
 #include "corral/client/worker_link.h"
 #include "corral/worker.pb.h"
@@ -183,6 +184,8 @@ NB_MODULE(_core, m) {
       },
       "expr"_a, "tz"_a, "after_ns"_a, "The first slot of a cron expression after after_ns (UTC ns), in zone tz.");
   m.def("hex", [](const nb::bytes& b) { return corral::Hex(Str(b)); });
+  m.def("parse_rate", [](const std::string& text) { return Check(corral::ParseRate(text)); },
+        "'10/s', '100/m', '5/h' or a number -> per second (the CLI's and the head's parser)");
 
   nb::class_<Client>(m, "Client")
       .def_static("connect", &Connect, "address"_a, "token"_a, "name"_a, "python_version"_a,

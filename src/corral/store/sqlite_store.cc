@@ -4,8 +4,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <type_traits>
 
+#include "corral/base/resources.h"
 #include "corral/store/store.h"
 
 namespace corral::store {
@@ -150,32 +150,6 @@ std::vector<std::string> SplitIds(const std::string& s) {
     size_t n = static_cast<unsigned char>(s[i]);
     out.push_back(s.substr(i + 1, n));
     i += 1 + n;
-  }
-  return out;
-}
-
-// Labels and resources: "key=value" lines.
-template <typename M>
-std::string JoinMap(const M& m) {
-  std::string out;
-  for (const auto& [k, v] : m) out += fmt::format("{}={}\n", k, v);
-  return out;
-}
-
-template <typename V>
-std::map<std::string, V> SplitMap(const std::string& s) {
-  std::map<std::string, V> out;
-  size_t start = 0;
-  while (start < s.size()) {
-    size_t end = s.find('\n', start);
-    if (end == std::string::npos) end = s.size();
-    std::string line = s.substr(start, end - start);
-    size_t eq = line.find('=');
-    if (eq != std::string::npos) {
-      if constexpr (std::is_same_v<V, double>) out[line.substr(0, eq)] = std::atof(line.c_str() + eq + 1);
-      else out[line.substr(0, eq)] = line.substr(eq + 1);
-    }
-    start = end + 1;
   }
   return out;
 }
@@ -362,7 +336,7 @@ class SqliteStore final : public Store {
             "INSERT OR REPLACE INTO queues (name, weight, concurrency, rate_per_s, labels, resources, updated_ns) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)");
     st.Bind(1, q.name).Bind(2, q.weight).Bind(3, static_cast<int64_t>(q.concurrency)).Bind(4, q.rate_per_s);
-    st.Bind(5, JoinMap(q.labels)).Bind(6, JoinMap(q.resources)).Bind(7, q.updated_ns);
+    st.Bind(5, FormatPairs(q.labels)).Bind(6, FormatPairs(q.resources)).Bind(7, q.updated_ns);
     if (st.Step() != SQLITE_DONE) {
       Status e = Error("store a queue");
       Rollback();
@@ -381,8 +355,11 @@ class SqliteStore final : public Store {
       q.weight = st.Real(1);
       q.concurrency = static_cast<int>(st.Int(2));
       q.rate_per_s = st.Real(3);
-      q.labels = SplitMap<std::string>(st.Text(4));
-      q.resources = SplitMap<double>(st.Text(5));
+      auto labels = ParseLabels(st.Text(4));
+      auto resources = ParseAmounts(st.Text(5));
+      if (!labels || !resources) return Err(Error("read a queue's labels or resources"));
+      q.labels = std::move(*labels);
+      q.resources = std::move(*resources);
       q.updated_ns = st.Int(6);
       out.push_back(std::move(q));
     }
