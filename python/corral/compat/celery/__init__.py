@@ -241,51 +241,49 @@ def _apply_canvas(node, args=(), kwargs=None, options=None):
 
 def _steps(items):
     """chain(a, b) or chain([a, b]); a single canvas (group, chord, chain) is one step."""
-    if len(items) == 1 and not isinstance(items[0], (Signature, chain, group, chord)):
+    if len(items) == 1 and not isinstance(items[0], (Signature, _Canvas)):
         return list(items[0])
     return list(items)
 
 
-class chain:
+class _Canvas:
+    """What chain, group and chord share: submitted whole (one commit), run by the head."""
+
+    def apply_async(self, args=(), kwargs=None, **options):
+        return _apply_canvas(self, args, kwargs, options)
+
+    def delay(self, *args, **kwargs):
+        return self.apply_async(args, kwargs)
+
+    def __call__(self, *args, **kwargs):
+        return self.apply_async(args, kwargs)
+
+    def __or__(self, other):
+        return chain(self, other)
+
+
+class chain(_Canvas):
     """Each step gets the previous step's result as its first argument (unless immutable, .si());
     a step after a group gets the list of the group's results. The head runs the steps."""
 
     def __init__(self, *steps):
         self.steps = _steps(steps)
 
-    def apply_async(self, args=(), kwargs=None, **options):
-        return _apply_canvas(self, args, kwargs, options)
-
-    def delay(self, *args, **kwargs):
-        return self.apply_async(args, kwargs)
-
-    def __call__(self, *args, **kwargs):
-        return self.apply_async(args, kwargs)
-
     def __or__(self, other):
         return chain(*self.steps, other)
 
 
-class group:
+class group(_Canvas):
     """Tasks that run in parallel; GroupResult.get() returns their results in order."""
 
     def __init__(self, *tasks):
         self.tasks = _steps(tasks)
 
-    def apply_async(self, args=(), kwargs=None, **options):
-        return _apply_canvas(self, args, kwargs, options)
-
-    def delay(self, *args, **kwargs):
-        return self.apply_async(args, kwargs)
-
-    def __call__(self, *args, **kwargs):
-        return self.apply_async(args, kwargs)
-
     def __or__(self, other):
         return chord(self, other)
 
 
-class chord:
+class chord(_Canvas):
     """A group whose results, as a list in order, go to the callback when all succeeded (a member
     that fails fails the callback). The head runs the callback, also if this process exits."""
 
@@ -301,13 +299,7 @@ class chord:
     def apply_async(self, args=(), kwargs=None, **options):
         if self.body is None:
             raise exceptions.InvalidArgumentError("chord needs a callback: chord(header, body) or chord(header)(body)")
-        return _apply_canvas(self, args, kwargs, options)
-
-    def delay(self, *args, **kwargs):
-        return self.apply_async(args, kwargs)
-
-    def __or__(self, other):
-        return chain(self, other)
+        return super().apply_async(args, kwargs, **options)
 
 
 class Task:
