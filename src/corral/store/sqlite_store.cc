@@ -295,7 +295,6 @@ class SqliteStore final : public Store {
   }
 
   Status PutSchedule(const Schedule& s) override {
-    CORRAL_RETURN_IF_ERROR(Begin());
     Stmt st(db_,
             "INSERT OR REPLACE INTO schedules (name, function, args, args_format, cron, every_s, tz, misfire, queue, "
             "priority, max_retries, paused, created_ns, updated_ns, last_slot_ns) "
@@ -304,12 +303,7 @@ class SqliteStore final : public Store {
     st.Bind(6, s.every_s).Bind(7, s.tz).Bind(8, s.misfire).Bind(9, s.queue).Bind(10, static_cast<int64_t>(s.priority));
     st.Bind(11, static_cast<int64_t>(s.max_retries)).Bind(12, static_cast<int64_t>(s.paused ? 1 : 0));
     st.Bind(13, s.created_ns).Bind(14, s.updated_ns).Bind(15, s.last_slot_ns);
-    if (st.Step() != SQLITE_DONE) {
-      Status e = Error("store a schedule");
-      Rollback();
-      return e;
-    }
-    return Commit();
+    return WriteOne(st, "store a schedule");
   }
 
   Result<std::optional<Schedule>> GetSchedule(const std::string& name) override {
@@ -331,18 +325,12 @@ class SqliteStore final : public Store {
   }
 
   Status PutQueue(const QueueConfig& q) override {
-    CORRAL_RETURN_IF_ERROR(Begin());
     Stmt st(db_,
             "INSERT OR REPLACE INTO queues (name, weight, concurrency, rate_per_s, labels, resources, updated_ns) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)");
     st.Bind(1, q.name).Bind(2, q.weight).Bind(3, static_cast<int64_t>(q.concurrency)).Bind(4, q.rate_per_s);
     st.Bind(5, FormatPairs(q.labels)).Bind(6, FormatPairs(q.resources)).Bind(7, q.updated_ns);
-    if (st.Step() != SQLITE_DONE) {
-      Status e = Error("store a queue");
-      Rollback();
-      return e;
-    }
-    return Commit();
+    return WriteOne(st, "store a queue");
   }
 
   Result<std::vector<QueueConfig>> ListQueues() override {
@@ -452,6 +440,16 @@ class SqliteStore final : public Store {
     return s;
   }
   void Rollback() { sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr); }
+  // One prepared write in its own transaction.
+  Status WriteOne(Stmt& st, const char* what) {
+    CORRAL_RETURN_IF_ERROR(Begin());
+    if (st.Step() != SQLITE_DONE) {
+      Status e = Error(what);
+      Rollback();
+      return e;
+    }
+    return Commit();
+  }
 
   Status Migrate() {
     CORRAL_RETURN_IF_ERROR(Exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"));
