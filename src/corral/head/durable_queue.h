@@ -1,4 +1,6 @@
-// DurableQueue: tasks that survive the head (Celery's side of Corral).
+// DurableQueue: tasks that survive the head (Celery's side of Corral). durable_queue.cc holds
+// submission, runs, results and the canvas; durable_dispatch.cc the queues; durable_schedules.cc
+// the schedules.
 //
 // A durable task is stored (Store, through the GroupCommitter: fsync before the acknowledgement,
 // shared among concurrent submitters) before its submitter hears back. Then it runs through the
@@ -54,6 +56,7 @@
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "corral/client.pb.h"
@@ -146,8 +149,15 @@ class DurableQueue {
   void Answer(const std::string& id, const proto::DurableTaskInfo& info);
   // Keeps the latest finished tasks (10,000, 64 MiB of results at most) to answer Get from memory.
   void Remember(proto::DurableTaskInfo info);
+  // Runs f on the io thread later, unless this queue is gone by then.
   template <typename F>
-  void OnIo(F&& f);
+  void OnIo(F&& f) {
+    boost::asio::post(io_, [alive = alive_, f = std::forward<F>(f)]() mutable {
+      if (*alive) f();
+    });
+  }
+  // Queue and schedule names: 1 to `max` letters, digits, '_', '-' or '.'.
+  static bool ValidName(const std::string& n, size_t max);
 
   boost::asio::io_context& io_;
   TaskManager& tasks_;

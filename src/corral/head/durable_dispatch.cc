@@ -1,0 +1,251 @@
+// DurableQueue, its queues: ready sets, Dispatch (slots, limits, stride shares) and queue settings.
+#include <algorithm>
+
+#include "corral/base/log.h"
+#include "corral/head/durable_queue.h"
+
+namespace corral::head {
+
+std::string DurableQueue::RunningKey(const std::string& queue, const std::string& function) {
+  return queue + '\0' + function;
+}
+
+DurableQueue::QueueState& DurableQueue::QueueNamed(const std::string& name) {
+  auto [it, added] = queues_.try_emplace(name);
+  if (added) {
+    it->second.config.name = name;
+    it->second.pass = pass_now_;
+  }
+  return it->second;
+}
+
+Request DurableQueue::PlacementFor(const store::QueueConfig& config) const {
+  Request r;
+  r.resources.Set(kCpu, 1);
+  for (const auto& [name, amount] : config.resources) r.resources.Set(name, amount);
+  r.label_selector = config.labels;
+  return r;
+}
+
+void DurableQueue::MakeReady(const std::string& id) {
+  auto it = active_.find(id);
+  if (it == active_.end() || it->second.running || it->second.ready_seq != 0 || store::IsFinal(it->second.task.state))
+    return;
+  Active& a = it->second;
+  if (a.task.eta_ns > clock_.WallNs()) return;  // a stale entry: the task has a later one (a retry)
+  if (Expired(a)) return;
+  QueueState& q = QueueNamed(a.task.queue);
+  if (q.ready.empty()) q.pass = std::max(q.pass, pass_now_);  // no credit for idle time
+  a.ready_seq = next_ready_seq_++;
+  q.ready.emplace(-a.task.priority, a.ready_seq, id);
+}
+
+bool DurableQueue::Expired(Active& a) {
+  int64_t now = clock_.WallNs();
+  if (a.task.expires_ns == 0 || now < a.task.expires_ns) return false;
+  counters_["durable_expired"]++;
+  Record({a.task.id, store::TaskState::kRevoked, a.task.attempt, 0, "", "expired before it started", now});
+  return true;
+}
+
+void DurableQueue::Unready(Active& a) {
+  if (a.ready_seq == 0) return;
+  QueueNamed(a.task.queue).ready.erase({-a.task.priority, a.ready_seq, a.task.id});
+  a.ready_seq = 0;
+}
+
+void DurableQueue::Dispatch() {
+  const auto& views = nodes_.LiveViews();
+  Nanos now = clock_.BootTimeNs();
+  // How many runs the nodes can take at once, per (queue placement [+ function]): the slots of the
+  // nodes that fit it, plus one prefetched per such node. Cached for this call.
+  std::map<std::pair<const QueueState*, std::string>, int> caps;
+  auto cap_of = [&](const QueueState& q, const std::string& function) {
+    auto [it, added] = caps.try_emplace({&q, function}, 0);
+    if (added) {
+      Request req = PlacementFor(q.config);
+      req.durable_function = function;
+      for (const NodeView* n : views)
+        if (int slots = Slots(req, *n); slots > 0) it->second += slots + 1;
+    }
+    return it->second;
+  };
+  struct Candidate {
+    QueueState* q;
+    int cap;
+  };
+  std::vector<Candidate> candidates;
+  std::vector<Request> placements{PlacementFor({})};
+  int in_flight = 0;
+  for (auto& [name, q] : queues_) {
+    in_flight += q.running;
+    if (q.ready.empty()) continue;
+    int cap = cap_of(q, "");
+    if (q.config.concurrency > 0) cap = std::min(cap, q.config.concurrency);
+    if (q.running >= cap) continue;
+    if (q.config.rate_per_s > 0) {  // a bucket of 50 ms worth (at least one): timer lateness is not lost
+      double burst = std::max(1.0, q.config.rate_per_s * 0.05);
+      q.tokens = std::min(burst, q.tokens + static_cast<double>(now - q.tokens_at) * 1e-9 * q.config.rate_per_s);
+      q.tokens_at = now;
+    }
+    candidates.push_back({&q, cap});
+    placements.push_back(PlacementFor(q.config));
+  }
+  // All queues together: per node, the most runs of any placement in play (plus one prefetched).
+  int total = 0;
+  for (const NodeView* n : views) {
+    int most = 0;
+    for (const Request& r : placements) most = std::max(most, Slots(r, *n));
+    total += most > 0 ? most + 1 : 0;
+  }
+  Nanos next_token = 0;
+  while (in_flight < total) {
+    Candidate* best = nullptr;
+    for (auto& c : candidates) {
+      if (c.q->ready.empty() || c.q->running >= c.cap) continue;
+      if (c.q->config.rate_per_s > 0 && c.q->tokens < 1) {
+        double wait_s = std::min((1 - c.q->tokens) / c.q->config.rate_per_s, 3600.0);
+        Nanos wait = static_cast<Nanos>(wait_s * 1e9) + 1;
+        next_token = next_token == 0 ? wait : std::min(next_token, wait);
+        continue;
+      }
+      if (!best || c.q->pass < best->q->pass) best = &c;
+    }
+    if (!best) break;
+    QueueState& q = *best->q;
+    // The first ready task (priority, then order) whose function some node can take now; a task
+    // whose function's nodes are full waits without holding up the queue (looking 1024 deep).
+    auto pick = q.ready.end();
+    int looked = 0;
+    for (auto r = q.ready.begin(); r != q.ready.end() && looked < 1024; ++r, ++looked) {
+      auto a = active_.find(std::get<2>(*r));
+      if (a == active_.end()) {
+        pick = r;  // stale: dropped below
+        break;
+      }
+      const std::string& fn = a->second.task.function;
+      auto running = running_by_function_.find(RunningKey(q.config.name, fn));
+      if ((running == running_by_function_.end() ? 0 : running->second) < cap_of(q, fn)) {
+        pick = r;
+        break;
+      }
+    }
+    if (pick == q.ready.end()) {
+      best->cap = q.running;  // nothing of it can start now
+      continue;
+    }
+    std::string id = std::get<2>(*pick);
+    q.ready.erase(pick);
+    auto a = active_.find(id);
+    if (a == active_.end()) continue;
+    a->second.ready_seq = 0;
+    if (Expired(a->second)) continue;  // expired while it waited for a slot
+    Launch(id);
+    if (!a->second.running) continue;
+    in_flight++;
+    pass_now_ = q.pass;  // the virtual time: the pass of the queue that started last
+    q.pass += 1.0 / std::max(q.config.weight, 1e-6);
+    if (q.config.rate_per_s > 0) q.tokens -= 1;
+  }
+  // A queue that could not start (its limit, its nodes, its tokens) banks no credit meanwhile:
+  // the queues that could start have a pass of at least pass_now_, so this touches only the others.
+  for (auto& [name, q] : queues_)
+    if (!q.ready.empty()) q.pass = std::max(q.pass, pass_now_);
+  if (next_token > 0 && (!wake_armed_ || now + next_token < wake_at_)) {  // a rate-limited queue's next token
+    wake_armed_ = true;
+    wake_at_ = now + next_token;
+    wake_.expires_after(std::chrono::nanoseconds(next_token));  // cancels a later wait
+    wake_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
+      if (!*alive || ec) return;  // stopped, or replaced by an earlier wait (which is armed)
+      wake_armed_ = false;
+      Dispatch();
+    });
+  }
+}
+
+void DurableQueue::Queues(const proto::QueueRequest& req, Reply reply) {
+  auto describe = [this](QueueState& q, std::map<std::string, int64_t>& waiting) {
+    proto::QueueSpec p;
+    p.set_name(q.config.name);
+    p.set_weight(q.config.weight);
+    p.set_concurrency(q.config.concurrency);
+    p.set_rate_per_s(q.config.rate_per_s);
+    p.set_labels(FormatPairs(q.config.labels));
+    p.set_resources(FormatPairs(q.config.resources));
+    p.set_ready(static_cast<int64_t>(q.ready.size()));
+    p.set_waiting(waiting[q.config.name]);
+    p.set_running(q.running);
+    p.set_succeeded(q.succeeded);
+    p.set_failed(q.failed);
+    Request placement = PlacementFor(q.config);
+    int slots = 0;
+    for (const NodeView* n : nodes_.LiveViews()) slots += Slots(placement, *n);
+    p.set_slots(q.config.concurrency > 0 ? std::min(slots, q.config.concurrency) : slots);
+    return p;
+  };
+  std::map<std::string, int64_t> waiting;  // unfinished, not ready, not running
+  for (auto& [id, a] : active_)
+    if (!a.running && a.ready_seq == 0) {
+      QueueNamed(a.task.queue);  // a queue exists from its first task on
+      waiting[a.task.queue]++;
+    }
+  proto::Reply r;
+  if (req.op() == proto::QueueRequest::LIST) {
+    for (auto& [name, q] : queues_) *r.add_queues() = describe(q, waiting);
+    return reply(std::move(r));
+  }
+  const proto::QueueSpec& spec = req.spec();
+  auto fail = [&](std::string why) {
+    r.set_error(std::move(why));
+    reply(std::move(r));
+  };
+  if (!ValidName(spec.name(), 64))
+    return fail(fmt::format("queue name '{}' must be 1-64 letters, digits, '_', '-' or '.'", spec.name()));
+  store::QueueConfig c = queues_.contains(spec.name()) ? queues_[spec.name()].config : store::QueueConfig{};
+  c.name = spec.name();
+  if (spec.has_weight()) {
+    if (!(spec.weight() > 0 && spec.weight() <= 1e6)) return fail("weight must be > 0 and at most 1,000,000");
+    c.weight = spec.weight();
+  }
+  if (spec.has_concurrency()) {
+    if (spec.concurrency() < 0) return fail("concurrency must be >= 0 (0: no limit)");
+    c.concurrency = spec.concurrency();
+  }
+  if (spec.has_rate_per_s()) {
+    if (!(spec.rate_per_s() == 0 || (spec.rate_per_s() >= 1.0 / 86400 && spec.rate_per_s() <= 1e6)))
+      return fail("rate limit must be 0 (no limit) or between 1 a day and 1,000,000 a second");
+    c.rate_per_s = spec.rate_per_s();
+  }
+  if (spec.has_labels()) {
+    auto labels = ParseLabels(spec.labels());
+    if (!labels) return fail(labels.error().message());
+    c.labels = std::move(*labels);
+  }
+  if (spec.has_resources()) {
+    auto amounts = ParseAmounts(spec.resources());
+    if (!amounts) return fail(amounts.error().message());
+    c.resources = std::move(*amounts);
+  }
+  c.updated_ns = clock_.WallNs();
+  committer_->Run([this, c, reply, describe](store::Store& st) mutable {
+    Status status = st.PutQueue(c);
+    OnIo([this, c = std::move(c), status, reply = std::move(reply), describe]() mutable {
+      proto::Reply r;
+      if (!status.ok()) {
+        r.set_error("the durable store failed: " + status.message());
+        return reply(std::move(r));
+      }
+      QueueState& q = QueueNamed(c.name);
+      q.config = std::move(c);
+      q.tokens = std::min(q.tokens, 1.0);
+      LOG_INFO("queue {}: weight {:g}, concurrency {}, rate {:g}/s", q.config.name, q.config.weight,
+               q.config.concurrency, q.config.rate_per_s);
+      std::map<std::string, int64_t> none;
+      *r.add_queues() = describe(q, none);
+      reply(std::move(r));
+      Dispatch();
+    });
+  });
+}
+
+}  // namespace corral::head

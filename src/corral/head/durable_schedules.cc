@@ -1,0 +1,255 @@
+// DurableQueue, its schedules: next slots, fires (each slot once), misfire policy, the schedule API.
+#include <openssl/sha.h>
+
+#include <deque>
+
+#include "corral/base/cron.h"
+#include "corral/base/ids.h"
+#include "corral/base/log.h"
+#include "corral/head/durable_queue.h"
+
+namespace corral::head {
+namespace {
+
+constexpr int64_t kMisfireGraceNs = 30'000'000'000;
+constexpr int kMaxCatchUp = 1000;
+
+// A slot's task id: the same for the same (schedule, slot), so a fire is recognisably one task.
+std::string SlotTaskId(const std::string& name, int64_t slot) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  std::string key = name + '\0' + std::to_string(slot);
+  SHA256(reinterpret_cast<const unsigned char*>(key.data()), key.size(), digest);
+  return Hex(std::string(reinterpret_cast<const char*>(digest), 16));
+}
+
+}  // namespace
+
+Result<int64_t> DurableQueue::NextSlot(const store::Schedule& s, int64_t after_ns) const {
+  if (s.every_s > 0) {
+    int64_t period = s.every_s * 1'000'000'000;
+    return (after_ns / period + 1) * period;
+  }
+  auto cron = CronExpr::Parse(s.cron);
+  if (!cron) return Err(cron.error());
+  return cron->Next(after_ns, s.tz);
+}
+
+proto::ScheduleSpec DurableQueue::ScheduleInfo(const store::Schedule& s) const {
+  proto::ScheduleSpec p;
+  p.set_name(s.name);
+  p.set_function(s.function);
+  p.set_args_format(s.args_format);
+  p.set_cron(s.cron);
+  p.set_every_s(s.every_s);
+  p.set_tz(s.tz);
+  p.set_misfire(s.misfire);
+  p.set_queue(s.queue);
+  p.set_max_retries(s.max_retries);
+  p.set_paused(s.paused);
+  p.set_last_slot_ns(s.last_slot_ns);
+  if (auto next = NextSlot(s, s.last_slot_ns)) p.set_next_slot_ns(*next);
+  return p;
+}
+
+void DurableQueue::Fire(const store::Schedule& s, int64_t slot, Reply reply, bool manual) {
+  store::DurableTask t;
+  t.id = SlotTaskId(s.name, slot);
+  t.function = s.function;
+  t.args = s.args;
+  t.args_format = s.args_format;
+  t.queue = s.queue;
+  t.priority = s.priority;
+  t.max_retries = s.max_retries;
+  t.schedule = s.name;
+  t.created_ns = t.updated_ns = clock_.WallNs();
+  store::ScheduleFire fire{s.name, slot, t.id, t.created_ns, manual};
+  committer_->Run([this, fire, t, reply](store::Store& st) mutable {
+    auto fired = st.RecordFire(fire, t);
+    OnIo([this, fired = std::move(fired), t = std::move(t), fire, reply = std::move(reply)]() mutable {
+      proto::Reply r;
+      if (!fired) {
+        LOG_ERROR("schedule {}: cannot record slot {}: {}", fire.name, fire.slot_ns, fired.error().ToString());
+        r.set_error(fired.error().message());
+      } else if (!*fired) {
+        counters_["schedule_slots_already_fired"]++;  // fired before (a restart, a clock step back)
+      } else {
+        counters_["schedule_fires"]++;
+        LOG_INFO("schedule {} fired (slot {}): task {}", fire.name, fire.slot_ns, t.id);
+        r.set_task_id(t.id);
+        std::string id = t.id;
+        due_.emplace(0, id);
+        active_[id] = Active{.task = std::move(t)};
+        Tick();
+      }
+      if (reply) reply(std::move(r));
+    });
+  });
+}
+
+void DurableQueue::FireDue() {
+  int64_t now = clock_.WallNs();
+  for (auto& [name, s] : schedules_) {
+    if (s.paused) continue;
+    // Walk the due slots: the on-time ones (within the grace) all fire; of the late ones (the head
+    // was down, the clock jumped) the policy decides.
+    std::vector<int64_t> on_time;
+    std::deque<int64_t> late;  // the latest kMaxCatchUp of them
+    int64_t late_count = 0, latest = 0;
+    int64_t after = s.last_slot_ns;
+    if (s.every_s > 0) {  // jump over whole runs of missed periods
+      int64_t period = s.every_s * 1'000'000'000;
+      int64_t skip_to = (now - after) / period - kMaxCatchUp - 64;
+      if (skip_to > 0) {
+        late_count += skip_to;
+        after += skip_to * period;
+        after -= after % period;
+      }
+    }
+    for (int guard = 0; guard < 1'000'000; ++guard) {
+      auto next = NextSlot(s, after);
+      if (!next || *next > now) break;
+      after = latest = *next;
+      if (now - *next > kMisfireGraceNs) {
+        late_count++;
+        late.push_back(*next);
+        if (static_cast<int>(late.size()) > kMaxCatchUp) late.pop_front();
+      } else {
+        on_time.push_back(*next);
+      }
+    }
+    if (latest == 0) continue;
+    std::vector<int64_t> fire;
+    if (late_count > 0) {
+      if (s.misfire == "run_all") fire.assign(late.begin(), late.end());
+      else if (s.misfire == "run_once" && !late.empty()) fire.push_back(late.back());
+      counters_["schedule_slots_missed"] += late_count - static_cast<int64_t>(fire.size());
+      LOG_WARN("schedule {}: {} slot(s) passed while the head was down or the clock jumped; misfire={} fires {}",
+               name, late_count, s.misfire, fire.size());
+    }
+    fire.insert(fire.end(), on_time.begin(), on_time.end());
+    s.last_slot_ns = latest;  // in memory at once: never considered twice
+    if (fire.empty() || fire.back() != latest) {
+      store::Schedule copy = s;
+      committer_->Run([copy](store::Store& st) { (void)st.PutSchedule(copy); });
+    }
+    for (int64_t slot : fire) Fire(s, slot);
+  }
+}
+
+void DurableQueue::Schedule(const proto::ScheduleRequest& req, Reply reply) {
+  auto fail = [&](std::string why) {
+    proto::Reply r;
+    r.set_error(std::move(why));
+    reply(std::move(r));
+  };
+  const std::string& name = req.spec().name();
+  auto it = schedules_.find(name);
+  bool needs_existing = req.op() != proto::ScheduleRequest::LIST && req.op() != proto::ScheduleRequest::ADD;
+  if (needs_existing && it == schedules_.end())
+    return fail(fmt::format("no schedule named '{}' (see `corral schedule list`)", name));
+  int64_t now = clock_.WallNs();
+  auto persist_and_reply = [this, reply](store::Schedule s) {
+    committer_->Run([this, s, reply](store::Store& st) mutable {
+      Status status = st.PutSchedule(s);
+      OnIo([this, s, status, reply = std::move(reply)] {
+        proto::Reply r;
+        if (!status.ok()) r.set_error(status.message());
+        else *r.add_schedules() = ScheduleInfo(s);
+        reply(std::move(r));
+      });
+    });
+  };
+  switch (req.op()) {
+    case proto::ScheduleRequest::LIST: {
+      proto::Reply r;
+      for (const auto& [n, s] : schedules_) *r.add_schedules() = ScheduleInfo(s);
+      return reply(std::move(r));
+    }
+    case proto::ScheduleRequest::ADD: {
+      const proto::ScheduleSpec& spec = req.spec();
+      if (!ValidName(name, 100)) return fail(fmt::format("schedule name '{}' must be 1-100 letters, digits, '_', '-' or '.'", name));
+      if (std::string e = ValidateFunction(spec.function()); !e.empty()) return fail(e);
+      if (spec.cron().empty() == (spec.every_s() <= 0)) return fail("give a schedule either cron or every (seconds > 0), not both");
+      std::string tz = spec.tz().empty() ? "UTC" : spec.tz();
+      if (!spec.cron().empty()) {
+        auto cron = CronExpr::Parse(spec.cron());
+        if (!cron) return fail(cron.error().message());
+        if (Status s = CheckTimeZone(tz); !s.ok()) return fail(s.message());
+        if (auto n = cron->Next(now, tz); !n) return fail(n.error().message());
+      }
+      std::string misfire = spec.misfire().empty() ? "run_once" : spec.misfire();
+      if (misfire != "run_once" && misfire != "skip" && misfire != "run_all")
+        return fail(fmt::format("misfire '{}' must be run_once, skip or run_all", misfire));
+      store::Schedule s;
+      s.name = name;
+      s.function = spec.function();
+      s.args = spec.args();
+      s.args_format = spec.args_format().empty() ? "pickle" : spec.args_format();
+      s.cron = spec.cron();
+      s.every_s = spec.every_s();
+      s.tz = tz;
+      s.misfire = misfire;
+      s.queue = spec.queue().empty() ? "default" : spec.queue();
+      s.max_retries = spec.max_retries();
+      s.created_ns = it == schedules_.end() ? now : it->second.created_ns;
+      s.updated_ns = now;
+      s.last_slot_ns = now;  // the first slot is the next one from now
+      schedules_[name] = s;
+      counters_["schedules_added"]++;
+      return persist_and_reply(s);
+    }
+    case proto::ScheduleRequest::PAUSE:
+    case proto::ScheduleRequest::RESUME: {
+      store::Schedule& s = it->second;
+      bool pause = req.op() == proto::ScheduleRequest::PAUSE;
+      if (!pause && s.paused) s.last_slot_ns = std::max(s.last_slot_ns, now);  // slots passed while paused: skipped
+      s.paused = pause;
+      s.updated_ns = now;
+      return persist_and_reply(s);
+    }
+    case proto::ScheduleRequest::REMOVE: {
+      schedules_.erase(it);
+      committer_->Run([this, name, reply](store::Store& st) mutable {
+        auto deleted = st.DeleteSchedule(name);
+        OnIo([deleted, reply = std::move(reply)] {
+          proto::Reply r;
+          if (!deleted) r.set_error(deleted.error().message());
+          reply(std::move(r));
+        });
+      });
+      return;
+    }
+    case proto::ScheduleRequest::RUN_NOW:
+      return Fire(it->second, now, std::move(reply), /*manual=*/true);
+    case proto::ScheduleRequest::HISTORY: {
+      int limit = req.limit() > 0 ? std::min(req.limit(), 1000) : 20;
+      committer_->Run([this, name, limit, reply](store::Store& st) mutable {
+        auto fires = st.FireHistory(name, limit);
+        proto::Reply r;
+        if (!fires) {
+          r.set_error(fires.error().message());
+        } else {
+          for (const auto& f : *fires) {
+            proto::ScheduleFire* out = r.add_fires();
+            out->set_slot_ns(f.slot_ns);
+            out->set_task_id(f.task_id);
+            out->set_fired_ns(f.fired_ns);
+            auto t = st.Get(f.task_id);
+            out->set_state(t && t->has_value() ? store::TaskStateName((*t)->state) : "PURGED");
+          }
+        }
+        OnIo([this, r = std::move(r), reply = std::move(reply)]() mutable {
+          for (auto& f : *r.mutable_fires()) {  // fresher in memory for a task in flight
+            auto a = active_.find(f.task_id());
+            if (a != active_.end()) f.set_state(a->second.running ? "STARTED" : store::TaskStateName(a->second.task.state));
+          }
+          reply(std::move(r));
+        });
+      });
+      return;
+    }
+    default: return fail("unknown schedule operation");
+  }
+}
+
+}  // namespace corral::head
