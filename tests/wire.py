@@ -1,6 +1,7 @@
 """Just enough of Corral's wire format to send hand-made (and broken) frames in tests."""
 import socket
 import struct
+import time
 
 
 def varint(n):
@@ -34,23 +35,69 @@ def client_hello(token, protocol_version=1):
     return field_bytes(1, hello)   # ClientToHead.hello
 
 
-def connect(address):
+CLOSE_TIMEOUT_S = 8.0
+
+
+def connect(address, timeout=10):
     host, port = address.rsplit(":", 1)
-    s = socket.create_connection((host, int(port)), timeout=30)
-    return s
+    return socket.create_connection((host, int(port)), timeout=timeout)
 
 
-def read_until_closed(sock, limit=1 << 20):
+def read_until_closed(sock, timeout=CLOSE_TIMEOUT_S, limit=1 << 20):
+    """Everything the peer sends until it closes the connection (an orderly close or a reset).
+
+    The peer must close within `timeout` seconds: a timeout is a failure, not a close."""
+    deadline = time.monotonic() + timeout
     data = b""
-    while len(data) < limit:
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"the peer did not close the connection within {timeout}s "
+                                 f"(it sent {len(data)} bytes: {data[:32]!r})")
+        sock.settimeout(left)
         try:
             chunk = sock.recv(65536)
-        except (ConnectionResetError, socket.timeout):
-            break
+        except ConnectionResetError:
+            return data
+        except socket.timeout:
+            continue  # the deadline check above fails
         if not chunk:
-            break
+            return data
         data += chunk
-    return data
+        if len(data) > limit:
+            raise AssertionError(f"the peer sent over {limit} bytes without closing")
+
+
+def read_frame(sock, timeout=CLOSE_TIMEOUT_S):
+    """One whole frame (header and payload) from the peer, within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+
+    def exactly(n):
+        out = b""
+        while len(out) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no whole frame within {timeout}s (got {out[:32]!r})")
+            sock.settimeout(left)
+            try:
+                chunk = sock.recv(n - len(out))
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise AssertionError(f"the peer closed the connection mid-frame (got {out[:32]!r})")
+            out += chunk
+        return out
+
+    header = exactly(8)
+    assert header[:2] == b"CR", header
+    return header + exactly(struct.unpack("<I", header[4:8])[0])
+
+
+def handshake(address, token, timeout=CLOSE_TIMEOUT_S):
+    """A fresh connection that sends a hand-made Hello; returns (socket, the Welcome's error text)."""
+    s = connect(address, timeout=timeout)
+    s.sendall(frame(client_hello(token)))
+    return s, welcome_error(read_frame(s, timeout))
 
 
 def welcome_error(reply):
