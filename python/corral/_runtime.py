@@ -30,17 +30,40 @@ worker_link = None
 worker_id = None
 node_id = None
 current_task = None      # TaskContext while a task runs
+in_task_code = False     # True only while the task's own function runs (see call_task)
 
 
 class TaskContext:
-    __slots__ = ("task_id", "attempt", "name", "resources", "gpu_ids")
+    __slots__ = ("task_id", "attempt", "name", "resources", "gpu_ids", "seq")
 
-    def __init__(self, task_id, attempt, name, resources, gpu_ids):
+    def __init__(self, task_id, attempt, name, resources, gpu_ids, seq=0):
         self.task_id = task_id
         self.attempt = attempt
         self.name = name
         self.resources = resources
         self.gpu_ids = gpu_ids
+        self.seq = seq       # this worker's count of tasks received: what the agent's cancels name
+
+
+def cancel_requested():
+    """True if the agent asked to cancel the task now running in this worker."""
+    t = current_task
+    return t is not None and worker_link is not None and worker_link.interrupt_seq() == t.seq
+
+
+def call_task(fn, args, kwargs):
+    """Runs a task's own code in a worker. Interrupts (a cancel, a soft time limit) are raised only
+    in here: a cancel that reached the worker before the task started is raised at its start, and
+    one arriving after it returned is ignored, so neither is lost nor hits the worker's own loop.
+    Whatever is raised leaves through the caller's ``except BaseException``."""
+    global in_task_code
+    try:
+        in_task_code = True
+        if cancel_requested():
+            raise KeyboardInterrupt("the task was cancelled")
+        return fn(*args, **kwargs)
+    finally:
+        in_task_code = False
 
 
 def connect(addr, tok, reconnect_s=None):

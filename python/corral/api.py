@@ -311,6 +311,13 @@ class RemoteFunction:
         self.__name__ = getattr(fn, "__name__", "remote_function")
         self.__wrapped__ = fn
 
+    def __getstate__(self):
+        # A function pickled by value (into a task, or a function that refers to this one) must not
+        # carry this process's handles: they name registrations on this process's connection only.
+        state = self.__dict__.copy()
+        state["_handles"] = {}
+        return state
+
     def __call__(self, *args, **kwargs):
         raise TypeError(f"remote function {self._name} must be called with {self.__name__}.remote(...); "
                         f"the plain function is {self.__name__}.__wrapped__")

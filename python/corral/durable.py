@@ -376,7 +376,7 @@ def run(name, args, args_format, parents=(), link=""):
         a.insert(0, _decode(parents[0][1], parents[0][0]))
     elif link == "chord":
         a.insert(0, [_decode(data, fmt) for fmt, data in parents])
-    result = fn(*a, **k)
+    result = _runtime.call_task(fn, a, k)
     return json.dumps(result).encode() if args_format == "json" else pickle.dumps(result, protocol=5)
 
 

@@ -28,15 +28,17 @@ def _set_threads(cpus):
 
 
 def _soft_limit(signum, frame):
-    # A durable task's soft time limit: an exception it may catch to clean up.
-    if _runtime.current_task is not None:
+    # A durable task's soft time limit: an exception it may catch to clean up; never raised outside
+    # the task's own code (it would end the worker).
+    if _runtime.in_task_code:
         raise exceptions.SoftTimeLimitExceeded(
             f"{_runtime.current_task.name} ran past its soft time limit")
 
 
 def _interrupt(signum, frame):
-    # corral.cancel() of a running task: interrupt the task, never the worker's own loop.
-    if _runtime.current_task is not None:
+    # corral.cancel() of a running task: interrupt the task it names, never the worker's own loop
+    # (one that came early is raised when the task starts: _runtime.call_task).
+    if _runtime.in_task_code and _runtime.cancel_requested():
         raise KeyboardInterrupt("the task was cancelled")
 
 
@@ -52,6 +54,7 @@ def main():
     _runtime.node_id = os.environ.get("CORRAL_NODE_ID")
     functions = {}
     threads = None
+    seq = 0  # tasks received; the agent counts the same way and names a task by it when cancelling
     while True:
         try:
             task = link.next_task()
@@ -59,11 +62,12 @@ def main():
             return 0
         (task_id, attempt, name, fn_hash, fn_bytes, args, deps, resources, gpu_ids, _owner, durable_function,
          args_format, soft_time_limit, parents, link_mode) = task
+        seq += 1
         cpus = resources.get("CPU", 1.0)
         if cpus != threads:
             _set_threads(cpus)
             threads = cpus
-        _runtime.current_task = _runtime.TaskContext(task_id, attempt, name, resources, gpu_ids)
+        _runtime.current_task = _runtime.TaskContext(task_id, attempt, name, resources, gpu_ids, seq)
         if durable_function:
             if soft_time_limit > 0:
                 signal.setitimer(signal.ITIMER_REAL, soft_time_limit)
@@ -93,7 +97,7 @@ def _run(functions, name, fn_hash, fn_bytes, args, deps):
         return b"", exceptions.KIND_SERIALIZATION, (f"cannot unpickle the function or arguments of {name} on this worker: "
                         f"{type(e).__name__}: {e}. Is the module that defines it importable here?")
     try:
-        result = fn(*a, **k)
+        result = _runtime.call_task(fn, a, k)
     except BaseException as e:  # noqa: BLE001 - every exception goes back to the caller
         data, message = serialization.dump_exception(e, name)
         return data, exceptions.KIND_TASK_ERROR, message

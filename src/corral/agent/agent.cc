@@ -159,7 +159,7 @@ void Agent::OnCancel(const proto::CancelAttempt& cancel) {
         w->cancelled = true;
         processes_->Kill(pid, SIGKILL);
       } else {
-        processes_->Kill(pid, SIGINT);  // KeyboardInterrupt in the task; the worker lives on
+        processes_->Interrupt(pid, w->seq);  // KeyboardInterrupt in that task, whenever it starts; the worker lives on
       }
       return;
     }
@@ -276,6 +276,7 @@ void Agent::SendTask(Worker* w, Pending&& p, bool pipelined) {
     w->started = SystemClock().BootTimeNs();
     w->hard_deadline = w->time_limit_s > 0 ? w->started + static_cast<Nanos>(w->time_limit_s * 1e9) : 0;
   }
+  (pipelined ? w->next_seq : w->seq) = ++w->sent;
   proto::AgentToWorker msg;
   proto::ExecuteTask* ex = msg.mutable_execute();
   *ex = std::move(p.task);
@@ -447,6 +448,7 @@ void Agent::FinishOnWorker(Worker* w, proto::TaskFinished&& finished) {
     w->task_name = next->task.spec().name();
     w->owner = next->task.spec().owner_id();
     w->attempt = next->task.spec().attempt();
+    w->seq = w->next_seq;
     w->cpus = std::max(0.0, next->cpus);
     w->started = now;
     if (w->next_cancelled) {

@@ -30,6 +30,8 @@ struct Agent::Worker {
   std::string task_name;
   std::string owner;                      // of the current (or, once finished, the last) task
   uint32_t attempt = 0;
+  uint32_t sent = 0;                      // tasks sent to this worker so far (it counts them too)
+  uint32_t seq = 0;                       // `sent` when the current task was sent: names it in a cancel
   double cpus = 0;
   std::vector<int> gpus;
   std::string hash;                       // function of the current task
@@ -37,6 +39,7 @@ struct Agent::Worker {
   // A short task sent ahead while the current one runs (pipelining): it starts the moment the
   // current one finishes, without a round trip through the agent.
   std::optional<Pending> next;
+  uint32_t next_seq = 0;
   bool next_cancelled = false;
   std::set<std::string> functions;
   std::deque<std::string> last_stderr;    // for the death report of a worker that never came up

@@ -153,6 +153,13 @@ void WorkerProcesses::Kill(pid_t pid, int signal) {
   if (procs_.contains(pid)) ::kill(pid, signal);
 }
 
+void WorkerProcesses::Interrupt(pid_t pid, uint32_t task_seq) {
+  if (!procs_.contains(pid)) return;
+  sigval value{};
+  value.sival_int = static_cast<int>(task_seq);
+  ::sigqueue(pid, SIGINT, value);
+}
+
 void WorkerProcesses::KillAll(int signal) {
   for (auto& [pid, proc] : procs_) ::kill(pid, signal);
 }

@@ -37,6 +37,8 @@ class WorkerProcesses {
   // Returns the pid, or -1 with `error` set.
   pid_t Spawn(const SpawnSpec& spec, std::string* error);
   void Kill(pid_t pid, int signal);
+  // SIGINT carrying the sequence number of the task it is meant for (see python/corral/worker.py).
+  void Interrupt(pid_t pid, uint32_t task_seq);
   void KillAll(int signal);
   size_t alive() const { return procs_.size(); }
 

@@ -1,5 +1,9 @@
 // corral._core: the Python face of the C++ client core. Thin: argument conversion, the GIL released
 // around every call that may wait, and Status turned into the exceptions of corral.exceptions.
+#include <signal.h>
+
+#include <atomic>
+
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/map.h>
 #include <nanobind/stl/string.h>
@@ -21,6 +25,26 @@ using corral::Code;
 using corral::Status;
 
 namespace {
+
+// The task a cancel is meant for: the agent sends SIGINT with sigqueue(), its value the sequence
+// number of the task it sent this worker (1 for the first). Recorded here, then Python's SIGINT
+// handler runs, which raises only when that task's own code is running; a cancel that arrives
+// before the task started is seen at its start, one that arrives after it ended is ignored.
+std::atomic<uint32_t> g_interrupt_seq{0};
+
+void OnInterrupt(int, siginfo_t* info, void*) {
+  if (info->si_code != SI_QUEUE) return;  // only the agent's cancels mean anything to a worker
+  g_interrupt_seq.store(static_cast<uint32_t>(info->si_value.sival_int), std::memory_order_relaxed);
+  PyErr_SetInterrupt();  // async-signal-safe: runs the Python SIGINT handler in the main thread
+}
+
+void InstallInterruptHandler() {
+  struct sigaction sa {};
+  sa.sa_sigaction = OnInterrupt;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+}
 
 // Raises the corral.exceptions class that matches the status code.
 [[noreturn]] void Raise(const Status& s) {
@@ -425,9 +449,12 @@ NB_MODULE(_core, m) {
                       nb::gil_scoped_release release;
                       r = WorkerLink::Connect(o);
                     }
+                    InstallInterruptHandler();  // after Python's signal.signal(SIGINT, ...): replaces its C handler
                     return Check(std::move(r));
                   })
       .def("next_task", &NextTask)
+      .def("interrupt_seq", [](WorkerLink&) { return g_interrupt_seq.load(std::memory_order_relaxed); },
+           "The sequence number of the task the latest cancel was meant for (0: none yet).")
       .def("finish",
            [](WorkerLink& l, const nb::bytes& task_id, uint32_t attempt, const nb::bytes& data, int error,
               const std::string& message, double retry_in_s) {
