@@ -5,12 +5,12 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
-#include "corral/base/clock.h"
 #include "corral/base/ids.h"
 #include "corral/base/version.h"
 #include "corral/worker.pb.h"
@@ -48,36 +48,53 @@ Result<std::unique_ptr<WorkerLink>> WorkerLink::Connect(const WorkerLinkOptions&
   proto::AgentToWorker welcome;
   if (!welcome.ParseFromString(first) || !welcome.has_welcome())
     return Err(Code::kUnavailable, "the agent did not answer with a welcome");
-  if (!options.lease_file.empty()) link->StartWatchdog(options.lease_file);
+  if (!options.lease_file.empty()) {
+    if (Status s = link->StartFence(options.lease_file); !s.ok()) return Err(s);
+  }
   return link;
 }
 
-void WorkerLink::StartWatchdog(const std::string& lease_file) {
+Status WorkerLink::StartFence(const std::string& lease_file) {
   int fd = open(lease_file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
+  if (fd < 0) return Status(Code::kUnavailable, fmt::format("cannot open the lease file {}: {}", lease_file, strerror(errno)));
   void* p = mmap(nullptr, sizeof(int64_t), PROT_READ, MAP_SHARED, fd, 0);
   close(fd);
-  if (p == MAP_FAILED) return;
+  if (p == MAP_FAILED) return Status(Code::kUnavailable, fmt::format("cannot map the lease file {}: {}", lease_file, strerror(errno)));
   lease_ = static_cast<const int64_t*>(p);
+  sigevent ev{};
+  ev.sigev_notify = SIGEV_SIGNAL;
+  ev.sigev_signo = SIGKILL;
+  if (timer_create(CLOCK_BOOTTIME, &ev, &timer_) != 0)
+    return Status(Code::kUnavailable, fmt::format("cannot create the lease timer: {}", strerror(errno)));
+  has_timer_ = true;
   watchdog_ = std::thread([this] {
     while (!stop_.load(std::memory_order_relaxed)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      if (!fence_current_.load(std::memory_order_relaxed)) continue;
-      int64_t expiry = __atomic_load_n(lease_, __ATOMIC_RELAXED);
-      if (expiry > 0 && SystemClock().BootTimeNs() >= expiry) {
-        static const char msg[] =
-            "corral worker: this node's lease ran out (no word from the head): stopping the running attempt so "
-            "it cannot run twice\n";
-        [[maybe_unused]] ssize_t n = write(2, msg, sizeof msg - 1);
-        kill(getpid(), SIGKILL);
-      }
+      std::lock_guard lock(fence_mu_);
+      if (fence_current_) UpdateFence(true);
     }
   });
+  return Status::Ok();
+}
+
+void WorkerLink::UpdateFence(bool fenced) {
+  if (!has_timer_) return;
+  fence_current_ = fenced;
+  int64_t expiry = fenced ? __atomic_load_n(lease_, __ATOMIC_RELAXED) : 0;
+  if (expiry < 0) expiry = 0;  // no lease granted yet: nothing to fence against
+  if (expiry == armed_at_) return;
+  itimerspec when{};  // all zero disarms
+  when.it_value.tv_sec = static_cast<time_t>(expiry / 1'000'000'000);
+  when.it_value.tv_nsec = static_cast<long>(expiry % 1'000'000'000);
+  // Cannot fail with a valid timer and a normalised time; an expiry already past kills at once,
+  // which is the fence doing its job.
+  if (timer_settime(timer_, TIMER_ABSTIME, &when, nullptr) == 0) armed_at_ = expiry;
 }
 
 WorkerLink::~WorkerLink() {
   stop_ = true;
   if (watchdog_.joinable()) watchdog_.join();
+  if (has_timer_) timer_delete(timer_);
   if (lease_) munmap(const_cast<int64_t*>(lease_), sizeof(int64_t));
   if (fd_ >= 0) close(fd_);
 }
@@ -111,7 +128,8 @@ Result<proto::ExecuteTask> WorkerLink::NextTask() {
     proto::AgentToWorker msg;
     if (!msg.ParseFromString(bytes)) return Err(Code::kInvalidArgument, "malformed message from the agent");
     if (msg.has_execute()) {
-      fence_current_ = !msg.execute().spec().keep_running_on_partition();
+      std::lock_guard lock(fence_mu_);
+      UpdateFence(!msg.execute().spec().keep_running_on_partition());
       return std::move(*msg.mutable_execute());
     }
   }
@@ -136,7 +154,10 @@ Status WorkerLink::Write(const google::protobuf::MessageLite& msg) {
 }
 
 Status WorkerLink::Finish(const proto::TaskFinished& finished) {
-  fence_current_ = false;
+  {
+    std::lock_guard lock(fence_mu_);
+    UpdateFence(false);
+  }
   proto::WorkerToAgent msg;
   *msg.mutable_finished() = finished;
   return Write(msg);

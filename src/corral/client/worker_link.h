@@ -7,11 +7,16 @@
 // Finish() and Blocked() may be called from any thread (writes are serialised); NextTask() from
 // one thread at a time.
 //
-// Lease watchdog: the agent publishes its lease expiry (CLOCK_BOOTTIME ns) in a small file that
-// the worker maps. A thread here (no GIL needed) kills the worker when a task runs past the lease,
-// unless the task keeps running through partitions: so attempts stop on time even when the agent
-// itself is frozen or too slow to stop them.
+// Lease fence: the agent publishes its lease expiry (CLOCK_BOOTTIME ns) in a small file that the
+// worker maps. While a task runs that must stop with the lease (all but keep_running_on_partition
+// ones), a kernel timer on CLOCK_BOOTTIME is armed at the expiry and delivers SIGKILL to this
+// process when it passes. The kernel ends the worker then whether it runs, is stopped (SIGSTOP of
+// the whole node, as a closing laptop lid does) or the machine was suspended: no thread of a frozen
+// process has to win a race after it thaws. A thread re-arms the timer when the agent renews the
+// lease (it polls the mapped expiry every 50 ms, far inside the lease).
 #pragma once
+
+#include <time.h>
 
 #include <atomic>
 #include <deque>
@@ -52,11 +57,17 @@ class WorkerLink {
   Status ReadMessage(std::string* out);
   Status Write(const google::protobuf::MessageLite& msg);
 
-  void StartWatchdog(const std::string& lease_file);
+  Status StartFence(const std::string& lease_file);
+  // Arms the kill timer at the published expiry while a fenced task runs, disarms it otherwise.
+  void UpdateFence(bool fenced);
 
   int fd_ = -1;
   const int64_t* lease_ = nullptr;           // mapped from the agent's lease file
-  std::atomic<bool> fence_current_{false};   // a task runs that must stop with the lease
+  std::mutex fence_mu_;
+  bool fence_current_ = false;               // guarded by fence_mu_: a task runs that must stop with the lease
+  int64_t armed_at_ = 0;                     // guarded by fence_mu_: the expiry the timer is set to, 0: disarmed
+  timer_t timer_{};                          // the kill timer (the kernel numbers them from 0)
+  bool has_timer_ = false;                   // false: no fence
   std::atomic<bool> stop_{false};
   std::thread watchdog_;
   net::FrameDecoder decoder_;
