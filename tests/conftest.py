@@ -32,6 +32,7 @@ class Process:
     """A `corral start ... --block` child of the test (see corral._cluster.start_process)."""
 
     def __init__(self, args, log_path, env=None):
+        self.args, self.env = list(args), env
         self.log_path = log_path
         self.proc, self.ready = _cluster.start_process(args, log_path, env)
 
@@ -90,6 +91,21 @@ class Cluster:
         return wait_until(lambda: [n for n in corral.nodes() if n["state"] == "alive" and n["python_version"]]
                           if sum(n["state"] == "alive" and bool(n["python_version"]) for n in corral.nodes()) >= count
                           else None, what=f"{count} live nodes")
+
+    def restart_head(self, while_down=None):
+        """kill -9 the head, call `while_down()`, and start it again on the same port and state dir;
+        agents and drivers reconnect to it."""
+        with open(f"{self.dir}/head/pid") as f:
+            assert int(f.read()) == self.head.pid, "the process signalled is the head itself"
+        self.head.kill()
+        self.head.proc.stdin.close()
+        self.head.proc.stdout.close()
+        if while_down:
+            while_down()
+        args = self.head.args
+        args[args.index("--port") + 1] = self.address.rsplit(":", 1)[1]
+        self.head = Process(args, self.head.log_path, env=self.head.env)
+        assert self.head.ready == self.address, (self.head.ready, self.address)
 
     def stop(self):
         for a in self.agents:
