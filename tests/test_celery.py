@@ -123,3 +123,13 @@ def test_task_options_map_or_say_what_to_do_instead():
         app.task(rate_limit="10/m")
     with pytest.raises(corral.exceptions.InvalidArgumentError, match="not supported"):
         app.task(base=object)
+
+
+def test_import_corral_does_not_import_the_celery_facade():
+    """The facade builds on the core (its canvas is corral.canvas), never the other way round."""
+    code = "import corral, sys; assert 'corral.compat.celery' not in sys.modules"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    from corral import canvas
+    assert (corral.chain, corral.group, corral.chord) == (canvas.chain, canvas.group, canvas.chord) == \
+        (chain, group, chord)

@@ -19,7 +19,7 @@ from .durable import (DurableFunction, TaskId, TaskResult, pause_schedule, queue
                       resume_schedule, run_schedule_now, schedule, schedule_history, schedules, send_task, task,
                       tasks)
 from .object_ref import ObjectRef
-from .compat.celery import chain, chord, group  # canvases of durable tasks: fn.s(...) steps
+from .canvas import chain, chord, group  # canvases of durable tasks: fn.s(...) steps
 
 __version__ = "0.1.0"
 

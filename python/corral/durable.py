@@ -12,7 +12,7 @@
 A durable task names its function by importable path ("module:qualname"); the workers of a node
 started with ``--tasks MODULE`` import that module and register its ``@corral.task`` functions, and
 only registered functions can be submitted (by name, from any client): submitting an unknown name
-fails before anything is stored.
+fails before anything is stored. Chains, groups and chords of them are in ``corral.canvas``.
 """
 import datetime
 import json
@@ -111,12 +111,12 @@ class DurableFunction:
 
     def s(self, *args, **kwargs):
         """A step for ``corral.chain``/``group``/``chord``: it gets the previous step's result first."""
-        from .compat.celery import Signature
+        from .canvas import Signature  # the canvas builds on this module: imported when first used
         return Signature(self, args, kwargs)
 
     def si(self, *args, **kwargs):
         """A step that does not take the previous step's result (it only runs after it)."""
-        from .compat.celery import Signature
+        from .canvas import Signature
         return Signature(self, args, kwargs, immutable=True)
 
     def _canvas_spec(self, args, kwargs, options):
@@ -125,6 +125,9 @@ class DurableFunction:
         if options.get("task_id"):
             spec["id"] = str(options["task_id"])
         return spec
+
+    def _result(self, task_id):
+        return TaskId(task_id)
 
     def submit(self, *args, **kwargs):
         """Stores the task and returns its id once it is on the head's disk: a ``TaskId``, a str

@@ -20,10 +20,8 @@ Tasks are Corral durable tasks: stored before delay() returns, run by workers th
 module (start agents with --tasks tasks), results by id from any process. As in Celery, a task is
 retried only on `autoretry_for` exceptions and `self.retry()`; other exceptions fail it at once.
 
-chain, group and chord are stored whole, in one commit, with the links between their steps: the
-head starts each step when its parents succeeded, so a canvas goes on after the process that
-submitted it exits, and across head restarts. A step whose parent failed fails too (a chord's
-callback when any member failed), with the parent's error.
+chain, group and chord are Corral's own (``corral.canvas``): stored whole, in one commit, and run
+by the head, also after the process that submitted them exits.
 
 Differences: the connection is Corral's (corral.init() or CORRAL_ADDRESS, made on first use), not
 `broker=`. Priorities: higher runs first (as RabbitMQ; Celery on Redis runs 0 first).
@@ -33,6 +31,7 @@ import functools
 import time
 
 from ... import _runtime, durable, exceptions
+from ...canvas import GroupResult, Signature, chain, chord, group
 from .schedules import crontab
 
 __all__ = ["Celery", "AsyncResult", "GroupResult", "Signature", "chain", "group", "chord", "signature", "crontab",
@@ -127,179 +126,8 @@ class AsyncResult:
         return f"<AsyncResult: {self.id}>"
 
 
-class GroupResult:
-    def __init__(self, results):
-        self.results = list(results)
-
-    def get(self, timeout=None, propagate=True):
-        deadline = None if timeout is None else time.monotonic() + timeout
-        out = []
-        for r in self.results:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            out.append(r.get(timeout=left, propagate=propagate))
-        return out
-
-    def ready(self):
-        return all(r.ready() for r in self.results)
-
-    def successful(self):
-        return all(r.successful() for r in self.results)
-
-    def __len__(self):
-        return len(self.results)
-
-    def __iter__(self):
-        return iter(self.results)
-
-
-class Signature:
-    def __init__(self, task, args=(), kwargs=None, options=None, immutable=False):
-        self.task = task
-        self.args = tuple(args)
-        self.kwargs = dict(kwargs or {})
-        self.options = dict(options or {})
-        self.immutable = immutable
-
-    def clone(self, args=()):
-        return Signature(self.task, (tuple(args) + self.args) if not self.immutable else self.args, self.kwargs,
-                         self.options, self.immutable)
-
-    def set(self, **options):
-        self.options.update(options)
-        return self
-
-    def apply_async(self, args=(), kwargs=None, **options):
-        s = self.clone(args)
-        merged = dict(s.options, **options)
-        return s.task.apply_async(s.args, dict(s.kwargs, **(kwargs or {})), **merged)
-
-    def delay(self, *args, **kwargs):
-        return self.apply_async(args, kwargs)
-
-    def __or__(self, other):
-        return chain(self, other)
-
-
 def signature(task, args=(), kwargs=None, **options):
     return Signature(task, args, kwargs, options)
-
-
-_START_OPTIONS = ("countdown", "eta")  # apply to a canvas's first steps only
-
-
-def _specs(node, parents, mode, args=(), options=None):
-    """The durable task specs of a canvas node, linked to `parents` (ids) whose results it gets
-    ("chain": one result first, "chord": a list of them). `options` (queue, priority, countdown...)
-    apply to every step that does not set its own; countdown and eta only to the first steps.
-    Returns (specs, the node's result, its last tasks' ids, the mode their children get)."""
-    options = options or {}
-    if isinstance(node, Signature):
-        if mode == "empty":  # after an empty group: its results, an empty list, come first
-            args, mode = ([],) + tuple(args), "after"
-        s = node.clone(args)
-        opts = {k: v for k, v in options.items() if not (parents and k in _START_OPTIONS)}
-        opts.update(s.options)
-        spec = s.task._canvas_spec(s.args, s.kwargs, opts)
-        if parents:
-            spec["parents"] = list(parents)
-            spec["link"] = "after" if node.immutable else mode
-        return [spec], AsyncResult(spec["id"]), [spec["id"]], "chain"
-    if isinstance(node, chord):
-        return _specs(chain(node.header, node.body), parents, mode, args, options)
-    if isinstance(node, group):
-        if not node.tasks:  # as Celery: its result is [], and what follows gets [] (after its parents)
-            return [], GroupResult([]), parents, "empty"
-        specs, results, tails = [], [], []
-        for member in node.tasks:
-            sp, r, t, _ = _specs(member, parents, mode, args, options)
-            specs += sp
-            results.append(r)
-            tails += t
-        return specs, GroupResult(results), tails, "chord"
-    if isinstance(node, chain):
-        if not node.steps:
-            raise exceptions.InvalidArgumentError("an empty chain has no tasks to run")
-        specs, result = [], None
-        for i, step in enumerate(node.steps):
-            sp, result, parents, mode = _specs(step, parents, mode, args if i == 0 else (), options)
-            specs += sp
-        return specs, result, parents, mode
-    raise exceptions.InvalidArgumentError(f"not a signature, chain, group or chord: {node!r}")
-
-
-def _apply_canvas(node, args=(), kwargs=None, options=None):
-    """Stores every task of the canvas in one commit, linked in the head: each step runs when its
-    parents succeeded, also if this process exits or the head restarts."""
-    _ensure_connected()
-    if kwargs:
-        raise exceptions.InvalidArgumentError("a chain, group or chord takes extra positional arguments only")
-    specs, result, _, _ = _specs(node, [], "chain", tuple(args), options)
-    if specs:
-        durable._submit(specs)
-    return result
-
-
-def _steps(items):
-    """chain(a, b) or chain([a, b]); a single canvas (group, chord, chain) is one step."""
-    if len(items) == 1 and not isinstance(items[0], (Signature, _Canvas)):
-        return list(items[0])
-    return list(items)
-
-
-class _Canvas:
-    """What chain, group and chord share: submitted whole (one commit), run by the head."""
-
-    def apply_async(self, args=(), kwargs=None, **options):
-        return _apply_canvas(self, args, kwargs, options)
-
-    def delay(self, *args, **kwargs):
-        return self.apply_async(args, kwargs)
-
-    def __call__(self, *args, **kwargs):
-        return self.apply_async(args, kwargs)
-
-    def __or__(self, other):
-        return chain(self, other)
-
-
-class chain(_Canvas):
-    """Each step gets the previous step's result as its first argument (unless immutable, .si());
-    a step after a group gets the list of the group's results. The head runs the steps."""
-
-    def __init__(self, *steps):
-        self.steps = _steps(steps)
-
-    def __or__(self, other):
-        return chain(*self.steps, other)
-
-
-class group(_Canvas):
-    """Tasks that run in parallel; GroupResult.get() returns their results in order."""
-
-    def __init__(self, *tasks):
-        self.tasks = _steps(tasks)
-
-    def __or__(self, other):
-        return chord(self, other)
-
-
-class chord(_Canvas):
-    """A group whose results, as a list in order, go to the callback when all succeeded (a member
-    that fails fails the callback). The head runs the callback, also if this process exits."""
-
-    def __init__(self, header, body=None):
-        self.header = header if isinstance(header, group) else group(header)
-        self.body = body
-
-    def __call__(self, body=None, *args):
-        if body is not None:
-            self.body = body
-        return self.apply_async(args)
-
-    def apply_async(self, args=(), kwargs=None, **options):
-        if self.body is None:
-            raise exceptions.InvalidArgumentError("chord needs a callback: chord(header, body) or chord(header)(body)")
-        return super().apply_async(args, kwargs, **options)
 
 
 class Task:
@@ -356,6 +184,7 @@ class Task:
         return AsyncResult(durable._submit([spec])[0])
 
     def _canvas_spec(self, args, kwargs, options):
+        _ensure_connected()
         countdown, eta, expires = options.get("countdown"), options.get("eta"), options.get("expires")
         queue, priority, task_id = options.get("queue"), options.get("priority"), options.get("task_id")
         opts = {}
@@ -386,6 +215,8 @@ class Task:
 
     def AsyncResult(self, task_id):
         return AsyncResult(task_id)
+
+    _result = AsyncResult  # what a canvas returns for this task
 
 
 class _Request:
