@@ -22,6 +22,12 @@ def flaky(counter_path, succeed_on):
     return n
 
 
+class CodedError(Exception):
+    def __init__(self, code):
+        super().__init__(code)
+        self.code = code
+
+
 @corral.task
 def boom(message):
     raise ValueError(message)

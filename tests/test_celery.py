@@ -125,6 +125,15 @@ def test_task_options_map_or_say_what_to_do_instead():
         app.task(base=object)
 
 
+def test_a_failed_task_gives_its_exception_as_in_celery(celery_cluster):
+    r = celery_more.fail.delay("it broke")
+    with pytest.raises(ValueError, match="it broke"):
+        r.get(timeout=30)
+    for e in (r.result, r.info, r.get(timeout=5, propagate=False)):
+        assert type(e) is ValueError and e.args == ("it broke",)
+    assert "Traceback" in r.traceback and r.state == "FAILURE"
+
+
 def test_import_corral_does_not_import_the_celery_facade():
     """The facade builds on the core (its canvas is corral.canvas), never the other way round."""
     code = "import corral, sys; assert 'corral.compat.celery' not in sys.modules"

@@ -7,9 +7,11 @@ import sys
 import tempfile
 import time
 
+import cloudpickle
 import pytest
 
 import corral
+from corral import durable
 import celery_more
 import durable_tasks
 from corral.compat.celery import chain
@@ -116,6 +118,31 @@ def test_failure_keeps_the_traceback(durable_cluster):
         r.get(timeout=30)
     assert r.state == "FAILURE"
     assert "Traceback" in r.traceback and "it broke" in r.traceback
+
+
+def test_a_failed_task_raises_its_own_exception(durable_cluster):
+    """As a remote task's: `except ValueError` catches it, and it is a TaskError with the traceback."""
+    task_id = durable_tasks.boom.submit("it broke")
+    for get in (task_id.get, corral.result(task_id).get):
+        with pytest.raises(ValueError, match="it broke") as info:
+            get(timeout=30)
+        assert isinstance(info.value, corral.TaskError) and "Remote traceback" in str(info.value)
+        assert info.value.cause.args == ("it broke",)
+
+
+def test_a_stored_exception_is_raised_as_it_was():
+    """A failure whose pickled exception the head returns (in `result`) raises that exception,
+    attributes and all; without it, the class named in the traceback, if this process has it."""
+    err = durable.TaskResult("t")._exception({"state": "FAILURE", "function": "m:f", "error": "m:f raised X",
+                                              "result": cloudpickle.dumps(durable_tasks.CodedError(7))})
+    assert isinstance(err, durable_tasks.CodedError) and err.code == 7
+    text = "m:f raised CodedError\n\nRemote traceback:\nTraceback (most recent call last):\n  File \"x\", line 1\n" \
+           "durable_tasks.CodedError: 8\n"
+    err = durable.TaskResult("t")._exception({"state": "FAILURE", "function": "m:f", "error": text, "result": b""})
+    assert isinstance(err, durable_tasks.CodedError) and err.args == ("8",)
+    err = durable.TaskResult("t")._exception({"state": "FAILURE", "function": "m:f", "result": b"",
+                                              "error": text.replace("durable_tasks.", "not_imported.")})
+    assert type(err) is corral.TaskError and "not_imported.CodedError: 8" in str(err)
 
 
 def test_idempotency_key_makes_a_resubmission_the_same_task(durable_cluster, tmp_path):

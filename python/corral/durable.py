@@ -20,7 +20,7 @@ import os
 import pickle
 import time
 
-from . import _core, _runtime, exceptions
+from . import _core, _runtime, exceptions, serialization
 
 # name ("module:qualname") -> function, for the functions this process registered with @task.
 registry = {}
@@ -245,8 +245,8 @@ class TaskResult:
         return info["error"] or None
 
     def get(self, timeout=None):
-        """Waits for the task to finish and returns its value; raises TaskError (with the remote
-        traceback) if it failed, TaskCancelledError if it was revoked, GetTimeoutError after timeout."""
+        """Waits for the task to finish and returns its value. Raises the task's exception if it
+        failed (see _exception), TaskCancelledError if it was revoked, GetTimeoutError after timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         lost_since = None
         while True:
@@ -265,15 +265,22 @@ class TaskResult:
             lost_since = None
             state = info["state"]
             if state == "SUCCESS":
-                data = info["result"]
-                return json.loads(data) if info["result_format"] == "json" else pickle.loads(data)
-            if state == "FAILURE":
-                raise exceptions.TaskError(f"durable task {self.id} ({info['function']}) failed:\n{info['error']}")
-            if state == "REVOKED":
-                raise exceptions.TaskCancelledError(f"durable task {self.id} was revoked: {info['error']}")
+                return _decode(info["result"], info["result_format"])
+            if state in ("FAILURE", "REVOKED"):
+                raise self._exception(info)
             if left is not None and time.monotonic() >= deadline:
                 raise exceptions.GetTimeoutError(
                     f"durable task {self.id} is {state} after {timeout}s (attempt {info['attempt']})")
+
+    def _exception(self, info):
+        """What get() raises for a task that ended FAILURE or REVOKED. A failure raises the task's
+        own exception, as a remote task's does (a TaskError too, with the remote traceback): from
+        its pickle when the head returns it in `result`, else rebuilt from the traceback
+        (serialization.load_exception); a plain TaskError when neither can be had."""
+        if info["state"] == "REVOKED":
+            return exceptions.TaskCancelledError(f"durable task {self.id} was revoked: {info['error']}")
+        return serialization.load_exception(
+            info["result"], f"durable task {self.id} ({info['function']}) failed:\n{info['error']}")
 
     def revoke(self):
         """Revokes the task (see corral.cancel); returns its state after."""

@@ -4,7 +4,10 @@ Task arguments are pickled as ``(args, kwargs)``. An ObjectRef given directly as
 becomes a :class:`_Dep` placeholder and its id a dependency: the head waits for it and the
 worker receives its value in place. ObjectRefs nested deeper travel as references.
 """
+import builtins
 import pickle
+import re
+import sys
 import traceback
 
 import cloudpickle
@@ -99,7 +102,10 @@ _dual_classes = {}
 
 
 def load_exception(data, message):
-    """The exception to raise in the caller for a task that raised."""
+    """The exception to raise in the caller for a task that raised: an instance of a class that is
+    both a TaskError (``remote_traceback``: `message`) and the task's exception class, with the
+    task's exception as ``cause``: unpickled from `data`, or without it rebuilt from `message`
+    (see _rebuild). A plain TaskError when neither works."""
     cause = None
     if data:
         try:
@@ -107,6 +113,8 @@ def load_exception(data, message):
         except Exception:
             cause = None
     if not isinstance(cause, BaseException):
+        cause = _rebuild(message)
+    if cause is None:
         return exceptions.TaskError(message, None, message)
     cls = type(cause)
     if isinstance(cause, exceptions.TaskError):
@@ -135,6 +143,38 @@ def load_exception(data, message):
     err.cause = cause
     err.remote_traceback = message
     return err
+
+
+_RAISED = re.compile(r" raised (\w+)\n\nRemote traceback:\n")  # dump_exception's heading
+
+
+def _rebuild(message):
+    """The exception a dump_exception message reports, rebuilt from its text (as Celery rebuilds
+    an exception from its type and message): for a failure kept without its pickle, as the head
+    keeps a durable task's. Its class must be a builtin or in a module this process has imported
+    (nothing is imported for it), and take the exception's text as its one argument; else None.
+    The text is what follows the last line that starts with the class's name, so a message that
+    itself has such a line comes back cut."""
+    heading = _RAISED.search(message)
+    if heading is None:
+        return None
+    named = re.compile(rf"(?:\w+\.)*{heading.group(1)}")
+    lines = message[heading.end():].splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        qualname, colon, text = lines[i].partition(": ")
+        if named.fullmatch(qualname):
+            break
+    else:
+        return None
+    module, _, name = qualname.rpartition(".")
+    cls = getattr(sys.modules.get(module) if module else builtins, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        return None
+    text = "\n".join([text] + lines[i + 1:]) if colon else ""
+    try:
+        return cls(text) if text else cls()
+    except Exception:
+        return None
 
 
 def _safe_str(e):

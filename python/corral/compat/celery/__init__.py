@@ -23,6 +23,9 @@ retried only on `autoretry_for` exceptions and `self.retry()`; other exceptions 
 chain, group and chord are Corral's own (``corral.canvas``): stored whole, in one commit, and run
 by the head, also after the process that submitted them exits.
 
+A failed task's get() raises its own exception (``except ValueError`` works; it is also a
+corral.TaskError with the remote traceback); ``.result`` and ``.info`` are that exception.
+
 Differences: the connection is Corral's (corral.init() or CORRAL_ADDRESS, made on first use), not
 `broker=`. Priorities: higher runs first (as RabbitMQ; Celery on Redis runs 0 first).
 """
@@ -74,20 +77,22 @@ class _Conf(dict):
         self[name] = value
 
 
-class AsyncResult:
+def _plain(error):
+    """The task's own exception in what get() raises (Celery gives it as it was raised)."""
+    return error.cause if getattr(error, "cause", None) is not None else error
+
+
+class AsyncResult(durable.TaskResult):
+    """A task's state and result by id, as Celery's; connects on first use."""
+
     def __init__(self, id, app=None):
-        self.id = str(id)
-        self._result = durable.TaskResult(self.id)
+        super().__init__(id)
 
-    @property
-    def state(self):
+    def _fetch(self, wait_s=0.0):
         _ensure_connected()
-        return self._result.state
+        return super()._fetch(wait_s)
 
-    status = state
-
-    def ready(self):
-        return self.state in states.READY_STATES
+    status = durable.TaskResult.state
 
     def successful(self):
         return self.state == states.SUCCESS
@@ -95,32 +100,30 @@ class AsyncResult:
     def failed(self):
         return self.state == states.FAILURE
 
-    def get(self, timeout=None, propagate=True, interval=0.5):
-        _ensure_connected()
+    def get(self, timeout=None, propagate=True, interval=0.5, **options):
+        """The task's value; if it failed, raises its exception (returns it if not `propagate`)."""
         try:
-            return self._result.get(timeout=timeout)
+            return super().get(timeout=timeout)
         except (exceptions.TaskError, exceptions.TaskCancelledError) as e:
             if propagate:
                 raise
-            return e
+            return _plain(e)
 
     @property
     def result(self):
-        state = self.state
-        if state == states.SUCCESS:
-            return self._result.get(timeout=0)
-        if state in (states.FAILURE, states.REVOKED):
-            return self.traceback
+        """The task's value; for a task that failed or was revoked, its exception; else None."""
+        info = self._fetch()
+        if info["state"] == states.SUCCESS:
+            return durable._decode(info["result"], info["result_format"])
+        if info["state"] in (states.FAILURE, states.REVOKED):
+            return _plain(self._exception(info))
         return None
 
-    @property
-    def traceback(self):
-        _ensure_connected()
-        return self._result.traceback
+    info = result
 
     def revoke(self, terminate=False, signal=None):
         _ensure_connected()
-        self._result.revoke()
+        super().revoke()
 
     def __repr__(self):
         return f"<AsyncResult: {self.id}>"
