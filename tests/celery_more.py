@@ -1,4 +1,6 @@
 """Celery-style tasks beyond the user's example: retries, canvas (tests/test_celery.py)."""
+import time
+
 from corral.compat.celery import Celery
 
 app = Celery("celery_more")
@@ -54,7 +56,6 @@ def note(value, ledger):
 
 @app.task
 def slow_add(x, y, seconds):
-    import time
     time.sleep(seconds)
     return x + y
 
@@ -62,9 +63,35 @@ def slow_add(x, y, seconds):
 @app.task(bind=True, max_retries=2, retry_backoff=0.01)
 def retry_later(self, ledger, countdown):
     """Retries once after `countdown` seconds (not the 0.01 s backoff); notes when each attempt ran."""
-    import time
     with open(ledger, "a") as f:
         f.write(f"{time.time()}\n")
     if self.request.retries == 0:
         raise self.retry(countdown=countdown)
     return self.request.retries
+
+
+@app.task(name="sum-of-two-numbers")
+def sum_of_two(x, y):
+    return x + y
+
+
+@app.task(bind=True, max_retries=5, retry_backoff=0.01)
+def retry_limited(self, ledger, countdown):
+    """Asks retry() for at most one retry, `countdown` seconds later (the task allows 5); notes each run."""
+    with open(ledger, "a") as f:
+        f.write(f"{time.time()}\n")
+    raise self.retry(exc=LookupError(f"gave up after {self.request.retries} retries"), max_retries=1,
+                     countdown=countdown)
+
+
+@app.task(bind=True, max_retries=2, retry_backoff=0.01)
+def always_retries(self):
+    raise self.retry(exc=LookupError("still failing"))
+
+
+@app.task(bind=True, max_retries=1, retry_backoff=0.01)
+def retries_past_its_limit(self, ledger):
+    """Asks retry() for 5 retries, more than the task's own 1."""
+    with open(ledger, "a") as f:
+        f.write("run\n")
+    raise self.retry(exc=LookupError("past the limit"), max_retries=5)

@@ -6,11 +6,11 @@ import sys
 import pytest
 
 import corral
-from corral.compat.celery import AsyncResult, chain, chord, group
+from corral.compat.celery import AsyncResult, Celery, chain, chord, group
 
 import celery_more
 import tasks
-from conftest import TESTS_DIR
+from conftest import TESTS_DIR, wait_until
 
 
 @pytest.fixture
@@ -125,6 +125,35 @@ def test_task_options_map_or_say_what_to_do_instead():
         app.task(base=object)
 
 
+def test_a_task_is_reachable_by_the_name_it_was_given(celery_cluster):
+    """@app.task(name=...): the name Celery code sends it by, also a name without a module."""
+    assert celery_more.sum_of_two.name == "sum-of-two-numbers"
+    assert celery_more.app.tasks["sum-of-two-numbers"] is celery_more.sum_of_two
+    assert celery_more.app.send_task("sum-of-two-numbers", args=(2, 3)).get(timeout=30) == 5
+    assert celery_more.sum_of_two.delay(4, 5).get(timeout=30) == 9
+    assert corral.send_task("sum-of-two-numbers", args=(1, 1)).get(timeout=30) == 2
+
+
+def test_send_task_by_name_from_a_process_without_the_tasks_module(celery_cluster):
+    """A client app that never imports the tasks module (nor could: it is not on its path)."""
+    code = """
+import sys
+from corral.compat.celery import Celery
+app = Celery("client")
+print(app.send_task("tasks.process_data", args=("/data/x.csv",)).get(timeout=30))
+print(app.send_task("sum-of-two-numbers", args=(2, 3), countdown=0.1).get(timeout=30))
+assert not {"tasks", "celery_more"} & set(sys.modules), "the client imported a tasks module"
+"""
+    env = dict(celery_cluster.env(), CORRAL_ADDRESS=celery_cluster.address)
+    env.pop("PYTHONPATH", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env,
+                         cwd=celery_cluster.dir)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["{'processed': True}", "5"]
+    with pytest.raises(corral.exceptions.InvalidArgumentError, match="no worker registered"):
+        Celery("client").send_task("tasks.not_a_task")
+
+
 def test_a_failed_task_gives_its_exception_as_in_celery(celery_cluster):
     r = celery_more.fail.delay("it broke")
     with pytest.raises(ValueError, match="it broke"):
@@ -132,6 +161,43 @@ def test_a_failed_task_gives_its_exception_as_in_celery(celery_cluster):
     for e in (r.result, r.info, r.get(timeout=5, propagate=False)):
         assert type(e) is ValueError and e.args == ("it broke",)
     assert "Traceback" in r.traceback and r.state == "FAILURE"
+
+
+def test_retry_honours_its_max_retries_countdown_and_exc(celery_cluster, tmp_path):
+    ledger = tmp_path / "runs"
+    r = celery_more.retry_limited.delay(str(ledger), 0.5)
+    with pytest.raises(LookupError, match="gave up after 1 retries"):
+        r.get(timeout=60)
+    runs = [float(x) for x in ledger.read_text().split()]
+    assert len(runs) == 2, "retry(max_retries=1): one retry, not the task's 5"
+    assert runs[1] - runs[0] >= 0.45, "retry(countdown=0.5)"
+    # The task's own max_retries (2), then the exc given to retry().
+    with pytest.raises(LookupError, match="still failing"):
+        celery_more.always_retries.delay().get(timeout=60)
+    # More than the task's own max_retries: the head keeps to the task's, and it still fails with exc.
+    with pytest.raises(LookupError, match="past the limit"):
+        celery_more.retries_past_its_limit.delay(str(tmp_path / "past")).get(timeout=60)
+    assert (tmp_path / "past").read_text() == "run\nrun\n"
+
+
+def test_revoke_stops_a_running_task_only_with_terminate(celery_cluster):
+    """As Celery: revoke() keeps a task that has not started from running; a running one goes on
+    unless terminate=True."""
+    running = [celery_more.slow_add.delay(i, 1, 3) for i in range(2)]
+    wait_until(lambda: all(r.state == "STARTED" for r in running), what="both running")
+    running[0].revoke()
+    celery_more.app.control.revoke(running[1].id)
+    assert [r.get(timeout=30) for r in running] == [1, 2]
+    assert [r.state for r in running] == ["SUCCESS", "SUCCESS"]
+    later = celery_more.add.apply_async((1, 2), countdown=3600)
+    celery_more.app.control.revoke(later.id)
+    assert later.state == "REVOKED"
+    stopped = celery_more.slow_add.delay(0, 0, 60)
+    wait_until(lambda: stopped.state == "STARTED", what="the task running")
+    stopped.revoke(terminate=True)
+    with pytest.raises(corral.TaskCancelledError):
+        stopped.get(timeout=30)
+    assert stopped.state == "REVOKED"
 
 
 def test_import_corral_does_not_import_the_celery_facade():

@@ -22,7 +22,8 @@ import time
 
 from . import _core, _runtime, exceptions, serialization
 
-# name ("module:qualname") -> function, for the functions this process registered with @task.
+# name ("module:qualname") -> (function, the module to reload it from), for the functions this
+# process registered (with @task, or the Celery facade's @app.task).
 registry = {}
 
 _TASK_OPTIONS = {"queue", "priority", "max_retries", "retry_backoff", "idempotency_key", "countdown", "eta",
@@ -31,6 +32,23 @@ _TASK_OPTIONS = {"queue", "priority", "max_retries", "retry_backoff", "idempoten
 
 def _name(fn):
     return f"{fn.__module__}:{fn.__qualname__}"
+
+
+def function_name(name):
+    """The name the head knows a task by: "module:qualname" as it is; Celery's "module.name" as
+    "module:name" (the head reads it so too); a Celery name without a module, as
+    ``@app.task(name="sum-of-two")`` gives, as "celery:sum-of-two" (the head takes only names with
+    a module part)."""
+    if ":" in name:
+        return name
+    module, dot, rest = name.rpartition(".")
+    return f"{module}:{rest}" if dot else f"celery:{name}"
+
+
+def register(name, fn, module):
+    """Makes `fn` the function that runs the durable task `name` in this worker; `module` is the one
+    to reload when its file changes (see _current)."""
+    registry[name] = (fn, module)
 
 
 def _wall_ns(value, what):
@@ -141,19 +159,24 @@ class DurableFunction:
         return _submit(specs) if specs else []
 
 
-def send_task(name, args=(), kwargs=None, **options):
-    """Submits a durable task by its name ("module:qualname", or Celery's "module.name") from a
-    process that does not import its module; options as ``DurableFunction.options``. Returns its
-    ``TaskId``. Only names that workers registered are accepted."""
+def by_name(name):
+    """The durable task `name` ("module:qualname", or a Celery name: see function_name), for a
+    process that does not import its module: it can be submitted (and be a canvas step), not called
+    here. Only names that workers registered are accepted when submitted."""
     if not isinstance(name, str) or not name:
-        raise exceptions.InvalidArgumentError(f"send_task: name must be 'module:qualname', not {name!r}")
-    if ":" not in name and "." in name:
-        name = ":".join(name.rsplit(".", 1))
+        raise exceptions.InvalidArgumentError(f"task name must be 'module:qualname', not {name!r}")
+    name = function_name(name)
 
-    def unavailable(*a, **k):
+    def elsewhere(*a, **k):
         raise exceptions.CorralError(f"{name} runs on the workers that registered it; submit it instead")
 
-    return DurableFunction(unavailable, options, name).submit(*tuple(args or ()), **dict(kwargs or {}))
+    return DurableFunction(elsewhere, {}, name)
+
+
+def send_task(name, args=(), kwargs=None, **options):
+    """Submits a durable task by its name from a process that does not import its module (see
+    by_name); options as ``DurableFunction.options``. Returns its ``TaskId``."""
+    return by_name(name).options(**options).submit(*tuple(args or ()), **dict(kwargs or {}))
 
 
 class TaskId(str):
@@ -179,8 +202,8 @@ class TaskId(str):
     def ready(self):
         return TaskResult(self).ready()
 
-    def revoke(self):
-        return TaskResult(self).revoke()
+    def revoke(self, terminate=True):
+        return TaskResult(self).revoke(terminate)
 
     def __reduce__(self):  # pickles as the plain id: readable without Corral
         return (str, (str(self),))
@@ -209,7 +232,7 @@ def task(fn=None, **options):
     importable on the nodes (start their agents with ``--tasks MODULE``)."""
     def wrap(f):
         d = DurableFunction(f, options)
-        registry[d.name] = f
+        register(d.name, f, f.__module__)
         return d
     return wrap(fn) if fn is not None else wrap
 
@@ -282,8 +305,15 @@ class TaskResult:
         return serialization.load_exception(
             info["result"], f"durable task {self.id} ({info['function']}) failed:\n{info['error']}")
 
-    def revoke(self):
-        """Revokes the task (see corral.cancel); returns its state after."""
+    def revoke(self, terminate=True):
+        """Revokes the task: one that has not started never runs (REVOKED). A running one is
+        stopped (as corral.cancel) if `terminate`; else it runs on to its end, as Celery's revoke()
+        without terminate=True. Returns its state after."""
+        if not terminate and self._fetch()["state"] == "STARTED":
+            # The head's revoke stops a running task, so it is asked only for one not running yet.
+            # Not exact: a task that starts between these two calls is stopped, and a running one
+            # is not kept from its retries (that needs a revoke that spares the run, in the head).
+            return "STARTED"
         return _runtime.get_client().durable_cancel(self.id)["state"]
 
     def __repr__(self):
@@ -334,7 +364,8 @@ def _current(name):
     become submittable when its agent restarts (workers announce their functions when they start)."""
     import importlib
     import sys
-    module_name = name.partition(":")[0]
+    entry = registry.get(name)
+    module_name = entry[1] if entry else name.partition(":")[0]
     module = sys.modules.get(module_name)
     if module is not None:
         mtime = _mtime(module)
@@ -350,7 +381,8 @@ def _current(name):
                 import traceback
                 print(f"corral worker: task module {module_name!r} changed but does not import; running its "
                       f"previous code:\n" + traceback.format_exc(), file=sys.stderr, flush=True)
-    return registry.get(name)
+    entry = registry.get(name)
+    return entry[0] if entry else None
 
 
 class NoRetry(Exception):
@@ -363,11 +395,13 @@ class NoRetry(Exception):
 
 class RetryIn(Exception):
     """Raised by a registered wrapper: retry (while retries remain) after `countdown` seconds
-    rather than after the task's backoff."""
+    (-1: after the task's backoff). `cause`, if given, is the exception the run ended with: the
+    task's error while it waits to retry, and what it fails with when no retries remain."""
 
-    def __init__(self, message, countdown):
+    def __init__(self, message, countdown, cause=None):
         super().__init__(message)
         self.countdown = float(countdown)
+        self.cause = cause
 
 
 def _decode(data, fmt):
@@ -417,7 +451,7 @@ def schedule(name, fn, *, cron=None, every=None, tz="UTC", args=(), kwargs=None,
     a timedelta, or "15m"). Each slot fires once, also across head restarts; ``misfire`` says what
     slots missed while the head was down do: "run_once" (the latest, once), "skip", "run_all".
     A malformed cron or unknown zone fails here. Returns the schedule as a dict (with next_slot_ns)."""
-    function = fn.name if isinstance(fn, DurableFunction) else str(fn)
+    function = fn.name if isinstance(fn, DurableFunction) else function_name(str(fn))
     if (cron is None) == (every is None):
         raise exceptions.InvalidArgumentError("give cron or every, not both")
     spec = {"function": function, "args": pickle.dumps((tuple(args), dict(kwargs or {})), protocol=5),

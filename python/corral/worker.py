@@ -114,8 +114,8 @@ def _run_durable(name, args, args_format, parents, link_mode):
     except durable.NoRetry as e:
         data, message = serialization.dump_exception(e.cause, name)
         return data, exceptions.KIND_TASK_ERROR_FINAL, message, -1.0
-    except durable.RetryIn as e:
-        data, message = serialization.dump_exception(e, name)
+    except durable.RetryIn as e:  # its cause (if any) is the task's error now, and at the end
+        data, message = serialization.dump_exception(e if e.cause is None else e.cause, name)
         return data, exceptions.KIND_TASK_ERROR, message, e.countdown
     except BaseException as e:  # noqa: BLE001 - every exception goes back to the caller
         data, message = serialization.dump_exception(e, name)

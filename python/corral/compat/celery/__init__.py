@@ -11,6 +11,7 @@
     process_data.delay("/data/x.csv").get(timeout=60)
     process_data.apply_async(("/data/x.csv",), countdown=30, expires=3600, queue="etl", priority=5)
     AsyncResult(task_id).state                               # PENDING STARTED RETRY SUCCESS FAILURE REVOKED
+    app.send_task("tasks.process_data", args=(path,))        # by name, also from a process without tasks.py
     chain(a.s(1), b.s()).apply_async(); group(a.s(i) for i in range(10)).apply_async().get()
     chord([a.s(i) for i in range(10)], total.s()).apply_async().get()
     app.conf.beat_schedule = {"nightly": {"task": "tasks.train", "schedule": crontab(hour=2, minute=0)}}
@@ -24,10 +25,14 @@ chain, group and chord are Corral's own (``corral.canvas``): stored whole, in on
 by the head, also after the process that submitted them exits.
 
 A failed task's get() raises its own exception (``except ValueError`` works; it is also a
-corral.TaskError with the remote traceback); ``.result`` and ``.info`` are that exception.
+corral.TaskError with the remote traceback); ``.result`` and ``.info`` are that exception. revoke()
+keeps a task that has not started from running; a running one goes on unless terminate=True.
 
 Differences: the connection is Corral's (corral.init() or CORRAL_ADDRESS, made on first use), not
-`broker=`. Priorities: higher runs first (as RabbitMQ; Celery on Redis runs 0 first).
+`broker=`. Priorities: higher runs first (as RabbitMQ; Celery on Redis runs 0 first). A task named
+without a module (``@app.task(name="sum-of-two")``) is "celery:sum-of-two" in Corral's listings.
+The options of @app.task (max_retries, time limits, queue) travel with each submission, so a
+send_task() from a process without the task's module submits with Corral's defaults (no retries).
 """
 import datetime
 import functools
@@ -38,7 +43,7 @@ from ...canvas import GroupResult, Signature, chain, chord, group
 from .schedules import crontab
 
 __all__ = ["Celery", "AsyncResult", "GroupResult", "Signature", "chain", "group", "chord", "signature", "crontab",
-           "Retry", "states"]
+           "Retry", "MaxRetriesExceededError", "states"]
 
 
 class states:
@@ -52,11 +57,18 @@ class states:
 
 
 class Retry(durable.RetryIn):
-    """Raised by ``self.retry()``: the task runs again (while retries remain), after `countdown`
-    seconds if given, else after the task's backoff."""
+    """Raised by ``self.retry()``: the task runs again (while retries remain) after `when` seconds
+    (or at `when`, a datetime), else after the task's backoff. `exc`: why; the task fails with it
+    when no retries remain."""
 
-    def __init__(self, message="retry requested", countdown=-1.0):
-        super().__init__(message, countdown)
+    def __init__(self, message=None, exc=None, when=None, **kwargs):
+        if isinstance(when, datetime.datetime):
+            when = (durable._wall_ns(when, "eta") - time.time_ns()) / 1e9
+        super().__init__(message or repr(exc), -1.0 if when is None else max(0.0, when), exc)
+
+
+class MaxRetriesExceededError(exceptions.CorralError):
+    """Raised by ``self.retry()`` without `exc` when no retries remain."""
 
 
 def _ensure_connected():
@@ -121,9 +133,10 @@ class AsyncResult(durable.TaskResult):
 
     info = result
 
-    def revoke(self, terminate=False, signal=None):
+    def revoke(self, connection=None, terminate=False, signal=None, wait=False, timeout=None):
+        """Keeps the task from starting; stops it if running only with `terminate` (as Celery)."""
         _ensure_connected()
-        super().revoke()
+        super().revoke(terminate=terminate)
 
     def __repr__(self):
         return f"<AsyncResult: {self.id}>"
@@ -134,20 +147,23 @@ def signature(task, args=(), kwargs=None, **options):
 
 
 class Task:
-    """What @app.task returns: call it to run here, .delay()/.apply_async() to run as a durable task."""
+    """What @app.task returns: call it to run here, .delay()/.apply_async() to run as a durable task.
+    `name` is Celery's (``module.name`` unless given); the head knows it as durable.function_name(name)."""
 
-    def __init__(self, app, fn, bind, autoretry_for, retry_backoff, max_retries, default_retry_delay, options):
+    MaxRetriesExceededError = MaxRetriesExceededError
+
+    def __init__(self, app, fn, name, bind, autoretry_for, retry_backoff, max_retries, default_retry_delay, options):
         self.app = app
         self.run = fn
-        self.name = f"{fn.__module__}.{fn.__qualname__}"
         self.autoretry_for = tuple(autoretry_for)
         self.max_retries = max_retries
         self._bind = bind
         backoff = 1.0 if retry_backoff is True else float(retry_backoff or 0) or float(default_retry_delay)
-        self._durable = durable.DurableFunction(fn, dict(options, max_retries=max_retries or 0, retry_backoff=backoff))
-        # What the worker runs: Celery's retry rules around the function.
-        durable.registry[self._durable.name] = self._wrapped
+        self._durable = durable.DurableFunction(fn, dict(options, max_retries=max_retries or 0, retry_backoff=backoff),
+                                                durable.function_name(name) if name else None)
+        durable.register(self._durable.name, self._in_worker, fn.__module__)
         functools.update_wrapper(self, fn)
+        self.name = name or f"{fn.__module__}.{fn.__qualname__}"
 
     @property
     def request(self):
@@ -158,54 +174,41 @@ class Task:
         task_id, _, attempt = run.rpartition("#")
         return _Request(task_id or run, int(attempt or 0))
 
-    def _wrapped(self, *args, **kwargs):
+    def _in_worker(self, *args, **kwargs):
+        """What a worker runs: the function under Celery's rules. Only self.retry() retries (an
+        `autoretry_for` exception goes through it); any other exception fails the task at once."""
         try:
-            return self.run(self, *args, **kwargs) if self._bind else self.run(*args, **kwargs)
+            try:
+                return self(*args, **kwargs)
+            except Retry:
+                raise
+            except self.autoretry_for as e:
+                raise self.retry(exc=e)
         except Retry:
-            raise
-        except self.autoretry_for or ():
             raise
         except Exception as e:  # noqa: BLE001 - Celery fails other exceptions without retrying
             raise durable.NoRetry(e) from e
 
-    def retry(self, exc=None, countdown=None, max_retries=None, **options):
-        """Runs the task again, while retries remain (then it fails with `exc`): after `countdown`
-        seconds if given, else after the task's backoff."""
-        message = str(exc) if exc else "retry requested"
-        if countdown is not None:
-            raise Retry(message, countdown)
-        raise Retry(message)
+    def retry(self, exc=None, countdown=None, eta=None, max_retries=None, **options):
+        """Runs the task again after `countdown` seconds (or at `eta`; else after the task's backoff)
+        while retries remain: `max_retries` if given here, else the task's. When none remain,
+        raises `exc` (the task fails with it) or MaxRetriesExceededError, as Celery. (The head keeps
+        to the task's own max_retries: a larger one given here cannot add retries.)"""
+        limit = self.max_retries if max_retries is None else max_retries
+        if limit is not None and self.request.retries >= limit:
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(f"cannot retry {self.name}[{self.request.id}]: {limit} retries used")
+        raise Retry(exc=exc, when=countdown if countdown is not None else eta)
 
     def __call__(self, *args, **kwargs):
         return self.run(self, *args, **kwargs) if self._bind else self.run(*args, **kwargs)
 
     def apply_async(self, args=None, kwargs=None, countdown=None, eta=None, expires=None, queue=None, priority=None,
                     task_id=None, **options):
-        _ensure_connected()
-        options = dict(countdown=countdown, eta=eta, expires=expires, queue=queue, priority=priority, task_id=task_id)
-        spec = self._canvas_spec(tuple(args or ()), dict(kwargs or {}), options)
-        return AsyncResult(durable._submit([spec])[0])
-
-    def _canvas_spec(self, args, kwargs, options):
-        _ensure_connected()
-        countdown, eta, expires = options.get("countdown"), options.get("eta"), options.get("expires")
-        queue, priority, task_id = options.get("queue"), options.get("priority"), options.get("task_id")
-        opts = {}
-        if countdown is not None:
-            opts["countdown"] = countdown
-        if eta is not None:
-            opts["eta"] = eta
-        if expires is not None:
-            opts["expires"] = expires
-        if queue is not None:
-            opts["queue"] = queue
-        if priority is not None:
-            opts["priority"] = priority
-        fn = self._durable.options(**opts) if opts else self._durable
-        spec = fn._spec(tuple(args), dict(kwargs))
-        if task_id:
-            spec["id"] = str(task_id)
-        return spec
+        """Stores the task; Celery's other options (routing_key, headers, ...) have no use here."""
+        return self.s(*(args or ()), **(kwargs or {})).apply_async(
+            countdown=countdown, eta=eta, expires=expires, queue=queue, priority=priority, task_id=task_id)
 
     def delay(self, *args, **kwargs):
         return self.apply_async(args, kwargs)
@@ -220,6 +223,10 @@ class Task:
         return AsyncResult(task_id)
 
     _result = AsyncResult  # what a canvas returns for this task
+
+    def _canvas_spec(self, args, kwargs, options):
+        _ensure_connected()
+        return self._durable._canvas_spec(args, kwargs, options)
 
 
 class _Request:
@@ -259,11 +266,20 @@ def _task_options(options):
     return out
 
 
+class _Control:
+    """app.control: revoke() (Corral has no worker broadcast commands)."""
+
+    def revoke(self, task_id, destination=None, terminate=False, signal=None, **kwargs):
+        for one in [task_id] if isinstance(task_id, str) else task_id:
+            AsyncResult(one).revoke(terminate=terminate)
+
+
 class Celery:
     def __init__(self, main=None, broker=None, backend=None, include=None, **kwargs):
         self.main = main
         self.conf = _Conf(beat_schedule={}, task_default_retry_delay=180)
         self.tasks = {}
+        self.control = _Control()
 
     def task(self, *args, bind=False, autoretry_for=(), retry_backoff=False, max_retries=3, default_retry_delay=None,
              name=None, queue=None, **options):
@@ -272,7 +288,7 @@ class Celery:
             opts["queue"] = queue
 
         def wrap(fn):
-            t = Task(self, fn, bind, autoretry_for, retry_backoff, max_retries,
+            t = Task(self, fn, name, bind, autoretry_for, retry_backoff, max_retries,
                      default_retry_delay or self.conf.get("task_default_retry_delay", 180), opts)
             self.tasks[t.name] = t
             return t
@@ -284,10 +300,13 @@ class Celery:
         return AsyncResult(task_id)
 
     def send_task(self, name, args=None, kwargs=None, **options):
-        t = self.tasks.get(name)
-        if t is None:
-            raise exceptions.InvalidArgumentError(f"send_task: no task named {name} in this app")
-        return t.apply_async(args, kwargs, **options)
+        """Submits the task `name` (Celery's, as @app.task gave it), also from a process that does
+        not import it: the head accepts the names its workers registered."""
+        task = self.tasks.get(name)
+        if task is not None:
+            return task.apply_async(args, kwargs, **options)
+        _ensure_connected()
+        return AsyncResult(durable.by_name(name).s(*(args or ()), **(kwargs or {})).apply_async(**options))
 
     def apply_beat_schedule(self):
         """Creates (or updates) a Corral schedule for every entry of conf.beat_schedule. Run it once,
@@ -295,8 +314,7 @@ class Celery:
         _ensure_connected()
         made = []
         for name, entry in self.conf.get("beat_schedule", {}).items():
-            task = entry["task"]
-            function = task if ":" in task else ":".join(task.rsplit(".", 1))
+            function = durable.function_name(entry["task"])
             sched = entry["schedule"]
             kw = dict(args=tuple(entry.get("args", ())), kwargs=dict(entry.get("kwargs", {})))
             if isinstance(sched, crontab):
