@@ -14,8 +14,8 @@ packages=(g++ cmake ninja-build make pkg-config libboost1.81-dev libprotobuf-dev
           nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev python3 python3-venv python3-dev ccache
           libsystemd-dev libsqlite3-dev libhowardhinnant-date-dev)
 # The multi-host tests build hosts from network namespaces (iproute2) and drop packets with nftables.
-# libfaketime steps the head's wall clock in the schedule tests.
-[ "$with_tests" = ON ] && packages+=(iproute2 nftables util-linux procps dbus-daemon strace faketime)
+# libfaketime steps the head's wall clock in the schedule tests; fail2ban-regex checks the shipped filter.
+[ "$with_tests" = ON ] && packages+=(iproute2 nftables util-linux procps dbus-daemon strace faketime fail2ban)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -40,7 +40,7 @@ def test_health_is_public_and_everything_else_needs_the_token(cluster):
     status, _, body = request(cluster, "GET", "/api/v1/nodes", token="not-the-token")
     assert status == 401 and body["error"] == {"status": 401, "message": "wrong token"}
     with open(cluster.head.log_path) as f:
-        assert "http authentication failed from 127.0.0.1 (GET /api/v1/nodes)" in f.read()
+        assert "authentication failed from 127.0.0.1 via http: wrong token on GET /api/v1/nodes" in f.read()
 
 
 def test_nodes_and_status(cluster):

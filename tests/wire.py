@@ -40,7 +40,7 @@ CLOSE_TIMEOUT_S = 8.0
 
 def connect(address, timeout=10):
     host, port = address.rsplit(":", 1)
-    return socket.create_connection((host, int(port)), timeout=timeout)
+    return socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
 
 
 def read_until_closed(sock, timeout=CLOSE_TIMEOUT_S, limit=1 << 20):

@@ -510,7 +510,7 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
                                                    ShortHex(options_.node_id), options_.hostname, reason,
                                                    w->task_name));
     }
-    LOG_WARN("worker {} {} while running {}", pid, reason, w->task_name);
+    LOG_WARN("worker {} {} while running {}", pid, reason, Printable(w->task_name));
     ReleaseTask(w.get());
     SendToHead(msg);
   } else if (!w->conn) {

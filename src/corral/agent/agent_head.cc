@@ -270,7 +270,7 @@ void Agent::Heartbeat() {
     if (w->busy && w->hard_deadline > 0 && boot >= w->hard_deadline && !w->time_limited) {
       w->time_limited = true;
       counters_["tasks_time_limited"]++;
-      LOG_WARN("{} ran past its time limit of {}s: stopping worker {}", w->task_name, w->time_limit_s, pid);
+      LOG_WARN("{} ran past its time limit of {}s: stopping worker {}", Printable(w->task_name), w->time_limit_s, pid);
       processes_->Kill(pid, SIGKILL);
     }
   if (!head_) return;

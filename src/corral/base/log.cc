@@ -62,12 +62,68 @@ void LogLine(LogLevel level, std::string_view message) {
   gmtime_r(&ts.tv_sec, &utc);
   char stamp[32];
   strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &utc);
+  // A message's later lines are indented: none of them can pass for a line of its own.
+  std::string body;
+  body.reserve(message.size());
+  for (char c : message) {
+    if (c == '\n') {
+      body += "\n    ";
+    } else if (c == '\r') {
+      body += "\\r";
+    } else {
+      body += c;
+    }
+  }
   std::lock_guard lock(g_mu);
   std::string line = fmt::format("{}.{:03d}Z {} {}] {}\n", stamp, ts.tv_nsec / 1'000'000,
-                                 kLetters[static_cast<int>(level)], g_component, message);
+                                 kLetters[static_cast<int>(level)], g_component, body);
   FILE* out = g_out ? g_out : stderr;
   std::fwrite(line.data(), 1, line.size(), out);
   std::fflush(out);
+}
+
+namespace {
+
+// Length of the valid UTF-8 sequence starting at s[i], or 0 if there is none.
+size_t Utf8Length(std::string_view s, size_t i) {
+  auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  unsigned char c = byte(i);
+  size_t n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; ++k)
+    if ((byte(i + k) & 0xC0) != 0x80) return 0;
+  unsigned char c1 = byte(i + 1);
+  if (n == 3 && ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0))) return 0;  // overlong, surrogates
+  if (n == 4 && ((c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90))) return 0;  // overlong, > U+10FFFF
+  return n;
+}
+
+}  // namespace
+
+std::string Printable(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c == '\\') {
+      out += "\\\\";
+      ++i;
+    } else if (c >= 0x20 && c < 0x7F) {
+      out += static_cast<char>(c);
+      ++i;
+    } else if (size_t n = c >= 0x80 ? Utf8Length(s, i) : 0; n > 0) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      out += fmt::format("\\x{:02x}", c);
+      ++i;
+    }
+  }
+  return out;
+}
+
+void LogAuthFailure(std::string_view ip, std::string_view transport, std::string_view reason) {
+  Log(LogLevel::kWarning, "authentication failed from {} via {}: {}", Printable(ip), transport, reason);
 }
 
 }  // namespace corral

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "corral/base/files.h"
+#include "corral/base/log.h"
 
 namespace corral::cli {
 
@@ -173,6 +174,18 @@ void ExitOnStdinEof() {
     // The parent is gone: stop like on SIGTERM.
     kill(getpid(), SIGTERM);
   }).detach();
+}
+
+void RunEventLoop(boost::asio::io_context& io) {
+  for (;;) {
+    try {
+      io.run();
+      return;
+    } catch (const std::exception& e) {
+      LOG_ERROR("unexpected error in an event handler (a defect; please report it), carrying on: {}",
+                Printable(e.what()));
+    }
+  }
 }
 
 }  // namespace corral::cli

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/io_context.hpp>
+
 #include "corral/base/status.h"
 
 namespace corral::cli {
@@ -39,5 +41,9 @@ Result<int> SpawnChild(const std::vector<std::string>& args);
 
 // Exits the process when stdin reaches end-of-file (the parent that holds the pipe died).
 void ExitOnStdinEof();
+
+// Runs `io` until it stops. An exception that escapes a handler is a defect: it is logged and the
+// loop goes on, so one bad request or message never ends a daemon that serves everyone else.
+void RunEventLoop(boost::asio::io_context& io);
 
 }  // namespace corral::cli

@@ -153,7 +153,7 @@ int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv) {
   };
   signals.async_wait(on_signal);
   if (flags.exit_on_stdin_eof) ExitOnStdinEof();
-  io.run();
+  RunEventLoop(io);
   agent.Stop();
   unlink((state + "/pid").c_str());
   return agent.exit_code();

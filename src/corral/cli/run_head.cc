@@ -9,6 +9,8 @@
 #include "corral/cli/commands.h"
 #include "corral/cli/daemon.h"
 #include "corral/head/head_server.h"
+#include "corral/head/http_server.h"
+#include "corral/head/rest_api.h"
 #include "corral/net/memory_stream.h"
 
 namespace corral::cli {
@@ -112,7 +114,7 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
     ho.token = options.token;
     ho.allowed_hosts.insert(flags.http_allowed_hosts.begin(), flags.http_allowed_hosts.end());
     http = std::make_unique<head::HttpServer>(io, ho);
-    server.RegisterHttp(*http);
+    head::RegisterRestApi(*http, server);
     if (Status s = http->Start(); !s.ok()) {
       std::fprintf(stderr, "corral: the head cannot start: %s\n", s.message().c_str());
       return 1;
@@ -159,7 +161,7 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   });
   if (flags.exit_on_stdin_eof) ExitOnStdinEof();
   AnnounceReady(address);
-  io.run();
+  RunEventLoop(io);
   if (local_agent) local_agent->Stop();
   unlink((state + "/address").c_str());
   unlink((state + "/http_address").c_str());

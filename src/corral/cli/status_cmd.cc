@@ -81,7 +81,7 @@ int ShowStatus(const std::string& address, bool json) {
   const proto::ClusterStatus& st = reply->status();
   if (json) {
     nlohmann::json j = head::StatusJson(st);
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
   }
   std::printf("Cluster at %s\n\n", st.address().c_str());

@@ -24,7 +24,7 @@ int ListTasks(const std::string& address, const std::string& state, const std::s
       out.push_back({{"id", t.id()}, {"function", t.function()}, {"state", t.state()}, {"attempt", t.attempt()},
                      {"runs", t.runs()}, {"queue", t.queue()}, {"error", t.error()}, {"created_ns", t.created_ns()},
                      {"finished_ns", t.finished_ns()}});
-    std::printf("%s\n", out.dump(2).c_str());
+    std::printf("%s\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
   }
   if (reply->durable_list().empty()) {

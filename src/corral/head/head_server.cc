@@ -15,6 +15,7 @@ namespace asio = boost::asio;
 
 struct HeadServer::Peer {
   enum Kind { kHandshake, kClient, kAgent } kind = kHandshake;
+  std::string address;        // the peer's host, for the per-address limit; empty once counted out
   std::shared_ptr<net::Connection> conn;
   std::shared_ptr<ClientSession> session;  // kClient
   Node* node = nullptr;    // kAgent
@@ -64,10 +65,24 @@ void HeadServer::Stop() {
 }
 
 void HeadServer::OnAccept(std::unique_ptr<net::ByteStream> stream) {
+  std::string address = net::PeerHost(stream->peer());
+  size_t& from_address = unauthenticated_by_address_[address];
+  if (unauthenticated_ >= options_.max_unauthenticated || from_address >= options_.max_unauthenticated_per_address) {
+    if (unauthenticated_refused_++ % 100 == 0)  // a flood must not flood the log too
+      LOG_WARN("refused a connection from {}: {} connections ({} from there) have not finished the handshake "
+               "({} refused so far)", Printable(address), unauthenticated_, from_address, unauthenticated_refused_);
+    if (from_address == 0) unauthenticated_by_address_.erase(address);
+    stream->Close();
+    return;
+  }
+  ++from_address;
+  ++unauthenticated_;
   auto peer = std::make_unique<Peer>();
   Peer* p = peer.get();
+  p->address = std::move(address);
   net::ConnectionOptions copts;
   copts.handshake_timeout = options_.handshake_timeout;
+  copts.max_handshake_frame_bytes = options_.handshake_frame_bytes;
   p->conn = net::Connection::Create(std::move(stream), copts);
   peers_[p] = std::move(peer);
   p->conn->Start([this, p](std::string_view m) { OnMessage(p, m); },
@@ -94,8 +109,22 @@ void HeadServer::OnMessage(Peer* peer, std::string_view bytes) {
   ScheduleSoon();
 }
 
+void HeadServer::EndHandshake(Peer* peer) {
+  if (peer->kind != Peer::kHandshake || peer->address.empty()) return;
+  --unauthenticated_;
+  auto it = unauthenticated_by_address_.find(peer->address);
+  if (it != unauthenticated_by_address_.end() && --it->second == 0) unauthenticated_by_address_.erase(it);
+  peer->address.clear();
+}
+
+void HeadServer::RefuseToken(Peer* peer) {
+  LogAuthFailure(net::PeerHost(peer->conn->peer()), "tcp", "bad token");
+  Refuse(peer, "bad token: set CORRAL_TOKEN or CORRAL_TOKEN_FILE to the head's token (printed by "
+               "`corral start --head`, stored in its state dir)");
+}
+
 void HeadServer::Refuse(Peer* peer, const std::string& why) {
-  LOG_WARN("refused connection from {}: {}", peer->conn->peer(), why);
+  LOG_WARN("refused connection from {}: {}", peer->conn->peer(), Printable(why));
   proto::HeadToClient reply;  // HeadToClient.welcome and HeadToAgent.welcome are both field 1
   reply.mutable_welcome()->set_error(why);
   reply.mutable_welcome()->set_protocol_version(kProtocolVersion);
@@ -115,10 +144,10 @@ void HeadServer::OnHello(Peer* peer, const proto::Hello& hello) {
   const std::string& token = options_.token;
   if (hello.token().size() != token.size() ||
       CRYPTO_memcmp(hello.token().data(), token.data(), token.size()) != 0) {
-    Refuse(peer, "bad token: set CORRAL_TOKEN or CORRAL_TOKEN_FILE to the head's token (printed by "
-                 "`corral start --head`, stored in its state dir)");
+    RefuseToken(peer);
     return;
   }
+  EndHandshake(peer);
   peer->conn->MarkHandshakeDone();
   proto::HeadToClient reply;
   proto::Welcome* w = reply.mutable_welcome();
@@ -153,13 +182,17 @@ void HeadServer::OnAgentHello(Peer* peer, const proto::Hello& hello, proto::Head
   peer->kind = Peer::kAgent;
   proto::NodeInfo info = hello.node();
   info.set_address(peer->conn->peer());  // where it connects from now (laptops move)
+  // What it says of itself is shown in logs, `corral status` and JSON: made printable once, here.
+  info.set_hostname(Printable(info.hostname()));
+  info.set_python_version(Printable(info.python_version()));
+  info.set_cloudpickle_version(Printable(info.cloudpickle_version()));
   peer->node = nodes_.Register(info, peer->conn, options_.tasks.prefetch_per_cpu, &resumed);
   peer->conn->Send(welcome);
   if (resumed) {
     LOG_INFO("node {} reconnected from {} (host {}), holding {} attempt(s)", ShortHex(id), peer->conn->peer(),
-             hello.node().hostname(), hello.held_size());
+             info.hostname(), hello.held_size());
   } else {
-    LOG_INFO("node {} joined from {} (host {}): {}", ShortHex(id), peer->conn->peer(), hello.node().hostname(),
+    LOG_INFO("node {} joined from {} (host {}): {}", ShortHex(id), peer->conn->peer(), info.hostname(),
              peer->node->view.total.ToString());
   }
   // Also for a node that starts afresh: what it still holds is superseded (or, after a head
@@ -174,7 +207,7 @@ void HeadServer::OnClientHello(Peer* peer, const proto::Hello& hello) {
   if (auto d = detached_.find(id); d != detached_.end()) {
     peer->session = std::move(d->second.session);  // it came back: its tasks and objects are still here
     detached_.erase(d);
-    LOG_INFO("client {} reconnected from {}", hello.name(), peer->conn->peer());
+    LOG_INFO("client {} reconnected from {}", Printable(hello.name()), peer->conn->peer());
   } else {
     for (auto& [p, other] : peers_)
       if (p != peer && other->kind == Peer::kClient && other->session && other->session->id == id) {
@@ -189,7 +222,7 @@ void HeadServer::OnClientHello(Peer* peer, const proto::Hello& hello) {
     peer->session->id = id;
     tasks_.AddClient(peer->session.get());
   }
-  peer->session->name = hello.name();
+  peer->session->name = Printable(hello.name());
   peer->session->conn = peer->conn;
   peer->conn->SetDrainHandler([this, peer] {
     if (peer->paused_for_output) {
@@ -197,7 +230,7 @@ void HeadServer::OnClientHello(Peer* peer, const proto::Hello& hello) {
       if (!clients_paused_) peer->conn->ResumeReading();
     }
   });
-  LOG_DEBUG("client {} connected from {}", hello.name(), peer->conn->peer());
+  LOG_DEBUG("client {} connected from {}", peer->session->name, peer->conn->peer());
   UpdateBackpressure();
 }
 
@@ -268,7 +301,7 @@ void HeadServer::OnAgentMessage(Peer* peer, std::string_view bytes) {
       tasks_.OnNodesChanged();
       break;
     case proto::AgentToHead::kLeaving:
-      LOG_INFO("node {} left the cluster: {}", ShortHex(node->view.id), msg.leaving().reason());
+      LOG_INFO("node {} left the cluster: {}", ShortHex(node->view.id), Printable(msg.leaving().reason()));
       nodes_.MarkLeft(node);
       tasks_.OnNodeDead(node, "left the cluster");
       break;
@@ -359,171 +392,6 @@ proto::ClusterStatus HeadServer::BuildStatus() {
   return st;
 }
 
-void HeadServer::RegisterHttp(HttpServer& http) {
-  http.Route("GET", "/api/v1/health", [this](const HttpRequest&, HttpRespond respond) {
-    nlohmann::json j;
-    j["status"] = "ok";
-    j["version"] = CORRAL_VERSION;
-    j["session_id"] = Hex(session_id_);
-    respond(HttpResponse::Json(200, j.dump()));
-  });
-  http.Route("GET", "/api/v1/status", [this](const HttpRequest&, HttpRespond respond) {
-    respond(HttpResponse::Json(200, StatusJson(BuildStatus()).dump()));
-  });
-  http.Route("GET", "/api/v1/nodes", [this](const HttpRequest&, HttpRespond respond) {
-    nlohmann::json j = nlohmann::json::array();
-    proto::ClusterStatus st = BuildStatus();
-    for (const auto& n : st.nodes()) j.push_back(NodeJson(n));
-    respond(HttpResponse::Json(200, j.dump()));
-  });
-  http.Route("POST", "/api/v1/tasks", [this](const HttpRequest& req, HttpRespond respond) {
-    nlohmann::json body = nlohmann::json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-    if (body.is_discarded() || !body.is_object())
-      return respond(HttpResponse::Error(400, "the body must be a JSON object, e.g. {\"function\": "
-                                              "\"tasks:process_data\", \"args\": [\"/data/x.csv\"]}"));
-    auto fn = body.find("function");
-    if (fn == body.end() || !fn->is_string() || fn->get<std::string>().empty())
-      return respond(HttpResponse::Error(400, "'function' (a string, 'module:qualname') is required"));
-    std::string function = fn->get<std::string>();
-    nlohmann::json args = body.value("args", nlohmann::json::array());
-    nlohmann::json kwargs = body.value("kwargs", nlohmann::json::object());
-    if (!args.is_array() || !kwargs.is_object())
-      return respond(HttpResponse::Error(400, "'args' must be a JSON array and 'kwargs' a JSON object"));
-    proto::DurableSubmit submit;
-    proto::DurableTaskSpec* t = submit.add_tasks();
-    t->set_id(Hex(RandomBytes(16)));
-    t->set_function(function);
-    t->set_args(nlohmann::json::array({args, kwargs}).dump());
-    t->set_args_format("json");
-    try {
-      t->set_queue(body.value("queue", std::string("default")));
-      t->set_priority(body.value("priority", 0));
-      t->set_idempotency_key(body.value("idempotency_key", std::string()));
-      t->set_max_retries(body.value("max_retries", 0));
-      t->set_retry_backoff_s(body.value("retry_backoff", 0.0));
-      int64_t now = clock_.WallNs();
-      auto seconds = [&](const char* key) {
-        double v = body[key].get<double>();
-        if (!(v >= 0 && v <= 1e9)) throw std::invalid_argument(std::string(key) + " must be 0 to 1e9 seconds");
-        return now + static_cast<int64_t>(v * 1e9);
-      };
-      if (body.contains("countdown")) t->set_eta_ns(seconds("countdown"));
-      if (body.contains("expires")) t->set_expires_ns(seconds("expires"));
-    } catch (const nlohmann::json::exception& e) {
-      return respond(HttpResponse::Error(400, std::string("a field has the wrong type: ") + e.what()));
-    } catch (const std::invalid_argument& e) {
-      return respond(HttpResponse::Error(400, e.what()));
-    }
-    durable_->Submit(submit, [respond](proto::Reply r) {
-      if (!r.error().empty()) return respond(HttpResponse::Error(400, r.error()));
-      nlohmann::json j;
-      j["id"] = r.submitted_ids(0);
-      j["created"] = r.inserted(0);
-      respond(HttpResponse::Json(r.inserted(0) ? 201 : 200, j.dump()));
-    });
-  });
-  http.Route("GET", "/api/v1/tasks/{id}", [this](const HttpRequest& req, HttpRespond respond) {
-    proto::DurableGet get;
-    get.set_id(req.params.at("id"));
-    durable_->Get(get, [respond](proto::Reply r) {
-      if (!r.error().empty()) return respond(HttpResponse::Error(500, r.error()));
-      const proto::DurableTaskInfo& t = r.durable();
-      if (!t.found()) return respond(HttpResponse::Error(404, fmt::format("no durable task {}", t.id())));
-      nlohmann::json j;
-      j["id"] = t.id();
-      j["function"] = t.function();
-      j["state"] = t.state();
-      j["attempt"] = t.attempt();
-      j["runs"] = t.runs();
-      j["queue"] = t.queue();
-      j["error"] = t.error().empty() ? nlohmann::json(nullptr) : nlohmann::json(t.error());
-      j["result"] = nullptr;
-      if (t.state() == "SUCCESS") {
-        nlohmann::json value = t.result_format() == "json" ? nlohmann::json::parse(t.result(), nullptr, false)
-                                                             : nlohmann::json(nlohmann::json::value_t::discarded);
-        if (!value.is_discarded())
-          j["result"] = std::move(value);
-        else if (t.result_format() == "json")
-          j["result_note"] = "the result is not valid JSON (NaN or Infinity?): read it with corral.result(id).get()";
-        else
-          j["result_note"] = "the result is a Python pickle: read it with corral.result(id).get()";
-      }
-      respond(HttpResponse::Json(200, j.dump()));
-    });
-  });
-  http.Route("POST", "/api/v1/tasks/{id}/revoke", [this](const HttpRequest& req, HttpRespond respond) {
-    proto::DurableGet get;
-    get.set_id(req.params.at("id"));
-    durable_->Cancel(get, [respond](proto::Reply r) {
-      if (!r.error().empty()) return respond(HttpResponse::Error(500, r.error()));
-      if (!r.durable().found()) return respond(HttpResponse::Error(404, fmt::format("no durable task {}", r.durable().id())));
-      nlohmann::json j;
-      j["id"] = r.durable().id();
-      j["state"] = r.durable().state();
-      respond(HttpResponse::Json(200, j.dump()));
-    });
-  });
-  http.Route("GET", "/api/v1/schedules", [this](const HttpRequest&, HttpRespond respond) {
-    durable_->Schedule(proto::ScheduleRequest(), [respond](proto::Reply r) {
-      if (!r.error().empty()) return respond(HttpResponse::Error(500, r.error()));
-      nlohmann::json j = nlohmann::json::array();
-      for (const auto& s : r.schedules())
-        j.push_back({{"name", s.name()}, {"function", s.function()}, {"cron", s.cron()}, {"every_s", s.every_s()},
-                     {"tz", s.tz()}, {"misfire", s.misfire()}, {"queue", s.queue()}, {"paused", s.paused()},
-                     {"last_slot_ns", s.last_slot_ns()}, {"next_slot_ns", s.next_slot_ns()}});
-      respond(HttpResponse::Json(200, j.dump()));
-    });
-  });
-  http.Route("GET", "/api/v1/queues", [this](const HttpRequest&, HttpRespond respond) {
-    durable_->Queues(proto::QueueRequest(), [respond](proto::Reply r) {
-      if (!r.error().empty()) return respond(HttpResponse::Error(500, r.error()));
-      nlohmann::json j = nlohmann::json::array();
-      for (const auto& q : r.queues())
-        j.push_back({{"name", q.name()}, {"weight", q.weight()}, {"concurrency", q.concurrency()},
-                     {"rate_per_s", q.rate_per_s()}, {"labels", q.labels()}, {"resources", q.resources()},
-                     {"ready", q.ready()}, {"waiting", q.waiting()}, {"running", q.running()},
-                     {"succeeded", q.succeeded()}, {"failed", q.failed()}, {"slots", q.slots()}});
-      respond(HttpResponse::Json(200, j.dump()));
-    });
-  });
-  http.Route("GET", "/api/v1/tasks", [this](const HttpRequest& req, HttpRespond respond) {
-    proto::DurableList list;
-    if (req.query.contains("state")) list.set_state(req.query.at("state"));
-    if (req.query.contains("queue")) list.set_queue(req.query.at("queue"));
-    if (req.query.contains("after")) list.set_after_id(req.query.at("after"));
-    try {
-      list.set_limit(req.query.contains("limit") ? std::stoi(req.query.at("limit")) : 100);
-    } catch (const std::exception&) {
-      return respond(HttpResponse::Error(400, "limit must be a whole number"));
-    }
-    durable_->List(list, [respond](proto::Reply r) {
-      if (!r.error().empty()) return respond(HttpResponse::Error(400, r.error()));
-      nlohmann::json j = nlohmann::json::array();
-      for (const auto& t : r.durable_list())
-        j.push_back({{"id", t.id()}, {"function", t.function()}, {"state", t.state()}, {"attempt", t.attempt()},
-                     {"queue", t.queue()}, {"error", t.error().empty() ? nlohmann::json(nullptr) : nlohmann::json(t.error())}});
-      respond(HttpResponse::Json(200, j.dump()));
-    });
-  });
-  http.Route("POST", "/api/v1/nodes/{node}/drain", [this](const HttpRequest& req, HttpRespond respond) {
-    proto::DrainRequest d;
-    d.set_node(req.params.at("node"));
-    d.set_leave(req.query.contains("leave") ? req.query.at("leave") != "false" : true);
-    try {
-      d.set_timeout_s(req.query.contains("timeout") ? std::stod(req.query.at("timeout")) : 60);
-    } catch (const std::exception&) {
-      respond(HttpResponse::Error(400, "timeout must be a number of seconds"));
-      return;
-    }
-    std::string error = Drain(d);
-    if (!error.empty()) {
-      respond(HttpResponse::Error(error.starts_with("no live node") ? 404 : 409, error));
-      return;
-    }
-    respond(HttpResponse::Json(202, R"({"draining": true})"));
-  });
-}
-
 std::string HeadServer::Drain(const proto::DrainRequest& request) {
   std::vector<Node*> matches;
   for (Node* n : nodes_.All()) {
@@ -552,6 +420,7 @@ std::string HeadServer::Drain(const proto::DrainRequest& request) {
 }
 
 void HeadServer::OnClose(Peer* peer, const Status& reason) {
+  EndHandshake(peer);
   auto owned = std::move(peers_[peer]);
   peers_.erase(peer);
   if (peer->kind == Peer::kAgent && peer->node) {

@@ -17,7 +17,6 @@
 #include <unordered_map>
 
 #include "corral/head/durable_queue.h"
-#include "corral/head/http_server.h"
 #include "corral/head/node_registry.h"
 #include "corral/head/task_manager.h"
 #include "corral/net/listener.h"
@@ -31,6 +30,13 @@ struct HeadOptions {
   TaskManagerOptions tasks;
   size_t max_unfinished_tasks = 2'000'000;
   std::chrono::milliseconds handshake_timeout{10000};  // a peer must finish the handshake by then
+  // Connections that have not finished the handshake: at most this many in all and from one
+  // address; more are closed at once. Until the handshake a frame may carry at most
+  // `handshake_frame_bytes`, so unauthenticated peers hold at most about
+  // max_unauthenticated x handshake_frame_bytes of the head's memory.
+  size_t max_unauthenticated = 256;
+  size_t max_unauthenticated_per_address = 32;
+  size_t handshake_frame_bytes = 64u << 10;
   std::shared_ptr<boost::asio::ssl::context> tls;  // null: plain TCP
   std::string store_path;            // the durable store (SQLite); empty: in memory, lost with the head
   int64_t result_ttl_s = 7 * 86400;  // finished durable tasks are kept this long
@@ -46,9 +52,12 @@ class HeadServer {
   const net::Endpoint& endpoint() const { return listener_->endpoint(); }
   // Serves a connection that did not come through the listener (an in-process agent). io thread.
   void Adopt(std::unique_ptr<net::ByteStream> stream) { OnAccept(std::move(stream)); }
-  // Adds the head's REST endpoints (health, nodes, status) to `http`.
-  void RegisterHttp(HttpServer& http);
   proto::ClusterStatus BuildStatus();
+  // Returns an error message, or "" once the node's agent was told to drain.
+  std::string Drain(const proto::DrainRequest& request);
+  DurableQueue& durable() { return *durable_; }  // after Start()
+  const Clock& clock() const { return clock_; }
+  const std::string& session_id() const { return session_id_; }
 
  private:
   struct Peer;
@@ -59,9 +68,9 @@ class HeadServer {
   void OnAgentMessage(Peer* peer, std::string_view bytes);
   void OnClose(Peer* peer, const Status& reason);
   void Refuse(Peer* peer, const std::string& why);
+  void RefuseToken(Peer* peer);
+  void EndHandshake(Peer* peer);  // no longer counted as unauthenticated
   void HandleRequest(Peer* peer, const proto::Request& request);
-  // Returns an error message, or "" once the node's agent was told to drain.
-  std::string Drain(const proto::DrainRequest& request);
   void OnAgentHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome);
   void OnClientHello(Peer* peer, const proto::Hello& hello);
   // The client's connection is gone: forget it now (goodbye) or after the grace.
@@ -79,6 +88,9 @@ class HeadServer {
   TaskManager tasks_;
   std::unique_ptr<DurableQueue> durable_;
   std::unordered_map<Peer*, std::unique_ptr<Peer>> peers_;
+  size_t unauthenticated_ = 0;
+  std::unordered_map<std::string, size_t> unauthenticated_by_address_;
+  int64_t unauthenticated_refused_ = 0;
   struct Detached {
     std::shared_ptr<ClientSession> session;
     Nanos since = 0;

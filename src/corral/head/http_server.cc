@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "corral/base/log.h"
+#include "corral/head/status_json.h"
 
 namespace corral::head {
 
@@ -79,7 +80,7 @@ HttpResponse HttpResponse::Error(int status, const std::string& message) {
   nlohmann::json j;
   j["error"]["status"] = status;
   j["error"]["message"] = message;
-  return Json(status, j.dump());
+  return Json(status, JsonText(j));
 }
 
 struct HttpServer::Impl {
@@ -92,7 +93,8 @@ struct HttpServer::Session : std::enable_shared_from_this<HttpServer::Session> {
   Session(HttpServer* server, tcp::socket socket) : server(server), stream(std::move(socket)) {
     beast::error_code ec;
     auto ep = stream.socket().remote_endpoint(ec);
-    peer = ec ? "?" : ep.address().to_string() + ":" + std::to_string(ep.port());
+    peer_ip = ec ? "?" : ep.address().to_string();
+    peer = ec ? "?" : net::Endpoint{peer_ip, ep.port(), ""}.ToString();
   }
 
   void Read() {
@@ -130,14 +132,24 @@ struct HttpServer::Session : std::enable_shared_from_this<HttpServer::Session> {
     r.body = std::move(req.body());
     r.content_type = std::string(req[http::field::content_type]);
     r.peer = peer;
+    r.peer_ip = peer_ip;
     keep_alive = req.keep_alive();
     version = req.version();
     std::string host(req[http::field::host]);
     std::string auth(req[http::field::authorization]);
-    server->Dispatch(r, host, auth, [self = shared_from_this(), alive = server->alive_](HttpResponse resp) {
-      if (!*alive) return;
+    auto answered = std::make_shared<bool>(false);
+    auto respond = [self = shared_from_this(), alive = server->alive_, answered](HttpResponse resp) {
+      if (!*alive || *answered) return;
+      *answered = true;
       self->Send(std::move(resp), self->keep_alive);
-    });
+    };
+    try {
+      server->Dispatch(r, host, auth, respond);
+    } catch (const std::exception& e) {
+      // A defect, not the client's fault; the head goes on serving everyone else.
+      LOG_ERROR("HTTP {} {} from {} failed: {}", r.method, Printable(r.path), peer, Printable(e.what()));
+      respond(HttpResponse::Error(500, "internal error while handling this request; the head's log has the details"));
+    }
   }
 
   void Send(HttpResponse resp, bool keep) {
@@ -170,6 +182,7 @@ struct HttpServer::Session : std::enable_shared_from_this<HttpServer::Session> {
   beast::flat_buffer buffer;
   std::optional<http::request_parser<http::string_body>> parser;
   std::string peer;
+  std::string peer_ip;
   bool keep_alive = false;
   unsigned version = 11;
 };
@@ -236,8 +249,9 @@ void HttpServer::Dispatch(const HttpRequest& request, const std::string& host, c
     bool ok = given.starts_with(kBearer) && given.size() - kBearer.size() == options_.token.size() &&
               CRYPTO_memcmp(given.data() + kBearer.size(), options_.token.data(), options_.token.size()) == 0;
     if (!ok) {
-      std::string ip = HostOnly(request.peer);
-      LOG_WARN("http authentication failed from {} ({} {})", ip, request.method, request.path);
+      LogAuthFailure(request.peer_ip, "http",
+                     fmt::format("{} on {} {}", authorization.empty() ? "no token" : "wrong token",
+                                 Printable(request.method), Printable(request.path)));
       respond(HttpResponse::Error(401, authorization.empty()
                                            ? "missing 'Authorization: Bearer <token>' (the cluster token: "
                                              "`corral start --head` printed it; it is in the head's state dir)"

@@ -4,8 +4,10 @@
 // Every request goes through one gate before routing: the Host header must name this server (a
 // web page on another site cannot reach it through DNS rebinding), and, except for public paths,
 // `Authorization: Bearer <token>` must carry the cluster token (compared in constant time; a
-// failure is logged as "http authentication failed from <ip>" for fail2ban). Errors are JSON:
-// {"error": {"status": 404, "message": "..."}}. Bodies are capped (413 beyond). io thread only.
+// failure is logged by LogAuthFailure, the one line fail2ban matches). Errors are JSON:
+// {"error": {"status": 404, "message": "..."}}. Bodies are capped (413 beyond). Nothing a client
+// sends can end the head: strings from it are made safe before they reach JSON or the log, and an
+// exception from a handler becomes a 500 for that request. io thread only.
 #pragma once
 
 #include <functional>
@@ -29,7 +31,8 @@ struct HttpRequest {
   std::map<std::string, std::string> params;   // from the route pattern: {id}
   std::string body;
   std::string content_type;
-  std::string peer;                            // ip:port
+  std::string peer;                            // ip:port, [v6]:port
+  std::string peer_ip;                         // the address alone
 };
 
 struct HttpResponse {

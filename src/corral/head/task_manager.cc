@@ -276,7 +276,7 @@ void TaskManager::Schedule() {
           auto t = tasks_.find(tid);
           if (t == tasks_.end() || t->second.told_infeasible || t->second.state != TaskState::kQueued) continue;
           t->second.told_infeasible = true;
-          LOG_WARN("task {} is infeasible: it {}", t->second.spec.name(), p.reason);
+          LOG_WARN("task {} is infeasible: it {}", Printable(t->second.spec.name()), p.reason);
           Notice(tid, t->second.spec.owner_id(),
                  fmt::format("task {} cannot be scheduled: it {}. It stays pending until such a node joins.",
                              t->second.spec.name(), p.reason));
@@ -368,7 +368,7 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
   result->set_id(finished.task_id());
   if (result->error() == proto::HANDED_BACK && !task.cancel_requested) {
     LOG_INFO("node {} handed back task {} ({}): {}", ShortHex(node->view.id), ShortHex(finished.task_id()),
-             task.spec.name(), result->message());
+             Printable(task.spec.name()), Printable(result->message()));
     Retry(finished.task_id(), task, result->message(), /*failure=*/false);
     return;
   }
@@ -507,7 +507,7 @@ bool TaskManager::AdoptOrPark(const std::string& id, Task& task) {
     node->shipped_functions.insert(task.spec.function_hash());  // it ran the function already
     Count("attempts_adopted_after_restart");
     LOG_INFO("task {} ({}) resubmitted after a restart: node {} still holds attempt {}", ShortHex(id),
-             task.spec.name(), ShortHex(node->view.id), orphan.attempt);
+             Printable(task.spec.name()), ShortHex(node->view.id), orphan.attempt);
     if (orphan.result) {
       proto::TaskFinished f;
       f.set_task_id(id);

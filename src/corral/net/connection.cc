@@ -21,7 +21,7 @@ Connection::Connection(std::unique_ptr<ByteStream> stream, ConnectionOptions opt
       executor_(stream_->executor()),
       handshake_timer_(executor_),
       cork_timer_(executor_),
-      decoder_(options.max_frame_bytes) {
+      decoder_(options.max_handshake_frame_bytes ? options.max_handshake_frame_bytes : options.max_frame_bytes) {
   GlobalNetCounters().connections_opened.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -43,17 +43,24 @@ void Connection::Start(MessageHandler on_message, CloseHandler on_close) {
   StartRead();
 }
 
-void Connection::MarkHandshakeDone() { handshake_timer_.cancel(); }
+void Connection::MarkHandshakeDone() {
+  handshake_timer_.cancel();
+  decoder_.set_max_payload(options_.max_frame_bytes);
+}
 
 void Connection::StartRead() {
   if (reading_ || paused_ || closed_) return;
-  // Compact, then make room for at least the rest of the current frame (or 64 KiB).
+  // Compact, then make room for 64 KiB more, or, inside a large frame, for as much again as has
+  // arrived (up to the rest of the frame): memory follows the bytes received, not a header's claim.
   if (read_begin_ > 0) {
     read_buf_.erase(0, read_begin_);
     read_end_ -= read_begin_;
     read_begin_ = 0;
   }
-  size_t want = std::max<size_t>(decoder_.pending_frame_bytes(), read_end_ + (64u << 10));
+  if (read_end_ == 0 && read_buf_.size() > (1u << 20)) std::string().swap(read_buf_);  // a large frame is done
+  size_t want = read_end_ + (64u << 10);
+  size_t frame = decoder_.pending_frame_bytes();
+  if (frame > want) want = std::min(frame, std::max(want, 2 * read_end_));
   if (read_buf_.size() < want) read_buf_.resize(want);
   reading_ = true;
   stream_->AsyncReadSome(asio::buffer(read_buf_.data() + read_end_, read_buf_.size() - read_end_),

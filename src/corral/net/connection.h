@@ -1,7 +1,8 @@
 // Connection: a persistent, framed, message-oriented link over a ByteStream.
 //
 // Reading: frames are decoded and each message is handed to the MessageHandler, in order, on the
-// io thread. PauseReading()/ResumeReading() give backpressure: a peer we stop reading from fills
+// io thread. The read buffer grows with the bytes that actually arrived (doubling), never to the
+// size a frame header merely announces. PauseReading()/ResumeReading() give backpressure: a peer we stop reading from fills
 // its socket buffers and then its own bounded send queue, so it slows down instead of growing our
 // memory.
 // Writing: Send() may be called from any thread. Messages queued while a write is in flight are
@@ -40,6 +41,9 @@ NetCounters& GlobalNetCounters();
 
 struct ConnectionOptions {
   size_t max_frame_bytes = kDefaultMaxFrameBytes;
+  // The frame limit until MarkHandshakeDone(): a peer that has not authenticated cannot make us
+  // hold more than this for it. 0: max_frame_bytes from the start.
+  size_t max_handshake_frame_bytes = 0;
   // Send queue limit: above it has_room() is false and WaitForRoom() blocks.
   size_t high_watermark_bytes = 32u << 20;
   // 0 disables the deadline; otherwise Close() unless MarkHandshakeDone() comes in time.

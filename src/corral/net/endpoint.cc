@@ -14,6 +14,17 @@ std::string Endpoint::ToString() const {
   return fmt::format("{}:{}", host, port);
 }
 
+std::string PeerHost(std::string_view peer) {
+  if (peer.starts_with('[')) {
+    size_t end = peer.find(']');
+    if (end != std::string_view::npos) return std::string(peer.substr(1, end - 1));
+  }
+  size_t colon = peer.rfind(':');
+  if (colon != std::string_view::npos && peer.find(':') == colon && !peer.starts_with("unix:"))
+    return std::string(peer.substr(0, colon));
+  return std::string(peer);
+}
+
 Result<Endpoint> ParseEndpoint(std::string_view text, uint16_t default_port) {
   Endpoint ep;
   if (text.starts_with("unix:")) {

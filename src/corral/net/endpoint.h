@@ -22,4 +22,9 @@ struct Endpoint {
 // `default_port` is used when the text has no ":port".
 Result<Endpoint> ParseEndpoint(std::string_view text, uint16_t default_port = 0);
 
+// The host part of a connection's peer() ("1.2.3.4:5" -> "1.2.3.4", "[::1]:5" -> "::1"); other
+// names (Unix sockets, in-process streams) are returned whole. What per-address limits key on and
+// what fail2ban reads.
+std::string PeerHost(std::string_view peer);
+
 }  // namespace corral::net

@@ -25,5 +25,13 @@ TEST(Endpoint, Parses) {
   EXPECT_FALSE(ParseEndpoint("10.0.0.5").value_or(Endpoint{}).is_loopback());
 }
 
+TEST(PeerHost, StripsThePortOnly) {
+  EXPECT_EQ(PeerHost("10.0.0.5:7370"), "10.0.0.5");
+  EXPECT_EQ(PeerHost("[::1]:80"), "::1");
+  EXPECT_EQ(PeerHost("[fe80::1%eth0]:80"), "fe80::1%eth0");
+  EXPECT_EQ(PeerHost("unix:/tmp/x.sock"), "unix:/tmp/x.sock");
+  EXPECT_EQ(PeerHost("in-process agent"), "in-process agent");
+}
+
 }  // namespace
 }  // namespace corral::net

@@ -51,6 +51,7 @@ class FrameDecoder {
   Result<size_t> Decode(std::string_view input, const std::function<void(std::string_view)>& on_message);
   // Once a header has been seen, how many bytes the whole frame needs (to size the read buffer).
   size_t pending_frame_bytes() const { return pending_; }
+  void set_max_payload(size_t bytes) { max_ = bytes; }
   uint64_t frames() const { return frames_; }
   uint64_t messages() const { return messages_; }
 

@@ -1,5 +1,7 @@
 #include "corral/net/stream.h"
 
+#include "corral/net/endpoint.h"
+
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
@@ -37,7 +39,7 @@ class AsioStream : public ByteStream {
     if constexpr (std::is_same_v<decltype(ep), asio::local::stream_protocol::endpoint>)
       return "unix:" + ep.path();
     else
-      return fmt::format("{}:{}", ep.address().to_string(), ep.port());
+      return Endpoint{ep.address().to_string(), ep.port(), ""}.ToString();  // "[v6]:port" for IPv6
   }
   asio::any_io_executor executor() override { return s_.get_executor(); }
 
