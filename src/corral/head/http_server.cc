@@ -74,6 +74,20 @@ std::string HostOnly(std::string_view host) {
   return std::string(host.substr(0, host.find(':')));
 }
 
+HttpRequest ToRequest(http::request<http::string_body>& req, const std::string& peer, const std::string& peer_ip) {
+  HttpRequest r;
+  r.method = std::string(req.method_string());
+  std::string_view target = req.target();
+  size_t q = target.find('?');
+  r.path = PercentDecode(target.substr(0, q), false);
+  if (q != std::string_view::npos) r.query = ParseQuery(target.substr(q + 1));
+  r.body = std::move(req.body());
+  r.content_type = std::string(req[http::field::content_type]);
+  r.peer = peer;
+  r.peer_ip = peer_ip;
+  return r;
+}
+
 }  // namespace
 
 HttpResponse HttpResponse::Error(int status, const std::string& message) {
@@ -123,33 +137,13 @@ struct HttpServer::Session : std::enable_shared_from_this<HttpServer::Session> {
       return;
     }
     auto& req = parser->get();
-    HttpRequest r;
-    r.method = std::string(req.method_string());
-    std::string_view target = req.target();
-    size_t q = target.find('?');
-    r.path = PercentDecode(target.substr(0, q), false);
-    if (q != std::string_view::npos) r.query = ParseQuery(target.substr(q + 1));
-    r.body = std::move(req.body());
-    r.content_type = std::string(req[http::field::content_type]);
-    r.peer = peer;
-    r.peer_ip = peer_ip;
     keep_alive = req.keep_alive();
     version = req.version();
-    std::string host(req[http::field::host]);
-    std::string auth(req[http::field::authorization]);
-    auto answered = std::make_shared<bool>(false);
-    auto respond = [self = shared_from_this(), alive = server->alive_, answered](HttpResponse resp) {
-      if (!*alive || *answered) return;
-      *answered = true;
-      self->Send(std::move(resp), self->keep_alive);
-    };
-    try {
-      server->Dispatch(r, host, auth, respond);
-    } catch (const std::exception& e) {
-      // A defect, not the client's fault; the head goes on serving everyone else.
-      LOG_ERROR("HTTP {} {} from {} failed: {}", r.method, Printable(r.path), peer, Printable(e.what()));
-      respond(HttpResponse::Error(500, "internal error while handling this request; the head's log has the details"));
-    }
+    server->Serve(ToRequest(req, peer, peer_ip), std::string(req[http::field::host]),
+                  std::string(req[http::field::authorization]),
+                  [self = shared_from_this(), alive = server->alive_](HttpResponse resp) {
+                    if (*alive) self->Send(std::move(resp), self->keep_alive);
+                  });
   }
 
   void Send(HttpResponse resp, bool keep) {
@@ -232,6 +226,38 @@ void HttpServer::Accept() {
     if (!ec) std::make_shared<Session>(this, std::move(socket))->Read();
     Accept();
   });
+}
+
+void HttpServer::HandleRaw(std::string_view raw, const std::string& peer_ip, HttpRespond respond) {
+  http::request_parser<http::string_body> parser;
+  parser.body_limit(options_.max_body_bytes);
+  parser.eager(true);
+  beast::error_code ec;
+  parser.put(asio::buffer(raw.data(), raw.size()), ec);  // bytes past one request are not ours to answer
+  if (!ec && !parser.is_done()) parser.put_eof(ec);
+  if (ec == http::error::body_limit) return respond(HttpResponse::Error(413, "the request body is over the limit"));
+  if (ec || !parser.is_done()) return respond(HttpResponse::Error(400, "malformed HTTP request"));
+  auto& req = parser.get();
+  Serve(ToRequest(req, peer_ip, peer_ip), std::string(req[http::field::host]),
+        std::string(req[http::field::authorization]), std::move(respond));
+}
+
+void HttpServer::Serve(const HttpRequest& request, const std::string& host, const std::string& authorization,
+                       HttpRespond respond) {
+  auto answered = std::make_shared<bool>(false);
+  HttpRespond once = [respond = std::move(respond), answered](HttpResponse r) {
+    if (*answered) return;
+    *answered = true;
+    respond(std::move(r));
+  };
+  try {
+    Dispatch(request, host, authorization, once);
+  } catch (const std::exception& e) {
+    // A defect, not the client's fault; the head goes on serving everyone else.
+    LOG_ERROR("HTTP {} {} from {} failed: {}", Printable(request.method), Printable(request.path), request.peer,
+              Printable(e.what()));
+    once(HttpResponse::Error(500, "internal error while handling this request; the head's log has the details"));
+  }
 }
 
 void HttpServer::Dispatch(const HttpRequest& request, const std::string& host, const std::string& authorization,

@@ -67,6 +67,9 @@ class HttpServer {
   Status Start();
   void Stop();
   const net::Endpoint& endpoint() const { return endpoint_; }
+  // One request as raw bytes, through the same parsing, gate and routes as a connection's (for the
+  // fuzz target and tests). `respond` gets exactly one answer, now or later on the io thread.
+  void HandleRaw(std::string_view raw, const std::string& peer_ip, HttpRespond respond);
 
  private:
   struct Session;
@@ -76,6 +79,9 @@ class HttpServer {
     HttpHandler handler;
   };
   void Accept();
+  // Dispatch, with an exception from a handler turned into a 500 for that request.
+  void Serve(const HttpRequest& request, const std::string& host, const std::string& authorization,
+             HttpRespond respond);
   void Dispatch(const HttpRequest& request, const std::string& host, const std::string& authorization,
                 HttpRespond respond);
 
