@@ -680,7 +680,12 @@ Result<proto::Reply> Client::Request(proto::Request request, double timeout_s) {
   if (!reply && !closed_ && connections_lost_ != generation)
     return Err(Code::kUnavailable, "lost the connection to the head before it answered; ask again");
   if (!reply) return Err(closed_ ? closed_reason_ : Status(Code::kDeadlineExceeded, "the head did not answer in time"));
-  if (!reply->error().empty()) return Err(Code::kInvalidArgument, reply->error());
+  if (!reply->error().empty()) {
+    // The head's code says whether asking again can help (UNAVAILABLE: its store failed).
+    uint32_t code = reply->error_code();
+    bool known = code > 0 && code <= static_cast<uint32_t>(Code::kInternal);
+    return Err(known ? static_cast<Code>(code) : Code::kInvalidArgument, reply->error());
+  }
   return std::move(*reply);
 }
 

@@ -3,6 +3,7 @@
 
 #include "corral/base/log.h"
 #include "corral/head/durable_queue.h"
+#include "corral/head/reply_error.h"
 
 namespace corral::head {
 
@@ -232,7 +233,7 @@ void DurableQueue::Queues(const proto::QueueRequest& req, Reply reply) {
     OnIo([this, c = std::move(c), status, reply = std::move(reply), describe]() mutable {
       proto::Reply r;
       if (!status.ok()) {
-        r.set_error("the durable store failed: " + status.message());
+        SetError(r, StoreFailed(status));
         return reply(std::move(r));
       }
       QueueState& q = QueueNamed(c.name);

@@ -1,4 +1,5 @@
 #include "corral/head/durable_queue.h"
+#include "corral/head/reply_error.h"
 
 #include <cmath>
 #include <deque>
@@ -191,7 +192,7 @@ void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
     OnIo([this, batch = std::move(batch), reply = std::move(reply), r = std::move(r)] {
       proto::Reply out;
       if (!r) {
-        out.set_error("the durable store failed: " + r.error().message());
+        SetError(out, StoreFailed(r.error()));
         reply(std::move(out));
         return;
       }
@@ -477,7 +478,7 @@ void DurableQueue::Get(const proto::DurableGet& request, Reply reply) {
     OnIo([this, id, reply = std::move(reply), t = std::move(t)] {
       proto::Reply r;
       if (!t) {
-        r.set_error("the durable store failed: " + t.error().message());
+        SetError(r, StoreFailed(t.error()));
       } else if (!t->has_value()) {
         r.mutable_durable()->set_id(id);
         r.mutable_durable()->set_found(false);
@@ -509,7 +510,7 @@ void DurableQueue::List(const proto::DurableList& request, Reply reply) {
     OnIo([this, reply = std::move(reply), tasks = std::move(tasks)] {
       proto::Reply r;
       if (!tasks) {
-        r.set_error("the durable store failed: " + tasks.error().message());
+        SetError(r, StoreFailed(tasks.error()));
       } else {
         for (const auto& t : *tasks) {
           proto::DurableTaskInfo* info = r.add_durable_list();

@@ -169,7 +169,10 @@ class DurableQueue {
   std::unordered_map<std::string, std::vector<Waiter>> waiters_;
   std::unordered_multimap<std::string, std::string> children_;  // canvas: parent id -> waiting child id
   std::map<std::string, int64_t> counters_;
-  std::map<std::string, store::Schedule> schedules_;  // by name
+  std::map<std::string, store::Schedule> schedules_;  // by name; changed only once the store has the change
+  // Slots whose fire the store failed to record: fired again at the next tick (a fire is keyed by
+  // schedule and slot, so a retry never fires a slot twice).
+  std::vector<std::pair<std::string, int64_t>> unrecorded_fires_;
   std::map<std::string, QueueState> queues_;               // by name: those configured or used
   uint64_t next_ready_seq_ = 1;
   std::unordered_map<std::string, int> running_by_function_;  // runs in flight per (queue, function)

@@ -7,6 +7,7 @@
 #include "corral/base/ids.h"
 #include "corral/base/log.h"
 #include "corral/head/durable_queue.h"
+#include "corral/head/reply_error.h"
 
 namespace corral::head {
 namespace {
@@ -68,8 +69,10 @@ void DurableQueue::Fire(const store::Schedule& s, int64_t slot, Reply reply, boo
     OnIo([this, fired = std::move(fired), t = std::move(t), fire, reply = std::move(reply)]() mutable {
       proto::Reply r;
       if (!fired) {
-        LOG_ERROR("schedule {}: cannot record slot {}: {}", fire.name, fire.slot_ns, fired.error().ToString());
-        r.set_error(fired.error().message());
+        LOG_ERROR("schedule {}: cannot record slot {}: {}; trying again", fire.name, fire.slot_ns,
+                  fired.error().ToString());
+        SetError(r, StoreFailed(fired.error()));
+        if (!fire.manual) unrecorded_fires_.emplace_back(fire.name, fire.slot_ns);
       } else if (!*fired) {
         counters_["schedule_slots_already_fired"]++;  // fired before (a restart, a clock step back)
       } else {
@@ -88,6 +91,10 @@ void DurableQueue::Fire(const store::Schedule& s, int64_t slot, Reply reply, boo
 
 void DurableQueue::FireDue() {
   int64_t now = clock_.WallNs();
+  for (auto& [name, slot] : std::exchange(unrecorded_fires_, {})) {
+    auto s = schedules_.find(name);
+    if (s != schedules_.end()) Fire(s->second, slot);
+  }
   for (auto& [name, s] : schedules_) {
     if (s.paused) continue;
     // Walk the due slots: the on-time ones (within the grace) all fire; of the late ones (the head
@@ -127,10 +134,15 @@ void DurableQueue::FireDue() {
                name, late_count, s.misfire, fire.size());
     }
     fire.insert(fire.end(), on_time.begin(), on_time.end());
-    s.last_slot_ns = latest;  // in memory at once: never considered twice
+    s.last_slot_ns = latest;  // in memory at once: never considered twice (a fire that fails to be stored is retried)
     if (fire.empty() || fire.back() != latest) {
+      // Only slots skipped by the misfire policy moved the cursor: if this write is lost, a restart
+      // finds them late again and skips them again.
       store::Schedule copy = s;
-      committer_->Run([copy](store::Store& st) { (void)st.PutSchedule(copy); });
+      committer_->Run([copy](store::Store& st) {
+        if (Status st_status = st.PutSchedule(copy); !st_status.ok())
+          LOG_WARN("schedule {}: cannot store its cursor: {}", copy.name, st_status.ToString());
+      });
     }
     for (int64_t slot : fire) Fire(s, slot);
   }
@@ -148,13 +160,24 @@ void DurableQueue::Schedule(const proto::ScheduleRequest& req, Reply reply) {
   if (needs_existing && it == schedules_.end())
     return fail(fmt::format("no schedule named '{}' (see `corral schedule list`)", name));
   int64_t now = clock_.WallNs();
+  // Stores `s`, then (only if that worked) makes it the schedule in memory: a failed write leaves
+  // the schedule as it was, here as after a restart.
   auto persist_and_reply = [this, reply](store::Schedule s) {
     committer_->Run([this, s, reply](store::Store& st) mutable {
       Status status = st.PutSchedule(s);
       OnIo([this, s, status, reply = std::move(reply)] {
         proto::Reply r;
-        if (!status.ok()) r.set_error(status.message());
-        else *r.add_schedules() = ScheduleInfo(s);
+        if (!status.ok()) {
+          SetError(r, StoreFailed(status));
+        } else {
+          auto [at, added] = schedules_.try_emplace(s.name, s);
+          if (!added) {
+            int64_t fired_up_to = at->second.last_slot_ns;  // slots fired meanwhile stay fired
+            at->second = s;
+            if (!s.paused) at->second.last_slot_ns = std::max(s.last_slot_ns, fired_up_to);
+          }
+          *r.add_schedules() = ScheduleInfo(at->second);
+        }
         reply(std::move(r));
       });
     });
@@ -194,13 +217,12 @@ void DurableQueue::Schedule(const proto::ScheduleRequest& req, Reply reply) {
       s.created_ns = it == schedules_.end() ? now : it->second.created_ns;
       s.updated_ns = now;
       s.last_slot_ns = now;  // the first slot is the next one from now
-      schedules_[name] = s;
       counters_["schedules_added"]++;
       return persist_and_reply(s);
     }
     case proto::ScheduleRequest::PAUSE:
     case proto::ScheduleRequest::RESUME: {
-      store::Schedule& s = it->second;
+      store::Schedule s = it->second;
       bool pause = req.op() == proto::ScheduleRequest::PAUSE;
       if (!pause && s.paused) s.last_slot_ns = std::max(s.last_slot_ns, now);  // slots passed while paused: skipped
       s.paused = pause;
@@ -208,12 +230,12 @@ void DurableQueue::Schedule(const proto::ScheduleRequest& req, Reply reply) {
       return persist_and_reply(s);
     }
     case proto::ScheduleRequest::REMOVE: {
-      schedules_.erase(it);
       committer_->Run([this, name, reply](store::Store& st) mutable {
         auto deleted = st.DeleteSchedule(name);
-        OnIo([deleted, reply = std::move(reply)] {
+        OnIo([this, name, deleted, reply = std::move(reply)] {
           proto::Reply r;
-          if (!deleted) r.set_error(deleted.error().message());
+          if (!deleted) SetError(r, StoreFailed(deleted.error()));
+          else schedules_.erase(name);
           reply(std::move(r));
         });
       });
@@ -227,7 +249,7 @@ void DurableQueue::Schedule(const proto::ScheduleRequest& req, Reply reply) {
         auto fires = st.FireHistory(name, limit);
         proto::Reply r;
         if (!fires) {
-          r.set_error(fires.error().message());
+          SetError(r, StoreFailed(fires.error()));
         } else {
           for (const auto& f : *fires) {
             proto::ScheduleFire* out = r.add_fires();

@@ -5,6 +5,7 @@
 #include "corral/base/ids.h"
 #include "corral/base/log.h"
 #include "corral/base/version.h"
+#include "corral/head/reply_error.h"
 #include "corral/head/status_json.h"
 #include "corral/client.pb.h"
 #include "corral/node.pb.h"
@@ -330,7 +331,7 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
   } else if (request.has_status()) {
     *reply->mutable_status() = BuildStatus();
   } else if (request.has_drain()) {
-    reply->set_error(Drain(request.drain()));
+    if (Status s = Drain(request.drain()); !s.ok()) SetError(*reply, s);
   } else if (request.has_durable_submit() || request.has_durable_get() || request.has_durable_list() ||
              request.has_durable_cancel() || request.has_schedule() || request.has_queue()) {
     // Answered later (after the store commits, or when the task ends).
@@ -354,7 +355,7 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
       durable_->Cancel(request.durable_cancel(), std::move(respond));
     return;
   } else {
-    reply->set_error("unknown request");
+    SetError(*reply, Status(Code::kInvalidArgument, "unknown request"));
   }
   peer->conn->Send(msg);
 }
@@ -392,7 +393,7 @@ proto::ClusterStatus HeadServer::BuildStatus() {
   return st;
 }
 
-std::string HeadServer::Drain(const proto::DrainRequest& request) {
+Status HeadServer::Drain(const proto::DrainRequest& request) {
   std::vector<Node*> matches;
   for (Node* n : nodes_.All()) {
     if (n->state == NodeState::kDead || n->state == NodeState::kLeft) continue;
@@ -401,13 +402,15 @@ std::string HeadServer::Drain(const proto::DrainRequest& request) {
       matches.push_back(n);
   }
   if (matches.empty())
-    return fmt::format("no live node matches '{}': give a node id (or its first hex digits) or a hostname "
-                       "from `corral status`", request.node());
+    return MakeStatus(Code::kNotFound, "no live node matches '{}': give a node id (or its first hex digits) or a "
+                      "hostname from `corral status`", Printable(request.node()));
   if (matches.size() > 1)
-    return fmt::format("'{}' matches {} nodes; give more of the node id", request.node(), matches.size());
+    return MakeStatus(Code::kFailedPrecondition, "'{}' matches {} nodes; give more of the node id",
+                      Printable(request.node()), matches.size());
   Node* n = matches[0];
   if (!n->connected || !n->conn)
-    return fmt::format("node {} is not connected; it cannot be drained until it is back", ShortHex(n->view.id));
+    return MakeStatus(Code::kFailedPrecondition, "node {} is not connected; it cannot be drained until it is back",
+                      ShortHex(n->view.id));
   nodes_.SetDraining(n, true);
   proto::HeadToAgent msg;
   msg.mutable_drain()->set_timeout_ms(static_cast<uint64_t>(std::max(0.0, request.timeout_s()) * 1000));
@@ -416,7 +419,7 @@ std::string HeadServer::Drain(const proto::DrainRequest& request) {
   n->conn->Send(msg);
   LOG_INFO("draining node {} ({}), up to {:.0f}s for its running tasks", ShortHex(n->view.id), n->info.hostname(),
            request.timeout_s());
-  return "";
+  return Status::Ok();
 }
 
 void HeadServer::OnClose(Peer* peer, const Status& reason) {

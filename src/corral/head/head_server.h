@@ -53,8 +53,9 @@ class HeadServer {
   // Serves a connection that did not come through the listener (an in-process agent). io thread.
   void Adopt(std::unique_ptr<net::ByteStream> stream) { OnAccept(std::move(stream)); }
   proto::ClusterStatus BuildStatus();
-  // Returns an error message, or "" once the node's agent was told to drain.
-  std::string Drain(const proto::DrainRequest& request);
+  // Tells the node's agent to drain. NOT_FOUND: no live node matches; FAILED_PRECONDITION: it
+  // is ambiguous or not connected.
+  Status Drain(const proto::DrainRequest& request);
   DurableQueue& durable() { return *durable_; }  // after Start()
   const Clock& clock() const { return clock_; }
   const std::string& session_id() const { return session_id_; }

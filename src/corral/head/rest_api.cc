@@ -167,9 +167,8 @@ void RegisterRestApi(HttpServer& http, HeadServer& head) {
       respond(HttpResponse::Error(400, "timeout must be a number of seconds"));
       return;
     }
-    std::string error = head.Drain(d);
-    if (!error.empty()) {
-      respond(HttpResponse::Error(error.starts_with("no live node") ? 404 : 409, error));
+    if (Status s = head.Drain(d); !s.ok()) {
+      respond(HttpResponse::Error(s.code() == Code::kNotFound ? 404 : 409, s.message()));
       return;
     }
     respond(HttpResponse::Json(202, R"({"draining": true})"));
