@@ -45,6 +45,13 @@ DurableQueue::DurableQueue(boost::asio::io_context& io, TaskManager& tasks, Node
     it->second.task.runs++;
     counters_["durable_reexecutions"]++;
   };
+  tasks_.on_durable_adopted = [this](const std::string& run_id) {
+    // Launch counted a run, but the agent's held run goes on: it is the one counted before.
+    auto it = active_.find(run_id.substr(0, run_id.rfind('#')));
+    if (it == active_.end() || !it->second.running) return;
+    it->second.task.runs = std::max(0, it->second.task.runs - 1);
+    it->second.restarted = false;
+  };
   tasks_.on_orphan_held = [this](const std::string& run_id) {
     // An agent holds this run from before the restart: launch it now (it is running), not when its
     // queue's priority and limits would. Deferred: we are inside the TaskManager's reconcile.
@@ -67,6 +74,7 @@ DurableQueue::~DurableQueue() {
   tasks_.on_durable_finished = nullptr;
   tasks_.on_orphan_held = nullptr;
   tasks_.on_durable_rerun = nullptr;
+  tasks_.on_durable_adopted = nullptr;
   committer_.reset();  // joins its thread while every member its callbacks reach is still alive
 }
 
@@ -298,9 +306,17 @@ void DurableQueue::Launch(const std::string& id) {
     }
   }
   spec.set_resubmitted(a.loaded);  // an agent may still hold this run from before a restart
+  // Loaded STARTED: a run began before the head went down; unless an agent still holds it
+  // (on_durable_adopted), this is a re-execution.
+  a.restarted = a.loaded && a.task.state == store::TaskState::kStarted;
   a.loaded = false;
   a.running = true;
   a.task.runs++;
+  // Stored, so a run lost together with the head is still counted (and seen as a re-execution).
+  store::TaskUpdate started{.id = id, .state = store::TaskState::kStarted, .attempt = a.task.attempt, .eta_ns = 0,
+                            .result = "", .error = a.task.error, .at_ns = clock_.WallNs(), .runs = a.task.runs};
+  a.task.state = store::TaskState::kStarted;
+  Write(std::move(started));
   q.running++;
   running_by_function_[RunningKey(a.task.queue, a.task.function)]++;
   counters_["durable_runs_started"]++;
@@ -320,6 +336,7 @@ void DurableQueue::OnRunFinished(const std::string& run_id, const proto::ObjectV
     (value.error() == proto::ERROR_NONE ? q.succeeded : q.failed)++;
   }
   a.running = false;
+  if (std::exchange(a.restarted, false)) counters_["durable_reexecutions"]++;
   int64_t now = clock_.WallNs();
   store::TaskUpdate u{id, store::TaskState::kFailure, a.task.attempt, 0, "", value.message(), now};
   switch (value.error()) {
@@ -572,7 +589,12 @@ void DurableQueue::Tick() {
   Purge();
   std::vector<store::TaskUpdate> again = std::move(failed_updates_);
   failed_updates_.clear();
-  for (auto& u : again) Write(std::move(u));
+  for (auto& u : again) {
+    // A later change of the same task supersedes this one (its write carries the newer state).
+    auto a = active_.find(u.id);
+    if (a == active_.end() || a->second.task.state != u.state) continue;
+    Write(std::move(u));
+  }
   int64_t now = clock_.WallNs();
   while (!due_.empty() && due_.begin()->first <= now) {
     std::string id = due_.begin()->second;

@@ -97,6 +97,7 @@ class DurableQueue {
     bool running = false;   // a run is in the TaskManager
     bool loaded = false;    // from the store at start: a run may still be held by an agent
     bool revoke = false;    // revoked while its end was on the way: that end is recorded as REVOKED
+    bool restarted = false; // this run started again after a head restart lost the one before
     uint64_t ready_seq = 0; // in its queue's ready set under this number; 0: not
     int parents_left = 0;   // canvas: parents not yet succeeded (it is not due before)
     std::map<std::string, std::pair<std::string, std::string>> parent_results = {};  // id -> (format, result)

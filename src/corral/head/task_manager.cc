@@ -506,6 +506,7 @@ bool TaskManager::AdoptOrPark(const std::string& id, Task& task) {
     node->tasks.insert(id);
     node->shipped_functions.insert(task.spec.function_hash());  // it ran the function already
     Count("attempts_adopted_after_restart");
+    if (!task.spec.durable_function().empty() && on_durable_adopted) on_durable_adopted(id);
     LOG_INFO("task {} ({}) resubmitted after a restart: node {} still holds attempt {}", ShortHex(id),
              Printable(task.spec.name()), ShortHex(node->view.id), orphan.attempt);
     if (orphan.result) {

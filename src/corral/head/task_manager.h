@@ -66,6 +66,9 @@ class TaskManager {
   std::function<void(const std::string& task_id)> on_orphan_held;
   // A durable run starts again (its worker or node was lost, or it was handed back).
   std::function<void(const std::string& task_id)> on_durable_rerun;
+  // A resubmitted durable run turned out to be the one an agent held across the restart: it did
+  // not start again.
+  std::function<void(const std::string& task_id)> on_durable_adopted;
   void Put(ClientSession* client, proto::ObjectValue&& value);
   void Subscribe(ClientSession* client, const proto::Subscribe& request);
   void Release(ClientSession* client, const proto::Release& request);
