@@ -116,3 +116,43 @@ def test_drain_of_unknown_node_says_what_to_give(home):
     out = run(["drain", "ffffffff", "--timeout", "1"], home)
     assert out.returncode == 1
     assert "no live node matches 'ffffffff'" in out.stderr and "corral status" in out.stderr
+
+
+def _submit_script(home, code, timeout=60):
+    """Runs `code` in a fresh driver connected to the head under CORRAL_HOME; returns its stdout."""
+    script = "import corral, durable_tasks\ncorral.init(address='auto')\n" + textwrap.dedent(code)
+    env = dict(home, PYTHONPATH=os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+def test_start_with_tasks_is_ready_for_them_and_a_restart_does_not_hold_new_work(home):
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    start = ["start", "--head", "--port", "0", "--http-port", "0", "--num-cpus", "2", "--tasks", "durable_tasks",
+             "--python-path", tests_dir]
+    out = run(start, home)
+    assert out.returncode == 0, out.stderr
+    # Ready means ready for what it was asked to run: a by-name submission of its tasks at once.
+    sub = run(["submit", "durable_tasks:add", "--args", "[1, 2]"], home)
+    assert sub.returncode == 0, sub.stdout + sub.stderr
+    # Tasks waiting for their countdown when the head stops, then a restart on the same state dir.
+    _submit_script(home, "durable_tasks.add.options(countdown=2).submit(5, 5)")
+    assert run(["stop", "--timeout", "10"], home).returncode == 0
+    out = run(start, home)
+    assert out.returncode == 0, out.stderr
+    # No agent holds anything from before: neither new work nor the waiting tasks wait for the
+    # grace meant for runs that returning agents hold (the dead threshold, 30 s here).
+    got = _submit_script(home, """
+        import time
+        t0 = time.monotonic()
+        print(durable_tasks.add.submit(20, 22).get(timeout=60), round(time.monotonic() - t0, 1))
+        while any(t["state"] != "SUCCESS" for t in corral.tasks()):
+            time.sleep(0.1)
+        print(round(time.monotonic() - t0, 1))
+    """)
+    first, everything = got.split("\n")[:2]
+    value, seconds = first.split()
+    print(f"\n[after a restart] a new task took {seconds}s, all tasks done after {everything}s")
+    assert value == "42" and float(seconds) < 10, got
+    assert float(everything) < 10, got

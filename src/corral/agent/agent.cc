@@ -328,17 +328,16 @@ Agent::Worker* Agent::SpawnWorker(const std::string& env_key) {
     spec.env["PYTHONPATH"] = options_.python_path + (old && *old ? std::string(":") + old : "");
   }
   spec.log_path = options_.state_dir + "/logs/worker-" + w->id + ".log";
-  std::string error;
-  pid_t pid = processes_->Spawn(spec, &error);
-  if (pid < 0) {
-    LOG_ERROR("cannot start a worker: {}", error);
+  auto pid = processes_->Spawn(spec);
+  if (!pid) {
+    LOG_ERROR("cannot start a worker: {}", pid.error().message());
     return nullptr;
   }
-  w->pid = pid;
+  w->pid = *pid;
   counters_["workers_started"]++;
   Worker* raw = w.get();
   workers_by_id_[w->id] = raw;
-  workers_[pid] = std::move(w);
+  workers_[*pid] = std::move(w);
   return raw;
 }
 
@@ -384,6 +383,7 @@ void Agent::OnWorkerAccepted(std::unique_ptr<net::ByteStream> stream) {
         proto::AgentToWorker welcome;
         welcome.mutable_welcome()->set_protocol_version(kProtocolVersion);
         c->Send(welcome);
+        MaybeReady();
         TryStart();
       },
       [this, attached, alive = alive_](const Status&) {

@@ -55,7 +55,10 @@ struct AgentOptions {
   int warm_workers = 0;                  // 0: one per CPU
   int max_workers = 0;                   // 0: max(16, 4 x CPUs); workers blocked in get() not counted
   bool exit_when_head_lost = false;      // embedded clusters: the head going away ends the agent
-  std::function<void()> on_registered;   // called once, when the head first accepts this node
+  // Called once, when the node is ready for what it was started to run: the head accepted it and,
+  // if workers start up front, acknowledged a heartbeat sent after the first worker connected
+  // (so the head knows the node's Python and the durable functions its --tasks modules define).
+  std::function<void()> on_registered;
   std::function<void()> on_left;         // called after the node drained and left (default: nothing)
   bool interruptible_only = false;       // take only tasks that tolerate interruption
   bool drain_on_sleep = false;           // hold a logind sleep inhibitor; drain before suspend
@@ -136,6 +139,8 @@ class Agent {
   std::string broken_reason_;  // why workers cannot start here, once they failed repeatedly
   int reconnect_attempt_ = 0;
   bool registered_ = false;
+  uint64_t ready_seq_ = 0;  // on_registered fires with the ack of this heartbeat; 0: not yet sent
+  void MaybeReady();
   Nanos last_ack_ = 0;  // CLOCK_BOOTTIME of the last heartbeat ack (or the Welcome)
   Lease lease_;
   net::BootTimer lease_timer_;

@@ -238,11 +238,7 @@ void Agent::OnHeadMessage(std::string_view bytes) {
       LOG_INFO("registered with the head at {} as node {}", options_.head.ToString(), ShortHex(options_.node_id));
       heartbeat_interval_ = std::chrono::milliseconds(std::max<uint64_t>(50, w.heartbeat_interval_ms()));
       Heartbeat();
-      if (options_.on_registered) {
-        auto callback = std::move(options_.on_registered);
-        options_.on_registered = nullptr;
-        callback();
-      }
+      MaybeReady();
       break;
     }
     case proto::HeadToAgent::kExecute: OnExecute(std::move(*msg.mutable_execute())); break;
@@ -255,12 +251,25 @@ void Agent::OnHeadMessage(std::string_view bytes) {
       }
       lease_.Acked(msg.heartbeat_ack().seq(), Ms(static_cast<int64_t>(msg.heartbeat_ack().lease_ms())));
       OnLeaseRenewed();
+      if (ready_seq_ && msg.heartbeat_ack().seq() >= ready_seq_ && options_.on_registered) {
+        auto callback = std::move(options_.on_registered);
+        options_.on_registered = nullptr;
+        callback();
+      }
       break;
     case proto::HeadToAgent::kDrain:
       Drain(std::chrono::milliseconds(msg.drain().timeout_ms()), msg.drain().leave(), msg.drain().reason());
       break;
     default: break;
   }
+}
+
+void Agent::MaybeReady() {
+  if (!options_.on_registered || ready_seq_ || !registered_) return;
+  // Workers start up front (one per CPU): wait for the first; a node without any is ready now.
+  if (info_.python_version().empty() && !workers_.empty()) return;
+  Heartbeat();  // now, not at the next interval: its ack says the head has what came before it
+  ready_seq_ = heartbeat_seq_;
 }
 
 void Agent::Heartbeat() {

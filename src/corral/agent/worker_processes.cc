@@ -52,11 +52,14 @@ WorkerProcesses::~WorkerProcesses() {
   KillAll(SIGKILL);
 }
 
-pid_t WorkerProcesses::Spawn(const SpawnSpec& spec, std::string* error) {
+Result<pid_t> WorkerProcesses::Spawn(const SpawnSpec& spec) {
   int out[2], err[2];
-  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
-    *error = fmt::format("pipe: {}", strerror(errno));
-    return -1;
+  if (pipe2(out, O_CLOEXEC) != 0) return Err(Code::kUnavailable, fmt::format("pipe: {}", strerror(errno)));
+  if (pipe2(err, O_CLOEXEC) != 0) {
+    int e = errno;
+    close(out[0]);
+    close(out[1]);
+    return Err(Code::kUnavailable, fmt::format("pipe: {}", strerror(e)));
   }
   // Everything the child needs is prepared before fork: after it only async-signal-safe calls.
   std::map<std::string, std::string> env;
@@ -80,8 +83,9 @@ pid_t WorkerProcesses::Spawn(const SpawnSpec& spec, std::string* error) {
 
   pid_t pid = fork();
   if (pid < 0) {
-    *error = fmt::format("fork: {}", strerror(errno));
-    return -1;
+    int e = errno;
+    for (int fd : {out[0], out[1], err[0], err[1]}) close(fd);
+    return Err(Code::kUnavailable, fmt::format("fork: {}", strerror(e)));
   }
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -97,8 +101,7 @@ pid_t WorkerProcesses::Spawn(const SpawnSpec& spec, std::string* error) {
     close_range(3, ~0U, 0);
     execve(argv[0], argv.data(), envp.data());
     const char msg[] = "corral agent: cannot exec the worker's Python interpreter\n";
-    ssize_t ignored = write(2, msg, sizeof msg - 1);
-    (void)ignored;
+    [[maybe_unused]] ssize_t n = write(2, msg, sizeof msg - 1);  // nothing to do if even this fails
     _exit(127);
   }
   close(out[1]);

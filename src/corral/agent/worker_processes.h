@@ -17,6 +17,8 @@
 
 #include <boost/asio.hpp>
 
+#include "corral/base/status.h"
+
 namespace corral::agent {
 
 struct SpawnSpec {
@@ -34,8 +36,8 @@ class WorkerProcesses {
   WorkerProcesses(boost::asio::io_context& io, LineHandler on_line, ExitHandler on_exit);
   ~WorkerProcesses();
 
-  // Returns the pid, or -1 with `error` set.
-  pid_t Spawn(const SpawnSpec& spec, std::string* error);
+  // Starts a worker; its pid, or why it could not (no file descriptors, no processes left).
+  [[nodiscard]] Result<pid_t> Spawn(const SpawnSpec& spec);
   void Kill(pid_t pid, int signal);
   // SIGINT carrying the sequence number of the task it is meant for (see python/corral/worker.py).
   void Interrupt(pid_t pid, uint32_t task_seq);

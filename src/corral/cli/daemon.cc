@@ -88,9 +88,18 @@ Result<std::string> SpawnDaemon(const std::vector<std::string>& args, const std:
   std::vector<std::string> storage;
   auto argv = Argv(exe, args, storage);
   int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (log_fd < 0) return Err(Code::kFailedPrecondition, fmt::format("cannot open {}: {}", log_path, strerror(errno)));
+  if (log_fd < 0) {
+    int e = errno;
+    close(out[0]);
+    close(out[1]);
+    return Err(Code::kFailedPrecondition, fmt::format("cannot open {}: {}", log_path, strerror(e)));
+  }
   pid_t pid = fork();
-  if (pid < 0) return Err(Code::kInternal, "fork failed");
+  if (pid < 0) {
+    int e = errno;
+    for (int fd : {out[0], out[1], log_fd}) close(fd);
+    return Err(Code::kUnavailable, fmt::format("fork failed: {}", strerror(e)));
+  }
   if (pid == 0) {
     setsid();
     int devnull = open("/dev/null", O_RDONLY);
@@ -140,7 +149,8 @@ Result<std::string> StartInBackground(const std::vector<std::string>& argv, cons
   }
   std::vector<std::string> args = argv;
   args.push_back("--block");
-  auto ready = SpawnDaemon(args, state_dir + "/" + log_name, 15);
+  // Ready includes the node's first worker having imported its --tasks modules: allow for heavy ones.
+  auto ready = SpawnDaemon(args, state_dir + "/" + log_name, 60);
   if (!ready) std::fprintf(stderr, "corral: the %s did not start: %s\n", what.c_str(), ready.error().message().c_str());
   return ready;
 }
@@ -151,7 +161,7 @@ Result<int> SpawnChild(const std::vector<std::string>& args) {
   auto argv = Argv(exe, args, storage);
   pid_t parent = getpid();
   pid_t pid = fork();
-  if (pid < 0) return Err(Code::kInternal, "fork failed");
+  if (pid < 0) return Err(Code::kUnavailable, fmt::format("fork failed: {}", strerror(errno)));
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(1);

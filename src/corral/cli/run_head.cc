@@ -139,6 +139,8 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
     }
     FillAgentOptions(flags.node, server.endpoint(), agent_state, &ao);
     ao.token = options.token;
+    // Ready once this machine's node can run what it was started with (its --tasks registered).
+    ao.on_registered = [address] { AnnounceReady(address); };
     ao.connect = [&io, &server](auto done) {
       auto [agent_end, head_end] = net::MakeMemoryStreamPair(io.get_executor(), "local agent", "head");
       server.Adopt(std::move(head_end));
@@ -160,7 +162,7 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
     io.stop();
   });
   if (flags.exit_on_stdin_eof) ExitOnStdinEof();
-  AnnounceReady(address);
+  if (!local_agent) AnnounceReady(address);
   RunEventLoop(io);
   if (local_agent) local_agent->Stop();
   unlink((state + "/address").c_str());

@@ -305,10 +305,11 @@ void DurableQueue::Launch(const std::string& id) {
       spec.add_parent_results(r == a.parent_results.end() ? "" : r->second.second);
     }
   }
-  spec.set_resubmitted(a.loaded);  // an agent may still hold this run from before a restart
-  // Loaded STARTED: a run began before the head went down; unless an agent still holds it
-  // (on_durable_adopted), this is a re-execution.
+  // Loaded STARTED: a run began before the head went down. An agent may still hold it (the
+  // TaskManager waits for the grace to see, and on_durable_adopted says so); otherwise this is a
+  // re-execution. A task that had not started (PENDING, RETRY) cannot be held: it runs at once.
   a.restarted = a.loaded && a.task.state == store::TaskState::kStarted;
+  spec.set_resubmitted(a.restarted);
   a.loaded = false;
   a.running = true;
   a.task.runs++;
