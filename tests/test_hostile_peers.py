@@ -118,7 +118,12 @@ def test_unauthenticated_connections_are_capped_per_address(cluster):
     extra.close()
     for s in idle:
         s.close()
-    wait_until(lambda: head_alive(cluster), timeout=10, what="room for a new connection once the idle ones closed")
+    def accepted():
+        try:
+            return head_alive(cluster)
+        except AssertionError:  # refused: the head has not seen the idle ones go yet
+            return False
+    wait_until(accepted, timeout=10, what="room for a new connection once the idle ones closed")
     with open(cluster.head.log_path) as f:
         assert "have not finished the handshake" in f.read()
 
@@ -201,3 +206,32 @@ def test_ipv6_peers_are_logged_by_address(tmp_path):
             assert _fail2ban_matches(c.head.log_path) == ["::1", "::1"]
     finally:
         c.stop()
+
+
+def test_a_client_that_does_not_read_cannot_grow_the_head(cluster):
+    # Repeating Subscribe for one large value (one frame of 20 of them) while reading nothing made
+    # the head queue 20 copies. Values now wait as ids while the client's connection is full.
+    import corral
+    cluster.connect()
+    ref = corral.put(b"x" * (30 << 20))
+    assert corral.cluster_status()["counters"]["objects_put"] == 1  # asked after the put: the head has it
+    head = psutil.Process(cluster.head.pid)
+    before = head.memory_info().rss
+    s, error = wire.handshake(cluster.address, cluster.token)
+    assert error == ""
+    subscribe = wire.field_bytes(4, wire.field_bytes(1, ref._id))  # ClientToHead.subscribe
+    s.sendall(wire.frame(*[subscribe] * 20))
+    wait_until(lambda: corral.cluster_status()["counters"].get("values_waiting_for_slow_clients", 0) > 0,
+               what="values to wait for the slow client")
+    grown = (head.memory_info().rss - before) / 2**20
+    print(f"\n[slow reader] head RSS +{grown:.0f} MiB for 20 subscriptions to a 30 MiB value, unread")
+    assert grown < 150, f"the head grew by {grown:.0f} MiB for a client that reads nothing"
+    # It reads at last: every value arrives, whole.
+    s.settimeout(30)
+    got, want = 0, 20 * (30 << 20)
+    while got < want:
+        chunk = s.recv(1 << 20)
+        assert chunk, "the head closed a client that was only slow"
+        got += len(chunk)
+    s.close()
+    assert head_alive(cluster)

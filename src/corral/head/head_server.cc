@@ -225,12 +225,17 @@ void HeadServer::OnClientHello(Peer* peer, const proto::Hello& hello) {
   }
   peer->session->name = Printable(hello.name());
   peer->session->conn = peer->conn;
+  // Values wait in the session (as ids) while its connection is full; what is queued stays
+  // within one value of the watermark, and a client that never reads is cut off.
+  peer->conn->SetMaxQueuedBytes(net::ConnectionOptions{}.high_watermark_bytes + 2 * net::kDefaultMaxFrameBytes);
   peer->conn->SetDrainHandler([this, peer] {
+    if (peer->session) tasks_.SendUnsent(peer->session.get());
     if (peer->paused_for_output) {
       peer->paused_for_output = false;
       if (!clients_paused_) peer->conn->ResumeReading();
     }
   });
+  tasks_.SendUnsent(peer->session.get());  // what waited for room before it reconnected
   LOG_DEBUG("client {} connected from {}", peer->session->name, peer->conn->peer());
   UpdateBackpressure();
 }

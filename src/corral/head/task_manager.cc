@@ -63,6 +63,39 @@ void TaskManager::SendToClient(const std::string& client_id, const proto::HeadTo
   if (it != clients_.end() && it->second->conn) it->second->conn->Send(msg);
 }
 
+void TaskManager::SendValue(ClientSession* client, const proto::ObjectValue& value) {
+  if (!client->conn) return;
+  if (client->unsent.empty() && client->conn->has_room()) {
+    proto::HeadToClient msg;
+    *msg.mutable_ready() = value;
+    client->conn->Send(msg);
+    return;
+  }
+  constexpr size_t kMaxUnsent = 1'000'000;
+  if (client->unsent.size() >= kMaxUnsent) {
+    client->conn->Close(MakeStatus(Code::kResourceExhausted, "{} values wait for this client, which does not read them",
+                                   client->unsent.size()));
+    return;
+  }
+  client->unsent.push_back(value.id());
+  Count("values_waiting_for_slow_clients");
+}
+
+void TaskManager::SendUnsent(ClientSession* client) {
+  while (client && client->conn && !client->unsent.empty() && client->conn->has_room()) {
+    std::string id = std::move(client->unsent.front());
+    client->unsent.pop_front();
+    auto it = objects_.find(id);
+    proto::HeadToClient msg;
+    if (it != objects_.end() && it->second.ready)
+      *msg.mutable_ready() = it->second.value;
+    else  // freed meanwhile: its owner released it (and does not wait for it) or left
+      *msg.mutable_ready() = ErrorValue(id, proto::OBJECT_LOST,
+                                        fmt::format("object {} was freed before it could be sent", Hex(id)));
+    client->conn->Send(msg);
+  }
+}
+
 void TaskManager::Notice(const std::string& task_id, const std::string& owner, const std::string& text) {
   proto::HeadToClient msg;
   msg.mutable_notice()->set_task_id(task_id);
@@ -175,9 +208,7 @@ void TaskManager::Subscribe(ClientSession* client, const proto::Subscribe& reque
           fmt::format("object {} is not known to the head: it was freed, or its owner exited", Hex(id)));
       client->conn->Send(msg);
     } else if (it->second.ready) {
-      proto::HeadToClient msg;
-      *msg.mutable_ready() = it->second.value;
-      client->conn->Send(msg);
+      SendValue(client, it->second.value);
     } else {
       it->second.subscribers.push_back(client->id);
     }
@@ -567,11 +598,16 @@ void TaskManager::OnBlocked(Node* node, const proto::Blocked& blocked) {
 }
 
 void TaskManager::OnLog(Node* node, proto::LogLine&& line) {
+  auto it = clients_.find(line.owner_id());
+  if (it == clients_.end() || !it->second->conn) return;
+  if (!it->second->conn->has_room()) {
+    Count("log_lines_dropped");  // its owner does not keep up: its output is not worth its memory
+    return;
+  }
   line.set_node_id(node->view.id);
-  std::string owner = line.owner_id();
   proto::HeadToClient msg;
   *msg.mutable_log() = std::move(line);
-  SendToClient(owner, msg);
+  it->second->conn->Send(msg);
 }
 
 void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
@@ -612,11 +648,14 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     Object& obj = oit->second;
     obj.ready = true;
     obj.value = std::move(val);
-    proto::HeadToClient msg;
-    *msg.mutable_ready() = obj.value;
-    SendToClient(obj.owner, msg);
-    for (const auto& sub : obj.subscribers)
-      if (sub != obj.owner) SendToClient(sub, msg);
+    // Pushed to its owner unasked, and to those who subscribed.
+    obj.subscribers.push_back(obj.owner);
+    std::sort(obj.subscribers.begin(), obj.subscribers.end());
+    obj.subscribers.erase(std::unique(obj.subscribers.begin(), obj.subscribers.end()), obj.subscribers.end());
+    for (const auto& to : obj.subscribers) {
+      auto c = clients_.find(to);
+      if (c != clients_.end()) SendValue(c->second, obj.value);
+    }
     obj.subscribers.clear();
     std::vector<std::string> waiting = std::move(obj.waiting);
     obj.waiting.clear();

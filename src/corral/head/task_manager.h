@@ -41,6 +41,9 @@ struct ClientSession {
   std::string name;
   std::shared_ptr<net::Connection> conn;
   std::unordered_set<std::string> owned;  // object ids this client owns and the head still holds
+  // Values to send once its connection has room (ids: the values stay in the object table), so
+  // a client that reads slowly makes the head hold ids, not copies.
+  std::deque<std::string> unsent;
 };
 
 struct TaskManagerOptions {
@@ -71,6 +74,8 @@ class TaskManager {
   std::function<void(const std::string& task_id)> on_durable_adopted;
   void Put(ClientSession* client, proto::ObjectValue&& value);
   void Subscribe(ClientSession* client, const proto::Subscribe& request);
+  // The client's connection has room again: sends the values that waited for it.
+  void SendUnsent(ClientSession* client);
   void Release(ClientSession* client, const proto::Release& request);
   void Cancel(ClientSession* client, const proto::Cancel& request);
 
@@ -151,6 +156,8 @@ class TaskManager {
   void CancelAttempt(Node* node, const std::string& task_id, uint32_t attempt, bool force = true);
   void TryFree(const std::string& id);
   void SendToClient(const std::string& client_id, const proto::HeadToClient& msg);
+  // A ready value to a client, now if its connection has room, else once it has (flow control).
+  void SendValue(ClientSession* client, const proto::ObjectValue& value);
   void Notice(const std::string& task_id, const std::string& owner, const std::string& text);
   void Count(const char* name, int64_t n = 1) { counters_[name] += n; }
   static proto::ObjectValue ErrorValue(const std::string& id, proto::ErrorKind kind, std::string message);

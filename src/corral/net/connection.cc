@@ -109,7 +109,15 @@ bool Connection::Send(const google::protobuf::MessageLite& message, Urgency urge
   bool post = false, cork = false;
   {
     std::lock_guard lock(mu_);
-    if (close_after_flush_) return false;
+    if (close_after_flush_ || closed_) return false;
+    if (options_.max_queued_bytes && queued_bytes_ + n + 4 > options_.max_queued_bytes) {
+      Status why = MakeStatus(Code::kResourceExhausted,
+                              "the peer does not read: {} bytes are queued for it and a message of {} more would pass "
+                              "the {}-byte limit", queued_bytes_, n, options_.max_queued_bytes);
+      LOG_WARN("closing the connection to {}: {}", peer_, why.message());
+      asio::post(executor_, [self = shared_from_this(), why] { self->CloseOnIo(why); });
+      return false;
+    }
     if (!pending_.empty() && pending_.size() + n + 4 > options_.max_frame_bytes)
       full_.push_back(pending_.Take());
     size_t before = pending_.size();
@@ -155,7 +163,7 @@ void Connection::Flush() {
   bool post = false;
   {
     std::lock_guard lock(mu_);
-    if (write_scheduled_ || pending_.empty()) return;
+    if (write_scheduled_ || pending_.empty() || closed_) return;
     if (options_.direct_writes && full_.empty())
       WriteDirect();
     else
@@ -179,6 +187,11 @@ void Connection::WriteDirect() {
   full_.push_front(frame.substr(static_cast<size_t>(wrote)));
   write_scheduled_ = true;
   asio::post(executor_, [self = shared_from_this()] { self->StartWrite(); });
+}
+
+void Connection::SetMaxQueuedBytes(size_t bytes) {
+  std::lock_guard lock(mu_);
+  options_.max_queued_bytes = bytes;
 }
 
 bool Connection::has_room() const {
@@ -267,9 +280,11 @@ void Connection::CloseOnIo(const Status& reason) {
   if (!reason.ok() && reason.code() != Code::kUnavailable)
     GlobalNetCounters().connections_closed_with_error.fetch_add(1, std::memory_order_relaxed);
   handshake_timer_.cancel();
-  stream_->Close();
   {
+    // Under mu_: a direct write (which holds mu_ and checks closed_) is not in progress and cannot
+    // start on this descriptor, which the system may hand to a new connection once closed.
     std::lock_guard lock(mu_);
+    stream_->Close();
     pending_.Take();
     full_.clear();
     queued_bytes_ = 0;

@@ -8,8 +8,11 @@
 // Writing: Send() may be called from any thread. Messages queued while a write is in flight are
 // coalesced into the next frame, so one write carries many messages under load and a lone message
 // goes out at once when idle. The outbound queue is bounded: senders on other threads can wait for
-// room with WaitForRoom(); io-thread senders check has_room().
+// room with WaitForRoom(); io-thread senders check has_room(); past max_queued_bytes the
+// connection is closed, so a peer that does not read can never grow this process without limit.
 // Closing: Close() from any thread; the CloseHandler runs once, on the io thread, with the reason.
+// The socket is closed under the same lock as direct writes, so a write from another thread never
+// lands on a closed (or reused) descriptor.
 // A handshake deadline closes a connection whose peer never completes the handshake.
 //
 // Ownership: held by shared_ptr; the pending I/O keeps it alive until it is closed.
@@ -46,6 +49,9 @@ struct ConnectionOptions {
   size_t max_handshake_frame_bytes = 0;
   // Send queue limit: above it has_room() is false and WaitForRoom() blocks.
   size_t high_watermark_bytes = 32u << 20;
+  // Hard limit: a Send that would queue more than this closes the connection (the peer does not
+  // read what it asks for). 0: none. Must leave room for one whole frame above the watermark.
+  size_t max_queued_bytes = 0;
   // 0 disables the deadline; otherwise Close() unless MarkHandshakeDone() comes in time.
   std::chrono::milliseconds handshake_timeout{10000};
   // Send() from a thread other than the io thread writes straight to the socket when nothing is
@@ -80,6 +86,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // the deadline passes. Returns false if closed or timed out.
   bool WaitForRoom(std::chrono::steady_clock::time_point deadline);
   bool has_room() const;
+  void SetMaxQueuedBytes(size_t bytes);  // thread-safe; see ConnectionOptions::max_queued_bytes
 
   // Thread-safe, idempotent. Pending output is dropped.
   void Close(const Status& reason);
