@@ -1,0 +1,296 @@
+// DurableQueue::Dispatch with an injected clock: priority within a queue, stride shares between
+// weighted queues, the concurrency limit, the rate limit and its timer, no credit for idle queues.
+// Each node's connection is an in-process stream whose other end the test reads: an ExecuteTask
+// arriving there is a start. Runs end when the test reports them finished, as their agent would.
+#include "corral/head/durable_queue.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "corral/net/memory_stream.h"
+#include "corral/node.pb.h"
+
+namespace corral::head {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr char kFunction[] = "jobs:work";
+
+struct Spec {
+  std::string id;
+  std::string queue;
+  int priority = 0;
+  std::string function = kFunction;
+};
+
+struct Cluster {
+  Cluster() {
+    queue = std::make_unique<DurableQueue>(io, tasks, nodes, store::NewMemoryStore(), clock);
+    EXPECT_TRUE(queue->Start().ok());
+  }
+  ~Cluster() {
+    queue.reset();
+    for (auto& c : agents) c->Close(Status(Code::kCancelled, "test over"));
+    Settle();
+  }
+
+  // A node with `cpus` CPUs whose workers registered `functions`; the test reads what it is sent.
+  void AddNode(const std::string& id, int cpus, const std::vector<std::string>& functions = {kFunction}) {
+    auto [head_end, agent_end] = net::MakeMemoryStreamPair(io.get_executor(), "head", id);
+    net::ConnectionOptions o;
+    o.handshake_timeout = 0ms;
+    auto head_conn = net::Connection::Create(std::move(head_end), o);
+    head_conn->Start([](std::string_view) {}, [](const Status&) {});
+    auto agent = net::Connection::Create(std::move(agent_end), o);
+    agent->Start(
+        [this, id](std::string_view m) {
+          proto::HeadToAgent msg;
+          ASSERT_TRUE(msg.ParseFromArray(m.data(), static_cast<int>(m.size())));
+          if (!msg.has_execute()) return;
+          const std::string& run = msg.execute().spec().task_id();
+          started.push_back(run.substr(0, run.rfind('#')));
+          running[started.back()] = {id, msg.execute().spec().attempt(), run};
+        },
+        [](const Status&) {});
+    agents.push_back(agent);
+    proto::NodeInfo info;
+    info.set_node_id(id);
+    (*info.mutable_resources())["CPU"] = cpus;
+    info.set_python_version("3.11.7");
+    for (const auto& f : functions) info.add_task_functions(f);
+    nodes.Register(info, head_conn, 1);
+    tasks.OnNodesChanged();
+  }
+
+  proto::Reply SetQueue(const std::string& name, double weight, int concurrency = 0, double rate = 0) {
+    proto::QueueRequest r;
+    r.set_op(proto::QueueRequest::SET);
+    r.mutable_spec()->set_name(name);
+    r.mutable_spec()->set_weight(weight);
+    r.mutable_spec()->set_concurrency(concurrency);
+    r.mutable_spec()->set_rate_per_s(rate);
+    return Call([&](auto reply) { queue->Queues(r, reply); });
+  }
+
+  // Submits tasks in one batch, in this order.
+  void Submit(const std::vector<Spec>& batch) {
+    proto::DurableSubmit s;
+    for (const Spec& spec : batch) {
+      proto::DurableTaskSpec* t = s.add_tasks();
+      t->set_id(spec.id);
+      t->set_function(spec.function);
+      t->set_queue(spec.queue);
+      t->set_priority(spec.priority);
+    }
+    proto::Reply r = Call([&](auto reply) { queue->Submit(s, reply); });
+    EXPECT_TRUE(r.error().empty()) << r.error();
+    Settle();
+  }
+  void SubmitMany(const std::string& q, int n, const std::string& prefix) {
+    std::vector<Spec> batch;
+    for (int i = 0; i < n; ++i) batch.push_back({prefix + std::to_string(i), q});
+    Submit(batch);
+  }
+
+  // Its agent reports the run of `id` succeeded.
+  void Finish(const std::string& id) {
+    auto it = running.find(id);
+    ASSERT_NE(it, running.end()) << id << " is not running";
+    proto::TaskFinished f;
+    f.set_task_id(it->second.run);
+    f.set_attempt(it->second.attempt);
+    tasks.OnTaskFinished(nodes.Find(it->second.node), std::move(f));
+    running.erase(it);
+    Settle();
+  }
+  // Finishes the run that started first among those still running.
+  void FinishOldest() {
+    for (const auto& id : started)
+      if (running.contains(id)) return Finish(id);
+    ADD_FAILURE() << "nothing is running";
+  }
+
+  // Runs what is ready on the io loop (and places what the queue launched) until nothing is left.
+  void Settle() {
+    for (int i = 0; i < 100; ++i) {
+      tasks.Schedule();
+      io.restart();
+      if (io.poll() == 0) return;
+    }
+  }
+  // Runs the io loop until `done`, for at most `deadline` of real time (a reply from the store's
+  // thread, a timer's expiry).
+  bool RunUntil(const std::function<bool()>& done, std::chrono::milliseconds deadline = 5s) {
+    auto until = std::chrono::steady_clock::now() + deadline;
+    while (!done() && std::chrono::steady_clock::now() < until) {
+      tasks.Schedule();
+      io.restart();
+      io.run_one_for(5ms);
+    }
+    Settle();
+    return done();
+  }
+  proto::Reply Call(std::function<void(DurableQueue::Reply)> fn) {
+    std::optional<proto::Reply> out;
+    fn([&](proto::Reply r) { out = std::move(r); });
+    EXPECT_TRUE(RunUntil([&] { return out.has_value(); }));
+    return out.value_or(proto::Reply{});
+  }
+  // How many of started[first, last) have ids beginning with `prefix`.
+  int Started(const std::string& prefix, size_t first = 0, size_t last = SIZE_MAX) const {
+    int n = 0;
+    for (size_t i = first; i < std::min(last, started.size()); ++i) n += started[i].starts_with(prefix);
+    return n;
+  }
+
+  struct Run {
+    std::string node;
+    uint32_t attempt;
+    std::string run;  // "<id>#<n>"
+  };
+  FakeClock clock;
+  boost::asio::io_context io;
+  NodeRegistry nodes{clock, LivenessConfig{}};
+  TaskManager tasks{nodes, {}};
+  std::unique_ptr<DurableQueue> queue;
+  std::vector<std::shared_ptr<net::Connection>> agents;
+  std::vector<std::string> started;      // task ids in the order their runs reached a node
+  std::map<std::string, Run> running;    // by task id: started and not finished
+};
+
+TEST(DurableDispatch, HighestPriorityFirstThenInTheOrderTheyBecameDue) {
+  Cluster c;
+  c.AddNode("n1", 1);  // two at once: one running, one prefetched
+  // Ids sort against submission order, so an order by id would show.
+  c.Submit({{"f", "q", 0}, {"e", "q", 5}, {"d", "q", 0}, {"c", "q", 9}, {"b", "q", 5}, {"a", "q", -1}});
+  EXPECT_EQ(c.started, (std::vector<std::string>{"c", "e"}));
+  while (!c.running.empty()) c.FinishOldest();
+  EXPECT_EQ(c.started, (std::vector<std::string>{"c", "e", "b", "f", "d", "a"}));
+}
+
+TEST(DurableDispatch, WeightsThreeToOneStartThreeToOneUnderSaturation) {
+  Cluster c;
+  c.AddNode("n1", 1);
+  EXPECT_TRUE(c.SetQueue("heavy", 3).error().empty());
+  EXPECT_TRUE(c.SetQueue("light", 1).error().empty());
+  std::vector<Spec> batch;
+  for (int i = 0; i < 40; ++i) batch.push_back({"light" + std::to_string(i), "light"});
+  for (int i = 0; i < 40; ++i) batch.push_back({"heavy" + std::to_string(i), "heavy"});
+  c.Submit(batch);
+  while (c.started.size() < 40) c.FinishOldest();  // both queues keep tasks ready throughout
+  EXPECT_NEAR(c.Started("heavy", 0, 40), 30, 1);
+  EXPECT_NEAR(c.Started("light", 0, 40), 10, 1);
+}
+
+TEST(DurableDispatch, ConcurrencyLimitIsReachedAndNeverExceeded) {
+  Cluster c;
+  c.AddNode("n1", 2);
+  c.AddNode("n2", 2);  // room for 6 at once: the limit, not the nodes, holds it to 2
+  EXPECT_TRUE(c.SetQueue("limited", 1, /*concurrency=*/2).error().empty());
+  c.SubmitMany("limited", 8, "t");
+  EXPECT_EQ(c.running.size(), 2u);
+  for (int finished = 1; finished <= 8; ++finished) {
+    c.FinishOldest();
+    EXPECT_EQ(c.running.size(), static_cast<size_t>(std::min(2, 8 - finished))) << "after " << finished << " ended";
+  }
+  EXPECT_EQ(c.started.size(), 8u);
+}
+
+TEST(DurableDispatch, RateLimitStartsOnePerTokenWithoutBurstsAndItsTimerWakesDispatch) {
+  Cluster c;
+  c.AddNode("n1", 64);  // slots are never what holds it back
+  EXPECT_TRUE(c.SetQueue("paced", 1, 0, /*rate=*/10).error().empty());
+  c.SubmitMany("paced", 40, "t");
+  EXPECT_EQ(c.started.size(), 1u) << "one token at first, no burst";
+  // Ticks every 50 ms for a second: one more start every other tick (every 100 ms), none between.
+  for (int tick = 1; tick <= 20; ++tick) {
+    c.clock.Advance(50ms);
+    c.queue->Tick();
+    c.Settle();
+    ASSERT_EQ(c.started.size(), static_cast<size_t>(1 + tick / 2)) << "after " << tick * 50 << " ms";
+  }
+  // No tick now: only the queue's timer can wake Dispatch for the next token, each time re-armed.
+  for (size_t want = 12; want <= 14; ++want) {
+    c.clock.Advance(150ms);
+    EXPECT_TRUE(c.RunUntil([&] { return c.started.size() >= want; }, 3s)) << "the timer did not start run " << want;
+    EXPECT_EQ(c.started.size(), want);
+  }
+  // A long pause banks at most one token.
+  c.clock.Advance(60s);
+  c.queue->Tick();
+  c.Settle();
+  EXPECT_EQ(c.started.size(), 15u);
+}
+
+TEST(DurableDispatch, ATaskWhoseFunctionsNodesAreFullDoesNotHoldUpItsQueue) {
+  Cluster c;
+  c.AddNode("n1", 1, {"jobs:a"});  // two at once of jobs:a
+  c.AddNode("n2", 1, {"jobs:b"});  // two at once of jobs:b
+  c.Submit({{"a0", "q", 1, "jobs:a"}, {"a1", "q", 1, "jobs:a"}, {"a2", "q", 1, "jobs:a"}, {"b0", "q", 0, "jobs:b"},
+            {"b1", "q", 0, "jobs:b"}});
+  EXPECT_EQ(c.started, (std::vector<std::string>{"a0", "a1", "b0", "b1"})) << "a2 waits for n1, b0 and b1 go ahead";
+  c.Finish("a0");
+  EXPECT_EQ(c.started.back(), "a2");
+}
+
+// A known defect, reported, disabled until fixed: ticks that fall on the token times start one run
+// per tick later. Ten refills of 0.1 token add up to 0.9999999999999999 at 100 ms; the run waits for
+// the next tick, whose refill the one-token bucket clips. At 10/s with 10 ms ticks: one per 110 ms.
+// (In the head the wake timer fires again a nanosecond later, so there it costs a wake-up.)
+TEST(DurableDispatch, DISABLED_TicksOnTheTokenTimesLoseNoTime) {
+  Cluster c;
+  c.AddNode("n1", 64);
+  EXPECT_TRUE(c.SetQueue("paced", 1, 0, /*rate=*/10).error().empty());
+  c.SubmitMany("paced", 40, "t");
+  for (int ms = 10; ms <= 1050; ms += 10) {
+    c.clock.Advance(10ms);
+    c.queue->Tick();
+    c.Settle();
+  }
+  EXPECT_EQ(c.started.size(), 11u) << "one at first, then one per 100 ms";
+}
+
+TEST(DurableDispatch, AQueueBanksNoCreditWhileIdle) {
+  Cluster c;
+  c.AddNode("n1", 1);
+  EXPECT_TRUE(c.SetQueue("busy", 1).error().empty());
+  EXPECT_TRUE(c.SetQueue("idle", 1).error().empty());  // exists from now on, with nothing to run
+  c.SubmitMany("busy", 20, "busy");
+  while (!c.running.empty()) c.FinishOldest();
+  // Both get tasks at once, with the slots free: equal weights alternate from here. Credit for
+  // its idle time would give "idle" the next twenty.
+  std::vector<Spec> batch;
+  for (int i = 0; i < 20; ++i) batch.push_back({"idle" + std::to_string(i), "idle"});
+  for (int i = 20; i < 40; ++i) batch.push_back({"busy" + std::to_string(i), "busy"});
+  c.Submit(batch);
+  while (c.started.size() < 30) c.FinishOldest();
+  EXPECT_NEAR(c.Started("idle", 20, 30), 5, 1);
+}
+
+TEST(DurableDispatch, AQueueHeldByItsLimitBanksNoCredit) {
+  Cluster c;
+  c.AddNode("n1", 3);  // four at once; "capped" may use one of them
+  EXPECT_TRUE(c.SetQueue("capped", 1, /*concurrency=*/1).error().empty());
+  EXPECT_TRUE(c.SetQueue("open", 1).error().empty());
+  std::vector<Spec> batch;
+  for (int i = 0; i < 40; ++i) batch.push_back({"capped" + std::to_string(i), "capped"});
+  for (int i = 0; i < 40; ++i) batch.push_back({"open" + std::to_string(i), "open"});
+  c.Submit(batch);
+  while (c.started.size() < 20) c.FinishOldest();
+  EXPECT_LE(c.Started("capped"), 6) << "held to one at a time, it fell behind";
+  EXPECT_TRUE(c.SetQueue("capped", 1, /*concurrency=*/0).error().empty());  // the limit is lifted
+  size_t from = c.started.size();
+  while (c.started.size() < from + 10) c.FinishOldest();
+  EXPECT_NEAR(c.Started("capped", from, from + 10), 5, 1) << "equal weights alternate, no catching up";
+}
+
+}  // namespace
+}  // namespace corral::head
