@@ -35,7 +35,10 @@ struct LivenessConfig {
   Nanos dead_after = Ms(30000);
   Nanos lease = 0;  // granted with every heartbeat ack; 0: three quarters of dead_after
 
-  Nanos EffectiveLease() const { return lease > 0 ? lease : dead_after / 4 * 3; }
+  // The lease granted: `lease`, or three quarters of dead_after when it is 0 or not shorter than
+  // dead_after. It counts from when the agent sent its heartbeat, so only a lease shorter than
+  // dead_after ends before the head may declare the node dead; a longer one is clamped, not refused.
+  Nanos EffectiveLease() const { return lease > 0 && lease < dead_after ? lease : dead_after / 4 * 3; }
 };
 
 struct Node {
