@@ -162,6 +162,7 @@ void Client::OnMessage(net::Connection* from, std::string_view bytes) {
       std::lock_guard lock(mu_);
       const std::string& id = value->id();
       unfinished_.erase(id);
+      cancels_.erase(id);
       auto r = refs_.find(id);
       if ((r != refs_.end() && r->second > 0) || subscribed_.erase(id)) {
         ready_[id] = std::move(value);
@@ -290,18 +291,31 @@ void Client::ReconnectLoop(Status reason) {
       last = Status(Code::kUnavailable, "the connection closed right after the replay");
       continue;
     }
-    // Cancels and releases made while disconnected, after the replay (a cancel may name a task the
-    // replay just sent again).
-    proto::ClientToHead held;
-    for (auto& cancel : pending_cancels_) {
+    // After the replay (a cancel may name a task the replay just sent again): every cancel of a
+    // task still unfinished, whether made while disconnected or sent on the connection that died;
+    // to the same head, releases and pins sent lately on that connection; then those made since.
+    for (const auto& [task_id, force] : cancels_) {
+      if (!unfinished_.contains(task_id)) continue;
       proto::ClientToHead m;
-      *m.mutable_cancel() = std::move(cancel);
+      m.mutable_cancel()->set_task_id(task_id);
+      m.mutable_cancel()->set_force(force);
       (*c)->Send(m);
     }
-    pending_cancels_.clear();
+    if (same_head) {
+      for (const auto& r : recent_releases_) {
+        proto::ClientToHead m;
+        *m.mutable_release() = r;
+        (*c)->Send(m);
+      }
+    }
+    recent_releases_.clear();
+    proto::ClientToHead held;
     for (auto& id : pending_release_) held.mutable_release()->add_ids(std::move(id));
     pending_release_.clear();
-    if (held.has_release()) (*c)->Send(held);
+    if (held.has_release()) {
+      RememberRelease(held.release());
+      (*c)->Send(held);
+    }
     reconnecting_ = false;
     reconnects_++;
     if (options_.print_logs)
@@ -625,8 +639,15 @@ void Client::FlushReleases() {
     if (pending_release_.empty() || closed_ || reconnecting_) return;  // reconnecting: sent after the replay
     for (auto& id : pending_release_) msg.mutable_release()->add_ids(std::move(id));
     pending_release_.clear();
+    RememberRelease(msg.release());
   }
   conn()->Send(msg, net::Urgency::kSoon);  // never blocks: releases only shrink the head's memory
+}
+
+void Client::RememberRelease(const proto::Release& release) {
+  constexpr size_t kRecentCap = 4096;  // messages (each may name many ids)
+  recent_releases_.push_back(release);
+  if (recent_releases_.size() > kRecentCap) recent_releases_.pop_front();
 }
 
 void Client::Pin(const std::string& id) {
@@ -637,6 +658,11 @@ void Client::Pin(const std::string& id) {
   proto::ClientToHead msg;
   msg.mutable_release()->add_ids(id);
   msg.mutable_release()->set_pin(true);
+  {
+    std::lock_guard lock(mu_);
+    RememberRelease(msg.release());
+    if (reconnecting_) return;  // sent again after the replay, with the other recent ones
+  }
   conn()->Send(msg);
 }
 
@@ -646,10 +672,8 @@ Status Client::Cancel(const std::string& task_id, bool force) {
   msg.mutable_cancel()->set_force(force);
   {
     std::lock_guard lock(mu_);
-    if (reconnecting_) {  // the head hears it after the replay (which may resubmit the task)
-      pending_cancels_.push_back(msg.cancel());
-      return Status::Ok();
-    }
+    if (unfinished_.contains(task_id)) cancels_[task_id] = cancels_[task_id] || force;
+    if (reconnecting_) return Status::Ok();  // the head hears it after the replay (which may resubmit the task)
   }
   return Send(msg);
 }

@@ -15,8 +15,10 @@
 // submitted whose result it has not received (marked `resubmitted`; the head ignores ids it still
 // has), in submission order, and re-subscribes what it waits for. Values it owns and holds (puts
 // and results) are sent again too, for the tasks that take them. Waiting calls go on waiting
-// meanwhile; only if the head stays unreachable do they fail. Cancels and releases made while
-// disconnected are kept and sent once the replay is done.
+// meanwhile; only if the head stays unreachable do they fail. Once the replay is done it sends
+// again every cancel of a task still unfinished and, to the same head, the releases and pins sent
+// lately: whether made while disconnected or sent on a connection that died before the head read
+// them, none is lost.
 //
 // After fork(): the child must create a new Client; the parent's one is abandoned, not destroyed.
 #pragma once
@@ -25,6 +27,7 @@
 #include <condition_variable>
 #include <atomic>
 #include <functional>
+#include <deque>
 #include <map>
 #include <set>
 #include <thread>
@@ -104,6 +107,7 @@ class Client {
   bool Replay(net::Connection& c, bool subscriptions_only);
   Status Send(const proto::ClientToHead& msg, net::Urgency urgency = net::Urgency::kNow);
   void FlushReleases();  // mu_ must not be held
+  void RememberRelease(const proto::Release& release);  // mu_ held
   Result<std::vector<ObjectPtr>> GetHeld(const std::vector<std::string>& ids, double timeout_s);
   Result<std::vector<bool>> WaitHeld(const std::vector<std::string>& ids, size_t num_returns, double timeout_s);
   // Subscribes to what this client will not be sent anyway, and flushes corked submissions.
@@ -143,7 +147,12 @@ class Client {
   std::unordered_set<std::string> subscribed_;                      // guarded by mu_
   std::unordered_set<std::string> owned_;                           // guarded by mu_
   std::vector<std::string> pending_release_;                        // guarded by mu_
-  std::vector<proto::Cancel> pending_cancels_;                      // made while reconnecting; guarded by mu_
+  // Cancels of tasks not finished yet (id -> force), sent again after every reconnect: one sent
+  // on a connection that died before the head read it is not lost. Guarded by mu_.
+  std::map<std::string, bool> cancels_;
+  // Releases and pins sent lately on the current connection (the newest kRecentCap), sent again
+  // when the same head takes us back: the old connection may have died with them unread.
+  std::deque<proto::Release> recent_releases_;                      // guarded by mu_
   bool release_timer_armed_ = false;                                // guarded by mu_
   uint64_t next_request_ = 1;                                       // guarded by mu_
   std::unordered_map<uint64_t, std::optional<proto::Reply>> replies_;  // guarded by mu_
