@@ -104,7 +104,9 @@ void DurableQueue::Dispatch() {
     Candidate* best = nullptr;
     for (auto& c : candidates) {
       if (c.q->ready.empty() || c.q->running >= c.cap) continue;
-      if (c.q->config.rate_per_s > 0 && c.q->tokens < 1) {
+      // Tokens add up in small doubles (0.1 per 10 ms tick at 10/s sums to 0.9999999999999999):
+      // a token short by rounding is a whole one, or each start would slip a tick.
+      if (c.q->config.rate_per_s > 0 && c.q->tokens < 1 - 1e-9) {
         double wait_s = std::min((1 - c.q->tokens) / c.q->config.rate_per_s, 3600.0);
         Nanos wait = static_cast<Nanos>(wait_s * 1e9) + 1;
         next_token = next_token == 0 ? wait : std::min(next_token, wait);
@@ -146,7 +148,7 @@ void DurableQueue::Dispatch() {
     in_flight++;
     pass_now_ = q.pass;  // the virtual time: the pass of the queue that started last
     q.pass += 1.0 / std::max(q.config.weight, 1e-6);
-    if (q.config.rate_per_s > 0) q.tokens -= 1;
+    if (q.config.rate_per_s > 0) q.tokens = std::max(0.0, q.tokens - 1);
   }
   // A queue that could not start (its limit, its nodes, its tokens) banks no credit meanwhile:
   // the queues that could start have a pass of at least pass_now_, so this touches only the others.
