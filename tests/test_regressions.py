@@ -96,20 +96,3 @@ def test_cancel_after_the_task_returned_leaves_the_worker_alive(local, tmp_path)
     # The report reached us after the worker ended, if it did (the agent reaps it first).
     assert psutil.pid_exists(worker_pid) and psutil.Process(worker_pid).status() != psutil.STATUS_ZOMBIE, \
         "the worker that got the late cancel is gone"
-
-
-def test_a_cancel_sent_on_a_connection_that_dies_unread_is_not_lost(cluster):
-    # The head is frozen, so the cancel sits unread in its socket; then it dies and restarts. The
-    # driver's replay sends the task again: the cancel must follow it, not vanish with the socket.
-    import psutil
-    cluster.add_agent(num_cpus=1)
-    cluster.connect()
-    cluster.wait_nodes(1)
-    ref = sleeper.remote(8, "ran to the end")
-    wait_until(lambda: corral.cluster_status()["counters"].get("tasks_dispatched", 0) >= 1, what="the task to start")
-    head = psutil.Process(cluster.head.pid)
-    head.suspend()
-    corral.cancel(ref)          # written to the socket; the head never reads it
-    cluster.restart_head()      # kill -9 (of the frozen head), start again: the driver replays
-    with pytest.raises(corral.TaskCancelledError):
-        corral.get(ref, timeout=60)

@@ -3,6 +3,8 @@
 
 #include "corral/base/log.h"
 #include "corral/head/durable_queue.h"
+
+#include <unordered_set>
 #include "corral/head/reply_error.h"
 
 namespace corral::head {
@@ -18,6 +20,18 @@ DurableQueue::QueueState& DurableQueue::QueueNamed(const std::string& name) {
     it->second.pass = pass_now_;
   }
   return it->second;
+}
+
+void DurableQueue::PruneQueues() {
+  std::unordered_set<std::string> in_use;
+  for (const auto& [id, a] : active_) in_use.insert(a.task.queue);
+  size_t before = queues_.size();
+  std::erase_if(queues_, [&](const auto& entry) {
+    const auto& [name, q] = entry;
+    return name != "default" && q.config.updated_ns == 0 && q.ready.empty() && q.running == 0 &&
+           !in_use.contains(name);
+  });
+  counters_["queues_forgotten"] += static_cast<int64_t>(before - queues_.size());
 }
 
 Request DurableQueue::PlacementFor(const store::QueueConfig& config) const {

@@ -294,5 +294,32 @@ TEST(DurableDispatch, AQueueHeldByItsLimitBanksNoCredit) {
   EXPECT_NEAR(c.Started("capped", from, from + 10), 5, 1) << "equal weights alternate, no catching up";
 }
 
+TEST(DurableDispatch, QueuesNobodyUsesAreForgotten) {
+  Cluster c;
+  c.AddNode("n1", 2);
+  EXPECT_TRUE(c.SetQueue("configured", 2).error().empty());
+  std::vector<Spec> batch;
+  for (int i = 0; i < 50; ++i) batch.push_back({"t" + std::to_string(i), "minted" + std::to_string(i)});
+  c.Submit(batch);
+  auto listed = [&] {
+    proto::QueueRequest r;
+    r.set_op(proto::QueueRequest::LIST);
+    return c.Call([&](auto reply) { c.queue->Queues(r, reply); }).queues_size();
+  };
+  EXPECT_EQ(listed(), 51);  // the configured one and 50 minted by submissions
+  c.clock.Advance(61s);
+  c.queue->Tick();
+  EXPECT_EQ(listed(), 51) << "queues with tasks are kept";
+  while (!c.running.empty()) c.FinishOldest();
+  EXPECT_TRUE(c.RunUntil([&] {  // every end stored (the committer's thread) and the tasks dropped
+    std::map<std::string, int64_t> counters;
+    c.queue->FillCounters(&counters);
+    return counters["durable_SUCCESS"] == 50;
+  }));
+  c.clock.Advance(61s);
+  c.queue->Tick();
+  EXPECT_EQ(listed(), 1) << "only the configured queue remains";
+}
+
 }  // namespace
 }  // namespace corral::head

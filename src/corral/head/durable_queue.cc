@@ -588,6 +588,10 @@ void DurableQueue::Purge() {
 void DurableQueue::Tick() {
   FireDue();
   Purge();
+  if (int64_t wall = clock_.WallNs(); wall - queues_pruned_ns_ >= 60'000'000'000) {
+    queues_pruned_ns_ = wall;
+    PruneQueues();
+  }
   std::vector<store::TaskUpdate> again = std::move(failed_updates_);
   failed_updates_.clear();
   for (auto& u : again) {

@@ -124,6 +124,9 @@ class DurableQueue {
   bool Expired(Active& a);
   // Starts ready tasks while there are slots (see above).
   void Dispatch();
+  // Forgets queues with default settings, nothing waiting or running and no task left: any client
+  // can name a new queue, and Dispatch walks every one. Once a minute, from Tick.
+  void PruneQueues();
   void Launch(const std::string& id);
   // Canvas: waits for the task's parents (reading from the store those not in memory).
   void LinkParents(const std::string& id);
@@ -174,7 +177,8 @@ class DurableQueue {
   // Slots whose fire the store failed to record: fired again at the next tick (a fire is keyed by
   // schedule and slot, so a retry never fires a slot twice).
   std::vector<std::pair<std::string, int64_t>> unrecorded_fires_;
-  std::map<std::string, QueueState> queues_;               // by name: those configured or used
+  std::map<std::string, QueueState> queues_;               // by name: those configured or in use
+  int64_t queues_pruned_ns_ = 0;                            // wall clock of the last PruneQueues
   uint64_t next_ready_seq_ = 1;
   std::unordered_map<std::string, int> running_by_function_;  // runs in flight per (queue, function)
   static std::string RunningKey(const std::string& queue, const std::string& function);
