@@ -156,3 +156,13 @@ def test_start_with_tasks_is_ready_for_them_and_a_restart_does_not_hold_new_work
     print(f"\n[after a restart] a new task took {seconds}s, all tasks done after {everything}s")
     assert value == "42" and float(seconds) < 10, got
     assert float(everything) < 10, got
+
+
+def test_a_node_whose_workers_cannot_start_still_starts_and_says_why(home):
+    # Ready waits for the first worker; a broken interpreter must not make `corral start` hang.
+    out = run(["start", "--head", "--port", "0", "--http-port", "0", "--num-cpus", "1", "--python", "/bin/false"],
+              home, timeout=90)
+    assert out.returncode == 0, out.stderr
+    log = os.path.join(home["CORRAL_HOME"], "head", "head.log")
+    with open(log) as f:
+        assert "exited with status 1 before it connected" in f.read()

@@ -522,6 +522,7 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
         "`import corral` (see the agent's log and {}/logs){}",
         ShortHex(options_.node_id), options_.hostname, startup_failures_, reason, options_.python,
         options_.state_dir, tail.empty() ? "" : ". Its last output:" + tail));
+    MaybeReady();  // it died before connecting: the node is up (and says why), waiting would hang
   }
   // Keep the warm pool full.
   int plain = 0;

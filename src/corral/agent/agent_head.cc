@@ -266,8 +266,11 @@ void Agent::OnHeadMessage(std::string_view bytes) {
 
 void Agent::MaybeReady() {
   if (!options_.on_registered || ready_seq_ || !registered_) return;
-  // Workers start up front (one per CPU): wait for the first; a node without any is ready now.
-  if (info_.python_version().empty() && !workers_.empty()) return;
+  // Workers start up front (one per CPU): wait while one is starting; a node without any is ready
+  // now, and so is one whose workers died before connecting (the log says why; waiting would hang).
+  bool starting = false;
+  for (const auto& [pid, w] : workers_) starting |= !w->conn;
+  if (info_.python_version().empty() && starting) return;
   Heartbeat();  // now, not at the next interval: its ack says the head has what came before it
   ready_seq_ = heartbeat_seq_;
 }
