@@ -649,13 +649,12 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     obj.ready = true;
     obj.value = std::move(val);
     // Pushed to its owner unasked, and to those who subscribed.
-    obj.subscribers.push_back(obj.owner);
-    std::sort(obj.subscribers.begin(), obj.subscribers.end());
-    obj.subscribers.erase(std::unique(obj.subscribers.begin(), obj.subscribers.end()), obj.subscribers.end());
-    for (const auto& to : obj.subscribers) {
-      auto c = clients_.find(to);
-      if (c != clients_.end()) SendValue(c->second, obj.value);
-    }
+    auto send_to = [&](const std::string& client_id) {
+      if (auto c = clients_.find(client_id); c != clients_.end()) SendValue(c->second, obj.value);
+    };
+    send_to(obj.owner);
+    for (const auto& sub : obj.subscribers)
+      if (sub != obj.owner) send_to(sub);
     obj.subscribers.clear();
     std::vector<std::string> waiting = std::move(obj.waiting);
     obj.waiting.clear();

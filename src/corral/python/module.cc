@@ -1,5 +1,6 @@
 // corral._core: the Python face of the C++ client core. Thin: argument conversion, the GIL released
 // around every call that may wait, and Status turned into the exceptions of corral.exceptions.
+#include <pthread.h>
 #include <signal.h>
 
 #include <atomic>
@@ -31,14 +32,22 @@ namespace {
 // handler runs, which raises only when that task's own code is running; a cancel that arrives
 // before the task started is seen at its start, one that arrives after it ended is ignored.
 std::atomic<uint32_t> g_interrupt_seq{0};
+pthread_t g_main_thread;
 
 void OnInterrupt(int, siginfo_t* info, void*) {
   if (info->si_code != SI_QUEUE) return;  // only the agent's cancels mean anything to a worker
+  if (!pthread_equal(pthread_self(), g_main_thread)) {
+    // The kernel picked another thread (a watchdog, the client's IO thread, one of the task's):
+    // the main thread, asleep in the task, would not wake. Hand the signal to it, value and all.
+    pthread_sigqueue(g_main_thread, SIGINT, info->si_value);
+    return;
+  }
   g_interrupt_seq.store(static_cast<uint32_t>(info->si_value.sival_int), std::memory_order_relaxed);
   PyErr_SetInterrupt();  // async-signal-safe: runs the Python SIGINT handler in the main thread
 }
 
-void InstallInterruptHandler() {
+void InstallInterruptHandler() {  // from the main thread (the worker's connect)
+  g_main_thread = pthread_self();
   struct sigaction sa {};
   sa.sa_sigaction = OnInterrupt;
   sa.sa_flags = SA_SIGINFO | SA_RESTART;
