@@ -175,7 +175,12 @@ def wait(refs, *, num_returns=1, timeout=None):
 
 
 def put(value):
-    """Stores ``value`` in the cluster and returns an ObjectRef to it."""
+    """Stores ``value`` in the cluster and returns an ObjectRef to it.
+
+    The head holds values up to its object memory (``corral start --head --object-memory``, 30% of
+    its machine's RAM by default). A put past that limit is refused: ``get`` of its ref, and every
+    task given it, raise :class:`ObjectStoreFullError`. Values are freed when no ref to them is left.
+    """
     if isinstance(value, ObjectRef):
         raise exceptions.InvalidArgumentError("put() of an ObjectRef: pass the ref itself instead")
     client = _runtime.get_client()

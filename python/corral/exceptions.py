@@ -51,6 +51,11 @@ class ValueTooLargeError(CorralError, ValueError):
     """A value is larger than one message may carry."""
 
 
+class ObjectStoreFullError(CorralError, MemoryError):
+    """A put() would take the head's object memory past its limit (``corral start --head --object-memory``):
+    drop references to values no longer needed, or raise the limit."""
+
+
 class InvalidArgumentError(CorralError, ValueError):
     """A call was given an argument it cannot use."""
 
@@ -71,6 +76,7 @@ _BY_KIND = {
     5: ObjectLostError,
     6: SerializationError,
     7: CorralError,
+    10: ObjectStoreFullError,
 }
 
 

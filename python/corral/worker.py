@@ -61,7 +61,9 @@ def main():
         except exceptions.ConnectionLostError:
             return 0
         (task_id, attempt, name, fn_hash, fn_bytes, args, deps, resources, gpu_ids, _owner, durable_function,
-         args_format, soft_time_limit, parents, link_mode) = task
+         args_format, soft_time_limit, parents, link_mode, forget) = task
+        for h in forget:  # no client and no task uses it any more
+            functions.pop(h, None)
         seq += 1
         cpus = resources.get("CPU", 1.0)
         if cpus != threads:

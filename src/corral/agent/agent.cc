@@ -281,6 +281,8 @@ void Agent::SendTask(Worker* w, Pending&& p, bool pipelined) {
   proto::ExecuteTask* ex = msg.mutable_execute();
   *ex = std::move(p.task);
   for (int g : w->gpus) ex->add_gpu_ids(g);
+  for (auto& h : w->forget) ex->add_forget_functions(std::move(h));
+  w->forget.clear();
   const std::string& hash = ex->spec().function_hash();
   if (w->functions.insert(hash).second) {
     auto f = functions_.find(hash);

@@ -260,6 +260,14 @@ void Agent::OnHeadMessage(std::string_view bytes) {
     case proto::HeadToAgent::kDrain:
       Drain(std::chrono::milliseconds(msg.drain().timeout_ms()), msg.drain().leave(), msg.drain().reason());
       break;
+    case proto::HeadToAgent::kForgetFunctions:
+      for (const auto& hash : msg.forget_functions().hashes()) {
+        functions_.erase(hash);
+        for (auto& [pid, w] : workers_)
+          if (w->functions.erase(hash)) w->forget.push_back(hash);
+        counters_["functions_forgotten"]++;
+      }
+      break;
     default: break;
   }
 }

@@ -41,7 +41,8 @@ struct Agent::Worker {
   std::optional<Pending> next;
   uint32_t next_seq = 0;
   bool next_cancelled = false;
-  std::set<std::string> functions;
+  std::set<std::string> functions;        // hashes this worker was sent
+  std::vector<std::string> forget;        // of those, hashes to drop: told with its next task
   std::deque<std::string> last_stderr;    // for the death report of a worker that never came up
   // Shared with the handlers of this worker's connection, which may run after the worker is gone:
   // cleared when it is.

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <fstream>
-#include <sstream>
 
 namespace corral::agent {
 
@@ -35,13 +34,10 @@ long long DetectMemoryBytes() {
   return total;
 }
 
-std::vector<GpuInfo> DetectGpus(std::string* why) {
+Result<std::vector<GpuInfo>> DetectGpus() {
   std::vector<GpuInfo> out;
   void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
-  if (!lib) {
-    *why = "NVML (libnvidia-ml.so.1) not found: no NVIDIA driver on this machine";
-    return out;
-  }
+  if (!lib) return Err(Code::kNotFound, "NVML (libnvidia-ml.so.1) not found: no NVIDIA driver on this machine");
   using InitFn = int (*)();
   using CountFn = int (*)(unsigned*);
   using HandleFn = int (*)(unsigned, void**);
@@ -56,9 +52,8 @@ std::vector<GpuInfo> DetectGpus(std::string* why) {
   auto shutdown = reinterpret_cast<InitFn>(dlsym(lib, "nvmlShutdown"));
   unsigned n = 0;
   if (!init || !count || !handle || init() != 0 || count(&n) != 0) {
-    *why = "NVML present but could not be initialised";
     dlclose(lib);
-    return out;
+    return Err(Code::kUnavailable, "NVML present but could not be initialised");
   }
   for (unsigned i = 0; i < n; ++i) {
     GpuInfo g;
@@ -74,9 +69,6 @@ std::vector<GpuInfo> DetectGpus(std::string* why) {
   }
   if (shutdown) shutdown();
   dlclose(lib);
-  std::ostringstream ss;
-  ss << "NVML found " << n << " GPU(s)";
-  *why = ss.str();
   return out;
 }
 

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "corral/base/status.h"
+
 namespace corral::agent {
 
 struct GpuInfo {
@@ -16,7 +18,8 @@ struct GpuInfo {
 
 int DetectCpus();
 long long DetectMemoryBytes();
-// Empty when NVML is missing or reports no devices. `why` says what happened, for the log.
-std::vector<GpuInfo> DetectGpus(std::string* why);
+// The devices NVML reports (possibly none); kNotFound when NVML is missing, kUnavailable when it
+// cannot be initialised. The error's message is meant for the log.
+Result<std::vector<GpuInfo>> DetectGpus();
 
 }  // namespace corral::agent

@@ -16,11 +16,13 @@ TEST(Detect, MemoryIsPlausible) {
   EXPECT_GT(DetectMemoryBytes(), 64LL << 20);
 }
 
-TEST(Detect, GpusSayWhy) {
-  std::string why;
-  auto gpus = DetectGpus(&why);
-  EXPECT_FALSE(why.empty());
-  for (size_t i = 0; i < gpus.size(); ++i) EXPECT_EQ(gpus[i].index, static_cast<int>(i));
+TEST(Detect, GpusOrWhyNot) {
+  auto gpus = DetectGpus();
+  if (!gpus) {  // no driver here: the error says so, for the log
+    EXPECT_NE(gpus.error().message().find("NVML"), std::string::npos);
+    return;
+  }
+  for (size_t i = 0; i < gpus->size(); ++i) EXPECT_EQ((*gpus)[i].index, static_cast<int>(i));
 }
 
 }  // namespace

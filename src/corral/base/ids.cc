@@ -41,15 +41,16 @@ static int HexValue(char c) {
   return -1;
 }
 
-bool FromHex(std::string_view hex, std::string* out) {
-  if (hex.size() % 2) return false;
-  out->clear();
+std::optional<std::string> FromHex(std::string_view hex) {
+  if (hex.size() % 2) return std::nullopt;
+  std::string out;
+  out.reserve(hex.size() / 2);
   for (size_t i = 0; i < hex.size(); i += 2) {
     int hi = HexValue(hex[i]), lo = HexValue(hex[i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    out->push_back(static_cast<char>(hi * 16 + lo));
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out.push_back(static_cast<char>(hi * 16 + lo));
   }
-  return true;
+  return out;
 }
 
 std::string MakeTaskId(std::string_view client_prefix, uint64_t counter) {

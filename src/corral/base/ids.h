@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -18,7 +19,8 @@ std::string Hex(std::string_view bytes);
 // The first `n` hex digits, for logs and tables.
 std::string ShortHex(std::string_view bytes, size_t n = 8);
 // Parses lower/upper-case hex; returns false on odd length or a non-hex digit.
-bool FromHex(std::string_view hex, std::string* out);
+// The bytes `hex` spells, or nothing when it is not an even number of hex digits.
+std::optional<std::string> FromHex(std::string_view hex);
 
 std::string MakeTaskId(std::string_view client_prefix, uint64_t counter);
 

@@ -7,11 +7,12 @@ namespace {
 
 TEST(Ids, HexRoundTrip) {
   std::string raw = RandomBytes(16);
-  std::string back;
-  ASSERT_TRUE(FromHex(Hex(raw), &back));
-  EXPECT_EQ(back, raw);
-  EXPECT_FALSE(FromHex("abc", &back));
-  EXPECT_FALSE(FromHex("zz", &back));
+  auto back = FromHex(Hex(raw));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, raw);
+  EXPECT_EQ(FromHex("00Ff"), std::string("\x00\xff", 2));
+  EXPECT_FALSE(FromHex("abc"));
+  EXPECT_FALSE(FromHex("zz"));
 }
 
 TEST(Ids, TaskIdsAreOrderedByCounter) {

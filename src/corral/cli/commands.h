@@ -41,6 +41,7 @@ struct HeadFlags {
   int prefetch = 1;
   int handshake_timeout_ms = 10000;
   long max_unfinished_tasks = 2'000'000;
+  std::string object_memory;               // e.g. "4GiB"; empty: 30% of this machine's memory
   int http_port = 8370;                    // -1: no HTTP; 0: any free port
   int64_t result_ttl_s = 7 * 86400;
   std::vector<std::string> http_allowed_hosts;

@@ -64,6 +64,7 @@ int main(int argc, char** argv) {
   start->add_option("--result-ttl", head.result_ttl_s, "head: seconds finished durable tasks and their results are kept")->capture_default_str();
   start->add_option("--http-port", head.http_port, "head: port of the REST API on --host (0: any free port, -1: none)")->capture_default_str();
   start->add_option("--http-allowed-host", head.http_allowed_hosts, "head: a name clients use in URLs for this head (Host header); loopback names are always allowed");
+  start->add_option("--object-memory", head.object_memory, "head: most bytes of values (puts, results) it holds, e.g. 4GiB; a put past it raises ObjectStoreFullError (default: 30% of RAM)");
   start->add_option("--max-unfinished-tasks", head.max_unfinished_tasks, "head: stop reading submissions above this many unfinished tasks")->capture_default_str();
   corral::cli::NodeFlags node;
   AddNodeFlags(start, &node);

@@ -14,10 +14,10 @@
 namespace corral::cli {
 
 static std::string LoadOrCreateNodeId(const std::string& dir) {
-  std::string raw;
-  if (auto t = ReadFile(dir + "/node_id"); t && FromHex(t->substr(0, t->find('\n')), &raw) && raw.size() == 8)
-    return raw;
-  raw = RandomBytes(8);
+  if (auto t = ReadFile(dir + "/node_id")) {
+    if (auto raw = FromHex(t->substr(0, t->find('\n'))); raw && raw->size() == 8) return *raw;
+  }
+  std::string raw = RandomBytes(8);
   Status s = WriteFile(dir + "/node_id", Hex(raw) + "\n", 0644);
   if (!s.ok()) LOG_WARN("{}", s.ToString());
   return raw;
@@ -45,9 +45,12 @@ Status BuildResources(const NodeFlags& f, agent::AgentOptions* o) {
       start = c == std::string::npos ? s.size() : c + 1;
     }
   } else {
-    std::string why;
-    for (const auto& g : agent::DetectGpus(&why)) ids.push_back(g.index);
-    LOG_INFO("{}", why);
+    if (auto gpus = agent::DetectGpus()) {
+      for (const auto& g : *gpus) ids.push_back(g.index);
+      LOG_INFO("NVML found {} GPU(s)", gpus->size());
+    } else {
+      LOG_INFO("{}", gpus.error().message());
+    }
   }
   int gpus = f.num_gpus >= 0 ? f.num_gpus : static_cast<int>(ids.size());
   for (int i = static_cast<int>(ids.size()); i < gpus; ++i) ids.push_back(i);

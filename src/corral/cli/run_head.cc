@@ -3,6 +3,7 @@
 
 #include <cstdio>
 
+#include "corral/agent/resources_detect.h"
 #include "corral/base/files.h"
 #include "corral/base/ids.h"
 #include "corral/base/log.h"
@@ -65,6 +66,15 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
                  flags.host.c_str());
     return 2;
   }
+  int64_t object_bytes = agent::DetectMemoryBytes() / 10 * 3;
+  if (!flags.object_memory.empty()) {
+    auto bytes = ParseMemory(flags.object_memory);
+    if (!bytes) {
+      std::fprintf(stderr, "corral: --object-memory: %s\n", bytes.error().message().c_str());
+      return 2;
+    }
+    object_bytes = *bytes;
+  }
   if (!flags.block) {
     auto addr = StartInBackground(argv, state, "head.log", "head");
     if (!addr) return 1;
@@ -93,6 +103,7 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   options.liveness.suspect_after = Ms(flags.suspect_after_ms);
   options.liveness.dead_after = Ms(flags.dead_after_ms);
   options.tasks.prefetch_per_cpu = flags.prefetch;
+  options.tasks.max_object_bytes = object_bytes;
   options.handshake_timeout = std::chrono::milliseconds(flags.handshake_timeout_ms);
   options.max_unfinished_tasks = static_cast<size_t>(std::max(1L, flags.max_unfinished_tasks));
   options.store_path = state + "/store.db";

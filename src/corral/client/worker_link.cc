@@ -36,17 +36,16 @@ Result<std::unique_ptr<WorkerLink>> WorkerLink::Connect(const WorkerLinkOptions&
   h->set_cloudpickle_version(options.cloudpickle_version);
   h->set_token(options.token);
   h->set_role(proto::Hello::WORKER);
-  std::string raw_id;
-  FromHex(options.worker_id, &raw_id);
-  h->set_id(raw_id);
+  auto raw_id = FromHex(options.worker_id);
+  if (!raw_id) return Err(Code::kInvalidArgument, "the worker id '" + options.worker_id + "' is not hex");
+  h->set_id(*raw_id);
   h->set_pid(getpid());
   for (const auto& f : options.task_functions) h->add_task_functions(f);
   if (Status s = link->Write(hello); !s.ok()) return Err(s);
-  std::string first;
-  if (Status s = link->ReadMessage(&first); !s.ok())
-    return Err(Code::kUnavailable, "the agent did not accept this worker: " + s.message());
+  auto first = link->ReadMessage();
+  if (!first) return Err(Code::kUnavailable, "the agent did not accept this worker: " + first.error().message());
   proto::AgentToWorker welcome;
-  if (!welcome.ParseFromString(first) || !welcome.has_welcome())
+  if (!welcome.ParseFromString(*first) || !welcome.has_welcome())
     return Err(Code::kUnavailable, "the agent did not answer with a welcome");
   if (!options.lease_file.empty()) {
     if (Status s = link->StartFence(options.lease_file); !s.ok()) return Err(s);
@@ -99,7 +98,7 @@ WorkerLink::~WorkerLink() {
   if (fd_ >= 0) close(fd_);
 }
 
-Status WorkerLink::ReadMessage(std::string* out) {
+Result<std::string> WorkerLink::ReadMessage() {
   while (messages_.empty()) {
     size_t have = buf_.size();
     buf_.resize(std::max(have + 65536, decoder_.pending_frame_bytes()));
@@ -109,24 +108,24 @@ Status WorkerLink::ReadMessage(std::string* out) {
         buf_.resize(have);
         continue;
       }
-      return Status(Code::kUnavailable, n == 0 ? "the agent closed the connection" : strerror(errno));
+      return Err(Code::kUnavailable, n == 0 ? "the agent closed the connection" : strerror(errno));
     }
     buf_.resize(have + static_cast<size_t>(n));
     auto used = decoder_.Decode(buf_, [this](std::string_view m) { messages_.emplace_back(m); });
-    if (!used) return used.error();
+    if (!used) return Err(used.error());
     buf_.erase(0, *used);
   }
-  *out = std::move(messages_.front());
+  std::string out = std::move(messages_.front());
   messages_.pop_front();
-  return Status::Ok();
+  return out;
 }
 
 Result<proto::ExecuteTask> WorkerLink::NextTask() {
   for (;;) {
-    std::string bytes;
-    if (Status s = ReadMessage(&bytes); !s.ok()) return Err(s);
+    auto bytes = ReadMessage();
+    if (!bytes) return Err(bytes.error());
     proto::AgentToWorker msg;
-    if (!msg.ParseFromString(bytes)) return Err(Code::kInvalidArgument, "malformed message from the agent");
+    if (!msg.ParseFromString(*bytes)) return Err(Code::kInvalidArgument, "malformed message from the agent");
     if (msg.has_execute()) {
       std::lock_guard lock(fence_mu_);
       UpdateFence(!msg.execute().spec().keep_running_on_partition());

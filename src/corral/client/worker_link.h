@@ -54,7 +54,7 @@ class WorkerLink {
  private:
   WorkerLink() = default;
   // Reads until at least one whole message is queued.
-  Status ReadMessage(std::string* out);
+  Result<std::string> ReadMessage();
   Status Write(const google::protobuf::MessageLite& msg);
 
   Status StartFence(const std::string& lease_file);

@@ -56,6 +56,19 @@ void TaskManager::RemoveClient(ClientSession* client) {
     }
   }
   client->owned.clear();
+  for (const auto& hash : client->functions) DropFunction(hash);
+  client->functions.clear();
+}
+
+void TaskManager::DropFunction(const std::string& hash) {
+  auto it = functions_.find(hash);
+  if (it == functions_.end() || --it->second.uses > 0) return;
+  functions_.erase(it);
+  Count("functions_forgotten");
+  proto::HeadToAgent msg;
+  msg.mutable_forget_functions()->add_hashes(hash);
+  for (Node* n : nodes_.All())
+    if (n->shipped_functions.erase(hash) && n->conn) n->conn->Send(msg);
 }
 
 void TaskManager::SendToClient(const std::string& client_id, const proto::HeadToClient& msg) {
@@ -109,7 +122,9 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
   if (tasks_.contains(id) || objects_.contains(id)) return;  // a resubmission of the same task
   Count("tasks_submitted");
   if (!spec.function().empty()) {
-    functions_.try_emplace(spec.function_hash(), std::move(*spec.mutable_function()));
+    Function& f = functions_[spec.function_hash()];
+    if (f.pickled.empty()) f.pickled = std::move(*spec.mutable_function());
+    if (client->functions.insert(spec.function_hash()).second) f.uses++;
     spec.clear_function();
   }
   spec.set_owner_id(client->id);
@@ -137,7 +152,8 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
   // Refuse what cannot run before counting dependencies, so nothing is counted that is not undone.
   std::string refusal;
   proto::ErrorKind kind = proto::RUNTIME;
-  if (task.spec.durable_function().empty() && !functions_.contains(task.spec.function_hash())) {
+  bool durable = !task.spec.durable_function().empty();
+  if (!durable && !functions_.contains(task.spec.function_hash())) {
     refusal = fmt::format("the head does not know the function of task {}; it was not sent with the first "
                           "submission on this connection",
                           task.spec.name());
@@ -149,6 +165,10 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
                               Hex(dep), task.spec.name());
         break;
       }
+  }
+  if (!durable && refusal.empty()) {
+    UseFunction(task.spec.function_hash());
+    task.uses_function = true;
   }
   if (!refusal.empty()) {
     task.spec.clear_deps();
@@ -193,9 +213,23 @@ void TaskManager::Put(ClientSession* client, proto::ObjectValue&& value) {
   Object& obj = objects_[id];
   obj.owner = client->id;
   obj.ready = true;
-  obj.value = std::move(value);
+  int64_t bytes = static_cast<int64_t>(value.data().size());
+  if (options_.max_object_bytes > 0 && object_bytes_ + bytes > options_.max_object_bytes) {
+    Count("puts_refused_object_memory_full");
+    obj.value = ErrorValue(id, proto::OBJECT_STORE_FULL,
+                           fmt::format("put of {} refused: the head holds {} of values and its limit is {} (corral "
+                                       "start --head --object-memory); drop references to values no longer needed",
+                                       FormatBytes(static_cast<double>(bytes)),
+                                       FormatBytes(static_cast<double>(object_bytes_)),
+                                       FormatBytes(static_cast<double>(options_.max_object_bytes))));
+  } else {
+    obj.value = std::move(value);
+  }
+  object_bytes_ += static_cast<int64_t>(obj.value.data().size());
   client->owned.insert(id);
   Count("objects_put");
+  // The client kept its own copy of the value: the error replaces it there (get raises).
+  if (obj.value.error() != proto::ERROR_NONE) SendValue(client, obj.value);
 }
 
 void TaskManager::Subscribe(ClientSession* client, const proto::Subscribe& request) {
@@ -235,6 +269,7 @@ void TaskManager::TryFree(const std::string& id) {
   if (!obj.released || obj.pinned || obj.dependents > 0 || !obj.ready) return;
   if (auto c = clients_.find(obj.owner); c != clients_.end()) c->second->owned.erase(id);
   if (obj.has_task) tasks_.erase(id);
+  object_bytes_ -= static_cast<int64_t>(obj.value.data().size());
   objects_.erase(it);
   Count("objects_freed");
 }
@@ -337,7 +372,7 @@ void TaskManager::Dispatch(const std::string& id, Task& task, Node* node, bool p
   const ResourceSet& request = task.cls->request.resources;
   for (const auto& [name, units] : request.units()) (*ex->mutable_spec()->mutable_resources())[name] = request.Get(name);
   if (task.spec.durable_function().empty() && node->shipped_functions.insert(task.spec.function_hash()).second) {
-    ex->mutable_spec()->set_function(functions_[task.spec.function_hash()]);
+    ex->mutable_spec()->set_function(functions_[task.spec.function_hash()].pickled);
     Count("functions_shipped_to_nodes");
   }
   for (const auto& dep : task.spec.deps()) {
@@ -626,6 +661,7 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     task.cls->unfinished--;
     task.cls = nullptr;  // the class may go once no unfinished task needs it
     --unfinished_;
+    if (std::exchange(task.uses_function, false)) DropFunction(task.spec.function_hash());
     switch (val.error()) {
       case proto::ERROR_NONE: Count("tasks_succeeded"); break;
       case proto::CANCELLED: Count("tasks_cancelled"); break;
@@ -648,6 +684,7 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     Object& obj = oit->second;
     obj.ready = true;
     obj.value = std::move(val);
+    object_bytes_ += static_cast<int64_t>(obj.value.data().size());
     // Pushed to its owner unasked, and to those who subscribed.
     auto send_to = [&](const std::string& client_id) {
       if (auto c = clients_.find(client_id); c != clients_.end()) SendValue(c->second, obj.value);
@@ -691,6 +728,7 @@ void TaskManager::FillStatus(proto::ClusterStatus* status) const {
   counters["unfinished_tasks"] = static_cast<int64_t>(unfinished_);
   counters["peak_unfinished_tasks"] = static_cast<int64_t>(peak_unfinished_);
   counters["functions_known"] = static_cast<int64_t>(functions_.size());
+  counters["object_bytes"] = object_bytes_;
 }
 
 }  // namespace corral::head

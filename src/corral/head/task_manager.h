@@ -44,10 +44,14 @@ struct ClientSession {
   // Values to send once its connection has room (ids: the values stay in the object table), so
   // a client that reads slowly makes the head hold ids, not copies.
   std::deque<std::string> unsent;
+  std::unordered_set<std::string> functions;  // hashes of the functions it sent (one use each)
 };
 
 struct TaskManagerOptions {
   int prefetch_per_cpu = 1;
+  // Bytes of values (puts and results) the head holds at most: a put past it is stored as an
+  // OBJECT_STORE_FULL error instead of its value (its get raises). 0: no limit.
+  int64_t max_object_bytes = 0;
 };
 
 class TaskManager {
@@ -113,6 +117,13 @@ class TaskManager {
     bool cancel_force = false;
     bool told_infeasible = false;
     bool parked = false;               // resubmitted after a head restart: waits for an agent to claim it
+    bool uses_function = false;        // holds a use of functions_[spec.function_hash()] until finished
+  };
+  // A pickled function, kept while some client that sent it is connected or an unfinished task
+  // needs it; then forgotten here and on the nodes (a client sends it again on its next use).
+  struct Function {
+    std::string pickled;
+    int uses = 0;
   };
   // An attempt an agent reported after this head started that no task here knows yet: the head
   // restarted, and the task's owner will resubmit it.
@@ -167,9 +178,13 @@ class TaskManager {
   std::unordered_map<std::string, Task> tasks_;
   std::unordered_map<std::string, Object> objects_;
   std::map<std::string, SchedClass> classes_;
-  std::unordered_map<std::string, std::string> functions_;  // hash -> pickled function
+  std::unordered_map<std::string, Function> functions_;  // by hash
+  void UseFunction(const std::string& hash) { functions_[hash].uses++; }
+  // Drops a use; the last one forgets the function here and tells the nodes that have it.
+  void DropFunction(const std::string& hash);
   std::unordered_map<std::string, ClientSession*> clients_;
   std::map<std::string, int64_t> counters_;
+  int64_t object_bytes_ = 0;  // sum of objects_[*].value.data().size()
   size_t unfinished_ = 0;
   size_t peak_unfinished_ = 0;
   bool nodes_changed_ = false;

@@ -198,9 +198,12 @@ nb::tuple NextTask(WorkerLink& link) {
   for (int i = 0; i < spec.parent_results_size(); ++i)
     parents.append(nb::make_tuple(i < spec.parent_formats_size() ? spec.parent_formats(i) : std::string(),
                                   Bytes(spec.parent_results(i))));
+  nb::list forget;  // function hashes the worker drops from its cache before this task
+  for (const auto& h : t.forget_functions()) forget.append(Bytes(h));
   return nb::make_tuple(Bytes(spec.task_id()), spec.attempt(), spec.name(), Bytes(spec.function_hash()),
                         Bytes(spec.function()), Bytes(spec.args()), deps, resources, gpus, Bytes(spec.owner_id()),
-                        spec.durable_function(), spec.args_format(), spec.soft_time_limit_s(), parents, spec.link());
+                        spec.durable_function(), spec.args_format(), spec.soft_time_limit_s(), parents, spec.link(),
+                        forget);
 }
 
 }  // namespace
