@@ -1,4 +1,5 @@
-// DurableQueue::Dispatch with an injected clock: priority within a queue, stride shares between
+// The durable queues' dispatch (QueueDispatcher, driven through DurableQueue) with an injected clock:
+// priority within a queue, stride shares between
 // weighted queues, the concurrency limit, the rate limit and its timer, no credit for idle queues.
 // Each node's connection is an in-process stream whose other end the test reads: an ExecuteTask
 // arriving there is a start. Runs end when the test reports them finished, as their agent would.

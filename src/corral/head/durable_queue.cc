@@ -20,22 +20,40 @@ constexpr uint32_t kWorkerLossRetries = 100;  // a durable task survives lost wo
 
 }  // namespace
 
-bool DurableQueue::ValidName(const std::string& n, size_t max) {
-  if (n.empty() || n.size() > max) return false;
-  for (char c : n)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.') return false;
-  return true;
-}
-
 DurableQueue::DurableQueue(boost::asio::io_context& io, TaskManager& tasks, NodeRegistry& nodes,
                            std::unique_ptr<store::Store> store, const Clock& clock, int64_t result_ttl_s)
-    : io_(io),
-      tasks_(tasks),
+    : tasks_(tasks),
       nodes_(nodes),
       clock_(clock),
       committer_(std::make_unique<store::GroupCommitter>(std::move(store))),
-      wake_(io),
-      result_ttl_ns_(result_ttl_s * 1'000'000'000) {
+      result_ttl_ns_(result_ttl_s * 1'000'000'000),
+      queues_(io, nodes, clock, *committer_, [this](const std::string& id) { return Launch(id); }),
+      schedules_(io, *committer_, clock,
+                 {.validate = [this](const std::string& fn) { return ValidateFunction(fn); },
+                  .fired =
+                      [this](store::DurableTask t) {
+                        std::string id = t.id;
+                        due_.emplace(0, id);
+                        active_[id] = Active{.task = std::move(t)};
+                        Tick();
+                      },
+                  .live_state = [this](const std::string& id) -> std::optional<std::string> {
+                    auto a = active_.find(id);
+                    if (a == active_.end()) return std::nullopt;
+                    return a->second.running ? "STARTED" : store::TaskStateName(a->second.task.state);
+                  }}),
+      canvas_(io, *committer_,
+              {.held = [this](const std::string& id) { return active_.contains(id); },
+               .due =
+                   [this](const std::string& child) {
+                     due_.emplace(active_.at(child).task.eta_ns, child);
+                     guard_.Post([this] { Tick(); });
+                   },
+               .end =
+                   [this](const std::string& child, store::TaskState state, std::string why) {
+                     Record({child, state, active_.at(child).task.attempt, 0, "", std::move(why), clock_.WallNs()});
+                   }}),
+      guard_(io) {
   tasks_.on_durable_finished = [this](const std::string& run_id, const proto::ObjectValue& value) {
     OnRunFinished(run_id, value);
   };
@@ -57,9 +75,9 @@ DurableQueue::DurableQueue(boost::asio::io_context& io, TaskManager& tasks, Node
     // queue's priority and limits would. Deferred: we are inside the TaskManager's reconcile.
     size_t hash = run_id.rfind('#');
     if (hash == std::string::npos) return;
-    OnIo([this, id = run_id.substr(0, hash), attempt = std::atoi(run_id.c_str() + hash + 1)] {
+    guard_.Post([this, id = run_id.substr(0, hash), attempt = std::atoi(run_id.c_str() + hash + 1)] {
       auto it = active_.find(id);
-      if (it == active_.end() || it->second.running || !it->second.loaded || it->second.parents_left > 0) return;
+      if (it == active_.end() || it->second.running || !it->second.loaded || canvas_.Waiting(id)) return;
       // Only the run the store expects now (not an older attempt whose retry waits for its time).
       if (it->second.task.attempt != attempt || it->second.task.eta_ns > clock_.WallNs()) return;
       Unready(it->second);
@@ -70,7 +88,6 @@ DurableQueue::DurableQueue(boost::asio::io_context& io, TaskManager& tasks, Node
 }
 
 DurableQueue::~DurableQueue() {
-  *alive_ = false;
   tasks_.on_durable_finished = nullptr;
   tasks_.on_orphan_held = nullptr;
   tasks_.on_durable_rerun = nullptr;
@@ -108,19 +125,16 @@ Status DurableQueue::Start() {
   if (!*schedules) return schedules->error();
   if (!*loaded) return loaded->error();
   if (!*queues) return queues->error();
-  for (auto& q : **queues) {
-    QueueNamed(q.name).config = std::move(q);
-  }
+  queues_.Load(std::move(**queues));
   known_functions_.insert((*known)->begin(), (*known)->end());
-  for (const auto& sc : **schedules) schedules_[sc.name] = sc;
-  if (!(*schedules)->empty()) LOG_INFO("{} schedule(s) loaded from the store", (*schedules)->size());
+  schedules_.Load(std::move(**schedules));
   for (auto& t : **loaded) {
     std::string id = t.id;
     if (t.parents.empty()) due_.emplace(t.eta_ns, id);
     active_[id] = Active{.task = std::move(t), .loaded = true};  // id copied first: t is moved
   }
   for (auto& [id, a] : active_)
-    if (!a.task.parents.empty()) LinkParents(id);
+    if (!a.task.parents.empty()) canvas_.Link(a.task);
   counters_["durable_tasks_loaded"] += static_cast<int64_t>((*loaded)->size());
   if (!(*loaded)->empty()) LOG_INFO("{} unfinished durable task(s) loaded from the store", (*loaded)->size());
   return Status::Ok();
@@ -143,12 +157,12 @@ void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
     std::string fn = spec.function();
     if (fn.find(':') == std::string::npos && fn.rfind('.') != std::string::npos)
       fn[fn.rfind('.')] = ':';  // Celery's dotted names ("tasks.process_data") from any submitter
-    if (std::string e = ValidateFunction(fn); !e.empty()) return refuse(std::move(e));
+    if (Status s = ValidateFunction(fn); !s.ok()) return refuse(s.message());
     std::string format = spec.args_format().empty() ? "pickle" : spec.args_format();
     if (format != "pickle" && format != "json")
       return refuse(fmt::format("args_format '{}' is not 'pickle' or 'json'", spec.args_format()));
     std::string queue = spec.queue().empty() ? "default" : spec.queue();
-    if (!ValidName(queue, 64))
+    if (!QueueDispatcher::ValidName(queue, 64))
       return refuse(fmt::format("queue name '{}' must be 1-64 letters, digits, '_', '-' or '.'", queue));
     if (spec.args().size() + 4096 > net::kDefaultMaxFrameBytes)
       return refuse(fmt::format("the arguments of {} are {} bytes, over the {}-byte limit", fn, spec.args().size(),
@@ -197,7 +211,7 @@ void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
   }
   // Captures move on to the io thread: the reply (holding a connection) must die there.
   committer_->Submit(*batch, [this, batch, reply](Result<std::vector<store::SubmitResult>> r) mutable {
-    OnIo([this, batch = std::move(batch), reply = std::move(reply), r = std::move(r)] {
+    guard_.Post([this, batch = std::move(batch), reply = std::move(reply), r = std::move(r)] {
       proto::Reply out;
       if (!r) {
         SetError(out, StoreFailed(r.error()));
@@ -220,71 +234,20 @@ void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
         active_[id] = Active{.task = std::move(t)};
         counters_["durable_submitted"]++;
       }
-      for (const auto& id : linked) LinkParents(id);  // after the whole batch is in: parents may be in it
+      for (const auto& id : linked) canvas_.Link(active_.at(id).task);  // after the whole batch: parents may be in it
       reply(std::move(out));
       Tick();
     });
   });
 }
 
-void DurableQueue::LinkParents(const std::string& id) {
-  Active& a = active_.at(id);
-  std::vector<std::string> stored;  // finished already (or unknown): their end is in the store
-  for (const auto& p : a.task.parents) {
-    a.parents_left++;
-    if (active_.contains(p)) children_.emplace(p, id);
-    else stored.push_back(p);
-  }
-  if (stored.empty()) return;
-  committer_->Run([this, id, stored](store::Store& st) {
-    std::vector<store::DurableTask> parents;
-    for (const auto& p : stored) {
-      auto t = st.Get(p);
-      store::DurableTask parent;
-      parent.id = p;
-      if (t && t->has_value()) parent = std::move(**t);
-      else parent.state = store::TaskState::kFailure, parent.error = t ? "no such task (purged?)" : t.error().message();
-      parents.push_back(std::move(parent));
-    }
-    OnIo([this, id, parents = std::move(parents)] {
-      for (const auto& p : parents) {
-        if (!store::IsFinal(p.state)) {  // unfinished after all (submitted meanwhile): wait for its end
-          if (active_.contains(p.id)) children_.emplace(p.id, id);
-          continue;
-        }
-        ParentDone(id, p);
-      }
-    });
-  });
-}
-
-void DurableQueue::ParentDone(const std::string& child, const store::DurableTask& parent) {
-  auto it = active_.find(child);
-  if (it == active_.end() || store::IsFinal(it->second.task.state) || it->second.parents_left == 0) return;
-  Active& a = it->second;
-  if (parent.state != store::TaskState::kSuccess) {
-    // The exception's own line ("ValueError: ...") is the last line of a traceback.
-    std::string why = parent.error;
-    while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
-    why = why.substr(why.rfind('\n') + 1);
-    Record({child, parent.state == store::TaskState::kRevoked ? store::TaskState::kRevoked : store::TaskState::kFailure,
-            a.task.attempt, 0, "",
-            fmt::format("its parent task {} ended {}{}{}", parent.id, store::TaskStateName(parent.state),
-                        why.empty() ? "" : ": ", why),
-            clock_.WallNs()});
-    return;
-  }
-  a.parent_results[parent.id] = {parent.args_format, parent.result};
-  if (--a.parents_left > 0) return;
-  due_.emplace(a.task.eta_ns, child);
-  OnIo([this] { Tick(); });
-}
-
-void DurableQueue::Launch(const std::string& id) {
+bool DurableQueue::Launch(const std::string& id) {
   auto it = active_.find(id);
-  if (it == active_.end() || it->second.running || store::IsFinal(it->second.task.state)) return;
+  if (it == active_.end() || it->second.running || store::IsFinal(it->second.task.state)) return false;
   Active& a = it->second;
-  QueueState& q = QueueNamed(a.task.queue);
+  a.ready_seq = 0;
+  if (Expired(a)) return false;  // expired while it waited for a slot
+  const store::QueueConfig& queue = queues_.Config(a.task.queue);
   proto::TaskSpec spec;
   spec.set_task_id(fmt::format("{}#{}", id, a.task.attempt));
   spec.set_name(a.task.function);
@@ -294,17 +257,10 @@ void DurableQueue::Launch(const std::string& id) {
   spec.set_soft_time_limit_s(a.task.soft_time_limit_s);
   spec.set_time_limit_s(a.task.time_limit_s);
   (*spec.mutable_resources())[kCpu] = 1;
-  for (const auto& [name, amount] : q.config.resources) (*spec.mutable_resources())[name] = amount;
-  for (const auto& [k, v] : q.config.labels) (*spec.mutable_label_selector())[k] = v;
+  for (const auto& [name, amount] : queue.resources) (*spec.mutable_resources())[name] = amount;
+  for (const auto& [k, v] : queue.labels) (*spec.mutable_label_selector())[k] = v;
   spec.set_max_retries(kWorkerLossRetries);
-  if (!a.task.parents.empty()) {
-    spec.set_link(a.task.link);
-    for (const auto& p : a.task.parents) {
-      auto r = a.parent_results.find(p);
-      spec.add_parent_formats(r == a.parent_results.end() ? "" : r->second.first);
-      spec.add_parent_results(r == a.parent_results.end() ? "" : r->second.second);
-    }
-  }
+  canvas_.FillParents(a.task, &spec);
   // Loaded STARTED: a run began before the head went down. An agent may still hold it (the
   // TaskManager waits for the grace to see, and on_durable_adopted says so); otherwise this is a
   // re-execution. A task that had not started (PENDING, RETRY) cannot be held: it runs at once.
@@ -318,10 +274,10 @@ void DurableQueue::Launch(const std::string& id) {
                             .result = "", .error = a.task.error, .at_ns = clock_.WallNs(), .runs = a.task.runs};
   a.task.state = store::TaskState::kStarted;
   Write(std::move(started));
-  q.running++;
-  running_by_function_[RunningKey(a.task.queue, a.task.function)]++;
+  queues_.Started(a.task.queue, a.task.function);
   counters_["durable_runs_started"]++;
   tasks_.SubmitDurable(std::move(spec));
+  return true;
 }
 
 void DurableQueue::OnRunFinished(const std::string& run_id, const proto::ObjectValue& value) {
@@ -329,13 +285,7 @@ void DurableQueue::OnRunFinished(const std::string& run_id, const proto::ObjectV
   auto it = active_.find(id);
   if (it == active_.end()) return;
   Active& a = it->second;
-  if (a.running) {
-    QueueState& q = QueueNamed(a.task.queue);
-    q.running--;
-    std::string key = RunningKey(a.task.queue, a.task.function);
-    if (--running_by_function_[key] <= 0) running_by_function_.erase(key);
-    (value.error() == proto::ERROR_NONE ? q.succeeded : q.failed)++;
-  }
+  if (a.running) queues_.Ended(a.task.queue, a.task.function, value.error() == proto::ERROR_NONE);
   a.running = false;
   if (std::exchange(a.restarted, false)) counters_["durable_reexecutions"]++;
   int64_t now = clock_.WallNs();
@@ -365,9 +315,9 @@ void DurableQueue::OnRunFinished(const std::string& run_id, const proto::ObjectV
     default: break;
   }
   // Deferred: we are inside the TaskManager's Finish.
-  OnIo([this, u = std::move(u)]() mutable {
+  guard_.Post([this, u = std::move(u)]() mutable {
     Record(std::move(u));
-    Dispatch();  // its slot is free
+    queues_.Dispatch();  // its slot is free
   });
 }
 
@@ -398,7 +348,7 @@ void DurableQueue::Record(store::TaskUpdate u) {
 void DurableQueue::Write(store::TaskUpdate u) {
   store::TaskUpdate copy = u;
   committer_->Update({std::move(u)}, [this, copy = std::move(copy)](Status s) mutable {
-    OnIo([this, s, u = std::move(copy)]() mutable {
+    guard_.Post([this, s, u = std::move(copy)]() mutable {
       if (!s.ok()) {
         // Not stored: keep the task here and write its state again (next tick).
         LOG_ERROR("cannot store the state of durable task {}: {}; trying again", Hex(u.id), s.ToString());
@@ -414,13 +364,16 @@ void DurableQueue::Write(store::TaskUpdate u) {
       Remember(std::move(info));
       store::DurableTask ended = std::move(it->second.task);
       active_.erase(it);
-      auto [first, last] = children_.equal_range(ended.id);
-      std::vector<std::string> children;
-      for (auto c = first; c != last; ++c) children.push_back(c->second);
-      children_.erase(first, last);
-      for (const auto& child : children) ParentDone(child, ended);
+      canvas_.Forget(ended.id);
+      canvas_.ParentEnded(ended);
     });
   });
+}
+
+proto::DurableTaskInfo DurableQueue::LiveInfo(const Active& a) const {
+  proto::DurableTaskInfo info = Info(a.task);
+  if (a.running) info.set_state("STARTED");
+  return info;
 }
 
 proto::DurableTaskInfo DurableQueue::Info(const store::DurableTask& t) const {
@@ -480,8 +433,7 @@ void DurableQueue::Get(const proto::DurableGet& request, Reply reply) {
       return;
     }
     proto::Reply r;
-    *r.mutable_durable() = Info(it->second.task);
-    if (it->second.running) r.mutable_durable()->set_state("STARTED");
+    *r.mutable_durable() = LiveInfo(it->second);
     reply(std::move(r));
     return;
   }
@@ -493,7 +445,7 @@ void DurableQueue::Get(const proto::DurableGet& request, Reply reply) {
   }
   committer_->Run([this, id, reply](store::Store& s) mutable {
     auto t = s.Get(id);
-    OnIo([this, id, reply = std::move(reply), t = std::move(t)] {
+    guard_.Post([this, id, reply = std::move(reply), t = std::move(t)] {
       proto::Reply r;
       if (!t) {
         SetError(r, StoreFailed(t.error()));
@@ -525,7 +477,7 @@ void DurableQueue::List(const proto::DurableList& request, Reply reply) {
   filter.limit = request.limit() > 0 ? std::min(request.limit(), 10000) : 100;
   committer_->Run([this, filter, reply](store::Store& s) mutable {
     auto tasks = s.List(filter);
-    OnIo([this, reply = std::move(reply), tasks = std::move(tasks)] {
+    guard_.Post([this, reply = std::move(reply), tasks = std::move(tasks)] {
       proto::Reply r;
       if (!tasks) {
         SetError(r, StoreFailed(tasks.error()));
@@ -574,8 +526,9 @@ void DurableQueue::Purge() {
   int64_t before = clock_.WallNs() - result_ttl_ns_;
   committer_->Run([this, before](store::Store& s) {
     auto n = s.PurgeFinished(before, 500);
+    // A failed checkpoint only leaves the write-ahead log longer until the next batch tries again.
     if (n && *n > 0) (void)s.Checkpoint();
-    OnIo([this, n] {
+    guard_.Post([this, n] {
       purging_ = false;
       bool backlog = n && *n == 500;
       next_purge_ = clock_.BootTimeNs() + (backlog ? Ms(200) : Ms(5000));
@@ -586,11 +539,13 @@ void DurableQueue::Purge() {
 }
 
 void DurableQueue::Tick() {
-  FireDue();
+  schedules_.FireDue();
   Purge();
-  if (int64_t wall = clock_.WallNs(); wall - queues_pruned_ns_ >= 60'000'000'000) {
+  if (int64_t wall = clock_.WallNs(); wall - queues_pruned_ns_ >= 60'000'000'000) {  // once a minute
     queues_pruned_ns_ = wall;
-    PruneQueues();
+    std::unordered_set<std::string> in_use;
+    for (const auto& [id, a] : active_) in_use.insert(a.task.queue);
+    queues_.Prune(in_use);
   }
   std::vector<store::TaskUpdate> again = std::move(failed_updates_);
   failed_updates_.clear();
@@ -606,7 +561,11 @@ void DurableQueue::Tick() {
     due_.erase(due_.begin());
     MakeReady(id);
   }
-  Dispatch();
+  queues_.Dispatch();
+  AnswerExpiredWaiters();
+}
+
+void DurableQueue::AnswerExpiredWaiters() {
   Nanos boot = clock_.BootTimeNs();
   for (auto it = waiters_.begin(); it != waiters_.end();) {
     auto& list = it->second;
@@ -617,8 +576,7 @@ void DurableQueue::Tick() {
         continue;
       }
       proto::Reply r;
-      *r.mutable_durable() = Info(a->second.task);
-      if (a->second.running) r.mutable_durable()->set_state("STARTED");
+      *r.mutable_durable() = LiveInfo(a->second);
       w->reply(std::move(r));
       w = list.erase(w);
     }
@@ -629,19 +587,56 @@ void DurableQueue::Tick() {
 void DurableQueue::FillCounters(std::map<std::string, int64_t>* counters) const {
   for (const auto& [k, v] : counters_) (*counters)[k] = v;
   (*counters)["durable_unfinished"] = static_cast<int64_t>(active_.size());
-  (*counters)["schedules"] = static_cast<int64_t>(schedules_.size());
   (*counters)["durable_commits"] = committer_->commits();
+  queues_.FillCounters(counters);
+  schedules_.FillCounters(counters);
 }
 
-std::string DurableQueue::ValidateFunction(const std::string& fn) {
+void DurableQueue::Schedule(const proto::ScheduleRequest& request, Reply reply) {
+  schedules_.Handle(request, std::move(reply));
+}
+
+void DurableQueue::Queues(const proto::QueueRequest& request, Reply reply) {
+  std::map<std::string, int64_t> waiting;  // unfinished, not ready, not running
+  for (const auto& [id, a] : active_)
+    if (!a.running && a.ready_seq == 0) waiting[a.task.queue]++;
+  queues_.Handle(request, waiting, std::move(reply));
+}
+
+void DurableQueue::MakeReady(const std::string& id) {
+  auto it = active_.find(id);
+  if (it == active_.end() || it->second.running || it->second.ready_seq != 0 || store::IsFinal(it->second.task.state))
+    return;
+  Active& a = it->second;
+  if (a.task.eta_ns > clock_.WallNs()) return;  // a stale entry: the task has a later one (a retry)
+  if (Expired(a)) return;
+  a.ready_seq = queues_.Add(a.task.queue, a.task.priority, id, a.task.function);
+}
+
+void DurableQueue::Unready(Active& a) {
+  if (a.ready_seq == 0) return;
+  queues_.Remove(a.task.queue, a.task.priority, a.ready_seq);
+  a.ready_seq = 0;
+}
+
+bool DurableQueue::Expired(Active& a) {
+  int64_t now = clock_.WallNs();
+  if (a.task.expires_ns == 0 || now < a.task.expires_ns) return false;
+  counters_["durable_expired"]++;
+  Record({a.task.id, store::TaskState::kRevoked, a.task.attempt, 0, "", "expired before it started", now});
+  return true;
+}
+
+Status DurableQueue::ValidateFunction(const std::string& fn) {
   size_t colon = fn.find(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == fn.size())
-    return fmt::format("function '{}' must be named 'module:qualname'", fn);
+    return MakeStatus(Code::kInvalidArgument, "function '{}' must be named 'module:qualname'", fn);
   if (!Registered(fn))
-    return fmt::format("no worker registered the task function '{}': start agents with --tasks {} (the module "
-                       "that defines it with @corral.task)",
-                       fn, fn.substr(0, colon));
-  return "";
+    return MakeStatus(Code::kInvalidArgument,
+                      "no worker registered the task function '{}': start agents with --tasks {} (the module "
+                      "that defines it with @corral.task)",
+                      fn, fn.substr(0, colon));
+  return Status::Ok();
 }
 
 }  // namespace corral::head

@@ -1,4 +1,5 @@
-// DurableQueue, its schedules: next slots, fires (each slot once), misfire policy, the schedule API.
+#include "corral/head/schedule_book.h"
+
 #include <openssl/sha.h>
 
 #include <deque>
@@ -6,7 +7,7 @@
 #include "corral/base/cron.h"
 #include "corral/base/ids.h"
 #include "corral/base/log.h"
-#include "corral/head/durable_queue.h"
+#include "corral/head/queue_dispatcher.h"
 #include "corral/head/reply_error.h"
 
 namespace corral::head {
@@ -25,7 +26,24 @@ std::string SlotTaskId(const std::string& name, int64_t slot) {
 
 }  // namespace
 
-Result<int64_t> DurableQueue::NextSlot(const store::Schedule& s, int64_t after_ns) const {
+ScheduleBook::ScheduleBook(boost::asio::io_context& io, store::GroupCommitter& committer, const Clock& clock,
+                           Hooks hooks)
+    : committer_(committer), clock_(clock), hooks_(std::move(hooks)), guard_(io) {}
+
+void ScheduleBook::Load(std::vector<store::Schedule> schedules) {
+  for (auto& sc : schedules) {
+    std::string name = sc.name;
+    schedules_[name] = std::move(sc);
+  }
+  if (!schedules.empty()) LOG_INFO("{} schedule(s) loaded from the store", schedules.size());
+}
+
+void ScheduleBook::FillCounters(std::map<std::string, int64_t>* counters) const {
+  for (const auto& [k, v] : counters_) (*counters)[k] = v;
+  (*counters)["schedules"] = static_cast<int64_t>(schedules_.size());
+}
+
+Result<int64_t> ScheduleBook::NextSlot(const store::Schedule& s, int64_t after_ns) const {
   if (s.every_s > 0) {
     int64_t period = s.every_s * 1'000'000'000;
     return (after_ns / period + 1) * period;
@@ -35,7 +53,7 @@ Result<int64_t> DurableQueue::NextSlot(const store::Schedule& s, int64_t after_n
   return cron->Next(after_ns, s.tz);
 }
 
-proto::ScheduleSpec DurableQueue::ScheduleInfo(const store::Schedule& s) const {
+proto::ScheduleSpec ScheduleBook::Info(const store::Schedule& s) const {
   proto::ScheduleSpec p;
   p.set_name(s.name);
   p.set_function(s.function);
@@ -52,7 +70,7 @@ proto::ScheduleSpec DurableQueue::ScheduleInfo(const store::Schedule& s) const {
   return p;
 }
 
-void DurableQueue::Fire(const store::Schedule& s, int64_t slot, Reply reply, bool manual) {
+void ScheduleBook::Fire(const store::Schedule& s, int64_t slot, Reply reply, bool manual) {
   store::DurableTask t;
   t.id = SlotTaskId(s.name, slot);
   t.function = s.function;
@@ -64,9 +82,9 @@ void DurableQueue::Fire(const store::Schedule& s, int64_t slot, Reply reply, boo
   t.schedule = s.name;
   t.created_ns = t.updated_ns = clock_.WallNs();
   store::ScheduleFire fire{s.name, slot, t.id, t.created_ns, manual};
-  committer_->Run([this, fire, t, reply](store::Store& st) mutable {
+  committer_.Run([this, fire, t, reply](store::Store& st) mutable {
     auto fired = st.RecordFire(fire, t);
-    OnIo([this, fired = std::move(fired), t = std::move(t), fire, reply = std::move(reply)]() mutable {
+    guard_.Post([this, fired = std::move(fired), t = std::move(t), fire, reply = std::move(reply)]() mutable {
       proto::Reply r;
       if (!fired) {
         LOG_ERROR("schedule {}: cannot record slot {}: {}; trying again", fire.name, fire.slot_ns,
@@ -79,17 +97,14 @@ void DurableQueue::Fire(const store::Schedule& s, int64_t slot, Reply reply, boo
         counters_["schedule_fires"]++;
         LOG_INFO("schedule {} fired (slot {}): task {}", fire.name, fire.slot_ns, t.id);
         r.set_task_id(t.id);
-        std::string id = t.id;
-        due_.emplace(0, id);
-        active_[id] = Active{.task = std::move(t)};
-        Tick();
+        hooks_.fired(std::move(t));
       }
       if (reply) reply(std::move(r));
     });
   });
 }
 
-void DurableQueue::FireDue() {
+void ScheduleBook::FireDue() {
   int64_t now = clock_.WallNs();
   for (auto& [name, slot] : std::exchange(unrecorded_fires_, {})) {
     auto s = schedules_.find(name);
@@ -139,7 +154,7 @@ void DurableQueue::FireDue() {
       // Only slots skipped by the misfire policy moved the cursor: if this write is lost, a restart
       // finds them late again and skips them again.
       store::Schedule copy = s;
-      committer_->Run([copy](store::Store& st) {
+      committer_.Run([copy](store::Store& st) {
         if (Status st_status = st.PutSchedule(copy); !st_status.ok())
           LOG_WARN("schedule {}: cannot store its cursor: {}", copy.name, st_status.ToString());
       });
@@ -148,7 +163,7 @@ void DurableQueue::FireDue() {
   }
 }
 
-void DurableQueue::Schedule(const proto::ScheduleRequest& req, Reply reply) {
+void ScheduleBook::Handle(const proto::ScheduleRequest& req, Reply reply) {
   auto fail = [&](std::string why) {
     proto::Reply r;
     r.set_error(std::move(why));
@@ -160,38 +175,16 @@ void DurableQueue::Schedule(const proto::ScheduleRequest& req, Reply reply) {
   if (needs_existing && it == schedules_.end())
     return fail(fmt::format("no schedule named '{}' (see `corral schedule list`)", name));
   int64_t now = clock_.WallNs();
-  // Stores `s`, then (only if that worked) makes it the schedule in memory: a failed write leaves
-  // the schedule as it was, here as after a restart.
-  auto persist_and_reply = [this, reply](store::Schedule s) {
-    committer_->Run([this, s, reply](store::Store& st) mutable {
-      Status status = st.PutSchedule(s);
-      OnIo([this, s, status, reply = std::move(reply)] {
-        proto::Reply r;
-        if (!status.ok()) {
-          SetError(r, StoreFailed(status));
-        } else {
-          auto [at, added] = schedules_.try_emplace(s.name, s);
-          if (!added) {
-            int64_t fired_up_to = at->second.last_slot_ns;  // slots fired meanwhile stay fired
-            at->second = s;
-            if (!s.paused) at->second.last_slot_ns = std::max(s.last_slot_ns, fired_up_to);
-          }
-          *r.add_schedules() = ScheduleInfo(at->second);
-        }
-        reply(std::move(r));
-      });
-    });
-  };
   switch (req.op()) {
     case proto::ScheduleRequest::LIST: {
       proto::Reply r;
-      for (const auto& [n, s] : schedules_) *r.add_schedules() = ScheduleInfo(s);
+      for (const auto& [n, s] : schedules_) *r.add_schedules() = Info(s);
       return reply(std::move(r));
     }
     case proto::ScheduleRequest::ADD: {
       const proto::ScheduleSpec& spec = req.spec();
-      if (!ValidName(name, 100)) return fail(fmt::format("schedule name '{}' must be 1-100 letters, digits, '_', '-' or '.'", name));
-      if (std::string e = ValidateFunction(spec.function()); !e.empty()) return fail(e);
+      if (!QueueDispatcher::ValidName(name, 100)) return fail(fmt::format("schedule name '{}' must be 1-100 letters, digits, '_', '-' or '.'", name));
+      if (Status s = hooks_.validate(spec.function()); !s.ok()) return fail(s.message());
       if (spec.cron().empty() == (spec.every_s() <= 0)) return fail("give a schedule either cron or every (seconds > 0), not both");
       std::string tz = spec.tz().empty() ? "UTC" : spec.tz();
       if (!spec.cron().empty()) {
@@ -218,7 +211,7 @@ void DurableQueue::Schedule(const proto::ScheduleRequest& req, Reply reply) {
       s.updated_ns = now;
       s.last_slot_ns = now;  // the first slot is the next one from now
       counters_["schedules_added"]++;
-      return persist_and_reply(s);
+      return Persist(std::move(s), std::move(reply));
     }
     case proto::ScheduleRequest::PAUSE:
     case proto::ScheduleRequest::RESUME: {
@@ -227,12 +220,12 @@ void DurableQueue::Schedule(const proto::ScheduleRequest& req, Reply reply) {
       if (!pause && s.paused) s.last_slot_ns = std::max(s.last_slot_ns, now);  // slots passed while paused: skipped
       s.paused = pause;
       s.updated_ns = now;
-      return persist_and_reply(s);
+      return Persist(std::move(s), std::move(reply));
     }
     case proto::ScheduleRequest::REMOVE: {
-      committer_->Run([this, name, reply](store::Store& st) mutable {
+      committer_.Run([this, name, reply](store::Store& st) mutable {
         auto deleted = st.DeleteSchedule(name);
-        OnIo([this, name, deleted, reply = std::move(reply)] {
+        guard_.Post([this, name, deleted, reply = std::move(reply)] {
           proto::Reply r;
           if (!deleted) SetError(r, StoreFailed(deleted.error()));
           else schedules_.erase(name);
@@ -243,35 +236,56 @@ void DurableQueue::Schedule(const proto::ScheduleRequest& req, Reply reply) {
     }
     case proto::ScheduleRequest::RUN_NOW:
       return Fire(it->second, now, std::move(reply), /*manual=*/true);
-    case proto::ScheduleRequest::HISTORY: {
-      int limit = req.limit() > 0 ? std::min(req.limit(), 1000) : 20;
-      committer_->Run([this, name, limit, reply](store::Store& st) mutable {
-        auto fires = st.FireHistory(name, limit);
-        proto::Reply r;
-        if (!fires) {
-          SetError(r, StoreFailed(fires.error()));
-        } else {
-          for (const auto& f : *fires) {
-            proto::ScheduleFire* out = r.add_fires();
-            out->set_slot_ns(f.slot_ns);
-            out->set_task_id(f.task_id);
-            out->set_fired_ns(f.fired_ns);
-            auto t = st.Get(f.task_id);
-            out->set_state(t && t->has_value() ? store::TaskStateName((*t)->state) : "PURGED");
-          }
-        }
-        OnIo([this, r = std::move(r), reply = std::move(reply)]() mutable {
-          for (auto& f : *r.mutable_fires()) {  // fresher in memory for a task in flight
-            auto a = active_.find(f.task_id());
-            if (a != active_.end()) f.set_state(a->second.running ? "STARTED" : store::TaskStateName(a->second.task.state));
-          }
-          reply(std::move(r));
-        });
-      });
-      return;
-    }
+    case proto::ScheduleRequest::HISTORY:
+      return History(name, req.limit() > 0 ? std::min(req.limit(), 1000) : 20, std::move(reply));
     default: return fail("unknown schedule operation");
   }
+}
+
+void ScheduleBook::Persist(store::Schedule s, Reply reply) {
+  // A failed write leaves the schedule as it was, here as after a restart.
+  committer_.Run([this, s, reply](store::Store& st) mutable {
+    Status status = st.PutSchedule(s);
+    guard_.Post([this, s, status, reply = std::move(reply)] {
+      proto::Reply r;
+      if (!status.ok()) {
+        SetError(r, StoreFailed(status));
+      } else {
+        auto [at, added] = schedules_.try_emplace(s.name, s);
+        if (!added) {
+          int64_t fired_up_to = at->second.last_slot_ns;  // slots fired meanwhile stay fired
+          at->second = s;
+          if (!s.paused) at->second.last_slot_ns = std::max(s.last_slot_ns, fired_up_to);
+        }
+        *r.add_schedules() = Info(at->second);
+      }
+      reply(std::move(r));
+    });
+  });
+}
+
+void ScheduleBook::History(const std::string& name, int limit, Reply reply) {
+  committer_.Run([this, name, limit, reply](store::Store& st) mutable {
+    auto fires = st.FireHistory(name, limit);
+    proto::Reply r;
+    if (!fires) {
+      SetError(r, StoreFailed(fires.error()));
+    } else {
+      for (const auto& f : *fires) {
+        proto::ScheduleFire* out = r.add_fires();
+        out->set_slot_ns(f.slot_ns);
+        out->set_task_id(f.task_id);
+        out->set_fired_ns(f.fired_ns);
+        auto t = st.Get(f.task_id);
+        out->set_state(t && t->has_value() ? store::TaskStateName((*t)->state) : "PURGED");
+      }
+    }
+    guard_.Post([this, r = std::move(r), reply = std::move(reply)]() mutable {
+      for (auto& f : *r.mutable_fires())  // fresher in memory for a task in flight
+        if (auto state = hooks_.live_state(f.task_id())) f.set_state(*state);
+      reply(std::move(r));
+    });
+  });
 }
 
 }  // namespace corral::head

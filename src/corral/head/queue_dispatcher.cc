@@ -1,19 +1,28 @@
-// DurableQueue, its queues: ready sets, Dispatch (slots, limits, stride shares) and queue settings.
+#include "corral/head/queue_dispatcher.h"
+
 #include <algorithm>
 
 #include "corral/base/log.h"
-#include "corral/head/durable_queue.h"
-
-#include <unordered_set>
 #include "corral/head/reply_error.h"
 
 namespace corral::head {
 
-std::string DurableQueue::RunningKey(const std::string& queue, const std::string& function) {
+QueueDispatcher::QueueDispatcher(boost::asio::io_context& io, NodeRegistry& nodes, const Clock& clock,
+                                 store::GroupCommitter& committer, Launch launch)
+    : nodes_(nodes), clock_(clock), committer_(committer), launch_(std::move(launch)), wake_(io), guard_(io) {}
+
+bool QueueDispatcher::ValidName(const std::string& n, size_t max) {
+  if (n.empty() || n.size() > max) return false;
+  for (char c : n)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.') return false;
+  return true;
+}
+
+std::string QueueDispatcher::RunningKey(const std::string& queue, const std::string& function) {
   return queue + '\0' + function;
 }
 
-DurableQueue::QueueState& DurableQueue::QueueNamed(const std::string& name) {
+QueueDispatcher::Queue& QueueDispatcher::Named(const std::string& name) {
   auto [it, added] = queues_.try_emplace(name);
   if (added) {
     it->second.config.name = name;
@@ -22,19 +31,25 @@ DurableQueue::QueueState& DurableQueue::QueueNamed(const std::string& name) {
   return it->second;
 }
 
-void DurableQueue::PruneQueues() {
-  std::unordered_set<std::string> in_use;
-  for (const auto& [id, a] : active_) in_use.insert(a.task.queue);
+void QueueDispatcher::Load(std::vector<store::QueueConfig> configs) {
+  for (auto& c : configs) Named(c.name).config = std::move(c);
+}
+
+void QueueDispatcher::Prune(const std::unordered_set<std::string>& in_use) {
   size_t before = queues_.size();
   std::erase_if(queues_, [&](const auto& entry) {
     const auto& [name, q] = entry;
     return name != "default" && q.config.updated_ns == 0 && q.ready.empty() && q.running == 0 &&
            !in_use.contains(name);
   });
-  counters_["queues_forgotten"] += static_cast<int64_t>(before - queues_.size());
+  forgotten_ += static_cast<int64_t>(before - queues_.size());
 }
 
-Request DurableQueue::PlacementFor(const store::QueueConfig& config) const {
+void QueueDispatcher::FillCounters(std::map<std::string, int64_t>* counters) const {
+  (*counters)["queues_forgotten"] = forgotten_;
+}
+
+Request QueueDispatcher::PlacementFor(const store::QueueConfig& config) {
   Request r;
   r.resources.Set(kCpu, 1);
   for (const auto& [name, amount] : config.resources) r.resources.Set(name, amount);
@@ -42,40 +57,39 @@ Request DurableQueue::PlacementFor(const store::QueueConfig& config) const {
   return r;
 }
 
-void DurableQueue::MakeReady(const std::string& id) {
-  auto it = active_.find(id);
-  if (it == active_.end() || it->second.running || it->second.ready_seq != 0 || store::IsFinal(it->second.task.state))
-    return;
-  Active& a = it->second;
-  if (a.task.eta_ns > clock_.WallNs()) return;  // a stale entry: the task has a later one (a retry)
-  if (Expired(a)) return;
-  QueueState& q = QueueNamed(a.task.queue);
+uint64_t QueueDispatcher::Add(const std::string& queue, int priority, const std::string& id,
+                              const std::string& function) {
+  Queue& q = Named(queue);
   if (q.ready.empty()) q.pass = std::max(q.pass, pass_now_);  // no credit for idle time
-  a.ready_seq = next_ready_seq_++;
-  q.ready.emplace(-a.task.priority, a.ready_seq, id);
+  uint64_t seq = next_seq_++;
+  q.ready.emplace(std::pair{-priority, seq}, Entry{id, function});
+  return seq;
 }
 
-bool DurableQueue::Expired(Active& a) {
-  int64_t now = clock_.WallNs();
-  if (a.task.expires_ns == 0 || now < a.task.expires_ns) return false;
-  counters_["durable_expired"]++;
-  Record({a.task.id, store::TaskState::kRevoked, a.task.attempt, 0, "", "expired before it started", now});
-  return true;
+void QueueDispatcher::Remove(const std::string& queue, int priority, uint64_t seq) {
+  if (auto q = queues_.find(queue); q != queues_.end()) q->second.ready.erase({-priority, seq});
 }
 
-void DurableQueue::Unready(Active& a) {
-  if (a.ready_seq == 0) return;
-  QueueNamed(a.task.queue).ready.erase({-a.task.priority, a.ready_seq, a.task.id});
-  a.ready_seq = 0;
+void QueueDispatcher::Started(const std::string& queue, const std::string& function) {
+  Named(queue).running++;
+  running_by_function_[RunningKey(queue, function)]++;
 }
 
-void DurableQueue::Dispatch() {
+void QueueDispatcher::Ended(const std::string& queue, const std::string& function, bool succeeded) {
+  Queue& q = Named(queue);
+  q.running--;
+  std::string key = RunningKey(queue, function);
+  if (--running_by_function_[key] <= 0) running_by_function_.erase(key);
+  (succeeded ? q.succeeded : q.failed)++;
+}
+
+void QueueDispatcher::Dispatch() {
   const auto& views = nodes_.LiveViews();
   Nanos now = clock_.BootTimeNs();
   // How many runs the nodes can take at once, per (queue placement [+ function]): the slots of the
   // nodes that fit it, plus one prefetched per such node. Cached for this call.
-  std::map<std::pair<const QueueState*, std::string>, int> caps;
-  auto cap_of = [&](const QueueState& q, const std::string& function) {
+  std::map<std::pair<const Queue*, std::string>, int> caps;
+  auto cap_of = [&](const Queue& q, const std::string& function) {
     auto [it, added] = caps.try_emplace({&q, function}, 0);
     if (added) {
       Request req = PlacementFor(q.config);
@@ -86,7 +100,7 @@ void DurableQueue::Dispatch() {
     return it->second;
   };
   struct Candidate {
-    QueueState* q;
+    Queue* q;
     int cap;
   };
   std::vector<Candidate> candidates;
@@ -129,20 +143,14 @@ void DurableQueue::Dispatch() {
       if (!best || c.q->pass < best->q->pass) best = &c;
     }
     if (!best) break;
-    QueueState& q = *best->q;
+    Queue& q = *best->q;
     // The first ready task (priority, then order) whose function some node can take now; a task
     // whose function's nodes are full waits without holding up the queue (looking 1024 deep).
     auto pick = q.ready.end();
     int looked = 0;
     for (auto r = q.ready.begin(); r != q.ready.end() && looked < 1024; ++r, ++looked) {
-      auto a = active_.find(std::get<2>(*r));
-      if (a == active_.end()) {
-        pick = r;  // stale: dropped below
-        break;
-      }
-      const std::string& fn = a->second.task.function;
-      auto running = running_by_function_.find(RunningKey(q.config.name, fn));
-      if ((running == running_by_function_.end() ? 0 : running->second) < cap_of(q, fn)) {
+      auto running = running_by_function_.find(RunningKey(q.config.name, r->second.function));
+      if ((running == running_by_function_.end() ? 0 : running->second) < cap_of(q, r->second.function)) {
         pick = r;
         break;
       }
@@ -151,14 +159,9 @@ void DurableQueue::Dispatch() {
       best->cap = q.running;  // nothing of it can start now
       continue;
     }
-    std::string id = std::get<2>(*pick);
+    std::string id = std::move(pick->second.id);
     q.ready.erase(pick);
-    auto a = active_.find(id);
-    if (a == active_.end()) continue;
-    a->second.ready_seq = 0;
-    if (Expired(a->second)) continue;  // expired while it waited for a slot
-    Launch(id);
-    if (!a->second.running) continue;
+    if (!launch_(id)) continue;  // expired while it waited for a slot, or gone
     in_flight++;
     pass_now_ = q.pass;  // the virtual time: the pass of the queue that started last
     q.pass += 1.0 / std::max(q.config.weight, 1e-6);
@@ -168,47 +171,50 @@ void DurableQueue::Dispatch() {
   // the queues that could start have a pass of at least pass_now_, so this touches only the others.
   for (auto& [name, q] : queues_)
     if (!q.ready.empty()) q.pass = std::max(q.pass, pass_now_);
-  if (next_token > 0 && (!wake_armed_ || now + next_token < wake_at_)) {  // a rate-limited queue's next token
-    wake_armed_ = true;
-    wake_at_ = now + next_token;
-    wake_.expires_after(std::chrono::nanoseconds(next_token));  // cancels a later wait
-    wake_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
-      if (!*alive || ec) return;  // stopped, or replaced by an earlier wait (which is armed)
-      wake_armed_ = false;
-      Dispatch();
-    });
-  }
+  if (next_token > 0) WakeIn(now, next_token);
 }
 
-void DurableQueue::Queues(const proto::QueueRequest& req, Reply reply) {
-  auto describe = [this](QueueState& q, std::map<std::string, int64_t>& waiting) {
-    proto::QueueSpec p;
-    p.set_name(q.config.name);
-    p.set_weight(q.config.weight);
-    p.set_concurrency(q.config.concurrency);
-    p.set_rate_per_s(q.config.rate_per_s);
-    p.set_labels(FormatPairs(q.config.labels));
-    p.set_resources(FormatPairs(q.config.resources));
-    p.set_ready(static_cast<int64_t>(q.ready.size()));
-    p.set_waiting(waiting[q.config.name]);
-    p.set_running(q.running);
-    p.set_succeeded(q.succeeded);
-    p.set_failed(q.failed);
-    Request placement = PlacementFor(q.config);
-    int slots = 0;
-    for (const NodeView* n : nodes_.LiveViews()) slots += Slots(placement, *n);
-    p.set_slots(q.config.concurrency > 0 ? std::min(slots, q.config.concurrency) : slots);
-    return p;
-  };
-  std::map<std::string, int64_t> waiting;  // unfinished, not ready, not running
-  for (auto& [id, a] : active_)
-    if (!a.running && a.ready_seq == 0) {
-      QueueNamed(a.task.queue);  // a queue exists from its first task on
-      waiting[a.task.queue]++;
-    }
+void QueueDispatcher::WakeIn(Nanos now, Nanos after) {
+  if (wake_armed_ && now + after >= wake_at_) return;  // an earlier wait is armed
+  wake_armed_ = true;
+  wake_at_ = now + after;
+  wake_.expires_after(std::chrono::nanoseconds(after));  // cancels a later wait
+  wake_.async_wait([this, alive = guard_.alive()](const boost::system::error_code& ec) {
+    if (!*alive || ec) return;  // stopped, or replaced by an earlier wait (which is armed)
+    wake_armed_ = false;
+    Dispatch();
+  });
+}
+
+proto::QueueSpec QueueDispatcher::Describe(Queue& q, int64_t waiting) {
+  proto::QueueSpec p;
+  p.set_name(q.config.name);
+  p.set_weight(q.config.weight);
+  p.set_concurrency(q.config.concurrency);
+  p.set_rate_per_s(q.config.rate_per_s);
+  p.set_labels(FormatPairs(q.config.labels));
+  p.set_resources(FormatPairs(q.config.resources));
+  p.set_ready(static_cast<int64_t>(q.ready.size()));
+  p.set_waiting(waiting);
+  p.set_running(q.running);
+  p.set_succeeded(q.succeeded);
+  p.set_failed(q.failed);
+  Request placement = PlacementFor(q.config);
+  int slots = 0;
+  for (const NodeView* n : nodes_.LiveViews()) slots += Slots(placement, *n);
+  p.set_slots(q.config.concurrency > 0 ? std::min(slots, q.config.concurrency) : slots);
+  return p;
+}
+
+void QueueDispatcher::Handle(const proto::QueueRequest& req, const std::map<std::string, int64_t>& waiting,
+                             Reply reply) {
   proto::Reply r;
   if (req.op() == proto::QueueRequest::LIST) {
-    for (auto& [name, q] : queues_) *r.add_queues() = describe(q, waiting);
+    for (const auto& [name, n] : waiting) Named(name);  // a queue exists from its first task on
+    for (auto& [name, q] : queues_) {
+      auto w = waiting.find(name);
+      *r.add_queues() = Describe(q, w == waiting.end() ? 0 : w->second);
+    }
     return reply(std::move(r));
   }
   const proto::QueueSpec& spec = req.spec();
@@ -244,21 +250,20 @@ void DurableQueue::Queues(const proto::QueueRequest& req, Reply reply) {
     c.resources = std::move(*amounts);
   }
   c.updated_ns = clock_.WallNs();
-  committer_->Run([this, c, reply, describe](store::Store& st) mutable {
+  committer_.Run([this, c, reply](store::Store& st) mutable {
     Status status = st.PutQueue(c);
-    OnIo([this, c = std::move(c), status, reply = std::move(reply), describe]() mutable {
+    guard_.Post([this, c = std::move(c), status, reply = std::move(reply)]() mutable {
       proto::Reply r;
       if (!status.ok()) {
         SetError(r, StoreFailed(status));
         return reply(std::move(r));
       }
-      QueueState& q = QueueNamed(c.name);
+      Queue& q = Named(c.name);
       q.config = std::move(c);
       q.tokens = std::min(q.tokens, 1.0);
       LOG_INFO("queue {}: weight {:g}, concurrency {}, rate {:g}/s", q.config.name, q.config.weight,
                q.config.concurrency, q.config.rate_per_s);
-      std::map<std::string, int64_t> none;
-      *r.add_queues() = describe(q, none);
+      *r.add_queues() = Describe(q, 0);
       reply(std::move(r));
       Dispatch();
     });
