@@ -158,11 +158,13 @@ class NetCluster:
         return f"{self.head.address}:{HEAD_PORT}"
 
     def start_head(self):
-        self._spawn(self.head, [self.bin, "start", "--head", "--block", "--head-only", "--insecure",
+        self._spawn(self.head, [self.bin, "start", "--head", "--block", "--head-only",
                                 "--host", self.head.address, "--port", str(HEAD_PORT),
                                 "--state-dir", self.head.state_dir, "--exit-on-stdin-eof", *self.head_args])
         with open(os.path.join(self.head.state_dir, "token")) as f:
             self.token = f.read().strip()
+        # The head speaks TLS on its LAN address; every other host verifies it with the cluster CA.
+        self.ca_cert = os.path.join(self.head.state_dir, "ca.crt")
 
     def restart_head(self, down_s=0.0):
         """kill -9 the head, wait down_s, start it again on the same address and state dir."""
@@ -173,6 +175,7 @@ class NetCluster:
     def agent_env(self):
         env = dict(os.environ)
         env["CORRAL_TOKEN"] = self.token
+        env["CORRAL_CA_CERT"] = self.ca_cert
         env.pop("CORRAL_ADDRESS", None)
         return env
 
@@ -262,7 +265,7 @@ class NetCluster:
         import corral
         os.environ["CORRAL_TOKEN"] = self.token
         try:
-            corral.init(address=self.head_address())
+            corral.init(address=self.head_address(), ca_cert=self.ca_cert)
         finally:
             del os.environ["CORRAL_TOKEN"]
 

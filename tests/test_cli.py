@@ -92,10 +92,6 @@ def test_agent_with_bad_token_fails_clearly(home, tmp_path):
     assert "bad token" in out.stderr
 
 
-def test_refuses_remote_listen_without_tls(home):
-    out = run(["start", "--head", "--host", "0.0.0.0", "--port", "0"], home)
-    assert out.returncode == 2 and "--insecure" in out.stderr
-
 
 def test_second_head_on_same_state_dir_is_refused(home):
     assert run(["start", "--head", "--port", "0", "--http-port", "0", "--head-only"], home).returncode == 0

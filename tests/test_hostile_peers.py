@@ -186,7 +186,7 @@ def test_ipv6_peers_are_logged_by_address(tmp_path):
         socket.create_server(("::1", 0), family=socket.AF_INET6).close()
     except OSError:
         pytest.skip("no IPv6 loopback here")
-    c = Cluster(head_args=("--host", "::1"))
+    c = Cluster(head_args=("--host", "::1", "--http-host", "::1"))
     try:
         host, port = http_address(c)
         assert host == "::1"

@@ -271,7 +271,7 @@ def test_drain_under_load(net):
     refs = [work.remote(f"d{i}", 0.3, net.ledger) for i in range(30)]
     wait_until(lambda: os.path.exists(net.ledger) and running_on(net.ledger, victim.node_id),
                what="the victim took work")
-    env = dict(os.environ, CORRAL_TOKEN=net.token)
+    env = dict(os.environ, CORRAL_TOKEN=net.token, CORRAL_CA_CERT=net.ca_cert)
     out = subprocess.run([net.bin, "drain", victim.node_id[:8], "--timeout", "20", "--address", net.head_address()],
                          capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -21,6 +21,7 @@ client = None            # _core.Client
 cluster = None           # EmbeddedCluster started by init()
 address = None
 token = None
+trust = ("", "")         # (CA file, CA fingerprint) given to init(); empty: CORRAL_CA_CERT / CORRAL_CA_FINGERPRINT
 log_to_driver = True
 _abandoned = []          # connections inherited over fork(): never destroyed in the child
 generation = 0           # bumped by every new connection; caches keyed by it go stale with it
@@ -74,7 +75,7 @@ def connect(addr, tok, reconnect_s=None):
         reconnect_s = 0.0 if cluster is not None else float(os.environ.get("CORRAL_RECONNECT_S", "60"))
     c = _core.Client.connect(addr, tok, f"{'worker' if worker_link else 'driver'} pid {os.getpid()}",
                              PYTHON_VERSION, CLOUDPICKLE_VERSION, log_to_driver, 10.0, worker_link is not None,
-                             reconnect_s)
+                             reconnect_s, trust[0], trust[1])
     client, address, token = c, addr, tok
     generation += 1
     return c
@@ -108,13 +109,14 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def shutdown():
-    global client, cluster, address, token
+    global client, cluster, address, token, trust
     with _lock:
         client = None  # the connection closes once nothing else holds it
         if cluster is not None:
             cl, cluster = cluster, None
             cl.stop()
         address = token = None
+        trust = ("", "")
 
 
 atexit.register(shutdown)

@@ -11,8 +11,8 @@ from .object_ref import ObjectRef
 _UNSET = object()
 
 
-def init(address=None, *, num_cpus=None, num_gpus=None, memory=None, resources=None, labels=None, tasks=None,
-         log_to_driver=True, ignore_reinit_error=False, _system_args=()):
+def init(address=None, *, token=None, ca_cert=None, ca_fingerprint=None, num_cpus=None, num_gpus=None, memory=None,
+         resources=None, labels=None, tasks=None, log_to_driver=True, ignore_reinit_error=False, _system_args=()):
     """Connects this process to a Corral cluster, starting a local one if needed.
 
     With no ``address`` and no ``CORRAL_ADDRESS`` in the environment, starts an embedded cluster
@@ -20,7 +20,13 @@ def init(address=None, *, num_cpus=None, num_gpus=None, memory=None, resources=N
     ``num_cpus``, ``num_gpus``, ``memory`` (bytes or "4GiB"), ``resources`` and ``labels`` size
     that local node. With an address (``"host:7370"``, or ``"auto"`` for the head started by
     ``corral start --head`` on this machine), connects to that head with the token from
-    ``CORRAL_TOKEN``, ``CORRAL_TOKEN_FILE`` or the local head's state dir.
+    ``CORRAL_TOKEN``, ``CORRAL_TOKEN_FILE`` or the local head's state dir (``token=`` overrides them).
+
+    A head on another machine speaks only TLS. Its certificate is checked against the cluster's CA:
+    ``ca_cert`` (a path; default ``CORRAL_CA_CERT``), the ca.crt in the head's state dir, or
+    ``ca_fingerprint`` (default ``CORRAL_CA_FINGERPRINT``; ``"sha256:..."`` as ``corral start --head``
+    prints it), which fetches and keeps the head's CA on first use. On this machine's own head
+    nothing needs to be given.
 
     ``tasks``: modules whose ``@corral.task`` functions the local node runs (its workers import
     them), for an embedded cluster; agents of a running cluster take ``--tasks`` instead.
@@ -69,7 +75,12 @@ def init(address=None, *, num_cpus=None, num_gpus=None, memory=None, resources=N
             raise exceptions.InvalidArgumentError(
                 "num_cpus/num_gpus/memory/resources/labels/tasks size a new local cluster; they cannot be given "
                 "with an address (start the agent with `corral start --address ... --num-cpus N` instead)")
-        _runtime.connect(address, _core.find_token())
+        _runtime.trust = (ca_cert or "", ca_fingerprint or "")
+        try:
+            _runtime.connect(address, token if token is not None else _core.find_token())
+        except BaseException:
+            _runtime.trust = ("", "")
+            raise
 
 
 def _wait_for_local_node(cluster, timeout=30.0):

@@ -320,6 +320,7 @@ Agent::Worker* Agent::SpawnWorker(const std::string& env_key) {
   spec.env["CORRAL_NODE_ID"] = Hex(options_.node_id);
   spec.env["CORRAL_ADDRESS"] = options_.head.ToString();
   spec.env["CORRAL_TOKEN"] = options_.token;
+  if (!options_.ca_cert_file.empty()) spec.env["CORRAL_CA_CERT"] = options_.ca_cert_file;
   if (lease_map_) spec.env["CORRAL_LEASE_FILE"] = options_.state_dir + "/lease";
   if (!options_.task_modules.empty()) spec.env["CORRAL_TASK_MODULES"] = options_.task_modules;
   spec.env["CUDA_VISIBLE_DEVICES"] = env_key;

@@ -43,6 +43,8 @@ namespace corral::agent {
 struct AgentOptions {
   net::Endpoint head;
   std::string token;
+  std::shared_ptr<boost::asio::ssl::context> tls;  // dialling `head` with TLS; null: plaintext
+  std::string ca_cert_file;                        // the CA workers verify the head with (CORRAL_CA_CERT)
   std::string node_id;
   std::string state_dir;
   std::string hostname;

@@ -26,7 +26,7 @@ constexpr size_t kMaxOutboxBytes = 256u << 20;
 
 void Agent::ConnectToHead() {
   auto dial = options_.connect ? options_.connect : [this](auto done) {
-    net::Dial(io_, options_.head, nullptr, std::chrono::seconds(10), std::move(done));
+    net::Dial(io_, options_.head, options_.tls, std::chrono::seconds(10), std::move(done));
   };
   dial([this, alive = alive_](Result<std::unique_ptr<net::ByteStream>> r) {
               if (!*alive) return;

@@ -42,8 +42,17 @@ Result<std::string> ReadFile(const std::string& path) {
 }
 
 Status WriteFile(const std::string& path, const std::string& data, int mode) {
-  std::string tmp = path + ".tmp";
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  // A fresh temporary name, created exclusively and never through a link: a file or link planted
+  // beside `path` cannot receive (or redirect) what is written.
+  std::string tmp;
+  int fd = -1;
+  for (int attempt = 0; attempt < 8 && fd < 0; ++attempt) {
+    unsigned char r[6];
+    std::ifstream("/dev/urandom", std::ios::binary).read(reinterpret_cast<char*>(r), sizeof r);
+    tmp = fmt::format("{}.{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}.tmp", path, r[0], r[1], r[2], r[3], r[4], r[5]);
+    fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (fd < 0 && errno != EEXIST) break;
+  }
   if (fd < 0) return MakeStatus(Code::kFailedPrecondition, "cannot write {}: {}", tmp, strerror(errno));
   fchmod(fd, static_cast<mode_t>(mode));
   size_t off = 0;
@@ -53,13 +62,17 @@ Status WriteFile(const std::string& path, const std::string& data, int mode) {
       if (errno == EINTR) continue;
       int e = errno;
       close(fd);
+      unlink(tmp.c_str());
       return MakeStatus(Code::kFailedPrecondition, "cannot write {}: {}", tmp, strerror(e));
     }
     off += static_cast<size_t>(n);
   }
   close(fd);
-  if (rename(tmp.c_str(), path.c_str()) != 0)
-    return MakeStatus(Code::kFailedPrecondition, "cannot rename {}: {}", tmp, strerror(errno));
+  if (rename(tmp.c_str(), path.c_str()) != 0) {
+    int e = errno;
+    unlink(tmp.c_str());
+    return MakeStatus(Code::kFailedPrecondition, "cannot rename {}: {}", tmp, strerror(e));
+  }
   return Status::Ok();
 }
 

@@ -7,6 +7,7 @@
 
 #include "corral/agent/agent.h"
 #include "corral/client/client.h"
+#include "corral/client/head_trust.h"
 
 namespace corral::cli {
 
@@ -34,7 +35,8 @@ struct HeadFlags {
   bool block = false;
   bool head_only = false;
   bool exit_on_stdin_eof = false;
-  bool insecure = false;
+  bool insecure = false;                   // gone: refused with a message saying so
+  bool tls = false;                        // TLS on a loopback --host too (non-loopback: always)
   int heartbeat_ms = 1000;
   int suspect_after_ms = 5000;
   int dead_after_ms = 30000;
@@ -43,6 +45,7 @@ struct HeadFlags {
   long max_unfinished_tasks = 2'000'000;
   std::string object_memory;               // e.g. "4GiB"; empty: 30% of this machine's memory
   int http_port = 8370;                    // -1: no HTTP; 0: any free port
+  std::string http_host = "127.0.0.1";     // the REST API's own address: loopback unless asked
   int64_t result_ttl_s = 7 * 86400;
   std::vector<std::string> http_allowed_hosts;
   NodeFlags node;
@@ -61,6 +64,8 @@ struct AgentFlags {
 int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv);
 int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv);
 int ShowStatus(const std::string& address, bool json);
+// --ca-cert / --ca-fingerprint of this invocation (empty: the environment's).
+client::TrustOptions& CliTrust();
 int Stop(double timeout_s);
 // Drains a node (id prefix or hostname), showing progress until it left (or, with stay, is idle).
 int DrainNode(const std::string& address, const std::string& node, double timeout_s, bool stay);

@@ -38,12 +38,21 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string(CORRAL_VERSION));
 
+  // How this command trusts a head on another machine (see client/head_trust.h).
+  auto add_trust = [](CLI::App* cmd) {
+    cmd->add_option("--ca-cert", corral::cli::CliTrust().ca_cert_file,
+                    "the cluster CA's certificate, to verify a head on another machine (default: $CORRAL_CA_CERT)");
+    cmd->add_option("--ca-fingerprint", corral::cli::CliTrust().ca_fingerprint,
+                    "the cluster CA's fingerprint (sha256:..., printed by `corral start --head`): fetched and "
+                    "kept on first use (default: $CORRAL_CA_FINGERPRINT)");
+  };
   corral::cli::HeadFlags head;
   corral::cli::AgentFlags agent;
   bool is_head = false;
   auto* start = app.add_subcommand("start", "Start a head (--head) or a node agent (--address) on this machine");
   start->add_flag("--head", is_head, "start the head (and an agent for this machine, unless --head-only)");
   start->add_option("--address", agent.address, "HOST:PORT of the head to join (starts a node agent)");
+  add_trust(start);
   start->add_option("--host", head.host, "head: address to listen on")->capture_default_str();
   start->add_option("--port", head.port, "head: port to listen on (0 picks a free one)")->capture_default_str();
   std::string state_dir;
@@ -51,7 +60,9 @@ int main(int argc, char** argv) {
   bool block = false;
   start->add_flag("--block", block, "stay in the foreground (for systemd and containers)");
   start->add_flag("--head-only", head.head_only, "head: do not start an agent on this machine");
-  start->add_flag("--insecure", head.insecure, "head: allow a non-loopback --host without TLS");
+  start->add_flag("--insecure", head.insecure, "head: no longer accepted: a non-loopback --host always speaks TLS")
+      ->group("");  // hidden: kept only to explain its removal
+  start->add_flag("--tls", head.tls, "head: speak TLS on a loopback --host too (a non-loopback one always does)");
   start->add_flag("--exit-with-head", agent.exit_with_head, "agent: exit when the head goes away");
   bool stdin_eof = false;
   start->add_flag("--exit-on-stdin-eof", stdin_eof, "exit when stdin closes (used by embedded clusters)");
@@ -62,7 +73,8 @@ int main(int argc, char** argv) {
   start->add_option("--prefetch", head.prefetch, "head: tasks queued ahead per CPU on a busy node")->capture_default_str();
   start->add_option("--handshake-timeout-ms", head.handshake_timeout_ms, "head: time a new connection has to authenticate")->capture_default_str();
   start->add_option("--result-ttl", head.result_ttl_s, "head: seconds finished durable tasks and their results are kept")->capture_default_str();
-  start->add_option("--http-port", head.http_port, "head: port of the REST API on --host (0: any free port, -1: none)")->capture_default_str();
+  start->add_option("--http-port", head.http_port, "head: port of the REST API (0: any free port, -1: none)")->capture_default_str();
+  start->add_option("--http-host", head.http_host, "head: address the REST API listens on (plain HTTP: put a TLS proxy in front to serve it beyond this machine)")->capture_default_str();
   start->add_option("--http-allowed-host", head.http_allowed_hosts, "head: a name clients use in URLs for this head (Host header); loopback names are always allowed");
   start->add_option("--object-memory", head.object_memory, "head: most bytes of values (puts, results) it holds, e.g. 4GiB; a put past it raises ObjectStoreFullError (default: 30% of RAM)");
   start->add_option("--max-unfinished-tasks", head.max_unfinished_tasks, "head: stop reading submissions above this many unfinished tasks")->capture_default_str();
@@ -73,6 +85,7 @@ int main(int argc, char** argv) {
   bool json = false;
   auto* status = app.add_subcommand("status", "Show nodes (state, resources used/total, labels, heartbeat) and tasks");
   status->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
+  add_trust(status);
   status->add_flag("--json", json, "print JSON");
 
   double timeout = 30;
@@ -87,6 +100,7 @@ int main(int argc, char** argv) {
   drain->add_option("--timeout", drain_timeout, "seconds running tasks get to finish before they are handed back")->capture_default_str();
   drain->add_flag("--stay", drain_stay, "stay in the cluster, taking no new work, instead of leaving");
   drain->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
+  add_trust(drain);
 
   std::string tasks_state, tasks_queue;
   int tasks_limit = 100;
@@ -96,6 +110,7 @@ int main(int argc, char** argv) {
   tasks->add_option("--limit", tasks_limit, "at most this many")->capture_default_str();
   tasks->add_flag("--json", json, "print JSON");
   tasks->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
+  add_trust(tasks);
 
   corral::cli::SubmitFlags sub;
   auto* submit = app.add_subcommand("submit", "Submit a durable task by name with JSON arguments; prints its id");
@@ -110,6 +125,7 @@ int main(int argc, char** argv) {
   submit->add_flag("--wait", sub.wait, "wait for the result and print it (exit 1 if the task failed)");
   submit->add_option("--timeout", sub.timeout_s, "with --wait: give up after this many seconds")->capture_default_str();
   submit->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
+  add_trust(submit);
 
   corral::cli::ScheduleFlags sched;
   auto* schedule = app.add_subcommand("schedule", "Cron and interval schedules of durable tasks: list, add, pause, resume, rm, run-now, history");
@@ -124,6 +140,7 @@ int main(int argc, char** argv) {
   schedule->add_option("--args", sched.args_json, "add: the arguments as a JSON array")->capture_default_str();
   schedule->add_option("--limit", sched.limit, "history: this many latest fires")->capture_default_str();
   schedule->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
+  add_trust(schedule);
 
   corral::cli::QueueFlags qf;
   auto* queue = app.add_subcommand("queue", "Durable task queues: list them with their counts, or set a queue's weight and limits");
@@ -135,6 +152,7 @@ int main(int argc, char** argv) {
   queue->add_option("--labels", qf.labels, "set: run only on nodes with these labels, e.g. gpu=true ('' clears)");
   queue->add_option("--resources", qf.resources, "set: each task asks for these resources, e.g. GPU=1 ('' clears)");
   queue->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
+  add_trust(queue);
 
   CLI11_PARSE(app, argc, argv);
   std::vector<std::string> args(argv + 1, argv + argc);

@@ -108,6 +108,13 @@ int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv) {
                  "CORRAL_TOKEN_FILE.\n");
     return 2;
   }
+  auto trust = client::TrustHead(*ep, CliTrust());
+  if (!trust) {
+    std::fprintf(stderr, "corral: %s\n", trust.error().message().c_str());
+    return 2;
+  }
+  options.tls = trust->tls;
+  options.ca_cert_file = trust->ca_cert_file;
   if (!flags.block) {
     auto ready = StartInBackground(argv, state, "agent.log", "agent");
     if (!ready) return 1;

@@ -1,3 +1,6 @@
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -13,6 +16,7 @@
 #include "corral/head/http_server.h"
 #include "corral/head/rest_api.h"
 #include "corral/net/memory_stream.h"
+#include "corral/net/pki.h"
 
 namespace corral::cli {
 
@@ -52,6 +56,39 @@ static std::string HttpLine(const std::string& state) {
   return fmt::format("REST API: http://{}/api/v1 (header 'Authorization: Bearer <token>')\n\n", a->substr(0, a->find('\n')));
 }
 
+// The names and addresses clients may dial this head by: its --host (every local address when it
+// is a wildcard), loopback, this machine's name, and the names given for its HTTP Host check.
+static std::vector<std::string> CertificateNames(const HeadFlags& flags) {
+  std::vector<std::string> names;
+  auto add = [&](const std::string& n) {
+    if (!n.empty() && std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
+  };
+  bool wildcard = flags.host == "0.0.0.0" || flags.host == "::" || flags.host.empty();
+  if (!wildcard) add(flags.host);
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) == 0) add(host);
+  add("localhost");
+  add("127.0.0.1");
+  add("::1");
+  if (wildcard) {
+    ifaddrs* list = nullptr;
+    if (getifaddrs(&list) == 0) {
+      for (ifaddrs* i = list; i; i = i->ifa_next) {
+        if (!i->ifa_addr || (i->ifa_addr->sa_family != AF_INET && i->ifa_addr->sa_family != AF_INET6)) continue;
+        char buf[INET6_ADDRSTRLEN] = {};
+        const void* a = i->ifa_addr->sa_family == AF_INET
+                            ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr)
+                            : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(i->ifa_addr)->sin6_addr);
+        if (inet_ntop(i->ifa_addr->sa_family, a, buf, sizeof buf) && !std::string_view(buf).starts_with("fe80"))
+          add(buf);
+      }
+      freeifaddrs(list);
+    }
+  }
+  for (const auto& h : flags.http_allowed_hosts) add(h);
+  return names;
+}
+
 int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   std::string state = flags.state_dir.empty() ? DefaultHeadStateDir() : flags.state_dir;
   auto ep = net::ParseEndpoint(fmt::format("{}:{}", flags.host, flags.port));
@@ -59,13 +96,14 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
     std::fprintf(stderr, "corral: %s\n", ep.error().message().c_str());
     return 2;
   }
-  if (!ep->is_loopback() && !flags.insecure) {
+  if (flags.insecure) {
     std::fprintf(stderr,
-                 "corral: refusing to listen on %s without TLS. This version encrypts nothing yet; to accept "
-                 "that on a trusted network pass --insecure (the token is still required).\n",
-                 flags.host.c_str());
+                 "corral: --insecure is gone: a head on a non-loopback address always speaks TLS (its CA and "
+                 "certificate are made in its state dir), and processes on its own machine may still connect "
+                 "over loopback without it. Drop the flag.\n");
     return 2;
   }
+  bool tls = flags.tls || !ep->is_loopback();
   int64_t object_bytes = agent::DetectMemoryBytes() / 10 * 3;
   if (!flags.object_memory.empty()) {
     auto bytes = ParseMemory(flags.object_memory);
@@ -79,15 +117,33 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
     auto addr = StartInBackground(argv, state, "head.log", "head");
     if (!addr) return 1;
     std::string token = LoadOrCreateToken(state);
+    std::string trust;  // how another machine verifies this head
+    std::string join = *addr;  // the address another machine dials: a wildcard --host has none
+    if (auto ep_local = net::ParseEndpoint(*addr); ep_local && ep_local->is_loopback() && tls) {
+      for (const auto& n : CertificateNames(flags)) {
+        boost::system::error_code ec;
+        auto a = boost::asio::ip::make_address(n, ec);
+        if (!ec && !a.is_loopback()) {
+          join = net::Endpoint{n, ep_local->port, ""}.ToString();
+          break;
+        }
+      }
+    }
+    if (tls) {
+      auto ca = ReadFile(state + "/ca.crt");
+      auto fp = ca ? net::Fingerprint(*ca) : Result<std::string>(Err(Code::kNotFound, "no ca.crt"));
+      if (fp) trust = " --ca-fingerprint " + *fp;
+    }
     std::printf(
-        "Corral head running at %s (state and logs in %s)\n\n"
+        "Corral head running at %s (state and logs in %s)%s\n\n"
         "Add a machine to the cluster (run there):\n"
-        "  CORRAL_TOKEN=%s corral start --address %s\n\n"
+        "  CORRAL_TOKEN=%s corral start --address %s%s\n\n"
         "Use it from Python on this machine:\n"
         "  corral.init(address=\"%s\")\n\n"
         "%s"
         "See the cluster: corral status      Stop it: corral stop\n",
-        addr->c_str(), state.c_str(), token.c_str(), addr->c_str(), addr->c_str(), HttpLine(state).c_str());
+        addr->c_str(), state.c_str(), tls ? ", TLS" : "", token.c_str(), join.c_str(), trust.c_str(),
+        addr->c_str(), HttpLine(state).c_str());
     return 0;
   }
 
@@ -98,6 +154,20 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   }
   head::HeadOptions options;
   options.listen = *ep;
+  // The CA is made on the first start; the head's certificate is issued afresh at every start.
+  auto pki = net::LoadOrCreateHeadPki(state, CertificateNames(flags));
+  if (!pki) {
+    std::fprintf(stderr, "corral: the head cannot start: %s\n", pki.error().message().c_str());
+    return 1;
+  }
+  if (tls) {
+    auto ctx = net::MakeServerTlsContext(pki->identity);
+    if (!ctx) {
+      std::fprintf(stderr, "corral: the head cannot start: %s\n", ctx.error().message().c_str());
+      return 1;
+    }
+    options.tls = *ctx;
+  }
   options.token = LoadOrCreateToken(state);
   options.liveness.heartbeat_interval = Ms(flags.heartbeat_ms);
   options.liveness.suspect_after = Ms(flags.suspect_after_ms);
@@ -114,14 +184,23 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
     std::fprintf(stderr, "corral: the head cannot start: %s\n", s.message().c_str());
     return 1;
   }
-  std::string address = server.endpoint().ToString();
+  // Where processes on this machine reach the head: a wildcard --host means loopback to them.
+  net::Endpoint local = server.endpoint();
+  if (local.host == "0.0.0.0") local.host = "127.0.0.1";
+  if (local.host == "::") local.host = "::1";
+  std::string address = local.ToString();
   if (Status s = WriteFile(state + "/address", address + "\n", 0644); !s.ok()) LOG_WARN("{}", s.ToString());
-  LOG_INFO("head listening on {} (state dir {})", address, state);
+  LOG_INFO("head listening on {} (state dir {}){}", address, state,
+           tls ? fmt::format("; TLS, cluster CA {}", pki->ca_fingerprint) : "");
   std::unique_ptr<head::HttpServer> http;
   if (flags.http_port >= 0) {
     head::HttpOptions ho;
-    ho.listen = *ep;
-    ho.listen.port = static_cast<uint16_t>(flags.http_port);
+    auto http_ep = net::ParseEndpoint(fmt::format("{}:{}", flags.http_host, flags.http_port));
+    if (!http_ep) {
+      std::fprintf(stderr, "corral: --http-host: %s\n", http_ep.error().message().c_str());
+      return 2;
+    }
+    ho.listen = *http_ep;
     ho.token = options.token;
     ho.allowed_hosts.insert(flags.http_allowed_hosts.begin(), flags.http_allowed_hosts.end());
     http = std::make_unique<head::HttpServer>(io, ho);
@@ -148,8 +227,9 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
       std::fprintf(stderr, "corral: %s\n", s.message().c_str());
       return 2;
     }
-    FillAgentOptions(flags.node, server.endpoint(), agent_state, &ao);
+    FillAgentOptions(flags.node, local, agent_state, &ao);  // its workers dial `local`
     ao.token = options.token;
+    if (tls) ao.ca_cert_file = state + "/ca.crt";
     // Ready once this machine's node can run what it was started with (its --tasks registered).
     ao.on_registered = [address] { AnnounceReady(address); };
     ao.connect = [&io, &server](auto done) {

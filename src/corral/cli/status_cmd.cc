@@ -31,14 +31,25 @@ static std::string Amount(const proto::NodeStatus& n, const std::string& name) {
   return fmt::format("{:g}/{:g}", total - avail, total);
 }
 
+client::TrustOptions& CliTrust() {
+  static client::TrustOptions trust;
+  return trust;
+}
+
 std::unique_ptr<client::Client> ConnectCli(const std::string& address, const std::string& name) {
   auto ep = net::ParseEndpoint(ResolveAddress(address), 7370);
   if (!ep) {
     std::fprintf(stderr, "corral: %s\n", ep.error().message().c_str());
     return nullptr;
   }
+  auto trust = client::TrustHead(*ep, CliTrust());
+  if (!trust) {
+    std::fprintf(stderr, "corral: %s\n", trust.error().message().c_str());
+    return nullptr;
+  }
   client::ClientOptions options;
   options.head = *ep;
+  options.tls = trust->tls;
   options.token = FindToken();
   options.name = name;
   options.connect_timeout = std::chrono::milliseconds(5000);

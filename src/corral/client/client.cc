@@ -86,7 +86,7 @@ Result<std::shared_ptr<net::Connection>> Client::Dial() {
   std::unique_ptr<net::ByteStream> stream;
   Status dial_status;
   bool dialed = false;
-  net::Dial(io_->io(), options_.head, nullptr, options_.connect_timeout,
+  net::Dial(io_->io(), options_.head, options_.tls, options_.connect_timeout,
             [&](Result<std::unique_ptr<net::ByteStream>> r) {
               std::lock_guard lock(mu_);
               if (r) stream = std::move(*r);

@@ -56,6 +56,7 @@ struct ClientOptions {
   bool in_worker = false;           // this client submits from inside running tasks
   bool reconnect = true;            // see above; false: a lost connection fails every call at once
   std::chrono::milliseconds reconnect_for{60000};
+  std::shared_ptr<boost::asio::ssl::context> tls;  // null: plaintext (see head_trust.h)
 };
 
 using ObjectPtr = std::shared_ptr<const proto::ObjectValue>;

@@ -1,5 +1,7 @@
 #include "corral/head/head_server.h"
 
+#include "corral/net/frame.h"
+
 #include <openssl/crypto.h>
 
 #include "corral/base/ids.h"
@@ -52,6 +54,27 @@ Status HeadServer::Start() {
   auto l = net::Listener::Listen(io_, options_.listen, options_.tls);
   if (!l) return l.error();
   listener_ = std::move(*l);
+  if (options_.tls) {
+    // Processes on this machine may come in over loopback without TLS (the local agent, CLI and
+    // drivers); any other plaintext peer is told, in a Welcome it can read, that it needs TLS.
+    proto::HeadToClient refusal;  // HeadToClient.welcome and HeadToAgent.welcome are both field 1
+    refusal.mutable_welcome()->set_error(
+        fmt::format("the head at {} accepts only TLS from other machines: connect with its CA "
+                    "(--ca-cert or CORRAL_CA_CERT: the ca.crt in its state dir) or its CA's fingerprint "
+                    "(--ca-fingerprint or CORRAL_CA_FINGERPRINT, printed by `corral start --head`)",
+                    listener_->endpoint().ToString()));
+    refusal.mutable_welcome()->set_protocol_version(kProtocolVersion);
+    refusal.mutable_welcome()->set_corral_version(CORRAL_VERSION);
+    net::FrameBuilder frame;
+    frame.AppendMessage(refusal.SerializeAsString());
+    listener_->AllowPlaintext(
+        [](const boost::asio::ip::address& a) {
+          if (a.is_v6() && a.to_v6().is_v4_mapped())
+            return boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, a.to_v6()).is_loopback();
+          return a.is_loopback();
+        },
+        frame.Take());
+  }
   listener_->Start([this](std::unique_ptr<net::ByteStream> s) { OnAccept(std::move(s)); });
   Tick();
   return Status::Ok();

@@ -73,29 +73,86 @@ void Listener::AcceptTcp() {
       return;
     }
     TuneTcpSocket(s);
-    if (!tls_) {
-      on_accept_(MakeTcpStream(std::move(s)));
-    } else {
-      auto stream = std::make_shared<asio::ssl::stream<asio::ip::tcp::socket>>(std::move(s), *tls_);
-      auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::seconds(10));
-      timer->async_wait([stream](const ErrorCode& ec) {
-        if (!ec) {
-          ErrorCode ignored;
-          stream->lowest_layer().close(ignored);
-        }
-      });
-      stream->async_handshake(asio::ssl::stream_base::server,
-                              [this, alive, stream, timer](const ErrorCode& ec) {
-                                timer->cancel();
-                                if (!*alive) return;
-                                if (ec) {
-                                  LOG_WARN("TLS handshake from a client failed: {}", ec.message());
-                                  return;
-                                }
-                                on_accept_(MakeTlsStream(std::move(*stream)));
-                              });
-    }
+    if (!tls_) on_accept_(MakeTcpStream(std::move(s)));
+    else Sort(std::make_shared<asio::ip::tcp::socket>(std::move(s)));
     AcceptTcp();
+  });
+}
+
+void Listener::Sort(std::shared_ptr<asio::ip::tcp::socket> socket) {
+  // One deadline for the first byte and the handshake: a silent peer costs a socket for 10 s.
+  auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::seconds(10));
+  timer->async_wait([socket](const ErrorCode& ec) {
+    if (ec) return;
+    ErrorCode ignored;
+    socket->close(ignored);
+  });
+  socket->async_wait(asio::ip::tcp::socket::wait_read, [this, alive = alive_, socket, timer](const ErrorCode& ec) {
+    if (!*alive || ec) return;
+    unsigned char first = 0;
+    ErrorCode peek_error;
+    size_t n = socket->receive(asio::buffer(&first, 1), asio::ip::tcp::socket::message_peek, peek_error);
+    if (peek_error || n == 0) {  // closed before saying anything
+      timer->cancel();
+      socket->close(peek_error);
+      return;
+    }
+    if (first != 0x16) {
+      ErrorCode ep_error;
+      auto remote = socket->remote_endpoint(ep_error);
+      if (!ep_error && allow_plaintext_ && allow_plaintext_(remote.address())) {
+        timer->cancel();
+        on_accept_(MakeTcpStream(std::move(*socket)));
+        return;
+      }
+      LOG_WARN("a plaintext connection from {} to the TLS port {}: refused (clients on other machines "
+               "connect with TLS and the cluster's CA)",
+               ep_error ? "?" : Endpoint{remote.address().to_string(), remote.port(), ""}.ToString(), bound_.port);
+      Refuse(socket, timer);
+      return;
+    }
+    auto stream = std::make_shared<asio::ssl::stream<asio::ip::tcp::socket>>(std::move(*socket), *tls_);
+    timer->async_wait([stream](const ErrorCode& ec) {  // the deadline now closes the TLS stream's socket
+      if (ec) return;
+      ErrorCode ignored;
+      stream->lowest_layer().close(ignored);
+    });
+    stream->async_handshake(asio::ssl::stream_base::server, [this, alive, stream, timer](const ErrorCode& ec) {
+      timer->cancel();
+      if (!*alive) return;
+      if (ec) {
+        LOG_WARN("TLS handshake from a client failed: {}", ec.message());
+        return;
+      }
+      on_accept_(MakeTlsStream(std::move(*stream)));
+    });
+  });
+}
+
+void Listener::Refuse(std::shared_ptr<asio::ip::tcp::socket> socket, std::shared_ptr<asio::steady_timer> timer) {
+  // Say why, stop sending, and read what the peer sent until it closes (closing with unread input
+  // would reset the connection, and the peer could lose the answer).
+  auto text = std::make_shared<std::string>(plaintext_refusal_);
+  asio::async_write(*socket, asio::buffer(*text), [socket, timer, text](const ErrorCode& ec, size_t) {
+    ErrorCode ignored;
+    if (ec) {
+      timer->cancel();
+      socket->close(ignored);
+      return;
+    }
+    socket->shutdown(asio::socket_base::shutdown_send, ignored);
+    auto sink = std::make_shared<std::array<char, 4096>>();
+    auto drain = std::make_shared<std::function<void()>>();
+    *drain = [socket, timer, sink, drain]() {
+      socket->async_read_some(asio::buffer(*sink), [socket, timer, sink, drain](const ErrorCode& ec, size_t) {
+        if (!ec) return (*drain)();
+        timer->cancel();
+        ErrorCode ignored;
+        socket->close(ignored);
+        *drain = nullptr;  // breaks the cycle
+      });
+    };
+    (*drain)();
   });
 }
 

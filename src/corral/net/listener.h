@@ -1,6 +1,11 @@
 // Listener: accepts connections on a TCP port (optionally TLS) or a Unix socket and hands each
 // accepted ByteStream to a callback. TLS handshakes run before the callback, bounded by a deadline,
 // so a peer that connects and says nothing costs a socket for at most that long.
+//
+// A TLS listener looks at each connection's first byte: a TLS handshake record (0x16) gets the
+// handshake; anything else is a plaintext peer, accepted as plaintext only where AllowPlaintext
+// says so for its address (a head lets processes on its own machine in over loopback), otherwise
+// sent the refusal (a message it can read: "this port needs TLS") and closed, with a log line.
 // io thread only.
 #pragma once
 
@@ -21,6 +26,11 @@ class Listener {
   ~Listener();
 
   void Start(AcceptHandler on_accept);
+  // TLS listeners: which plaintext peers to accept, and what the others are sent before closing.
+  void AllowPlaintext(std::function<bool(const asio::ip::address&)> allow, std::string refusal) {
+    allow_plaintext_ = std::move(allow);
+    plaintext_refusal_ = std::move(refusal);
+  }
   void Stop();
   // The bound endpoint (with the real port when 0 was asked for).
   const Endpoint& endpoint() const { return bound_; }
@@ -29,6 +39,9 @@ class Listener {
   Listener(asio::io_context& io) : io_(io), tcp_(io), local_(io) {}
   void AcceptTcp();
   void AcceptUnix();
+  // TLS listener: peeks at the first byte, then handshakes, accepts plaintext, or refuses.
+  void Sort(std::shared_ptr<asio::ip::tcp::socket> socket);
+  void Refuse(std::shared_ptr<asio::ip::tcp::socket> socket, std::shared_ptr<asio::steady_timer> timer);
 
   asio::io_context& io_;
   asio::ip::tcp::acceptor tcp_;
@@ -36,6 +49,8 @@ class Listener {
   std::shared_ptr<asio::ssl::context> tls_;
   Endpoint bound_;
   AcceptHandler on_accept_;
+  std::function<bool(const asio::ip::address&)> allow_plaintext_;
+  std::string plaintext_refusal_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

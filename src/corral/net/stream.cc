@@ -42,6 +42,10 @@ class AsioStream : public ByteStream {
       return Endpoint{ep.address().to_string(), ep.port(), ""}.ToString();  // "[v6]:port" for IPv6
   }
   asio::any_io_executor executor() override { return s_.get_executor(); }
+  void* native_ssl() override {
+    if constexpr (std::is_same_v<Socket, asio::ssl::stream<asio::ip::tcp::socket>>) return s_.native_handle();
+    else return nullptr;
+  }
 
  private:
   auto& Lowest() {
@@ -86,6 +90,9 @@ struct DialOp : std::enable_shared_from_this<DialOp> {
   asio::ip::tcp::socket tcp;
   asio::local::stream_protocol::socket local;
   std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket>> tls;
+  // Held until the handshake ends: the context owns its verify callback (the SSL object keeps
+  // only the OpenSSL context, whose callback would be gone).
+  std::shared_ptr<asio::ssl::context> tls_context;
   std::function<void(Result<std::unique_ptr<ByteStream>>)> done;
   std::string what;
 
@@ -109,6 +116,7 @@ void Dial(asio::io_context& io, const Endpoint& endpoint, std::shared_ptr<asio::
   auto op = std::make_shared<DialOp>(io);
   op->done = std::move(done);
   op->what = endpoint.ToString();
+  op->tls_context = tls;
   op->timer.expires_after(timeout);
   op->timer.async_wait([op, timeout](const ErrorCode& ec) {
     if (ec) return;

@@ -31,6 +31,8 @@ class ByteStream {
   virtual ssize_t TryWriteNow(const char* data, size_t n) { return -1; }
   virtual std::string peer() const = 0;
   virtual asio::any_io_executor executor() = 0;
+  // The OpenSSL handle (SSL*) of a TLS stream, else null.
+  virtual void* native_ssl() { return nullptr; }
 };
 
 // Sets TCP_NODELAY, keepalive (idle 10 s, interval 5 s, 3 probes) and TCP_USER_TIMEOUT (30 s) so

@@ -1,16 +1,20 @@
-// TLS contexts for the transport. The server presents a certificate; clients verify it against a
-// CA file. GenerateSelfSigned makes a key and certificate in memory (tests, and the head's first
-// start once TLS is the default).
+// TLS contexts for the transport. The head presents its certificate chain (see pki.h); clients
+// verify it against the cluster CA and check that it names the host they dialled.
+// GenerateSelfSigned makes a key and self-signed certificate in memory (tests: a foreign CA).
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ssl.hpp>
 
 #include "corral/base/status.h"
 
 namespace corral::net {
+
+struct Endpoint;
 
 struct PemPair {
   std::string certificate;
@@ -21,8 +25,16 @@ struct PemPair {
 // as subject alternative names.
 Result<PemPair> GenerateSelfSigned(const std::string& common_name, int days = 365);
 
+// TLS 1.2 or later, presenting `identity` (its certificate may be a chain: leaf first).
 Result<std::shared_ptr<boost::asio::ssl::context>> MakeServerTlsContext(const PemPair& identity);
-// Verifies the server against `ca_pem` (for a self-signed server: its own certificate).
-Result<std::shared_ptr<boost::asio::ssl::context>> MakeClientTlsContext(const std::string& ca_pem);
+// Verifies the server against `ca_pem` and, unless `host` is empty, that its certificate names
+// `host` (a DNS name or an IP address).
+Result<std::shared_ptr<boost::asio::ssl::context>> MakeClientTlsContext(const std::string& ca_pem,
+                                                                        const std::string& host = "");
+
+// Connects to `endpoint` without verifying anything and returns the certificates the server
+// presented (PEM, leaf first): how a client learns a CA it will pin by fingerprint. Blocks the
+// calling thread (its own io_context) for at most `timeout`. Never send anything over it.
+Result<std::string> FetchPresentedChain(const Endpoint& endpoint, std::chrono::milliseconds timeout);
 
 }  // namespace corral::net

@@ -17,6 +17,7 @@
 #include "corral/base/ids.h"
 #include "corral/base/resources.h"
 #include "corral/client/client.h"
+#include "corral/client/head_trust.h"
 #include "corral/client/worker_link.h"
 #include "corral/worker.pb.h"
 
@@ -117,11 +118,19 @@ using corral::client::WorkerLink;
 
 std::unique_ptr<Client> Connect(const std::string& address, const std::string& token, const std::string& name,
                                 const std::string& python_version, const std::string& cloudpickle_version,
-                                bool print_logs, double timeout_s, bool in_worker, double reconnect_s) {
+                                bool print_logs, double timeout_s, bool in_worker, double reconnect_s,
+                                const std::string& ca_cert, const std::string& ca_fingerprint) {
   auto ep = corral::net::ParseEndpoint(address, 7370);
   if (!ep) Raise(ep.error());
+  corral::Result<corral::client::HeadTrust> trust;
+  {
+    nb::gil_scoped_release release;  // a first use of a fingerprint fetches the head's CA
+    trust = corral::client::TrustHead(*ep, {ca_cert, ca_fingerprint});
+  }
+  if (!trust) Raise(trust.error());
   corral::client::ClientOptions o;
   o.head = *ep;
+  o.tls = trust->tls;
   o.token = token;
   o.name = name;
   o.python_version = python_version;
@@ -226,7 +235,7 @@ NB_MODULE(_core, m) {
   nb::class_<Client>(m, "Client")
       .def_static("connect", &Connect, "address"_a, "token"_a, "name"_a, "python_version"_a,
                   "cloudpickle_version"_a, "print_logs"_a = true, "timeout"_a = 10.0, "in_worker"_a = false,
-                  "reconnect_s"_a = 0.0)
+                  "reconnect_s"_a = 0.0, "ca_cert"_a = "", "ca_fingerprint"_a = "")
       .def_prop_ro("client_id", [](Client& c) { return Bytes(c.client_id()); })
       .def_prop_ro("connected", &Client::connected)
       .def_prop_ro("reconnects", &Client::reconnects)

@@ -1,0 +1,176 @@
+#include "corral/net/pki.h"
+
+#include <openssl/bn.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <memory>
+
+#include <boost/asio/ip/address.hpp>
+
+#include "corral/base/files.h"
+#include "corral/base/ids.h"
+
+namespace corral::net {
+namespace {
+
+struct Free {
+  void operator()(X509* x) const { X509_free(x); }
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+  void operator()(BIO* b) const { BIO_free(b); }
+  void operator()(BIGNUM* b) const { BN_free(b); }
+};
+template <typename T>
+using Owned = std::unique_ptr<T, Free>;
+
+std::string ToPem(X509* cert) {
+  Owned<BIO> bio(BIO_new(BIO_s_mem()));
+  PEM_write_bio_X509(bio.get(), cert);
+  char* data = nullptr;
+  long n = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<size_t>(n));
+}
+
+std::string KeyToPem(EVP_PKEY* key) {
+  Owned<BIO> bio(BIO_new(BIO_s_mem()));
+  PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr);
+  char* data = nullptr;
+  long n = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<size_t>(n));
+}
+
+Owned<X509> ParseCert(const std::string& pem) {
+  Owned<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  return Owned<X509>(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+}
+
+Owned<EVP_PKEY> ParseKey(const std::string& pem) {
+  Owned<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  return Owned<EVP_PKEY>(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+}
+
+bool AddExtension(X509* cert, X509* issuer, int nid, const std::string& value) {
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
+  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str());
+  if (!ext) return false;
+  bool ok = X509_add_ext(cert, ext, -1) == 1;
+  X509_EXTENSION_free(ext);
+  return ok;
+}
+
+// A v3 certificate for `key` named `common_name`, with a random serial, valid from five minutes ago
+// (clocks differ a little between machines) for `days`.
+Owned<X509> NewCertificate(EVP_PKEY* key, const std::string& common_name, int days) {
+  Owned<X509> cert(X509_new());
+  X509_set_version(cert.get(), X509_VERSION_3);
+  unsigned char serial[16];
+  RAND_bytes(serial, sizeof serial);
+  serial[0] &= 0x7f;  // positive
+  Owned<BIGNUM> bn(BN_bin2bn(serial, sizeof serial, nullptr));
+  BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get()));
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -300);
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), static_cast<long>(days) * 86400);
+  X509_set_pubkey(cert.get(), key);
+  X509_NAME_add_entry_by_txt(X509_get_subject_name(cert.get()), "CN", MBSTRING_UTF8,
+                             reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0);
+  return cert;
+}
+
+}  // namespace
+
+Result<PemPair> CreateCa(const std::string& common_name, int days) {
+  Owned<EVP_PKEY> key(EVP_EC_gen("P-256"));
+  if (!key) return Err(Code::kInternal, "cannot generate an EC key");
+  Owned<X509> cert = NewCertificate(key.get(), common_name, days);
+  X509_set_issuer_name(cert.get(), X509_get_subject_name(cert.get()));
+  bool ok = AddExtension(cert.get(), cert.get(), NID_basic_constraints, "critical,CA:TRUE,pathlen:0") &&
+            AddExtension(cert.get(), cert.get(), NID_key_usage, "critical,keyCertSign,cRLSign") &&
+            AddExtension(cert.get(), cert.get(), NID_subject_key_identifier, "hash");
+  if (!ok || !X509_sign(cert.get(), key.get(), EVP_sha256()))
+    return Err(Code::kInternal, "cannot make the CA certificate");
+  return PemPair{ToPem(cert.get()), KeyToPem(key.get())};
+}
+
+Result<PemPair> IssueServerCertificate(const PemPair& ca, const std::vector<std::string>& names, int days) {
+  Owned<X509> ca_cert = ParseCert(ca.certificate);
+  Owned<EVP_PKEY> ca_key = ParseKey(ca.private_key);
+  if (!ca_cert || !ca_key) return Err(Code::kInvalidArgument, "the CA certificate or key cannot be read");
+  if (names.empty()) return Err(Code::kInvalidArgument, "a server certificate needs at least one name");
+  Owned<EVP_PKEY> key(EVP_EC_gen("P-256"));
+  if (!key) return Err(Code::kInternal, "cannot generate an EC key");
+  Owned<X509> cert = NewCertificate(key.get(), names.front(), days);
+  X509_set_issuer_name(cert.get(), X509_get_subject_name(ca_cert.get()));
+  std::string sans;
+  for (const auto& n : names) {
+    boost::system::error_code ec;
+    boost::asio::ip::make_address(n, ec);
+    sans += (sans.empty() ? "" : ",") + std::string(ec ? "DNS:" : "IP:") + n;
+  }
+  bool ok = AddExtension(cert.get(), ca_cert.get(), NID_basic_constraints, "critical,CA:FALSE") &&
+            AddExtension(cert.get(), ca_cert.get(), NID_key_usage, "critical,digitalSignature") &&
+            AddExtension(cert.get(), ca_cert.get(), NID_ext_key_usage, "serverAuth") &&
+            AddExtension(cert.get(), ca_cert.get(), NID_authority_key_identifier, "keyid") &&
+            AddExtension(cert.get(), ca_cert.get(), NID_subject_alt_name, sans);
+  if (!ok || !X509_sign(cert.get(), ca_key.get(), EVP_sha256()))
+    return Err(Code::kInternal, "cannot issue the server certificate");
+  return PemPair{ToPem(cert.get()) + ToPem(ca_cert.get()), KeyToPem(key.get())};
+}
+
+Result<std::string> Fingerprint(const std::string& certificate_pem) {
+  Owned<X509> cert = ParseCert(certificate_pem);
+  if (!cert) return Err(Code::kInvalidArgument, "not a PEM certificate");
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (!X509_digest(cert.get(), EVP_sha256(), md, &n)) return Err(Code::kInternal, "cannot hash the certificate");
+  return "sha256:" + Hex(std::string_view(reinterpret_cast<const char*>(md), n));
+}
+
+std::vector<std::string> SplitPemCertificates(const std::string& pem) {
+  static constexpr std::string_view kEnd = "-----END CERTIFICATE-----";
+  std::vector<std::string> out;
+  size_t pos = 0;
+  for (;;) {
+    size_t begin = pem.find("-----BEGIN CERTIFICATE-----", pos);
+    if (begin == std::string::npos) break;
+    size_t end = pem.find(kEnd, begin);
+    if (end == std::string::npos) break;
+    out.push_back(pem.substr(begin, end + kEnd.size() - begin) + "\n");
+    pos = end + kEnd.size();
+  }
+  return out;
+}
+
+Result<HeadPki> LoadOrCreateHeadPki(const std::string& dir, const std::vector<std::string>& names) {
+  PemPair ca;
+  auto cert = ReadFile(dir + "/ca.crt");
+  auto key = ReadFile(dir + "/ca.key");
+  if (cert && key) {
+    ca = {*cert, *key};
+  } else if (!cert && !key) {
+    auto made = CreateCa("Corral cluster CA " + Hex(RandomBytes(4)));
+    if (!made) return Err(made.error());
+    ca = std::move(*made);
+    // The key first: a crash in between leaves no certificate without its key.
+    if (Status s = WriteFile(dir + "/ca.key", ca.private_key, 0600); !s.ok()) return Err(s);
+    if (Status s = WriteFile(dir + "/ca.crt", ca.certificate, 0644); !s.ok()) return Err(s);
+  } else {
+    return Err(Code::kFailedPrecondition,
+               fmt::format("{}/ca.crt and ca.key must both exist or both be absent (one is missing): restore it, "
+                           "or remove both to make a new CA (every node then joins again)",
+                           dir));
+  }
+  auto identity = IssueServerCertificate(ca, names);
+  if (!identity) return Err(identity.error());
+  if (Status s = WriteFile(dir + "/head.key", identity->private_key, 0600); !s.ok()) return Err(s);
+  if (Status s = WriteFile(dir + "/head.crt", identity->certificate, 0644); !s.ok()) return Err(s);
+  auto fp = Fingerprint(ca.certificate);
+  if (!fp) return Err(fp.error());
+  return HeadPki{std::move(*identity), ca.certificate, *fp};
+}
+
+}  // namespace corral::net

@@ -1,0 +1,150 @@
+// The cluster's certificates and how TLS listeners and clients use them: the head's chain verifies
+// against the CA for the names it was issued for, and for nothing else; a foreign CA is refused;
+// a plaintext peer on a TLS port is told so (or let in where the listener allows it).
+#include "corral/net/pki.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+
+#include "corral/base/files.h"
+#include "corral/net/listener.h"
+#include "corral/net/stream.h"
+
+namespace corral::net {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Server {
+  asio::io_context io;
+  std::unique_ptr<Listener> listener;
+  int accepted = 0;
+
+  explicit Server(const PemPair& identity) {
+    auto l = Listener::Listen(io, *ParseEndpoint("127.0.0.1:0"), *MakeServerTlsContext(identity));
+    EXPECT_TRUE(l.has_value());
+    listener = std::move(*l);
+  }
+  void Start() {
+    listener->Start([this](std::unique_ptr<ByteStream> s) {
+      accepted++;
+      held.push_back(std::move(s));
+    });
+  }
+  // Dials with `ca` checking `host`; the handshake's outcome.
+  Status Handshake(const std::string& ca, const std::string& host) {
+    Status out(Code::kInternal, "no answer");
+    bool done = false;
+    Dial(io, listener->endpoint(), *MakeClientTlsContext(ca, host), 5s, [&](Result<std::unique_ptr<ByteStream>> r) {
+      done = true;
+      out = r ? Status::Ok() : r.error();
+    });
+    while (!done) io.run_one_for(100ms);
+    return out;
+  }
+  std::vector<std::unique_ptr<ByteStream>> held;
+};
+
+TEST(Pki, ServerChainVerifiesForItsNamesOnly) {
+  auto ca = CreateCa("test CA");
+  ASSERT_TRUE(ca) << ca.error().ToString();
+  auto leaf = IssueServerCertificate(*ca, {"head.example", "127.0.0.1"});
+  ASSERT_TRUE(leaf) << leaf.error().ToString();
+  EXPECT_EQ(SplitPemCertificates(leaf->certificate).size(), 2u);  // leaf, then the CA
+  Server s(*leaf);
+  s.Start();
+  { Status hs = s.Handshake(ca->certificate, ""); EXPECT_TRUE(hs.ok()) << hs.ToString(); }
+  { Status hs = s.Handshake(ca->certificate, "127.0.0.1"); EXPECT_TRUE(hs.ok()) << hs.ToString(); }
+  EXPECT_FALSE(s.Handshake(ca->certificate, "10.9.9.9").ok());       // not an address it was issued for
+  EXPECT_FALSE(s.Handshake(ca->certificate, "other.example").ok());  // nor a name
+  auto foreign = CreateCa("someone else's CA");
+  EXPECT_FALSE(s.Handshake(foreign->certificate, "127.0.0.1").ok());
+}
+
+TEST(Pki, FingerprintIsTheCertificatesSha256) {
+  auto ca = CreateCa("test CA");
+  auto a = Fingerprint(ca->certificate);
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->size(), 7u + 64u);
+  EXPECT_TRUE(a->starts_with("sha256:"));
+  EXPECT_EQ(*a, *Fingerprint(ca->certificate));
+  EXPECT_NE(*a, *Fingerprint(CreateCa("test CA")->certificate));  // a new key, a new fingerprint
+  EXPECT_FALSE(Fingerprint("not a certificate"));
+}
+
+TEST(Pki, HeadStateKeepsItsCaAndReissuesItsCertificate) {
+  std::string dir = ::testing::TempDir() + "/corral-pki-" + std::to_string(getpid());
+  ASSERT_TRUE(MakeDirs(dir).ok());
+  auto first = LoadOrCreateHeadPki(dir, {"127.0.0.1"});
+  ASSERT_TRUE(first) << first.error().ToString();
+  auto second = LoadOrCreateHeadPki(dir, {"127.0.0.1", "10.1.2.3"});
+  ASSERT_TRUE(second);
+  EXPECT_EQ(first->ca_fingerprint, second->ca_fingerprint);
+  EXPECT_NE(first->identity.certificate, second->identity.certificate);
+  EXPECT_EQ(first->ca_fingerprint, *Fingerprint(*ReadFile(dir + "/ca.crt")));
+  for (const char* secret : {"/ca.key", "/head.key"}) {
+    struct stat st {};
+    ASSERT_EQ(stat((dir + secret).c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << secret;
+  }
+  ASSERT_EQ(unlink((dir + "/ca.key").c_str()), 0);  // a CA without its key is not replaced silently
+  EXPECT_FALSE(LoadOrCreateHeadPki(dir, {"127.0.0.1"}));
+}
+
+TEST(Pki, ClientLearnsThePresentedChain) {
+  auto ca = CreateCa("test CA");
+  auto leaf = IssueServerCertificate(*ca, {"127.0.0.1"});
+  Server s(*leaf);
+  s.Start();
+  std::thread t([&] { s.io.run_for(3s); });
+  auto chain = FetchPresentedChain(s.listener->endpoint(), 2s);
+  t.join();
+  ASSERT_TRUE(chain) << chain.error().ToString();
+  auto certs = SplitPemCertificates(*chain);
+  ASSERT_EQ(certs.size(), 2u);
+  EXPECT_EQ(*Fingerprint(certs.back()), *Fingerprint(ca->certificate));
+}
+
+// Sends `bytes` in plaintext to the TLS listener and returns what came back before it closed.
+std::string PlaintextExchange(Server& s, const std::string& bytes) {
+  asio::ip::tcp::socket raw(s.io);
+  raw.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), s.listener->endpoint().port));
+  asio::write(raw, asio::buffer(bytes));
+  std::string got;
+  std::thread t([&] { s.io.run_for(3s); });
+  std::array<char, 256> buf;
+  ErrorCode ec;
+  while (!ec) {
+    size_t n = raw.read_some(asio::buffer(buf), ec);
+    got.append(buf.data(), n);
+  }
+  t.join();
+  return got;
+}
+
+TEST(Pki, PlaintextPeerOnTlsPortIsToldAndClosed) {
+  auto ca = CreateCa("test CA");
+  Server s(*IssueServerCertificate(*ca, {"127.0.0.1"}));
+  s.listener->AllowPlaintext([](const asio::ip::address&) { return false; }, "needs TLS");
+  s.Start();
+  EXPECT_EQ(PlaintextExchange(s, "CR hello"), "needs TLS");
+  EXPECT_EQ(s.accepted, 0);
+}
+
+TEST(Pki, PlaintextPeerIsLetInWhereAllowed) {
+  auto ca = CreateCa("test CA");
+  Server s(*IssueServerCertificate(*ca, {"127.0.0.1"}));
+  s.listener->AllowPlaintext([](const asio::ip::address& a) { return a.is_loopback(); }, "needs TLS");
+  s.Start();
+  asio::ip::tcp::socket raw(s.io);
+  raw.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), s.listener->endpoint().port));
+  asio::write(raw, asio::buffer(std::string("CR hello")));
+  s.io.run_for(500ms);
+  EXPECT_EQ(s.accepted, 1);
+}
+
+}  // namespace
+}  // namespace corral::net
