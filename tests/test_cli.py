@@ -55,6 +55,9 @@ def test_start_status_join_stop(home, tmp_path):
 
     join = [l for l in out.stdout.splitlines() if "corral start --address" in l][0].strip()
     token = join.split()[0].split("=", 1)[1]
+    # Other machines join with the agents' token, not the admin one.
+    assert token.startswith("ct_") and token != open(token_path).read().strip()
+    assert stat.S_IMODE(os.stat(os.path.join(head_dir, "agent-token")).st_mode) == 0o600
     env = dict(home, CORRAL_TOKEN=token)
     agent_dir = os.path.join(home["CORRAL_HOME"], "agent2")  # under CORRAL_HOME: `corral stop` finds it
     out = run(["start", "--address", address, "--state-dir", agent_dir, "--num-cpus", "1",
@@ -63,6 +66,8 @@ def test_start_status_join_stop(home, tmp_path):
     assert "joined the head" in out.stdout
     status = run(["status"], home).stdout
     assert status.count("alive") == 2 and "zone=lab" in status
+    denied = run(["token", "list"], env)  # the agents' token joins nodes; it cannot administer
+    assert denied.returncode != 0 and "needs admin" in denied.stderr
 
     script = textwrap.dedent("""
         import corral

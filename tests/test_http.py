@@ -38,7 +38,7 @@ def test_health_is_public_and_everything_else_needs_the_token(cluster):
     assert status == 401
     assert "Authorization: Bearer" in body["error"]["message"]
     status, _, body = request(cluster, "GET", "/api/v1/nodes", token="not-the-token")
-    assert status == 401 and body["error"] == {"status": 401, "message": "wrong token"}
+    assert status == 401 and body["error"]["message"].startswith("wrong token")
     with open(cluster.head.log_path) as f:
         assert "authentication failed from 127.0.0.1 via http: wrong token on GET /api/v1/nodes" in f.read()
 

@@ -64,6 +64,15 @@ struct AgentFlags {
 int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv);
 int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv);
 int ShowStatus(const std::string& address, bool json);
+
+struct TokenFlags {
+  std::string op;       // create, list, revoke
+  std::string name;
+  std::string role = "submit";
+  std::string ttl;      // "30d"; empty: never expires
+  std::string address;
+};
+int TokenCommand(const TokenFlags& flags);
 // --ca-cert / --ca-fingerprint of this invocation (empty: the environment's).
 client::TrustOptions& CliTrust();
 int Stop(double timeout_s);

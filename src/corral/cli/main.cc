@@ -154,6 +154,23 @@ int main(int argc, char** argv) {
   queue->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
   add_trust(queue);
 
+  corral::cli::TokenFlags tf;
+  auto* token = app.add_subcommand("token", "Tokens with roles: create one (its secret is printed once), list them, revoke one");
+  token->require_subcommand(1);
+  auto* token_create = token->add_subcommand("create", "Create a token; prints its secret once (stdout)");
+  token_create->add_option("--role", tf.role, "read (status, results), submit (read + run work), admin (everything), agent (join nodes)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"read", "submit", "admin", "agent"}));
+  token_create->add_option("--name", tf.name, "a name to list and revoke it by (default: the role)");
+  token_create->add_option("--ttl", tf.ttl, "expires after this long: 30d, 12h, 10m, 45s (default: never)");
+  auto* token_list = token->add_subcommand("list", "List the tokens: name, role, created, expires, last used (never the secret)");
+  auto* token_revoke = token->add_subcommand("revoke", "Revoke a token: refused at once, its open connections closed");
+  token_revoke->add_option("NAME", tf.name, "the token's name")->required();
+  for (auto* cmd : {token_create, token_list, token_revoke}) {
+    cmd->add_option("--address", tf.address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
+    add_trust(cmd);
+  }
+
   CLI11_PARSE(app, argc, argv);
   std::vector<std::string> args(argv + 1, argv + argc);
 
@@ -182,5 +199,9 @@ int main(int argc, char** argv) {
   if (*schedule) return corral::cli::ScheduleCommand(address, sched);
   if (*submit) return corral::cli::SubmitTask(address, sub);
   if (*queue) return corral::cli::QueueCommand(address, qf);
+  if (*token) {
+    tf.op = *token_create ? "create" : *token_revoke ? "revoke" : "list";
+    return corral::cli::TokenCommand(tf);
+  }
   return 0;
 }

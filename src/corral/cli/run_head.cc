@@ -116,7 +116,10 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   if (!flags.block) {
     auto addr = StartInBackground(argv, state, "head.log", "head");
     if (!addr) return 1;
+    // Other machines join with the agent token (nodes, and their workers' nested tasks), not the admin one.
     std::string token = LoadOrCreateToken(state);
+    if (auto agent_token = ReadFile(state + "/agent-token"); agent_token && !agent_token->empty())
+      token = agent_token->substr(0, agent_token->find('\n'));
     std::string trust;  // how another machine verifies this head
     std::string join = *addr;  // the address another machine dials: a wildcard --host has none
     if (auto ep_local = net::ParseEndpoint(*addr); ep_local && ep_local->is_loopback() && tls) {
@@ -169,6 +172,7 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
     options.tls = *ctx;
   }
   options.token = LoadOrCreateToken(state);
+  options.tokens_path = state + "/tokens.json";
   options.liveness.heartbeat_interval = Ms(flags.heartbeat_ms);
   options.liveness.suspect_after = Ms(flags.suspect_after_ms);
   options.liveness.dead_after = Ms(flags.dead_after_ms);
@@ -190,6 +194,11 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   if (local.host == "::") local.host = "::1";
   std::string address = local.ToString();
   if (Status s = WriteFile(state + "/address", address + "\n", 0644); !s.ok()) LOG_WARN("{}", s.ToString());
+  if (!ReadFile(state + "/agent-token")) {  // first start: the token other machines join with
+    auto secret = server.tokens().Create("agents", head::Role::kAgent, 0, server.clock().WallNs());
+    if (!secret) LOG_WARN("cannot make the agents' token: {}", secret.error().ToString());
+    else if (Status s = WriteFile(state + "/agent-token", *secret + "\n", 0600); !s.ok()) LOG_WARN("{}", s.ToString());
+  }
   LOG_INFO("head listening on {} (state dir {}){}", address, state,
            tls ? fmt::format("; TLS, cluster CA {}", pki->ca_fingerprint) : "");
   std::unique_ptr<head::HttpServer> http;
@@ -201,7 +210,9 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
       return 2;
     }
     ho.listen = *http_ep;
-    ho.token = options.token;
+    ho.authenticate = [&server](std::string_view token) {
+      return server.tokens().Authenticate(token, server.clock().WallNs());
+    };
     ho.allowed_hosts.insert(flags.http_allowed_hosts.begin(), flags.http_allowed_hosts.end());
     http = std::make_unique<head::HttpServer>(io, ho);
     head::RegisterRestApi(*http, server);

@@ -7,6 +7,7 @@
 #include "corral/base/ids.h"
 #include "corral/base/log.h"
 #include "corral/base/version.h"
+#include "corral/head/auth_policy.h"
 #include "corral/head/reply_error.h"
 #include "corral/head/status_json.h"
 #include "corral/client.pb.h"
@@ -23,6 +24,7 @@ struct HeadServer::Peer {
   std::shared_ptr<ClientSession> session;  // kClient
   Node* node = nullptr;    // kAgent
   bool paused_for_output = false;
+  TokenInfo token;         // who it authenticated as
 };
 
 HeadServer::HeadServer(asio::io_context& io, HeadOptions options, const Clock& clock)
@@ -48,6 +50,9 @@ Status HeadServer::Start() {
     if (!s) return s.error();
     store = std::move(*s);
   }
+  auto tokens = TokenStore::Open(options_.tokens_path, options_.token);
+  if (!tokens) return tokens.error();
+  tokens_ = std::move(*tokens);
   durable_ = std::make_unique<DurableQueue>(io_, tasks_, nodes_, std::move(store), clock_, options_.result_ttl_s);
   if (Status s = durable_->Start(); !s.ok())
     return Status(s.code(), "cannot load the durable store " + options_.store_path + ": " + s.message());
@@ -165,12 +170,18 @@ void HeadServer::OnHello(Peer* peer, const proto::Hello& hello) {
                              CORRAL_VERSION));
     return;
   }
-  const std::string& token = options_.token;
-  if (hello.token().size() != token.size() ||
-      CRYPTO_memcmp(hello.token().data(), token.data(), token.size()) != 0) {
+  auto who = tokens_->Authenticate(hello.token(), clock_.WallNs());
+  if (!who) {
     RefuseToken(peer);
     return;
   }
+  if (hello.role() == proto::Hello::AGENT && !Allows(who->role, Role::kAgent)) {
+    Refuse(peer, fmt::format("token '{}' has role {}: registering a node needs an agent (or admin) token "
+                             "(`corral token create --role agent`)",
+                             who->name, RoleName(who->role)));
+    return;
+  }
+  peer->token = std::move(*who);
   EndHandshake(peer);
   peer->conn->MarkHandshakeDone();
   proto::HeadToClient reply;
@@ -283,6 +294,7 @@ void HeadServer::OnClientMessage(Peer* peer, std::string_view bytes) {
   }
   ClientSession* s = peer->session.get();
   if (!s) return;  // taken over by a newer connection of the same client
+  if (auto need = RequiredRole(msg); !need || !Allows(peer->token.role, *need)) return Deny(peer, msg, need);
   switch (msg.msg_case()) {
     case proto::ClientToHead::kSubmit: tasks_.Submit(s, std::move(*msg.mutable_submit())); break;
     case proto::ClientToHead::kPut: tasks_.Put(s, std::move(*msg.mutable_put())); break;
@@ -360,6 +372,8 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     *reply->mutable_status() = BuildStatus();
   } else if (request.has_drain()) {
     if (Status s = Drain(request.drain()); !s.ok()) SetError(*reply, s);
+  } else if (request.has_token()) {
+    HandleTokenRequest(request.token(), reply);
   } else if (request.has_durable_submit() || request.has_durable_get() || request.has_durable_list() ||
              request.has_durable_cancel() || request.has_schedule() || request.has_queue()) {
     // Answered later (after the store commits, or when the task ends).
@@ -386,6 +400,95 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     SetError(*reply, Status(Code::kInvalidArgument, "unknown request"));
   }
   peer->conn->Send(msg);
+}
+
+void HeadServer::Deny(Peer* peer, const proto::ClientToHead& msg, std::optional<Role> need) {
+  std::string why = need ? fmt::format("token '{}' has role {}; this needs {} (`corral token create --role {}`)",
+                                       peer->token.name, RoleName(peer->token.role), RoleName(*need), RoleName(*need))
+                         : std::string("unknown message or operation");
+  if (messages_denied_++ % 100 == 0)  // a client looping on a denied call must not flood the log
+    LOG_WARN("denied a message from {} ({} so far): {}", peer->conn->peer(), messages_denied_, why);
+  Status status(need ? Code::kPermissionDenied : Code::kInvalidArgument, why);
+  proto::HeadToClient out;
+  switch (msg.msg_case()) {
+    case proto::ClientToHead::kRequest: {
+      proto::Reply* r = out.mutable_reply();
+      r->set_request_id(msg.request().request_id());
+      SetError(*r, status);
+      break;
+    }
+    case proto::ClientToHead::kSubmit:  // its result is the refusal
+      out.mutable_ready()->set_id(msg.submit().task_id());
+      out.mutable_ready()->set_error(proto::RUNTIME);
+      out.mutable_ready()->set_message(why);
+      break;
+    case proto::ClientToHead::kPut:
+      out.mutable_ready()->set_id(msg.put().id());
+      out.mutable_ready()->set_error(proto::RUNTIME);
+      out.mutable_ready()->set_message(why);
+      break;
+    default: out.mutable_notice()->set_text(why); break;
+  }
+  peer->conn->Send(out);
+}
+
+void HeadServer::HandleTokenRequest(const proto::TokenRequest& request, proto::Reply* reply) {
+  auto describe = [](const TokenInfo& t) {
+    proto::TokenInfo p;
+    p.set_name(t.name);
+    p.set_role(RoleName(t.role));
+    p.set_created_ns(t.created_ns);
+    p.set_expires_ns(t.expires_ns);
+    p.set_last_used_ns(t.last_used_ns);
+    return p;
+  };
+  switch (request.op()) {
+    case proto::TokenRequest::LIST:
+      for (const auto& t : tokens_->List()) *reply->add_tokens() = describe(t);
+      return;
+    case proto::TokenRequest::CREATE: {
+      auto role = ParseRole(request.role());
+      if (!role)
+        return SetError(*reply, Status(Code::kInvalidArgument, fmt::format("role '{}' must be read, submit, admin or "
+                                                                           "agent", request.role())));
+      auto secret = tokens_->Create(request.name(), *role, request.ttl_s(), clock_.WallNs());
+      if (!secret) return SetError(*reply, secret.error());
+      reply->set_token_secret(*secret);
+      for (const auto& t : tokens_->List())
+        if (t.name == request.name()) *reply->add_tokens() = describe(t);
+      LOG_INFO("token '{}' created (role {})", Printable(request.name()), RoleName(*role));
+      return;
+    }
+    case proto::TokenRequest::REVOKE: {
+      auto gone = RevokeToken(request.name());
+      if (!gone) return SetError(*reply, gone.error());
+      *reply->add_tokens() = describe(*gone);
+      return;
+    }
+    default: SetError(*reply, Status(Code::kInvalidArgument, "unknown token operation"));
+  }
+}
+
+Result<TokenInfo> HeadServer::RevokeToken(const std::string& name) {
+  auto gone = tokens_->Revoke(name);
+  if (!gone) return gone;
+  int closed = 0;
+  for (auto& [p, peer] : peers_)
+    if (peer->kind != Peer::kHandshake && peer->token.id == gone->id) {
+      peer->conn->Close(Status(Code::kPermissionDenied, fmt::format("token '{}' was revoked", gone->name)));
+      closed++;
+    }
+  LOG_INFO("token '{}' revoked; {} connection(s) that used it closed", Printable(name), closed);
+  return gone;
+}
+
+void HeadServer::CloseDeadTokens() {
+  int64_t now = clock_.WallNs();
+  for (auto& [p, peer] : peers_)
+    if (peer->kind != Peer::kHandshake && !tokens_->Live(peer->token.id, now) && !peer->conn->closed()) {
+      LOG_INFO("closing a connection from {}: its token '{}' expired", peer->conn->peer(), peer->token.name);
+      peer->conn->Close(Status(Code::kPermissionDenied, fmt::format("token '{}' expired", peer->token.name)));
+    }
 }
 
 proto::ClusterStatus HeadServer::BuildStatus() {
@@ -415,6 +518,7 @@ proto::ClusterStatus HeadServer::BuildStatus() {
   c["net_connections_opened"] = net.connections_opened;
   c["net_connections_closed_with_error"] = net.connections_closed_with_error;
   c["clients_paused"] = clients_paused_;
+  c["messages_denied"] = messages_denied_;
   std::map<std::string, int64_t> durable;
   if (durable_) durable_->FillCounters(&durable);
   for (const auto& [k, v] : durable) c[k] = v;
@@ -517,6 +621,10 @@ void HeadServer::Tick() {
     it = detached_.erase(it);
   }
   if (durable_) durable_->Tick();
+  if (now - tokens_checked_ >= Ms(1000)) {
+    tokens_checked_ = now;
+    CloseDeadTokens();
+  }
   tasks_.Schedule();
   UpdateBackpressure();
   tick_.expires_after(std::chrono::milliseconds(200));

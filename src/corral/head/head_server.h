@@ -19,13 +19,15 @@
 #include "corral/head/durable_queue.h"
 #include "corral/head/node_registry.h"
 #include "corral/head/task_manager.h"
+#include "corral/head/token_store.h"
 #include "corral/net/listener.h"
 
 namespace corral::head {
 
 struct HeadOptions {
   net::Endpoint listen;
-  std::string token;                 // required from every peer
+  std::string token;                 // the built-in admin token
+  std::string tokens_path;           // the other tokens (tokens.json); empty: none can be made
   LivenessConfig liveness;
   TaskManagerOptions tasks;
   size_t max_unfinished_tasks = 2'000'000;
@@ -57,6 +59,9 @@ class HeadServer {
   // is ambiguous or not connected.
   Status Drain(const proto::DrainRequest& request);
   DurableQueue& durable() { return *durable_; }  // after Start()
+  TokenStore& tokens() { return *tokens_; }       // after Start()
+  // Revokes the token named `name`; every connection that presented it is closed at once.
+  Result<TokenInfo> RevokeToken(const std::string& name);
   const Clock& clock() const { return clock_; }
   const std::string& session_id() const { return session_id_; }
 
@@ -72,6 +77,11 @@ class HeadServer {
   void RefuseToken(Peer* peer);
   void EndHandshake(Peer* peer);  // no longer counted as unauthenticated
   void HandleRequest(Peer* peer, const proto::Request& request);
+  void HandleTokenRequest(const proto::TokenRequest& request, proto::Reply* reply);
+  // The peer's token lacks the role `message` needs: it is told so (and nothing is done).
+  void Deny(Peer* peer, const proto::ClientToHead& message, std::optional<Role> need);
+  // Closes connections whose token was revoked or has expired.
+  void CloseDeadTokens();
   void OnAgentHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome);
   void OnClientHello(Peer* peer, const proto::Hello& hello);
   // The client's connection is gone: forget it now (goodbye) or after the grace.
@@ -88,6 +98,9 @@ class HeadServer {
   NodeRegistry nodes_;
   TaskManager tasks_;
   std::unique_ptr<DurableQueue> durable_;
+  std::optional<TokenStore> tokens_;
+  int64_t messages_denied_ = 0;  // a token's role was not enough
+  Nanos tokens_checked_ = 0;
   std::unordered_map<Peer*, std::unique_ptr<Peer>> peers_;
   size_t unauthenticated_ = 0;
   std::unordered_map<std::string, size_t> unauthenticated_by_address_;

@@ -188,8 +188,9 @@ HttpServer::HttpServer(asio::io_context& io, HttpOptions options)
 
 HttpServer::~HttpServer() { Stop(); }
 
-void HttpServer::Route(const std::string& method, const std::string& pattern, HttpHandler handler) {
-  routes_.push_back({method, Split(pattern), std::move(handler)});
+void HttpServer::Route(const std::string& method, const std::string& pattern, std::optional<Role> need,
+                       HttpHandler handler) {
+  routes_.push_back({method, Split(pattern), need, std::move(handler)});
 }
 
 Status HttpServer::Start() {
@@ -269,42 +270,65 @@ void HttpServer::Dispatch(const HttpRequest& request, const std::string& host, c
                          host, HostOnly(host))));
     return;
   }
-  if (!options_.public_paths.contains(request.path)) {
-    constexpr std::string_view kBearer = "Bearer ";
-    std::string_view given = authorization;
-    bool ok = given.starts_with(kBearer) && given.size() - kBearer.size() == options_.token.size() &&
-              CRYPTO_memcmp(given.data() + kBearer.size(), options_.token.data(), options_.token.size()) == 0;
-    if (!ok) {
-      LogAuthFailure(request.peer_ip, "http",
-                     fmt::format("{} on {} {}", authorization.empty() ? "no token" : "wrong token",
-                                 Printable(request.method), Printable(request.path)));
-      respond(HttpResponse::Error(401, authorization.empty()
-                                           ? "missing 'Authorization: Bearer <token>' (the cluster token: "
-                                             "`corral start --head` printed it; it is in the head's state dir)"
-                                           : "wrong token"));
-      return;
-    }
-  }
   std::vector<std::string> segments = Split(request.path);
+  const RouteEntry* found = nullptr;
   bool path_matched = false;
+  std::map<std::string, std::string> params;
   for (const auto& route : routes_) {
     if (route.segments.size() != segments.size()) continue;
-    std::map<std::string, std::string> params;
+    std::map<std::string, std::string> p;
     bool match = true;
     for (size_t i = 0; i < segments.size() && match; ++i) {
       const std::string& s = route.segments[i];
       if (s.size() > 2 && s.front() == '{' && s.back() == '}')
-        params[s.substr(1, s.size() - 2)] = segments[i];
+        p[s.substr(1, s.size() - 2)] = segments[i];
       else
         match = s == segments[i];
     }
     if (!match) continue;
     path_matched = true;
     if (route.method != request.method) continue;
+    found = &route;
+    params = std::move(p);
+    break;
+  }
+  auto serve = [&] {
     HttpRequest routed = request;
     routed.params = std::move(params);
-    route.handler(routed, std::move(respond));
+    found->handler(routed, std::move(respond));
+  };
+  if (found && !found->need) return serve();  // public
+  // Everything else needs a token, also to learn whether a path exists.
+  constexpr std::string_view kBearer = "Bearer ";
+  std::string_view given = authorization;
+  Result<TokenInfo> who = Err(Code::kPermissionDenied, "no token");
+  if (given.starts_with(kBearer)) {
+    std::string_view token = given.substr(kBearer.size());
+    if (options_.authenticate) {
+      who = options_.authenticate(token);
+    } else if (token.size() == options_.token.size() &&
+               CRYPTO_memcmp(token.data(), options_.token.data(), token.size()) == 0) {
+      who = TokenInfo{"", "admin", Role::kAdmin, 0, 0, 0};
+    }
+  }
+  if (!who) {
+    LogAuthFailure(request.peer_ip, "http",
+                   fmt::format("{} on {} {}", authorization.empty() ? "no token" : "wrong token",
+                               Printable(request.method), Printable(request.path)));
+    respond(HttpResponse::Error(401, authorization.empty()
+                                         ? "missing 'Authorization: Bearer <token>' (a token of this head: "
+                                           "`corral token create`, or the admin token in its state dir)"
+                                         : "wrong token (revoked, expired, or not this head's)"));
     return;
+  }
+  if (found) {
+    if (!Allows(who->role, *found->need)) {
+      respond(HttpResponse::Error(403, fmt::format("token '{}' has role {}; {} {} needs {}", who->name,
+                                                   RoleName(who->role), request.method, request.path,
+                                                   RoleName(*found->need))));
+      return;
+    }
+    return serve();
   }
   if (path_matched) {
     respond(HttpResponse::Error(405, fmt::format("{} is not allowed on {}", request.method, request.path)));

@@ -1,14 +1,19 @@
 // HttpServer: the head's HTTP face (REST API under /api/v1/; the dashboard and /metrics will use
 // it too), on the head's own io_context with Boost.Beast: no thread per connection.
 //
-// Every request goes through one gate before routing: the Host header must name this server (a
-// web page on another site cannot reach it through DNS rebinding), and, except for public paths,
-// `Authorization: Bearer <token>` must carry the cluster token (compared in constant time; a
-// failure is logged by LogAuthFailure, the one line fail2ban matches). Errors are JSON:
+// Every request goes through one gate: the Host header must name this server (a web page on
+// another site cannot reach it through DNS rebinding); then, unless its route is public,
+// `Authorization: Bearer <token>` must carry a live token (compared in constant time; a failure is
+// a 401 logged by LogAuthFailure, the one line fail2ban matches, also for paths that do not exist),
+// and the token's role must be the one its route names (else 403). Every route names its role. Errors are JSON:
 // {"error": {"status": 404, "message": "..."}}. Bodies are capped (413 beyond). Nothing a client
 // sends can end the head: strings from it are made safe before they reach JSON or the log, and an
 // exception from a handler becomes a 500 for that request. io thread only.
 #pragma once
+
+#include <optional>
+
+#include "corral/head/token_store.h"
 
 #include <functional>
 #include <map>
@@ -51,10 +56,11 @@ using HttpHandler = std::function<void(const HttpRequest&, HttpRespond)>;
 
 struct HttpOptions {
   net::Endpoint listen;
-  std::string token;
+  std::string token;  // accepted as admin when `authenticate` is unset (tests, the fuzz target)
+  // Who presents a bearer token; kPermissionDenied when nobody.
+  std::function<Result<TokenInfo>(std::string_view token)> authenticate;
   std::set<std::string> allowed_hosts;  // Host header values (without port) accepted; loopback names always
   size_t max_body_bytes = 8u << 20;
-  std::set<std::string> public_paths{"/api/v1/health"};
 };
 
 class HttpServer {
@@ -62,8 +68,9 @@ class HttpServer {
   HttpServer(boost::asio::io_context& io, HttpOptions options);
   ~HttpServer();
 
-  // `pattern`: a path whose segments may be {name}, e.g. "/api/v1/tasks/{id}".
-  void Route(const std::string& method, const std::string& pattern, HttpHandler handler);
+  // `pattern`: a path whose segments may be {name}, e.g. "/api/v1/tasks/{id}". `need`: the role
+  // a token needs; nullopt: public (no token: health checks only).
+  void Route(const std::string& method, const std::string& pattern, std::optional<Role> need, HttpHandler handler);
   Status Start();
   void Stop();
   const net::Endpoint& endpoint() const { return endpoint_; }
@@ -76,6 +83,7 @@ class HttpServer {
   struct RouteEntry {
     std::string method;
     std::vector<std::string> segments;
+    std::optional<Role> need;
     HttpHandler handler;
   };
   void Accept();

@@ -1,0 +1,167 @@
+#include "corral/head/token_store.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include <nlohmann/json.hpp>
+
+#include "corral/base/files.h"
+#include "corral/base/ids.h"
+
+namespace corral::head {
+namespace {
+
+std::string Sha256Hex(std::string_view data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  EVP_Digest(data.data(), data.size(), md, &n, EVP_sha256(), nullptr);
+  return Hex(std::string_view(reinterpret_cast<const char*>(md), n));
+}
+
+bool SameText(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+Status Denied() {
+  return Status(Code::kPermissionDenied, "bad token: set CORRAL_TOKEN or CORRAL_TOKEN_FILE to a token of this head "
+                                         "(`corral token create`, or the admin token in its state dir); "
+                                         "it may have been revoked or have expired");
+}
+
+}  // namespace
+
+const char* RoleName(Role role) {
+  switch (role) {
+    case Role::kRead: return "read";
+    case Role::kSubmit: return "submit";
+    case Role::kAdmin: return "admin";
+    case Role::kAgent: return "agent";
+  }
+  return "?";
+}
+
+std::optional<Role> ParseRole(std::string_view name) {
+  for (Role r : {Role::kRead, Role::kSubmit, Role::kAdmin, Role::kAgent})
+    if (name == RoleName(r)) return r;
+  return std::nullopt;
+}
+
+bool Allows(Role have, Role need) {
+  if (have == Role::kAdmin || have == need) return true;
+  if (need == Role::kAgent) return false;
+  if (have == Role::kAgent) return need == Role::kRead || need == Role::kSubmit;  // its workers submit
+  return static_cast<int>(have) >= static_cast<int>(need);
+}
+
+Result<TokenStore> TokenStore::Open(std::string path, std::string admin_secret) {
+  TokenStore store;
+  store.path_ = std::move(path);
+  store.admin_secret_ = std::move(admin_secret);
+  auto text = ReadFile(store.path_);
+  if (!text) return store;  // none created yet
+  nlohmann::json doc = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (!doc.is_object() || !doc.contains("tokens") || !doc["tokens"].is_array())
+    return Err(Code::kFailedPrecondition, fmt::format("{} is not a token file (restore it, or remove it to "
+                                                      "drop every token but the admin one)",
+                                                      store.path_));
+  for (const auto& t : doc["tokens"]) {
+    Entry e;
+    auto role = ParseRole(t.value("role", ""));
+    e.info.id = t.value("id", "");
+    e.info.name = t.value("name", "");
+    e.secret_sha256 = t.value("sha256", "");
+    if (!role || e.info.id.size() != 12 || e.secret_sha256.size() != 64)
+      return Err(Code::kFailedPrecondition, fmt::format("{}: a token entry is damaged", store.path_));
+    e.info.role = *role;
+    e.info.created_ns = t.value("created_ns", int64_t{0});
+    e.info.expires_ns = t.value("expires_ns", int64_t{0});
+    store.by_id_[e.info.id] = std::move(e);
+  }
+  return store;
+}
+
+Status TokenStore::Save() const {
+  if (path_.empty()) return Status(Code::kFailedPrecondition, "this head keeps no token file: tokens cannot be made");
+  nlohmann::json tokens = nlohmann::json::array();
+  for (const auto& [id, e] : by_id_)
+    tokens.push_back({{"id", id},
+                      {"name", e.info.name},
+                      {"role", RoleName(e.info.role)},
+                      {"sha256", e.secret_sha256},
+                      {"created_ns", e.info.created_ns},
+                      {"expires_ns", e.info.expires_ns}});
+  return WriteFile(path_, nlohmann::json{{"tokens", tokens}}.dump(1) + "\n", 0600);
+}
+
+Result<TokenInfo> TokenStore::Authenticate(std::string_view token, int64_t now) {
+  if (!admin_secret_.empty() && SameText(token, admin_secret_)) {
+    admin_last_used_ns_ = now;
+    return TokenInfo{"", "admin", Role::kAdmin, 0, 0, now};
+  }
+  // ct_<12 hex id>_<secret>
+  if (token.size() < 3 + 12 + 1 + 1 || !token.starts_with("ct_") || token[15] != '_') return Err(Denied());
+  auto it = by_id_.find(std::string(token.substr(3, 12)));
+  if (it == by_id_.end() || !SameText(Sha256Hex(token.substr(16)), it->second.secret_sha256)) return Err(Denied());
+  if (it->second.info.expires_ns != 0 && now >= it->second.info.expires_ns) return Err(Denied());
+  it->second.info.last_used_ns = now;
+  return it->second.info;
+}
+
+Result<std::string> TokenStore::Create(const std::string& name, Role role, int64_t ttl_s, int64_t now) {
+  if (name.empty() || name.size() > 64 || name == "admin")
+    return Err(Code::kInvalidArgument, fmt::format("a token name is 1-64 characters and not 'admin' (got '{}')", name));
+  for (char c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.')
+      return Err(Code::kInvalidArgument, fmt::format("token name '{}': use letters, digits, '-', '_' or '.'", name));
+  if (ttl_s < 0) return Err(Code::kInvalidArgument, "a token's time to live must be >= 0 (0: no expiry)");
+  for (const auto& [id, e] : by_id_)
+    if (e.info.name == name)
+      return Err(Code::kAlreadyExists, fmt::format("a token named '{}' exists: revoke it first, or pick another name",
+                                                   name));
+  Entry e;
+  e.info.id = Hex(RandomBytes(6));
+  e.info.name = name;
+  e.info.role = role;
+  e.info.created_ns = now;
+  e.info.expires_ns = ttl_s > 0 ? now + ttl_s * 1'000'000'000 : 0;
+  std::string secret = Hex(RandomBytes(24));
+  e.secret_sha256 = Sha256Hex(secret);
+  std::string id = e.info.id;
+  by_id_[id] = std::move(e);
+  if (Status s = Save(); !s.ok()) {
+    by_id_.erase(id);
+    return Err(s);
+  }
+  return fmt::format("ct_{}_{}", id, secret);
+}
+
+Result<TokenInfo> TokenStore::Revoke(const std::string& name) {
+  if (name == "admin")
+    return Err(Code::kInvalidArgument, "the built-in admin token cannot be revoked: replace the `token` file in "
+                                       "the head's state dir and restart the head to rotate it");
+  for (auto it = by_id_.begin(); it != by_id_.end(); ++it) {
+    if (it->second.info.name != name) continue;
+    Entry gone = std::move(it->second);
+    by_id_.erase(it);
+    if (Status s = Save(); !s.ok()) {
+      by_id_[gone.info.id] = gone;
+      return Err(s);
+    }
+    return gone.info;
+  }
+  return Err(Code::kNotFound, fmt::format("no token named '{}' (see `corral token list`)", name));
+}
+
+std::vector<TokenInfo> TokenStore::List() const {
+  std::vector<TokenInfo> out{{"", "admin", Role::kAdmin, 0, 0, admin_last_used_ns_}};
+  for (const auto& [id, e] : by_id_) out.push_back(e.info);
+  return out;
+}
+
+bool TokenStore::Live(const std::string& id, int64_t now) const {
+  if (id.empty()) return true;
+  auto it = by_id_.find(id);
+  return it != by_id_.end() && (it->second.info.expires_ns == 0 || now < it->second.info.expires_ns);
+}
+
+}  // namespace corral::head

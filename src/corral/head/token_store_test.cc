@@ -1,0 +1,79 @@
+// Tokens: created with a role, authenticated by secret (stored hashed), expired and revoked.
+#include "corral/head/token_store.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include "corral/base/files.h"
+
+namespace corral::head {
+namespace {
+
+constexpr int64_t kSecond = 1'000'000'000;
+
+std::string TempPath(const char* name) {
+  return ::testing::TempDir() + "/corral-tokens-" + std::to_string(getpid()) + "-" + name + ".json";
+}
+
+TEST(TokenStore, CreatedTokenAuthenticatesWithItsRoleAndIsStoredHashed) {
+  std::string path = TempPath("create");
+  auto store = TokenStore::Open(path, "admin-secret");
+  ASSERT_TRUE(store);
+  auto secret = store->Create("ci", Role::kRead, 0, 100);
+  ASSERT_TRUE(secret) << secret.error().ToString();
+  auto who = store->Authenticate(*secret, 200);
+  ASSERT_TRUE(who);
+  EXPECT_EQ(who->name, "ci");
+  EXPECT_EQ(who->role, Role::kRead);
+  EXPECT_EQ(store->Authenticate("admin-secret", 200)->role, Role::kAdmin);
+  std::string file = *ReadFile(path);
+  EXPECT_EQ(file.find(secret->substr(16)), std::string::npos) << "the secret itself is never stored";
+  // Another process (a restarted head) reads it back.
+  auto again = TokenStore::Open(path, "admin-secret");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->Authenticate(*secret, 300)->name, "ci");
+  unlink(path.c_str());
+}
+
+TEST(TokenStore, WrongSecretsAreRefused) {
+  auto store = TokenStore::Open(TempPath("wrong"), "admin-secret");
+  auto secret = store->Create("ci", Role::kSubmit, 0, 0);
+  std::string forged = *secret;
+  forged.back() = forged.back() == '0' ? '1' : '0';  // the right id, a wrong secret
+  for (std::string_view bad : {std::string_view(forged), std::string_view("ct_"), std::string_view(""),
+                               std::string_view("admin-secreT"), std::string_view(secret->substr(0, 20))}) {
+    auto r = store->Authenticate(bad, 0);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code(), Code::kPermissionDenied);
+  }
+}
+
+TEST(TokenStore, ExpiredAndRevokedTokensAreRefused) {
+  auto store = TokenStore::Open(TempPath("expire"), "admin-secret");
+  auto short_lived = store->Create("short", Role::kSubmit, 60, 1000 * kSecond);
+  auto other = store->Create("other", Role::kSubmit, 0, 1000 * kSecond);
+  EXPECT_TRUE(store->Authenticate(*short_lived, 1059 * kSecond));
+  EXPECT_FALSE(store->Authenticate(*short_lived, 1060 * kSecond));
+  auto id = store->Authenticate(*other, 0)->id;
+  EXPECT_TRUE(store->Live(id, 0));
+  EXPECT_TRUE(store->Revoke("other"));
+  EXPECT_FALSE(store->Live(id, 0));
+  EXPECT_FALSE(store->Authenticate(*other, 0));
+  EXPECT_EQ(store->Revoke("other").error().code(), Code::kNotFound);
+  EXPECT_FALSE(store->Revoke("admin"));  // the built-in one is rotated by its file
+}
+
+TEST(TokenStore, NamesAreUniqueAndChecked) {
+  auto store = TokenStore::Open(TempPath("names"), "a");
+  EXPECT_TRUE(store->Create("ci", Role::kRead, 0, 0));
+  EXPECT_EQ(store->Create("ci", Role::kAdmin, 0, 0).error().code(), Code::kAlreadyExists);
+  EXPECT_FALSE(store->Create("", Role::kRead, 0, 0));
+  EXPECT_FALSE(store->Create("admin", Role::kRead, 0, 0));
+  EXPECT_FALSE(store->Create("bad name\n", Role::kRead, 0, 0));
+  auto names = store->List();
+  ASSERT_EQ(names.size(), 2u);  // the built-in admin, then ci
+  EXPECT_EQ(names[0].name, "admin");
+}
+
+}  // namespace
+}  // namespace corral::head

@@ -1,0 +1,173 @@
+"""Tokens with roles, as an operator uses them: `corral token create|list|revoke`, each role allowed
+what it is for and refused the rest over TCP (CLI, drivers, agents) and HTTP, revocation and expiry
+taking effect on open connections. Real head and agent processes."""
+import http.client
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import corral
+from conftest import Cluster, wait_until
+from corral import _cluster
+
+BIN = _cluster.corral_binary()
+
+
+@pytest.fixture(scope="module")
+def c():
+    cluster = Cluster()
+    cluster.add_agent(num_cpus=1, extra=("--tasks", "durable_tasks"))
+    yield cluster
+    cluster.stop()
+
+
+def cli(c, args, token, timeout=60):
+    env = {k: v for k, v in os.environ.items() if k not in ("CORRAL_TOKEN", "CORRAL_ADDRESS")}
+    env["CORRAL_TOKEN"] = token
+    return subprocess.run([BIN, *args, "--address", c.address], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def create(c, role, name, *extra):
+    out = cli(c, ["token", "create", "--role", role, "--name", name, *extra], c.token)
+    assert out.returncode == 0, out.stderr
+    secret = out.stdout.strip()
+    assert secret.startswith("ct_") and "\n" not in secret
+    return secret
+
+
+def rest(c, method, path, token, body=None):
+    with open(f"{c.dir}/head/http_address") as f:
+        host, port = f.read().strip().rsplit(":", 1)
+    conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=10)
+    conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    r = conn.getresponse()
+    data = json.loads(r.read() or b"{}")
+    conn.close()
+    return r.status, data
+
+
+def driver(c, token, source, timeout=60):
+    """Runs `source` in a driver process connected with `token`; returns (returncode, stdout, stderr)."""
+    prelude = f"import corral\ncorral.init(address={c.address!r}, token={token!r})\n"
+    env = {k: v for k, v in os.environ.items() if k not in ("CORRAL_TOKEN", "CORRAL_ADDRESS")}
+    p = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(source)], env=env, capture_output=True,
+                       text=True, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_list_shows_tokens_but_never_a_secret(c):
+    secret = create(c, "read", "lister-probe")
+    out = cli(c, ["token", "list"], c.token)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line.split()[1] for line in out.stdout.splitlines()[1:]}
+    assert rows["admin"] == "admin" and rows["lister-probe"] == "read"
+    assert secret not in out.stdout and secret[16:] not in out.stdout
+    stored = open(f"{c.dir}/head/tokens.json").read()
+    assert secret[16:] not in stored
+    assert oct(os.stat(f"{c.dir}/head/tokens.json").st_mode & 0o777) == "0o600"
+
+
+def test_read_token_reads_and_is_refused_everything_else(c):
+    token = create(c, "read", "viewer")
+    assert cli(c, ["status"], token).returncode == 0
+    out = cli(c, ["submit", "durable_tasks:add", "--args", "[1, 2]"], token)
+    assert out.returncode != 0 and "has role read" in out.stderr and "needs submit" in out.stderr, out.stderr
+    code, _, err = driver(c, token, """
+        @corral.remote
+        def f():
+            return 1
+        try:
+            corral.get(f.remote(), timeout=30)
+        except corral.CorralError as e:
+            print("refused:", e)
+            raise SystemExit(3)
+    """)
+    assert code == 3, err
+    assert rest(c, "GET", "/api/v1/status", token)[0] == 200
+    status, body = rest(c, "POST", "/api/v1/tasks", token, {"function": "durable_tasks:add", "args": [1, 2]})
+    assert status == 403 and "needs submit" in body["error"]["message"]
+
+
+def test_submit_token_runs_work_but_cannot_administer(c):
+    token = create(c, "submit", "worker-app")
+    code, out, err = driver(c, token, """
+        @corral.remote
+        def f(x):
+            return x + 1
+        print(corral.get(f.remote(41), timeout=60))
+    """)
+    assert code == 0 and out.strip() == "42", err
+    status, body = rest(c, "POST", "/api/v1/tasks", token, {"function": "durable_tasks:add", "args": [1, 2]})
+    assert status == 201 and body["created"], body
+    for args in (["drain", "0000"], ["queue", "set", "default", "--weight", "2"], ["token", "list"]):
+        out = cli(c, args, token)
+        assert out.returncode != 0 and "needs admin" in out.stderr, (args, out.stderr)
+    assert rest(c, "POST", "/api/v1/nodes/0000/drain", token, {})[0] == 403
+
+
+def test_revoked_token_is_refused_at_once_also_on_open_connections(c):
+    token = create(c, "submit", "laptop-script")
+    # A driver connected with it, waiting; the revoke closes its connection and it cannot come back.
+    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time, corral
+        corral.init(address={c.address!r}, token={token!r})
+        @corral.remote
+        def f(x):
+            return x
+        print(corral.get(f.remote(1)), flush=True)
+        sys.stdin.readline()  # the revoke happens here
+        try:
+            corral.get(f.remote(2), timeout=30)
+            print("still served", flush=True)
+        except corral.CorralError as e:
+            print("refused:", type(e).__name__, e, flush=True)
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={k: v for k, v in os.environ.items() if k not in ("CORRAL_TOKEN", "CORRAL_ADDRESS")})
+    assert p.stdout.readline().strip() == "1"
+    out = cli(c, ["token", "revoke", "laptop-script"], c.token)
+    assert out.returncode == 0, out.stderr
+    p.stdin.write("\n")
+    p.stdin.flush()
+    line = p.stdout.readline()
+    p.wait(60)
+    assert line.startswith("refused:"), line + p.stderr.read()
+    assert rest(c, "GET", "/api/v1/status", token)[0] == 401
+    assert cli(c, ["status"], token).returncode != 0
+
+
+def test_expired_token_is_refused(c):
+    token = create(c, "read", "short-lived", "--ttl", "2s")
+    assert cli(c, ["status"], token).returncode == 0
+    wait_until(lambda: rest(c, "GET", "/api/v1/status", token)[0] == 401, timeout=10, what="the token expired")
+    out = cli(c, ["status"], token)
+    assert out.returncode != 0 and "bad token" in out.stderr
+
+
+def test_only_agent_or_admin_tokens_register_nodes(c):
+    for role in ("read", "submit"):
+        token = create(c, role, f"not-an-agent-{role}")
+        env = {k: v for k, v in os.environ.items() if k not in ("CORRAL_TOKEN", "CORRAL_ADDRESS")}
+        env["CORRAL_TOKEN"] = token
+        out = subprocess.run([BIN, "start", "--address", c.address, "--state-dir", f"{c.dir}/bad-{role}",
+                              "--python", sys.executable], env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0 and "agent" in out.stderr, out.stderr
+    token = create(c, "agent", "joiner")
+    agent = c.add_agent(env={"CORRAL_TOKEN": token})
+    assert agent.node_id
+
+
+def test_bad_role_and_ttl_are_refused_clearly(c):
+    out = cli(c, ["token", "create", "--role", "root", "--name", "x"], c.token)
+    assert out.returncode != 0 and "root" in out.stderr
+    out = cli(c, ["token", "create", "--role", "read", "--name", "x", "--ttl", "soon"], c.token)
+    assert out.returncode == 2 and "--ttl" in out.stderr
+    create(c, "read", "dup")
+    out = cli(c, ["token", "create", "--role", "read", "--name", "dup"], c.token)
+    assert out.returncode != 0 and "exists" in out.stderr
