@@ -142,7 +142,7 @@ class NetCluster:
         sh("ip", "-n", host.name, "link", "set", "lo", "up")
         sh("ip", "-n", host.name, "addr", "add", f"{host.address}/24", "dev", "eth0")
         sh("ip", "-n", host.name, "link", "set", "eth0", "up")
-        os.makedirs(host.state_dir, exist_ok=True)
+        os.makedirs(host.state_dir, mode=0o700, exist_ok=True)  # a state dir is its user's alone
         self.hosts.append(host)
         return host
 

@@ -167,3 +167,20 @@ def test_a_node_whose_workers_cannot_start_still_starts_and_says_why(home):
     log = os.path.join(home["CORRAL_HOME"], "head", "head.log")
     with open(log) as f:
         assert "exited with status 1 before it connected" in f.read()
+
+
+def test_state_dir_open_to_others_or_not_ours_is_refused(home, tmp_path):
+    # The state dir holds the CA key and tokens: one others may read, or a link planted in its
+    # place, is refused with what to do, and nothing is written into it.
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    out = run(["start", "--head", "--port", "0", "--http-port", "-1", "--state-dir", str(shared), "--block"], home)
+    assert out.returncode != 0 and "chmod 700" in out.stderr, out.stderr
+    assert not (shared / "ca.key").exists() and not (shared / "token").exists()
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(target)
+    out = run(["start", "--head", "--port", "0", "--http-port", "-1", "--state-dir", str(tmp_path / "link"),
+               "--block"], home)
+    assert out.returncode != 0 and "not a directory" in out.stderr, out.stderr

@@ -144,7 +144,7 @@ def test_peers_cannot_forge_log_lines(cluster):
     conn.close()
     # Over the cluster port: a bad token with a name and version full of line breaks.
     s = wire.connect(cluster.address)
-    hello = (wire.field_varint(1, 1) + wire.field_bytes(2, "0.1\n2026-11-30T21:00:00.000Z W head] authentication failed "
+    hello = (wire.field_varint(1, 2) + wire.field_bytes(2, "0.1\n2026-11-30T21:00:00.000Z W head] authentication failed "
              "from 10.0.0.98 via tcp: x") + wire.field_bytes(5, "wrong") + wire.field_varint(6, 1)
              + wire.field_bytes(7, "evil\r\nname"))
     s.sendall(wire.frame(wire.field_bytes(1, hello)))

@@ -171,3 +171,54 @@ def test_bad_role_and_ttl_are_refused_clearly(c):
     create(c, "read", "dup")
     out = cli(c, ["token", "create", "--role", "read", "--name", "dup"], c.token)
     assert out.returncode != 0 and "exists" in out.stderr
+
+
+def test_a_session_cannot_be_taken_over_by_its_client_id(c):
+    # Every task id a client makes starts with its client id; holding a token and that id was
+    # enough to take over its session (its results, its tasks). Now the session's secret is needed.
+    import wire
+    token = create(c, "submit", "hijacker")
+    c.connect()
+    try:
+        @corral.remote
+        def f(x):
+            return x
+
+        assert corral.get(f.remote(1), timeout=60) == 1
+        victim = corral._runtime.client.client_id
+        for secret in (None, b"\0" * 16):
+            for who in (token, c.token):  # another token, and even the victim's own (admin) one
+                s, error = wire.handshake(c.address, who, client_id=victim, resume_secret=secret)
+                s.close()
+                assert "belongs to another session" in error, error
+        assert corral.get(f.remote(2), timeout=60) == 2  # the victim still has its session
+    finally:
+        corral.shutdown()
+
+
+def test_a_client_cannot_cancel_another_clients_task(c):
+    # Task ids are no secret (they are in logs and results); cancelling needs to be their owner
+    # (or admin).
+    token = create(c, "submit", "other-app")
+    code, out, err = driver(c, token, """
+        import subprocess, sys
+        @corral.remote
+        def slow(x):
+            import time
+            time.sleep(2)
+            return x
+        ref = slow.remote(7)
+        victim_id = ref.hex() if hasattr(ref, "hex") else ref._id.hex()
+        attacker = "\\n".join([
+            "import corral",
+            "corral.init(address=ADDRESS, token=TOKEN)",
+            f"corral._runtime.client.cancel(bytes.fromhex('{victim_id}'), True)",
+            "corral.get(corral.put(1))",  # the cancel reached the head before this answer
+        ])
+        p = subprocess.run([sys.executable, "-c", attacker], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        print(corral.get(ref, timeout=60))
+    """.replace("ADDRESS", repr(repr(c.address))[1:-1]).replace("TOKEN", repr(repr(token))[1:-1]))
+    assert code == 0 and out.strip() == "7", err
+    status = rest(c, "GET", "/api/v1/status", c.token)[1]
+    assert status["counters"]["cancels_refused_not_owner"] >= 1

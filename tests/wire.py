@@ -30,8 +30,12 @@ def frame(*messages, version=1):
     return b"CR" + bytes([version, 0]) + struct.pack("<I", len(payload)) + payload
 
 
-def client_hello(token, protocol_version=1):
+def client_hello(token, protocol_version=2, client_id=None, resume_secret=None):
     hello = field_varint(1, protocol_version) + field_bytes(2, "0.1.0") + field_bytes(5, token) + field_varint(6, 1)
+    if client_id is not None:
+        hello += field_bytes(8, client_id)
+    if resume_secret is not None:
+        hello += field_bytes(13, resume_secret)
     return field_bytes(1, hello)   # ClientToHead.hello
 
 
@@ -93,10 +97,10 @@ def read_frame(sock, timeout=CLOSE_TIMEOUT_S):
     return header + exactly(struct.unpack("<I", header[4:8])[0])
 
 
-def handshake(address, token, timeout=CLOSE_TIMEOUT_S):
+def handshake(address, token, timeout=CLOSE_TIMEOUT_S, **hello):
     """A fresh connection that sends a hand-made Hello; returns (socket, the Welcome's error text)."""
     s = connect(address, timeout=timeout)
-    s.sendall(frame(client_hello(token)))
+    s.sendall(frame(client_hello(token, **hello)))
     return s, welcome_error(read_frame(s, timeout))
 
 

@@ -355,7 +355,7 @@ class RemoteFunction:
                 self._pickled = cloudpickle.dumps(self._fn, protocol=5)
             except Exception as e:
                 raise exceptions.SerializationError(f"function {self._name} cannot be pickled: {e}") from e
-            self._hash = hashlib.blake2b(self._pickled, digest_size=16).digest()
+            self._hash = hashlib.sha256(self._pickled).digest()[:16]  # the head checks it
         o = self._options
         resources = {"CPU": float(1 if o.get("num_cpus") is None else o["num_cpus"]),
                      "GPU": float(o.get("num_gpus") or 0),

@@ -16,6 +16,9 @@
 namespace corral {
 namespace {
 
+// The first 16 bytes of the SHA-256 of "pickled": the hash a client registers that function under.
+const std::string kPickledHash = std::string("\x23\x9f\x78\x17\xed\x1c\xbd\x6e\xe3\x89\x3f\x84\x2b\x7f\x6d\x5f", 16);
+
 using namespace std::chrono_literals;
 namespace asio = boost::asio;
 
@@ -147,7 +150,7 @@ TEST(HeadFencing, StaleAttemptResultIsDiscarded) {
 
   auto c = client::Client::Connect(ClientFor(head.address, "secret"));
   ASSERT_TRUE(c.has_value()) << c.error().ToString();
-  int fn = (*c)->RegisterFunction("f", "hash", "pickled", {{"CPU", 1}}, {}, 0);
+  int fn = (*c)->RegisterFunction("f", kPickledHash, "pickled", {{"CPU", 1}}, {}, 0);
   auto id = (*c)->Submit(fn, "args", {});
   ASSERT_TRUE(id.has_value());
   ASSERT_TRUE((*c)->Get({}, 0).has_value());  // flushes the corked submission
@@ -180,6 +183,25 @@ TEST(HeadFencing, StaleAttemptResultIsDiscarded) {
   EXPECT_EQ(reply->status().counters().values().at("tasks_succeeded"), 1);
 }
 
+TEST(HeadFunctions, AFunctionSentUnderAnotherFunctionsHashIsRefused) {
+  // Registered under another function's hash, it would run in place of that one for every client
+  // that sends only the hash (functions are shipped once, then named by hash).
+  HeadFixture head;
+  FakeAgent agent(head.address);
+  agent.Send(AgentHello("secret"));
+  ASSERT_TRUE(agent.Next().has_welcome());
+  auto c = client::Client::Connect(ClientFor(head.address, "secret"));
+  ASSERT_TRUE(c.has_value());
+  int fn = (*c)->RegisterFunction("f", kPickledHash, "something else", {{"CPU", 1}}, {}, 0);
+  auto id = (*c)->Submit(fn, "args", {});
+  ASSERT_TRUE(id.has_value());
+  auto values = (*c)->Get({*id}, 10);
+  ASSERT_TRUE(values.has_value()) << values.error().ToString();
+  EXPECT_EQ((*values)[0]->error(), proto::RUNTIME);
+  EXPECT_NE((*values)[0]->message().find("does not match its hash"), std::string::npos) << (*values)[0]->message();
+  EXPECT_FALSE(agent.Next(300ms).has_execute());  // nothing was dispatched
+}
+
 TEST(HeadScheduling, OtherPythonVersionIsInfeasibleWithReason) {
   HeadFixture head;
   FakeAgent agent(head.address);
@@ -189,7 +211,7 @@ TEST(HeadScheduling, OtherPythonVersionIsInfeasibleWithReason) {
   options.python_version = "3.12.1";
   auto c = client::Client::Connect(options);
   ASSERT_TRUE(c.has_value());
-  int fn = (*c)->RegisterFunction("f", "hash", "pickled", {{"CPU", 1}}, {}, 0);
+  int fn = (*c)->RegisterFunction("f", kPickledHash, "pickled", {{"CPU", 1}}, {}, 0);
   ASSERT_TRUE((*c)->Submit(fn, "args", {}).has_value());
   ASSERT_TRUE((*c)->Get({}, 0).has_value());
   proto::Request req;
@@ -210,7 +232,7 @@ TEST(HeadScheduling, OtherPythonVersionIsInfeasibleWithReason) {
 
 // A task dispatched to the fake agent; returns its id.
 std::string SubmitOne(client::Client& c, uint32_t max_retries = 0) {
-  int fn = c.RegisterFunction("f", "hash", "pickled", {{"CPU", 1}}, {}, max_retries);
+  int fn = c.RegisterFunction("f", kPickledHash, "pickled", {{"CPU", 1}}, {}, max_retries);
   auto id = c.Submit(fn, "args", {});
   EXPECT_TRUE(id.has_value());
   EXPECT_TRUE(c.Get({}, 0).has_value());  // flushes the corked submission
@@ -397,7 +419,7 @@ TEST(HeadRestart, ResubmittedTaskWaitsForTheAgentThatHoldsItThenRunsAfterTheGrac
     proto::TaskSpec* spec = m.mutable_submit();
     spec->set_task_id(id);
     spec->set_name("f");
-    spec->set_function_hash("hash");
+    spec->set_function_hash(kPickledHash);
     spec->set_function("pickled");
     (*spec->mutable_resources())["CPU"] = 1;
     spec->set_python_version("3.11");

@@ -1,6 +1,7 @@
 #include "corral/base/files.h"
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,7 +16,11 @@ namespace corral {
 std::string CorralHome() {
   if (const char* h = std::getenv("CORRAL_HOME"); h && *h) return h;
   const char* home = std::getenv("HOME");
-  return std::string(home && *home ? home : "/tmp") + "/.corral";
+  if (home && *home) return std::string(home) + "/.corral";
+  // Not /tmp: anyone could have made ~/.corral there first. The account's own home, else nothing
+  // (ClaimStateDir then refuses the relative path with a message).
+  if (const passwd* pw = getpwuid(getuid()); pw && pw->pw_dir && *pw->pw_dir) return std::string(pw->pw_dir) + "/.corral";
+  return ".corral";
 }
 
 std::string DefaultHeadStateDir() { return CorralHome() + "/head"; }

@@ -1,6 +1,7 @@
 #include "corral/cli/daemon.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -49,10 +50,25 @@ std::string FindPython(const std::string& flag) {
 }
 
 Status ClaimStateDir(const std::string& dir) {
+  if (dir.empty() || dir.front() != '/')
+    return MakeStatus(Code::kFailedPrecondition,
+                      "the state dir '{}' is not an absolute path (is HOME unset? set CORRAL_HOME or pass --state-dir)",
+                      dir);
   CORRAL_RETURN_IF_ERROR(MakeDirs(dir));
+  // Its keys and tokens are this user's alone: a directory others may enter or that someone else
+  // owns (a planted one) is refused, not used.
+  struct stat st {};
+  if (lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return MakeStatus(Code::kFailedPrecondition, "the state dir {} is not a directory (a link?)", dir);
+  if (st.st_uid != geteuid())
+    return MakeStatus(Code::kFailedPrecondition, "the state dir {} belongs to user {}, not to this user ({}): use "
+                      "your own (--state-dir or CORRAL_HOME)", dir, st.st_uid, geteuid());
+  if (st.st_mode & 077)
+    return MakeStatus(Code::kFailedPrecondition, "the state dir {} may be read by others (mode {:o}); it holds keys "
+                      "and tokens: chmod 700 {}", dir, st.st_mode & 0777, dir);
   CORRAL_RETURN_IF_ERROR(MakeDirs(dir + "/logs"));
   std::string lock = dir + "/lock";
-  int fd = open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  int fd = open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return MakeStatus(Code::kFailedPrecondition, "cannot open {}: {}", lock, strerror(errno));
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     auto pid = ReadFile(dir + "/pid");

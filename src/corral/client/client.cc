@@ -121,6 +121,10 @@ Result<std::shared_ptr<net::Connection>> Client::Dial() {
   h->set_role(proto::Hello::CLIENT);
   h->set_name(options_.name);
   h->set_id(client_id_);
+  {
+    std::lock_guard lock(mu_);
+    h->set_resume_secret(resume_secret_);
+  }
   h->set_pid(getpid());
   c->Send(hello);
   std::unique_lock lock(mu_);
@@ -150,6 +154,7 @@ void Client::OnMessage(net::Connection* from, std::string_view bytes) {
       if (msg.welcome().error().empty()) {
         welcome_ = Status::Ok();
         session_ = msg.welcome().session_id();
+        resume_secret_ = msg.welcome().resume_secret();
         from->MarkHandshakeDone();
       } else {
         welcome_ = Status(Code::kPermissionDenied, "the head refused the connection: " + msg.welcome().error());

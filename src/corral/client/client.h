@@ -132,6 +132,7 @@ class Client {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::optional<Status> welcome_;                                   // guarded by mu_
+  std::string resume_secret_;  // from the head's last Welcome: proves our session is ours; guarded by mu_
   std::string session_;                  // the head's run id, from the Welcome; guarded by mu_
   Status closed_reason_;                                            // guarded by mu_
   bool closed_ = false;                                             // guarded by mu_

@@ -195,8 +195,7 @@ void HeadServer::OnHello(Peer* peer, const proto::Hello& hello) {
     OnAgentHello(peer, hello, reply);
     return;
   }
-  peer->conn->Send(reply);
-  OnClientHello(peer, hello);
+  OnClientHello(peer, hello, reply);
 }
 
 void HeadServer::OnAgentHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome) {
@@ -236,16 +235,27 @@ void HeadServer::OnAgentHello(Peer* peer, const proto::Hello& hello, proto::Head
   tasks_.OnNodesChanged();
 }
 
-void HeadServer::OnClientHello(Peer* peer, const proto::Hello& hello) {
+void HeadServer::OnClientHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome) {
   peer->kind = Peer::kClient;
   std::string id = hello.id().empty() ? RandomBytes(8) : hello.id();
+  // A session is taken over only by who holds its secret and the token it was made with: the id
+  // alone (it is in every task id the client made) proves nothing.
+  auto owns = [&](const ClientSession& s) {
+    return s.resume_secret.size() == hello.resume_secret().size() &&
+           CRYPTO_memcmp(s.resume_secret.data(), hello.resume_secret().data(), s.resume_secret.size()) == 0 &&
+           s.token_id == peer->token.id;
+  };
   if (auto d = detached_.find(id); d != detached_.end()) {
+    if (!owns(*d->second.session))
+      return Refuse(peer, "this client id belongs to another session (wrong resume secret or token)");
     peer->session = std::move(d->second.session);  // it came back: its tasks and objects are still here
     detached_.erase(d);
     LOG_INFO("client {} reconnected from {}", Printable(hello.name()), peer->conn->peer());
   } else {
     for (auto& [p, other] : peers_)
       if (p != peer && other->kind == Peer::kClient && other->session && other->session->id == id) {
+        if (!owns(*other->session))
+          return Refuse(peer, "this client id belongs to another session (wrong resume secret or token)");
         // Its old connection is half-open (the client saw it fail first): take the session over.
         peer->session = std::move(other->session);
         other->conn->Close(Status(Code::kAborted, "client reconnected"));
@@ -255,8 +265,13 @@ void HeadServer::OnClientHello(Peer* peer, const proto::Hello& hello) {
   if (!peer->session) {
     peer->session = std::make_shared<ClientSession>();
     peer->session->id = id;
+    peer->session->resume_secret = RandomBytes(16);
+    peer->session->token_id = peer->token.id;
+    peer->session->may_touch_any = peer->token.role == Role::kAdmin;
     tasks_.AddClient(peer->session.get());
   }
+  welcome.mutable_welcome()->set_resume_secret(peer->session->resume_secret);
+  peer->conn->Send(welcome);
   peer->session->name = Printable(hello.name());
   peer->session->conn = peer->conn;
   // Values wait in the session (as ids) while its connection is full; what is queued stays

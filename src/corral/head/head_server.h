@@ -83,7 +83,7 @@ class HeadServer {
   // Closes connections whose token was revoked or has expired.
   void CloseDeadTokens();
   void OnAgentHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome);
-  void OnClientHello(Peer* peer, const proto::Hello& hello);
+  void OnClientHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome);
   // The client's connection is gone: forget it now (goodbye) or after the grace.
   void DetachClient(Peer* peer, bool goodbye);
   void ScheduleSoon();

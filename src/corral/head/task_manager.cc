@@ -1,5 +1,9 @@
 #include "corral/head/task_manager.h"
 
+#include <openssl/sha.h>
+
+#include <cstring>
+
 #include "corral/base/ids.h"
 #include "corral/base/log.h"
 
@@ -33,6 +37,12 @@ proto::ObjectValue TaskManager::ErrorValue(const std::string& id, proto::ErrorKi
   v.set_error(kind);
   v.set_message(std::move(message));
   return v;
+}
+
+bool TaskManager::HashMatches(const std::string& pickled, const std::string& hash) {
+  unsigned char md[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(pickled.data()), pickled.size(), md);
+  return hash.size() == 16 && std::memcmp(md, hash.data(), 16) == 0;
 }
 
 void TaskManager::AddClient(ClientSession* client) { clients_[client->id] = client; }
@@ -121,6 +131,17 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
   if (id.empty()) return;
   if (tasks_.contains(id) || objects_.contains(id)) return;  // a resubmission of the same task
   Count("tasks_submitted");
+  if (!spec.function().empty() && !HashMatches(spec.function(), spec.function_hash())) {
+    // Registered under another function's hash, it would run in place of that one for every client.
+    Count("functions_refused_bad_hash");
+    proto::ObjectValue refused = ErrorValue(id, proto::RUNTIME,
+                                            fmt::format("the function of task {} does not match its hash (SHA-256, "
+                                                        "first 16 bytes): refused; is this client's Corral the "
+                                                        "head's version?",
+                                                        Printable(spec.name())));
+    SendValue(client, refused);
+    return;
+  }
   if (!spec.function().empty()) {
     Function& f = functions_[spec.function_hash()];
     if (f.pickled.empty()) f.pickled = std::move(*spec.mutable_function());
@@ -279,6 +300,10 @@ void TaskManager::Cancel(ClientSession* client, const proto::Cancel& request) {
   auto it = tasks_.find(id);
   if (it == tasks_.end()) return;
   Task& task = it->second;
+  if (!client->may_touch_any && task.spec.owner_id() != client->id) {
+    Count("cancels_refused_not_owner");  // another client's task (its id is no secret)
+    return;
+  }
   switch (task.state) {
     case TaskState::kFinished:
       return;

@@ -38,6 +38,9 @@ namespace corral::head {
 // One connected client (driver, CLI, or a worker submitting nested tasks).
 struct ClientSession {
   std::string id;
+  std::string resume_secret;  // issued by the head; a reconnect must present it to take the session
+  std::string token_id;       // the token it authenticated with ("" the admin one)
+  bool may_touch_any = false; // admin: may cancel tasks of other clients
   std::string name;
   std::shared_ptr<net::Connection> conn;
   std::unordered_set<std::string> owned;  // object ids this client owns and the head still holds
@@ -171,6 +174,8 @@ class TaskManager {
   void SendValue(ClientSession* client, const proto::ObjectValue& value);
   void Notice(const std::string& task_id, const std::string& owner, const std::string& text);
   void Count(const char* name, int64_t n = 1) { counters_[name] += n; }
+  // Whether `hash` is the first 16 bytes of the SHA-256 of `pickled` (what clients register under).
+  static bool HashMatches(const std::string& pickled, const std::string& hash);
   static proto::ObjectValue ErrorValue(const std::string& id, proto::ErrorKind kind, std::string message);
 
   NodeRegistry& nodes_;
