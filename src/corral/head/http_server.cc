@@ -193,6 +193,16 @@ void HttpServer::Route(const std::string& method, const std::string& pattern, st
   routes_.push_back({method, Split(pattern), need, std::move(handler)});
 }
 
+std::vector<std::tuple<std::string, std::string, std::optional<Role>>> HttpServer::routes() const {
+  std::vector<std::tuple<std::string, std::string, std::optional<Role>>> out;
+  for (const auto& r : routes_) {
+    std::string pattern;
+    for (const auto& s : r.segments) pattern += "/" + s;
+    out.emplace_back(r.method, pattern, r.need);
+  }
+  return out;
+}
+
 Status HttpServer::Start() {
   beast::error_code ec;
   auto addr = asio::ip::make_address(options_.listen.host, ec);

@@ -20,6 +20,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
@@ -73,6 +74,8 @@ class HttpServer {
   void Route(const std::string& method, const std::string& pattern, std::optional<Role> need, HttpHandler handler);
   Status Start();
   void Stop();
+  // Every route: (method, pattern, role it needs; nullopt public). For the auth matrix test.
+  std::vector<std::tuple<std::string, std::string, std::optional<Role>>> routes() const;
   const net::Endpoint& endpoint() const { return endpoint_; }
   // One request as raw bytes, through the same parsing, gate and routes as a connection's (for the
   // fuzz target and tests). `respond` gets exactly one answer, now or later on the io thread.

@@ -1,0 +1,131 @@
+// The REST API's auth matrix: every route x method, with no token, a wrong one, each role, a
+// revoked and an expired token, and a foreign Host header, through a real HeadServer's HTTP gate.
+// Every route must be in the table below with the role it needs: a new route without an entry,
+// or with another role, fails here.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <map>
+#include <set>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+
+#include "corral/base/clock.h"
+#include "corral/base/log.h"
+#include "corral/head/head_server.h"
+#include "corral/head/http_server.h"
+#include "corral/head/rest_api.h"
+
+namespace corral::head {
+namespace {
+
+using namespace std::chrono_literals;
+
+const std::map<std::pair<std::string, std::string>, std::optional<Role>> kRoutes = {
+    {{"GET", "/api/v1/health"}, std::nullopt},
+    {{"GET", "/api/v1/status"}, Role::kRead},
+    {{"GET", "/api/v1/nodes"}, Role::kRead},
+    {{"GET", "/api/v1/tasks"}, Role::kRead},
+    {{"GET", "/api/v1/tasks/{id}"}, Role::kRead},
+    {{"GET", "/api/v1/queues"}, Role::kRead},
+    {{"GET", "/api/v1/schedules"}, Role::kRead},
+    {{"POST", "/api/v1/tasks"}, Role::kSubmit},
+    {{"POST", "/api/v1/tasks/{id}/revoke"}, Role::kSubmit},
+    {{"POST", "/api/v1/nodes/{node}/drain"}, Role::kAdmin},
+};
+
+struct Head {
+  Head() {
+    SetLogLevel(LogLevel::kError);
+    HeadOptions options;
+    options.listen = {"127.0.0.1", 0, ""};
+    options.token = "admin-secret";
+    options.tokens_path = ::testing::TempDir() + "/corral-rest-auth-" + std::to_string(getpid()) + ".json";
+    unlink(options.tokens_path.c_str());
+    server = std::make_unique<HeadServer>(io, options, clock);
+    EXPECT_TRUE(server->Start().ok());
+    HttpOptions ho;
+    ho.listen = {"127.0.0.1", 0, ""};
+    ho.authenticate = [this](std::string_view t) { return server->tokens().Authenticate(t, clock.WallNs()); };
+    http = std::make_unique<HttpServer>(io, ho);
+    RegisterRestApi(*http, *server);
+  }
+  ~Head() { server->Stop(); }
+  // The status of `method path` with `token` ("" none) and Host `host`.
+  int Status(const std::string& method, const std::string& path, const std::string& token,
+             const std::string& host = "127.0.0.1") {
+    std::string body = method == "POST" ? "{}" : "";
+    std::string raw = method + " " + path + " HTTP/1.1\r\nHost: " + host + "\r\n" +
+                      (token.empty() ? "" : "Authorization: Bearer " + token + "\r\n") +
+                      "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+                      "\r\n\r\n" + body;
+    int status = 0;
+    http->HandleRaw(raw, "192.0.2.7", [&](HttpResponse r) { status = r.status; });
+    for (int i = 0; i < 2000 && status == 0; ++i) io.run_for(1ms);
+    return status;
+  }
+  FakeClock clock;
+  boost::asio::io_context io;
+  std::unique_ptr<HeadServer> server;
+  std::unique_ptr<HttpServer> http;
+};
+
+// A concrete path for a pattern: {params} filled in.
+std::string Concrete(std::string pattern) {
+  for (auto [from, to] : {std::pair<std::string, std::string>{"{id}", "0123abcd"}, {"{node}", "0000"}})
+    if (auto at = pattern.find(from); at != std::string::npos) pattern.replace(at, from.size(), to);
+  return pattern;
+}
+
+TEST(RestAuth, EveryRouteIsInTheTableWithItsRole) {
+  Head h;
+  auto routes = h.http->routes();
+  EXPECT_EQ(routes.size(), kRoutes.size());
+  for (const auto& [method, pattern, need] : routes) {
+    auto it = kRoutes.find({method, pattern});
+    ASSERT_NE(it, kRoutes.end()) << "no entry for " << method << " " << pattern;
+    EXPECT_EQ(it->second, need) << method << " " << pattern;
+  }
+}
+
+TEST(RestAuth, EveryRouteAndMethodRefusesWhatIsNotEnough) {
+  Head h;
+  std::map<Role, std::string> tokens;
+  for (Role r : {Role::kRead, Role::kSubmit, Role::kAdmin, Role::kAgent})
+    tokens[r] = *h.server->tokens().Create(std::string("t-") + RoleName(r), r, 0, h.clock.WallNs());
+  std::string revoked = *h.server->tokens().Create("gone", Role::kAdmin, 0, h.clock.WallNs());
+  ASSERT_TRUE(h.server->RevokeToken("gone"));
+  std::string expiring = *h.server->tokens().Create("short", Role::kAdmin, 60, h.clock.WallNs());
+  h.clock.Advance(61s);
+  std::set<std::string> patterns;
+  for (const auto& [key, need] : kRoutes) patterns.insert(key.second);
+  for (const std::string& pattern : patterns) {
+    std::string path = Concrete(pattern);
+    for (const char* method : {"GET", "POST", "PUT", "DELETE", "PATCH"}) {
+      SCOPED_TRACE(std::string(method) + " " + path);
+      auto route = kRoutes.find({method, pattern});
+      bool routed = route != kRoutes.end();
+      bool is_public = routed && !route->second.has_value();
+      Role need = routed && route->second ? route->second.value() : Role::kRead;
+      if (is_public) {
+        EXPECT_EQ(h.Status(method, path, ""), 200);  // public
+        continue;
+      }
+      // Without a live token nothing is learned, not even whether the method exists.
+      for (const std::string& bad : {std::string(""), std::string("wrong"), revoked, expiring})
+        EXPECT_EQ(h.Status(method, path, bad), 401) << "token '" << bad << "'";
+      EXPECT_EQ(h.Status(method, path, tokens[Role::kAdmin], "evil.example"), 421);
+      for (const auto& [role, token] : tokens) {
+        int status = h.Status(method, path, token);
+        if (!routed) EXPECT_EQ(status, 405) << RoleName(role);
+        else if (Allows(role, need)) EXPECT_TRUE(status != 401 && status != 403) << RoleName(role) << ": " << status;
+        else EXPECT_EQ(status, 403) << RoleName(role);
+      }
+      EXPECT_NE(h.Status(method, path, "admin-secret"), 401);  // the built-in admin token
+    }
+  }
+}
+
+}  // namespace
+}  // namespace corral::head
