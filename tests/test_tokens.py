@@ -222,3 +222,35 @@ def test_a_client_cannot_cancel_another_clients_task(c):
     assert code == 0 and out.strip() == "7", err
     status = rest(c, "GET", "/api/v1/status", c.token)[1]
     assert status["counters"]["cancels_refused_not_owner"] >= 1
+
+
+def test_workers_get_their_own_credential_not_the_agents_token(c):
+    # A task's code could read its worker's environment: it held the agent's (here the admin) token.
+    code, out, err = driver(c, c.token, """
+        import json, os
+        @corral.remote
+        def inner(x):
+            return x * 2
+        @corral.remote
+        def look():
+            token = open(os.environ["CORRAL_TOKEN_FILE"]).read().strip()
+            return json.dumps({"env_token": os.environ.get("CORRAL_TOKEN"), "file_token": token,
+                               "nested": corral.get(inner.remote(21))})
+        print(corral.get(look.remote(), timeout=60))
+    """)
+    assert code == 0, err
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen["env_token"] is None
+    assert seen["file_token"].startswith("cw_") and seen["file_token"] != c.token
+    assert seen["nested"] == 42  # the worker credential submits nested tasks
+    worker = seen["file_token"]
+    assert cli(c, ["status"], worker).returncode == 0  # and reads
+    out = cli(c, ["token", "list"], worker)
+    assert out.returncode != 0 and "has role worker" in out.stderr
+    env = {k: v for k, v in os.environ.items() if k not in ("CORRAL_TOKEN", "CORRAL_ADDRESS")}
+    env["CORRAL_TOKEN"] = worker
+    out = subprocess.run([BIN, "start", "--address", c.address, "--state-dir", f"{c.dir}/as-worker",
+                          "--python", sys.executable], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "agent" in out.stderr  # it cannot register a node
+    forged = worker[:-4] + ("0000" if not worker.endswith("0000") else "1111")
+    assert cli(c, ["status"], forged).returncode != 0

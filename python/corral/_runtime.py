@@ -91,7 +91,7 @@ def get_client():
             return client
         addr = os.environ.get("CORRAL_ADDRESS") if worker_link else address
         if worker_link and addr:
-            return connect(addr, os.environ.get("CORRAL_TOKEN", ""))
+            return connect(addr, _core.find_token())  # the node's worker credential (CORRAL_TOKEN_FILE)
         if address and token is not None:  # a forked child of an initialised driver
             return connect(address, token)
         raise exceptions.CorralError("corral is not initialised: call corral.init() first")

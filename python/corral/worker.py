@@ -47,7 +47,7 @@ def main():
     signal.signal(signal.SIGALRM, _soft_limit)
     task_functions = durable.import_task_modules()  # before connecting: the agent learns them in the hello
     link = _core.WorkerLink.connect(os.environ["CORRAL_AGENT_SOCKET"], os.environ["CORRAL_WORKER_ID"],
-                                    os.environ.get("CORRAL_TOKEN", ""), _runtime.PYTHON_VERSION,
+                                    os.environ.get("CORRAL_WORKER_SECRET", ""), _runtime.PYTHON_VERSION,
                                     _runtime.CLOUDPICKLE_VERSION, task_functions)
     _runtime.worker_link = link
     _runtime.worker_id = os.environ["CORRAL_WORKER_ID"]

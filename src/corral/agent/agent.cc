@@ -1,4 +1,6 @@
 #include "corral/agent/agent.h"
+
+#include <openssl/crypto.h>
 #include "corral/agent/agent_worker.h"
 
 #include <fcntl.h>
@@ -319,7 +321,11 @@ Agent::Worker* Agent::SpawnWorker(const std::string& env_key) {
   spec.env["CORRAL_WORKER_ID"] = w->id;
   spec.env["CORRAL_NODE_ID"] = Hex(options_.node_id);
   spec.env["CORRAL_ADDRESS"] = options_.head.ToString();
-  spec.env["CORRAL_TOKEN"] = options_.token;
+  // Not the agent's token: the head's worker credential for this node (written on registration),
+  // and for this agent's socket a secret of its own. The agent's secrets stay out of the workers.
+  spec.unset_env = {"CORRAL_TOKEN", "CORRAL_JOIN_TOKEN"};
+  spec.env["CORRAL_TOKEN_FILE"] = options_.state_dir + "/worker-token";
+  spec.env["CORRAL_WORKER_SECRET"] = worker_secret_;
   if (!options_.ca_cert_file.empty()) spec.env["CORRAL_CA_CERT"] = options_.ca_cert_file;
   if (lease_map_) spec.env["CORRAL_LEASE_FILE"] = options_.state_dir + "/lease";
   if (!options_.task_modules.empty()) spec.env["CORRAL_TASK_MODULES"] = options_.task_modules;
@@ -359,7 +365,8 @@ void Agent::OnWorkerAccepted(std::unique_ptr<net::ByteStream> stream) {
           return;
         }
         auto it = workers_by_id_.find(Hex(msg.hello().id()));
-        if (it == workers_by_id_.end() || msg.hello().token() != options_.token) {
+        if (it == workers_by_id_.end() || msg.hello().token().size() != worker_secret_.size() ||
+            CRYPTO_memcmp(msg.hello().token().data(), worker_secret_.data(), worker_secret_.size()) != 0) {
           c->Close(Status(Code::kPermissionDenied, "unknown worker"));
           return;
         }

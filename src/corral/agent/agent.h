@@ -31,6 +31,7 @@
 #include "corral/agent/sleep_inhibitor.h"
 #include "corral/agent/worker_processes.h"
 #include "corral/base/clock.h"
+#include "corral/base/ids.h"
 #include "corral/base/resources.h"
 #include "corral/net/boot_timer.h"
 #include "corral/net/connection.h"
@@ -180,6 +181,7 @@ class Agent {
   std::map<std::string, int64_t> counters_;  // sent with every heartbeat
   bool stopped_ = false;
   int exit_code_ = 0;
+  const std::string worker_secret_ = Hex(RandomBytes(24));  // what this agent's workers present on its socket
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

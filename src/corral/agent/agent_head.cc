@@ -8,6 +8,7 @@
 #include <random>
 
 #include "corral/agent/agent.h"
+#include "corral/base/files.h"
 #include "corral/agent/agent_worker.h"
 #include "corral/base/ids.h"
 #include "corral/base/log.h"
@@ -224,6 +225,10 @@ void Agent::OnHeadMessage(std::string_view bytes) {
       if (!session_id_.empty() && session_id_ != w.session_id())
         LOG_INFO("the head restarted (new session); reporting {} attempt end(s) held meanwhile", outbox_.size());
       session_id_ = w.session_id();
+      if (!w.worker_token().empty()) {  // what this node's workers present to the head
+        if (Status s = WriteFile(options_.state_dir + "/worker-token", w.worker_token() + "\n", 0600); !s.ok())
+          LOG_WARN("cannot write the workers' credential: {}", s.ToString());
+      }
       // What ended while the head was away follows the Hello that listed it.
       std::deque<proto::AgentToHead> outbox = std::move(outbox_);
       outbox_.clear();

@@ -68,6 +68,7 @@ Result<pid_t> WorkerProcesses::Spawn(const SpawnSpec& spec) {
     size_t eq = kv.find('=');
     if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
+  for (const auto& k : spec.unset_env) env.erase(k);
   for (const auto& [k, v] : spec.env) env[k] = v;
   std::vector<std::string> env_strings;
   for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);

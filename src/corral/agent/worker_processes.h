@@ -25,6 +25,7 @@ struct SpawnSpec {
   std::string python;                       // interpreter path
   std::vector<std::string> args;            // after the interpreter
   std::map<std::string, std::string> env;   // added to (and overriding) the agent's environment
+  std::vector<std::string> unset_env;       // the agent's variables the worker must not see (secrets)
   std::string log_path;
 };
 

@@ -221,6 +221,7 @@ void HeadServer::OnAgentHello(Peer* peer, const proto::Hello& hello, proto::Head
   info.set_python_version(Printable(info.python_version()));
   info.set_cloudpickle_version(Printable(info.cloudpickle_version()));
   peer->node = nodes_.Register(info, peer->conn, options_.tasks.prefetch_per_cpu, &resumed);
+  welcome.mutable_welcome()->set_worker_token(tokens_->WorkerToken(id));
   peer->conn->Send(welcome);
   if (resumed) {
     LOG_INFO("node {} reconnected from {} (host {}), holding {} attempt(s)", ShortHex(id), peer->conn->peer(),
@@ -463,7 +464,7 @@ void HeadServer::HandleTokenRequest(const proto::TokenRequest& request, proto::R
       return;
     case proto::TokenRequest::CREATE: {
       auto role = ParseRole(request.role());
-      if (!role)
+      if (!role || *role == Role::kWorker)
         return SetError(*reply, Status(Code::kInvalidArgument, fmt::format("role '{}' must be read, submit, admin or "
                                                                            "agent", request.role())));
       auto secret = tokens_->Create(request.name(), *role, request.ttl_s(), clock_.WallNs());

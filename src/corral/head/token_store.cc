@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include <nlohmann/json.hpp>
 
@@ -36,12 +37,13 @@ const char* RoleName(Role role) {
     case Role::kSubmit: return "submit";
     case Role::kAdmin: return "admin";
     case Role::kAgent: return "agent";
+    case Role::kWorker: return "worker";
   }
   return "?";
 }
 
 std::optional<Role> ParseRole(std::string_view name) {
-  for (Role r : {Role::kRead, Role::kSubmit, Role::kAdmin, Role::kAgent})
+  for (Role r : {Role::kRead, Role::kSubmit, Role::kAdmin, Role::kAgent, Role::kWorker})
     if (name == RoleName(r)) return r;
   return std::nullopt;
 }
@@ -49,7 +51,7 @@ std::optional<Role> ParseRole(std::string_view name) {
 bool Allows(Role have, Role need) {
   if (have == Role::kAdmin || have == need) return true;
   if (need == Role::kAgent) return false;
-  if (have == Role::kAgent) return need == Role::kRead || need == Role::kSubmit;  // its workers submit
+  if (have == Role::kAgent || have == Role::kWorker) return need == Role::kRead || need == Role::kSubmit;
   return static_cast<int>(have) >= static_cast<int>(need);
 }
 
@@ -97,6 +99,12 @@ Result<TokenInfo> TokenStore::Authenticate(std::string_view token, int64_t now) 
   if (!admin_secret_.empty() && SameText(token, admin_secret_)) {
     admin_last_used_ns_ = now;
     return TokenInfo{"", "admin", Role::kAdmin, 0, 0, now};
+  }
+  if (token.starts_with("cw_")) {  // cw_<node hex>_<mac>
+    size_t sep = token.find('_', 3);
+    auto node = sep == std::string_view::npos ? std::nullopt : FromHex(token.substr(3, sep - 3));
+    if (!node || node->empty() || !SameText(token, WorkerToken(*node))) return Err(Denied());
+    return TokenInfo{"w:" + Hex(*node), "workers of node " + Hex(*node).substr(0, 8), Role::kWorker, 0, 0, now};
   }
   // ct_<12 hex id>_<secret>
   if (token.size() < 3 + 12 + 1 + 1 || !token.starts_with("ct_") || token[15] != '_') return Err(Denied());
@@ -158,8 +166,17 @@ std::vector<TokenInfo> TokenStore::List() const {
   return out;
 }
 
+std::string TokenStore::WorkerToken(const std::string& node_id) const {
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  std::string message = "corral worker credential:" + node_id;
+  HMAC(EVP_sha256(), admin_secret_.data(), static_cast<int>(admin_secret_.size()),
+       reinterpret_cast<const unsigned char*>(message.data()), message.size(), mac, &n);
+  return fmt::format("cw_{}_{}", Hex(node_id), Hex(std::string_view(reinterpret_cast<const char*>(mac), n)));
+}
+
 bool TokenStore::Live(const std::string& id, int64_t now) const {
-  if (id.empty()) return true;
+  if (id.empty() || id.starts_with("w:")) return true;
   auto it = by_id_.find(id);
   return it != by_id_.end() && (it->second.info.expires_ns == 0 || now < it->second.info.expires_ns);
 }

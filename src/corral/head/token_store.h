@@ -6,8 +6,10 @@
 //
 // Roles, each including the ones before it: read (status, nodes, durable results, lists),
 // submit (remote functions, values, durable tasks, schedules), admin (everything: drain, queue
-// settings, tokens). agent is apart: it may register a node, and (until workers get their own
-// credential) submit like `submit`. io thread only; Save writes the file (small, no fsync).
+// settings, tokens). agent is apart: it may register a node, and submit like `submit`. worker: the
+// credential a node's workers get instead of their agent's token ("cw_<node>_<mac>", an HMAC of the
+// node id under the admin secret: the same across head restarts, stored nowhere): submit nested
+// tasks and read, nothing else. io thread only; Save writes the file (small, no fsync).
 #pragma once
 
 #include <map>
@@ -20,7 +22,8 @@
 
 namespace corral::head {
 
-enum class Role { kRead = 1, kSubmit = 2, kAdmin = 3, kAgent = 4 };
+// kWorker is never created by hand: each node's workers get one derived from the node's id.
+enum class Role { kRead = 1, kSubmit = 2, kAdmin = 3, kAgent = 4, kWorker = 5 };
 
 const char* RoleName(Role role);
 std::optional<Role> ParseRole(std::string_view name);
@@ -48,6 +51,8 @@ class TokenStore {
   // Removes the token named `name`; returns what it was.
   Result<TokenInfo> Revoke(const std::string& name);
   std::vector<TokenInfo> List() const;
+  // The credential of node `node_id`'s workers (role worker).
+  std::string WorkerToken(const std::string& node_id) const;
   // Whether token `id` still exists and has not expired at `now` ("" is the built-in admin).
   bool Live(const std::string& id, int64_t now) const;
 
