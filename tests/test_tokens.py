@@ -12,7 +12,7 @@ import time
 import pytest
 
 import corral
-from conftest import Cluster, wait_until
+from conftest import Cluster, Process, wait_until
 from corral import _cluster
 
 BIN = _cluster.corral_binary()
@@ -254,3 +254,36 @@ def test_workers_get_their_own_credential_not_the_agents_token(c):
     assert out.returncode != 0 and "agent" in out.stderr  # it cannot register a node
     forged = worker[:-4] + ("0000" if not worker.endswith("0000") else "1111")
     assert cli(c, ["status"], forged).returncode != 0
+
+
+def test_an_operator_caps_what_a_node_may_advertise():
+    # A compromised (or misconfigured) machine claiming 64 GPUs would attract every GPU task.
+    cl = Cluster()
+    try:
+        agent = cl.add_agent(num_cpus=4, resources={"accel": 64})
+        submit = create(cl, "submit", "app")
+        out = cli(cl, ["node", "set", agent.node_id[:8], "--max-resources", "accel=1,CPU=2"], submit)
+        assert out.returncode != 0 and "needs admin" in out.stderr
+        out = cli(cl, ["node", "set", agent.node_id[:8], "--max-resources", "accel=1,CPU=2"], cl.token)
+        assert out.returncode == 0, out.stderr
+
+        def resources():
+            nodes = [n for n in rest(cl, "GET", "/api/v1/nodes", cl.token)[1] if n["state"] == "alive"]
+            return nodes[0]["resources"] if nodes else {}
+
+        assert resources()["accel"] == 1 and resources()["CPU"] == 2
+        # Kept: across the agent's restart (it advertises 64 again) and the head's.
+        node_id = agent.node_id
+        agent.stop()
+        agent = Process(agent.args, agent.log_path, env=agent.env)  # the same node: its state dir
+        agent.node_id = agent.ready
+        cl.agents = [agent]
+        assert agent.node_id == node_id
+        cl.restart_head()
+        wait_until(lambda: resources().get("accel") == 1 and resources().get("CPU") == 2,
+                   what="the caps after restarts")
+        out = cli(cl, ["node", "set", agent.node_id[:8], "--max-resources", ""], cl.token)
+        assert out.returncode == 0, out.stderr
+        assert resources()["accel"] == 64
+    finally:
+        cl.stop()

@@ -171,6 +171,18 @@ int main(int argc, char** argv) {
     add_trust(cmd);
   }
 
+  std::string node_name, max_resources;
+  auto* node_cmd = app.add_subcommand("node", "Settings an operator keeps for a node");
+  node_cmd->require_subcommand(1);
+  auto* node_set = node_cmd->add_subcommand("set", "Cap the resources a node may advertise (kept across restarts)");
+  node_set->add_option("NODE", node_name, "node id (or its first hex digits) or hostname")->required();
+  node_set->add_option("--max-resources", max_resources,
+                       "at most these, e.g. CPU=4,GPU=0,laptop=1 ('' removes the caps); a capped resource counts as "
+                       "the smaller of what the node says and the cap")
+      ->required();
+  node_set->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
+  add_trust(node_set);
+
   CLI11_PARSE(app, argc, argv);
   std::vector<std::string> args(argv + 1, argv + argc);
 
@@ -199,6 +211,7 @@ int main(int argc, char** argv) {
   if (*schedule) return corral::cli::ScheduleCommand(address, sched);
   if (*submit) return corral::cli::SubmitTask(address, sub);
   if (*queue) return corral::cli::QueueCommand(address, qf);
+  if (*node_set) return corral::cli::NodeSet(address, node_name, max_resources);
   if (*token) {
     tf.op = *token_create ? "create" : *token_revoke ? "revoke" : "list";
     return corral::cli::TokenCommand(tf);

@@ -1,6 +1,8 @@
-// `corral token create|list|revoke`: the head's tokens with roles (admin token needed).
+// `corral token create|list|revoke` (the head's tokens with roles) and `corral node set` (an
+// operator's caps on a node): admin commands.
 #include <cstdio>
 
+#include "corral/base/ids.h"
 #include "corral/cli/commands.h"
 
 namespace corral::cli {
@@ -71,6 +73,24 @@ int TokenCommand(const TokenFlags& f) {
   } else {
     PrintTokens(*r);
   }
+  return 0;
+}
+
+int NodeSet(const std::string& address, const std::string& node, const std::string& max_resources) {
+  proto::Request req;
+  req.mutable_node()->set_op(proto::NodeRequest::SET);
+  req.mutable_node()->set_node(node);
+  req.mutable_node()->set_max_resources(max_resources);
+  auto c = ConnectCli(address, "corral node");
+  if (!c) return 1;
+  auto r = c->Request(req, 10);
+  if (!r) {
+    std::fprintf(stderr, "corral node set: %s\n", r.error().message().c_str());
+    return 1;
+  }
+  for (const auto& n : r->nodes())
+    std::printf("node %s (%s): %s\n", ShortHex(n.info().node_id()).c_str(), n.info().hostname().c_str(),
+                max_resources.empty() ? "caps removed" : ("resources capped at " + max_resources).c_str());
   return 0;
 }
 

@@ -28,7 +28,7 @@ const std::map<std::string, Role> kClientMessages = {
 const std::map<std::string, Role> kRequests = {
     {"nodes", Role::kRead},          {"status", Role::kRead},          {"durable_get", Role::kRead},
     {"durable_list", Role::kRead},   {"durable_submit", Role::kSubmit}, {"durable_cancel", Role::kSubmit},
-    {"drain", Role::kAdmin},         {"token", Role::kAdmin},
+    {"drain", Role::kAdmin},         {"token", Role::kAdmin},           {"node", Role::kAdmin},
 };
 const std::map<std::string, Role> kScheduleOps = {
     {"LIST", Role::kRead},     {"HISTORY", Role::kRead},  {"ADD", Role::kSubmit},    {"PAUSE", Role::kSubmit},

@@ -7,6 +7,9 @@
 #include "corral/base/ids.h"
 #include "corral/base/log.h"
 #include "corral/base/version.h"
+#include <nlohmann/json.hpp>
+
+#include "corral/base/files.h"
 #include "corral/head/auth_policy.h"
 #include "corral/head/reply_error.h"
 #include "corral/head/status_json.h"
@@ -49,6 +52,20 @@ Status HeadServer::Start() {
     auto s = store::OpenSqlite({options_.store_path, true, ""});
     if (!s) return s.error();
     store = std::move(*s);
+  }
+  if (!options_.node_caps_path.empty()) {
+    if (auto text = ReadFile(options_.node_caps_path)) {
+      nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+      if (!j.is_object()) return MakeStatus(Code::kFailedPrecondition, "{} is damaged: fix or remove it", options_.node_caps_path);
+      for (const auto& [hex, c] : j.items()) {
+        auto id = FromHex(hex);
+        if (!id || !c.is_object()) return MakeStatus(Code::kFailedPrecondition, "{} is damaged: fix or remove it", options_.node_caps_path);
+        std::map<std::string, double> caps;
+        for (const auto& [k, v] : c.items())
+          if (v.is_number()) caps[k] = v.get<double>();
+        nodes_.SetCaps(*id, std::move(caps));
+      }
+    }
   }
   auto tokens = TokenStore::Open(options_.tokens_path, options_.token);
   if (!tokens) return tokens.error();
@@ -390,6 +407,8 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     if (Status s = Drain(request.drain()); !s.ok()) SetError(*reply, s);
   } else if (request.has_token()) {
     HandleTokenRequest(request.token(), reply);
+  } else if (request.has_node()) {
+    HandleNodeRequest(request.node(), reply);
   } else if (request.has_durable_submit() || request.has_durable_get() || request.has_durable_list() ||
              request.has_durable_cancel() || request.has_schedule() || request.has_queue()) {
     // Answered later (after the store commits, or when the task ends).
@@ -485,6 +504,35 @@ void HeadServer::HandleTokenRequest(const proto::TokenRequest& request, proto::R
   }
 }
 
+void HeadServer::HandleNodeRequest(const proto::NodeRequest& request, proto::Reply* reply) {
+  auto caps = ParseAmounts(request.max_resources());
+  if (!caps) return SetError(*reply, Status(Code::kInvalidArgument, "--max-resources: " + caps.error().message()));
+  std::vector<Node*> matches;
+  for (Node* n : nodes_.All())
+    if (!request.node().empty() && (Hex(n->view.id).starts_with(request.node()) || n->info.hostname() == request.node()))
+      matches.push_back(n);
+  if (matches.size() != 1)
+    return SetError(*reply, MakeStatus(matches.empty() ? Code::kNotFound : Code::kFailedPrecondition,
+                                       "'{}' matches {} nodes; give a node id (or enough of its first hex digits) "
+                                       "or a hostname from `corral status`",
+                                       Printable(request.node()), matches.size()));
+  std::string id = matches[0]->view.id;
+  auto all = nodes_.caps();
+  if (caps->empty()) all.erase(id);
+  else all[id] = *caps;
+  if (!options_.node_caps_path.empty()) {  // stored first: a cap that is not kept is not set
+    nlohmann::json j = nlohmann::json::object();
+    for (const auto& [node, c] : all) j[Hex(node)] = c;
+    if (Status s = WriteFile(options_.node_caps_path, j.dump(1) + "\n", 0600); !s.ok()) return SetError(*reply, s);
+  }
+  nodes_.SetCaps(id, *caps);
+  tasks_.OnNodesChanged();
+  LOG_INFO("node {}: resources capped at {}", ShortHex(id), caps->empty() ? "nothing (caps removed)" : FormatPairs(*caps));
+  proto::ClusterStatus st = BuildStatus();
+  for (auto& n : *st.mutable_nodes())
+    if (n.info().node_id() == id) *reply->add_nodes() = std::move(n);
+}
+
 Result<TokenInfo> HeadServer::RevokeToken(const std::string& name) {
   auto gone = tokens_->Revoke(name);
   if (!gone) return gone;
@@ -513,6 +561,8 @@ proto::ClusterStatus HeadServer::BuildStatus() {
   for (Node* n : nodes_.All()) {
     proto::NodeStatus* ns = st.add_nodes();
     *ns->mutable_info() = n->info;
+    // What the node counts as: its advertised resources under the operator's caps.
+    for (auto& [k, v] : *ns->mutable_info()->mutable_resources()) v = n->view.total.Get(k);
     ns->set_state(NodeStateName(n->state));
     for (const auto& [k, u] : n->view.available.units()) (*ns->mutable_available())[k] = n->view.available.Get(k);
     ns->set_last_heartbeat_age_s(static_cast<double>(now - n->last_heartbeat) / 1e9);

@@ -28,6 +28,7 @@ struct HeadOptions {
   net::Endpoint listen;
   std::string token;                 // the built-in admin token
   std::string tokens_path;           // the other tokens (tokens.json); empty: none can be made
+  std::string node_caps_path;        // operators' caps on nodes' resources (node-caps.json); empty: not kept
   LivenessConfig liveness;
   TaskManagerOptions tasks;
   size_t max_unfinished_tasks = 2'000'000;
@@ -78,6 +79,7 @@ class HeadServer {
   void EndHandshake(Peer* peer);  // no longer counted as unauthenticated
   void HandleRequest(Peer* peer, const proto::Request& request);
   void HandleTokenRequest(const proto::TokenRequest& request, proto::Reply* reply);
+  void HandleNodeRequest(const proto::NodeRequest& request, proto::Reply* reply);
   // The peer's token lacks the role `message` needs: it is told so (and nothing is done).
   void Deny(Peer* peer, const proto::ClientToHead& message, std::optional<Role> need);
   // Closes connections whose token was revoked or has expired.

@@ -59,12 +59,27 @@ void NodeRegistry::Update(Node* n, const proto::NodeInfo& info) {
   n->info = info;
   n->view.total = ResourceSet();
   for (const auto& [k, v] : info.resources()) n->view.total.Set(k, v);
+  if (auto c = caps_.find(info.node_id()); c != caps_.end())
+    for (const auto& [k, cap] : c->second) n->view.total.Set(k, std::min(n->view.total.Get(k), cap));
   n->view.labels.clear();
   for (const auto& [k, v] : info.labels()) n->view.labels[k] = v;
   n->view.python = info.python_version();
   n->view.cloudpickle = info.cloudpickle_version();
   n->view.interruptible_only = info.interruptible_only();
   n->view.task_functions = std::set<std::string>(info.task_functions().begin(), info.task_functions().end());
+}
+
+void NodeRegistry::SetCaps(const std::string& node_id, std::map<std::string, double> caps) {
+  if (caps.empty()) caps_.erase(node_id);
+  else caps_[node_id] = std::move(caps);
+  auto it = nodes_.find(node_id);
+  if (it == nodes_.end()) return;
+  Node* n = it->second.get();
+  ResourceSet before = n->view.total;
+  Update(n, n->info);
+  n->view.available.Add(n->view.total);  // what is free moves by what the total moved
+  n->view.available.Subtract(before);
+  Invalidate();
 }
 
 void NodeRegistry::Heartbeat(Node* n) {

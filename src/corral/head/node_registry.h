@@ -74,6 +74,12 @@ class NodeRegistry {
   // Advances suspect/dead states. Returns the nodes that became dead now.
   std::vector<Node*> Tick();
 
+  // The operator's caps on what a node may advertise (`corral node set --max-resources`): a capped
+  // resource counts as the smaller of what the node says and the cap. A live node's total changes
+  // at once (what it runs stays; only new placements see the change). Empty: no caps.
+  void SetCaps(const std::string& node_id, std::map<std::string, double> caps);
+  const std::map<std::string, std::map<std::string, double>>& caps() const { return caps_; }
+
   Node* Find(const std::string& id);
   // Nodes that are not dead, in registration order.
   const std::vector<const NodeView*>& LiveViews();
@@ -91,6 +97,7 @@ class NodeRegistry {
   std::unordered_map<std::string, std::unique_ptr<Node>> nodes_;
   std::vector<const NodeView*> views_;
   bool views_valid_ = false;
+  std::map<std::string, std::map<std::string, double>> caps_;  // by node id
 };
 
 }  // namespace corral::head
