@@ -287,3 +287,38 @@ def test_an_operator_caps_what_a_node_may_advertise():
         assert resources()["accel"] == 64
     finally:
         cl.stop()
+
+
+@corral.remote(max_retries=3)
+def where_slowly(seconds):
+    import os
+    import time
+    time.sleep(seconds)
+    return os.environ["CORRAL_NODE_ID"]
+
+
+def test_a_revoked_node_is_cut_off_and_its_tasks_run_elsewhere():
+    # A lost laptop: it must stop receiving work and results from it must not count.
+    cl = Cluster()
+    try:
+        laptop = cl.add_agent(num_cpus=1)
+        cl.connect()
+        ref = where_slowly.remote(4)
+        wait_until(lambda: any(n["running_tasks"] for n in rest(cl, "GET", "/api/v1/nodes", cl.token)[1]),
+                   what="the task running on the laptop")
+        server = cl.add_agent(num_cpus=1)
+        assert cli(cl, ["node", "revoke", laptop.node_id[:8]], create(cl, "submit", "app")).returncode != 0
+        out = cli(cl, ["node", "revoke", laptop.node_id[:8]], cl.token)
+        assert out.returncode == 0 and "revoked" in out.stdout, out.stderr
+        assert corral.get(ref, timeout=60) == server.node_id  # re-run on the other node
+        assert laptop.proc.wait(30) != 0  # its agent was refused when it tried to come back
+        assert "was revoked by the operator" in open(laptop.log_path).read()
+        states = {n["node_id"]: n["state"] for n in rest(cl, "GET", "/api/v1/nodes", cl.token)[1]}
+        assert states[laptop.node_id] == "dead"
+        # Still refused after a head restart (the id is kept in nodes.json).
+        cl.restart_head()
+        with pytest.raises(corral.CorralError, match="revoked"):
+            Process(laptop.args, laptop.log_path, env=laptop.env)
+    finally:
+        corral.shutdown()
+        cl.stop()

@@ -75,6 +75,8 @@ struct TokenFlags {
 int TokenCommand(const TokenFlags& flags);
 // `corral node set NODE --max-resources CPU=2,GPU=0`.
 int NodeSet(const std::string& address, const std::string& node, const std::string& max_resources);
+// `corral node revoke NODE`.
+int NodeRevoke(const std::string& address, const std::string& node);
 // --ca-cert / --ca-fingerprint of this invocation (empty: the environment's).
 client::TrustOptions& CliTrust();
 int Stop(double timeout_s);

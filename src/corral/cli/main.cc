@@ -182,6 +182,10 @@ int main(int argc, char** argv) {
       ->required();
   node_set->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
   add_trust(node_set);
+  auto* node_revoke = node_cmd->add_subcommand("revoke", "Cut a node off (a lost laptop): disconnected now, its tasks re-run elsewhere, its id refused from then on");
+  node_revoke->add_option("NODE", node_name, "node id (or its first hex digits) or hostname")->required();
+  node_revoke->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
+  add_trust(node_revoke);
 
   CLI11_PARSE(app, argc, argv);
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -212,6 +216,7 @@ int main(int argc, char** argv) {
   if (*submit) return corral::cli::SubmitTask(address, sub);
   if (*queue) return corral::cli::QueueCommand(address, qf);
   if (*node_set) return corral::cli::NodeSet(address, node_name, max_resources);
+  if (*node_revoke) return corral::cli::NodeRevoke(address, node_name);
   if (*token) {
     tf.op = *token_create ? "create" : *token_revoke ? "revoke" : "list";
     return corral::cli::TokenCommand(tf);

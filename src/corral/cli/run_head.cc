@@ -173,7 +173,7 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   }
   options.token = LoadOrCreateToken(state);
   options.tokens_path = state + "/tokens.json";
-  options.node_caps_path = state + "/node-caps.json";
+  options.nodes_path = state + "/nodes.json";
   options.liveness.heartbeat_interval = Ms(flags.heartbeat_ms);
   options.liveness.suspect_after = Ms(flags.suspect_after_ms);
   options.liveness.dead_after = Ms(flags.dead_after_ms);

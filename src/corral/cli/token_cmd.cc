@@ -94,4 +94,25 @@ int NodeSet(const std::string& address, const std::string& node, const std::stri
   return 0;
 }
 
+int NodeRevoke(const std::string& address, const std::string& node) {
+  proto::Request req;
+  req.mutable_node()->set_op(proto::NodeRequest::REVOKE);
+  req.mutable_node()->set_node(node);
+  auto c = ConnectCli(address, "corral node");
+  if (!c) return 1;
+  auto r = c->Request(req, 10);
+  if (!r) {
+    std::fprintf(stderr, "corral node revoke: %s\n", r.error().message().c_str());
+    return 1;
+  }
+  for (const auto& n : r->nodes())
+    std::printf("node %s (%s) revoked: disconnected, its tasks re-run elsewhere, it cannot join again under this id\n",
+                ShortHex(n.info().node_id()).c_str(), n.info().hostname().c_str());
+  if (!r->node_token().empty())
+    std::printf("it joined with token '%s': if that token is this machine's alone, revoke it too (`corral token "
+                "revoke %s`); a shared one lets a holder join again under a new node id\n",
+                r->node_token().c_str(), r->node_token().c_str());
+  return 0;
+}
+
 }  // namespace corral::cli

@@ -53,20 +53,7 @@ Status HeadServer::Start() {
     if (!s) return s.error();
     store = std::move(*s);
   }
-  if (!options_.node_caps_path.empty()) {
-    if (auto text = ReadFile(options_.node_caps_path)) {
-      nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-      if (!j.is_object()) return MakeStatus(Code::kFailedPrecondition, "{} is damaged: fix or remove it", options_.node_caps_path);
-      for (const auto& [hex, c] : j.items()) {
-        auto id = FromHex(hex);
-        if (!id || !c.is_object()) return MakeStatus(Code::kFailedPrecondition, "{} is damaged: fix or remove it", options_.node_caps_path);
-        std::map<std::string, double> caps;
-        for (const auto& [k, v] : c.items())
-          if (v.is_number()) caps[k] = v.get<double>();
-        nodes_.SetCaps(*id, std::move(caps));
-      }
-    }
-  }
+  if (Status st = LoadNodeSettings(); !st.ok()) return st;
   auto tokens = TokenStore::Open(options_.tokens_path, options_.token);
   if (!tokens) return tokens.error();
   tokens_ = std::move(*tokens);
@@ -198,6 +185,10 @@ void HeadServer::OnHello(Peer* peer, const proto::Hello& hello) {
                              who->name, RoleName(who->role)));
     return;
   }
+  if (who->role == Role::kWorker && revoked_nodes_.contains(*FromHex(who->id.substr(2)))) {
+    RefuseToken(peer);  // the workers of a revoked node
+    return;
+  }
   peer->token = std::move(*who);
   EndHandshake(peer);
   peer->conn->MarkHandshakeDone();
@@ -221,6 +212,11 @@ void HeadServer::OnAgentHello(Peer* peer, const proto::Hello& hello, proto::Head
     return;
   }
   const std::string& id = hello.node().node_id();
+  if (revoked_nodes_.contains(id)) {
+    Refuse(peer, fmt::format("node {} was revoked by the operator (`corral node revoke`); it cannot join again "
+                             "under this id", ShortHex(id)));
+    return;
+  }
   if (Node* old = nodes_.Find(id)) {
     // Whatever an old connection of this node still says or does (even closing) no longer counts.
     for (auto& [p, other] : peers_)
@@ -504,9 +500,46 @@ void HeadServer::HandleTokenRequest(const proto::TokenRequest& request, proto::R
   }
 }
 
+Status HeadServer::LoadNodeSettings() {
+  if (options_.nodes_path.empty()) return Status::Ok();
+  auto text = ReadFile(options_.nodes_path);
+  if (!text) return Status::Ok();  // none kept yet
+  Status damaged = MakeStatus(Code::kFailedPrecondition, "{} is damaged: fix or remove it", options_.nodes_path);
+  nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return damaged;
+  const nlohmann::json& caps = j["caps"];
+  const nlohmann::json& revoked = j["revoked"];
+  if (!(caps.is_object() || caps.is_null()) || !(revoked.is_array() || revoked.is_null())) return damaged;
+  if (caps.is_object()) {
+    for (auto it = caps.begin(); it != caps.end(); ++it) {
+      auto id = FromHex(it.key());
+      if (!id || !it.value().is_object()) return damaged;
+      std::map<std::string, double> amounts;
+      for (auto a = it.value().begin(); a != it.value().end(); ++a)
+        if (a.value().is_number()) amounts[a.key()] = a.value().get<double>();
+      nodes_.SetCaps(*id, std::move(amounts));
+    }
+  }
+  if (revoked.is_array()) {
+    for (const auto& hex : revoked) {
+      auto id = hex.is_string() ? FromHex(hex.get<std::string>()) : std::nullopt;
+      if (!id) return damaged;
+      revoked_nodes_.insert(*id);
+    }
+  }
+  return Status::Ok();
+}
+
+Status HeadServer::SaveNodeSettings(const std::map<std::string, std::map<std::string, double>>& caps,
+                                    const std::set<std::string>& revoked) {
+  if (options_.nodes_path.empty()) return Status::Ok();
+  nlohmann::json j = {{"caps", nlohmann::json::object()}, {"revoked", nlohmann::json::array()}};
+  for (const auto& [node, c] : caps) j["caps"][Hex(node)] = c;
+  for (const auto& node : revoked) j["revoked"].push_back(Hex(node));
+  return WriteFile(options_.nodes_path, j.dump(1) + "\n", 0600);
+}
+
 void HeadServer::HandleNodeRequest(const proto::NodeRequest& request, proto::Reply* reply) {
-  auto caps = ParseAmounts(request.max_resources());
-  if (!caps) return SetError(*reply, Status(Code::kInvalidArgument, "--max-resources: " + caps.error().message()));
   std::vector<Node*> matches;
   for (Node* n : nodes_.All())
     if (!request.node().empty() && (Hex(n->view.id).starts_with(request.node()) || n->info.hostname() == request.node()))
@@ -516,21 +549,45 @@ void HeadServer::HandleNodeRequest(const proto::NodeRequest& request, proto::Rep
                                        "'{}' matches {} nodes; give a node id (or enough of its first hex digits) "
                                        "or a hostname from `corral status`",
                                        Printable(request.node()), matches.size()));
-  std::string id = matches[0]->view.id;
+  Node* node = matches[0];
+  std::string id = node->view.id;
+  auto describe = [&] {
+    proto::ClusterStatus st = BuildStatus();
+    for (auto& n : *st.mutable_nodes())
+      if (n.info().node_id() == id) *reply->add_nodes() = std::move(n);
+  };
+  if (request.op() == proto::NodeRequest::REVOKE) {
+    std::set<std::string> revoked = revoked_nodes_;
+    revoked.insert(id);
+    if (Status s = SaveNodeSettings(nodes_.caps(), revoked); !s.ok()) return SetError(*reply, s);  // kept first
+    revoked_nodes_ = std::move(revoked);
+    std::string token;  // the token it joined with: the operator should revoke it too if it is its own
+    for (auto& [p, peer] : peers_) {
+      bool its_agent = peer->kind == Peer::kAgent && peer->node == node;
+      if (its_agent) token = peer->token.name;
+      if (its_agent || (peer->kind != Peer::kHandshake && peer->token.id == "w:" + Hex(id)))
+        peer->conn->Close(Status(Code::kPermissionDenied, "node revoked by the operator"));
+    }
+    if (node->state != NodeState::kDead && node->state != NodeState::kLeft) {
+      nodes_.MarkDead(node);
+      tasks_.OnNodeDead(node, "revoked by the operator");
+    }
+    LOG_WARN("node {} ({}) revoked by the operator; it joined with token '{}'", ShortHex(id),
+             Printable(node->info.hostname()), token);
+    describe();
+    reply->set_node_token(token);
+    return;
+  }
+  auto caps = ParseAmounts(request.max_resources());
+  if (!caps) return SetError(*reply, Status(Code::kInvalidArgument, "--max-resources: " + caps.error().message()));
   auto all = nodes_.caps();
   if (caps->empty()) all.erase(id);
   else all[id] = *caps;
-  if (!options_.node_caps_path.empty()) {  // stored first: a cap that is not kept is not set
-    nlohmann::json j = nlohmann::json::object();
-    for (const auto& [node, c] : all) j[Hex(node)] = c;
-    if (Status s = WriteFile(options_.node_caps_path, j.dump(1) + "\n", 0600); !s.ok()) return SetError(*reply, s);
-  }
+  if (Status s = SaveNodeSettings(all, revoked_nodes_); !s.ok()) return SetError(*reply, s);  // kept first
   nodes_.SetCaps(id, *caps);
   tasks_.OnNodesChanged();
   LOG_INFO("node {}: resources capped at {}", ShortHex(id), caps->empty() ? "nothing (caps removed)" : FormatPairs(*caps));
-  proto::ClusterStatus st = BuildStatus();
-  for (auto& n : *st.mutable_nodes())
-    if (n.info().node_id() == id) *reply->add_nodes() = std::move(n);
+  describe();
 }
 
 Result<TokenInfo> HeadServer::RevokeToken(const std::string& name) {

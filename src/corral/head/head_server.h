@@ -16,6 +16,8 @@
 #include <string>
 #include <unordered_map>
 
+#include <set>
+
 #include "corral/head/durable_queue.h"
 #include "corral/head/node_registry.h"
 #include "corral/head/task_manager.h"
@@ -28,7 +30,7 @@ struct HeadOptions {
   net::Endpoint listen;
   std::string token;                 // the built-in admin token
   std::string tokens_path;           // the other tokens (tokens.json); empty: none can be made
-  std::string node_caps_path;        // operators' caps on nodes' resources (node-caps.json); empty: not kept
+  std::string nodes_path;            // operators' node settings: caps, revoked ids (nodes.json); empty: not kept
   LivenessConfig liveness;
   TaskManagerOptions tasks;
   size_t max_unfinished_tasks = 2'000'000;
@@ -80,6 +82,10 @@ class HeadServer {
   void HandleRequest(Peer* peer, const proto::Request& request);
   void HandleTokenRequest(const proto::TokenRequest& request, proto::Reply* reply);
   void HandleNodeRequest(const proto::NodeRequest& request, proto::Reply* reply);
+  // Stores the nodes' caps and revoked ids (nodes.json).
+  Status SaveNodeSettings(const std::map<std::string, std::map<std::string, double>>& caps,
+                          const std::set<std::string>& revoked);
+  Status LoadNodeSettings();
   // The peer's token lacks the role `message` needs: it is told so (and nothing is done).
   void Deny(Peer* peer, const proto::ClientToHead& message, std::optional<Role> need);
   // Closes connections whose token was revoked or has expired.
@@ -102,6 +108,7 @@ class HeadServer {
   std::unique_ptr<DurableQueue> durable_;
   std::optional<TokenStore> tokens_;
   int64_t messages_denied_ = 0;  // a token's role was not enough
+  std::set<std::string> revoked_nodes_;  // ids that may not register again (corral node revoke)
   Nanos tokens_checked_ = 0;
   std::unordered_map<Peer*, std::unique_ptr<Peer>> peers_;
   size_t unauthenticated_ = 0;
