@@ -233,3 +233,29 @@ def test_a_client_that_does_not_read_cannot_grow_the_head(cluster):
         got += len(chunk)
     s.close()
     assert head_alive(cluster)
+
+
+def test_http_connections_from_one_address_are_capped(cluster):
+    # Each idle HTTP connection holds a session for its read deadline: one address may hold 32.
+    host, port = http_address(cluster)
+    held = [socket.create_connection((host, port), timeout=10) for _ in range(32)]
+    try:
+        extra = socket.create_connection((host, port), timeout=10)
+        assert wire.read_until_closed(extra, timeout=5) == b""  # closed at once, nothing said
+        extra.close()
+        held[0].close()  # one goes: there is room again
+        wait_until(lambda: _serves(host, port), what="a new connection served after one closed")
+    finally:
+        for s in held:
+            s.close()
+
+
+def _serves(host, port):
+    conn = http.client.HTTPConnection(host, port, timeout=5)
+    try:
+        conn.request("GET", "/api/v1/health", headers={"Host": "127.0.0.1"})
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()

@@ -171,7 +171,12 @@ struct HttpServer::Session : std::enable_shared_from_this<HttpServer::Session> {
     stream.close();
   }
 
+  ~Session() {
+    if (on_gone) on_gone();
+  }
+
   HttpServer* server;
+  std::function<void()> on_gone;  // the server's count of connections from this address
   beast::tcp_stream stream;
   beast::flat_buffer buffer;
   std::optional<http::request_parser<http::string_body>> parser;
@@ -234,9 +239,44 @@ void HttpServer::Stop() {
 void HttpServer::Accept() {
   impl_->acceptor.async_accept([this, alive = alive_](beast::error_code ec, tcp::socket socket) {
     if (!*alive) return;
-    if (!ec) std::make_shared<Session>(this, std::move(socket))->Read();
+    if (!ec) {
+      beast::error_code ep_error;
+      auto ep = socket.remote_endpoint(ep_error);
+      std::string ip = ep_error ? "?" : ep.address().to_string();
+      auto counts = connections_by_address_;
+      if ((*counts)[ip] >= options_.max_connections_per_address) {
+        static int64_t refused = 0;
+        if (refused++ % 100 == 0)
+          LOG_WARN("HTTP: refused a connection from {}: {} open from there already ({} refused so far)",
+                   Printable(ip), (*counts)[ip], refused);
+        socket.close(ep_error);
+      } else {
+        (*counts)[ip]++;
+        auto session = std::make_shared<Session>(this, std::move(socket));
+        session->on_gone = [counts, ip] {
+          if (--(*counts)[ip] == 0) counts->erase(ip);
+        };
+        session->Read();
+      }
+    }
     Accept();
   });
+}
+
+std::chrono::milliseconds HttpServer::FailureDelay(const std::string& peer_ip) {
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(peer_ip, ec);
+  if (!ec && addr.is_loopback()) return std::chrono::milliseconds(0);  // this machine: its own users
+  auto now = std::chrono::steady_clock::now();
+  if (failures_.size() > 10000)  // forget old addresses rather than grow
+    std::erase_if(failures_, [&](const auto& e) { return now - e.second.last > std::chrono::minutes(10); });
+  Failures& f = failures_[peer_ip];
+  if (now - f.last > std::chrono::minutes(10)) f.count = 0;
+  f.count++;
+  f.last = now;
+  int over = f.count - options_.free_failures;
+  if (over <= 0) return std::chrono::milliseconds(0);
+  return std::chrono::milliseconds(std::min<int64_t>(2000, int64_t{100} << std::min(over - 1, 10)));
 }
 
 void HttpServer::HandleRaw(std::string_view raw, const std::string& peer_ip, HttpRespond respond) {
@@ -325,10 +365,18 @@ void HttpServer::Dispatch(const HttpRequest& request, const std::string& host, c
     LogAuthFailure(request.peer_ip, "http",
                    fmt::format("{} on {} {}", authorization.empty() ? "no token" : "wrong token",
                                Printable(request.method), Printable(request.path)));
-    respond(HttpResponse::Error(401, authorization.empty()
-                                         ? "missing 'Authorization: Bearer <token>' (a token of this head: "
-                                           "`corral token create`, or the admin token in its state dir)"
-                                         : "wrong token (revoked, expired, or not this head's)"));
+    HttpResponse refusal = HttpResponse::Error(401, authorization.empty()
+                                                        ? "missing 'Authorization: Bearer <token>' (a token of this "
+                                                          "head: `corral token create`, or the admin token in its "
+                                                          "state dir)"
+                                                        : "wrong token (revoked, expired, or not this head's)");
+    auto delay = FailureDelay(request.peer_ip);
+    if (delay.count() == 0) return respond(std::move(refusal));
+    // Guessing tokens from one address gets slow; the answer waits on a timer, not the loop.
+    auto timer = std::make_shared<asio::steady_timer>(io_, delay);
+    timer->async_wait([timer, refusal = std::move(refusal), respond = std::move(respond)](beast::error_code) mutable {
+      respond(std::move(refusal));
+    });
     return;
   }
   if (found) {

@@ -21,6 +21,7 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
@@ -62,6 +63,11 @@ struct HttpOptions {
   std::function<Result<TokenInfo>(std::string_view token)> authenticate;
   std::set<std::string> allowed_hosts;  // Host header values (without port) accepted; loopback names always
   size_t max_body_bytes = 8u << 20;
+  // Connections open at once from one address (more are closed at once), and how failed logins
+  // from one address (not loopback) are slowed: after `free_failures` in ten minutes, each next 401
+  // waits 100 ms, doubling, up to 2 s.
+  size_t max_connections_per_address = 32;
+  int free_failures = 5;
 };
 
 class HttpServer {
@@ -102,6 +108,16 @@ class HttpServer {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::vector<RouteEntry> routes_;
+  // Open connections per peer address; shared with the sessions, which may outlive the server.
+  std::shared_ptr<std::unordered_map<std::string, size_t>> connections_by_address_ =
+      std::make_shared<std::unordered_map<std::string, size_t>>();
+  struct Failures {
+    int count = 0;
+    std::chrono::steady_clock::time_point last;
+  };
+  std::unordered_map<std::string, Failures> failures_;  // failed logins by peer address
+  // How long the 401 for `peer_ip` waits (it just failed once more).
+  std::chrono::milliseconds FailureDelay(const std::string& peer_ip);
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -36,7 +36,7 @@ const std::map<std::pair<std::string, std::string>, std::optional<Role>> kRoutes
 };
 
 struct Head {
-  Head() {
+  explicit Head(int free_failures = 1 << 30) {
     SetLogLevel(LogLevel::kError);
     HeadOptions options;
     options.listen = {"127.0.0.1", 0, ""};
@@ -47,6 +47,7 @@ struct Head {
     EXPECT_TRUE(server->Start().ok());
     HttpOptions ho;
     ho.listen = {"127.0.0.1", 0, ""};
+    ho.free_failures = free_failures;
     ho.authenticate = [this](std::string_view t) { return server->tokens().Authenticate(t, clock.WallNs()); };
     http = std::make_unique<HttpServer>(io, ho);
     RegisterRestApi(*http, *server);
@@ -125,6 +126,24 @@ TEST(RestAuth, EveryRouteAndMethodRefusesWhatIsNotEnough) {
       EXPECT_NE(h.Status(method, path, "admin-secret"), 401);  // the built-in admin token
     }
   }
+}
+
+TEST(RestAuth, GuessingTokensFromOneAddressGetsSlow) {
+  Head h(/*free_failures=*/5);
+  auto ask = [&](const std::string& ip) {
+    auto status = std::make_shared<int>(0);
+    h.http->HandleRaw("GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer guess\r\n\r\n", ip,
+                      [status](HttpResponse r) { *status = r.status; });
+    return status;
+  };
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(*ask("192.0.2.9"), 401);  // answered at once
+  auto sixth = ask("192.0.2.9");
+  h.io.run_for(50ms);
+  EXPECT_EQ(*sixth, 0) << "the sixth wrong guess is answered only after a delay";
+  for (int i = 0; i < 200 && *sixth == 0; ++i) h.io.run_for(10ms);
+  EXPECT_EQ(*sixth, 401);
+  EXPECT_EQ(*ask("192.0.2.10"), 401);  // another address is not slowed
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(*ask("127.0.0.1"), 401);  // nor this machine's own users
 }
 
 }  // namespace
