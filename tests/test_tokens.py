@@ -307,10 +307,13 @@ def test_a_revoked_node_is_cut_off_and_its_tasks_run_elsewhere():
         wait_until(lambda: any(n["running_tasks"] for n in rest(cl, "GET", "/api/v1/nodes", cl.token)[1]),
                    what="the task running on the laptop")
         server = cl.add_agent(num_cpus=1)
+        laptop_workers = open(f"{cl.dir}/agent0/worker-token").read().strip()
+        assert rest(cl, "GET", "/api/v1/status", laptop_workers)[0] == 200
         assert cli(cl, ["node", "revoke", laptop.node_id[:8]], create(cl, "submit", "app")).returncode != 0
         out = cli(cl, ["node", "revoke", laptop.node_id[:8]], cl.token)
         assert out.returncode == 0 and "revoked" in out.stdout, out.stderr
         assert corral.get(ref, timeout=60) == server.node_id  # re-run on the other node
+        assert rest(cl, "GET", "/api/v1/status", laptop_workers)[0] == 401  # its workers' credential too
         assert laptop.proc.wait(30) != 0  # its agent was refused when it tried to come back
         assert "was revoked by the operator" in open(laptop.log_path).read()
         states = {n["node_id"]: n["state"] for n in rest(cl, "GET", "/api/v1/nodes", cl.token)[1]}

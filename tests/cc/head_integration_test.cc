@@ -397,6 +397,44 @@ TEST(HeadDrain, DrainingNodeGetsNoWorkAndLeaving) {
   EXPECT_NE(r.error().message().find("no live node matches"), std::string::npos) << r.error().message();
 }
 
+TEST(HeadOwnership, AClientCannotTakeAnotherClientsNextTaskId) {
+  // Task ids are the client id and a counter: predictable. Submitting (or putting) under another
+  // client's id would swallow its real submission and hand it the intruder's result.
+  HeadFixture head;
+  FakeAgent agent(head.address);
+  agent.Send(AgentHello("secret"));
+  ASSERT_TRUE(agent.Next().has_welcome());
+  FakeClient thief(head.address);
+  proto::ClientToHead hello;
+  hello.mutable_hello()->set_protocol_version(kProtocolVersion);
+  hello.mutable_hello()->set_token("secret");
+  hello.mutable_hello()->set_role(proto::Hello::CLIENT);
+  hello.mutable_hello()->set_id("thief-01");
+  thief.Send(hello);
+  ASSERT_TRUE(thief.Next().has_welcome());
+  for (const char* id : {"victim01\x01", "thief-01\x01"}) {
+    proto::ClientToHead m;
+    proto::TaskSpec* spec = m.mutable_submit();
+    spec->set_task_id(id);
+    spec->set_name("f");
+    spec->set_function_hash(kPickledHash);
+    spec->set_function("pickled");
+    (*spec->mutable_resources())["CPU"] = 1;
+    thief.Send(m);
+  }
+  proto::HeadToAgent exec = agent.Next();  // only its own one is run
+  ASSERT_TRUE(exec.has_execute());
+  EXPECT_EQ(exec.execute().spec().task_id(), "thief-01\x01");
+  EXPECT_FALSE(agent.Next(300ms).has_execute());
+  auto c = client::Client::Connect(ClientFor(head.address, "secret"));
+  ASSERT_TRUE(c.has_value());
+  proto::Request req;
+  req.set_status(true);
+  auto reply = (*c)->Request(req, 10);
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->status().counters().values().at("submissions_refused_foreign_id"), 1);
+}
+
 TEST(HeadRestart, ResubmittedTaskWaitsForTheAgentThatHoldsItThenRunsAfterTheGrace) {
   // A fresh head is indistinguishable from a restarted one: for a dead threshold it waits for
   // agents to claim resubmitted tasks.
@@ -427,7 +465,7 @@ TEST(HeadRestart, ResubmittedTaskWaitsForTheAgentThatHoldsItThenRunsAfterTheGrac
     spec->set_resubmitted(true);
     owner.Send(m);
   };
-  resubmit("task-held");
+  resubmit("owner-01held");
   // The idle node could run it now, but an agent may still hold it: nothing is dispatched.
   EXPECT_FALSE(idle.Next(300ms).has_execute());
 
@@ -435,19 +473,19 @@ TEST(HeadRestart, ResubmittedTaskWaitsForTheAgentThatHoldsItThenRunsAfterTheGrac
   proto::AgentToHead h = AgentHello("secret");
   h.mutable_hello()->mutable_node()->set_node_id("node-two");
   proto::HeldAttempt* held = h.mutable_hello()->add_held();
-  held->set_task_id("task-held");
+  held->set_task_id("owner-01held");
   held->set_attempt(2);
   holder.Send(h);
   ASSERT_TRUE(holder.Next().has_welcome());
-  holder.Send(Finished("task-held", 2, "finished by the attempt that survived the restart"));
+  holder.Send(Finished("owner-01held", 2, "finished by the attempt that survived the restart"));
   proto::HeadToClient ready = owner.Next();
   ASSERT_TRUE(ready.has_ready());
-  EXPECT_EQ(ready.ready().id(), "task-held");
+  EXPECT_EQ(ready.ready().id(), "owner-01held");
   EXPECT_EQ(ready.ready().data(), "finished by the attempt that survived the restart");
   EXPECT_FALSE(holder.Next(100ms).has_execute()) << "adopted, not run again";
 
   // Nobody holds this one: it runs once the grace (2 s after the head started) is over.
-  resubmit("task-lost");
+  resubmit("owner-01lost");
   proto::HeadToAgent exec;
   proto::AgentToHead beat;
   for (int i = 0; i < 50 && !exec.has_execute(); ++i) {
@@ -462,7 +500,7 @@ TEST(HeadRestart, ResubmittedTaskWaitsForTheAgentThatHoldsItThenRunsAfterTheGrac
     }
   }
   ASSERT_TRUE(exec.has_execute());
-  EXPECT_EQ(exec.execute().spec().task_id(), "task-lost");
+  EXPECT_EQ(exec.execute().spec().task_id(), "owner-01lost");
   EXPECT_GE(std::chrono::steady_clock::now() - start, 2000ms);
 }
 

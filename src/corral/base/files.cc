@@ -1,5 +1,7 @@
 #include "corral/base/files.h"
 
+#include "corral/base/ids.h"
+
 #include <fcntl.h>
 #include <pwd.h>
 #include <sys/stat.h>
@@ -52,9 +54,7 @@ Status WriteFile(const std::string& path, const std::string& data, int mode) {
   std::string tmp;
   int fd = -1;
   for (int attempt = 0; attempt < 8 && fd < 0; ++attempt) {
-    unsigned char r[6];
-    std::ifstream("/dev/urandom", std::ios::binary).read(reinterpret_cast<char*>(r), sizeof r);
-    tmp = fmt::format("{}.{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}.tmp", path, r[0], r[1], r[2], r[3], r[4], r[5]);
+    tmp = fmt::format("{}.{}.tmp", path, Hex(RandomBytes(6)));
     fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0 && errno != EEXIST) break;
   }

@@ -52,7 +52,7 @@ std::string FindPython(const std::string& flag) {
 Status ClaimStateDir(const std::string& dir) {
   if (dir.empty() || dir.front() != '/')
     return MakeStatus(Code::kFailedPrecondition,
-                      "the state dir '{}' is not an absolute path (is HOME unset? set CORRAL_HOME or pass --state-dir)",
+                      "the state dir '{}' is not an absolute path: give --state-dir as one (or set HOME or CORRAL_HOME)",
                       dir);
   CORRAL_RETURN_IF_ERROR(MakeDirs(dir));
   // Its keys and tokens are this user's alone: a directory others may enter or that someone else

@@ -41,7 +41,7 @@ static std::string LoadOrCreateToken(const std::string& dir) {
   if (auto t = ReadFile(path); t && !t->empty()) {
     std::string tok = *t;
     while (!tok.empty() && (tok.back() == '\n' || tok.back() == ' ')) tok.pop_back();
-    return tok;
+    if (!tok.empty()) return tok;  // a blank file is as good as none: a new token replaces it
   }
   std::string tok = Hex(RandomBytes(24));
   Status s = WriteFile(path, tok + "\n", 0600);
@@ -195,8 +195,16 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   if (local.host == "::") local.host = "::1";
   std::string address = local.ToString();
   if (Status s = WriteFile(state + "/address", address + "\n", 0644); !s.ok()) LOG_WARN("{}", s.ToString());
-  if (!ReadFile(state + "/agent-token")) {  // first start: the token other machines join with
-    auto secret = server.tokens().Create("agents", head::Role::kAgent, 0, server.clock().WallNs());
+  // The token other machines join with (printed by `corral start --head`): made on the first start,
+  // and again when the one kept was revoked or lost.
+  auto kept = ReadFile(state + "/agent-token");
+  if (!kept || !server.Authenticate(kept->substr(0, kept->find('\n')))) {
+    Result<std::string> secret = Err(Code::kInternal, "no name free");
+    for (int n = 1; n < 100 && !secret; ++n) {
+      secret = server.tokens().Create(n == 1 ? "agents" : fmt::format("agents-{}", n), head::Role::kAgent, 0,
+                                      server.clock().WallNs());
+      if (!secret && secret.error().code() != Code::kAlreadyExists) break;
+    }
     if (!secret) LOG_WARN("cannot make the agents' token: {}", secret.error().ToString());
     else if (Status s = WriteFile(state + "/agent-token", *secret + "\n", 0600); !s.ok()) LOG_WARN("{}", s.ToString());
   }
@@ -211,9 +219,7 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
       return 2;
     }
     ho.listen = *http_ep;
-    ho.authenticate = [&server](std::string_view token) {
-      return server.tokens().Authenticate(token, server.clock().WallNs());
-    };
+    ho.authenticate = [&server](std::string_view token) { return server.Authenticate(token); };
     ho.allowed_hosts.insert(flags.http_allowed_hosts.begin(), flags.http_allowed_hosts.end());
     http = std::make_unique<head::HttpServer>(io, ho);
     head::RegisterRestApi(*http, server);

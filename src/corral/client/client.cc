@@ -227,10 +227,11 @@ void Client::OnClose(net::Connection* from, const Status& reason) {
 
 void Client::ReconnectLoop(Status reason) {
   auto give_up = Clock::now() + options_.reconnect_for;
-  std::string previous_session;
+  std::string previous_session, previous_secret;
   {
     std::lock_guard lock(mu_);
     previous_session = session_;
+    previous_secret = resume_secret_;
   }
   std::mt19937 rng(std::random_device{}());
   int attempt = 0;
@@ -272,7 +273,9 @@ void Client::ReconnectLoop(Status reason) {
     bool same_head;
     {
       std::lock_guard lock(mu_);
-      same_head = session_ == previous_session;
+      // The same head that kept our session (it hands back the same secret): a head that forgot
+      // it (we were away past its grace) has forgotten our functions and values too.
+      same_head = session_ == previous_session && resume_secret_ == previous_secret;
     }
     if (!Replay(**c, same_head)) {
       last = Status(Code::kUnavailable, "the connection closed during the replay");

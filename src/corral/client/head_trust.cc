@@ -17,6 +17,8 @@ std::string Env(const char* name) {
 Result<HeadTrust> WithCaFile(const net::Endpoint& head, const std::string& path, const std::string& pin) {
   auto pem = ReadFile(path);
   if (!pem) return Err(Code::kInvalidArgument, fmt::format("cannot read the CA certificate {}", path));
+  if (net::SplitPemCertificates(*pem).size() != 1)
+    return Err(Code::kInvalidArgument, fmt::format("{} must hold exactly one certificate: the cluster's CA", path));
   if (!pin.empty()) {
     auto fp = net::Fingerprint(*pem);
     if (!fp || *fp != pin)

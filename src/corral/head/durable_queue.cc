@@ -246,7 +246,8 @@ bool DurableQueue::Launch(const std::string& id) {
   if (it == active_.end() || it->second.running || store::IsFinal(it->second.task.state)) return false;
   Active& a = it->second;
   a.ready_seq = 0;
-  if (Expired(a)) return false;  // expired while it waited for a slot
+  // Expired while it waited for a slot; a run an agent holds from before a restart runs already.
+  if (!(a.loaded && a.task.state == store::TaskState::kStarted) && Expired(a)) return false;
   const store::QueueConfig& queue = queues_.Config(a.task.queue);
   proto::TaskSpec spec;
   spec.set_task_id(fmt::format("{}#{}", id, a.task.attempt));

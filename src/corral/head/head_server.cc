@@ -174,7 +174,7 @@ void HeadServer::OnHello(Peer* peer, const proto::Hello& hello) {
                              CORRAL_VERSION));
     return;
   }
-  auto who = tokens_->Authenticate(hello.token(), clock_.WallNs());
+  auto who = Authenticate(hello.token());
   if (!who) {
     RefuseToken(peer);
     return;
@@ -183,10 +183,6 @@ void HeadServer::OnHello(Peer* peer, const proto::Hello& hello) {
     Refuse(peer, fmt::format("token '{}' has role {}: registering a node needs an agent (or admin) token "
                              "(`corral token create --role agent`)",
                              who->name, RoleName(who->role)));
-    return;
-  }
-  if (who->role == Role::kWorker && revoked_nodes_.contains(*FromHex(who->id.substr(2)))) {
-    RefuseToken(peer);  // the workers of a revoked node
     return;
   }
   peer->token = std::move(*who);
@@ -323,7 +319,12 @@ void HeadServer::OnClientMessage(Peer* peer, std::string_view bytes) {
   }
   ClientSession* s = peer->session.get();
   if (!s) return;  // taken over by a newer connection of the same client
-  if (auto need = RequiredRole(msg); !need || !Allows(peer->token.role, *need)) return Deny(peer, msg, need);
+  auto need = RequiredRole(msg);
+  if (!need) {
+    peer->conn->Close(Status(Code::kInvalidArgument, "unexpected message from client"));
+    return;
+  }
+  if (!Allows(peer->token.role, *need)) return Deny(peer, msg, need);
   switch (msg.msg_case()) {
     case proto::ClientToHead::kSubmit: tasks_.Submit(s, std::move(*msg.mutable_submit())); break;
     case proto::ClientToHead::kPut: tasks_.Put(s, std::move(*msg.mutable_put())); break;
@@ -431,6 +432,16 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     SetError(*reply, Status(Code::kInvalidArgument, "unknown request"));
   }
   peer->conn->Send(msg);
+}
+
+Result<TokenInfo> HeadServer::Authenticate(std::string_view token) {
+  auto who = tokens_->Authenticate(token, clock_.WallNs());
+  if (who && who->role == Role::kWorker) {
+    auto node = FromHex(std::string_view(who->id).substr(2));  // "w:<node hex>"
+    if (!node || revoked_nodes_.contains(*node))
+      return Err(Code::kPermissionDenied, "the workers of a revoked node");
+  }
+  return who;
 }
 
 void HeadServer::Deny(Peer* peer, const proto::ClientToHead& msg, std::optional<Role> need) {
@@ -594,8 +605,11 @@ Result<TokenInfo> HeadServer::RevokeToken(const std::string& name) {
   auto gone = tokens_->Revoke(name);
   if (!gone) return gone;
   int closed = 0;
+  std::set<std::string> worker_ids;  // the workers of nodes that joined with it go too
   for (auto& [p, peer] : peers_)
-    if (peer->kind != Peer::kHandshake && peer->token.id == gone->id) {
+    if (peer->kind == Peer::kAgent && peer->node && peer->token.id == gone->id) worker_ids.insert("w:" + Hex(peer->node->view.id));
+  for (auto& [p, peer] : peers_)
+    if (peer->kind != Peer::kHandshake && (peer->token.id == gone->id || worker_ids.contains(peer->token.id))) {
       peer->conn->Close(Status(Code::kPermissionDenied, fmt::format("token '{}' was revoked", gone->name)));
       closed++;
     }

@@ -63,6 +63,9 @@ class HeadServer {
   Status Drain(const proto::DrainRequest& request);
   DurableQueue& durable() { return *durable_; }  // after Start()
   TokenStore& tokens() { return *tokens_; }       // after Start()
+  // Who presents `token` now: the token store's answer, also refusing the workers of revoked
+  // nodes. For every way in (TCP and HTTP).
+  Result<TokenInfo> Authenticate(std::string_view token);
   // Revokes the token named `name`; every connection that presented it is closed at once.
   Result<TokenInfo> RevokeToken(const std::string& name);
   const Clock& clock() const { return clock_; }

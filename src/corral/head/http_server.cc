@@ -245,10 +245,9 @@ void HttpServer::Accept() {
       std::string ip = ep_error ? "?" : ep.address().to_string();
       auto counts = connections_by_address_;
       if ((*counts)[ip] >= options_.max_connections_per_address) {
-        static int64_t refused = 0;
-        if (refused++ % 100 == 0)
+        if (connections_refused_++ % 100 == 0)
           LOG_WARN("HTTP: refused a connection from {}: {} open from there already ({} refused so far)",
-                   Printable(ip), (*counts)[ip], refused);
+                   Printable(ip), (*counts)[ip], connections_refused_);
         socket.close(ep_error);
       } else {
         (*counts)[ip]++;
@@ -268,8 +267,10 @@ std::chrono::milliseconds HttpServer::FailureDelay(const std::string& peer_ip) {
   auto addr = asio::ip::make_address(peer_ip, ec);
   if (!ec && addr.is_loopback()) return std::chrono::milliseconds(0);  // this machine: its own users
   auto now = std::chrono::steady_clock::now();
-  if (failures_.size() > 10000)  // forget old addresses rather than grow
+  if (failures_.size() > 10000) {  // forget old addresses rather than grow; all of them if none is old
     std::erase_if(failures_, [&](const auto& e) { return now - e.second.last > std::chrono::minutes(10); });
+    if (failures_.size() > 10000) failures_.clear();
+  }
   Failures& f = failures_[peer_ip];
   if (now - f.last > std::chrono::minutes(10)) f.count = 0;
   f.count++;

@@ -116,6 +116,7 @@ class HttpServer {
     std::chrono::steady_clock::time_point last;
   };
   std::unordered_map<std::string, Failures> failures_;  // failed logins by peer address
+  int64_t connections_refused_ = 0;
   // How long the 401 for `peer_ip` waits (it just failed once more).
   std::chrono::milliseconds FailureDelay(const std::string& peer_ip);
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -129,6 +129,10 @@ void TaskManager::Notice(const std::string& task_id, const std::string& owner, c
 void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
   std::string id = spec.task_id();
   if (id.empty()) return;
+  if (!OwnsId(client, id)) {  // ids are predictable: another client's next one must not be taken
+    Count("submissions_refused_foreign_id");
+    return;
+  }
   if (tasks_.contains(id) || objects_.contains(id)) return;  // a resubmission of the same task
   Count("tasks_submitted");
   if (!spec.function().empty() && !HashMatches(spec.function(), spec.function_hash())) {
@@ -231,6 +235,10 @@ void TaskManager::SubmitDurable(proto::TaskSpec&& spec) {
 void TaskManager::Put(ClientSession* client, proto::ObjectValue&& value) {
   std::string id = value.id();
   if (id.empty() || objects_.contains(id)) return;
+  if (!OwnsId(client, id)) {
+    Count("puts_refused_foreign_id");
+    return;
+  }
   Object& obj = objects_[id];
   obj.owner = client->id;
   obj.ready = true;
@@ -302,6 +310,9 @@ void TaskManager::Cancel(ClientSession* client, const proto::Cancel& request) {
   Task& task = it->second;
   if (!client->may_touch_any && task.spec.owner_id() != client->id) {
     Count("cancels_refused_not_owner");  // another client's task (its id is no secret)
+    if (!client->id.empty())
+      Notice(id, client->id, fmt::format("cancel of task {} refused: it belongs to another client (an admin token "
+                                         "may cancel any task)", Hex(id)));
     return;
   }
   switch (task.state) {

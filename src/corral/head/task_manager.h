@@ -28,6 +28,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "corral/base/ids.h"
 #include "corral/client.pb.h"
 #include "corral/head/node_registry.h"
 #include "corral/head/task_state.h"
@@ -174,6 +175,12 @@ class TaskManager {
   void SendValue(ClientSession* client, const proto::ObjectValue& value);
   void Notice(const std::string& task_id, const std::string& owner, const std::string& text);
   void Count(const char* name, int64_t n = 1) { counters_[name] += n; }
+  // Whether `id` is one `client` may make: ids start with their client's id (MakeTaskId).
+  static bool OwnsId(const ClientSession* client, const std::string& id) {
+    if (client->id.empty()) return true;  // the durable queue's runs
+    std::string prefix = MakeTaskId(client->id, 0).substr(0, 8);
+    return id.size() > prefix.size() && id.compare(0, prefix.size(), prefix) == 0;
+  }
   // Whether `hash` is the first 16 bytes of the SHA-256 of `pickled` (what clients register under).
   static bool HashMatches(const std::string& pickled, const std::string& hash);
   static proto::ObjectValue ErrorValue(const std::string& id, proto::ErrorKind kind, std::string message);

@@ -56,6 +56,9 @@ bool Allows(Role have, Role need) {
 }
 
 Result<TokenStore> TokenStore::Open(std::string path, std::string admin_secret) {
+  if (admin_secret.empty())  // it keys the worker credentials: none would be a key anyone knows
+    return Err(Code::kFailedPrecondition, "the head has no admin token: remove the empty `token` file from its "
+                                          "state dir to make a new one");
   TokenStore store;
   store.path_ = std::move(path);
   store.admin_secret_ = std::move(admin_secret);
@@ -100,7 +103,8 @@ Result<TokenInfo> TokenStore::Authenticate(std::string_view token, int64_t now) 
     admin_last_used_ns_ = now;
     return TokenInfo{"", "admin", Role::kAdmin, 0, 0, now};
   }
-  if (token.starts_with("cw_")) {  // cw_<node hex>_<mac>
+  if (token.starts_with("cw_")) {  // cw_<node hex>_<mac>; keyed by the admin secret, so none without one
+    if (admin_secret_.empty()) return Err(Denied());
     size_t sep = token.find('_', 3);
     auto node = sep == std::string_view::npos ? std::nullopt : FromHex(token.substr(3, sep - 3));
     if (!node || node->empty() || !SameText(token, WorkerToken(*node))) return Err(Denied());

@@ -105,9 +105,11 @@ void Listener::Sort(std::shared_ptr<asio::ip::tcp::socket> socket) {
         on_accept_(MakeTcpStream(std::move(*socket)));
         return;
       }
-      LOG_WARN("a plaintext connection from {} to the TLS port {}: refused (clients on other machines "
-               "connect with TLS and the cluster's CA)",
-               ep_error ? "?" : Endpoint{remote.address().to_string(), remote.port(), ""}.ToString(), bound_.port);
+      if (plaintext_refused_++ % 100 == 0)  // a scanner must not flood the log
+        LOG_WARN("a plaintext connection from {} to the TLS port {}: refused (clients on other machines "
+                 "connect with TLS and the cluster's CA; {} so far)",
+                 ep_error ? "?" : Endpoint{remote.address().to_string(), remote.port(), ""}.ToString(), bound_.port,
+                 plaintext_refused_);
       Refuse(socket, timer);
       return;
     }
@@ -121,7 +123,8 @@ void Listener::Sort(std::shared_ptr<asio::ip::tcp::socket> socket) {
       timer->cancel();
       if (!*alive) return;
       if (ec) {
-        LOG_WARN("TLS handshake from a client failed: {}", ec.message());
+        if (handshakes_failed_++ % 100 == 0)
+          LOG_WARN("TLS handshake from a client failed: {} ({} so far)", ec.message(), handshakes_failed_);
         return;
       }
       on_accept_(MakeTlsStream(std::move(*stream)));

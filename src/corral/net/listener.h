@@ -51,6 +51,8 @@ class Listener {
   AcceptHandler on_accept_;
   std::function<bool(const asio::ip::address&)> allow_plaintext_;
   std::string plaintext_refusal_;
+  int64_t plaintext_refused_ = 0;  // counted for the log's sake
+  int64_t handshakes_failed_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
