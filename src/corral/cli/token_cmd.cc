@@ -1,6 +1,7 @@
 // `corral token create|list|revoke` (the head's tokens with roles) and `corral node set` (an
 // operator's caps on a node): admin commands.
 #include <cstdio>
+#include <optional>
 
 #include "corral/base/ids.h"
 #include "corral/cli/commands.h"
@@ -35,6 +36,18 @@ void PrintTokens(const proto::Reply& r) {
                 t.last_used_ns() ? LocalTime(t.last_used_ns(), false).c_str() : "-");
 }
 
+// Sends `req` to the head; prints what went wrong (prefixed with `what`) and returns nothing if it did.
+std::optional<proto::Reply> Ask(const std::string& address, const char* what, const proto::Request& req) {
+  auto c = ConnectCli(address, "corral");
+  if (!c) return std::nullopt;
+  auto r = c->Request(req, 10);
+  if (!r) {
+    std::fprintf(stderr, "%s: %s\n", what, r.error().message().c_str());
+    return std::nullopt;
+  }
+  return std::move(*r);
+}
+
 }  // namespace
 
 int TokenCommand(const TokenFlags& f) {
@@ -56,13 +69,8 @@ int TokenCommand(const TokenFlags& f) {
   } else {
     t->set_op(proto::TokenRequest::LIST);
   }
-  auto c = ConnectCli(f.address, "corral token");
-  if (!c) return 1;
-  auto r = c->Request(req, 10);
-  if (!r) {
-    std::fprintf(stderr, "corral token: %s\n", r.error().message().c_str());
-    return 1;
-  }
+  auto r = Ask(f.address, "corral token", req);
+  if (!r) return 1;
   if (f.op == "create") {
     // The secret goes to stdout alone (scripts: TOKEN=$(corral token create ...)); the rest to stderr.
     std::printf("%s\n", r->token_secret().c_str());
@@ -81,13 +89,8 @@ int NodeSet(const std::string& address, const std::string& node, const std::stri
   req.mutable_node()->set_op(proto::NodeRequest::SET);
   req.mutable_node()->set_node(node);
   req.mutable_node()->set_max_resources(max_resources);
-  auto c = ConnectCli(address, "corral node");
-  if (!c) return 1;
-  auto r = c->Request(req, 10);
-  if (!r) {
-    std::fprintf(stderr, "corral node set: %s\n", r.error().message().c_str());
-    return 1;
-  }
+  auto r = Ask(address, "corral node set", req);
+  if (!r) return 1;
   for (const auto& n : r->nodes())
     std::printf("node %s (%s): %s\n", ShortHex(n.info().node_id()).c_str(), n.info().hostname().c_str(),
                 max_resources.empty() ? "caps removed" : ("resources capped at " + max_resources).c_str());
@@ -98,13 +101,8 @@ int NodeRevoke(const std::string& address, const std::string& node) {
   proto::Request req;
   req.mutable_node()->set_op(proto::NodeRequest::REVOKE);
   req.mutable_node()->set_node(node);
-  auto c = ConnectCli(address, "corral node");
-  if (!c) return 1;
-  auto r = c->Request(req, 10);
-  if (!r) {
-    std::fprintf(stderr, "corral node revoke: %s\n", r.error().message().c_str());
-    return 1;
-  }
+  auto r = Ask(address, "corral node revoke", req);
+  if (!r) return 1;
   for (const auto& n : r->nodes())
     std::printf("node %s (%s) revoked: disconnected, its tasks re-run elsewhere, it cannot join again under this id\n",
                 ShortHex(n.info().node_id()).c_str(), n.info().hostname().c_str());

@@ -459,13 +459,9 @@ void HeadServer::Deny(Peer* peer, const proto::ClientToHead& msg, std::optional<
       SetError(*r, status);
       break;
     }
-    case proto::ClientToHead::kSubmit:  // its result is the refusal
-      out.mutable_ready()->set_id(msg.submit().task_id());
-      out.mutable_ready()->set_error(proto::RUNTIME);
-      out.mutable_ready()->set_message(why);
-      break;
+    case proto::ClientToHead::kSubmit:  // its value is the refusal
     case proto::ClientToHead::kPut:
-      out.mutable_ready()->set_id(msg.put().id());
+      out.mutable_ready()->set_id(msg.has_submit() ? msg.submit().task_id() : msg.put().id());
       out.mutable_ready()->set_error(proto::RUNTIME);
       out.mutable_ready()->set_message(why);
       break;
