@@ -60,6 +60,10 @@ Agent::Agent(asio::io_context& io, AgentOptions options)
 Agent::~Agent() { Stop(); }
 
 Status Agent::Start() {
+  if (options_.tls && !options_.connect) {
+    identity_ = std::make_unique<NodeIdentity>(options_.state_dir, options_.tls);
+    if (Status s = identity_->Load(); !s.ok()) return s;
+  }
   std::string sock = options_.state_dir + "/agent.sock";
   auto ep = net::ParseEndpoint("unix:" + sock);
   if (!ep) return ep.error();

@@ -28,6 +28,7 @@
 #include <unordered_map>
 
 #include "corral/agent/lease.h"
+#include "corral/agent/node_identity.h"
 #include "corral/agent/sleep_inhibitor.h"
 #include "corral/agent/worker_processes.h"
 #include "corral/base/clock.h"
@@ -43,7 +44,7 @@ namespace corral::agent {
 
 struct AgentOptions {
   net::Endpoint head;
-  std::string token;
+  std::string token;                               // not needed once the node has its certificate
   std::shared_ptr<boost::asio::ssl::context> tls;  // dialling `head` with TLS; null: plaintext
   std::string ca_cert_file;                        // the CA workers verify the head with (CORRAL_CA_CERT)
   std::string node_id;
@@ -87,6 +88,8 @@ class Agent {
   // Takes work again after a drain that did not leave (the machine woke up).
   void Undrain(const std::string& reason);
   bool registered() const { return registered_; }
+  // Whether this node has its certificate (it joined the head over TLS).
+  bool has_certificate() const { return identity_ && identity_->has_certificate(); }
 
  private:
   struct Worker;
@@ -103,6 +106,8 @@ class Agent {
   void Heartbeat();
   void OnLeaseExpired();
   void OnLeaseRenewed();  // re-arms the expiry timer and publishes the lease to the workers
+  void OnNodeCertificate(const std::string& certificate, bool renewal);
+  void MaybeRenewCertificate();
   // Reports the attempt as ended without a result of its own (drain, fencing): the head runs it again.
   void HandBack(const std::string& task_id, uint32_t attempt, const std::string& why);
   void CheckDrained();
@@ -146,6 +151,8 @@ class Agent {
   void MaybeReady();
   Nanos last_ack_ = 0;  // CLOCK_BOOTTIME of the last heartbeat ack (or the Welcome)
   Lease lease_;
+  std::unique_ptr<NodeIdentity> identity_;  // TLS to the head: this node's certificate
+  bool renewing_ = false;                   // a renewal request is in flight
   net::BootTimer lease_timer_;
   int64_t* lease_map_ = nullptr;  // state_dir/lease, mapped here and by the workers
   Nanos published_lease_ = 0;

@@ -44,7 +44,16 @@ void Agent::ConnectToHead() {
               proto::Hello* h = hello.mutable_hello();
               h->set_protocol_version(kProtocolVersion);
               h->set_corral_version(CORRAL_VERSION);
-              h->set_token(options_.token);
+              if (identity_ && !identity_->has_certificate()) {  // joining: ask for this node's certificate
+                auto request = identity_->MakeRequest();
+                if (!request) {
+                  LOG_ERROR("cannot make a certificate request: {}", request.error().ToString());
+                  head_->Close(request.error());
+                  return;
+                }
+                h->set_certificate_request(*request);
+              }
+              if (!has_certificate()) h->set_token(options_.token);  // the certificate is the credential
               h->set_role(proto::Hello::AGENT);
               h->set_name("agent on " + options_.hostname);
               h->set_id(options_.node_id);
@@ -78,9 +87,35 @@ void Agent::ConnectToHead() {
             });
 }
 
+void Agent::OnNodeCertificate(const std::string& certificate, bool renewal) {
+  if (!identity_) return;
+  if (Status s = identity_->Accept(certificate); !s.ok()) {
+    LOG_ERROR("cannot keep this node's certificate: {}", s.ToString());
+    return;
+  }
+  LOG_INFO("{} this node's certificate (kept in {}/node.pem, valid for {:.1f} more days)",
+           renewal ? "renewed" : "joined the cluster: got", options_.state_dir,
+           static_cast<double>(identity_->not_after_s() - SystemClock().WallNs() / 1'000'000'000) / 86400);
+}
+
+void Agent::MaybeRenewCertificate() {
+  if (!identity_ || renewing_ || !head_ || !registered_) return;
+  if (!identity_->RenewalDue(SystemClock().WallNs() / 1'000'000'000)) return;
+  auto request = identity_->MakeRequest();
+  if (!request) {
+    LOG_WARN("cannot make a certificate request: {}", request.error().ToString());
+    return;
+  }
+  renewing_ = true;
+  proto::AgentToHead msg;
+  msg.set_renew_certificate(*request);
+  head_->Send(msg);
+}
+
 void Agent::OnHeadLost(const Status& reason) {
   head_.reset();
   registered_ = false;
+  renewing_ = false;
   // Ends the head may not have received: report them again after re-registering.
   for (auto it = unacked_.rbegin(); it != unacked_.rend(); ++it) {
     outbox_bytes_ += it->msg.ByteSizeLong();
@@ -225,6 +260,7 @@ void Agent::OnHeadMessage(std::string_view bytes) {
       if (!session_id_.empty() && session_id_ != w.session_id())
         LOG_INFO("the head restarted (new session); reporting {} attempt end(s) held meanwhile", outbox_.size());
       session_id_ = w.session_id();
+      if (!w.node_certificate().empty()) OnNodeCertificate(w.node_certificate(), false);
       if (!w.worker_token().empty()) {  // what this node's workers present to the head
         if (Status s = WriteFile(options_.state_dir + "/worker-token", w.worker_token() + "\n", 0600); !s.ok())
           LOG_WARN("cannot write the workers' credential: {}", s.ToString());
@@ -256,6 +292,7 @@ void Agent::OnHeadMessage(std::string_view bytes) {
       }
       lease_.Acked(msg.heartbeat_ack().seq(), Ms(static_cast<int64_t>(msg.heartbeat_ack().lease_ms())));
       OnLeaseRenewed();
+      MaybeRenewCertificate();
       if (ready_seq_ && msg.heartbeat_ack().seq() >= ready_seq_ && options_.on_registered) {
         auto callback = std::move(options_.on_registered);
         options_.on_registered = nullptr;
@@ -264,6 +301,13 @@ void Agent::OnHeadMessage(std::string_view bytes) {
       break;
     case proto::HeadToAgent::kDrain:
       Drain(std::chrono::milliseconds(msg.drain().timeout_ms()), msg.drain().leave(), msg.drain().reason());
+      break;
+    case proto::HeadToAgent::kNodeCertificate:
+      renewing_ = false;
+      if (!msg.node_certificate().error().empty())
+        LOG_WARN("the head did not renew this node's certificate: {}", msg.node_certificate().error());
+      else
+        OnNodeCertificate(msg.node_certificate().certificate(), true);
       break;
     case proto::HeadToAgent::kForgetFunctions:
       for (const auto& hash : msg.forget_functions().hashes()) {

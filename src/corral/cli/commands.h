@@ -44,6 +44,7 @@ struct HeadFlags {
   int handshake_timeout_ms = 10000;
   long max_unfinished_tasks = 2'000'000;
   std::string object_memory;               // e.g. "4GiB"; empty: 30% of this machine's memory
+  std::string node_cert_validity = "90d";  // how long a node's certificate is valid
   int http_port = 8370;                    // -1: no HTTP; 0: any free port
   std::string http_host = "127.0.0.1";     // the REST API's own address: loopback unless asked
   int64_t result_ttl_s = 7 * 86400;
@@ -53,6 +54,7 @@ struct HeadFlags {
 
 struct AgentFlags {
   std::string address;
+  std::string join_token;  // empty: $CORRAL_JOIN_TOKEN, else the token from CORRAL_TOKEN(_FILE)
   std::string state_dir;
   bool block = false;
   bool exit_with_head = false;
@@ -79,6 +81,10 @@ int NodeSet(const std::string& address, const std::string& node, const std::stri
 int NodeRevoke(const std::string& address, const std::string& node);
 // --ca-cert / --ca-fingerprint of this invocation (empty: the environment's).
 client::TrustOptions& CliTrust();
+// "30d", "12h", "10m", "45s" or plain seconds; 0 or "" for none. Errors name `flag`.
+Result<int64_t> ParseTtl(const std::string& text, const char* flag = "--ttl");
+// `corral certs status|rotate`.
+int CertsCommand(const std::string& address, const std::string& op);
 int Stop(double timeout_s);
 // Drains a node (id prefix or hostname), showing progress until it left (or, with stay, is idle).
 int DrainNode(const std::string& address, const std::string& node, double timeout_s, bool stay);

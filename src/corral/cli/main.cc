@@ -52,6 +52,9 @@ int main(int argc, char** argv) {
   auto* start = app.add_subcommand("start", "Start a head (--head) or a node agent (--address) on this machine");
   start->add_flag("--head", is_head, "start the head (and an agent for this machine, unless --head-only)");
   start->add_option("--address", agent.address, "HOST:PORT of the head to join (starts a node agent)");
+  start->add_option("--join-token", agent.join_token,
+                    "agent: the join token printed by `corral start --head` or made by `corral token create --role "
+                    "join` (default: $CORRAL_JOIN_TOKEN); needed once: the node then has its certificate");
   add_trust(start);
   start->add_option("--host", head.host, "head: address to listen on")->capture_default_str();
   start->add_option("--port", head.port, "head: port to listen on (0 picks a free one)")->capture_default_str();
@@ -77,6 +80,7 @@ int main(int argc, char** argv) {
   start->add_option("--http-host", head.http_host, "head: address the REST API listens on (plain HTTP: put a TLS proxy in front to serve it beyond this machine)")->capture_default_str();
   start->add_option("--http-allowed-host", head.http_allowed_hosts, "head: a name clients use in URLs for this head (Host header); loopback names are always allowed");
   start->add_option("--object-memory", head.object_memory, "head: most bytes of values (puts, results) it holds, e.g. 4GiB; a put past it raises ObjectStoreFullError (default: 30% of RAM)");
+  start->add_option("--node-cert-validity", head.node_cert_validity, "head: how long the certificate a joining node gets is valid (nodes renew theirs when a third is left): 90d, 12h, 30m")->capture_default_str();
   start->add_option("--max-unfinished-tasks", head.max_unfinished_tasks, "head: stop reading submissions above this many unfinished tasks")->capture_default_str();
   corral::cli::NodeFlags node;
   AddNodeFlags(start, &node);
@@ -158,9 +162,9 @@ int main(int argc, char** argv) {
   auto* token = app.add_subcommand("token", "Tokens with roles: create one (its secret is printed once), list them, revoke one");
   token->require_subcommand(1);
   auto* token_create = token->add_subcommand("create", "Create a token; prints its secret once (stdout)");
-  token_create->add_option("--role", tf.role, "read (status, results), submit (read + run work), admin (everything), agent (join nodes)")
+  token_create->add_option("--role", tf.role, "read (status, results), submit (read + run work), admin (everything), join (adds one machine; with --ttl any number until it expires), agent (joins nodes; on the head's machine, registers one)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"read", "submit", "admin", "agent"}));
+      ->check(CLI::IsMember({"read", "submit", "admin", "join", "agent"}));
   token_create->add_option("--name", tf.name, "a name to list and revoke it by (default: the role)");
   token_create->add_option("--ttl", tf.ttl, "expires after this long: 30d, 12h, 10m, 45s (default: never)");
   auto* token_list = token->add_subcommand("list", "List the tokens: name, role, created, expires, last used (never the secret)");
@@ -186,6 +190,15 @@ int main(int argc, char** argv) {
   node_revoke->add_option("NODE", node_name, "node id (or its first hex digits) or hostname")->required();
   node_revoke->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
   add_trust(node_revoke);
+
+  auto* certs = app.add_subcommand("certs", "The cluster's certificates: show them, or give the head a new one");
+  certs->require_subcommand(1);
+  auto* certs_status = certs->add_subcommand("status", "Show the CA's fingerprint, the head's certificate and the nodes' validity");
+  auto* certs_rotate = certs->add_subcommand("rotate", "Give the head a new certificate now, without a restart (nodes and clients trust the CA: nothing else changes)");
+  for (auto* cmd : {certs_status, certs_rotate}) {
+    cmd->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
+    add_trust(cmd);
+  }
 
   CLI11_PARSE(app, argc, argv);
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -217,6 +230,7 @@ int main(int argc, char** argv) {
   if (*queue) return corral::cli::QueueCommand(address, qf);
   if (*node_set) return corral::cli::NodeSet(address, node_name, max_resources);
   if (*node_revoke) return corral::cli::NodeRevoke(address, node_name);
+  if (*certs) return corral::cli::CertsCommand(address, *certs_rotate ? "rotate" : "status");
   if (*token) {
     tf.op = *token_create ? "create" : *token_revoke ? "revoke" : "list";
     return corral::cli::TokenCommand(tf);

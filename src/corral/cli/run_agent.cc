@@ -101,20 +101,28 @@ int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv) {
     std::fprintf(stderr, "corral: %s\n", s.message().c_str());
     return 2;
   }
-  options.token = FindToken();
-  if (options.token.empty()) {
-    std::fprintf(stderr,
-                 "corral: no cluster token. Set CORRAL_TOKEN (printed by `corral start --head`) or "
-                 "CORRAL_TOKEN_FILE.\n");
-    return 2;
-  }
-  auto trust = client::TrustHead(*ep, CliTrust());
+  const char* join_env = std::getenv("CORRAL_JOIN_TOKEN");
+  options.token = !flags.join_token.empty() ? flags.join_token : join_env && *join_env ? join_env : FindToken();
+  // The CA this node verified the head with when it joined: kept, so a restart needs no flag.
+  client::TrustOptions trust_options = CliTrust();
+  bool trust_given = !trust_options.ca_cert_file.empty() || !trust_options.ca_fingerprint.empty() ||
+                     std::getenv("CORRAL_CA_CERT") || std::getenv("CORRAL_CA_FINGERPRINT");
+  if (!trust_given && access((state + "/head-ca.crt").c_str(), R_OK) == 0)
+    trust_options.ca_cert_file = state + "/head-ca.crt";
+  auto trust = client::TrustHead(*ep, trust_options);
   if (!trust) {
     std::fprintf(stderr, "corral: %s\n", trust.error().message().c_str());
     return 2;
   }
   options.tls = trust->tls;
   options.ca_cert_file = trust->ca_cert_file;
+  bool joined = trust->tls && access((state + "/node.pem").c_str(), R_OK) == 0;
+  if (options.token.empty() && !joined) {
+    std::fprintf(stderr,
+                 "corral: no join token. Pass --join-token (printed by `corral start --head`, or made with "
+                 "`corral token create --role join` on the head's machine) or set CORRAL_JOIN_TOKEN.\n");
+    return 2;
+  }
   if (!flags.block) {
     auto ready = StartInBackground(argv, state, "agent.log", "agent");
     if (!ready) return 1;
@@ -129,6 +137,12 @@ int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv) {
     return 1;
   }
   FillAgentOptions(flags.node, *ep, state, &options);
+  if (options.tls && options.ca_cert_file != state + "/head-ca.crt") {
+    if (auto ca = ReadFile(options.ca_cert_file)) {
+      if (Status s = WriteFile(state + "/head-ca.crt", *ca, 0644); s.ok()) options.ca_cert_file = state + "/head-ca.crt";
+      else LOG_WARN("cannot keep the head's CA in the state dir: {}", s.ToString());
+    }
+  }
   options.exit_when_head_lost = flags.exit_with_head;
   std::string node_hex = Hex(options.node_id);
   options.on_registered = [node_hex] { AnnounceReady(node_hex); };

@@ -89,6 +89,19 @@ static std::vector<std::string> CertificateNames(const HeadFlags& flags) {
   return names;
 }
 
+// Makes `file` hold a live token of `role` (named `name`, `name`-2, ...), unless it already does.
+static void KeepToken(head::HeadServer& server, const std::string& file, const std::string& name, head::Role role) {
+  auto kept = ReadFile(file);
+  if (kept && server.tokens().Authenticate(kept->substr(0, kept->find('\n')), server.clock().WallNs())) return;
+  Result<std::string> secret = Err(Code::kInternal, "no name free");
+  for (int n = 1; n < 1000 && !secret; ++n) {
+    secret = server.tokens().Create(n == 1 ? name : fmt::format("{}-{}", name, n), role, 0, server.clock().WallNs());
+    if (!secret && secret.error().code() != Code::kAlreadyExists) break;
+  }
+  if (!secret) LOG_WARN("cannot make the {} token: {}", name, secret.error().ToString());
+  else if (Status s = WriteFile(file, *secret + "\n", 0600); !s.ok()) LOG_WARN("{}", s.ToString());
+}
+
 int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   std::string state = flags.state_dir.empty() ? DefaultHeadStateDir() : flags.state_dir;
   auto ep = net::ParseEndpoint(fmt::format("{}:{}", flags.host, flags.port));
@@ -113,13 +126,20 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
     }
     object_bytes = *bytes;
   }
+  auto node_validity = ParseTtl(flags.node_cert_validity, "--node-cert-validity");
+  if (!node_validity || *node_validity < 60) {
+    std::fprintf(stderr, "corral: %s\n",
+                 node_validity ? "--node-cert-validity: at least 60s" : node_validity.error().message().c_str());
+    return 2;
+  }
   if (!flags.block) {
     auto addr = StartInBackground(argv, state, "head.log", "head");
     if (!addr) return 1;
-    // Other machines join with the agent token (nodes, and their workers' nested tasks), not the admin one.
+    // Other machines join with a join token over TLS; on loopback only this machine's agents come
+    // in, with the agent token.
     std::string token = LoadOrCreateToken(state);
-    if (auto agent_token = ReadFile(state + "/agent-token"); agent_token && !agent_token->empty())
-      token = agent_token->substr(0, agent_token->find('\n'));
+    if (auto kept = ReadFile(state + (tls ? "/join-token" : "/agent-token")); kept && !kept->empty())
+      token = kept->substr(0, kept->find('\n'));
     std::string trust;  // how another machine verifies this head
     std::string join = *addr;  // the address another machine dials: a wildcard --host has none
     if (auto ep_local = net::ParseEndpoint(*addr); ep_local && ep_local->is_loopback() && tls) {
@@ -137,16 +157,23 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
       auto fp = ca ? net::Fingerprint(*ca) : Result<std::string>(Err(Code::kNotFound, "no ca.crt"));
       if (fp) trust = " --ca-fingerprint " + *fp;
     }
+    std::string add_machine =
+        tls ? fmt::format("Add a machine to the cluster (run there; the join token is for one machine, make more with\n"
+                          "`corral token create --role join`):\n"
+                          "  corral start --address {} --join-token {}{}\n\n",
+                          join, token, trust)
+            : fmt::format("Add an agent on this machine (the head listens on loopback only; start it with --host\n"
+                          "<this machine's address> to let other machines join):\n"
+                          "  CORRAL_TOKEN={} corral start --address {}\n\n",
+                          token, join);
     std::printf(
         "Corral head running at %s (state and logs in %s)%s\n\n"
-        "Add a machine to the cluster (run there):\n"
-        "  CORRAL_TOKEN=%s corral start --address %s%s\n\n"
+        "%s"
         "Use it from Python on this machine:\n"
         "  corral.init(address=\"%s\")\n\n"
         "%s"
         "See the cluster: corral status      Stop it: corral stop\n",
-        addr->c_str(), state.c_str(), tls ? ", TLS" : "", token.c_str(), join.c_str(), trust.c_str(),
-        addr->c_str(), HttpLine(state).c_str());
+        addr->c_str(), state.c_str(), tls ? ", TLS" : "", add_machine.c_str(), addr->c_str(), HttpLine(state).c_str());
     return 0;
   }
 
@@ -158,19 +185,13 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   head::HeadOptions options;
   options.listen = *ep;
   // The CA is made on the first start; the head's certificate is issued afresh at every start.
-  auto pki = net::LoadOrCreateHeadPki(state, CertificateNames(flags));
-  if (!pki) {
-    std::fprintf(stderr, "corral: the head cannot start: %s\n", pki.error().message().c_str());
+  auto ca = head::ClusterCa::Open(state, CertificateNames(flags), *node_validity);
+  if (!ca) {
+    std::fprintf(stderr, "corral: the head cannot start: %s\n", ca.error().message().c_str());
     return 1;
   }
-  if (tls) {
-    auto ctx = net::MakeServerTlsContext(pki->identity);
-    if (!ctx) {
-      std::fprintf(stderr, "corral: the head cannot start: %s\n", ctx.error().message().c_str());
-      return 1;
-    }
-    options.tls = *ctx;
-  }
+  options.ca = std::move(*ca);
+  if (tls) options.tls = options.ca->server_context();
   options.token = LoadOrCreateToken(state);
   options.tokens_path = state + "/tokens.json";
   options.nodes_path = state + "/nodes.json";
@@ -195,21 +216,12 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   if (local.host == "::") local.host = "::1";
   std::string address = local.ToString();
   if (Status s = WriteFile(state + "/address", address + "\n", 0644); !s.ok()) LOG_WARN("{}", s.ToString());
-  // The token other machines join with (printed by `corral start --head`): made on the first start,
-  // and again when the one kept was revoked or lost.
-  auto kept = ReadFile(state + "/agent-token");
-  if (!kept || !server.Authenticate(kept->substr(0, kept->find('\n')))) {
-    Result<std::string> secret = Err(Code::kInternal, "no name free");
-    for (int n = 1; n < 100 && !secret; ++n) {
-      secret = server.tokens().Create(n == 1 ? "agents" : fmt::format("agents-{}", n), head::Role::kAgent, 0,
-                                      server.clock().WallNs());
-      if (!secret && secret.error().code() != Code::kAlreadyExists) break;
-    }
-    if (!secret) LOG_WARN("cannot make the agents' token: {}", secret.error().ToString());
-    else if (Status s = WriteFile(state + "/agent-token", *secret + "\n", 0600); !s.ok()) LOG_WARN("{}", s.ToString());
-  }
+  // The token printed by `corral start --head`: with TLS a single-use join token, made again when
+  // the one kept was used, revoked or lost; on loopback the agent token of this machine's agents.
+  if (tls) KeepToken(server, state + "/join-token", "join", head::Role::kJoin);
+  else KeepToken(server, state + "/agent-token", "agents", head::Role::kAgent);
   LOG_INFO("head listening on {} (state dir {}){}", address, state,
-           tls ? fmt::format("; TLS, cluster CA {}", pki->ca_fingerprint) : "");
+           tls ? fmt::format("; TLS, cluster CA {}", options.ca->fingerprint()) : "");
   std::unique_ptr<head::HttpServer> http;
   if (flags.http_port >= 0) {
     head::HttpOptions ho;

@@ -1,5 +1,5 @@
-// `corral token create|list|revoke` (the head's tokens with roles) and `corral node set` (an
-// operator's caps on a node): admin commands.
+// Admin commands: `corral token create|list|revoke` (the head's tokens with roles), `corral node
+// set|revoke` (an operator's caps on a node, cutting one off) and `corral certs status|rotate`.
 #include <cstdio>
 #include <optional>
 
@@ -7,10 +7,8 @@
 #include "corral/cli/commands.h"
 
 namespace corral::cli {
-namespace {
 
-// "30d", "12h", "10m", "45s" or plain seconds; 0 or "" for no expiry.
-Result<int64_t> ParseTtl(const std::string& text) {
+Result<int64_t> ParseTtl(const std::string& text, const char* flag) {
   if (text.empty() || text == "0") return 0;
   size_t used = 0;
   double n = 0;
@@ -23,20 +21,48 @@ Result<int64_t> ParseTtl(const std::string& text) {
   double scale = unit.empty() || unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : unit == "d" ? 86400 : -1;
   if (used == 0 || scale < 0 || !(n > 0) || n * scale > 10.0 * 365 * 86400)
     return Err(Code::kInvalidArgument,
-               fmt::format("--ttl '{}': use a number with s, m, h or d (e.g. 30d), at most ten years", text));
+               fmt::format("{} '{}': use a number with s, m, h or d (e.g. 30d), at most ten years", flag, text));
   return static_cast<int64_t>(n * scale);
 }
+
+namespace {
 
 void PrintTokens(const proto::Reply& r) {
   std::printf("%-20s %-7s %-19s %-19s %s\n", "NAME", "ROLE", "CREATED", "EXPIRES", "LAST USED");
   for (const auto& t : r.tokens())
     std::printf("%-20s %-7s %-19s %-19s %s\n", t.name().c_str(), t.role().c_str(),
                 t.name() == "admin" ? "(first start)" : LocalTime(t.created_ns(), false).c_str(),
-                t.expires_ns() ? LocalTime(t.expires_ns(), false).c_str() : "never",
+                t.expires_ns() ? LocalTime(t.expires_ns(), false).c_str() : t.single_use() ? "once used" : "never",
                 t.last_used_ns() ? LocalTime(t.last_used_ns(), false).c_str() : "-");
 }
 
 // Sends `req` to the head; prints what went wrong (prefixed with `what`) and returns nothing if it did.
+std::optional<proto::Reply> Ask(const std::string& address, const char* what, const proto::Request& req);
+
+// The command that joins another machine with join token `secret`: the head's address as other
+// machines see it (its certificate's first name that is not loopback) and its CA's fingerprint.
+void PrintJoinCommand(const std::string& address, const std::string& secret) {
+  proto::Request req;
+  req.mutable_certs()->set_op(proto::CertsRequest::STATUS);
+  auto r = Ask(address, "corral token", req);
+  if (!r) return;
+  std::string host;
+  for (const auto& n : r->certs().head_names())
+    if (n != "localhost" && !n.starts_with("127.") && n != "::1") {
+      host = n;
+      break;
+    }
+  std::string port = "7370";
+  if (auto ep = net::ParseEndpoint(ResolveAddress(address), 7370)) port = std::to_string(ep->port);
+  if (host.empty()) {
+    std::fprintf(stderr, "this head listens on loopback only: other machines cannot join it\n");
+    return;
+  }
+  std::fprintf(stderr, "join a machine with (run there):\n  corral start --address %s --join-token %s --ca-fingerprint %s\n",
+               net::Endpoint{host, static_cast<uint16_t>(std::stoi(port)), ""}.ToString().c_str(), secret.c_str(),
+               r->certs().ca_fingerprint().c_str());
+}
+
 std::optional<proto::Reply> Ask(const std::string& address, const char* what, const proto::Request& req) {
   auto c = ConnectCli(address, "corral");
   if (!c) return std::nullopt;
@@ -75,7 +101,11 @@ int TokenCommand(const TokenFlags& f) {
     // The secret goes to stdout alone (scripts: TOKEN=$(corral token create ...)); the rest to stderr.
     std::printf("%s\n", r->token_secret().c_str());
     std::fprintf(stderr, "token '%s' (role %s) created%s; it is shown only this once\n", t->name().c_str(),
-                 f.role.c_str(), t->ttl_s() ? fmt::format(", expires in {}", f.ttl).c_str() : "");
+                 f.role.c_str(),
+                 t->ttl_s() ? fmt::format(", expires in {}", f.ttl).c_str()
+                 : f.role == "join" ? ", for one machine (--ttl makes it usable by any number until it expires)"
+                                    : "");
+    if (f.role == "join") PrintJoinCommand(f.address, r->token_secret());
   } else if (f.op == "revoke") {
     std::printf("token '%s' revoked; connections that used it are closed\n", f.name.c_str());
   } else {
@@ -110,6 +140,26 @@ int NodeRevoke(const std::string& address, const std::string& node) {
     std::printf("it joined with token '%s': if that token is this machine's alone, revoke it too (`corral token "
                 "revoke %s`); a shared one lets a holder join again under a new node id\n",
                 r->node_token().c_str(), r->node_token().c_str());
+  return 0;
+}
+
+int CertsCommand(const std::string& address, const std::string& op) {
+  proto::Request req;
+  req.mutable_certs()->set_op(op == "rotate" ? proto::CertsRequest::ROTATE : proto::CertsRequest::STATUS);
+  auto r = Ask(address, ("corral certs " + op).c_str(), req);
+  if (!r) return 1;
+  const proto::CertsInfo& c = r->certs();
+  std::string names;
+  for (const auto& n : c.head_names()) names += (names.empty() ? "" : ", ") + n;
+  if (op == "rotate")
+    std::printf("the head has a new certificate; new connections get it (clients and nodes trust the CA, which is "
+                "unchanged)\n");
+  std::printf("cluster CA:        %s\nhead certificate:  serial %s, for %s, valid until %s\n"
+              "node certificates: valid %.0f days (renewed by each node when a third is left); %lld node(s) joined "
+              "with one\n",
+              c.ca_fingerprint().c_str(), c.head_serial().c_str(), names.c_str(),
+              LocalTime(c.head_not_after_s() * 1'000'000'000, false).c_str(),
+              static_cast<double>(c.node_validity_s()) / 86400, static_cast<long long>(c.nodes_with_certificates()));
   return 0;
 }
 

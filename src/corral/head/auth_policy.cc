@@ -12,7 +12,8 @@ std::optional<Role> RequiredRole(const proto::Request& request) {
     case proto::Request::kDurableCancel: return Role::kSubmit;
     case proto::Request::kDrain:
     case proto::Request::kToken:
-    case proto::Request::kNode: return Role::kAdmin;
+    case proto::Request::kNode:
+    case proto::Request::kCerts: return Role::kAdmin;
     case proto::Request::kSchedule:
       switch (request.schedule().op()) {
         case proto::ScheduleRequest::LIST:

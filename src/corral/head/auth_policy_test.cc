@@ -29,6 +29,7 @@ const std::map<std::string, Role> kRequests = {
     {"nodes", Role::kRead},          {"status", Role::kRead},          {"durable_get", Role::kRead},
     {"durable_list", Role::kRead},   {"durable_submit", Role::kSubmit}, {"durable_cancel", Role::kSubmit},
     {"drain", Role::kAdmin},         {"token", Role::kAdmin},           {"node", Role::kAdmin},
+    {"certs", Role::kAdmin},
 };
 const std::map<std::string, Role> kScheduleOps = {
     {"LIST", Role::kRead},     {"HISTORY", Role::kRead},  {"ADD", Role::kSubmit},    {"PAUSE", Role::kSubmit},
@@ -92,6 +93,16 @@ TEST(AuthPolicy, RolesIncludeTheLesserOnes) {
   EXPECT_FALSE(Allows(Role::kSubmit, Role::kAgent));
   EXPECT_FALSE(Allows(Role::kAgent, Role::kAdmin));
   EXPECT_TRUE(Allows(Role::kAgent, Role::kSubmit));  // its workers submit nested tasks
+}
+
+TEST(AuthPolicy, AJoinTokenOnlyJoins) {
+  for (Role need : {Role::kRead, Role::kSubmit, Role::kAdmin, Role::kAgent, Role::kWorker})
+    EXPECT_FALSE(Allows(Role::kJoin, need)) << RoleName(need);
+  EXPECT_TRUE(Allows(Role::kJoin, Role::kJoin));
+  EXPECT_TRUE(Allows(Role::kAgent, Role::kJoin));
+  EXPECT_TRUE(Allows(Role::kAdmin, Role::kJoin));
+  EXPECT_FALSE(Allows(Role::kSubmit, Role::kJoin));
+  EXPECT_FALSE(Allows(Role::kWorker, Role::kJoin));
 }
 
 }  // namespace

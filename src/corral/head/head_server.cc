@@ -28,6 +28,8 @@ struct HeadServer::Peer {
   Node* node = nullptr;    // kAgent
   bool paused_for_output = false;
   TokenInfo token;         // who it authenticated as
+  bool tls = false;        // the connection is TLS
+  std::string cert_node;   // the node its verified certificate names (agents that joined)
 };
 
 HeadServer::HeadServer(asio::io_context& io, HeadOptions options, const Clock& clock)
@@ -53,7 +55,10 @@ Status HeadServer::Start() {
     if (!s) return s.error();
     store = std::move(*s);
   }
-  if (Status st = LoadNodeSettings(); !st.ok()) return st;
+  auto book = NodeBook::Open(options_.nodes_path);
+  if (!book) return book.error();
+  book_ = std::move(*book);
+  for (const auto& [id, caps] : book_->caps()) nodes_.SetCaps(id, caps);
   auto tokens = TokenStore::Open(options_.tokens_path, options_.token);
   if (!tokens) return tokens.error();
   tokens_ = std::move(*tokens);
@@ -113,6 +118,8 @@ void HeadServer::OnAccept(std::unique_ptr<net::ByteStream> stream) {
   auto peer = std::make_unique<Peer>();
   Peer* p = peer.get();
   p->address = std::move(address);
+  p->tls = stream->native_ssl() != nullptr;
+  if (auto node = ClusterCa::NodeFromSubject(net::VerifiedPeerName(stream->native_ssl()))) p->cert_node = *node;
   net::ConnectionOptions copts;
   copts.handshake_timeout = options_.handshake_timeout;
   copts.max_handshake_frame_bytes = options_.handshake_frame_bytes;
@@ -174,18 +181,27 @@ void HeadServer::OnHello(Peer* peer, const proto::Hello& hello) {
                              CORRAL_VERSION));
     return;
   }
-  auto who = Authenticate(hello.token());
-  if (!who) {
-    RefuseToken(peer);
-    return;
+  bool agent = hello.role() == proto::Hello::AGENT;
+  if (!agent || peer->cert_node.empty()) {  // a node's certificate is its credential: no token then
+    auto who = Authenticate(hello.token());
+    if (!who) {
+      RefuseToken(peer);
+      return;
+    }
+    if (agent && !Allows(who->role, Role::kAgent) && !Allows(who->role, Role::kJoin)) {
+      Refuse(peer, fmt::format("token '{}' has role {}: a node joins with a join token (`corral token create "
+                               "--role join`) or an agent token",
+                               who->name, RoleName(who->role)));
+      return;
+    }
+    if (!agent && who->role == Role::kJoin) {
+      Refuse(peer, fmt::format("token '{}' is a join token: it only adds a node (`corral start --address ... "
+                               "--join-token`); clients need a read, submit or admin token",
+                               who->name));
+      return;
+    }
+    peer->token = std::move(*who);
   }
-  if (hello.role() == proto::Hello::AGENT && !Allows(who->role, Role::kAgent)) {
-    Refuse(peer, fmt::format("token '{}' has role {}: registering a node needs an agent (or admin) token "
-                             "(`corral token create --role agent`)",
-                             who->name, RoleName(who->role)));
-    return;
-  }
-  peer->token = std::move(*who);
   EndHandshake(peer);
   peer->conn->MarkHandshakeDone();
   proto::HeadToClient reply;
@@ -195,7 +211,7 @@ void HeadServer::OnHello(Peer* peer, const proto::Hello& hello) {
   w->set_session_id(session_id_);
   w->set_heartbeat_interval_ms(static_cast<uint64_t>(options_.liveness.heartbeat_interval / 1'000'000));
   w->set_lease_ms(static_cast<uint64_t>(options_.liveness.EffectiveLease() / 1'000'000));
-  if (hello.role() == proto::Hello::AGENT) {
+  if (agent) {
     OnAgentHello(peer, hello, reply);
     return;
   }
@@ -203,16 +219,8 @@ void HeadServer::OnHello(Peer* peer, const proto::Hello& hello) {
 }
 
 void HeadServer::OnAgentHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome) {
-  if (hello.node().node_id().empty()) {
-    Refuse(peer, "an agent must send its node id");
-    return;
-  }
+  if (!AdmitAgent(peer, hello, welcome)) return;
   const std::string& id = hello.node().node_id();
-  if (revoked_nodes_.contains(id)) {
-    Refuse(peer, fmt::format("node {} was revoked by the operator (`corral node revoke`); it cannot join again "
-                             "under this id", ShortHex(id)));
-    return;
-  }
   if (Node* old = nodes_.Find(id)) {
     // Whatever an old connection of this node still says or does (even closing) no longer counts.
     for (auto& [p, other] : peers_)
@@ -243,6 +251,118 @@ void HeadServer::OnAgentHello(Peer* peer, const proto::Hello& hello, proto::Head
   // restart, waits for its task to be resubmitted).
   tasks_.Reconcile(peer->node, hello.held());
   tasks_.OnNodesChanged();
+}
+
+bool HeadServer::AdmitAgent(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome) {
+  const std::string& id = hello.node().node_id();
+  if (id.empty()) {
+    Refuse(peer, "an agent must send its node id");
+    return false;
+  }
+  if (book_->revoked(id)) {
+    Refuse(peer, fmt::format("node {} was revoked by the operator (`corral node revoke`); it cannot join again "
+                             "under this id", ShortHex(id)));
+    return false;
+  }
+  auto as_node = [&] {
+    peer->cert_node = id;
+    peer->token = TokenInfo{"n:" + Hex(id), "certificate of node " + ShortHex(id), Role::kAgent, 0, 0, 0};
+  };
+  if (!peer->cert_node.empty()) {  // mutual TLS: the certificate says which node this is
+    if (peer->cert_node != id) {
+      LogAuthFailure(net::PeerHost(peer->conn->peer()), "tcp", "node certificate for another node");
+      Refuse(peer, fmt::format("this node certificate is for node {}, not {}", ShortHex(peer->cert_node), ShortHex(id)));
+      return false;
+    }
+    as_node();
+    return true;
+  }
+  std::string hex = Hex(id);
+  if (!hello.certificate_request().empty()) {  // joining: the id must be new to this cluster
+    if (!peer->tls || !options_.ca) {
+      Refuse(peer, "nodes join with a certificate only over TLS: on the head's own machine, connect with the "
+                   "head's token instead of a join token");
+      return false;
+    }
+    if (book_->joined(id) || nodes_.Find(id)) {
+      LogAuthFailure(net::PeerHost(peer->conn->peer()), "tcp", "join as a known node");
+      Refuse(peer, fmt::format("node id {} is already known to this cluster and bound to another identity; a new "
+                               "machine needs a new id (remove node_id from the agent's state dir). A machine that "
+                               "lost its certificate: `corral node revoke {}`, then remove its node_id and join again",
+                               hex, hex.substr(0, 8)));
+      return false;
+    }
+    auto cert = options_.ca->IssueNodeCertificate(hello.certificate_request(), id);
+    if (!cert) {
+      Refuse(peer, "cannot issue the node certificate: " + cert.error().message());
+      return false;
+    }
+    // Kept before the node hears of it: a joined id is bound from now on, and a single-use token
+    // is spent even if the Welcome never arrives.
+    Status kept = book_->RecordJoin(id, NodeBook::Joined{clock_.WallNs(), peer->token.name});
+    if (kept.ok()) kept = tokens_->Used(peer->token.id);
+    if (!kept.ok()) {
+      Refuse(peer, "the head cannot record the join: " + kept.message());
+      return false;
+    }
+    LOG_INFO("node {} joined with token '{}' and got its certificate (valid {}s)", ShortHex(id), peer->token.name,
+             options_.ca->node_validity_s());
+    welcome.mutable_welcome()->set_node_certificate(*cert);
+    as_node();
+    return true;
+  }
+  // A token without a certificate: only over the head's own plaintext loopback (or in-process).
+  const char* refusal = nullptr;
+  if (peer->token.role == Role::kJoin) refusal = "a join token is sent with a certificate request (over TLS)";
+  else if (peer->tls) refusal = "over TLS a node presents its certificate, or joins with a certificate request";
+  else if (book_->joined(id)) refusal = "this node joined with a certificate and must present it (over TLS)";
+  else if (auto by = registered_by_.find(id); by != registered_by_.end() && by->second != peer->token.id &&
+                                               peer->token.role != Role::kAdmin)
+    refusal = "this node id was registered with another token";
+  if (refusal) {
+    LogAuthFailure(net::PeerHost(peer->conn->peer()), "tcp", refusal);
+    Refuse(peer, fmt::format("node {} is refused: {}", ShortHex(id), refusal));
+    return false;
+  }
+  registered_by_[id] = peer->token.id;
+  return true;
+}
+
+void HeadServer::RenewNodeCertificate(Peer* peer, const std::string& request_pem) {
+  proto::HeadToAgent reply;
+  proto::NodeCertificate* out = reply.mutable_node_certificate();
+  if (peer->cert_node.empty() || !options_.ca) {
+    out->set_error("only a node that joined with a certificate renews it");
+  } else if (auto cert = options_.ca->IssueNodeCertificate(request_pem, peer->cert_node); !cert) {
+    out->set_error(cert.error().message());
+  } else {
+    out->set_certificate(*cert);
+    LOG_INFO("node {}: certificate renewed (valid {}s)", ShortHex(peer->cert_node), options_.ca->node_validity_s());
+  }
+  peer->conn->Send(reply);
+}
+
+void HeadServer::HandleCertsRequest(const proto::CertsRequest& request, proto::Reply* reply) {
+  if (!options_.ca) return SetError(*reply, Status(Code::kFailedPrecondition, "this head has no cluster CA"));
+  if (request.op() == proto::CertsRequest::ROTATE) {
+    if (Status s = options_.ca->RotateHeadCertificate(); !s.ok()) return SetError(*reply, s);
+    if (options_.tls) {
+      options_.tls = options_.ca->server_context();
+      listener_->SetTls(options_.tls);
+    }
+    LOG_INFO("head certificate rotated; new connections get the new one");
+  } else if (request.op() != proto::CertsRequest::STATUS) {
+    return SetError(*reply, Status(Code::kInvalidArgument, "unknown certs operation"));
+  }
+  proto::CertsInfo* info = reply->mutable_certs();
+  info->set_ca_fingerprint(options_.ca->fingerprint());
+  if (auto head = net::InspectCertificate(options_.ca->head_certificate())) {
+    info->set_head_serial(head->serial);
+    info->set_head_not_after_s(head->not_after_s);
+  }
+  for (const auto& n : options_.ca->names()) info->add_head_names(n);
+  info->set_node_validity_s(options_.ca->node_validity_s());
+  info->set_nodes_with_certificates(static_cast<int64_t>(book_->joined_count()));
 }
 
 void HeadServer::OnClientHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome) {
@@ -379,6 +499,7 @@ void HeadServer::OnAgentMessage(Peer* peer, std::string_view bytes) {
     case proto::AgentToHead::kFinished: tasks_.OnTaskFinished(node, std::move(*msg.mutable_finished())); break;
     case proto::AgentToHead::kBlocked: tasks_.OnBlocked(node, msg.blocked()); break;
     case proto::AgentToHead::kLog: tasks_.OnLog(node, std::move(*msg.mutable_log())); break;
+    case proto::AgentToHead::kRenewCertificate: RenewNodeCertificate(peer, msg.renew_certificate()); break;
     case proto::AgentToHead::kUpdate:
       msg.mutable_update()->set_address(node->info.address());
       nodes_.Update(node, msg.update());
@@ -406,6 +527,8 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     HandleTokenRequest(request.token(), reply);
   } else if (request.has_node()) {
     HandleNodeRequest(request.node(), reply);
+  } else if (request.has_certs()) {
+    HandleCertsRequest(request.certs(), reply);
   } else if (request.has_durable_submit() || request.has_durable_get() || request.has_durable_list() ||
              request.has_durable_cancel() || request.has_schedule() || request.has_queue()) {
     // Answered later (after the store commits, or when the task ends).
@@ -438,7 +561,7 @@ Result<TokenInfo> HeadServer::Authenticate(std::string_view token) {
   auto who = tokens_->Authenticate(token, clock_.WallNs());
   if (who && who->role == Role::kWorker) {
     auto node = FromHex(std::string_view(who->id).substr(2));  // "w:<node hex>"
-    if (!node || revoked_nodes_.contains(*node))
+    if (!node || book_->revoked(*node))
       return Err(Code::kPermissionDenied, "the workers of a revoked node");
   }
   return who;
@@ -478,6 +601,7 @@ void HeadServer::HandleTokenRequest(const proto::TokenRequest& request, proto::R
     p.set_created_ns(t.created_ns);
     p.set_expires_ns(t.expires_ns);
     p.set_last_used_ns(t.last_used_ns);
+    p.set_single_use(t.single_use);
     return p;
   };
   switch (request.op()) {
@@ -487,8 +611,8 @@ void HeadServer::HandleTokenRequest(const proto::TokenRequest& request, proto::R
     case proto::TokenRequest::CREATE: {
       auto role = ParseRole(request.role());
       if (!role || *role == Role::kWorker)
-        return SetError(*reply, Status(Code::kInvalidArgument, fmt::format("role '{}' must be read, submit, admin or "
-                                                                           "agent", request.role())));
+        return SetError(*reply, Status(Code::kInvalidArgument, fmt::format("role '{}' must be read, submit, admin, "
+                                                                           "agent or join", request.role())));
       auto secret = tokens_->Create(request.name(), *role, request.ttl_s(), clock_.WallNs());
       if (!secret) return SetError(*reply, secret.error());
       reply->set_token_secret(*secret);
@@ -505,45 +629,6 @@ void HeadServer::HandleTokenRequest(const proto::TokenRequest& request, proto::R
     }
     default: SetError(*reply, Status(Code::kInvalidArgument, "unknown token operation"));
   }
-}
-
-Status HeadServer::LoadNodeSettings() {
-  if (options_.nodes_path.empty()) return Status::Ok();
-  auto text = ReadFile(options_.nodes_path);
-  if (!text) return Status::Ok();  // none kept yet
-  Status damaged = MakeStatus(Code::kFailedPrecondition, "{} is damaged: fix or remove it", options_.nodes_path);
-  nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object()) return damaged;
-  const nlohmann::json& caps = j["caps"];
-  const nlohmann::json& revoked = j["revoked"];
-  if (!(caps.is_object() || caps.is_null()) || !(revoked.is_array() || revoked.is_null())) return damaged;
-  if (caps.is_object()) {
-    for (auto it = caps.begin(); it != caps.end(); ++it) {
-      auto id = FromHex(it.key());
-      if (!id || !it.value().is_object()) return damaged;
-      std::map<std::string, double> amounts;
-      for (auto a = it.value().begin(); a != it.value().end(); ++a)
-        if (a.value().is_number()) amounts[a.key()] = a.value().get<double>();
-      nodes_.SetCaps(*id, std::move(amounts));
-    }
-  }
-  if (revoked.is_array()) {
-    for (const auto& hex : revoked) {
-      auto id = hex.is_string() ? FromHex(hex.get<std::string>()) : std::nullopt;
-      if (!id) return damaged;
-      revoked_nodes_.insert(*id);
-    }
-  }
-  return Status::Ok();
-}
-
-Status HeadServer::SaveNodeSettings(const std::map<std::string, std::map<std::string, double>>& caps,
-                                    const std::set<std::string>& revoked) {
-  if (options_.nodes_path.empty()) return Status::Ok();
-  nlohmann::json j = {{"caps", nlohmann::json::object()}, {"revoked", nlohmann::json::array()}};
-  for (const auto& [node, c] : caps) j["caps"][Hex(node)] = c;
-  for (const auto& node : revoked) j["revoked"].push_back(Hex(node));
-  return WriteFile(options_.nodes_path, j.dump(1) + "\n", 0600);
 }
 
 void HeadServer::HandleNodeRequest(const proto::NodeRequest& request, proto::Reply* reply) {
@@ -564,10 +649,7 @@ void HeadServer::HandleNodeRequest(const proto::NodeRequest& request, proto::Rep
       if (n.info().node_id() == id) *reply->add_nodes() = std::move(n);
   };
   if (request.op() == proto::NodeRequest::REVOKE) {
-    std::set<std::string> revoked = revoked_nodes_;
-    revoked.insert(id);
-    if (Status s = SaveNodeSettings(nodes_.caps(), revoked); !s.ok()) return SetError(*reply, s);  // kept first
-    revoked_nodes_ = std::move(revoked);
+    if (Status s = book_->Revoke(id); !s.ok()) return SetError(*reply, s);  // kept first
     std::string token;  // the token it joined with: the operator should revoke it too if it is its own
     for (auto& [p, peer] : peers_) {
       bool its_agent = peer->kind == Peer::kAgent && peer->node == node;
@@ -579,18 +661,18 @@ void HeadServer::HandleNodeRequest(const proto::NodeRequest& request, proto::Rep
       nodes_.MarkDead(node);
       tasks_.OnNodeDead(node, "revoked by the operator");
     }
+    if (const NodeBook::Joined* j = book_->FindJoined(id)) token = j->token;
+    bool token_lives = false;  // a single-use join token is gone already: nothing to advise
+    for (const auto& t : tokens_->List()) token_lives |= !token.empty() && t.name == token;
     LOG_WARN("node {} ({}) revoked by the operator; it joined with token '{}'", ShortHex(id),
              Printable(node->info.hostname()), token);
     describe();
-    reply->set_node_token(token);
+    if (token_lives) reply->set_node_token(token);
     return;
   }
   auto caps = ParseAmounts(request.max_resources());
   if (!caps) return SetError(*reply, Status(Code::kInvalidArgument, "--max-resources: " + caps.error().message()));
-  auto all = nodes_.caps();
-  if (caps->empty()) all.erase(id);
-  else all[id] = *caps;
-  if (Status s = SaveNodeSettings(all, revoked_nodes_); !s.ok()) return SetError(*reply, s);  // kept first
+  if (Status s = book_->SetCaps(id, *caps); !s.ok()) return SetError(*reply, s);  // kept first
   nodes_.SetCaps(id, *caps);
   tasks_.OnNodesChanged();
   LOG_INFO("node {}: resources capped at {}", ShortHex(id), caps->empty() ? "nothing (caps removed)" : FormatPairs(*caps));

@@ -18,7 +18,9 @@
 
 #include <set>
 
+#include "corral/head/cluster_ca.h"
 #include "corral/head/durable_queue.h"
+#include "corral/head/node_book.h"
 #include "corral/head/node_registry.h"
 #include "corral/head/task_manager.h"
 #include "corral/head/token_store.h"
@@ -30,7 +32,11 @@ struct HeadOptions {
   net::Endpoint listen;
   std::string token;                 // the built-in admin token
   std::string tokens_path;           // the other tokens (tokens.json); empty: none can be made
-  std::string nodes_path;            // operators' node settings: caps, revoked ids (nodes.json); empty: not kept
+  std::string nodes_path;            // what is kept about nodes (nodes.json, see NodeBook); empty: not kept
+  // Issues node certificates (joins, renewals) and rotates the head's; null: nodes cannot join with
+  // a certificate. With `tls`, the head serves ca->server_context() (a certificate rotation
+  // replaces it).
+  std::shared_ptr<ClusterCa> ca;
   LivenessConfig liveness;
   TaskManagerOptions tasks;
   size_t max_unfinished_tasks = 2'000'000;
@@ -85,10 +91,12 @@ class HeadServer {
   void HandleRequest(Peer* peer, const proto::Request& request);
   void HandleTokenRequest(const proto::TokenRequest& request, proto::Reply* reply);
   void HandleNodeRequest(const proto::NodeRequest& request, proto::Reply* reply);
-  // Stores the nodes' caps and revoked ids (nodes.json).
-  Status SaveNodeSettings(const std::map<std::string, std::map<std::string, double>>& caps,
-                          const std::set<std::string>& revoked);
-  Status LoadNodeSettings();
+  void HandleCertsRequest(const proto::CertsRequest& request, proto::Reply* reply);
+  // Answers an agent's request for a new certificate (its own is nearing its end).
+  void RenewNodeCertificate(Peer* peer, const std::string& request_pem);
+  // Whether `hello` may register its node over `peer`, and as whom; on a join, issues the node's
+  // certificate into `welcome`. Refuses the peer (and returns false) otherwise.
+  bool AdmitAgent(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome);
   // The peer's token lacks the role `message` needs: it is told so (and nothing is done).
   void Deny(Peer* peer, const proto::ClientToHead& message, std::optional<Role> need);
   // Closes connections whose token was revoked or has expired.
@@ -111,7 +119,8 @@ class HeadServer {
   std::unique_ptr<DurableQueue> durable_;
   std::optional<TokenStore> tokens_;
   int64_t messages_denied_ = 0;  // a token's role was not enough
-  std::set<std::string> revoked_nodes_;  // ids that may not register again (corral node revoke)
+  std::optional<NodeBook> book_;  // caps, revoked ids, joined ids (nodes.json)
+  std::unordered_map<std::string, std::string> registered_by_;  // node id -> token id that registered it
   Nanos tokens_checked_ = 0;
   std::unordered_map<Peer*, std::unique_ptr<Peer>> peers_;
   size_t unauthenticated_ = 0;

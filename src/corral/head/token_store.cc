@@ -38,18 +38,21 @@ const char* RoleName(Role role) {
     case Role::kAdmin: return "admin";
     case Role::kAgent: return "agent";
     case Role::kWorker: return "worker";
+    case Role::kJoin: return "join";
   }
   return "?";
 }
 
 std::optional<Role> ParseRole(std::string_view name) {
-  for (Role r : {Role::kRead, Role::kSubmit, Role::kAdmin, Role::kAgent, Role::kWorker})
+  for (Role r : {Role::kRead, Role::kSubmit, Role::kAdmin, Role::kAgent, Role::kWorker, Role::kJoin})
     if (name == RoleName(r)) return r;
   return std::nullopt;
 }
 
 bool Allows(Role have, Role need) {
   if (have == Role::kAdmin || have == need) return true;
+  if (have == Role::kJoin) return false;  // joining is all it is for
+  if (need == Role::kJoin) return have == Role::kAgent;  // an agent token joins any number of nodes
   if (need == Role::kAgent) return false;
   if (have == Role::kAgent || have == Role::kWorker) return need == Role::kRead || need == Role::kSubmit;
   return static_cast<int>(have) >= static_cast<int>(need);
@@ -80,6 +83,7 @@ Result<TokenStore> TokenStore::Open(std::string path, std::string admin_secret) 
     e.info.role = *role;
     e.info.created_ns = t.value("created_ns", int64_t{0});
     e.info.expires_ns = t.value("expires_ns", int64_t{0});
+    e.info.single_use = t.value("single_use", false);
     store.by_id_[e.info.id] = std::move(e);
   }
   return store;
@@ -94,7 +98,8 @@ Status TokenStore::Save() const {
                       {"role", RoleName(e.info.role)},
                       {"sha256", e.secret_sha256},
                       {"created_ns", e.info.created_ns},
-                      {"expires_ns", e.info.expires_ns}});
+                      {"expires_ns", e.info.expires_ns},
+                      {"single_use", e.info.single_use}});
   return WriteFile(path_, nlohmann::json{{"tokens", tokens}}.dump(1) + "\n", 0600);
 }
 
@@ -110,10 +115,13 @@ Result<TokenInfo> TokenStore::Authenticate(std::string_view token, int64_t now) 
     if (!node || node->empty() || !SameText(token, WorkerToken(*node))) return Err(Denied());
     return TokenInfo{"w:" + Hex(*node), "workers of node " + Hex(*node).substr(0, 8), Role::kWorker, 0, 0, now};
   }
-  // ct_<12 hex id>_<secret>
-  if (token.size() < 3 + 12 + 1 + 1 || !token.starts_with("ct_") || token[15] != '_') return Err(Denied());
+  // ct_<12 hex id>_<secret>, cj_ for join tokens
+  if (token.size() < 3 + 12 + 1 + 1 || !(token.starts_with("ct_") || token.starts_with("cj_")) || token[15] != '_')
+    return Err(Denied());
   auto it = by_id_.find(std::string(token.substr(3, 12)));
-  if (it == by_id_.end() || !SameText(Sha256Hex(token.substr(16)), it->second.secret_sha256)) return Err(Denied());
+  if (it == by_id_.end() || !SameText(Sha256Hex(token.substr(16)), it->second.secret_sha256) ||
+      token.starts_with("cj_") != (it->second.info.role == Role::kJoin))
+    return Err(Denied());
   if (it->second.info.expires_ns != 0 && now >= it->second.info.expires_ns) return Err(Denied());
   it->second.info.last_used_ns = now;
   return it->second.info;
@@ -136,6 +144,7 @@ Result<std::string> TokenStore::Create(const std::string& name, Role role, int64
   e.info.role = role;
   e.info.created_ns = now;
   e.info.expires_ns = ttl_s > 0 ? now + ttl_s * 1'000'000'000 : 0;
+  e.info.single_use = role == Role::kJoin && ttl_s == 0;
   std::string secret = Hex(RandomBytes(24));
   e.secret_sha256 = Sha256Hex(secret);
   std::string id = e.info.id;
@@ -144,7 +153,19 @@ Result<std::string> TokenStore::Create(const std::string& name, Role role, int64
     by_id_.erase(id);
     return Err(s);
   }
-  return fmt::format("ct_{}_{}", id, secret);
+  return fmt::format("{}_{}_{}", role == Role::kJoin ? "cj" : "ct", id, secret);
+}
+
+Status TokenStore::Used(const std::string& id) {
+  auto it = by_id_.find(id);
+  if (it == by_id_.end() || !it->second.info.single_use) return Status::Ok();
+  Entry gone = std::move(it->second);
+  by_id_.erase(it);
+  if (Status s = Save(); !s.ok()) {
+    by_id_[gone.info.id] = std::move(gone);
+    return s;
+  }
+  return Status::Ok();
 }
 
 Result<TokenInfo> TokenStore::Revoke(const std::string& name) {
@@ -180,7 +201,7 @@ std::string TokenStore::WorkerToken(const std::string& node_id) const {
 }
 
 bool TokenStore::Live(const std::string& id, int64_t now) const {
-  if (id.empty() || id.starts_with("w:")) return true;
+  if (id.empty() || id.starts_with("w:") || id.starts_with("n:")) return true;  // admin, workers, node certificates
   auto it = by_id_.find(id);
   return it != by_id_.end() && (it->second.info.expires_ns == 0 || now < it->second.info.expires_ns);
 }

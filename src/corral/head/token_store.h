@@ -9,7 +9,9 @@
 // settings, tokens). agent is apart: it may register a node, and submit like `submit`. worker: the
 // credential a node's workers get instead of their agent's token ("cw_<node>_<mac>", an HMAC of the
 // node id under the admin secret: the same across head restarts, stored nowhere): submit nested
-// tasks and read, nothing else. io thread only; Save writes the file (small, no fsync).
+// tasks and read, nothing else. join: "cj_<id>_<secret>", only for joining a node (an agent sends
+// it once with a certificate request and gets its node certificate); single-use unless made with a
+// time to live, then usable by any number of nodes until it expires. io thread only; Save writes the file (small, no fsync).
 #pragma once
 
 #include <map>
@@ -23,7 +25,7 @@
 namespace corral::head {
 
 // kWorker is never created by hand: each node's workers get one derived from the node's id.
-enum class Role { kRead = 1, kSubmit = 2, kAdmin = 3, kAgent = 4, kWorker = 5 };
+enum class Role { kRead = 1, kSubmit = 2, kAdmin = 3, kAgent = 4, kWorker = 5, kJoin = 6 };
 
 const char* RoleName(Role role);
 std::optional<Role> ParseRole(std::string_view name);
@@ -37,6 +39,7 @@ struct TokenInfo {
   int64_t created_ns = 0;
   int64_t expires_ns = 0;    // wall clock; 0: never
   int64_t last_used_ns = 0;  // in memory only
+  bool single_use = false;   // join tokens without a time to live: gone once a node joined with it
 };
 
 class TokenStore {
@@ -48,6 +51,8 @@ class TokenStore {
   Result<TokenInfo> Authenticate(std::string_view token, int64_t now);
   // A new token; returns its secret (shown once). kAlreadyExists for a name in use.
   Result<std::string> Create(const std::string& name, Role role, int64_t ttl_s, int64_t now);
+  // A node joined with token `id`: a single-use token is gone from now on.
+  Status Used(const std::string& id);
   // Removes the token named `name`; returns what it was.
   Result<TokenInfo> Revoke(const std::string& name);
   std::vector<TokenInfo> List() const;

@@ -63,6 +63,28 @@ TEST(TokenStore, ExpiredAndRevokedTokensAreRefused) {
   EXPECT_FALSE(store->Revoke("admin"));  // the built-in one is rotated by its file
 }
 
+TEST(TokenStore, AJoinTokenIsSingleUseUnlessItHasATimeToLive) {
+  auto store = TokenStore::Open(TempPath("join"), "admin-secret");
+  auto once = store->Create("laptop", Role::kJoin, 0, 0);
+  auto hour = store->Create("rack", Role::kJoin, 3600, 0);
+  ASSERT_TRUE(once && hour);
+  EXPECT_TRUE(once->starts_with("cj_"));
+  auto who = store->Authenticate(*once, 0);
+  ASSERT_TRUE(who);
+  EXPECT_EQ(who->role, Role::kJoin);
+  EXPECT_TRUE(who->single_use);
+  EXPECT_TRUE(store->Used(who->id).ok());
+  EXPECT_FALSE(store->Authenticate(*once, 0)) << "spent by the node that joined with it";
+  auto many = store->Authenticate(*hour, 0);
+  ASSERT_TRUE(many);
+  EXPECT_TRUE(store->Used(many->id).ok());
+  EXPECT_TRUE(store->Authenticate(*hour, 10 * kSecond)) << "a join token with a time to live joins any number";
+  EXPECT_FALSE(store->Authenticate(*hour, 3600 * kSecond));
+  // The prefix says what it is: a join token's id under another prefix is refused.
+  std::string as_client = "ct_" + hour->substr(3);
+  EXPECT_FALSE(store->Authenticate(as_client, 0));
+}
+
 TEST(TokenStore, NamesAreUniqueAndChecked) {
   auto store = TokenStore::Open(TempPath("names"), "a");
   EXPECT_TRUE(store->Create("ci", Role::kRead, 0, 0));

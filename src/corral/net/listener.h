@@ -11,6 +11,7 @@
 
 #include <functional>
 #include <memory>
+#include <vector>
 
 #include "corral/net/stream.h"
 
@@ -31,6 +32,12 @@ class Listener {
     allow_plaintext_ = std::move(allow);
     plaintext_refusal_ = std::move(refusal);
   }
+  // TLS listeners: handshakes from now on present what `tls` holds (a rotated certificate). The
+  // previous context stays alive for the connections made with it.
+  void SetTls(std::shared_ptr<asio::ssl::context> tls) {
+    retired_tls_.push_back(std::move(tls_));
+    tls_ = std::move(tls);
+  }
   void Stop();
   // The bound endpoint (with the real port when 0 was asked for).
   const Endpoint& endpoint() const { return bound_; }
@@ -47,6 +54,7 @@ class Listener {
   asio::ip::tcp::acceptor tcp_;
   asio::local::stream_protocol::acceptor local_;
   std::shared_ptr<asio::ssl::context> tls_;
+  std::vector<std::shared_ptr<asio::ssl::context>> retired_tls_;
   Endpoint bound_;
   AcceptHandler on_accept_;
   std::function<bool(const asio::ip::address&)> allow_plaintext_;

@@ -7,6 +7,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <ctime>
 #include <memory>
 
 #include <boost/asio/ip/address.hpp>
@@ -22,6 +23,7 @@ struct Free {
   void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
   void operator()(BIO* b) const { BIO_free(b); }
   void operator()(BIGNUM* b) const { BN_free(b); }
+  void operator()(X509_REQ* r) const { X509_REQ_free(r); }
 };
 template <typename T>
 using Owned = std::unique_ptr<T, Free>;
@@ -64,8 +66,8 @@ bool AddExtension(X509* cert, X509* issuer, int nid, const std::string& value) {
 }
 
 // A v3 certificate for `key` named `common_name`, with a random serial, valid from five minutes ago
-// (clocks differ a little between machines) for `days`.
-Owned<X509> NewCertificate(EVP_PKEY* key, const std::string& common_name, int days) {
+// (clocks differ a little between machines) for `seconds`.
+Owned<X509> NewCertificate(EVP_PKEY* key, const std::string& common_name, int64_t seconds) {
   Owned<X509> cert(X509_new());
   X509_set_version(cert.get(), X509_VERSION_3);
   unsigned char serial[16];
@@ -74,7 +76,7 @@ Owned<X509> NewCertificate(EVP_PKEY* key, const std::string& common_name, int da
   Owned<BIGNUM> bn(BN_bin2bn(serial, sizeof serial, nullptr));
   BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get()));
   X509_gmtime_adj(X509_getm_notBefore(cert.get()), -300);
-  X509_gmtime_adj(X509_getm_notAfter(cert.get()), static_cast<long>(days) * 86400);
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), static_cast<long>(seconds));
   X509_set_pubkey(cert.get(), key);
   X509_NAME_add_entry_by_txt(X509_get_subject_name(cert.get()), "CN", MBSTRING_UTF8,
                              reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0);
@@ -86,7 +88,7 @@ Owned<X509> NewCertificate(EVP_PKEY* key, const std::string& common_name, int da
 Result<PemPair> CreateCa(const std::string& common_name, int days) {
   Owned<EVP_PKEY> key(EVP_EC_gen("P-256"));
   if (!key) return Err(Code::kInternal, "cannot generate an EC key");
-  Owned<X509> cert = NewCertificate(key.get(), common_name, days);
+  Owned<X509> cert = NewCertificate(key.get(), common_name, int64_t{days} * 86400);
   X509_set_issuer_name(cert.get(), X509_get_subject_name(cert.get()));
   bool ok = AddExtension(cert.get(), cert.get(), NID_basic_constraints, "critical,CA:TRUE,pathlen:0") &&
             AddExtension(cert.get(), cert.get(), NID_key_usage, "critical,keyCertSign,cRLSign") &&
@@ -103,7 +105,7 @@ Result<PemPair> IssueServerCertificate(const PemPair& ca, const std::vector<std:
   if (names.empty()) return Err(Code::kInvalidArgument, "a server certificate needs at least one name");
   Owned<EVP_PKEY> key(EVP_EC_gen("P-256"));
   if (!key) return Err(Code::kInternal, "cannot generate an EC key");
-  Owned<X509> cert = NewCertificate(key.get(), names.front(), days);
+  Owned<X509> cert = NewCertificate(key.get(), names.front(), int64_t{days} * 86400);
   X509_set_issuer_name(cert.get(), X509_get_subject_name(ca_cert.get()));
   std::string sans;
   for (const auto& n : names) {
@@ -119,6 +121,70 @@ Result<PemPair> IssueServerCertificate(const PemPair& ca, const std::vector<std:
   if (!ok || !X509_sign(cert.get(), ca_key.get(), EVP_sha256()))
     return Err(Code::kInternal, "cannot issue the server certificate");
   return PemPair{ToPem(cert.get()) + ToPem(ca_cert.get()), KeyToPem(key.get())};
+}
+
+Result<PemPair> CreateCertificateRequest(const std::string& common_name) {
+  Owned<EVP_PKEY> key(EVP_EC_gen("P-256"));
+  if (!key) return Err(Code::kInternal, "cannot generate an EC key");
+  Owned<X509_REQ> req(X509_REQ_new());
+  X509_REQ_set_version(req.get(), 0);
+  X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req.get()), "CN", MBSTRING_UTF8,
+                             reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0);
+  X509_REQ_set_pubkey(req.get(), key.get());
+  if (!X509_REQ_sign(req.get(), key.get(), EVP_sha256())) return Err(Code::kInternal, "cannot sign the request");
+  Owned<BIO> bio(BIO_new(BIO_s_mem()));
+  PEM_write_bio_X509_REQ(bio.get(), req.get());
+  char* data = nullptr;
+  long n = BIO_get_mem_data(bio.get(), &data);
+  return PemPair{std::string(data, static_cast<size_t>(n)), KeyToPem(key.get())};
+}
+
+Result<std::string> IssueNodeCertificate(const PemPair& ca, const std::string& request_pem,
+                                         const std::string& common_name, int64_t seconds) {
+  Owned<X509> ca_cert = ParseCert(ca.certificate);
+  Owned<EVP_PKEY> ca_key = ParseKey(ca.private_key);
+  if (!ca_cert || !ca_key) return Err(Code::kInvalidArgument, "the CA certificate or key cannot be read");
+  Owned<BIO> bio(BIO_new_mem_buf(request_pem.data(), static_cast<int>(request_pem.size())));
+  Owned<X509_REQ> req(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
+  if (!req) return Err(Code::kInvalidArgument, "the certificate request is not a PEM request");
+  Owned<EVP_PKEY> key(X509_REQ_get_pubkey(req.get()));
+  if (!key || X509_REQ_verify(req.get(), key.get()) != 1)
+    return Err(Code::kInvalidArgument, "the certificate request's signature does not match its key");
+  Owned<X509> cert = NewCertificate(key.get(), common_name, seconds);
+  X509_set_issuer_name(cert.get(), X509_get_subject_name(ca_cert.get()));
+  bool ok = AddExtension(cert.get(), ca_cert.get(), NID_basic_constraints, "critical,CA:FALSE") &&
+            AddExtension(cert.get(), ca_cert.get(), NID_key_usage, "critical,digitalSignature") &&
+            AddExtension(cert.get(), ca_cert.get(), NID_ext_key_usage, "clientAuth") &&
+            AddExtension(cert.get(), ca_cert.get(), NID_authority_key_identifier, "keyid");
+  if (!ok || !X509_sign(cert.get(), ca_key.get(), EVP_sha256()))
+    return Err(Code::kInternal, "cannot issue the node certificate");
+  return ToPem(cert.get()) + ToPem(ca_cert.get());
+}
+
+namespace {
+int64_t UnixSeconds(const ASN1_TIME* t) {
+  int days = 0, secs = 0;
+  ASN1_TIME_diff(&days, &secs, nullptr, t);  // from now
+  return static_cast<int64_t>(std::time(nullptr)) + int64_t{days} * 86400 + secs;
+}
+}  // namespace
+
+Result<CertificateInfo> InspectCertificate(const std::string& pem) {
+  Owned<X509> cert = ParseCert(pem);
+  if (!cert) return Err(Code::kInvalidArgument, "not a PEM certificate");
+  CertificateInfo info;
+  char cn[256] = {};
+  if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert.get()), NID_commonName, cn, sizeof cn) > 0)
+    info.common_name = cn;
+  Owned<BIGNUM> serial(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert.get()), nullptr));
+  if (serial) {
+    char* hex = BN_bn2hex(serial.get());
+    info.serial = hex;
+    OPENSSL_free(hex);
+  }
+  info.not_before_s = UnixSeconds(X509_get0_notBefore(cert.get()));
+  info.not_after_s = UnixSeconds(X509_get0_notAfter(cert.get()));
+  return info;
 }
 
 Result<std::string> Fingerprint(const std::string& certificate_pem) {
@@ -164,13 +230,19 @@ Result<HeadPki> LoadOrCreateHeadPki(const std::string& dir, const std::vector<st
                            "or remove both to make a new CA (every node then joins again)",
                            dir));
   }
+  auto identity = RenewHeadCertificate(dir, ca, names);
+  if (!identity) return Err(identity.error());
+  auto fp = Fingerprint(ca.certificate);
+  if (!fp) return Err(fp.error());
+  return HeadPki{std::move(*identity), std::move(ca), *fp};
+}
+
+Result<PemPair> RenewHeadCertificate(const std::string& dir, const PemPair& ca, const std::vector<std::string>& names) {
   auto identity = IssueServerCertificate(ca, names);
   if (!identity) return Err(identity.error());
   if (Status s = WriteFile(dir + "/head.key", identity->private_key, 0600); !s.ok()) return Err(s);
   if (Status s = WriteFile(dir + "/head.crt", identity->certificate, 0644); !s.ok()) return Err(s);
-  auto fp = Fingerprint(ca.certificate);
-  if (!fp) return Err(fp.error());
-  return HeadPki{std::move(*identity), ca.certificate, *fp};
+  return identity;
 }
 
 }  // namespace corral::net

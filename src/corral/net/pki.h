@@ -21,6 +21,25 @@ Result<PemPair> CreateCa(const std::string& common_name, int days = 3650);
 // CA's certificate, so a server presents the whole chain.
 Result<PemPair> IssueServerCertificate(const PemPair& ca, const std::vector<std::string>& names, int days = 365);
 
+// A node's key and a certificate signing request for it (PEM): how an agent joins without its key
+// ever leaving the machine. `certificate` holds the request.
+Result<PemPair> CreateCertificateRequest(const std::string& common_name);
+
+// A node's certificate, issued by `ca` for the key in `request_pem` (its signature checked): the
+// subject is `common_name` whatever the request asked for, clientAuth only, valid `seconds`.
+// Returns the leaf followed by the CA's certificate.
+Result<std::string> IssueNodeCertificate(const PemPair& ca, const std::string& request_pem,
+                                         const std::string& common_name, int64_t seconds);
+
+struct CertificateInfo {
+  std::string common_name;
+  std::string serial;          // hex
+  int64_t not_before_s = 0;    // Unix seconds
+  int64_t not_after_s = 0;
+};
+// The first certificate in `pem`.
+Result<CertificateInfo> InspectCertificate(const std::string& pem);
+
 // "sha256:" and the lowercase hex SHA-256 of the certificate's DER encoding.
 Result<std::string> Fingerprint(const std::string& certificate_pem);
 
@@ -28,12 +47,14 @@ Result<std::string> Fingerprint(const std::string& certificate_pem);
 std::vector<std::string> SplitPemCertificates(const std::string& pem);
 
 // The head's state dir: ca.key (0600) and ca.crt made on first use, head.key (0600) and head.crt
-// issued afresh for `names`. Returns the head's identity (leaf + CA chain, key) and the CA's PEM.
+// issued afresh for `names`. Returns the head's identity (leaf + CA chain, key) and the CA.
 struct HeadPki {
   PemPair identity;
-  std::string ca_certificate;
+  PemPair ca;  // the CA's certificate and key: the head signs nodes' certificates with it
   std::string ca_fingerprint;
 };
+// Issues the head a new certificate for `names` with `ca` and writes head.key and head.crt in `dir`.
+Result<PemPair> RenewHeadCertificate(const std::string& dir, const PemPair& ca, const std::vector<std::string>& names);
 Result<HeadPki> LoadOrCreateHeadPki(const std::string& state_dir, const std::vector<std::string>& names);
 
 }  // namespace corral::net

@@ -2,6 +2,7 @@
 
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "corral/net/endpoint.h"
 #include "corral/net/pki.h"
@@ -17,14 +18,41 @@ Result<PemPair> GenerateSelfSigned(const std::string& common_name, int days) {
   return IssueServerCertificate(*ca, {common_name, "127.0.0.1"}, days);  // its chain ends in the CA
 }
 
-Result<std::shared_ptr<ssl::context>> MakeServerTlsContext(const PemPair& identity) {
+Result<std::shared_ptr<ssl::context>> MakeServerTlsContext(const PemPair& identity, const std::string& client_ca_pem) {
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
   ctx->set_options(ssl::context::default_workarounds | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
   boost::system::error_code ec;
   ctx->use_certificate_chain(boost::asio::buffer(identity.certificate), ec);
   if (!ec) ctx->use_private_key(boost::asio::buffer(identity.private_key), ssl::context::pem, ec);
   if (ec) return Err(Code::kInvalidArgument, "bad TLS certificate or key: " + ec.message());
+  if (!client_ca_pem.empty()) {
+    ctx->add_certificate_authority(boost::asio::buffer(client_ca_pem), ec);
+    if (ec) return Err(Code::kInvalidArgument, "bad TLS CA certificate: " + ec.message());
+    ctx->set_verify_mode(ssl::verify_peer);  // optional: without fail_if_no_peer_cert
+    // Sessions resumed across restarts of the context need an id context once peers are verified.
+    static constexpr unsigned char kSessionContext[] = "corral";
+    SSL_CTX_set_session_id_context(ctx->native_handle(), kSessionContext, sizeof kSessionContext - 1);
+  }
   return ctx;
+}
+
+Status UseIdentity(ssl::context& ctx, const PemPair& identity) {
+  boost::system::error_code ec;
+  ctx.use_certificate_chain(boost::asio::buffer(identity.certificate), ec);
+  if (!ec) ctx.use_private_key(boost::asio::buffer(identity.private_key), ssl::context::pem, ec);
+  if (ec) return Status(Code::kInvalidArgument, "bad node certificate or key: " + ec.message());
+  return Status::Ok();
+}
+
+std::string VerifiedPeerName(void* native_ssl) {
+  SSL* handle = static_cast<SSL*>(native_ssl);
+  if (!handle || SSL_get_verify_result(handle) != X509_V_OK) return "";
+  X509* cert = SSL_get1_peer_certificate(handle);
+  if (!cert) return "";
+  char cn[256] = {};
+  int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
+  X509_free(cert);
+  return n > 0 ? std::string(cn, static_cast<size_t>(n)) : "";
 }
 
 Result<std::shared_ptr<ssl::context>> MakeClientTlsContext(const std::string& ca_pem, const std::string& host) {

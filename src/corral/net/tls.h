@@ -25,12 +25,21 @@ struct PemPair {
 // as subject alternative names.
 Result<PemPair> GenerateSelfSigned(const std::string& common_name, int days = 365);
 
-// TLS 1.2 or later, presenting `identity` (its certificate may be a chain: leaf first).
-Result<std::shared_ptr<boost::asio::ssl::context>> MakeServerTlsContext(const PemPair& identity);
+// TLS 1.2 or later, presenting `identity` (its certificate may be a chain: leaf first). With
+// `client_ca_pem`, a peer may present a certificate of its own (agents do; drivers need not): it
+// must then verify against that CA or the handshake fails.
+Result<std::shared_ptr<boost::asio::ssl::context>> MakeServerTlsContext(const PemPair& identity,
+                                                                        const std::string& client_ca_pem = "");
 // Verifies the server against `ca_pem` and, unless `host` is empty, that its certificate names
 // `host` (a DNS name or an IP address).
 Result<std::shared_ptr<boost::asio::ssl::context>> MakeClientTlsContext(const std::string& ca_pem,
                                                                         const std::string& host = "");
+// Makes `ctx` (a client's) present `identity` from its next connection on: a node's certificate.
+Status UseIdentity(boost::asio::ssl::context& ctx, const PemPair& identity);
+
+// The common name of the certificate the peer of `native_ssl` (ByteStream::native_ssl) presented
+// and the handshake verified; empty when it presented none.
+std::string VerifiedPeerName(void* native_ssl);
 
 // Connects to `endpoint` without verifying anything and returns the certificates the server
 // presented (PEM, leaf first): how a client learns a CA it will pin by fingerprint. Blocks the

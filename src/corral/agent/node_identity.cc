@@ -1,0 +1,52 @@
+#include "corral/agent/node_identity.h"
+
+#include "corral/base/files.h"
+#include "corral/net/pki.h"
+
+namespace corral::agent {
+
+NodeIdentity::NodeIdentity(std::string state_dir, std::shared_ptr<boost::asio::ssl::context> tls)
+    : state_dir_(std::move(state_dir)), tls_(std::move(tls)) {}
+
+Status NodeIdentity::Load() {
+  auto pem = ReadFile(state_dir_ + "/node.pem");
+  if (!pem) return Status::Ok();  // not joined yet
+  auto info = net::InspectCertificate(*pem);
+  Status used = info ? net::UseIdentity(*tls_, {*pem, *pem}) : info.error();
+  if (!used.ok())
+    return MakeStatus(Code::kFailedPrecondition, "{}/node.pem is damaged ({}): restore it, or have the operator "
+                      "revoke this node (`corral node revoke`) and join again after removing node.pem and node_id",
+                      state_dir_, used.message());
+  identity_ = {*pem, *pem};
+  not_before_s_ = info->not_before_s;
+  not_after_s_ = info->not_after_s;
+  return Status::Ok();
+}
+
+Result<std::string> NodeIdentity::MakeRequest() {
+  auto request = net::CreateCertificateRequest("corral node");
+  if (!request) return Err(request.error());
+  pending_key_ = request->private_key;
+  return request->certificate;
+}
+
+Status NodeIdentity::Accept(const std::string& certificate_pem) {
+  if (pending_key_.empty()) return Status(Code::kFailedPrecondition, "a certificate arrived without a request");
+  auto info = net::InspectCertificate(certificate_pem);
+  if (!info) return info.error();
+  net::PemPair identity{certificate_pem, pending_key_};
+  if (Status s = net::UseIdentity(*tls_, identity); !s.ok()) return s;  // also checks they belong together
+  if (Status s = WriteFile(state_dir_ + "/node.pem", pending_key_ + certificate_pem, 0600); !s.ok()) return s;
+  identity_ = std::move(identity);
+  pending_key_.clear();
+  not_before_s_ = info->not_before_s;
+  not_after_s_ = info->not_after_s;
+  return Status::Ok();
+}
+
+bool NodeIdentity::RenewalDue(int64_t now_s) const {
+  if (!has_certificate()) return false;
+  return (not_after_s_ - now_s) * 3 < (not_after_s_ - not_before_s_);
+}
+
+}  // namespace corral::agent
