@@ -50,24 +50,32 @@ def fingerprint(pem_path):
 
 
 class LanHead:
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, *flags):
         self.home = tmp_path / "head-machine"
         self.env = environment(self.home)
         self.lan = lan_address()
-        out = run(["start", "--head", "--host", "0.0.0.0", "--port", "0", "--http-port", "0", "--num-cpus", "1"],
-                  self.env)
+        out = run(["start", "--head", "--host", "0.0.0.0", "--port", "0", "--http-port", "0", "--num-cpus", "1",
+                   *flags], self.env)
         assert out.returncode == 0, out.stderr
         self.banner = out.stdout
+        self.join_token = re.search(r"--join-token (cj_\S+)", self.banner).group(1)
         self.state = self.home / "head"
         self.port = int(open(self.state / "address").read().strip().rsplit(":", 1)[1])
         self.token = open(self.state / "token").read().strip()
         self.address = f"{self.lan}:{self.port}"
 
-    def machine(self, name):
-        """The environment of a process on another machine: its own home, the token only."""
+    def machine(self, name, token=None):
+        """The environment of a process on another machine: its own home, a token only."""
         env = environment(self.home.parent / name)
-        env["CORRAL_TOKEN"] = self.token
+        env["CORRAL_TOKEN"] = token or self.token
         return env
+
+    def join(self, name, *flags, token=None):
+        """Starts an agent on machine `name` that joins with a join token (the printed one by default)."""
+        env = environment(self.home.parent / name)
+        return run(["start", "--address", self.address, "--join-token", token or self.join_token,
+                    "--ca-fingerprint", fingerprint(self.state / "ca.crt"), "--num-cpus", "1",
+                    "--python", sys.executable, *flags], env)
 
     def stop(self):
         run(["stop", "--timeout", "5"], self.env)
@@ -83,9 +91,10 @@ def head(tmp_path):
 def test_first_start_makes_a_ca_and_prints_how_to_join(head):
     fp = fingerprint(head.state / "ca.crt")
     assert "TLS" in head.banner
-    # The join line names a LAN address (not the wildcard) and the CA's fingerprint.
-    assert f"corral start --address {head.address} --ca-fingerprint {fp}" in head.banner, head.banner
-    for secret in ("ca.key", "head.key", "token"):
+    # The join line names a LAN address (not the wildcard), a join token and the CA's fingerprint.
+    assert (f"corral start --address {head.address} --join-token {head.join_token} --ca-fingerprint {fp}"
+            in head.banner), head.banner
+    for secret in ("ca.key", "head.key", "token", "join-token"):
         assert stat.S_IMODE(os.stat(head.state / secret).st_mode) == 0o600, secret
     # The head's certificate chains to the CA and names the LAN address.
     ctx = ssl.create_default_context(cafile=str(head.state / "ca.crt"))
@@ -134,10 +143,11 @@ def test_a_wrong_pin_or_a_foreign_ca_is_refused(head, tmp_path):
 
 def test_agent_and_driver_on_other_machines_run_tasks_over_tls(head, tmp_path):
     fp = fingerprint(head.state / "ca.crt")
-    out = run(["start", "--address", head.address, "--ca-fingerprint", fp, "--num-cpus", "1",
-               "--resources", "laptop=1", "--python", sys.executable], head.machine("laptop"))
+    out = head.join("laptop", "--resources", "laptop=1")
     assert out.returncode == 0, out.stderr
-    laptop_ca = tmp_path / "laptop" / "known_cas" / (fp.split(":")[1] + ".crt")
+    pinned = tmp_path / "laptop" / "known_cas" / (fp.split(":")[1] + ".crt")
+    assert open(pinned).read() == open(head.state / "ca.crt").read()
+    laptop_ca = tmp_path / "laptop" / "agent" / "head-ca.crt"  # kept with the node: restarts need no flag
     assert open(laptop_ca).read() == open(head.state / "ca.crt").read()
     try:
         # A driver on a third machine, with the CA file; its task runs on the laptop and submits a

@@ -39,6 +39,13 @@ def client_hello(token, protocol_version=2, client_id=None, resume_secret=None):
     return field_bytes(1, hello)   # ClientToHead.hello
 
 
+def agent_hello(token, node_id, protocol_version=2):
+    """An agent's Hello registering node `node_id` (bytes) with only a token."""
+    hello = (field_varint(1, protocol_version) + field_bytes(2, "0.1.0") + field_bytes(5, token) + field_varint(6, 2)
+             + field_bytes(8, node_id) + field_bytes(9, field_bytes(1, node_id)))
+    return field_bytes(1, hello)   # AgentToHead.hello
+
+
 CLOSE_TIMEOUT_S = 8.0
 
 

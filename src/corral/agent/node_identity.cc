@@ -46,7 +46,8 @@ Status NodeIdentity::Accept(const std::string& certificate_pem) {
 
 bool NodeIdentity::RenewalDue(int64_t now_s) const {
   if (!has_certificate()) return false;
-  return (not_after_s_ - now_s) * 3 < (not_after_s_ - not_before_s_);
+  int64_t issued_s = not_before_s_ + net::kCertificateBackdateS;
+  return (not_after_s_ - now_s) * 3 < (not_after_s_ - issued_s);
 }
 
 }  // namespace corral::agent

@@ -46,12 +46,17 @@ void PrintJoinCommand(const std::string& address, const std::string& secret) {
   req.mutable_certs()->set_op(proto::CertsRequest::STATUS);
   auto r = Ask(address, "corral token", req);
   if (!r) return;
+  // Like `corral start --head`: its first address that is not loopback, else its host name.
   std::string host;
-  for (const auto& n : r->certs().head_names())
-    if (n != "localhost" && !n.starts_with("127.") && n != "::1") {
+  for (const auto& n : r->certs().head_names()) {
+    boost::system::error_code ec;
+    auto a = boost::asio::ip::make_address(n, ec);
+    if (!ec && !a.is_loopback()) {
       host = n;
       break;
     }
+    if (ec && host.empty() && n != "localhost") host = n;
+  }
   std::string port = "7370";
   if (auto ep = net::ParseEndpoint(ResolveAddress(address), 7370)) port = std::to_string(ep->port);
   if (host.empty()) {

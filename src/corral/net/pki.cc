@@ -75,7 +75,7 @@ Owned<X509> NewCertificate(EVP_PKEY* key, const std::string& common_name, int64_
   serial[0] &= 0x7f;  // positive
   Owned<BIGNUM> bn(BN_bin2bn(serial, sizeof serial, nullptr));
   BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get()));
-  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -300);
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -kCertificateBackdateS);
   X509_gmtime_adj(X509_getm_notAfter(cert.get()), static_cast<long>(seconds));
   X509_set_pubkey(cert.get(), key);
   X509_NAME_add_entry_by_txt(X509_get_subject_name(cert.get()), "CN", MBSTRING_UTF8,

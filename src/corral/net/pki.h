@@ -13,6 +13,10 @@
 
 namespace corral::net {
 
+// Certificates are valid from this long before they were issued (clocks differ a little between
+// machines).
+constexpr int64_t kCertificateBackdateS = 300;
+
 // A new CA: key and self-signed certificate (CA:TRUE, pathlen 0, keyCertSign).
 Result<PemPair> CreateCa(const std::string& common_name, int days = 3650);
 
