@@ -172,11 +172,26 @@ class NetCluster:
         time.sleep(down_s)
         self.start_head()
 
-    def agent_env(self):
+    def admin(self, *args):
+        """Runs an admin command (`corral token ...`, `corral node revoke ...`) from the driver's host,
+        over TLS to the head's address; returns the CompletedProcess."""
+        env = dict(os.environ, CORRAL_TOKEN=self.token, CORRAL_CA_CERT=self.ca_cert)
+        return subprocess.run([self.bin, *args, "--address", self.head_address()], capture_output=True, text=True,
+                              env=env, timeout=60)
+
+    def agent_env(self, host):
+        """An agent joins with a single-use join token of its own and gets its node certificate; a
+        restart presents that certificate (the spent token is then not sent)."""
         env = dict(os.environ)
-        env["CORRAL_TOKEN"] = self.token
-        env["CORRAL_CA_CERT"] = self.ca_cert
+        env.pop("CORRAL_TOKEN", None)
         env.pop("CORRAL_ADDRESS", None)
+        env["CORRAL_CA_CERT"] = self.ca_cert
+        if not getattr(host, "join_token", None):
+            made = self.admin("token", "create", "--role", "join", "--name", host.name)
+            if made.returncode != 0:
+                raise RuntimeError(f"cannot make a join token: {made.stderr.strip()}")
+            host.join_token = made.stdout.strip()
+        env["CORRAL_JOIN_TOKEN"] = host.join_token
         return env
 
     def add_agent(self, labels=None, extra=()):
@@ -195,7 +210,7 @@ class NetCluster:
         args = [self.bin, "start", "--address", self.head_address(), "--block", "--exit-on-stdin-eof",
                 "--state-dir", host.state_dir, "--num-cpus", str(self.num_cpus), "--python", sys.executable,
                 "--python-path", TESTS_DIR, *self.agent_args, *host.agent_extra]
-        host.node_id = self._spawn(host, args, env=self.agent_env())
+        host.node_id = self._spawn(host, args, env=self.agent_env(host))
         return host
 
     # ---- faults ----

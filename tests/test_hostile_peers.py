@@ -259,3 +259,29 @@ def _serves(host, port):
         return False
     finally:
         conn.close()
+
+
+def test_a_request_body_is_not_read_before_authentication(cluster):
+    # The head read a whole body (up to 8 MiB) before looking at the token: anyone could make it
+    # buffer megabytes per connection. Now a request without a valid token is refused on its header.
+    for auth in (b"", b"Authorization: Bearer wrong\r\n"):
+        s = socket.create_connection(http_address(cluster), timeout=5)
+        s.sendall(b"POST /api/v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" + auth
+                  + b"Content-Length: 8000000\r\n\r\n" + b"{" * 1000)
+        # The 401 comes before the rest of the body was sent (waiting for it would time out here),
+        # and the connection is closed after it: the body is never read.
+        answer = b""
+        while True:
+            chunk = s.recv(65536)  # socket.timeout fails the test
+            if not chunk:
+                break
+            answer += chunk
+        s.close()
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    # With the token, the same header gets its body read and answered.
+    body = json.dumps({"function": "nope:missing", "args": []}).encode()
+    conn = http.client.HTTPConnection(*http_address(cluster), timeout=10)
+    conn.request("POST", "/api/v1/tasks", body=body,
+                 headers={"Authorization": f"Bearer {cluster.token}", "Content-Type": "application/json"})
+    assert conn.getresponse().status not in (401, 403)
+    conn.close()

@@ -287,6 +287,28 @@ def test_drain_under_load(net):
     assert victim.node_id not in {node for _, node, _ in later}
 
 
+def test_agents_joined_with_join_tokens_and_a_revoked_node_is_cut_off_mid_run(net):
+    wait_alive(3)
+    for host in net.agents:  # each joined with a token of its own and holds its certificate now
+        assert os.path.exists(os.path.join(host.state_dir, "node.pem"))
+        assert f"joined with token '{host.name}'" in net.head.log()
+    listed = net.admin("token", "list").stdout
+    assert not any(host.name in listed for host in net.agents), "single-use join tokens are spent"
+    victim = net.agents[2]
+    refs = [work.remote(f"r{i}", 3.0, net.ledger) for i in range(6)]
+    wait_until(lambda: os.path.exists(net.ledger) and running_on(net.ledger, victim.node_id),
+               what="the victim took work")
+    out = net.admin("node", "revoke", victim.node_id[:8])
+    assert out.returncode == 0, out.stdout + out.stderr
+    # The head closes its connection; the agent's certificate is refused when it comes back.
+    assert victim.proc.wait(30) != 0
+    assert "was revoked by the operator" in victim.log()
+    results = corral.get(refs, timeout=90)
+    report("revoked mid-run", 6, results, net.ledger)
+    assert {n["node_id"]: n["state"] for n in corral.nodes()}[victim.node_id] == "dead"
+    assert all(node != victim.node_id for _, node, _ in results), "its tasks finished elsewhere"
+
+
 def test_keep_running_on_partition_is_not_stopped(net):
     wait_alive(3)
     victim = net.agents[0]

@@ -194,3 +194,40 @@ def test_default_head_listens_on_loopback_only(tmp_path):
             assert re.match(r"^(127\.0\.0\.1|\[::1\]):\d+$", local), line
     finally:
         run(["stop", "--timeout", "5"], env)
+
+
+def test_the_rest_api_off_loopback_speaks_https_with_the_cluster_ca(tmp_path):
+    import http.client
+    h = LanHead(tmp_path, "--http-host", "0.0.0.0")
+    try:
+        url = open(h.state / "http_url").read().strip()
+        port = int(url.split("//")[1].split("/")[0].rsplit(":", 1)[1])
+        assert url.startswith("https://"), url
+        assert "https://" in h.banner
+        ctx = ssl.create_default_context(cafile=str(h.state / "ca.crt"))
+
+        def get(token, context=ctx):
+            conn = http.client.HTTPSConnection(h.lan, port, timeout=10, context=context)
+            headers = {"Authorization": f"Bearer {token}", "Host": h.lan} if token else {"Host": h.lan}
+            conn.request("GET", "/api/v1/nodes", headers=headers)
+            r = conn.getresponse()
+            conn.close()
+            return r.status, r
+
+        assert get(h.token)[0] == 200
+        assert get(None)[0] == 401
+        # Plain HTTP gets no answer; a client that does not trust the CA does not get in.
+        conn = http.client.HTTPConnection(h.lan, port, timeout=10)
+        with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+            conn.request("GET", "/api/v1/nodes", headers={"Authorization": f"Bearer {h.token}"})
+            conn.getresponse()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            get(h.token, ssl.create_default_context())
+        # A rotated head certificate is what new HTTPS connections get.
+        assert run(["certs", "rotate"], h.env).returncode == 0
+        with ctx.wrap_socket(wire.connect(f"{h.lan}:{port}"), server_hostname=h.lan) as s:
+            served = s.getpeercert(binary_form=True)
+        current = ssl.PEM_cert_to_DER_cert(open(h.state / "head.crt").read())
+        assert served == current
+    finally:
+        h.stop()

@@ -50,10 +50,12 @@ static std::string LoadOrCreateToken(const std::string& dir) {
 }
 
 // "REST API: ..." once the head wrote where it serves HTTP.
+// The REST API's URL, as the head wrote it (http:// or https://).
 static std::string HttpLine(const std::string& state) {
-  auto a = ReadFile(state + "/http_address");
+  auto a = ReadFile(state + "/http_url");
   if (!a) return "";
-  return fmt::format("REST API: http://{}/api/v1 (header 'Authorization: Bearer <token>')\n\n", a->substr(0, a->find('\n')));
+  return fmt::format("REST API: {} (header 'Authorization: Bearer <token>'{})\n\n", a->substr(0, a->find('\n')),
+                     a->starts_with("https") ? "; verify it with the cluster CA, ca.crt" : "");
 }
 
 // The names and addresses clients may dial this head by: its --host (every local address when it
@@ -63,8 +65,10 @@ static std::vector<std::string> CertificateNames(const HeadFlags& flags) {
   auto add = [&](const std::string& n) {
     if (!n.empty() && std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
   };
-  bool wildcard = flags.host == "0.0.0.0" || flags.host == "::" || flags.host.empty();
-  if (!wildcard) add(flags.host);
+  auto is_wildcard = [](const std::string& h) { return h == "0.0.0.0" || h == "::" || h.empty(); };
+  bool wildcard = is_wildcard(flags.host) || is_wildcard(flags.http_host);
+  if (!is_wildcard(flags.host)) add(flags.host);
+  if (!is_wildcard(flags.http_host)) add(flags.http_host);
   char host[256] = {};
   if (gethostname(host, sizeof host - 1) == 0) add(host);
   add("localhost");
@@ -231,6 +235,9 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
       return 2;
     }
     ho.listen = *http_ep;
+    // Beyond this machine, or when asked, HTTPS with the head's certificate (the current one).
+    bool https = flags.tls || !http_ep->is_loopback();
+    if (https) ho.tls = [ca = options.ca] { return ca->server_context(); };
     ho.authenticate = [&server](std::string_view token) { return server.Authenticate(token); };
     ho.allowed_hosts.insert(flags.http_allowed_hosts.begin(), flags.http_allowed_hosts.end());
     http = std::make_unique<head::HttpServer>(io, ho);
@@ -239,9 +246,10 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
       std::fprintf(stderr, "corral: the head cannot start: %s\n", s.message().c_str());
       return 1;
     }
-    std::string url = fmt::format("http://{}/api/v1", http->endpoint().ToString());
+    std::string url = fmt::format("{}://{}/api/v1", https ? "https" : "http", http->endpoint().ToString());
     if (Status s = WriteFile(state + "/http_address", http->endpoint().ToString() + "\n", 0644); !s.ok())
       LOG_WARN("{}", s.ToString());
+    if (Status s = WriteFile(state + "/http_url", url + "\n", 0644); !s.ok()) LOG_WARN("{}", s.ToString());
     LOG_INFO("REST API at {}", url);
   }
 
@@ -288,6 +296,7 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   if (local_agent) local_agent->Stop();
   unlink((state + "/address").c_str());
   unlink((state + "/http_address").c_str());
+  unlink((state + "/http_url").c_str());
   unlink((state + "/pid").c_str());
   return 0;
 }

@@ -3,8 +3,10 @@
 #include <openssl/crypto.h>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <nlohmann/json.hpp>
 
 #include "corral/base/log.h"
@@ -102,46 +104,84 @@ struct HttpServer::Impl {
   tcp::acceptor acceptor;
 };
 
-// One connection: read a request, answer it, repeat while the client keeps the connection alive.
-struct HttpServer::Session : std::enable_shared_from_this<HttpServer::Session> {
-  Session(HttpServer* server, tcp::socket socket) : server(server), stream(std::move(socket)) {
+// One connection: read a request's header, pass the gate (Host, token), read its body, answer it;
+// repeat while the client keeps the connection alive. `Stream`: beast::tcp_stream, or that under TLS.
+template <typename Stream>
+struct HttpServer::Session : std::enable_shared_from_this<HttpServer::Session<Stream>> {
+  template <typename... Args>
+  Session(HttpServer* server, tcp::socket socket, Args&&... tls) : server(server), stream(std::move(socket), tls...) {
     beast::error_code ec;
-    auto ep = stream.socket().remote_endpoint(ec);
+    auto ep = Lowest().socket().remote_endpoint(ec);
     peer_ip = ec ? "?" : ep.address().to_string();
     peer = ec ? "?" : net::Endpoint{peer_ip, ep.port(), ""}.ToString();
+  }
+
+  beast::tcp_stream& Lowest() { return beast::get_lowest_layer(stream); }
+
+  void Begin() {
+    if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+      Read();
+    } else {
+      Lowest().expires_after(kReadTimeout);
+      stream.async_handshake(asio::ssl::stream_base::server, [self = this->shared_from_this()](beast::error_code ec) {
+        if (ec) return self->Close();  // not TLS, or a certificate it would not take: nothing to say
+        self->Read();
+      });
+    }
   }
 
   void Read() {
     parser.emplace();
     parser->body_limit(server->options_.max_body_bytes);
-    stream.expires_after(kReadTimeout);
-    http::async_read(stream, buffer, *parser, [self = shared_from_this()](beast::error_code ec, size_t) {
-      self->OnRead(ec);
+    Lowest().expires_after(kReadTimeout);
+    http::async_read_header(stream, buffer, *parser, [self = this->shared_from_this()](beast::error_code ec, size_t) {
+      self->OnHeader(ec);
     });
   }
 
-  void OnRead(beast::error_code ec) {
-    stream.expires_never();  // the handler may take its time (a store commit); the write gets its own deadline
+  // Errors of reading; true when the connection is done with.
+  bool Failed(beast::error_code ec) {
+    if (!ec) return false;
     if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted) {
       Close();
-      return;
-    }
-    if (ec == http::error::body_limit) {
+    } else if (ec == http::error::body_limit) {
       Send(HttpResponse::Error(413, fmt::format("the request body is over the {}-byte limit",
                                                 server->options_.max_body_bytes)),
            false);
-      return;
-    }
-    if (ec) {
+    } else {
       Send(HttpResponse::Error(400, "malformed HTTP request: " + ec.message()), false);
-      return;
     }
+    return true;
+  }
+
+  void OnHeader(beast::error_code ec) {
+    Lowest().expires_never();
+    if (Failed(ec)) return;
     auto& req = parser->get();
     keep_alive = req.keep_alive();
     version = req.version();
+    // The body is read only once the gate let the request through; a refused one is answered and
+    // the connection closed, its body never read.
+    server->Admit(ToRequest(req, peer, peer_ip), std::string(req[http::field::host]),
+                  std::string(req[http::field::authorization]),
+                  [self = this->shared_from_this(), alive = server->alive_](HttpResponse refusal) {
+                    if (*alive) self->Send(std::move(refusal), false);
+                  },
+                  [self = this->shared_from_this()] {
+                    if (self->parser->is_done()) return self->OnRead({});
+                    self->Lowest().expires_after(kReadTimeout);
+                    http::async_read(self->stream, self->buffer, *self->parser,
+                                     [self](beast::error_code ec, size_t) { self->OnRead(ec); });
+                  });
+  }
+
+  void OnRead(beast::error_code ec) {
+    Lowest().expires_never();  // the handler may take its time (a store commit); the write gets its own deadline
+    if (Failed(ec)) return;
+    auto& req = parser->get();
     server->Serve(ToRequest(req, peer, peer_ip), std::string(req[http::field::host]),
                   std::string(req[http::field::authorization]),
-                  [self = shared_from_this(), alive = server->alive_](HttpResponse resp) {
+                  [self = this->shared_from_this(), alive = server->alive_](HttpResponse resp) {
                     if (*alive) self->Send(std::move(resp), self->keep_alive);
                   });
   }
@@ -155,8 +195,8 @@ struct HttpServer::Session : std::enable_shared_from_this<HttpServer::Session> {
     res->keep_alive(keep);
     res->body() = std::move(resp.body);
     res->prepare_payload();
-    stream.expires_after(kReadTimeout);
-    http::async_write(stream, *res, [self = shared_from_this(), res, keep](beast::error_code ec, size_t) {
+    Lowest().expires_after(kReadTimeout);
+    http::async_write(stream, *res, [self = this->shared_from_this(), res, keep](beast::error_code ec, size_t) {
       if (ec || !keep) {
         self->Close();
         return;
@@ -167,8 +207,8 @@ struct HttpServer::Session : std::enable_shared_from_this<HttpServer::Session> {
 
   void Close() {
     beast::error_code ec;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream.close();
+    Lowest().socket().shutdown(tcp::socket::shutdown_send, ec);
+    Lowest().close();
   }
 
   ~Session() {
@@ -177,7 +217,8 @@ struct HttpServer::Session : std::enable_shared_from_this<HttpServer::Session> {
 
   HttpServer* server;
   std::function<void()> on_gone;  // the server's count of connections from this address
-  beast::tcp_stream stream;
+  std::shared_ptr<asio::ssl::context> tls_context;  // kept alive for the stream made with it
+  Stream stream;
   beast::flat_buffer buffer;
   std::optional<http::request_parser<http::string_body>> parser;
   std::string peer;
@@ -251,11 +292,19 @@ void HttpServer::Accept() {
         socket.close(ep_error);
       } else {
         (*counts)[ip]++;
-        auto session = std::make_shared<Session>(this, std::move(socket));
-        session->on_gone = [counts, ip] {
+        auto gone = [counts, ip] {
           if (--(*counts)[ip] == 0) counts->erase(ip);
         };
-        session->Read();
+        if (auto tls = options_.tls ? options_.tls() : nullptr) {
+          auto session = std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(this, std::move(socket), *tls);
+          session->on_gone = std::move(gone);
+          session->tls_context = std::move(tls);
+          session->Begin();
+        } else {
+          auto session = std::make_shared<Session<beast::tcp_stream>>(this, std::move(socket));
+          session->on_gone = std::move(gone);
+          session->Begin();
+        }
       }
     }
     Accept();
@@ -312,19 +361,16 @@ void HttpServer::Serve(const HttpRequest& request, const std::string& host, cons
   }
 }
 
-void HttpServer::Dispatch(const HttpRequest& request, const std::string& host, const std::string& authorization,
-                          HttpRespond respond) {
-  // The gate: every request, before routing.
-  if (!options_.allowed_hosts.contains(HostOnly(host))) {
-    respond(HttpResponse::Error(
-        421, fmt::format("Host '{}' is not this server's name; start the head with --http-allowed-host {} to accept it",
-                         host, HostOnly(host))));
-    return;
-  }
+std::optional<HttpResponse> HttpServer::CheckHost(const std::string& host) const {
+  if (options_.allowed_hosts.contains(HostOnly(host))) return std::nullopt;
+  return HttpResponse::Error(
+      421, fmt::format("Host '{}' is not this server's name; start the head with --http-allowed-host {} to accept it",
+                       host, HostOnly(host)));
+}
+
+const HttpServer::RouteEntry* HttpServer::Match(const HttpRequest& request, std::map<std::string, std::string>* params,
+                                                bool* path_matched) const {
   std::vector<std::string> segments = Split(request.path);
-  const RouteEntry* found = nullptr;
-  bool path_matched = false;
-  std::map<std::string, std::string> params;
   for (const auto& route : routes_) {
     if (route.segments.size() != segments.size()) continue;
     std::map<std::string, std::string> p;
@@ -337,12 +383,57 @@ void HttpServer::Dispatch(const HttpRequest& request, const std::string& host, c
         match = s == segments[i];
     }
     if (!match) continue;
-    path_matched = true;
+    if (path_matched) *path_matched = true;
     if (route.method != request.method) continue;
-    found = &route;
-    params = std::move(p);
-    break;
+    if (params) *params = std::move(p);
+    return &route;
   }
+  return nullptr;
+}
+
+Result<TokenInfo> HttpServer::Who(std::string_view authorization) {
+  constexpr std::string_view kBearer = "Bearer ";
+  if (!authorization.starts_with(kBearer)) return Err(Code::kPermissionDenied, "no token");
+  std::string_view token = authorization.substr(kBearer.size());
+  if (options_.authenticate) return options_.authenticate(token);
+  if (token.size() == options_.token.size() && CRYPTO_memcmp(token.data(), options_.token.data(), token.size()) == 0)
+    return TokenInfo{"", "admin", Role::kAdmin, 0, 0, 0};
+  return Err(Code::kPermissionDenied, "wrong token");
+}
+
+void HttpServer::RefuseLogin(const HttpRequest& request, const std::string& authorization, HttpRespond respond) {
+  LogAuthFailure(request.peer_ip, "http",
+                 fmt::format("{} on {} {}", authorization.empty() ? "no token" : "wrong token",
+                             Printable(request.method), Printable(request.path)));
+  HttpResponse refusal = HttpResponse::Error(401, authorization.empty()
+                                                      ? "missing 'Authorization: Bearer <token>' (a token of this "
+                                                        "head: `corral token create`, or the admin token in its "
+                                                        "state dir)"
+                                                      : "wrong token (revoked, expired, or not this head's)");
+  auto delay = FailureDelay(request.peer_ip);
+  if (delay.count() == 0) return respond(std::move(refusal));
+  // Guessing tokens from one address gets slow; the answer waits on a timer, not the loop.
+  auto timer = std::make_shared<asio::steady_timer>(io_, delay);
+  timer->async_wait([timer, refusal = std::move(refusal), respond = std::move(respond)](beast::error_code) mutable {
+    respond(std::move(refusal));
+  });
+}
+
+void HttpServer::Admit(const HttpRequest& request, const std::string& host, const std::string& authorization,
+                       HttpRespond refuse, std::function<void()> go_on) {
+  if (auto bad = CheckHost(host)) return refuse(std::move(*bad));
+  const RouteEntry* found = Match(request, nullptr, nullptr);
+  if ((found && !found->need) || Who(authorization)) return go_on();
+  RefuseLogin(request, authorization, std::move(refuse));
+}
+
+void HttpServer::Dispatch(const HttpRequest& request, const std::string& host, const std::string& authorization,
+                          HttpRespond respond) {
+  // The gate: every request, before routing.
+  if (auto bad = CheckHost(host)) return respond(std::move(*bad));
+  std::map<std::string, std::string> params;
+  bool path_matched = false;
+  const RouteEntry* found = Match(request, &params, &path_matched);
   auto serve = [&] {
     HttpRequest routed = request;
     routed.params = std::move(params);
@@ -350,36 +441,8 @@ void HttpServer::Dispatch(const HttpRequest& request, const std::string& host, c
   };
   if (found && !found->need) return serve();  // public
   // Everything else needs a token, also to learn whether a path exists.
-  constexpr std::string_view kBearer = "Bearer ";
-  std::string_view given = authorization;
-  Result<TokenInfo> who = Err(Code::kPermissionDenied, "no token");
-  if (given.starts_with(kBearer)) {
-    std::string_view token = given.substr(kBearer.size());
-    if (options_.authenticate) {
-      who = options_.authenticate(token);
-    } else if (token.size() == options_.token.size() &&
-               CRYPTO_memcmp(token.data(), options_.token.data(), token.size()) == 0) {
-      who = TokenInfo{"", "admin", Role::kAdmin, 0, 0, 0};
-    }
-  }
-  if (!who) {
-    LogAuthFailure(request.peer_ip, "http",
-                   fmt::format("{} on {} {}", authorization.empty() ? "no token" : "wrong token",
-                               Printable(request.method), Printable(request.path)));
-    HttpResponse refusal = HttpResponse::Error(401, authorization.empty()
-                                                        ? "missing 'Authorization: Bearer <token>' (a token of this "
-                                                          "head: `corral token create`, or the admin token in its "
-                                                          "state dir)"
-                                                        : "wrong token (revoked, expired, or not this head's)");
-    auto delay = FailureDelay(request.peer_ip);
-    if (delay.count() == 0) return respond(std::move(refusal));
-    // Guessing tokens from one address gets slow; the answer waits on a timer, not the loop.
-    auto timer = std::make_shared<asio::steady_timer>(io_, delay);
-    timer->async_wait([timer, refusal = std::move(refusal), respond = std::move(respond)](beast::error_code) mutable {
-      respond(std::move(refusal));
-    });
-    return;
-  }
+  auto who = Who(authorization);
+  if (!who) return RefuseLogin(request, authorization, std::move(respond));
   if (found) {
     if (!Allows(who->role, *found->need)) {
       respond(HttpResponse::Error(403, fmt::format("token '{}' has role {}; {} {} needs {}", who->name,

@@ -8,7 +8,8 @@
 // and the token's role must be the one its route names (else 403). Every route names its role. Errors are JSON:
 // {"error": {"status": 404, "message": "..."}}. Bodies are capped (413 beyond). Nothing a client
 // sends can end the head: strings from it are made safe before they reach JSON or the log, and an
-// exception from a handler becomes a 500 for that request. io thread only.
+// exception from a handler becomes a 500 for that request. A request's body is read only after the
+// Host and token checks passed. With `tls`, every connection is HTTPS. io thread only.
 #pragma once
 
 #include <optional>
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ssl/context.hpp>
 
 #include "corral/base/status.h"
 #include "corral/net/endpoint.h"
@@ -68,6 +70,9 @@ struct HttpOptions {
   // waits 100 ms, doubling, up to 2 s.
   size_t max_connections_per_address = 32;
   int free_failures = 5;
+  // HTTPS: the context each new connection is served with (asked anew, so a rotated certificate
+  // is used from then on); unset or null: plain HTTP.
+  std::function<std::shared_ptr<boost::asio::ssl::context>()> tls;
 };
 
 class HttpServer {
@@ -88,6 +93,7 @@ class HttpServer {
   void HandleRaw(std::string_view raw, const std::string& peer_ip, HttpRespond respond);
 
  private:
+  template <typename Stream>
   struct Session;
   struct RouteEntry {
     std::string method;
@@ -101,6 +107,18 @@ class HttpServer {
              HttpRespond respond);
   void Dispatch(const HttpRequest& request, const std::string& host, const std::string& authorization,
                 HttpRespond respond);
+  // The gate a request passes before its body is read: its Host, and a live token unless its route
+  // is public (whether the token's role suffices is decided with the body, in Dispatch). Either
+  // `refuse` or `go_on` is called once.
+  void Admit(const HttpRequest& request, const std::string& host, const std::string& authorization,
+             HttpRespond refuse, std::function<void()> go_on);
+  std::optional<HttpResponse> CheckHost(const std::string& host) const;
+  // The route for the request's method and path (`path_matched`: some route has that path).
+  const RouteEntry* Match(const HttpRequest& request, std::map<std::string, std::string>* params,
+                          bool* path_matched) const;
+  Result<TokenInfo> Who(std::string_view authorization);
+  // A 401 (logged for fail2ban; slowed after repeated failures from one address).
+  void RefuseLogin(const HttpRequest& request, const std::string& authorization, HttpRespond respond);
 
   boost::asio::io_context& io_;
   HttpOptions options_;
