@@ -239,7 +239,9 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
     bool https = flags.tls || !http_ep->is_loopback();
     if (https) ho.tls = [ca = options.ca] { return ca->server_context(); };
     ho.authenticate = [&server](std::string_view token) { return server.Authenticate(token); };
-    ho.allowed_hosts.insert(flags.http_allowed_hosts.begin(), flags.http_allowed_hosts.end());
+    // The names and addresses of this machine are safe Host values (a rebinding page's Host is its
+    // own domain); --http-allowed-host adds others.
+    for (const auto& n : CertificateNames(flags)) ho.allowed_hosts.insert(n.find(':') != std::string::npos ? "[" + n + "]" : n);
     http = std::make_unique<head::HttpServer>(io, ho);
     head::RegisterRestApi(*http, server);
     if (Status s = http->Start(); !s.ok()) {
