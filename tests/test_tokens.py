@@ -325,3 +325,35 @@ def test_a_revoked_node_is_cut_off_and_its_tasks_run_elsewhere():
     finally:
         corral.shutdown()
         cl.stop()
+
+
+def test_a_client_reads_only_objects_of_its_own_token(c):
+    # An object id is in every task a driver sends and may leak; another user's token must not read
+    # its value. The same token (one user's drivers) and an admin token may.
+    mine, theirs = create(c, "submit", "reader-a"), create(c, "submit", "reader-b")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, corral
+            corral.init(address={c.address!r}, token={mine!r})
+            ref = corral.put("the secret value")
+            print(ref.hex(), flush=True)
+            sys.stdin.read()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        ref_hex = holder.stdout.readline().strip()
+        read = f"""
+            from corral.object_ref import ObjectRef
+            try:
+                print(corral.get(ObjectRef(bytes.fromhex({ref_hex!r})), timeout=20))
+            except corral.CorralError as e:
+                print("refused:", type(e).__name__, e)
+        """
+        rc, out, err = driver(c, theirs, read)
+        assert rc == 0, err
+        assert out.startswith("refused:") and "another token" in out, out
+        for token in (mine, c.token):
+            rc, out, err = driver(c, token, read)
+            assert rc == 0 and out.strip() == "the secret value", (out, err)
+    finally:
+        holder.stdin.close()
+        holder.wait(30)

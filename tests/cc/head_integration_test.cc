@@ -431,6 +431,57 @@ TEST(HeadOwnership, AClientCannotTakeAnotherClientsNextTaskId) {
   EXPECT_EQ(Counter(**c, "submissions_refused_foreign_id"), 1);
 }
 
+TEST(HeadOwnership, AnAgentWritesOnlyIntoTheOutputOfTasksItWasGiven) {
+  // Log lines were routed by an owner id the agent sent: any agent could write into any client's
+  // output. Now the head routes by task, and only from the node it gave that task to.
+  HeadFixture head;
+  FakeAgent runner(head.address);
+  runner.Send(AgentHello("secret"));
+  ASSERT_TRUE(runner.Next().has_welcome());
+  FakeAgent other(head.address);
+  proto::AgentToHead other_hello = AgentHello("secret");
+  other_hello.mutable_hello()->mutable_node()->set_node_id("node-two");
+  (*other_hello.mutable_hello()->mutable_node()->mutable_resources())["CPU"] = 0;
+  other.Send(other_hello);
+  ASSERT_TRUE(other.Next().has_welcome());
+  FakeClient owner(head.address);
+  proto::ClientToHead hello;
+  hello.mutable_hello()->set_protocol_version(kProtocolVersion);
+  hello.mutable_hello()->set_token("secret");
+  hello.mutable_hello()->set_role(proto::Hello::CLIENT);
+  hello.mutable_hello()->set_id("owner-02");
+  owner.Send(hello);
+  ASSERT_TRUE(owner.Next().has_welcome());
+  proto::ClientToHead m;
+  proto::TaskSpec* spec = m.mutable_submit();
+  spec->set_task_id("owner-02\x01");
+  spec->set_name("f");
+  spec->set_function_hash(kPickledHash);
+  spec->set_function("pickled");
+  (*spec->mutable_resources())["CPU"] = 1;
+  owner.Send(m);
+  proto::HeadToAgent exec = runner.Next();
+  ASSERT_TRUE(exec.has_execute());
+  EXPECT_TRUE(exec.execute().spec().owner_id().empty()) << "nodes are not told who submitted it";
+  auto line = [](const std::string& text) {
+    proto::AgentToHead msg;
+    msg.mutable_log()->set_task_id("owner-02\x01");
+    msg.mutable_log()->set_owner_id("owner-02");  // what an agent used to send; ignored now
+    msg.mutable_log()->set_text(text);
+    return msg;
+  };
+  other.Send(line("forged"));
+  proto::AgentToHead beat;  // its ack means the head has handled the line before it
+  beat.mutable_heartbeat()->set_seq(1);
+  other.Send(beat);
+  ASSERT_TRUE(other.Next().has_heartbeat_ack());
+  runner.Send(line("real"));
+  proto::HeadToClient got = owner.Next();
+  ASSERT_TRUE(got.has_log());
+  EXPECT_EQ(got.log().text(), "real");
+  EXPECT_EQ(got.log().node_id(), "node-one");
+}
+
 TEST(HeadRestart, ResubmittedTaskWaitsForTheAgentThatHoldsItThenRunsAfterTheGrace) {
   // A fresh head is indistinguishable from a restarted one: for a dead threshold it waits for
   // agents to claim resubmitted tasks.

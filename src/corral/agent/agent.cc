@@ -273,9 +273,8 @@ void Agent::SendTask(Worker* w, Pending&& p, bool pipelined) {
     w->keep_running = p.task.spec().keep_running_on_partition();
     w->time_limit_s = p.task.spec().time_limit_s();
     w->time_limited = false;
-    w->task_id = p.task.spec().task_id();
+    w->task_id = w->output_task_id = p.task.spec().task_id();
     w->task_name = p.task.spec().name();
-    w->owner = p.task.spec().owner_id();
     w->attempt = p.task.spec().attempt();
     w->hash = p.task.spec().function_hash();
     w->cpus = std::max(0.0, p.cpus);
@@ -458,9 +457,8 @@ void Agent::FinishOnWorker(Worker* w, proto::TaskFinished&& finished) {
     w->time_limit_s = next->task.spec().time_limit_s();
     w->time_limited = false;
     w->hard_deadline = w->time_limit_s > 0 ? now + static_cast<Nanos>(w->time_limit_s * 1e9) : 0;
-    w->task_id = next->task.spec().task_id();
+    w->task_id = w->output_task_id = next->task.spec().task_id();
     w->task_name = next->task.spec().name();
-    w->owner = next->task.spec().owner_id();
     w->attempt = next->task.spec().attempt();
     w->seq = w->next_seq;
     w->cpus = std::max(0.0, next->cpus);
@@ -556,11 +554,10 @@ void Agent::OnWorkerLine(pid_t pid, bool is_stderr, std::string line) {
     if (w->last_stderr.size() > kStderrTail) w->last_stderr.pop_front();
   }
   // Output read after the task finished still belongs to it (the pipe and the socket race).
-  if (w->owner.empty()) return;
+  if (w->output_task_id.empty()) return;  // no task yet
   proto::AgentToHead msg;
   proto::LogLine* l = msg.mutable_log();
-  l->set_owner_id(w->owner);
-  l->set_task_id(w->task_id);
+  l->set_task_id(w->output_task_id);
   l->set_task_name(w->task_name);
   l->set_pid(pid);
   l->set_stderr(is_stderr);

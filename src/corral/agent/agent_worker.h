@@ -27,8 +27,8 @@ struct Agent::Worker {
   bool time_limited = false;              // stopped for its time limit
   std::string hand_back;                  // non-empty: stopped for this reason (drain, fencing); hand it back
   std::string task_id;
+  std::string output_task_id;             // the current task, or once finished the last one (late output)
   std::string task_name;
-  std::string owner;                      // of the current (or, once finished, the last) task
   uint32_t attempt = 0;
   uint32_t sent = 0;                      // tasks sent to this worker so far (it counts them too)
   uint32_t seq = 0;                       // `sent` when the current task was sent: names it in a cancel

@@ -264,7 +264,15 @@ void TaskManager::Put(ClientSession* client, proto::ObjectValue&& value) {
 void TaskManager::Subscribe(ClientSession* client, const proto::Subscribe& request) {
   for (const auto& id : request.ids()) {
     auto it = objects_.find(id);
-    if (it == objects_.end()) {
+    if (it != objects_.end() && !MayRead(*client, it->second)) {
+      Count("reads_refused_foreign_object");
+      proto::HeadToClient msg;
+      *msg.mutable_ready() = ErrorValue(
+          id, proto::OBJECT_LOST,
+          fmt::format("object {} is not known to the head, or belongs to a client with another token (an admin "
+                      "token reads any)", Hex(id)));
+      client->conn->Send(msg);
+    } else if (it == objects_.end()) {
       proto::HeadToClient msg;
       *msg.mutable_ready() = ErrorValue(
           id, proto::OBJECT_LOST,
@@ -276,6 +284,15 @@ void TaskManager::Subscribe(ClientSession* client, const proto::Subscribe& reque
       it->second.subscribers.push_back(client->id);
     }
   }
+}
+
+bool TaskManager::MayRead(const ClientSession& reader, const Object& object) const {
+  if (reader.may_touch_any || reader.id == object.owner || IsWorkerToken(reader.token_id)) return true;
+  auto owner = clients_.find(object.owner);
+  if (owner == clients_.end()) return false;
+  // The same token (one user's drivers pass references between them), or made by a worker: task
+  // results and values a task put travel back to whoever holds their reference.
+  return owner->second->token_id == reader.token_id || IsWorkerToken(owner->second->token_id);
 }
 
 void TaskManager::Release(ClientSession* client, const proto::Release& request) {
@@ -405,6 +422,7 @@ void TaskManager::Dispatch(const std::string& id, Task& task, Node* node, bool p
   proto::HeadToAgent msg;
   proto::ExecuteTask* ex = msg.mutable_execute();
   *ex->mutable_spec() = task.spec;
+  ex->mutable_spec()->clear_owner_id();  // the head routes what comes back; nodes need not know the client
   const ResourceSet& request = task.cls->request.resources;
   for (const auto& [name, units] : request.units()) (*ex->mutable_spec()->mutable_resources())[name] = request.Get(name);
   if (task.spec.durable_function().empty() && node->shipped_functions.insert(task.spec.function_hash()).second) {
@@ -669,7 +687,14 @@ void TaskManager::OnBlocked(Node* node, const proto::Blocked& blocked) {
 }
 
 void TaskManager::OnLog(Node* node, proto::LogLine&& line) {
-  auto it = clients_.find(line.owner_id());
+  // Shown to the owner of the task the line is for, and only if this node was given that task:
+  // an agent cannot write into another client's output.
+  auto task = tasks_.find(line.task_id());
+  if (task == tasks_.end() || task->second.node != node->view.id) {
+    Count("log_lines_refused");
+    return;
+  }
+  auto it = clients_.find(task->second.spec.owner_id());
   if (it == clients_.end() || !it->second->conn) return;
   if (!it->second->conn->has_room()) {
     Count("log_lines_dropped");  // its owner does not keep up: its output is not worth its memory

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "corral/base/ids.h"
+#include "corral/head/token_store.h"
 #include "corral/client.pb.h"
 #include "corral/head/node_registry.h"
 #include "corral/head/task_state.h"
@@ -40,7 +41,7 @@ namespace corral::head {
 struct ClientSession {
   std::string id;
   std::string resume_secret;  // issued by the head; a reconnect must present it to take the session
-  std::string token_id;       // the token it authenticated with ("" the admin one)
+  std::string token_id;       // the token it authenticated with ("" the admin one, "w:<node>" workers)
   bool may_touch_any = false; // admin: may cancel tasks of other clients
   std::string name;
   std::shared_ptr<net::Connection> conn;
@@ -81,6 +82,9 @@ class TaskManager {
   // not start again.
   std::function<void(const std::string& task_id)> on_durable_adopted;
   void Put(ClientSession* client, proto::ObjectValue&& value);
+  // Sends the values of `request.ids` when ready. A client reads its own objects, those of clients
+  // with its token, and those workers made (task results travel back to whoever holds their
+  // reference); workers and admin tokens read any. Others get an OBJECT_LOST error for that id.
   void Subscribe(ClientSession* client, const proto::Subscribe& request);
   // The client's connection has room again: sends the values that waited for it.
   void SendUnsent(ClientSession* client);
@@ -170,6 +174,8 @@ class TaskManager {
   void EndGrace();
   void CancelAttempt(Node* node, const std::string& task_id, uint32_t attempt, bool force = true);
   void TryFree(const std::string& id);
+  // Whether `reader` may subscribe to `object` (see Subscribe).
+  bool MayRead(const ClientSession& reader, const Object& object) const;
   void SendToClient(const std::string& client_id, const proto::HeadToClient& msg);
   // A ready value to a client, now if its connection has room, else once it has (flow control).
   void SendValue(ClientSession* client, const proto::ObjectValue& value);

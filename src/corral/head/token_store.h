@@ -42,6 +42,9 @@ struct TokenInfo {
   bool single_use = false;   // join tokens without a time to live: gone once a node joined with it
 };
 
+// Token ids of workers' credentials are "w:<node hex>".
+inline bool IsWorkerToken(std::string_view token_id) { return token_id.starts_with("w:"); }
+
 class TokenStore {
  public:
   // Loads `path` (tokens.json; missing: none yet). `admin_secret`: the built-in admin token.
