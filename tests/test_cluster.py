@@ -1,7 +1,10 @@
 """A head with several agents of different resources and labels, as separate processes."""
 import os
+import re
 import signal
 import subprocess
+import sys
+import textwrap
 import time
 
 import corral
@@ -222,3 +225,27 @@ def test_drain_on_sleep_holds_an_inhibitor_and_drains_before_suspend(cluster):
     finally:
         logind.close()
         bus.stop()
+
+
+def test_a_tasks_output_reaches_its_driver(cluster):
+    # The head routes a worker's output by task (from the node it gave the task to) to the task's
+    # submitter, including lines printed just before the task returned.
+    cluster.add_agent(num_cpus=1)
+    script = textwrap.dedent(f"""
+        import corral, sys
+        corral.init(address={cluster.address!r})
+
+        @corral.remote
+        def chatty(x):
+            print("out line", x)
+            print("err line", x, file=sys.stderr)
+            return x
+
+        print("result", corral.get(chatty.remote(7), timeout=60))
+        import time; time.sleep(1)  # late output of the finished task still arrives
+    """)
+    p = subprocess.run([sys.executable, "-c", script], env=cluster.env(), capture_output=True, text=True, timeout=90)
+    assert p.returncode == 0, p.stderr
+    assert "result 7" in p.stdout
+    assert re.search(r"\(\S*chatty pid=\d+ node=\w+\) out line 7", p.stdout), p.stdout
+    assert re.search(r"\(\S*chatty pid=\d+ node=\w+\) err line 7", p.stderr), p.stderr

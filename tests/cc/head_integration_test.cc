@@ -10,6 +10,7 @@
 
 #include "corral/base/version.h"
 #include "corral/client/client.h"
+#include "corral/head/auth_policy.h"
 #include "corral/head/head_server.h"
 #include "corral/node.pb.h"
 
@@ -29,11 +30,13 @@ struct HeadFixture {
   std::thread thread;
   std::string address;
 
-  explicit HeadFixture(head::LivenessConfig liveness = {}) {
+  // `tokens_path`: where tokens made with head->tokens() are kept ("": none can be made).
+  explicit HeadFixture(head::LivenessConfig liveness = {}, std::string tokens_path = "") {
     head::HeadOptions o;
     o.listen = *net::ParseEndpoint("127.0.0.1:0");
     o.token = "secret";
     o.liveness = liveness;
+    o.tokens_path = std::move(tokens_path);
     head = std::make_unique<head::HeadServer>(io, o);
     EXPECT_TRUE(head->Start().ok());
     address = head->endpoint().ToString();
@@ -480,6 +483,110 @@ TEST(HeadOwnership, AnAgentWritesOnlyIntoTheOutputOfTasksItWasGiven) {
   ASSERT_TRUE(got.has_log());
   EXPECT_EQ(got.log().text(), "real");
   EXPECT_EQ(got.log().node_id(), "node-one");
+}
+
+// The TCP side of the auth matrix, over real connections: a client Hello with no, a wrong, a
+// revoked, an expired or a join token is refused; with each role, every message type and request
+// operation (walked from the protocol's descriptors, so a new one is covered without an entry
+// here) is refused exactly where the policy says the role is not enough.
+TEST(AuthMatrix, EveryClientMessageIsRefusedOverTcpWhereTheRoleIsNotEnough) {
+  std::string path = ::testing::TempDir() + "/corral-auth-matrix-" + std::to_string(getpid()) + ".json";
+  unlink(path.c_str());
+  HeadFixture head({}, path);
+  std::map<head::Role, std::string> tokens;
+  std::string revoked, expiring, join;
+  std::promise<void> made;
+  asio::post(head.io, [&] {
+    auto& store = head.head->tokens();
+    int64_t now = head.head->clock().WallNs();
+    for (head::Role r : {head::Role::kRead, head::Role::kSubmit, head::Role::kAdmin, head::Role::kAgent})
+      tokens[r] = *store.Create(std::string("m-") + head::RoleName(r), r, 0, now);
+    revoked = *store.Create("m-gone", head::Role::kAdmin, 0, now);
+    EXPECT_TRUE(head.head->RevokeToken("m-gone"));
+    expiring = *store.Create("m-short", head::Role::kAdmin, 1, now);
+    join = *store.Create("m-join", head::Role::kJoin, 0, now);
+    made.set_value();
+  });
+  made.get_future().wait();
+  std::this_thread::sleep_for(1100ms);  // "m-short" has expired
+  int next_id = 0;
+  auto connect = [&](const std::string& token) {
+    auto c = std::make_unique<FakeClient>(head.address);
+    proto::ClientToHead hello;
+    hello.mutable_hello()->set_protocol_version(kProtocolVersion);
+    hello.mutable_hello()->set_token(token);
+    hello.mutable_hello()->set_role(proto::Hello::CLIENT);
+    hello.mutable_hello()->set_id(fmt::format("matrix{:02d}", next_id++));
+    c->Send(hello);
+    return std::make_pair(std::move(c), c ? proto::HeadToClient{} : proto::HeadToClient{});
+  };
+  for (const std::string& bad : {std::string(""), std::string("wrong"), revoked, expiring, join}) {
+    auto [c, unused] = connect(bad);
+    proto::HeadToClient w = c->Next();
+    ASSERT_TRUE(w.has_welcome()) << bad;
+    EXPECT_FALSE(w.welcome().error().empty()) << "token '" << bad << "' was let in";
+  }
+
+  // Every message after the handshake: each oneof member, each request, each schedule and queue op.
+  std::vector<std::pair<std::string, proto::ClientToHead>> messages;
+  auto set_member = [](google::protobuf::Message* m, const google::protobuf::FieldDescriptor* f) {
+    if (f->type() == google::protobuf::FieldDescriptor::TYPE_MESSAGE) m->GetReflection()->MutableMessage(m, f);
+    else m->GetReflection()->SetBool(m, f, true);
+  };
+  const auto* msg_oneof = proto::ClientToHead::descriptor()->FindOneofByName("msg");
+  for (int i = 0; i < msg_oneof->field_count(); ++i) {
+    const auto* f = msg_oneof->field(i);
+    if (f->name() == "hello" || f->name() == "request" || f->name() == "goodbye") continue;  // goodbye ends it
+    proto::ClientToHead m;
+    set_member(&m, f);
+    messages.emplace_back(f->name(), m);
+  }
+  const auto* what = proto::Request::descriptor()->FindOneofByName("what");
+  for (int i = 0; i < what->field_count(); ++i) {
+    const auto* f = what->field(i);
+    const google::protobuf::EnumDescriptor* ops =
+        f->name() == "schedule" ? proto::ScheduleRequest::Op_descriptor()
+        : f->name() == "queue"  ? proto::QueueRequest::Op_descriptor()
+                                : nullptr;
+    for (int op = 0; op < (ops ? ops->value_count() : 1); ++op) {
+      proto::ClientToHead m;
+      m.mutable_request()->set_request_id(1);
+      set_member(m.mutable_request(), f);
+      if (f->name() == "schedule")
+        m.mutable_request()->mutable_schedule()->set_op(static_cast<proto::ScheduleRequest::Op>(ops->value(op)->number()));
+      if (f->name() == "queue")
+        m.mutable_request()->mutable_queue()->set_op(static_cast<proto::QueueRequest::Op>(ops->value(op)->number()));
+      messages.emplace_back("request." + f->name() + (ops ? "." + ops->value(op)->name() : ""), m);
+    }
+  }
+  ASSERT_GT(messages.size(), 20u);
+  for (const auto& [role, token] : tokens) {
+    for (const auto& [name, m] : messages) {
+      SCOPED_TRACE(std::string(head::RoleName(role)) + " sends " + name);
+      auto need = head::RequiredRole(m);
+      ASSERT_TRUE(need.has_value());
+      auto [c, unused] = connect(token);
+      ASSERT_TRUE(c->Next().has_welcome());
+      c->Send(m);
+      proto::ClientToHead probe;  // answered after `m` was handled: anything about `m` came before
+      probe.mutable_request()->set_request_id(99);
+      probe.mutable_request()->set_status(true);
+      c->Send(probe);
+      bool denied = false;
+      for (;;) {
+        proto::HeadToClient got = c->Next();
+        ASSERT_FALSE(got.ByteSizeLong() == 0) << "no answer to the probe";
+        if (got.has_reply() && got.reply().request_id() == 99) break;
+        std::string text = got.has_notice() ? got.notice().text()
+                           : got.has_ready() ? got.ready().message()
+                           : got.has_reply() ? got.reply().error()
+                                             : "";
+        denied |= text.find("; this needs ") != std::string::npos;
+      }
+      EXPECT_EQ(denied, !head::Allows(role, *need));
+    }
+  }
+  unlink(path.c_str());
 }
 
 TEST(HeadRestart, ResubmittedTaskWaitsForTheAgentThatHoldsItThenRunsAfterTheGrace) {

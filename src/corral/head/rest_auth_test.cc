@@ -93,7 +93,7 @@ TEST(RestAuth, EveryRouteIsInTheTableWithItsRole) {
 TEST(RestAuth, EveryRouteAndMethodRefusesWhatIsNotEnough) {
   Head h;
   std::map<Role, std::string> tokens;
-  for (Role r : {Role::kRead, Role::kSubmit, Role::kAdmin, Role::kAgent})
+  for (Role r : {Role::kRead, Role::kSubmit, Role::kAdmin, Role::kAgent, Role::kJoin})
     tokens[r] = *h.server->tokens().Create(std::string("t-") + RoleName(r), r, 0, h.clock.WallNs());
   std::string revoked = *h.server->tokens().Create("gone", Role::kAdmin, 0, h.clock.WallNs());
   ASSERT_TRUE(h.server->RevokeToken("gone"));
