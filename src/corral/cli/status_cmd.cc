@@ -95,7 +95,10 @@ int ShowStatus(const std::string& address, bool json) {
     std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
   }
-  std::printf("Cluster at %s\n\n", st.address().c_str());
+  // Where this command reached the head (a head listening on a wildcard reports 0.0.0.0).
+  std::string at = st.address();
+  if (auto ep = net::ParseEndpoint(ResolveAddress(address), 7370)) at = ep->ToString();
+  std::printf("Cluster at %s\n\n", at.c_str());
   std::printf("%-9s %-16s %-8s %-9s %-7s %-19s %-18s %-16s %-6s %s\n", "NODE", "HOST", "STATE", "CPU", "GPU",
               "MEMORY", "CUSTOM", "LABELS", "TASKS", "HEARTBEAT");
   for (const auto& n : st.nodes()) {
@@ -111,7 +114,7 @@ int ShowStatus(const std::string& address, bool json) {
                 labels.empty() ? "-" : labels.c_str(), static_cast<long long>(n.running_tasks()),
                 n.last_heartbeat_age_s());
   }
-  if (st.nodes().empty()) std::printf("(no nodes: start one with `corral start --address %s`)\n", st.address().c_str());
+  if (st.nodes().empty()) std::printf("(no nodes: start one with `corral start --address %s`)\n", at.c_str());
   std::string tasks;
   for (const char* s : {"waiting_deps", "queued", "running", "finished"}) {
     auto it = st.tasks_by_state().find(s);

@@ -87,12 +87,24 @@ Result<HeadTrust> TrustHead(const net::Endpoint& head, TrustOptions options) {
                            "fingerprint (`corral start --head` printed it)",
                            head.ToString(), presented.empty() ? "(none)" : presented, pin));
   }
+  // Nothing given: the CA the head presents, if this machine knows it (its own head's, or one
+  // pinned before).
   std::string local = DefaultHeadStateDir() + "/ca.crt";
-  if (ReadFile(local)) return WithCaFile(head, local, "");
   std::string presented;
-  if (auto chain = net::FetchPresentedChain(head, std::chrono::seconds(10))) {
-    auto certs = net::SplitPemCertificates(*chain);
-    if (!certs.empty()) presented = net::Fingerprint(certs.back()).value_or("");
+  auto chain = net::FetchPresentedChain(head, std::chrono::seconds(10));
+  if (!chain) {
+    if (ReadFile(local)) return WithCaFile(head, local, "");  // the connection will say what is wrong
+    return Err(chain.error().code(),
+               fmt::format("cannot reach the head at {}: {}", head.ToString(), chain.error().message()));
+  }
+  auto certs = net::SplitPemCertificates(*chain);
+  if (!certs.empty()) presented = net::Fingerprint(certs.back()).value_or("");
+  if (!presented.empty()) {
+    if (auto pem = ReadFile(local); pem && net::Fingerprint(*pem).value_or("") == presented)
+      return WithCaFile(head, local, presented);
+    std::string cached = fmt::format("{}/known_cas/{}.crt", CorralHome(), presented.substr(7));
+    if (auto pem = ReadFile(cached); pem && net::Fingerprint(*pem).value_or("") == presented)
+      return WithCaFile(head, cached, presented);
   }
   return Err(Code::kPermissionDenied,
              fmt::format("the head at {} speaks TLS and this machine does not know its CA{}. If that is your "

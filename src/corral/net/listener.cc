@@ -73,13 +73,50 @@ void Listener::AcceptTcp() {
       return;
     }
     TuneTcpSocket(s);
-    if (!tls_) on_accept_(MakeTcpStream(std::move(s)));
-    else Sort(std::make_shared<asio::ip::tcp::socket>(std::move(s)));
+    if (!tls_) {
+      on_accept_(MakeTcpStream(std::move(s)));
+    } else if (auto slot = TakeHandshakeSlot(s)) {
+      Sort(std::make_shared<asio::ip::tcp::socket>(std::move(s)), std::move(slot));
+    } else {
+      ErrorCode ignored;
+      s.close(ignored);
+    }
     AcceptTcp();
   });
 }
 
-void Listener::Sort(std::shared_ptr<asio::ip::tcp::socket> socket) {
+std::shared_ptr<void> Listener::TakeHandshakeSlot(asio::ip::tcp::socket& socket) {
+  ErrorCode ec;
+  auto remote = socket.remote_endpoint(ec);
+  std::string ip = ec ? "?" : remote.address().to_string();
+  auto counts = handshakes_;
+  size_t& from_ip = counts->by_address[ip];
+  if (counts->total >= kMaxHandshakes || from_ip >= kMaxHandshakesPerAddress) {
+    if (from_ip == 0) counts->by_address.erase(ip);
+    if (handshakes_refused_++ % 100 == 0)
+      LOG_WARN("refused a connection from {}: {} connections ({} from there) are still in their TLS handshake "
+               "({} refused so far)", ip, counts->total, from_ip, handshakes_refused_);
+    return nullptr;
+  }
+  ++from_ip;
+  ++counts->total;
+  // Freed when the last step of this connection's sorting or handshake lets go of it.
+  struct Slot {
+    std::shared_ptr<HandshakeCounts> counts;
+    std::string ip;
+    ~Slot() {
+      --counts->total;
+      if (auto it = counts->by_address.find(ip); it != counts->by_address.end() && --it->second == 0)
+        counts->by_address.erase(it);
+    }
+  };
+  auto slot = std::make_shared<Slot>();  // (built in place: a moved-from copy would count down too)
+  slot->counts = std::move(counts);
+  slot->ip = std::move(ip);
+  return slot;
+}
+
+void Listener::Sort(std::shared_ptr<asio::ip::tcp::socket> socket, std::shared_ptr<void> slot) {
   // One deadline for the first byte and the handshake: a silent peer costs a socket for 10 s.
   auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::seconds(10));
   timer->async_wait([socket](const ErrorCode& ec) {
@@ -87,7 +124,7 @@ void Listener::Sort(std::shared_ptr<asio::ip::tcp::socket> socket) {
     ErrorCode ignored;
     socket->close(ignored);
   });
-  socket->async_wait(asio::ip::tcp::socket::wait_read, [this, alive = alive_, socket, timer](const ErrorCode& ec) {
+  socket->async_wait(asio::ip::tcp::socket::wait_read, [this, alive = alive_, socket, timer, slot](const ErrorCode& ec) {
     if (!*alive || ec) return;
     unsigned char first = 0;
     ErrorCode peek_error;
@@ -110,7 +147,7 @@ void Listener::Sort(std::shared_ptr<asio::ip::tcp::socket> socket) {
                  "connect with TLS and the cluster's CA; {} so far)",
                  ep_error ? "?" : Endpoint{remote.address().to_string(), remote.port(), ""}.ToString(), bound_.port,
                  plaintext_refused_);
-      Refuse(socket, timer);
+      Refuse(socket, timer, slot);
       return;
     }
     auto stream = std::make_shared<asio::ssl::stream<asio::ip::tcp::socket>>(std::move(*socket), *tls_);
@@ -119,7 +156,7 @@ void Listener::Sort(std::shared_ptr<asio::ip::tcp::socket> socket) {
       ErrorCode ignored;
       stream->lowest_layer().close(ignored);
     });
-    stream->async_handshake(asio::ssl::stream_base::server, [this, alive, stream, timer](const ErrorCode& ec) {
+    stream->async_handshake(asio::ssl::stream_base::server, [this, alive, stream, timer, slot](const ErrorCode& ec) {
       timer->cancel();
       if (!*alive) return;
       if (ec) {
@@ -132,11 +169,12 @@ void Listener::Sort(std::shared_ptr<asio::ip::tcp::socket> socket) {
   });
 }
 
-void Listener::Refuse(std::shared_ptr<asio::ip::tcp::socket> socket, std::shared_ptr<asio::steady_timer> timer) {
+void Listener::Refuse(std::shared_ptr<asio::ip::tcp::socket> socket, std::shared_ptr<asio::steady_timer> timer,
+                      std::shared_ptr<void> slot) {
   // Say why, stop sending, and read what the peer sent until it closes (closing with unread input
   // would reset the connection, and the peer could lose the answer).
   auto text = std::make_shared<std::string>(plaintext_refusal_);
-  asio::async_write(*socket, asio::buffer(*text), [socket, timer, text](const ErrorCode& ec, size_t) {
+  asio::async_write(*socket, asio::buffer(*text), [socket, timer, text, slot](const ErrorCode& ec, size_t) {
     ErrorCode ignored;
     if (ec) {
       timer->cancel();
@@ -146,8 +184,8 @@ void Listener::Refuse(std::shared_ptr<asio::ip::tcp::socket> socket, std::shared
     socket->shutdown(asio::socket_base::shutdown_send, ignored);
     auto sink = std::make_shared<std::array<char, 4096>>();
     auto drain = std::make_shared<std::function<void()>>();
-    *drain = [socket, timer, sink, drain]() {
-      socket->async_read_some(asio::buffer(*sink), [socket, timer, sink, drain](const ErrorCode& ec, size_t) {
+    *drain = [socket, timer, sink, drain, slot]() {
+      socket->async_read_some(asio::buffer(*sink), [socket, timer, sink, drain, slot](const ErrorCode& ec, size_t) {
         if (!ec) return (*drain)();
         timer->cancel();
         ErrorCode ignored;

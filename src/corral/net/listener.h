@@ -6,11 +6,15 @@
 // handshake; anything else is a plaintext peer, accepted as plaintext only where AllowPlaintext
 // says so for its address (a head lets processes on its own machine in over loopback), otherwise
 // sent the refusal (a message it can read: "this port needs TLS") and closed, with a log line.
+// Connections still sorting or in their TLS handshake are capped (256 in all, 32 per address):
+// more are closed at once, so a flood of slow handshakes cannot hold unbounded sockets and memory.
 // io thread only.
 #pragma once
 
 #include <functional>
 #include <memory>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "corral/net/stream.h"
@@ -47,8 +51,20 @@ class Listener {
   void AcceptTcp();
   void AcceptUnix();
   // TLS listener: peeks at the first byte, then handshakes, accepts plaintext, or refuses.
-  void Sort(std::shared_ptr<asio::ip::tcp::socket> socket);
-  void Refuse(std::shared_ptr<asio::ip::tcp::socket> socket, std::shared_ptr<asio::steady_timer> timer);
+  void Sort(std::shared_ptr<asio::ip::tcp::socket> socket, std::shared_ptr<void> slot);
+  // A place among the connections being sorted (released when its last holder lets go), or null
+  // when there are too many.
+  std::shared_ptr<void> TakeHandshakeSlot(asio::ip::tcp::socket& socket);
+  static constexpr size_t kMaxHandshakes = 256;
+  static constexpr size_t kMaxHandshakesPerAddress = 32;
+  struct HandshakeCounts {
+    size_t total = 0;
+    std::unordered_map<std::string, size_t> by_address;
+  };
+  std::shared_ptr<HandshakeCounts> handshakes_ = std::make_shared<HandshakeCounts>();
+  int64_t handshakes_refused_ = 0;
+  void Refuse(std::shared_ptr<asio::ip::tcp::socket> socket, std::shared_ptr<asio::steady_timer> timer,
+              std::shared_ptr<void> slot);
 
   asio::io_context& io_;
   asio::ip::tcp::acceptor tcp_;

@@ -4,6 +4,7 @@
 #include "corral/net/pki.h"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -154,6 +155,33 @@ TEST(Pki, PlaintextPeerIsLetInWhereAllowed) {
   asio::write(raw, asio::buffer(std::string("CR hello")));
   s.io.run_for(500ms);
   EXPECT_EQ(s.accepted, 1);
+}
+
+// Connections that have not finished their handshake are capped per address: a 33rd silent one is
+// closed at once instead of holding a socket until the deadline.
+TEST(Pki, SilentHandshakesFromOneAddressAreCapped) {
+  auto ca = CreateCa("test CA");
+  Server s(*IssueServerCertificate(*ca, {"127.0.0.1"}));
+  s.Start();
+  std::vector<asio::ip::tcp::socket> silent;
+  auto target = asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), s.listener->endpoint().port);
+  for (int i = 0; i < 33; ++i) {
+    silent.emplace_back(s.io);
+    silent.back().connect(target);
+  }
+  std::thread t([&] { s.io.run_for(3s); });
+  std::this_thread::sleep_for(1s);
+  // Exactly one (the connection past the cap) was closed by the listener: end of stream, well
+  // before the 10 s deadline; the others still wait for their handshake.
+  int closed = 0;
+  for (auto& sock : silent) {
+    struct timeval tv{0, 100000};
+    setsockopt(sock.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char byte;
+    closed += ::recv(sock.native_handle(), &byte, 1, 0) == 0;
+  }
+  EXPECT_EQ(closed, 1);
+  t.join();
 }
 
 // A node's certificate: issued from its request for the name the CA chooses, presented to a server
