@@ -126,6 +126,30 @@ def test_a_machine_without_the_ca_is_told_the_fingerprint_to_pin(head):
     assert f"--ca-fingerprint {fp}" in out.stderr, out.stderr
 
 
+def test_a_pinned_ca_is_used_again_and_a_machines_own_head_ca_is_not_forced_on_others(head, tmp_path):
+    env = head.machine("laptop")
+    fp = fingerprint(head.state / "ca.crt")
+    out = run(["status", "--address", head.address, "--ca-fingerprint", fp], env)
+    assert out.returncode == 0, out.stderr
+    # Pinned once: later commands need no fingerprint.
+    out = run(["status", "--address", head.address], env)
+    assert out.returncode == 0, out.stderr
+    assert f"Cluster at {head.address}" in out.stdout, out.stdout
+    # A machine running a head of its own (another CA) reaching this head is told which CA this
+    # head presents, not a bare verification failure against its own.
+    other_env = environment(tmp_path / "other-head")
+    other = run(["start", "--head", "--host", "127.0.0.1", "--port", "0", "--http-port", "-1", "--head-only"],
+                other_env)
+    assert other.returncode == 0, other.stderr
+    try:
+        other_env["CORRAL_TOKEN"] = head.token
+        out = run(["status", "--address", head.address], other_env)
+        assert out.returncode != 0
+        assert f"--ca-fingerprint {fp}" in out.stderr, out.stderr
+    finally:
+        run(["stop", "--timeout", "5"], environment(tmp_path / "other-head"))
+
+
 def test_a_wrong_pin_or_a_foreign_ca_is_refused(head, tmp_path):
     env = head.machine("laptop")
     out = run(["status", "--address", head.address, "--ca-fingerprint", "sha256:" + "00" * 32], env)

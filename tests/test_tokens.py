@@ -161,6 +161,9 @@ def test_only_agent_or_admin_tokens_register_nodes(c):
     token = create(c, "agent", "joiner")
     agent = c.add_agent(env={"CORRAL_TOKEN": token})
     assert agent.node_id
+    # It registers nodes and does nothing else: not even read the cluster's status.
+    out = cli(c, ["status"], token)
+    assert out.returncode != 0 and "needs read" in out.stderr, out.stderr
 
 
 def test_bad_role_and_ttl_are_refused_clearly(c):

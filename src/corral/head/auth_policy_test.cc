@@ -92,7 +92,9 @@ TEST(AuthPolicy, RolesIncludeTheLesserOnes) {
   EXPECT_FALSE(Allows(Role::kSubmit, Role::kAdmin));
   EXPECT_FALSE(Allows(Role::kSubmit, Role::kAgent));
   EXPECT_FALSE(Allows(Role::kAgent, Role::kAdmin));
-  EXPECT_TRUE(Allows(Role::kAgent, Role::kSubmit));  // its workers submit nested tasks
+  EXPECT_FALSE(Allows(Role::kAgent, Role::kSubmit));  // its workers have their own credential
+  EXPECT_FALSE(Allows(Role::kAgent, Role::kRead));
+  EXPECT_TRUE(Allows(Role::kWorker, Role::kSubmit));  // nested tasks
 }
 
 TEST(AuthPolicy, AJoinTokenOnlyJoins) {

@@ -54,7 +54,8 @@ bool Allows(Role have, Role need) {
   if (have == Role::kJoin) return false;  // joining is all it is for
   if (need == Role::kJoin) return have == Role::kAgent;  // an agent token joins any number of nodes
   if (need == Role::kAgent) return false;
-  if (have == Role::kAgent || have == Role::kWorker) return need == Role::kRead || need == Role::kSubmit;
+  if (have == Role::kAgent) return false;  // only what an agent sends (its workers have their own credential)
+  if (have == Role::kWorker) return need == Role::kRead || need == Role::kSubmit;
   return static_cast<int>(have) >= static_cast<int>(need);
 }
 

@@ -6,7 +6,7 @@
 //
 // Roles, each including the ones before it: read (status, nodes, durable results, lists),
 // submit (remote functions, values, durable tasks, schedules), admin (everything: drain, queue
-// settings, tokens). agent is apart: it may register a node, and submit like `submit`. worker: the
+// settings, tokens). agent is apart: it may register (and join) nodes and nothing else. worker: the
 // credential a node's workers get instead of their agent's token ("cw_<node>_<mac>", an HMAC of the
 // node id under the admin secret: the same across head restarts, stored nowhere): submit nested
 // tasks and read, nothing else. join: "cj_<id>_<secret>", only for joining a node (an agent sends
