@@ -360,3 +360,33 @@ def test_a_client_reads_only_objects_of_its_own_token(c):
     finally:
         holder.stdin.close()
         holder.wait(30)
+
+
+def test_a_workers_credential_expires_and_its_agent_gets_a_fresh_one():
+    # The workers' credential was good forever: one copied off a laptop stayed valid. Now it carries
+    # its expiry (under the head's MAC) and the agent receives a fresh one at half its life.
+    cluster = Cluster(head_args=("--worker-credential-ttl", "60s", "--heartbeat-ms", "200"))
+    try:
+        cluster.add_agent(num_cpus=1)
+        path = f"{cluster.dir}/agent0/worker-token"
+        first = wait_until(lambda: os.path.exists(path) and open(path).read().strip(), what="the credential")
+        node_hex, expires_s = first.split("_")[1], int(first.split("_")[2])
+        assert abs(expires_s - (time.time() + 60)) < 15, (expires_s, time.time())
+        stretched = first.replace(f"_{expires_s}_", f"_{expires_s + 86400}_")
+        assert cli(cluster, ["status"], stretched).returncode != 0  # the expiry is under the MAC
+        second = wait_until(lambda: open(path).read().strip() != first and open(path).read().strip(),
+                            timeout=45, what="a fresh credential at half its life")
+        assert second.split("_")[1] == node_hex and int(second.split("_")[2]) > expires_s
+        # Workers that connect now present the fresh one: a nested task runs.
+        code, out, err = driver(cluster, cluster.token, """
+            @corral.remote
+            def inner(x):
+                return x + 1
+            @corral.remote
+            def outer(x):
+                return corral.get(inner.remote(x))
+            print(corral.get(outer.remote(1), timeout=60))
+        """)
+        assert code == 0 and out.strip() == "2", err
+    finally:
+        cluster.stop()

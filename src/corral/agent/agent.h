@@ -108,6 +108,7 @@ class Agent {
   void OnLeaseRenewed();  // re-arms the expiry timer and publishes the lease to the workers
   void OnNodeCertificate(const std::string& certificate, bool renewal);
   void MaybeRenewCertificate();
+  void KeepWorkerToken(const std::string& token);  // state_dir/worker-token
   // Reports the attempt as ended without a result of its own (drain, fencing): the head runs it again.
   void HandBack(const std::string& task_id, uint32_t attempt, const std::string& why);
   void CheckDrained();

@@ -98,6 +98,12 @@ void Agent::OnNodeCertificate(const std::string& certificate, bool renewal) {
            static_cast<double>(identity_->not_after_s() - SystemClock().WallNs() / 1'000'000'000) / 86400);
 }
 
+void Agent::KeepWorkerToken(const std::string& token) {
+  // Workers read it when they (re)connect to the head; their open connections keep working.
+  if (Status s = WriteFile(options_.state_dir + "/worker-token", token + "\n", 0600); !s.ok())
+    LOG_WARN("cannot write the workers' credential: {}", s.ToString());
+}
+
 void Agent::MaybeRenewCertificate() {
   if (!identity_ || renewing_ || !head_ || !registered_) return;
   if (!identity_->RenewalDue(SystemClock().WallNs() / 1'000'000'000)) return;
@@ -261,10 +267,7 @@ void Agent::OnHeadMessage(std::string_view bytes) {
         LOG_INFO("the head restarted (new session); reporting {} attempt end(s) held meanwhile", outbox_.size());
       session_id_ = w.session_id();
       if (!w.node_certificate().empty()) OnNodeCertificate(w.node_certificate(), false);
-      if (!w.worker_token().empty()) {  // what this node's workers present to the head
-        if (Status s = WriteFile(options_.state_dir + "/worker-token", w.worker_token() + "\n", 0600); !s.ok())
-          LOG_WARN("cannot write the workers' credential: {}", s.ToString());
-      }
+      if (!w.worker_token().empty()) KeepWorkerToken(w.worker_token());
       // What ended while the head was away follows the Hello that listed it.
       std::deque<proto::AgentToHead> outbox = std::move(outbox_);
       outbox_.clear();
@@ -293,6 +296,7 @@ void Agent::OnHeadMessage(std::string_view bytes) {
       lease_.Acked(msg.heartbeat_ack().seq(), Ms(static_cast<int64_t>(msg.heartbeat_ack().lease_ms())));
       OnLeaseRenewed();
       MaybeRenewCertificate();
+      if (!msg.heartbeat_ack().worker_token().empty()) KeepWorkerToken(msg.heartbeat_ack().worker_token());
       if (ready_seq_ && msg.heartbeat_ack().seq() >= ready_seq_ && options_.on_registered) {
         auto callback = std::move(options_.on_registered);
         options_.on_registered = nullptr;

@@ -45,6 +45,7 @@ struct HeadFlags {
   long max_unfinished_tasks = 2'000'000;
   std::string object_memory;               // e.g. "4GiB"; empty: 30% of this machine's memory
   std::string node_cert_validity = "90d";  // how long a node's certificate is valid
+  std::string worker_credential_ttl = "24h";  // how long a node's workers' credential is valid
   int http_port = 8370;                    // -1: no HTTP; 0: any free port
   std::string http_host = "127.0.0.1";     // the REST API's own address: loopback unless asked
   int64_t result_ttl_s = 7 * 86400;

@@ -81,6 +81,7 @@ int main(int argc, char** argv) {
   start->add_option("--http-allowed-host", head.http_allowed_hosts, "head: a name clients use in URLs for this head (Host header); loopback names are always allowed");
   start->add_option("--object-memory", head.object_memory, "head: most bytes of values (puts, results) it holds, e.g. 4GiB; a put past it raises ObjectStoreFullError (default: 30% of RAM)");
   start->add_option("--node-cert-validity", head.node_cert_validity, "head: how long the certificate a joining node gets is valid (nodes renew theirs when a third is left): 90d, 12h, 30m")->capture_default_str();
+  start->add_option("--worker-credential-ttl", head.worker_credential_ttl, "head: how long the credential a node's workers present is valid (a fresh one reaches the node at half of it)")->capture_default_str();
   start->add_option("--max-unfinished-tasks", head.max_unfinished_tasks, "head: stop reading submissions above this many unfinished tasks")->capture_default_str();
   corral::cli::NodeFlags node;
   AddNodeFlags(start, &node);

@@ -136,6 +136,12 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
                  node_validity ? "--node-cert-validity: at least 60s" : node_validity.error().message().c_str());
     return 2;
   }
+  auto worker_ttl = ParseTtl(flags.worker_credential_ttl, "--worker-credential-ttl");
+  if (!worker_ttl || *worker_ttl < 60) {
+    std::fprintf(stderr, "corral: %s\n",
+                 worker_ttl ? "--worker-credential-ttl: at least 60s" : worker_ttl.error().message().c_str());
+    return 2;
+  }
   if (!flags.block) {
     auto addr = StartInBackground(argv, state, "head.log", "head");
     if (!addr) return 1;
@@ -198,6 +204,7 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   if (tls) options.tls = options.ca->server_context();
   options.token = LoadOrCreateToken(state);
   options.tokens_path = state + "/tokens.json";
+  options.worker_credential_ttl = std::chrono::seconds(*worker_ttl);
   options.nodes_path = state + "/nodes.json";
   options.liveness.heartbeat_interval = Ms(flags.heartbeat_ms);
   options.liveness.suspect_after = Ms(flags.suspect_after_ms);

@@ -1,5 +1,7 @@
 #include "corral/client/client.h"
 
+#include "corral/base/files.h"
+
 #include <unistd.h>
 
 #include <cstdio>
@@ -117,7 +119,11 @@ Result<std::shared_ptr<net::Connection>> Client::Dial() {
   h->set_corral_version(CORRAL_VERSION);
   h->set_python_version(options_.python_version);
   h->set_cloudpickle_version(options_.cloudpickle_version);
-  h->set_token(options_.token);
+  std::string token = options_.token;
+  if (!options_.token_file.empty()) {
+    if (auto t = ReadFile(options_.token_file); t && !t->empty()) token = t->substr(0, t->find('\n'));
+  }
+  h->set_token(token);
   h->set_role(proto::Hello::CLIENT);
   h->set_name(options_.name);
   h->set_id(client_id_);

@@ -48,6 +48,9 @@ namespace corral::client {
 struct ClientOptions {
   net::Endpoint head;
   std::string token;
+  // When set, each handshake (the first and every reconnect) reads the token from this file
+  // instead: a worker's credential, which its agent renews.
+  std::string token_file;
   std::string name;                 // shown in the head's logs
   std::string python_version;       // "3.11.7"; tasks run only on nodes with the same major.minor
   std::string cloudpickle_version;

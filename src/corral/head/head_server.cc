@@ -30,6 +30,7 @@ struct HeadServer::Peer {
   TokenInfo token;         // who it authenticated as
   bool tls = false;        // the connection is TLS
   std::string cert_node;   // the node its verified certificate names (agents that joined)
+  int64_t worker_token_ns = 0;  // agents: wall time its workers' credential was issued
 };
 
 HeadServer::HeadServer(asio::io_context& io, HeadOptions options, const Clock& clock)
@@ -238,7 +239,9 @@ void HeadServer::OnAgentHello(Peer* peer, const proto::Hello& hello, proto::Head
   info.set_python_version(Printable(info.python_version()));
   info.set_cloudpickle_version(Printable(info.cloudpickle_version()));
   peer->node = nodes_.Register(info, peer->conn, options_.tasks.prefetch_per_cpu, &resumed);
-  welcome.mutable_welcome()->set_worker_token(tokens_->WorkerToken(id));
+  peer->worker_token_ns = clock_.WallNs();
+  welcome.mutable_welcome()->set_worker_token(
+      tokens_->WorkerToken(id, peer->worker_token_ns + options_.worker_credential_ttl.count() * 1'000'000'000));
   peer->conn->Send(welcome);
   if (resumed) {
     LOG_INFO("node {} reconnected from {} (host {}), holding {} attempt(s)", ShortHex(id), peer->conn->peer(),
@@ -482,6 +485,11 @@ void HeadServer::OnAgentMessage(Peer* peer, std::string_view bytes) {
       proto::HeadToAgent ack;
       ack.mutable_heartbeat_ack()->set_seq(msg.heartbeat().seq());
       ack.mutable_heartbeat_ack()->set_lease_ms(static_cast<uint64_t>(options_.liveness.EffectiveLease() / 1'000'000));
+      int64_t ttl_ns = options_.worker_credential_ttl.count() * 1'000'000'000;
+      if (int64_t now = clock_.WallNs(); now - peer->worker_token_ns >= ttl_ns / 2) {
+        peer->worker_token_ns = now;
+        ack.mutable_heartbeat_ack()->set_worker_token(tokens_->WorkerToken(node->view.id, now + ttl_ns));
+      }
       peer->conn->Send(ack);
       break;
     }

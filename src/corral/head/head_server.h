@@ -37,6 +37,8 @@ struct HeadOptions {
   // a certificate. With `tls`, the head serves ca->server_context() (a certificate rotation
   // replaces it).
   std::shared_ptr<ClusterCa> ca;
+  // How long a node's workers' credential is valid; a fresh one goes to the agent at half of it.
+  std::chrono::seconds worker_credential_ttl{86400};
   LivenessConfig liveness;
   TaskManagerOptions tasks;
   size_t max_unfinished_tasks = 2'000'000;

@@ -12,17 +12,17 @@ namespace corral::head {
 
 void RegisterRestApi(HttpServer& http, HeadServer& head) {
   DurableQueue* durable = &head.durable();
-  http.Route("GET", "/api/v1/health", std::nullopt, [&head, durable](const HttpRequest&, HttpRespond respond) {
+  http.Route("GET", "/api/v1/health", std::nullopt, [&head](const HttpRequest&, HttpRespond respond) {
     nlohmann::json j;
     j["status"] = "ok";
     j["version"] = CORRAL_VERSION;
     j["session_id"] = Hex(head.session_id());
     respond(HttpResponse::Json(200, JsonText(j)));
   });
-  http.Route("GET", "/api/v1/status", Role::kRead, [&head, durable](const HttpRequest&, HttpRespond respond) {
+  http.Route("GET", "/api/v1/status", Role::kRead, [&head](const HttpRequest&, HttpRespond respond) {
     respond(HttpResponse::Json(200, JsonText(StatusJson(head.BuildStatus()))));
   });
-  http.Route("GET", "/api/v1/nodes", Role::kRead, [&head, durable](const HttpRequest&, HttpRespond respond) {
+  http.Route("GET", "/api/v1/nodes", Role::kRead, [&head](const HttpRequest&, HttpRespond respond) {
     nlohmann::json j = nlohmann::json::array();
     proto::ClusterStatus st = head.BuildStatus();
     for (const auto& n : st.nodes()) j.push_back(NodeJson(n));
@@ -74,7 +74,7 @@ void RegisterRestApi(HttpServer& http, HeadServer& head) {
       respond(HttpResponse::Json(r.inserted(0) ? 201 : 200, JsonText(j)));
     });
   });
-  http.Route("GET", "/api/v1/tasks/{id}", Role::kRead, [&head, durable](const HttpRequest& req, HttpRespond respond) {
+  http.Route("GET", "/api/v1/tasks/{id}", Role::kRead, [durable](const HttpRequest& req, HttpRespond respond) {
     proto::DurableGet get;
     get.set_id(req.params.at("id"));
     durable->Get(get, [respond](proto::Reply r) {
@@ -103,7 +103,7 @@ void RegisterRestApi(HttpServer& http, HeadServer& head) {
       respond(HttpResponse::Json(200, JsonText(j)));
     });
   });
-  http.Route("POST", "/api/v1/tasks/{id}/revoke", Role::kSubmit, [&head, durable](const HttpRequest& req, HttpRespond respond) {
+  http.Route("POST", "/api/v1/tasks/{id}/revoke", Role::kSubmit, [durable](const HttpRequest& req, HttpRespond respond) {
     proto::DurableGet get;
     get.set_id(req.params.at("id"));
     durable->Cancel(get, [respond](proto::Reply r) {
@@ -115,7 +115,7 @@ void RegisterRestApi(HttpServer& http, HeadServer& head) {
       respond(HttpResponse::Json(200, JsonText(j)));
     });
   });
-  http.Route("GET", "/api/v1/schedules", Role::kRead, [&head, durable](const HttpRequest&, HttpRespond respond) {
+  http.Route("GET", "/api/v1/schedules", Role::kRead, [durable](const HttpRequest&, HttpRespond respond) {
     durable->Schedule(proto::ScheduleRequest(), [respond](proto::Reply r) {
       if (!r.error().empty()) return respond(HttpResponse::Error(500, r.error()));
       nlohmann::json j = nlohmann::json::array();
@@ -126,7 +126,7 @@ void RegisterRestApi(HttpServer& http, HeadServer& head) {
       respond(HttpResponse::Json(200, JsonText(j)));
     });
   });
-  http.Route("GET", "/api/v1/queues", Role::kRead, [&head, durable](const HttpRequest&, HttpRespond respond) {
+  http.Route("GET", "/api/v1/queues", Role::kRead, [durable](const HttpRequest&, HttpRespond respond) {
     durable->Queues(proto::QueueRequest(), [respond](proto::Reply r) {
       if (!r.error().empty()) return respond(HttpResponse::Error(500, r.error()));
       nlohmann::json j = nlohmann::json::array();
@@ -138,7 +138,7 @@ void RegisterRestApi(HttpServer& http, HeadServer& head) {
       respond(HttpResponse::Json(200, JsonText(j)));
     });
   });
-  http.Route("GET", "/api/v1/tasks", Role::kRead, [&head, durable](const HttpRequest& req, HttpRespond respond) {
+  http.Route("GET", "/api/v1/tasks", Role::kRead, [durable](const HttpRequest& req, HttpRespond respond) {
     proto::DurableList list;
     if (req.query.contains("state")) list.set_state(req.query.at("state"));
     if (req.query.contains("queue")) list.set_queue(req.query.at("queue"));

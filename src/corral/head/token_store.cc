@@ -109,12 +109,21 @@ Result<TokenInfo> TokenStore::Authenticate(std::string_view token, int64_t now) 
     admin_last_used_ns_ = now;
     return TokenInfo{"", "admin", Role::kAdmin, 0, 0, now};
   }
-  if (token.starts_with("cw_")) {  // cw_<node hex>_<mac>; keyed by the admin secret, so none without one
+  if (token.starts_with("cw_")) {  // cw_<node hex>_<expiry s>_<mac>; keyed by the admin secret, so none without one
     if (admin_secret_.empty()) return Err(Denied());
     size_t sep = token.find('_', 3);
-    auto node = sep == std::string_view::npos ? std::nullopt : FromHex(token.substr(3, sep - 3));
-    if (!node || node->empty() || !SameText(token, WorkerToken(*node))) return Err(Denied());
-    return TokenInfo{"w:" + Hex(*node), "workers of node " + Hex(*node).substr(0, 8), Role::kWorker, 0, 0, now};
+    size_t sep2 = sep == std::string_view::npos ? sep : token.find('_', sep + 1);
+    if (sep2 == std::string_view::npos || sep2 - sep - 1 > 18) return Err(Denied());
+    auto node = FromHex(token.substr(3, sep - 3));
+    int64_t expires_s = 0;
+    for (char c : token.substr(sep + 1, sep2 - sep - 1)) {
+      if (c < '0' || c > '9') return Err(Denied());
+      expires_s = expires_s * 10 + (c - '0');
+    }
+    int64_t expires_ns = expires_s * 1'000'000'000;
+    if (!node || node->empty() || !SameText(token, WorkerToken(*node, expires_ns)) || now >= expires_ns)
+      return Err(Denied());
+    return TokenInfo{"w:" + Hex(*node), "workers of node " + Hex(*node).substr(0, 8), Role::kWorker, 0, expires_ns, now};
   }
   // ct_<12 hex id>_<secret>, cj_ for join tokens
   if (token.size() < 3 + 12 + 1 + 1 || !(token.starts_with("ct_") || token.starts_with("cj_")) || token[15] != '_')
@@ -192,13 +201,14 @@ std::vector<TokenInfo> TokenStore::List() const {
   return out;
 }
 
-std::string TokenStore::WorkerToken(const std::string& node_id) const {
+std::string TokenStore::WorkerToken(const std::string& node_id, int64_t expires_ns) const {
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
-  std::string message = "corral worker credential:" + node_id;
+  int64_t expires_s = expires_ns / 1'000'000'000;
+  std::string message = fmt::format("corral worker credential:{}:{}", Hex(node_id), expires_s);
   HMAC(EVP_sha256(), admin_secret_.data(), static_cast<int>(admin_secret_.size()),
        reinterpret_cast<const unsigned char*>(message.data()), message.size(), mac, &n);
-  return fmt::format("cw_{}_{}", Hex(node_id), Hex(std::string_view(reinterpret_cast<const char*>(mac), n)));
+  return fmt::format("cw_{}_{}_{}", Hex(node_id), expires_s, Hex(std::string_view(reinterpret_cast<const char*>(mac), n)));
 }
 
 bool TokenStore::Live(const std::string& id, int64_t now) const {

@@ -7,9 +7,10 @@
 // Roles, each including the ones before it: read (status, nodes, durable results, lists),
 // submit (remote functions, values, durable tasks, schedules), admin (everything: drain, queue
 // settings, tokens). agent is apart: it may register (and join) nodes and nothing else. worker: the
-// credential a node's workers get instead of their agent's token ("cw_<node>_<mac>", an HMAC of the
-// node id under the admin secret: the same across head restarts, stored nowhere): submit nested
-// tasks and read, nothing else. join: "cj_<id>_<secret>", only for joining a node (an agent sends
+// credential a node's workers get instead of their agent's token ("cw_<node>_<expiry>_<mac>", an
+// HMAC of the node id and its expiry under the admin secret: valid across head restarts until it
+// expires, stored nowhere; the head gives each agent a fresh one well before): submit nested tasks
+// and read, nothing else. join: "cj_<id>_<secret>", only for joining a node (an agent sends
 // it once with a certificate request and gets its node certificate); single-use unless made with a
 // time to live, then usable by any number of nodes until it expires. io thread only; Save writes the file (small, no fsync).
 #pragma once
@@ -59,8 +60,8 @@ class TokenStore {
   // Removes the token named `name`; returns what it was.
   Result<TokenInfo> Revoke(const std::string& name);
   std::vector<TokenInfo> List() const;
-  // The credential of node `node_id`'s workers (role worker).
-  std::string WorkerToken(const std::string& node_id) const;
+  // The credential of node `node_id`'s workers (role worker), valid until wall time `expires_ns`.
+  std::string WorkerToken(const std::string& node_id, int64_t expires_ns) const;
   // Whether token `id` still exists and has not expired at `now` ("" is the built-in admin).
   bool Live(const std::string& id, int64_t now) const;
 

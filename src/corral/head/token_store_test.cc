@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "corral/base/files.h"
+#include "corral/base/ids.h"
 
 namespace corral::head {
 namespace {
@@ -83,6 +84,23 @@ TEST(TokenStore, AJoinTokenIsSingleUseUnlessItHasATimeToLive) {
   // The prefix says what it is: a join token's id under another prefix is refused.
   std::string as_client = "ct_" + hour->substr(3);
   EXPECT_FALSE(store->Authenticate(as_client, 0));
+}
+
+TEST(TokenStore, AWorkerCredentialIsTheNodesUntilItExpires) {
+  auto store = TokenStore::Open(TempPath("worker"), "admin-secret");
+  std::string token = store->WorkerToken("node-1", 100 * kSecond);
+  auto who = store->Authenticate(token, 99 * kSecond);
+  ASSERT_TRUE(who);
+  EXPECT_EQ(who->role, Role::kWorker);
+  EXPECT_EQ(who->id, "w:" + Hex(std::string("node-1")));
+  EXPECT_FALSE(store->Authenticate(token, 100 * kSecond)) << "expired";
+  // A later expiry written into it does not carry the MAC.
+  std::string stretched = token;
+  stretched.replace(stretched.find("_100_"), 5, "_900_");
+  EXPECT_FALSE(store->Authenticate(stretched, 99 * kSecond));
+  // Another head (another admin secret) does not accept it.
+  auto other = TokenStore::Open(TempPath("worker2"), "other-secret");
+  EXPECT_FALSE(other->Authenticate(token, 99 * kSecond));
 }
 
 TEST(TokenStore, NamesAreUniqueAndChecked) {

@@ -137,6 +137,7 @@ std::unique_ptr<Client> Connect(const std::string& address, const std::string& t
   o.cloudpickle_version = cloudpickle_version;
   o.print_logs = print_logs;
   o.in_worker = in_worker;
+  if (const char* f = std::getenv("CORRAL_TOKEN_FILE"); in_worker && f && *f) o.token_file = f;  // renewed by the agent
   o.reconnect = reconnect_s > 0;
   o.reconnect_for = std::chrono::milliseconds(static_cast<int64_t>(reconnect_s * 1000));
   o.connect_timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));

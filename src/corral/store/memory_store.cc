@@ -1,6 +1,7 @@
 // MemoryStore: the Store in memory, with the same semantics as SqliteStore (the shared test suite
 // holds both to them). For tests, and for heads without a state dir.
 #include <algorithm>
+#include <tuple>
 #include <map>
 #include <set>
 
@@ -76,7 +77,8 @@ class MemoryStore final : public Store {
     std::vector<DurableTask> out;
     for (const auto& [id, t] : tasks_)
       if (t.finished_ns == 0) out.push_back(t);
-    std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.created_ns < b.created_ns; });
+    std::sort(out.begin(), out.end(),
+              [](const auto& a, const auto& b) { return std::tie(a.created_ns, a.id) < std::tie(b.created_ns, b.id); });
     return out;
   }
 
