@@ -1,6 +1,7 @@
 // Fuzz target for what a peer sends before and after authenticating: arbitrary bytes as a client
 // message (the policy must give it a role or refuse it), as a token (never accepted unless it is
-// one), and as a tokens.json file (a damaged file is refused, never crashes the head).
+// one), and as the head's configuration files: tokens.json and nodes.json (a damaged file is
+// refused, never crashes the head).
 #include <unistd.h>
 
 #include <cstddef>
@@ -14,6 +15,7 @@
 
 #include "corral/base/files.h"
 #include "corral/head/auth_policy.h"
+#include "corral/head/node_book.h"
 #include "corral/head/token_store.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -40,6 +42,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       std::fprintf(stderr, "auth_fuzz: arbitrary input authenticated\n");
       std::abort();
     }
+  }
+  if (auto book = corral::head::NodeBook::Open(path)) {  // the same bytes as nodes.json
+    for (const auto& [id, caps] : book->caps()) (void)book->revoked(id);
+    (void)book->joined_count();
   }
   return 0;
 }

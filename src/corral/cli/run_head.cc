@@ -152,7 +152,8 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
       token = kept->substr(0, kept->find('\n'));
     std::string trust;  // how another machine verifies this head
     std::string join = *addr;  // the address another machine dials: a wildcard --host has none
-    if (auto ep_local = net::ParseEndpoint(*addr); ep_local && ep_local->is_loopback() && tls) {
+    bool wildcard = flags.host == "0.0.0.0" || flags.host == "::";  // the address file then says loopback
+    if (auto ep_local = net::ParseEndpoint(*addr); ep_local && ep_local->is_loopback() && tls && wildcard) {
       for (const auto& n : CertificateNames(flags)) {
         boost::system::error_code ec;
         auto a = boost::asio::ip::make_address(n, ec);

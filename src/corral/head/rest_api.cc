@@ -157,7 +157,7 @@ void RegisterRestApi(HttpServer& http, HeadServer& head) {
       respond(HttpResponse::Json(200, JsonText(j)));
     });
   });
-  http.Route("POST", "/api/v1/nodes/{node}/drain", Role::kAdmin, [&head, durable](const HttpRequest& req, HttpRespond respond) {
+  http.Route("POST", "/api/v1/nodes/{node}/drain", Role::kAdmin, [&head](const HttpRequest& req, HttpRespond respond) {
     proto::DrainRequest d;
     d.set_node(req.params.at("node"));
     d.set_leave(req.query.contains("leave") ? req.query.at("leave") != "false" : true);
