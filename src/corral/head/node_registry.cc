@@ -25,6 +25,7 @@ Node* NodeRegistry::Register(const proto::NodeInfo& info, std::shared_ptr<net::C
   bool resume = n->view.order && n->state != NodeState::kDead && n->state != NodeState::kLeft;
   if (resumed) *resumed = resume;
   if (resume) {
+    n->prefetch_per_cpu = prefetch_per_cpu;
     n->conn = std::move(conn);
     n->connected = true;
     n->draining = false;
@@ -42,9 +43,9 @@ Node* NodeRegistry::Register(const proto::NodeInfo& info, std::shared_ptr<net::C
   n->view.order = order;
   n->conn = std::move(conn);
   n->last_heartbeat = clock_.BootTimeNs();
+  n->prefetch_per_cpu = prefetch_per_cpu;
   Update(n, info);
   n->view.available = n->view.total;
-  n->view.prefetch_limit = static_cast<int>(n->view.total.Get(kCpu)) * prefetch_per_cpu;
   n->state = NodeState::kAlive;
   Refresh(n);
   Invalidate();
@@ -67,6 +68,8 @@ void NodeRegistry::Update(Node* n, const proto::NodeInfo& info) {
   n->view.cloudpickle = info.cloudpickle_version();
   n->view.interruptible_only = info.interruptible_only();
   n->view.task_functions = std::set<std::string>(info.task_functions().begin(), info.task_functions().end());
+  // What it may queue ahead follows the CPUs it counts for (an operator's cap included).
+  n->view.prefetch_limit = static_cast<int>(n->view.total.Get(kCpu)) * n->prefetch_per_cpu;
 }
 
 void NodeRegistry::SetCaps(const std::string& node_id, std::map<std::string, double> caps) {

@@ -52,6 +52,7 @@ struct Node {
   std::set<std::string> tasks;             // ids of tasks dispatched here and not finished
   std::set<std::string> shipped_functions; // function hashes this node's agent has
   proto::Counters counters;                // the agent's, from its last heartbeat
+  int prefetch_per_cpu = 0;                // its prefetch queue holds this many tasks per CPU it counts
 };
 
 class NodeRegistry {

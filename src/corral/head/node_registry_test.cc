@@ -82,6 +82,19 @@ TEST(NodeRegistry, LostConnectionKeepsTasksUntilDead) {
   EXPECT_TRUE(n->tasks.empty());
 }
 
+TEST(NodeRegistry, ACapShrinksWhatTheNodeCountsForAndQueuesAhead) {
+  FakeClock clock;
+  NodeRegistry reg(clock, LivenessConfig{});
+  Node* n = reg.Register(Info("n1", 8), nullptr, 2);
+  EXPECT_EQ(n->view.prefetch_limit, 16);
+  reg.SetCaps("n1", {{"CPU", 2}});
+  EXPECT_EQ(n->view.total.Get("CPU"), 2);
+  EXPECT_EQ(n->view.available.Get("CPU"), 2);
+  EXPECT_EQ(n->view.prefetch_limit, 4);
+  reg.SetCaps("n1", {});
+  EXPECT_EQ(n->view.prefetch_limit, 16);
+}
+
 TEST(NodeRegistry, LeaseIsShorterThanTheDeadThreshold) {
   LivenessConfig c{Ms(1000), Ms(5000), Ms(30000)};
   EXPECT_EQ(c.EffectiveLease(), Ms(22500));
