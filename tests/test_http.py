@@ -167,3 +167,13 @@ def test_bad_durable_submissions_store_nothing(cluster):
         assert status == code and message in reply["error"]["message"], (body, reply)
     assert corral.cluster_status()["counters"].get("durable_submitted", 0) == 0
     assert request(cluster, "GET", "/api/v1/tasks/0123")[0] == 404
+
+
+def test_numbers_out_of_range_are_a_clear_400(cluster):
+    # Found by fuzzing: a priority of 7.7e98 was converted to an int unchecked (undefined behaviour).
+    for field, value in (("priority", 7.7e98), ("max_retries", -1), ("priority", 1.5), ("max_retries", "3")):
+        body = json.dumps({"function": "durable_tasks:add", "args": [1, 2], field: value})
+        status, _, reply = request(cluster, "POST", "/api/v1/tasks", body=body,
+                                   headers={"Content-Type": "application/json"})
+        assert status == 400, (field, value, status, reply)
+        assert field in reply["error"]["message"], reply

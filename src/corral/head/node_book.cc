@@ -43,7 +43,11 @@ Result<NodeBook> NodeBook::Open(std::string path) {
     for (auto it = joined.begin(); it != joined.end(); ++it) {
       auto id = FromHex(it.key());
       if (!id || !it.value().is_object()) return Err(damaged);
-      book.joined_[*id] = Joined{it.value().value("since_ns", int64_t{0}), it.value().value("token", "")};
+      const nlohmann::json& j = it.value();
+      if (j.contains("since_ns") && !j["since_ns"].is_number_integer()) return Err(damaged);
+      if (j.contains("token") && !j["token"].is_string()) return Err(damaged);
+      book.joined_[*id] = Joined{j.contains("since_ns") ? j["since_ns"].get<int64_t>() : 0,
+                                 j.contains("token") ? j["token"].get<std::string>() : ""};
     }
   }
   return book;

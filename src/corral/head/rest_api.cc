@@ -1,5 +1,7 @@
 #include "corral/head/rest_api.h"
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include "corral/base/ids.h"
@@ -9,6 +11,22 @@
 #include "corral/head/status_json.h"
 
 namespace corral::head {
+
+namespace {
+
+// Field `key` of `body` as a whole number in [lo, hi] (absent: `fallback`); anything else throws
+// std::invalid_argument. (A JSON number converted to an int unchecked is undefined when it is out of
+// range: the fuzzer found 7.7e98 as a priority.)
+int64_t WholeNumber(const nlohmann::json& body, const char* key, int64_t fallback, int64_t lo, int64_t hi) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return fallback;
+  double v = it->is_number() ? it->get<double>() : std::nan("");
+  if (!(v >= static_cast<double>(lo) && v <= static_cast<double>(hi)) || v != std::floor(v))
+    throw std::invalid_argument(fmt::format("'{}' must be a whole number from {} to {}", key, lo, hi));
+  return static_cast<int64_t>(v);
+}
+
+}  // namespace
 
 void RegisterRestApi(HttpServer& http, HeadServer& head) {
   DurableQueue* durable = &head.durable();
@@ -49,9 +67,9 @@ void RegisterRestApi(HttpServer& http, HeadServer& head) {
     t->set_args_format("json");
     try {
       t->set_queue(body.value("queue", std::string("default")));
-      t->set_priority(body.value("priority", 0));
+      t->set_priority(static_cast<int32_t>(WholeNumber(body, "priority", 0, -1'000'000, 1'000'000)));
       t->set_idempotency_key(body.value("idempotency_key", std::string()));
-      t->set_max_retries(body.value("max_retries", 0));
+      t->set_max_retries(static_cast<int32_t>(WholeNumber(body, "max_retries", 0, 0, 1'000'000)));
       t->set_retry_backoff_s(body.value("retry_backoff", 0.0));
       int64_t now = head.clock().WallNs();
       auto seconds = [&](const char* key) {

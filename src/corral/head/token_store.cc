@@ -73,18 +73,28 @@ Result<TokenStore> TokenStore::Open(std::string path, std::string admin_secret) 
     return Err(Code::kFailedPrecondition, fmt::format("{} is not a token file (restore it, or remove it to "
                                                       "drop every token but the admin one)",
                                                       store.path_));
+  Status damaged(Code::kFailedPrecondition, fmt::format("{}: a token entry is damaged", store.path_));
+  // A whole number, or 0 when absent; a value of another type makes the file damaged (an
+  // unchecked conversion of a huge float would be undefined).
+  auto whole = [](const nlohmann::json& t, const char* key) -> std::optional<int64_t> {
+    if (!t.contains(key)) return 0;
+    if (!t[key].is_number_integer()) return std::nullopt;
+    return t[key].get<int64_t>();
+  };
   for (const auto& t : doc["tokens"]) {
+    if (!t.is_object()) return Err(damaged);
     Entry e;
-    auto role = ParseRole(t.value("role", ""));
-    e.info.id = t.value("id", "");
-    e.info.name = t.value("name", "");
-    e.secret_sha256 = t.value("sha256", "");
-    if (!role || e.info.id.size() != 12 || e.secret_sha256.size() != 64)
-      return Err(Code::kFailedPrecondition, fmt::format("{}: a token entry is damaged", store.path_));
+    auto text = [&](const char* key) { return t.contains(key) && t[key].is_string() ? t[key].get<std::string>() : ""; };
+    auto role = ParseRole(text("role"));
+    e.info.id = text("id");
+    e.info.name = text("name");
+    e.secret_sha256 = text("sha256");
+    auto created = whole(t, "created_ns"), expires = whole(t, "expires_ns");
+    if (!role || e.info.id.size() != 12 || e.secret_sha256.size() != 64 || !created || !expires) return Err(damaged);
     e.info.role = *role;
-    e.info.created_ns = t.value("created_ns", int64_t{0});
-    e.info.expires_ns = t.value("expires_ns", int64_t{0});
-    e.info.single_use = t.value("single_use", false);
+    e.info.created_ns = *created;
+    e.info.expires_ns = *expires;
+    e.info.single_use = t.contains("single_use") && t["single_use"].is_boolean() && t["single_use"].get<bool>();
     store.by_id_[e.info.id] = std::move(e);
   }
   return store;

@@ -103,6 +103,23 @@ TEST(TokenStore, AWorkerCredentialIsTheNodesUntilItExpires) {
   EXPECT_FALSE(other->Authenticate(token, 99 * kSecond));
 }
 
+TEST(TokenStore, ADamagedFileIsRefusedNotTrusted) {
+  // Found by fuzzing: an entry that is not an object threw, and a huge float as a time was
+  // converted to an integer unchecked (undefined).
+  std::string path = TempPath("damaged");
+  std::string good = R"("id": "0123456789ab", "name": "x", "role": "read", "sha256": ")" + std::string(64, 'a') + "\"";
+  for (const std::string& text : {std::string(R"({"tokens": [1]})"), std::string(R"({"tokens": [{"role": 5}]})"),
+                                  R"({"tokens": [{)" + good + R"(, "created_ns": 7.7e98}]})"}) {
+    ASSERT_TRUE(WriteFile(path, text, 0600).ok());
+    auto store = TokenStore::Open(path, "admin-secret");
+    ASSERT_FALSE(store) << text;
+    EXPECT_EQ(store.error().code(), Code::kFailedPrecondition);
+  }
+  ASSERT_TRUE(WriteFile(path, R"({"tokens": [{)" + good + R"(, "created_ns": 5}]})", 0600).ok());
+  EXPECT_TRUE(TokenStore::Open(path, "admin-secret"));
+  unlink(path.c_str());
+}
+
 TEST(TokenStore, NamesAreUniqueAndChecked) {
   auto store = TokenStore::Open(TempPath("names"), "a");
   EXPECT_TRUE(store->Create("ci", Role::kRead, 0, 0));
