@@ -123,13 +123,14 @@ Result<TokenInfo> TokenStore::Authenticate(std::string_view token, int64_t now) 
     if (admin_secret_.empty()) return Err(Denied());
     size_t sep = token.find('_', 3);
     size_t sep2 = sep == std::string_view::npos ? sep : token.find('_', sep + 1);
-    if (sep2 == std::string_view::npos || sep2 - sep - 1 > 18) return Err(Denied());
+    if (sep2 == std::string_view::npos || sep2 - sep - 1 > 10) return Err(Denied());  // seconds: 10 digits at most
     auto node = FromHex(token.substr(3, sep - 3));
     int64_t expires_s = 0;
     for (char c : token.substr(sep + 1, sep2 - sep - 1)) {
       if (c < '0' || c > '9') return Err(Denied());
       expires_s = expires_s * 10 + (c - '0');
     }
+    if (expires_s > INT64_MAX / 1'000'000'000) return Err(Denied());  // found by fuzzing: it overflowed
     int64_t expires_ns = expires_s * 1'000'000'000;
     if (!node || node->empty() || !SameText(token, WorkerToken(*node, expires_ns)) || now >= expires_ns)
       return Err(Denied());

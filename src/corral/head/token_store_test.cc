@@ -98,6 +98,9 @@ TEST(TokenStore, AWorkerCredentialIsTheNodesUntilItExpires) {
   std::string stretched = token;
   stretched.replace(stretched.find("_100_"), 5, "_900_");
   EXPECT_FALSE(store->Authenticate(stretched, 99 * kSecond));
+  // An expiry past what nanoseconds can hold is refused, not overflowed (found by fuzzing).
+  EXPECT_FALSE(store->Authenticate("cw_00_44444444444444_00", 0));
+  EXPECT_FALSE(store->Authenticate("cw_00_9999999999_00", 0));
   // Another head (another admin secret) does not accept it.
   auto other = TokenStore::Open(TempPath("worker2"), "other-secret");
   EXPECT_FALSE(other->Authenticate(token, 99 * kSecond));
