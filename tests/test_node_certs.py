@@ -142,6 +142,29 @@ def test_a_node_id_is_bound_to_its_certificate(head, tmp_path):
         stop_machine(head, "laptop")
 
 
+def test_an_id_registered_over_loopback_stays_bound_after_a_head_restart(head):
+    # An agent on the head's machine registers with a token (no TLS over loopback); its id must not
+    # be free for another machine to join under once the head restarted and forgot who was online.
+    local_env = environment(head.home / "second")
+    local_env["CORRAL_TOKEN"] = head.token
+    out = run(["start", "--address", f"127.0.0.1:{head.port}", "--state-dir", str(head.home / "second" / "agent"),
+               "--num-cpus", "1", "--python", sys.executable], local_env)
+    assert out.returncode == 0, out.stderr
+    taken = open(head.home / "second" / "agent" / "node_id").read().strip()
+    run(["stop", "--timeout", "5"], local_env)
+    head.stop()
+    again = run(["start", "--head", "--host", "0.0.0.0", "--port", str(head.port), "--http-port", "0",
+                 "--num-cpus", "1"], head.env)
+    assert again.returncode == 0, again.stderr
+    made = run(["token", "create", "--role", "join", "--name", "intruder"], head.env)
+    thief = agent_dir(head, "thief")
+    thief.mkdir(parents=True, mode=0o700)
+    (thief / "node_id").write_text(taken + "\n")
+    out = head.join("thief", token=made.stdout.strip())
+    assert out.returncode != 0
+    assert "already known to this cluster" in out.stderr + out.stdout, out.stderr
+
+
 def test_a_revoked_node_is_refused_and_its_tasks_run_elsewhere(head):
     out = head.join("laptop", "--resources", "laptop=1")
     assert out.returncode == 0, out.stderr
@@ -157,6 +180,26 @@ def test_a_revoked_node_is_refused_and_its_tasks_run_elsewhere(head):
         assert "was revoked by the operator" in log, log[-2000:]
     finally:
         stop_machine(head, "laptop")
+
+
+def test_an_offline_node_can_be_revoked_after_a_head_restart(head):
+    out = head.join("laptop")
+    assert out.returncode == 0, out.stderr
+    hex_id = node_hex(head, "laptop")
+    stop_machine(head, "laptop")  # the laptop is away (lost)
+    head.stop()
+    again = run(["start", "--head", "--host", "0.0.0.0", "--port", str(head.port), "--http-port", "0",
+                 "--num-cpus", "1"], head.env)
+    assert again.returncode == 0, again.stderr
+    # The head has not seen the laptop since it started: it still knows the id it joined under.
+    out = run(["node", "revoke", hex_id[:8]], head.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert hex_id[:8] in out.stdout
+    back = run(["start", "--address", head.address, "--num-cpus", "1", "--python", sys.executable],
+               environment(head.home.parent / "laptop"))
+    assert back.returncode != 0
+    assert "was revoked by the operator" in back.stderr + back.stdout + open(
+        agent_dir(head, "laptop") / "agent.log").read()
 
 
 def test_certs_rotate_gives_the_head_a_new_certificate_without_a_restart(head):

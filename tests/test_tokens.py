@@ -354,6 +354,19 @@ def test_a_client_reads_only_objects_of_its_own_token(c):
         rc, out, err = driver(c, theirs, read)
         assert rc == 0, err
         assert out.startswith("refused:") and "another token" in out, out
+        # Nor through a task: an argument is read like a get.
+        rc, out, err = driver(c, theirs, f"""
+            from corral.object_ref import ObjectRef
+            @corral.remote
+            def echo(x):
+                return x
+            try:
+                print(corral.get(echo.remote(ObjectRef(bytes.fromhex({ref_hex!r}))), timeout=20))
+            except corral.CorralError as e:
+                print("refused:", type(e).__name__, e)
+        """)
+        assert rc == 0, err
+        assert out.startswith("refused:") and "another token" in out, out
         for token in (mine, c.token):
             rc, out, err = driver(c, token, read)
             assert rc == 0 and out.strip() == "the secret value", (out, err)

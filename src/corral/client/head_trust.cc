@@ -30,6 +30,30 @@ Result<HeadTrust> WithCaFile(const net::Endpoint& head, const std::string& path,
   return HeadTrust{*ctx, path};
 }
 
+// known_cas/<hex>.addresses: the head addresses a CA was pinned for, one per line.
+std::string AddressesFile(const std::string& dir, const std::string& pin) {
+  return fmt::format("{}/{}.addresses", dir, pin.substr(7));
+}
+
+bool PinnedFor(const std::string& dir, const std::string& pin, const net::Endpoint& head) {
+  auto text = ReadFile(AddressesFile(dir, pin));
+  if (!text) return false;
+  std::string want = head.ToString();
+  for (size_t start = 0; start < text->size();) {
+    size_t end = text->find('\n', start);
+    if (end == std::string::npos) end = text->size();
+    if (text->compare(start, end - start, want) == 0) return true;
+    start = end + 1;
+  }
+  return false;
+}
+
+void RememberAddress(const std::string& dir, const std::string& pin, const net::Endpoint& head) {
+  if (PinnedFor(dir, pin, head)) return;
+  std::string text = ReadFile(AddressesFile(dir, pin)).value_or("") + head.ToString() + "\n";
+  (void)WriteFile(AddressesFile(dir, pin), text, 0644);  // a convenience: without it the pin is asked again
+}
+
 }  // namespace
 
 Result<std::string> NormalizeFingerprint(const std::string& text) {
@@ -66,8 +90,10 @@ Result<HeadTrust> TrustHead(const net::Endpoint& head, TrustOptions options) {
   if (!pin.empty()) {
     std::string dir = CorralHome() + "/known_cas";
     std::string cached = fmt::format("{}/{}.crt", dir, pin.substr(7));
-    if (auto pem = ReadFile(cached); pem && net::Fingerprint(*pem).value_or("") == pin)
+    if (auto pem = ReadFile(cached); pem && net::Fingerprint(*pem).value_or("") == pin) {
+      RememberAddress(dir, pin, head);
       return WithCaFile(head, cached, pin);
+    }
     auto chain = net::FetchPresentedChain(head, std::chrono::seconds(10));
     if (!chain)
       return Err(chain.error().code(),
@@ -80,6 +106,7 @@ Result<HeadTrust> TrustHead(const net::Endpoint& head, TrustOptions options) {
       if (*fp != pin) continue;
       if (Status s = MakeDirs(dir, 0700); !s.ok()) return Err(s);
       if (Status s = WriteFile(cached, cert, 0644); !s.ok()) return Err(s);
+      RememberAddress(dir, pin, head);
       return WithCaFile(head, cached, pin);
     }
     return Err(Code::kPermissionDenied,
@@ -102,8 +129,12 @@ Result<HeadTrust> TrustHead(const net::Endpoint& head, TrustOptions options) {
   if (!presented.empty()) {
     if (auto pem = ReadFile(local); pem && net::Fingerprint(*pem).value_or("") == presented)
       return WithCaFile(head, local, presented);
-    std::string cached = fmt::format("{}/known_cas/{}.crt", CorralHome(), presented.substr(7));
-    if (auto pem = ReadFile(cached); pem && net::Fingerprint(*pem).value_or("") == presented)
+    // A pinned CA, only for an address it was pinned for: another cluster's CA (whose key its
+    // operator holds) must not vouch for this address.
+    std::string dir = CorralHome() + "/known_cas";
+    std::string cached = fmt::format("{}/{}.crt", dir, presented.substr(7));
+    if (auto pem = ReadFile(cached); pem && net::Fingerprint(*pem).value_or("") == presented &&
+                                     PinnedFor(dir, presented, head))
       return WithCaFile(head, cached, presented);
   }
   return Err(Code::kPermissionDenied,

@@ -6,7 +6,8 @@
 //      presents, keeps the CA whose fingerprint matches in ~/.corral/known_cas/, and verifies
 //      against it from then on;
 //   3. when nothing is given, the CA the head presents if this machine knows it: its own head's
-//      (~/.corral/head/ca.crt) or one pinned before (~/.corral/known_cas/).
+//      (~/.corral/head/ca.crt), or one pinned before for this very address (~/.corral/known_cas/
+//      keeps, beside each pinned CA, the addresses it was pinned for).
 // Without any of them the error names the fingerprint the head presented and the flag to pass.
 // A head on loopback is dialled in plaintext unless a CA or fingerprint is given (the head lets
 // its own machine in without TLS). Functions may block (a first fetch); call them before serving.

@@ -302,7 +302,7 @@ bool HeadServer::AdmitAgent(Peer* peer, const proto::Hello& hello, proto::HeadTo
     }
     // Kept before the node hears of it: a joined id is bound from now on, and a single-use token
     // is spent even if the Welcome never arrives.
-    Status kept = book_->RecordJoin(id, NodeBook::Joined{clock_.WallNs(), peer->token.name});
+    Status kept = book_->RecordJoin(id, NodeBook::Joined{clock_.WallNs(), peer->token.name, peer->token.id, true});
     if (kept.ok()) kept = tokens_->Used(peer->token.id);
     if (!kept.ok()) {
       Refuse(peer, "the head cannot record the join: " + kept.message());
@@ -316,18 +316,24 @@ bool HeadServer::AdmitAgent(Peer* peer, const proto::Hello& hello, proto::HeadTo
   }
   // A token without a certificate: only over the head's own plaintext loopback (or in-process).
   const char* refusal = nullptr;
+  const NodeBook::Joined* known = book_->FindJoined(id);
   if (peer->token.role == Role::kJoin) refusal = "a join token is sent with a certificate request (over TLS)";
   else if (peer->tls) refusal = "over TLS a node presents its certificate, or joins with a certificate request";
-  else if (book_->joined(id)) refusal = "this node joined with a certificate and must present it (over TLS)";
-  else if (auto by = registered_by_.find(id); by != registered_by_.end() && by->second != peer->token.id &&
-                                               peer->token.role != Role::kAdmin)
+  else if (known && known->certificate) refusal = "this node joined with a certificate and must present it (over TLS)";
+  else if (known && known->token_id != peer->token.id && peer->token.role != Role::kAdmin)
     refusal = "this node id was registered with another token";
   if (refusal) {
     LogAuthFailure(net::PeerHost(peer->conn->peer()), "tcp", refusal);
     Refuse(peer, fmt::format("node {} is refused: {}", ShortHex(id), refusal));
     return false;
   }
-  registered_by_[id] = peer->token.id;
+  if (!known) {  // kept, so the id cannot join elsewhere later (after a head restart too)
+    if (Status s = book_->RecordJoin(id, NodeBook::Joined{clock_.WallNs(), peer->token.name, peer->token.id, false});
+        !s.ok()) {
+      Refuse(peer, "the head cannot record the node: " + s.message());
+      return false;
+    }
+  }
   return true;
 }
 
@@ -640,17 +646,27 @@ void HeadServer::HandleTokenRequest(const proto::TokenRequest& request, proto::R
 }
 
 void HeadServer::HandleNodeRequest(const proto::NodeRequest& request, proto::Reply* reply) {
-  std::vector<Node*> matches;
+  // The node by id prefix or hostname; for a revoke also among the ids this head has known (an
+  // offline laptop after a head restart) or, given whole, an id it never saw.
+  std::set<std::string> ids;
   for (Node* n : nodes_.All())
     if (!request.node().empty() && (Hex(n->view.id).starts_with(request.node()) || n->info.hostname() == request.node()))
-      matches.push_back(n);
-  if (matches.size() != 1)
-    return SetError(*reply, MakeStatus(matches.empty() ? Code::kNotFound : Code::kFailedPrecondition,
+      ids.insert(n->view.id);
+  if (ids.empty() && request.op() == proto::NodeRequest::REVOKE && request.node().size() >= 4) {
+    for (const auto& [known, how] : book_->joined())
+      if (Hex(known).starts_with(request.node())) ids.insert(known);
+    if (auto whole = FromHex(request.node()); ids.empty() && whole && whole->size() == 8) ids.insert(*whole);
+  }
+  if (ids.size() != 1)
+    return SetError(*reply, MakeStatus(ids.empty() ? Code::kNotFound : Code::kFailedPrecondition,
                                        "'{}' matches {} nodes; give a node id (or enough of its first hex digits) "
                                        "or a hostname from `corral status`",
-                                       Printable(request.node()), matches.size()));
-  Node* node = matches[0];
-  std::string id = node->view.id;
+                                       Printable(request.node()), ids.size()));
+  std::string id = *ids.begin();
+  Node* node = nodes_.Find(id);  // null: not seen since the head started
+  if (!node && request.op() != proto::NodeRequest::REVOKE)
+    return SetError(*reply, MakeStatus(Code::kNotFound, "node {} has not connected since the head started",
+                                       ShortHex(id)));
   auto describe = [&] {
     proto::ClusterStatus st = BuildStatus();
     for (auto& n : *st.mutable_nodes())
@@ -660,12 +676,12 @@ void HeadServer::HandleNodeRequest(const proto::NodeRequest& request, proto::Rep
     if (Status s = book_->Revoke(id); !s.ok()) return SetError(*reply, s);  // kept first
     std::string token;  // the token it joined with: the operator should revoke it too if it is its own
     for (auto& [p, peer] : peers_) {
-      bool its_agent = peer->kind == Peer::kAgent && peer->node == node;
+      bool its_agent = peer->kind == Peer::kAgent && node && peer->node == node;
       if (its_agent) token = peer->token.name;
       if (its_agent || (peer->kind != Peer::kHandshake && peer->token.id == "w:" + Hex(id)))
         peer->conn->Close(Status(Code::kPermissionDenied, "node revoked by the operator"));
     }
-    if (node->state != NodeState::kDead && node->state != NodeState::kLeft) {
+    if (node && node->state != NodeState::kDead && node->state != NodeState::kLeft) {
       nodes_.MarkDead(node);
       tasks_.OnNodeDead(node, "revoked by the operator");
     }
@@ -673,8 +689,13 @@ void HeadServer::HandleNodeRequest(const proto::NodeRequest& request, proto::Rep
     bool token_lives = false;  // a single-use join token is gone already: nothing to advise
     for (const auto& t : tokens_->List()) token_lives |= !token.empty() && t.name == token;
     LOG_WARN("node {} ({}) revoked by the operator; it joined with token '{}'", ShortHex(id),
-             Printable(node->info.hostname()), token);
+             node ? Printable(node->info.hostname()) : "not connected since the head started", token);
     describe();
+    if (!node) {  // not in the status: say which id it was
+      proto::NodeStatus* ns = reply->add_nodes();
+      ns->mutable_info()->set_node_id(id);
+      ns->set_state("revoked");
+    }
     if (token_lives) reply->set_node_token(token);
     return;
   }

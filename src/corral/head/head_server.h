@@ -122,7 +122,6 @@ class HeadServer {
   std::optional<TokenStore> tokens_;
   int64_t messages_denied_ = 0;  // a token's role was not enough
   std::optional<NodeBook> book_;  // caps, revoked ids, joined ids (nodes.json)
-  std::unordered_map<std::string, std::string> registered_by_;  // node id -> token id that registered it
   Nanos tokens_checked_ = 0;
   std::unordered_map<Peer*, std::unique_ptr<Peer>> peers_;
   size_t unauthenticated_ = 0;

@@ -13,7 +13,10 @@ Result<NodeBook> NodeBook::Open(std::string path) {
   if (book.path_.empty()) return book;
   auto text = ReadFile(book.path_);
   if (!text) return book;  // none kept yet
-  Status damaged = MakeStatus(Code::kFailedPrecondition, "{} is damaged: fix or remove it", book.path_);
+  Status damaged = MakeStatus(Code::kFailedPrecondition,
+                              "{} is damaged: fix it (removing it forgets every revoked node, whose certificates "
+                              "would then work again, and every node's binding)",
+                              book.path_);
   nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) return Err(damaged);
   const nlohmann::json& caps = j["caps"];
@@ -44,10 +47,14 @@ Result<NodeBook> NodeBook::Open(std::string path) {
       auto id = FromHex(it.key());
       if (!id || !it.value().is_object()) return Err(damaged);
       const nlohmann::json& j = it.value();
-      if (j.contains("since_ns") && !j["since_ns"].is_number_integer()) return Err(damaged);
-      if (j.contains("token") && !j["token"].is_string()) return Err(damaged);
+      if ((j.contains("since_ns") && !j["since_ns"].is_number_integer()) ||
+          (j.contains("token") && !j["token"].is_string()) || (j.contains("token_id") && !j["token_id"].is_string()) ||
+          (j.contains("certificate") && !j["certificate"].is_boolean()))
+        return Err(damaged);
       book.joined_[*id] = Joined{j.contains("since_ns") ? j["since_ns"].get<int64_t>() : 0,
-                                 j.contains("token") ? j["token"].get<std::string>() : ""};
+                                 j.contains("token") ? j["token"].get<std::string>() : "",
+                                 j.contains("token_id") ? j["token_id"].get<std::string>() : "",
+                                 j.contains("certificate") ? j["certificate"].get<bool>() : true};
     }
   }
   return book;
@@ -61,7 +68,9 @@ Status NodeBook::Save(const std::map<std::string, Caps>& caps, const std::set<st
                       {"joined", nlohmann::json::object()}};
   for (const auto& [node, c] : caps) j["caps"][Hex(node)] = c;
   for (const auto& node : revoked) j["revoked"].push_back(Hex(node));
-  for (const auto& [node, how] : joined) j["joined"][Hex(node)] = {{"since_ns", how.since_ns}, {"token", how.token}};
+  for (const auto& [node, how] : joined)
+    j["joined"][Hex(node)] = {
+        {"since_ns", how.since_ns}, {"token", how.token}, {"token_id", how.token_id}, {"certificate", how.certificate}};
   return WriteFile(path_, j.dump(1) + "\n", 0600);
 }
 

@@ -1,8 +1,8 @@
 // NodeBook: what the head remembers about nodes across restarts, kept in nodes.json in its state
 // dir (0600) and written before anything acts on a change: the operator's resource caps, the ids
-// revoked with `corral node revoke`, and the ids that joined with a node certificate (who joined
-// them and when). A joined id is bound to its certificate: nothing but that certificate registers
-// it again. io thread only.
+// revoked with `corral node revoke`, and every id that ever registered: with a node certificate
+// (bound to it: nothing else registers it again) or with a token over loopback (bound to that
+// token). A known id never joins again as a new node. io thread only.
 #pragma once
 
 #include <map>
@@ -17,8 +17,10 @@ class NodeBook {
  public:
   using Caps = std::map<std::string, double>;
   struct Joined {
-    int64_t since_ns = 0;   // wall clock
-    std::string token;      // the name of the token it joined with
+    int64_t since_ns = 0;     // wall clock
+    std::string token;        // the name of the token it joined (or registered) with
+    std::string token_id;     // and its id ("" the admin token)
+    bool certificate = true;  // joined with a certificate; false: registered with a token over loopback
   };
 
   // Loads `path` (missing: nothing kept yet; empty path: nothing is ever kept).
@@ -32,6 +34,7 @@ class NodeBook {
     return it == joined_.end() ? nullptr : &it->second;
   }
   size_t joined_count() const { return joined_.size(); }
+  const std::map<std::string, Joined>& joined() const { return joined_; }
 
   // Each is kept on disk first; on a failed write nothing changes.
   Status SetCaps(const std::string& id, Caps caps);  // empty: no caps

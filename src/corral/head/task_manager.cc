@@ -183,13 +183,18 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
                           "submission on this connection",
                           task.spec.name());
   } else {
-    for (const auto& dep : task.spec.deps())
-      if (!objects_.contains(dep)) {
+    for (const auto& dep : task.spec.deps()) {
+      auto d = objects_.find(dep);
+      // An argument is read like a get: passing another token's object to a task would hand over its value.
+      if (d == objects_.end() || !MayRead(*client, d->second)) {
+        if (d != objects_.end()) Count("reads_refused_foreign_object");
         kind = proto::OBJECT_LOST;
-        refusal = fmt::format("argument object {} of {} is not known to the head: it was freed, or its owner exited",
+        refusal = fmt::format("argument object {} of {} is not known to the head (it was freed, or its owner "
+                              "exited), or belongs to a client with another token",
                               Hex(dep), task.spec.name());
         break;
       }
+    }
   }
   if (!durable && refusal.empty()) {
     UseFunction(task.spec.function_hash());
@@ -224,6 +229,7 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
 void TaskManager::SubmitDurable(proto::TaskSpec&& spec) {
   ClientSession nobody;  // durable runs belong to no client: their result goes to the durable queue
   nobody.id = "";
+  nobody.may_touch_any = true;  // the head's own submission (its arguments are the queue's)
   std::string id = spec.task_id();
   Submit(&nobody, std::move(spec));
   if (auto o = objects_.find(id); o != objects_.end()) {

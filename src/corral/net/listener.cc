@@ -88,7 +88,16 @@ void Listener::AcceptTcp() {
 std::shared_ptr<void> Listener::TakeHandshakeSlot(asio::ip::tcp::socket& socket) {
   ErrorCode ec;
   auto remote = socket.remote_endpoint(ec);
-  std::string ip = ec ? "?" : remote.address().to_string();
+  asio::ip::address a = remote.address();
+  if (!ec && a.is_v6() && a.to_v6().is_v4_mapped()) a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+  // This machine's own processes are not held up by a flood from outside.
+  if (!ec && a.is_loopback()) return std::make_shared<int>(0);
+  std::string ip = ec ? "?" : a.to_string();
+  if (!ec && a.is_v6()) {  // one IPv6 host has a whole /64: count it as one address
+    auto bytes = a.to_v6().to_bytes();
+    for (size_t i = 8; i < bytes.size(); ++i) bytes[i] = 0;
+    ip = asio::ip::address_v6(bytes).to_string() + "/64";
+  }
   auto counts = handshakes_;
   size_t& from_ip = counts->by_address[ip];
   if (counts->total >= kMaxHandshakes || from_ip >= kMaxHandshakesPerAddress) {

@@ -6,8 +6,9 @@
 // handshake; anything else is a plaintext peer, accepted as plaintext only where AllowPlaintext
 // says so for its address (a head lets processes on its own machine in over loopback), otherwise
 // sent the refusal (a message it can read: "this port needs TLS") and closed, with a log line.
-// Connections still sorting or in their TLS handshake are capped (256 in all, 32 per address):
-// more are closed at once, so a flood of slow handshakes cannot hold unbounded sockets and memory.
+// Connections still sorting or in their TLS handshake are capped (256 in all, 32 per address, an
+// IPv6 /64 counting as one address; loopback is not counted, so the machine's own processes get
+// in during a flood): more are closed at once, so slow handshakes cannot hold unbounded sockets.
 // io thread only.
 #pragma once
 
