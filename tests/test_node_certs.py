@@ -66,6 +66,7 @@ def test_a_node_joins_once_then_comes_back_with_its_certificate(head):
     try:
         pem = agent_dir(head, "laptop") / "node.pem"
         assert stat.S_IMODE(os.stat(pem).st_mode) == 0o600
+        assert not (agent_dir(head, "laptop") / "node.key.pending").exists()  # kept only until the answer
         assert f"corral-node-{node_hex(head, 'laptop')}" in subprocess.run(
             ["openssl", "x509", "-noout", "-subject"], input=open(pem).read(), capture_output=True,
             text=True).stdout
@@ -244,3 +245,72 @@ def test_a_node_renews_its_certificate_before_it_ends(tmp_path):
     finally:
         stop_machine(head, "laptop")
         head.stop()
+
+
+def _fields(buf):
+    """A protobuf message's length-delimited fields: {number: [bytes, ...]} (varints skipped)."""
+    out, pos = {}, 0
+    while pos < len(buf):
+        key, shift = 0, 0
+        while True:
+            b = buf[pos]; pos += 1
+            key |= (b & 0x7F) << shift; shift += 7
+            if not b & 0x80:
+                break
+        num, kind = key >> 3, key & 7
+        if kind == 0:
+            while buf[pos] & 0x80:
+                pos += 1
+            pos += 1
+        elif kind == 2:
+            n, shift = 0, 0
+            while True:
+                b = buf[pos]; pos += 1
+                n |= (b & 0x7F) << shift; shift += 7
+                if not b & 0x80:
+                    break
+            out.setdefault(num, []).append(buf[pos:pos + n]); pos += n
+        else:
+            raise AssertionError(f"unexpected wire type {kind}")
+    return out
+
+
+def _join(head, node_id, request_pem, token):
+    """Sends an agent's Hello with a certificate request over TLS; returns (error, certificate)."""
+    hello = (wire.field_varint(1, 2) + wire.field_bytes(2, "0.1.0") + (wire.field_bytes(5, token) if token else b"")
+             + wire.field_varint(6, 2) + wire.field_bytes(8, node_id) + wire.field_bytes(9, wire.field_bytes(1, node_id))
+             + wire.field_bytes(14, request_pem))
+    ctx = ssl.create_default_context(cafile=str(head.state / "ca.crt"))
+    with ctx.wrap_socket(wire.connect(head.address), server_hostname=head.lan) as s:
+        s.sendall(wire.frame(wire.field_bytes(1, hello)))
+        reply = wire.read_frame(s)
+    msg = reply[12:12 + int.from_bytes(reply[8:12], "little")]
+    welcome = _fields(_fields(msg)[1][0])
+    return (welcome.get(1, [b""])[0].decode(), welcome.get(9, [b""])[0].decode())
+
+
+def _request(tmp_path, name):
+    key, req = tmp_path / f"{name}.key", tmp_path / f"{name}.csr"
+    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(key), "-subj", "/CN=corral node", "-out", str(req)], check=True,
+                   capture_output=True)
+    return req.read_text()
+
+
+def test_a_node_whose_certificate_was_lost_on_the_way_asks_again_with_the_same_key(head, tmp_path):
+    # The join is recorded and its single-use token spent before the Welcome leaves; if that Welcome
+    # is lost, the node asks again for the same key (kept in node.key.pending) and gets its certificate.
+    token = run(["token", "create", "--role", "join", "--name", "once"], head.env).stdout.strip()
+    node_id = os.urandom(8)
+    first_request = _request(tmp_path, "first")
+    error, cert = _join(head, node_id, first_request, token)
+    assert error == "" and "BEGIN CERTIFICATE" in cert, error
+    error, again = _join(head, node_id, first_request, None)  # no token: the key is the credential
+    assert error == "" and "BEGIN CERTIFICATE" in again, error
+    # Another key under that id gets nothing: not without a token, nor with a fresh one.
+    other = _request(tmp_path, "other")
+    error, cert = _join(head, node_id, other, None)
+    assert "bad token" in error and cert == "", error
+    fresh = run(["token", "create", "--role", "join", "--name", "fresh"], head.env).stdout.strip()
+    error, cert = _join(head, node_id, other, fresh)
+    assert "already known to this cluster" in error and cert == "", error

@@ -1,5 +1,7 @@
 #include "corral/agent/node_identity.h"
 
+#include <unistd.h>
+
 #include "corral/base/files.h"
 #include "corral/net/pki.h"
 
@@ -24,8 +26,16 @@ Status NodeIdentity::Load() {
 }
 
 Result<std::string> NodeIdentity::MakeRequest() {
-  auto request = net::CreateCertificateRequest("corral node");
+  // The key is kept before the request leaves: if the answer is lost (a dropped connection, a
+  // crash), the next request is for the same key, which the head recognises and answers again.
+  std::string pending_path = state_dir_ + "/node.key.pending";
+  std::string key = ReadFile(pending_path).value_or("");
+  auto request = net::CreateCertificateRequest("corral node", key);
+  if (!request && !key.empty()) request = net::CreateCertificateRequest("corral node");  // a damaged one: anew
   if (!request) return Err(request.error());
+  if (request->private_key != key) {
+    if (Status s = WriteFile(pending_path, request->private_key, 0600); !s.ok()) return Err(s);
+  }
   pending_key_ = request->private_key;
   return request->certificate;
 }
@@ -37,6 +47,7 @@ Status NodeIdentity::Accept(const std::string& certificate_pem) {
   net::PemPair identity{certificate_pem, pending_key_};
   if (Status s = net::UseIdentity(*tls_, identity); !s.ok()) return s;  // also checks they belong together
   if (Status s = WriteFile(state_dir_ + "/node.pem", pending_key_ + certificate_pem, 0600); !s.ok()) return s;
+  ::unlink((state_dir_ + "/node.key.pending").c_str());
   identity_ = std::move(identity);
   pending_key_.clear();
   not_before_s_ = info->not_before_s;

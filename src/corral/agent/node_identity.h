@@ -25,7 +25,8 @@ class NodeIdentity {
   // restore it, or revoke the node and join afresh).
   Status Load();
   bool has_certificate() const { return !identity_.certificate.empty(); }
-  // A request for a new key, which is held until Accept().
+  // A request for a new key (kept in node.key.pending, 0600, until Accept(): a request whose
+  // answer was lost is made again for the same key).
   Result<std::string> MakeRequest();
   // Keeps the certificate the head issued for the last request: files first, then the context.
   Status Accept(const std::string& certificate_pem);

@@ -183,7 +183,10 @@ void HeadServer::OnHello(Peer* peer, const proto::Hello& hello) {
     return;
   }
   bool agent = hello.role() == proto::Hello::AGENT;
-  if (!agent || peer->cert_node.empty()) {  // a node's certificate is its credential: no token then
+  // A node that joined but never got its certificate (the Welcome was lost) asks again for the same
+  // key: that key is its credential then, not the token it already spent.
+  bool redelivery = agent && peer->cert_node.empty() && peer->tls && JoinedWithKey(hello);
+  if ((!agent || peer->cert_node.empty()) && !redelivery) {  // a node's certificate is its credential: no token then
     auto who = Authenticate(hello.token());
     if (!who) {
       RefuseToken(peer);
@@ -287,7 +290,8 @@ bool HeadServer::AdmitAgent(Peer* peer, const proto::Hello& hello, proto::HeadTo
                    "head's token instead of a join token");
       return false;
     }
-    if (book_->joined(id) || nodes_.Find(id)) {
+    bool again = JoinedWithKey(hello);  // the same key as its join: its certificate is issued again
+    if (!again && (book_->joined(id) || nodes_.Find(id))) {
       LogAuthFailure(net::PeerHost(peer->conn->peer()), "tcp", "join as a known node");
       Refuse(peer, fmt::format("node id {} is already known to this cluster and bound to another identity; a new "
                                "machine needs a new id (remove node_id from the agent's state dir). A machine that "
@@ -301,14 +305,20 @@ bool HeadServer::AdmitAgent(Peer* peer, const proto::Hello& hello, proto::HeadTo
       return false;
     }
     // Kept before the node hears of it: a joined id is bound from now on, and a single-use token
-    // is spent even if the Welcome never arrives.
-    Status kept = book_->RecordJoin(id, NodeBook::Joined{clock_.WallNs(), peer->token.name, peer->token.id, true});
-    if (kept.ok()) kept = tokens_->Used(peer->token.id);
-    if (!kept.ok()) {
-      Refuse(peer, "the head cannot record the join: " + kept.message());
-      return false;
+    // is spent even if the Welcome never arrives (the node then asks again with the same key).
+    if (!again) {
+      Status kept = book_->RecordJoin(id, NodeBook::Joined{clock_.WallNs(), peer->token.name, peer->token.id, true,
+                                                           net::RequestKeyFingerprint(hello.certificate_request())
+                                                               .value_or("")});
+      if (kept.ok()) kept = tokens_->Used(peer->token.id);
+      if (!kept.ok()) {
+        Refuse(peer, "the head cannot record the join: " + kept.message());
+        return false;
+      }
     }
-    LOG_INFO("node {} joined with token '{}' and got its certificate (valid {}s)", ShortHex(id), peer->token.name,
+    LOG_INFO("node {} {} and got its certificate (valid {}s)", ShortHex(id),
+             again ? "asked again for the certificate of its join (same key)"
+                   : fmt::format("joined with token '{}'", peer->token.name),
              options_.ca->node_validity_s());
     welcome.mutable_welcome()->set_node_certificate(*cert);
     as_node();
@@ -328,13 +338,21 @@ bool HeadServer::AdmitAgent(Peer* peer, const proto::Hello& hello, proto::HeadTo
     return false;
   }
   if (!known) {  // kept, so the id cannot join elsewhere later (after a head restart too)
-    if (Status s = book_->RecordJoin(id, NodeBook::Joined{clock_.WallNs(), peer->token.name, peer->token.id, false});
+    if (Status s = book_->RecordJoin(id, NodeBook::Joined{clock_.WallNs(), peer->token.name, peer->token.id, false, ""});
         !s.ok()) {
       Refuse(peer, "the head cannot record the node: " + s.message());
       return false;
     }
   }
   return true;
+}
+
+bool HeadServer::JoinedWithKey(const proto::Hello& hello) const {
+  if (hello.certificate_request().empty() || !options_.ca) return false;
+  const NodeBook::Joined* j = book_->FindJoined(hello.node().node_id());
+  if (!j || !j->certificate || j->key.empty() || book_->revoked(hello.node().node_id())) return false;
+  auto key = net::RequestKeyFingerprint(hello.certificate_request());  // its signature checked: it holds the key
+  return key && *key == j->key;
 }
 
 void HeadServer::RenewNodeCertificate(Peer* peer, const std::string& request_pem) {

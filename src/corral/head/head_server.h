@@ -99,6 +99,8 @@ class HeadServer {
   // Whether `hello` may register its node over `peer`, and as whom; on a join, issues the node's
   // certificate into `welcome`. Refuses the peer (and returns false) otherwise.
   bool AdmitAgent(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome);
+  // Whether `hello` asks for a certificate for the key its node joined with (a lost Welcome).
+  bool JoinedWithKey(const proto::Hello& hello) const;
   // The peer's token lacks the role `message` needs: it is told so (and nothing is done).
   void Deny(Peer* peer, const proto::ClientToHead& message, std::optional<Role> need);
   // Closes connections whose token was revoked or has expired.

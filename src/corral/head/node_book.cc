@@ -49,12 +49,13 @@ Result<NodeBook> NodeBook::Open(std::string path) {
       const nlohmann::json& j = it.value();
       if ((j.contains("since_ns") && !j["since_ns"].is_number_integer()) ||
           (j.contains("token") && !j["token"].is_string()) || (j.contains("token_id") && !j["token_id"].is_string()) ||
-          (j.contains("certificate") && !j["certificate"].is_boolean()))
+          (j.contains("certificate") && !j["certificate"].is_boolean()) || (j.contains("key") && !j["key"].is_string()))
         return Err(damaged);
       book.joined_[*id] = Joined{j.contains("since_ns") ? j["since_ns"].get<int64_t>() : 0,
                                  j.contains("token") ? j["token"].get<std::string>() : "",
                                  j.contains("token_id") ? j["token_id"].get<std::string>() : "",
-                                 j.contains("certificate") ? j["certificate"].get<bool>() : true};
+                                 j.contains("certificate") ? j["certificate"].get<bool>() : true,
+                                 j.contains("key") ? j["key"].get<std::string>() : ""};
     }
   }
   return book;
@@ -70,7 +71,8 @@ Status NodeBook::Save(const std::map<std::string, Caps>& caps, const std::set<st
   for (const auto& node : revoked) j["revoked"].push_back(Hex(node));
   for (const auto& [node, how] : joined)
     j["joined"][Hex(node)] = {
-        {"since_ns", how.since_ns}, {"token", how.token}, {"token_id", how.token_id}, {"certificate", how.certificate}};
+        {"since_ns", how.since_ns}, {"token", how.token}, {"token_id", how.token_id}, {"certificate", how.certificate},
+        {"key", how.key}};
   return WriteFile(path_, j.dump(1) + "\n", 0600);
 }
 

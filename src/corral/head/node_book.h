@@ -21,6 +21,7 @@ class NodeBook {
     std::string token;        // the name of the token it joined (or registered) with
     std::string token_id;     // and its id ("" the admin token)
     bool certificate = true;  // joined with a certificate; false: registered with a token over loopback
+    std::string key;          // the key it joined with ("sha256:..." of its public key), for a re-delivery
   };
 
   // Loads `path` (missing: nothing kept yet; empty path: nothing is ever kept).

@@ -123,9 +123,9 @@ Result<PemPair> IssueServerCertificate(const PemPair& ca, const std::vector<std:
   return PemPair{ToPem(cert.get()) + ToPem(ca_cert.get()), KeyToPem(key.get())};
 }
 
-Result<PemPair> CreateCertificateRequest(const std::string& common_name) {
-  Owned<EVP_PKEY> key(EVP_EC_gen("P-256"));
-  if (!key) return Err(Code::kInternal, "cannot generate an EC key");
+Result<PemPair> CreateCertificateRequest(const std::string& common_name, const std::string& key_pem) {
+  Owned<EVP_PKEY> key(key_pem.empty() ? EVP_EC_gen("P-256") : ParseKey(key_pem).release());
+  if (!key) return Err(Code::kInternal, key_pem.empty() ? "cannot generate an EC key" : "the node's key cannot be read");
   Owned<X509_REQ> req(X509_REQ_new());
   X509_REQ_set_version(req.get(), 0);
   X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req.get()), "CN", MBSTRING_UTF8,
@@ -139,18 +139,40 @@ Result<PemPair> CreateCertificateRequest(const std::string& common_name) {
   return PemPair{std::string(data, static_cast<size_t>(n)), KeyToPem(key.get())};
 }
 
-Result<std::string> IssueNodeCertificate(const PemPair& ca, const std::string& request_pem,
-                                         const std::string& common_name, int64_t seconds) {
-  Owned<X509> ca_cert = ParseCert(ca.certificate);
-  Owned<EVP_PKEY> ca_key = ParseKey(ca.private_key);
-  if (!ca_cert || !ca_key) return Err(Code::kInvalidArgument, "the CA certificate or key cannot be read");
+namespace {
+// The request's public key once its signature checked out.
+Result<Owned<EVP_PKEY>> RequestKey(const std::string& request_pem) {
   Owned<BIO> bio(BIO_new_mem_buf(request_pem.data(), static_cast<int>(request_pem.size())));
   Owned<X509_REQ> req(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
   if (!req) return Err(Code::kInvalidArgument, "the certificate request is not a PEM request");
   Owned<EVP_PKEY> key(X509_REQ_get_pubkey(req.get()));
   if (!key || X509_REQ_verify(req.get(), key.get()) != 1)
     return Err(Code::kInvalidArgument, "the certificate request's signature does not match its key");
-  Owned<X509> cert = NewCertificate(key.get(), common_name, seconds);
+  return key;
+}
+}  // namespace
+
+Result<std::string> RequestKeyFingerprint(const std::string& request_pem) {
+  auto key = RequestKey(request_pem);
+  if (!key) return Err(key.error());
+  unsigned char* der = nullptr;
+  int n = i2d_PUBKEY(key->get(), &der);
+  if (n <= 0) return Err(Code::kInternal, "cannot encode the request's key");
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(der, static_cast<size_t>(n), md, &len, EVP_sha256(), nullptr);
+  OPENSSL_free(der);
+  return "sha256:" + Hex(std::string_view(reinterpret_cast<const char*>(md), len));
+}
+
+Result<std::string> IssueNodeCertificate(const PemPair& ca, const std::string& request_pem,
+                                         const std::string& common_name, int64_t seconds) {
+  Owned<X509> ca_cert = ParseCert(ca.certificate);
+  Owned<EVP_PKEY> ca_key = ParseKey(ca.private_key);
+  if (!ca_cert || !ca_key) return Err(Code::kInvalidArgument, "the CA certificate or key cannot be read");
+  auto key = RequestKey(request_pem);
+  if (!key) return Err(key.error());
+  Owned<X509> cert = NewCertificate(key->get(), common_name, seconds);
   X509_set_issuer_name(cert.get(), X509_get_subject_name(ca_cert.get()));
   bool ok = AddExtension(cert.get(), ca_cert.get(), NID_basic_constraints, "critical,CA:FALSE") &&
             AddExtension(cert.get(), ca_cert.get(), NID_key_usage, "critical,digitalSignature") &&

@@ -26,8 +26,13 @@ Result<PemPair> CreateCa(const std::string& common_name, int days = 3650);
 Result<PemPair> IssueServerCertificate(const PemPair& ca, const std::vector<std::string>& names, int days = 365);
 
 // A node's key and a certificate signing request for it (PEM): how an agent joins without its key
-// ever leaving the machine. `certificate` holds the request.
-Result<PemPair> CreateCertificateRequest(const std::string& common_name);
+// ever leaving the machine. `certificate` holds the request. With `key_pem`, for that key (a
+// request sent again); otherwise for a new one.
+Result<PemPair> CreateCertificateRequest(const std::string& common_name, const std::string& key_pem = "");
+
+// "sha256:" and the hex SHA-256 of the public key in a request whose signature checks out: who
+// sent it, as far as possession of a key can say.
+Result<std::string> RequestKeyFingerprint(const std::string& request_pem);
 
 // A node's certificate, issued by `ca` for the key in `request_pem` (its signature checked): the
 // subject is `common_name` whatever the request asked for, clientAuth only, valid `seconds`.
