@@ -247,29 +247,30 @@ def test_a_node_renews_its_certificate_before_it_ends(tmp_path):
         head.stop()
 
 
+def _varint(buf, pos):
+    """The varint at `pos` and the position after it."""
+    n, shift = 0, 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, pos
+
+
 def _fields(buf):
     """A protobuf message's length-delimited fields: {number: [bytes, ...]} (varints skipped)."""
     out, pos = {}, 0
     while pos < len(buf):
-        key, shift = 0, 0
-        while True:
-            b = buf[pos]; pos += 1
-            key |= (b & 0x7F) << shift; shift += 7
-            if not b & 0x80:
-                break
+        key, pos = _varint(buf, pos)
         num, kind = key >> 3, key & 7
         if kind == 0:
-            while buf[pos] & 0x80:
-                pos += 1
-            pos += 1
+            _, pos = _varint(buf, pos)
         elif kind == 2:
-            n, shift = 0, 0
-            while True:
-                b = buf[pos]; pos += 1
-                n |= (b & 0x7F) << shift; shift += 7
-                if not b & 0x80:
-                    break
-            out.setdefault(num, []).append(buf[pos:pos + n]); pos += n
+            n, pos = _varint(buf, pos)
+            out.setdefault(num, []).append(buf[pos:pos + n])
+            pos += n
         else:
             raise AssertionError(f"unexpected wire type {kind}")
     return out
