@@ -247,35 +247,6 @@ def test_a_node_renews_its_certificate_before_it_ends(tmp_path):
         head.stop()
 
 
-def _varint(buf, pos):
-    """The varint at `pos` and the position after it."""
-    n, shift = 0, 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, pos
-
-
-def _fields(buf):
-    """A protobuf message's length-delimited fields: {number: [bytes, ...]} (varints skipped)."""
-    out, pos = {}, 0
-    while pos < len(buf):
-        key, pos = _varint(buf, pos)
-        num, kind = key >> 3, key & 7
-        if kind == 0:
-            _, pos = _varint(buf, pos)
-        elif kind == 2:
-            n, pos = _varint(buf, pos)
-            out.setdefault(num, []).append(buf[pos:pos + n])
-            pos += n
-        else:
-            raise AssertionError(f"unexpected wire type {kind}")
-    return out
-
-
 def _join(head, node_id, request_pem, token):
     """Sends an agent's Hello with a certificate request over TLS; returns (error, certificate)."""
     hello = (wire.field_varint(1, 2) + wire.field_bytes(2, "0.1.0") + (wire.field_bytes(5, token) if token else b"")
@@ -286,7 +257,7 @@ def _join(head, node_id, request_pem, token):
         s.sendall(wire.frame(wire.field_bytes(1, hello)))
         reply = wire.read_frame(s)
     msg = reply[12:12 + int.from_bytes(reply[8:12], "little")]
-    welcome = _fields(_fields(msg)[1][0])
+    welcome = wire.fields(wire.fields(msg)[1][0])
     return (welcome.get(1, [b""])[0].decode(), welcome.get(9, [b""])[0].decode())
 
 

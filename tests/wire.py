@@ -123,7 +123,8 @@ def welcome_error(reply):
     return _length_delimited(welcome, 1).decode()
 
 
-def _length_delimited(buf, pos):
+def read_varint(buf, pos):
+    """The varint at `pos` and the position after it."""
     n, shift = 0, 0
     while True:
         b = buf[pos]
@@ -131,5 +132,26 @@ def _length_delimited(buf, pos):
         n |= (b & 0x7F) << shift
         shift += 7
         if not b & 0x80:
-            break
+            return n, pos
+
+
+def _length_delimited(buf, pos):
+    n, pos = read_varint(buf, pos)
     return buf[pos:pos + n]
+
+
+def fields(buf):
+    """A protobuf message's length-delimited fields: {number: [bytes, ...]} (varints skipped)."""
+    out, pos = {}, 0
+    while pos < len(buf):
+        key, pos = read_varint(buf, pos)
+        num, kind = key >> 3, key & 7
+        if kind == 0:
+            _, pos = read_varint(buf, pos)
+        elif kind == 2:
+            n, pos = read_varint(buf, pos)
+            out.setdefault(num, []).append(buf[pos:pos + n])
+            pos += n
+        else:
+            raise AssertionError(f"unexpected wire type {kind}")
+    return out
