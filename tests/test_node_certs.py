@@ -44,6 +44,20 @@ def stop_machine(head, machine):
     run(["stop", "--timeout", "5"], environment(head.home.parent / machine))
 
 
+def start_again(head, machine):
+    """Starts the machine's agent again with neither join token nor fingerprint (a restart)."""
+    return run(["start", "--address", head.address, "--num-cpus", "1", "--python", sys.executable],
+               environment(head.home.parent / machine))
+
+
+def restart_head(head):
+    """Stops the head and starts it again on the same port and state dir."""
+    head.stop()
+    again = run(["start", "--head", "--host", "0.0.0.0", "--port", str(head.port), "--http-port", "0",
+                 "--num-cpus", "1"], head.env)
+    assert again.returncode == 0, again.stderr
+
+
 def head_log(head):
     return open(head.state / "head.log").read()
 
@@ -80,8 +94,7 @@ def test_a_node_joins_once_then_comes_back_with_its_certificate(head):
         # are kept with the node.
         stop_machine(head, "laptop")
         assert wait_until(lambda: alive_nodes(head) == 1, timeout=20)
-        env = environment(head.home.parent / "laptop")
-        back = run(["start", "--address", head.address, "--num-cpus", "1", "--python", sys.executable], env)
+        back = start_again(head, "laptop")
         assert back.returncode == 0, back.stderr
         assert wait_until(lambda: alive_nodes(head) == 2, timeout=20)
     finally:
@@ -128,8 +141,7 @@ def test_a_node_id_is_bound_to_its_certificate(head, tmp_path):
         other.mkdir(parents=True, mode=0o700)
         shutil.copy(agent_dir(head, "laptop") / "node.pem", other / "node.pem")
         shutil.copy(agent_dir(head, "laptop") / "head-ca.crt", other / "head-ca.crt")
-        out = run(["start", "--address", head.address, "--num-cpus", "1", "--python", sys.executable],
-                  environment(head.home.parent / "other"))
+        out = start_again(head, "other")
         assert out.returncode != 0
         assert "this node certificate is for node" in out.stderr + out.stdout, out.stderr
         # Even the admin token, from the head's own machine without TLS, cannot register it.
@@ -153,10 +165,7 @@ def test_an_id_registered_over_loopback_stays_bound_after_a_head_restart(head):
     assert out.returncode == 0, out.stderr
     taken = open(head.home / "second" / "agent" / "node_id").read().strip()
     run(["stop", "--timeout", "5"], local_env)
-    head.stop()
-    again = run(["start", "--head", "--host", "0.0.0.0", "--port", str(head.port), "--http-port", "0",
-                 "--num-cpus", "1"], head.env)
-    assert again.returncode == 0, again.stderr
+    restart_head(head)
     made = run(["token", "create", "--role", "join", "--name", "intruder"], head.env)
     thief = agent_dir(head, "thief")
     thief.mkdir(parents=True, mode=0o700)
@@ -188,16 +197,12 @@ def test_an_offline_node_can_be_revoked_after_a_head_restart(head):
     assert out.returncode == 0, out.stderr
     hex_id = node_hex(head, "laptop")
     stop_machine(head, "laptop")  # the laptop is away (lost)
-    head.stop()
-    again = run(["start", "--head", "--host", "0.0.0.0", "--port", str(head.port), "--http-port", "0",
-                 "--num-cpus", "1"], head.env)
-    assert again.returncode == 0, again.stderr
+    restart_head(head)
     # The head has not seen the laptop since it started: it still knows the id it joined under.
     out = run(["node", "revoke", hex_id[:8]], head.env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert hex_id[:8] in out.stdout
-    back = run(["start", "--address", head.address, "--num-cpus", "1", "--python", sys.executable],
-               environment(head.home.parent / "laptop"))
+    back = start_again(head, "laptop")
     assert back.returncode != 0
     assert "was revoked by the operator" in back.stderr + back.stdout + open(
         agent_dir(head, "laptop") / "agent.log").read()
@@ -223,8 +228,7 @@ def test_certs_rotate_gives_the_head_a_new_certificate_without_a_restart(head):
         # The node stayed, and comes back after a restart of its own.
         assert alive_nodes(head) == 2
         stop_machine(head, "laptop")
-        env = environment(head.home.parent / "laptop")
-        back = run(["start", "--address", head.address, "--num-cpus", "1", "--python", sys.executable], env)
+        back = start_again(head, "laptop")
         assert back.returncode == 0, back.stderr
         assert wait_until(lambda: alive_nodes(head) == 2, timeout=20)
     finally:

@@ -116,6 +116,28 @@ proto::AgentToHead AgentHello(const std::string& token, uint32_t protocol = kPro
   return msg;
 }
 
+// A client's Hello with `token` under client id `id`.
+proto::ClientToHead ClientHello(const std::string& token, const std::string& id) {
+  proto::ClientToHead hello;
+  hello.mutable_hello()->set_protocol_version(kProtocolVersion);
+  hello.mutable_hello()->set_token(token);
+  hello.mutable_hello()->set_role(proto::Hello::CLIENT);
+  hello.mutable_hello()->set_id(id);
+  return hello;
+}
+
+// A submission of task `task_id`: function "pickled" (under its real hash), one CPU.
+proto::ClientToHead Submission(const std::string& task_id) {
+  proto::ClientToHead m;
+  proto::TaskSpec* spec = m.mutable_submit();
+  spec->set_task_id(task_id);
+  spec->set_name("f");
+  spec->set_function_hash(kPickledHash);
+  spec->set_function("pickled");
+  (*spec->mutable_resources())["CPU"] = 1;
+  return m;
+}
+
 client::ClientOptions ClientFor(const std::string& address, const std::string& token) {
   client::ClientOptions o;
   o.head = *net::ParseEndpoint(address);
@@ -408,23 +430,9 @@ TEST(HeadOwnership, AClientCannotTakeAnotherClientsNextTaskId) {
   agent.Send(AgentHello("secret"));
   ASSERT_TRUE(agent.Next().has_welcome());
   FakeClient thief(head.address);
-  proto::ClientToHead hello;
-  hello.mutable_hello()->set_protocol_version(kProtocolVersion);
-  hello.mutable_hello()->set_token("secret");
-  hello.mutable_hello()->set_role(proto::Hello::CLIENT);
-  hello.mutable_hello()->set_id("thief-01");
-  thief.Send(hello);
+  thief.Send(ClientHello("secret", "thief-01"));
   ASSERT_TRUE(thief.Next().has_welcome());
-  for (const char* id : {"victim01\x01", "thief-01\x01"}) {
-    proto::ClientToHead m;
-    proto::TaskSpec* spec = m.mutable_submit();
-    spec->set_task_id(id);
-    spec->set_name("f");
-    spec->set_function_hash(kPickledHash);
-    spec->set_function("pickled");
-    (*spec->mutable_resources())["CPU"] = 1;
-    thief.Send(m);
-  }
+  for (const char* id : {"victim01\x01", "thief-01\x01"}) thief.Send(Submission(id));
   proto::HeadToAgent exec = agent.Next();  // only its own one is run
   ASSERT_TRUE(exec.has_execute());
   EXPECT_EQ(exec.execute().spec().task_id(), "thief-01\x01");
@@ -448,21 +456,9 @@ TEST(HeadOwnership, AnAgentWritesOnlyIntoTheOutputOfTasksItWasGiven) {
   other.Send(other_hello);
   ASSERT_TRUE(other.Next().has_welcome());
   FakeClient owner(head.address);
-  proto::ClientToHead hello;
-  hello.mutable_hello()->set_protocol_version(kProtocolVersion);
-  hello.mutable_hello()->set_token("secret");
-  hello.mutable_hello()->set_role(proto::Hello::CLIENT);
-  hello.mutable_hello()->set_id("owner-02");
-  owner.Send(hello);
+  owner.Send(ClientHello("secret", "owner-02"));
   ASSERT_TRUE(owner.Next().has_welcome());
-  proto::ClientToHead m;
-  proto::TaskSpec* spec = m.mutable_submit();
-  spec->set_task_id("owner-02\x01");
-  spec->set_name("f");
-  spec->set_function_hash(kPickledHash);
-  spec->set_function("pickled");
-  (*spec->mutable_resources())["CPU"] = 1;
-  owner.Send(m);
+  owner.Send(Submission("owner-02\x01"));
   proto::HeadToAgent exec = runner.Next();
   ASSERT_TRUE(exec.has_execute());
   EXPECT_TRUE(exec.execute().spec().owner_id().empty()) << "nodes are not told who submitted it";
@@ -512,12 +508,7 @@ TEST(AuthMatrix, EveryClientMessageIsRefusedOverTcpWhereTheRoleIsNotEnough) {
   int next_id = 0;
   auto connect = [&](const std::string& token) {
     auto c = std::make_unique<FakeClient>(head.address);
-    proto::ClientToHead hello;
-    hello.mutable_hello()->set_protocol_version(kProtocolVersion);
-    hello.mutable_hello()->set_token(token);
-    hello.mutable_hello()->set_role(proto::Hello::CLIENT);
-    hello.mutable_hello()->set_id(fmt::format("matrix{:02d}", next_id++));
-    c->Send(hello);
+    c->Send(ClientHello(token, fmt::format("matrix{:02d}", next_id++)));
     return c;
   };
   for (const std::string& bad : {std::string(""), std::string("wrong"), revoked, expiring, join}) {
@@ -599,21 +590,11 @@ TEST(HeadRestart, ResubmittedTaskWaitsForTheAgentThatHoldsItThenRunsAfterTheGrac
   ASSERT_TRUE(idle.Next().has_welcome());
 
   FakeClient owner(head.address);
-  proto::ClientToHead hello;
-  hello.mutable_hello()->set_protocol_version(kProtocolVersion);
-  hello.mutable_hello()->set_token("secret");
-  hello.mutable_hello()->set_role(proto::Hello::CLIENT);
-  hello.mutable_hello()->set_id("owner-01");
-  owner.Send(hello);
+  owner.Send(ClientHello("secret", "owner-01"));
   ASSERT_TRUE(owner.Next().has_welcome());
   auto resubmit = [&](const std::string& id) {
-    proto::ClientToHead m;
+    proto::ClientToHead m = Submission(id);
     proto::TaskSpec* spec = m.mutable_submit();
-    spec->set_task_id(id);
-    spec->set_name("f");
-    spec->set_function_hash(kPickledHash);
-    spec->set_function("pickled");
-    (*spec->mutable_resources())["CPU"] = 1;
     spec->set_python_version("3.11");
     spec->set_max_retries(3);
     spec->set_resubmitted(true);
