@@ -71,11 +71,7 @@ Status HeadServer::Start() {
     net::FrameBuilder frame;
     frame.AppendMessage(refusal.SerializeAsString());
     listener_->AllowPlaintext(
-        [](const boost::asio::ip::address& a) {
-          if (a.is_v6() && a.to_v6().is_v4_mapped())
-            return boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, a.to_v6()).is_loopback();
-          return a.is_loopback();
-        },
+        [](const boost::asio::ip::address& a) { return net::Unmapped(a).is_loopback(); },
         frame.Take());
   }
   listener_->Start([this](std::unique_ptr<net::ByteStream> s) { OnAccept(std::move(s)); });

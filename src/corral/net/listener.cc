@@ -85,11 +85,16 @@ void Listener::AcceptTcp() {
   });
 }
 
+asio::ip::address Unmapped(const asio::ip::address& address) {
+  if (address.is_v6() && address.to_v6().is_v4_mapped())
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+  return address;
+}
+
 std::shared_ptr<void> Listener::TakeHandshakeSlot(asio::ip::tcp::socket& socket) {
   ErrorCode ec;
   auto remote = socket.remote_endpoint(ec);
-  asio::ip::address a = remote.address();
-  if (!ec && a.is_v6() && a.to_v6().is_v4_mapped()) a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+  asio::ip::address a = Unmapped(remote.address());
   // This machine's own processes are not held up by a flood from outside.
   if (!ec && a.is_loopback()) return std::make_shared<int>(0);
   std::string ip = ec ? "?" : a.to_string();

@@ -22,6 +22,9 @@
 
 namespace corral::net {
 
+// `address` with an IPv4-mapped IPv6 address ("::ffff:127.0.0.1") turned back into IPv4.
+asio::ip::address Unmapped(const asio::ip::address& address);
+
 class Listener {
  public:
   using AcceptHandler = std::function<void(std::unique_ptr<ByteStream>)>;
