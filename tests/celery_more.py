@@ -6,14 +6,14 @@ from corral.compat.celery import Celery
 app = Celery("celery_more")
 
 
-@app.task(bind=True, max_retries=3, retry_backoff=0.05)
+@app.task(bind=True, max_retries=3, default_retry_delay=0.05)
 def retries_twice(self):
     if self.request.retries < 2:
         raise self.retry(exc=RuntimeError("not yet"))
     return self.request.retries
 
 
-@app.task(autoretry_for=(IOError,), retry_backoff=0.05, max_retries=5)
+@app.task(autoretry_for=(IOError,), retry_kwargs={"countdown": 0.05}, max_retries=5)
 def flaky_io(counter_path, failures):
     with open(counter_path, "a") as f:
         f.write("x")
@@ -60,9 +60,9 @@ def slow_add(x, y, seconds):
     return x + y
 
 
-@app.task(bind=True, max_retries=2, retry_backoff=0.01)
+@app.task(bind=True, max_retries=2, default_retry_delay=0.01)
 def retry_later(self, ledger, countdown):
-    """Retries once after `countdown` seconds (not the 0.01 s backoff); notes when each attempt ran."""
+    """Retries once after `countdown` seconds (not the 0.01 s default_retry_delay); notes when each attempt ran."""
     with open(ledger, "a") as f:
         f.write(f"{time.time()}\n")
     if self.request.retries == 0:
@@ -75,7 +75,7 @@ def sum_of_two(x, y):
     return x + y
 
 
-@app.task(bind=True, max_retries=5, retry_backoff=0.01)
+@app.task(bind=True, max_retries=5, default_retry_delay=0.01)
 def retry_limited(self, ledger, countdown):
     """Asks retry() for at most one retry, `countdown` seconds later (the task allows 5); notes each run."""
     with open(ledger, "a") as f:
@@ -84,12 +84,12 @@ def retry_limited(self, ledger, countdown):
                      countdown=countdown)
 
 
-@app.task(bind=True, max_retries=2, retry_backoff=0.01)
+@app.task(bind=True, max_retries=2, default_retry_delay=0.01)
 def always_retries(self):
     raise self.retry(exc=LookupError("still failing"))
 
 
-@app.task(bind=True, max_retries=1, retry_backoff=0.01)
+@app.task(bind=True, max_retries=1, default_retry_delay=0.01)
 def retries_past_its_limit(self, ledger):
     """Asks retry() for 5 retries, more than the task's own 1."""
     with open(ledger, "a") as f:

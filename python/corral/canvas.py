@@ -76,16 +76,28 @@ class Signature(_Canvas):
     Immutable: it does not take the previous step's result."""
 
     def __init__(self, task, args=(), kwargs=None, options=None, immutable=False):
-        self.task = task
+        self.type = task  # the task object (as Celery's Signature.type)
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
         self.options = dict(options or {})
         self.immutable = immutable
 
+    @property
+    def task(self):
+        return self.type
+
     def clone(self, args=(), kwargs=None, **options):
-        """A copy with `args` before its own (unless immutable), `kwargs` and `options` added."""
-        return Signature(self.task, self.args if self.immutable else tuple(args) + self.args,
-                         dict(self.kwargs, **(kwargs or {})), dict(self.options, **options), self.immutable)
+        """A copy with `args` before its own and `kwargs` added (unless immutable), and `options`."""
+        if self.immutable:
+            args, kwargs = (), None
+        return type(self)(self.type, tuple(args or ()) + self.args, dict(self.kwargs, **(kwargs or {})),
+                          dict(self.options, **options), immutable=self.immutable)
+
+    def link(self, callback):
+        """Runs `callback` (a signature) after this task succeeded, with its result first (unless
+        the callback is immutable); the head runs it, stored with this task in one commit."""
+        self.options.setdefault("link", []).append(callback)
+        return callback
 
     def set(self, **options):
         self.options.update(options)
@@ -98,7 +110,7 @@ class Signature(_Canvas):
     def __call__(self, *args, **kwargs):
         """Runs the task here, as a plain function call."""
         s = self.clone(args, kwargs)
-        return s.task(*s.args, **s.kwargs)
+        return s.type(*s.args, **s.kwargs)
 
 
 def _steps(items):
@@ -127,6 +139,9 @@ class group(_Canvas):
 
     def __or__(self, other):
         return chord(self, other)
+
+    def _group_result(self, results):
+        return GroupResult(results)
 
 
 class chord(_Canvas):
@@ -160,32 +175,53 @@ def _specs(node, parents, mode, args=(), options=None):
         s = node.clone(args)
         opts = {k: v for k, v in options.items() if not (parents and k in _START_OPTIONS)}
         opts.update(s.options)
-        spec = s.task._canvas_spec(s.args, s.kwargs, opts)
+        callbacks = opts.pop("link", None) or []
+        spec = s.type._canvas_spec(s.args, s.kwargs, opts)
         if parents:
             spec["parents"] = list(parents)
             spec["link"] = "after" if node.immutable else mode
-        return [spec], s.task._result(spec["id"]), [spec["id"]], "chain"
+        result = s.type._result(spec["id"])
+        specs = [spec]
+        for callback in callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]:
+            sp, child, _, _ = _specs(callback, [spec["id"]], "chain", (), {})
+            specs += sp
+            _add_child(result, child)
+        return specs, result, [spec["id"]], "chain"
     if isinstance(node, chord):
         return _specs(chain(node.header, node.body), parents, mode, args, options)
     if isinstance(node, group):
         if not node.tasks:  # as Celery: its result is [], and what follows gets [] (after its parents)
-            return [], GroupResult([]), parents, "empty"
+            return [], node._group_result([]), parents, "empty"
         specs, results, tails = [], [], []
         for member in node.tasks:
             sp, r, t, _ = _specs(member, parents, mode, args, options)
             specs += sp
             results.append(r)
             tails += t
-        return specs, GroupResult(results), tails, "chord"
+        return specs, node._group_result(results), tails, "chord"
     if isinstance(node, chain):
         if not node.steps:
             raise exceptions.InvalidArgumentError("an empty chain has no tasks to run")
         specs, result = [], None
         for i, step in enumerate(node.steps):
+            previous = result
             sp, result, parents, mode = _specs(step, parents, mode, args if i == 0 else (), options)
             specs += sp
+            if previous is not None:
+                try:  # Celery's result.parent: the step before
+                    result.parent = previous
+                except AttributeError:
+                    pass
         return specs, result, parents, mode
     raise exceptions.InvalidArgumentError(f"not a signature, chain, group or chord: {node!r}")
+
+
+def _add_child(result, child):
+    """Celery's AsyncResult.children: the results of the callbacks a task's link started."""
+    try:
+        result.children = list(getattr(result, "children", None) or []) + [child]
+    except AttributeError:  # a result type without children (a str id): nothing to record
+        pass
 
 
 def _apply(node, args, options):

@@ -94,38 +94,7 @@ class DurableFunction:
         return DurableFunction(self._fn, merged, self.name)
 
     def _spec(self, args, kwargs, key=None):
-        o = self._options
-        fmt = o.get("args_format") or "pickle"
-        if fmt == "json":
-            try:
-                data = json.dumps([list(args), kwargs]).encode()
-            except TypeError as e:
-                raise exceptions.SerializationError(f"arguments of {self.name} are not JSON: {e}") from None
-        elif fmt == "pickle":
-            data = pickle.dumps((args, kwargs), protocol=5)
-        else:
-            raise exceptions.InvalidArgumentError(f"args_format={fmt!r}: use 'pickle' or 'json'")
-        if o.get("countdown") is not None and o.get("eta") is not None:
-            raise exceptions.InvalidArgumentError("give countdown or eta, not both")
-        eta = _wall_ns(o.get("eta"), "eta") if o.get("eta") is not None else _wall_ns(o.get("countdown"), "countdown")
-        mr = o.get("max_retries", 0)
-        if not isinstance(mr, int) or mr < 0:
-            raise exceptions.InvalidArgumentError(f"max_retries={mr!r}: must be an int >= 0")
-        return {
-            "id": os.urandom(16).hex(),
-            "function": self.name,
-            "args": data,
-            "args_format": fmt,
-            "queue": o.get("queue") or "default",
-            "priority": int(o.get("priority") or 0),
-            "idempotency_key": key if key is not None else (o.get("idempotency_key") or ""),
-            "eta_ns": eta,
-            "expires_ns": _wall_ns(o.get("expires"), "expires"),
-            "max_retries": mr,
-            "retry_backoff_s": float(o.get("retry_backoff") or 0.0),
-            "soft_time_limit_s": float(o.get("soft_time_limit") or 0.0),
-            "time_limit_s": float(o.get("time_limit") or 0.0),
-        }
+        return make_spec(self.name, self._options, args, kwargs, key)
 
     def s(self, *args, **kwargs):
         """A step for ``corral.chain``/``group``/``chord``: it gets the previous step's result first."""
@@ -157,6 +126,41 @@ class DurableFunction:
         commit. Returns their ids (``TaskId``) in order."""
         specs = [self._spec(item if isinstance(item, tuple) else (item,), {}) for item in iterable]
         return _submit(specs) if specs else []
+
+
+def make_spec(name, o, args, kwargs, key=None):
+    """The spec the head stores for one durable task of function `name` with options `o`."""
+    fmt = o.get("args_format") or "pickle"
+    if fmt == "json":
+        try:
+            data = json.dumps([list(args), kwargs]).encode()
+        except TypeError as e:
+            raise exceptions.SerializationError(f"arguments of {name} are not JSON: {e}") from None
+    elif fmt == "pickle":
+        data = pickle.dumps((args, kwargs), protocol=5)
+    else:
+        raise exceptions.InvalidArgumentError(f"args_format={fmt!r}: use 'pickle' or 'json'")
+    if o.get("countdown") is not None and o.get("eta") is not None:
+        raise exceptions.InvalidArgumentError("give countdown or eta, not both")
+    eta = _wall_ns(o.get("eta"), "eta") if o.get("eta") is not None else _wall_ns(o.get("countdown"), "countdown")
+    mr = o.get("max_retries", 0)
+    if not isinstance(mr, int) or mr < -1:
+        raise exceptions.InvalidArgumentError(f"max_retries={mr!r}: must be an int >= 0 (-1: as the task asks)")
+    return {
+        "id": os.urandom(16).hex(),
+        "function": name,
+        "args": data,
+        "args_format": fmt,
+        "queue": o.get("queue") or "default",
+        "priority": int(o.get("priority") or 0),
+        "idempotency_key": key if key is not None else (o.get("idempotency_key") or ""),
+        "eta_ns": eta,
+        "expires_ns": _wall_ns(o.get("expires"), "expires"),
+        "max_retries": mr,
+        "retry_backoff_s": float(o.get("retry_backoff") or 0.0),
+        "soft_time_limit_s": float(o.get("soft_time_limit") or 0.0),
+        "time_limit_s": float(o.get("time_limit") or 0.0),
+    }
 
 
 def by_name(name):
@@ -404,6 +408,10 @@ class RetryIn(Exception):
         self.cause = cause
 
 
+def _encode(value, fmt):
+    return json.dumps(value).encode() if fmt == "json" else pickle.dumps(value, protocol=5)
+
+
 def _decode(data, fmt):
     return json.loads(data) if fmt == "json" else pickle.loads(data)
 
@@ -420,8 +428,7 @@ def run(name, args, args_format, parents=(), link=""):
         a.insert(0, _decode(parents[0][1], parents[0][0]))
     elif link == "chord":
         a.insert(0, [_decode(data, fmt) for fmt, data in parents])
-    result = _runtime.call_task(fn, a, k)
-    return json.dumps(result).encode() if args_format == "json" else pickle.dumps(result, protocol=5)
+    return _encode(_runtime.call_task(fn, a, k), args_format)
 
 
 # ---- schedules ----

@@ -49,6 +49,7 @@ struct HeadFlags {
   int http_port = 8370;                    // -1: no HTTP; 0: any free port
   std::string http_host = "127.0.0.1";     // the REST API's own address: loopback unless asked
   int64_t result_ttl_s = 7 * 86400;
+  bool strict_task_names = false;
   std::vector<std::string> http_allowed_hosts;
   NodeFlags node;
 };

@@ -76,6 +76,9 @@ int main(int argc, char** argv) {
   start->add_option("--prefetch", head.prefetch, "head: tasks queued ahead per CPU on a busy node")->capture_default_str();
   start->add_option("--handshake-timeout-ms", head.handshake_timeout_ms, "head: time a new connection has to authenticate")->capture_default_str();
   start->add_option("--result-ttl", head.result_ttl_s, "head: seconds finished durable tasks and their results are kept")->capture_default_str();
+  start->add_flag("--strict-task-names", head.strict_task_names,
+                  "head: refuse durable tasks whose function no worker registered (default: they wait for a "
+                  "worker that registers it, as Celery queues them)");
   start->add_option("--http-port", head.http_port, "head: port of the REST API (0: any free port, -1: none)")->capture_default_str();
   start->add_option("--http-host", head.http_host, "head: address the REST API listens on (plain HTTP: put a TLS proxy in front to serve it beyond this machine)")->capture_default_str();
   start->add_option("--http-allowed-host", head.http_allowed_hosts, "head: a name clients use in URLs for this head (Host header); loopback names are always allowed");

@@ -216,6 +216,7 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   options.max_unfinished_tasks = static_cast<size_t>(std::max(1L, flags.max_unfinished_tasks));
   options.store_path = state + "/store.db";
   options.result_ttl_s = std::max<int64_t>(0, flags.result_ttl_s);
+  options.strict_task_names = flags.strict_task_names;
   boost::asio::io_context io(1);
   head::HeadServer server(io, options);
   if (Status s = server.Start(); !s.ok()) {

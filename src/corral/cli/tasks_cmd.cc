@@ -22,7 +22,7 @@ int ListTasks(const std::string& address, const std::string& state, const std::s
     nlohmann::json out = nlohmann::json::array();
     for (const auto& t : reply->durable_list())
       out.push_back({{"id", t.id()}, {"function", t.function()}, {"state", t.state()}, {"attempt", t.attempt()},
-                     {"runs", t.runs()}, {"queue", t.queue()}, {"error", t.error()}, {"created_ns", t.created_ns()},
+                     {"runs", t.runs()}, {"queue", t.queue()}, {"error", t.error()}, {"note", t.note()}, {"created_ns", t.created_ns()},
                      {"finished_ns", t.finished_ns()}});
     std::printf("%s\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
@@ -39,9 +39,10 @@ int ListTasks(const std::string& address, const std::string& state, const std::s
     if (size_t nl = error.rfind('\n', error.size() > 1 ? error.size() - 2 : 0); nl != std::string::npos && error.size() > 1)
       error = error.substr(nl + 1);  // the last line of a traceback says what happened
     while (!error.empty() && error.back() == '\n') error.pop_back();
+    if (error.empty() && !t.note().empty()) error = "(" + t.note() + ")";
     std::printf("%-32s  %-8s  %-30s  %-10s  %-7d  %-4d  %-19s  %s\n", t.id().c_str(), t.state().c_str(),
                 t.function().substr(0, 30).c_str(), t.queue().c_str(), t.attempt(), t.runs(),
-                LocalTime(t.created_ns(), false).c_str(), error.substr(0, 60).c_str());
+                LocalTime(t.created_ns(), false).c_str(), error.substr(0, 100).c_str());
   }
   if (static_cast<int>(reply->durable_list_size()) == limit)
     std::printf("(first %d; --limit N for more)\n", limit);

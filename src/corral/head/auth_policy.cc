@@ -10,6 +10,7 @@ std::optional<Role> RequiredRole(const proto::Request& request) {
     case proto::Request::kDurableList: return Role::kRead;
     case proto::Request::kDurableSubmit:
     case proto::Request::kDurableCancel: return Role::kSubmit;
+    case proto::Request::kDurableProgress: return Role::kWorker;  // a run reports on itself
     case proto::Request::kDrain:
     case proto::Request::kToken:
     case proto::Request::kNode:

@@ -9,6 +9,7 @@ CanvasLinks::CanvasLinks(boost::asio::io_context& io, store::GroupCommitter& com
 
 void CanvasLinks::Link(const store::DurableTask& child) {
   Child& c = waiting_[child.id];
+  c.chord = child.link == "chord";
   std::vector<std::string> stored;  // ended already (or unknown): their end is in the store
   for (const auto& p : child.parents) {
     c.parents_left++;
@@ -54,10 +55,12 @@ void CanvasLinks::Learn(const std::string& child, const store::DurableTask& pare
     std::string why = parent.error;
     while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
     why = why.substr(why.rfind('\n') + 1);
+    // A chord's callback says so: Celery raises ChordError for it, naming the member.
     hooks_.end(child,
                parent.state == store::TaskState::kRevoked ? store::TaskState::kRevoked : store::TaskState::kFailure,
-               fmt::format("its parent task {} ended {}{}{}", parent.id, store::TaskStateName(parent.state),
-                           why.empty() ? "" : ": ", why));
+               fmt::format("its {} task {} ended {}{}{}", it->second.chord ? "chord header" : "parent", parent.id,
+                           store::TaskStateName(parent.state), why.empty() ? "" : ": ", why),
+               parent.state == store::TaskState::kFailure ? parent.result : std::string());
     return;
   }
   it->second.results[parent.id] = {parent.args_format, parent.result};

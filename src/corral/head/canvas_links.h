@@ -28,8 +28,10 @@ class CanvasLinks {
     std::function<bool(const std::string& id)> held;
     // Every parent of `child` succeeded: it is due.
     std::function<void(const std::string& child)> due;
-    // A parent of `child` failed or was revoked: `child` ends so (state REVOKED or FAILURE).
-    std::function<void(const std::string& child, store::TaskState state, std::string why)> end;
+    // A parent of `child` failed or was revoked: `child` ends so (state REVOKED or FAILURE), with
+    // the parent's pickled exception as its own (`exception`; "" if none).
+    std::function<void(const std::string& child, store::TaskState state, std::string why, std::string exception)>
+        end;
   };
 
   CanvasLinks(boost::asio::io_context& io, store::GroupCommitter& committer, Hooks hooks);
@@ -48,6 +50,7 @@ class CanvasLinks {
  private:
   struct Child {
     int parents_left = 0;                                             // not yet succeeded
+    bool chord = false;                                               // a chord's callback
     std::map<std::string, std::pair<std::string, std::string>> results;  // parent id -> (format, result)
   };
   void Learn(const std::string& child, const store::DurableTask& parent);

@@ -3,6 +3,9 @@
 // weighted queues, the concurrency limit, the rate limit and its timer, no credit for idle queues.
 // Each node's connection is an in-process stream whose other end the test reads: an ExecuteTask
 // arriving there is a start. Runs end when the test reports them finished, as their agent would.
+// Also what the Celery facade relies on: names no worker registered yet wait (or are refused by a
+// strict head), retries only when a run asks (max_retries -1), the failure's exception kept, and a
+// running task's own state.
 #include "corral/head/durable_queue.h"
 
 #include <gtest/gtest.h>
@@ -27,14 +30,15 @@ constexpr char kFunction[] = "jobs:work";
 
 struct Spec {
   std::string id;
-  std::string queue;
+  std::string queue = {};
   int priority = 0;
   std::string function = kFunction;
+  int max_retries = 0;
 };
 
 struct Cluster {
-  Cluster() {
-    queue = std::make_unique<DurableQueue>(io, tasks, nodes, store::NewMemoryStore(), clock);
+  explicit Cluster(DurableQueue::Options options = {}) {
+    queue = std::make_unique<DurableQueue>(io, tasks, nodes, store::NewMemoryStore(), clock, options);
     EXPECT_TRUE(queue->Start().ok());
   }
   ~Cluster() {
@@ -81,8 +85,8 @@ struct Cluster {
     return Call([&](auto reply) { queue->Queues(r, reply); });
   }
 
-  // Submits tasks in one batch, in this order.
-  void Submit(const std::vector<Spec>& batch) {
+  // Submits tasks in one batch, in this order; the head's reply.
+  proto::Reply TrySubmit(const std::vector<Spec>& batch) {
     proto::DurableSubmit s;
     for (const Spec& spec : batch) {
       proto::DurableTaskSpec* t = s.add_tasks();
@@ -90,10 +94,20 @@ struct Cluster {
       t->set_function(spec.function);
       t->set_queue(spec.queue);
       t->set_priority(spec.priority);
+      t->set_max_retries(spec.max_retries);
     }
     proto::Reply r = Call([&](auto reply) { queue->Submit(s, reply); });
-    EXPECT_TRUE(r.error().empty()) << r.error();
     Settle();
+    return r;
+  }
+  void Submit(const std::vector<Spec>& batch) {
+    proto::Reply r = TrySubmit(batch);
+    EXPECT_TRUE(r.error().empty()) << r.error();
+  }
+  proto::DurableTaskInfo Get(const std::string& id) {
+    proto::DurableGet g;
+    g.set_id(id);
+    return Call([&](auto reply) { queue->Get(g, reply); }).durable();
   }
   void SubmitMany(const std::string& q, int n, const std::string& prefix) {
     std::vector<Spec> batch;
@@ -101,13 +115,14 @@ struct Cluster {
     Submit(batch);
   }
 
-  // Its agent reports the run of `id` succeeded.
-  void Finish(const std::string& id) {
+  // Its agent reports the run of `id` ended: succeeded, unless `result` says otherwise.
+  void Finish(const std::string& id, const proto::ObjectValue& result = {}) {
     auto it = running.find(id);
     ASSERT_NE(it, running.end()) << id << " is not running";
     proto::TaskFinished f;
     f.set_task_id(it->second.run);
     f.set_attempt(it->second.attempt);
+    *f.mutable_result() = result;
     tasks.OnTaskFinished(nodes.Find(it->second.node), std::move(f));
     running.erase(it);
     Settle();
@@ -320,6 +335,106 @@ TEST(DurableDispatch, QueuesNobodyUsesAreForgotten) {
   c.clock.Advance(61s);
   c.queue->Tick();
   EXPECT_EQ(listed(), 1) << "only the configured queue remains";
+}
+
+
+proto::ObjectValue Raised(const std::string& pickled, std::optional<double> retry_in_s = std::nullopt) {
+  proto::ObjectValue v;
+  v.set_error(proto::TASK_ERROR);
+  v.set_data(pickled);
+  v.set_message("jobs:work raised ValueError\n\nRemote traceback:\nValueError: no\n");
+  if (retry_in_s) v.set_retry_in_s(*retry_in_s);
+  return v;
+}
+
+TEST(DurableDispatch, ANameNoWorkerRegisteredWaitsForOneThatDoes) {
+  Cluster c;
+  c.AddNode("n1", 1);
+  c.Submit({{.id = "t", .function = "jobs:later"}});
+  EXPECT_TRUE(c.started.empty());  // n1 did not register it: never sent there
+  proto::DurableTaskInfo info = c.Get("t");
+  EXPECT_EQ(info.state(), "PENDING");
+  EXPECT_NE(info.note().find("waits for a worker that runs jobs:later"), std::string::npos) << info.note();
+  c.AddNode("n2", 1, {"jobs:later"});
+  c.queue->Tick();  // as the head's timer does
+  c.Settle();
+  EXPECT_EQ(c.started, (std::vector<std::string>{"t"}));
+  EXPECT_EQ(c.running["t"].node, "n2");
+  EXPECT_EQ(c.Get("t").note(), "");
+}
+
+TEST(DurableDispatch, AStrictHeadRefusesANameNoWorkerRegistered) {
+  Cluster c({.strict_task_names = true});
+  c.AddNode("n1", 1);
+  proto::Reply r = c.TrySubmit({{.id = "t", .function = "jobs:later"}});
+  EXPECT_NE(r.error().find("no worker registered the task function 'jobs:later'"), std::string::npos) << r.error();
+  EXPECT_FALSE(c.Get("t").found());
+  c.Submit({{.id = "u"}});  // a registered one is taken
+  EXPECT_EQ(c.started, (std::vector<std::string>{"u"}));
+}
+
+TEST(DurableDispatch, MaxRetriesMinusOneRetriesOnlyWhenTheRunAsksAndKeepsTheException) {
+  Cluster c;
+  c.AddNode("n1", 1);
+  c.Submit({{.id = "t", .max_retries = -1}});
+  for (int i = 0; i < 5; ++i) {  // more than any default: the run decides
+    c.Finish("t", Raised("exc" + std::to_string(i), 0.0));
+    EXPECT_EQ(c.Get("t").state(), "RETRY");
+    EXPECT_EQ(c.Get("t").result(), "exc" + std::to_string(i));
+    c.clock.Advance(1ms);
+    c.queue->Tick();
+    c.Settle();
+    ASSERT_TRUE(c.running.contains("t")) << "retry " << i << " did not start";
+  }
+  c.Finish("t", Raised("final"));  // a failure that does not ask: final at once
+  proto::DurableTaskInfo info = c.Get("t");
+  EXPECT_EQ(info.state(), "FAILURE");
+  EXPECT_EQ(info.attempt(), 5);
+  EXPECT_EQ(info.result(), "final");  // the pickled exception, for the reader to raise
+  EXPECT_EQ(info.result_format(), "pickle");
+}
+
+TEST(DurableDispatch, MaxRetriesCountsRunsThatDidNotAskToo) {
+  Cluster c;
+  c.AddNode("n1", 1);
+  c.Submit({{.id = "t", .max_retries = 1}});
+  c.Finish("t", Raised("one"));
+  EXPECT_EQ(c.Get("t").state(), "RETRY");
+  c.clock.Advance(std::chrono::seconds(1));
+  c.queue->Tick();
+  c.Settle();
+  c.Finish("t", Raised("two", 0.0));  // asking is not enough once the retries are used
+  EXPECT_EQ(c.Get("t").state(), "FAILURE");
+}
+
+TEST(DurableDispatch, ARunSetsItsTasksOwnStateWhileItRunsAndOnlyItself) {
+  Cluster c;
+  c.AddNode("n1", 1);
+  c.AddNode("n2", 1);
+  c.Submit({{.id = "t"}});
+  const std::string run = c.running["t"].run;
+  const std::string node = c.running["t"].node, other = node == "n1" ? "n2" : "n1";
+  auto progress = [&](const std::string& run_id, const std::string& state, const std::string& from) {
+    proto::DurableProgress p;
+    p.set_run_id(run_id);
+    p.set_state(state);
+    p.set_meta("{\"done\": 3}");
+    p.set_meta_format("json");
+    return c.Call([&](auto reply) { c.queue->Progress(p, from, reply); });
+  };
+  EXPECT_TRUE(progress(run, "PROGRESS", node).error().empty());
+  proto::DurableTaskInfo info = c.Get("t");
+  EXPECT_EQ(info.state(), "PROGRESS");
+  EXPECT_EQ(info.result(), "{\"done\": 3}");
+  EXPECT_EQ(info.result_format(), "json");
+  EXPECT_FALSE(progress(run, "HACKED", other).error().empty()) << "another node's worker";
+  EXPECT_FALSE(progress("t#7", "HACKED", "").error().empty()) << "a run that is not the current one";
+  EXPECT_FALSE(progress(run, "SUCCESS", node).error().empty()) << "the end is the run's result, not a state";
+  EXPECT_FALSE(progress(run, "two words", node).error().empty());
+  EXPECT_EQ(c.Get("t").state(), "PROGRESS");
+  c.Finish("t");
+  EXPECT_EQ(c.Get("t").state(), "SUCCESS");
+  EXPECT_FALSE(progress(run, "LATE", node).error().empty()) << "the run ended";
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "corral/head/durable_queue.h"
 #include "corral/head/reply_error.h"
 
+#include <algorithm>
 #include <cmath>
 #include <deque>
 #include <future>
@@ -16,17 +17,20 @@ namespace corral::head {
 
 namespace {
 
+constexpr size_t kMaxProgressBytes = 1 << 20;  // a state's meta: progress, not results
+
 constexpr uint32_t kWorkerLossRetries = 100;  // a durable task survives lost workers and nodes
 
 }  // namespace
 
 DurableQueue::DurableQueue(boost::asio::io_context& io, TaskManager& tasks, NodeRegistry& nodes,
-                           std::unique_ptr<store::Store> store, const Clock& clock, int64_t result_ttl_s)
+                           std::unique_ptr<store::Store> store, const Clock& clock, Options options)
     : tasks_(tasks),
       nodes_(nodes),
       clock_(clock),
       committer_(std::make_unique<store::GroupCommitter>(std::move(store))),
-      result_ttl_ns_(result_ttl_s * 1'000'000'000),
+      result_ttl_ns_(options.result_ttl_s * 1'000'000'000),
+      strict_task_names_(options.strict_task_names),
       queues_(io, nodes, clock, *committer_, [this](const std::string& id) { return Launch(id); }),
       schedules_(io, *committer_, clock,
                  {.validate = [this](const std::string& fn) { return ValidateFunction(fn); },
@@ -50,8 +54,9 @@ DurableQueue::DurableQueue(boost::asio::io_context& io, TaskManager& tasks, Node
                      guard_.Post([this] { Tick(); });
                    },
                .end =
-                   [this](const std::string& child, store::TaskState state, std::string why) {
-                     Record({child, state, active_.at(child).task.attempt, 0, "", std::move(why), clock_.WallNs()});
+                   [this](const std::string& child, store::TaskState state, std::string why, std::string exception) {
+                     Record({child, state, active_.at(child).task.attempt, 0, std::move(exception), std::move(why),
+                             clock_.WallNs()});
                    }}),
       guard_(io) {
   tasks_.on_durable_finished = [this](const std::string& run_id, const proto::ObjectValue& value) {
@@ -167,8 +172,9 @@ void DurableQueue::Submit(const proto::DurableSubmit& request, Reply reply) {
     if (spec.args().size() + 4096 > net::kDefaultMaxFrameBytes)
       return refuse(fmt::format("the arguments of {} are {} bytes, over the {}-byte limit", fn, spec.args().size(),
                                 net::kDefaultMaxFrameBytes - 4096));
-    if (spec.max_retries() < 0 || !(spec.retry_backoff_s() >= 0) || spec.retry_backoff_s() > 86400)
-      return refuse("max_retries must be >= 0 and retry_backoff between 0 and 86400 seconds");
+    if (spec.max_retries() < -1 || !(spec.retry_backoff_s() >= 0) || spec.retry_backoff_s() > 86400)
+      return refuse("max_retries must be >= 0 (or -1: as the task asks) and retry_backoff between 0 and 86400 "
+                    "seconds");
     store::DurableTask t;
     t.id = spec.id();
     t.function = fn;
@@ -288,6 +294,8 @@ void DurableQueue::OnRunFinished(const std::string& run_id, const proto::ObjectV
   Active& a = it->second;
   if (a.running) queues_.Ended(a.task.queue, a.task.function, value.error() == proto::ERROR_NONE);
   a.running = false;
+  a.progress_state.clear();
+  a.progress_meta.clear();
   if (std::exchange(a.restarted, false)) counters_["durable_reexecutions"]++;
   int64_t now = clock_.WallNs();
   store::TaskUpdate u{id, store::TaskState::kFailure, a.task.attempt, 0, "", value.message(), now};
@@ -298,8 +306,11 @@ void DurableQueue::OnRunFinished(const std::string& run_id, const proto::ObjectV
       u.error.clear();
       break;
     case proto::CANCELLED: u.state = store::TaskState::kRevoked; break;
+    case proto::TASK_ERROR_FINAL: u.result = value.data(); break;
     case proto::TASK_ERROR:
-      if (a.task.attempt < a.task.max_retries) {
+      u.result = value.data();  // the pickled exception: the task's own is raised where its result is read
+      if (a.task.max_retries < 0 ? value.has_retry_in_s() && value.retry_in_s() >= 0
+                                 : a.task.attempt < a.task.max_retries) {
         // Exponential backoff with jitter: backoff x 2^attempt x [0.5, 1.5).
         static thread_local std::mt19937_64 rng(std::random_device{}());
         double delay = value.has_retry_in_s() && value.retry_in_s() >= 0
@@ -371,9 +382,15 @@ void DurableQueue::Write(store::TaskUpdate u) {
   });
 }
 
-proto::DurableTaskInfo DurableQueue::LiveInfo(const Active& a) const {
+proto::DurableTaskInfo DurableQueue::LiveInfo(const Active& a) {
   proto::DurableTaskInfo info = Info(a.task);
   if (a.running) info.set_state("STARTED");
+  if (a.running && !a.progress_state.empty()) {
+    info.set_state(a.progress_state);
+    info.set_result(a.progress_meta);
+    info.set_result_format(a.progress_format);
+  }
+  info.set_note(WaitNote(a));
   return info;
 }
 
@@ -385,9 +402,10 @@ proto::DurableTaskInfo DurableQueue::Info(const store::DurableTask& t) const {
   info.set_state(store::TaskStateName(t.state));
   info.set_attempt(t.attempt);
   info.set_runs(t.runs);
-  if (t.state == store::TaskState::kSuccess) {
-    info.set_result(t.result);
-    info.set_result_format(t.args_format);
+  if (t.state == store::TaskState::kSuccess || t.state == store::TaskState::kFailure ||
+      t.state == store::TaskState::kRetry) {
+    info.set_result(t.result);  // the value, or the pickled exception
+    info.set_result_format(t.state == store::TaskState::kSuccess ? t.args_format : "pickle");
   }
   info.set_error(t.error);
   info.set_queue(t.queue);
@@ -487,8 +505,7 @@ void DurableQueue::List(const proto::DurableList& request, Reply reply) {
           proto::DurableTaskInfo* info = r.add_durable_list();
           // Fresher in memory than in the store for a task in flight.
           auto a = active_.find(t.id);
-          *info = Info(a == active_.end() ? t : a->second.task);
-          if (a != active_.end() && a->second.running) info->set_state("STARTED");
+          *info = a == active_.end() ? Info(t) : LiveInfo(a->second);
           info->clear_result();
         }
       }
@@ -520,6 +537,42 @@ void DurableQueue::Cancel(const proto::DurableGet& request, Reply reply) {
   wait.set_id(request.id());
   wait.set_wait_s(30);
   Get(wait, std::move(reply));  // answered once recorded
+}
+
+void DurableQueue::Progress(const proto::DurableProgress& request, const std::string& worker_node, Reply reply) {
+  proto::Reply r;
+  const std::string& run = request.run_id();
+  std::string id = run.substr(0, run.rfind('#'));
+  auto it = active_.find(id);
+  const std::string& state = request.state();
+  bool printable = std::all_of(state.begin(), state.end(), [](char c) { return c > ' ' && c < 127; });
+  if (state.empty() || state.size() > 64 || !printable || state == "PENDING" || state == "SUCCESS" ||
+      state == "FAILURE" || state == "REVOKED") {
+    SetError(r, Status(Code::kInvalidArgument, fmt::format("a task's own state must be 1-64 printable characters "
+                                                           "without spaces, and not PENDING, SUCCESS, FAILURE or "
+                                                           "REVOKED (the task's end sets those), not '{}'",
+                                                           Printable(state.substr(0, 64)))));
+  } else if (request.meta().size() > kMaxProgressBytes) {
+    SetError(r, Status(Code::kInvalidArgument, fmt::format("the meta of a task's state is {} bytes, over the "
+                                                           "{}-byte limit",
+                                                           request.meta().size(), kMaxProgressBytes)));
+  } else if (request.meta_format() != "pickle" && request.meta_format() != "json") {
+    SetError(r, Status(Code::kInvalidArgument, "meta_format must be 'pickle' or 'json'"));
+  } else if (it == active_.end() || !it->second.running || run != fmt::format("{}#{}", id, it->second.task.attempt) ||
+             (!worker_node.empty() && tasks_.NodeRunning(run) != worker_node)) {
+    counters_["durable_progress_refused"]++;
+    SetError(r, Status(Code::kFailedPrecondition,
+                       fmt::format("run {} is not running{}: only the run itself sets its task's state",
+                                   Printable(run), worker_node.empty() ? "" : " on this node")));
+  } else {
+    Active& a = it->second;
+    a.progress_state = state;
+    a.progress_meta = request.meta();
+    a.progress_format = request.meta_format();
+    counters_["durable_progress_updates"]++;
+    *r.mutable_durable() = LiveInfo(a);
+  }
+  reply(std::move(r));
 }
 
 void DurableQueue::Purge() {
@@ -633,12 +686,19 @@ Status DurableQueue::ValidateFunction(const std::string& fn) {
   size_t colon = fn.find(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == fn.size())
     return MakeStatus(Code::kInvalidArgument, "function '{}' must be named 'module:qualname'", fn);
-  if (!Registered(fn))
+  if (strict_task_names_ && !Registered(fn))
     return MakeStatus(Code::kInvalidArgument,
                       "no worker registered the task function '{}': start agents with --tasks {} (the module "
-                      "that defines it with @corral.task)",
+                      "that defines it with @corral.task); this head refuses unknown names (--strict-task-names)",
                       fn, fn.substr(0, colon));
   return Status::Ok();
+}
+
+std::string DurableQueue::WaitNote(const Active& a) {
+  if (a.running || store::IsFinal(a.task.state) || Registered(a.task.function)) return "";
+  return fmt::format("waits for a worker that runs {}: no connected node registered it (start an agent with "
+                     "--tasks {})",
+                     a.task.function, a.task.function.substr(0, a.task.function.find(':')));
 }
 
 }  // namespace corral::head

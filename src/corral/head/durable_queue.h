@@ -6,14 +6,20 @@
 // shared among concurrent submitters) before its submitter hears back. Then it runs through the
 // same TaskManager as every task, as a run named "<id>#<n>" of a function the node's workers
 // registered by name ("module:qualname"), placed only on nodes that registered it. Its end is
-// stored (SUCCESS with the result, FAILURE with the traceback, REVOKED), or, if the function raised
-// and retries are left, it is stored as RETRY with the time of its next run (exponential backoff
-// with jitter). A head that starts loads every unfinished task and runs it again (at-least-once);
+// stored (SUCCESS with the result, FAILURE with the traceback and the pickled exception, REVOKED),
+// or, if the function raised and retries are left, it is stored as RETRY with the time of its next
+// run (the countdown the run asked for, else exponential backoff with jitter). A task submitted
+// with max_retries -1 (the Celery facade's) retries only when a run asks, as often as it asks. A head that starts loads every unfinished task and runs it again (at-least-once);
 // runs that agents still hold from before the restart are adopted instead (TaskSpec.resubmitted),
 // launched at once, ahead of their queue's limits.
 //
-// By-name submission reaches only functions that workers registered: an unknown name is refused
-// before anything is stored.
+// A task may name a function no worker registered yet (Celery queues such a task too): it waits,
+// with a note saying so, and runs only on nodes whose workers registered that name themselves, so
+// a name can never reach code a worker did not offer. Options::strict_task_names refuses unknown
+// names instead (before anything is stored) for operators who want a typo to fail at once.
+//
+// A running task may report a state of its own and a value (Celery's update_state): kept in
+// memory while the run lasts, shown by Get and List.
 //
 // Finished tasks (and their results) are kept for the result TTL, then removed in batches of 500
 // (at most one batch every few seconds, more while there is a backlog), and the write-ahead log is
@@ -48,8 +54,13 @@ class DurableQueue {
  public:
   using Reply = std::function<void(proto::Reply)>;
 
+  struct Options {
+    int64_t result_ttl_s = 7 * 86400;  // finished tasks are kept this long
+    bool strict_task_names = false;    // refuse functions no worker registered (else they wait)
+  };
+
   DurableQueue(boost::asio::io_context& io, TaskManager& tasks, NodeRegistry& nodes,
-               std::unique_ptr<store::Store> store, const Clock& clock, int64_t result_ttl_s = 7 * 86400);
+               std::unique_ptr<store::Store> store, const Clock& clock, Options options);
   ~DurableQueue();
 
   // Loads the known names, schedules and unfinished tasks (a head that starts) and queues them.
@@ -57,6 +68,8 @@ class DurableQueue {
   void Submit(const proto::DurableSubmit& request, Reply reply);
   void Get(const proto::DurableGet& request, Reply reply);
   void List(const proto::DurableList& request, Reply reply);
+  // A running task's own state and meta; `worker_node` (empty for an admin) must be running it.
+  void Progress(const proto::DurableProgress& request, const std::string& worker_node, Reply reply);
   // Revokes: a task not started never runs; a running one is stopped (force) and recorded REVOKED.
   void Cancel(const proto::DurableGet& request, Reply reply);
   // Schedules (cron or every N seconds): add, list, pause, resume, remove, run now, history.
@@ -77,6 +90,9 @@ class DurableQueue {
     bool revoke = false;    // revoked while its end was on the way: that end is recorded as REVOKED
     bool restarted = false; // this run started again after a head restart lost the one before
     uint64_t ready_seq = 0; // in its queue's ready set under this number; 0: not
+    std::string progress_state = {};  // the running run's own state (update_state), shown while it runs
+    std::string progress_meta = {};
+    std::string progress_format = {};
   };
   struct Waiter {
     Reply reply;
@@ -92,8 +108,11 @@ class DurableQueue {
   bool Launch(const std::string& id);
   // Removes finished tasks older than the result TTL, a batch at a time, and checkpoints the WAL.
   void Purge();
-  // kInvalidArgument when `function` is not "module:qualname" or no worker registered it.
+  // kInvalidArgument when `function` is not "module:qualname", or (strict_task_names) no worker
+  // registered it.
   Status ValidateFunction(const std::string& function);
+  // Why a task not started waits, if for something other than its eta ("" if not).
+  std::string WaitNote(const Active& a);
   void OnRunFinished(const std::string& run_id, const proto::ObjectValue& value);
   // Applies `update` to the task in memory, then writes it (Write).
   void Record(store::TaskUpdate update);
@@ -102,7 +121,7 @@ class DurableQueue {
   void Write(store::TaskUpdate update);
   proto::DurableTaskInfo Info(const store::DurableTask& t) const;
   // Info of a task in memory (STARTED while a run is in flight).
-  proto::DurableTaskInfo LiveInfo(const Active& a) const;
+  proto::DurableTaskInfo LiveInfo(const Active& a);
   void Answer(const std::string& id, const proto::DurableTaskInfo& info);
   // Keeps the latest finished tasks (10,000, 64 MiB of results at most) to answer Get from memory.
   void Remember(proto::DurableTaskInfo info);
@@ -118,6 +137,7 @@ class DurableQueue {
   std::map<std::string, int64_t> counters_;
   int64_t queues_pruned_ns_ = 0;                               // wall clock of the last Prune
   int64_t result_ttl_ns_;
+  bool strict_task_names_;
   Nanos next_purge_ = 0;
   bool purging_ = false;
   // Names accepted before (stored tasks and schedules name them): still accepted after a restart,

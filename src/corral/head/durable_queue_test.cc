@@ -57,7 +57,7 @@ struct Fixture {
     nodes.Register(info, nullptr, 1);
     auto st = std::make_unique<FlakyStore>();
     store = st.get();
-    queue = std::make_unique<DurableQueue>(io, tasks, nodes, std::move(st), clock, 3600);
+    queue = std::make_unique<DurableQueue>(io, tasks, nodes, std::move(st), clock, DurableQueue::Options{.result_ttl_s = 3600});
     EXPECT_TRUE(queue->Start().ok());
     proto::ScheduleRequest add;
     add.set_op(proto::ScheduleRequest::ADD);

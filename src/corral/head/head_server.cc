@@ -51,7 +51,9 @@ Status HeadServer::Start() {
   auto tokens = TokenStore::Open(options_.tokens_path, options_.token);
   if (!tokens) return tokens.error();
   tokens_ = std::move(*tokens);
-  durable_ = std::make_unique<DurableQueue>(io_, tasks_, nodes_, std::move(store), clock_, options_.result_ttl_s);
+  durable_ = std::make_unique<DurableQueue>(
+      io_, tasks_, nodes_, std::move(store), clock_,
+      DurableQueue::Options{.result_ttl_s = options_.result_ttl_s, .strict_task_names = options_.strict_task_names});
   if (Status s = durable_->Start(); !s.ok())
     return Status(s.code(), "cannot load the durable store " + options_.store_path + ": " + s.message());
   auto l = net::Listener::Listen(io_, options_.listen, options_.tls);
@@ -413,7 +415,8 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
   } else if (request.has_certs()) {
     HandleCertsRequest(request.certs(), reply);
   } else if (request.has_durable_submit() || request.has_durable_get() || request.has_durable_list() ||
-             request.has_durable_cancel() || request.has_schedule() || request.has_queue()) {
+             request.has_durable_cancel() || request.has_schedule() || request.has_queue() ||
+             request.has_durable_progress()) {
     // Answered later (after the store commits, or when the task ends).
     auto respond = [conn = peer->conn, rid = request.request_id()](proto::Reply r) {
       r.set_request_id(rid);
@@ -431,6 +434,8 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
       durable_->Schedule(request.schedule(), std::move(respond));
     else if (request.has_queue())
       durable_->Queues(request.queue(), std::move(respond));
+    else if (request.has_durable_progress())
+      durable_->Progress(request.durable_progress(), WorkerNode(peer->token), std::move(respond));
     else
       durable_->Cancel(request.durable_cancel(), std::move(respond));
     return;
@@ -438,6 +443,12 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     SetError(*reply, Status(Code::kInvalidArgument, "unknown request"));
   }
   peer->conn->Send(msg);
+}
+
+std::string HeadServer::WorkerNode(const TokenInfo& token) {
+  if (token.role != Role::kWorker) return "";
+  auto node = FromHex(std::string_view(token.id).substr(2));  // "w:<node hex>"
+  return node ? *node : std::string(1, '\0');  // (a worker token names its node: never empty)
 }
 
 Result<TokenInfo> HeadServer::Authenticate(std::string_view token) {

@@ -53,6 +53,7 @@ struct HeadOptions {
   std::shared_ptr<boost::asio::ssl::context> tls;  // null: plain TCP
   std::string store_path;            // the durable store (SQLite); empty: in memory, lost with the head
   int64_t result_ttl_s = 7 * 86400;  // finished durable tasks are kept this long
+  bool strict_task_names = false;    // refuse durable tasks whose function no worker registered
 };
 
 class HeadServer {
@@ -74,6 +75,8 @@ class HeadServer {
   // Who presents `token` now: the token store's answer, also refusing the workers of revoked
   // nodes. For every way in (TCP and HTTP).
   Result<TokenInfo> Authenticate(std::string_view token);
+  // The node a worker credential belongs to ("" for any other token).
+  static std::string WorkerNode(const TokenInfo& token);
   // Revokes the token named `name`; every connection that presented it is closed at once.
   Result<TokenInfo> RevokeToken(const std::string& name);
   const Clock& clock() const { return clock_; }

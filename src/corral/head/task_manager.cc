@@ -510,6 +510,11 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
   Finish(finished.task_id(), std::move(*result));
 }
 
+std::string TaskManager::NodeRunning(const std::string& task_id) const {
+  auto it = tasks_.find(task_id);
+  return it == tasks_.end() ? "" : it->second.node;
+}
+
 void TaskManager::Retry(const std::string& id, Task& task, const std::string& why, bool failure) {
   task.spec.set_attempt(task.spec.attempt() + 1);  // a new attempt: results of the old one are void
   task.node.clear();

@@ -92,6 +92,8 @@ class TaskManager {
   void Cancel(ClientSession* client, const proto::Cancel& request);
 
   void OnTaskFinished(Node* node, proto::TaskFinished&& finished);
+  // The id of the node task `task_id` was dispatched to ("" if none).
+  std::string NodeRunning(const std::string& task_id) const;
   void OnBlocked(Node* node, const proto::Blocked& blocked);
   void OnLog(Node* node, proto::LogLine&& line);
   // A node joined or changed: infeasible tasks are looked at again.

@@ -170,6 +170,7 @@ nb::dict DurableDict(const corral::proto::DurableTaskInfo& t) {
   d["result"] = Bytes(t.result());
   d["result_format"] = t.result_format();
   d["error"] = t.error();
+  d["note"] = t.note();
   d["queue"] = t.queue();
   d["created_ns"] = t.created_ns();
   d["finished_ns"] = t.finished_ns();
@@ -336,6 +337,18 @@ NB_MODULE(_core, m) {
              return DurableDict(AskHead(c, req, 60).durable());
            },
            "id"_a)
+      .def("durable_progress",
+           [](Client& c, const std::string& run_id, const std::string& state, const nb::bytes& meta,
+              const std::string& meta_format) {
+             corral::proto::Request req;
+             corral::proto::DurableProgress* p = req.mutable_durable_progress();
+             p->set_run_id(run_id);
+             p->set_state(state);
+             p->set_meta(Str(meta));
+             p->set_meta_format(meta_format);
+             return DurableDict(AskHead(c, req, 60).durable());
+           },
+           "run_id"_a, "state"_a, "meta"_a, "meta_format"_a)
       .def("durable_list",
            [](Client& c, const std::string& state, const std::string& queue, int limit) {
              corral::proto::Request req;

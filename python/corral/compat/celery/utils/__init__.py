@@ -1,0 +1,1 @@
+"""celery.utils paths the facade provides (``utils.log``)."""
