@@ -16,7 +16,7 @@ import celery_more
 import durable_tasks
 from corral.compat.celery import chain
 import netns
-from conftest import TESTS_DIR, wait_until
+from conftest import TESTS_DIR, Cluster, wait_until
 
 
 @pytest.fixture
@@ -94,15 +94,42 @@ def test_json_arguments_and_results(durable_cluster):
     assert corral.result(task_id).get(timeout=30) == [1, 2]
 
 
-def test_unknown_function_is_refused_before_anything_is_stored(durable_cluster):
-    @corral.task
-    def not_on_any_worker():
-        return 1
+def test_a_task_for_a_function_no_worker_has_yet_waits_for_one(cluster):
+    """As Celery's broker keeps a task until a worker for it comes: stored, listed with what it waits
+    for, and run once a node whose workers registered the name joins."""
+    cluster.connect()
+    task_id = durable_tasks.add.submit(2, 2)
+    r = corral.result(task_id)
+    assert r.state == "PENDING"
+    [listed] = corral.tasks()
+    assert "waits for a worker that runs durable_tasks:add" in listed["note"]
+    out = subprocess.run([cluster.bin, "tasks", "--address", cluster.address], capture_output=True, text=True,
+                         env=cluster.env(), timeout=30)
+    assert "(waits for a worker that runs durable_tasks:add" in out.stdout, out.stdout + out.stderr
+    cluster.add_agent(num_cpus=1, extra=("--tasks", "durable_tasks"))
+    assert r.get(timeout=60) == 4
+    assert corral.tasks()[0]["note"] == ""
 
-    with pytest.raises(corral.exceptions.InvalidArgumentError, match="no worker registered the task function"):
-        not_on_any_worker.submit()
-    assert counter("durable_submitted") == 0
-    assert counter("durable_submissions_refused") == 1
+
+def test_a_strict_head_refuses_unknown_functions_before_anything_is_stored():
+    c = Cluster(head_args=("--strict-task-names",))
+    try:
+        c.add_agent(num_cpus=1, extra=("--tasks", "durable_tasks"))
+        c.connect()
+        c.wait_nodes(1)
+
+        @corral.task
+        def not_on_any_worker():
+            return 1
+
+        with pytest.raises(corral.exceptions.InvalidArgumentError, match="no worker registered the task function"):
+            not_on_any_worker.submit()
+        assert counter("durable_submitted") == 0
+        assert counter("durable_submissions_refused") == 1
+        assert corral.result(durable_tasks.add.submit(1, 2)).get(timeout=30) == 3
+    finally:
+        corral.shutdown()
+        c.stop()
 
 
 def test_retries_with_backoff_then_success(durable_cluster, tmp_path):
@@ -319,8 +346,12 @@ def test_bad_schedules_are_clear_errors(durable_cluster):
     for kwargs, message in cases:
         with pytest.raises(corral.exceptions.InvalidArgumentError, match=message):
             corral.schedule("bad", durable_tasks.add, args=(1, 2), **kwargs)
-    with pytest.raises(corral.exceptions.InvalidArgumentError, match="no worker registered"):
-        corral.schedule("bad", "os:system", every=60)
+    # A name no worker registered is kept, as a task for it is, and never reaches code no worker offered.
+    corral.schedule("unknown", "os:system", every=3600)
+    fired = corral.result(corral.run_schedule_now("unknown"))
+    assert fired.state == "PENDING" and "waits for a worker that runs os:system" in corral.tasks()[0]["note"]
+    fired.revoke()
+    corral.remove_schedule("unknown")
     with pytest.raises(corral.exceptions.InvalidArgumentError, match="every="):
         corral.schedule("bad", durable_tasks.add, every="soon")
     assert corral.schedules() == []
@@ -401,7 +432,12 @@ def test_submit_by_name_from_the_cli(durable_cluster):
     assert corral.result(out.stdout.strip()).get(timeout=30) == 3
     out = cli("durable_tasks.boom", "--args", '["from the cli"]', "--wait")
     assert out.returncode == 1 and "ValueError: from the cli" in out.stderr
-    out = cli("os.system", "--args", '["echo pwned"]')
-    assert out.returncode == 1 and "no worker registered the task function 'os:system'" in out.stderr
+    # A name no worker registered is stored and waits; no worker runs a name it did not register.
+    out = cli("os.system", "--args", '["touch pwned"]')
+    assert out.returncode == 0, out.stderr
+    waiting = corral.result(out.stdout.strip())
+    assert corral.result(durable_tasks.add.submit(1, 1)).get(timeout=30) == 2  # ran after it, on the same node
+    assert waiting.state == "PENDING" and not os.path.exists(os.path.join(durable_cluster.dir, "pwned"))
+    waiting.revoke()
     out = cli("durable_tasks.add", "--args", "1, 2")
     assert out.returncode == 2 and "JSON array" in out.stderr
