@@ -175,6 +175,8 @@ def _specs(node, parents, mode, args=(), options=None):
         s = node.clone(args)
         opts = {k: v for k, v in options.items() if not (parents and k in _START_OPTIONS)}
         opts.update(s.options)
+        if parents:  # Celery's request.parent_id (the Celery facade puts it in its request)
+            opts.setdefault("parent_id", parents[0])
         callbacks = opts.pop("link", None) or []
         spec = s.type._canvas_spec(s.args, s.kwargs, opts)
         if parents:
@@ -207,6 +209,8 @@ def _specs(node, parents, mode, args=(), options=None):
             previous = result
             sp, result, parents, mode = _specs(step, parents, mode, args if i == 0 else (), options)
             specs += sp
+            if i == 0 and "root_id" not in options and len(sp) == 1:
+                options = dict(options, root_id=sp[0]["id"])  # Celery's request.root_id
             if previous is not None:
                 try:  # Celery's result.parent: the step before
                     result.parent = previous

@@ -134,7 +134,10 @@ def load_exception(data, message):
         _dual_classes[cls] = dual
     if not dual:
         return exceptions.TaskError(message, cause, message)
-    err = dual.__new__(dual)
+    try:
+        err = dual.__new__(dual)
+    except TypeError:  # (OSError and its kind cannot be made this way)
+        return exceptions.TaskError(message, cause, message)
     try:
         err.__dict__.update(getattr(cause, "__dict__", {}))
     except Exception:

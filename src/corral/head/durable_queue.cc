@@ -18,6 +18,7 @@ namespace corral::head {
 namespace {
 
 constexpr size_t kMaxProgressBytes = 1 << 20;  // a state's meta: progress, not results
+constexpr size_t kListedArgsBytes = 4096;       // a listed task shows arguments up to this size
 
 constexpr uint32_t kWorkerLossRetries = 100;  // a durable task survives lost workers and nodes
 
@@ -409,6 +410,7 @@ proto::DurableTaskInfo DurableQueue::Info(const store::DurableTask& t) const {
   }
   info.set_error(t.error);
   info.set_queue(t.queue);
+  info.set_eta_ns(t.eta_ns);
   info.set_created_ns(t.created_ns);
   info.set_finished_ns(t.finished_ns);
   return info;
@@ -507,6 +509,10 @@ void DurableQueue::List(const proto::DurableList& request, Reply reply) {
           auto a = active_.find(t.id);
           *info = a == active_.end() ? Info(t) : LiveInfo(a->second);
           info->clear_result();
+          if (t.args.size() <= kListedArgsBytes) {  // what `inspect().active()` shows; large ones stay home
+            info->set_args(t.args);
+            info->set_args_format(t.args_format);
+          }
         }
       }
       reply(std::move(r));

@@ -1,5 +1,7 @@
 #include "corral/head/schedule_book.h"
 
+#include <algorithm>
+
 #include <openssl/sha.h>
 
 #include <deque>
@@ -183,7 +185,12 @@ void ScheduleBook::Handle(const proto::ScheduleRequest& req, Reply reply) {
     }
     case proto::ScheduleRequest::ADD: {
       const proto::ScheduleSpec& spec = req.spec();
-      if (!QueueDispatcher::ValidName(name, 100)) return fail(fmt::format("schedule name '{}' must be 1-100 letters, digits, '_', '-' or '.'", name));
+      // Free text, as Celery's beat entries are named ("add every 10", "tasks.ping('world')").
+      bool printable = std::all_of(name.begin(), name.end(), [](char c) { return c >= ' ' && c <= '~'; });
+      if (name.empty() || name.size() > 200 || !printable || name.front() == ' ' || name.back() == ' ')
+        return fail(fmt::format("schedule name '{}' must be 1-200 printable ASCII characters, not starting or ending "
+                                "with a space",
+                                Printable(name.substr(0, 200))));
       if (Status s = hooks_.validate(spec.function()); !s.ok()) return fail(s.message());
       if (spec.cron().empty() == (spec.every_s() <= 0)) return fail("give a schedule either cron or every (seconds > 0), not both");
       std::string tz = spec.tz().empty() ? "UTC" : spec.tz();

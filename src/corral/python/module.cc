@@ -171,6 +171,9 @@ nb::dict DurableDict(const corral::proto::DurableTaskInfo& t) {
   d["result_format"] = t.result_format();
   d["error"] = t.error();
   d["note"] = t.note();
+  d["eta_ns"] = t.eta_ns();
+  d["args"] = Bytes(t.args());
+  d["args_format"] = t.args_format();
   d["queue"] = t.queue();
   d["created_ns"] = t.created_ns();
   d["finished_ns"] = t.finished_ns();

@@ -86,8 +86,18 @@ class _Inspect:
 
     @staticmethod
     def _entry(t):
-        return {"id": t["id"], "name": t["function"].replace(":", "."), "args": [], "kwargs": {},
-                "type": t["function"].replace(":", "."), "hostname": "corral", "acknowledged": True,
+        args, kwargs = [], {}
+        if t["args"]:  # small arguments come with the listing
+            try:
+                args, kwargs = durable._decode(t["args"], t["args_format"])
+                kwargs = {k: v for k, v in dict(kwargs or {}).items() if k != _task.META}
+            except Exception:
+                args, kwargs = [], {}
+        name = t["function"].replace(":", ".")
+        if name.startswith("celery."):
+            name = name[len("celery."):]
+        return {"id": t["id"], "name": name, "args": list(args), "kwargs": kwargs, "type": name,
+                "hostname": "corral", "acknowledged": True,
                 "delivery_info": {"routing_key": t["queue"], "exchange": "", "redelivered": t["attempt"] > 0},
                 "worker_pid": None, "time_start": None}
 
@@ -96,12 +106,22 @@ class _Inspect:
         return {"corral": [self._entry(t) for t in self._tasks("started")]}
 
     def scheduled(self, safe=None):
-        """{"corral": [tasks waiting for a retry]} (tasks with a countdown or eta are "reserved")."""
-        return {"corral": [{"eta": None, "priority": 0, "request": self._entry(t)} for t in self._tasks("retry")]}
+        """{"corral": [tasks waiting for their eta, countdown or retry]}."""
+        import datetime
+        import time
+        now = time.time_ns()
+        out = []
+        for t in self._tasks("pending") + self._tasks("retry"):
+            if t["eta_ns"] > now:
+                eta = datetime.datetime.fromtimestamp(t["eta_ns"] / 1e9, datetime.timezone.utc).isoformat()
+                out.append({"eta": eta, "priority": 0, "request": self._entry(t)})
+        return {"corral": out}
 
     def reserved(self, safe=None):
-        """{"corral": [tasks stored and not started]}."""
-        return {"corral": [self._entry(t) for t in self._tasks("pending")]}
+        """{"corral": [tasks stored, due and not started]}."""
+        import time
+        now = time.time_ns()
+        return {"corral": [self._entry(t) for t in self._tasks("pending") if t["eta_ns"] <= now]}
 
     def registered(self, *taskinfoitems):
         return {"corral": sorted(_task.registry)}
@@ -154,7 +174,8 @@ class Celery:
         self.on_after_finalize = Signal("on_after_finalize")
         self.on_configure = Signal("on_configure")
         self._configured = False
-        self._base = task_cls if isinstance(task_cls, type) else _task.Task
+        self._base = _symbol(task_cls) if task_cls is not None else _task.Task
+        self.Task = self._base
         if config_source is not None:
             self.config_from_object(config_source)
         _apps.append(self)
@@ -269,7 +290,7 @@ class Celery:
         if unknown:
             raise exceptions.InvalidArgumentError(
                 f"@app.task option(s) {unknown} are not Task options corral.compat.celery knows")
-        name = name or f"{fn.__module__}.{fn.__qualname__}"
+        name = name or self.gen_task_name(fn.__name__, fn.__module__)
         attrs = {"name": name, "app": self, "run": fn if bind else staticmethod(fn), "__doc__": fn.__doc__,
                  "__module__": fn.__module__, "__wrapped__": fn, "_bind": bind}
         attrs.update({k: v for k, v in options.items() if k not in _ACCEPTED})
@@ -281,12 +302,19 @@ class Celery:
         durable.register(durable.function_name(name), task._in_worker, fn.__module__)
         return task
 
+    def gen_task_name(self, name, module):
+        """The name a task gets when @app.task is not given one: "module.function" (a script's
+        tasks are named after the app's main module); override it to name tasks your way."""
+        if module == "__main__" and self.main:
+            module = self.main
+        return f"{module}.{name}"
+
     def send_task(self, name, args=None, kwargs=None, countdown=None, eta=None, task_id=None, link=None,
                   link_error=None, **options):
         """Sends the task `name` (as @app.task named it), also from a process that does not define
         it: the head keeps it until a worker that has it runs it."""
         from .canvas import Signature
-        task = _task.registry.get(name) or _task._by_name(name)
+        task = _task._by_name(name, self)
         sig = Signature(task, args or (), kwargs or {}, dict(options, countdown=countdown, eta=eta, task_id=task_id))
         for cb in (link if isinstance(link, (list, tuple)) else [link]) if link is not None else ():
             sig.link(cb)
@@ -353,6 +381,14 @@ class Celery:
 
 _ACCEPTED = {"shared", "lazy", "filter", "trail", "send_events", "store_errors_even_if_ignored",
              "acks_on_failure_or_timeout", "pydantic", "rate_limit"}
+
+
+def _symbol(value):
+    """A class given as itself or as "module:Name" / "module.Name"."""
+    if isinstance(value, str):
+        module, _, attr = value.rpartition(":") if ":" in value else value.rpartition(".")
+        value = getattr(importlib.import_module(module), attr)
+    return value
 
 
 def shared_task(*args, **opts):

@@ -15,8 +15,9 @@ from .exceptions import NotRegistered
 class _RemoteTask:
     """A task known here only by its Celery name: it can be sent, not called."""
 
-    def __init__(self, name):
+    def __init__(self, name, app=None):
         self.name = name
+        self.app = app
 
     def __call__(self, *args, **kwargs):
         raise NotRegistered(f"task {self.name!r} is not defined in this process: send it (delay, apply_async, "
@@ -33,7 +34,7 @@ class _RemoteTask:
 
     def _get_app(self):
         from .app import current_app
-        return current_app()
+        return self.app or current_app()
 
     def apply(self, *args, **kwargs):
         self()
@@ -104,7 +105,10 @@ class Signature(_core.Signature):
         self.options.setdefault("link_error", []).append(errback)
         return errback
 
-    on_error = link_error
+    def on_error(self, errback):
+        """link_error() that returns this signature (to chain calls), as Celery's."""
+        self.link_error(errback)
+        return self
 
     def freeze(self, _id=None, **kwargs):
         """Gives the task its id now; returns its result."""
@@ -116,6 +120,8 @@ class Signature(_core.Signature):
         Task.apply_async."""
         if _eager(self.type._get_app()):
             return self.apply(args, kwargs, **options)
+        s = self.clone(args, kwargs)
+        _task.check_arguments(s.type, s.args, s.kwargs)
         return super().apply_async(tuple(args or ()), kwargs, **options)
 
     def delay(self, *args, **kwargs):
@@ -181,7 +187,11 @@ class chain(_core.chain):
 
     def __init__(self, *tasks, **options):
         super().__init__(*tasks)
-        self.steps = [_unroll(signature(s) if isinstance(s, dict) else s) for s in self.steps]
+        steps = []
+        for step in self.steps:  # a chain in a chain is its steps
+            step = signature(step) if isinstance(step, dict) else step
+            steps += step.steps if isinstance(step, _core.chain) else [_unroll(step)]
+        self.steps = steps
         self.options = options
 
     @property
@@ -229,7 +239,9 @@ class chain(_core.chain):
         self.options.setdefault("link_error", []).append(errback)
         return errback
 
-    on_error = link_error
+    def on_error(self, errback):
+        self.link_error(errback)
+        return self
 
     def __repr__(self):
         return " | ".join(repr(s) for s in self.steps)
@@ -246,16 +258,26 @@ class group(_core.group):
 
     def _group_result(self, results):
         from .result import GroupResult
-        return GroupResult(_new_id(), results)
+        return GroupResult(self.options.get("group_id") or _new_id(), results)
 
     def apply_async(self, args=None, kwargs=None, **options):
+        """Sends every member (`args` and `kwargs` go to each); a GroupResult whose id each
+        member sees as ``request.group``."""
         options = dict(self.options, **options)
-        tasks = [t.clone(args, kwargs) if (args or kwargs) and isinstance(t, _core.Signature) else t
+        group_id = options.pop("group_id", None) or _new_id()
+        tasks = [t.clone(args, kwargs, group_id=group_id) if isinstance(t, _core.Signature) else t
                  for t in self.tasks]
         if _eager(_first_app(tasks)):
             from .result import GroupResult
-            return GroupResult(_new_id(), [t.apply() for t in tasks])
-        return _core._apply(group(*tasks), (), options)
+            return GroupResult(group_id, [t.apply() for t in tasks])
+        return _core._apply(group(*tasks, group_id=group_id), (), options)
+
+    def skew(self, start=1.0, stop=None, step=1.0):
+        """Gives the members growing countdowns: start, start + step, ... (at most `stop`)."""
+        for i, t in enumerate(self.tasks):
+            countdown = start + i * step
+            t.set(countdown=min(countdown, stop) if stop is not None else countdown)
+        return self
 
     def __call__(self, *args, **kwargs):
         return self.apply_async(args, kwargs)
@@ -268,7 +290,9 @@ class group(_core.group):
             t.link_error(errback)
         return errback
 
-    on_error = link_error
+    def on_error(self, errback):
+        self.link_error(errback)
+        return self
 
     def __len__(self):
         return len(self.tasks)

@@ -105,6 +105,9 @@ class IncompleteStream(CeleryError):
     pass
 
 
+OperationalError = _corral.ConnectionLostError  # kombu's: the broker (here the head) cannot be reached
+
+
 __all__ = ["CeleryError", "TaskPredicate", "Retry", "Ignore", "Reject", "SoftTimeLimitExceeded", "TimeLimitExceeded",
            "MaxRetriesExceededError", "TaskRevokedError", "ChordError", "TimeoutError", "NotRegistered",
-           "ImproperlyConfigured", "QueueNotFound"]
+           "ImproperlyConfigured", "QueueNotFound", "OperationalError"]

@@ -58,9 +58,20 @@ class AsyncResult:
         self.task_id = self.id
         self.name = task_name
         self.parent = parent
-        self.children = []
+        self._children = []
         self.ignored = False
         self._info = None
+
+    @property
+    def children(self):
+        """The results of the callbacks this task's link= started: known once it succeeded."""
+        if not self._children or self.state != states.SUCCESS:
+            return []
+        return list(self._children)
+
+    @children.setter
+    def children(self, value):
+        self._children = list(value or [])
 
     def _fetch(self, wait_s=0.0):
         if self._info is not None and self._info["state"] in states.READY_STATES:
@@ -102,7 +113,7 @@ class AsyncResult:
             return exception_of(info)
         if state == states.RETRY:
             return exception_of(dict(info, state=states.FAILURE)) if info["result"] or info["error"] else None
-        if info["result"] and state not in (states.PENDING, states.STARTED):
+        if info["result"] and state != states.PENDING:  # a state of the task's own (STARTED with track_started)
             return _decode(info["result"], info["result_format"])
         return None
 
@@ -152,7 +163,7 @@ class AsyncResult:
                     callback(self.id, value)
                 return value
             if state in (states.FAILURE, states.REVOKED):
-                exc = exception_of(info)
+                exc = (follow_parents and self._parent_error()) or exception_of(info)
                 if propagate:
                     raise exc
                 return exc
@@ -164,6 +175,21 @@ class AsyncResult:
                 time.sleep(min(interval, left) if left is not None else interval)
 
     wait = get
+
+    def _parent_error(self):
+        """As Celery's get(follow_parents=True): the exception of a failed task this one came after
+        (a chain's earlier step, a chord's header), when this process knows them; else None."""
+        node = self.parent
+        while node is not None:
+            for r in getattr(node, "results", None) or [node]:
+                try:
+                    info = r._fetch()
+                except Exception:
+                    continue
+                if info.get("state") == states.FAILURE and not str(info.get("error", "")).startswith("its "):
+                    return exception_of(info)
+            node = getattr(node, "parent", None)
+        return None
 
     def forget(self):
         raise NotImplementedError("AsyncResult.forget() is not supported: Corral keeps results for the head's "

@@ -38,22 +38,51 @@ _WHOLE = {"sun": "sunday", "mon": "monday", "tue": "tuesday", "wed": "wednesday"
           "nov": "november", "dec": "december"}
 
 
+def _expand(text, low, high, what):
+    """The numbers a cron field names ("*/15", "1-5", "0,30", "2-30/2"), as Celery's crontab keeps them."""
+    out = set()
+    for part in text.split(","):
+        body, _, step = part.partition("/")
+        if body == "*":
+            first, last = low, high
+        elif "-" in body:
+            first, last = (int(x) for x in body.split("-", 1))
+        elif body.isdigit():
+            first = last = int(body)
+            if step:
+                last = high
+        else:
+            raise ValueError(f"crontab {what}={text!r}: cannot read {part!r}")
+        n = int(step) if step else 1
+        if what == "day_of_week" and last == 7:
+            out.add(0)
+            last = 6
+        if not (low <= first <= last <= high) or n < 1:
+            raise ValueError(f"crontab {what}={text!r}: {part!r} is outside {low}-{high}")
+        out.update(range(first, last + 1, n))
+    return out
+
+
 class crontab:
     """crontab(minute="*", hour="*", day_of_week="*", day_of_month="*", month_of_year="*"), as
-    Celery's; ``tz``: a zone name for this schedule (else the app's ``timezone``, else UTC)."""
+    Celery's (each field then holds its set of numbers); ``tz``: a zone name for this schedule (else
+    the app's ``timezone``, else UTC)."""
 
     def __init__(self, minute="*", hour="*", day_of_week="*", day_of_month="*", month_of_year="*", tz=None,
                  nowfun=None, app=None):
-        self.minute = _field(minute, {}, "minute")
-        self.hour = _field(hour, {}, "hour")
-        self.day_of_week = _field(day_of_week, _DAYS, "day_of_week")
-        self.day_of_month = _field(day_of_month, {}, "day_of_month")
-        self.month_of_year = _field(month_of_year, _MONTHS, "month_of_year")
+        self._orig = [_field(minute, {}, "minute"), _field(hour, {}, "hour"), _field(day_of_month, {}, "day_of_month"),
+                      _field(month_of_year, _MONTHS, "month_of_year"), _field(day_of_week, _DAYS, "day_of_week")]
+        self.minute = _expand(self._orig[0], 0, 59, "minute")
+        self.hour = _expand(self._orig[1], 0, 23, "hour")
+        self.day_of_month = _expand(self._orig[2], 1, 31, "day_of_month")
+        self.month_of_year = _expand(self._orig[3], 1, 12, "month_of_year")
+        self.day_of_week = _expand(self._orig[4], 0, 7, "day_of_week")
         self.tz = getattr(tz, "key", tz)
 
     @property
     def expression(self):
-        return f"{self.minute} {self.hour} {self.day_of_month} {self.month_of_year} {self.day_of_week}"
+        """The five-field cron expression the head's schedule runs."""
+        return " ".join(self._orig)
 
     def __eq__(self, other):
         return isinstance(other, crontab) and (self.expression, self.tz) == (other.expression, other.tz)

@@ -51,8 +51,10 @@ class Context:
         self.parent_id = None
         self.errbacks = None
         self.callbacks = None
-        self.timelimit = (None, None)
+        self.time_limit = None
+        self.soft_time_limit = None
         self.__dict__.update(fields)
+        self.timelimit = (self.time_limit, self.soft_time_limit)
 
     def get(self, key, default=None):
         return getattr(self, key, default)
@@ -113,11 +115,23 @@ class Task:
     reject_on_worker_lost = None
     store_errors_even_if_ignored = False
     abstract = True
+    throws = ()
     MaxRetriesExceededError = MaxRetriesExceededError
+    OperationalError = exceptions.ConnectionLostError
     Request = Context
 
     def run(self, *args, **kwargs):
         raise NotImplementedError(f"task {self.name} has no run()")
+
+    def __getattribute__(self, name):
+        # task_annotations apply to the task's attributes, as Celery applies them.
+        if name in _ANNOTATABLE:
+            app = object.__getattribute__(self, "app")
+            if app is not None:
+                value = app._annotation(object.__getattribute__(self, "name"), name)
+                if value is not None:
+                    return value
+        return object.__getattribute__(self, name)
 
     # ---- the call here ----
 
@@ -210,11 +224,9 @@ class Task:
         return Signature(self, args, kwargs, immutable=True)
 
     def signature(self, args=None, *starargs, **starkwargs):
-        """Celery's Task.signature(args, kwargs, **options) or .signature((2, 2), countdown=10)."""
+        """Celery's Task.signature(args, kwargs, options) or .signature((2, 2), countdown=10)."""
         from .canvas import Signature
-        kwargs = starkwargs.pop("kwargs", None) or {}
-        immutable = starkwargs.pop("immutable", False)
-        return Signature(self, tuple(args or ()), kwargs, starkwargs, immutable=immutable)
+        return Signature(self, args, *starargs, **starkwargs)
 
     subtask = signature
 
@@ -284,6 +296,9 @@ class Task:
         if task_id is not None and task_id != request.id:
             raise exceptions.InvalidArgumentError(
                 f"update_state(task_id={task_id!r}): a task sets only its own state ({request.id})")
+        if state in (states.SUCCESS, states.FAILURE):
+            request._ended = (state, meta)  # the task's end, if it then raises Ignore (as in Celery)
+            return
         run_id = request._run_id
         fmt = request._format
         data = durable._encode(meta, fmt)
@@ -332,12 +347,15 @@ class Task:
         task_id, _, attempt = run_id.rpartition("#")
         request = Context(id=task_id, task=self.name, args=args, kwargs=kwargs, retries=int(attempt or 0),
                           called_directly=False, hostname=_hostname(), eta=meta.get("eta"),
-                          expires=meta.get("expires"), errbacks=meta.get("link_error"),
+                          expires=meta.get("expires"), errbacks=meta.get("link_error"), group=meta.get("group"),
+                          root_id=meta.get("root_id") or task_id, parent_id=meta.get("parent_id"),
                           delivery_info={"exchange": "", "routing_key": meta.get("queue", ""),
                                          "priority": meta.get("priority"), "redelivered": False},
-                          timelimit=(meta.get("time_limit"), meta.get("soft_time_limit")),
-                          _run_id=run_id, _format=meta.get("format", "pickle"))
+                          time_limit=meta.get("time_limit"), soft_time_limit=meta.get("soft_time_limit"),
+                          _run_id=run_id, _format=meta.get("format", "json"), _ended=None)
         with _Pushed(request):
+            if self._option("track_started"):  # Celery's STARTED meta: who runs it
+                self.update_state(state=states.STARTED, meta={"pid": os.getpid(), "hostname": request.hostname})
             return self._run_in_worker(request, args, kwargs, meta)
 
     def _run_in_worker(self, request, args, kwargs, meta):
@@ -351,21 +369,19 @@ class Task:
                 raise
             except tuple(self._option("autoretry_for") or ()) as e:
                 raise self._autoretry(e)
-        except Retry as r:
-            einfo = _einfo(r.exc or r)
-            self.on_retry(r.exc or r, request.id, args, kwargs, einfo)
-            self.after_return(states.RETRY, r.exc or r, request.id, args, kwargs, einfo)
+        except Retry as r:  # (Celery calls no after_return for a retry, an Ignore or a Reject)
+            self.on_retry(r.exc or r, request.id, args, kwargs, _einfo(r.exc or r))
             raise
         except Ignore as e:
-            raise durable.NoRetry(e) from e
+            return _ended_by_hand(request, e)
         except Reject as e:
             if e.requeue:
                 raise Retry(exc=e, when=0) from e
             raise durable.NoRetry(e) from e
         except Exception as e:  # noqa: BLE001 - Celery fails the task with it, without retrying
             einfo = _einfo(e)
-            self.on_failure(e, request.id, args, kwargs, einfo)
             _run_errbacks(request, e, einfo)
+            self.on_failure(e, request.id, args, kwargs, einfo)
             self.after_return(states.FAILURE, e, request.id, args, kwargs, einfo)
             raise durable.NoRetry(e) from e
         self.on_success(value, request.id, args, kwargs)
@@ -383,11 +399,49 @@ class Task:
         return self.retry(exc=exc, throw=False, **retry_kwargs)
 
 
+_ANNOTATABLE = frozenset({"max_retries", "default_retry_delay", "retry_backoff", "retry_backoff_max", "retry_jitter",
+                          "retry_kwargs", "autoretry_for", "dont_autoretry_for", "rate_limit", "ignore_result",
+                          "time_limit", "soft_time_limit", "serializer", "queue", "priority", "expires", "acks_late",
+                          "track_started"})
+
 # Task option -> the app setting that gives it when the task does not.
 _SETTINGS = {"time_limit": "task_time_limit", "soft_time_limit": "task_soft_time_limit",
              "ignore_result": "task_ignore_result", "serializer": "task_serializer",
              "priority": "task_default_priority", "acks_late": "task_acks_late",
              "track_started": "task_track_started", "default_retry_delay": "task_default_retry_delay"}
+
+
+def _ended_by_hand(request, ignore):
+    """``raise Ignore()`` after update_state(SUCCESS or FAILURE): the task ends as it said. Any
+    other Ignore ends it as SUCCESS with no value (the head has no state that is never final)."""
+    state, meta = request._ended or (states.SUCCESS, None)
+    if state == states.FAILURE:
+        if isinstance(meta, BaseException):
+            raise durable.NoRetry(meta)
+        if isinstance(meta, dict) and "exc_type" in meta:
+            import builtins
+            cls = getattr(builtins, str(meta["exc_type"]), None)
+            message = meta.get("exc_message", ())
+            args = tuple(message) if isinstance(message, (list, tuple)) else (message,)
+            if isinstance(cls, type) and issubclass(cls, Exception):
+                raise durable.NoRetry(cls(*args))
+        raise durable.NoRetry(exceptions.CorralError(f"task {request.id} failed: {meta!r}"))
+    return meta
+
+
+def check_arguments(task, args, kwargs):
+    """Celery's `typing`: arguments that the task's function cannot take are a TypeError at sending."""
+    if not getattr(task, "typing", False) or not hasattr(task, "run"):
+        return
+    try:
+        params = inspect.signature(task.run)
+    except (TypeError, ValueError):
+        return
+    kwargs = {k: v for k, v in kwargs.items() if k != META}
+    try:
+        params.bind(*args, **kwargs)
+    except TypeError as e:
+        raise TypeError(f"{task.name}{params}: {e}") from None
 
 
 def _hostname():
@@ -438,16 +492,33 @@ def _takes_three(fn):
     return any(p.kind == p.VAR_POSITIONAL for p in params) or len(params) > 1
 
 
+def _when(options):
+    """Celery's request.eta and request.expires: ISO times (a countdown or seconds become times)."""
+    import datetime
+    now = datetime.datetime.now(datetime.timezone.utc)
+    out = {}
+    for key, value in (("eta", options.get("eta")), ("expires", options.get("expires"))):
+        if value is None and key == "eta" and options.get("countdown") is not None:
+            value = float(options["countdown"])
+        if isinstance(value, (int, float)):
+            value = now + datetime.timedelta(seconds=value)
+        if isinstance(value, datetime.datetime):
+            out[key] = value.isoformat()
+        elif value is not None:
+            out[key] = str(value)
+    return out
+
+
 def _as_dict(sig):
     from .canvas import signature
     return signature(sig).as_dict()
 
 
-def _by_name(name):
+def _by_name(name, app=None):
     task = registry.get(name)
     if task is None:
         from .canvas import _RemoteTask
-        return _RemoteTask(name)
+        return _RemoteTask(name, app)
     return task
 
 
@@ -460,23 +531,30 @@ def _spec(name, task, args, kwargs, options):
     opt = (lambda key: task._option(key)) if task is not None else (lambda key: app._annotation(name, key)
                                                                     if app is not None else None)
     fmt = options.get("serializer") or opt("serializer") or (app.conf.get("task_serializer") if app else None) \
-        or "pickle"
+        or "json"  # Celery's default
     if fmt not in ("json", "pickle"):
         raise exceptions.InvalidArgumentError(f"serializer={fmt!r}: Corral encodes arguments as 'json' or 'pickle'")
+    if opt("rate_limit"):
+        raise exceptions.InvalidArgumentError(
+            f"{name}: rate_limit={opt('rate_limit')!r} is per worker in Celery; Corral limits a queue, cluster-wide: "
+            f"route the task to its own queue and call corral.queue(name, rate_limit={opt('rate_limit')!r}) once")
     queue = options.get("queue") or opt("queue") or (app._route(name, args, kwargs, options, task) if app else None) \
         or (app.conf.get("task_default_queue") if app else None)
     meta = {"format": fmt}
-    if queue:
-        meta["queue"] = queue
+    for key in ("queue", "group", "root_id", "parent_id"):
+        value = queue if key == "queue" else options.get({"group": "group_id"}.get(key, key))
+        if value:
+            meta[key] = value
+    for key in ("time_limit", "soft_time_limit", "priority"):
+        value = options.get(key) or opt(key)
+        if value:
+            meta[key] = value
     if options.get("ignore_result"):
         meta["ignore_result"] = True
     errbacks = options.get("link_error")
     if errbacks:
         meta["link_error"] = [_as_dict(e) for e in (errbacks if isinstance(errbacks, (list, tuple)) else [errbacks])]
-    for key in ("eta", "expires"):
-        value = options.get(key)
-        if value is not None:
-            meta[key] = value if isinstance(value, (int, float, str)) else value.isoformat()
+    meta.update(_when(options))
     given = {
         "queue": queue,
         "priority": options.get("priority") if options.get("priority") is not None else opt("priority"),

@@ -11,7 +11,7 @@ _FORMAT = "[%(asctime)s: %(levelname)s/%(task_name)s[%(task_id)s]] %(message)s"
 
 class _TaskFilter(logging.Filter):
     def filter(self, record):
-        from ..celery.task import current_request
+        from ..task import current_request
         req = current_request()
         record.task_name = (req.task if req is not None else None) or "???"
         record.task_id = (req.id if req is not None else None) or "???"
