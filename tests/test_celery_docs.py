@@ -212,13 +212,14 @@ def test_unknown_task_id_is_pending(workers):
     assert app.AsyncResult("this-id-does-not-exist").state == "PENDING"
 
 
-def test_forget_says_results_go_after_the_result_ttl(workers):
-    """Differs (docs/celery.md): the head removes results after --result-ttl."""
+def test_forget_releases_the_stored_result(workers):
+    # "you must eventually call get() or forget() on EVERY AsyncResult": forget() drops the stored
+    # state and result, so the id reads as unknown (PENDING) after it.
     r = add.delay(1, 1)
     assert r.get(timeout=T) == 2
-    with pytest.raises(NotImplementedError, match="--result-ttl"):
-        r.forget()
-    assert AsyncResult(r.id).get(timeout=T) == 2
+    r.forget()
+    assert AsyncResult(r.id).state == "PENDING"
+    assert AsyncResult(r.id).result is None
 
 
 def test_task_default_queue_setting(workers):
@@ -1205,15 +1206,12 @@ def test_group_result_revoke(workers):
     wait_until(lambda: all(r.state == "REVOKED" for r in result.results), what="every member REVOKED")
 
 
-def test_group_result_save_says_how_to_rebuild_it(workers):
-    """Differs (docs/celery.md): a GroupResult is rebuilt from its member ids."""
+def test_group_result_save_and_restore(workers):
     result = group(add.s(i, i) for i in range(3)).apply_async()
-    with pytest.raises(NotImplementedError, match="GroupResult"):
-        result.save()
-    with pytest.raises(NotImplementedError, match="GroupResult"):
-        GroupResult.restore(result.id)
-    rebuilt = GroupResult(result.id, [AsyncResult(r.id) for r in result.results])
-    assert rebuilt.get(timeout=T) == [0, 2, 4]
+    result.save()
+    restored = GroupResult.restore(result.id)
+    assert [r.id for r in restored.results] == [r.id for r in result.results]
+    assert restored.get(timeout=T) == [0, 2, 4]
 
 
 def test_a_group_of_one_is_unrolled_in_a_chain(workers):

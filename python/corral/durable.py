@@ -248,8 +248,8 @@ class TaskResult:
         self.id = str(task_id)
         self._info = None
 
-    def _fetch(self, wait_s=0.0):
-        self._info = _runtime.get_client().durable_get(self.id, wait_s)
+    def _fetch(self, wait_s=0.0, on_change=False):
+        self._info = _runtime.get_client().durable_get(self.id, wait_s, on_change)
         return self._info
 
     @property

@@ -9,7 +9,9 @@ std::optional<Role> RequiredRole(const proto::Request& request) {
     case proto::Request::kDurableGet:
     case proto::Request::kDurableList: return Role::kRead;
     case proto::Request::kDurableSubmit:
-    case proto::Request::kDurableCancel: return Role::kSubmit;
+    case proto::Request::kDurableCancel:
+    case proto::Request::kDurableForget:
+    case proto::Request::kDurableStore: return Role::kSubmit;
     case proto::Request::kDurableProgress: return Role::kWorker;  // a run reports on itself
     case proto::Request::kDrain:
     case proto::Request::kToken:

@@ -422,7 +422,17 @@ TEST(DurableDispatch, ARunSetsItsTasksOwnStateWhileItRunsAndOnlyItself) {
     p.set_meta_format("json");
     return c.Call([&](auto reply) { c.queue->Progress(p, from, reply); });
   };
+  std::optional<proto::Reply> woken;  // a reader waiting for any change (Celery's on_message)
+  proto::DurableGet wait;
+  wait.set_id("t");
+  wait.set_wait_s(60);
+  wait.set_on_change(true);
+  c.queue->Get(wait, [&](proto::Reply r) { woken = std::move(r); });
+  c.Settle();
+  EXPECT_FALSE(woken.has_value());
   EXPECT_TRUE(progress(run, "PROGRESS", node).error().empty());
+  ASSERT_TRUE(woken.has_value()) << "the waiter hears of the new state at once";
+  EXPECT_EQ(woken->durable().state(), "PROGRESS");
   proto::DurableTaskInfo info = c.Get("t");
   EXPECT_EQ(info.state(), "PROGRESS");
   EXPECT_EQ(info.result(), "{\"done\": 3}");
@@ -435,6 +445,37 @@ TEST(DurableDispatch, ARunSetsItsTasksOwnStateWhileItRunsAndOnlyItself) {
   c.Finish("t");
   EXPECT_EQ(c.Get("t").state(), "SUCCESS");
   EXPECT_FALSE(progress(run, "LATE", node).error().empty()) << "the run ended";
+}
+
+
+TEST(DurableDispatch, ForgetRemovesAFinishedTaskOnlyAndAStoredValueReadsBackByItsId) {
+  Cluster c;
+  c.clock.Advance(std::chrono::hours(1));  // a wall clock past 0: finish times are real
+  c.AddNode("n1", 1);
+  c.Submit({{.id = "t"}});
+  proto::DurableGet g;
+  g.set_id("t");
+  EXPECT_NE(c.Call([&](auto reply) { c.queue->Forget(g, reply); }).error().find("has not finished"),
+            std::string::npos);
+  c.Finish("t");
+  ASSERT_EQ(c.Get("t").state(), "SUCCESS");
+  EXPECT_TRUE(c.Call([&](auto reply) { c.queue->Forget(g, reply); }).durable().found());
+  EXPECT_FALSE(c.Get("t").found());
+  EXPECT_EQ(c.Get("t").state(), "PENDING");  // as Celery: a forgotten id reads as unknown
+
+  proto::DurableStore v;
+  v.set_id("group-1");
+  v.set_value("[\"a\", \"b\"]");
+  v.set_value_format("json");
+  EXPECT_TRUE(c.Call([&](auto reply) { c.queue->StoreValue(v, reply); }).error().empty());
+  proto::DurableTaskInfo kept = c.Get("group-1");
+  EXPECT_EQ(kept.state(), "SUCCESS");
+  EXPECT_EQ(kept.result(), "[\"a\", \"b\"]");
+  EXPECT_EQ(kept.function(), "corral:stored");
+  EXPECT_NE(c.Call([&](auto reply) { c.queue->StoreValue(v, reply); }).error().find("forget it first"),
+            std::string::npos);
+  v.set_value_format("yaml");
+  EXPECT_FALSE(c.Call([&](auto reply) { c.queue->StoreValue(v, reply); }).error().empty());
 }
 
 }  // namespace

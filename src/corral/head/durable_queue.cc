@@ -285,6 +285,7 @@ bool DurableQueue::Launch(const std::string& id) {
   queues_.Started(a.task.queue, a.task.function);
   counters_["durable_runs_started"]++;
   tasks_.SubmitDurable(std::move(spec));
+  Changed(id);
   return true;
 }
 
@@ -353,6 +354,7 @@ void DurableQueue::Record(store::TaskUpdate u) {
   if (u.state == store::TaskState::kRetry) {
     t.eta_ns = u.eta_ns;
     due_.emplace(u.eta_ns, u.id);
+    Changed(u.id);
   }
   if (store::IsFinal(u.state)) t.finished_ns = u.at_ns;
   Write(std::move(u));
@@ -427,6 +429,22 @@ void DurableQueue::Answer(const std::string& id, const proto::DurableTaskInfo& i
   waiters_.erase(w);
 }
 
+void DurableQueue::Changed(const std::string& id) {
+  auto w = waiters_.find(id);
+  auto a = active_.find(id);
+  if (w == waiters_.end() || a == active_.end()) return;
+  std::optional<proto::DurableTaskInfo> info;
+  std::erase_if(w->second, [&](Waiter& waiter) {
+    if (!waiter.on_change) return false;
+    if (!info) info = LiveInfo(a->second);
+    proto::Reply r;
+    *r.mutable_durable() = *info;
+    waiter.reply(std::move(r));
+    return true;
+  });
+  if (w->second.empty()) waiters_.erase(w);
+}
+
 void DurableQueue::Remember(proto::DurableTaskInfo info) {
   constexpr size_t kMaxTasks = 10000;
   constexpr size_t kMaxBytes = 64 << 20;
@@ -450,7 +468,7 @@ void DurableQueue::Get(const proto::DurableGet& request, Reply reply) {
   if (it != active_.end()) {
     if (request.wait_s() > 0) {
       Nanos deadline = clock_.BootTimeNs() + static_cast<Nanos>(std::min(request.wait_s(), 3600.0) * 1e9);
-      waiters_[id].push_back({std::move(reply), deadline});
+      waiters_[id].push_back({std::move(reply), deadline, request.on_change()});
       return;
     }
     proto::Reply r;
@@ -577,6 +595,7 @@ void DurableQueue::Progress(const proto::DurableProgress& request, const std::st
     a.progress_format = request.meta_format();
     counters_["durable_progress_updates"]++;
     *r.mutable_durable() = LiveInfo(a);
+    Changed(id);
   }
   reply(std::move(r));
 }

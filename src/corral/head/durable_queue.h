@@ -68,6 +68,10 @@ class DurableQueue {
   void Submit(const proto::DurableSubmit& request, Reply reply);
   void Get(const proto::DurableGet& request, Reply reply);
   void List(const proto::DurableList& request, Reply reply);
+  // Removes a finished task and its result (Celery's forget()); one not finished is refused.
+  void Forget(const proto::DurableGet& request, Reply reply);
+  // Keeps a value by id as a finished task (durable_results.cc).
+  void StoreValue(const proto::DurableStore& request, Reply reply);
   // A running task's own state and meta; `worker_node` (empty for an admin) must be running it.
   void Progress(const proto::DurableProgress& request, const std::string& worker_node, Reply reply);
   // Revokes: a task not started never runs; a running one is stopped (force) and recorded REVOKED.
@@ -97,6 +101,7 @@ class DurableQueue {
   struct Waiter {
     Reply reply;
     Nanos deadline;
+    bool on_change = false;  // also answered at its next change of state (Changed)
   };
 
   // Puts a task whose time has come into its queue's ready set (or ends it if it expired).
@@ -123,6 +128,9 @@ class DurableQueue {
   // Info of a task in memory (STARTED while a run is in flight).
   proto::DurableTaskInfo LiveInfo(const Active& a);
   void Answer(const std::string& id, const proto::DurableTaskInfo& info);
+  // Answers the waiters of `id` that wait for any change (on_change): it started, was set to retry,
+  // or reported a state of its own.
+  void Changed(const std::string& id);
   // Keeps the latest finished tasks (10,000, 64 MiB of results at most) to answer Get from memory.
   void Remember(proto::DurableTaskInfo info);
   void AnswerExpiredWaiters();

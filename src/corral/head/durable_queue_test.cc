@@ -24,6 +24,7 @@ class FlakyStore : public store::Store {
   Result<std::vector<store::DurableTask>> List(const store::TaskFilter& f) override { return s_->List(f); }
   Result<std::vector<store::DurableTask>> Unfinished() override { return s_->Unfinished(); }
   Result<int> PurgeFinished(int64_t before, int limit) override { return s_->PurgeFinished(before, limit); }
+  Result<bool> Forget(const std::string& id) override { return s_->Forget(id); }
   Status PutSchedule(const store::Schedule& sc) override { return failing ? Broken() : s_->PutSchedule(sc); }
   Result<std::optional<store::Schedule>> GetSchedule(const std::string& n) override { return s_->GetSchedule(n); }
   Result<std::vector<store::Schedule>> ListSchedules() override { return s_->ListSchedules(); }

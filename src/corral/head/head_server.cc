@@ -416,7 +416,7 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     HandleCertsRequest(request.certs(), reply);
   } else if (request.has_durable_submit() || request.has_durable_get() || request.has_durable_list() ||
              request.has_durable_cancel() || request.has_schedule() || request.has_queue() ||
-             request.has_durable_progress()) {
+             request.has_durable_progress() || request.has_durable_forget() || request.has_durable_store()) {
     // Answered later (after the store commits, or when the task ends).
     auto respond = [conn = peer->conn, rid = request.request_id()](proto::Reply r) {
       r.set_request_id(rid);
@@ -434,6 +434,10 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
       durable_->Schedule(request.schedule(), std::move(respond));
     else if (request.has_queue())
       durable_->Queues(request.queue(), std::move(respond));
+    else if (request.has_durable_forget())
+      durable_->Forget(request.durable_forget(), std::move(respond));
+    else if (request.has_durable_store())
+      durable_->StoreValue(request.durable_store(), std::move(respond));
     else if (request.has_durable_progress())
       durable_->Progress(request.durable_progress(), WorkerNode(peer->token), std::move(respond));
     else

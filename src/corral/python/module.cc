@@ -326,13 +326,14 @@ NB_MODULE(_core, m) {
            },
            "tasks"_a, "Stores durable tasks (fsync) and returns [(id, inserted)] for each.")
       .def("durable_get",
-           [](Client& c, const std::string& id, double wait_s) {
+           [](Client& c, const std::string& id, double wait_s, bool on_change) {
              corral::proto::Request req;
              req.mutable_durable_get()->set_id(id);
              req.mutable_durable_get()->set_wait_s(wait_s);
+             req.mutable_durable_get()->set_on_change(on_change);
              return DurableDict(AskHead(c, req, wait_s + 30).durable());
            },
-           "id"_a, "wait_s"_a = 0.0)
+           "id"_a, "wait_s"_a = 0.0, "on_change"_a = false)
       .def("durable_cancel",
            [](Client& c, const std::string& id) {
              corral::proto::Request req;
@@ -340,6 +341,22 @@ NB_MODULE(_core, m) {
              return DurableDict(AskHead(c, req, 60).durable());
            },
            "id"_a)
+      .def("durable_forget",
+           [](Client& c, const std::string& id) {
+             corral::proto::Request req;
+             req.mutable_durable_forget()->set_id(id);
+             return DurableDict(AskHead(c, req, 60).durable());
+           },
+           "id"_a)
+      .def("durable_store",
+           [](Client& c, const std::string& id, const nb::bytes& value, const std::string& value_format) {
+             corral::proto::Request req;
+             req.mutable_durable_store()->set_id(id);
+             req.mutable_durable_store()->set_value(Str(value));
+             req.mutable_durable_store()->set_value_format(value_format);
+             return DurableDict(AskHead(c, req, 60).durable());
+           },
+           "id"_a, "value"_a, "value_format"_a)
       .def("durable_progress",
            [](Client& c, const std::string& run_id, const std::string& state, const nb::bytes& meta,
               const std::string& meta_format) {

@@ -82,6 +82,14 @@ class MemoryStore final : public Store {
     return out;
   }
 
+  Result<bool> Forget(const std::string& id) override {
+    auto it = tasks_.find(id);
+    if (it == tasks_.end() || it->second.finished_ns == 0) return false;
+    if (!it->second.idempotency_key.empty()) keys_.erase(it->second.idempotency_key);
+    tasks_.erase(it);
+    return true;
+  }
+
   Result<int> PurgeFinished(int64_t before_ns, int limit) override {
     std::vector<std::pair<int64_t, std::string>> old;
     for (const auto& [id, t] : tasks_)

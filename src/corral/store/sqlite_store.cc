@@ -269,6 +269,13 @@ class SqliteStore final : public Store {
     return ReadTasks(st);
   }
 
+  Result<bool> Forget(const std::string& id) override {
+    Stmt st(db_, "DELETE FROM tasks WHERE id = ? AND finished_ns > 0");
+    st.Bind(1, id, true);
+    if (st.Step() != SQLITE_DONE) return Err(Error("forget a task"));
+    return sqlite3_changes(db_) > 0;
+  }
+
   Result<int> PurgeFinished(int64_t before_ns, int limit) override {
     CORRAL_RETURN_IF_ERROR_R(Begin());
     Stmt st(db_,

@@ -139,6 +139,8 @@ class Store {
   // Removes up to `limit` final tasks that finished before `before_ns` (and schedule fires recorded
   // before then); returns how many tasks.
   virtual Result<int> PurgeFinished(int64_t before_ns, int limit) = 0;
+  // Removes one finished task (Celery's forget()); false if there is none, or it has not finished.
+  virtual Result<bool> Forget(const std::string& id) = 0;
 
   virtual Status PutSchedule(const Schedule& schedule) = 0;  // insert or replace by name
   virtual Result<std::optional<Schedule>> GetSchedule(const std::string& name) = 0;

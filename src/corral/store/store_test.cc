@@ -189,6 +189,20 @@ TYPED_TEST(StoreTest, PurgeRemovesOldFinishedTasksInBatches) {
   EXPECT_TRUE(this->store->Checkpoint().ok());
 }
 
+TYPED_TEST(StoreTest, ForgetRemovesOneFinishedTaskOnly) {
+  ASSERT_TRUE(this->store->Submit({Task("done", "k"), Task("other"), Task("running")}).has_value());
+  ASSERT_TRUE(this->store->Update({{"done", TaskState::kSuccess, 0, 0, "42", "", 100},
+                                   {"other", TaskState::kFailure, 0, 0, "", "boom", 100}})
+                  .ok());
+  EXPECT_FALSE(*this->store->Forget("running")) << "a task that has not finished stays";
+  EXPECT_TRUE(this->store->Get("running")->has_value());
+  EXPECT_TRUE(*this->store->Forget("done"));
+  EXPECT_FALSE(this->store->Get("done")->has_value());
+  EXPECT_FALSE(*this->store->Forget("done")) << "gone already";
+  EXPECT_TRUE(this->store->Get("other")->has_value()) << "only that one";
+  EXPECT_TRUE((*this->store->Submit({Task("again", "k")}))[0].inserted) << "its key is free again";
+}
+
 TYPED_TEST(StoreTest, SchedulesAndEachSlotFiresOnce) {
   Schedule s;
   s.name = "daily-retraining";

@@ -73,11 +73,11 @@ class AsyncResult:
     def children(self, value):
         self._children = list(value or [])
 
-    def _fetch(self, wait_s=0.0):
+    def _fetch(self, wait_s=0.0, on_change=False):
         if self._info is not None and self._info["state"] in states.READY_STATES:
             return self._info
         _ensure_connected()
-        self._info = durable.TaskResult(self.id)._fetch(wait_s)
+        self._info = durable.TaskResult(self.id)._fetch(wait_s, on_change)
         return self._info
 
     @property
@@ -144,9 +144,11 @@ class AsyncResult:
         seen = None
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            wait = 0.0 if on_message or on_interval else (10.0 if left is None else min(10.0, left))
+            # With on_message the head answers at each state the task reports, not only at its end.
+            wait = 0.0 if seen is None and on_message else 0.0 if on_interval else \
+                (10.0 if left is None else min(10.0, left))
             try:
-                info = self._fetch(wait_s=wait)
+                info = self._fetch(wait_s=wait, on_change=on_message is not None)
             except exceptions.ConnectionLostError:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise
@@ -171,7 +173,6 @@ class AsyncResult:
                 raise TimeoutError("The operation timed out.")
             if on_interval is not None:
                 on_interval()
-            if wait == 0.0:
                 time.sleep(min(interval, left) if left is not None else interval)
 
     wait = get
@@ -192,8 +193,11 @@ class AsyncResult:
         return None
 
     def forget(self):
-        raise NotImplementedError("AsyncResult.forget() is not supported: Corral keeps results for the head's "
-                                  "--result-ttl (7 days by default) and then removes them itself")
+        """Removes the task's state and result from the head: the id reads PENDING afterwards. A
+        task that has not finished is refused (revoke it first)."""
+        _ensure_connected()
+        _runtime.get_client().durable_forget(self.id)
+        self._info = None
 
     def revoke(self, connection=None, terminate=False, signal=None, wait=False, timeout=None):
         """Keeps the task from starting; stops it if running only with `terminate` (as Celery)."""
@@ -299,14 +303,32 @@ class GroupResult(ResultSet):
         self.children = self.results
 
     def save(self, backend=None):
-        raise NotImplementedError("GroupResult.save() is not supported: keep the member ids "
-                                  "([r.id for r in group_result]) and rebuild it with GroupResult(id, [AsyncResult(i) "
-                                  "for i in ids])")
+        """Keeps the group's member ids in the head under the group's id, for restore() from any
+        process (until --result-ttl, or delete())."""
+        _ensure_connected()
+        value = json.dumps([r.id for r in self.results]).encode()
+        _runtime.get_client().durable_store(self.id, value, "json")
+        return self
 
     @classmethod
     def restore(cls, id, backend=None, app=None):
-        raise NotImplementedError("GroupResult.restore() is not supported: build it from the member ids with "
-                                  "GroupResult(id, [AsyncResult(i) for i in ids])")
+        """The GroupResult save() kept under `id`; None if there is none."""
+        _ensure_connected()
+        info = durable.TaskResult(id)._fetch()
+        if info["state"] != states.SUCCESS or info["function"] != "corral:stored":
+            return None
+        return cls(id, [AsyncResult(i) for i in _decode(info["result"], info["result_format"])])
+
+    def delete(self, backend=None):
+        """Removes what save() kept."""
+        _ensure_connected()
+        _runtime.get_client().durable_forget(self.id)
+
+    def forget(self):
+        """Forgets every member's result, and what save() kept."""
+        for r in self.results:
+            r.forget()
+        self.delete()
 
     def __eq__(self, other):
         return isinstance(other, GroupResult) and other.id == self.id and other.results == self.results
