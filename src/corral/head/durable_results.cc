@@ -21,7 +21,9 @@ proto::Reply Refused(Code code, std::string why) {
 
 void DurableQueue::Forget(const proto::DurableGet& request, Reply reply) {
   const std::string id = request.id();
-  if (auto a = active_.find(id); a != active_.end())
+  // A task whose end is recorded but not yet stored is forgotten after that write (the committer
+  // keeps the order).
+  if (auto a = active_.find(id); a != active_.end() && !store::IsFinal(a->second.task.state))
     return reply(Refused(Code::kFailedPrecondition,
                          fmt::format("task {} has not finished: revoke it first, then forget it", Printable(id))));
   recent_.erase(id);
