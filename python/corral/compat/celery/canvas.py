@@ -122,7 +122,11 @@ class Signature(_core.Signature):
             return self.apply(args, kwargs, **options)
         s = self.clone(args, kwargs)
         _task.check_arguments(s.type, s.args, s.kwargs)
-        return super().apply_async(tuple(args or ()), kwargs, **options)
+        result = super().apply_async(tuple(args or ()), kwargs, **options)
+        if options.get("ignore_result", s.options.get("ignore_result")) or \
+                (hasattr(s.type, "_option") and s.type._option("ignore_result")):
+            result.ignored = True  # as Celery: get() returns None at once
+        return result
 
     def delay(self, *args, **kwargs):
         return self.apply_async(args, kwargs)
