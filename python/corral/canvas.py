@@ -90,8 +90,10 @@ class Signature(_Canvas):
         """A copy with `args` before its own and `kwargs` added (unless immutable), and `options`."""
         if self.immutable:
             args, kwargs = (), None
-        return type(self)(self.type, tuple(args or ()) + self.args, dict(self.kwargs, **(kwargs or {})),
-                          dict(self.options, **options), immutable=self.immutable)
+        merged = {k: list(v) if isinstance(v, list) else v for k, v in self.options.items()}  # (link lists)
+        merged.update(options)
+        return type(self)(self.type, tuple(args or ()) + self.args, dict(self.kwargs, **(kwargs or {})), merged,
+                          immutable=self.immutable)
 
     def link(self, callback):
         """Runs `callback` (a signature) after this task succeeded, with its result first (unless

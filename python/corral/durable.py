@@ -11,8 +11,8 @@
 
 A durable task names its function by importable path ("module:qualname"); the workers of a node
 started with ``--tasks MODULE`` import that module and register its ``@corral.task`` functions, and
-only registered functions can be submitted (by name, from any client): submitting an unknown name
-fails before anything is stored. Chains, groups and chords of them are in ``corral.canvas``.
+a task for a name no worker registered yet waits for one that does (`corral tasks` says so; a head
+started with --strict-task-names refuses it instead). Only workers that registered a name run it. Chains, groups and chords of them are in ``corral.canvas``.
 """
 import datetime
 import json
@@ -166,7 +166,7 @@ def make_spec(name, o, args, kwargs, key=None):
 def by_name(name):
     """The durable task `name` ("module:qualname", or a Celery name: see function_name), for a
     process that does not import its module: it can be submitted (and be a canvas step), not called
-    here. Only names that workers registered are accepted when submitted."""
+    here. A name no worker registered yet waits for one that does."""
     if not isinstance(name, str) or not name:
         raise exceptions.InvalidArgumentError(f"task name must be 'module:qualname', not {name!r}")
     name = function_name(name)
@@ -248,8 +248,8 @@ class TaskResult:
         self.id = str(task_id)
         self._info = None
 
-    def _fetch(self, wait_s=0.0, on_change=False):
-        self._info = _runtime.get_client().durable_get(self.id, wait_s, on_change)
+    def _fetch(self, wait_s=0.0, on_change=False, seen_changes=0):
+        self._info = _runtime.get_client().durable_get(self.id, wait_s, on_change, seen_changes)
         return self._info
 
     @property
@@ -369,7 +369,9 @@ def _current(name):
     import importlib
     import sys
     entry = registry.get(name)
-    module_name = entry[1] if entry else name.partition(":")[0]
+    if entry is None:
+        return None  # never a module of a name this worker did not register
+    module_name = entry[1]
     module = sys.modules.get(module_name)
     if module is not None:
         mtime = _mtime(module)

@@ -9,7 +9,7 @@ CanvasLinks::CanvasLinks(boost::asio::io_context& io, store::GroupCommitter& com
 
 void CanvasLinks::Link(const store::DurableTask& child) {
   Child& c = waiting_[child.id];
-  c.chord = child.link == "chord";
+  c.chord = child.link == "chord" || child.parents.size() > 1;  // (an immutable callback's link is "after")
   std::vector<std::string> stored;  // ended already (or unknown): their end is in the store
   for (const auto& p : child.parents) {
     c.parents_left++;

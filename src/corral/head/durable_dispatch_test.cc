@@ -363,6 +363,17 @@ TEST(DurableDispatch, ANameNoWorkerRegisteredWaitsForOneThatDoes) {
   EXPECT_EQ(c.Get("t").note(), "");
 }
 
+TEST(DurableDispatch, TasksForANameNoWorkerHasDoNotHoldUpTheirQueue) {
+  Cluster c;
+  c.AddNode("n1", 1);
+  std::vector<Spec> typos;
+  for (int i = 0; i < 3000; ++i) typos.push_back({.id = "typo" + std::to_string(i), .priority = 9,
+                                                  .function = "jobs:wrok"});
+  c.Submit(typos);
+  c.Submit({{.id = "real"}});  // behind them in the same queue, at a lower priority
+  EXPECT_EQ(c.started, (std::vector<std::string>{"real"}));
+}
+
 TEST(DurableDispatch, AStrictHeadRefusesANameNoWorkerRegistered) {
   Cluster c({.strict_task_names = true});
   c.AddNode("n1", 1);
@@ -427,21 +438,30 @@ TEST(DurableDispatch, ARunSetsItsTasksOwnStateWhileItRunsAndOnlyItself) {
   wait.set_id("t");
   wait.set_wait_s(60);
   wait.set_on_change(true);
+  wait.set_seen_changes(c.Get("t").changes());  // what the reader saw last: the start
   c.queue->Get(wait, [&](proto::Reply r) { woken = std::move(r); });
   c.Settle();
   EXPECT_FALSE(woken.has_value());
   EXPECT_TRUE(progress(run, "PROGRESS", node).error().empty());
   ASSERT_TRUE(woken.has_value()) << "the waiter hears of the new state at once";
   EXPECT_EQ(woken->durable().state(), "PROGRESS");
+  // A change that came before the reader asked again is not waited for: it is answered at once.
+  const uint32_t seen = woken->durable().changes();
+  EXPECT_TRUE(progress(run, "ALMOST", node).error().empty());
+  wait.set_seen_changes(seen);
+  woken.reset();
+  c.queue->Get(wait, [&](proto::Reply r) { woken = std::move(r); });
+  ASSERT_TRUE(woken.has_value());
+  EXPECT_EQ(woken->durable().state(), "ALMOST");
   proto::DurableTaskInfo info = c.Get("t");
-  EXPECT_EQ(info.state(), "PROGRESS");
+  EXPECT_EQ(info.state(), "ALMOST");
   EXPECT_EQ(info.result(), "{\"done\": 3}");
   EXPECT_EQ(info.result_format(), "json");
   EXPECT_FALSE(progress(run, "HACKED", other).error().empty()) << "another node's worker";
   EXPECT_FALSE(progress("t#7", "HACKED", "").error().empty()) << "a run that is not the current one";
   EXPECT_FALSE(progress(run, "SUCCESS", node).error().empty()) << "the end is the run's result, not a state";
   EXPECT_FALSE(progress(run, "two words", node).error().empty());
-  EXPECT_EQ(c.Get("t").state(), "PROGRESS");
+  EXPECT_EQ(c.Get("t").state(), "ALMOST");
   c.Finish("t");
   EXPECT_EQ(c.Get("t").state(), "SUCCESS");
   EXPECT_FALSE(progress(run, "LATE", node).error().empty()) << "the run ended";
@@ -474,8 +494,10 @@ TEST(DurableDispatch, ForgetRemovesAFinishedTaskOnlyAndAStoredValueReadsBackByIt
   EXPECT_EQ(kept.function(), "corral:stored");
   EXPECT_NE(c.Call([&](auto reply) { c.queue->StoreValue(v, reply); }).error().find("forget it first"),
             std::string::npos);
-  v.set_value_format("yaml");
-  EXPECT_FALSE(c.Call([&](auto reply) { c.queue->StoreValue(v, reply); }).error().empty());
+  v.set_id("group-2");
+  v.set_value_format("pickle");  // its reader would unpickle what any submitter wrote
+  EXPECT_NE(c.Call([&](auto reply) { c.queue->StoreValue(v, reply); }).error().find("JSON"), std::string::npos);
+  EXPECT_FALSE(c.Get("group-2").found());
 }
 
 }  // namespace

@@ -67,6 +67,9 @@ DurableQueue::DurableQueue(boost::asio::io_context& io, TaskManager& tasks, Node
     auto it = active_.find(run_id.substr(0, run_id.rfind('#')));
     if (it == active_.end()) return;
     it->second.task.runs++;
+    it->second.progress_state.clear();  // the lost run's state is not the new run's
+    it->second.progress_meta.clear();
+    it->second.progress_format.clear();
     counters_["durable_reexecutions"]++;
   };
   tasks_.on_durable_adopted = [this](const std::string& run_id) {
@@ -99,6 +102,13 @@ DurableQueue::~DurableQueue() {
   tasks_.on_durable_rerun = nullptr;
   tasks_.on_durable_adopted = nullptr;
   committer_.reset();  // joins its thread while every member its callbacks reach is still alive
+}
+
+bool DurableQueue::LiveRegistered(const std::string& function) const {
+  for (Node* n : nodes_.All())
+    if (n->state != NodeState::kDead && n->state != NodeState::kLeft && n->view.task_functions.contains(function))
+      return true;
+  return false;
 }
 
 bool DurableQueue::Registered(const std::string& function) {
@@ -298,6 +308,7 @@ void DurableQueue::OnRunFinished(const std::string& run_id, const proto::ObjectV
   a.running = false;
   a.progress_state.clear();
   a.progress_meta.clear();
+  a.progress_format.clear();
   if (std::exchange(a.restarted, false)) counters_["durable_reexecutions"]++;
   int64_t now = clock_.WallNs();
   store::TaskUpdate u{id, store::TaskState::kFailure, a.task.attempt, 0, "", value.message(), now};
@@ -319,7 +330,8 @@ void DurableQueue::OnRunFinished(const std::string& run_id, const proto::ObjectV
                            ? value.retry_in_s()  // the task asked (Celery's self.retry(countdown=...))
                            : a.task.retry_backoff_s * std::pow(2.0, std::min(a.task.attempt, 30)) *
                                  std::uniform_real_distribution<double>(0.5, 1.5)(rng);
-        delay = std::min(delay, 86400.0);  // at most a day between tries
+        // Backoff at most a day between tries; a countdown the task asked for, up to a year.
+        delay = std::min(delay, value.has_retry_in_s() && value.retry_in_s() >= 0 ? 366 * 86400.0 : 86400.0);
         u.state = store::TaskState::kRetry;
         u.attempt = a.task.attempt + 1;
         u.eta_ns = now + static_cast<int64_t>(delay * 1e9);
@@ -394,6 +406,7 @@ proto::DurableTaskInfo DurableQueue::LiveInfo(const Active& a) {
     info.set_result_format(a.progress_format);
   }
   info.set_note(WaitNote(a));
+  info.set_changes(a.changes);
   return info;
 }
 
@@ -430,9 +443,11 @@ void DurableQueue::Answer(const std::string& id, const proto::DurableTaskInfo& i
 }
 
 void DurableQueue::Changed(const std::string& id) {
-  auto w = waiters_.find(id);
   auto a = active_.find(id);
-  if (w == waiters_.end() || a == active_.end()) return;
+  if (a == active_.end()) return;
+  a->second.changes++;
+  auto w = waiters_.find(id);
+  if (w == waiters_.end()) return;
   std::optional<proto::DurableTaskInfo> info;
   std::erase_if(w->second, [&](Waiter& waiter) {
     if (!waiter.on_change) return false;
@@ -462,11 +477,20 @@ void DurableQueue::Remember(proto::DurableTaskInfo info) {
   }
 }
 
+void DurableQueue::Unremember(const std::string& id) {
+  auto it = recent_.find(id);
+  if (it == recent_.end()) return;
+  recent_bytes_ -= it->second.result().size() + it->second.error().size();
+  recent_.erase(it);  // (its place in recent_order_ goes when it comes up)
+}
+
 void DurableQueue::Get(const proto::DurableGet& request, Reply reply) {
   const std::string& id = request.id();
   auto it = active_.find(id);
   if (it != active_.end()) {
-    if (request.wait_s() > 0) {
+    // A reader waiting for a change it has not seen yet (one that came between its last reply and
+    // this request) is answered at once.
+    if (request.wait_s() > 0 && !(request.on_change() && request.seen_changes() < it->second.changes)) {
       Nanos deadline = clock_.BootTimeNs() + static_cast<Nanos>(std::min(request.wait_s(), 3600.0) * 1e9);
       waiters_[id].push_back({std::move(reply), deadline, request.on_change()});
       return;
@@ -500,7 +524,7 @@ void DurableQueue::Get(const proto::DurableGet& request, Reply reply) {
   });
 }
 
-void DurableQueue::List(const proto::DurableList& request, Reply reply) {
+void DurableQueue::List(const proto::DurableList& request, bool with_args, Reply reply) {
   store::TaskFilter filter;
   if (!request.state().empty()) {
     filter.state = store::ParseTaskState(request.state());
@@ -514,9 +538,9 @@ void DurableQueue::List(const proto::DurableList& request, Reply reply) {
   filter.queue = request.queue();
   filter.after_id = request.after_id();
   filter.limit = request.limit() > 0 ? std::min(request.limit(), 10000) : 100;
-  committer_->Run([this, filter, reply](store::Store& s) mutable {
+  committer_->Run([this, filter, with_args, reply](store::Store& s) mutable {
     auto tasks = s.List(filter);
-    guard_.Post([this, reply = std::move(reply), tasks = std::move(tasks)] {
+    guard_.Post([this, with_args, reply = std::move(reply), tasks = std::move(tasks)] {
       proto::Reply r;
       if (!tasks) {
         SetError(r, StoreFailed(tasks.error()));
@@ -527,7 +551,9 @@ void DurableQueue::List(const proto::DurableList& request, Reply reply) {
           auto a = active_.find(t.id);
           *info = a == active_.end() ? Info(t) : LiveInfo(a->second);
           info->clear_result();
-          if (t.args.size() <= kListedArgsBytes) {  // what `inspect().active()` shows; large ones stay home
+          // What `inspect().active()` shows: small JSON arguments, to those who may submit (a read
+          // token sees none; pickled ones are never sent: the reader would have to unpickle them).
+          if (with_args && t.args_format == "json" && t.args.size() <= kListedArgsBytes) {
             info->set_args(t.args);
             info->set_args_format(t.args_format);
           }
@@ -641,6 +667,7 @@ void DurableQueue::Tick() {
     due_.erase(due_.begin());
     MakeReady(id);
   }
+  Unpark();
   queues_.Dispatch();
   AnswerExpiredWaiters();
 }
@@ -690,7 +717,31 @@ void DurableQueue::MakeReady(const std::string& id) {
   Active& a = it->second;
   if (a.task.eta_ns > clock_.WallNs()) return;  // a stale entry: the task has a later one (a retry)
   if (Expired(a)) return;
+  if (!LiveRegistered(a.task.function)) {
+    // Kept out of its queue until a node registers the name: any number of them never holds up
+    // the tasks behind them (the queue looks only so deep for one that can run).
+    if (a.parked.empty()) parked_[a.task.function].push_back(id);
+    a.parked = a.task.function;
+    return;
+  }
+  a.parked.clear();
   a.ready_seq = queues_.Add(a.task.queue, a.task.priority, id, a.task.function);
+}
+
+void DurableQueue::Unpark() {
+  for (auto it = parked_.begin(); it != parked_.end();) {
+    if (!LiveRegistered(it->first)) {
+      ++it;
+      continue;
+    }
+    std::vector<std::string> ids = std::move(it->second);
+    it = parked_.erase(it);
+    for (const auto& id : ids)
+      if (auto a = active_.find(id); a != active_.end() && !a->second.parked.empty()) {
+        a->second.parked.clear();
+        MakeReady(id);
+      }
+  }
 }
 
 void DurableQueue::Unready(Active& a) {
@@ -720,7 +771,7 @@ Status DurableQueue::ValidateFunction(const std::string& fn) {
 }
 
 std::string DurableQueue::WaitNote(const Active& a) {
-  if (a.running || store::IsFinal(a.task.state) || Registered(a.task.function)) return "";
+  if (a.running || store::IsFinal(a.task.state) || LiveRegistered(a.task.function)) return "";
   return fmt::format("waits for a worker that runs {}: no connected node registered it (start an agent with "
                      "--tasks {})",
                      a.task.function, a.task.function.substr(0, a.task.function.find(':')));

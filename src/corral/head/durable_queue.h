@@ -67,7 +67,8 @@ class DurableQueue {
   Status Start();
   void Submit(const proto::DurableSubmit& request, Reply reply);
   void Get(const proto::DurableGet& request, Reply reply);
-  void List(const proto::DurableList& request, Reply reply);
+  // `with_args`: small JSON arguments come with each task (for a client that may submit).
+  void List(const proto::DurableList& request, bool with_args, Reply reply);
   // Removes a finished task and its result (Celery's forget()); one not finished is refused.
   void Forget(const proto::DurableGet& request, Reply reply);
   // Keeps a value by id as a finished task (durable_results.cc).
@@ -83,8 +84,11 @@ class DurableQueue {
   // Launches runs that are due and answers waiters whose time is up. Called every tick.
   void Tick();
   void FillCounters(std::map<std::string, int64_t>* counters) const;
-  // Whether some node's workers registered `function`.
+  // Whether some node's workers registered `function`, or a stored task or schedule names it
+  // (accepted before a restart: still accepted before its agents are back).
   bool Registered(const std::string& function);
+  // Whether a node connected now registered `function`.
+  bool LiveRegistered(const std::string& function) const;
 
  private:
   struct Active {
@@ -97,6 +101,8 @@ class DurableQueue {
     std::string progress_state = {};  // the running run's own state (update_state), shown while it runs
     std::string progress_meta = {};
     std::string progress_format = {};
+    std::string parked = {};     // waits outside its queue for a node that registers this function
+    uint32_t changes = 0;        // changes of state a reader can wait for (Changed)
   };
   struct Waiter {
     Reply reply;
@@ -107,6 +113,8 @@ class DurableQueue {
   // Puts a task whose time has come into its queue's ready set (or ends it if it expired).
   void MakeReady(const std::string& id);
   void Unready(Active& a);
+  // Puts parked tasks whose function a node now registered into their queues. Every tick.
+  void Unpark();
   // Expired before it started: recorded REVOKED (true).
   bool Expired(Active& a);
   // Starts a run of the task; false if it did not start.
@@ -133,6 +141,7 @@ class DurableQueue {
   void Changed(const std::string& id);
   // Keeps the latest finished tasks (10,000, 64 MiB of results at most) to answer Get from memory.
   void Remember(proto::DurableTaskInfo info);
+  void Unremember(const std::string& id);
   void AnswerExpiredWaiters();
 
   TaskManager& tasks_;
@@ -151,6 +160,7 @@ class DurableQueue {
   // Names accepted before (stored tasks and schedules name them): still accepted after a restart,
   // before the agents that registered them are back.
   std::set<std::string> known_functions_;
+  std::map<std::string, std::vector<std::string>> parked_;  // function no live node registered -> task ids
   std::unordered_map<std::string, proto::DurableTaskInfo> recent_;  // finished lately, by id
   std::deque<std::string> recent_order_;                             // oldest first
   size_t recent_bytes_ = 0;

@@ -26,7 +26,11 @@ void DurableQueue::Forget(const proto::DurableGet& request, Reply reply) {
   if (auto a = active_.find(id); a != active_.end() && !store::IsFinal(a->second.task.state))
     return reply(Refused(Code::kFailedPrecondition,
                          fmt::format("task {} has not finished: revoke it first, then forget it", Printable(id))));
-  recent_.erase(id);
+  for (const auto& u : failed_updates_)
+    if (u.id == id)  // its end is to be written again: forgetting now would not last
+      return reply(Refused(Code::kUnavailable, fmt::format("the end of task {} is not stored yet; try again",
+                                                           Printable(id))));
+  Unremember(id);
   committer_->Run([this, id, reply = std::move(reply)](store::Store& s) mutable {
     auto gone = s.Forget(id);
     guard_.Post([this, id, reply = std::move(reply), gone = std::move(gone)] {
@@ -34,7 +38,7 @@ void DurableQueue::Forget(const proto::DurableGet& request, Reply reply) {
       if (!gone) {
         SetError(r, StoreFailed(gone.error()));
       } else {
-        recent_.erase(id);  // (a Get may have brought it back meanwhile)
+        Unremember(id);  // (a Get may have brought it back meanwhile)
         if (*gone) counters_["durable_forgotten"]++;
         r.mutable_durable()->set_id(id);
         r.mutable_durable()->set_found(*gone);
@@ -48,8 +52,9 @@ void DurableQueue::Forget(const proto::DurableGet& request, Reply reply) {
 void DurableQueue::StoreValue(const proto::DurableStore& request, Reply reply) {
   if (request.id().empty() || request.id().size() > 128)
     return reply(Refused(Code::kInvalidArgument, "a stored value needs an id of 1 to 128 bytes"));
-  if (request.value_format() != "pickle" && request.value_format() != "json")
-    return reply(Refused(Code::kInvalidArgument, "value_format must be 'pickle' or 'json'"));
+  // JSON only: a value anyone with a submit token may store must never be unpickled by its reader.
+  if (request.value_format() != "json")
+    return reply(Refused(Code::kInvalidArgument, "a stored value is JSON (value_format 'json')"));
   if (request.value().size() + 4096 > net::kDefaultMaxFrameBytes)
     return reply(Refused(Code::kInvalidArgument, "the value is over the frame limit"));
   if (active_.contains(request.id()))

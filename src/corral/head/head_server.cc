@@ -429,7 +429,7 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     else if (request.has_durable_get())
       durable_->Get(request.durable_get(), std::move(respond));
     else if (request.has_durable_list())
-      durable_->List(request.durable_list(), std::move(respond));
+      durable_->List(request.durable_list(), Allows(peer->token.role, Role::kSubmit), std::move(respond));
     else if (request.has_schedule())
       durable_->Schedule(request.schedule(), std::move(respond));
     else if (request.has_queue())

@@ -166,7 +166,7 @@ void RegisterRestApi(HttpServer& http, HeadServer& head) {
     } catch (const std::exception&) {
       return respond(HttpResponse::Error(400, "limit must be a whole number"));
     }
-    durable->List(list, [respond](proto::Reply r) {
+    durable->List(list, /*with_args=*/false, [respond](proto::Reply r) {
       if (!r.error().empty()) return respond(HttpResponse::Error(400, r.error()));
       nlohmann::json j = nlohmann::json::array();
       for (const auto& t : r.durable_list())

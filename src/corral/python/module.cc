@@ -174,6 +174,7 @@ nb::dict DurableDict(const corral::proto::DurableTaskInfo& t) {
   d["eta_ns"] = t.eta_ns();
   d["args"] = Bytes(t.args());
   d["args_format"] = t.args_format();
+  d["changes"] = t.changes();
   d["queue"] = t.queue();
   d["created_ns"] = t.created_ns();
   d["finished_ns"] = t.finished_ns();
@@ -326,14 +327,15 @@ NB_MODULE(_core, m) {
            },
            "tasks"_a, "Stores durable tasks (fsync) and returns [(id, inserted)] for each.")
       .def("durable_get",
-           [](Client& c, const std::string& id, double wait_s, bool on_change) {
+           [](Client& c, const std::string& id, double wait_s, bool on_change, uint32_t seen_changes) {
              corral::proto::Request req;
              req.mutable_durable_get()->set_id(id);
              req.mutable_durable_get()->set_wait_s(wait_s);
              req.mutable_durable_get()->set_on_change(on_change);
+             req.mutable_durable_get()->set_seen_changes(seen_changes);
              return DurableDict(AskHead(c, req, wait_s + 30).durable());
            },
-           "id"_a, "wait_s"_a = 0.0, "on_change"_a = false)
+           "id"_a, "wait_s"_a = 0.0, "on_change"_a = false, "seen_changes"_a = 0)
       .def("durable_cancel",
            [](Client& c, const std::string& id) {
              corral::proto::Request req;

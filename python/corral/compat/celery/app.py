@@ -3,7 +3,7 @@
 
 Settings that take effect: task_routes, task_annotations, task_default_queue,
 task_time_limit, task_soft_time_limit, task_always_eager (with task_eager_propagates),
-task_ignore_result, task_serializer ("pickle" by default here, or "json"), task_default_priority,
+task_ignore_result, task_serializer ("json", Celery's default, or "pickle"), task_default_priority,
 timezone, beat_schedule (with each entry's options). Broker, backend and worker settings are
 accepted and have no use: Corral is the broker and the backend.
 """
@@ -87,11 +87,11 @@ class _Inspect:
     @staticmethod
     def _entry(t):
         args, kwargs = [], {}
-        if t["args"]:  # small arguments come with the listing
+        if t["args"] and t["args_format"] == "json":  # small JSON arguments come with the listing
             try:
-                args, kwargs = durable._decode(t["args"], t["args_format"])
+                args, kwargs = durable._decode(t["args"], "json")
                 kwargs = {k: v for k, v in dict(kwargs or {}).items() if k != _task.META}
-            except Exception:
+            except (ValueError, TypeError):
                 args, kwargs = [], {}
         name = t["function"].replace(":", ".")
         if name.startswith("celery."):
@@ -320,7 +320,8 @@ class Celery:
             sig.link(cb)
         for eb in (link_error if isinstance(link_error, (list, tuple)) else [link_error]) if link_error else ():
             sig.link_error(eb)
-        return sig.apply_async()
+        from ... import canvas as _core
+        return _core.Signature.apply_async(sig)  # as Celery's: sent, also under task_always_eager
 
     def signature(self, *args, **kwargs):
         from .canvas import signature
@@ -341,8 +342,9 @@ class Celery:
         from .canvas import signature
         sig = signature(sig)
         key = name or repr(sig)
-        self.conf.beat_schedule[key] = {"task": sig.name, "schedule": schedule, "args": sig.args,
-                                        "kwargs": sig.kwargs, "options": dict(sig.options, **opts)}
+        self.conf.beat_schedule[key] = {"task": sig.name, "schedule": schedule, "args": tuple(args) + sig.args,
+                                        "kwargs": dict(dict(kwargs), **sig.kwargs),
+                                        "options": dict(sig.options, **opts)}
         return key
 
     def apply_beat_schedule(self):
@@ -357,9 +359,9 @@ class Celery:
             task_name = entry["task"]
             sched = entry["schedule"]
             options = dict(entry.get("options") or {})
-            queue = options.pop("queue", None) or self._route(task_name, (), {}, options,
-                                                              _task.registry.get(task_name)) \
-                or self.conf.get("task_default_queue") or "default"
+            task = _task.registry.get(task_name)
+            queue = options.pop("queue", None) or (task._option("queue") if task is not None else None) \
+                or self._route(task_name, (), {}, options, task) or self.conf.get("task_default_queue") or "default"
             unknown = set(options) - {"priority", "expires", "routing_key", "exchange"}
             if unknown:
                 raise exceptions.InvalidArgumentError(
@@ -369,6 +371,11 @@ class Celery:
             kw = dict(args=tuple(entry.get("args", ())), kwargs=dict(entry.get("kwargs") or {}, **{_task.META: meta}),
                       queue=queue, max_retries=-1)
             if isinstance(sched, crontab):
+                if sched._orig[2] != "*" and sched._orig[4] != "*":
+                    raise exceptions.InvalidArgumentError(
+                        f"beat_schedule {name}: {sched!r} gives both day_of_month and day_of_week; Celery runs it on "
+                        "days that match both, cron (and Corral) on days that match either: give one of them, "
+                        "and check the other inside the task")
                 kw.update(cron=sched.expression, tz=sched.tz or self.conf.get("timezone") or "UTC")
             elif every_seconds(sched) is not None:
                 kw.update(every=max(1, int(every_seconds(sched))))

@@ -123,8 +123,10 @@ class Signature(_core.Signature):
         s = self.clone(args, kwargs)
         _task.check_arguments(s.type, s.args, s.kwargs)
         result = super().apply_async(tuple(args or ()), kwargs, **options)
-        if options.get("ignore_result", s.options.get("ignore_result")) or \
-                (hasattr(s.type, "_option") and s.type._option("ignore_result")):
+        ignore = options.get("ignore_result", s.options.get("ignore_result"))
+        if ignore is None and hasattr(s.type, "_option"):
+            ignore = s.type._option("ignore_result")
+        if ignore:
             result.ignored = True  # as Celery: get() returns None at once
         return result
 
@@ -234,6 +236,13 @@ class chain(_core.chain):
     def delay(self, *args, **kwargs):
         return self.apply_async(args, kwargs)
 
+    def apply(self, args=None, kwargs=None, **options):
+        """Runs the steps here, now, one after the other; the last step's EagerResult."""
+        steps = list(self.steps)
+        if args or kwargs:
+            steps[0] = steps[0].clone(args, kwargs)
+        return _eager_chain(steps)
+
     def __or__(self, other):
         if isinstance(other, chain):
             return chain(*self.steps, *other.steps)
@@ -275,6 +284,15 @@ class group(_core.group):
             from .result import GroupResult
             return GroupResult(group_id, [t.apply() for t in tasks])
         return _core._apply(group(*tasks, group_id=group_id), (), options)
+
+    def __or__(self, other):
+        return chord(self, other)
+
+    def apply(self, args=None, kwargs=None, **options):
+        """Runs every member here, now; a GroupResult of EagerResults."""
+        from .result import GroupResult
+        return GroupResult(_new_id(), [t.clone(args, kwargs).apply() if isinstance(t, _core.Signature) else t.apply()
+                                       for t in self.tasks])
 
     def skew(self, start=1.0, stop=None, step=1.0):
         """Gives the members growing countdowns: start, start + step, ... (at most `stop`)."""
@@ -324,14 +342,18 @@ class chord(_core.chord):
         if args or kwargs:
             header = group(*[t.clone(args, kwargs) for t in header.tasks])
         if _eager(_first_app(header.tasks)):
-            values = [t.apply().get() for t in header.tasks]
-            return self.body.clone((values,)).apply()
+            return chord(header, self.body).apply()
         return _core._apply(_core.chain(header, self.body), (), dict(self.options, **options))
 
     def __call__(self, body=None, **options):
         if body is not None:
             self.body = body
         return self.apply_async(**options)
+
+    def apply(self, args=None, kwargs=None, **options):
+        """Runs the header here, then the callback with its values; the callback's EagerResult."""
+        values = [r.get() for r in group(*self.header.tasks).apply(args, kwargs).results]
+        return self.body.clone((values,)).apply()
 
     def delay(self, *args, **kwargs):
         return self.apply_async(args, kwargs)
@@ -351,9 +373,19 @@ def _first_app(steps):
 
 
 def _eager_chain(steps):
+    """Runs a chain's steps here: each gets the previous one's value (a group's: the list)."""
     result = None
     for s in steps:
-        result = s.apply() if result is None else s.clone((result.get(),)).apply() if not s.immutable else s.apply()
+        if result is None:
+            result = s.apply()
+            continue
+        value = result.get() if not hasattr(result, "results") else [r.get() for r in result.results]
+        if isinstance(s, _core.Signature):
+            result = s.apply() if s.immutable else s.clone((value,)).apply()
+        elif isinstance(s, _core.group):
+            result = s.apply((value,))
+        else:
+            result = s.apply((value,))
     return result
 
 

@@ -73,11 +73,11 @@ class AsyncResult:
     def children(self, value):
         self._children = list(value or [])
 
-    def _fetch(self, wait_s=0.0, on_change=False):
+    def _fetch(self, wait_s=0.0, on_change=False, seen_changes=0):
         if self._info is not None and self._info["state"] in states.READY_STATES:
             return self._info
         _ensure_connected()
-        self._info = durable.TaskResult(self.id)._fetch(wait_s, on_change)
+        self._info = durable.TaskResult(self.id)._fetch(wait_s, on_change, seen_changes)
         return self._info
 
     @property
@@ -147,8 +147,10 @@ class AsyncResult:
             # With on_message the head answers at each state the task reports, not only at its end.
             wait = 0.0 if seen is None and on_message else 0.0 if on_interval else \
                 (10.0 if left is None else min(10.0, left))
+            asked = time.monotonic()
             try:
-                info = self._fetch(wait_s=wait, on_change=on_message is not None)
+                info = self._fetch(wait_s=wait, on_change=on_message is not None,
+                                   seen_changes=self._info["changes"] if seen is not None and self._info else 0)
             except exceptions.ConnectionLostError:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise
@@ -173,6 +175,8 @@ class AsyncResult:
                 raise TimeoutError("The operation timed out.")
             if on_interval is not None:
                 on_interval()
+            if on_interval is not None or (not info["found"] and time.monotonic() - asked < wait / 2):
+                # (an id the head does not know, or not yet: it answers at once; ask again later)
                 time.sleep(min(interval, left) if left is not None else interval)
 
     wait = get

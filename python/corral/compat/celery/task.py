@@ -137,8 +137,6 @@ class Task:
 
     def __call__(self, *args, **kwargs):
         """Runs the task in this process, as a function (``request.called_directly`` is True)."""
-        if current_request() is not None:
-            return self.run(*args, **kwargs)
         with _Pushed(Context(task=self.name, args=args, kwargs=kwargs)):
             return self.run(*args, **kwargs)
 
@@ -187,29 +185,32 @@ class Task:
         return sig.apply_async()
 
     def apply(self, args=None, kwargs=None, task_id=None, link=None, link_error=None, throw=None, **options):
-        """Runs the task here, now (as a worker would: retries run at once); an EagerResult."""
+        """Runs the task here, now, under the rules a worker applies (retries run at once, hooks
+        and errbacks run); an EagerResult. ``throw`` (default: task_eager_propagates) re-raises
+        its exception here."""
         from .result import EagerResult
         task_id = task_id or str(uuid.uuid4())
         args, kwargs = tuple(args or ()), dict(kwargs or {})
+        errbacks = link_error if isinstance(link_error, (list, tuple)) else [link_error] if link_error else []
         retries = 0
         while True:
             request = Context(id=task_id, task=self.name, args=args, kwargs=kwargs, retries=retries,
-                              called_directly=False, is_eager=True, hostname=_hostname(),
-                              delivery_info={"is_eager": True})
+                              called_directly=False, is_eager=True, hostname=_hostname(), root_id=task_id,
+                              delivery_info={"is_eager": True}, errbacks=[_as_dict(e) for e in errbacks],
+                              _ended=None)
             try:
                 with _Pushed(request):
-                    value = self.run(*args, **kwargs)
-            except Retry as r:
+                    value = self._run_in_worker(request, args, kwargs, {"ignore_result": False})
+            except Retry:
                 retries += 1
-                if r.sig is not None and r.sig.args is not None:
-                    args, kwargs = tuple(r.sig.args), dict(r.sig.kwargs)
                 continue
-            except Exception as e:
+            except durable.NoRetry as e:
                 app = self._get_app()
                 propagate = throw if throw is not None else bool(app and app.conf.get("task_eager_propagates"))
                 if propagate:
-                    raise
-                return EagerResult(task_id, e, states.FAILURE, _traceback.format_exc(), self.name)
+                    raise e.cause from None
+                return EagerResult(task_id, e.cause, states.FAILURE,
+                                   "".join(_traceback.format_exception(e.cause)), self.name)
             if link is not None:
                 for cb in link if isinstance(link, (list, tuple)) else [link]:
                     cb.clone((value,)).apply()
@@ -270,9 +271,7 @@ class Task:
             raise exceptions.InvalidArgumentError(
                 "retry(args=..., kwargs=...) is not supported by corral.compat.celery: a retry runs the stored "
                 "task again with its arguments; send a new task instead")
-        limit = self._option("max_retries") if max_retries is None and "max_retries" not in options else max_retries
-        if max_retries is None and getattr(self, "_override_max_retries", None) is not None:
-            limit = self._override_max_retries
+        limit = self._option("max_retries") if max_retries is None else max_retries
         if limit is not None and request.retries + 1 > limit:
             if exc is not None:
                 raise exc
@@ -386,7 +385,8 @@ class Task:
             raise durable.NoRetry(e) from e
         self.on_success(value, request.id, args, kwargs)
         self.after_return(states.SUCCESS, value, request.id, args, kwargs, None)
-        return None if meta.get("ignore_result") or self._option("ignore_result") else value
+        ignore = meta["ignore_result"] if "ignore_result" in meta else self._option("ignore_result")
+        return None if ignore else value
 
     def _autoretry(self, exc):
         """Celery's autoretry: retry_kwargs, and with retry_backoff its exponential countdown."""
@@ -549,8 +549,8 @@ def _spec(name, task, args, kwargs, options):
         value = options.get(key) or opt(key)
         if value:
             meta[key] = value
-    if options.get("ignore_result"):
-        meta["ignore_result"] = True
+    if options.get("ignore_result") is not None:  # the call's own choice wins over the task's
+        meta["ignore_result"] = bool(options["ignore_result"])
     errbacks = options.get("link_error")
     if errbacks:
         meta["link_error"] = [_as_dict(e) for e in (errbacks if isinstance(errbacks, (list, tuple)) else [errbacks])]
