@@ -95,3 +95,23 @@ def retries_past_its_limit(self, ledger):
     with open(ledger, "a") as f:
         f.write("run\n")
     raise self.retry(exc=LookupError("past the limit"), max_retries=5)
+
+
+@app.task(bind=True)
+def who_am_i(self):
+    return {"id": self.request.id, "direct": self.request.called_directly}
+
+
+@app.task(bind=True)
+def calls_another_directly(self):
+    """A task calling another as a function: the inner one has its own request, as in Celery."""
+    return {"outer": self.request.id, "inner": who_am_i()}
+
+
+@app.task(bind=True, autoretry_for=(IOError,), retry_kwargs={"countdown": 0}, max_retries=2)
+def eager_flaky(self, ledger):
+    with open(ledger, "a") as f:
+        f.write("x")
+    if self.request.retries < 2:
+        raise IOError("not yet")
+    return self.request.retries

@@ -220,3 +220,63 @@ def test_import_corral_does_not_import_the_celery_facade():
     from corral import canvas
     assert (corral.chain, corral.group, corral.chord) == (canvas.chain, canvas.group, canvas.chord)
     assert issubclass(chain, canvas.chain) and issubclass(group, canvas.group) and issubclass(chord, canvas.chord)
+
+
+def test_a_task_called_directly_inside_another_has_its_own_request(celery_cluster):
+    r = celery_more.calls_another_directly.delay()
+    out = r.get(timeout=30)
+    assert out["outer"] == r.id and out["inner"] == {"id": None, "direct": True}
+
+
+def test_eager_mode_runs_the_workers_rules_and_canvases_in_process(monkeypatch, tmp_path):
+    """task_always_eager: nothing is sent (no cluster here); autoretry, groups and chords run here."""
+    app = celery_more.app
+    monkeypatch.setitem(app.conf, "task_always_eager", True)
+    ledger = tmp_path / "runs"
+    r = celery_more.eager_flaky.delay(str(ledger))
+    assert r.get() == 2 and ledger.read_text() == "xxx", "autoretry_for retried at once, in process"
+    assert (group(celery_more.add.s(i, i) for i in range(3)) | celery_more.total.s()).apply_async().get() == 6
+    assert chain(celery_more.add.s(1, 1), group(celery_more.add.s(1), celery_more.add.s(2)),
+                 celery_more.total.s()).apply_async().get() == 7
+    failed = celery_more.fail.delay("eagerly")
+    assert failed.state == "FAILURE" and isinstance(failed.result, ValueError)
+
+
+def test_a_chord_with_an_immutable_callback_still_gives_chord_error(celery_cluster):
+    add, fail = celery_more.add, celery_more.fail
+    r = chord([add.s(1, 1), fail.si("member broke")], add.si(0, 0)).apply_async()
+    with pytest.raises(ChordError, match="member broke"):
+        AsyncResult(r.id).get(timeout=60)
+
+
+def test_a_chains_link_does_not_change_the_chain(celery_cluster):
+    add = celery_more.add
+    last = add.s(1)
+    last.link(add.s(1000))  # a link of its own already
+    c = chain(add.s(1, 1), last)
+    first = c.apply_async(link=add.s(10))
+    second = c.apply_async(link=add.s(100))
+    assert first.get(timeout=30) == 3 and second.get(timeout=30) == 3
+    assert sorted(x.get(timeout=30) for x in first.children) == [13, 1003]
+    assert sorted(x.get(timeout=30) for x in second.children) == [103, 1003], "the first call's link stayed out"
+    assert len(c.steps[-1].options["link"]) == 1
+
+
+def test_crontab_with_both_day_fields_is_refused_where_celery_and_cron_differ(celery_cluster):
+    from corral.compat.celery.schedules import crontab
+    app = Celery("both_days")
+    app.conf.beat_schedule = {"x": {"task": "celery_more.add", "schedule": crontab(0, 0, day_of_week="mon",
+                                                                                  day_of_month="1-7")}}
+    with pytest.raises(corral.exceptions.InvalidArgumentError, match="both day_of_month and day_of_week"):
+        app.apply_beat_schedule()
+
+
+def test_inspect_shows_json_arguments_and_never_unpickles(celery_cluster):
+    slow = celery_more.slow_add
+    json_run = slow.delay(1, 2, 3)
+    pickled_run = slow.apply_async((4, 5, 3), serializer="pickle")
+    wait_until(lambda: json_run.state == "STARTED" and pickled_run.state == "STARTED", what="both running")
+    entries = {e["id"]: e for e in celery_more.app.control.inspect().active()["corral"]}
+    assert entries[json_run.id]["args"] == [1, 2, 3]
+    assert entries[pickled_run.id]["args"] == [], "pickled arguments are not sent to readers"
+    assert [json_run.get(timeout=30), pickled_run.get(timeout=30)] == [3, 9]

@@ -224,10 +224,9 @@ def _specs(node, parents, mode, args=(), options=None):
 
 def _add_child(result, child):
     """Celery's AsyncResult.children: the results of the callbacks a task's link started."""
-    try:
-        result.children = list(getattr(result, "children", None) or []) + [child]
-    except AttributeError:  # a result type without children (a str id): nothing to record
-        pass
+    add = getattr(result, "_add_child", None)
+    if add is not None:  # (a result type without children, a str id, records nothing)
+        add(child)
 
 
 def _apply(node, args, options):

@@ -73,6 +73,9 @@ class AsyncResult:
     def children(self, value):
         self._children = list(value or [])
 
+    def _add_child(self, child):
+        self._children.append(child)
+
     def _fetch(self, wait_s=0.0, on_change=False, seen_changes=0):
         if self._info is not None and self._info["state"] in states.READY_STATES:
             return self._info
