@@ -106,6 +106,9 @@ def test_a_task_for_a_function_no_worker_has_yet_waits_for_one(cluster):
     out = subprocess.run([cluster.bin, "tasks", "--address", cluster.address], capture_output=True, text=True,
                          env=cluster.env(), timeout=30)
     assert "(waits for a worker that runs durable_tasks:add" in out.stdout, out.stdout + out.stderr
+    out = subprocess.run([cluster.bin, "status", "--address", cluster.address], capture_output=True, text=True,
+                         env=cluster.env(), timeout=30)
+    assert "durable tasks of durable_tasks:add: no connected node's workers registered it" in out.stdout, out.stdout
     cluster.add_agent(num_cpus=1, extra=("--tasks", "durable_tasks"))
     assert r.get(timeout=60) == 4
     assert corral.tasks()[0]["note"] == ""

@@ -355,12 +355,14 @@ TEST(DurableDispatch, ANameNoWorkerRegisteredWaitsForOneThatDoes) {
   proto::DurableTaskInfo info = c.Get("t");
   EXPECT_EQ(info.state(), "PENDING");
   EXPECT_NE(info.note().find("waits for a worker that runs jobs:later"), std::string::npos) << info.note();
+  EXPECT_EQ(c.queue->WaitingForWorkers(), (std::vector<std::string>{"jobs:later"}));  // in `corral status`
   c.AddNode("n2", 1, {"jobs:later"});
   c.queue->Tick();  // as the head's timer does
   c.Settle();
   EXPECT_EQ(c.started, (std::vector<std::string>{"t"}));
   EXPECT_EQ(c.running["t"].node, "n2");
   EXPECT_EQ(c.Get("t").note(), "");
+  EXPECT_TRUE(c.queue->WaitingForWorkers().empty());
 }
 
 TEST(DurableDispatch, TasksForANameNoWorkerHasDoNotHoldUpTheirQueue) {

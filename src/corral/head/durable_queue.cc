@@ -652,6 +652,13 @@ void DurableQueue::Tick() {
     std::unordered_set<std::string> in_use;
     for (const auto& [id, a] : active_) in_use.insert(a.task.queue);
     queues_.Prune(in_use);
+    for (auto it = parked_.begin(); it != parked_.end();) {  // tasks revoked or expired while parked
+      std::erase_if(it->second, [&](const std::string& id) {
+        auto a = active_.find(id);
+        return a == active_.end() || a->second.parked.empty();
+      });
+      it = it->second.empty() ? parked_.erase(it) : std::next(it);
+    }
   }
   std::vector<store::TaskUpdate> again = std::move(failed_updates_);
   failed_updates_.clear();
@@ -697,6 +704,13 @@ void DurableQueue::FillCounters(std::map<std::string, int64_t>* counters) const 
   (*counters)["durable_commits"] = committer_->commits();
   queues_.FillCounters(counters);
   schedules_.FillCounters(counters);
+}
+
+std::vector<std::string> DurableQueue::WaitingForWorkers() const {
+  std::vector<std::string> out;
+  for (const auto& [fn, ids] : parked_)
+    if (out.size() < 20 && !ids.empty()) out.push_back(fn);
+  return out;
 }
 
 void DurableQueue::Schedule(const proto::ScheduleRequest& request, Reply reply) {

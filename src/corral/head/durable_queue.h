@@ -84,6 +84,8 @@ class DurableQueue {
   // Launches runs that are due and answers waiters whose time is up. Called every tick.
   void Tick();
   void FillCounters(std::map<std::string, int64_t>* counters) const;
+  // The functions of tasks that wait for a node that registers them (at most 20).
+  std::vector<std::string> WaitingForWorkers() const;
   // Whether some node's workers registered `function`, or a stored task or schedule names it
   // (accepted before a restart: still accepted before its agents are back).
   bool Registered(const std::string& function);

@@ -523,6 +523,11 @@ proto::ClusterStatus HeadServer::BuildStatus() {
   c["messages_denied"] = messages_denied_;
   std::map<std::string, int64_t> durable;
   if (durable_) durable_->FillCounters(&durable);
+  if (durable_)
+    for (const auto& fn : durable_->WaitingForWorkers())
+      st.add_infeasible(fmt::format("durable tasks of {}: no connected node's workers registered it; they wait "
+                                    "for one (start an agent with --tasks {})",
+                                    fn, fn.substr(0, fn.find(':'))));
   for (const auto& [k, v] : durable) c[k] = v;
   return st;
 }
