@@ -431,99 +431,6 @@ proto::DurableTaskInfo DurableQueue::Info(const store::DurableTask& t) const {
   return info;
 }
 
-void DurableQueue::Answer(const std::string& id, const proto::DurableTaskInfo& info) {
-  auto w = waiters_.find(id);
-  if (w == waiters_.end()) return;
-  for (auto& waiter : w->second) {
-    proto::Reply r;
-    *r.mutable_durable() = info;
-    waiter.reply(std::move(r));
-  }
-  waiters_.erase(w);
-}
-
-void DurableQueue::Changed(const std::string& id) {
-  auto a = active_.find(id);
-  if (a == active_.end()) return;
-  a->second.changes++;
-  auto w = waiters_.find(id);
-  if (w == waiters_.end()) return;
-  std::optional<proto::DurableTaskInfo> info;
-  std::erase_if(w->second, [&](Waiter& waiter) {
-    if (!waiter.on_change) return false;
-    if (!info) info = LiveInfo(a->second);
-    proto::Reply r;
-    *r.mutable_durable() = *info;
-    waiter.reply(std::move(r));
-    return true;
-  });
-  if (w->second.empty()) waiters_.erase(w);
-}
-
-void DurableQueue::Remember(proto::DurableTaskInfo info) {
-  constexpr size_t kMaxTasks = 10000;
-  constexpr size_t kMaxBytes = 64 << 20;
-  recent_bytes_ += info.result().size() + info.error().size();
-  std::string id = info.id();
-  recent_order_.push_back(id);
-  recent_[id] = std::move(info);
-  while (!recent_order_.empty() && (recent_.size() > kMaxTasks || recent_bytes_ > kMaxBytes)) {
-    auto old = recent_.find(recent_order_.front());
-    if (old != recent_.end()) {
-      recent_bytes_ -= old->second.result().size() + old->second.error().size();
-      recent_.erase(old);
-    }
-    recent_order_.pop_front();
-  }
-}
-
-void DurableQueue::Unremember(const std::string& id) {
-  auto it = recent_.find(id);
-  if (it == recent_.end()) return;
-  recent_bytes_ -= it->second.result().size() + it->second.error().size();
-  recent_.erase(it);  // (its place in recent_order_ goes when it comes up)
-}
-
-void DurableQueue::Get(const proto::DurableGet& request, Reply reply) {
-  const std::string& id = request.id();
-  auto it = active_.find(id);
-  if (it != active_.end()) {
-    // A reader waiting for a change it has not seen yet (one that came between its last reply and
-    // this request) is answered at once.
-    if (request.wait_s() > 0 && !(request.on_change() && request.seen_changes() < it->second.changes)) {
-      Nanos deadline = clock_.BootTimeNs() + static_cast<Nanos>(std::min(request.wait_s(), 3600.0) * 1e9);
-      waiters_[id].push_back({std::move(reply), deadline, request.on_change()});
-      return;
-    }
-    proto::Reply r;
-    *r.mutable_durable() = LiveInfo(it->second);
-    reply(std::move(r));
-    return;
-  }
-  if (auto r = recent_.find(id); r != recent_.end() && r->second.finished_ns() >= clock_.WallNs() - result_ttl_ns_) {
-    proto::Reply out;  // finished lately: answered from memory, not behind the store's commits
-    *out.mutable_durable() = r->second;
-    counters_["durable_results_from_memory"]++;
-    return reply(std::move(out));
-  }
-  committer_->Run([this, id, reply](store::Store& s) mutable {
-    auto t = s.Get(id);
-    guard_.Post([this, id, reply = std::move(reply), t = std::move(t)] {
-      proto::Reply r;
-      if (!t) {
-        SetError(r, StoreFailed(t.error()));
-      } else if (!t->has_value()) {
-        r.mutable_durable()->set_id(id);
-        r.mutable_durable()->set_found(false);
-        r.mutable_durable()->set_state("PENDING");  // as Celery: an unknown id looks pending
-      } else {
-        *r.mutable_durable() = Info(**t);
-      }
-      reply(std::move(r));
-    });
-  });
-}
-
 void DurableQueue::List(const proto::DurableList& request, bool with_args, Reply reply) {
   store::TaskFilter filter;
   if (!request.state().empty()) {
@@ -677,25 +584,6 @@ void DurableQueue::Tick() {
   Unpark();
   queues_.Dispatch();
   AnswerExpiredWaiters();
-}
-
-void DurableQueue::AnswerExpiredWaiters() {
-  Nanos boot = clock_.BootTimeNs();
-  for (auto it = waiters_.begin(); it != waiters_.end();) {
-    auto& list = it->second;
-    auto a = active_.find(it->first);
-    for (auto w = list.begin(); w != list.end();) {
-      if (w->deadline > boot || a == active_.end()) {
-        ++w;
-        continue;
-      }
-      proto::Reply r;
-      *r.mutable_durable() = LiveInfo(a->second);
-      w->reply(std::move(r));
-      w = list.erase(w);
-    }
-    it = list.empty() ? waiters_.erase(it) : std::next(it);
-  }
 }
 
 void DurableQueue::FillCounters(std::map<std::string, int64_t>* counters) const {

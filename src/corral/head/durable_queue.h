@@ -21,6 +21,9 @@
 // A running task may report a state of its own and a value (Celery's update_state): kept in
 // memory while the run lasts, shown by Get and List.
 //
+// durable_queue.cc holds submission, runs and their ends, queues and the tick; durable_results.cc
+// reading results (Get, and its waiters), forgetting them and keeping values.
+//
 // Finished tasks (and their results) are kept for the result TTL, then removed in batches of 500
 // (at most one batch every few seconds, more while there is a backlog), and the write-ahead log is
 // checkpointed after each batch: the store does not grow without bound. io thread only; store work
@@ -71,7 +74,7 @@ class DurableQueue {
   void List(const proto::DurableList& request, bool with_args, Reply reply);
   // Removes a finished task and its result (Celery's forget()); one not finished is refused.
   void Forget(const proto::DurableGet& request, Reply reply);
-  // Keeps a value by id as a finished task (durable_results.cc).
+  // Keeps a value by id as a finished task (JSON only).
   void StoreValue(const proto::DurableStore& request, Reply reply);
   // A running task's own state and meta; `worker_node` (empty for an admin) must be running it.
   void Progress(const proto::DurableProgress& request, const std::string& worker_node, Reply reply);
