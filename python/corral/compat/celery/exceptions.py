@@ -101,10 +101,6 @@ class QueueNotFound(CeleryError, KeyError):
     """A route names a queue that cannot exist."""
 
 
-class IncompleteStream(CeleryError):
-    pass
-
-
 OperationalError = _corral.ConnectionLostError  # kombu's: the broker (here the head) cannot be reached
 
 

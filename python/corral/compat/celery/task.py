@@ -369,7 +369,7 @@ class Task:
             except tuple(self._option("autoretry_for") or ()) as e:
                 raise self._autoretry(e)
         except Retry as r:  # (Celery calls no after_return for a retry, an Ignore or a Reject)
-            self.on_retry(r.exc or r, request.id, args, kwargs, _einfo(r.exc or r))
+            self.on_retry(r.exc or r, request.id, args, kwargs, _Einfo(r.exc or r))
             raise
         except Ignore as e:
             return _ended_by_hand(request, e)
@@ -378,7 +378,7 @@ class Task:
                 raise Retry(exc=e, when=0) from e
             raise durable.NoRetry(e) from e
         except Exception as e:  # noqa: BLE001 - Celery fails the task with it, without retrying
-            einfo = _einfo(e)
+            einfo = _Einfo(e)
             _run_errbacks(request, e, einfo)
             self.on_failure(e, request.id, args, kwargs, einfo)
             self.after_return(states.FAILURE, e, request.id, args, kwargs, einfo)
@@ -459,10 +459,6 @@ class _Einfo:
 
     def __str__(self):
         return self.traceback
-
-
-def _einfo(exc):
-    return _Einfo(exc)
 
 
 def _run_errbacks(request, exc, einfo):
