@@ -5,6 +5,7 @@ dirs, resources and labels, each a child that exits when its stdin closes, so no
 test run. Drivers connect with corral.init(address=...).
 """
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -110,6 +111,8 @@ class Cluster:
     def stop(self):
         for a in self.agents:
             a.stop()
+            # An agent that was killed left its object store behind.
+            shutil.rmtree(f"/dev/shm/corral-{a.node_id[:16]}", ignore_errors=True)
         self.head.stop()
 
 

@@ -1,4 +1,4 @@
-"""The code's layout rules: dependencies point one way (base -> net, store -> head, agent, client -> cli,
+"""The code's layout rules: dependencies point one way (base -> net, store, objects -> head, agent, client -> cli,
 python) and the head and agent never include each other's headers."""
 import os
 import re
@@ -9,10 +9,11 @@ ALLOWED = {
     "base": set(),
     "net": {"base"},
     "store": {"base"},
-    "head": {"base", "net", "store"},
-    "agent": {"base", "net"},
+    "objects": {"base"},
+    "head": {"base", "net", "store", "objects"},
+    "agent": {"base", "net", "objects"},
     "client": {"base", "net"},
-    "cli": {"base", "net", "store", "head", "agent", "client"},
+    "cli": {"base", "net", "store", "objects", "head", "agent", "client"},
     "python": {"base", "net", "client"},
 }
 INCLUDE = re.compile(r'#include\s+"corral/([a-z_]+)/')

@@ -78,6 +78,8 @@ def connect(addr, tok, reconnect_s=None):
                              reconnect_s, trust[0], trust[1])
     client, address, token = c, addr, tok
     generation += 1
+    from . import _store
+    _store.reset()  # maybe another cluster: its node's store is looked up again
     return c
 
 

@@ -5,7 +5,7 @@ import time
 
 import cloudpickle
 
-from . import _cluster, _core, _runtime, exceptions, serialization
+from . import _cluster, _core, _runtime, _store, exceptions, serialization
 from .object_ref import ObjectRef
 
 _UNSET = object()
@@ -110,10 +110,10 @@ def _timeout(t):
     return -1.0 if t is None else float(t)
 
 
-def _value(entry):
-    data, kind, message = entry
+def _value(entry, client=None):
+    data, kind, message = entry[:3]
     if kind == 0:
-        return serialization.loads(data)
+        return serialization.value_of(entry, client)
     if kind == exceptions.KIND_TASK_ERROR:
         raise serialization.load_exception(data, message)
     raise exceptions.for_kind(kind)(message)
@@ -161,8 +161,8 @@ def get(refs, *, timeout=None):
     with _Blocking(client, ids, len(ids)):
         entries = client.get(ids, _timeout(timeout))
     if single:
-        return _value(entries[0])
-    return [_value(e) for e in entries]
+        return _value(entries[0], client)
+    return [_value(e, client) for e in entries]
 
 
 def wait(refs, *, num_returns=1, timeout=None):
@@ -188,14 +188,20 @@ def wait(refs, *, num_returns=1, timeout=None):
 def put(value):
     """Stores ``value`` in the cluster and returns an ObjectRef to it.
 
-    The head holds values up to its object memory (``corral start --head --object-memory``, 30% of
-    its machine's RAM by default). A put past that limit is refused: ``get`` of its ref, and every
-    task given it, raise :class:`ObjectStoreFullError`. Values are freed when no ref to them is left.
+    A large value (100 KiB or more pickled, numpy arrays and other buffers included) is written
+    once into this node's shared-memory object store, and ``get`` on this node returns a read-only
+    view of it (a numpy array is not copied); tasks on other nodes fetch it from this one. Its
+    store's capacity is the node's ``--object-store-memory`` (``corral status`` shows it). Small
+    values travel to the head, which holds up to its ``--object-memory``. A put past either limit
+    is refused: ``get`` of its ref, and every task given it, raise :class:`ObjectStoreFullError`.
+    Values are freed when no ref to them is left.
     """
     if isinstance(value, ObjectRef):
         raise exceptions.InvalidArgumentError("put() of an ObjectRef: pass the ref itself instead")
     client = _runtime.get_client()
-    data = serialization.dumps(value, what="the value given to put()")
+    data, stored, object_id = serialization.encode(value, "the value given to put()")
+    if stored:
+        return ObjectRef(client.put_stored(object_id, stored, _store.local().node), _counted=True)
     return ObjectRef(client.put(data), _counted=True)
 
 
@@ -372,8 +378,10 @@ class RemoteFunction:
     def remote(self, *args, **kwargs):
         client = _runtime.get_client()
         handle = self._handle(client)
-        data, deps = serialization.pack_args(args, kwargs, ObjectRef, self._name)
-        return ObjectRef(client.submit(handle, data, deps), _counted=True)
+        data, deps, held = serialization.pack_args(args, kwargs, ObjectRef, self._name, put)
+        ref = ObjectRef(client.submit(handle, data, deps), _counted=True)
+        del held  # large arguments put for the call: the head keeps them while the task needs them
+        return ref
 
 
 def remote(*args, **options):

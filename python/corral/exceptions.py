@@ -66,9 +66,11 @@ class SerializationError(CorralError, TypeError):
 
 # Error kinds on the wire (proto ErrorKind) -> exception class.
 KIND_TASK_ERROR = 1
+KIND_OBJECT_LOST = 5
 KIND_SERIALIZATION = 6
 KIND_RUNTIME = 7
 KIND_TASK_ERROR_FINAL = 9  # a durable task's exception that must not be retried
+KIND_OBJECT_STORE_FULL = 10
 _BY_KIND = {
     2: WorkerCrashedError,
     3: NodeDiedError,

@@ -3,6 +3,10 @@
 Task arguments are pickled as ``(args, kwargs)``. An ObjectRef given directly as an argument
 becomes a :class:`_Dep` placeholder and its id a dependency: the head waits for it and the
 worker receives its value in place. ObjectRefs nested deeper travel as references.
+
+Values of ``_store.THRESHOLD`` bytes or more (puts, results, and arguments, which are put for the
+call) go into the node's shared-memory object store when the process has one (see _store.py);
+smaller ones, and every value of a process without a store, travel inline (64 MiB at most).
 """
 import builtins
 import pickle
@@ -12,7 +16,7 @@ import traceback
 
 import cloudpickle
 
-from . import exceptions
+from . import _store, exceptions
 
 # One message carries at most this much (the frame limit less room for the envelope).
 MAX_VALUE_BYTES = 64 * 1024 * 1024
@@ -48,16 +52,55 @@ def dumps(value, what="value"):
 def check_size(n, what):
     if n > MAX_VALUE_BYTES:
         raise exceptions.ValueTooLargeError(
-            f"{what} is {n} bytes pickled; one value may be at most {MAX_VALUE_BYTES} bytes "
-            f"({MAX_VALUE_BYTES // (1 << 20)} MiB). Split it, or pass a path to shared storage.")
+            f"{what} is {n} bytes pickled; a value that travels in a message may be at most "
+            f"{MAX_VALUE_BYTES} bytes ({MAX_VALUE_BYTES // (1 << 20)} MiB), and this process has no "
+            f"node object store for larger ones (run it on a machine with a Corral agent, as the "
+            f"same user). Split it, or pass a path to shared storage.")
+
+
+def encode(value, what, object_id=None, attempt=0):
+    """Serializes a value to keep: ``(inline bytes, 0)``, or ``(b"", size)`` once it is written
+    into this node's store as (object_id, attempt) (large values, when there is a store; the id is
+    made by ``new_id()`` when not given). Returns ``(data, stored_size, object_id)``."""
+    if type(value) in _SIMPLE and not (type(value) is bytes and len(value) >= _store.THRESHOLD):
+        return dumps(value, what), 0, object_id
+    pickled, buffers, total = _store.split(value, what)
+    if total >= _store.THRESHOLD:
+        store = _store.local()
+        if store is not None:
+            if object_id is None:
+                object_id = _new_id()
+            return b"", _store.write(store, object_id, attempt, pickled, buffers), object_id
+    if buffers:  # small, or no store: one in-band pickle
+        pickled = dumps(value, what)
+    check_size(len(pickled), what)
+    return pickled, 0, object_id
+
+
+def _new_id():
+    from . import _runtime
+    return _runtime.get_client().new_object_id()
+
+
+def value_of(entry, client):
+    """The value of an ObjectValue tuple (see module.cc ValueTuple) whose error kind is none."""
+    data, _kind, _message, stored_size, locations, attempt, object_id = entry
+    if stored_size:
+        return _store.read(object_id, stored_size, locations, attempt, client)
+    return pickle.loads(data)
 
 
 def loads(data):
     return pickle.loads(data)
 
 
-def pack_args(args, kwargs, ref_type, name):
-    """Returns (pickled (args, kwargs), [dependency ids])."""
+def pack_args(args, kwargs, ref_type, name, put=None):
+    """Returns (pickled (args, kwargs), [dependency ids], [refs held for the call]).
+
+    When the arguments are large and `put` is given, each large one is put (``put(value)`` returns
+    an ObjectRef) and passed as a dependency, as Ray does: the task reads it from the object store.
+    The refs returned must live until the submission is sent; the head keeps the values while the
+    task needs them."""
     deps = []
 
     def swap(v):
@@ -67,19 +110,41 @@ def pack_args(args, kwargs, ref_type, name):
         return v
 
     if not args and not kwargs:
-        return _EMPTY_ARGS, deps
+        return _EMPTY_ARGS, deps, ()
     a = tuple(swap(v) for v in args)
     k = {key: swap(v) for key, v in kwargs.items()} if kwargs else None
-    return dumps((a, k), what=f"the arguments of {name}"), deps
+    what = f"the arguments of {name}"
+    if put is None or _store.local() is None:
+        return dumps((a, k), what=what), deps, ()
+    pickled, buffers, total = _store.split((a, k), what)
+    if total < _store.THRESHOLD:
+        return (dumps((a, k), what=what) if buffers else pickled), deps, ()
+    held = []
+
+    def big(v):
+        if type(v) is _Dep or type(v) in _SIMPLE and not (type(v) is bytes and len(v) >= _store.THRESHOLD):
+            return v
+        _p, _b, size = _store.split(v, what)
+        if size < _store.THRESHOLD:
+            return v
+        ref = put(v)
+        held.append(ref)
+        deps.append(ref.binary())
+        return _Dep(len(deps) - 1)
+
+    a = tuple(big(v) for v in a)
+    k = {key: big(v) for key, v in k.items()} if k else None
+    return dumps((a, k), what=what), deps, held
 
 
 _EMPTY_ARGS = pickle.dumps(((), None), protocol=5)
 
 
-def unpack_args(data, dep_values):
+def unpack_args(data, dep_values, client=None):
+    """(args, kwargs) from their pickle and the dependencies' values (tuples, see value_of)."""
     a, k = pickle.loads(data)
     if dep_values:
-        vals = [pickle.loads(d) for d in dep_values]
+        vals = [value_of(d, client) for d in dep_values]
         a = tuple(vals[v.index] if type(v) is _Dep else v for v in a)
         if k:
             k = {key: (vals[v.index] if type(v) is _Dep else v) for key, v in k.items()}

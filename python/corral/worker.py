@@ -75,38 +75,59 @@ def main():
                 signal.setitimer(signal.ITIMER_REAL, soft_time_limit)
             try:
                 data, kind, message, retry_in = _run_durable(durable_function, args, args_format, parents, link_mode)
+                stored = 0
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         else:
-            data, kind, message = _run(functions, name, fn_hash, fn_bytes, args, deps)
+            data, kind, message, stored = _run(functions, name, fn_hash, fn_bytes, args, deps, task_id, attempt)
             retry_in = -1.0
         _runtime.current_task = None
         try:
-            link.finish(task_id, attempt, data, kind, message, retry_in)
+            link.finish(task_id, attempt, data, kind, message, retry_in, stored)
         except exceptions.ConnectionLostError:
             return 0
 
 
-def _run(functions, name, fn_hash, fn_bytes, args, deps):
+def _run(functions, name, fn_hash, fn_bytes, args, deps, task_id, attempt):
+    """Runs a task: (data, error kind, message, stored size). A large result is written into this
+    node's object store as (task_id, attempt), and `data` is empty."""
+    for d in deps:  # a dependency lost after the task was queued (its node died)
+        if d[1] != 0:
+            return b"", d[1], f"an argument of {name} is not available: {d[2]}", 0
     try:
         fn = functions.get(fn_hash)
         if fn is None:
             if not fn_bytes:
-                return b"", exceptions.KIND_RUNTIME, f"worker {os.getpid()} was not sent the function of {name}"
+                return b"", exceptions.KIND_RUNTIME, f"worker {os.getpid()} was not sent the function of {name}", 0
             fn = functions[fn_hash] = pickle.loads(fn_bytes)
-        a, k = serialization.unpack_args(args, deps)
+        a, k = serialization.unpack_args(args, deps, _DepClient())
+    except exceptions.ObjectLostError as e:
+        return b"", exceptions.KIND_OBJECT_LOST, f"an argument of {name}: {e}", 0
     except Exception as e:
         return b"", exceptions.KIND_SERIALIZATION, (f"cannot unpickle the function or arguments of {name} on this worker: "
-                        f"{type(e).__name__}: {e}. Is the module that defines it importable here?")
+                        f"{type(e).__name__}: {e}. Is the module that defines it importable here?"), 0
     try:
         result = _runtime.call_task(fn, a, k)
     except BaseException as e:  # noqa: BLE001 - every exception goes back to the caller
         data, message = serialization.dump_exception(e, name)
-        return data, exceptions.KIND_TASK_ERROR, message
+        return data, exceptions.KIND_TASK_ERROR, message, 0
     try:
-        return serialization.dumps(result, what=f"the result of {name}"), 0, ""
+        data, stored, _ = serialization.encode(result, f"the result of {name}", task_id, attempt)
+        return data, 0, "", stored
+    except exceptions.ObjectStoreFullError as e:
+        return b"", exceptions.KIND_OBJECT_STORE_FULL, f"the result of {name}: {e}", 0
     except exceptions.CorralError as e:
-        return b"", exceptions.KIND_SERIALIZATION, str(e)
+        return b"", exceptions.KIND_SERIALIZATION, str(e), 0
+
+
+class _DepClient:
+    """The worker's client connection, opened only when an argument must be fetched from another node."""
+
+    def fetch(self, *a, **k):
+        return _runtime.get_client().fetch(*a, **k)
+
+    def get(self, *a, **k):
+        return _runtime.get_client().get(*a, **k)
 
 
 def _run_durable(name, args, args_format, parents, link_mode):

@@ -64,6 +64,16 @@ Status Agent::Start() {
     identity_ = std::make_unique<NodeIdentity>(options_.state_dir, options_.tls);
     if (Status s = identity_->Load(); !s.ok()) return s;
   }
+  std::string store_dir = options_.object_store_dir.empty()
+                              ? objects::NodeStore::DefaultDir(options_.node_id, options_.state_dir)
+                              : options_.object_store_dir;
+  auto store = objects::NodeStore::Open(store_dir, options_.node_id);
+  if (!store) return store.error();
+  store_ = std::move(*store);
+  uint64_t capacity = options_.object_store_memory > 0 ? options_.object_store_memory
+                                                       : objects::NodeStore::DefaultCapacity(store_->dir());
+  info_.set_object_store_dir(store_->dir());
+  info_.set_object_store_capacity(capacity);
   std::string sock = options_.state_dir + "/agent.sock";
   auto ep = net::ParseEndpoint("unix:" + sock);
   if (!ep) return ep.error();
@@ -118,6 +128,33 @@ void Agent::Stop() {
   if (head_) head_->Close(Status(Code::kUnavailable, "agent stopping"));
   for (auto& [pid, w] : workers_)
     if (w->conn) w->conn->Close(Status(Code::kUnavailable, "agent stopping"));
+  if (store_) store_->RemoveAll();  // the head forgets this node's objects with it
+}
+
+// ---- objects ----
+
+void Agent::OnDeleteObjects(const proto::DeleteObjects& request) {
+  if (!store_) return;
+  for (const auto& o : request.objects())
+    if (store_->Delete(o.id(), o.attempt())) counters_["objects_deleted"]++;
+}
+
+void Agent::OnReadObject(const proto::ReadObject& request) {
+  proto::AgentToHead msg;
+  proto::ObjectChunk* chunk = msg.mutable_object_chunk();
+  chunk->set_request_id(request.request_id());
+  uint64_t size = 0;
+  auto data = store_ ? store_->Read(request.object().id(), request.object().attempt(), request.offset(),
+                                    std::min<uint64_t>(request.length(), objects::kMaxChunkBytes), &size)
+                     : Result<std::string>(Err(Code::kNotFound, "this node has no object store"));
+  if (data) {
+    chunk->set_data(std::move(*data));
+    chunk->set_total_size(size);
+    counters_["object_bytes_sent"] += static_cast<int64_t>(chunk->data().size());
+  } else {
+    chunk->set_error(data.error().message());
+  }
+  if (head_) head_->Send(msg);
 }
 
 // ---- tasks ----
@@ -323,6 +360,7 @@ Agent::Worker* Agent::SpawnWorker(const std::string& env_key) {
   spec.env["CORRAL_AGENT_SOCKET"] = options_.state_dir + "/agent.sock";
   spec.env["CORRAL_WORKER_ID"] = w->id;
   spec.env["CORRAL_NODE_ID"] = Hex(options_.node_id);
+  if (store_) spec.env["CORRAL_OBJECT_DIR"] = store_->dir();
   spec.env["CORRAL_ADDRESS"] = options_.head.ToString();
   // Not the agent's token: the head's worker credential for this node (written on registration),
   // and for this agent's socket a secret of its own. The agent's secrets stay out of the workers.
@@ -484,6 +522,7 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
   if (w->handle) *w->handle = nullptr;
   if (w->conn) w->conn->Close(Status(Code::kUnavailable, "worker exited"));
   if (stopped_) return;
+  if (store_) counters_["object_partials_removed"] += store_->SweepPartial(pid);
   counters_["workers_exited"]++;
   if (w->next) {
     if (w->next_cancelled) {

@@ -23,6 +23,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -38,6 +39,7 @@
 #include "corral/net/connection.h"
 #include "corral/net/listener.h"
 #include "corral/node.pb.h"
+#include "corral/objects/node_store.h"
 #include "corral/worker.pb.h"
 
 namespace corral::agent {
@@ -66,6 +68,8 @@ struct AgentOptions {
   std::function<void()> on_left;         // called after the node drained and left (default: nothing)
   bool interruptible_only = false;       // take only tasks that tolerate interruption
   bool drain_on_sleep = false;           // hold a logind sleep inhibitor; drain before suspend
+  std::string object_store_dir;          // empty: NodeStore::DefaultDir
+  uint64_t object_store_memory = 0;      // 0: NodeStore::DefaultCapacity
   // Connects to the head; unset: dial `head` over TCP. The head's own agent gets an in-process stream.
   std::function<void(std::function<void(Result<std::unique_ptr<net::ByteStream>>)>)> connect;
 };
@@ -132,6 +136,9 @@ class Agent {
   // Reports every queued task as failed with `why` (workers cannot start here).
   void FailQueued(const std::string& why);
   void OnWorkerLine(pid_t pid, bool is_stderr, std::string line);
+  // The object store (see objects/node_store.h): the head's deletions and reads for other nodes.
+  void OnDeleteObjects(const proto::DeleteObjects& request);
+  void OnReadObject(const proto::ReadObject& request);
 
   boost::asio::io_context& io_;
   AgentOptions options_;
@@ -179,6 +186,8 @@ class Agent {
   std::chrono::steady_clock::time_point drain_deadline_;
   std::unique_ptr<SleepInhibitor> sleep_inhibitor_;
 
+  std::optional<objects::NodeStore> store_;
+  int heartbeats_since_sweep_ = 0;
   std::unique_ptr<net::Listener> worker_listener_;
   std::unique_ptr<WorkerProcesses> processes_;
   std::unordered_map<pid_t, std::unique_ptr<Worker>> workers_;  // by pid

@@ -313,6 +313,8 @@ void Agent::OnHeadMessage(std::string_view bytes) {
       else
         OnNodeCertificate(msg.node_certificate().certificate(), true);
       break;
+    case proto::HeadToAgent::kDeleteObjects: OnDeleteObjects(msg.delete_objects()); break;
+    case proto::HeadToAgent::kReadObject: OnReadObject(msg.read_object()); break;
     case proto::HeadToAgent::kForgetFunctions:
       for (const auto& hash : msg.forget_functions().hashes()) {
         functions_.erase(hash);
@@ -346,6 +348,11 @@ void Agent::Heartbeat() {
       LOG_WARN("{} ran past its time limit of {}s: stopping worker {}", Printable(w->task_name), w->time_limit_s, pid);
       processes_->Kill(pid, SIGKILL);
     }
+  // Values a writer that is not a worker here (a driver) left half-written when it died.
+  if (store_ && ++heartbeats_since_sweep_ >= 60) {
+    heartbeats_since_sweep_ = 0;
+    counters_["object_partials_removed"] += store_->SweepPartial();
+  }
   if (!head_) return;
   // A connection that stopped carrying acks is half-open (the head's host vanished, our address
   // changed, a suspend broke it): drop it and dial again rather than wait for TCP to notice.

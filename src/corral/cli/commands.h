@@ -24,6 +24,8 @@ struct NodeFlags {
   int max_workers = 0;
   bool interruptible_only = false;
   bool drain_on_sleep = false;
+  std::string object_store_memory;  // e.g. "8GiB"; empty: 30% of RAM (at most what /dev/shm holds)
+  std::string object_store_dir;     // empty: /dev/shm/corral-<node>
   // Re-creates these flags as arguments, for a child `corral start`.
   std::vector<std::string> ToArgs() const;
 };

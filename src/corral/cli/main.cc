@@ -23,6 +23,11 @@ void AddNodeFlags(CLI::App* cmd, corral::cli::NodeFlags* f) {
                 "take only tasks marked interruptible=True (or that select this node's labels): for laptops");
   cmd->add_flag("--drain-on-sleep", f->drain_on_sleep,
                 "hold a systemd-logind sleep inhibitor and drain this node before the machine suspends");
+  cmd->add_option("--object-store-memory", f->object_store_memory,
+                  "most bytes of large values (puts, results, arguments) this node's shared-memory store holds, "
+                  "e.g. 8GiB (default: 30% of RAM, at most what /dev/shm holds)");
+  cmd->add_option("--object-store-dir", f->object_store_dir,
+                  "directory on a memory file system for this node's object store (default: /dev/shm/corral-<node>)");
 }
 
 }  // namespace

@@ -33,6 +33,11 @@ Status BuildResources(const NodeFlags& f, agent::AgentOptions* o) {
     mem = *m;
   }
   o->resources.Set(kMemory, static_cast<double>(mem));
+  if (!f.object_store_memory.empty()) {
+    auto m = ParseMemory(f.object_store_memory);
+    if (!m) return MakeStatus(Code::kInvalidArgument, "--object-store-memory: {}", m.error().message());
+    o->object_store_memory = static_cast<uint64_t>(*m);
+  }
   std::vector<int> ids;
   if (const char* cvd = std::getenv("CUDA_VISIBLE_DEVICES"); cvd && *cvd) {
     std::string s = cvd;
@@ -87,6 +92,7 @@ void FillAgentOptions(const NodeFlags& flags, const net::Endpoint& head, const s
   options->max_workers = flags.max_workers;
   options->interruptible_only = flags.interruptible_only;
   options->drain_on_sleep = flags.drain_on_sleep;
+  options->object_store_dir = flags.object_store_dir;
 }
 
 int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv) {

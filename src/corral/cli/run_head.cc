@@ -33,6 +33,8 @@ std::vector<std::string> NodeFlags::ToArgs() const {
   if (max_workers > 0) a.insert(a.end(), {"--max-workers", std::to_string(max_workers)});
   if (interruptible_only) a.push_back("--interruptible-only");
   if (drain_on_sleep) a.push_back("--drain-on-sleep");
+  if (!object_store_memory.empty()) a.insert(a.end(), {"--object-store-memory", object_store_memory});
+  if (!object_store_dir.empty()) a.insert(a.end(), {"--object-store-dir", object_store_dir});
   return a;
 }
 

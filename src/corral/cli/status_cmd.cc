@@ -99,8 +99,8 @@ int ShowStatus(const std::string& address, bool json) {
   std::string at = st.address();
   if (auto ep = net::ParseEndpoint(ResolveAddress(address), 7370)) at = ep->ToString();
   std::printf("Cluster at %s\n\n", at.c_str());
-  std::printf("%-9s %-16s %-8s %-9s %-7s %-19s %-18s %-16s %-6s %s\n", "NODE", "HOST", "STATE", "CPU", "GPU",
-              "MEMORY", "CUSTOM", "LABELS", "TASKS", "HEARTBEAT");
+  std::printf("%-9s %-16s %-8s %-9s %-7s %-19s %-19s %-18s %-16s %-6s %s\n", "NODE", "HOST", "STATE", "CPU", "GPU",
+              "MEMORY", "OBJECT STORE", "CUSTOM", "LABELS", "TASKS", "HEARTBEAT");
   for (const auto& n : st.nodes()) {
     std::string custom, labels;
     for (const auto& [k, v] : std::map<std::string, double>(n.info().resources().begin(), n.info().resources().end()))
@@ -108,9 +108,13 @@ int ShowStatus(const std::string& address, bool json) {
     for (const auto& [k, v] : std::map<std::string, std::string>(n.info().labels().begin(), n.info().labels().end()))
       labels += (labels.empty() ? "" : ",") + k + "=" + v;
     if (n.info().interruptible_only()) labels += (labels.empty() ? "" : ",") + std::string("interruptible-only");
-    std::printf("%-9s %-16s %-8s %-9s %-7s %-19s %-18s %-16s %-6lld %.1fs ago\n", ShortHex(n.info().node_id()).c_str(),
+    std::string store = n.info().object_store_capacity() == 0
+                            ? std::string("-")
+                            : fmt::format("{}/{}", FormatBytes(static_cast<double>(n.object_store_used())),
+                                          FormatBytes(static_cast<double>(n.info().object_store_capacity())));
+    std::printf("%-9s %-16s %-8s %-9s %-7s %-19s %-19s %-18s %-16s %-6lld %.1fs ago\n", ShortHex(n.info().node_id()).c_str(),
                 n.info().hostname().substr(0, 16).c_str(), DisplayState(n).c_str(), Amount(n, kCpu).c_str(),
-                Amount(n, kGpu).c_str(), Amount(n, kMemory).c_str(), custom.empty() ? "-" : custom.c_str(),
+                Amount(n, kGpu).c_str(), Amount(n, kMemory).c_str(), store.c_str(), custom.empty() ? "-" : custom.c_str(),
                 labels.empty() ? "-" : labels.c_str(), static_cast<long long>(n.running_tasks()),
                 n.last_heartbeat_age_s());
   }

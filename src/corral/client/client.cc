@@ -483,20 +483,38 @@ Result<std::string> Client::Submit(int function, std::string args, const std::ve
   return id;
 }
 
+std::string Client::NewObjectId() {
+  std::lock_guard lock(mu_);
+  return MakeTaskId(client_id_, ++next_task_);
+}
+
 Result<std::string> Client::Put(std::string data) {
+  proto::ObjectValue v;
+  v.set_id(NewObjectId());
+  v.set_data(std::move(data));
+  return PutValue(std::move(v));
+}
+
+Result<std::string> Client::PutStored(const std::string& id, uint64_t size, const std::string& node) {
+  proto::ObjectValue v;
+  v.set_id(id);
+  v.set_stored_size(size);
+  v.add_locations(node);
+  return PutValue(std::move(v));
+}
+
+Result<std::string> Client::PutValue(proto::ObjectValue&& value) {
   std::lock_guard submit_lock(submit_mu_);  // not during a replay (it would miss this value)
   proto::ClientToHead msg;
   proto::ObjectValue* v = msg.mutable_put();
-  std::string id;
+  std::string id = value.id();
   {
     std::lock_guard lock(mu_);
     if (closed_) return Err(closed_reason_);
-    id = MakeTaskId(client_id_, ++next_task_);
     owned_.insert(id);
     refs_[id]++;
   }
-  v->set_id(id);
-  v->set_data(std::move(data));
+  *v = std::move(value);
   auto local = std::make_shared<proto::ObjectValue>(*v);
   Status s = Send(msg, net::Urgency::kSoon);
   std::lock_guard lock(mu_);

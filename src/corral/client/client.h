@@ -77,6 +77,10 @@ class Client {
   // Submits a task; returns its id (also the id of its result). Waits while the send queue is full.
   Result<std::string> Submit(int function, std::string args, const std::vector<std::string>& deps);
   Result<std::string> Put(std::string data);
+  // A stored value: the caller wrote `size` bytes to the file named by `id` (from NewObjectId) in
+  // the object store of node `node`; the head learns where it is, never its bytes.
+  std::string NewObjectId();
+  Result<std::string> PutStored(const std::string& id, uint64_t size, const std::string& node);
   // Waits for every id (timeout < 0: forever). Values in the order of `ids`.
   Result<std::vector<ObjectPtr>> Get(const std::vector<std::string>& ids, double timeout_s);
   // Waits until `num_returns` of `ids` are ready or the timeout passes; returns which are ready.
@@ -112,6 +116,7 @@ class Client {
   Status Send(const proto::ClientToHead& msg, net::Urgency urgency = net::Urgency::kNow);
   void FlushReleases();  // mu_ must not be held
   void RememberRelease(const proto::Release& release);  // mu_ held
+  Result<std::string> PutValue(proto::ObjectValue&& value);
   Result<std::vector<ObjectPtr>> GetHeld(const std::vector<std::string>& ids, double timeout_s);
   Result<std::vector<bool>> WaitHeld(const std::vector<std::string>& ids, size_t num_returns, double timeout_s);
   // Subscribes to what this client will not be sent anyway, and flushes corked submissions.

@@ -385,6 +385,7 @@ void HeadServer::OnAgentMessage(Peer* peer, std::string_view bytes) {
     case proto::AgentToHead::kBlocked: tasks_.OnBlocked(node, msg.blocked()); break;
     case proto::AgentToHead::kLog: tasks_.OnLog(node, std::move(*msg.mutable_log())); break;
     case proto::AgentToHead::kRenewCertificate: RenewNodeCertificate(peer, msg.renew_certificate()); break;
+    case proto::AgentToHead::kObjectChunk: OnObjectChunk(peer, std::move(*msg.mutable_object_chunk())); break;
     case proto::AgentToHead::kUpdate:
       msg.mutable_update()->set_address(node->info.address());
       nodes_.Update(node, msg.update());
@@ -414,6 +415,9 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     HandleNodeRequest(request.node(), reply);
   } else if (request.has_certs()) {
     HandleCertsRequest(request.certs(), reply);
+  } else if (request.has_fetch_object()) {
+    FetchObject(peer, request);  // answered when the node that holds it does
+    return;
   } else if (request.has_durable_submit() || request.has_durable_get() || request.has_durable_list() ||
              request.has_durable_cancel() || request.has_schedule() || request.has_queue() ||
              request.has_durable_progress() || request.has_durable_forget() || request.has_durable_store()) {
@@ -505,6 +509,9 @@ proto::ClusterStatus HeadServer::BuildStatus() {
     ns->set_running_tasks(static_cast<int64_t>(n->tasks.size()));
     ns->set_connected(n->connected);
     ns->set_draining(n->draining);
+    TaskManager::StoreUsage used = tasks_.StoreUsageOf(n->view.id);
+    ns->set_object_store_used(used.bytes);
+    ns->set_object_store_objects(used.objects);
     *ns->mutable_counters() = n->counters;
   }
   tasks_.FillStatus(&st);
@@ -574,6 +581,7 @@ void HeadServer::OnClose(Peer* peer, const Status& reason) {
                static_cast<double>(options_.liveness.dead_after) / 1e9);
     }
     nodes_.Disconnected(n);
+    FailReadsFrom(n->view.id, "its node disconnected while sending it");
   } else if (peer->kind == Peer::kClient) {
     if (peer->session) LOG_DEBUG("client {} left: {}", peer->session->name, reason.ToString());
     DetachClient(peer, /*goodbye=*/false);

@@ -112,6 +112,12 @@ class HeadServer {
   void OnClientHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome);
   // The client's connection is gone: forget it now (goodbye) or after the grace.
   void DetachClient(Peer* peer, bool goodbye);
+  // A reader not on a node holding a stored object asks for its bytes part by part; the head asks a
+  // node that holds it and relays the answer (head_server_objects.cc).
+  void FetchObject(Peer* peer, const proto::Request& request);
+  void OnObjectChunk(Peer* peer, proto::ObjectChunk&& chunk);
+  // The node's connection closed: its unanswered reads fail.
+  void FailReadsFrom(const std::string& node_id, const std::string& why);
   void ScheduleSoon();
   void Tick();
   void UpdateBackpressure();
@@ -137,6 +143,14 @@ class HeadServer {
     Nanos since = 0;
   };
   std::unordered_map<std::string, Detached> detached_;  // by client id
+  struct PendingRead {
+    std::weak_ptr<net::Connection> reader;
+    uint64_t request_id = 0;  // the reader's
+    std::string node;         // asked
+    std::string object;
+  };
+  std::unordered_map<uint64_t, PendingRead> pending_reads_;  // by the head's request id
+  uint64_t next_read_ = 0;
   boost::asio::steady_timer tick_;
   bool schedule_posted_ = false;
   bool clients_paused_ = false;

@@ -20,6 +20,10 @@ nlohmann::json NodeJson(const proto::NodeStatus& n) {
   nj["labels"] = std::map<std::string, std::string>(n.info().labels().begin(), n.info().labels().end());
   nj["python"] = n.info().python_version();
   nj["running_tasks"] = n.running_tasks();
+  nj["object_store"] = {{"dir", n.info().object_store_dir()},
+                        {"capacity_bytes", n.info().object_store_capacity()},
+                        {"used_bytes", n.object_store_used()},
+                        {"objects", n.object_store_objects()}};
   nj["last_heartbeat_age_s"] = n.last_heartbeat_age_s();
   nj["counters"] = std::map<std::string, int64_t>(n.counters().values().begin(), n.counters().values().end());
   return nj;

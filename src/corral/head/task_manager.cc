@@ -86,38 +86,6 @@ void TaskManager::SendToClient(const std::string& client_id, const proto::HeadTo
   if (it != clients_.end() && it->second->conn) it->second->conn->Send(msg);
 }
 
-void TaskManager::SendValue(ClientSession* client, const proto::ObjectValue& value) {
-  if (!client->conn) return;
-  if (client->unsent.empty() && client->conn->has_room()) {
-    proto::HeadToClient msg;
-    *msg.mutable_ready() = value;
-    client->conn->Send(msg);
-    return;
-  }
-  constexpr size_t kMaxUnsent = 1'000'000;
-  if (client->unsent.size() >= kMaxUnsent) {
-    client->conn->Close(MakeStatus(Code::kResourceExhausted, "{} values wait for this client, which does not read them",
-                                   client->unsent.size()));
-    return;
-  }
-  client->unsent.push_back(value.id());
-  Count("values_waiting_for_slow_clients");
-}
-
-void TaskManager::SendUnsent(ClientSession* client) {
-  while (client && client->conn && !client->unsent.empty() && client->conn->has_room()) {
-    std::string id = std::move(client->unsent.front());
-    client->unsent.pop_front();
-    auto it = objects_.find(id);
-    proto::HeadToClient msg;
-    if (it != objects_.end() && it->second.ready)
-      *msg.mutable_ready() = it->second.value;
-    else  // freed meanwhile: its owner released it (and does not wait for it) or left
-      *msg.mutable_ready() = ErrorValue(id, proto::OBJECT_LOST,
-                                        fmt::format("object {} was freed before it could be sent", Hex(id)));
-    client->conn->Send(msg);
-  }
-}
 
 void TaskManager::Notice(const std::string& task_id, const std::string& owner, const std::string& text) {
   proto::HeadToClient msg;
@@ -238,93 +206,8 @@ void TaskManager::SubmitDurable(proto::TaskSpec&& spec) {
   }
 }
 
-void TaskManager::Put(ClientSession* client, proto::ObjectValue&& value) {
-  std::string id = value.id();
-  if (id.empty() || objects_.contains(id)) return;
-  if (!OwnsId(client, id)) {
-    Count("puts_refused_foreign_id");
-    return;
-  }
-  Object& obj = objects_[id];
-  obj.owner = client->id;
-  obj.ready = true;
-  int64_t bytes = static_cast<int64_t>(value.data().size());
-  if (options_.max_object_bytes > 0 && object_bytes_ + bytes > options_.max_object_bytes) {
-    Count("puts_refused_object_memory_full");
-    obj.value = ErrorValue(id, proto::OBJECT_STORE_FULL,
-                           fmt::format("put of {} refused: the head holds {} of values and its limit is {} (corral "
-                                       "start --head --object-memory); drop references to values no longer needed",
-                                       FormatBytes(static_cast<double>(bytes)),
-                                       FormatBytes(static_cast<double>(object_bytes_)),
-                                       FormatBytes(static_cast<double>(options_.max_object_bytes))));
-  } else {
-    obj.value = std::move(value);
-  }
-  object_bytes_ += static_cast<int64_t>(obj.value.data().size());
-  client->owned.insert(id);
-  Count("objects_put");
-  // The client kept its own copy of the value: the error replaces it there (get raises).
-  if (obj.value.error() != proto::ERROR_NONE) SendValue(client, obj.value);
-}
 
-void TaskManager::Subscribe(ClientSession* client, const proto::Subscribe& request) {
-  for (const auto& id : request.ids()) {
-    auto it = objects_.find(id);
-    if (it != objects_.end() && !MayRead(*client, it->second)) {
-      Count("reads_refused_foreign_object");
-      proto::HeadToClient msg;
-      *msg.mutable_ready() = ErrorValue(
-          id, proto::OBJECT_LOST,
-          fmt::format("object {} is not known to the head, or belongs to a client with another token (an admin "
-                      "token reads any)", Hex(id)));
-      client->conn->Send(msg);
-    } else if (it == objects_.end()) {
-      proto::HeadToClient msg;
-      *msg.mutable_ready() = ErrorValue(
-          id, proto::OBJECT_LOST,
-          fmt::format("object {} is not known to the head: it was freed, or its owner exited", Hex(id)));
-      client->conn->Send(msg);
-    } else if (it->second.ready) {
-      SendValue(client, it->second.value);
-    } else {
-      it->second.subscribers.push_back(client->id);
-    }
-  }
-}
 
-bool TaskManager::MayRead(const ClientSession& reader, const Object& object) const {
-  if (reader.may_touch_any || reader.id == object.owner || IsWorkerToken(reader.token_id)) return true;
-  auto owner = clients_.find(object.owner);
-  if (owner == clients_.end()) return false;
-  // The same token (one user's drivers pass references between them), or made by a worker: task
-  // results and values a task put travel back to whoever holds their reference.
-  return owner->second->token_id == reader.token_id || IsWorkerToken(owner->second->token_id);
-}
-
-void TaskManager::Release(ClientSession* client, const proto::Release& request) {
-  for (const auto& id : request.ids()) {
-    auto it = objects_.find(id);
-    if (it == objects_.end() || it->second.owner != client->id) continue;
-    if (request.pin()) {
-      it->second.pinned = true;
-    } else {
-      it->second.released = true;
-      TryFree(id);
-    }
-  }
-}
-
-void TaskManager::TryFree(const std::string& id) {
-  auto it = objects_.find(id);
-  if (it == objects_.end()) return;
-  Object& obj = it->second;
-  if (!obj.released || obj.pinned || obj.dependents > 0 || !obj.ready) return;
-  if (auto c = clients_.find(obj.owner); c != clients_.end()) c->second->owned.erase(id);
-  if (obj.has_task) tasks_.erase(id);
-  object_bytes_ -= static_cast<int64_t>(obj.value.data().size());
-  objects_.erase(it);
-  Count("objects_freed");
-}
 
 void TaskManager::Cancel(ClientSession* client, const proto::Cancel& request) {
   const std::string& id = request.task_id();
@@ -484,6 +367,7 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
   if (it->second.state != TaskState::kDispatched ||
       it->second.spec.attempt() != finished.attempt() || it->second.node != node->view.id) {
     Count("stale_results_discarded");
+    DiscardStoredResult(node, finished);
     LOG_INFO("discarded a result for task {} attempt {} from node {}: not the current attempt",
              ShortHex(finished.task_id()), finished.attempt(), ShortHex(node->view.id));
     return;
@@ -492,6 +376,15 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
   ReleaseResources(task, node);
   proto::ObjectValue* result = finished.mutable_result();
   result->set_id(finished.task_id());
+  if (result->stored_size() > 0) {  // in this node's store, under this attempt (the head's record, not the worker's)
+    result->clear_locations();
+    result->add_locations(node->view.id);
+    result->set_stored_attempt(finished.attempt());
+    if (!task.spec.durable_function().empty()) {
+      DeleteOn(node->view.id, finished.task_id(), finished.attempt());
+      *result = ErrorValue(finished.task_id(), proto::RUNTIME, "a durable task's result cannot be a stored value");
+    }
+  }
   if (result->error() == proto::HANDED_BACK && !task.cancel_requested) {
     LOG_INFO("node {} handed back task {} ({}): {}", ShortHex(node->view.id), ShortHex(finished.task_id()),
              Printable(task.spec.name()), Printable(result->message()));
@@ -549,6 +442,7 @@ void TaskManager::OnNodeDead(Node* node, const std::string& why) {
   }
   node->tasks.clear();
   node->shipped_functions.clear();
+  LoseStoredOn(node, why);
   nodes_changed_ = true;
 }
 
@@ -752,11 +646,15 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     task.spec.set_task_id(tid);
     if (durable && on_durable_finished) on_durable_finished(tid, val);
     auto oit = objects_.find(tid);
-    if (oit == objects_.end()) continue;
+    if (oit == objects_.end()) {  // its owner let it go: nobody will read the value
+      DropStored(val);
+      continue;
+    }
     Object& obj = oit->second;
     obj.ready = true;
     obj.value = std::move(val);
     object_bytes_ += static_cast<int64_t>(obj.value.data().size());
+    AddStored(obj.value);
     // Pushed to its owner unasked, and to those who subscribed.
     auto send_to = [&](const std::string& client_id) {
       if (auto c = clients_.find(client_id); c != clients_.end()) SendValue(c->second, obj.value);

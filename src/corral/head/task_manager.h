@@ -108,6 +108,15 @@ class TaskManager {
   // Places whatever can be placed now. Cheap when nothing changed.
   void Schedule();
 
+  // Stored objects (values in nodes' shared-memory stores, ObjectValue.stored_size > 0): what the
+  // head knows each node's store holds, and the value of `id` for a reader of its bytes.
+  struct StoreUsage {
+    uint64_t bytes = 0;
+    int64_t objects = 0;
+  };
+  StoreUsage StoreUsageOf(const std::string& node_id) const;
+  Result<const proto::ObjectValue*> StoredForRead(ClientSession* client, const std::string& id) const;
+
   size_t unfinished_tasks() const { return unfinished_; }
   void FillStatus(proto::ClusterStatus* status) const;
   const std::map<std::string, int64_t>& counters() const { return counters_; }
@@ -176,6 +185,14 @@ class TaskManager {
   void EndGrace();
   void CancelAttempt(Node* node, const std::string& task_id, uint32_t attempt, bool force = true);
   void TryFree(const std::string& id);
+  void AddStored(const proto::ObjectValue& value);
+  // Forgets a stored value's copies and tells their nodes to delete the files.
+  void DropStored(const proto::ObjectValue& value);
+  void DeleteOn(const std::string& node_id, const std::string& id, uint32_t attempt);
+  // A result the head does not keep (not the current attempt): its file goes, unless it is the value kept.
+  void DiscardStoredResult(Node* node, const proto::TaskFinished& finished);
+  // The node's store is gone: values with no other copy become OBJECT_LOST errors naming it.
+  void LoseStoredOn(Node* node, const std::string& why);
   // Whether `reader` may subscribe to `object` (see Subscribe).
   bool MayRead(const ClientSession& reader, const Object& object) const;
   void SendToClient(const std::string& client_id, const proto::HeadToClient& msg);
@@ -205,6 +222,7 @@ class TaskManager {
   std::unordered_map<std::string, ClientSession*> clients_;
   std::map<std::string, int64_t> counters_;
   int64_t object_bytes_ = 0;  // sum of objects_[*].value.data().size()
+  std::unordered_map<std::string, StoreUsage> store_usage_;  // by node id
   size_t unfinished_ = 0;
   size_t peak_unfinished_ = 0;
   bool nodes_changed_ = false;

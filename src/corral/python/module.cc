@@ -106,6 +106,12 @@ nb::dict NodeDict(const corral::proto::NodeStatus& n) {
   d["labels"] = labels;
   d["python_version"] = n.info().python_version();
   d["running_tasks"] = n.running_tasks();
+  nb::dict store;
+  store["dir"] = n.info().object_store_dir();
+  store["capacity_bytes"] = n.info().object_store_capacity();
+  store["used_bytes"] = n.object_store_used();
+  store["objects"] = n.object_store_objects();
+  d["object_store"] = store;
   d["last_heartbeat_age_s"] = n.last_heartbeat_age_s();
   nb::dict counters;
   for (const auto& [k, v] : n.counters().values()) counters[k.c_str()] = v;
@@ -181,6 +187,15 @@ nb::dict DurableDict(const corral::proto::DurableTaskInfo& t) {
   return d;
 }
 
+// A value as Python reads it: (data, error kind, message, stored size, locations, stored attempt, id);
+// a stored value (size > 0) is read from a node's store (python/corral/_store.py), not `data`.
+nb::tuple ValueTuple(const corral::proto::ObjectValue& v) {
+  nb::list locations;
+  for (const auto& n : v.locations()) locations.append(Bytes(n));
+  return nb::make_tuple(Bytes(v.data()), static_cast<int>(v.error()), v.message(), v.stored_size(), locations,
+                        v.stored_attempt(), Bytes(v.id()));
+}
+
 nb::list Get(Client& c, const nb::list& ids, double timeout) {
   std::vector<std::string> keys = Ids(ids);
   corral::Result<std::vector<corral::client::ObjectPtr>> r;
@@ -190,8 +205,7 @@ nb::list Get(Client& c, const nb::list& ids, double timeout) {
   }
   auto values = Check(std::move(r));
   nb::list out;
-  for (const auto& v : values)
-    out.append(nb::make_tuple(Bytes(v->data()), static_cast<int>(v->error()), v->message()));
+  for (const auto& v : values) out.append(ValueTuple(*v));
   return out;
 }
 
@@ -204,7 +218,7 @@ nb::tuple NextTask(WorkerLink& link) {
   auto t = Check(std::move(r));
   const auto& spec = t.spec();
   nb::list deps;
-  for (const auto& d : t.deps()) deps.append(Bytes(d.data()));
+  for (const auto& d : t.deps()) deps.append(ValueTuple(d));
   nb::list gpus;
   for (int g : t.gpu_ids()) gpus.append(g);
   nb::dict resources;
@@ -276,6 +290,23 @@ NB_MODULE(_core, m) {
              }
              return Bytes(Check(std::move(r)));
            })
+      .def("new_object_id", [](Client& c) { return Bytes(c.NewObjectId()); })
+      .def("put_stored",
+           [](Client& c, const nb::bytes& id, uint64_t size, const nb::bytes& node) {
+             return Bytes(Check(c.PutStored(Str(id), size, Str(node))));
+           },
+           "id"_a, "size"_a, "node"_a, "Registers a value written to node's store under id (see _store.py).")
+      .def("fetch",
+           [](Client& c, const nb::bytes& id, uint64_t offset, uint64_t length, double timeout) {
+             corral::proto::Request req;
+             req.mutable_fetch_object()->set_id(Str(id));
+             req.mutable_fetch_object()->set_offset(offset);
+             req.mutable_fetch_object()->set_length(length);
+             corral::proto::Reply r = AskHead(c, req, timeout);
+             return nb::make_tuple(Bytes(r.chunk()), r.object_size());
+           },
+           "id"_a, "offset"_a, "length"_a, "timeout"_a = 60.0,
+           "Bytes of a stored object from a node that holds it, relayed by the head: (chunk, object size).")
       .def("get", &Get, "ids"_a, "timeout"_a)
       .def("wait",
            [](Client& c, const nb::list& ids, size_t n, double timeout) {
@@ -514,18 +545,19 @@ NB_MODULE(_core, m) {
            "The sequence number of the task the latest cancel was meant for (0: none yet).")
       .def("finish",
            [](WorkerLink& l, const nb::bytes& task_id, uint32_t attempt, const nb::bytes& data, int error,
-              const std::string& message, double retry_in_s) {
+              const std::string& message, double retry_in_s, uint64_t stored_size) {
              corral::proto::TaskFinished f;
              f.set_task_id(Str(task_id));
              f.set_attempt(attempt);
              f.mutable_result()->set_data(Str(data));
+             f.mutable_result()->set_stored_size(stored_size);  // written to this node's store
              f.mutable_result()->set_error(static_cast<corral::proto::ErrorKind>(error));
              f.mutable_result()->set_message(message);
              if (retry_in_s >= 0) f.mutable_result()->set_retry_in_s(retry_in_s);
              Status s = l.Finish(f);
              if (!s.ok()) Raise(s);
            },
-           "task_id"_a, "attempt"_a, "data"_a, "error"_a, "message"_a, "retry_in_s"_a = -1.0)
+           "task_id"_a, "attempt"_a, "data"_a, "error"_a, "message"_a, "retry_in_s"_a = -1.0, "stored_size"_a = 0)
       .def("blocked", [](WorkerLink& l, const nb::bytes& task_id, bool blocked) {
         Status s = l.Blocked(Str(task_id), blocked);
         if (!s.ok()) Raise(s);

@@ -102,9 +102,13 @@ TEST(GroupCommit, EveryAcknowledgedSubmissionWasSyncedFirst) {
 TEST(GroupCommit, SubmissionsQueuedDuringACommitShareTheNextOne) {
   GroupCommitter committer(NewMemoryStore());
   // Hold the committer busy, queue 100 submissions, then let it go: they commit together.
-  std::promise<void> release;
+  std::promise<void> release, started;
   std::shared_future<void> gate = release.get_future().share();
-  committer.Run([gate](Store&) { gate.wait(); });
+  committer.Run([gate, &started](Store&) {
+    started.set_value();
+    gate.wait();
+  });
+  started.get_future().wait();  // (else the committer may take the first submission with the gate)
   std::atomic<int> done{0};
   for (int i = 0; i < 100; ++i)
     committer.Submit({Task(i)}, [&](Result<std::vector<SubmitResult>> r) {

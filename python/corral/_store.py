@@ -1,0 +1,248 @@
+"""Large values in a node's shared-memory object store.
+
+A value whose pickle (with its out-of-band buffers: numpy arrays, pandas frames, bytes, Arrow and
+torch CPU buffers, by pickle protocol 5) reaches ``THRESHOLD`` bytes is not sent to the head. The
+process that made it writes it once into its node's store, a directory on a memory file system
+(``/dev/shm/corral-<node>``), as one file named ``<hex id>-<attempt>``; the head learns only its size
+and node. A reader on that node maps the file read-only and unpickles with its buffers pointing
+into the mapping: a numpy array read back is a read-only view of the store, not a copy. A reader on
+another node (or a driver on a machine without an agent) fetches the bytes part by part from a node
+that holds them, relayed by the head, into its own memory.
+
+The agent deletes the file once nothing references the value. A reader that still maps it keeps
+its pages (the kernel frees them with the last mapping), so a dropped reference never pulls memory
+from under an array in use.
+
+File layout (little-endian)::
+
+    b"CORRALV1" | u32 buffer count | u32 0 | u64 pickle length | (u64 offset, u64 length) per buffer
+    | pickle | each buffer at a 64-byte aligned offset
+"""
+import mmap
+import os
+import pickle
+import struct
+
+from . import _core, exceptions
+
+THRESHOLD = 100 * 1024  # values smaller than this travel inline, in the message
+_MAGIC = b"CORRALV1"
+_HEAD = struct.Struct("<8sIIQ")
+_SPAN = struct.Struct("<QQ")
+_ALIGN = 64
+_CHUNK = 8 << 20   # one fetch from another node (the agent's largest read)
+_WINDOW = 4        # fetches in flight
+
+
+class Local:
+    """This process's node store: its directory and the node's id (bytes)."""
+    __slots__ = ("dir", "node")
+
+    def __init__(self, directory, node):
+        self.dir, self.node = directory, node
+
+
+_local = [None, False]  # (Local or None, looked for)
+
+
+def local():
+    """The store of the node this process runs on, or None (a machine without an agent, another
+    user's agent, or a store this process cannot write)."""
+    if not _local[1]:
+        _local[0] = _find_local()
+        _local[1] = True
+    return _local[0]
+
+
+def reset():
+    """Forget the store found (a new connection: maybe another cluster)."""
+    _local[0], _local[1] = None, False
+
+
+def _find_local():
+    d, node = os.environ.get("CORRAL_OBJECT_DIR"), os.environ.get("CORRAL_NODE_ID")
+    if d and node and _owns(d, node):  # a worker: its agent's store
+        return Local(d, bytes.fromhex(node))
+    from . import _runtime
+    client = _runtime.client
+    if client is None:
+        return None
+    try:
+        nodes = client.nodes()
+    except Exception:
+        return None
+    for n in nodes:
+        store = n.get("object_store") or {}
+        if n.get("state") == "alive" and store.get("dir") and _owns(store["dir"], n["node_id"]):
+            return Local(store["dir"], bytes.fromhex(n["node_id"]))
+    return None
+
+
+def _owns(directory, node_hex):
+    """Whether `directory` is node `node_hex`'s store on this machine, and ours to write."""
+    try:
+        with open(os.path.join(directory, ".node")) as f:
+            marked = f.read().strip()
+        return marked == node_hex and os.access(directory, os.W_OK | os.X_OK)
+    except OSError:
+        return False
+
+
+def _layout(pickled, buffers):
+    """(header bytes, [(offset, length)] of the buffers, total size)."""
+    n = len(buffers)
+    pos = _HEAD.size + n * _SPAN.size + len(pickled)
+    spans = []
+    for b in buffers:
+        pos = -(-pos // _ALIGN) * _ALIGN
+        spans.append((pos, b.nbytes))
+        pos += b.nbytes
+    header = _HEAD.pack(_MAGIC, n, 0, len(pickled)) + b"".join(_SPAN.pack(o, ln) for o, ln in spans)
+    return header, spans, pos
+
+
+def write(store, object_id, attempt, pickled, buffers):
+    """Writes the value into `store` under (object_id, attempt); returns its size in bytes."""
+    header, spans, total = _layout(pickled, buffers)
+    name = f"{object_id.hex()}-{attempt}"
+    final = os.path.join(store.dir, name)
+    tmp = f"{final}.tmp.{os.getpid()}"
+    try:
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise exceptions.ObjectStoreFullError(
+            f"cannot write a {total}-byte value into the object store {store.dir}: {e}") from e
+    try:
+        parts = [header, pickled]
+        pos = len(header) + len(pickled)
+        for (offset, _), buf in zip(spans, buffers):
+            if offset > pos:
+                parts.append(bytes(offset - pos))
+            parts.append(buf)
+            pos = offset + buf.nbytes
+        _write_all(fd, parts)
+        os.rename(tmp, final)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise exceptions.ObjectStoreFullError(
+            f"cannot write a {total}-byte value into the object store {store.dir}: {e}. The memory file "
+            f"system holding it is full: free values (drop their refs) or give the node more room "
+            f"(corral start --object-store-memory, a bigger /dev/shm)") from e
+    finally:
+        os.close(fd)
+    return total
+
+
+def _write_all(fd, parts):
+    views = [memoryview(p).cast("B") for p in parts]
+    while views:
+        batch = views[:512]  # IOV_MAX is 1024
+        n = os.writev(fd, batch)
+        while n > 0 and views:
+            if n >= views[0].nbytes:
+                n -= views[0].nbytes
+                views.pop(0)
+            else:
+                views[0] = views[0][n:]
+                n = 0
+
+
+def _load(view):
+    """Unpickles a stored value held by `view` (a read-only memoryview of the whole file)."""
+    magic, n, _, plen = _HEAD.unpack_from(view, 0)
+    if magic != _MAGIC:
+        raise exceptions.ObjectLostError("a stored value has an unknown format (another Corral version?)")
+    at = _HEAD.size
+    buffers = []
+    for i in range(n):
+        offset, length = _SPAN.unpack_from(view, at + i * _SPAN.size)
+        buffers.append(view[offset:offset + length])
+    start = at + n * _SPAN.size
+    return pickle.loads(view[start:start + plen], buffers=buffers)
+
+
+def read(object_id, size, locations, attempt, client):
+    """The value of a stored object: mapped from this node's store, or fetched from another node."""
+    store = local()
+    if store is not None and store.node in locations:
+        path = os.path.join(store.dir, f"{object_id.hex()}-{attempt}")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = None  # deleted meanwhile here: another copy may still be elsewhere
+        if fd is not None:
+            try:
+                m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+            finally:
+                os.close(fd)
+            return _load(memoryview(m))
+    try:
+        data = fetch(client, object_id, size)
+    except exceptions.ObjectLostError:
+        # The head may have answered the put or the task since with an error (a full store, a
+        # lost node): it reached this process before the fetch's answer, so raise that one.
+        entry = client.get([object_id], 0.0)[0]
+        if entry[1] != 0:
+            raise exceptions.for_kind(entry[1])(entry[2]) from None
+        raise
+    return _load(memoryview(data).toreadonly())
+
+
+def fetch(client, object_id, size):
+    """The bytes of a stored object from a node that holds it (relayed by the head)."""
+    buf = mmap.mmap(-1, max(size, 1))  # page-aligned, so buffers keep their alignment
+    view = memoryview(buf)
+    offsets = list(range(0, size, _CHUNK))
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(_WINDOW) as pool:
+        def one(offset):
+            try:
+                chunk, total = client.fetch(object_id, offset, min(_CHUNK, size - offset))
+            except Exception as e:
+                raise exceptions.ObjectLostError(
+                    f"object {object_id.hex()} ({size} bytes) could not be read from the node that holds it: "
+                    f"{e}") from None
+            if total != size or len(chunk) != min(_CHUNK, size - offset):
+                raise exceptions.ObjectLostError(
+                    f"object {object_id.hex()}: its node sent {len(chunk)} bytes at offset {offset} of "
+                    f"{total}, expected {size}")
+            view[offset:offset + len(chunk)] = chunk
+        for f in [pool.submit(one, o) for o in offsets]:
+            f.result()
+    return view[:size]
+
+
+def split(value, what):
+    """Pickles `value` with out-of-band buffers: (pickle bytes, [PickleBuffer], total bytes)."""
+    buffers = []
+    pickled = _dumps(value, buffers.append, what)
+    raws = []
+    for b in buffers:
+        try:
+            raws.append(b.raw())
+        except BufferError:  # not contiguous: in-band after all
+            return _dumps(value, None, what), [], 0
+    return pickled, raws, len(pickled) + sum(r.nbytes for r in raws)
+
+
+def _dumps(value, callback, what):
+    import cloudpickle
+    try:
+        try:
+            return pickle.dumps(value, protocol=5, buffer_callback=callback)
+        except Exception:
+            return cloudpickle.dumps(value, protocol=5, buffer_callback=callback)
+    except Exception as e:
+        raise exceptions.SerializationError(f"{what} cannot be pickled: {type(e).__name__}: {e}") from e
+
+
+def node_hex():
+    s = local()
+    return s.node.hex() if s else None
+
+
+__all__ = ["THRESHOLD", "local", "read", "write", "split", "fetch"]
+_ = _core  # the module loads with the core

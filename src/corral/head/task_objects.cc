@@ -1,0 +1,239 @@
+// TaskManager's object table: puts, subscriptions, releases and freeing, and the directory of
+// stored objects (values in the nodes' shared-memory stores: the head keeps where they are and
+// their sizes, never their bytes).
+#include <algorithm>
+
+#include "corral/base/ids.h"
+#include "corral/base/log.h"
+#include "corral/head/task_manager.h"
+
+namespace corral::head {
+
+void TaskManager::SendValue(ClientSession* client, const proto::ObjectValue& value) {
+  if (!client->conn) return;
+  if (client->unsent.empty() && client->conn->has_room()) {
+    proto::HeadToClient msg;
+    *msg.mutable_ready() = value;
+    client->conn->Send(msg);
+    return;
+  }
+  constexpr size_t kMaxUnsent = 1'000'000;
+  if (client->unsent.size() >= kMaxUnsent) {
+    client->conn->Close(MakeStatus(Code::kResourceExhausted, "{} values wait for this client, which does not read them",
+                                   client->unsent.size()));
+    return;
+  }
+  client->unsent.push_back(value.id());
+  Count("values_waiting_for_slow_clients");
+}
+
+void TaskManager::SendUnsent(ClientSession* client) {
+  while (client && client->conn && !client->unsent.empty() && client->conn->has_room()) {
+    std::string id = std::move(client->unsent.front());
+    client->unsent.pop_front();
+    auto it = objects_.find(id);
+    proto::HeadToClient msg;
+    if (it != objects_.end() && it->second.ready)
+      *msg.mutable_ready() = it->second.value;
+    else  // freed meanwhile: its owner released it (and does not wait for it) or left
+      *msg.mutable_ready() = ErrorValue(id, proto::OBJECT_LOST,
+                                        fmt::format("object {} was freed before it could be sent", Hex(id)));
+    client->conn->Send(msg);
+  }
+}
+
+void TaskManager::Put(ClientSession* client, proto::ObjectValue&& value) {
+  std::string id = value.id();
+  if (id.empty() || objects_.contains(id)) return;
+  if (!OwnsId(client, id)) {
+    Count("puts_refused_foreign_id");
+    return;
+  }
+  Object& obj = objects_[id];
+  obj.owner = client->id;
+  obj.ready = true;
+  int64_t bytes = static_cast<int64_t>(value.data().size());
+  if (value.stored_size() > 0) {
+    // In a node's store: the client wrote the file there; the head keeps where it is.
+    Node* node = value.locations_size() == 1 ? nodes_.Find(value.locations(0)) : nullptr;
+    StoreUsage used = node ? StoreUsageOf(node->view.id) : StoreUsage{};
+    uint64_t capacity = node ? node->info.object_store_capacity() : 0;
+    if (node == nullptr || node->state != NodeState::kAlive || value.data().size() > 0) {
+      Count("puts_refused_bad_location");
+      obj.value = ErrorValue(id, proto::OBJECT_LOST,
+                             fmt::format("put of {} refused: it names no live node's object store",
+                                         FormatBytes(static_cast<double>(value.stored_size()))));
+    } else if (capacity > 0 && used.bytes + value.stored_size() > capacity) {
+      Count("puts_refused_object_store_full");
+      DeleteOn(node->view.id, id, value.stored_attempt());
+      obj.value = ErrorValue(
+          id, proto::OBJECT_STORE_FULL,
+          fmt::format("put of {} refused: the object store of node {} ({}) holds {} and its capacity is {} "
+                      "(corral start --object-store-memory); drop references to values no longer needed",
+                      FormatBytes(static_cast<double>(value.stored_size())), ShortHex(node->view.id),
+                      node->info.hostname(), FormatBytes(static_cast<double>(used.bytes)),
+                      FormatBytes(static_cast<double>(capacity))));
+    } else {
+      obj.value = std::move(value);
+      AddStored(obj.value);
+    }
+  } else if (options_.max_object_bytes > 0 && object_bytes_ + bytes > options_.max_object_bytes) {
+    Count("puts_refused_object_memory_full");
+    obj.value = ErrorValue(id, proto::OBJECT_STORE_FULL,
+                           fmt::format("put of {} refused: the head holds {} of values and its limit is {} (corral "
+                                       "start --head --object-memory); drop references to values no longer needed",
+                                       FormatBytes(static_cast<double>(bytes)),
+                                       FormatBytes(static_cast<double>(object_bytes_)),
+                                       FormatBytes(static_cast<double>(options_.max_object_bytes))));
+  } else {
+    obj.value = std::move(value);
+  }
+  object_bytes_ += static_cast<int64_t>(obj.value.data().size());
+  client->owned.insert(id);
+  Count("objects_put");
+  // The client kept its own copy of the value: the error replaces it there (get raises).
+  if (obj.value.error() != proto::ERROR_NONE) SendValue(client, obj.value);
+}
+
+void TaskManager::Subscribe(ClientSession* client, const proto::Subscribe& request) {
+  for (const auto& id : request.ids()) {
+    auto it = objects_.find(id);
+    if (it != objects_.end() && !MayRead(*client, it->second)) {
+      Count("reads_refused_foreign_object");
+      proto::HeadToClient msg;
+      *msg.mutable_ready() = ErrorValue(
+          id, proto::OBJECT_LOST,
+          fmt::format("object {} is not known to the head, or belongs to a client with another token (an admin "
+                      "token reads any)", Hex(id)));
+      client->conn->Send(msg);
+    } else if (it == objects_.end()) {
+      proto::HeadToClient msg;
+      *msg.mutable_ready() = ErrorValue(
+          id, proto::OBJECT_LOST,
+          fmt::format("object {} is not known to the head: it was freed, or its owner exited", Hex(id)));
+      client->conn->Send(msg);
+    } else if (it->second.ready) {
+      SendValue(client, it->second.value);
+    } else {
+      it->second.subscribers.push_back(client->id);
+    }
+  }
+}
+
+bool TaskManager::MayRead(const ClientSession& reader, const Object& object) const {
+  if (reader.may_touch_any || reader.id == object.owner || IsWorkerToken(reader.token_id)) return true;
+  auto owner = clients_.find(object.owner);
+  if (owner == clients_.end()) return false;
+  // The same token (one user's drivers pass references between them), or made by a worker: task
+  // results and values a task put travel back to whoever holds their reference.
+  return owner->second->token_id == reader.token_id || IsWorkerToken(owner->second->token_id);
+}
+
+void TaskManager::Release(ClientSession* client, const proto::Release& request) {
+  for (const auto& id : request.ids()) {
+    auto it = objects_.find(id);
+    if (it == objects_.end() || it->second.owner != client->id) continue;
+    if (request.pin()) {
+      it->second.pinned = true;
+    } else {
+      it->second.released = true;
+      TryFree(id);
+    }
+  }
+}
+
+void TaskManager::TryFree(const std::string& id) {
+  auto it = objects_.find(id);
+  if (it == objects_.end()) return;
+  Object& obj = it->second;
+  if (!obj.released || obj.pinned || obj.dependents > 0 || !obj.ready) return;
+  if (auto c = clients_.find(obj.owner); c != clients_.end()) c->second->owned.erase(id);
+  if (obj.has_task) tasks_.erase(id);
+  object_bytes_ -= static_cast<int64_t>(obj.value.data().size());
+  DropStored(obj.value);
+  objects_.erase(it);
+  Count("objects_freed");
+}
+
+
+// ---- stored objects ----
+
+TaskManager::StoreUsage TaskManager::StoreUsageOf(const std::string& node_id) const {
+  auto it = store_usage_.find(node_id);
+  return it == store_usage_.end() ? StoreUsage{} : it->second;
+}
+
+void TaskManager::AddStored(const proto::ObjectValue& value) {
+  for (const auto& node : value.locations()) {
+    StoreUsage& u = store_usage_[node];
+    u.bytes += value.stored_size();
+    u.objects++;
+  }
+}
+
+void TaskManager::DropStored(const proto::ObjectValue& value) {
+  if (value.stored_size() == 0) return;
+  for (const auto& node : value.locations()) {
+    if (auto u = store_usage_.find(node); u != store_usage_.end()) {
+      u->second.bytes -= std::min(u->second.bytes, value.stored_size());
+      if (--u->second.objects <= 0) store_usage_.erase(u);
+    }
+    DeleteOn(node, value.id(), value.stored_attempt());
+  }
+}
+
+void TaskManager::DeleteOn(const std::string& node_id, const std::string& id, uint32_t attempt) {
+  Node* node = nodes_.Find(node_id);
+  if (node == nullptr || !node->conn) return;  // a node that went away took its store with it
+  proto::HeadToAgent msg;
+  proto::StoredObject* o = msg.mutable_delete_objects()->add_objects();
+  o->set_id(id);
+  o->set_attempt(attempt);
+  node->conn->Send(msg);
+  Count("stored_objects_deleted");
+}
+
+void TaskManager::DiscardStoredResult(Node* node, const proto::TaskFinished& finished) {
+  if (finished.result().stored_size() == 0) return;
+  // The same attempt's file may be the value the task finished with (a duplicate report).
+  if (auto o = objects_.find(finished.task_id()); o != objects_.end() && o->second.ready) {
+    const proto::ObjectValue& v = o->second.value;
+    if (v.stored_attempt() == finished.attempt() &&
+        std::find(v.locations().begin(), v.locations().end(), node->view.id) != v.locations().end())
+      return;
+  }
+  DeleteOn(node->view.id, finished.task_id(), finished.attempt());
+}
+
+void TaskManager::LoseStoredOn(Node* node, const std::string& why) {
+  store_usage_.erase(node->view.id);
+  for (auto& [id, obj] : objects_) {
+    proto::ObjectValue& v = obj.value;
+    if (!obj.ready || v.stored_size() == 0) continue;
+    auto at = std::find(v.locations().begin(), v.locations().end(), node->view.id);
+    if (at == v.locations().end()) continue;
+    v.mutable_locations()->erase(at);
+    if (!v.locations().empty()) continue;
+    Count("stored_objects_lost");
+    v = ErrorValue(id, proto::OBJECT_LOST,
+                   fmt::format("object {} ({}) was only in the object store of node {} ({}), which is gone: {}", Hex(id),
+                               FormatBytes(static_cast<double>(v.stored_size())), ShortHex(node->view.id),
+                               node->info.hostname(), why));
+    // Its owner may hold the old value (where it was): the error replaces it there.
+    if (auto c = clients_.find(obj.owner); c != clients_.end()) SendValue(c->second, v);
+  }
+}
+
+Result<const proto::ObjectValue*> TaskManager::StoredForRead(ClientSession* client, const std::string& id) const {
+  auto it = objects_.find(id);
+  if (it == objects_.end() || !MayRead(*client, it->second))
+    return Err(Code::kNotFound, fmt::format("object {} is not known to the head: it was freed, or its owner exited "
+                                            "(or it belongs to a client with another token)", Hex(id)));
+  const proto::ObjectValue& v = it->second.value;
+  if (v.error() != proto::ERROR_NONE) return Err(Code::kNotFound, v.message());
+  if (!it->second.ready || v.stored_size() == 0)
+    return Err(Code::kFailedPrecondition, fmt::format("object {} is not a stored value", Hex(id)));
+  return &v;
+}
+
+}  // namespace corral::head

@@ -1,0 +1,132 @@
+#include "corral/objects/node_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "corral/base/files.h"
+#include "corral/base/ids.h"
+
+namespace corral::objects {
+namespace {
+
+constexpr std::string_view kPartial = ".tmp.";
+
+// Calls fn(name) for every entry of `dir` but "." and "..".
+template <typename Fn>
+void ForEachEntry(const std::string& dir, Fn fn) {
+  DIR* d = opendir(dir.c_str());
+  if (!d) return;
+  while (dirent* e = readdir(d)) {
+    std::string_view name = e->d_name;
+    if (name != "." && name != "..") fn(std::string(name));
+  }
+  closedir(d);
+}
+
+}  // namespace
+
+std::string NodeStore::DefaultDir(const std::string& node_id, const std::string& state_dir) {
+  struct stat st{};
+  if (stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) && access("/dev/shm", W_OK | X_OK) == 0)
+    return "/dev/shm/corral-" + Hex(node_id).substr(0, 16);
+  return state_dir + "/objects";
+}
+
+uint64_t NodeStore::DefaultCapacity(const std::string& dir) {
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  uint64_t cap = pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) / 10 * 3 : 0;
+  struct statvfs fs{};
+  if (statvfs(dir.c_str(), &fs) == 0) {
+    uint64_t room = static_cast<uint64_t>(fs.f_blocks) * fs.f_frsize;
+    if (room > 0 && (cap == 0 || room < cap)) cap = room;
+  }
+  return cap;
+}
+
+Result<NodeStore> NodeStore::Open(std::string dir, const std::string& node_id) {
+  if (dir.empty()) return Err(Code::kInvalidArgument, "the object store needs a directory");
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+    return Err(Code::kFailedPrecondition,
+               fmt::format("cannot create the object store directory {}: {}", dir, std::strerror(errno)));
+  struct stat st{};
+  if (lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+    return Err(Code::kFailedPrecondition,
+               fmt::format("the object store directory {} is not a directory this user owns (a link, or another "
+                           "user's); pass another with --object-store-dir", dir));
+  if ((st.st_mode & 0077) != 0 && chmod(dir.c_str(), 0700) != 0)
+    return Err(Code::kFailedPrecondition, fmt::format("cannot make {} private (chmod 0700): {}", dir,
+                                                      std::strerror(errno)));
+  NodeStore store(std::move(dir));
+  ForEachEntry(store.dir_, [&](const std::string& name) { unlink((store.dir_ + "/" + name).c_str()); });
+  if (Status s = WriteFile(store.dir_ + "/.node", Hex(node_id) + "\n", 0600); !s.ok()) return Err(s);
+  return store;
+}
+
+std::string NodeStore::FileName(std::string_view id, uint32_t attempt) {
+  return fmt::format("{}-{}", Hex(id), attempt);
+}
+
+bool NodeStore::Delete(std::string_view id, uint32_t attempt) {
+  return !id.empty() && unlink(Path(id, attempt).c_str()) == 0;
+}
+
+Result<std::string> NodeStore::Read(std::string_view id, uint32_t attempt, uint64_t offset, uint64_t length,
+                                    uint64_t* size) const {
+  std::string path = Path(id, attempt);
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0)
+    return Err(Code::kNotFound, fmt::format("object {} is not in this node's store ({})", Hex(id),
+                                            std::strerror(errno)));
+  struct stat st{};
+  fstat(fd, &st);
+  *size = static_cast<uint64_t>(st.st_size);
+  std::string out;
+  if (offset < *size) {
+    out.resize(std::min<uint64_t>(length, *size - offset));
+    size_t done = 0;
+    while (done < out.size()) {
+      ssize_t n = pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        int err = errno;
+        close(fd);
+        return Err(Code::kInternal, fmt::format("reading object {}: {}", Hex(id), n < 0 ? std::strerror(err)
+                                                                                   : "the file is shorter than it was"));
+      }
+      done += static_cast<size_t>(n);
+    }
+  }
+  close(fd);
+  return out;
+}
+
+int NodeStore::SweepPartial(std::optional<pid_t> pid) {
+  int removed = 0;
+  ForEachEntry(dir_, [&](const std::string& name) {
+    size_t at = name.find(kPartial);
+    if (at == std::string::npos) return;
+    char* end = nullptr;
+    long writer = std::strtol(name.c_str() + at + kPartial.size(), &end, 10);
+    if (end == nullptr || *end != '\0' || writer <= 0) return;
+    bool gone = pid ? writer == *pid : (kill(static_cast<pid_t>(writer), 0) != 0 && errno == ESRCH);
+    if (gone && unlink((dir_ + "/" + name).c_str()) == 0) ++removed;
+  });
+  return removed;
+}
+
+void NodeStore::RemoveAll() {
+  ForEachEntry(dir_, [&](const std::string& name) { unlink((dir_ + "/" + name).c_str()); });
+  rmdir(dir_.c_str());
+}
+
+}  // namespace corral::objects

@@ -1,0 +1,63 @@
+// NodeStore: a node's shared-memory object store, as seen by the agent that owns it.
+//
+// The store is a directory on a memory file system (`/dev/shm/corral-<node>` by default), one file
+// per stored object, named `<hex id>-<attempt>` (`attempt` is the attempt of the task that made a
+// result, 0 for a put: two attempts of one task never write the same file). The process that makes
+// a value writes it there itself (`<name>.tmp.<pid>`, then a rename: a reader never sees a part of
+// a value) and readers on the machine map the file read-only: a value crosses no socket and is
+// copied once, by its writer. The agent deletes a file when the head says nothing references the
+// object; a reader that still maps it keeps its pages (the kernel frees them with the last mapping),
+// so a crashed reader leaks nothing and a deletion never pulls memory from under a reader.
+//
+// Files a writer left half-written when it died are removed by SweepPartial. Python writes and
+// maps the files (python/corral/_store.py); this class is the agent's side: create, delete, read
+// for a reader on another node, sweep.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "corral/base/status.h"
+
+namespace corral::objects {
+
+// The most bytes of an object one read for another node carries (a message, well under a frame).
+inline constexpr uint64_t kMaxChunkBytes = 8u << 20;
+
+class NodeStore {
+ public:
+  // The default directory for a node: /dev/shm/corral-<first 16 hex digits of the node id> where
+  // /dev/shm is a writable directory, else <state_dir>/objects.
+  static std::string DefaultDir(const std::string& node_id, const std::string& state_dir);
+  // The default capacity: 30% of the machine's memory, at most what the file system holding `dir` has.
+  static uint64_t DefaultCapacity(const std::string& dir);
+  // Creates `dir` (mode 0700) or takes over an existing one owned by this user, and empties it:
+  // objects from an earlier run of the node are unknown to the head. Writes `.node` (the node id in
+  // hex): how a driver on this machine tells its node's store from a same-named one elsewhere.
+  static Result<NodeStore> Open(std::string dir, const std::string& node_id);
+
+  const std::string& dir() const { return dir_; }
+  static std::string FileName(std::string_view id, uint32_t attempt);
+  std::string Path(std::string_view id, uint32_t attempt) const { return dir_ + "/" + FileName(id, attempt); }
+
+  // Removes the object's file. False if it was not there.
+  bool Delete(std::string_view id, uint32_t attempt);
+  // Up to `length` bytes of the object from `offset`; its whole size in *size.
+  Result<std::string> Read(std::string_view id, uint32_t attempt, uint64_t offset, uint64_t length,
+                           uint64_t* size) const;
+  // Removes the partial files of writer `pid`, or (nullopt) of every writer no longer running.
+  // Returns how many it removed.
+  int SweepPartial(std::optional<pid_t> pid = std::nullopt);
+  // Removes the directory and everything in it (the agent is stopping).
+  void RemoveAll();
+
+ private:
+  explicit NodeStore(std::string dir) : dir_(std::move(dir)) {}
+  std::string dir_;
+};
+
+}  // namespace corral::objects

@@ -1,0 +1,131 @@
+#include "corral/objects/node_store.h"
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+namespace corral::objects {
+namespace {
+
+std::string TempDir() {
+  char tmpl[] = "/tmp/corral-store-test-XXXXXX";
+  return mkdtemp(tmpl);
+}
+
+void WriteAt(const std::string& path, const std::string& data) { std::ofstream(path) << data; }
+bool Exists(const std::string& path) { return access(path.c_str(), F_OK) == 0; }
+
+TEST(NodeStore, OpenMakesAPrivateEmptyDirectory) {
+  std::string parent = TempDir();
+  std::string dir = parent + "/store";
+  ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
+  WriteAt(dir + "/leftover-0", "from an earlier run");
+  auto store = NodeStore::Open(dir + "/", "\x01\x02");
+  ASSERT_TRUE(store.has_value()) << store.error().ToString();
+  EXPECT_EQ(store->dir(), dir);
+  struct stat st{};
+  ASSERT_EQ(stat(dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  EXPECT_FALSE(Exists(dir + "/leftover-0"));
+  std::ifstream marker(dir + "/.node");
+  std::string text;
+  std::getline(marker, text);
+  EXPECT_EQ(text, "0102");
+  store->RemoveAll();
+  EXPECT_FALSE(Exists(dir));
+  rmdir(parent.c_str());
+}
+
+TEST(NodeStore, RefusesALinkInsteadOfADirectory) {
+  std::string parent = TempDir();
+  std::string target = parent + "/elsewhere";
+  ASSERT_EQ(mkdir(target.c_str(), 0700), 0);
+  ASSERT_EQ(symlink(target.c_str(), (parent + "/store").c_str()), 0);
+  auto store = NodeStore::Open(parent + "/store", "n");
+  ASSERT_FALSE(store.has_value());
+  EXPECT_NE(store.error().message().find("not a directory this user owns"), std::string::npos);
+  unlink((parent + "/store").c_str());
+  rmdir(target.c_str());
+  rmdir(parent.c_str());
+}
+
+TEST(NodeStore, NamesFilesByIdAndAttemptAndReadsParts) {
+  std::string dir = TempDir();
+  auto store = NodeStore::Open(dir, "n");
+  ASSERT_TRUE(store.has_value());
+  std::string id("\x01\xab", 2);
+  EXPECT_EQ(NodeStore::FileName(id, 3), "01ab-3");
+  WriteAt(store->Path(id, 3), "0123456789");
+  uint64_t size = 0;
+  auto part = store->Read(id, 3, 4, 3, &size);
+  ASSERT_TRUE(part.has_value());
+  EXPECT_EQ(*part, "456");
+  EXPECT_EQ(size, 10u);
+  auto tail = store->Read(id, 3, 8, 100, &size);
+  ASSERT_TRUE(tail.has_value());
+  EXPECT_EQ(*tail, "89");
+  auto past = store->Read(id, 3, 10, 100, &size);
+  ASSERT_TRUE(past.has_value());
+  EXPECT_EQ(*past, "");
+  auto other_attempt = store->Read(id, 2, 0, 1, &size);
+  ASSERT_FALSE(other_attempt.has_value());
+  EXPECT_EQ(other_attempt.error().code(), Code::kNotFound);
+  EXPECT_TRUE(store->Delete(id, 3));
+  EXPECT_FALSE(store->Delete(id, 3));
+  EXPECT_FALSE(store->Read(id, 3, 0, 1, &size).has_value());
+  store->RemoveAll();
+}
+
+TEST(NodeStore, DeletingKeepsTheBytesOfAReaderThatMappedIt) {
+  std::string dir = TempDir();
+  auto store = NodeStore::Open(dir, "n");
+  ASSERT_TRUE(store.has_value());
+  std::string id = "x";
+  WriteAt(store->Path(id, 0), "still here");
+  std::ifstream reader(store->Path(id, 0));
+  ASSERT_TRUE(store->Delete(id, 0));
+  std::string text;
+  std::getline(reader, text);
+  EXPECT_EQ(text, "still here");
+  store->RemoveAll();
+}
+
+TEST(NodeStore, SweepsPartialFilesOfDeadWritersOnly) {
+  std::string dir = TempDir();
+  auto store = NodeStore::Open(dir, "n");
+  ASSERT_TRUE(store.has_value());
+  pid_t child = fork();
+  if (child == 0) _exit(0);
+  ASSERT_GT(child, 0);
+  int status = 0;
+  waitpid(child, &status, 0);  // reaped: its pid runs nothing now
+  std::string mine = store->Path("a", 0) + ".tmp." + std::to_string(getpid());
+  std::string dead = store->Path("b", 0) + ".tmp." + std::to_string(child);
+  std::string sealed = store->Path("c", 0);
+  WriteAt(mine, "writing");
+  WriteAt(dead, "abandoned");
+  WriteAt(sealed, "done");
+  EXPECT_EQ(store->SweepPartial(), 1);
+  EXPECT_TRUE(Exists(mine));
+  EXPECT_FALSE(Exists(dead));
+  EXPECT_TRUE(Exists(sealed));
+  EXPECT_EQ(store->SweepPartial(getpid()), 1);
+  EXPECT_FALSE(Exists(mine));
+  EXPECT_TRUE(Exists(sealed));
+  store->RemoveAll();
+}
+
+TEST(NodeStore, DefaultCapacityIsAShareOfMemoryBoundedByTheFileSystem) {
+  uint64_t cap = NodeStore::DefaultCapacity("/tmp");
+  EXPECT_GT(cap, 0u);
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  EXPECT_LE(cap, static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) / 10 * 3);
+}
+
+}  // namespace
+}  // namespace corral::objects

@@ -1,0 +1,78 @@
+"""The object store across nodes: a full store, reads relayed from a node that holds a value,
+and values lost with their node. Each test starts its own head and agents on this machine; two
+agents are two nodes with their own stores, and a reader on one never opens the other's directory."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import corral
+from conftest import Cluster, wait_until
+from test_object_store import MB, checksum_on_this_node, make, stored_files, total
+
+
+def test_a_full_store_refuses_a_put_with_a_clear_error():
+    os.environ.pop("CORRAL_ADDRESS", None)
+    c = Cluster()
+    try:
+        c.add_agent(num_cpus=1, extra=["--object-store-memory", "12MiB"])
+        c.connect()
+        first = corral.put(np.ones(MB))  # 8 MiB
+        second = corral.put(np.ones(MB))
+        with pytest.raises(corral.ObjectStoreFullError, match="--object-store-memory"):
+            corral.get(second)
+        assert corral.get(first).sum() == MB
+        d = corral.nodes()[0]["object_store"]["dir"]
+        wait_until(lambda: len(stored_files(d)) == 1, what="the refused value's file to be deleted")
+    finally:
+        corral.shutdown()
+        c.stop()
+
+
+def test_a_value_on_another_node_is_fetched_through_the_head():
+    """Two agents on this machine are two nodes with their own stores: a reader on one that is
+    given a value held by the other fetches it (it never opens the other node's directory)."""
+    os.environ.pop("CORRAL_ADDRESS", None)
+    c = Cluster()
+    try:
+        a = c.add_agent(num_cpus=1, labels={"side": "a"})
+        b = c.add_agent(num_cpus=1, labels={"side": "b"})
+        c.connect()
+        c.wait_nodes(2)
+        made = make.options(label_selector={"side": "a"}).remote(20 * MB + 12345, 9)
+        want = 9 * (20 * MB + 12345)
+        s, where = corral.get(checksum_on_this_node.options(label_selector={"side": "b"}).remote(made))
+        assert (s, where) == (want, b.node_id)
+        # b's worker fetched it from a, through the head (a's agent counts what it sent).
+        wait_until(lambda: {n["node_id"]: n["counters"].get("object_bytes_sent", 0) for n in corral.nodes()}
+                   [a.node_id] >= 20 * MB, what="a's agent to report the bytes it sent")
+        assert all(n["counters"].get("object_bytes_sent", 0) == 0 for n in corral.nodes() if n["node_id"] == b.node_id)
+        # The driver runs on this machine too: it maps the copy in a's store, the first node it found.
+        got = corral.get(made)
+        assert int(got.astype(np.uint64).sum()) == want and not got.flags.writeable
+    finally:
+        corral.shutdown()
+        c.stop()
+
+
+def test_a_value_whose_only_node_died_raises_object_lost_naming_it():
+    os.environ.pop("CORRAL_ADDRESS", None)
+    c = Cluster(head_args=("--heartbeat-ms", "200", "--suspect-after-ms", "1000", "--dead-after-ms", "3000"))
+    try:
+        a = c.add_agent(num_cpus=1, labels={"side": "a"})
+        c.add_agent(num_cpus=1, labels={"side": "b"})
+        c.connect()
+        c.wait_nodes(2)
+        ref = make.options(label_selector={"side": "a"}).remote(MB, 1)
+        corral.wait([ref], timeout=60)
+        a.kill()
+        shutil.rmtree(f"/dev/shm/corral-{a.node_id[:16]}")  # as if its machine were gone
+        wait_until(lambda: any(n["state"] == "dead" for n in corral.nodes()), what="node a dead")
+        with pytest.raises(corral.ObjectLostError, match=a.node_id[:8]):
+            corral.get(ref)
+        with pytest.raises(corral.ObjectLostError):
+            corral.get(total.options(label_selector={"side": "b"}).remote(ref))
+    finally:
+        corral.shutdown()
+        c.stop()
