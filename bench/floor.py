@@ -1,6 +1,6 @@
 """Physical floors measured in the same run, so every figure can be read as a multiple of them:
 loopback TCP round trip of 64 bytes between two processes (TCP_NODELAY), loopback TCP bandwidth,
-and memcpy bandwidth between pre-faulted buffers."""
+memcpy bandwidth between pre-faulted buffers, and one copy of 100 MB into fresh memory."""
 import multiprocessing
 import socket
 import time
@@ -62,6 +62,18 @@ def tcp_bandwidth_gbs(total=1 << 30):
     s.shutdown(socket.SHUT_WR)
     p.join(30)
     return total / 1e9 / (time.perf_counter() - t)
+
+
+def copy_fresh_s(nbytes=100_000_000):
+    """Seconds for `a.copy()` of an nbytes float64 array: one copy into memory the process has not
+    touched yet (page faults included), what a value must pay at least to cross into new memory."""
+    import numpy as np
+    a = np.ones(nbytes // 8)
+    t = time.perf_counter()
+    b = a.copy()
+    took = time.perf_counter() - t
+    del b
+    return took
 
 
 def memcpy_gbs(total=1 << 30):

@@ -112,7 +112,8 @@ class Cluster:
         for a in self.agents:
             a.stop()
             # An agent that was killed left its object store behind.
-            shutil.rmtree(f"/dev/shm/corral-{a.node_id[:16]}", ignore_errors=True)
+            if getattr(a, "node_id", None):
+                shutil.rmtree(f"/dev/shm/corral-{a.node_id[:16]}", ignore_errors=True)
         self.head.stop()
 
 

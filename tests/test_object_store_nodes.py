@@ -19,10 +19,12 @@ def test_a_full_store_refuses_a_put_with_a_clear_error():
         c.add_agent(num_cpus=1, extra=["--object-store-memory", "12MiB"])
         c.connect()
         first = corral.put(np.ones(MB))  # 8 MiB
-        second = corral.put(np.ones(MB))
         with pytest.raises(corral.ObjectStoreFullError, match="--object-store-memory"):
-            corral.get(second)
+            corral.put(np.ones(MB))
         assert corral.get(first).sum() == MB
+        # A task's argument is put for the call: the call raises the same way.
+        with pytest.raises(corral.ObjectStoreFullError):
+            total.remote(np.ones(MB))
         d = corral.nodes()[0]["object_store"]["dir"]
         wait_until(lambda: len(stored_files(d)) == 1, what="the refused value's file to be deleted")
     finally:

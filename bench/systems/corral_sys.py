@@ -10,8 +10,6 @@ import common  # noqa: E402
 
 import corral  # noqa: E402
 
-LIMIT = 64 * 1024 * 1024
-
 
 @corral.remote
 def noop(i):
@@ -73,10 +71,6 @@ def main():
         del refs
 
     def numpy_arg(size):
-        if size["array_mb"] * 1_000_000 > LIMIT:
-            common.emit("numpy_100MB_arg", unavailable="values over 64 MiB need the shared-memory object store, "
-                                                      "not built yet")
-            return
         common.numpy_arg(lambda arr: corral.get(total.remote(arr)), size)
 
     def queued(size):

@@ -496,11 +496,28 @@ Result<std::string> Client::Put(std::string data) {
 }
 
 Result<std::string> Client::PutStored(const std::string& id, uint64_t size, const std::string& node) {
-  proto::ObjectValue v;
-  v.set_id(id);
-  v.set_stored_size(size);
-  v.add_locations(node);
-  return PutValue(std::move(v));
+  proto::Request req;
+  proto::ObjectValue* v = req.mutable_put_stored();
+  v->set_id(id);
+  v->set_stored_size(size);
+  v->add_locations(node);
+  auto local = std::make_shared<proto::ObjectValue>(*v);
+  {
+    std::lock_guard lock(mu_);
+    if (closed_) return Err(closed_reason_);
+    owned_.insert(id);
+    refs_[id]++;
+  }
+  auto reply = Request(std::move(req), 60);  // answered once the head recorded it (or refused it)
+  std::lock_guard lock(mu_);
+  if (!reply) {
+    owned_.erase(id);
+    refs_.erase(id);
+    ready_.erase(id);  // the refusal the head sent as its value
+    return Err(reply.error());
+  }
+  ready_[id] = std::move(local);
+  return id;
 }
 
 Result<std::string> Client::PutValue(proto::ObjectValue&& value) {

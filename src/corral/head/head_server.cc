@@ -415,6 +415,14 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     HandleNodeRequest(request.node(), reply);
   } else if (request.has_certs()) {
     HandleCertsRequest(request.certs(), reply);
+  } else if (request.has_put_stored()) {
+    if (!peer->session) {
+      SetError(*reply, Status(Code::kFailedPrecondition, "not a client session"));
+    } else {
+      const std::string& id = request.put_stored().id();
+      tasks_.Put(peer->session.get(), proto::ObjectValue(request.put_stored()));
+      if (auto refused = tasks_.PutRefusal(id)) SetError(*reply, *refused);
+    }
   } else if (request.has_fetch_object()) {
     FetchObject(peer, request);  // answered when the node that holds it does
     return;

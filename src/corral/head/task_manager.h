@@ -116,6 +116,9 @@ class TaskManager {
   };
   StoreUsage StoreUsageOf(const std::string& node_id) const;
   Result<const proto::ObjectValue*> StoredForRead(ClientSession* client, const std::string& id) const;
+  // Why the put of `id` was refused (its value is an error), if it was.
+  // RESOURCE_EXHAUSTED for a full store (put() raises ObjectStoreFullError).
+  std::optional<Status> PutRefusal(const std::string& id) const;
 
   size_t unfinished_tasks() const { return unfinished_; }
   void FillStatus(proto::ClusterStatus* status) const;

@@ -224,6 +224,14 @@ void TaskManager::LoseStoredOn(Node* node, const std::string& why) {
   }
 }
 
+std::optional<Status> TaskManager::PutRefusal(const std::string& id) const {
+  auto it = objects_.find(id);
+  if (it == objects_.end() || it->second.value.error() == proto::ERROR_NONE) return std::nullopt;
+  const proto::ObjectValue& v = it->second.value;
+  return Status(v.error() == proto::OBJECT_STORE_FULL ? Code::kResourceExhausted : Code::kFailedPrecondition,
+                v.message());
+}
+
 Result<const proto::ObjectValue*> TaskManager::StoredForRead(ClientSession* client, const std::string& id) const {
   auto it = objects_.find(id);
   if (it == objects_.end() || !MayRead(*client, it->second))

@@ -293,7 +293,18 @@ NB_MODULE(_core, m) {
       .def("new_object_id", [](Client& c) { return Bytes(c.NewObjectId()); })
       .def("put_stored",
            [](Client& c, const nb::bytes& id, uint64_t size, const nb::bytes& node) {
-             return Bytes(Check(c.PutStored(Str(id), size, Str(node))));
+             corral::Result<std::string> r;
+             std::string key = Str(id), where = Str(node);
+             {
+               nb::gil_scoped_release release;
+               r = c.PutStored(key, size, where);
+             }
+             if (!r && r.error().code() == corral::Code::kResourceExhausted) {
+               PyErr_SetString(nb::module_::import_("corral.exceptions").attr("ObjectStoreFullError").ptr(),
+                               r.error().message().c_str());
+               throw nb::python_error();
+             }
+             return Bytes(Check(std::move(r)));
            },
            "id"_a, "size"_a, "node"_a, "Registers a value written to node's store under id (see _store.py).")
       .def("fetch",
