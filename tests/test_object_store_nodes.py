@@ -50,6 +50,11 @@ def test_a_value_on_another_node_is_fetched_through_the_head():
         wait_until(lambda: {n["node_id"]: n["counters"].get("object_bytes_sent", 0) for n in corral.nodes()}
                    [a.node_id] >= 20 * MB, what="a's agent to report the bytes it sent")
         assert all(n["counters"].get("object_bytes_sent", 0) == 0 for n in corral.nodes() if n["node_id"] == b.node_id)
+        # Without a selector, a task goes where its argument's bytes are: b, registered second, where
+        # a tie between two idle nodes would otherwise go to a.
+        on_b = make.options(label_selector={"side": "b"}).remote(MB, 1)
+        for _ in range(3):
+            assert corral.get(checksum_on_this_node.remote(on_b)) == (MB, b.node_id)
         # The driver runs on this machine too: it maps the copy in a's store, the first node it found.
         got = corral.get(made)
         assert int(got.astype(np.uint64).sum()) == want and not got.flags.writeable

@@ -51,9 +51,10 @@ bool PythonMatches(const std::string& node_python, const std::string& wanted) {
   return node_python == wanted || node_python.starts_with(wanted + ".");
 }
 
-Placement Place(const Request& request, const std::vector<const NodeView*>& nodes) {
+Placement Place(const Request& request, const std::vector<const NodeView*>& nodes, const std::string& preferred) {
   Placement out;
   const NodeView* best = nullptr;
+  const NodeView* local = nullptr;  // `preferred`, eligible and with room
   double best_util = 0;
   const NodeView* prefetch = nullptr;
   bool could_fit_later = false;
@@ -75,6 +76,7 @@ Placement Place(const Request& request, const std::vector<const NodeView*>& node
     could_fit_later = true;
     if (!n->schedulable) continue;
     if (n->available.Contains(request.resources)) {
+      if (!preferred.empty() && n->id == preferred) local = n;
       double util = n->available.UtilizationAfter(request.resources, n->total);
       if (!best || util < best_util || (util == best_util && n->order < best->order)) {
         best = n;
@@ -90,7 +92,7 @@ Placement Place(const Request& request, const std::vector<const NodeView*>& node
     out.kind = Placement::kWait;  // no node has joined yet: nothing to judge feasibility by
   } else if (best) {
     out.kind = Placement::kPlaced;
-    out.node = best;
+    out.node = local ? local : best;
   } else if (prefetch) {
     out.kind = Placement::kPlaced;
     out.node = prefetch;

@@ -8,6 +8,8 @@
 //     matches the node (the task asked for that node by name).
 //  2. Among eligible nodes with the request free now, take the one least utilised after placing
 //     (max over requested resources of used/total): work spreads across nodes.
+//     But a task whose arguments are stored values goes to `preferred`, the node holding most of
+//     their bytes, when it is eligible and has the request free (locality: the bytes stay put).
 //  3. Ties go to the node that registered first.
 //  4. If no node has room now, a CPU-only task may wait in an agent's short prefetch queue (at most
 //     `prefetch` tasks per node, fewest queued first) so workers never idle between tasks.
@@ -57,7 +59,8 @@ struct Placement {
   std::string reason;              // for kInfeasible: what no node offers
 };
 
-Placement Place(const Request& request, const std::vector<const NodeView*>& nodes);
+Placement Place(const Request& request, const std::vector<const NodeView*>& nodes,
+                const std::string& preferred = "");
 
 // How many tasks of `request` the node could run at once (by its total resources): 0 if it takes
 // no new work or cannot take the request at all (labels, size, interruptible-only, a durable

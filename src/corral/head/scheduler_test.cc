@@ -41,6 +41,27 @@ TEST(Place, SpreadsToLeastUtilised) {
   EXPECT_FALSE(p.prefetch);
 }
 
+TEST(Place, PrefersTheNodeHoldingTheArgumentsWhenItHasRoom) {
+  NodeView a = Node("a", 1, R(4)), b = Node("b", 2, R(4));
+  a.available = R(1);  // a is busier, but holds the task's stored arguments
+  auto p = Place(Req(R(1)), {&a, &b}, "a");
+  ASSERT_EQ(p.kind, Placement::kPlaced);
+  EXPECT_EQ(p.node->id, "a");
+  a.available = R(0);  // full: the task runs elsewhere rather than wait
+  p = Place(Req(R(1)), {&a, &b}, "a");
+  ASSERT_EQ(p.kind, Placement::kPlaced);
+  EXPECT_EQ(p.node->id, "b");
+  EXPECT_FALSE(p.prefetch);
+  a.available = R(4);
+  a.labels = {{"zone", "x"}};
+  Request zoned = Req(R(1));
+  zoned.label_selector = {{"zone", "y"}};  // not eligible: its selector wins over locality
+  b.labels = {{"zone", "y"}};
+  p = Place(zoned, {&a, &b}, "a");
+  ASSERT_EQ(p.kind, Placement::kPlaced);
+  EXPECT_EQ(p.node->id, "b");
+}
+
 TEST(Place, TiesGoToFirstRegistered) {
   NodeView a = Node("a", 2, R(4)), b = Node("b", 1, R(4));
   EXPECT_EQ(Place(Req(R(1)), {&a, &b}).node->id, "b");

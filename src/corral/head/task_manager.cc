@@ -276,7 +276,7 @@ void TaskManager::Schedule() {
         cls.queue.pop_front();  // cancelled or finished while queued
         continue;
       }
-      Placement p = Place(cls.request, views);
+      Placement p = Place(cls.request, views, LargestHolder(tit->second.spec));
       if (p.kind == Placement::kWait) break;
       if (p.kind == Placement::kInfeasible) {
         cls.infeasible = p.reason;

@@ -173,6 +173,8 @@ class TaskManager {
   };
 
   void Enqueue(const std::string& id, Task& task);
+  // The node holding most bytes of the task's stored arguments ("" if none is stored).
+  std::string LargestHolder(const proto::TaskSpec& spec) const;
   void Dispatch(const std::string& id, Task& task, Node* node, bool prefetch);
   void ReleaseResources(Task& task, Node* node);
   // Finishes the task with `value` and propagates to dependents and subscribers.

@@ -224,6 +224,24 @@ void TaskManager::LoseStoredOn(Node* node, const std::string& why) {
   }
 }
 
+std::string TaskManager::LargestHolder(const proto::TaskSpec& spec) const {
+  if (spec.deps().empty()) return "";
+  std::unordered_map<std::string, uint64_t> bytes;
+  for (const auto& dep : spec.deps()) {
+    auto it = objects_.find(dep);
+    if (it == objects_.end()) continue;
+    for (const auto& node : it->second.value.locations()) bytes[node] += it->second.value.stored_size();
+  }
+  std::string best;
+  uint64_t most = 0;
+  for (const auto& [node, n] : bytes)
+    if (n > most || (n == most && node < best)) {
+      best = node;
+      most = n;
+    }
+  return best;
+}
+
 std::optional<Status> TaskManager::PutRefusal(const std::string& id) const {
   auto it = objects_.find(id);
   if (it == objects_.end() || it->second.value.error() == proto::ERROR_NONE) return std::nullopt;
