@@ -3,6 +3,7 @@ and values lost with their node. Each test starts its own head and agents on thi
 agents are two nodes with their own stores, and a reader on one never opens the other's directory."""
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -12,19 +13,20 @@ from conftest import Cluster, wait_until
 from test_object_store import MB, checksum_on_this_node, make, stored_files, total
 
 
-def test_a_full_store_refuses_a_put_with_a_clear_error():
+def test_a_value_larger_than_the_store_is_refused_with_a_clear_error():
     os.environ.pop("CORRAL_ADDRESS", None)
     c = Cluster()
     try:
         c.add_agent(num_cpus=1, extra=["--object-store-memory", "12MiB"])
         c.connect()
         first = corral.put(np.ones(MB))  # 8 MiB
+        # A value larger than the whole store cannot go in, spilling or not.
         with pytest.raises(corral.ObjectStoreFullError, match="--object-store-memory"):
-            corral.put(np.ones(MB))
+            corral.put(np.ones(2 * MB))
         assert corral.get(first).sum() == MB
         # A task's argument is put for the call: the call raises the same way.
         with pytest.raises(corral.ObjectStoreFullError):
-            total.remote(np.ones(MB))
+            total.remote(np.ones(2 * MB))
         d = corral.nodes()[0]["object_store"]["dir"]
         wait_until(lambda: len(stored_files(d)) == 1, what="the refused value's file to be deleted")
     finally:
@@ -80,6 +82,60 @@ def test_a_value_whose_only_node_died_raises_object_lost_naming_it():
             corral.get(ref)
         with pytest.raises(corral.ObjectLostError):
             corral.get(total.options(label_selector={"side": "b"}).remote(ref))
+    finally:
+        corral.shutdown()
+        c.stop()
+
+
+def test_a_full_store_spills_least_recently_used_values_to_disk_and_reads_them_back():
+    os.environ.pop("CORRAL_ADDRESS", None)
+    c = Cluster()
+    try:
+        spill = os.path.join(c.dir, "spill")
+        c.add_agent(num_cpus=1, extra=["--object-store-memory", "24MiB", "--spill-dir", spill])
+        c.connect()
+        refs = [corral.put(np.full(MB, float(i))) for i in range(5)]  # 5 x 8 MiB into 24 MiB
+        node = wait_until(lambda: [n for n in corral.nodes() if n["object_store"]["spilled_bytes"] >= 16 * MB
+                                   and n["object_store"]["used_bytes"] <= 24 * MB], what="values spilled")[0]
+        store = node["object_store"]
+        assert store["spill_dir"] == spill
+        assert store["objects"] == 5
+        # The oldest went to disk first; every value reads back whole, from memory or from disk.
+        assert f"{refs[0].hex()}-0" in os.listdir(spill)
+        assert f"{refs[4].hex()}-0" in stored_files(store["dir"])
+        for i, r in enumerate(refs):
+            got = corral.get(r)
+            assert got.shape == (MB,) and float(got[0]) == i and float(got[-1]) == i
+        # A task on the node reads a spilled value too.
+        assert corral.get(total.remote(refs[0]))[0] == 0.0
+        assert corral.get(total.remote(refs[1]))[0] == float(MB)
+        del refs, got, r
+        import gc
+        gc.collect()
+        wait_until(lambda: os.listdir(spill) == [] and stored_files(store["dir"]) == [],
+                   what="both directories empty once the values are freed")
+    finally:
+        corral.shutdown()
+        c.stop()
+
+
+def test_a_put_past_capacity_when_spilling_fails_is_a_clear_error_not_a_hang():
+    os.environ.pop("CORRAL_ADDRESS", None)
+    c = Cluster()
+    try:
+        spill = os.path.join(c.dir, "spill")
+        c.add_agent(num_cpus=1, extra=["--object-store-memory", "20MiB", "--spill-dir", spill])
+        c.connect()
+        shutil.rmtree(spill)
+        open(spill, "w").close()  # the spill directory is now a file: every spill fails, as on a dead disk
+        kept = [corral.put(np.ones(MB)), corral.put(np.ones(MB))]  # 16 MiB
+        with pytest.raises(corral.ObjectStoreFullError):
+            for _ in range(5):  # the first past capacity asks for a spill; it fails, and puts are refused
+                kept.append(corral.put(np.ones(MB)))
+                time.sleep(0.2)
+        with pytest.raises(corral.ObjectStoreFullError, match="spilling to disk failed"):
+            corral.put(np.ones(MB))
+        assert all(corral.get(r).sum() == MB for r in kept)  # nothing lost
     finally:
         corral.shutdown()
         c.stop()

@@ -7,7 +7,9 @@ process that made it writes it once into its node's store, a directory on a memo
 and node. A reader on that node maps the file read-only and unpickles with its buffers pointing
 into the mapping: a numpy array read back is a read-only view of the store, not a copy. A reader on
 another node (or a driver on a machine without an agent) fetches the bytes part by part from a node
-that holds them, relayed by the head, into its own memory.
+that holds them, relayed by the head, into its own memory; each part carries the CRC-32 computed
+where it was read, checked here. A value spilled to disk (the store was full) is mapped from the
+node's spill directory instead.
 
 The agent deletes the file once nothing references the value. A reader that still maps it keeps
 its pages (the kernel frees them with the last mapping), so a dropped reference never pulls memory
@@ -22,8 +24,9 @@ import mmap
 import os
 import pickle
 import struct
+import zlib
 
-from . import _core, exceptions
+from . import exceptions
 
 THRESHOLD = 100 * 1024  # values smaller than this travel inline, in the message
 _MAGIC = b"CORRALV1"
@@ -35,11 +38,11 @@ _WINDOW = 4        # fetches in flight
 
 
 class Local:
-    """This process's node store: its directory and the node's id (bytes)."""
-    __slots__ = ("dir", "node")
+    """This process's node store: its directory, where spilled values are, and the node's id (bytes)."""
+    __slots__ = ("dir", "spill_dir", "node")
 
-    def __init__(self, directory, node):
-        self.dir, self.node = directory, node
+    def __init__(self, directory, spill_dir, node):
+        self.dir, self.spill_dir, self.node = directory, spill_dir, node
 
 
 _local = [None, False]  # (Local or None, looked for)
@@ -62,7 +65,7 @@ def reset():
 def _find_local():
     d, node = os.environ.get("CORRAL_OBJECT_DIR"), os.environ.get("CORRAL_NODE_ID")
     if d and node and _owns(d, node):  # a worker: its agent's store
-        return Local(d, bytes.fromhex(node))
+        return Local(d, os.environ.get("CORRAL_SPILL_DIR", ""), bytes.fromhex(node))
     from . import _runtime
     client = _runtime.client
     if client is None:
@@ -74,7 +77,7 @@ def _find_local():
     for n in nodes:
         store = n.get("object_store") or {}
         if n.get("state") == "alive" and store.get("dir") and _owns(store["dir"], n["node_id"]):
-            return Local(store["dir"], bytes.fromhex(n["node_id"]))
+            return Local(store["dir"], store.get("spill_dir", ""), bytes.fromhex(n["node_id"]))
     return None
 
 
@@ -168,11 +171,7 @@ def read(object_id, size, locations, attempt, client):
     """The value of a stored object: mapped from this node's store, or fetched from another node."""
     store = local()
     if store is not None and store.node in locations:
-        path = os.path.join(store.dir, f"{object_id.hex()}-{attempt}")
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            fd = None  # deleted meanwhile here: another copy may still be elsewhere
+        fd = _open_local(store, f"{object_id.hex()}-{attempt}")
         if fd is not None:
             try:
                 m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
@@ -191,6 +190,18 @@ def read(object_id, size, locations, attempt, client):
     return _load(memoryview(data).toreadonly())
 
 
+def _open_local(store, name):
+    """A descriptor of the value's file: in memory, else spilled to disk (it is complete there before
+    it leaves memory, so one of the two is found); None if it is in neither (deleted meanwhile)."""
+    for d in (store.dir, store.spill_dir):
+        if d:
+            try:
+                return os.open(os.path.join(d, name), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                pass
+    return None
+
+
 def fetch(client, object_id, size):
     """The bytes of a stored object from a node that holds it (relayed by the head)."""
     buf = mmap.mmap(-1, max(size, 1))  # page-aligned, so buffers keep their alignment
@@ -200,7 +211,7 @@ def fetch(client, object_id, size):
     with concurrent.futures.ThreadPoolExecutor(_WINDOW) as pool:
         def one(offset):
             try:
-                chunk, total = client.fetch(object_id, offset, min(_CHUNK, size - offset))
+                chunk, total, crc = client.fetch(object_id, offset, min(_CHUNK, size - offset))
             except Exception as e:
                 raise exceptions.ObjectLostError(
                     f"object {object_id.hex()} ({size} bytes) could not be read from the node that holds it: "
@@ -209,6 +220,9 @@ def fetch(client, object_id, size):
                 raise exceptions.ObjectLostError(
                     f"object {object_id.hex()}: its node sent {len(chunk)} bytes at offset {offset} of "
                     f"{total}, expected {size}")
+            if zlib.crc32(chunk) != crc:
+                raise exceptions.ObjectLostError(
+                    f"object {object_id.hex()}: the part at offset {offset} arrived damaged (checksum mismatch)")
             view[offset:offset + len(chunk)] = chunk
         for f in [pool.submit(one, o) for o in offsets]:
             f.result()
@@ -239,10 +253,3 @@ def _dumps(value, callback, what):
         raise exceptions.SerializationError(f"{what} cannot be pickled: {type(e).__name__}: {e}") from e
 
 
-def node_hex():
-    s = local()
-    return s.node.hex() if s else None
-
-
-__all__ = ["THRESHOLD", "local", "read", "write", "split", "fetch"]
-_ = _core  # the module loads with the core

@@ -67,13 +67,16 @@ Status Agent::Start() {
   std::string store_dir = options_.object_store_dir.empty()
                               ? objects::NodeStore::DefaultDir(options_.node_id, options_.state_dir)
                               : options_.object_store_dir;
-  auto store = objects::NodeStore::Open(store_dir, options_.node_id);
+  auto store = objects::NodeStore::Open(store_dir, options_.node_id,
+                                       options_.spill_dir.empty() ? options_.state_dir + "/spill" : options_.spill_dir);
   if (!store) return store.error();
   store_ = std::move(*store);
   uint64_t capacity = options_.object_store_memory > 0 ? options_.object_store_memory
                                                        : objects::NodeStore::DefaultCapacity(store_->dir());
   info_.set_object_store_dir(store_->dir());
   info_.set_object_store_capacity(capacity);
+  info_.set_spill_dir(store_->spill_dir());
+  spill_thread_ = std::thread([this] { SpillLoop(); });
   std::string sock = options_.state_dir + "/agent.sock";
   auto ep = net::ParseEndpoint("unix:" + sock);
   if (!ep) return ep.error();
@@ -128,6 +131,14 @@ void Agent::Stop() {
   if (head_) head_->Close(Status(Code::kUnavailable, "agent stopping"));
   for (auto& [pid, w] : workers_)
     if (w->conn) w->conn->Close(Status(Code::kUnavailable, "agent stopping"));
+  if (spill_thread_.joinable()) {
+    {
+      std::lock_guard lock(spill_mu_);
+      spill_stop_ = true;
+    }
+    spill_cv_.notify_all();
+    spill_thread_.join();
+  }
   if (store_) store_->RemoveAll();  // the head forgets this node's objects with it
 }
 
@@ -135,8 +146,57 @@ void Agent::Stop() {
 
 void Agent::OnDeleteObjects(const proto::DeleteObjects& request) {
   if (!store_) return;
-  for (const auto& o : request.objects())
+  for (const auto& o : request.objects()) {
+    std::string name = objects::NodeStore::FileName(o.id(), o.attempt());
+    if (spilling_.contains(name)) delete_after_spill_.insert(name);
     if (store_->Delete(o.id(), o.attempt())) counters_["objects_deleted"]++;
+  }
+}
+
+void Agent::OnSpillObjects(const proto::SpillObjects& request) {
+  if (!store_) return;
+  for (const auto& o : request.objects()) spilling_.insert(objects::NodeStore::FileName(o.id(), o.attempt()));
+  {
+    std::lock_guard lock(spill_mu_);
+    spill_queue_.push_back(request);
+  }
+  spill_cv_.notify_one();
+}
+
+void Agent::SpillLoop() {
+  while (true) {
+    proto::SpillObjects batch;
+    {
+      std::unique_lock lock(spill_mu_);
+      spill_cv_.wait(lock, [&] { return spill_stop_ || !spill_queue_.empty(); });
+      if (spill_stop_) return;
+      batch = std::move(spill_queue_.front());
+      spill_queue_.pop_front();
+    }
+    proto::AgentToHead msg;
+    proto::ObjectsSpilled* done = msg.mutable_objects_spilled();
+    for (const auto& o : batch.objects()) {
+      Status s = store_->Spill(o.id(), o.attempt());
+      if (s.ok()) {
+        *done->add_spilled() = o;
+      } else if (s.code() != Code::kNotFound) {  // (deleted meanwhile: nothing to report)
+        *done->add_failed() = o;
+        done->set_error(s.message());
+      }
+    }
+    asio::post(io_, [this, alive = alive_, msg = std::move(msg), batch = std::move(batch)] {
+      if (!*alive) return;
+      for (const auto& o : batch.objects()) {
+        std::string name = objects::NodeStore::FileName(o.id(), o.attempt());
+        spilling_.erase(name);
+        if (delete_after_spill_.erase(name)) store_->Delete(o.id(), o.attempt());  // freed while it moved
+      }
+      counters_["objects_spilled"] += msg.objects_spilled().spilled_size();
+      if (!msg.objects_spilled().error().empty())
+        LOG_WARN("spilling {} value(s) failed: {}", msg.objects_spilled().failed_size(), msg.objects_spilled().error());
+      if (head_) head_->Send(msg);
+    });
+  }
 }
 
 void Agent::OnReadObject(const proto::ReadObject& request) {
@@ -150,6 +210,7 @@ void Agent::OnReadObject(const proto::ReadObject& request) {
   if (data) {
     chunk->set_data(std::move(*data));
     chunk->set_total_size(size);
+    chunk->set_crc32(objects::Crc32(chunk->data()));
     counters_["object_bytes_sent"] += static_cast<int64_t>(chunk->data().size());
   } else {
     chunk->set_error(data.error().message());
@@ -360,7 +421,10 @@ Agent::Worker* Agent::SpawnWorker(const std::string& env_key) {
   spec.env["CORRAL_AGENT_SOCKET"] = options_.state_dir + "/agent.sock";
   spec.env["CORRAL_WORKER_ID"] = w->id;
   spec.env["CORRAL_NODE_ID"] = Hex(options_.node_id);
-  if (store_) spec.env["CORRAL_OBJECT_DIR"] = store_->dir();
+  if (store_) {
+    spec.env["CORRAL_OBJECT_DIR"] = store_->dir();
+    spec.env["CORRAL_SPILL_DIR"] = store_->spill_dir();
+  }
   spec.env["CORRAL_ADDRESS"] = options_.head.ToString();
   // Not the agent's token: the head's worker credential for this node (written on registration),
   // and for this agent's socket a secret of its own. The agent's secrets stay out of the workers.

@@ -23,7 +23,10 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <condition_variable>
+#include <mutex>
 #include <optional>
+#include <thread>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -70,6 +73,7 @@ struct AgentOptions {
   bool drain_on_sleep = false;           // hold a logind sleep inhibitor; drain before suspend
   std::string object_store_dir;          // empty: NodeStore::DefaultDir
   uint64_t object_store_memory = 0;      // 0: NodeStore::DefaultCapacity
+  std::string spill_dir;                 // empty: <state_dir>/spill
   // Connects to the head; unset: dial `head` over TCP. The head's own agent gets an in-process stream.
   std::function<void(std::function<void(Result<std::unique_ptr<net::ByteStream>>)>)> connect;
 };
@@ -139,6 +143,10 @@ class Agent {
   // The object store (see objects/node_store.h): the head's deletions and reads for other nodes.
   void OnDeleteObjects(const proto::DeleteObjects& request);
   void OnReadObject(const proto::ReadObject& request);
+  // Spills run on their own thread (disk writes would stall the node's event loop); the head hears
+  // which moved. A deletion that arrives meanwhile is done once the spill ends.
+  void OnSpillObjects(const proto::SpillObjects& request);
+  void SpillLoop();
 
   boost::asio::io_context& io_;
   AgentOptions options_;
@@ -187,6 +195,13 @@ class Agent {
   std::unique_ptr<SleepInhibitor> sleep_inhibitor_;
 
   std::optional<objects::NodeStore> store_;
+  std::thread spill_thread_;
+  std::mutex spill_mu_;
+  std::condition_variable spill_cv_;
+  std::deque<proto::SpillObjects> spill_queue_;  // guarded by spill_mu_
+  bool spill_stop_ = false;                      // guarded by spill_mu_
+  std::set<std::string> spilling_;               // file names queued or moving (io thread)
+  std::set<std::string> delete_after_spill_;
   int heartbeats_since_sweep_ = 0;
   std::unique_ptr<net::Listener> worker_listener_;
   std::unique_ptr<WorkerProcesses> processes_;

@@ -315,6 +315,7 @@ void Agent::OnHeadMessage(std::string_view bytes) {
       break;
     case proto::HeadToAgent::kDeleteObjects: OnDeleteObjects(msg.delete_objects()); break;
     case proto::HeadToAgent::kReadObject: OnReadObject(msg.read_object()); break;
+    case proto::HeadToAgent::kSpillObjects: OnSpillObjects(msg.spill_objects()); break;
     case proto::HeadToAgent::kForgetFunctions:
       for (const auto& hash : msg.forget_functions().hashes()) {
         functions_.erase(hash);

@@ -28,6 +28,9 @@ void AddNodeFlags(CLI::App* cmd, corral::cli::NodeFlags* f) {
                   "e.g. 8GiB (default: 30% of RAM, at most what /dev/shm holds)");
   cmd->add_option("--object-store-dir", f->object_store_dir,
                   "directory on a memory file system for this node's object store (default: /dev/shm/corral-<node>)");
+  cmd->add_option("--spill-dir", f->spill_dir,
+                  "directory on disk where values go when the object store is full, least recently used first "
+                  "(default: <state dir>/spill)");
 }
 
 }  // namespace

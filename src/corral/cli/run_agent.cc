@@ -93,6 +93,7 @@ void FillAgentOptions(const NodeFlags& flags, const net::Endpoint& head, const s
   options->interruptible_only = flags.interruptible_only;
   options->drain_on_sleep = flags.drain_on_sleep;
   options->object_store_dir = flags.object_store_dir;
+  options->spill_dir = flags.spill_dir;
 }
 
 int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv) {

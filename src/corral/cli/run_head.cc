@@ -35,6 +35,7 @@ std::vector<std::string> NodeFlags::ToArgs() const {
   if (drain_on_sleep) a.push_back("--drain-on-sleep");
   if (!object_store_memory.empty()) a.insert(a.end(), {"--object-store-memory", object_store_memory});
   if (!object_store_dir.empty()) a.insert(a.end(), {"--object-store-dir", object_store_dir});
+  if (!spill_dir.empty()) a.insert(a.end(), {"--spill-dir", spill_dir});
   return a;
 }
 

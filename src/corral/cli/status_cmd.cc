@@ -110,8 +110,12 @@ int ShowStatus(const std::string& address, bool json) {
     if (n.info().interruptible_only()) labels += (labels.empty() ? "" : ",") + std::string("interruptible-only");
     std::string store = n.info().object_store_capacity() == 0
                             ? std::string("-")
-                            : fmt::format("{}/{}", FormatBytes(static_cast<double>(n.object_store_used())),
-                                          FormatBytes(static_cast<double>(n.info().object_store_capacity())));
+                            : fmt::format("{}/{}{}", FormatBytes(static_cast<double>(n.object_store_used())),
+                                          FormatBytes(static_cast<double>(n.info().object_store_capacity())),
+                                          n.object_store_spilled() == 0
+                                              ? std::string()
+                                              : " +" + FormatBytes(static_cast<double>(n.object_store_spilled())) +
+                                                    " spilled");
     std::printf("%-9s %-16s %-8s %-9s %-7s %-19s %-19s %-18s %-16s %-6lld %.1fs ago\n", ShortHex(n.info().node_id()).c_str(),
                 n.info().hostname().substr(0, 16).c_str(), DisplayState(n).c_str(), Amount(n, kCpu).c_str(),
                 Amount(n, kGpu).c_str(), Amount(n, kMemory).c_str(), store.c_str(), custom.empty() ? "-" : custom.c_str(),

@@ -386,6 +386,7 @@ void HeadServer::OnAgentMessage(Peer* peer, std::string_view bytes) {
     case proto::AgentToHead::kLog: tasks_.OnLog(node, std::move(*msg.mutable_log())); break;
     case proto::AgentToHead::kRenewCertificate: RenewNodeCertificate(peer, msg.renew_certificate()); break;
     case proto::AgentToHead::kObjectChunk: OnObjectChunk(peer, std::move(*msg.mutable_object_chunk())); break;
+    case proto::AgentToHead::kObjectsSpilled: tasks_.OnObjectsSpilled(node, msg.objects_spilled()); break;
     case proto::AgentToHead::kUpdate:
       msg.mutable_update()->set_address(node->info.address());
       nodes_.Update(node, msg.update());
@@ -520,6 +521,7 @@ proto::ClusterStatus HeadServer::BuildStatus() {
     TaskManager::StoreUsage used = tasks_.StoreUsageOf(n->view.id);
     ns->set_object_store_used(used.bytes);
     ns->set_object_store_objects(used.objects);
+    ns->set_object_store_spilled(used.spilled);
     *ns->mutable_counters() = n->counters;
   }
   tasks_.FillStatus(&st);

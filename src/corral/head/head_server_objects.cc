@@ -53,6 +53,7 @@ void HeadServer::OnObjectChunk(Peer* peer, proto::ObjectChunk&& chunk) {
   } else {
     reply->set_chunk(std::move(*chunk.mutable_data()));
     reply->set_object_size(chunk.total_size());
+    reply->set_chunk_crc32(chunk.crc32());
   }
   conn->Send(out);
 }

@@ -23,7 +23,9 @@ nlohmann::json NodeJson(const proto::NodeStatus& n) {
   nj["object_store"] = {{"dir", n.info().object_store_dir()},
                         {"capacity_bytes", n.info().object_store_capacity()},
                         {"used_bytes", n.object_store_used()},
-                        {"objects", n.object_store_objects()}};
+                        {"objects", n.object_store_objects()},
+                        {"spilled_bytes", n.object_store_spilled()},
+                        {"spill_dir", n.info().spill_dir()}};
   nj["last_heartbeat_age_s"] = n.last_heartbeat_age_s();
   nj["counters"] = std::map<std::string, int64_t>(n.counters().values().begin(), n.counters().values().end());
   return nj;

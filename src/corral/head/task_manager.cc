@@ -320,7 +320,10 @@ void TaskManager::Dispatch(const std::string& id, Task& task, Node* node, bool p
   }
   for (const auto& dep : task.spec.deps()) {
     auto d = objects_.find(dep);
-    if (d != objects_.end()) *ex->add_deps() = d->second.value;
+    if (d != objects_.end()) {
+      *ex->add_deps() = d->second.value;
+      Touch(d->second);
+    }
   }
   size_t bytes = msg.ByteSizeLong();
   if (bytes + 64 > net::kDefaultMaxFrameBytes || !node->conn->Send(msg)) {
@@ -655,6 +658,9 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     obj.value = std::move(val);
     object_bytes_ += static_cast<int64_t>(obj.value.data().size());
     AddStored(obj.value);
+    Touch(obj);
+    if (obj.value.stored_size() > 0)  // a result is never refused: older values make room
+      if (Node* n = nodes_.Find(obj.value.locations(0))) MakeRoom(n, 0);
     // Pushed to its owner unasked, and to those who subscribed.
     auto send_to = [&](const std::string& client_id) {
       if (auto c = clients_.find(client_id); c != clients_.end()) SendValue(c->second, obj.value);

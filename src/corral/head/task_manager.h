@@ -111,12 +111,17 @@ class TaskManager {
   // Stored objects (values in nodes' shared-memory stores, ObjectValue.stored_size > 0): what the
   // head knows each node's store holds, and the value of `id` for a reader of its bytes.
   struct StoreUsage {
-    uint64_t bytes = 0;
+    uint64_t bytes = 0;     // in memory (spilling included)
+    uint64_t spilling = 0;  // being moved to disk
+    uint64_t spilled = 0;   // on disk
     int64_t objects = 0;
+    std::string spill_error;  // the last spill failed (a full disk): puts past capacity are refused
   };
   StoreUsage StoreUsageOf(const std::string& node_id) const;
   Result<const proto::ObjectValue*> StoredForRead(ClientSession* client, const std::string& id) const;
   // Why the put of `id` was refused (its value is an error), if it was.
+  // The node moved these values to disk (or could not).
+  void OnObjectsSpilled(Node* node, const proto::ObjectsSpilled& done);
   // RESOURCE_EXHAUSTED for a full store (put() raises ObjectStoreFullError).
   std::optional<Status> PutRefusal(const std::string& id) const;
 
@@ -164,6 +169,9 @@ class TaskManager {
     std::vector<std::string> waiting;  // tasks waiting for it
     std::vector<std::string> subscribers;
     bool has_task = false;
+    uint64_t last_used = 0;            // use_clock_ when last handed out: spilling takes the least recent
+    bool spilling = false;             // stored: being moved to its node's disk
+    bool spilled = false;              // stored: on its node's disk
   };
   struct SchedClass {
     Request request;
@@ -191,8 +199,12 @@ class TaskManager {
   void CancelAttempt(Node* node, const std::string& task_id, uint32_t attempt, bool force = true);
   void TryFree(const std::string& id);
   void AddStored(const proto::ObjectValue& value);
-  // Forgets a stored value's copies and tells their nodes to delete the files.
-  void DropStored(const proto::ObjectValue& value);
+  // Forgets a stored value's copies and tells their nodes to delete the files (`obj`: its spill state).
+  void DropStored(const proto::ObjectValue& value, const Object* obj = nullptr);
+  // Spills the least recently used values of the node until `incoming` more bytes fit in its
+  // memory (down to 80% of capacity, so spills come in batches). An error if they cannot.
+  std::optional<std::string> MakeRoom(Node* node, uint64_t incoming);
+  void Touch(Object& obj) { obj.last_used = ++use_clock_; }
   void DeleteOn(const std::string& node_id, const std::string& id, uint32_t attempt);
   // A result the head does not keep (not the current attempt): its file goes, unless it is the value kept.
   void DiscardStoredResult(Node* node, const proto::TaskFinished& finished);
@@ -228,6 +240,7 @@ class TaskManager {
   std::map<std::string, int64_t> counters_;
   int64_t object_bytes_ = 0;  // sum of objects_[*].value.data().size()
   std::unordered_map<std::string, StoreUsage> store_usage_;  // by node id
+  uint64_t use_clock_ = 0;
   size_t unfinished_ = 0;
   size_t peak_unfinished_ = 0;
   bool nodes_changed_ = false;

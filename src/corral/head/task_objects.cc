@@ -56,26 +56,22 @@ void TaskManager::Put(ClientSession* client, proto::ObjectValue&& value) {
   if (value.stored_size() > 0) {
     // In a node's store: the client wrote the file there; the head keeps where it is.
     Node* node = value.locations_size() == 1 ? nodes_.Find(value.locations(0)) : nullptr;
-    StoreUsage used = node ? StoreUsageOf(node->view.id) : StoreUsage{};
-    uint64_t capacity = node ? node->info.object_store_capacity() : 0;
+    std::optional<std::string> full;
     if (node == nullptr || node->state != NodeState::kAlive || value.data().size() > 0) {
       Count("puts_refused_bad_location");
       obj.value = ErrorValue(id, proto::OBJECT_LOST,
                              fmt::format("put of {} refused: it names no live node's object store",
                                          FormatBytes(static_cast<double>(value.stored_size()))));
-    } else if (capacity > 0 && used.bytes + value.stored_size() > capacity) {
+    } else if ((full = MakeRoom(node, value.stored_size()))) {
       Count("puts_refused_object_store_full");
       DeleteOn(node->view.id, id, value.stored_attempt());
-      obj.value = ErrorValue(
-          id, proto::OBJECT_STORE_FULL,
-          fmt::format("put of {} refused: the object store of node {} ({}) holds {} and its capacity is {} "
-                      "(corral start --object-store-memory); drop references to values no longer needed",
-                      FormatBytes(static_cast<double>(value.stored_size())), ShortHex(node->view.id),
-                      node->info.hostname(), FormatBytes(static_cast<double>(used.bytes)),
-                      FormatBytes(static_cast<double>(capacity))));
+      obj.value = ErrorValue(id, proto::OBJECT_STORE_FULL,
+                             fmt::format("put of {} refused: {}", FormatBytes(static_cast<double>(value.stored_size())),
+                                         *full));
     } else {
       obj.value = std::move(value);
       AddStored(obj.value);
+      Touch(obj);
     }
   } else if (options_.max_object_bytes > 0 && object_bytes_ + bytes > options_.max_object_bytes) {
     Count("puts_refused_object_memory_full");
@@ -113,6 +109,7 @@ void TaskManager::Subscribe(ClientSession* client, const proto::Subscribe& reque
           fmt::format("object {} is not known to the head: it was freed, or its owner exited", Hex(id)));
       client->conn->Send(msg);
     } else if (it->second.ready) {
+      Touch(it->second);
       SendValue(client, it->second.value);
     } else {
       it->second.subscribers.push_back(client->id);
@@ -150,7 +147,7 @@ void TaskManager::TryFree(const std::string& id) {
   if (auto c = clients_.find(obj.owner); c != clients_.end()) c->second->owned.erase(id);
   if (obj.has_task) tasks_.erase(id);
   object_bytes_ -= static_cast<int64_t>(obj.value.data().size());
-  DropStored(obj.value);
+  DropStored(obj.value, &obj);
   objects_.erase(it);
   Count("objects_freed");
 }
@@ -171,14 +168,86 @@ void TaskManager::AddStored(const proto::ObjectValue& value) {
   }
 }
 
-void TaskManager::DropStored(const proto::ObjectValue& value) {
+void TaskManager::DropStored(const proto::ObjectValue& value, const Object* obj) {
   if (value.stored_size() == 0) return;
+  uint64_t size = value.stored_size();
+  auto less = [](uint64_t& from, uint64_t n) { from -= std::min(from, n); };
   for (const auto& node : value.locations()) {
     if (auto u = store_usage_.find(node); u != store_usage_.end()) {
-      u->second.bytes -= std::min(u->second.bytes, value.stored_size());
+      if (obj && obj->spilled) {
+        less(u->second.spilled, size);
+      } else {
+        less(u->second.bytes, size);
+        if (obj && obj->spilling) less(u->second.spilling, size);
+      }
+      u->second.spill_error.clear();  // room may have come free on its disk too
       if (--u->second.objects <= 0) store_usage_.erase(u);
     }
     DeleteOn(node, value.id(), value.stored_attempt());
+  }
+}
+
+std::optional<std::string> TaskManager::MakeRoom(Node* node, uint64_t incoming) {
+  uint64_t capacity = node->info.object_store_capacity();
+  StoreUsage& u = store_usage_[node->view.id];
+  auto resident = [&] { return u.bytes - std::min(u.bytes, u.spilling); };
+  if (capacity == 0 || resident() + incoming <= capacity) return std::nullopt;
+  auto full = [&](const std::string& why) {
+    return fmt::format("the object store of node {} ({}) holds {} in memory and its capacity is {} (corral start "
+                       "--object-store-memory){}; drop references to values no longer needed",
+                       ShortHex(node->view.id), node->info.hostname(), FormatBytes(static_cast<double>(resident())),
+                       FormatBytes(static_cast<double>(capacity)), why);
+  };
+  if (incoming > capacity) return full("");
+  if (!u.spill_error.empty()) return full(fmt::format(", and spilling to disk failed: {}", u.spill_error));
+  uint64_t target = capacity / 10 * 8 > incoming ? capacity / 10 * 8 - incoming : 0;
+  std::vector<std::pair<uint64_t, Object*>> candidates;  // (last used, object) in memory on this node
+  for (auto& [id, obj] : objects_) {
+    const proto::ObjectValue& v = obj.value;
+    if (!obj.ready || v.stored_size() == 0 || obj.spilled || obj.spilling) continue;
+    if (std::find(v.locations().begin(), v.locations().end(), node->view.id) == v.locations().end()) continue;
+    candidates.emplace_back(obj.last_used, &obj);
+  }
+  std::sort(candidates.begin(), candidates.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  proto::HeadToAgent msg;
+  for (auto& [used, obj] : candidates) {
+    if (resident() <= target) break;
+    obj->spilling = true;
+    u.spilling += obj->value.stored_size();
+    proto::StoredObject* o = msg.mutable_spill_objects()->add_objects();
+    o->set_id(obj->value.id());
+    o->set_attempt(obj->value.stored_attempt());
+  }
+  if (msg.spill_objects().objects_size() > 0 && node->conn) {
+    node->conn->Send(msg);
+    Count("stored_objects_spill_requested", msg.spill_objects().objects_size());
+  }
+  if (resident() + incoming > capacity) return full("");
+  return std::nullopt;
+}
+
+void TaskManager::OnObjectsSpilled(Node* node, const proto::ObjectsSpilled& done) {
+  StoreUsage& u = store_usage_[node->view.id];
+  auto settle = [&](const proto::StoredObject& o, bool spilled) {
+    auto it = objects_.find(o.id());
+    if (it == objects_.end() || !it->second.spilling) return;  // freed meanwhile
+    Object& obj = it->second;
+    uint64_t size = obj.value.stored_size();
+    obj.spilling = false;
+    u.spilling -= std::min(u.spilling, size);
+    if (spilled) {
+      obj.spilled = true;
+      u.bytes -= std::min(u.bytes, size);
+      u.spilled += size;
+      Count("stored_objects_spilled");
+    }
+  };
+  for (const auto& o : done.spilled()) settle(o, true);
+  for (const auto& o : done.failed()) settle(o, false);
+  if (done.failed_size() > 0) {
+    u.spill_error = done.error();
+    LOG_WARN("node {} could not spill {} value(s): {}", ShortHex(node->view.id), done.failed_size(),
+             Printable(done.error()));
   }
 }
 
@@ -215,6 +284,7 @@ void TaskManager::LoseStoredOn(Node* node, const std::string& why) {
     v.mutable_locations()->erase(at);
     if (!v.locations().empty()) continue;
     Count("stored_objects_lost");
+    obj.spilled = obj.spilling = false;
     v = ErrorValue(id, proto::OBJECT_LOST,
                    fmt::format("object {} ({}) was only in the object store of node {} ({}), which is gone: {}", Hex(id),
                                FormatBytes(static_cast<double>(v.stored_size())), ShortHex(node->view.id),

@@ -3,10 +3,12 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 
@@ -52,22 +54,32 @@ uint64_t NodeStore::DefaultCapacity(const std::string& dir) {
   return cap;
 }
 
-Result<NodeStore> NodeStore::Open(std::string dir, const std::string& node_id) {
-  if (dir.empty()) return Err(Code::kInvalidArgument, "the object store needs a directory");
+namespace {
+
+// Creates `dir` (0700) or takes over one this user owns, emptied.
+Status PrivateEmptyDir(std::string& dir, const char* flag) {
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-    return Err(Code::kFailedPrecondition,
-               fmt::format("cannot create the object store directory {}: {}", dir, std::strerror(errno)));
+    return MakeStatus(Code::kFailedPrecondition, "cannot create the directory {} ({}): {}", dir, flag,
+                      std::strerror(errno));
   struct stat st{};
   if (lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
-    return Err(Code::kFailedPrecondition,
-               fmt::format("the object store directory {} is not a directory this user owns (a link, or another "
-                           "user's); pass another with --object-store-dir", dir));
+    return MakeStatus(Code::kFailedPrecondition,
+                      "{} is not a directory this user owns (a link, or another user's); pass another with {}", dir,
+                      flag);
   if ((st.st_mode & 0077) != 0 && chmod(dir.c_str(), 0700) != 0)
-    return Err(Code::kFailedPrecondition, fmt::format("cannot make {} private (chmod 0700): {}", dir,
-                                                      std::strerror(errno)));
-  NodeStore store(std::move(dir));
-  ForEachEntry(store.dir_, [&](const std::string& name) { unlink((store.dir_ + "/" + name).c_str()); });
+    return MakeStatus(Code::kFailedPrecondition, "cannot make {} private (chmod 0700): {}", dir, std::strerror(errno));
+  ForEachEntry(dir, [&](const std::string& name) { unlink((dir + "/" + name).c_str()); });
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<NodeStore> NodeStore::Open(std::string dir, const std::string& node_id, std::string spill_dir) {
+  if (dir.empty() || spill_dir.empty()) return Err(Code::kInvalidArgument, "the object store needs two directories");
+  if (Status s = PrivateEmptyDir(dir, "--object-store-dir"); !s.ok()) return Err(s);
+  if (Status s = PrivateEmptyDir(spill_dir, "--spill-dir"); !s.ok()) return Err(s);
+  NodeStore store(std::move(dir), std::move(spill_dir));
   if (Status s = WriteFile(store.dir_ + "/.node", Hex(node_id) + "\n", 0600); !s.ok()) return Err(s);
   return store;
 }
@@ -77,13 +89,50 @@ std::string NodeStore::FileName(std::string_view id, uint32_t attempt) {
 }
 
 bool NodeStore::Delete(std::string_view id, uint32_t attempt) {
-  return !id.empty() && unlink(Path(id, attempt).c_str()) == 0;
+  if (id.empty()) return false;
+  bool in_memory = unlink(Path(id, attempt).c_str()) == 0;
+  bool spilled = unlink(SpillPath(id, attempt).c_str()) == 0;
+  return in_memory || spilled;
+}
+
+Status NodeStore::Spill(std::string_view id, uint32_t attempt) const {
+  std::string from = Path(id, attempt), to = SpillPath(id, attempt), tmp = to + ".tmp.spill";
+  int in = open(from.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (in < 0) return MakeStatus(Code::kNotFound, "object {} is not in memory here", Hex(id));
+  int out = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (out < 0) {
+    int err = errno;
+    close(in);
+    return MakeStatus(Code::kResourceExhausted, "cannot spill to {}: {}", spill_dir_, std::strerror(err));
+  }
+  struct stat st{};
+  fstat(in, &st);
+  off_t done = 0;
+  int err = 0;
+  while (done < st.st_size) {
+    ssize_t n = sendfile(out, in, &done, static_cast<size_t>(st.st_size - done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      err = n < 0 ? errno : EIO;
+      break;
+    }
+  }
+  close(in);
+  if (close(out) != 0 && err == 0) err = errno;
+  if (err != 0 || rename(tmp.c_str(), to.c_str()) != 0) {
+    if (err == 0) err = errno;
+    unlink(tmp.c_str());
+    return MakeStatus(Code::kResourceExhausted, "cannot spill object {} ({} bytes) to {}: {}", Hex(id),
+                      static_cast<long long>(st.st_size), spill_dir_, std::strerror(err));
+  }
+  unlink(from.c_str());  // complete on disk first: a reader finds one or the other
+  return Status::Ok();
 }
 
 Result<std::string> NodeStore::Read(std::string_view id, uint32_t attempt, uint64_t offset, uint64_t length,
                                     uint64_t* size) const {
-  std::string path = Path(id, attempt);
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  int fd = open(Path(id, attempt).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) fd = open(SpillPath(id, attempt).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0)
     return Err(Code::kNotFound, fmt::format("object {} is not in this node's store ({})", Hex(id),
                                             std::strerror(errno)));
@@ -125,8 +174,25 @@ int NodeStore::SweepPartial(std::optional<pid_t> pid) {
 }
 
 void NodeStore::RemoveAll() {
-  ForEachEntry(dir_, [&](const std::string& name) { unlink((dir_ + "/" + name).c_str()); });
-  rmdir(dir_.c_str());
+  for (const std::string& d : {dir_, spill_dir_}) {
+    ForEachEntry(d, [&](const std::string& name) { unlink((d + "/" + name).c_str()); });
+    rmdir(d.c_str());
+  }
+}
+
+uint32_t Crc32(std::string_view data, uint32_t crc) {
+  static const auto table = [] {
+    std::array<uint32_t, 256> t{};
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  crc = ~crc;
+  for (unsigned char b : data) crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8);
+  return ~crc;
 }
 
 }  // namespace corral::objects

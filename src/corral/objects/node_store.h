@@ -11,7 +11,10 @@
 //
 // Files a writer left half-written when it died are removed by SweepPartial. Python writes and
 // maps the files (python/corral/_store.py); this class is the agent's side: create, delete, read
-// for a reader on another node, sweep.
+// for a reader on another node, sweep, and spill: a value moved to the spill directory (on disk)
+// keeps its name there, and readers that do not find it in memory map it from there. It is
+// complete there before it leaves memory, so a reader always finds one of the two.
+// Thread-safe (no state but the directories).
 #pragma once
 
 #include <sys/types.h>
@@ -38,15 +41,21 @@ class NodeStore {
   // Creates `dir` (mode 0700) or takes over an existing one owned by this user, and empties it:
   // objects from an earlier run of the node are unknown to the head. Writes `.node` (the node id in
   // hex): how a driver on this machine tells its node's store from a same-named one elsewhere.
-  static Result<NodeStore> Open(std::string dir, const std::string& node_id);
+  static Result<NodeStore> Open(std::string dir, const std::string& node_id, std::string spill_dir);
 
   const std::string& dir() const { return dir_; }
+  const std::string& spill_dir() const { return spill_dir_; }
   static std::string FileName(std::string_view id, uint32_t attempt);
   std::string Path(std::string_view id, uint32_t attempt) const { return dir_ + "/" + FileName(id, attempt); }
 
-  // Removes the object's file. False if it was not there.
+  std::string SpillPath(std::string_view id, uint32_t attempt) const {
+    return spill_dir_ + "/" + FileName(id, attempt);
+  }
+  // Removes the object's file (in memory and spilled). False if neither was there.
   bool Delete(std::string_view id, uint32_t attempt);
-  // Up to `length` bytes of the object from `offset`; its whole size in *size.
+  // Moves the object from memory to the spill directory. A full disk leaves it in memory.
+  Status Spill(std::string_view id, uint32_t attempt) const;
+  // Up to `length` bytes of the object from `offset` (in memory, else spilled); its whole size in *size.
   Result<std::string> Read(std::string_view id, uint32_t attempt, uint64_t offset, uint64_t length,
                            uint64_t* size) const;
   // Removes the partial files of writer `pid`, or (nullopt) of every writer no longer running.
@@ -56,8 +65,12 @@ class NodeStore {
   void RemoveAll();
 
  private:
-  explicit NodeStore(std::string dir) : dir_(std::move(dir)) {}
+  NodeStore(std::string dir, std::string spill_dir) : dir_(std::move(dir)), spill_dir_(std::move(spill_dir)) {}
   std::string dir_;
+  std::string spill_dir_;
 };
+
+// zlib's CRC-32 (IEEE 802.3), as Python's zlib.crc32 computes it: what a reader checks a part with.
+uint32_t Crc32(std::string_view data, uint32_t crc = 0);
 
 }  // namespace corral::objects

@@ -25,7 +25,7 @@ TEST(NodeStore, OpenMakesAPrivateEmptyDirectory) {
   std::string dir = parent + "/store";
   ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
   WriteAt(dir + "/leftover-0", "from an earlier run");
-  auto store = NodeStore::Open(dir + "/", "\x01\x02");
+  auto store = NodeStore::Open(dir + "/", "\x01\x02", parent + "/spill");
   ASSERT_TRUE(store.has_value()) << store.error().ToString();
   EXPECT_EQ(store->dir(), dir);
   struct stat st{};
@@ -38,6 +38,7 @@ TEST(NodeStore, OpenMakesAPrivateEmptyDirectory) {
   EXPECT_EQ(text, "0102");
   store->RemoveAll();
   EXPECT_FALSE(Exists(dir));
+  EXPECT_FALSE(Exists(parent + "/spill"));
   rmdir(parent.c_str());
 }
 
@@ -46,7 +47,7 @@ TEST(NodeStore, RefusesALinkInsteadOfADirectory) {
   std::string target = parent + "/elsewhere";
   ASSERT_EQ(mkdir(target.c_str(), 0700), 0);
   ASSERT_EQ(symlink(target.c_str(), (parent + "/store").c_str()), 0);
-  auto store = NodeStore::Open(parent + "/store", "n");
+  auto store = NodeStore::Open(parent + "/store", "n", parent + "/spill");
   ASSERT_FALSE(store.has_value());
   EXPECT_NE(store.error().message().find("not a directory this user owns"), std::string::npos);
   unlink((parent + "/store").c_str());
@@ -56,7 +57,7 @@ TEST(NodeStore, RefusesALinkInsteadOfADirectory) {
 
 TEST(NodeStore, NamesFilesByIdAndAttemptAndReadsParts) {
   std::string dir = TempDir();
-  auto store = NodeStore::Open(dir, "n");
+  auto store = NodeStore::Open(dir + "/mem", "n", dir + "/spill");
   ASSERT_TRUE(store.has_value());
   std::string id("\x01\xab", 2);
   EXPECT_EQ(NodeStore::FileName(id, 3), "01ab-3");
@@ -83,7 +84,7 @@ TEST(NodeStore, NamesFilesByIdAndAttemptAndReadsParts) {
 
 TEST(NodeStore, DeletingKeepsTheBytesOfAReaderThatMappedIt) {
   std::string dir = TempDir();
-  auto store = NodeStore::Open(dir, "n");
+  auto store = NodeStore::Open(dir + "/mem", "n", dir + "/spill");
   ASSERT_TRUE(store.has_value());
   std::string id = "x";
   WriteAt(store->Path(id, 0), "still here");
@@ -97,7 +98,7 @@ TEST(NodeStore, DeletingKeepsTheBytesOfAReaderThatMappedIt) {
 
 TEST(NodeStore, SweepsPartialFilesOfDeadWritersOnly) {
   std::string dir = TempDir();
-  auto store = NodeStore::Open(dir, "n");
+  auto store = NodeStore::Open(dir + "/mem", "n", dir + "/spill");
   ASSERT_TRUE(store.has_value());
   pid_t child = fork();
   if (child == 0) _exit(0);
@@ -118,6 +119,48 @@ TEST(NodeStore, SweepsPartialFilesOfDeadWritersOnly) {
   EXPECT_FALSE(Exists(mine));
   EXPECT_TRUE(Exists(sealed));
   store->RemoveAll();
+}
+
+TEST(NodeStore, SpillingMovesAValueToDiskWhereReadsAndDeletesFindIt) {
+  std::string dir = TempDir();
+  auto store = NodeStore::Open(dir + "/mem", "n", dir + "/spill");
+  ASSERT_TRUE(store.has_value());
+  WriteAt(store->Path("v", 1), "spill me");
+  ASSERT_TRUE(store->Spill("v", 1).ok());
+  EXPECT_FALSE(Exists(store->Path("v", 1)));
+  EXPECT_TRUE(Exists(store->SpillPath("v", 1)));
+  uint64_t size = 0;
+  auto data = store->Read("v", 1, 0, 100, &size);
+  ASSERT_TRUE(data.has_value());
+  EXPECT_EQ(*data, "spill me");
+  EXPECT_EQ(store->Spill("v", 1).code(), Code::kNotFound);  // not in memory any more
+  EXPECT_TRUE(store->Delete("v", 1));
+  EXPECT_FALSE(Exists(store->SpillPath("v", 1)));
+  store->RemoveAll();
+  rmdir(dir.c_str());
+}
+
+TEST(NodeStore, ASpillThatCannotBeWrittenLeavesTheValueInMemory) {
+  std::string dir = TempDir();
+  auto store = NodeStore::Open(dir + "/mem", "n", dir + "/spill");
+  ASSERT_TRUE(store.has_value());
+  WriteAt(store->Path("v", 0), "stay");
+  // Its temporary name on the spill side is taken by a directory: the write fails, as on a full disk.
+  ASSERT_EQ(mkdir((store->SpillPath("v", 0) + ".tmp.spill").c_str(), 0700), 0);
+  Status s = store->Spill("v", 0);
+  EXPECT_EQ(s.code(), Code::kResourceExhausted);
+  EXPECT_NE(s.message().find("cannot spill"), std::string::npos) << s.message();
+  EXPECT_TRUE(Exists(store->Path("v", 0)));
+  EXPECT_FALSE(Exists(store->SpillPath("v", 0)));
+  rmdir((store->SpillPath("v", 0) + ".tmp.spill").c_str());
+  store->RemoveAll();
+  rmdir(dir.c_str());
+}
+
+TEST(Crc32, IsZlibs) {
+  EXPECT_EQ(Crc32("123456789"), 0xCBF43926u);
+  EXPECT_EQ(Crc32(""), 0u);
+  EXPECT_EQ(Crc32("6789", Crc32("12345")), 0xCBF43926u);  // continues over parts
 }
 
 TEST(NodeStore, DefaultCapacityIsAShareOfMemoryBoundedByTheFileSystem) {

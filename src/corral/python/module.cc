@@ -111,6 +111,8 @@ nb::dict NodeDict(const corral::proto::NodeStatus& n) {
   store["capacity_bytes"] = n.info().object_store_capacity();
   store["used_bytes"] = n.object_store_used();
   store["objects"] = n.object_store_objects();
+  store["spilled_bytes"] = n.object_store_spilled();
+  store["spill_dir"] = n.info().spill_dir();
   d["object_store"] = store;
   d["last_heartbeat_age_s"] = n.last_heartbeat_age_s();
   nb::dict counters;
@@ -314,7 +316,7 @@ NB_MODULE(_core, m) {
              req.mutable_fetch_object()->set_offset(offset);
              req.mutable_fetch_object()->set_length(length);
              corral::proto::Reply r = AskHead(c, req, timeout);
-             return nb::make_tuple(Bytes(r.chunk()), r.object_size());
+             return nb::make_tuple(Bytes(r.chunk()), r.object_size(), r.chunk_crc32());
            },
            "id"_a, "offset"_a, "length"_a, "timeout"_a = 60.0,
            "Bytes of a stored object from a node that holds it, relayed by the head: (chunk, object size).")
