@@ -22,6 +22,17 @@ def total(a):
 
 
 @corral.remote
+def make_bytes(n):
+    import numpy as np
+    return np.ones(n, dtype=np.uint8)
+
+
+@corral.remote
+def length(a):
+    return a.nbytes
+
+
+@corral.remote
 def gate(path):
     return common.wait_for_file(path)
 
@@ -72,6 +83,33 @@ def main():
 
     def numpy_arg(size):
         common.numpy_arg(lambda arr: corral.get(total.remote(arr)), size)
+
+    def cross_node(size):
+        # Two more agents on this machine are two nodes with their own stores: a value made on one
+        # and read by a task on the other crosses between them (today relayed by the head).
+        from corral import _cluster
+        c = corral._runtime.cluster
+        work = tempfile.mkdtemp(prefix="corral-bench-")
+        env = dict(os.environ, CORRAL_TOKEN=c.token)
+        procs = [_cluster.start_process(
+            [_cluster.corral_binary(), "start", "--address", c.address, "--block", "--exit-on-stdin-eof",
+             "--state-dir", f"{work}/{side}", "--num-cpus", "1", "--labels", f"side={side}",
+             "--python", sys.executable, "--python-path", HERE], f"{work}/{side}.log", env)[0]
+            for side in ("a", "b")]
+        try:
+            n = int(size["cross_gigabytes"] * (1 << 30))
+            on = lambda side: {"label_selector": {"side": side}}  # noqa: E731
+            corral.get(length.options(**on("a")).remote(make_bytes.options(**on("b")).remote(1 << 20)))  # warm
+            ref = make_bytes.options(**on("b")).remote(n)
+            corral.wait([ref], timeout=300)
+            t = time.perf_counter()
+            assert corral.get(length.options(**on("a")).remote(ref), timeout=600) == n
+            common.emit("cross_node_gigabytes", n / 1e9 / (time.perf_counter() - t), "GB/s", "higher",
+                        path="relayed by the head", nodes="two agents on this machine")
+            del ref
+        finally:
+            for p in procs:
+                _cluster.stop_process(p)
 
     def queued(size):
         import psutil
@@ -128,7 +166,7 @@ def main():
     common.run_all(a, {
         "startup": startup, "tasks_sync": tasks_sync, "tasks_async": tasks_async,
         "multi_client_tasks_async": multi_client, "put_calls": put_calls, "get_calls": get_calls,
-        "put_gigabytes": put_gigabytes, "numpy_100MB_arg": numpy_arg,
+        "put_gigabytes": put_gigabytes, "numpy_100MB_arg": numpy_arg, "cross_node_gigabytes": cross_node,
         "actor_calls_sync": "actors are not implemented yet", "actor_calls_async": "actors are not implemented yet",
         "durable_tasks": durable, "durable_tasks_8_clients": durable_clients, "queued_1M": queued, "idle_memory": idle_memory,
     })
