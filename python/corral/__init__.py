@@ -14,7 +14,7 @@ from . import exceptions
 from .api import (RemoteFunction, RuntimeContext, cancel, cluster_status, get, init, is_initialized, nodes, put,
                   remote, runtime_context, shutdown, wait)
 from .exceptions import (CorralError, GetTimeoutError, NodeDiedError, ObjectLostError, ObjectStoreFullError,
-                         TaskCancelledError, TaskError, WorkerCrashedError)
+                         OutOfMemoryError, TaskCancelledError, TaskError, WorkerCrashedError)
 from .durable import (DurableFunction, TaskId, TaskResult, pause_schedule, queue, queues, remove_schedule, result,
                       resume_schedule, run_schedule_now, schedule, schedule_history, schedules, send_task, task,
                       tasks)
@@ -26,7 +26,8 @@ __version__ = "0.1.0"
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel", "nodes", "cluster_status",
     "runtime_context", "RuntimeContext", "ObjectRef", "RemoteFunction", "exceptions", "CorralError", "TaskError",
-    "WorkerCrashedError", "NodeDiedError", "TaskCancelledError", "ObjectLostError", "ObjectStoreFullError", "GetTimeoutError",
+    "WorkerCrashedError", "NodeDiedError", "TaskCancelledError", "ObjectLostError", "ObjectStoreFullError",
+    "OutOfMemoryError", "GetTimeoutError",
     "task", "result", "tasks", "DurableFunction", "TaskId", "TaskResult", "schedule", "schedules", "pause_schedule",
     "resume_schedule", "remove_schedule", "run_schedule_now", "schedule_history", "queue", "queues", "send_task",
     "chain", "group", "chord",

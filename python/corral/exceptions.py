@@ -56,6 +56,13 @@ class ObjectStoreFullError(CorralError, MemoryError):
     drop references to values no longer needed, or raise the limit."""
 
 
+class OutOfMemoryError(CorralError, MemoryError):
+    """The node stopped the task for its memory: its worker's own resident memory went past the
+    task's ``memory=`` request, or the machine ran low on memory and it was the most recently
+    started task there. The message names the task, the node and the figures. The task is retried
+    like one whose worker died (``max_retries``) before this is raised."""
+
+
 class InvalidArgumentError(CorralError, ValueError):
     """A call was given an argument it cannot use."""
 
@@ -71,6 +78,7 @@ KIND_SERIALIZATION = 6
 KIND_RUNTIME = 7
 KIND_TASK_ERROR_FINAL = 9  # a durable task's exception that must not be retried
 KIND_OBJECT_STORE_FULL = 10
+KIND_OUT_OF_MEMORY = 11
 _BY_KIND = {
     2: WorkerCrashedError,
     3: NodeDiedError,
@@ -79,6 +87,7 @@ _BY_KIND = {
     6: SerializationError,
     7: CorralError,
     10: ObjectStoreFullError,
+    11: OutOfMemoryError,
 }
 
 

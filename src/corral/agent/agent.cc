@@ -41,6 +41,7 @@ Agent::Agent(asio::io_context& io, AgentOptions options)
     : io_(io),
       options_(std::move(options)),
       heartbeat_timer_(io),
+      memory_timer_(io),
       reconnect_timer_(io),
       lease_timer_(io),
       drain_timer_(io) {
@@ -109,6 +110,7 @@ Status Agent::Start() {
   }
   for (int i = 0; i < options_.warm_workers; ++i) SpawnWorker("");
   ConnectToHead();
+  CheckMemory();
   return Status::Ok();
 }
 
@@ -117,6 +119,7 @@ void Agent::Stop() {
   stopped_ = true;
   *alive_ = false;
   heartbeat_timer_.cancel();
+  memory_timer_.cancel();
   reconnect_timer_.cancel();
   drain_timer_.cancel();
   lease_timer_.Cancel();
@@ -140,6 +143,76 @@ void Agent::Stop() {
     spill_thread_.join();
   }
   if (store_) store_->RemoveAll();  // the head forgets this node's objects with it
+}
+
+// ---- memory ----
+
+namespace {
+
+// A process's own resident memory: RSS less its shared pages (the object store's mapped values and
+// the libraries it shares with other processes are not its own).
+int64_t PrivateResidentBytes(pid_t pid) {
+  FILE* f = std::fopen(fmt::format("/proc/{}/statm", pid).c_str(), "r");
+  if (!f) return 0;
+  long long size = 0, resident = 0, shared = 0;
+  int n = std::fscanf(f, "%lld %lld %lld", &size, &resident, &shared);
+  std::fclose(f);
+  return n == 3 ? (resident - shared) * sysconf(_SC_PAGE_SIZE) : 0;
+}
+
+// (MemAvailable, MemTotal) in bytes, from /proc/meminfo; zeros if unreadable.
+std::pair<int64_t, int64_t> MachineMemory() {
+  FILE* f = std::fopen("/proc/meminfo", "r");
+  if (!f) return {0, 0};
+  char line[256];
+  int64_t available = 0, total = 0;
+  while (std::fgets(line, sizeof line, f)) {
+    long long kb = 0;
+    if (std::sscanf(line, "MemTotal: %lld kB", &kb) == 1) total = kb * 1024;
+    if (std::sscanf(line, "MemAvailable: %lld kB", &kb) == 1) available = kb * 1024;
+  }
+  std::fclose(f);
+  return {available, total};
+}
+
+}  // namespace
+
+void Agent::CheckMemory() {
+  if (stopped_) return;
+  Worker* newest = nullptr;
+  for (auto& [pid, w] : workers_) {
+    if (!w->busy || !w->out_of_memory.empty()) continue;
+    if (!newest || w->started > newest->started) newest = w.get();
+    if (w->memory_limit <= 0) continue;
+    int64_t rss = PrivateResidentBytes(pid);
+    if (rss > w->memory_limit)
+      StopForMemory(w.get(), fmt::format("task {} used {} of memory on node {} ({}), over its request of {} (memory=); "
+                                         "its worker (pid {}) was stopped",
+                                         w->task_name, FormatBytes(static_cast<double>(rss)),
+                                         ShortHex(options_.node_id), options_.hostname,
+                                         FormatBytes(static_cast<double>(w->memory_limit)), pid));
+  }
+  auto [available, total] = MachineMemory();
+  counters_["machine_memory_available_bytes"] = available;
+  counters_["machine_memory_total_bytes"] = total;
+  if (newest && total > 0 && available < total / 20)
+    StopForMemory(newest, fmt::format("node {} ({}) ran low on memory ({} available of {}): its most recently started "
+                                      "task, {}, was stopped (worker pid {}) so the machine does not swap itself "
+                                      "to a halt",
+                                      ShortHex(options_.node_id), options_.hostname,
+                                      FormatBytes(static_cast<double>(available)),
+                                      FormatBytes(static_cast<double>(total)), newest->task_name, newest->pid));
+  memory_timer_.expires_after(std::chrono::milliseconds(250));
+  memory_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
+    if (!ec && *alive) CheckMemory();
+  });
+}
+
+void Agent::StopForMemory(Worker* w, std::string why) {
+  LOG_WARN("{}", why);
+  counters_["tasks_out_of_memory"]++;
+  w->out_of_memory = std::move(why);
+  processes_->Kill(w->pid, SIGKILL);
 }
 
 // ---- objects ----
@@ -363,22 +436,28 @@ void Agent::Pipeline(Worker* w, Pending&& p) {
   SendTask(w, std::move(p), /*pipelined=*/true);
 }
 
+void Agent::BeginTask(Worker* w, const Pending& p, Nanos now) {
+  const proto::TaskSpec& spec = p.task.spec();
+  w->busy = true;
+  w->blocked = w->cancelled = false;
+  w->hand_back.clear();
+  w->keep_running = spec.keep_running_on_partition();
+  w->time_limit_s = spec.time_limit_s();
+  w->time_limited = false;
+  w->task_id = w->output_task_id = spec.task_id();
+  w->task_name = spec.name();
+  w->attempt = spec.attempt();
+  w->hash = spec.function_hash();
+  w->cpus = std::max(0.0, p.cpus);
+  w->started = now;
+  w->hard_deadline = w->time_limit_s > 0 ? now + static_cast<Nanos>(w->time_limit_s * 1e9) : 0;
+  auto memory = spec.resources().find(kMemory);
+  w->memory_limit = memory == spec.resources().end() ? 0 : static_cast<int64_t>(memory->second);
+  w->out_of_memory.clear();
+}
+
 void Agent::SendTask(Worker* w, Pending&& p, bool pipelined) {
-  if (!pipelined) {
-    w->busy = true;
-    w->blocked = w->cancelled = false;
-    w->hand_back.clear();
-    w->keep_running = p.task.spec().keep_running_on_partition();
-    w->time_limit_s = p.task.spec().time_limit_s();
-    w->time_limited = false;
-    w->task_id = w->output_task_id = p.task.spec().task_id();
-    w->task_name = p.task.spec().name();
-    w->attempt = p.task.spec().attempt();
-    w->hash = p.task.spec().function_hash();
-    w->cpus = std::max(0.0, p.cpus);
-    w->started = SystemClock().BootTimeNs();
-    w->hard_deadline = w->time_limit_s > 0 ? w->started + static_cast<Nanos>(w->time_limit_s * 1e9) : 0;
-  }
+  if (!pipelined) BeginTask(w, p, SystemClock().BootTimeNs());
   (pipelined ? w->next_seq : w->seq) = ++w->sent;
   proto::AgentToWorker msg;
   proto::ExecuteTask* ex = msg.mutable_execute();
@@ -552,19 +631,8 @@ void Agent::FinishOnWorker(Worker* w, proto::TaskFinished&& finished) {
     std::optional<Pending> next = std::move(w->next);
     w->next.reset();
     cpus_free_ -= std::max(0.0, next->cpus);
-    w->busy = true;
-    w->cancelled = false;
-    w->hand_back.clear();
-    w->keep_running = next->task.spec().keep_running_on_partition();
-    w->time_limit_s = next->task.spec().time_limit_s();
-    w->time_limited = false;
-    w->hard_deadline = w->time_limit_s > 0 ? now + static_cast<Nanos>(w->time_limit_s * 1e9) : 0;
-    w->task_id = w->output_task_id = next->task.spec().task_id();
-    w->task_name = next->task.spec().name();
-    w->attempt = next->task.spec().attempt();
+    BeginTask(w, *next, now);
     w->seq = w->next_seq;
-    w->cpus = std::max(0.0, next->cpus);
-    w->started = now;
     if (w->next_cancelled) {
       w->cancelled = true;
       processes_->Kill(w->pid, SIGKILL);
@@ -607,7 +675,10 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
     f->set_task_id(w->task_id);
     f->set_attempt(w->attempt);
     f->set_node_id(options_.node_id);
-    if (w->time_limited) {
+    if (!w->out_of_memory.empty()) {
+      f->mutable_result()->set_error(proto::OUT_OF_MEMORY);
+      f->mutable_result()->set_message(w->out_of_memory);
+    } else if (w->time_limited) {
       f->mutable_result()->set_error(proto::TASK_ERROR);
       f->mutable_result()->set_message(fmt::format("TimeLimitExceeded: {} ran past its time limit of {}s; its "
                                                    "worker (pid {}) was stopped",

@@ -130,6 +130,13 @@ class Agent {
   Worker* PipelineTarget(const Pending& p);
   void Pipeline(Worker* w, Pending&& p);
   void SendTask(Worker* w, Pending&& p, bool pipelined);
+  // The worker starts running `p`: what the agent tracks about the running task.
+  void BeginTask(Worker* w, const Pending& p, Nanos now);
+  // The memory monitor (every 250 ms): stops a task whose worker's resident memory exceeds its
+  // memory= request, and, when the machine's available memory falls under 5%, the most recently
+  // started task, so the node never swaps itself to death. Either fails with OUT_OF_MEMORY.
+  void CheckMemory();
+  void StopForMemory(Worker* w, std::string why);
   void ReportCancelled(const std::string& task_id, uint32_t attempt);
   Worker* SpawnWorker(const std::string& env_key);
   void OnWorkerAccepted(std::unique_ptr<net::ByteStream> stream);
@@ -156,6 +163,7 @@ class Agent {
   std::string session_id_;
   std::shared_ptr<net::Connection> head_;
   boost::asio::steady_timer heartbeat_timer_;
+  boost::asio::steady_timer memory_timer_;
   boost::asio::steady_timer reconnect_timer_;
   uint64_t heartbeat_seq_ = 0;
   std::chrono::milliseconds heartbeat_interval_{1000};

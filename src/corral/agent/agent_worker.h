@@ -25,6 +25,8 @@ struct Agent::Worker {
   Nanos hard_deadline = 0;                // CLOCK_BOOTTIME after which the worker is stopped (time limit)
   double time_limit_s = 0;
   bool time_limited = false;              // stopped for its time limit
+  int64_t memory_limit = 0;               // bytes: the task's memory= request (0: none)
+  std::string out_of_memory;              // non-empty: stopped for using too much memory (the report)
   std::string hand_back;                  // non-empty: stopped for this reason (drain, fencing); hand it back
   std::string task_id;
   std::string output_task_id;             // the current task, or once finished the last one (late output)

@@ -394,8 +394,8 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
     Retry(finished.task_id(), task, result->message(), /*failure=*/false);
     return;
   }
-  if (result->error() == proto::WORKER_DIED && !task.cancel_requested &&
-      task.spec.attempt() < task.spec.max_retries()) {
+  if ((result->error() == proto::WORKER_DIED || result->error() == proto::OUT_OF_MEMORY) &&
+      !task.cancel_requested && task.spec.attempt() < task.spec.max_retries()) {
     Retry(finished.task_id(), task, result->message());
     return;
   }
