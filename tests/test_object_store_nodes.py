@@ -73,12 +73,12 @@ def test_a_value_whose_only_node_died_raises_object_lost_naming_it():
         c.add_agent(num_cpus=1, labels={"side": "b"})
         c.connect()
         c.wait_nodes(2)
-        ref = make.options(label_selector={"side": "a"}).remote(MB, 1)
+        ref = make.options(label_selector={"side": "a"}, max_retries=0).remote(MB, 1)  # not rebuildable
         corral.wait([ref], timeout=60)
         a.kill()
         shutil.rmtree(f"/dev/shm/corral-{a.node_id[:16]}")  # as if its machine were gone
         wait_until(lambda: any(n["state"] == "dead" for n in corral.nodes()), what="node a dead")
-        with pytest.raises(corral.ObjectLostError, match=a.node_id[:8]):
+        with pytest.raises(corral.ObjectLostError, match=a.node_id[:8] + ".*cannot be rebuilt"):
             corral.get(ref)
         with pytest.raises(corral.ObjectLostError):
             corral.get(total.options(label_selector={"side": "b"}).remote(ref))
@@ -136,6 +136,37 @@ def test_a_put_past_capacity_when_spilling_fails_is_a_clear_error_not_a_hang():
         with pytest.raises(corral.ObjectStoreFullError, match="spilling to disk failed"):
             corral.put(np.ones(MB))
         assert all(corral.get(r).sum() == MB for r in kept)  # nothing lost
+    finally:
+        corral.shutdown()
+        c.stop()
+
+
+@corral.remote
+def plus(a, k):
+    return a + k
+
+
+def test_results_lost_with_their_node_are_rebuilt_by_running_their_tasks_again():
+    os.environ.pop("CORRAL_ADDRESS", None)
+    c = Cluster(head_args=("--heartbeat-ms", "200", "--suspect-after-ms", "1000", "--dead-after-ms", "3000"))
+    try:
+        a = c.add_agent(num_cpus=1)
+        c.connect()
+        c.wait_nodes(1)
+        first = make.remote(MB, 4)        # on a, the only node
+        second = plus.remote(first, 1)    # on a too (its argument is there)
+        corral.wait([second], timeout=60)
+        b = c.add_agent(num_cpus=1)
+        c.wait_nodes(2)
+        a.kill()
+        shutil.rmtree(f"/dev/shm/corral-{a.node_id[:16]}")  # as if its machine were gone
+        wait_until(lambda: any(n["state"] == "dead" for n in corral.nodes()), what="node a dead")
+        got = corral.get(second, timeout=60)  # both tasks run again on b, the first one first
+        assert got.shape == (MB,) and int(got[0]) == 5 and int(got[-1]) == 5
+        assert int(corral.get(first, timeout=60)[0]) == 4
+        counters = corral.cluster_status()["counters"]
+        assert counters["tasks_reconstructed"] == 2
+        assert corral.get(checksum_on_this_node.remote(second))[1] == b.node_id
     finally:
         corral.shutdown()
         c.stop()

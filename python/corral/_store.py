@@ -167,7 +167,10 @@ def _load(view):
     return pickle.loads(view[start:start + plen], buffers=buffers)
 
 
-def read(object_id, size, locations, attempt, client):
+_REBUILD_WAIT_S = 300.0  # how long a reader waits for a lost value's task to run again
+
+
+def read(object_id, size, locations, attempt, client, _rebuilt=False):
     """The value of a stored object: mapped from this node's store, or fetched from another node."""
     store = local()
     if store is not None and store.node in locations:
@@ -181,12 +184,14 @@ def read(object_id, size, locations, attempt, client):
     try:
         data = fetch(client, object_id, size)
     except exceptions.ObjectLostError:
-        # The head may have answered the put or the task since with an error (a full store, a
-        # lost node): it reached this process before the fetch's answer, so raise that one.
-        entry = client.get([object_id], 0.0)[0]
+        # The head may have answered since with an error (a lost node), or be rebuilding the value
+        # (its task runs again): either reached this process before the fetch's answer.
+        entry = client.get([object_id], _REBUILD_WAIT_S)[0]
         if entry[1] != 0:
             raise exceptions.for_kind(entry[1])(entry[2]) from None
-        raise
+        if (entry[3], entry[4], entry[5]) == (size, locations, attempt) or _rebuilt:
+            raise
+        return read(object_id, entry[3], entry[4], entry[5], client, _rebuilt=True)
     return _load(memoryview(data).toreadonly())
 
 

@@ -172,6 +172,10 @@ void Client::OnMessage(net::Connection* from, std::string_view bytes) {
       auto value = std::make_shared<proto::ObjectValue>(std::move(*msg.mutable_ready()));
       std::lock_guard lock(mu_);
       const std::string& id = value->id();
+      if (value->error() == proto::RECONSTRUCTING) {  // lost with its node; the new value follows
+        ready_.erase(id);
+        break;
+      }
       unfinished_.erase(id);
       cancels_.erase(id);
       auto r = refs_.find(id);

@@ -127,16 +127,7 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
   client->owned.insert(id);
   Task& task = tasks_[id];
   task.spec = std::move(spec);
-  auto [cit, fresh] = classes_.try_emplace(ClassKey(task.spec));
-  SchedClass& cls = cit->second;
-  if (fresh) {
-    for (const auto& [k, v] : task.spec.resources()) cls.request.resources.Set(k, v);
-    cls.request.label_selector.insert(task.spec.label_selector().begin(), task.spec.label_selector().end());
-    cls.request.python = task.spec.python_version();
-    cls.request.cloudpickle_major = task.spec.cloudpickle_major();
-    cls.request.interruptible = task.spec.interruptible();
-    cls.request.durable_function = task.spec.durable_function();
-  }
+  SchedClass& cls = ClassFor(task.spec);
   cls.unfinished++;
   task.cls = &cls;
   task.spec.clear_resources();
@@ -192,6 +183,20 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
     return;
   }
   if (task.unresolved == 0) Enqueue(id, task);
+}
+
+TaskManager::SchedClass& TaskManager::ClassFor(const proto::TaskSpec& spec) {
+  auto [cit, fresh] = classes_.try_emplace(ClassKey(spec));
+  SchedClass& cls = cit->second;
+  if (fresh) {
+    for (const auto& [k, v] : spec.resources()) cls.request.resources.Set(k, v);
+    cls.request.label_selector.insert(spec.label_selector().begin(), spec.label_selector().end());
+    cls.request.python = spec.python_version();
+    cls.request.cloudpickle_major = spec.cloudpickle_major();
+    cls.request.interruptible = spec.interruptible();
+    cls.request.durable_function = spec.durable_function();
+  }
+  return cls;
 }
 
 void TaskManager::SubmitDurable(proto::TaskSpec&& spec) {
@@ -625,12 +630,20 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     if (tit == tasks_.end() || tit->second.state == TaskState::kFinished) continue;
     Task& task = tit->second;
     bool durable = !task.spec.durable_function().empty();
+    // A stored result can be rebuilt by running its task again if its node dies (lineage): the
+    // spec (with its resources) and the function stay while the result does.
+    bool lineage = val.stored_size() > 0 && !durable && val.error() == proto::ERROR_NONE;
+    if (lineage) {
+      const Request& r = task.cls->request;
+      for (const auto& [name, units] : r.resources.units()) (*task.spec.mutable_resources())[name] = r.resources.Get(name);
+      task.spec.mutable_label_selector()->insert(r.label_selector.begin(), r.label_selector.end());
+    }
     task.state = TaskState::kFinished;
     task.parked = false;
     task.cls->unfinished--;
     task.cls = nullptr;  // the class may go once no unfinished task needs it
     --unfinished_;
-    if (std::exchange(task.uses_function, false)) DropFunction(task.spec.function_hash());
+    if (!lineage && std::exchange(task.uses_function, false)) DropFunction(task.spec.function_hash());
     switch (val.error()) {
       case proto::ERROR_NONE: Count("tasks_succeeded"); break;
       case proto::CANCELLED: Count("tasks_cancelled"); break;
@@ -645,8 +658,10 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
       std::erase(d->second.waiting, tid);
       TryFree(dep);
     }
-    proto::TaskSpec().Swap(&task.spec);  // drop args; keep nothing but the id below
-    task.spec.set_task_id(tid);
+    if (!lineage) {
+      proto::TaskSpec().Swap(&task.spec);  // drop args; keep nothing but the id below
+      task.spec.set_task_id(tid);
+    }
     if (durable && on_durable_finished) on_durable_finished(tid, val);
     auto oit = objects_.find(tid);
     if (oit == objects_.end()) {  // its owner let it go: nobody will read the value

@@ -181,6 +181,8 @@ class TaskManager {
   };
 
   void Enqueue(const std::string& id, Task& task);
+  // The scheduling class of tasks like `spec` (made on first use).
+  SchedClass& ClassFor(const proto::TaskSpec& spec);
   // The node holding most bytes of the task's stored arguments ("" if none is stored).
   std::string LargestHolder(const proto::TaskSpec& spec) const;
   void Dispatch(const std::string& id, Task& task, Node* node, bool prefetch);
@@ -208,8 +210,12 @@ class TaskManager {
   void DeleteOn(const std::string& node_id, const std::string& id, uint32_t attempt);
   // A result the head does not keep (not the current attempt): its file goes, unless it is the value kept.
   void DiscardStoredResult(Node* node, const proto::TaskFinished& finished);
-  // The node's store is gone: values with no other copy become OBJECT_LOST errors naming it.
+  // The node's store is gone: values with no other copy are rebuilt by running their tasks again
+  // (Reconstruct), or become OBJECT_LOST errors naming it.
   void LoseStoredOn(Node* node, const std::string& why);
+  // Runs the finished task `id` again (a new attempt, within its max_retries) after its stored
+  // result was lost, first rebuilding arguments that were lost too. False, with `why`, if it cannot.
+  bool Reconstruct(const std::string& id, std::string* why, int depth = 0);
   // Whether `reader` may subscribe to `object` (see Subscribe).
   bool MayRead(const ClientSession& reader, const Object& object) const;
   void SendToClient(const std::string& client_id, const proto::HeadToClient& msg);

@@ -145,7 +145,11 @@ void TaskManager::TryFree(const std::string& id) {
   Object& obj = it->second;
   if (!obj.released || obj.pinned || obj.dependents > 0 || !obj.ready) return;
   if (auto c = clients_.find(obj.owner); c != clients_.end()) c->second->owned.erase(id);
-  if (obj.has_task) tasks_.erase(id);
+  if (obj.has_task) {
+    auto t = tasks_.find(id);
+    if (t != tasks_.end() && std::exchange(t->second.uses_function, false)) DropFunction(t->second.spec.function_hash());
+    tasks_.erase(id);
+  }
   object_bytes_ -= static_cast<int64_t>(obj.value.data().size());
   DropStored(obj.value, &obj);
   objects_.erase(it);
@@ -274,8 +278,71 @@ void TaskManager::DiscardStoredResult(Node* node, const proto::TaskFinished& fin
   DeleteOn(node->view.id, finished.task_id(), finished.attempt());
 }
 
+bool TaskManager::Reconstruct(const std::string& id, std::string* why, int depth) {
+  auto t = tasks_.find(id);
+  auto o = objects_.find(id);
+  if (t == tasks_.end() || o == objects_.end()) {
+    *why = "it was put, not made by a task (only task results are rebuilt)";
+    return false;
+  }
+  if (t->second.state != TaskState::kFinished || !t->second.uses_function) {
+    *why = "its task's description was not kept";
+    return false;
+  }
+  Task& task = t->second;
+  if (task.spec.attempt() >= task.spec.max_retries()) {
+    *why = fmt::format("re-running its task {} would pass its max_retries ({})", task.spec.name(),
+                       task.spec.max_retries());
+    return false;
+  }
+  if (depth > 100) {
+    *why = "its lineage is deeper than 100 tasks";
+    return false;
+  }
+  // Arguments must still be there, or be rebuildable themselves.
+  for (const auto& dep : task.spec.deps()) {
+    auto d = objects_.find(dep);
+    if (d == objects_.end()) {
+      *why = fmt::format("its task {}'s argument {} was freed", task.spec.name(), Hex(dep));
+      return false;
+    }
+    if (d->second.ready && d->second.value.error() == proto::OBJECT_LOST && d->second.value.stored_size() == 0 &&
+        !Reconstruct(dep, why, depth + 1))
+      return false;
+  }
+  Object& obj = o->second;
+  obj.ready = false;
+  obj.value = proto::ObjectValue();
+  obj.value.set_id(id);
+  task.spec.set_attempt(task.spec.attempt() + 1);  // a new file name: the lost one may linger on its node
+  task.state = TaskState::kWaitingDeps;
+  task.unresolved = 0;
+  task.told_infeasible = false;
+  SchedClass& cls = ClassFor(task.spec);
+  cls.unfinished++;
+  task.cls = &cls;
+  peak_unfinished_ = std::max(peak_unfinished_, ++unfinished_);
+  for (const auto& dep : task.spec.deps()) {
+    Object& d = objects_[dep];
+    d.dependents++;
+    if (!d.ready) {
+      d.waiting.push_back(id);
+      task.unresolved++;
+    }
+  }
+  Count("tasks_reconstructed");
+  LOG_INFO("re-running task {} ({}) to rebuild its result, lost with its node", ShortHex(id),
+           Printable(task.spec.name()));
+  // Its owner drops the value it holds and waits for the new one.
+  if (auto c = clients_.find(obj.owner); c != clients_.end())
+    SendValue(c->second, ErrorValue(id, proto::RECONSTRUCTING, "being rebuilt"));
+  if (task.unresolved == 0) Enqueue(id, task);
+  return true;
+}
+
 void TaskManager::LoseStoredOn(Node* node, const std::string& why) {
   store_usage_.erase(node->view.id);
+  std::vector<std::string> lost;
   for (auto& [id, obj] : objects_) {
     proto::ObjectValue& v = obj.value;
     if (!obj.ready || v.stored_size() == 0) continue;
@@ -289,8 +356,18 @@ void TaskManager::LoseStoredOn(Node* node, const std::string& why) {
                    fmt::format("object {} ({}) was only in the object store of node {} ({}), which is gone: {}", Hex(id),
                                FormatBytes(static_cast<double>(v.stored_size())), ShortHex(node->view.id),
                                node->info.hostname(), why));
-    // Its owner may hold the old value (where it was): the error replaces it there.
-    if (auto c = clients_.find(obj.owner); c != clients_.end()) SendValue(c->second, v);
+    lost.push_back(id);
+  }
+  // Task results are rebuilt by running their tasks again (their arguments first, if lost too);
+  // the rest stay errors, sent to their owners (who may hold the old value, where it was).
+  for (const auto& id : lost) {
+    auto it = objects_.find(id);
+    if (it == objects_.end() || !it->second.ready || it->second.value.error() != proto::OBJECT_LOST) continue;
+    std::string cannot;
+    if (Reconstruct(id, &cannot)) continue;
+    proto::ObjectValue& v = it->second.value;
+    v.set_message(v.message() + "; it cannot be rebuilt: " + cannot);
+    if (auto c = clients_.find(it->second.owner); c != clients_.end()) SendValue(c->second, v);
   }
 }
 
