@@ -52,6 +52,14 @@ def test_a_value_on_another_node_is_fetched_through_the_head():
         wait_until(lambda: {n["node_id"]: n["counters"].get("object_bytes_sent", 0) for n in corral.nodes()}
                    [a.node_id] >= 20 * MB, what="a's agent to report the bytes it sent")
         assert all(n["counters"].get("object_bytes_sent", 0) == 0 for n in corral.nodes() if n["node_id"] == b.node_id)
+        # b's worker kept what it fetched as a copy in b's store: the next reader there maps it.
+        stores = {n["node_id"]: n["object_store"] for n in corral.nodes()}
+        assert stores[b.node_id]["objects"] == 1 and stores[b.node_id]["used_bytes"] >= 20 * MB
+        sent = lambda: {n["node_id"]: n["counters"].get("object_bytes_sent", 0) for n in corral.nodes()}[a.node_id]  # noqa: E731
+        before = sent()
+        assert corral.get(checksum_on_this_node.options(label_selector={"side": "b"}).remote(made)) == (want, b.node_id)
+        time.sleep(1.5)  # (counters come with heartbeats)
+        assert sent() == before
         # Without a selector, a task goes where its argument's bytes are: b, registered second, where
         # a tie between two idle nodes would otherwise go to a.
         on_b = make.options(label_selector={"side": "b"}).remote(MB, 1)
@@ -60,6 +68,11 @@ def test_a_value_on_another_node_is_fetched_through_the_head():
         # The driver runs on this machine too: it maps the copy in a's store, the first node it found.
         got = corral.get(made)
         assert int(got.astype(np.uint64).sum()) == want and not got.flags.writeable
+        # Freed: both copies go.
+        del made, got, on_b
+        import gc
+        gc.collect()
+        wait_until(lambda: all(stored_files(st["dir"]) == [] for st in stores.values()), what="every copy deleted")
     finally:
         corral.shutdown()
         c.stop()

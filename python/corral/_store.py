@@ -182,7 +182,7 @@ def read(object_id, size, locations, attempt, client, _rebuilt=False):
                 os.close(fd)
             return _load(memoryview(m))
     try:
-        data = fetch(client, object_id, size)
+        data = fetch(client, object_id, size, attempt, store)
     except exceptions.ObjectLostError:
         # The head may have answered since with an error (a lost node), or be rebuilding the value
         # (its task runs again): either reached this process before the fetch's answer.
@@ -207,31 +207,74 @@ def _open_local(store, name):
     return None
 
 
-def fetch(client, object_id, size):
-    """The bytes of a stored object from a node that holds it (relayed by the head)."""
+def fetch(client, object_id, size, attempt=0, store=None):
+    """The bytes of a stored object from a node that holds it (relayed by the head). With `store`
+    (this node's), they are written there as a copy under the value's own name and the head told:
+    later readers on this node map that copy instead of fetching again."""
+    if store is not None:
+        final = os.path.join(store.dir, f"{object_id.hex()}-{attempt}")
+        tmp = f"{final}.tmp.{os.getpid()}"
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except OSError:
+            fd = None  # this process fetches it already (another thread): into memory instead
+        if fd is not None:
+            try:
+                os.ftruncate(fd, size)
+                _fetch_parts(client, object_id, size, lambda offset, chunk: os.pwrite(fd, chunk, offset))
+                os.rename(tmp, final)
+                m = mmap.mmap(fd, max(size, 1), prot=mmap.PROT_READ)
+            except OSError:  # no room here: keep it in this process only
+                _unlink(tmp)
+            else:
+                try:
+                    client.add_copy(object_id, attempt, store.node)
+                except Exception:
+                    _unlink(final)  # not recorded: the head would never delete it
+                return memoryview(m)[:size]
+            finally:
+                os.close(fd)
     buf = mmap.mmap(-1, max(size, 1))  # page-aligned, so buffers keep their alignment
     view = memoryview(buf)
-    offsets = list(range(0, size, _CHUNK))
-    import concurrent.futures
-    with concurrent.futures.ThreadPoolExecutor(_WINDOW) as pool:
-        def one(offset):
-            try:
-                chunk, total, crc = client.fetch(object_id, offset, min(_CHUNK, size - offset))
-            except Exception as e:
-                raise exceptions.ObjectLostError(
-                    f"object {object_id.hex()} ({size} bytes) could not be read from the node that holds it: "
-                    f"{e}") from None
-            if total != size or len(chunk) != min(_CHUNK, size - offset):
-                raise exceptions.ObjectLostError(
-                    f"object {object_id.hex()}: its node sent {len(chunk)} bytes at offset {offset} of "
-                    f"{total}, expected {size}")
-            if zlib.crc32(chunk) != crc:
-                raise exceptions.ObjectLostError(
-                    f"object {object_id.hex()}: the part at offset {offset} arrived damaged (checksum mismatch)")
-            view[offset:offset + len(chunk)] = chunk
-        for f in [pool.submit(one, o) for o in offsets]:
-            f.result()
+
+    def put(offset, chunk):
+        view[offset:offset + len(chunk)] = chunk
+    _fetch_parts(client, object_id, size, put)
     return view[:size]
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _fetch_parts(client, object_id, size, write):
+    """Fetches every part (4 at a time), checks each one's CRC-32 and hands it to write(offset, bytes).
+    A part that fails is asked for again (the head picks a node that holds a copy), twice."""
+    import concurrent.futures
+
+    def one(offset):
+        want = min(_CHUNK, size - offset)
+        for tries in range(3):
+            try:
+                chunk, total, crc = client.fetch(object_id, offset, want)
+                problem = None
+                if total != size or len(chunk) != want:
+                    problem = f"its node sent {len(chunk)} bytes at offset {offset} of {total}, expected {size}"
+                elif zlib.crc32(chunk) != crc:
+                    problem = f"the part at offset {offset} arrived damaged (checksum mismatch)"
+            except Exception as e:
+                problem = f"it could not be read from a node that holds it: {e}"
+            if problem is None:
+                write(offset, chunk)
+                return
+        raise exceptions.ObjectLostError(f"object {object_id.hex()} ({size} bytes): {problem}")
+
+    with concurrent.futures.ThreadPoolExecutor(_WINDOW) as pool:
+        for f in [pool.submit(one, o) for o in range(0, size, _CHUNK)]:
+            f.result()
 
 
 def split(value, what):

@@ -123,11 +123,8 @@ def _run(functions, name, fn_hash, fn_bytes, args, deps, task_id, attempt):
 class _DepClient:
     """The worker's client connection, opened only when an argument must be fetched from another node."""
 
-    def fetch(self, *a, **k):
-        return _runtime.get_client().fetch(*a, **k)
-
-    def get(self, *a, **k):
-        return _runtime.get_client().get(*a, **k)
+    def __getattr__(self, name):
+        return getattr(_runtime.get_client(), name)
 
 
 def _run_durable(name, args, args_format, parents, link_mode):

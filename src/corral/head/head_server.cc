@@ -424,6 +424,10 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
       tasks_.Put(peer->session.get(), proto::ObjectValue(request.put_stored()));
       if (auto refused = tasks_.PutRefusal(id)) SetError(*reply, *refused);
     }
+  } else if (request.has_add_copy()) {
+    Status s = peer->session ? tasks_.AddCopy(peer->session.get(), request.add_copy())
+                             : Status(Code::kFailedPrecondition, "not a client session");
+    if (!s.ok()) SetError(*reply, s);
   } else if (request.has_fetch_object()) {
     FetchObject(peer, request);  // answered when the node that holds it does
     return;

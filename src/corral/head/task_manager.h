@@ -122,6 +122,8 @@ class TaskManager {
   // Why the put of `id` was refused (its value is an error), if it was.
   // The node moved these values to disk (or could not).
   void OnObjectsSpilled(Node* node, const proto::ObjectsSpilled& done);
+  // A reader wrote a copy of a stored value into its node's store: later readers there use it.
+  Status AddCopy(ClientSession* client, const proto::ObjectValue& copy);
   // RESOURCE_EXHAUSTED for a full store (put() raises ObjectStoreFullError).
   std::optional<Status> PutRefusal(const std::string& id) const;
 

@@ -216,6 +216,16 @@ std::optional<std::string> TaskManager::MakeRoom(Node* node, uint64_t incoming) 
   proto::HeadToAgent msg;
   for (auto& [used, obj] : candidates) {
     if (resident() <= target) break;
+    proto::ObjectValue& v = obj->value;
+    if (v.locations_size() > 1) {  // another node has it: drop this copy rather than spill it
+      v.mutable_locations()->erase(std::find(v.mutable_locations()->begin(), v.mutable_locations()->end(),
+                                             node->view.id));
+      u.bytes -= std::min(u.bytes, v.stored_size());
+      u.objects--;
+      DeleteOn(node->view.id, v.id(), v.stored_attempt());
+      Count("stored_copies_dropped");
+      continue;
+    }
     obj->spilling = true;
     u.spilling += obj->value.stored_size();
     proto::StoredObject* o = msg.mutable_spill_objects()->add_objects();
@@ -387,6 +397,28 @@ std::string TaskManager::LargestHolder(const proto::TaskSpec& spec) const {
       most = n;
     }
   return best;
+}
+
+Status TaskManager::AddCopy(ClientSession* client, const proto::ObjectValue& copy) {
+  auto it = objects_.find(copy.id());
+  if (it == objects_.end() || !MayRead(*client, it->second))
+    return Status(Code::kNotFound, fmt::format("object {} is not known to the head", Hex(copy.id())));
+  Object& obj = it->second;
+  proto::ObjectValue& v = obj.value;
+  Node* node = copy.locations_size() == 1 ? nodes_.Find(copy.locations(0)) : nullptr;
+  if (!obj.ready || v.stored_size() == 0 || v.stored_attempt() != copy.stored_attempt() || node == nullptr ||
+      node->state != NodeState::kAlive)
+    return Status(Code::kFailedPrecondition, "not a copy of this value, or its node is not alive");
+  if (std::find(v.locations().begin(), v.locations().end(), node->view.id) != v.locations().end())
+    return Status::Ok();  // another reader there was first
+  if (obj.spilled || obj.spilling || MakeRoom(node, v.stored_size()))
+    return Status(Code::kResourceExhausted, "no room for another copy there");
+  v.add_locations(node->view.id);
+  StoreUsage& u = store_usage_[node->view.id];
+  u.bytes += v.stored_size();
+  u.objects++;
+  Count("stored_copies_added");
+  return Status::Ok();
 }
 
 std::optional<Status> TaskManager::PutRefusal(const std::string& id) const {

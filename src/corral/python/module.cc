@@ -309,6 +309,15 @@ NB_MODULE(_core, m) {
              return Bytes(Check(std::move(r)));
            },
            "id"_a, "size"_a, "node"_a, "Registers a value written to node's store under id (see _store.py).")
+      .def("add_copy",
+           [](Client& c, const nb::bytes& id, uint32_t attempt, const nb::bytes& node) {
+             corral::proto::Request req;
+             req.mutable_add_copy()->set_id(Str(id));
+             req.mutable_add_copy()->set_stored_attempt(attempt);
+             req.mutable_add_copy()->add_locations(Str(node));
+             AskHead(c, req);
+           },
+           "id"_a, "attempt"_a, "node"_a, "Tells the head this node's store now holds a copy of a stored value.")
       .def("fetch",
            [](Client& c, const nb::bytes& id, uint64_t offset, uint64_t length, double timeout) {
              corral::proto::Request req;
