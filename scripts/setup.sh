@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 with_tests=OFF
 [ "${1:-}" = "--with-tests" ] && with_tests=ON
 
-packages=(g++ cmake ninja-build make pkg-config libboost1.81-dev libprotobuf-dev protobuf-compiler libssl-dev
+packages=(g++ cmake ninja-build make pkg-config libboost1.81-dev libprotobuf-dev protobuf-compiler libssl-dev zlib1g-dev
           nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev python3 python3-venv python3-dev ccache
           libsystemd-dev libsqlite3-dev libhowardhinnant-date-dev)
 # The multi-host tests build hosts from network namespaces (iproute2) and drop packets with nftables.

@@ -99,7 +99,11 @@ _seq = [0]
 
 
 class NetCluster:
-    def __init__(self, agents=3, head_args=(), agent_args=(), num_cpus=1):
+    shm_size = "512m"  # each host's /dev/shm (its object store lives there)
+
+    def __init__(self, agents=3, head_args=(), agent_args=(), num_cpus=1, shm_size=None):
+        if shm_size:
+            self.shm_size = shm_size
         why = available()
         if why:
             raise Unsupported(why)
@@ -149,7 +153,8 @@ class NetCluster:
     def _spawn(self, host, args, env=None):
         # Own network namespace, own mount namespace with a fresh /dev/shm, then exec corral.
         wrapped = ["ip", "netns", "exec", host.name, "unshare", "--mount", "--propagation", "private",
-                   "sh", "-c", 'mount -t tmpfs -o size=512m tmpfs /dev/shm && exec "$@"', "corral-host", *args]
+                   "sh", "-c", f'mount -t tmpfs -o size={self.shm_size} tmpfs /dev/shm && exec "$@"', "corral-host",
+                   *args]
         proc, ready = _cluster.start_process(wrapped, host.log_path, env)
         host.proc = proc
         return ready

@@ -357,3 +357,65 @@ def test_delay_and_jitter_keep_nodes_alive(net):
     results = corral.get(refs, timeout=120)
     report("100 ms ± 50 ms delay on one host", 12, results, net.ledger)
     assert {n["node_id"]: n["state"] for n in corral.nodes()}[slow.node_id] == "alive"
+
+
+@corral.remote
+def pattern(n):
+    import numpy as np
+    return (np.arange(n, dtype=np.uint64) * 2654435761 % 251).astype(np.uint8)
+
+
+@corral.remote
+def crc_here(a):
+    import zlib
+    return zlib.crc32(a), corral.runtime_context().node_id
+
+
+def expected_crc(n):
+    import zlib
+
+    import numpy as np
+    return zlib.crc32((np.arange(n, dtype=np.uint64) * 2654435761 % 251).astype(np.uint8))
+
+
+@pytest.fixture
+def two_hosts():
+    c = netns.NetCluster(agents=0, shm_size="2500m")
+    c.connect()
+    yield c
+    corral.shutdown()
+    c.close()
+
+
+def test_a_gigabyte_crosses_between_hosts_whole(two_hosts):
+    a = two_hosts.add_agent(labels={"side": "a"})
+    b = two_hosts.add_agent(labels={"side": "b"})
+    wait_alive(2)
+    n = 1 << 30
+    made = pattern.options(label_selector={"side": "a"}).remote(n)
+    want = expected_crc(n)
+    assert corral.get(crc_here.options(label_selector={"side": "a"}).remote(made), timeout=120) == (want, a.node_id)
+    t = time.monotonic()
+    assert corral.get(crc_here.options(label_selector={"side": "b"}).remote(made), timeout=300) == (want, b.node_id)
+    print(f"\n[1 GiB host a -> host b] {n / 1e9 / (time.monotonic() - t):.2f} GB/s (relayed by the head, with the task)")
+    got = corral.get(made, timeout=300)  # the driver is on neither host
+    import zlib
+    assert zlib.crc32(got) == want
+
+
+def test_a_transfer_whose_source_dies_mid_way_is_rebuilt_and_read(two_hosts):
+    a = two_hosts.add_agent()
+    wait_alive(1)
+    n = 768 << 20
+    made = pattern.remote(n)  # on a, the only host (max_retries 3: rebuildable)
+    corral.wait([made], timeout=120)
+    b = two_hosts.add_agent(labels={"side": "b"})
+    wait_alive(2)
+    reader = crc_here.options(label_selector={"side": "b"}).remote(made)
+    sent = lambda: {x["node_id"]: x["counters"].get("object_bytes_sent", 0) for x in corral.nodes()}.get(a.node_id, 0)  # noqa: E731
+    wait_until(lambda: sent() > 0 or corral.wait([reader], timeout=0)[0], timeout=60, what="the transfer to start")
+    two_hosts.kill(a)
+    crc, where = corral.get(reader, timeout=300)
+    assert crc == expected_crc(n)
+    assert where == b.node_id
+    assert corral.cluster_status()["counters"].get("tasks_reconstructed", 0) >= 1

@@ -105,13 +105,17 @@ def test_a_full_store_spills_least_recently_used_values_to_disk_and_reads_them_b
     c = Cluster()
     try:
         spill = os.path.join(c.dir, "spill")
+        os.makedirs(spill)
+        with open(os.path.join(spill, "mine.txt"), "w") as f:  # the operator's own file stays untouched
+            f.write("keep")
         c.add_agent(num_cpus=1, extra=["--object-store-memory", "24MiB", "--spill-dir", spill])
         c.connect()
         refs = [corral.put(np.full(MB, float(i))) for i in range(5)]  # 5 x 8 MiB into 24 MiB
         node = wait_until(lambda: [n for n in corral.nodes() if n["object_store"]["spilled_bytes"] >= 16 * MB
                                    and n["object_store"]["used_bytes"] <= 24 * MB], what="values spilled")[0]
         store = node["object_store"]
-        assert store["spill_dir"] == spill
+        assert store["spill_dir"].startswith(spill + "/corral-")  # ours, inside the directory given
+        spill = store["spill_dir"]
         assert store["objects"] == 5
         # The oldest went to disk first; every value reads back whole, from memory or from disk.
         assert f"{refs[0].hex()}-0" in os.listdir(spill)
@@ -127,6 +131,7 @@ def test_a_full_store_spills_least_recently_used_values_to_disk_and_reads_them_b
         gc.collect()
         wait_until(lambda: os.listdir(spill) == [] and stored_files(store["dir"]) == [],
                    what="both directories empty once the values are freed")
+        assert open(os.path.join(os.path.dirname(spill), "mine.txt")).read() == "keep"
     finally:
         corral.shutdown()
         c.stop()
@@ -180,6 +185,41 @@ def test_results_lost_with_their_node_are_rebuilt_by_running_their_tasks_again()
         counters = corral.cluster_status()["counters"]
         assert counters["tasks_reconstructed"] == 2
         assert corral.get(checksum_on_this_node.remote(second))[1] == b.node_id
+    finally:
+        corral.shutdown()
+        c.stop()
+
+
+@corral.remote
+def hold(path):
+    while not os.path.exists(path):
+        time.sleep(0.05)
+    return "released"
+
+
+def test_a_task_queued_on_a_value_being_rebuilt_waits_for_it():
+    os.environ.pop("CORRAL_ADDRESS", None)
+    c = Cluster(head_args=("--heartbeat-ms", "200", "--suspect-after-ms", "1000", "--dead-after-ms", "3000"))
+    try:
+        a = c.add_agent(num_cpus=1)
+        c.connect()
+        c.wait_nodes(1)
+        made = make.remote(MB, 6)  # on a
+        corral.wait([made], timeout=60)
+        c.add_agent(num_cpus=2, resources={"slot": 1})
+        c.wait_nodes(2)
+        gate = os.path.join(c.dir, "go")
+        busy = hold.options(resources={"slot": 1}).remote(gate)  # b's only slot
+        time.sleep(0.5)
+        # Waits in the head's queue for the slot (not CPU-only: never sent ahead to the node).
+        queued = checksum_on_this_node.options(resources={"slot": 1}).remote(made)
+        a.kill()
+        shutil.rmtree(f"/dev/shm/corral-{a.node_id[:16]}")
+        wait_until(lambda: corral.cluster_status()["counters"].get("tasks_reconstructed", 0) == 1,
+                   what="the value's task to run again")
+        open(gate, "w").close()
+        assert corral.get(busy, timeout=60) == "released"
+        assert corral.get(queued, timeout=60)[0] == 6 * MB  # the rebuilt value, not an empty one
     finally:
         corral.shutdown()
         c.stop()

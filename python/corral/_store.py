@@ -24,6 +24,7 @@ import mmap
 import os
 import pickle
 import struct
+import time
 import zlib
 
 from . import exceptions
@@ -184,15 +185,48 @@ def read(object_id, size, locations, attempt, client, _rebuilt=False):
     try:
         data = fetch(client, object_id, size, attempt, store)
     except exceptions.ObjectLostError:
-        # The head may have answered since with an error (a lost node), or be rebuilding the value
-        # (its task runs again): either reached this process before the fetch's answer.
-        entry = client.get([object_id], _REBUILD_WAIT_S)[0]
+        with _blocked():  # a task waiting here gives its CPUs back: the rebuild may need them
+            return _after_failed_fetch(object_id, size, locations, attempt, client, store, _rebuilt)
+    return _load(memoryview(data).toreadonly())
+
+
+class _blocked:
+    """In a worker, tells the agent the running task waits (its CPUs are given back meanwhile)."""
+
+    def __enter__(self):
+        from . import _runtime
+        ctx, link = _runtime.current_task, _runtime.worker_link
+        self.task = ctx.task_id if ctx is not None and link is not None else None
+        if self.task is not None:
+            link.blocked(self.task, True)
+
+    def __exit__(self, *exc):
+        if self.task is not None:
+            from . import _runtime
+            _runtime.worker_link.blocked(self.task, False)
+
+
+def _after_failed_fetch(object_id, size, locations, attempt, client, store, rebuilt):
+    """Its holder went away mid-way or before. Asks the head again, until it knows another copy, has
+    rebuilt the value (its task runs again once the holder is declared dead), or gave up on it (an
+    error); a holder that is only disconnected may come back, so the fetch is tried again meanwhile."""
+    deadline, delay, last = time.monotonic() + _REBUILD_WAIT_S, 0.2, None
+    while True:
+        entry = client.get([object_id], max(0.0, deadline - time.monotonic()))[0]
         if entry[1] != 0:
             raise exceptions.for_kind(entry[1])(entry[2]) from None
-        if (entry[3], entry[4], entry[5]) == (size, locations, attempt) or _rebuilt:
-            raise
-        return read(object_id, entry[3], entry[4], entry[5], client, _rebuilt=True)
-    return _load(memoryview(data).toreadonly())
+        if (entry[3], entry[4], entry[5]) != (size, locations, attempt) and not rebuilt:
+            return read(object_id, entry[3], entry[4], entry[5], client, _rebuilt=True)
+        if time.monotonic() + delay > deadline:
+            raise exceptions.ObjectLostError(
+                f"object {object_id.hex()} ({size} bytes): no node that holds it answered for {_REBUILD_WAIT_S:.0f}s"
+                + (f"; the last attempt: {last}" if last else ""))
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+        try:
+            return _load(memoryview(fetch(client, object_id, size, attempt, store)).toreadonly())
+        except exceptions.ObjectLostError as e:
+            last = str(e)
 
 
 def _open_local(store, name):
@@ -219,13 +253,15 @@ def fetch(client, object_id, size, attempt=0, store=None):
         except OSError:
             fd = None  # this process fetches it already (another thread): into memory instead
         if fd is not None:
+            renamed = False
             try:
                 os.ftruncate(fd, size)
-                _fetch_parts(client, object_id, size, lambda offset, chunk: os.pwrite(fd, chunk, offset))
-                os.rename(tmp, final)
+                _fetch_parts(client, object_id, size, lambda offset, chunk: _pwrite_all(fd, chunk, offset))
                 m = mmap.mmap(fd, max(size, 1), prot=mmap.PROT_READ)
+                os.rename(tmp, final)
+                renamed = True
             except OSError:  # no room here: keep it in this process only
-                _unlink(tmp)
+                pass
             else:
                 try:
                     client.add_copy(object_id, attempt, store.node)
@@ -234,13 +270,24 @@ def fetch(client, object_id, size, attempt=0, store=None):
                 return memoryview(m)[:size]
             finally:
                 os.close(fd)
-    buf = mmap.mmap(-1, max(size, 1))  # page-aligned, so buffers keep their alignment
+                if not renamed:
+                    _unlink(tmp)
+    # Private anonymous memory, page-aligned (buffers keep their alignment): the task's own memory,
+    # counted against its memory= request.
+    buf = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     view = memoryview(buf)
 
     def put(offset, chunk):
         view[offset:offset + len(chunk)] = chunk
     _fetch_parts(client, object_id, size, put)
     return view[:size]
+
+
+def _pwrite_all(fd, data, offset):
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 def _unlink(path):

@@ -62,7 +62,7 @@ def encode(value, what, object_id=None, attempt=0):
     """Serializes a value to keep: ``(inline bytes, 0)``, or ``(b"", size)`` once it is written
     into this node's store as (object_id, attempt) (large values, when there is a store; the id is
     made by ``new_id()`` when not given). Returns ``(data, stored_size, object_id)``."""
-    if type(value) in _SIMPLE and not (type(value) is bytes and len(value) >= _store.THRESHOLD):
+    if type(value) in _SIMPLE and not (type(value) in (bytes, str) and len(value) >= _store.THRESHOLD // 4):
         return dumps(value, what), 0, object_id
     pickled, buffers, total = _store.split(value, what)
     if total >= _store.THRESHOLD:
@@ -122,7 +122,7 @@ def pack_args(args, kwargs, ref_type, name, put=None):
     held = []
 
     def big(v):
-        if type(v) is _Dep or type(v) in _SIMPLE and not (type(v) is bytes and len(v) >= _store.THRESHOLD):
+        if type(v) is _Dep or type(v) in _SIMPLE and not (type(v) in (bytes, str) and len(v) >= _store.THRESHOLD // 4):
             return v
         _p, _b, size = _store.split(v, what)
         if size < _store.THRESHOLD:

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <optional>
 
+#include "corral/base/files.h"
 #include "corral/base/ids.h"
 #include "corral/base/log.h"
 #include "corral/base/version.h"
@@ -65,11 +66,16 @@ Status Agent::Start() {
     identity_ = std::make_unique<NodeIdentity>(options_.state_dir, options_.tls);
     if (Status s = identity_->Load(); !s.ok()) return s;
   }
+  // A directory the operator names gets a subdirectory of ours: its other files are never touched.
+  auto ours = [&](const std::string& given) -> std::string {
+    if (Status s = MakeDirs(given); !s.ok()) LOG_WARN("{}", s.ToString());
+    return given + "/corral-" + Hex(options_.node_id).substr(0, 16);
+  };
   std::string store_dir = options_.object_store_dir.empty()
                               ? objects::NodeStore::DefaultDir(options_.node_id, options_.state_dir)
-                              : options_.object_store_dir;
+                              : ours(options_.object_store_dir);
   auto store = objects::NodeStore::Open(store_dir, options_.node_id,
-                                       options_.spill_dir.empty() ? options_.state_dir + "/spill" : options_.spill_dir);
+                                       options_.spill_dir.empty() ? options_.state_dir + "/spill" : ours(options_.spill_dir));
   if (!store) return store.error();
   store_ = std::move(*store);
   uint64_t capacity = options_.object_store_memory > 0 ? options_.object_store_memory
@@ -180,7 +186,9 @@ std::pair<int64_t, int64_t> MachineMemory() {
 void Agent::CheckMemory() {
   if (stopped_) return;
   Worker* newest = nullptr;
+  bool stopping = false;  // a worker stopped for memory has not exited yet: its memory is not back
   for (auto& [pid, w] : workers_) {
+    stopping |= !w->out_of_memory.empty();
     if (!w->busy || !w->out_of_memory.empty()) continue;
     if (!newest || w->started > newest->started) newest = w.get();
     if (w->memory_limit <= 0) continue;
@@ -195,7 +203,7 @@ void Agent::CheckMemory() {
   auto [available, total] = MachineMemory();
   counters_["machine_memory_available_bytes"] = available;
   counters_["machine_memory_total_bytes"] = total;
-  if (newest && total > 0 && available < total / 20)
+  if (newest && !stopping && total > 0 && available < total / 20)
     StopForMemory(newest, fmt::format("node {} ({}) ran low on memory ({} available of {}): its most recently started "
                                       "task, {}, was stopped (worker pid {}) so the machine does not swap itself "
                                       "to a halt",

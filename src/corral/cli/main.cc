@@ -27,10 +27,11 @@ void AddNodeFlags(CLI::App* cmd, corral::cli::NodeFlags* f) {
                   "most bytes of large values (puts, results, arguments) this node's shared-memory store holds, "
                   "e.g. 8GiB (default: 30% of RAM, at most what /dev/shm holds)");
   cmd->add_option("--object-store-dir", f->object_store_dir,
-                  "directory on a memory file system for this node's object store (default: /dev/shm/corral-<node>)");
+                  "directory on a memory file system for this node's object store: a subdirectory corral-<node> is "
+                  "made there (default: /dev/shm/corral-<node>)");
   cmd->add_option("--spill-dir", f->spill_dir,
-                  "directory on disk where values go when the object store is full, least recently used first "
-                  "(default: <state dir>/spill)");
+                  "directory on disk where values go when the object store is full, least recently used first: a "
+                  "subdirectory corral-<node> is made there (default: <state dir>/spill)");
 }
 
 }  // namespace

@@ -422,7 +422,10 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     } else {
       const std::string& id = request.put_stored().id();
       tasks_.Put(peer->session.get(), proto::ObjectValue(request.put_stored()));
-      if (auto refused = tasks_.PutRefusal(id)) SetError(*reply, *refused);
+      if (auto refused = tasks_.PutRefusal(id)) {
+        SetError(*reply, *refused);
+        tasks_.ForgetRefusedPut(peer->session.get(), id);
+      }
     }
   } else if (request.has_add_copy()) {
     Status s = peer->session ? tasks_.AddCopy(peer->session.get(), request.add_copy())

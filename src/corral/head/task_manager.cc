@@ -281,6 +281,10 @@ void TaskManager::Schedule() {
         cls.queue.pop_front();  // cancelled or finished while queued
         continue;
       }
+      if (WaitAgainForArguments(cls.queue.front(), tit->second)) {  // one is being rebuilt
+        cls.queue.pop_front();
+        continue;
+      }
       Placement p = Place(cls.request, views, LargestHolder(tit->second.spec));
       if (p.kind == Placement::kWait) break;
       if (p.kind == Placement::kInfeasible) {
@@ -305,6 +309,18 @@ void TaskManager::Schedule() {
     else
       ++cit;
   }
+}
+
+bool TaskManager::WaitAgainForArguments(const std::string& id, Task& task) {
+  for (const auto& dep : task.spec.deps()) {
+    auto d = objects_.find(dep);
+    if (d == objects_.end() || d->second.ready) continue;
+    d->second.waiting.push_back(id);
+    task.unresolved++;
+  }
+  if (task.unresolved == 0) return false;
+  task.state = TaskState::kWaitingDeps;
+  return true;
 }
 
 void TaskManager::Dispatch(const std::string& id, Task& task, Node* node, bool prefetch) {

@@ -126,6 +126,8 @@ class TaskManager {
   Status AddCopy(ClientSession* client, const proto::ObjectValue& copy);
   // RESOURCE_EXHAUSTED for a full store (put() raises ObjectStoreFullError).
   std::optional<Status> PutRefusal(const std::string& id) const;
+  // The client was told its put was refused and keeps nothing of it: neither does the head.
+  void ForgetRefusedPut(ClientSession* client, const std::string& id);
 
   size_t unfinished_tasks() const { return unfinished_; }
   void FillStatus(proto::ClusterStatus* status) const;
@@ -183,6 +185,9 @@ class TaskManager {
   };
 
   void Enqueue(const std::string& id, Task& task);
+  // A queued task whose argument is not ready any more (its value is being rebuilt) waits for it
+  // again instead of being sent without it. True if it waits.
+  bool WaitAgainForArguments(const std::string& id, Task& task);
   // The scheduling class of tasks like `spec` (made on first use).
   SchedClass& ClassFor(const proto::TaskSpec& spec);
   // The node holding most bytes of the task's stored arguments ("" if none is stored).

@@ -32,6 +32,7 @@ void TaskManager::SendUnsent(ClientSession* client) {
     std::string id = std::move(client->unsent.front());
     client->unsent.pop_front();
     auto it = objects_.find(id);
+    if (it != objects_.end() && !it->second.ready) continue;  // being rebuilt: Finish sends it
     proto::HeadToClient msg;
     if (it != objects_.end() && it->second.ready)
       *msg.mutable_ready() = it->second.value;
@@ -212,7 +213,11 @@ std::optional<std::string> TaskManager::MakeRoom(Node* node, uint64_t incoming) 
     if (std::find(v.locations().begin(), v.locations().end(), node->view.id) == v.locations().end()) continue;
     candidates.emplace_back(obj.last_used, &obj);
   }
-  std::sort(candidates.begin(), candidates.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  // Extra copies (another node has the value) go before anything is spilled; then least recent first.
+  std::sort(candidates.begin(), candidates.end(), [](const auto& a, const auto& b) {
+    bool extra_a = a.second->value.locations_size() > 1, extra_b = b.second->value.locations_size() > 1;
+    return extra_a != extra_b ? extra_a : a.first < b.first;
+  });
   proto::HeadToAgent msg;
   for (auto& [used, obj] : candidates) {
     if (resident() <= target) break;
@@ -328,6 +333,8 @@ bool TaskManager::Reconstruct(const std::string& id, std::string* why, int depth
   task.state = TaskState::kWaitingDeps;
   task.unresolved = 0;
   task.told_infeasible = false;
+  task.cancel_requested = task.cancel_force = false;
+  task.node.clear();
   SchedClass& cls = ClassFor(task.spec);
   cls.unfinished++;
   task.cls = &cls;
@@ -406,6 +413,8 @@ Status TaskManager::AddCopy(ClientSession* client, const proto::ObjectValue& cop
   Object& obj = it->second;
   proto::ObjectValue& v = obj.value;
   Node* node = copy.locations_size() == 1 ? nodes_.Find(copy.locations(0)) : nullptr;
+  if (node && IsWorkerToken(client->token_id) && client->token_id != "w:" + Hex(node->view.id))
+    return Status(Code::kPermissionDenied, "a worker adds copies on its own node only");
   if (!obj.ready || v.stored_size() == 0 || v.stored_attempt() != copy.stored_attempt() || node == nullptr ||
       node->state != NodeState::kAlive)
     return Status(Code::kFailedPrecondition, "not a copy of this value, or its node is not alive");
@@ -419,6 +428,13 @@ Status TaskManager::AddCopy(ClientSession* client, const proto::ObjectValue& cop
   u.objects++;
   Count("stored_copies_added");
   return Status::Ok();
+}
+
+void TaskManager::ForgetRefusedPut(ClientSession* client, const std::string& id) {
+  auto it = objects_.find(id);
+  if (it == objects_.end() || it->second.owner != client->id || it->second.has_task) return;
+  client->owned.erase(id);
+  objects_.erase(it);
 }
 
 std::optional<Status> TaskManager::PutRefusal(const std::string& id) const {
