@@ -480,6 +480,7 @@ void TaskManager::CancelAttempt(Node* node, const std::string& task_id, uint32_t
 }
 
 void TaskManager::Reconcile(Node* node, const google::protobuf::RepeatedPtrField<proto::HeldAttempt>& held) {
+  SendPendingDeletes(node);  // values freed while it was away
   std::unordered_map<std::string, const proto::HeldAttempt*> by_id;
   for (const auto& h : held) by_id[h.task_id()] = &h;
   // Placed here, but the agent no longer has it (its lease ran out, or it is a new agent process).

@@ -214,7 +214,9 @@ class TaskManager {
   // memory (down to 80% of capacity, so spills come in batches). An error if they cannot.
   std::optional<std::string> MakeRoom(Node* node, uint64_t incoming);
   void Touch(Object& obj) { obj.last_used = ++use_clock_; }
+  // Tells the node to delete the file; a disconnected node is told when it comes back.
   void DeleteOn(const std::string& node_id, const std::string& id, uint32_t attempt);
+  void SendPendingDeletes(Node* node);
   // A result the head does not keep (not the current attempt): its file goes, unless it is the value kept.
   void DiscardStoredResult(Node* node, const proto::TaskFinished& finished);
   // The node's store is gone: values with no other copy are rebuilt by running their tasks again
@@ -254,6 +256,7 @@ class TaskManager {
   int64_t object_bytes_ = 0;  // sum of objects_[*].value.data().size()
   std::unordered_map<std::string, StoreUsage> store_usage_;  // by node id
   uint64_t use_clock_ = 0;
+  std::unordered_map<std::string, proto::DeleteObjects> pending_deletes_;  // by node id, while disconnected
   size_t unfinished_ = 0;
   size_t peak_unfinished_ = 0;
   bool nodes_changed_ = false;

@@ -205,6 +205,7 @@ std::optional<std::string> TaskManager::MakeRoom(Node* node, uint64_t incoming) 
   };
   if (incoming > capacity) return full("");
   if (!u.spill_error.empty()) return full(fmt::format(", and spilling to disk failed: {}", u.spill_error));
+  if (!node->conn) return full(", and the node is not connected to spill");
   uint64_t target = capacity / 10 * 8 > incoming ? capacity / 10 * 8 - incoming : 0;
   std::vector<std::pair<uint64_t, Object*>> candidates;  // (last used, object) in memory on this node
   for (auto& [id, obj] : objects_) {
@@ -272,13 +273,30 @@ void TaskManager::OnObjectsSpilled(Node* node, const proto::ObjectsSpilled& done
 
 void TaskManager::DeleteOn(const std::string& node_id, const std::string& id, uint32_t attempt) {
   Node* node = nodes_.Find(node_id);
-  if (node == nullptr || !node->conn) return;  // a node that went away took its store with it
+  if (node == nullptr || node->state == NodeState::kDead || node->state == NodeState::kLeft)
+    return;  // a node that went away took its store with it
   proto::HeadToAgent msg;
   proto::StoredObject* o = msg.mutable_delete_objects()->add_objects();
   o->set_id(id);
   o->set_attempt(attempt);
+  if (!node->conn) {  // disconnected for now: told when it comes back
+    *pending_deletes_[node_id].add_objects() = *o;
+    return;
+  }
   node->conn->Send(msg);
   Count("stored_objects_deleted");
+}
+
+void TaskManager::SendPendingDeletes(Node* node) {
+  auto it = pending_deletes_.find(node->view.id);
+  if (it == pending_deletes_.end()) return;
+  if (node->conn && node->state != NodeState::kDead) {
+    proto::HeadToAgent msg;
+    *msg.mutable_delete_objects() = std::move(it->second);
+    Count("stored_objects_deleted", msg.delete_objects().objects_size());
+    node->conn->Send(msg);
+  }
+  pending_deletes_.erase(it);
 }
 
 void TaskManager::DiscardStoredResult(Node* node, const proto::TaskFinished& finished) {
@@ -359,6 +377,7 @@ bool TaskManager::Reconstruct(const std::string& id, std::string* why, int depth
 
 void TaskManager::LoseStoredOn(Node* node, const std::string& why) {
   store_usage_.erase(node->view.id);
+  pending_deletes_.erase(node->view.id);
   std::vector<std::string> lost;
   for (auto& [id, obj] : objects_) {
     proto::ObjectValue& v = obj.value;

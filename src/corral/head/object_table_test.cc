@@ -1,0 +1,160 @@
+// The head's directory of stored objects (TaskManager, task_objects.cc): per-node accounting,
+// spilling the least recently used, refusals, and deletions that wait for a disconnected node.
+// Each node's connection is an in-process stream whose other end the test reads.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "corral/base/clock.h"
+#include "corral/head/task_manager.h"
+#include "corral/net/memory_stream.h"
+#include "corral/node.pb.h"
+
+namespace corral::head {
+namespace {
+
+constexpr uint64_t kMiB = 1 << 20;
+
+struct Table {
+  FakeClock clock;
+  boost::asio::io_context io;
+  NodeRegistry nodes{clock, LivenessConfig{}};
+  TaskManager tasks{nodes, {}};
+  ClientSession driver;
+  std::map<std::string, std::vector<proto::HeadToAgent>> sent;  // by node
+
+  Table() {
+    driver.id = std::string("\x01\x02\x03\x04\x05\x06\x07\x08", 8);
+    tasks.AddClient(&driver);
+  }
+  ~Table() { tasks.RemoveClient(&driver); }
+
+  Node* AddNode(const std::string& id, uint64_t capacity) {
+    auto [head_end, agent_end] = net::MakeMemoryStreamPair(io.get_executor(), "head", id);
+    net::ConnectionOptions o;
+    o.handshake_timeout = std::chrono::milliseconds(0);
+    auto head_conn = net::Connection::Create(std::move(head_end), o);
+    head_conn->Start([](std::string_view) {}, [](const Status&) {});
+    auto agent = net::Connection::Create(std::move(agent_end), o);
+    agent->Start(
+        [this, id](std::string_view m) {
+          proto::HeadToAgent msg;
+          ASSERT_TRUE(msg.ParseFromArray(m.data(), static_cast<int>(m.size())));
+          sent[id].push_back(msg);
+        },
+        [](const Status&) {});
+    agents.push_back(agent);
+    proto::NodeInfo info;
+    info.set_node_id(id);
+    (*info.mutable_resources())["CPU"] = 1;
+    info.set_object_store_capacity(capacity);
+    return nodes.Register(info, head_conn, 1);
+  }
+  // A put of `size` bytes written into `node`'s store; its id, and whether the head kept it.
+  std::string Put(const std::string& node, uint64_t size, bool* kept = nullptr) {
+    std::string id = MakeTaskId(driver.id, ++next);
+    proto::ObjectValue v;
+    v.set_id(id);
+    v.set_stored_size(size);
+    v.add_locations(node);
+    tasks.Put(&driver, std::move(v));
+    if (kept) *kept = !tasks.PutRefusal(id).has_value();
+    return id;
+  }
+  void Release(const std::string& id) {
+    proto::Release r;
+    r.add_ids(id);
+    tasks.Release(&driver, r);
+  }
+  void Settle() {
+    io.restart();
+    while (io.poll() > 0) io.restart();
+  }
+  // The (id) of every object the head told `node` to spill / delete so far.
+  std::vector<std::string> Told(const std::string& node, bool spill) {
+    Settle();
+    std::vector<std::string> out;
+    for (const auto& m : sent[node]) {
+      const auto& list = spill ? m.spill_objects().objects() : m.delete_objects().objects();
+      for (const auto& o : list) out.push_back(o.id());
+    }
+    return out;
+  }
+
+  std::vector<std::shared_ptr<net::Connection>> agents;
+  uint64_t next = 0;
+};
+
+TEST(ObjectTable, FullStoreSpillsLeastRecentlyUsedAndAccountingReturnsToZero) {
+  Table t;
+  t.AddNode("n", 24 * kMiB);
+  std::string a = t.Put("n", 8 * kMiB), b = t.Put("n", 8 * kMiB);
+  proto::Subscribe touch;  // a is read: b becomes the least recently used
+  touch.add_ids(a);
+  t.tasks.Subscribe(&t.driver, touch);
+  bool kept = false;
+  std::string c = t.Put("n", 10 * kMiB, &kept);
+  EXPECT_TRUE(kept);
+  EXPECT_EQ(t.Told("n", true), std::vector<std::string>{b});
+  // The agent reports the spill: b's bytes move from memory to disk.
+  proto::ObjectsSpilled done;
+  done.add_spilled()->set_id(b);
+  t.tasks.OnObjectsSpilled(t.nodes.Find("n"), done);
+  auto u = t.tasks.StoreUsageOf("n");
+  EXPECT_EQ(u.bytes, 18 * kMiB);
+  EXPECT_EQ(u.spilled, 8 * kMiB);
+  EXPECT_EQ(u.spilling, 0u);
+  EXPECT_EQ(u.objects, 3);
+  for (const auto& id : {a, b, c}) t.Release(id);
+  u = t.tasks.StoreUsageOf("n");
+  EXPECT_EQ(u.bytes, 0u);
+  EXPECT_EQ(u.spilled, 0u);
+  EXPECT_EQ(u.objects, 0);
+  auto deleted = t.Told("n", false);
+  std::sort(deleted.begin(), deleted.end());
+  std::vector<std::string> all{a, b, c};
+  std::sort(all.begin(), all.end());
+  EXPECT_EQ(deleted, all);
+}
+
+TEST(ObjectTable, AValueLargerThanTheStoreOrAfterAFailedSpillIsRefusedAndForgotten) {
+  Table t;
+  t.AddNode("n", 16 * kMiB);
+  bool kept = true;
+  std::string huge = t.Put("n", 17 * kMiB, &kept);
+  EXPECT_FALSE(kept);
+  EXPECT_EQ(t.Told("n", false), std::vector<std::string>{huge});  // its file goes
+  t.tasks.ForgetRefusedPut(&t.driver, huge);
+  EXPECT_FALSE(t.driver.owned.contains(huge));
+  std::string a = t.Put("n", 10 * kMiB);
+  t.Put("n", 10 * kMiB, &kept);  // asks for a to be spilled
+  EXPECT_TRUE(kept);
+  proto::ObjectsSpilled failed;
+  failed.add_failed()->set_id(a);
+  failed.set_error("No space left on device");
+  t.tasks.OnObjectsSpilled(t.nodes.Find("n"), failed);
+  EXPECT_EQ(t.tasks.StoreUsageOf("n").spilling, 0u);
+  std::string refused = t.Put("n", 1 * kMiB, &kept);
+  EXPECT_FALSE(kept);
+  EXPECT_NE(t.tasks.PutRefusal(refused)->message().find("spilling to disk failed: No space left"), std::string::npos);
+}
+
+TEST(ObjectTable, DeletionsForADisconnectedNodeAreSentWhenItComesBack) {
+  Table t;
+  Node* n = t.AddNode("n", 64 * kMiB);
+  std::string a = t.Put("n", kMiB);
+  auto conn = n->conn;
+  t.nodes.Disconnected(n);
+  t.Release(a);
+  EXPECT_TRUE(t.Told("n", false).empty());
+  EXPECT_EQ(t.tasks.StoreUsageOf("n").bytes, 0u);
+  n->conn = conn;  // it registered again before it was declared dead
+  t.nodes.Heartbeat(n);
+  t.tasks.Reconcile(n, {});
+  EXPECT_EQ(t.Told("n", false), std::vector<std::string>{a});
+}
+
+}  // namespace
+}  // namespace corral::head
