@@ -26,3 +26,10 @@ def test_durable_quickstart():
     assert "after 2 runs" in out
     assert "30 reports (300000 rows) and 40 emails" in out
     assert "fired 2 times" in out or "fired 3 times" in out
+
+
+def test_arrays():
+    out = run("arrays.py")
+    assert "a read-only view of the store (writeable=False), equal to the original: True" in out
+    assert "(its argument writeable=False)" in out
+    assert "after dropping the refs: 0 bytes used, 0 files left" in out
