@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import corral
-from conftest import Cluster, wait_until
+from conftest import Cluster, Process, wait_until
 from test_object_store import MB, checksum_on_this_node, make, stored_files, total
 
 
@@ -220,6 +220,32 @@ def test_a_task_queued_on_a_value_being_rebuilt_waits_for_it():
         open(gate, "w").close()
         assert corral.get(busy, timeout=60) == "released"
         assert corral.get(queued, timeout=60)[0] == 6 * MB  # the rebuilt value, not an empty one
+    finally:
+        corral.shutdown()
+        c.stop()
+
+
+def test_values_an_agent_lost_when_it_restarted_are_rebuilt():
+    """An agent killed and started again at once (as systemd would) comes back as the same node
+    before it is declared dead, with its store emptied: the head finds out on the first read."""
+    os.environ.pop("CORRAL_ADDRESS", None)
+    c = Cluster(head_args=("--heartbeat-ms", "200", "--suspect-after-ms", "1000", "--dead-after-ms", "30000"))
+    try:
+        a = c.add_agent(num_cpus=1)
+        c.connect()
+        c.wait_nodes(1)
+        made = make.remote(2 * MB, 8)
+        corral.wait([made], timeout=60)
+        args, log = a.args, a.log_path
+        a.kill()
+        again = Process(args, log, env=a.env)
+        c.agents[0] = again
+        again.node_id = again.ready
+        assert again.node_id == a.node_id  # the same node, registered again before it was declared dead
+        got = corral.get(made, timeout=60)
+        assert got.shape == (2 * MB,) and int(got[0]) == 8 and int(got[-1]) == 8
+        counters = corral.cluster_status()["counters"]
+        assert counters["stored_copies_missing"] == 1 and counters["tasks_reconstructed"] == 1
     finally:
         corral.shutdown()
         c.stop()

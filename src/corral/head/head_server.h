@@ -148,6 +148,7 @@ class HeadServer {
     uint64_t request_id = 0;  // the reader's
     std::string node;         // asked
     std::string object;
+    uint32_t attempt = 0;
   };
   std::unordered_map<uint64_t, PendingRead> pending_reads_;  // by the head's request id
   uint64_t next_read_ = 0;

@@ -27,7 +27,8 @@ void HeadServer::FetchObject(Peer* peer, const proto::Request& request) {
   if (holder == nullptr)
     return fail(MakeStatus(Code::kUnavailable, "no node holding object {} is connected now", Hex(fetch.id())));
   uint64_t rid = ++next_read_;
-  pending_reads_[rid] = PendingRead{peer->conn, request.request_id(), holder->view.id, fetch.id()};
+  pending_reads_[rid] = PendingRead{peer->conn, request.request_id(), holder->view.id, fetch.id(),
+                                    (*value)->stored_attempt()};
   proto::HeadToAgent msg;
   proto::ReadObject* read = msg.mutable_read_object();
   read->set_request_id(rid);
@@ -50,6 +51,7 @@ void HeadServer::OnObjectChunk(Peer* peer, proto::ObjectChunk&& chunk) {
   reply->set_request_id(read.request_id);
   if (!chunk.error().empty()) {
     SetError(*reply, Status(Code::kNotFound, chunk.error()));
+    tasks_.DropMissingCopy(peer->node, read.object, read.attempt);
   } else {
     reply->set_chunk(std::move(*chunk.mutable_data()));
     reply->set_object_size(chunk.total_size());

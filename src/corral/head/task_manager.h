@@ -124,6 +124,9 @@ class TaskManager {
   void OnObjectsSpilled(Node* node, const proto::ObjectsSpilled& done);
   // A reader wrote a copy of a stored value into its node's store: later readers there use it.
   Status AddCopy(ClientSession* client, const proto::ObjectValue& copy);
+  // The node answered that it does not have a value the head placed there: that copy is forgotten;
+  // the last one makes the value lost (and rebuilt, where it can be).
+  void DropMissingCopy(Node* node, const std::string& id, uint32_t attempt);
   // RESOURCE_EXHAUSTED for a full store (put() raises ObjectStoreFullError).
   std::optional<Status> PutRefusal(const std::string& id) const;
   // The client was told its put was refused and keeps nothing of it: neither does the head.
@@ -225,6 +228,8 @@ class TaskManager {
   // Runs the finished task `id` again (a new attempt, within its max_retries) after its stored
   // result was lost, first rebuilding arguments that were lost too. False, with `why`, if it cannot.
   bool Reconstruct(const std::string& id, std::string* why, int depth = 0);
+  // Lost values (OBJECT_LOST errors now): rebuilt where they can be, else their owners are told.
+  void RebuildOrReport(const std::vector<std::string>& lost);
   // Whether `reader` may subscribe to `object` (see Subscribe).
   bool MayRead(const ClientSession& reader, const Object& object) const;
   void SendToClient(const std::string& client_id, const proto::HeadToClient& msg);

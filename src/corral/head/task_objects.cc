@@ -394,6 +394,36 @@ void TaskManager::LoseStoredOn(Node* node, const std::string& why) {
                                node->info.hostname(), why));
     lost.push_back(id);
   }
+  RebuildOrReport(lost);
+}
+
+void TaskManager::DropMissingCopy(Node* node, const std::string& id, uint32_t attempt) {
+  auto it = objects_.find(id);
+  if (it == objects_.end() || !it->second.ready || it->second.value.stored_attempt() != attempt) return;
+  Object& obj = it->second;
+  proto::ObjectValue& v = obj.value;
+  auto at = std::find(v.locations().begin(), v.locations().end(), node->view.id);
+  if (v.stored_size() == 0 || at == v.locations().end() || obj.spilling) return;
+  v.mutable_locations()->erase(at);
+  if (auto u = store_usage_.find(node->view.id); u != store_usage_.end()) {
+    uint64_t& from = obj.spilled ? u->second.spilled : u->second.bytes;
+    from -= std::min(from, v.stored_size());
+    if (--u->second.objects <= 0) store_usage_.erase(u);
+  }
+  Count("stored_copies_missing");
+  LOG_WARN("node {} ({}) does not have object {} the head placed there (its store was emptied: the agent "
+           "restarted?)", ShortHex(node->view.id), node->info.hostname(), ShortHex(id));
+  if (!v.locations().empty()) return;  // readers go to another copy
+  Count("stored_objects_lost");
+  obj.spilled = false;
+  v = ErrorValue(id, proto::OBJECT_LOST,
+                 fmt::format("object {} ({}) is no longer in the object store of node {} ({}), its only holder",
+                             Hex(id), FormatBytes(static_cast<double>(v.stored_size())), ShortHex(node->view.id),
+                             node->info.hostname()));
+  RebuildOrReport({id});
+}
+
+void TaskManager::RebuildOrReport(const std::vector<std::string>& lost) {
   // Task results are rebuilt by running their tasks again (their arguments first, if lost too);
   // the rest stay errors, sent to their owners (who may hold the old value, where it was).
   for (const auto& id : lost) {
