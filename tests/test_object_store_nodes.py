@@ -1,6 +1,7 @@
 """The object store across nodes: a full store, reads relayed from a node that holds a value,
 and values lost with their node. Each test starts its own head and agents on this machine; two
 agents are two nodes with their own stores, and a reader on one never opens the other's directory."""
+import contextlib
 import os
 import shutil
 import time
@@ -13,10 +14,22 @@ from conftest import Cluster, Process, wait_until
 from test_object_store import MB, checksum_on_this_node, make, stored_files, total
 
 
-def test_a_value_larger_than_the_store_is_refused_with_a_clear_error():
+@contextlib.contextmanager
+def fresh_cluster(dead_after_ms=None):
+    """A head of the test's own (it adds the agents); the driver disconnects and every process
+    stops after. `dead_after_ms`: fast liveness (heartbeat 200 ms, suspect after 1 s)."""
     os.environ.pop("CORRAL_ADDRESS", None)
-    c = Cluster()
+    liveness = ("--heartbeat-ms", "200", "--suspect-after-ms", "1000", "--dead-after-ms", str(dead_after_ms))
+    c = Cluster(head_args=liveness if dead_after_ms else ())
     try:
+        yield c
+    finally:
+        corral.shutdown()
+        c.stop()
+
+
+def test_a_value_larger_than_the_store_is_refused_with_a_clear_error():
+    with fresh_cluster() as c:
         c.add_agent(num_cpus=1, extra=["--object-store-memory", "12MiB"])
         c.connect()
         first = corral.put(np.ones(MB))  # 8 MiB
@@ -29,17 +42,12 @@ def test_a_value_larger_than_the_store_is_refused_with_a_clear_error():
             total.remote(np.ones(2 * MB))
         d = corral.nodes()[0]["object_store"]["dir"]
         wait_until(lambda: len(stored_files(d)) == 1, what="the refused value's file to be deleted")
-    finally:
-        corral.shutdown()
-        c.stop()
 
 
 def test_a_value_on_another_node_is_fetched_through_the_head():
     """Two agents on this machine are two nodes with their own stores: a reader on one that is
     given a value held by the other fetches it (it never opens the other node's directory)."""
-    os.environ.pop("CORRAL_ADDRESS", None)
-    c = Cluster()
-    try:
+    with fresh_cluster() as c:
         a = c.add_agent(num_cpus=1, labels={"side": "a"})
         b = c.add_agent(num_cpus=1, labels={"side": "b"})
         c.connect()
@@ -73,15 +81,10 @@ def test_a_value_on_another_node_is_fetched_through_the_head():
         import gc
         gc.collect()
         wait_until(lambda: all(stored_files(st["dir"]) == [] for st in stores.values()), what="every copy deleted")
-    finally:
-        corral.shutdown()
-        c.stop()
 
 
 def test_a_value_whose_only_node_died_raises_object_lost_naming_it():
-    os.environ.pop("CORRAL_ADDRESS", None)
-    c = Cluster(head_args=("--heartbeat-ms", "200", "--suspect-after-ms", "1000", "--dead-after-ms", "3000"))
-    try:
+    with fresh_cluster(dead_after_ms=3000) as c:
         a = c.add_agent(num_cpus=1, labels={"side": "a"})
         c.add_agent(num_cpus=1, labels={"side": "b"})
         c.connect()
@@ -95,15 +98,10 @@ def test_a_value_whose_only_node_died_raises_object_lost_naming_it():
             corral.get(ref)
         with pytest.raises(corral.ObjectLostError):
             corral.get(total.options(label_selector={"side": "b"}).remote(ref))
-    finally:
-        corral.shutdown()
-        c.stop()
 
 
 def test_a_full_store_spills_least_recently_used_values_to_disk_and_reads_them_back():
-    os.environ.pop("CORRAL_ADDRESS", None)
-    c = Cluster()
-    try:
+    with fresh_cluster() as c:
         spill = os.path.join(c.dir, "spill")
         os.makedirs(spill)
         with open(os.path.join(spill, "mine.txt"), "w") as f:  # the operator's own file stays untouched
@@ -132,15 +130,10 @@ def test_a_full_store_spills_least_recently_used_values_to_disk_and_reads_them_b
         wait_until(lambda: os.listdir(spill) == [] and stored_files(store["dir"]) == [],
                    what="both directories empty once the values are freed")
         assert open(os.path.join(os.path.dirname(spill), "mine.txt")).read() == "keep"
-    finally:
-        corral.shutdown()
-        c.stop()
 
 
 def test_a_put_past_capacity_when_spilling_fails_is_a_clear_error_not_a_hang():
-    os.environ.pop("CORRAL_ADDRESS", None)
-    c = Cluster()
-    try:
+    with fresh_cluster() as c:
         spill = os.path.join(c.dir, "spill")
         c.add_agent(num_cpus=1, extra=["--object-store-memory", "20MiB", "--spill-dir", spill])
         c.connect()
@@ -154,9 +147,6 @@ def test_a_put_past_capacity_when_spilling_fails_is_a_clear_error_not_a_hang():
         with pytest.raises(corral.ObjectStoreFullError, match="spilling to disk failed"):
             corral.put(np.ones(MB))
         assert all(corral.get(r).sum() == MB for r in kept)  # nothing lost
-    finally:
-        corral.shutdown()
-        c.stop()
 
 
 @corral.remote
@@ -165,9 +155,7 @@ def plus(a, k):
 
 
 def test_results_lost_with_their_node_are_rebuilt_by_running_their_tasks_again():
-    os.environ.pop("CORRAL_ADDRESS", None)
-    c = Cluster(head_args=("--heartbeat-ms", "200", "--suspect-after-ms", "1000", "--dead-after-ms", "3000"))
-    try:
+    with fresh_cluster(dead_after_ms=3000) as c:
         a = c.add_agent(num_cpus=1)
         c.connect()
         c.wait_nodes(1)
@@ -185,9 +173,6 @@ def test_results_lost_with_their_node_are_rebuilt_by_running_their_tasks_again()
         counters = corral.cluster_status()["counters"]
         assert counters["tasks_reconstructed"] == 2
         assert corral.get(checksum_on_this_node.remote(second))[1] == b.node_id
-    finally:
-        corral.shutdown()
-        c.stop()
 
 
 @corral.remote
@@ -198,9 +183,7 @@ def hold(path):
 
 
 def test_a_task_queued_on_a_value_being_rebuilt_waits_for_it():
-    os.environ.pop("CORRAL_ADDRESS", None)
-    c = Cluster(head_args=("--heartbeat-ms", "200", "--suspect-after-ms", "1000", "--dead-after-ms", "3000"))
-    try:
+    with fresh_cluster(dead_after_ms=3000) as c:
         a = c.add_agent(num_cpus=1)
         c.connect()
         c.wait_nodes(1)
@@ -220,17 +203,12 @@ def test_a_task_queued_on_a_value_being_rebuilt_waits_for_it():
         open(gate, "w").close()
         assert corral.get(busy, timeout=60) == "released"
         assert corral.get(queued, timeout=60)[0] == 6 * MB  # the rebuilt value, not an empty one
-    finally:
-        corral.shutdown()
-        c.stop()
 
 
 def test_values_an_agent_lost_when_it_restarted_are_rebuilt():
     """An agent killed and started again at once (as systemd would) comes back as the same node
     before it is declared dead, with its store emptied: the head finds out on the first read."""
-    os.environ.pop("CORRAL_ADDRESS", None)
-    c = Cluster(head_args=("--heartbeat-ms", "200", "--suspect-after-ms", "1000", "--dead-after-ms", "30000"))
-    try:
+    with fresh_cluster(dead_after_ms=30000) as c:
         a = c.add_agent(num_cpus=1)
         c.connect()
         c.wait_nodes(1)
@@ -246,6 +224,3 @@ def test_values_an_agent_lost_when_it_restarted_are_rebuilt():
         assert got.shape == (2 * MB,) and int(got[0]) == 8 and int(got[-1]) == 8
         counters = corral.cluster_status()["counters"]
         assert counters["stored_copies_missing"] == 1 and counters["tasks_reconstructed"] == 1
-    finally:
-        corral.shutdown()
-        c.stop()

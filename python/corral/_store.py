@@ -92,6 +92,11 @@ def _owns(directory, node_hex):
         return False
 
 
+def _name(object_id, attempt):
+    """A value's file name in a store (as the agent's NodeStore::FileName makes it)."""
+    return f"{object_id.hex()}-{attempt}"
+
+
 def _layout(pickled, buffers):
     """(header bytes, [(offset, length)] of the buffers, total size)."""
     n = len(buffers)
@@ -108,8 +113,7 @@ def _layout(pickled, buffers):
 def write(store, object_id, attempt, pickled, buffers):
     """Writes the value into `store` under (object_id, attempt); returns its size in bytes."""
     header, spans, total = _layout(pickled, buffers)
-    name = f"{object_id.hex()}-{attempt}"
-    final = os.path.join(store.dir, name)
+    final = os.path.join(store.dir, _name(object_id, attempt))
     tmp = f"{final}.tmp.{os.getpid()}"
     try:
         fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600)
@@ -175,7 +179,7 @@ def read(object_id, size, locations, attempt, client, _rebuilt=False):
     """The value of a stored object: mapped from this node's store, or fetched from another node."""
     store = local()
     if store is not None and store.node in locations:
-        fd = _open_local(store, f"{object_id.hex()}-{attempt}")
+        fd = _open_local(store, _name(object_id, attempt))
         if fd is not None:
             try:
                 m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
@@ -246,7 +250,7 @@ def fetch(client, object_id, size, attempt=0, store=None):
     (this node's), they are written there as a copy under the value's own name and the head told:
     later readers on this node map that copy instead of fetching again."""
     if store is not None:
-        final = os.path.join(store.dir, f"{object_id.hex()}-{attempt}")
+        final = os.path.join(store.dir, _name(object_id, attempt))
         tmp = f"{final}.tmp.{os.getpid()}"
         try:
             fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)

@@ -192,14 +192,19 @@ def put(value):
     once into this node's shared-memory object store, and ``get`` on this node returns a read-only
     view of it (a numpy array is not copied); tasks on other nodes fetch it from this one. Its
     store's capacity is the node's ``--object-store-memory`` (``corral status`` shows it). Small
-    values travel to the head, which holds up to its ``--object-memory``. A put past either limit
-    is refused: ``get`` of its ref, and every task given it, raise :class:`ObjectStoreFullError`.
-    Values are freed when no ref to them is left.
+    values travel to the head, which holds up to its ``--object-memory``. A value the node's store
+    cannot take even after spilling raises :class:`ObjectStoreFullError` here; a small put past the
+    head's limit is refused later: ``get`` of its ref, and every task given it, raise it. Values are
+    freed when no ref to them is left.
     """
     if isinstance(value, ObjectRef):
         raise exceptions.InvalidArgumentError("put() of an ObjectRef: pass the ref itself instead")
+    return _put(value)
+
+
+def _put(value, split=None):
     client = _runtime.get_client()
-    data, stored, object_id = serialization.encode(value, "the value given to put()")
+    data, stored, object_id = serialization.encode(value, "the value given to put()", split=split)
     if stored:
         return ObjectRef(client.put_stored(object_id, stored, _store.local().node), _counted=True)
     return ObjectRef(client.put(data), _counted=True)
@@ -378,7 +383,7 @@ class RemoteFunction:
     def remote(self, *args, **kwargs):
         client = _runtime.get_client()
         handle = self._handle(client)
-        data, deps, held = serialization.pack_args(args, kwargs, ObjectRef, self._name, put)
+        data, deps, held = serialization.pack_args(args, kwargs, ObjectRef, self._name, _put)
         ref = ObjectRef(client.submit(handle, data, deps), _counted=True)
         del held  # large arguments put for the call: the head keeps them while the task needs them
         return ref

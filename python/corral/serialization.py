@@ -58,13 +58,19 @@ def check_size(n, what):
             f"same user). Split it, or pass a path to shared storage.")
 
 
-def encode(value, what, object_id=None, attempt=0):
+def _always_inline(v):
+    """Small values of simple types: pickled at once, never looked at for the store."""
+    return type(v) in _SIMPLE and not (type(v) in (bytes, str) and len(v) >= _store.THRESHOLD // 4)
+
+
+def encode(value, what, object_id=None, attempt=0, split=None):
     """Serializes a value to keep: ``(inline bytes, 0)``, or ``(b"", size)`` once it is written
     into this node's store as (object_id, attempt) (large values, when there is a store; the id is
-    made by ``new_id()`` when not given). Returns ``(data, stored_size, object_id)``."""
-    if type(value) in _SIMPLE and not (type(value) in (bytes, str) and len(value) >= _store.THRESHOLD // 4):
+    made by the client when not given). ``split``: ``_store.split(value)`` if the caller has it.
+    Returns ``(data, stored_size, object_id)``."""
+    if split is None and _always_inline(value):
         return dumps(value, what), 0, object_id
-    pickled, buffers, total = _store.split(value, what)
+    pickled, buffers, total = split or _store.split(value, what)
     if total >= _store.THRESHOLD:
         store = _store.local()
         if store is not None:
@@ -97,8 +103,9 @@ def loads(data):
 def pack_args(args, kwargs, ref_type, name, put=None):
     """Returns (pickled (args, kwargs), [dependency ids], [refs held for the call]).
 
-    When the arguments are large and `put` is given, each large one is put (``put(value)`` returns
-    an ObjectRef) and passed as a dependency, as Ray does: the task reads it from the object store.
+    When the arguments are large and `put` is given, each large one is put (``put(value, split)``
+    returns an ObjectRef; `split` is the value's ``_store.split``, made here already) and passed as
+    a dependency, as Ray does: the task reads it from the object store.
     The refs returned must live until the submission is sent; the head keeps the values while the
     task needs them."""
     deps = []
@@ -122,12 +129,12 @@ def pack_args(args, kwargs, ref_type, name, put=None):
     held = []
 
     def big(v):
-        if type(v) is _Dep or type(v) in _SIMPLE and not (type(v) in (bytes, str) and len(v) >= _store.THRESHOLD // 4):
+        if type(v) is _Dep or _always_inline(v):
             return v
-        _p, _b, size = _store.split(v, what)
-        if size < _store.THRESHOLD:
+        split = _store.split(v, what)
+        if split[2] < _store.THRESHOLD:
             return v
-        ref = put(v)
+        ref = put(v, split)
         held.append(ref)
         deps.append(ref.binary())
         return _Dep(len(deps) - 1)
