@@ -44,9 +44,10 @@ def test_a_value_larger_than_the_store_is_refused_with_a_clear_error():
         wait_until(lambda: len(stored_files(d)) == 1, what="the refused value's file to be deleted")
 
 
-def test_a_value_on_another_node_is_fetched_through_the_head():
+def test_a_value_on_another_node_is_pulled_agent_to_agent():
     """Two agents on this machine are two nodes with their own stores: a reader on one that is
-    given a value held by the other fetches it (it never opens the other node's directory)."""
+    given a value held by the other has its agent pull it from the other agent (it never opens the
+    other node's directory, and the bytes do not pass through the head)."""
     with fresh_cluster() as c:
         a = c.add_agent(num_cpus=1, labels={"side": "a"})
         b = c.add_agent(num_cpus=1, labels={"side": "b"})
@@ -56,14 +57,16 @@ def test_a_value_on_another_node_is_fetched_through_the_head():
         want = 9 * (20 * MB + 12345)
         s, where = corral.get(checksum_on_this_node.options(label_selector={"side": "b"}).remote(made))
         assert (s, where) == (want, b.node_id)
-        # b's worker fetched it from a, through the head (a's agent counts what it sent).
-        wait_until(lambda: {n["node_id"]: n["counters"].get("object_bytes_sent", 0) for n in corral.nodes()}
-                   [a.node_id] >= 20 * MB, what="a's agent to report the bytes it sent")
-        assert all(n["counters"].get("object_bytes_sent", 0) == 0 for n in corral.nodes() if n["node_id"] == b.node_id)
-        # b's worker kept what it fetched as a copy in b's store: the next reader there maps it.
+        # b's agent pulled it from a's agent (each counts its side); nothing was relayed by the head.
+        counter = lambda node, name: {n["node_id"]: n["counters"].get(name, 0) for n in corral.nodes()}[node]  # noqa: E731
+        wait_until(lambda: counter(a.node_id, "object_bytes_served") >= 20 * MB
+                   and counter(b.node_id, "object_bytes_received") >= 20 * MB,
+                   what="a's agent to report the bytes it served and b's those it received")
+        assert counter(a.node_id, "object_bytes_sent") == 0 and counter(b.node_id, "object_bytes_sent") == 0
+        # The copy is in b's store: the next reader there maps it.
         stores = {n["node_id"]: n["object_store"] for n in corral.nodes()}
         assert stores[b.node_id]["objects"] == 1 and stores[b.node_id]["used_bytes"] >= 20 * MB
-        sent = lambda: {n["node_id"]: n["counters"].get("object_bytes_sent", 0) for n in corral.nodes()}[a.node_id]  # noqa: E731
+        sent = lambda: counter(a.node_id, "object_bytes_served")  # noqa: E731
         before = sent()
         assert corral.get(checksum_on_this_node.options(label_selector={"side": "b"}).remote(made)) == (want, b.node_id)
         time.sleep(1.5)  # (counters come with heartbeats)

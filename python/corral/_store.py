@@ -6,10 +6,13 @@ process that made it writes it once into its node's store, a directory on a memo
 (``/dev/shm/corral-<node>``), as one file named ``<hex id>-<attempt>``; the head learns only its size
 and node. A reader on that node maps the file read-only and unpickles with its buffers pointing
 into the mapping: a numpy array read back is a read-only view of the store, not a copy. A reader on
-another node (or a driver on a machine without an agent) fetches the bytes part by part from a node
-that holds them, relayed by the head, into its own memory; each part carries the CRC-32 computed
-where it was read, checked here. A value spilled to disk (the store was full) is mapped from the
-node's spill directory instead.
+another node asks the head for a copy on its own node: its agent pulls the value from a holder's
+agent (agent to agent, TLS with the cluster's key; the head only says who holds it) into the
+node's store, once for every reader there, and the reader maps that copy. A driver on a machine
+without an agent (or on a node whose store has no room) fetches the bytes part by part instead,
+read by a holder and relayed by the head, into its own memory; each part carries the CRC-32
+computed where it was read, checked here. A value spilled to disk (the store was full) is mapped
+from the node's spill directory instead.
 
 The agent deletes the file once nothing references the value. A reader that still maps it keeps
 its pages (the kernel frees them with the last mapping), so a dropped reference never pulls memory
@@ -176,22 +179,50 @@ _REBUILD_WAIT_S = 300.0  # how long a reader waits for a lost value's task to ru
 
 
 def read(object_id, size, locations, attempt, client, _rebuilt=False):
-    """The value of a stored object: mapped from this node's store, or fetched from another node."""
+    """The value of a stored object: mapped from this node's store, or copied here from another node."""
     store = local()
     if store is not None and store.node in locations:
-        fd = _open_local(store, _name(object_id, attempt))
-        if fd is not None:
-            try:
-                m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
-            finally:
-                os.close(fd)
-            return _load(memoryview(m))
+        view = _map_local(store, object_id, attempt, size)
+        if view is not None:
+            return _load(view)
     try:
-        data = fetch(client, object_id, size, attempt, store)
+        view = _copy_here(client, object_id, size, attempt, store, locations)
     except exceptions.ObjectLostError:
         with _blocked():  # a task waiting here gives its CPUs back: the rebuild may need them
             return _after_failed_fetch(object_id, size, locations, attempt, client, store, _rebuilt)
-    return _load(memoryview(data).toreadonly())
+    return _load(view)
+
+
+def _map_local(store, object_id, attempt, size):
+    """A read-only view of the value's file in this node's store, or None if it is not there."""
+    fd = _open_local(store, _name(object_id, attempt))
+    if fd is None:
+        return None
+    try:
+        return memoryview(mmap.mmap(fd, size, prot=mmap.PROT_READ))
+    finally:
+        os.close(fd)
+
+
+def _copy_here(client, object_id, size, attempt, store, locations):
+    """A view of the value's bytes, from a node that holds them: pulled into this node's store by
+    its agent and mapped, or (no store here, or no room in it) relayed by the head into this process.
+    Raises ObjectLostError when no holder could be read.
+
+    When the head lists this node as a holder but the file is not here (its agent restarted and
+    emptied the store), the relay asks a holder for it: a node that answers it has no such value
+    loses that copy in the head's tables (the last one makes the value lost, and rebuilt)."""
+    if store is not None and store.node not in locations:
+        # The pull runs at network speed: allow for a slow link (10 MB/s) before giving up.
+        kind, why = client.pull_to_node(object_id, store.node, 60.0 + size / 10e6)
+        if kind == "ok":
+            view = _map_local(store, object_id, attempt, size)
+            if view is not None:
+                return view
+            kind, why = "lost", "it was deleted here as soon as it was copied"
+        if kind == "lost":
+            raise exceptions.ObjectLostError(f"object {object_id.hex()} ({size} bytes): {why}")
+    return memoryview(fetch(client, object_id, size)).toreadonly()
 
 
 class _blocked:
@@ -228,7 +259,7 @@ def _after_failed_fetch(object_id, size, locations, attempt, client, store, rebu
         time.sleep(delay)
         delay = min(delay * 2, 2.0)
         try:
-            return _load(memoryview(fetch(client, object_id, size, attempt, store)).toreadonly())
+            return _load(_copy_here(client, object_id, size, attempt, store, locations))
         except exceptions.ObjectLostError as e:
             last = str(e)
 
@@ -245,39 +276,10 @@ def _open_local(store, name):
     return None
 
 
-def fetch(client, object_id, size, attempt=0, store=None):
-    """The bytes of a stored object from a node that holds it (relayed by the head). With `store`
-    (this node's), they are written there as a copy under the value's own name and the head told:
-    later readers on this node map that copy instead of fetching again."""
-    if store is not None:
-        final = os.path.join(store.dir, _name(object_id, attempt))
-        tmp = f"{final}.tmp.{os.getpid()}"
-        try:
-            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
-        except OSError:
-            fd = None  # this process fetches it already (another thread): into memory instead
-        if fd is not None:
-            renamed = False
-            try:
-                os.ftruncate(fd, size)
-                _fetch_parts(client, object_id, size, lambda offset, chunk: _pwrite_all(fd, chunk, offset))
-                m = mmap.mmap(fd, max(size, 1), prot=mmap.PROT_READ)
-                os.rename(tmp, final)
-                renamed = True
-            except OSError:  # no room here: keep it in this process only
-                pass
-            else:
-                try:
-                    client.add_copy(object_id, attempt, store.node)
-                except Exception:
-                    _unlink(final)  # not recorded: the head would never delete it
-                return memoryview(m)[:size]
-            finally:
-                os.close(fd)
-                if not renamed:
-                    _unlink(tmp)
-    # Private anonymous memory, page-aligned (buffers keep their alignment): the task's own memory,
-    # counted against its memory= request.
+def fetch(client, object_id, size):
+    """The bytes of a stored object from a node that holds them, relayed by the head part by part,
+    into this process's memory: private anonymous memory, page-aligned (buffers keep their
+    alignment), counted against a task's memory= request."""
     buf = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     view = memoryview(buf)
 
@@ -285,20 +287,6 @@ def fetch(client, object_id, size, attempt=0, store=None):
         view[offset:offset + len(chunk)] = chunk
     _fetch_parts(client, object_id, size, put)
     return view[:size]
-
-
-def _pwrite_all(fd, data, offset):
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _fetch_parts(client, object_id, size, write):

@@ -84,6 +84,7 @@ Status Agent::Start() {
   info_.set_object_store_capacity(capacity);
   info_.set_spill_dir(store_->spill_dir());
   spill_thread_ = std::thread([this] { SpillLoop(); });
+  transfer_ = std::make_unique<ObjectTransfer>(io_, store_->dir(), store_->spill_dir());
   std::string sock = options_.state_dir + "/agent.sock";
   auto ep = net::ParseEndpoint("unix:" + sock);
   if (!ep) return ep.error();
@@ -140,6 +141,7 @@ void Agent::Stop() {
   if (head_) head_->Close(Status(Code::kUnavailable, "agent stopping"));
   for (auto& [pid, w] : workers_)
     if (w->conn) w->conn->Close(Status(Code::kUnavailable, "agent stopping"));
+  if (transfer_) transfer_->Stop();
   if (spill_thread_.joinable()) {
     {
       std::lock_guard lock(spill_mu_);
@@ -278,6 +280,62 @@ void Agent::SpillLoop() {
       if (head_) head_->Send(msg);
     });
   }
+}
+
+void Agent::ServeObjects(const std::string& local_ip) {
+  std::string host = options_.serve_objects_on.empty() ? local_ip : options_.serve_objects_on;
+  if (!transfer_ || host.empty()) return;
+  if (transfer_->port() == 0 || transfer_->host() != host) {
+    // The same port as before where it is free: a laptop that moved keeps its number.
+    auto port = transfer_->Listen(host, transfer_->port());
+    if (!port) port = transfer_->Listen(host, 0);
+    if (!port) {
+      LOG_WARN("{}: objects here are read through the head instead", port.error().message());
+      info_.clear_peer_address();
+      return;
+    }
+    LOG_INFO("serving this node's objects to other agents on {}", net::Endpoint{host, *port, ""}.ToString());
+  }
+  // The agent inside the head is found at the head's host, as each agent dials it.
+  info_.set_peer_address(options_.serve_objects_on.empty()
+                             ? net::Endpoint{host, transfer_->port(), ""}.ToString()
+                             : fmt::format(":{}", transfer_->port()));
+}
+
+void Agent::OnPullObject(const proto::PullObject& request) {
+  PullJob job{request.object().id(), request.object().attempt(), request.size(), {}};
+  for (const auto& source : request.sources()) {
+    const std::string& address = source.address();
+    auto colon = address.rfind(':');
+    if (colon == std::string::npos) continue;
+    std::string host = address.substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);  // [v6]
+    if (host.empty()) host = options_.head.host;  // the agent inside the head
+    int port = std::atoi(address.c_str() + colon + 1);
+    if (port > 0 && port < 65536) job.sources.push_back({source.node_id(), host, static_cast<uint16_t>(port)});
+  }
+  if (!transfer_) return;
+  // A reply is for the connection that asked: after a reconnect the head no longer waits for it.
+  std::weak_ptr<net::Connection> asked = head_;
+  transfer_->Pull(std::move(job), [this, alive = alive_, asked, request](PullResult r) {
+    if (!*alive) return;
+    counters_["object_bytes_received"] += static_cast<int64_t>(r.bytes);
+    auto conn = asked.lock();
+    if (!conn || conn != head_) {
+      if (r.status.ok() && store_) store_->Delete(request.object().id(), request.object().attempt());
+      return;
+    }
+    proto::AgentToHead msg;
+    proto::ObjectPulled* out = msg.mutable_object_pulled();
+    out->set_request_id(request.request_id());
+    out->set_bytes(r.bytes);
+    for (auto& node : r.missing_on) out->add_missing_on(std::move(node));
+    if (!r.status.ok()) {
+      out->set_error(r.status.message());
+      out->set_no_room(r.status.code() == Code::kResourceExhausted);
+    }
+    head_->Send(msg);
+  });
 }
 
 void Agent::OnReadObject(const proto::ReadObject& request) {

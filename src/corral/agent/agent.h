@@ -33,6 +33,7 @@
 
 #include "corral/agent/lease.h"
 #include "corral/agent/node_identity.h"
+#include "corral/agent/object_transfer.h"
 #include "corral/agent/sleep_inhibitor.h"
 #include "corral/agent/worker_processes.h"
 #include "corral/base/clock.h"
@@ -74,6 +75,9 @@ struct AgentOptions {
   std::string object_store_dir;          // empty: NodeStore::DefaultDir
   uint64_t object_store_memory = 0;      // 0: NodeStore::DefaultCapacity
   std::string spill_dir;                 // empty: <state_dir>/spill
+  // The IP address this node serves its objects to other agents on. Empty: the address it reaches
+  // the head from. Set for the agent inside the head process, which is then found at the head's host.
+  std::string serve_objects_on;
   // Connects to the head; unset: dial `head` over TCP. The head's own agent gets an in-process stream.
   std::function<void(std::function<void(Result<std::unique_ptr<net::ByteStream>>)>)> connect;
 };
@@ -154,6 +158,11 @@ class Agent {
   // which moved. A deletion that arrives meanwhile is done once the spill ends.
   void OnSpillObjects(const proto::SpillObjects& request);
   void SpillLoop();
+  // Serves this node's objects to other agents on `local_ip` (or serve_objects_on), where it
+  // listened before or anew: info_.peer_address says where (sent with the Hello).
+  void ServeObjects(const std::string& local_ip);
+  // The head asks for a copy of an object another node holds: pulled agent to agent.
+  void OnPullObject(const proto::PullObject& request);
 
   boost::asio::io_context& io_;
   AgentOptions options_;
@@ -203,6 +212,7 @@ class Agent {
   std::unique_ptr<SleepInhibitor> sleep_inhibitor_;
 
   std::optional<objects::NodeStore> store_;
+  std::unique_ptr<ObjectTransfer> transfer_;
   std::thread spill_thread_;
   std::mutex spill_mu_;
   std::condition_variable spill_cv_;

@@ -35,6 +35,7 @@ void Agent::ConnectToHead() {
                 OnHeadLost(r.error());
                 return;
               }
+              ServeObjects((*r)->local_ip());
               head_ = net::Connection::Create(std::move(*r));
               head_->Start([this](std::string_view m) { OnHeadMessage(m); },
                            [this, alive](const Status& s) {
@@ -268,6 +269,7 @@ void Agent::OnHeadMessage(std::string_view bytes) {
       session_id_ = w.session_id();
       if (!w.node_certificate().empty()) OnNodeCertificate(w.node_certificate(), false);
       if (!w.worker_token().empty()) KeepWorkerToken(w.worker_token());
+      if (transfer_) transfer_->SetSecret(w.peer_secret());
       // What ended while the head was away follows the Hello that listed it.
       std::deque<proto::AgentToHead> outbox = std::move(outbox_);
       outbox_.clear();
@@ -316,6 +318,7 @@ void Agent::OnHeadMessage(std::string_view bytes) {
     case proto::HeadToAgent::kDeleteObjects: OnDeleteObjects(msg.delete_objects()); break;
     case proto::HeadToAgent::kReadObject: OnReadObject(msg.read_object()); break;
     case proto::HeadToAgent::kSpillObjects: OnSpillObjects(msg.spill_objects()); break;
+    case proto::HeadToAgent::kPullObject: OnPullObject(msg.pull_object()); break;
     case proto::HeadToAgent::kForgetFunctions:
       for (const auto& hash : msg.forget_functions().hashes()) {
         functions_.erase(hash);
@@ -368,6 +371,7 @@ void Agent::Heartbeat() {
   msg.mutable_heartbeat()->set_seq(++heartbeat_seq_);
   counters_["workers_alive"] = static_cast<int64_t>(workers_.size());
   counters_["tasks_queued_here"] = static_cast<int64_t>(queue_.size());
+  if (transfer_) counters_["object_bytes_served"] = static_cast<int64_t>(transfer_->bytes_served());
   for (const auto& [k, v] : counters_) (*msg.mutable_heartbeat()->mutable_counters()->mutable_values())[k] = v;
   lease_.Sent(heartbeat_seq_, SystemClock().BootTimeNs());
   head_->Send(msg);

@@ -284,6 +284,7 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
     if (tls) ao.ca_cert_file = state + "/ca.crt";
     // Ready once this machine's node can run what it was started with (its --tasks registered).
     ao.on_registered = [address] { AnnounceReady(address); };
+    ao.serve_objects_on = ep->host;  // other agents find it at the head's host
     ao.connect = [&io, &server](auto done) {
       auto [agent_end, head_end] = net::MakeMemoryStreamPair(io.get_executor(), "local agent", "head");
       server.Adopt(std::move(head_end));

@@ -231,6 +231,7 @@ void HeadServer::OnAgentHello(Peer* peer, const proto::Hello& hello, proto::Head
   peer->worker_token_ns = clock_.WallNs();
   welcome.mutable_welcome()->set_worker_token(
       tokens_->WorkerToken(id, peer->worker_token_ns + options_.worker_credential_ttl.count() * 1'000'000'000));
+  welcome.mutable_welcome()->set_peer_secret(peer_secret_);
   peer->conn->Send(welcome);
   if (resumed) {
     LOG_INFO("node {} reconnected from {} (host {}), holding {} attempt(s)", ShortHex(id), peer->conn->peer(),
@@ -387,6 +388,7 @@ void HeadServer::OnAgentMessage(Peer* peer, std::string_view bytes) {
     case proto::AgentToHead::kRenewCertificate: RenewNodeCertificate(peer, msg.renew_certificate()); break;
     case proto::AgentToHead::kObjectChunk: OnObjectChunk(peer, std::move(*msg.mutable_object_chunk())); break;
     case proto::AgentToHead::kObjectsSpilled: tasks_.OnObjectsSpilled(node, msg.objects_spilled()); break;
+    case proto::AgentToHead::kObjectPulled: OnObjectPulled(peer, msg.object_pulled()); break;
     case proto::AgentToHead::kUpdate:
       msg.mutable_update()->set_address(node->info.address());
       nodes_.Update(node, msg.update());
@@ -433,6 +435,9 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     if (!s.ok()) SetError(*reply, s);
   } else if (request.has_fetch_object()) {
     FetchObject(peer, request);  // answered when the node that holds it does
+    return;
+  } else if (request.has_pull_to_node()) {
+    PullToNode(peer, request);  // answered when the copy is there
     return;
   } else if (request.has_durable_submit() || request.has_durable_get() || request.has_durable_list() ||
              request.has_durable_cancel() || request.has_schedule() || request.has_queue() ||
@@ -598,7 +603,7 @@ void HeadServer::OnClose(Peer* peer, const Status& reason) {
                static_cast<double>(options_.liveness.dead_after) / 1e9);
     }
     nodes_.Disconnected(n);
-    FailReadsFrom(n->view.id, "its node disconnected while sending it");
+    FailReadsFrom(n->view.id, "its node disconnected");
   } else if (peer->kind == Peer::kClient) {
     if (peer->session) LOG_DEBUG("client {} left: {}", peer->session->name, reason.ToString());
     DetachClient(peer, /*goodbye=*/false);

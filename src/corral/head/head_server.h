@@ -12,12 +12,14 @@
 // client that is not reading its results.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
 
 #include <set>
 
+#include "corral/base/ids.h"
 #include "corral/head/cluster_ca.h"
 #include "corral/head/durable_queue.h"
 #include "corral/head/node_book.h"
@@ -116,7 +118,11 @@ class HeadServer {
   // node that holds it and relays the answer (head_server_objects.cc).
   void FetchObject(Peer* peer, const proto::Request& request);
   void OnObjectChunk(Peer* peer, proto::ObjectChunk&& chunk);
-  // The node's connection closed: its unanswered reads fail.
+  // A reader needs a stored value on its node: that node's agent pulls it from a holder's agent
+  // (head_server_objects.cc). One pull per node and value; later readers wait for the same one.
+  void PullToNode(Peer* peer, const proto::Request& request);
+  void OnObjectPulled(Peer* peer, const proto::ObjectPulled& pulled);
+  // The node's connection closed: its unanswered reads and the pulls it was doing fail.
   void FailReadsFrom(const std::string& node_id, const std::string& why);
   void ScheduleSoon();
   void Tick();
@@ -152,6 +158,15 @@ class HeadServer {
   };
   std::unordered_map<uint64_t, PendingRead> pending_reads_;  // by the head's request id
   uint64_t next_read_ = 0;
+  struct PendingPull {
+    std::string node;  // pulling
+    std::string object;
+    uint32_t attempt = 0;
+    std::vector<std::pair<std::weak_ptr<net::Connection>, uint64_t>> readers;  // and their request ids
+  };
+  std::unordered_map<uint64_t, PendingPull> pending_pulls_;          // by the head's request id
+  std::map<std::pair<std::string, std::string>, uint64_t> pulling_;  // (node, object) -> request id
+  const std::string peer_secret_ = RandomBytes(32);  // Welcome.peer_secret
   boost::asio::steady_timer tick_;
   bool schedule_posted_ = false;
   bool clients_paused_ = false;

@@ -124,6 +124,12 @@ class TaskManager {
   void OnObjectsSpilled(Node* node, const proto::ObjectsSpilled& done);
   // A reader wrote a copy of a stored value into its node's store: later readers there use it.
   Status AddCopy(ClientSession* client, const proto::ObjectValue& copy);
+  // Whether `node` may take a copy of stored object `id` for `client` (a worker: only its own
+  // node), making room there first. Its value, or null when `node` holds it already.
+  Result<const proto::ObjectValue*> PrepareCopy(ClientSession* client, const std::string& id, Node* node);
+  // `node` now holds a copy of (id, attempt). False when the value is gone or is another attempt's
+  // by now: the node is told to delete that file.
+  bool RecordCopy(const std::string& id, uint32_t attempt, Node* node);
   // The node answered that it does not have a value the head placed there: that copy is forgotten;
   // the last one makes the value lost (and rebuilt, where it can be).
   void DropMissingCopy(Node* node, const std::string& id, uint32_t attempt);

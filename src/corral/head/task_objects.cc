@@ -456,27 +456,49 @@ std::string TaskManager::LargestHolder(const proto::TaskSpec& spec) const {
 }
 
 Status TaskManager::AddCopy(ClientSession* client, const proto::ObjectValue& copy) {
-  auto it = objects_.find(copy.id());
-  if (it == objects_.end() || !MayRead(*client, it->second))
-    return Status(Code::kNotFound, fmt::format("object {} is not known to the head", Hex(copy.id())));
-  Object& obj = it->second;
-  proto::ObjectValue& v = obj.value;
   Node* node = copy.locations_size() == 1 ? nodes_.Find(copy.locations(0)) : nullptr;
+  auto value = PrepareCopy(client, copy.id(), node);
+  if (!value) return value.error();
+  if (*value == nullptr) return Status::Ok();  // another reader there was first
+  if ((*value)->stored_attempt() != copy.stored_attempt())
+    return Status(Code::kFailedPrecondition, "not a copy of this value");
+  RecordCopy(copy.id(), copy.stored_attempt(), node);
+  return Status::Ok();
+}
+
+Result<const proto::ObjectValue*> TaskManager::PrepareCopy(ClientSession* client, const std::string& id, Node* node) {
+  auto it = objects_.find(id);
+  if (it == objects_.end() || !MayRead(*client, it->second))
+    return Err(Code::kNotFound, fmt::format("object {} is not known to the head", Hex(id)));
+  Object& obj = it->second;
+  const proto::ObjectValue& v = obj.value;
   if (node && IsWorkerToken(client->token_id) && client->token_id != "w:" + Hex(node->view.id))
-    return Status(Code::kPermissionDenied, "a worker adds copies on its own node only");
-  if (!obj.ready || v.stored_size() == 0 || v.stored_attempt() != copy.stored_attempt() || node == nullptr ||
-      node->state != NodeState::kAlive)
-    return Status(Code::kFailedPrecondition, "not a copy of this value, or its node is not alive");
+    return Err(Code::kPermissionDenied, "a worker adds copies on its own node only");
+  if (v.error() != proto::ERROR_NONE) return Err(Code::kNotFound, v.message());
+  if (!obj.ready || v.stored_size() == 0 || node == nullptr || node->state != NodeState::kAlive)
+    return Err(Code::kFailedPrecondition, "not a stored value, or its node is not alive");
   if (std::find(v.locations().begin(), v.locations().end(), node->view.id) != v.locations().end())
-    return Status::Ok();  // another reader there was first
+    return nullptr;
   if (obj.spilled || obj.spilling || MakeRoom(node, v.stored_size()))
-    return Status(Code::kResourceExhausted, "no room for another copy there");
+    return Err(Code::kResourceExhausted, "no room for another copy there");
+  return &v;
+}
+
+bool TaskManager::RecordCopy(const std::string& id, uint32_t attempt, Node* node) {
+  auto it = objects_.find(id);
+  if (it == objects_.end() || !it->second.ready || it->second.value.stored_attempt() != attempt ||
+      it->second.value.error() != proto::ERROR_NONE) {
+    DeleteOn(node->view.id, id, attempt);
+    return false;
+  }
+  proto::ObjectValue& v = it->second.value;
+  if (std::find(v.locations().begin(), v.locations().end(), node->view.id) != v.locations().end()) return true;
   v.add_locations(node->view.id);
   StoreUsage& u = store_usage_[node->view.id];
   u.bytes += v.stored_size();
   u.objects++;
   Count("stored_copies_added");
-  return Status::Ok();
+  return true;
 }
 
 void TaskManager::ForgetRefusedPut(ClientSession* client, const std::string& id) {

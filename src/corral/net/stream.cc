@@ -41,6 +41,15 @@ class AsioStream : public ByteStream {
     else
       return Endpoint{ep.address().to_string(), ep.port(), ""}.ToString();  // "[v6]:port" for IPv6
   }
+  std::string local_ip() const override {
+    if constexpr (std::is_same_v<Socket, asio::local::stream_protocol::socket>) {
+      return "";
+    } else {
+      ErrorCode ec;
+      auto ep = const_cast<AsioStream*>(this)->Lowest().local_endpoint(ec);
+      return ec ? "" : ep.address().to_string();
+    }
+  }
   asio::any_io_executor executor() override { return s_.get_executor(); }
   void* native_ssl() override {
     if constexpr (std::is_same_v<Socket, asio::ssl::stream<asio::ip::tcp::socket>>) return s_.native_handle();

@@ -30,6 +30,8 @@ class ByteStream {
   // or not possible for this transport, e.g. TLS). Only when no asynchronous write is in flight.
   virtual ssize_t TryWriteNow(const char* data, size_t n) { return -1; }
   virtual std::string peer() const = 0;
+  // The IP address of this end of a TCP connection (the interface it leaves by); empty otherwise.
+  virtual std::string local_ip() const { return ""; }
   virtual asio::any_io_executor executor() = 0;
   // The OpenSSL handle (SSL*) of a TLS stream, else null.
   virtual void* native_ssl() { return nullptr; }

@@ -318,6 +318,30 @@ NB_MODULE(_core, m) {
              AskHead(c, req);
            },
            "id"_a, "attempt"_a, "node"_a, "Tells the head this node's store now holds a copy of a stored value.")
+      .def("pull_to_node",
+           [](Client& c, const nb::bytes& id, const nb::bytes& node, double timeout) {
+             corral::proto::Request req;
+             req.mutable_pull_to_node()->set_id(Str(id));
+             req.mutable_pull_to_node()->set_node(Str(node));
+             corral::Result<corral::proto::Reply> r;
+             {
+               nb::gil_scoped_release release;
+               r = c.Request(req, timeout);
+             }
+             if (r) return nb::make_tuple("ok", "");
+             const char* kind = "other";
+             switch (r.error().code()) {
+               case Code::kUnavailable:
+               case Code::kDeadlineExceeded:
+               case Code::kNotFound: kind = "lost"; break;       // from here: wait for another copy or a rebuild
+               case Code::kResourceExhausted: kind = "no_room"; break;
+               default: break;
+             }
+             return nb::make_tuple(kind, r.error().message());
+           },
+           "id"_a, "node"_a, "timeout"_a,
+           "Has node's agent copy a stored value from a node that holds it (agent to agent): "
+           "('ok', '') once it is in node's store, else (kind, why) with kind 'lost', 'no_room' or 'other'.")
       .def("fetch",
            [](Client& c, const nb::bytes& id, uint64_t offset, uint64_t length, double timeout) {
              corral::proto::Request req;
