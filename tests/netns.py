@@ -270,6 +270,11 @@ class NetCluster:
         if r.returncode != 0:
             raise Unsupported(f"tc netem is not available in this kernel ({r.stderr.strip()})")
 
+    def limit_rate(self, host, mbit):
+        """Caps the host's outgoing bandwidth at `mbit` megabits per second (tc tbf)."""
+        sh("ip", "netns", "exec", host.name, "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf",
+           "rate", f"{mbit}mbit", "burst", "256kb", "latency", "100ms")
+
     def readdress(self, host):
         """Gives the host a new address (the old one disappears): a laptop joining another network."""
         self._readdressed = getattr(self, "_readdressed", 0) + 1

@@ -86,7 +86,7 @@ def main():
 
     def cross_node(size):
         # Two more agents on this machine are two nodes with their own stores: a value made on one
-        # and read by a task on the other crosses between them (today relayed by the head).
+        # and read by a task on the other crosses between them, agent to agent.
         from corral import _cluster
         c = corral._runtime.cluster
         work = tempfile.mkdtemp(prefix="corral-bench-")
@@ -105,7 +105,7 @@ def main():
             t = time.perf_counter()
             assert corral.get(length.options(**on("a")).remote(ref), timeout=600) == n
             common.emit("cross_node_gigabytes", n / 1e9 / (time.perf_counter() - t), "GB/s", "higher",
-                        path="relayed by the head", nodes="two agents on this machine")
+                        path="agent to agent (TLS 1.3)", nodes="two agents on this machine")
             del ref
         finally:
             for p in procs:

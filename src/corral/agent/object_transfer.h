@@ -43,6 +43,8 @@ using SSL_CTX = ssl_ctx_st;
 
 namespace corral::agent {
 
+struct TlsConn;  // one TLS connection on a blocking socket (object_transfer.cc)
+
 struct PullSource {
   std::string node_id;
   std::string host;
@@ -94,6 +96,8 @@ class ObjectTransfer {
   void RunPull(PullJob job, std::function<void(PullResult)> done);
   // Pulls what is left of `job` (from *received on) from one source into the file `file`.
   Status PullFrom(const PullSource& source, const PullJob& job, int file, uint64_t* received, bool* missing);
+  // Reads the object's bytes from *received on into `file`.
+  Status Receive(TlsConn& conn, const PullJob& job, int file, uint64_t* received);
   void StopListening();
   bool Track(int fd);  // false once stopping
   void Untrack(int fd);

@@ -49,11 +49,13 @@ class ObjectTransferTest : public ::testing::Test {
   }
   PullResult PullNow(PullJob job) {
     std::optional<PullResult> out;
-    b_->Pull(std::move(job), [&](PullResult r) { out = std::move(r); });
-    while (!out) {
-      io_.run_one();
-      io_.restart();
-    }
+    auto guard = boost::asio::make_work_guard(io_);
+    b_->Pull(std::move(job), [&](PullResult r) {
+      out = std::move(r);
+      guard.reset();
+    });
+    io_.restart();
+    io_.run();
     return std::move(*out);
   }
 
