@@ -1,5 +1,5 @@
-"""The object store across nodes: a full store, reads relayed from a node that holds a value,
-and values lost with their node. Each test starts its own head and agents on this machine; two
+"""The object store across nodes: a full store, values pulled agent to agent from a node that holds
+them, and values lost with their node. Each test starts its own head and agents on this machine; two
 agents are two nodes with their own stores, and a reader on one never opens the other's directory."""
 import contextlib
 import os
@@ -84,6 +84,35 @@ def test_a_value_on_another_node_is_pulled_agent_to_agent():
         import gc
         gc.collect()
         wait_until(lambda: all(stored_files(st["dir"]) == [] for st in stores.values()), what="every copy deleted")
+
+
+@corral.remote
+def checksum_after(a, gate):
+    while not os.path.exists(gate):
+        time.sleep(0.01)
+    return int(a.astype(np.uint64).sum())
+
+
+def test_readers_on_one_node_share_one_transfer():
+    """Several readers on one node that need the same value at once: their agent pulls it once."""
+    with fresh_cluster() as c:
+        a = c.add_agent(num_cpus=1, labels={"side": "a"})
+        b = c.add_agent(num_cpus=3, labels={"side": "b"})
+        c.connect()
+        c.wait_nodes(2)
+        made = make.options(label_selector={"side": "a"}).remote(200 * MB, 3)  # long enough to overlap
+        corral.wait([made], timeout=60)
+        gate = os.path.join(c.dir, "go")
+        # Three tasks wait on b for the value together (their arguments are fetched before they run).
+        readers = [checksum_after.options(label_selector={"side": "b"}).remote(made, gate) for _ in range(3)]
+        open(gate, "w").close()
+        assert corral.get(readers, timeout=60) == [3 * 200 * MB] * 3
+        counter = lambda node, name: {n["node_id"]: n["counters"].get(name, 0) for n in corral.nodes()}[node]  # noqa: E731
+        wait_until(lambda: counter(b.node_id, "object_bytes_received") >= 200 * MB, what="b's counters")
+        time.sleep(1.5)  # (counters come with heartbeats: let a second transfer show, if there was one)
+        size = {n["node_id"]: n["object_store"] for n in corral.nodes()}[b.node_id]["used_bytes"]
+        assert counter(b.node_id, "object_bytes_received") == size
+        assert counter(a.node_id, "object_bytes_served") == size
 
 
 def test_a_value_whose_only_node_died_raises_object_lost_naming_it():
