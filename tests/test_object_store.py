@@ -1,7 +1,7 @@
 """The shared-memory object store, end to end on real processes.
 
 Large values (puts, results, arguments) are written once into the node's store under /dev/shm and
-read back as read-only views of it; readers on another node get them relayed from a node that holds
+read back as read-only views of it; readers on another node get a copy pulled from a node that holds
 them; the head keeps only where they are. Values are freed (their files deleted) when no ref is left.
 """
 import gc
@@ -156,4 +156,49 @@ def test_a_worker_killed_holding_a_mapping_leaks_nothing(embedded):
     # The agent removes what the dead worker left half-written.
     wait_until(lambda: not [n for n in os.listdir(embedded) if ".tmp." in n], what="the partial file to go")
     del ref
+    empty(embedded)
+
+
+# ---- references inside values: containers and borrowers ----
+
+@corral.remote
+def sum_of_refs(refs):
+    return sum(int(corral.get(r)[0]) for r in refs)
+
+
+@corral.remote
+def put_inside_a_list(value):
+    return [corral.put(np.full(MB, value, dtype=np.uint8))]  # the worker owns it, and drops its handle
+
+
+def test_refs_inside_an_argument_are_freed_once_the_task_and_the_caller_are_done(embedded):
+    empty(embedded)
+    refs = [corral.put(np.full(MB, i, dtype=np.uint8)) for i in range(3)]
+    assert corral.get(sum_of_refs.remote(refs)) == 0 + 1 + 2
+    assert len(stored_files(embedded)) == 3
+    del refs
+    empty(embedded)  # not kept until the driver exits: nothing holds them any more
+
+
+def test_a_ref_in_a_result_lives_while_a_borrower_holds_it(embedded):
+    empty(embedded)
+    outer = put_inside_a_list.remote(7)
+    inner = corral.get(outer)  # the driver now borrows the worker's value
+    del outer
+    gc.collect()
+    import time
+    time.sleep(0.5)  # (releases go in batches): the container is gone, the borrow keeps the value
+    assert len(stored_files(embedded)) == 1
+    assert int(corral.get(inner[0])[0]) == 7
+    del inner
+    empty(embedded)
+
+
+def test_a_ref_put_inside_a_put_lives_with_it(embedded):
+    empty(embedded)
+    outer = corral.put({"inner": corral.put(np.full(MB, 3, dtype=np.uint8))})  # the inner handle goes at once
+    gc.collect()
+    inner = corral.get(outer)["inner"]
+    assert int(corral.get(inner)[0]) == 3
+    del outer, inner
     empty(embedded)

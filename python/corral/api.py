@@ -204,10 +204,14 @@ def put(value):
 
 def _put(value, split=None):
     client = _runtime.get_client()
-    data, stored, object_id = serialization.encode(value, "the value given to put()", split=split)
+    with serialization.refs_in() as inner:
+        data, stored, object_id = serialization.encode(value, "the value given to put()", split=split)
     if stored:
-        return ObjectRef(client.put_stored(object_id, stored, _store.local().node), _counted=True)
-    return ObjectRef(client.put(data), _counted=True)
+        ref = ObjectRef(client.put_stored(object_id, stored, _store.local().node), _counted=True)
+    else:
+        ref = ObjectRef(client.put(data), _counted=True)
+    inner.register(client, ref.binary())
+    return ref
 
 
 def cancel(ref, *, force=False):
@@ -383,8 +387,10 @@ class RemoteFunction:
     def remote(self, *args, **kwargs):
         client = _runtime.get_client()
         handle = self._handle(client)
-        data, deps, held = serialization.pack_args(args, kwargs, ObjectRef, self._name, _put)
+        with serialization.refs_in() as inner:
+            data, deps, held = serialization.pack_args(args, kwargs, ObjectRef, self._name, _put)
         ref = ObjectRef(client.submit(handle, data, deps), _counted=True)
+        inner.register(client, ref.binary())  # refs inside the arguments live while the task's result does
         del held  # large arguments put for the call: the head keeps them while the task needs them
         return ref
 

@@ -17,6 +17,7 @@ import traceback
 import cloudpickle
 
 from . import _store, exceptions
+from .object_ref import _tls, borrow
 
 # One message carries at most this much (the frame limit less room for the envelope).
 MAX_VALUE_BYTES = 64 * 1024 * 1024
@@ -88,16 +89,51 @@ def _new_id():
     return _runtime.get_client().new_object_id()
 
 
+class refs_in:
+    """Collects the ObjectRefs pickled into a value while the block runs. ``register(client, id)``
+    then tells the head the object `id` (a put, a task's result, or a task whose arguments they
+    are) holds them: they live while it does. The refs stay alive until then."""
+
+    __slots__ = ("refs", "_prev")
+
+    def __enter__(self):
+        self._prev = getattr(_tls, "contained", None)
+        self.refs = _tls.contained = []
+        return self
+
+    def __exit__(self, *exc):
+        _tls.contained = self._prev
+
+    def register(self, client, container_id):
+        if self.refs:
+            client.contain_refs(container_id, [r.binary() for r in self.refs])
+            self.refs = []
+
+
+def loads_borrowing(load, *args):
+    """``load(*args)``, registering the ObjectRefs it unpickles as borrowed by this process, in
+    one request, before they are used."""
+    prev = getattr(_tls, "borrowed", None)
+    mine = _tls.borrowed = []
+    try:
+        value = load(*args)
+    finally:
+        _tls.borrowed = prev
+    if mine:
+        borrow(mine)
+    return value
+
+
 def value_of(entry, client):
     """The value of an ObjectValue tuple (see module.cc ValueTuple) whose error kind is none."""
     data, _kind, _message, stored_size, locations, attempt, object_id = entry
     if stored_size:
-        return _store.read(object_id, stored_size, locations, attempt, client)
-    return pickle.loads(data)
+        return loads_borrowing(_store.read, object_id, stored_size, locations, attempt, client)
+    return loads_borrowing(pickle.loads, data)
 
 
 def loads(data):
-    return pickle.loads(data)
+    return loads_borrowing(pickle.loads, data)
 
 
 def pack_args(args, kwargs, ref_type, name, put=None):
@@ -149,7 +185,7 @@ _EMPTY_ARGS = pickle.dumps(((), None), protocol=5)
 
 def unpack_args(data, dep_values, client=None):
     """(args, kwargs) from their pickle and the dependencies' values (tuples, see value_of)."""
-    a, k = pickle.loads(data)
+    a, k = loads_borrowing(pickle.loads, data)
     if dep_values:
         vals = [value_of(d, client) for d in dep_values]
         a = tuple(vals[v.index] if type(v) is _Dep else v for v in a)

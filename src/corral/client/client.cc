@@ -719,6 +719,17 @@ void Client::Pin(const std::string& id) {
   conn()->Send(msg);
 }
 
+void Client::Unborrow(const std::string& id) {
+  proto::ClientToHead msg;
+  msg.mutable_release()->add_ids(id);
+  msg.mutable_release()->set_borrowed(true);
+  {
+    std::lock_guard lock(mu_);
+    if (reconnecting_) return;  // a new head run knows no borrows
+  }
+  if (auto c = conn()) c->Send(msg);
+}
+
 Status Client::Cancel(const std::string& task_id, bool force) {
   proto::ClientToHead msg;
   msg.mutable_cancel()->set_task_id(task_id);

@@ -89,6 +89,8 @@ class Client {
   void Release(const std::string& id);
   // The reference escaped into a pickled value: keep the object while this client lives.
   void Pin(const std::string& id);
+  // Drops one borrowed reference (a ref this process unpickled and registered with the head).
+  void Unborrow(const std::string& id);
   Status Cancel(const std::string& task_id, bool force);
   Result<proto::Reply> Request(proto::Request request, double timeout_s);
 

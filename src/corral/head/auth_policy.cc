@@ -15,7 +15,9 @@ std::optional<Role> RequiredRole(const proto::Request& request) {
     case proto::Request::kFetchObject:
     case proto::Request::kPutStored:
     case proto::Request::kAddCopy:
-    case proto::Request::kPullToNode: return Role::kSubmit;  // as a subscription: the owner's rules apply
+    case proto::Request::kPullToNode:
+    case proto::Request::kContainRefs:
+    case proto::Request::kBorrowRefs: return Role::kSubmit;  // as a subscription: the owner's rules apply
     case proto::Request::kDurableProgress: return Role::kWorker;  // a run reports on itself
     case proto::Request::kDrain:
     case proto::Request::kToken:

@@ -30,6 +30,7 @@ const std::map<std::string, Role> kRequests = {
     {"durable_list", Role::kRead},   {"durable_submit", Role::kSubmit}, {"durable_cancel", Role::kSubmit},
     {"durable_progress", Role::kWorker}, {"durable_forget", Role::kSubmit}, {"durable_store", Role::kSubmit},
     {"fetch_object", Role::kSubmit}, {"put_stored", Role::kSubmit}, {"add_copy", Role::kSubmit}, {"pull_to_node", Role::kSubmit},
+    {"contain_refs", Role::kSubmit}, {"borrow_refs", Role::kSubmit},
     {"drain", Role::kAdmin},         {"token", Role::kAdmin},           {"node", Role::kAdmin},
     {"certs", Role::kAdmin},
 };

@@ -436,6 +436,12 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
   } else if (request.has_fetch_object()) {
     FetchObject(peer, request);  // answered when the node that holds it does
     return;
+  } else if (request.has_contain_refs()) {
+    Status s = peer->session ? tasks_.ContainRefs(peer->session.get(), request.contain_refs())
+                             : Status(Code::kFailedPrecondition, "not a client session");
+    if (!s.ok()) SetError(*reply, s);
+  } else if (request.has_borrow_refs()) {
+    if (peer->session) tasks_.BorrowRefs(peer->session.get(), request.borrow_refs());
   } else if (request.has_pull_to_node()) {
     PullToNode(peer, request);  // answered when the copy is there
     return;

@@ -66,6 +66,13 @@ void TaskManager::RemoveClient(ClientSession* client) {
     }
   }
   client->owned.clear();
+  std::unordered_map<std::string, int> borrowed = std::move(client->borrowed);
+  client->borrowed.clear();
+  for (const auto& [id, n] : borrowed)
+    if (auto o = objects_.find(id); o != objects_.end()) {
+      o->second.borrows -= n;
+      TryFree(id);
+    }
   for (const auto& hash : client->functions) DropFunction(hash);
   client->functions.clear();
 }

@@ -50,6 +50,7 @@ struct ClientSession {
   // a client that reads slowly makes the head hold ids, not copies.
   std::deque<std::string> unsent;
   std::unordered_set<std::string> functions;  // hashes of the functions it sent (one use each)
+  std::unordered_map<std::string, int> borrowed;  // object id -> references it unpickled and holds
 };
 
 struct TaskManagerOptions {
@@ -89,6 +90,11 @@ class TaskManager {
   // The client's connection has room again: sends the values that waited for it.
   void SendUnsent(ClientSession* client);
   void Release(ClientSession* client, const proto::Release& request);
+  // Borrowing (Ray's ownership rules, kept at the head): an object lives while its owner holds it,
+  // while an unfinished task needs it, while a live value contains a reference to it, and while a
+  // client that unpickled such a reference (a borrower) holds it.
+  Status ContainRefs(ClientSession* client, const proto::ContainRefs& request);
+  void BorrowRefs(ClientSession* client, const proto::BorrowRefs& request);
   void Cancel(ClientSession* client, const proto::Cancel& request);
 
   void OnTaskFinished(Node* node, proto::TaskFinished&& finished);
@@ -176,8 +182,11 @@ class TaskManager {
     std::string owner;                 // client id
     bool ready = false;
     bool released = false;             // the owner holds no reference
-    bool pinned = false;
+    bool pinned = false;               // a reference escaped where no one counts it: kept until the owner exits
     int dependents = 0;                // unfinished tasks listing it as a dependency
+    int containers = 0;                // live values that contain a reference to it
+    int borrows = 0;                   // references held by borrowers (sum of ClientSession::borrowed)
+    std::vector<std::string> contains; // objects this value holds references to
     proto::ObjectValue value;
     std::vector<std::string> waiting;  // tasks waiting for it
     std::vector<std::string> subscribers;

@@ -128,6 +128,18 @@ bool TaskManager::MayRead(const ClientSession& reader, const Object& object) con
 }
 
 void TaskManager::Release(ClientSession* client, const proto::Release& request) {
+  if (request.borrowed()) {
+    for (const auto& id : request.ids()) {
+      auto b = client->borrowed.find(id);
+      if (b == client->borrowed.end()) continue;
+      if (--b->second == 0) client->borrowed.erase(b);
+      if (auto it = objects_.find(id); it != objects_.end()) {
+        it->second.borrows--;
+        TryFree(id);
+      }
+    }
+    return;
+  }
   for (const auto& id : request.ids()) {
     auto it = objects_.find(id);
     if (it == objects_.end() || it->second.owner != client->id) continue;
@@ -140,11 +152,37 @@ void TaskManager::Release(ClientSession* client, const proto::Release& request) 
   }
 }
 
+Status TaskManager::ContainRefs(ClientSession* client, const proto::ContainRefs& request) {
+  auto it = objects_.find(request.container());
+  if (it == objects_.end() || !MayRead(*client, it->second))
+    return MakeStatus(Code::kNotFound, "object {} is not known to the head", Hex(request.container()));
+  for (const auto& id : request.ids()) {
+    auto c = objects_.find(id);
+    std::vector<std::string>& contains = it->second.contains;
+    if (c == objects_.end() || id == request.container() || !MayRead(*client, c->second) ||
+        std::find(contains.begin(), contains.end(), id) != contains.end())
+      continue;
+    contains.push_back(id);
+    c->second.containers++;
+  }
+  return Status::Ok();
+}
+
+void TaskManager::BorrowRefs(ClientSession* client, const proto::BorrowRefs& request) {
+  for (const auto& id : request.ids()) {
+    auto it = objects_.find(id);
+    if (it == objects_.end() || !MayRead(*client, it->second)) continue;
+    it->second.borrows++;
+    client->borrowed[id]++;
+  }
+}
+
 void TaskManager::TryFree(const std::string& id) {
   auto it = objects_.find(id);
   if (it == objects_.end()) return;
   Object& obj = it->second;
-  if (!obj.released || obj.pinned || obj.dependents > 0 || !obj.ready) return;
+  if (!obj.released || obj.pinned || obj.dependents > 0 || obj.containers > 0 || obj.borrows > 0 || !obj.ready)
+    return;
   if (auto c = clients_.find(obj.owner); c != clients_.end()) c->second->owned.erase(id);
   if (obj.has_task) {
     auto t = tasks_.find(id);
@@ -153,8 +191,14 @@ void TaskManager::TryFree(const std::string& id) {
   }
   object_bytes_ -= static_cast<int64_t>(obj.value.data().size());
   DropStored(obj.value, &obj);
+  std::vector<std::string> contains = std::move(obj.contains);
   objects_.erase(it);
   Count("objects_freed");
+  for (const auto& inner : contains)  // the references it held
+    if (auto c = objects_.find(inner); c != objects_.end()) {
+      c->second.containers--;
+      TryFree(inner);
+    }
 }
 
 

@@ -367,6 +367,22 @@ NB_MODULE(_core, m) {
       .def("add_ref", [](Client& c, const nb::bytes& id) { c.AddRef(Str(id)); })
       .def("release", [](Client& c, const nb::bytes& id) { c.Release(Str(id)); })
       .def("pin", [](Client& c, const nb::bytes& id) { c.Pin(Str(id)); })
+      .def("unborrow", [](Client& c, const nb::bytes& id) { c.Unborrow(Str(id)); })
+      .def("contain_refs",
+           [](Client& c, const nb::bytes& container, const nb::list& ids) {
+             corral::proto::Request req;
+             req.mutable_contain_refs()->set_container(Str(container));
+             for (auto& id : Ids(ids)) req.mutable_contain_refs()->add_ids(std::move(id));
+             AskHead(c, req);
+           },
+           "container"_a, "ids"_a, "The objects ids live at least as long as the object container (refs pickled into it).")
+      .def("borrow_refs",
+           [](Client& c, const nb::list& ids) {
+             corral::proto::Request req;
+             for (auto& id : Ids(ids)) req.mutable_borrow_refs()->add_ids(std::move(id));
+             AskHead(c, req);
+           },
+           "ids"_a, "Registers refs this process unpickled: their objects live until unborrow() or its exit.")
       .def("cancel",
            [](Client& c, const nb::bytes& id, bool force) {
              Status s = c.Cancel(Str(id), force);
