@@ -15,6 +15,7 @@ import time
 import psutil
 import pytest
 
+import corral
 import wire
 from conftest import wait_until
 
@@ -285,3 +286,49 @@ def test_a_request_body_is_not_read_before_authentication(cluster):
                  headers={"Authorization": f"Bearer {cluster.token}", "Content-Type": "application/json"})
     assert conn.getresponse().status not in (401, 403)
     conn.close()
+
+
+def test_the_object_port_refuses_what_is_not_an_agent_of_this_cluster(cluster):
+    """Each agent serves its store to the others on a port of its own (TLS keyed by the cluster's
+    secret): a peer that does not have that key gets nothing, and the agent keeps serving."""
+    import ssl
+
+    a = cluster.add_agent(num_cpus=1, labels={"side": "a"})
+    cluster.add_agent(num_cpus=1, labels={"side": "b"})
+    cluster.connect()
+    cluster.wait_nodes(2)
+    peer = {n["node_id"]: n["peer_address"] for n in corral.nodes()}[a.node_id]
+    host, port = peer.rsplit(":", 1)
+    address = (host.strip("[]") or "127.0.0.1", int(port))
+    # Bytes that are not TLS at all, then a request as the protocol frames it, in clear.
+    for junk in (b"GET / HTTP/1.0\r\n\r\n", struct.pack("<IIQQ", 16, 0, 0, 1 << 30) + b"\0" * 16):
+        s = socket.create_connection(address, timeout=10)
+        s.sendall(junk)
+        data = b""
+        try:
+            while chunk := s.recv(65536):
+                data += chunk
+        except ConnectionResetError:
+            pass
+        assert len(data) < 4096, "the object port answered a peer that is not an agent with data"
+        s.close()
+    # TLS with certificates (what the head speaks), without the key: the handshake fails.
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with pytest.raises((ssl.SSLError, ConnectionResetError)):
+        with socket.create_connection(address, timeout=10) as raw, ctx.wrap_socket(raw) as t:
+            t.sendall(b"x")
+    # The agent still serves its own cluster.
+    made = make_array.options(label_selector={"side": "a"}).remote()
+    assert corral.get(sum_on.options(label_selector={"side": "b"}).remote(made), timeout=60) == 4 << 20
+
+
+@corral.remote
+def make_array():
+    import numpy as np
+    return np.ones(4 << 20, dtype=np.uint8)
+
+
+@corral.remote
+def sum_on(a):
+    return int(a.sum())

@@ -4,6 +4,7 @@ agents are two nodes with their own stores, and a reader on one never opens the 
 import contextlib
 import os
 import shutil
+import signal
 import time
 
 import numpy as np
@@ -256,3 +257,30 @@ def test_values_an_agent_lost_when_it_restarted_are_rebuilt():
         assert got.shape == (2 * MB,) and int(got[0]) == 8 and int(got[-1]) == 8
         counters = corral.cluster_status()["counters"]
         assert counters["stored_copies_missing"] == 1 and counters["tasks_reconstructed"] == 1
+
+
+def test_a_node_that_comes_back_from_the_dead_drops_the_values_it_missed():
+    """A node paused past the dead threshold (a laptop asleep) comes back holding a value the head
+    gave up on meanwhile: when it registers again, the head has it deleted."""
+    with fresh_cluster(dead_after_ms=3000) as c:
+        a = c.add_agent(num_cpus=1, labels={"side": "a"})
+        c.add_agent(num_cpus=1, labels={"side": "b"})
+        c.connect()
+        c.wait_nodes(2)
+        ref = make.options(label_selector={"side": "a"}, max_retries=0).remote(MB, 1)
+        corral.wait([ref], timeout=60)
+        a_dir = {n["node_id"]: n["object_store"]["dir"] for n in corral.nodes()}[a.node_id]
+        assert len(stored_files(a_dir)) == 1
+        os.kill(a.pid, signal.SIGSTOP)
+        try:
+            wait_until(lambda: {n["node_id"]: n["state"] for n in corral.nodes()}[a.node_id] == "dead",
+                       what="node a declared dead")
+            with pytest.raises(corral.ObjectLostError):
+                corral.get(ref, timeout=30)
+            del ref
+        finally:
+            os.kill(a.pid, signal.SIGCONT)
+        wait_until(lambda: {n["node_id"]: n["state"] for n in corral.nodes()}[a.node_id] == "alive",
+                   timeout=60, what="node a back")
+        wait_until(lambda: stored_files(a_dir) == [], what="the value the head gave up on deleted on a")
+        assert corral.cluster_status()["counters"].get("stored_objects_unknown_deleted", 0) == 1

@@ -212,7 +212,7 @@ def test_default_head_listens_on_loopback_only(tmp_path):
         pid = int(open(tmp_path / "home" / "head" / "pid").read())
         ss = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
         mine = [l for l in ss.splitlines() if f"pid={pid}," in l]
-        assert len(mine) == 2, ss  # the transport and the REST API
+        assert len(mine) == 3, ss  # the transport, the REST API and its agent's object port
         for line in mine:
             local = line.split()[3]
             assert re.match(r"^(127\.0\.0\.1|\[::1\]):\d+$", local), line

@@ -76,6 +76,13 @@ void Agent::ConnectToHead() {
                 if (w->next) hold(w->next->task.spec(), false);
               }
               for (const Pending& p : queue_) hold(p.task.spec(), false);
+              if (store_)
+                for (auto& e : store_->List()) {
+                  proto::StoredObject* o = h->add_stored_objects();
+                  o->set_id(std::move(e.id));
+                  o->set_attempt(e.attempt);
+                  o->set_spilled(e.spilled);
+                }
               for (const auto& m : outbox_) {
                 proto::HeldAttempt* a = h->add_held();
                 a->set_task_id(m.finished().task_id());

@@ -243,6 +243,7 @@ void HeadServer::OnAgentHello(Peer* peer, const proto::Hello& hello, proto::Head
   // Also for a node that starts afresh: what it still holds is superseded (or, after a head
   // restart, waits for its task to be resubmitted).
   tasks_.Reconcile(peer->node, hello.held());
+  tasks_.ReconcileStore(peer->node, hello.stored_objects());
   tasks_.OnNodesChanged();
 }
 

@@ -128,6 +128,11 @@ class TaskManager {
   // Why the put of `id` was refused (its value is an error), if it was.
   // The node moved these values to disk (or could not).
   void OnObjectsSpilled(Node* node, const proto::ObjectsSpilled& done);
+  // The node (re)registered holding `stored`: copies the head places there that it lacks are
+  // dropped (a value left with none is rebuilt or lost), spills whose answer was lost are settled,
+  // and values the head does not know there are deleted, except during the head's start-up grace,
+  // when drivers may still send again the puts a restarted head forgot.
+  void ReconcileStore(Node* node, const google::protobuf::RepeatedPtrField<proto::StoredObject>& stored);
   // A reader wrote a copy of a stored value into its node's store: later readers there use it.
   Status AddCopy(ClientSession* client, const proto::ObjectValue& copy);
   // Whether `node` may take a copy of stored object `id` for `client` (a worker: only its own
@@ -232,6 +237,8 @@ class TaskManager {
   // memory (down to 80% of capacity, so spills come in batches). An error if they cannot.
   std::optional<std::string> MakeRoom(Node* node, uint64_t incoming);
   void Touch(Object& obj) { obj.last_used = ++use_clock_; }
+  // A spill of `obj` on the node with usage `u` ended (moved to disk, or not).
+  void SettleSpill(Object& obj, StoreUsage& u, bool spilled);
   // Tells the node to delete the file; a disconnected node is told when it comes back.
   void DeleteOn(const std::string& node_id, const std::string& id, uint32_t attempt);
   void SendPendingDeletes(Node* node);

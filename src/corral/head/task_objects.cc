@@ -290,21 +290,23 @@ std::optional<std::string> TaskManager::MakeRoom(Node* node, uint64_t incoming) 
   return std::nullopt;
 }
 
+void TaskManager::SettleSpill(Object& obj, StoreUsage& u, bool spilled) {
+  uint64_t size = obj.value.stored_size();
+  obj.spilling = false;
+  u.spilling -= std::min(u.spilling, size);
+  if (spilled) {
+    obj.spilled = true;
+    u.bytes -= std::min(u.bytes, size);
+    u.spilled += size;
+    Count("stored_objects_spilled");
+  }
+}
+
 void TaskManager::OnObjectsSpilled(Node* node, const proto::ObjectsSpilled& done) {
   StoreUsage& u = store_usage_[node->view.id];
   auto settle = [&](const proto::StoredObject& o, bool spilled) {
     auto it = objects_.find(o.id());
-    if (it == objects_.end() || !it->second.spilling) return;  // freed meanwhile
-    Object& obj = it->second;
-    uint64_t size = obj.value.stored_size();
-    obj.spilling = false;
-    u.spilling -= std::min(u.spilling, size);
-    if (spilled) {
-      obj.spilled = true;
-      u.bytes -= std::min(u.bytes, size);
-      u.spilled += size;
-      Count("stored_objects_spilled");
-    }
+    if (it != objects_.end() && it->second.spilling) SettleSpill(it->second, u, spilled);  // else freed meanwhile
   };
   for (const auto& o : done.spilled()) settle(o, true);
   for (const auto& o : done.failed()) settle(o, false);
@@ -312,6 +314,29 @@ void TaskManager::OnObjectsSpilled(Node* node, const proto::ObjectsSpilled& done
     u.spill_error = done.error();
     LOG_WARN("node {} could not spill {} value(s): {}", ShortHex(node->view.id), done.failed_size(),
              Printable(done.error()));
+  }
+}
+
+void TaskManager::ReconcileStore(Node* node, const google::protobuf::RepeatedPtrField<proto::StoredObject>& stored) {
+  std::map<std::pair<std::string, uint32_t>, bool> here;  // -> spilled
+  for (const auto& o : stored) here[{o.id(), o.attempt()}] = o.spilled();
+  std::vector<std::pair<std::string, uint32_t>> missing;
+  for (auto& [id, obj] : objects_) {
+    const proto::ObjectValue& v = obj.value;
+    if (v.stored_size() == 0 || std::find(v.locations().begin(), v.locations().end(), node->view.id) ==
+                                    v.locations().end())
+      continue;
+    auto h = here.find({id, v.stored_attempt()});
+    // A spill whose answer was lost with a connection: the file says where the value is now.
+    if (obj.spilling) SettleSpill(obj, store_usage_[node->view.id], h != here.end() && h->second);
+    if (h == here.end()) missing.emplace_back(id, v.stored_attempt());
+    else here.erase(h);
+  }
+  for (const auto& [id, attempt] : missing) DropMissingCopy(node, id, attempt);
+  if (InGrace()) return;
+  for (const auto& [key, spilled] : here) {
+    DeleteOn(node->view.id, key.first, key.second);
+    Count("stored_objects_unknown_deleted");
   }
 }
 

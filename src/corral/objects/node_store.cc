@@ -174,6 +174,22 @@ int NodeStore::SweepPartial(std::optional<pid_t> pid) {
   return removed;
 }
 
+std::vector<NodeStore::Entry> NodeStore::List() const {
+  std::vector<Entry> out;
+  for (bool spilled : {false, true})
+    ForEachEntry(spilled ? spill_dir_ : dir_, [&](const std::string& name) {
+      // "<hex id>-<attempt>", nothing else (partial files, `.node`).
+      size_t dash = name.rfind('-');
+      if (dash == std::string::npos || dash == 0 || name.find('.') != std::string::npos) return;
+      auto id = FromHex(std::string_view(name).substr(0, dash));
+      char* end = nullptr;
+      unsigned long attempt = std::strtoul(name.c_str() + dash + 1, &end, 10);
+      if (!id || end == name.c_str() + dash + 1 || *end != '\0' || attempt > UINT32_MAX) return;
+      out.push_back({std::move(*id), static_cast<uint32_t>(attempt), spilled});
+    });
+  return out;
+}
+
 void NodeStore::RemoveAll() {
   for (const std::string& d : {dir_, spill_dir_}) {
     ForEachEntry(d, [&](const std::string& name) { unlink((d + "/" + name).c_str()); });

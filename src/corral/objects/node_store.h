@@ -23,6 +23,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "corral/base/status.h"
 
@@ -61,6 +62,13 @@ class NodeStore {
   // Removes the partial files of writer `pid`, or (nullopt) of every writer no longer running.
   // Returns how many it removed.
   int SweepPartial(std::optional<pid_t> pid = std::nullopt);
+  // The complete values in the store, in memory and spilled (partial files are not listed).
+  struct Entry {
+    std::string id;
+    uint32_t attempt = 0;
+    bool spilled = false;
+  };
+  std::vector<Entry> List() const;
   // Removes the directory and everything in it (the agent is stopping).
   void RemoveAll();
 

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 
@@ -153,6 +154,28 @@ TEST(NodeStore, ASpillThatCannotBeWrittenLeavesTheValueInMemory) {
   EXPECT_TRUE(Exists(store->Path("v", 0)));
   EXPECT_FALSE(Exists(store->SpillPath("v", 0)));
   rmdir((store->SpillPath("v", 0) + ".tmp.spill").c_str());
+  store->RemoveAll();
+  rmdir(dir.c_str());
+}
+
+TEST(NodeStore, ListsCompleteValuesInMemoryAndSpilled) {
+  std::string dir = TempDir();
+  auto store = NodeStore::Open(dir + "/mem", "n", dir + "/spill");
+  ASSERT_TRUE(store.has_value());
+  WriteAt(store->Path("a", 0), "x");
+  WriteAt(store->Path("b", 3), "y");
+  ASSERT_TRUE(store->Spill("b", 3).ok());
+  WriteAt(store->Path("c", 0) + ".tmp.123", "partial");
+  WriteAt(dir + "/mem/not-a-value", "z");
+  auto listed = store->List();
+  std::sort(listed.begin(), listed.end(), [](const auto& l, const auto& r) { return l.id < r.id; });
+  ASSERT_EQ(listed.size(), 2u);
+  EXPECT_EQ(listed[0].id, "a");
+  EXPECT_EQ(listed[0].attempt, 0u);
+  EXPECT_FALSE(listed[0].spilled);
+  EXPECT_EQ(listed[1].id, "b");
+  EXPECT_EQ(listed[1].attempt, 3u);
+  EXPECT_TRUE(listed[1].spilled);
   store->RemoveAll();
   rmdir(dir.c_str());
 }

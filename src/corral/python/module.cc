@@ -93,6 +93,7 @@ nb::dict NodeDict(const corral::proto::NodeStatus& n) {
   d["node_id"] = corral::Hex(n.info().node_id());
   d["hostname"] = n.info().hostname();
   d["address"] = n.info().address();
+  d["peer_address"] = n.info().peer_address();  // where its agent serves objects to other agents
   d["state"] = n.state();
   d["connected"] = n.connected();
   d["draining"] = n.draining();
