@@ -5,7 +5,7 @@ import threading
 from . import _core, _runtime
 
 _PID = [os.getpid()]
-# Per thread: the list that collects refs pickled into a value (serialization.refs_in), and the one
+# Per thread: the list that collects refs pickled into a value (serialization.collecting_refs), and the one
 # that collects refs unpickled from a value (serialization.loads_borrowing); None outside them.
 _tls = threading.local()
 os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))

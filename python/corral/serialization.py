@@ -21,7 +21,7 @@ from .object_ref import _tls, borrow
 
 # One message carries at most this much (the frame limit less room for the envelope).
 MAX_VALUE_BYTES = 64 * 1024 * 1024
-_SIMPLE = (int, float, str, bytes, bool, type(None))
+_SIMPLE = frozenset((int, float, str, bytes, bool, type(None)))
 
 
 class _Dep:
@@ -89,25 +89,30 @@ def _new_id():
     return _runtime.get_client().new_object_id()
 
 
-class refs_in:
-    """Collects the ObjectRefs pickled into a value while the block runs. ``register(client, id)``
-    then tells the head the object `id` (a put, a task's result, or a task whose arguments they
-    are) holds them: they live while it does. The refs stay alive until then."""
+def collecting_refs(dump, *args):
+    """``(dump(*args), refs)``: `refs` are the ObjectRefs pickled meanwhile, to register with
+    ``register_refs`` once the value is sent (they stay alive until then)."""
+    prev = getattr(_tls, "contained", None)
+    refs = _tls.contained = []
+    try:
+        return dump(*args), refs
+    finally:
+        _tls.contained = prev
 
-    __slots__ = ("refs", "_prev")
 
-    def __enter__(self):
-        self._prev = getattr(_tls, "contained", None)
-        self.refs = _tls.contained = []
-        return self
+def register_refs(client, container_id, refs):
+    """Tells the head the object `container_id` (a put, a task's result, or a task whose arguments
+    they are) holds `refs`: their objects live while it does."""
+    if refs:
+        client.contain_refs(container_id, [r.binary() for r in refs])
 
-    def __exit__(self, *exc):
-        _tls.contained = self._prev
 
-    def register(self, client, container_id):
-        if self.refs:
-            client.contain_refs(container_id, [r.binary() for r in self.refs])
-            self.refs = []
+def holds_no_refs(values):
+    """True when none of `values` can hold an ObjectRef (plain scalars and strings): no collecting."""
+    for v in values:
+        if type(v) not in _SIMPLE:
+            return False
+    return True
 
 
 def loads_borrowing(load, *args):
@@ -124,16 +129,21 @@ def loads_borrowing(load, *args):
     return value
 
 
+# In every pickle that holds an ObjectRef (the name of its reconstructor): a value without it is
+# loaded without registering borrows, which keeps small gets at their cost.
+_REF_MARK = b"_unpickled"
+
+
 def value_of(entry, client):
     """The value of an ObjectValue tuple (see module.cc ValueTuple) whose error kind is none."""
     data, _kind, _message, stored_size, locations, attempt, object_id = entry
     if stored_size:
         return loads_borrowing(_store.read, object_id, stored_size, locations, attempt, client)
-    return loads_borrowing(pickle.loads, data)
+    return loads_borrowing(pickle.loads, data) if _REF_MARK in data else pickle.loads(data)
 
 
 def loads(data):
-    return loads_borrowing(pickle.loads, data)
+    return loads_borrowing(pickle.loads, data) if _REF_MARK in data else pickle.loads(data)
 
 
 def pack_args(args, kwargs, ref_type, name, put=None):
@@ -185,7 +195,7 @@ _EMPTY_ARGS = pickle.dumps(((), None), protocol=5)
 
 def unpack_args(data, dep_values, client=None):
     """(args, kwargs) from their pickle and the dependencies' values (tuples, see value_of)."""
-    a, k = loads_borrowing(pickle.loads, data)
+    a, k = loads(data)
     if dep_values:
         vals = [value_of(d, client) for d in dep_values]
         a = tuple(vals[v.index] if type(v) is _Dep else v for v in a)
