@@ -287,7 +287,8 @@ void Agent::ServeObjects(const std::string& local_ip) {
   if (!transfer_ || host.empty()) return;
   if (transfer_->port() == 0 || transfer_->host() != host) {
     // The same port as before where it is free: a laptop that moved keeps its number.
-    auto port = transfer_->Listen(host, transfer_->port());
+    if (transfer_->port() != 0) last_peer_port_ = transfer_->port();
+    auto port = transfer_->Listen(host, last_peer_port_);
     if (!port) port = transfer_->Listen(host, 0);
     if (!port) {
       LOG_WARN("{}: objects here are read through the head instead", port.error().message());
@@ -321,10 +322,7 @@ void Agent::OnPullObject(const proto::PullObject& request) {
     if (!*alive) return;
     counters_["object_bytes_received"] += static_cast<int64_t>(r.bytes);
     auto conn = asked.lock();
-    if (!conn || conn != head_) {
-      if (r.status.ok() && store_) store_->Delete(request.object().id(), request.object().attempt());
-      return;
-    }
+    if (!conn || conn != head_) return;  // the head forgot the request: the next registration lists the copy
     proto::AgentToHead msg;
     proto::ObjectPulled* out = msg.mutable_object_pulled();
     out->set_request_id(request.request_id());

@@ -213,6 +213,7 @@ class Agent {
 
   std::optional<objects::NodeStore> store_;
   std::unique_ptr<ObjectTransfer> transfer_;
+  uint16_t last_peer_port_ = 0;  // reused when the node serves objects on a new address
   std::thread spill_thread_;
   std::mutex spill_mu_;
   std::condition_variable spill_cv_;

@@ -19,6 +19,9 @@ namespace corral::agent {
 namespace asio = boost::asio;
 
 namespace {
+// Values written this recently are not listed in the Hello: their put or result may still be on
+// its way to the head, which must not take them for values it does not know.
+constexpr int kStoreListMinAgeS = 5;
 // Results held for the head while it is unreachable; beyond this they are handed back instead.
 constexpr size_t kMaxOutboxBytes = 256u << 20;
 }  // namespace
@@ -77,7 +80,7 @@ void Agent::ConnectToHead() {
               }
               for (const Pending& p : queue_) hold(p.task.spec(), false);
               if (store_)
-                for (auto& e : store_->List()) {
+                for (auto& e : store_->List(kStoreListMinAgeS)) {
                   proto::StoredObject* o = h->add_stored_objects();
                   o->set_id(std::move(e.id));
                   o->set_attempt(e.attempt);

@@ -17,7 +17,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <ctime>
+#include <system_error>
 
 #include <boost/asio/post.hpp>
 #include <openssl/err.h>
@@ -64,6 +67,31 @@ constexpr char kPskIdentity[] = "corral-peer";
 constexpr size_t kBuffer = 1u << 20;   // bytes read from a file or the wire per step
 constexpr int kConnectTimeoutS = 10;
 constexpr int kIoTimeoutS = 30;        // a silent peer for this long fails the transfer
+constexpr int kHandshakeTimeoutS = 10; // the whole handshake, however slowly a peer sends it
+
+// The server side of the handshake, finished within `seconds` in all (a peer that sends a byte at
+// a time cannot hold a connection past it).
+bool AcceptWithin(SSL* ssl, int fd, int seconds) {
+  int flags = fcntl(fd, F_GETFL);
+  fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  bool ok = false;
+  for (;;) {
+    int r = SSL_accept(ssl);
+    if (r == 1) {
+      ok = true;
+      break;
+    }
+    int want = SSL_get_error(ssl, r);
+    if (want != SSL_ERROR_WANT_READ && want != SSL_ERROR_WANT_WRITE) break;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    pollfd p{fd, static_cast<short>(want == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT), 0};
+    if (poll(&p, 1, static_cast<int>(left.count())) <= 0) break;
+  }
+  fcntl(fd, F_SETFL, flags);
+  return ok;
+}
 
 struct RequestHead {
   uint32_t id_length;
@@ -75,7 +103,7 @@ struct ReplyHead {
   uint64_t size;
   uint64_t length;
   uint32_t error_length;
-  uint32_t zero;
+  uint32_t not_here;  // 1: the error is that the object is not on this node
 };
 static_assert(sizeof(RequestHead) == 24 && sizeof(ReplyHead) == 24);
 
@@ -196,6 +224,8 @@ unsigned ObjectTransfer::ClientPsk(SSL* ssl, const char*, char* identity, unsign
 Result<uint16_t> ObjectTransfer::Listen(const std::string& host, uint16_t port) {
   if (server_ctx_ == nullptr || client_ctx_ == nullptr) return Err(Code::kInternal, SslError("TLS context"));
   StopListening();
+  port_ = 0;
+  host_.clear();
   sockaddr_storage addr{};
   socklen_t len = 0;
   auto* v4 = reinterpret_cast<sockaddr_in*>(&addr);
@@ -250,7 +280,10 @@ void ObjectTransfer::AcceptLoop(int listen_fd, int stop_fd) {
     }
     if (fds[1].revents != 0) return;
     int fd = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
+    if (fd < 0) {
+      if (errno != EINTR && errno != ECONNABORTED) poll(nullptr, 0, 100);  // out of descriptors: do not spin
+      continue;
+    }
     {
       std::lock_guard lock(mu_);
       if (stopping_ || served_ >= kMaxServed) {
@@ -261,16 +294,23 @@ void ObjectTransfer::AcceptLoop(int listen_fd, int stop_fd) {
       served_++;
       threads_++;
     }
-    std::thread([this, fd] {
-      BlockSigpipe();
-      Serve(fd);
+    auto done = [this, fd] {
       std::lock_guard lock(mu_);
       fds_.erase(fd);
       close(fd);
       served_--;
       threads_--;
       idle_cv_.notify_all();
-    }).detach();
+    };
+    try {
+      std::thread([this, fd, done] {
+        BlockSigpipe();
+        Serve(fd);
+        done();
+      }).detach();
+    } catch (const std::system_error&) {  // no thread to be had: this connection is refused
+      done();
+    }
   }
 }
 
@@ -280,11 +320,13 @@ void ObjectTransfer::Serve(int fd) {
   if (conn.ssl == nullptr) return;
   SSL_set_app_data(conn.ssl, this);
   SSL_set_fd(conn.ssl, fd);
-  if (SSL_accept(conn.ssl) != 1) {  // not one of this cluster's agents (or another head's)
-    LOG_WARN("refused an object transfer connection: {}", SslError("TLS handshake"));
+  if (!AcceptWithin(conn.ssl, fd, kHandshakeTimeoutS)) {  // not one of this cluster's agents
+    static std::atomic<int64_t> last_logged{0};
+    int64_t now = time(nullptr);
+    if (now - last_logged.exchange(now) >= 10)  // at most one line per 10 s: a peer cannot flood the log
+      LOG_WARN("refused an object transfer connection: {}", SslError("TLS handshake"));
     return;
   }
-  std::string buffer(kBuffer, '\0');
   for (;;) {
     RequestHead req{};
     if (!conn.ReadExact(&req, sizeof(req)) || req.id_length == 0 || req.id_length > 64) return;
@@ -300,11 +342,11 @@ void ObjectTransfer::Serve(int fd) {
     uint64_t size = static_cast<uint64_t>(st.st_size);
     if (error.empty() && req.offset > size) error = fmt::format("offset {} is past the object's {} bytes", req.offset, size);
     ReplyHead reply{size, error.empty() ? std::min(req.length, size - req.offset) : 0,
-                    static_cast<uint32_t>(error.size()), 0};
+                    static_cast<uint32_t>(error.size()), file < 0 ? 1u : 0u};
     bool ok = conn.WriteAll(&reply, sizeof(reply)) && conn.WriteAll(error.data(), error.size());
     if (ok && reply.length > 0) {
       // Encrypted straight from the file's pages (stored files never change once named).
-      void* map = mmap(nullptr, size, PROT_READ, MAP_SHARED | MAP_POPULATE, file, 0);
+      void* map = mmap(nullptr, size, PROT_READ, MAP_SHARED, file, 0);
       ok = map != MAP_FAILED;
       for (uint64_t done = 0; ok && done < reply.length;) {
         size_t n = static_cast<size_t>(std::min<uint64_t>(kBuffer, reply.length - done));
@@ -353,7 +395,7 @@ void ObjectTransfer::Pull(PullJob job, std::function<void(PullResult)> done) {
 void ObjectTransfer::RunPull(PullJob job, std::function<void(PullResult)> done) {
   PullResult result;
   std::string final_path = store_dir_ + "/" + objects::NodeStore::FileName(job.id, job.attempt);
-  std::string tmp = fmt::format("{}.tmp.{}", final_path, getpid());
+  std::string tmp = fmt::format("{}.tmp.{}.{}", final_path, getpid(), ++pull_seq_);
   int fd = open(tmp.c_str(), O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
   uint64_t received = 0;
   if (fd < 0) {
@@ -367,7 +409,7 @@ void ObjectTransfer::RunPull(PullJob job, std::function<void(PullResult)> done) 
       result.bytes += received - before;
       if (missing) result.missing_on.push_back(source.node_id);
       result.status = s;
-      if (s.ok() || s.code() == Code::kResourceExhausted) break;
+      if (s.ok() || s.code() == Code::kResourceExhausted || s.code() == Code::kCancelled || stopping()) break;
       LOG_INFO("pulling object {} from node {} ({}:{}): {}", ShortHex(job.id), ShortHex(source.node_id),
                source.host, source.port, s.message());
     }
@@ -404,8 +446,8 @@ Status ObjectTransfer::PullFrom(const PullSource& source, const PullJob& job, in
     } else if (reply.error_length > 0) {
       error.resize(std::min<uint32_t>(reply.error_length, 4096));
       conn.ReadExact(error.data(), error.size());
-      *missing = true;
-      status = Status(Code::kNotFound, error);
+      *missing = reply.not_here == 1;
+      status = Status(*missing ? Code::kNotFound : Code::kInternal, error);
     } else if (reply.size != job.size || reply.length != job.size - *received) {
       status = MakeStatus(Code::kInternal, "it holds {} bytes of object {}, the head said {}", reply.size,
                           Hex(job.id), job.size);
@@ -440,6 +482,11 @@ Status ObjectTransfer::Receive(TlsConn& conn, const PullJob& job, int file, uint
     *received += want;
   }
   return Status::Ok();
+}
+
+bool ObjectTransfer::stopping() const {
+  std::lock_guard lock(mu_);
+  return stopping_;
 }
 
 bool ObjectTransfer::Track(int fd) {

@@ -19,7 +19,8 @@
 //
 // Threads: one accepting thread, one per served connection (at most kMaxServed at once), and at
 // most kMaxPulls pulling threads; pulls beyond that wait their turn. Completions are posted to the
-// io_context. Listen, SetSecret, Pull and Stop may be called from any thread.
+// io_context. SetSecret, Pull and Stop may be called from any thread; Listen, port and host from
+// the owner's thread only.
 #pragma once
 
 #include <atomic>
@@ -75,8 +76,8 @@ class ObjectTransfer {
   ObjectTransfer(const ObjectTransfer&) = delete;
   ObjectTransfer& operator=(const ObjectTransfer&) = delete;
 
-  // Listens on `host` (an IP address; port 0: any free one) instead of where it listened before.
-  // Returns the port.
+  // Listens on `host` (an IP address or name; port 0: any free one) instead of where it listened
+  // before (listening nowhere if it fails). Returns the port.
   Result<uint16_t> Listen(const std::string& host, uint16_t port = 0);
   uint16_t port() const { return port_; }
   const std::string& host() const { return host_; }
@@ -100,6 +101,7 @@ class ObjectTransfer {
   Status Receive(TlsConn& conn, const PullJob& job, int file, uint64_t* received);
   void StopListening();
   bool Track(int fd);  // false once stopping
+  bool stopping() const;
   void Untrack(int fd);
   std::string secret() const;
   static unsigned ServerPsk(ssl_st* ssl, const char* identity, unsigned char* psk, unsigned max_len);
@@ -116,6 +118,7 @@ class ObjectTransfer {
   int stop_pipe_[2] = {-1, -1};
   std::thread accept_thread_;
   std::atomic<uint64_t> served_bytes_{0};
+  std::atomic<uint64_t> pull_seq_{0};  // makes each pull's partial file name its own
 
   mutable std::mutex mu_;
   std::condition_variable idle_cv_;

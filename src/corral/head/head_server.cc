@@ -243,7 +243,7 @@ void HeadServer::OnAgentHello(Peer* peer, const proto::Hello& hello, proto::Head
   // Also for a node that starts afresh: what it still holds is superseded (or, after a head
   // restart, waits for its task to be resubmitted).
   tasks_.Reconcile(peer->node, hello.held());
-  tasks_.ReconcileStore(peer->node, hello.stored_objects());
+  tasks_.ReconcileStore(peer->node, hello.stored_objects(), hello.held());
   tasks_.OnNodesChanged();
 }
 
@@ -305,7 +305,7 @@ void HeadServer::DetachClient(Peer* peer, bool goodbye) {
   std::shared_ptr<ClientSession> session = std::move(peer->session);
   if (!session) return;
   session->conn.reset();
-  if (goodbye || session->owned.empty()) {
+  if (goodbye || (session->owned.empty() && session->borrowed.empty())) {  // nothing to keep for it
     tasks_.RemoveClient(session.get());
     return;
   }

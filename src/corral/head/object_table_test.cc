@@ -158,3 +158,35 @@ TEST(ObjectTable, DeletionsForADisconnectedNodeAreSentWhenItComesBack) {
 
 }  // namespace
 }  // namespace corral::head
+
+namespace corral::head {
+namespace {
+
+TEST(ObjectTable, ARegisteringNodeIsReconciledWithWhatItsStoreHolds) {
+  Table t;
+  Node* n = t.AddNode("n", 64 * kMiB);
+  std::string kept = t.Put("n", kMiB), gone = t.Put("n", kMiB);
+  google::protobuf::RepeatedPtrField<proto::StoredObject> stored;
+  stored.Add()->set_id(kept);
+  stored.Add()->set_id("stranger");        // a value the head does not know there
+  proto::StoredObject* result = stored.Add();  // a result whose report is on its way
+  result->set_id("finishing");
+  result->set_attempt(2);
+  google::protobuf::RepeatedPtrField<proto::HeldAttempt> held;
+  held.Add()->set_task_id("finishing");
+  held.Mutable(0)->set_attempt(2);
+  // During the head's start-up grace, unknown values are kept (a driver may send its put again).
+  t.tasks.ReconcileStore(n, stored, held);
+  EXPECT_TRUE(t.Told("n", false).empty());
+  auto u = t.tasks.StoreUsageOf("n");
+  EXPECT_EQ(u.objects, 1);  // `gone` is not there: that copy is forgotten (the only one: lost)
+  EXPECT_EQ(u.bytes, kMiB);
+  t.clock.Advance(std::chrono::seconds(3600));
+  t.tasks.ReconcileStore(n, stored, held);
+  EXPECT_EQ(t.Told("n", false), std::vector<std::string>{"stranger"});
+  t.Release(kept);
+  t.Release(gone);
+}
+
+}  // namespace
+}  // namespace corral::head

@@ -391,8 +391,10 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
   }
   if (it == tasks_.end() || it->second.state == TaskState::kFinished) {
     // Finished (and perhaps freed) already: a report sent again after a connection failed, or one
-    // from before a head restart that no owner resubmitted.
+    // from before a head restart that no owner resubmitted. Its stored result goes unless it is
+    // the value the head holds there (the value may have been freed, or rebuilt elsewhere).
     Count("duplicate_reports_ignored");
+    DiscardStoredResult(node, finished);
     return;
   }
   if (it->second.state != TaskState::kDispatched ||

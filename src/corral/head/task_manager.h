@@ -131,8 +131,10 @@ class TaskManager {
   // The node (re)registered holding `stored`: copies the head places there that it lacks are
   // dropped (a value left with none is rebuilt or lost), spills whose answer was lost are settled,
   // and values the head does not know there are deleted, except during the head's start-up grace,
-  // when drivers may still send again the puts a restarted head forgot.
-  void ReconcileStore(Node* node, const google::protobuf::RepeatedPtrField<proto::StoredObject>& stored);
+  // when drivers may still send again the puts a restarted head forgot, and except results of the
+  // attempts the node holds (`held`: their ends are reported after the registration).
+  void ReconcileStore(Node* node, const google::protobuf::RepeatedPtrField<proto::StoredObject>& stored,
+                      const google::protobuf::RepeatedPtrField<proto::HeldAttempt>& held);
   // A reader wrote a copy of a stored value into its node's store: later readers there use it.
   Status AddCopy(ClientSession* client, const proto::ObjectValue& copy);
   // Whether `node` may take a copy of stored object `id` for `client` (a worker: only its own

@@ -156,11 +156,11 @@ Status TaskManager::ContainRefs(ClientSession* client, const proto::ContainRefs&
   auto it = objects_.find(request.container());
   if (it == objects_.end() || !MayRead(*client, it->second))
     return MakeStatus(Code::kNotFound, "object {} is not known to the head", Hex(request.container()));
+  std::vector<std::string>& contains = it->second.contains;
+  std::unordered_set<std::string> known(contains.begin(), contains.end());
   for (const auto& id : request.ids()) {
     auto c = objects_.find(id);
-    std::vector<std::string>& contains = it->second.contains;
-    if (c == objects_.end() || id == request.container() || !MayRead(*client, c->second) ||
-        std::find(contains.begin(), contains.end(), id) != contains.end())
+    if (c == objects_.end() || id == request.container() || !MayRead(*client, c->second) || !known.insert(id).second)
       continue;
     contains.push_back(id);
     c->second.containers++;
@@ -177,28 +177,35 @@ void TaskManager::BorrowRefs(ClientSession* client, const proto::BorrowRefs& req
   }
 }
 
-void TaskManager::TryFree(const std::string& id) {
-  auto it = objects_.find(id);
-  if (it == objects_.end()) return;
-  Object& obj = it->second;
-  if (!obj.released || obj.pinned || obj.dependents > 0 || obj.containers > 0 || obj.borrows > 0 || !obj.ready)
-    return;
-  if (auto c = clients_.find(obj.owner); c != clients_.end()) c->second->owned.erase(id);
-  if (obj.has_task) {
-    auto t = tasks_.find(id);
-    if (t != tasks_.end() && std::exchange(t->second.uses_function, false)) DropFunction(t->second.spec.function_hash());
-    tasks_.erase(id);
-  }
-  object_bytes_ -= static_cast<int64_t>(obj.value.data().size());
-  DropStored(obj.value, &obj);
-  std::vector<std::string> contains = std::move(obj.contains);
-  objects_.erase(it);
-  Count("objects_freed");
-  for (const auto& inner : contains)  // the references it held
-    if (auto c = objects_.find(inner); c != objects_.end()) {
-      c->second.containers--;
-      TryFree(inner);
+void TaskManager::TryFree(const std::string& first) {
+  // A worklist, not recursion: freeing a value drops the references it held, which may free those
+  // in turn, along chains of any length.
+  std::vector<std::string> todo{first};
+  while (!todo.empty()) {
+    std::string id = std::move(todo.back());
+    todo.pop_back();
+    auto it = objects_.find(id);
+    if (it == objects_.end()) continue;
+    Object& obj = it->second;
+    if (!obj.released || obj.pinned || obj.dependents > 0 || obj.containers > 0 || obj.borrows > 0 || !obj.ready)
+      continue;
+    if (auto c = clients_.find(obj.owner); c != clients_.end()) c->second->owned.erase(id);
+    if (obj.has_task) {
+      auto t = tasks_.find(id);
+      if (t != tasks_.end() && std::exchange(t->second.uses_function, false)) DropFunction(t->second.spec.function_hash());
+      tasks_.erase(id);
     }
+    object_bytes_ -= static_cast<int64_t>(obj.value.data().size());
+    DropStored(obj.value, &obj);
+    std::vector<std::string> contains = std::move(obj.contains);
+    objects_.erase(it);
+    Count("objects_freed");
+    for (auto& inner : contains)  // the references it held
+      if (auto c = objects_.find(inner); c != objects_.end()) {
+        c->second.containers--;
+        todo.push_back(std::move(inner));
+      }
+  }
 }
 
 
@@ -317,7 +324,8 @@ void TaskManager::OnObjectsSpilled(Node* node, const proto::ObjectsSpilled& done
   }
 }
 
-void TaskManager::ReconcileStore(Node* node, const google::protobuf::RepeatedPtrField<proto::StoredObject>& stored) {
+void TaskManager::ReconcileStore(Node* node, const google::protobuf::RepeatedPtrField<proto::StoredObject>& stored,
+                                 const google::protobuf::RepeatedPtrField<proto::HeldAttempt>& held) {
   std::map<std::pair<std::string, uint32_t>, bool> here;  // -> spilled
   for (const auto& o : stored) here[{o.id(), o.attempt()}] = o.spilled();
   std::vector<std::pair<std::string, uint32_t>> missing;
@@ -334,7 +342,11 @@ void TaskManager::ReconcileStore(Node* node, const google::protobuf::RepeatedPtr
   }
   for (const auto& [id, attempt] : missing) DropMissingCopy(node, id, attempt);
   if (InGrace()) return;
+  for (const auto& a : held) here.erase({a.task_id(), a.attempt()});  // a result on its way to the head
   for (const auto& [key, spilled] : here) {
+    // Not ready yet: a put or a result whose message is still on its way. (The agent lists only
+    // values written a while ago, so one just written is not taken for unknown either.)
+    if (auto it = objects_.find(key.first); it != objects_.end() && !it->second.ready) continue;
     DeleteOn(node->view.id, key.first, key.second);
     Count("stored_objects_unknown_deleted");
   }
@@ -556,8 +568,8 @@ Result<const proto::ObjectValue*> TaskManager::PrepareCopy(ClientSession* client
 bool TaskManager::RecordCopy(const std::string& id, uint32_t attempt, Node* node) {
   auto it = objects_.find(id);
   if (it == objects_.end() || !it->second.ready || it->second.value.stored_attempt() != attempt ||
-      it->second.value.error() != proto::ERROR_NONE) {
-    DeleteOn(node->view.id, id, attempt);
+      it->second.value.error() != proto::ERROR_NONE || it->second.spilling || it->second.spilled) {
+    DeleteOn(node->view.id, id, attempt);  // (a spilled value's usage is counted for one node only)
     return false;
   }
   proto::ObjectValue& v = it->second.value;

@@ -174,10 +174,14 @@ int NodeStore::SweepPartial(std::optional<pid_t> pid) {
   return removed;
 }
 
-std::vector<NodeStore::Entry> NodeStore::List() const {
+std::vector<NodeStore::Entry> NodeStore::List(int min_age_s) const {
   std::vector<Entry> out;
+  time_t newest = time(nullptr) - min_age_s;
   for (bool spilled : {false, true})
     ForEachEntry(spilled ? spill_dir_ : dir_, [&](const std::string& name) {
+      struct stat st{};
+      if (min_age_s > 0 && (stat(((spilled ? spill_dir_ : dir_) + "/" + name).c_str(), &st) != 0 || st.st_mtime > newest))
+        return;
       // "<hex id>-<attempt>", nothing else (partial files, `.node`).
       size_t dash = name.rfind('-');
       if (dash == std::string::npos || dash == 0 || name.find('.') != std::string::npos) return;

@@ -62,13 +62,14 @@ class NodeStore {
   // Removes the partial files of writer `pid`, or (nullopt) of every writer no longer running.
   // Returns how many it removed.
   int SweepPartial(std::optional<pid_t> pid = std::nullopt);
-  // The complete values in the store, in memory and spilled (partial files are not listed).
+  // The complete values in the store, in memory and spilled, last written at least `min_age_s`
+  // seconds ago (partial files are not listed).
   struct Entry {
     std::string id;
     uint32_t attempt = 0;
     bool spilled = false;
   };
-  std::vector<Entry> List() const;
+  std::vector<Entry> List(int min_age_s = 0) const;
   // Removes the directory and everything in it (the agent is stopping).
   void RemoveAll();
 
