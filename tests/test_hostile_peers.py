@@ -293,11 +293,15 @@ def test_the_object_port_refuses_what_is_not_an_agent_of_this_cluster(cluster):
     secret): a peer that does not have that key gets nothing, and the agent keeps serving."""
     import ssl
 
-    a = cluster.add_agent(num_cpus=1, labels={"side": "a"})
+    with socket.socket() as free:  # a port for --object-port (a firewall names it)
+        free.bind(("127.0.0.1", 0))
+        fixed = free.getsockname()[1]
+    a = cluster.add_agent(num_cpus=1, labels={"side": "a"}, extra=["--object-port", str(fixed)])
     cluster.add_agent(num_cpus=1, labels={"side": "b"})
     cluster.connect()
     cluster.wait_nodes(2)
     peer = {n["node_id"]: n["peer_address"] for n in corral.nodes()}[a.node_id]
+    assert peer == f"127.0.0.1:{fixed}"
     host, port = peer.rsplit(":", 1)
     address = (host.strip("[]") or "127.0.0.1", int(port))
     # Bytes that are not TLS at all, then a request as the protocol frames it, in clear.

@@ -288,8 +288,8 @@ void Agent::ServeObjects(const std::string& local_ip) {
   if (transfer_->port() == 0 || transfer_->host() != host) {
     // The same port as before where it is free: a laptop that moved keeps its number.
     if (transfer_->port() != 0) last_peer_port_ = transfer_->port();
-    auto port = transfer_->Listen(host, last_peer_port_);
-    if (!port) port = transfer_->Listen(host, 0);
+    auto port = transfer_->Listen(host, options_.object_port ? options_.object_port : last_peer_port_);
+    if (!port && options_.object_port == 0) port = transfer_->Listen(host, 0);
     if (!port) {
       LOG_WARN("{}: objects here are read through the head instead", port.error().message());
       info_.clear_peer_address();

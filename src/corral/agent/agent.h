@@ -78,6 +78,7 @@ struct AgentOptions {
   // The IP address this node serves its objects to other agents on. Empty: the address it reaches
   // the head from. Set for the agent inside the head process, which is then found at the head's host.
   std::string serve_objects_on;
+  uint16_t object_port = 0;              // the port it serves objects on; 0: any free one
   // Connects to the head; unset: dial `head` over TCP. The head's own agent gets an in-process stream.
   std::function<void(std::function<void(Result<std::unique_ptr<net::ByteStream>>)>)> connect;
 };

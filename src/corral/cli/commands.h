@@ -27,6 +27,7 @@ struct NodeFlags {
   std::string object_store_memory;  // e.g. "8GiB"; empty: 30% of RAM (at most what /dev/shm holds)
   std::string object_store_dir;     // empty: /dev/shm/corral-<node>
   std::string spill_dir;            // empty: <state dir>/spill
+  int object_port = 0;              // 0: any free port
   // Re-creates these flags as arguments, for a child `corral start`.
   std::vector<std::string> ToArgs() const;
 };

@@ -29,6 +29,10 @@ void AddNodeFlags(CLI::App* cmd, corral::cli::NodeFlags* f) {
   cmd->add_option("--object-store-dir", f->object_store_dir,
                   "directory on a memory file system for this node's object store: a subdirectory corral-<node> is "
                   "made there (default: /dev/shm/corral-<node>)");
+  cmd->add_option("--object-port", f->object_port,
+                  "TCP port this node's agent serves its objects to other agents on (TLS keyed by the cluster's "
+                  "secret), on the address it reaches the head by: open it between machines (default: any free port)")
+      ->check(CLI::Range(0, 65535));
   cmd->add_option("--spill-dir", f->spill_dir,
                   "directory on disk where values go when the object store is full, least recently used first: a "
                   "subdirectory corral-<node> is made there (default: <state dir>/spill)");

@@ -94,6 +94,7 @@ void FillAgentOptions(const NodeFlags& flags, const net::Endpoint& head, const s
   options->drain_on_sleep = flags.drain_on_sleep;
   options->object_store_dir = flags.object_store_dir;
   options->spill_dir = flags.spill_dir;
+  options->object_port = static_cast<uint16_t>(flags.object_port);
 }
 
 int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv) {

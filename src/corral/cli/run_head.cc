@@ -36,6 +36,7 @@ std::vector<std::string> NodeFlags::ToArgs() const {
   if (!object_store_memory.empty()) a.insert(a.end(), {"--object-store-memory", object_store_memory});
   if (!object_store_dir.empty()) a.insert(a.end(), {"--object-store-dir", object_store_dir});
   if (!spill_dir.empty()) a.insert(a.end(), {"--spill-dir", spill_dir});
+  if (object_port > 0) a.insert(a.end(), {"--object-port", std::to_string(object_port)});
   return a;
 }
 

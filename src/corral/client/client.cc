@@ -334,6 +334,14 @@ void Client::ReconnectLoop(Status reason) {
       RememberRelease(held.release());
       (*c)->Send(held);
     }
+    if (!pending_unborrow_.empty() && same_head) {  // a new head run knows no borrows
+      proto::ClientToHead unborrow;
+      for (auto& id : pending_unborrow_) unborrow.mutable_release()->add_ids(std::move(id));
+      unborrow.mutable_release()->set_borrowed(true);
+      RememberRelease(unborrow.release());
+      (*c)->Send(unborrow);
+    }
+    pending_unborrow_.clear();
     reconnecting_ = false;
     reconnects_++;
     if (options_.print_logs)
@@ -685,16 +693,22 @@ bool Client::reconnecting() const {
 }
 
 void Client::FlushReleases() {
-  proto::ClientToHead msg;
+  proto::ClientToHead msg, unborrow;
   {
     std::lock_guard lock(mu_);
     release_timer_armed_ = false;
-    if (pending_release_.empty() || closed_ || reconnecting_) return;  // reconnecting: sent after the replay
+    if (closed_ || reconnecting_) return;  // reconnecting: sent after the replay
     for (auto& id : pending_release_) msg.mutable_release()->add_ids(std::move(id));
     pending_release_.clear();
-    RememberRelease(msg.release());
+    for (auto& id : pending_unborrow_) unborrow.mutable_release()->add_ids(std::move(id));
+    pending_unborrow_.clear();
+    if (unborrow.has_release()) unborrow.mutable_release()->set_borrowed(true);
+    for (const auto* m : {&msg, &unborrow})
+      if (m->has_release()) RememberRelease(m->release());
   }
-  conn()->Send(msg, net::Urgency::kSoon);  // never blocks: releases only shrink the head's memory
+  // Never blocks: releases only shrink the head's memory.
+  for (const auto* m : {&msg, &unborrow})
+    if (m->has_release()) conn()->Send(*m, net::Urgency::kSoon);
 }
 
 void Client::RememberRelease(const proto::Release& release) {
@@ -720,14 +734,11 @@ void Client::Pin(const std::string& id) {
 }
 
 void Client::Unborrow(const std::string& id) {
-  proto::ClientToHead msg;
-  msg.mutable_release()->add_ids(id);
-  msg.mutable_release()->set_borrowed(true);
   {
     std::lock_guard lock(mu_);
-    if (reconnecting_) return;  // a new head run knows no borrows
+    pending_unborrow_.push_back(id);
   }
-  if (auto c = conn()) c->Send(msg);
+  AfterDrops(true);  // sent with the next batch of releases (after a replay, when reconnecting)
 }
 
 Status Client::Cancel(const std::string& task_id, bool force) {

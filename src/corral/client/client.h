@@ -159,6 +159,7 @@ class Client {
   std::unordered_set<std::string> subscribed_;                      // guarded by mu_
   std::unordered_set<std::string> owned_;                           // guarded by mu_
   std::vector<std::string> pending_release_;                        // guarded by mu_
+  std::vector<std::string> pending_unborrow_;                       // guarded by mu_: borrows dropped
   // Cancels of tasks not finished yet (id -> force), sent again after every reconnect: one sent
   // on a connection that died before the head read it is not lost. Guarded by mu_.
   std::map<std::string, bool> cancels_;
