@@ -80,10 +80,11 @@ void HeadServer::PullToNode(Peer* peer, const proto::Request& request) {
   if (!value) return answer(value.error());
   if (*value == nullptr) return answer(Status::Ok());  // it is there already
   const proto::ObjectValue& v = **value;
-  if (auto it = pulling_.find({node->view.id, pull.id()}); it != pulling_.end()) {
+  if (auto it = pulling_.find({node->view.id, pull.id()});
+      it != pulling_.end() && pending_pulls_[it->second].attempt == v.stored_attempt()) {
     pending_pulls_[it->second].readers.emplace_back(peer->conn, request.request_id());
     return;
-  }
+  }  // (a pull of an attempt since rebuilt is left to fail; this one starts anew)
   proto::HeadToAgent msg;
   proto::PullObject* order = msg.mutable_pull_object();
   for (const auto& id : v.locations())
@@ -112,7 +113,8 @@ void HeadServer::OnObjectPulled(Peer* peer, const proto::ObjectPulled& pulled) {
   if (it == pending_pulls_.end() || !peer->node || it->second.node != peer->node->view.id) return;
   PendingPull pull = std::move(it->second);
   pending_pulls_.erase(it);
-  pulling_.erase({pull.node, pull.object});
+  if (auto p = pulling_.find({pull.node, pull.object}); p != pulling_.end() && p->second == pulled.request_id())
+    pulling_.erase(p);
   for (const auto& id : pulled.missing_on())
     if (Node* n = nodes_.Find(id)) tasks_.DropMissingCopy(n, pull.object, pull.attempt);
   Status status;
