@@ -5,6 +5,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sys
 import time
 
 import numpy as np
@@ -284,3 +285,32 @@ def test_a_node_that_comes_back_from_the_dead_drops_the_values_it_missed():
         wait_until(lambda: {n["node_id"]: n["state"] for n in corral.nodes()}[a.node_id] == "alive",
                    timeout=60, what="node a back")
         wait_until(lambda: stored_files(a_dir) == [], what="the value the head gave up on deleted on a")
+
+
+def test_a_value_on_the_heads_own_node_is_pulled_from_the_agent_inside_the_head(tmp_path):
+    """The head's machine runs its agent inside the head process, found by others at the head's
+    address (its object port is advertised as ":PORT")."""
+    os.environ.pop("CORRAL_ADDRESS", None)
+    from corral import _cluster
+    corral.init(num_cpus=1)
+    try:
+        c = corral._runtime.cluster
+        head_node = corral.nodes()[0]
+        assert head_node["peer_address"].startswith(":")
+        made = corral.put(np.full(4 * MB, 5, dtype=np.uint8))  # the driver's store: the head's node
+        proc = _cluster.start_process(
+            [_cluster.corral_binary(), "start", "--address", c.address, "--block", "--exit-on-stdin-eof",
+             "--state-dir", str(tmp_path / "b"), "--num-cpus", "1", "--labels", "side=b",
+             "--python", sys.executable, "--python-path", os.path.dirname(os.path.abspath(__file__))],
+            str(tmp_path / "b.log"), dict(os.environ, CORRAL_TOKEN=c.token))[0]
+        try:
+            wait_until(lambda: len(corral.nodes()) == 2, what="the second node")
+            s, where = corral.get(checksum_on_this_node.options(label_selector={"side": "b"}).remote(made), timeout=60)
+            assert s == 5 * 4 * MB and where != head_node["node_id"]
+            counter = lambda node, name: {n["node_id"]: n["counters"].get(name, 0) for n in corral.nodes()}[node]  # noqa: E731
+            wait_until(lambda: counter(head_node["node_id"], "object_bytes_served") >= 4 * MB,
+                       what="the head's agent to report the bytes it served")
+        finally:
+            _cluster.stop_process(proc)
+    finally:
+        corral.shutdown()

@@ -204,11 +204,9 @@ def put(value):
 
 def _put(value, split=None):
     client = _runtime.get_client()
-    what = "the value given to put()"
-    if split is None and type(value) in serialization._SIMPLE:  # cannot hold a ref
-        (data, stored, object_id), inner = serialization.encode(value, what), None
-    else:
-        (data, stored, object_id), inner = serialization.collecting_refs(serialization.encode, value, what, None, 0, split)
+    # (A split was made, and its refs collected, by the caller: pack_args, for a task's argument.)
+    (data, stored, object_id), inner = serialization.collecting_refs(
+        () if split else (value,), serialization.encode, value, "the value given to put()", None, 0, split)
     if stored:
         ref = ObjectRef(client.put_stored(object_id, stored, _store.local().node), _counted=True)
     else:
@@ -390,11 +388,9 @@ class RemoteFunction:
     def remote(self, *args, **kwargs):
         client = _runtime.get_client()
         handle = self._handle(client)
-        pack = serialization.pack_args
-        if serialization.holds_no_refs(args) and (not kwargs or serialization.holds_no_refs(kwargs.values())):
-            (data, deps, held), inner = pack(args, kwargs, ObjectRef, self._name, _put), None
-        else:
-            (data, deps, held), inner = serialization.collecting_refs(pack, args, kwargs, ObjectRef, self._name, _put)
+        (data, deps, held), inner = serialization.collecting_refs(
+            args + tuple(kwargs.values()) if kwargs else args,
+            serialization.pack_args, args, kwargs, ObjectRef, self._name, _put)
         ref = ObjectRef(client.submit(handle, data, deps), _counted=True)
         serialization.register_refs(client, ref.binary(), inner)  # they live while the task's result does
         del held  # large arguments put for the call: the head keeps them while the task needs them

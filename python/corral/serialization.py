@@ -89,9 +89,12 @@ def _new_id():
     return _runtime.get_client().new_object_id()
 
 
-def collecting_refs(dump, *args):
+def collecting_refs(values, dump, *args):
     """``(dump(*args), refs)``: `refs` are the ObjectRefs pickled meanwhile, to register with
-    ``register_refs`` once the value is sent (they stay alive until then)."""
+    ``register_refs`` once the value is sent (they stay alive until then). When `values` (what
+    `dump` pickles) are plain scalars and strings, which cannot hold a ref, nothing is collected."""
+    if _holds_no_refs(values):
+        return dump(*args), None
     prev = getattr(_tls, "contained", None)
     refs = _tls.contained = []
     try:
@@ -107,8 +110,8 @@ def register_refs(client, container_id, refs):
         client.contain_refs(container_id, [r.binary() for r in refs])
 
 
-def holds_no_refs(values):
-    """True when none of `values` can hold an ObjectRef (plain scalars and strings): no collecting."""
+def _holds_no_refs(values):
+    """True when none of `values` can hold an ObjectRef (plain scalars and strings)."""
     for v in values:
         if type(v) not in _SIMPLE:
             return False
@@ -139,7 +142,7 @@ def value_of(entry, client):
     data, _kind, _message, stored_size, locations, attempt, object_id = entry
     if stored_size:
         return loads_borrowing(_store.read, object_id, stored_size, locations, attempt, client)
-    return loads_borrowing(pickle.loads, data) if _REF_MARK in data else pickle.loads(data)
+    return loads(data)
 
 
 def loads(data):

@@ -112,13 +112,10 @@ def _run(functions, name, fn_hash, fn_bytes, args, deps, task_id, attempt):
         data, message = serialization.dump_exception(e, name)
         return data, exceptions.KIND_TASK_ERROR, message, 0
     try:
-        what = f"the result of {name}"
-        if type(result) in serialization._SIMPLE:  # cannot hold a ref
-            data, stored, _ = serialization.encode(result, what, task_id, attempt)
-        else:
-            (data, stored, _), inner = serialization.collecting_refs(serialization.encode, result, what, task_id, attempt)
-            if inner:  # registered before the result is reported
-                serialization.register_refs(_runtime.get_client(), task_id, inner)
+        (data, stored, _), inner = serialization.collecting_refs(
+            (result,), serialization.encode, result, f"the result of {name}", task_id, attempt)
+        if inner:  # registered before the result is reported
+            serialization.register_refs(_runtime.get_client(), task_id, inner)
         return data, 0, "", stored
     except exceptions.ObjectStoreFullError as e:
         return b"", exceptions.KIND_OBJECT_STORE_FULL, f"the result of {name}: {e}", 0

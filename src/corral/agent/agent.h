@@ -152,7 +152,8 @@ class Agent {
   // Reports every queued task as failed with `why` (workers cannot start here).
   void FailQueued(const std::string& why);
   void OnWorkerLine(pid_t pid, bool is_stderr, std::string line);
-  // The object store (see objects/node_store.h): the head's deletions and reads for other nodes.
+  // The object store (agent_objects.cc; see objects/node_store.h): the head's deletions, and reads
+  // relayed through the head for readers without a store.
   void OnDeleteObjects(const proto::DeleteObjects& request);
   void OnReadObject(const proto::ReadObject& request);
   // Spills run on their own thread (disk writes would stall the node's event loop); the head hears

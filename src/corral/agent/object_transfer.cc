@@ -35,24 +35,18 @@ namespace corral::agent {
 // One TLS connection on a blocking socket; owns the SSL, not the socket.
 struct TlsConn {
   SSL* ssl = nullptr;
-  int fd = -1;
   ~TlsConn() {
     if (ssl) SSL_free(ssl);
   }
-  bool ReadExact(void* p, size_t n) {
-    auto* at = static_cast<char*>(p);
+  bool ReadExact(void* p, size_t n) { return Whole(SSL_read, static_cast<char*>(p), n); }
+  bool WriteAll(const void* p, size_t n) { return Whole(SSL_write, static_cast<const char*>(p), n); }
+
+ private:
+  // Calls `op` (SSL_read or SSL_write) until all `n` bytes moved; false if the connection failed.
+  template <typename Op, typename Byte>
+  bool Whole(Op op, Byte* at, size_t n) {
     while (n > 0) {
-      int r = SSL_read(ssl, at, static_cast<int>(std::min<size_t>(n, 1 << 30)));
-      if (r <= 0) return false;
-      at += r;
-      n -= static_cast<size_t>(r);
-    }
-    return true;
-  }
-  bool WriteAll(const void* p, size_t n) {
-    auto* at = static_cast<const char*>(p);
-    while (n > 0) {
-      int r = SSL_write(ssl, at, static_cast<int>(std::min<size_t>(n, 1 << 30)));
+      int r = op(ssl, at, static_cast<int>(std::min<size_t>(n, 1 << 30)));
       if (r <= 0) return false;
       at += r;
       n -= static_cast<size_t>(r);
@@ -316,7 +310,7 @@ void ObjectTransfer::AcceptLoop(int listen_fd, int stop_fd) {
 
 void ObjectTransfer::Serve(int fd) {
   SetTimeouts(fd, kIoTimeoutS);
-  TlsConn conn{SSL_new(server_ctx_), fd};
+  TlsConn conn{SSL_new(server_ctx_)};
   if (conn.ssl == nullptr) return;
   SSL_set_app_data(conn.ssl, this);
   SSL_set_fd(conn.ssl, fd);
@@ -433,7 +427,7 @@ Status ObjectTransfer::PullFrom(const PullSource& source, const PullJob& job, in
   }
   Status status;
   {
-    TlsConn conn{SSL_new(client_ctx_), fd};
+    TlsConn conn{SSL_new(client_ctx_)};
     SSL_set_app_data(conn.ssl, this);
     SSL_set_fd(conn.ssl, fd);
     RequestHead req{static_cast<uint32_t>(job.id.size()), job.attempt, *received, job.size - *received};
