@@ -249,6 +249,8 @@ void HeadServer::OnAgentHello(Peer* peer, const proto::Hello& hello, proto::Head
 
 void HeadServer::OnClientHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome) {
   peer->kind = Peer::kClient;
+  // Ids are 8 bytes: the head finds what a client owns by that prefix of the ids it makes.
+  if (!hello.id().empty() && hello.id().size() != 8) return Refuse(peer, "a client id is 8 bytes");
   std::string id = hello.id().empty() ? RandomBytes(8) : hello.id();
   // A session is taken over only by who holds its secret and the token it was made with: the id
   // alone (it is in every task id the client made) proves nothing.
@@ -305,7 +307,7 @@ void HeadServer::DetachClient(Peer* peer, bool goodbye) {
   std::shared_ptr<ClientSession> session = std::move(peer->session);
   if (!session) return;
   session->conn.reset();
-  if (goodbye || (session->owned.empty() && session->borrowed.empty())) {  // nothing to keep for it
+  if (goodbye || (session->owned == 0 && session->borrowed.empty())) {  // nothing to keep for it
     tasks_.RemoveClient(session.get());
     return;
   }

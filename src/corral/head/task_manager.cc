@@ -49,23 +49,31 @@ void TaskManager::AddClient(ClientSession* client) { clients_[client->id] = clie
 
 void TaskManager::RemoveClient(ClientSession* client) {
   clients_.erase(client->id);
-  std::vector<std::string> owned(client->owned.begin(), client->owned.end());
-  for (const auto& id : owned) {
-    auto t = tasks_.find(id);
-    if (t != tasks_.end() && t->second.state != TaskState::kFinished) {
-      proto::Cancel c;
-      c.set_task_id(id);
-      c.set_force(true);
-      Cancel(client, c);
-    }
-    auto o = objects_.find(id);
-    if (o != objects_.end()) {
-      o->second.released = true;
-      o->second.pinned = false;
-      TryFree(id);
+  if (client->owned > 0) {
+    // What it owns is found by its id (the prefix of every id it made), not kept in a set per
+    // client: this walk, when an owner leaves, is cheaper than a set entry for each of its tasks.
+    std::vector<std::string> owned;
+    for (const auto& [key, task] : tasks_)
+      if (key.view().starts_with(client->id) && OwnerOf(key.str(), task) == client->id) owned.push_back(key.str());
+    for (const auto& [key, obj] : objects_)
+      if (obj.owner == client->id && !tasks_.contains(key)) owned.push_back(key.str());
+    for (const auto& id : owned) {
+      auto t = tasks_.find(id);
+      if (t != tasks_.end() && t->second.state != TaskState::kFinished) {
+        proto::Cancel c;
+        c.set_task_id(id);
+        c.set_force(true);
+        Cancel(client, c);
+      }
+      if (t = tasks_.find(id); t != tasks_.end()) t->second.released = true;
+      auto o = objects_.find(id);
+      if (o != objects_.end()) {
+        o->second.released = true;
+        o->second.pinned = false;
+        TryFree(id);
+      }
     }
   }
-  client->owned.clear();
   std::unordered_map<std::string, int> borrowed = std::move(client->borrowed);
   client->borrowed.clear();
   for (const auto& [id, n] : borrowed)
@@ -109,6 +117,10 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
     return;
   }
   if (tasks_.contains(id) || objects_.contains(id)) return;  // a resubmission of the same task
+  if (!client->id.empty() && !spec.durable_function().empty()) {
+    Count("submissions_refused_durable_function");  // durable runs come from the durable queue only
+    return;
+  }
   Count("tasks_submitted");
   if (!spec.function().empty() && !HashMatches(spec.function(), spec.function_hash())) {
     // Registered under another function's hash, it would run in place of that one for every client.
@@ -123,57 +135,56 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
   }
   if (!spec.function().empty()) {
     Function& f = functions_[spec.function_hash()];
-    if (f.pickled.empty()) f.pickled = std::move(*spec.mutable_function());
+    if (f.pickled.empty()) {
+      f.hash = spec.function_hash();
+      f.name = spec.name();
+      f.pickled = std::move(*spec.mutable_function());
+    }
     if (client->functions.insert(spec.function_hash()).second) f.uses++;
     spec.clear_function();
   }
-  spec.set_owner_id(client->id);
-  Object& obj = objects_[id];
-  obj.owner = client->id;
-  obj.has_task = true;
-  client->owned.insert(id);
+  client->owned++;
   Task& task = tasks_[id];
-  task.spec = std::move(spec);
-  SchedClass& cls = ClassFor(task.spec);
+  task.durable = !spec.durable_function().empty();
+  SchedClass& cls = ClassFor(spec);
   cls.unfinished++;
   task.cls = &cls;
-  task.spec.clear_resources();
-  task.spec.clear_label_selector();
   peak_unfinished_ = std::max(peak_unfinished_, ++unfinished_);
   // Refuse what cannot run before counting dependencies, so nothing is counted that is not undone.
   std::string refusal;
   proto::ErrorKind kind = proto::RUNTIME;
-  bool durable = !task.spec.durable_function().empty();
-  if (!durable && !functions_.contains(task.spec.function_hash())) {
+  auto function = functions_.find(spec.function_hash());
+  if (!task.durable && function == functions_.end()) {
     refusal = fmt::format("the head does not know the function of task {}; it was not sent with the first "
                           "submission on this connection",
-                          task.spec.name());
+                          spec.name());
   } else {
-    for (const auto& dep : task.spec.deps()) {
-      auto d = objects_.find(dep);
+    for (const auto& dep : spec.deps()) {
+      Object* d = ObjectFor(dep);
       // An argument is read like a get: passing another token's object to a task would hand over its value.
-      if (d == objects_.end() || !MayRead(*client, d->second)) {
-        if (d != objects_.end()) Count("reads_refused_foreign_object");
+      if (d == nullptr || !MayRead(*client, *d)) {
+        if (d != nullptr) Count("reads_refused_foreign_object");
         kind = proto::OBJECT_LOST;
         refusal = fmt::format("argument object {} of {} is not known to the head (it was freed, or its owner "
                               "exited), or belongs to a client with another token",
-                              Hex(dep), task.spec.name());
+                              Hex(dep), spec.name());
         break;
       }
     }
   }
-  if (!durable && refusal.empty()) {
-    UseFunction(task.spec.function_hash());
-    task.uses_function = true;
+  if (!task.durable && refusal.empty()) {
+    task.function = &function->second;
+    task.function->uses++;
   }
   if (!refusal.empty()) {
-    task.spec.clear_deps();
+    spec.clear_deps();
+    KeepSpec(task, spec);
     Finish(id, ErrorValue(id, kind, std::move(refusal)));
     return;
   }
   proto::ObjectValue failed_dep;
-  for (const auto& dep : task.spec.deps()) {
-    Object& d = objects_[dep];
+  for (const auto& dep : spec.deps()) {
+    Object& d = *ObjectFor(dep);
     d.dependents++;
     if (d.ready) {
       if (d.value.error() != proto::ERROR_NONE && failed_dep.id().empty()) {
@@ -185,11 +196,61 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
       task.unresolved++;
     }
   }
+  KeepSpec(task, spec);
   if (!failed_dep.id().empty()) {
     Finish(id, std::move(failed_dep));
     return;
   }
   if (task.unresolved == 0) Enqueue(id, task);
+}
+
+void TaskManager::KeepSpec(Task& task, proto::TaskSpec& spec) {
+  if (task.function) {  // the function's entry has them
+    spec.clear_name();
+    spec.clear_function_hash();
+  }
+  task.attempt = spec.attempt();
+  task.max_retries = spec.max_retries();
+  task.resubmitted = spec.resubmitted();
+  task.has_deps = spec.deps_size() > 0;
+  spec.clear_task_id();
+  spec.clear_owner_id();
+  spec.clear_attempt();
+  spec.clear_max_retries();
+  spec.clear_function();
+  spec.clear_resources();
+  spec.clear_label_selector();
+  task.spec = spec.SerializeAsString();
+}
+
+proto::TaskSpec TaskManager::SpecOf(const std::string& id, const Task& task) const {
+  proto::TaskSpec spec;
+  spec.ParseFromString(task.spec);  // written by KeepSpec: it parses
+  spec.set_task_id(id);
+  spec.set_owner_id(OwnerOf(id, task));
+  spec.set_attempt(task.attempt);
+  spec.set_max_retries(task.max_retries);
+  if (task.function) {
+    spec.set_name(task.function->name);
+    spec.set_function_hash(task.function->hash);
+  }
+  return spec;
+}
+
+std::string TaskManager::NameOf(const std::string& id, const Task& task) const {
+  return task.function ? task.function->name : SpecOf(id, task).name();
+}
+
+TaskManager::Object* TaskManager::ObjectFor(const std::string& id) {
+  if (auto o = objects_.find(id); o != objects_.end()) return &o->second;
+  auto t = tasks_.find(id);
+  if (t == tasks_.end()) return nullptr;
+  // Finished tasks keep their entry while they are kept; this one is not finished yet.
+  Object& obj = objects_[id];
+  obj.owner = OwnerOf(id, t->second);
+  obj.has_task = true;
+  obj.released = t->second.released;
+  return &obj;
 }
 
 TaskManager::SchedClass& TaskManager::ClassFor(const proto::TaskSpec& spec) {
@@ -212,8 +273,9 @@ void TaskManager::SubmitDurable(proto::TaskSpec&& spec) {
   nobody.may_touch_any = true;  // the head's own submission (its arguments are the queue's)
   std::string id = spec.task_id();
   Submit(&nobody, std::move(spec));
+  if (auto t = tasks_.find(id); t != tasks_.end()) t->second.released = true;  // nobody holds it: freed once finished
   if (auto o = objects_.find(id); o != objects_.end()) {
-    o->second.released = true;  // nobody holds it: freed once finished
+    o->second.released = true;
     TryFree(id);
   }
 }
@@ -226,7 +288,7 @@ void TaskManager::Cancel(ClientSession* client, const proto::Cancel& request) {
   auto it = tasks_.find(id);
   if (it == tasks_.end()) return;
   Task& task = it->second;
-  if (!client->may_touch_any && task.spec.owner_id() != client->id) {
+  if (!client->may_touch_any && OwnerOf(id, task) != client->id) {
     Count("cancels_refused_not_owner");  // another client's task (its id is no secret)
     if (!client->id.empty())
       Notice(id, client->id, fmt::format("cancel of task {} refused: it belongs to another client (an admin token "
@@ -238,7 +300,7 @@ void TaskManager::Cancel(ClientSession* client, const proto::Cancel& request) {
       return;
     case TaskState::kWaitingDeps:
     case TaskState::kQueued:
-      Finish(id, ErrorValue(id, proto::CANCELLED, fmt::format("task {} was cancelled", task.spec.name())));
+      Finish(id, ErrorValue(id, proto::CANCELLED, fmt::format("task {} was cancelled", NameOf(id, task))));
       return;
     case TaskState::kDispatched: {
       task.cancel_requested = true;
@@ -247,7 +309,7 @@ void TaskManager::Cancel(ClientSession* client, const proto::Cancel& request) {
       if (!node || !node->conn) return;
       proto::HeadToAgent msg;
       msg.mutable_cancel()->set_task_id(id);
-      msg.mutable_cancel()->set_attempt(task.spec.attempt());
+      msg.mutable_cancel()->set_attempt(task.attempt);
       msg.mutable_cancel()->set_force(request.force());
       node->conn->Send(msg);
       return;
@@ -256,15 +318,15 @@ void TaskManager::Cancel(ClientSession* client, const proto::Cancel& request) {
 }
 
 void TaskManager::Enqueue(const std::string& id, Task& task) {
-  if (task.spec.resubmitted() && task.spec.attempt() == 0 && grace_ && AdoptOrPark(id, task)) return;
+  if (task.resubmitted && task.attempt == 0 && grace_ && AdoptOrPark(id, task)) return;
   task.state = TaskState::kQueued;
   SchedClass& cls = *task.cls;
   cls.queue.push_back(id);
   if (!cls.infeasible.empty() && !task.told_infeasible) {
     task.told_infeasible = true;
-    Notice(id, task.spec.owner_id(),
+    Notice(id, OwnerOf(id, task),
            fmt::format("task {} cannot be scheduled: it {}. It stays pending until such a node joins.",
-                       task.spec.name(), cls.infeasible));
+                       NameOf(id, task), cls.infeasible));
   }
   dirty_ = true;
 }
@@ -288,28 +350,30 @@ void TaskManager::Schedule() {
         cls.queue.pop_front();  // cancelled or finished while queued
         continue;
       }
-      if (WaitAgainForArguments(cls.queue.front(), tit->second)) {  // one is being rebuilt
+      std::string id = cls.queue.front().str();
+      proto::TaskSpec spec = SpecOf(id, tit->second);
+      if (WaitAgainForArguments(id, tit->second, spec)) {  // one is being rebuilt
         cls.queue.pop_front();
         continue;
       }
-      Placement p = Place(cls.request, views, LargestHolder(tit->second.spec));
+      Placement p = Place(cls.request, views, LargestHolder(spec));
       if (p.kind == Placement::kWait) break;
       if (p.kind == Placement::kInfeasible) {
         cls.infeasible = p.reason;
-        for (const auto& tid : cls.queue) {
-          auto t = tasks_.find(tid);
+        for (const auto& key : cls.queue) {
+          auto t = tasks_.find(key);
           if (t == tasks_.end() || t->second.told_infeasible || t->second.state != TaskState::kQueued) continue;
           t->second.told_infeasible = true;
-          LOG_WARN("task {} is infeasible: it {}", Printable(t->second.spec.name()), p.reason);
-          Notice(tid, t->second.spec.owner_id(),
-                 fmt::format("task {} cannot be scheduled: it {}. It stays pending until such a node joins.",
-                             t->second.spec.name(), p.reason));
+          std::string tid = key.str(), name = NameOf(tid, t->second);
+          LOG_WARN("task {} is infeasible: it {}", Printable(name), p.reason);
+          Notice(tid, OwnerOf(tid, t->second),
+                 fmt::format("task {} cannot be scheduled: it {}. It stays pending until such a node joins.", name,
+                             p.reason));
         }
         break;
       }
-      std::string id = cls.queue.front();
       cls.queue.pop_front();
-      Dispatch(id, tit->second, nodes_.Find(p.node->id), p.prefetch);
+      Dispatch(id, tit->second, std::move(spec), nodes_.Find(p.node->id), p.prefetch);
     }
     if (cls.queue.empty() && cls.unfinished == 0)
       cit = classes_.erase(cit);
@@ -318,8 +382,8 @@ void TaskManager::Schedule() {
   }
 }
 
-bool TaskManager::WaitAgainForArguments(const std::string& id, Task& task) {
-  for (const auto& dep : task.spec.deps()) {
+bool TaskManager::WaitAgainForArguments(const std::string& id, Task& task, const proto::TaskSpec& spec) {
+  for (const auto& dep : spec.deps()) {
     auto d = objects_.find(dep);
     if (d == objects_.end() || d->second.ready) continue;
     d->second.waiting.push_back(id);
@@ -330,7 +394,7 @@ bool TaskManager::WaitAgainForArguments(const std::string& id, Task& task) {
   return true;
 }
 
-void TaskManager::Dispatch(const std::string& id, Task& task, Node* node, bool prefetch) {
+void TaskManager::Dispatch(const std::string& id, Task& task, proto::TaskSpec&& spec, Node* node, bool prefetch) {
   task.state = TaskState::kDispatched;
   task.node = node->view.id;
   node->view.available.Subtract(task.cls->request.resources);
@@ -338,15 +402,15 @@ void TaskManager::Dispatch(const std::string& id, Task& task, Node* node, bool p
   node->tasks.insert(id);
   proto::HeadToAgent msg;
   proto::ExecuteTask* ex = msg.mutable_execute();
-  *ex->mutable_spec() = task.spec;
+  *ex->mutable_spec() = std::move(spec);
   ex->mutable_spec()->clear_owner_id();  // the head routes what comes back; nodes need not know the client
   const ResourceSet& request = task.cls->request.resources;
   for (const auto& [name, units] : request.units()) (*ex->mutable_spec()->mutable_resources())[name] = request.Get(name);
-  if (task.spec.durable_function().empty() && node->shipped_functions.insert(task.spec.function_hash()).second) {
-    ex->mutable_spec()->set_function(functions_[task.spec.function_hash()].pickled);
+  if (task.function && node->shipped_functions.insert(task.function->hash).second) {
+    ex->mutable_spec()->set_function(task.function->pickled);
     Count("functions_shipped_to_nodes");
   }
-  for (const auto& dep : task.spec.deps()) {
+  for (const auto& dep : ex->spec().deps()) {
     auto d = objects_.find(dep);
     if (d != objects_.end()) {
       *ex->add_deps() = d->second.value;
@@ -355,18 +419,18 @@ void TaskManager::Dispatch(const std::string& id, Task& task, Node* node, bool p
   }
   size_t bytes = msg.ByteSizeLong();
   if (bytes + 64 > net::kDefaultMaxFrameBytes || !node->conn->Send(msg)) {
-    ReleaseResources(task, node);
-    if (task.spec.durable_function().empty()) node->shipped_functions.erase(task.spec.function_hash());
+    ReleaseResources(id, task, node);
+    if (task.function) node->shipped_functions.erase(task.function->hash);
     Finish(id, ErrorValue(id, proto::RUNTIME,
                           fmt::format("task {} with its arguments is {} bytes, over the {}-byte limit of one "
                                       "message; pass fewer or smaller values",
-                                      task.spec.name(), bytes, net::kDefaultMaxFrameBytes)));
+                                      ex->spec().name(), bytes, net::kDefaultMaxFrameBytes)));
     return;
   }
   Count("tasks_dispatched");
 }
 
-void TaskManager::ReleaseResources(Task& task, Node* node) {
+void TaskManager::ReleaseResources(const std::string& id, Task& task, Node* node) {
   if (!node) return;
   if (task.blocked) {
     node->view.available.Subtract(CpuPart(task.cls->request.resources));
@@ -374,7 +438,7 @@ void TaskManager::ReleaseResources(Task& task, Node* node) {
   }
   node->view.available.Add(task.cls->request.resources);
   if (node->view.prefetched > 0) node->view.prefetched--;
-  node->tasks.erase(task.spec.task_id());
+  node->tasks.erase(id);
   dirty_ = true;
 }
 
@@ -398,7 +462,7 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
     return;
   }
   if (it->second.state != TaskState::kDispatched ||
-      it->second.spec.attempt() != finished.attempt() || it->second.node != node->view.id) {
+      it->second.attempt != finished.attempt() || it->second.node != node->view.id) {
     Count("stale_results_discarded");
     DiscardStoredResult(node, finished);
     LOG_INFO("discarded a result for task {} attempt {} from node {}: not the current attempt",
@@ -406,32 +470,33 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
     return;
   }
   Task& task = it->second;
-  ReleaseResources(task, node);
+  const std::string& id = finished.task_id();
+  ReleaseResources(id, task, node);
   proto::ObjectValue* result = finished.mutable_result();
   result->set_id(finished.task_id());
   if (result->stored_size() > 0) {  // in this node's store, under this attempt (the head's record, not the worker's)
     result->clear_locations();
     result->add_locations(node->view.id);
     result->set_stored_attempt(finished.attempt());
-    if (!task.spec.durable_function().empty()) {
+    if (task.durable) {
       DeleteOn(node->view.id, finished.task_id(), finished.attempt());
       *result = ErrorValue(finished.task_id(), proto::RUNTIME, "a durable task's result cannot be a stored value");
     }
   }
   if (result->error() == proto::HANDED_BACK && !task.cancel_requested) {
-    LOG_INFO("node {} handed back task {} ({}): {}", ShortHex(node->view.id), ShortHex(finished.task_id()),
-             Printable(task.spec.name()), Printable(result->message()));
+    LOG_INFO("node {} handed back task {} ({}): {}", ShortHex(node->view.id), ShortHex(id),
+             Printable(NameOf(id, task)), Printable(result->message()));
     Retry(finished.task_id(), task, result->message(), /*failure=*/false);
     return;
   }
   if ((result->error() == proto::WORKER_DIED || result->error() == proto::OUT_OF_MEMORY) &&
-      !task.cancel_requested && task.spec.attempt() < task.spec.max_retries()) {
+      !task.cancel_requested && task.attempt < task.max_retries) {
     Retry(finished.task_id(), task, result->message());
     return;
   }
   if (task.cancel_requested && result->error() != proto::ERROR_NONE) {
     *result = ErrorValue(finished.task_id(), proto::CANCELLED,
-                         fmt::format("task {} was cancelled while running", task.spec.name()));
+                         fmt::format("task {} was cancelled while running", NameOf(id, task)));
   }
   Finish(finished.task_id(), std::move(*result));
 }
@@ -442,26 +507,26 @@ std::string TaskManager::NodeRunning(const std::string& task_id) const {
 }
 
 void TaskManager::Retry(const std::string& id, Task& task, const std::string& why, bool failure) {
-  task.spec.set_attempt(task.spec.attempt() + 1);  // a new attempt: results of the old one are void
+  task.attempt++;  // a new attempt: results of the old one are void
   task.node.clear();
   if (failure) {
     Count("tasks_retried");
-    Notice(id, task.spec.owner_id(),
-           fmt::format("task {} failed: {}; retrying (attempt {} of {})", task.spec.name(), why,
-                       task.spec.attempt() + 1, task.spec.max_retries() + 1));
+    Notice(id, OwnerOf(id, task),
+           fmt::format("task {} failed: {}; retrying (attempt {} of {})", NameOf(id, task), why, task.attempt + 1,
+                       task.max_retries + 1));
   } else {
-    task.spec.set_max_retries(task.spec.max_retries() + 1);  // not the task's failure: costs no retry
+    task.max_retries++;  // not the task's failure: costs no retry
     Count("tasks_handed_back");
   }
-  if (!task.spec.durable_function().empty() && on_durable_rerun) on_durable_rerun(id);
+  if (task.durable && on_durable_rerun) on_durable_rerun(id);
   Enqueue(id, task);
 }
 
 void TaskManager::Requeue(const std::string& id, Task& task, Node* node, const std::string& why) {
-  ReleaseResources(task, node);
+  ReleaseResources(id, task, node);
   std::string msg = fmt::format("node {} ({}) {} while running {}", ShortHex(node->view.id),
-                                node->info.hostname(), why, task.spec.name());
-  if (!task.cancel_requested && task.spec.attempt() < task.spec.max_retries())
+                                node->info.hostname(), why, NameOf(id, task));
+  if (!task.cancel_requested && task.attempt < task.max_retries)
     Retry(id, task, msg);
   else
     Finish(id, ErrorValue(id, task.cancel_requested ? proto::CANCELLED : proto::NODE_DIED, msg));
@@ -497,7 +562,7 @@ void TaskManager::Reconcile(Node* node, const google::protobuf::RepeatedPtrField
   for (const auto& id : node->tasks) {
     auto h = by_id.find(id);
     auto t = tasks_.find(id);
-    if (h == by_id.end() || (t != tasks_.end() && h->second->attempt() != t->second.spec.attempt())) lost.push_back(id);
+    if (h == by_id.end() || (t != tasks_.end() && h->second->attempt() != t->second.attempt)) lost.push_back(id);
   }
   for (const auto& id : lost) {
     Count("attempts_lost_while_disconnected");
@@ -506,7 +571,7 @@ void TaskManager::Reconcile(Node* node, const google::protobuf::RepeatedPtrField
   for (const auto& h : held) {
     auto t = tasks_.find(h.task_id());
     if (t != tasks_.end() && t->second.state == TaskState::kDispatched && t->second.node == node->view.id &&
-        t->second.spec.attempt() == h.attempt()) {
+        t->second.attempt == h.attempt()) {
       Task& task = t->second;
       if (h.blocked() != task.blocked) {
         proto::Blocked b;
@@ -521,7 +586,7 @@ void TaskManager::Reconcile(Node* node, const google::protobuf::RepeatedPtrField
     // After a (re)start: an attempt of a task not resubmitted yet, or resubmitted and still waiting
     // (parked, or for its dependencies, which are resubmitted too): keep it for that task.
     bool waiting_for_it = t == tasks_.end() ||
-                          (t->second.spec.resubmitted() && t->second.spec.attempt() == 0 &&
+                          (t->second.resubmitted && t->second.attempt == 0 &&
                            ((t->second.state == TaskState::kQueued && t->second.parked) ||
                             t->second.state == TaskState::kWaitingDeps));
     if (InGrace() && waiting_for_it) {
@@ -560,14 +625,14 @@ bool TaskManager::AdoptOrPark(const std::string& id, Task& task) {
     task.parked = false;
     task.state = TaskState::kDispatched;
     task.node = node->view.id;
-    task.spec.set_attempt(orphan.attempt);
+    task.attempt = orphan.attempt;
     node->view.available.Subtract(task.cls->request.resources);
     node->tasks.insert(id);
-    node->shipped_functions.insert(task.spec.function_hash());  // it ran the function already
+    if (task.function) node->shipped_functions.insert(task.function->hash);  // it ran the function already
     Count("attempts_adopted_after_restart");
-    if (!task.spec.durable_function().empty() && on_durable_adopted) on_durable_adopted(id);
+    if (task.durable && on_durable_adopted) on_durable_adopted(id);
     LOG_INFO("task {} ({}) resubmitted after a restart: node {} still holds attempt {}", ShortHex(id),
-             Printable(task.spec.name()), ShortHex(node->view.id), orphan.attempt);
+             Printable(NameOf(id, task)), ShortHex(node->view.id), orphan.attempt);
     if (orphan.result) {
       proto::TaskFinished f;
       f.set_task_id(id);
@@ -633,7 +698,7 @@ void TaskManager::OnLog(Node* node, proto::LogLine&& line) {
     Count("log_lines_refused");
     return;
   }
-  auto it = clients_.find(task->second.spec.owner_id());
+  auto it = clients_.find(OwnerOf(line.task_id(), task->second));
   if (it == clients_.end() || !it->second->conn) return;
   if (!it->second->conn->has_room()) {
     Count("log_lines_dropped");  // its owner does not keep up: its output is not worth its memory
@@ -655,21 +720,25 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     auto tit = tasks_.find(tid);
     if (tit == tasks_.end() || tit->second.state == TaskState::kFinished) continue;
     Task& task = tit->second;
-    bool durable = !task.spec.durable_function().empty();
+    bool durable = task.durable;
     // A stored result can be rebuilt by running its task again if its node dies (lineage): the
     // spec (with its resources) and the function stay while the result does.
-    bool lineage = val.stored_size() > 0 && !durable && val.error() == proto::ERROR_NONE;
+    bool lineage = val.stored_size() > 0 && !durable && val.error() == proto::ERROR_NONE && task.function;
+    proto::TaskSpec spec;
+    if (lineage || task.has_deps) spec = SpecOf(tid, task);
     if (lineage) {
       const Request& r = task.cls->request;
-      for (const auto& [name, units] : r.resources.units()) (*task.spec.mutable_resources())[name] = r.resources.Get(name);
-      task.spec.mutable_label_selector()->insert(r.label_selector.begin(), r.label_selector.end());
+      for (const auto& [name, units] : r.resources.units()) (*spec.mutable_resources())[name] = r.resources.Get(name);
+      spec.mutable_label_selector()->insert(r.label_selector.begin(), r.label_selector.end());
+      KeepSpec(task, spec);
+      spec = SpecOf(tid, task);
     }
     task.state = TaskState::kFinished;
     task.parked = false;
     task.cls->unfinished--;
     task.cls = nullptr;  // the class may go once no unfinished task needs it
     --unfinished_;
-    if (!lineage && std::exchange(task.uses_function, false)) DropFunction(task.spec.function_hash());
+    if (!lineage) DropFunctionOf(task);
     switch (val.error()) {
       case proto::ERROR_NONE: Count("tasks_succeeded"); break;
       case proto::CANCELLED: Count("tasks_cancelled"); break;
@@ -677,24 +746,21 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     }
     val.set_id(tid);
     // Dependencies no longer needed by this task.
-    for (const auto& dep : task.spec.deps()) {
+    for (const auto& dep : spec.deps()) {
       auto d = objects_.find(dep);
       if (d == objects_.end()) continue;
       d->second.dependents--;
-      std::erase(d->second.waiting, tid);
+      std::erase(d->second.waiting, IdKey(tid));
       TryFree(dep);
     }
-    if (!lineage) {
-      proto::TaskSpec().Swap(&task.spec);  // drop args; keep nothing but the id below
-      task.spec.set_task_id(tid);
-    }
+    if (!lineage) std::string().swap(task.spec);  // drop the arguments: nothing runs it again
     if (durable && on_durable_finished) on_durable_finished(tid, val);
-    auto oit = objects_.find(tid);
-    if (oit == objects_.end()) {  // its owner let it go: nobody will read the value
+    Object* found = ObjectFor(tid);
+    if (found == nullptr) {  // cannot be: its task is in the table
       DropStored(val);
       continue;
     }
-    Object& obj = oit->second;
+    Object& obj = *found;
     obj.ready = true;
     obj.value = std::move(val);
     object_bytes_ += static_cast<int64_t>(obj.value.data().size());
@@ -710,16 +776,16 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     for (const auto& sub : obj.subscribers)
       if (sub != obj.owner) send_to(sub);
     obj.subscribers.clear();
-    std::vector<std::string> waiting = std::move(obj.waiting);
+    std::vector<IdKey> waiting = std::move(obj.waiting);
     obj.waiting.clear();
     bool failed = obj.value.error() != proto::ERROR_NONE;
     for (const auto& w : waiting) {
       auto wit = tasks_.find(w);
       if (wit == tasks_.end() || wit->second.state != TaskState::kWaitingDeps) continue;
       if (failed) {
-        work.emplace_back(w, obj.value);
+        work.emplace_back(w.str(), obj.value);
       } else if (--wit->second.unresolved == 0) {
-        Enqueue(w, wit->second);
+        Enqueue(w.str(), wit->second);
       }
     }
     TryFree(tid);
@@ -734,7 +800,7 @@ void TaskManager::FillStatus(proto::ClusterStatus* status) const {
     std::string name;
     for (const auto& tid : cls.queue)
       if (auto t = tasks_.find(tid); t != tasks_.end()) {
-        name = t->second.spec.name();
+        name = NameOf(tid.str(), t->second);
         break;
       }
     status->add_infeasible(fmt::format("{} task(s) like {}: it {}", cls.queue.size(), name, cls.infeasible));

@@ -26,11 +26,13 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "corral/base/ids.h"
 #include "corral/head/token_store.h"
 #include "corral/client.pb.h"
+#include "corral/head/id_key.h"
 #include "corral/head/node_registry.h"
 #include "corral/head/task_state.h"
 #include "corral/node.pb.h"
@@ -45,7 +47,7 @@ struct ClientSession {
   bool may_touch_any = false; // admin: may cancel tasks of other clients
   std::string name;
   std::shared_ptr<net::Connection> conn;
-  std::unordered_set<std::string> owned;  // object ids this client owns and the head still holds
+  size_t owned = 0;  // tasks and objects it made that the head still holds (ids starting with its id)
   // Values to send once its connection has room (ids: the values stay in the object table), so
   // a client that reads slowly makes the head hold ids, not copies.
   std::deque<std::string> unsent;
@@ -157,24 +159,35 @@ class TaskManager {
 
  private:
   struct SchedClass;
+  struct Function;
+  // A task as the head keeps it: a million may be queued, so it is small (decision 31). The spec
+  // is kept serialized, less what lives elsewhere: the id (the table's key), the pickled function
+  // (functions_), resources and label selector (the class, until the task finishes), the owner
+  // (OwnerOf) and the attempt and retry figures (below). SpecOf rebuilds the whole message.
   struct Task {
-    // Args and deps kept until finished (retries need them); resources and label selector live
-    // once in the class, not in every task.
-    proto::TaskSpec spec;
-    TaskState state = TaskState::kWaitingDeps;
-    int unresolved = 0;
+    std::string spec;
+    SchedClass* cls = nullptr;         // never null while unfinished; outlives the task while unfinished
+    Function* function = nullptr;      // holds a use of it until finished (or while its result may be rebuilt)
     std::string node;                  // where dispatched
-    SchedClass* cls = nullptr;         // never null once submitted; outlives the task while unfinished
+    uint32_t attempt = 0;
+    uint32_t max_retries = 0;
+    int32_t unresolved = 0;
+    TaskState state = TaskState::kWaitingDeps;
+    bool durable = false;              // a durable queue run (spec.durable_function): owned by no client
+    bool resubmitted = false;
+    bool has_deps = false;
+    bool released = false;             // its owner dropped the result before there was one
     bool blocked = false;
     bool cancel_requested = false;
     bool cancel_force = false;
     bool told_infeasible = false;
     bool parked = false;               // resubmitted after a head restart: waits for an agent to claim it
-    bool uses_function = false;        // holds a use of functions_[spec.function_hash()] until finished
   };
   // A pickled function, kept while some client that sent it is connected or an unfinished task
   // needs it; then forgotten here and on the nodes (a client sends it again on its next use).
   struct Function {
+    std::string hash;
+    std::string name;                  // of the first task that sent it, for messages
     std::string pickled;
     int uses = 0;
   };
@@ -185,40 +198,56 @@ class TaskManager {
     uint32_t attempt = 0;
     std::optional<proto::ObjectValue> result;  // it finished while the head was away
   };
+  // A value, or the place of one to come. An unfinished task's result has an entry only once
+  // something needs one (a subscriber, a dependent, a reference in another value): queued tasks
+  // cost the task table alone.
   struct Object {
     std::string owner;                 // client id
     bool ready = false;
     bool released = false;             // the owner holds no reference
     bool pinned = false;               // a reference escaped where no one counts it: kept until the owner exits
+    bool has_task = false;
+    bool spilling = false;             // stored: being moved to its node's disk
+    bool spilled = false;              // stored: on its node's disk
     int dependents = 0;                // unfinished tasks listing it as a dependency
     int containers = 0;                // live values that contain a reference to it
     int borrows = 0;                   // references held by borrowers (sum of ClientSession::borrowed)
-    std::vector<std::string> contains; // objects this value holds references to
+    std::vector<IdKey> contains;       // objects this value holds references to
     proto::ObjectValue value;
-    std::vector<std::string> waiting;  // tasks waiting for it
+    std::vector<IdKey> waiting;        // tasks waiting for it
     std::vector<std::string> subscribers;
-    bool has_task = false;
     uint64_t last_used = 0;            // use_clock_ when last handed out: spilling takes the least recent
-    bool spilling = false;             // stored: being moved to its node's disk
-    bool spilled = false;              // stored: on its node's disk
   };
   struct SchedClass {
     Request request;
-    std::deque<std::string> queue;
+    std::deque<IdKey> queue;
     std::string infeasible;            // non-empty: no node can ever fit (until nodes change)
     int unfinished = 0;                // tasks of this class not finished: the class lives while > 0
   };
 
+  // The task's whole spec (parsed from what it keeps).
+  proto::TaskSpec SpecOf(const std::string& id, const Task& task) const;
+  // Keeps `spec` in `task` (see Task).
+  static void KeepSpec(Task& task, proto::TaskSpec& spec);
+  // The client that submitted it: its id is the first 8 bytes of its tasks' ids (Submit checks
+  // that); a durable run belongs to none ("").
+  static std::string OwnerOf(const std::string& id, const Task& task) {
+    return task.durable ? std::string() : id.substr(0, 8);
+  }
+  std::string NameOf(const std::string& id, const Task& task) const;
+  // The object entry of `id`; for an unfinished task's result that has none yet, made now.
+  // Null if the head knows no such value or task.
+  Object* ObjectFor(const std::string& id);
   void Enqueue(const std::string& id, Task& task);
   // A queued task whose argument is not ready any more (its value is being rebuilt) waits for it
   // again instead of being sent without it. True if it waits.
-  bool WaitAgainForArguments(const std::string& id, Task& task);
+  bool WaitAgainForArguments(const std::string& id, Task& task, const proto::TaskSpec& spec);
   // The scheduling class of tasks like `spec` (made on first use).
   SchedClass& ClassFor(const proto::TaskSpec& spec);
   // The node holding most bytes of the task's stored arguments ("" if none is stored).
   std::string LargestHolder(const proto::TaskSpec& spec) const;
-  void Dispatch(const std::string& id, Task& task, Node* node, bool prefetch);
-  void ReleaseResources(Task& task, Node* node);
+  void Dispatch(const std::string& id, Task& task, proto::TaskSpec&& spec, Node* node, bool prefetch);
+  void ReleaseResources(const std::string& id, Task& task, Node* node);
   // Finishes the task with `value` and propagates to dependents and subscribers.
   void Finish(const std::string& id, proto::ObjectValue value);
   // `failure`: counts against the task's retries and tells its owner; else the node handed it back.
@@ -273,13 +302,16 @@ class TaskManager {
 
   NodeRegistry& nodes_;
   TaskManagerOptions options_;
-  std::unordered_map<std::string, Task> tasks_;
-  std::unordered_map<std::string, Object> objects_;
+  std::unordered_map<IdKey, Task, IdKey::Hash> tasks_;
+  std::unordered_map<IdKey, Object, IdKey::Hash> objects_;
   std::map<std::string, SchedClass> classes_;
   std::unordered_map<std::string, Function> functions_;  // by hash
-  void UseFunction(const std::string& hash) { functions_[hash].uses++; }
   // Drops a use; the last one forgets the function here and tells the nodes that have it.
   void DropFunction(const std::string& hash);
+  // Drops the use the task holds, if it holds one.
+  void DropFunctionOf(Task& task) {
+    if (Function* f = std::exchange(task.function, nullptr)) DropFunction(f->hash);
+  }
   std::unordered_map<std::string, ClientSession*> clients_;
   std::map<std::string, int64_t> counters_;
   int64_t object_bytes_ = 0;  // sum of objects_[*].value.data().size()

@@ -86,7 +86,7 @@ void TaskManager::Put(ClientSession* client, proto::ObjectValue&& value) {
     obj.value = std::move(value);
   }
   object_bytes_ += static_cast<int64_t>(obj.value.data().size());
-  client->owned.insert(id);
+  client->owned++;
   Count("objects_put");
   // The client kept its own copy of the value: the error replaces it there (get raises).
   if (obj.value.error() != proto::ERROR_NONE) SendValue(client, obj.value);
@@ -94,6 +94,7 @@ void TaskManager::Put(ClientSession* client, proto::ObjectValue&& value) {
 
 void TaskManager::Subscribe(ClientSession* client, const proto::Subscribe& request) {
   for (const auto& id : request.ids()) {
+    ObjectFor(id);  // a result to come gets an entry to wait in
     auto it = objects_.find(id);
     if (it != objects_.end() && !MayRead(*client, it->second)) {
       Count("reads_refused_foreign_object");
@@ -142,7 +143,14 @@ void TaskManager::Release(ClientSession* client, const proto::Release& request) 
   }
   for (const auto& id : request.ids()) {
     auto it = objects_.find(id);
-    if (it == objects_.end() || it->second.owner != client->id) continue;
+    if (it == objects_.end()) {  // an unfinished task's result with no entry yet: the task keeps the flag
+      auto t = tasks_.find(id);
+      if (t == tasks_.end() || OwnerOf(id, t->second) != client->id) continue;
+      if (!request.pin()) t->second.released = true;
+      else ObjectFor(id)->pinned = true;
+      continue;
+    }
+    if (it->second.owner != client->id) continue;
     if (request.pin()) {
       it->second.pinned = true;
     } else {
@@ -153,26 +161,27 @@ void TaskManager::Release(ClientSession* client, const proto::Release& request) 
 }
 
 Status TaskManager::ContainRefs(ClientSession* client, const proto::ContainRefs& request) {
-  auto it = objects_.find(request.container());
-  if (it == objects_.end() || !MayRead(*client, it->second))
+  Object* container = ObjectFor(request.container());
+  if (container == nullptr || !MayRead(*client, *container))
     return MakeStatus(Code::kNotFound, "object {} is not known to the head", Hex(request.container()));
-  std::vector<std::string>& contains = it->second.contains;
-  std::unordered_set<std::string> known(contains.begin(), contains.end());
+  std::unordered_set<std::string> known;
+  for (const auto& id : container->contains) known.insert(id.str());
   for (const auto& id : request.ids()) {
-    auto c = objects_.find(id);
-    if (c == objects_.end() || id == request.container() || !MayRead(*client, c->second) || !known.insert(id).second)
-      continue;
-    contains.push_back(id);
-    c->second.containers++;
+    if (id == request.container() || known.contains(id)) continue;
+    Object* c = ObjectFor(id);  // (entries are stable: `container` stays valid)
+    if (c == nullptr || !MayRead(*client, *c)) continue;
+    known.insert(id);
+    container->contains.push_back(id);
+    c->containers++;
   }
   return Status::Ok();
 }
 
 void TaskManager::BorrowRefs(ClientSession* client, const proto::BorrowRefs& request) {
   for (const auto& id : request.ids()) {
-    auto it = objects_.find(id);
-    if (it == objects_.end() || !MayRead(*client, it->second)) continue;
-    it->second.borrows++;
+    Object* obj = ObjectFor(id);
+    if (obj == nullptr || !MayRead(*client, *obj)) continue;
+    obj->borrows++;
     client->borrowed[id]++;
   }
 }
@@ -189,21 +198,21 @@ void TaskManager::TryFree(const std::string& first) {
     Object& obj = it->second;
     if (!obj.released || obj.pinned || obj.dependents > 0 || obj.containers > 0 || obj.borrows > 0 || !obj.ready)
       continue;
-    if (auto c = clients_.find(obj.owner); c != clients_.end()) c->second->owned.erase(id);
+    if (auto c = clients_.find(obj.owner); c != clients_.end()) c->second->owned--;
     if (obj.has_task) {
       auto t = tasks_.find(id);
-      if (t != tasks_.end() && std::exchange(t->second.uses_function, false)) DropFunction(t->second.spec.function_hash());
+      if (t != tasks_.end()) DropFunctionOf(t->second);
       tasks_.erase(id);
     }
     object_bytes_ -= static_cast<int64_t>(obj.value.data().size());
     DropStored(obj.value, &obj);
-    std::vector<std::string> contains = std::move(obj.contains);
+    std::vector<IdKey> contains = std::move(obj.contains);
     objects_.erase(it);
     Count("objects_freed");
-    for (auto& inner : contains)  // the references it held
+    for (const auto& inner : contains)  // the references it held
       if (auto c = objects_.find(inner); c != objects_.end()) {
         c->second.containers--;
-        todo.push_back(std::move(inner));
+        todo.push_back(inner.str());
       }
   }
 }
@@ -329,11 +338,12 @@ void TaskManager::ReconcileStore(Node* node, const google::protobuf::RepeatedPtr
   std::map<std::pair<std::string, uint32_t>, bool> here;  // -> spilled
   for (const auto& o : stored) here[{o.id(), o.attempt()}] = o.spilled();
   std::vector<std::pair<std::string, uint32_t>> missing;
-  for (auto& [id, obj] : objects_) {
+  for (auto& [key, obj] : objects_) {
     const proto::ObjectValue& v = obj.value;
     if (v.stored_size() == 0 || std::find(v.locations().begin(), v.locations().end(), node->view.id) ==
                                     v.locations().end())
       continue;
+    std::string id = key.str();
     auto h = here.find({id, v.stored_attempt()});
     // A spill whose answer was lost with a connection: the file says where the value is now.
     if (obj.spilling) SettleSpill(obj, store_usage_[node->view.id], h != here.end() && h->second);
@@ -347,6 +357,7 @@ void TaskManager::ReconcileStore(Node* node, const google::protobuf::RepeatedPtr
     // Not ready yet: a put or a result whose message is still on its way. (The agent lists only
     // values written a while ago, so one just written is not taken for unknown either.)
     if (auto it = objects_.find(key.first); it != objects_.end() && !it->second.ready) continue;
+    if (auto t = tasks_.find(key.first); t != tasks_.end() && t->second.state != TaskState::kFinished) continue;
     DeleteOn(node->view.id, key.first, key.second);
     Count("stored_objects_unknown_deleted");
   }
@@ -399,14 +410,14 @@ bool TaskManager::Reconstruct(const std::string& id, std::string* why, int depth
     *why = "it was put, not made by a task (only task results are rebuilt)";
     return false;
   }
-  if (t->second.state != TaskState::kFinished || !t->second.uses_function) {
+  if (t->second.state != TaskState::kFinished || !t->second.function || t->second.spec.empty()) {
     *why = "its task's description was not kept";
     return false;
   }
   Task& task = t->second;
-  if (task.spec.attempt() >= task.spec.max_retries()) {
-    *why = fmt::format("re-running its task {} would pass its max_retries ({})", task.spec.name(),
-                       task.spec.max_retries());
+  proto::TaskSpec spec = SpecOf(id, task);
+  if (task.attempt >= task.max_retries) {
+    *why = fmt::format("re-running its task {} would pass its max_retries ({})", spec.name(), task.max_retries);
     return false;
   }
   if (depth > 100) {
@@ -414,10 +425,10 @@ bool TaskManager::Reconstruct(const std::string& id, std::string* why, int depth
     return false;
   }
   // Arguments must still be there, or be rebuildable themselves.
-  for (const auto& dep : task.spec.deps()) {
+  for (const auto& dep : spec.deps()) {
     auto d = objects_.find(dep);
     if (d == objects_.end()) {
-      *why = fmt::format("its task {}'s argument {} was freed", task.spec.name(), Hex(dep));
+      *why = fmt::format("its task {}'s argument {} was freed", spec.name(), Hex(dep));
       return false;
     }
     if (d->second.ready && d->second.value.error() == proto::OBJECT_LOST && d->second.value.stored_size() == 0 &&
@@ -428,17 +439,17 @@ bool TaskManager::Reconstruct(const std::string& id, std::string* why, int depth
   obj.ready = false;
   obj.value = proto::ObjectValue();
   obj.value.set_id(id);
-  task.spec.set_attempt(task.spec.attempt() + 1);  // a new file name: the lost one may linger on its node
+  task.attempt++;  // a new file name: the lost one may linger on its node
   task.state = TaskState::kWaitingDeps;
   task.unresolved = 0;
   task.told_infeasible = false;
   task.cancel_requested = task.cancel_force = false;
   task.node.clear();
-  SchedClass& cls = ClassFor(task.spec);
+  SchedClass& cls = ClassFor(spec);
   cls.unfinished++;
   task.cls = &cls;
   peak_unfinished_ = std::max(peak_unfinished_, ++unfinished_);
-  for (const auto& dep : task.spec.deps()) {
+  for (const auto& dep : spec.deps()) {
     Object& d = objects_[dep];
     d.dependents++;
     if (!d.ready) {
@@ -448,7 +459,7 @@ bool TaskManager::Reconstruct(const std::string& id, std::string* why, int depth
   }
   Count("tasks_reconstructed");
   LOG_INFO("re-running task {} ({}) to rebuild its result, lost with its node", ShortHex(id),
-           Printable(task.spec.name()));
+           Printable(spec.name()));
   // Its owner drops the value it holds and waits for the new one.
   if (auto c = clients_.find(obj.owner); c != clients_.end())
     SendValue(c->second, ErrorValue(id, proto::RECONSTRUCTING, "being rebuilt"));
@@ -460,11 +471,12 @@ void TaskManager::LoseStoredOn(Node* node, const std::string& why) {
   store_usage_.erase(node->view.id);
   pending_deletes_.erase(node->view.id);
   std::vector<std::string> lost;
-  for (auto& [id, obj] : objects_) {
+  for (auto& [key, obj] : objects_) {
     proto::ObjectValue& v = obj.value;
     if (!obj.ready || v.stored_size() == 0) continue;
     auto at = std::find(v.locations().begin(), v.locations().end(), node->view.id);
     if (at == v.locations().end()) continue;
+    std::string id = key.str();
     v.mutable_locations()->erase(at);
     if (!v.locations().empty()) continue;
     Count("stored_objects_lost");
@@ -585,7 +597,7 @@ bool TaskManager::RecordCopy(const std::string& id, uint32_t attempt, Node* node
 void TaskManager::ForgetRefusedPut(ClientSession* client, const std::string& id) {
   auto it = objects_.find(id);
   if (it == objects_.end() || it->second.owner != client->id || it->second.has_task) return;
-  client->owned.erase(id);
+  client->owned--;
   objects_.erase(it);
 }
 
