@@ -127,7 +127,8 @@ def main():
             corral.get(refs, timeout=size["queued_limit_s"])
             total_s = time.perf_counter() - t
         common.emit("queued_1M", submit_s, "s", tasks=size["queued"], head_rss_mb=rss / 1e6,
-                    head_growth_mb=(rss - before) / 1e6, total_s=total_s)
+                    head_growth_mb=(rss - before) / 1e6, head_bytes_per_task=round((rss - before) / size["queued"]),
+                    total_s=total_s)
         del refs
 
     def durable(size):

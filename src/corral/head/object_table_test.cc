@@ -2,6 +2,7 @@
 // spilling the least recently used, refusals, and deletions that wait for a disconnected node.
 // Each node's connection is an in-process stream whose other end the test reads.
 #include <gtest/gtest.h>
+#include <openssl/sha.h>
 
 #include <map>
 #include <string>
@@ -50,6 +51,7 @@ struct Table {
     info.set_node_id(id);
     (*info.mutable_resources())["CPU"] = 1;
     info.set_object_store_capacity(capacity);
+    info.set_python_version("3.11.2");
     return nodes.Register(info, head_conn, 1);
   }
   // A put of `size` bytes written into `node`'s store; its id, and whether the head kept it.
@@ -81,6 +83,43 @@ struct Table {
       for (const auto& o : list) out.push_back(o.id());
     }
     return out;
+  }
+
+  // A task running a registered no-op function with `deps` as arguments; its id.
+  std::string Submit(const std::vector<std::string>& deps = {}) {
+    proto::TaskSpec spec;
+    std::string id = MakeTaskId(driver.id, ++next);
+    spec.set_task_id(id);
+    spec.set_name("m.f");
+    spec.set_function("pickled f");
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256(reinterpret_cast<const unsigned char*>(spec.function().data()), spec.function().size(), md);
+    spec.set_function_hash(std::string(reinterpret_cast<char*>(md), 16));
+    spec.set_args("args");
+    spec.set_python_version("3.11");
+    for (const auto& d : deps) spec.add_deps(d);
+    (*spec.mutable_resources())["CPU"] = 1;
+    tasks.Submit(&driver, std::move(spec));
+    return id;
+  }
+  int64_t Counter(const std::string& name) {
+    proto::ClusterStatus s;
+    tasks.FillStatus(&s);
+    return s.counters().values().contains(name) ? s.counters().values().at(name) : 0;
+  }
+  // What the head sent `node` to run, by task id, and the spec of each.
+  std::map<std::string, proto::TaskSpec> Executed(const std::string& node) {
+    Settle();
+    std::map<std::string, proto::TaskSpec> out;
+    for (const auto& m : sent[node])
+      if (m.has_execute()) out[m.execute().spec().task_id()] = m.execute().spec();
+    return out;
+  }
+  void Finish(Node* node, const std::string& id) {
+    proto::TaskFinished f;
+    f.set_task_id(id);
+    f.mutable_result()->set_data("value");
+    tasks.OnTaskFinished(node, std::move(f));
   }
 
   std::vector<std::shared_ptr<net::Connection>> agents;
@@ -188,6 +227,72 @@ TEST(ObjectTable, ARegisteringNodeIsReconciledWithWhatItsStoreHolds) {
   EXPECT_EQ(t.Told("n", false), std::vector<std::string>{"stranger"});
   t.Release(kept);
   t.Release(gone);
+}
+
+TEST(IdKey, HoldsSixteenBytesInPlaceAndLongerIdsOnTheHeap) {
+  std::string task = MakeTaskId("\x01\x02\x03\x04\x05\x06\x07\x08", 7);
+  std::string durable = "report-2026-11-26-with-a-long-name#3";
+  IdKey a(task), b(durable), empty;
+  EXPECT_EQ(a.view(), task);
+  EXPECT_EQ(b.str(), durable);
+  EXPECT_TRUE(empty.empty());
+  IdKey c = b, d = a;  // copies
+  EXPECT_EQ(c, b);
+  EXPECT_EQ(IdKey::Hash()(d), IdKey::Hash()(IdKey(task)));
+  IdKey e = std::move(c);  // moves take the heap block
+  EXPECT_EQ(e.str(), durable);
+  EXPECT_TRUE(c.empty());
+  e = a;
+  d = std::move(b);
+  EXPECT_EQ(e.str(), task);
+  EXPECT_EQ(d.str(), durable);
+  std::unordered_map<IdKey, int, IdKey::Hash> m{{IdKey(task), 1}, {IdKey(durable), 2}};
+  EXPECT_EQ(m.at(task), 1);
+  EXPECT_EQ(m.at(durable), 2);
+  EXPECT_FALSE(m.contains(MakeTaskId("\x01\x02\x03\x04\x05\x06\x07\x08", 8)));
+}
+
+TEST(TaskTable, AQueuedTaskHasNoObjectEntryUntilSomethingNeedsOne) {
+  Table t;
+  std::string a = t.Submit(), b = t.Submit({a});
+  EXPECT_EQ(t.Counter("unfinished_tasks"), 2);
+  EXPECT_EQ(t.Counter("objects_held"), 1);  // a's result, which b waits for; b has none yet
+  t.Release(b);  // its owner drops the result before there is one: it goes when it comes
+  Node* n = t.AddNode("n", 0);
+  t.tasks.OnNodesChanged();
+  t.tasks.Schedule();
+  auto ran = t.Executed("n");
+  ASSERT_EQ(ran.size(), 1u);
+  EXPECT_EQ(ran.begin()->first, a);  // with its whole spec rebuilt from what the head keeps
+  EXPECT_EQ(ran[a].name(), "m.f");
+  EXPECT_EQ(ran[a].args(), "args");
+  EXPECT_EQ(ran[a].function(), "pickled f");
+  EXPECT_EQ(ran[a].resources().at("CPU"), 1);
+  t.Finish(n, a);
+  t.tasks.Schedule();
+  ran = t.Executed("n");
+  ASSERT_TRUE(ran.contains(b));
+  EXPECT_EQ(ran[b].deps_size(), 1);
+  EXPECT_EQ(ran[b].deps(0), a);
+  t.Finish(n, b);
+  EXPECT_EQ(t.Counter("unfinished_tasks"), 0);
+  EXPECT_EQ(t.Counter("objects_held"), 1);  // a, which its owner holds; b was freed as it finished
+  t.Release(a);
+  EXPECT_EQ(t.Counter("objects_held"), 0);
+  EXPECT_EQ(t.Counter("functions_known"), 1);  // the driver that sent it is still here
+}
+
+TEST(TaskTable, AnOwnerLeavingCancelsItsQueuedTasksFoundByTheirIds) {
+  Table t;
+  std::string a = t.Submit(), b = t.Submit({a});
+  t.Submit();
+  EXPECT_EQ(t.driver.owned, 3u);
+  t.tasks.RemoveClient(&t.driver);
+  EXPECT_EQ(t.Counter("unfinished_tasks"), 0);
+  EXPECT_EQ(t.Counter("tasks_cancelled"), 3);
+  EXPECT_EQ(t.Counter("objects_held"), 0);
+  EXPECT_EQ(t.Counter("functions_known"), 0);
+  t.tasks.AddClient(&t.driver);  // (the fixture removes it again)
 }
 
 }  // namespace

@@ -2,6 +2,9 @@
 
 #include <openssl/sha.h>
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+
 #include <cstring>
 
 #include "corral/base/ids.h"
@@ -235,6 +238,23 @@ proto::TaskSpec TaskManager::SpecOf(const std::string& id, const Task& task) con
     spec.set_function_hash(task.function->hash);
   }
   return spec;
+}
+
+std::vector<std::string> TaskManager::DepsOf(const Task& task) {
+  // Reads field `deps` alone: a task's end needs no more of its spec than that.
+  std::vector<std::string> deps;
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(task.spec.data()),
+                                            static_cast<int>(task.spec.size()));
+  using Wire = google::protobuf::internal::WireFormatLite;
+  constexpr int kDeps = proto::TaskSpec::kDepsFieldNumber;
+  while (uint32_t tag = in.ReadTag()) {
+    if (Wire::GetTagFieldNumber(tag) == kDeps && Wire::GetTagWireType(tag) == Wire::WIRETYPE_LENGTH_DELIMITED) {
+      if (!Wire::ReadBytes(&in, &deps.emplace_back())) break;
+    } else if (!Wire::SkipField(&in, tag)) {
+      break;
+    }
+  }
+  return deps;
 }
 
 std::string TaskManager::NameOf(const std::string& id, const Task& task) const {
@@ -724,15 +744,15 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     // A stored result can be rebuilt by running its task again if its node dies (lineage): the
     // spec (with its resources) and the function stay while the result does.
     bool lineage = val.stored_size() > 0 && !durable && val.error() == proto::ERROR_NONE && task.function;
-    proto::TaskSpec spec;
-    if (lineage || task.has_deps) spec = SpecOf(tid, task);
     if (lineage) {
+      proto::TaskSpec spec = SpecOf(tid, task);
       const Request& r = task.cls->request;
       for (const auto& [name, units] : r.resources.units()) (*spec.mutable_resources())[name] = r.resources.Get(name);
       spec.mutable_label_selector()->insert(r.label_selector.begin(), r.label_selector.end());
       KeepSpec(task, spec);
-      spec = SpecOf(tid, task);
     }
+    std::vector<std::string> deps;
+    if (task.has_deps) deps = DepsOf(task);
     task.state = TaskState::kFinished;
     task.parked = false;
     task.cls->unfinished--;
@@ -746,7 +766,7 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     }
     val.set_id(tid);
     // Dependencies no longer needed by this task.
-    for (const auto& dep : spec.deps()) {
+    for (const auto& dep : deps) {
       auto d = objects_.find(dep);
       if (d == objects_.end()) continue;
       d->second.dependents--;

@@ -235,6 +235,8 @@ class TaskManager {
     return task.durable ? std::string() : id.substr(0, 8);
   }
   std::string NameOf(const std::string& id, const Task& task) const;
+  // The ids of its arguments.
+  static std::vector<std::string> DepsOf(const Task& task);
   // The object entry of `id`; for an unfinished task's result that has none yet, made now.
   // Null if the head knows no such value or task.
   Object* ObjectFor(const std::string& id);
