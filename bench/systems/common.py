@@ -19,10 +19,10 @@ WORKLOADS = ["startup", "tasks_sync", "tasks_async", "multi_client_tasks_async",
 
 FULL = {"sync": 1000, "async": 10000, "clients": 2, "per_client": 5000, "puts": 1000, "gets": 1000,
         "gigabytes": 1.0, "cross_gigabytes": 1.0, "chunk_mib": 32, "array_mb": 100, "array_calls": 5, "durable": 2000,
-        "queued": 1_000_000, "queued_limit_s": 60}
+        "queued": 1_000_000, "queued_limit_s": 60, "queued_finish_limit_s": 600}
 SMOKE = {"sync": 30, "async": 200, "clients": 2, "per_client": 100, "puts": 50, "gets": 50,
          "gigabytes": 0.0625, "cross_gigabytes": 0.0625, "chunk_mib": 16, "array_mb": 8, "array_calls": 1, "durable": 50,
-         "queued": 2000, "queued_limit_s": 60}
+         "queued": 2000, "queued_limit_s": 60, "queued_finish_limit_s": 600}
 
 
 def args():

@@ -124,7 +124,7 @@ def main():
             submit_s = time.perf_counter() - t
             rss = head.memory_info().rss
             open(path, "w").close()
-            corral.get(refs, timeout=size["queued_limit_s"])
+            corral.get(refs, timeout=size["queued_finish_limit_s"])
             total_s = time.perf_counter() - t
         common.emit("queued_1M", submit_s, "s", tasks=size["queued"], head_rss_mb=rss / 1e6,
                     head_growth_mb=(rss - before) / 1e6, head_bytes_per_task=round((rss - before) / size["queued"]),

@@ -105,7 +105,7 @@ def main():
             submit_s = time.perf_counter() - t
             rss = sum(psutil.Process(p).memory_info().rss for p in common.descendants() + [os.getpid()])
             open(path, "w").close()
-            ray.get(refs, timeout=size["queued_limit_s"])
+            ray.get(refs, timeout=size["queued_finish_limit_s"])
             total_s = time.perf_counter() - t
         common.emit("queued_1M", submit_s, "s", tasks=size["queued"], all_processes_rss_mb=rss / 1e6,
                     total_s=total_s)
