@@ -508,7 +508,7 @@ TEST(AuthMatrix, EveryClientMessageIsRefusedOverTcpWhereTheRoleIsNotEnough) {
   int next_id = 0;
   auto connect = [&](const std::string& token) {
     auto c = std::make_unique<FakeClient>(head.address);
-    c->Send(ClientHello(token, fmt::format("matrix{:02d}", next_id++)));
+    c->Send(ClientHello(token, fmt::format("mx{:06d}", next_id++)));  // client ids are 8 bytes
     return c;
   };
   for (const std::string& bad : {std::string(""), std::string("wrong"), revoked, expiring, join}) {
@@ -516,6 +516,11 @@ TEST(AuthMatrix, EveryClientMessageIsRefusedOverTcpWhereTheRoleIsNotEnough) {
     proto::HeadToClient w = c->Next();
     ASSERT_TRUE(w.has_welcome()) << bad;
     EXPECT_FALSE(w.welcome().error().empty()) << "token '" << bad << "' was let in";
+  }
+  {  // the head finds what a client owns by its 8-byte id: other lengths are refused
+    FakeClient c(head.address);
+    c.Send(ClientHello(tokens[head::Role::kAdmin], "nine-byte"));
+    EXPECT_NE(c.Next().welcome().error().find("a client id is 8 bytes"), std::string::npos);
   }
 
   // Every message after the handshake: each oneof member, each request, each schedule and queue op.

@@ -32,7 +32,7 @@ struct Table {
   }
   ~Table() { tasks.RemoveClient(&driver); }
 
-  Node* AddNode(const std::string& id, uint64_t capacity) {
+  Node* AddNode(const std::string& id, uint64_t capacity, const std::map<std::string, double>& extra = {}) {
     auto [head_end, agent_end] = net::MakeMemoryStreamPair(io.get_executor(), "head", id);
     net::ConnectionOptions o;
     o.handshake_timeout = std::chrono::milliseconds(0);
@@ -50,6 +50,7 @@ struct Table {
     proto::NodeInfo info;
     info.set_node_id(id);
     (*info.mutable_resources())["CPU"] = 1;
+    for (const auto& [k, v] : extra) (*info.mutable_resources())[k] = v;
     info.set_object_store_capacity(capacity);
     info.set_python_version("3.11.2");
     return nodes.Register(info, head_conn, 1);
@@ -86,7 +87,7 @@ struct Table {
   }
 
   // A task running a registered no-op function with `deps` as arguments; its id.
-  std::string Submit(const std::vector<std::string>& deps = {}) {
+  std::string Submit(const std::vector<std::string>& deps = {}, const std::map<std::string, double>& extra = {}) {
     proto::TaskSpec spec;
     std::string id = MakeTaskId(driver.id, ++next);
     spec.set_task_id(id);
@@ -99,6 +100,8 @@ struct Table {
     spec.set_python_version("3.11");
     for (const auto& d : deps) spec.add_deps(d);
     (*spec.mutable_resources())["CPU"] = 1;
+    for (const auto& [k, v] : extra) (*spec.mutable_resources())[k] = v;
+    spec.set_max_retries(3);
     tasks.Submit(&driver, std::move(spec));
     return id;
   }
@@ -280,6 +283,32 @@ TEST(TaskTable, AQueuedTaskHasNoObjectEntryUntilSomethingNeedsOne) {
   t.Release(a);
   EXPECT_EQ(t.Counter("objects_held"), 0);
   EXPECT_EQ(t.Counter("functions_known"), 1);  // the driver that sent it is still here
+}
+
+TEST(TaskTable, AResultRebuiltAfterItsNodeDiedRunsWithItsTasksResources) {
+  Table t;
+  Node* n = t.AddNode("n", 64 * kMiB, {{"accel", 1}});
+  std::string a = t.Submit({}, {{"accel", 1}});
+  t.tasks.OnNodesChanged();
+  t.tasks.Schedule();
+  ASSERT_TRUE(t.Executed("n").contains(a));
+  proto::TaskFinished f;
+  f.set_task_id(a);
+  f.mutable_result()->set_stored_size(kMiB);  // in n's store: kept to be rebuilt if n goes
+  t.tasks.OnTaskFinished(n, std::move(f));
+  t.AddNode("plain", 64 * kMiB);
+  t.AddNode("m", 64 * kMiB, {{"accel", 1}});
+  t.nodes.MarkDead(n);
+  t.tasks.OnNodeDead(n, "gone");
+  EXPECT_EQ(t.Counter("tasks_reconstructed"), 1);
+  t.tasks.Schedule();
+  EXPECT_FALSE(t.Executed("plain").contains(a));
+  auto ran = t.Executed("m");
+  ASSERT_TRUE(ran.contains(a));
+  EXPECT_EQ(ran[a].resources().at("accel"), 1);
+  EXPECT_EQ(ran[a].attempt(), 1u);
+  EXPECT_EQ(ran[a].args(), "args");
+  t.Release(a);
 }
 
 TEST(TaskTable, AnOwnerLeavingCancelsItsQueuedTasksFoundByTheirIds) {

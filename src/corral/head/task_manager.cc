@@ -207,7 +207,7 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
   if (task.unresolved == 0) Enqueue(id, task);
 }
 
-void TaskManager::KeepSpec(Task& task, proto::TaskSpec& spec) {
+void TaskManager::KeepSpec(Task& task, proto::TaskSpec& spec, bool with_request) {
   if (task.function) {  // the function's entry has them
     spec.clear_name();
     spec.clear_function_hash();
@@ -221,8 +221,10 @@ void TaskManager::KeepSpec(Task& task, proto::TaskSpec& spec) {
   spec.clear_attempt();
   spec.clear_max_retries();
   spec.clear_function();
-  spec.clear_resources();
-  spec.clear_label_selector();
+  if (!with_request) {
+    spec.clear_resources();
+    spec.clear_label_selector();
+  }
   task.spec = spec.SerializeAsString();
 }
 
@@ -749,7 +751,7 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
       const Request& r = task.cls->request;
       for (const auto& [name, units] : r.resources.units()) (*spec.mutable_resources())[name] = r.resources.Get(name);
       spec.mutable_label_selector()->insert(r.label_selector.begin(), r.label_selector.end());
-      KeepSpec(task, spec);
+      KeepSpec(task, spec, /*with_request=*/true);
     }
     std::vector<std::string> deps;
     if (task.has_deps) deps = DepsOf(task);

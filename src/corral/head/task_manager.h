@@ -227,8 +227,9 @@ class TaskManager {
 
   // The task's whole spec (parsed from what it keeps).
   proto::TaskSpec SpecOf(const std::string& id, const Task& task) const;
-  // Keeps `spec` in `task` (see Task).
-  static void KeepSpec(Task& task, proto::TaskSpec& spec);
+  // Keeps `spec` in `task` (see Task); `with_request`: with its resources and label selector (a
+  // finished task kept to rebuild its result has no class any more).
+  static void KeepSpec(Task& task, proto::TaskSpec& spec, bool with_request = false);
   // The client that submitted it: its id is the first 8 bytes of its tasks' ids (Submit checks
   // that); a durable run belongs to none ("").
   static std::string OwnerOf(const std::string& id, const Task& task) {

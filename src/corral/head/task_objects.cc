@@ -45,7 +45,7 @@ void TaskManager::SendUnsent(ClientSession* client) {
 
 void TaskManager::Put(ClientSession* client, proto::ObjectValue&& value) {
   std::string id = value.id();
-  if (id.empty() || objects_.contains(id)) return;
+  if (id.empty() || objects_.contains(id) || tasks_.contains(id)) return;  // (a task's result to come)
   if (!OwnsId(client, id)) {
     Count("puts_refused_foreign_id");
     return;
