@@ -159,6 +159,28 @@ def test_a_worker_killed_holding_a_mapping_leaks_nothing(embedded):
     empty(embedded)
 
 
+def test_a_freed_file_is_written_over_by_the_next_value_of_its_size(embedded):
+    pool = os.path.join(embedded, ".free")
+    odd = 5 * MB + 777  # a size no other test leaves in the pool
+    ref = corral.put(np.ones(odd, dtype=np.uint8))
+    name = f"{ref.hex()}-0"
+    inode = os.stat(os.path.join(embedded, name)).st_ino
+    del ref
+    wait_until(lambda: any(n.endswith("-" + name) for n in os.listdir(pool)), what="its file kept in the pool")
+    arr = np.arange(odd - 100, dtype=np.uint8)
+    ref = corral.put(arr)
+    path = os.path.join(embedded, f"{ref.hex()}-0")
+    assert os.stat(path).st_ino == inode  # the same file, and so the same pages
+    assert not any(n.endswith("-" + name) for n in os.listdir(pool))
+    got = corral.get(ref)
+    assert np.array_equal(got, arr)
+    assert os.stat(path).st_size < odd + 4096  # cut to its new size
+    # A task's result is written into a freed file too.
+    del got, ref
+    wait_until(lambda: len(os.listdir(pool)) > 0, what="a file in the pool")
+    assert int(corral.get(make.remote(odd, 9))[-1]) == 9
+
+
 # ---- references inside values: containers and borrowers ----
 
 @corral.remote

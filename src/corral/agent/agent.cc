@@ -80,6 +80,8 @@ Status Agent::Start() {
   store_ = std::move(*store);
   uint64_t capacity = options_.object_store_memory > 0 ? options_.object_store_memory
                                                        : objects::NodeStore::DefaultCapacity(store_->dir());
+  // Freed values' pages kept for the next writers: an eighth of the store, at most 2 GiB.
+  store_->SetPoolCapacity(std::min<uint64_t>(capacity / 8, 2ull << 30));
   info_.set_object_store_dir(store_->dir());
   info_.set_object_store_capacity(capacity);
   info_.set_spill_dir(store_->spill_dir());
@@ -205,6 +207,11 @@ void Agent::CheckMemory() {
   auto [available, total] = MachineMemory();
   counters_["machine_memory_available_bytes"] = available;
   counters_["machine_memory_total_bytes"] = total;
+  if (store_ && total > 0 && available < total / 10)  // before any task is stopped for memory
+    if (uint64_t freed = store_->EmptyPool(); freed > 0) {
+      counters_["object_pool_bytes_freed_low_memory"] += static_cast<int64_t>(freed);
+      available += static_cast<int64_t>(freed);
+    }
   if (newest && !stopping && total > 0 && available < total / 20)
     StopForMemory(newest, fmt::format("node {} ({}) ran low on memory ({} available of {}): its most recently started "
                                       "task, {}, was stopped (worker pid {}) so the machine does not swap itself "

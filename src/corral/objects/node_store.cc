@@ -57,6 +57,18 @@ uint64_t NodeStore::DefaultCapacity(const std::string& dir) {
 
 namespace {
 
+// Sums the sizes that the names of the pool's files start with ("<size>-..."); calls fn(name, size).
+template <typename Fn>
+uint64_t ForEachPooled(const std::string& pool, Fn fn) {
+  uint64_t total = 0;
+  ForEachEntry(pool, [&](const std::string& name) {
+    uint64_t size = std::strtoull(name.c_str(), nullptr, 10);
+    total += size;
+    fn(name, size);
+  });
+  return total;
+}
+
 // Creates `dir` (0700) or takes over one this user owns, emptied.
 Status PrivateEmptyDir(std::string& dir, const char* flag) {
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
@@ -70,7 +82,13 @@ Status PrivateEmptyDir(std::string& dir, const char* flag) {
                       flag);
   if ((st.st_mode & 0077) != 0 && chmod(dir.c_str(), 0700) != 0)
     return MakeStatus(Code::kFailedPrecondition, "cannot make {} private (chmod 0700): {}", dir, std::strerror(errno));
-  ForEachEntry(dir, [&](const std::string& name) { unlink((dir + "/" + name).c_str()); });
+  ForEachEntry(dir, [&](const std::string& name) {
+    std::string path = dir + "/" + name;
+    if (unlink(path.c_str()) != 0 && errno == EISDIR) {  // a pool from an earlier run
+      ForEachEntry(path, [&](const std::string& inner) { unlink((path + "/" + inner).c_str()); });
+      rmdir(path.c_str());
+    }
+  });
   return Status::Ok();
 }
 
@@ -82,6 +100,8 @@ Result<NodeStore> NodeStore::Open(std::string dir, const std::string& node_id, s
   if (Status s = PrivateEmptyDir(spill_dir, "--spill-dir"); !s.ok()) return Err(s);
   NodeStore store(std::move(dir), std::move(spill_dir));
   if (Status s = WriteFile(store.dir_ + "/.node", Hex(node_id) + "\n", 0600); !s.ok()) return Err(s);
+  if (mkdir(store.PoolDir().c_str(), 0700) != 0)
+    return Err(Code::kFailedPrecondition, fmt::format("cannot create {}: {}", store.PoolDir(), std::strerror(errno)));
   return store;
 }
 
@@ -91,7 +111,13 @@ std::string NodeStore::FileName(std::string_view id, uint32_t attempt) {
 
 bool NodeStore::Delete(std::string_view id, uint32_t attempt) {
   if (id.empty()) return false;
-  bool in_memory = unlink(Path(id, attempt).c_str()) == 0;
+  std::string path = Path(id, attempt);
+  struct stat st{};
+  bool pooled = pool_capacity_ > 0 && stat(path.c_str(), &st) == 0 &&
+                static_cast<uint64_t>(st.st_size) >= kMinPooledBytes &&
+                PoolBytes() + static_cast<uint64_t>(st.st_size) <= pool_capacity_ &&
+                rename(path.c_str(), fmt::format("{}/{}-{}", PoolDir(), st.st_size, FileName(id, attempt)).c_str()) == 0;
+  bool in_memory = pooled || unlink(path.c_str()) == 0;
   bool spilled = unlink(SpillPath(id, attempt).c_str()) == 0;
   return in_memory || spilled;
 }
@@ -160,6 +186,15 @@ Result<std::string> NodeStore::Read(std::string_view id, uint32_t attempt, uint6
   return out;
 }
 
+uint64_t NodeStore::PoolBytes() const {
+  return ForEachPooled(PoolDir(), [](const std::string&, uint64_t) {});
+}
+
+uint64_t NodeStore::EmptyPool() {
+  std::string pool = PoolDir();
+  return ForEachPooled(pool, [&](const std::string& name, uint64_t) { unlink((pool + "/" + name).c_str()); });
+}
+
 int NodeStore::SweepPartial(std::optional<pid_t> pid) {
   int removed = 0;
   ForEachEntry(dir_, [&](const std::string& name) {
@@ -195,6 +230,8 @@ std::vector<NodeStore::Entry> NodeStore::List(int min_age_s) const {
 }
 
 void NodeStore::RemoveAll() {
+  EmptyPool();
+  rmdir(PoolDir().c_str());
   for (const std::string& d : {dir_, spill_dir_}) {
     ForEachEntry(d, [&](const std::string& name) { unlink((d + "/" + name).c_str()); });
     rmdir(d.c_str());

@@ -9,6 +9,11 @@
 // object; a reader that still maps it keeps its pages (the kernel frees them with the last mapping),
 // so a crashed reader leaks nothing and a deletion never pulls memory from under a reader.
 //
+// A deleted value's file is kept for the next writer, up to the pool's capacity, in `<dir>/.free`
+// as `<size>-<old name>`: a writer takes one by renaming it to its partial name and writes over
+// its pages, which tmpfs then need not allocate and zero (decision 32). The agent empties the pool
+// when the machine runs low on memory.
+//
 // Files a writer left half-written when it died are removed by SweepPartial. Python writes and
 // maps the files (python/corral/_store.py); this class is the agent's side: create, delete, read
 // for a reader on another node, sweep, and spill: a value moved to the spill directory (on disk)
@@ -52,8 +57,16 @@ class NodeStore {
   std::string SpillPath(std::string_view id, uint32_t attempt) const {
     return spill_dir_ + "/" + FileName(id, attempt);
   }
-  // Removes the object's file (in memory and spilled). False if neither was there.
+  // Removes the object's file (in memory and spilled), or keeps its pages in the pool. False if
+  // neither was there.
   bool Delete(std::string_view id, uint32_t attempt);
+  // Freed files of at least kMinPooledBytes are kept up to `bytes` in all (0: none are).
+  void SetPoolCapacity(uint64_t bytes) { pool_capacity_ = bytes; }
+  static constexpr uint64_t kMinPooledBytes = 1u << 20;
+  std::string PoolDir() const { return dir_ + "/.free"; }
+  uint64_t PoolBytes() const;
+  // Frees the pool's memory; the bytes it held.
+  uint64_t EmptyPool();
   // Moves the object from memory to the spill directory. A full disk leaves it in memory.
   Status Spill(std::string_view id, uint32_t attempt) const;
   // Up to `length` bytes of the object from `offset` (in memory, else spilled); its whole size in *size.
@@ -77,6 +90,7 @@ class NodeStore {
   NodeStore(std::string dir, std::string spill_dir) : dir_(std::move(dir)), spill_dir_(std::move(spill_dir)) {}
   std::string dir_;
   std::string spill_dir_;
+  uint64_t pool_capacity_ = 0;
 };
 
 // zlib's CRC-32 (IEEE 802.3), as Python's zlib.crc32 computes it: what a reader checks a part with.

@@ -43,6 +43,41 @@ TEST(NodeStore, OpenMakesAPrivateEmptyDirectory) {
   rmdir(parent.c_str());
 }
 
+TEST(NodeStore, KeepsFreedFilesForReuseUpToThePoolCapacity) {
+  std::string parent = TempDir();
+  auto store = NodeStore::Open(parent + "/store", "n", parent + "/spill");
+  ASSERT_TRUE(store.has_value());
+  const uint64_t mib = NodeStore::kMinPooledBytes;
+  store->SetPoolCapacity(3 * mib);
+  auto make = [&](const std::string& id, uint64_t size) {
+    ASSERT_EQ(truncate((store->Path(id, 0)).c_str(), 0), -1);  // not there yet
+    WriteAt(store->Path(id, 0), "");
+    ASSERT_EQ(truncate(store->Path(id, 0).c_str(), static_cast<off_t>(size)), 0);
+  };
+  make("a", 2 * mib);
+  make("b", 2 * mib);
+  make("small", mib - 1);
+  EXPECT_TRUE(store->Delete("a", 0));
+  EXPECT_EQ(store->PoolBytes(), 2 * mib);                // kept
+  EXPECT_TRUE(Exists(store->PoolDir() + "/" + std::to_string(2 * mib) + "-" + NodeStore::FileName("a", 0)));
+  EXPECT_TRUE(store->Delete("b", 0));                    // would pass the capacity: gone
+  EXPECT_TRUE(store->Delete("small", 0));                // too small to be worth keeping
+  EXPECT_EQ(store->PoolBytes(), 2 * mib);
+  EXPECT_FALSE(Exists(store->Path("a", 0)));
+  EXPECT_FALSE(Exists(store->Path("b", 0)));
+  EXPECT_TRUE(store->List().empty());                    // pooled files are not values
+  EXPECT_EQ(store->EmptyPool(), 2 * mib);
+  EXPECT_EQ(store->PoolBytes(), 0u);
+  make("c", 2 * mib);
+  EXPECT_TRUE(store->Delete("c", 0));
+  auto again = NodeStore::Open(parent + "/store", "n", parent + "/spill");  // a restart empties it
+  ASSERT_TRUE(again.has_value()) << again.error().ToString();
+  EXPECT_EQ(again->PoolBytes(), 0u);
+  again->RemoveAll();
+  EXPECT_FALSE(Exists(parent + "/store"));
+  rmdir(parent.c_str());
+}
+
 TEST(NodeStore, RefusesALinkInsteadOfADirectory) {
   std::string parent = TempDir();
   std::string target = parent + "/elsewhere";
