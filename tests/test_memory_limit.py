@@ -1,12 +1,14 @@
 """memory= is enforced: the agent stops a task whose worker's own resident memory passes its request,
 with OutOfMemoryError naming the task, node and figures, after the task's retries; its neighbours
 finish; mapped object-store values do not count against it."""
+import os
 import time
 
 import numpy as np
 import pytest
 
 import corral
+from conftest import wait_until
 
 MB = 1 << 20
 
@@ -38,6 +40,19 @@ def reads_big(a):
     return float(a.sum())
 
 
+@corral.remote(memory="300MiB", max_retries=0)
+def hog_in_a_child(mb, pid_file):
+    pid = os.fork()
+    if pid == 0:  # the child holds the memory; the task's own worker stays small
+        block = np.ones(mb * MB // 8)
+        time.sleep(30)
+        os._exit(int(block[0]))
+    with open(pid_file, "w") as f:
+        f.write(str(pid))
+    os.waitpid(pid, 0)
+    return "the child was not stopped"
+
+
 @pytest.fixture(scope="module", autouse=True)
 def embedded():
     corral.init(num_cpus=2)
@@ -64,3 +79,23 @@ def test_a_task_stopped_for_memory_is_retried_per_its_policy():
 def test_values_mapped_from_the_object_store_do_not_count():
     arr = np.ones(300 * MB // 8)  # 300 MB argument, 100 MiB request
     assert corral.get(reads_big.remote(arr), timeout=60) == float(len(arr))
+
+
+def test_memory_of_processes_a_task_started_counts_and_they_are_stopped_with_it(tmp_path):
+    pid_file = tmp_path / "child"
+    with pytest.raises(corral.OutOfMemoryError) as e:
+        corral.get(hog_in_a_child.remote(600, str(pid_file)), timeout=60)
+    assert "the processes it started were stopped" in str(e.value)
+    child = int(pid_file.read_text())
+
+    def gone():
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return True
+        try:
+            with open(f"/proc/{child}/stat") as f:  # a zombie until init reaps it is gone too
+                return f.read().split(")")[-1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+    wait_until(gone, what="the task's child process to be stopped")

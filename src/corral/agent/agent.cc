@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 #include "corral/agent/agent_worker.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -12,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <optional>
+#include <unordered_set>
 
 #include "corral/base/files.h"
 #include "corral/base/ids.h"
@@ -170,6 +172,34 @@ int64_t PrivateResidentBytes(pid_t pid) {
   return n == 3 ? (resident - shared) * sysconf(_SC_PAGE_SIZE) : 0;
 }
 
+// The private resident memory of `root` and of every process under it: what a task started (a
+// DataLoader's workers, a multiprocessing pool) counts against its request too. Children are read
+// from /proc/<pid>/task/<tid>/children.
+int64_t TreeResidentBytes(pid_t root) {
+  int64_t total = 0;
+  std::vector<pid_t> todo{root};
+  std::unordered_set<pid_t> seen;
+  while (!todo.empty() && seen.size() < 4096) {
+    pid_t pid = todo.back();
+    todo.pop_back();
+    if (!seen.insert(pid).second) continue;
+    total += PrivateResidentBytes(pid);
+    std::string threads = fmt::format("/proc/{}/task", pid);
+    DIR* d = opendir(threads.c_str());
+    if (!d) continue;
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      FILE* f = std::fopen(fmt::format("{}/{}/children", threads, e->d_name).c_str(), "r");
+      if (!f) continue;
+      long long child = 0;
+      while (std::fscanf(f, "%lld", &child) == 1) todo.push_back(static_cast<pid_t>(child));
+      std::fclose(f);
+    }
+    closedir(d);
+  }
+  return total;
+}
+
 // (MemAvailable, MemTotal) in bytes, from /proc/meminfo; zeros if unreadable.
 std::pair<int64_t, int64_t> MachineMemory() {
   FILE* f = std::fopen("/proc/meminfo", "r");
@@ -196,10 +226,10 @@ void Agent::CheckMemory() {
     if (!w->busy || !w->out_of_memory.empty()) continue;
     if (!newest || w->started > newest->started) newest = w.get();
     if (w->memory_limit <= 0) continue;
-    int64_t rss = PrivateResidentBytes(pid);
+    int64_t rss = TreeResidentBytes(pid);
     if (rss > w->memory_limit)
       StopForMemory(w.get(), fmt::format("task {} used {} of memory on node {} ({}), over its request of {} (memory=); "
-                                         "its worker (pid {}) was stopped",
+                                         "its worker (pid {}) and the processes it started were stopped",
                                          w->task_name, FormatBytes(static_cast<double>(rss)),
                                          ShortHex(options_.node_id), options_.hostname,
                                          FormatBytes(static_cast<double>(w->memory_limit)), pid));
@@ -229,7 +259,7 @@ void Agent::StopForMemory(Worker* w, std::string why) {
   LOG_WARN("{}", why);
   counters_["tasks_out_of_memory"]++;
   w->out_of_memory = std::move(why);
-  processes_->Kill(w->pid, SIGKILL);
+  processes_->KillGroup(w->pid, SIGKILL);  // with what the task started: their memory counted too
 }
 
 // ---- tasks ----

@@ -157,6 +157,10 @@ void WorkerProcesses::Kill(pid_t pid, int signal) {
   if (procs_.contains(pid)) ::kill(pid, signal);
 }
 
+void WorkerProcesses::KillGroup(pid_t pid, int signal) {
+  if (procs_.contains(pid)) ::kill(-pid, signal);
+}
+
 void WorkerProcesses::Interrupt(pid_t pid, uint32_t task_seq) {
   if (!procs_.contains(pid)) return;
   sigval value{};
