@@ -168,9 +168,9 @@ TEST(ObjectTable, AValueLargerThanTheStoreOrAfterAFailedSpillIsRefusedAndForgott
   std::string huge = t.Put("n", 17 * kMiB, &kept);
   EXPECT_FALSE(kept);
   EXPECT_EQ(t.Told("n", false), std::vector<std::string>{huge});  // its file goes
-  size_t owned = t.driver.owned;
+  size_t owned = t.tasks.Owned(t.driver.id);
   t.tasks.ForgetRefusedPut(&t.driver, huge);
-  EXPECT_EQ(t.driver.owned, owned - 1);
+  EXPECT_EQ(t.tasks.Owned(t.driver.id), owned - 1);
   EXPECT_EQ(t.tasks.PutRefusal(huge), std::nullopt);  // forgotten
   std::string a = t.Put("n", 10 * kMiB);
   t.Put("n", 10 * kMiB, &kept);  // asks for a to be spilled
@@ -311,16 +311,82 @@ TEST(TaskTable, AResultRebuiltAfterItsNodeDiedRunsWithItsTasksResources) {
   t.Release(a);
 }
 
+TEST(TaskTable, EachTaskOfAFunctionKeepsItsOwnName) {
+  Table t;
+  std::string a = t.Submit();  // named "m.f", as its function's first task
+  proto::TaskSpec spec;        // the same function, named by .options(name="step-1")
+  std::string c = MakeTaskId(t.driver.id, ++t.next);
+  spec.set_task_id(c);
+  spec.set_name("step-1");
+  spec.set_python_version("3.11");
+  unsigned char md[SHA256_DIGEST_LENGTH];
+  std::string fn = "pickled f";
+  SHA256(reinterpret_cast<const unsigned char*>(fn.data()), fn.size(), md);
+  spec.set_function_hash(std::string(reinterpret_cast<char*>(md), 16));
+  (*spec.mutable_resources())["CPU"] = 1;
+  t.tasks.Submit(&t.driver, std::move(spec));
+  t.AddNode("n", 0, {{"CPU", 2}});
+  t.tasks.OnNodesChanged();
+  t.tasks.Schedule();
+  auto ran = t.Executed("n");
+  ASSERT_EQ(ran.size(), 2u);
+  EXPECT_EQ(ran[a].name(), "m.f");
+  EXPECT_EQ(ran[c].name(), "step-1");
+  EXPECT_EQ(ran[c].function_hash(), ran[a].function_hash());
+}
+
+TEST(TaskTable, WhatAClientOwnsIsCountedByItsIdAcrossSessions) {
+  Table t;
+  ClientSession other;  // same token: may borrow the driver's values
+  other.id = std::string("\x09\x09\x09\x09\x09\x09\x09\x09", 8);
+  t.tasks.AddClient(&other);
+  std::string p = t.Put("n", 0);  // an inline value (no node needed)
+  proto::BorrowRefs borrow;
+  borrow.add_ids(p);
+  t.tasks.BorrowRefs(&other, borrow);
+  t.tasks.RemoveClient(&t.driver);  // gone for good: p lives on, borrowed
+  EXPECT_EQ(t.tasks.Owned(t.driver.id), 1u);
+  t.tasks.AddClient(&t.driver);  // back under the same id, a new session
+  t.Submit();
+  proto::Release unborrow;
+  unborrow.set_borrowed(true);
+  unborrow.add_ids(p);
+  t.tasks.Release(&other, unborrow);  // p is freed: the count stays right for the new session
+  EXPECT_EQ(t.Counter("objects_held"), 0);
+  EXPECT_EQ(t.tasks.Owned(t.driver.id), 1u);
+  t.tasks.RemoveClient(&t.driver);  // its queued task is found and cancelled
+  EXPECT_EQ(t.Counter("tasks_cancelled"), 1);
+  EXPECT_EQ(t.tasks.Owned(t.driver.id), 0u);
+  t.tasks.AddClient(&t.driver);
+  t.tasks.RemoveClient(&other);
+}
+
+TEST(TaskTable, AClientThatMayNotReadAResultMakesNoEntryForIt) {
+  Table t;
+  std::string a = t.Submit();
+  ClientSession stranger;
+  stranger.id = std::string("\x07\x07\x07\x07\x07\x07\x07\x07", 8);
+  stranger.token_id = "another-token";
+  t.tasks.AddClient(&stranger);
+  proto::BorrowRefs borrow;
+  borrow.add_ids(a);
+  t.tasks.BorrowRefs(&stranger, borrow);
+  EXPECT_EQ(t.Counter("objects_held"), 0);
+  EXPECT_TRUE(stranger.borrowed.empty());
+  t.tasks.RemoveClient(&stranger);
+}
+
 TEST(TaskTable, AnOwnerLeavingCancelsItsQueuedTasksFoundByTheirIds) {
   Table t;
   std::string a = t.Submit(), b = t.Submit({a});
   t.Submit();
-  EXPECT_EQ(t.driver.owned, 3u);
+  EXPECT_EQ(t.tasks.Owned(t.driver.id), 3u);
   t.tasks.RemoveClient(&t.driver);
   EXPECT_EQ(t.Counter("unfinished_tasks"), 0);
   EXPECT_EQ(t.Counter("tasks_cancelled"), 3);
   EXPECT_EQ(t.Counter("objects_held"), 0);
   EXPECT_EQ(t.Counter("functions_known"), 0);
+  EXPECT_EQ(t.tasks.Owned(t.driver.id), 0u);
   t.tasks.AddClient(&t.driver);  // (the fixture removes it again)
 }
 

@@ -52,7 +52,7 @@ void TaskManager::AddClient(ClientSession* client) { clients_[client->id] = clie
 
 void TaskManager::RemoveClient(ClientSession* client) {
   clients_.erase(client->id);
-  if (client->owned > 0) {
+  if (Owned(client->id) > 0) {
     // What it owns is found by its id (the prefix of every id it made), not kept in a set per
     // client: this walk, when an owner leaves, is cheaper than a set entry for each of its tasks.
     std::vector<std::string> owned;
@@ -146,7 +146,7 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
     if (client->functions.insert(spec.function_hash()).second) f.uses++;
     spec.clear_function();
   }
-  client->owned++;
+  owned_[client->id]++;
   Task& task = tasks_[id];
   task.durable = !spec.durable_function().empty();
   SchedClass& cls = ClassFor(spec);
@@ -163,10 +163,10 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
                           spec.name());
   } else {
     for (const auto& dep : spec.deps()) {
-      Object* d = ObjectFor(dep);
+      bool refused = false;
       // An argument is read like a get: passing another token's object to a task would hand over its value.
-      if (d == nullptr || !MayRead(*client, *d)) {
-        if (d != nullptr) Count("reads_refused_foreign_object");
+      if (ReadableObject(*client, dep, &refused) == nullptr) {
+        if (refused) Count("reads_refused_foreign_object");
         kind = proto::OBJECT_LOST;
         refusal = fmt::format("argument object {} of {} is not known to the head (it was freed, or its owner "
                               "exited), or belongs to a client with another token",
@@ -208,8 +208,8 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
 }
 
 void TaskManager::KeepSpec(Task& task, proto::TaskSpec& spec, bool with_request) {
-  if (task.function) {  // the function's entry has them
-    spec.clear_name();
+  if (task.function) {  // the function's entry has them (the name unless this task has its own)
+    if (spec.name() == task.function->name) spec.clear_name();
     spec.clear_function_hash();
   }
   task.attempt = spec.attempt();
@@ -236,7 +236,7 @@ proto::TaskSpec TaskManager::SpecOf(const std::string& id, const Task& task) con
   spec.set_attempt(task.attempt);
   spec.set_max_retries(task.max_retries);
   if (task.function) {
-    spec.set_name(task.function->name);
+    if (spec.name().empty()) spec.set_name(task.function->name);
     spec.set_function_hash(task.function->hash);
   }
   return spec;
@@ -260,7 +260,7 @@ std::vector<std::string> TaskManager::DepsOf(const Task& task) {
 }
 
 std::string TaskManager::NameOf(const std::string& id, const Task& task) const {
-  return task.function ? task.function->name : SpecOf(id, task).name();
+  return SpecOf(id, task).name();
 }
 
 TaskManager::Object* TaskManager::ObjectFor(const std::string& id) {

@@ -47,7 +47,6 @@ struct ClientSession {
   bool may_touch_any = false; // admin: may cancel tasks of other clients
   std::string name;
   std::shared_ptr<net::Connection> conn;
-  size_t owned = 0;  // tasks and objects it made that the head still holds (ids starting with its id)
   // Values to send once its connection has room (ids: the values stay in the object table), so
   // a client that reads slowly makes the head hold ids, not copies.
   std::deque<std::string> unsent;
@@ -154,6 +153,12 @@ class TaskManager {
   void ForgetRefusedPut(ClientSession* client, const std::string& id);
 
   size_t unfinished_tasks() const { return unfinished_; }
+  // How many tasks and objects made by the client with this id the head still holds (counted by
+  // id, not by session: a value freed after its owner came back under a new session counts).
+  size_t Owned(const std::string& client_id) const {
+    auto it = owned_.find(client_id);
+    return it == owned_.end() ? 0 : it->second;
+  }
   void FillStatus(proto::ClusterStatus* status) const;
   const std::map<std::string, int64_t>& counters() const { return counters_; }
 
@@ -286,8 +291,12 @@ class TaskManager {
   bool Reconstruct(const std::string& id, std::string* why, int depth = 0);
   // Lost values (OBJECT_LOST errors now): rebuilt where they can be, else their owners are told.
   void RebuildOrReport(const std::vector<std::string>& lost);
-  // Whether `reader` may subscribe to `object` (see Subscribe).
-  bool MayRead(const ClientSession& reader, const Object& object) const;
+  // Whether `reader` may subscribe to `object` (see Subscribe), or to the value of client `owner`.
+  bool MayRead(const ClientSession& reader, const Object& object) const { return MayReadOf(reader, object.owner); }
+  bool MayReadOf(const ClientSession& reader, const std::string& owner) const;
+  // The entry of `id` if `reader` may read it, made for an unfinished task's result only then
+  // (a refused reader makes nothing); null otherwise, with *refused set when it exists.
+  Object* ReadableObject(const ClientSession& reader, const std::string& id, bool* refused = nullptr);
   void SendToClient(const std::string& client_id, const proto::HeadToClient& msg);
   // A ready value to a client, now if its connection has room, else once it has (flow control).
   void SendValue(ClientSession* client, const proto::ObjectValue& value);
@@ -316,6 +325,10 @@ class TaskManager {
     if (Function* f = std::exchange(task.function, nullptr)) DropFunction(f->hash);
   }
   std::unordered_map<std::string, ClientSession*> clients_;
+  std::unordered_map<std::string, size_t> owned_;  // by client id: see Owned
+  void Disown(const std::string& owner) {
+    if (auto it = owned_.find(owner); it != owned_.end() && --it->second == 0) owned_.erase(it);
+  }
   std::map<std::string, int64_t> counters_;
   int64_t object_bytes_ = 0;  // sum of objects_[*].value.data().size()
   std::unordered_map<std::string, StoreUsage> store_usage_;  // by node id

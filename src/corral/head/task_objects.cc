@@ -86,7 +86,7 @@ void TaskManager::Put(ClientSession* client, proto::ObjectValue&& value) {
     obj.value = std::move(value);
   }
   object_bytes_ += static_cast<int64_t>(obj.value.data().size());
-  client->owned++;
+  owned_[client->id]++;
   Count("objects_put");
   // The client kept its own copy of the value: the error replaces it there (get raises).
   if (obj.value.error() != proto::ERROR_NONE) SendValue(client, obj.value);
@@ -94,9 +94,10 @@ void TaskManager::Put(ClientSession* client, proto::ObjectValue&& value) {
 
 void TaskManager::Subscribe(ClientSession* client, const proto::Subscribe& request) {
   for (const auto& id : request.ids()) {
-    ObjectFor(id);  // a result to come gets an entry to wait in
+    bool refused = false;
+    ReadableObject(*client, id, &refused);  // a result to come gets an entry to wait in
     auto it = objects_.find(id);
-    if (it != objects_.end() && !MayRead(*client, it->second)) {
+    if (refused) {
       Count("reads_refused_foreign_object");
       proto::HeadToClient msg;
       *msg.mutable_ready() = ErrorValue(
@@ -119,9 +120,21 @@ void TaskManager::Subscribe(ClientSession* client, const proto::Subscribe& reque
   }
 }
 
-bool TaskManager::MayRead(const ClientSession& reader, const Object& object) const {
-  if (reader.may_touch_any || reader.id == object.owner || IsWorkerToken(reader.token_id)) return true;
-  auto owner = clients_.find(object.owner);
+TaskManager::Object* TaskManager::ReadableObject(const ClientSession& reader, const std::string& id, bool* refused) {
+  std::string owner;
+  if (auto o = objects_.find(id); o != objects_.end()) owner = o->second.owner;
+  else if (auto t = tasks_.find(id); t != tasks_.end()) owner = OwnerOf(id, t->second);
+  else return nullptr;
+  if (!MayReadOf(reader, owner)) {
+    if (refused) *refused = true;
+    return nullptr;
+  }
+  return ObjectFor(id);
+}
+
+bool TaskManager::MayReadOf(const ClientSession& reader, const std::string& owner_id) const {
+  if (reader.may_touch_any || reader.id == owner_id || IsWorkerToken(reader.token_id)) return true;
+  auto owner = clients_.find(owner_id);
   if (owner == clients_.end()) return false;
   // The same token (one user's drivers pass references between them), or made by a worker: task
   // results and values a task put travel back to whoever holds their reference.
@@ -161,15 +174,15 @@ void TaskManager::Release(ClientSession* client, const proto::Release& request) 
 }
 
 Status TaskManager::ContainRefs(ClientSession* client, const proto::ContainRefs& request) {
-  Object* container = ObjectFor(request.container());
-  if (container == nullptr || !MayRead(*client, *container))
+  Object* container = ReadableObject(*client, request.container());
+  if (container == nullptr)
     return MakeStatus(Code::kNotFound, "object {} is not known to the head", Hex(request.container()));
   std::unordered_set<std::string> known;
   for (const auto& id : container->contains) known.insert(id.str());
   for (const auto& id : request.ids()) {
     if (id == request.container() || known.contains(id)) continue;
-    Object* c = ObjectFor(id);  // (entries are stable: `container` stays valid)
-    if (c == nullptr || !MayRead(*client, *c)) continue;
+    Object* c = ReadableObject(*client, id);  // (entries are stable: `container` stays valid)
+    if (c == nullptr) continue;
     known.insert(id);
     container->contains.push_back(id);
     c->containers++;
@@ -179,8 +192,8 @@ Status TaskManager::ContainRefs(ClientSession* client, const proto::ContainRefs&
 
 void TaskManager::BorrowRefs(ClientSession* client, const proto::BorrowRefs& request) {
   for (const auto& id : request.ids()) {
-    Object* obj = ObjectFor(id);
-    if (obj == nullptr || !MayRead(*client, *obj)) continue;
+    Object* obj = ReadableObject(*client, id);
+    if (obj == nullptr) continue;
     obj->borrows++;
     client->borrowed[id]++;
   }
@@ -198,7 +211,7 @@ void TaskManager::TryFree(const std::string& first) {
     Object& obj = it->second;
     if (!obj.released || obj.pinned || obj.dependents > 0 || obj.containers > 0 || obj.borrows > 0 || !obj.ready)
       continue;
-    if (auto c = clients_.find(obj.owner); c != clients_.end()) c->second->owned--;
+    Disown(obj.owner);
     if (obj.has_task) {
       auto t = tasks_.find(id);
       if (t != tasks_.end()) DropFunctionOf(t->second);
@@ -597,7 +610,7 @@ bool TaskManager::RecordCopy(const std::string& id, uint32_t attempt, Node* node
 void TaskManager::ForgetRefusedPut(ClientSession* client, const std::string& id) {
   auto it = objects_.find(id);
   if (it == objects_.end() || it->second.owner != client->id || it->second.has_task) return;
-  client->owned--;
+  Disown(client->id);
   objects_.erase(it);
 }
 
