@@ -29,6 +29,16 @@ def wait_until(pred, timeout=20.0, what="condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def process_gone(pid):
+    """Whether process `pid` has exited (a zombie not reaped yet counts as gone)."""
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return True
+
+
 class Process:
     """A `corral start ... --block` child of the test (see corral._cluster.start_process)."""
 

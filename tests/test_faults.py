@@ -242,7 +242,12 @@ def test_cancel_force_kills_a_task_that_ignores_interrupts(tmp_path):
 
     @corral.remote(max_retries=0)
     def stubborn(path):
-        open(path, "w").close()
+        child = os.fork()
+        if child == 0:  # something the task started: it ends with the task
+            time.sleep(60)
+            os._exit(0)
+        with open(path, "w") as f:
+            f.write(str(child))
         while True:
             try:
                 time.sleep(60)
@@ -258,3 +263,6 @@ def test_cancel_force_kills_a_task_that_ignores_interrupts(tmp_path):
     corral.cancel(ref, force=True)         # kill: always works
     with pytest.raises(exceptions.TaskCancelledError):
         corral.get(ref, timeout=30)
+    from conftest import process_gone
+    child = int(started.read_text())
+    wait_until(lambda: process_gone(child), what="the process the task started to be stopped with it")

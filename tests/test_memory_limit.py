@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import corral
-from conftest import wait_until
+from conftest import process_gone, wait_until
 
 MB = 1 << 20
 
@@ -87,15 +87,4 @@ def test_memory_of_processes_a_task_started_counts_and_they_are_stopped_with_it(
         corral.get(hog_in_a_child.remote(600, str(pid_file)), timeout=60)
     assert "the processes it started were stopped" in str(e.value)
     child = int(pid_file.read_text())
-
-    def gone():
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            return True
-        try:
-            with open(f"/proc/{child}/stat") as f:  # a zombie until init reaps it is gone too
-                return f.read().split(")")[-1].split()[0] == "Z"
-        except FileNotFoundError:
-            return True
-    wait_until(gone, what="the task's child process to be stopped")
+    wait_until(lambda: process_gone(child), what="the task's child process to be stopped")

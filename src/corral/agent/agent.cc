@@ -305,7 +305,7 @@ void Agent::OnCancel(const proto::CancelAttempt& cancel) {
       // the wrong task, so stop the worker (the one sent ahead is re-queued when it exits).
       if (cancel.force() || w->next) {
         w->cancelled = true;
-        processes_->Kill(pid, SIGKILL);
+        processes_->KillGroup(pid, SIGKILL);
       } else {
         processes_->Interrupt(pid, w->seq);  // KeyboardInterrupt in that task, whenever it starts; the worker lives on
       }
@@ -369,7 +369,7 @@ void Agent::TryStart() {
           // Make room by retiring an idle worker started for another GPU set.
           for (auto& [pid, other] : workers_)
             if (other->conn && !other->busy && other->env_key != key) {
-              processes_->Kill(pid, SIGKILL);
+              processes_->KillGroup(pid, SIGKILL);
               break;
             }
         } else if (SpawnWorker(key)) {
@@ -554,7 +554,7 @@ void Agent::OnWorkerAccepted(std::unique_ptr<net::ByteStream> stream) {
       [this, attached, alive = alive_](const Status&) {
         if (!*alive || !*attached) return;
         // The process exit (reaped via SIGCHLD) does the accounting; make sure it comes.
-        processes_->Kill((*attached)->pid, SIGKILL);
+        processes_->KillGroup((*attached)->pid, SIGKILL);
       });
 }
 
@@ -606,7 +606,7 @@ void Agent::FinishOnWorker(Worker* w, proto::TaskFinished&& finished) {
     w->seq = w->next_seq;
     if (w->next_cancelled) {
       w->cancelled = true;
-      processes_->Kill(w->pid, SIGKILL);
+      processes_->KillGroup(w->pid, SIGKILL);
     }
   }
   proto::AgentToHead msg;

@@ -237,7 +237,7 @@ void Agent::OnLeaseExpired() {
     }
     if (w->busy && !w->keep_running && w->hand_back.empty()) {
       w->hand_back = why;
-      processes_->Kill(pid, SIGKILL);
+      processes_->KillGroup(pid, SIGKILL);
       stopped++;
     }
   }
@@ -360,7 +360,7 @@ void Agent::Heartbeat() {
       w->time_limited = true;
       counters_["tasks_time_limited"]++;
       LOG_WARN("{} ran past its time limit of {}s: stopping worker {}", Printable(w->task_name), w->time_limit_s, pid);
-      processes_->Kill(pid, SIGKILL);
+      processes_->KillGroup(pid, SIGKILL);
     }
   // Values a writer that is not a worker here (a driver) left half-written when it died.
   if (store_ && ++heartbeats_since_sweep_ >= 60) {
@@ -430,7 +430,7 @@ void Agent::Drain(std::chrono::milliseconds timeout, bool leave, const std::stri
       w->next.reset();
       if (w->busy) {
         w->hand_back = why + " (its worker also held the next task)";
-        processes_->Kill(pid, SIGKILL);
+        processes_->KillGroup(pid, SIGKILL);
       }
     }
   for (const Pending& p : queue_) HandBack(p.task.spec().task_id(), p.task.spec().attempt(), why);
@@ -448,7 +448,7 @@ void Agent::ArmDrainTimer(std::chrono::steady_clock::time_point deadline) {
     for (auto& [pid, w] : workers_)
       if (w->busy && w->hand_back.empty()) {
         w->hand_back = why;
-        processes_->Kill(pid, SIGKILL);
+        processes_->KillGroup(pid, SIGKILL);
       }
     if (auto done = std::move(on_drained_)) done();  // what ran is stopped (its reports follow)
   });

@@ -153,10 +153,6 @@ void WorkerProcesses::ReadPipe(const std::shared_ptr<Proc>& proc, bool is_stderr
       });
 }
 
-void WorkerProcesses::Kill(pid_t pid, int signal) {
-  if (procs_.contains(pid)) ::kill(pid, signal);
-}
-
 void WorkerProcesses::KillGroup(pid_t pid, int signal) {
   if (procs_.contains(pid)) ::kill(-pid, signal);
 }
@@ -169,7 +165,7 @@ void WorkerProcesses::Interrupt(pid_t pid, uint32_t task_seq) {
 }
 
 void WorkerProcesses::KillAll(int signal) {
-  for (auto& [pid, proc] : procs_) ::kill(pid, signal);
+  for (auto& [pid, proc] : procs_) ::kill(-pid, signal);  // each worker with what its tasks started
 }
 
 void WorkerProcesses::WaitSignal() {

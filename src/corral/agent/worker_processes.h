@@ -39,8 +39,8 @@ class WorkerProcesses {
 
   // Starts a worker; its pid, or why it could not (no file descriptors, no processes left).
   [[nodiscard]] Result<pid_t> Spawn(const SpawnSpec& spec);
-  void Kill(pid_t pid, int signal);
-  // The worker and the processes it started that stayed in its process group (each worker leads one).
+  // The worker and the processes its tasks started that stayed in its process group (each worker
+  // leads one): what ends a task ends what it started.
   void KillGroup(pid_t pid, int signal);
   // SIGINT carrying the sequence number of the task it is meant for (see python/corral/worker.py).
   void Interrupt(pid_t pid, uint32_t task_seq);
