@@ -152,6 +152,15 @@ def test_too_large_value_without_an_object_store_names_the_limit(monkeypatch):
         echo.remote(big)
 
 
+def test_remote_on_a_class_is_a_clear_error_at_once():
+    with pytest.raises(exceptions.InvalidArgumentError, match="actors .* are not supported yet"):
+        @corral.remote
+        class Counter:
+            pass
+    with pytest.raises(exceptions.InvalidArgumentError, match="class Counter"):
+        corral.remote(num_cpus=1)(type("Counter", (), {}))
+
+
 def test_bad_options_are_clear_errors():
     with pytest.raises(exceptions.InvalidArgumentError, match="unknown option"):
         corral.remote(num_cpu=1)

@@ -1,5 +1,6 @@
 """The public API: init, remote, get, put, wait, cancel, nodes, runtime_context."""
 import hashlib
+import inspect
 import os
 import time
 
@@ -333,6 +334,10 @@ class RemoteFunction:
     """A function that runs as a task: ``f.remote(*args)`` returns an ObjectRef at once."""
 
     def __init__(self, fn, options):
+        if inspect.isclass(fn):
+            raise exceptions.InvalidArgumentError(
+                f"@corral.remote on class {fn.__qualname__}: actors (stateful remote classes) are not "
+                f"supported yet, only functions. Keep the state in a task's arguments and results for now")
         self._fn = fn
         self._options = _validate(dict(options))
         self._name = options.get("name") or f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)}"
