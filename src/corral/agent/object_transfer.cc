@@ -390,7 +390,13 @@ void ObjectTransfer::RunPull(PullJob job, std::function<void(PullResult)> done) 
   PullResult result;
   std::string final_path = store_dir_ + "/" + objects::NodeStore::FileName(job.id, job.attempt);
   std::string tmp = fmt::format("{}.tmp.{}.{}", final_path, getpid(), ++pull_seq_);
-  int fd = open(tmp.c_str(), O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
+  // Over a freed file's pages when the store keeps one of about this size (see NodeStore).
+  bool pooled = objects::NodeStore::TakePooled(store_dir_, job.size, tmp);
+  int fd = open(tmp.c_str(), pooled ? O_RDWR | O_CLOEXEC | O_NOFOLLOW : O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
+  if (fd >= 0 && pooled && ftruncate(fd, static_cast<off_t>(job.size)) != 0) {
+    close(fd);
+    fd = -1;
+  }
   uint64_t received = 0;
   if (fd < 0) {
     result.status = MakeStatus(Code::kResourceExhausted, "cannot create {}: {}", tmp, std::strerror(errno));

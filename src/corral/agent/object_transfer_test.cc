@@ -75,6 +75,24 @@ TEST_F(ObjectTransferTest, PullsAWholeObjectIntoTheStoreUnderItsName) {
     EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
 }
 
+TEST_F(ObjectTransferTest, WritesOverAFileTheStoreKeptForReuse) {
+  std::string data = Write(root_ / "a", "id-3", 0, (2u << 20) + 5);
+  fs::create_directories(root_ / "b" / ".free");
+  std::string bigger = Write(root_ / "b" / ".free", "x", 0, (3u << 20));  // older bytes, larger than the value
+  fs::rename(root_ / "b" / ".free" / objects::NodeStore::FileName("x", 0),
+             root_ / "b" / ".free" / (std::to_string(bigger.size()) + "-old"));
+  struct stat before{};
+  ASSERT_EQ(stat((root_ / "b" / ".free" / (std::to_string(bigger.size()) + "-old")).c_str(), &before), 0);
+  PullResult r = PullNow({"id-3", 0, data.size(), {source_}});
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  fs::path got = root_ / "b" / objects::NodeStore::FileName("id-3", 0);
+  EXPECT_EQ(Read(got), data);  // exactly the value: the older bytes past it are cut
+  struct stat after{};
+  ASSERT_EQ(stat(got.c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino);
+  EXPECT_TRUE(fs::is_empty(root_ / "b" / ".free"));
+}
+
 TEST_F(ObjectTransferTest, ServesASpilledObjectToo) {
   std::string data = Write(root_ / "a-spill", "id-2", 0, 200000);
   PullResult r = PullNow({"id-2", 0, data.size(), {source_}});

@@ -195,6 +195,21 @@ uint64_t NodeStore::EmptyPool() {
   return ForEachPooled(pool, [&](const std::string& name, uint64_t) { unlink((pool + "/" + name).c_str()); });
 }
 
+bool NodeStore::TakePooled(const std::string& dir, uint64_t size, const std::string& to) {
+  std::string pool = dir + "/.free";
+  std::vector<std::pair<uint64_t, std::string>> fitting, smaller;
+  ForEachPooled(pool, [&](const std::string& name, uint64_t n) {
+    if (n >= size && n <= 2 * size + kMinPooledBytes) fitting.emplace_back(n, name);
+    else if (n < size) smaller.emplace_back(n, name);
+  });
+  std::sort(fitting.begin(), fitting.end());
+  std::sort(smaller.begin(), smaller.end(), std::greater<>());
+  auto& candidates = fitting.empty() ? smaller : fitting;
+  for (size_t i = 0; i < candidates.size() && i < 4; ++i)
+    if (rename((pool + "/" + candidates[i].second).c_str(), to.c_str()) == 0) return true;
+  return false;
+}
+
 int NodeStore::SweepPartial(std::optional<pid_t> pid) {
   int removed = 0;
   ForEachEntry(dir_, [&](const std::string& name) {

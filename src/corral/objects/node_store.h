@@ -67,6 +67,10 @@ class NodeStore {
   uint64_t PoolBytes() const;
   // Frees the pool's memory; the bytes it held.
   uint64_t EmptyPool();
+  // Renames a file of the pool of store `dir` to `to` for a writer of `size` bytes: the smallest
+  // that holds them and is at most twice as large (+1 MiB), else the largest smaller one. False if
+  // there is none (or other writers took them first). Python's writers choose the same way.
+  static bool TakePooled(const std::string& dir, uint64_t size, const std::string& to);
   // Moves the object from memory to the spill directory. A full disk leaves it in memory.
   Status Spill(std::string_view id, uint32_t attempt) const;
   // Up to `length` bytes of the object from `offset` (in memory, else spilled); its whole size in *size.
