@@ -14,7 +14,7 @@ ALLOWED = {
     "agent": {"base", "net", "objects"},
     "client": {"base", "net"},
     "cli": {"base", "net", "store", "objects", "head", "agent", "client"},
-    "python": {"base", "net", "client"},
+    "python": {"base", "net", "objects", "client"},
 }
 INCLUDE = re.compile(r'#include\s+"corral/([a-z_]+)/')
 

@@ -33,7 +33,7 @@ import struct
 import time
 import zlib
 
-from . import exceptions
+from . import _core, exceptions
 
 THRESHOLD = 100 * 1024  # values smaller than this travel inline, in the message
 _MAGIC = b"CORRALV1"
@@ -122,7 +122,7 @@ def write(store, object_id, attempt, pickled, buffers):
     final = os.path.join(store.dir, _name(object_id, attempt))
     tmp = f"{final}.tmp.{os.getpid()}"
     try:
-        if _take_pooled(store, total, tmp):
+        if _core.take_pooled(store.dir, total, tmp):  # over a freed file's pages (NodeStore::TakePooled)
             fd = os.open(tmp, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
             os.ftruncate(fd, total)  # (a larger file gives back its tail)
         else:
@@ -152,31 +152,6 @@ def write(store, object_id, attempt, pickled, buffers):
     finally:
         os.close(fd)
     return total
-
-
-def _take_pooled(store, total, tmp):
-    """Renames a freed file of the store's pool to `tmp`: the smallest that holds `total` bytes (and
-    is not much larger), else the largest smaller one (fewer new pages). False if the pool has none
-    (or others took them first)."""
-    pool = os.path.join(store.dir, ".free")
-    try:
-        names = os.listdir(pool)
-    except OSError:
-        return False
-    sizes = []
-    for name in names:
-        size, _, _ = name.partition("-")
-        if size.isdigit():
-            sizes.append((int(size), name))
-    fitting = sorted(s for s in sizes if total <= s[0] <= 2 * total + (1 << 20))  # not a big one for a small value
-    smaller = sorted((s for s in sizes if s[0] < total), reverse=True)
-    for _, name in (fitting or smaller)[:4]:
-        try:
-            os.rename(os.path.join(pool, name), tmp)
-            return True
-        except OSError:  # another writer took it
-            continue
-    return False
 
 
 def _write_all(fd, parts):

@@ -636,12 +636,7 @@ bool Client::DropRefLocked(const std::string& id) {
   auto it = refs_.find(id);
   if (it == refs_.end() || --it->second > 0) return false;
   refs_.erase(it);
-  if (auto r = ready_.find(id); r != ready_.end()) {
-    // A value in a node's store: released at once, so its memory (and its file, for the next
-    // writer to reuse) comes back before this process writes another.
-    if (r->second && r->second->stored_size() > 0 && owned_.contains(id)) release_stored_ = true;
-    ready_.erase(r);
-  }
+  ready_.erase(id);
   subscribed_.erase(id);
   if (!owned_.erase(id)) return false;
   pending_release_.push_back(id);
@@ -653,7 +648,7 @@ void Client::AfterDrops(bool released) {
   bool flush = false, arm = false;
   {
     std::lock_guard lock(mu_);
-    if (pending_release_.size() >= kReleaseBatch || std::exchange(release_stored_, false))
+    if (pending_release_.size() >= kReleaseBatch)
       flush = true;
     else if (!release_timer_armed_)
       arm = release_timer_armed_ = true;

@@ -167,7 +167,6 @@ class Client {
   // when the same head takes us back: the old connection may have died with them unread.
   std::deque<proto::Release> recent_releases_;                      // guarded by mu_
   bool release_timer_armed_ = false;                                // guarded by mu_
-  bool release_stored_ = false;  // a stored value was dropped: send the releases now; guarded by mu_
   uint64_t next_request_ = 1;                                       // guarded by mu_
   std::unordered_map<uint64_t, std::optional<proto::Reply>> replies_;  // guarded by mu_
 };

@@ -26,12 +26,6 @@ std::string ClassKey(const proto::TaskSpec& spec) {
   return key;
 }
 
-ResourceSet CpuPart(const ResourceSet& r) {
-  ResourceSet out;
-  out.Set(kCpu, r.Get(kCpu));
-  return out;
-}
-
 }  // namespace
 
 proto::ObjectValue TaskManager::ErrorValue(const std::string& id, proto::ErrorKind kind, std::string message) {
@@ -57,7 +51,7 @@ void TaskManager::RemoveClient(ClientSession* client) {
     // client: this walk, when an owner leaves, is cheaper than a set entry for each of its tasks.
     std::vector<std::string> owned;
     for (const auto& [key, task] : tasks_)
-      if (key.view().starts_with(client->id) && OwnerOf(key.str(), task) == client->id) owned.push_back(key.str());
+      if (!task.durable && key.view().starts_with(client->id)) owned.push_back(key.str());  // (see OwnerOf)
     for (const auto& [key, obj] : objects_)
       if (obj.owner == client->id && !tasks_.contains(key)) owned.push_back(key.str());
     for (const auto& id : owned) {
@@ -373,12 +367,12 @@ void TaskManager::Schedule() {
         continue;
       }
       std::string id = cls.queue.front().str();
-      proto::TaskSpec spec = SpecOf(id, tit->second);
-      if (WaitAgainForArguments(id, tit->second, spec)) {  // one is being rebuilt
+      std::vector<std::string> deps = tit->second.has_deps ? DepsOf(tit->second) : std::vector<std::string>();
+      if (WaitAgainForArguments(id, tit->second, deps)) {  // one is being rebuilt
         cls.queue.pop_front();
         continue;
       }
-      Placement p = Place(cls.request, views, LargestHolder(spec));
+      Placement p = Place(cls.request, views, LargestHolder(deps));
       if (p.kind == Placement::kWait) break;
       if (p.kind == Placement::kInfeasible) {
         cls.infeasible = p.reason;
@@ -395,7 +389,7 @@ void TaskManager::Schedule() {
         break;
       }
       cls.queue.pop_front();
-      Dispatch(id, tit->second, std::move(spec), nodes_.Find(p.node->id), p.prefetch);
+      Dispatch(id, tit->second, nodes_.Find(p.node->id), p.prefetch);
     }
     if (cls.queue.empty() && cls.unfinished == 0)
       cit = classes_.erase(cit);
@@ -404,8 +398,8 @@ void TaskManager::Schedule() {
   }
 }
 
-bool TaskManager::WaitAgainForArguments(const std::string& id, Task& task, const proto::TaskSpec& spec) {
-  for (const auto& dep : spec.deps()) {
+bool TaskManager::WaitAgainForArguments(const std::string& id, Task& task, const std::vector<std::string>& deps) {
+  for (const auto& dep : deps) {
     auto d = objects_.find(dep);
     if (d == objects_.end() || d->second.ready) continue;
     d->second.waiting.push_back(id);
@@ -416,7 +410,7 @@ bool TaskManager::WaitAgainForArguments(const std::string& id, Task& task, const
   return true;
 }
 
-void TaskManager::Dispatch(const std::string& id, Task& task, proto::TaskSpec&& spec, Node* node, bool prefetch) {
+void TaskManager::Dispatch(const std::string& id, Task& task, Node* node, bool prefetch) {
   task.state = TaskState::kDispatched;
   task.node = node->view.id;
   node->view.available.Subtract(task.cls->request.resources);
@@ -424,7 +418,7 @@ void TaskManager::Dispatch(const std::string& id, Task& task, proto::TaskSpec&& 
   node->tasks.insert(id);
   proto::HeadToAgent msg;
   proto::ExecuteTask* ex = msg.mutable_execute();
-  *ex->mutable_spec() = std::move(spec);
+  *ex->mutable_spec() = SpecOf(id, task);
   ex->mutable_spec()->clear_owner_id();  // the head routes what comes back; nodes need not know the client
   const ResourceSet& request = task.cls->request.resources;
   for (const auto& [name, units] : request.units()) (*ex->mutable_spec()->mutable_resources())[name] = request.Get(name);
@@ -573,123 +567,6 @@ void TaskManager::CancelAttempt(Node* node, const std::string& task_id, uint32_t
   msg.mutable_cancel()->set_attempt(attempt);
   msg.mutable_cancel()->set_force(force);
   node->conn->Send(msg);
-}
-
-void TaskManager::Reconcile(Node* node, const google::protobuf::RepeatedPtrField<proto::HeldAttempt>& held) {
-  SendPendingDeletes(node);  // values freed while it was away
-  std::unordered_map<std::string, const proto::HeldAttempt*> by_id;
-  for (const auto& h : held) by_id[h.task_id()] = &h;
-  // Placed here, but the agent no longer has it (its lease ran out, or it is a new agent process).
-  std::vector<std::string> lost;
-  for (const auto& id : node->tasks) {
-    auto h = by_id.find(id);
-    auto t = tasks_.find(id);
-    if (h == by_id.end() || (t != tasks_.end() && h->second->attempt() != t->second.attempt)) lost.push_back(id);
-  }
-  for (const auto& id : lost) {
-    Count("attempts_lost_while_disconnected");
-    if (auto t = tasks_.find(id); t != tasks_.end()) Requeue(id, t->second, node, "no longer held the attempt");
-  }
-  for (const auto& h : held) {
-    auto t = tasks_.find(h.task_id());
-    if (t != tasks_.end() && t->second.state == TaskState::kDispatched && t->second.node == node->view.id &&
-        t->second.attempt == h.attempt()) {
-      Task& task = t->second;
-      if (h.blocked() != task.blocked) {
-        proto::Blocked b;
-        b.set_task_id(h.task_id());
-        b.set_blocked(h.blocked());
-        OnBlocked(node, b);
-      }
-      // A cancel sent while it was away never reached it.
-      if (task.cancel_requested) CancelAttempt(node, h.task_id(), h.attempt(), task.cancel_force);
-      continue;  // still the current attempt: it goes on (its result, if it has one, follows)
-    }
-    // After a (re)start: an attempt of a task not resubmitted yet, or resubmitted and still waiting
-    // (parked, or for its dependencies, which are resubmitted too): keep it for that task.
-    bool waiting_for_it = t == tasks_.end() ||
-                          (t->second.resubmitted && t->second.attempt == 0 &&
-                           ((t->second.state == TaskState::kQueued && t->second.parked) ||
-                            t->second.state == TaskState::kWaitingDeps));
-    if (InGrace() && waiting_for_it) {
-      orphans_[h.task_id()] = Orphan{node->view.id, h.attempt(), std::nullopt};
-      if (t != tasks_.end() && t->second.parked) AdoptOrPark(h.task_id(), t->second);
-      else if (t == tasks_.end() && on_orphan_held) on_orphan_held(h.task_id());
-      continue;
-    }
-    if (!h.finished()) {
-      Count("superseded_attempts_stopped");
-      CancelAttempt(node, h.task_id(), h.attempt());
-    }
-  }
-  // Its resources may differ now (a new agent process under the same id): count afresh what it runs.
-  node->view.available = node->view.total;
-  double cpus = 0;
-  for (const auto& id : node->tasks) {
-    auto t = tasks_.find(id);
-    if (t == tasks_.end() || !t->second.cls) continue;
-    node->view.available.Subtract(t->second.cls->request.resources);
-    if (t->second.blocked) node->view.available.Add(CpuPart(t->second.cls->request.resources));
-    cpus += t->second.cls->request.resources.Get(kCpu);
-  }
-  node->view.prefetch_limit = static_cast<int>(node->view.total.Get(kCpu)) * options_.prefetch_per_cpu;
-  node->view.prefetched = std::max(0, static_cast<int>(cpus - node->view.total.Get(kCpu)));
-  dirty_ = true;
-}
-
-bool TaskManager::AdoptOrPark(const std::string& id, Task& task) {
-  if (task.state == TaskState::kFinished || task.state == TaskState::kDispatched) return true;
-  auto o = orphans_.find(id);
-  Node* node = o == orphans_.end() ? nullptr : nodes_.Find(o->second.node);
-  if (node && node->state != NodeState::kDead && node->state != NodeState::kLeft) {
-    Orphan orphan = std::move(o->second);
-    if (!orphan.result) orphans_.erase(o);  // with a result, OnTaskFinished-like handling below
-    task.parked = false;
-    task.state = TaskState::kDispatched;
-    task.node = node->view.id;
-    task.attempt = orphan.attempt;
-    node->view.available.Subtract(task.cls->request.resources);
-    node->tasks.insert(id);
-    if (task.function) node->shipped_functions.insert(task.function->hash);  // it ran the function already
-    Count("attempts_adopted_after_restart");
-    if (task.durable && on_durable_adopted) on_durable_adopted(id);
-    LOG_INFO("task {} ({}) resubmitted after a restart: node {} still holds attempt {}", ShortHex(id),
-             Printable(NameOf(id, task)), ShortHex(node->view.id), orphan.attempt);
-    if (orphan.result) {
-      proto::TaskFinished f;
-      f.set_task_id(id);
-      f.set_attempt(orphan.attempt);
-      *f.mutable_result() = std::move(*orphan.result);
-      OnTaskFinished(node, std::move(f));
-    }
-    return true;
-  }
-  if (!InGrace()) return false;
-  if (!task.parked) {
-    task.parked = true;
-    task.state = TaskState::kQueued;
-    parked_.push_back(id);
-  }
-  return true;
-}
-
-void TaskManager::EndGrace() {
-  grace_ = false;
-  for (const auto& id : parked_) {
-    auto t = tasks_.find(id);
-    if (t == tasks_.end() || !t->second.parked || t->second.state != TaskState::kQueued) continue;
-    t->second.parked = false;
-    Enqueue(id, t->second);
-  }
-  parked_.clear();
-  for (auto& [id, orphan] : orphans_) {
-    if (orphan.result) continue;
-    Count("superseded_attempts_stopped");
-    CancelAttempt(nodes_.Find(orphan.node), id, orphan.attempt);
-  }
-  if (!orphans_.empty())
-    LOG_INFO("{} attempt(s) that agents held across the head restart were not resubmitted: stopped", orphans_.size());
-  orphans_.clear();
 }
 
 void TaskManager::OnBlocked(Node* node, const proto::Blocked& blocked) {

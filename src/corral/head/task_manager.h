@@ -249,13 +249,19 @@ class TaskManager {
   void Enqueue(const std::string& id, Task& task);
   // A queued task whose argument is not ready any more (its value is being rebuilt) waits for it
   // again instead of being sent without it. True if it waits.
-  bool WaitAgainForArguments(const std::string& id, Task& task, const proto::TaskSpec& spec);
+  bool WaitAgainForArguments(const std::string& id, Task& task, const std::vector<std::string>& deps);
   // The scheduling class of tasks like `spec` (made on first use).
   SchedClass& ClassFor(const proto::TaskSpec& spec);
-  // The node holding most bytes of the task's stored arguments ("" if none is stored).
-  std::string LargestHolder(const proto::TaskSpec& spec) const;
-  void Dispatch(const std::string& id, Task& task, proto::TaskSpec&& spec, Node* node, bool prefetch);
+  // The node holding most bytes of the task's stored arguments `deps` ("" if none is stored).
+  std::string LargestHolder(const std::vector<std::string>& deps) const;
+  void Dispatch(const std::string& id, Task& task, Node* node, bool prefetch);
   void ReleaseResources(const std::string& id, Task& task, Node* node);
+  // The CPUs of a request: what a task blocked in get() gives back.
+  static ResourceSet CpuPart(const ResourceSet& r) {
+    ResourceSet out;
+    out.Set(kCpu, r.Get(kCpu));
+    return out;
+  }
   // Finishes the task with `value` and propagates to dependents and subscribers.
   void Finish(const std::string& id, proto::ObjectValue value);
   // `failure`: counts against the task's retries and tells its owner; else the node handed it back.

@@ -543,10 +543,10 @@ void TaskManager::RebuildOrReport(const std::vector<std::string>& lost) {
   }
 }
 
-std::string TaskManager::LargestHolder(const proto::TaskSpec& spec) const {
-  if (spec.deps().empty()) return "";
+std::string TaskManager::LargestHolder(const std::vector<std::string>& deps) const {
+  if (deps.empty()) return "";
   std::unordered_map<std::string, uint64_t> bytes;
-  for (const auto& dep : spec.deps()) {
+  for (const auto& dep : deps) {
     auto it = objects_.find(dep);
     if (it == objects_.end()) continue;
     for (const auto& node : it->second.value.locations()) bytes[node] += it->second.value.stored_size();

@@ -19,6 +19,7 @@
 #include "corral/client/client.h"
 #include "corral/client/head_trust.h"
 #include "corral/client/worker_link.h"
+#include "corral/objects/node_store.h"
 #include "corral/worker.pb.h"
 
 namespace nb = nanobind;
@@ -252,6 +253,8 @@ NB_MODULE(_core, m) {
       },
       "expr"_a, "tz"_a, "after_ns"_a, "The first slot of a cron expression after after_ns (UTC ns), in zone tz.");
   m.def("hex", [](const nb::bytes& b) { return corral::Hex(Str(b)); });
+  m.def("take_pooled", &corral::objects::NodeStore::TakePooled, nb::arg("store_dir"), nb::arg("size"), nb::arg("to"),
+        "Renames a freed file of the store's pool to `to` for a value of `size` bytes (see NodeStore::TakePooled)");
   m.def("parse_rate", [](const std::string& text) { return Check(corral::ParseRate(text)); },
         "'10/s', '100/m', '5/h' or a number -> per second (the CLI's and the head's parser)");
 

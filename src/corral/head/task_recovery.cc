@@ -1,0 +1,127 @@
+// TaskManager after a disconnection or a restart: a node that registers again is reconciled with
+// the attempts it still holds, and just after a head restart, resubmitted tasks adopt the attempts
+// re-registering agents hold (or wait for them until the grace ends).
+#include "corral/base/ids.h"
+#include "corral/base/log.h"
+#include "corral/head/task_manager.h"
+
+namespace corral::head {
+
+void TaskManager::Reconcile(Node* node, const google::protobuf::RepeatedPtrField<proto::HeldAttempt>& held) {
+  SendPendingDeletes(node);  // values freed while it was away
+  std::unordered_map<std::string, const proto::HeldAttempt*> by_id;
+  for (const auto& h : held) by_id[h.task_id()] = &h;
+  // Placed here, but the agent no longer has it (its lease ran out, or it is a new agent process).
+  std::vector<std::string> lost;
+  for (const auto& id : node->tasks) {
+    auto h = by_id.find(id);
+    auto t = tasks_.find(id);
+    if (h == by_id.end() || (t != tasks_.end() && h->second->attempt() != t->second.attempt)) lost.push_back(id);
+  }
+  for (const auto& id : lost) {
+    Count("attempts_lost_while_disconnected");
+    if (auto t = tasks_.find(id); t != tasks_.end()) Requeue(id, t->second, node, "no longer held the attempt");
+  }
+  for (const auto& h : held) {
+    auto t = tasks_.find(h.task_id());
+    if (t != tasks_.end() && t->second.state == TaskState::kDispatched && t->second.node == node->view.id &&
+        t->second.attempt == h.attempt()) {
+      Task& task = t->second;
+      if (h.blocked() != task.blocked) {
+        proto::Blocked b;
+        b.set_task_id(h.task_id());
+        b.set_blocked(h.blocked());
+        OnBlocked(node, b);
+      }
+      // A cancel sent while it was away never reached it.
+      if (task.cancel_requested) CancelAttempt(node, h.task_id(), h.attempt(), task.cancel_force);
+      continue;  // still the current attempt: it goes on (its result, if it has one, follows)
+    }
+    // After a (re)start: an attempt of a task not resubmitted yet, or resubmitted and still waiting
+    // (parked, or for its dependencies, which are resubmitted too): keep it for that task.
+    bool waiting_for_it = t == tasks_.end() ||
+                          (t->second.resubmitted && t->second.attempt == 0 &&
+                           ((t->second.state == TaskState::kQueued && t->second.parked) ||
+                            t->second.state == TaskState::kWaitingDeps));
+    if (InGrace() && waiting_for_it) {
+      orphans_[h.task_id()] = Orphan{node->view.id, h.attempt(), std::nullopt};
+      if (t != tasks_.end() && t->second.parked) AdoptOrPark(h.task_id(), t->second);
+      else if (t == tasks_.end() && on_orphan_held) on_orphan_held(h.task_id());
+      continue;
+    }
+    if (!h.finished()) {
+      Count("superseded_attempts_stopped");
+      CancelAttempt(node, h.task_id(), h.attempt());
+    }
+  }
+  // Its resources may differ now (a new agent process under the same id): count afresh what it runs.
+  node->view.available = node->view.total;
+  double cpus = 0;
+  for (const auto& id : node->tasks) {
+    auto t = tasks_.find(id);
+    if (t == tasks_.end() || !t->second.cls) continue;
+    node->view.available.Subtract(t->second.cls->request.resources);
+    if (t->second.blocked) node->view.available.Add(CpuPart(t->second.cls->request.resources));
+    cpus += t->second.cls->request.resources.Get(kCpu);
+  }
+  node->view.prefetch_limit = static_cast<int>(node->view.total.Get(kCpu)) * options_.prefetch_per_cpu;
+  node->view.prefetched = std::max(0, static_cast<int>(cpus - node->view.total.Get(kCpu)));
+  dirty_ = true;
+}
+
+bool TaskManager::AdoptOrPark(const std::string& id, Task& task) {
+  if (task.state == TaskState::kFinished || task.state == TaskState::kDispatched) return true;
+  auto o = orphans_.find(id);
+  Node* node = o == orphans_.end() ? nullptr : nodes_.Find(o->second.node);
+  if (node && node->state != NodeState::kDead && node->state != NodeState::kLeft) {
+    Orphan orphan = std::move(o->second);
+    if (!orphan.result) orphans_.erase(o);  // with a result, OnTaskFinished-like handling below
+    task.parked = false;
+    task.state = TaskState::kDispatched;
+    task.node = node->view.id;
+    task.attempt = orphan.attempt;
+    node->view.available.Subtract(task.cls->request.resources);
+    node->tasks.insert(id);
+    if (task.function) node->shipped_functions.insert(task.function->hash);  // it ran the function already
+    Count("attempts_adopted_after_restart");
+    if (task.durable && on_durable_adopted) on_durable_adopted(id);
+    LOG_INFO("task {} ({}) resubmitted after a restart: node {} still holds attempt {}", ShortHex(id),
+             Printable(NameOf(id, task)), ShortHex(node->view.id), orphan.attempt);
+    if (orphan.result) {
+      proto::TaskFinished f;
+      f.set_task_id(id);
+      f.set_attempt(orphan.attempt);
+      *f.mutable_result() = std::move(*orphan.result);
+      OnTaskFinished(node, std::move(f));
+    }
+    return true;
+  }
+  if (!InGrace()) return false;
+  if (!task.parked) {
+    task.parked = true;
+    task.state = TaskState::kQueued;
+    parked_.push_back(id);
+  }
+  return true;
+}
+
+void TaskManager::EndGrace() {
+  grace_ = false;
+  for (const auto& id : parked_) {
+    auto t = tasks_.find(id);
+    if (t == tasks_.end() || !t->second.parked || t->second.state != TaskState::kQueued) continue;
+    t->second.parked = false;
+    Enqueue(id, t->second);
+  }
+  parked_.clear();
+  for (auto& [id, orphan] : orphans_) {
+    if (orphan.result) continue;
+    Count("superseded_attempts_stopped");
+    CancelAttempt(nodes_.Find(orphan.node), id, orphan.attempt);
+  }
+  if (!orphans_.empty())
+    LOG_INFO("{} attempt(s) that agents held across the head restart were not resubmitted: stopped", orphans_.size());
+  orphans_.clear();
+}
+
+}  // namespace corral::head
