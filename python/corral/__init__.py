@@ -13,12 +13,13 @@
 from . import exceptions
 from .api import (RemoteFunction, RuntimeContext, cancel, cluster_status, get, init, is_initialized, nodes, put,
                   remote, runtime_context, shutdown, wait)
-from .exceptions import (CorralError, GetTimeoutError, NodeDiedError, ObjectLostError, ObjectStoreFullError,
+from .exceptions import (ActorDiedError, ActorNotFoundError, CorralError, GetTimeoutError, NodeDiedError, ObjectLostError, ObjectStoreFullError,
                          OutOfMemoryError, TaskCancelledError, TaskError, WorkerCrashedError)
 from .durable import (DurableFunction, TaskId, TaskResult, pause_schedule, queue, queues, remove_schedule, result,
                       resume_schedule, run_schedule_now, schedule, schedule_history, schedules, send_task, task,
                       tasks)
 from .object_ref import ObjectRef
+from .actor import ActorClass, ActorHandle, get_actor, kill, list_actors, method
 from .canvas import chain, chord, group  # canvases of durable tasks: fn.s(...) steps
 
 __version__ = "0.1.0"
@@ -28,6 +29,7 @@ __all__ = [
     "runtime_context", "RuntimeContext", "ObjectRef", "RemoteFunction", "exceptions", "CorralError", "TaskError",
     "WorkerCrashedError", "NodeDiedError", "TaskCancelledError", "ObjectLostError", "ObjectStoreFullError",
     "OutOfMemoryError", "GetTimeoutError",
+    "ActorClass", "ActorHandle", "get_actor", "kill", "list_actors", "method", "ActorDiedError", "ActorNotFoundError",
     "task", "result", "tasks", "DurableFunction", "TaskId", "TaskResult", "schedule", "schedules", "pause_schedule",
     "resume_schedule", "remove_schedule", "run_schedule_now", "schedule_history", "queue", "queues", "send_task",
     "chain", "group", "chord",

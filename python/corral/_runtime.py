@@ -32,6 +32,8 @@ worker_id = None
 node_id = None
 current_task = None      # TaskContext while a task runs
 in_task_code = False     # True only while the task's own function runs (see call_task)
+in_actor = False         # this worker hosts an actor (its calls do not give CPUs back while they wait)
+namespace = None         # init(namespace=...): where get_actor and named actors look by default
 
 
 class TaskContext:

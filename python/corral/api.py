@@ -13,7 +13,8 @@ _UNSET = object()
 
 
 def init(address=None, *, token=None, ca_cert=None, ca_fingerprint=None, num_cpus=None, num_gpus=None, memory=None,
-         resources=None, labels=None, tasks=None, log_to_driver=True, ignore_reinit_error=False, _system_args=()):
+         resources=None, labels=None, tasks=None, log_to_driver=True, ignore_reinit_error=False, namespace=None,
+         _system_args=()):
     """Connects this process to a Corral cluster, starting a local one if needed.
 
     With no ``address`` and no ``CORRAL_ADDRESS`` in the environment, starts an embedded cluster
@@ -34,6 +35,8 @@ def init(address=None, *, token=None, ca_cert=None, ca_fingerprint=None, num_cpu
 
     ``log_to_driver``: print the output of this driver's tasks here, prefixed with task and node.
 
+    ``namespace``: where this driver's named actors live and ``get_actor`` looks (default "default").
+
     If the connection to a head at an address drops (the head restarted, the network went away),
     this process reconnects for up to ``CORRAL_RECONNECT_S`` seconds (default 60) and sends again
     its unfinished tasks and the values it put; waiting calls simply wait. Tasks it has not got a
@@ -46,6 +49,7 @@ def init(address=None, *, token=None, ca_cert=None, ca_fingerprint=None, num_cpu
             raise exceptions.CorralError("corral.init() was already called; call corral.shutdown() first, "
                                          "or pass ignore_reinit_error=True")
         _runtime.log_to_driver = log_to_driver
+        _runtime.namespace = namespace
         if address is None:
             address = os.environ.get("CORRAL_ADDRESS") or None
         if address is None:
@@ -126,7 +130,7 @@ class _Blocking:
     def __init__(self, client, ids, n):
         self.ids, self.n, self.client, self.task = ids, n, client, None
         ctx = _runtime.current_task
-        if ctx is not None and _runtime.worker_link is not None:
+        if ctx is not None and _runtime.worker_link is not None and not _runtime.in_actor:
             if sum(client.wait(ids, n, 0.0)) < n:
                 self.task = ctx.task_id
 
@@ -334,10 +338,6 @@ class RemoteFunction:
     """A function that runs as a task: ``f.remote(*args)`` returns an ObjectRef at once."""
 
     def __init__(self, fn, options):
-        if inspect.isclass(fn):
-            raise exceptions.InvalidArgumentError(
-                f"@corral.remote on class {fn.__qualname__}: actors (stateful remote classes) are not "
-                f"supported yet, only functions. Keep the state in a task's arguments and results for now")
         self._fn = fn
         self._options = _validate(dict(options))
         self._name = options.get("name") or f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)}"
@@ -403,7 +403,9 @@ class RemoteFunction:
 
 
 def remote(*args, **options):
-    """Makes a function a remote function (a task).
+    """Makes a function a remote function (a task), or a class an actor class (see
+    :class:`corral.actor.ActorClass` for an actor's options: ``max_restarts``, ``max_concurrency``,
+    ``name``, ``lifetime``...).
 
         @corral.remote
         def f(x): ...
@@ -423,8 +425,14 @@ def remote(*args, **options):
     handle. A node that drains or a task that is cancelled still stops it.
     """
     if len(args) == 1 and not options and callable(args[0]):
-        return RemoteFunction(args[0], {})
+        return _make_remote(args[0], {})
     if args:
         raise exceptions.InvalidArgumentError("use @corral.remote or @corral.remote(option=value, ...)")
-    _validate(dict(options))
-    return lambda fn: RemoteFunction(fn, options)
+    return lambda fn: _make_remote(fn, options)
+
+
+def _make_remote(fn, options):
+    if inspect.isclass(fn):
+        from .actor import ActorClass
+        return ActorClass(fn, options)
+    return RemoteFunction(fn, _validate(dict(options)))

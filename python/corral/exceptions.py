@@ -71,6 +71,22 @@ class SerializationError(CorralError, TypeError):
     """An argument, result or exception could not be pickled or unpickled."""
 
 
+class NotFoundError(CorralError, LookupError):
+    """The head knows no such thing (an actor name, an id)."""
+
+
+class ActorNotFoundError(NotFoundError, ValueError):
+    """corral.get_actor(): no live actor has that name in that namespace."""
+
+
+class ActorDiedError(CorralError):
+    """The actor the call was made on is dead, or died while the call ran and the call had no
+    retries left (``max_task_retries``). The message says which actor, on which node, and why: killed
+    with corral.kill(), its worker's exit code or signal, out of memory, its node lost, its creator
+    exited, or its restarts used up. (A call on an actor whose constructor raised raises that
+    exception instead.)"""
+
+
 # Error kinds on the wire (proto ErrorKind) -> exception class.
 KIND_TASK_ERROR = 1
 KIND_OBJECT_LOST = 5
@@ -88,6 +104,7 @@ _BY_KIND = {
     7: CorralError,
     10: ObjectStoreFullError,
     11: OutOfMemoryError,
+    13: ActorDiedError,
 }
 
 

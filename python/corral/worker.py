@@ -61,7 +61,7 @@ def main():
         except exceptions.ConnectionLostError:
             return 0
         (task_id, attempt, name, fn_hash, fn_bytes, args, deps, resources, gpu_ids, _owner, durable_function,
-         args_format, soft_time_limit, parents, link_mode, forget) = task
+         args_format, soft_time_limit, parents, link_mode, forget, actor) = task
         for h in forget:  # no client and no task uses it any more
             functions.pop(h, None)
         seq += 1
@@ -70,6 +70,11 @@ def main():
             _set_threads(cpus)
             threads = cpus
         _runtime.current_task = _runtime.TaskContext(task_id, attempt, name, resources, gpu_ids, seq)
+        if actor is not None:  # an actor's creation: this worker is the actor's until it ends
+            from . import _actor_host
+            _actor_host.run(link, task, functions)
+            _runtime.current_task = None
+            continue
         if durable_function:
             if soft_time_limit > 0:
                 signal.setitimer(signal.ITIMER_REAL, soft_time_limit)
@@ -91,26 +96,42 @@ def main():
 def _run(functions, name, fn_hash, fn_bytes, args, deps, task_id, attempt):
     """Runs a task: (data, error kind, message, stored size). A large result is written into this
     node's object store as (task_id, attempt), and `data` is empty."""
-    for d in deps:  # a dependency lost after the task was queued (its node died)
-        if d[1] != 0:
-            return b"", d[1], f"an argument of {name} is not available: {d[2]}", 0
-    try:
-        fn = functions.get(fn_hash)
-        if fn is None:
-            if not fn_bytes:
-                return b"", exceptions.KIND_RUNTIME, f"worker {os.getpid()} was not sent the function of {name}", 0
-            fn = functions[fn_hash] = pickle.loads(fn_bytes)
-        a, k = serialization.unpack_args(args, deps, _DepClient())
-    except exceptions.ObjectLostError as e:
-        return b"", exceptions.KIND_OBJECT_LOST, f"an argument of {name}: {e}", 0
-    except Exception as e:
-        return b"", exceptions.KIND_SERIALIZATION, (f"cannot unpickle the function or arguments of {name} on this worker: "
-                        f"{type(e).__name__}: {e}. Is the module that defines it importable here?"), 0
+    fn, a, k, failed = load_call(functions, name, fn_hash, fn_bytes, args, deps)
+    if failed:
+        return failed
     try:
         result = _runtime.call_task(fn, a, k)
     except BaseException as e:  # noqa: BLE001 - every exception goes back to the caller
         data, message = serialization.dump_exception(e, name)
         return data, exceptions.KIND_TASK_ERROR, message, 0
+    return encode_result(result, name, task_id, attempt)
+
+
+def load_call(functions, name, fn_hash, fn_bytes, args, deps):
+    """(function or None, args, kwargs, None), or (None, None, None, the failure to report) when the
+    function or the arguments cannot be had. No function is wanted when `fn_hash` is empty (an actor's call)."""
+    for d in deps:  # a dependency lost after the task was queued (its node died)
+        if d[1] != 0:
+            return None, None, None, (b"", d[1], f"an argument of {name} is not available: {d[2]}", 0)
+    try:
+        fn = functions.get(fn_hash) if fn_hash else None
+        if fn is None and fn_hash:
+            if not fn_bytes:
+                return None, None, None, (b"", exceptions.KIND_RUNTIME,
+                                          f"worker {os.getpid()} was not sent the function of {name}", 0)
+            fn = functions[fn_hash] = pickle.loads(fn_bytes)
+        a, k = serialization.unpack_args(args, deps, _DepClient())
+    except exceptions.ObjectLostError as e:
+        return None, None, None, (b"", exceptions.KIND_OBJECT_LOST, f"an argument of {name}: {e}", 0)
+    except Exception as e:
+        return None, None, None, (b"", exceptions.KIND_SERIALIZATION,
+                                  f"cannot unpickle the function or arguments of {name} on this worker: "
+                                  f"{type(e).__name__}: {e}. Is the module that defines it importable here?", 0)
+    return fn, a, k, None
+
+
+def encode_result(result, name, task_id, attempt):
+    """(data, 0, "", stored size) for a returned value, or the failure to report."""
     try:
         (data, stored, _), inner = serialization.collecting_refs(
             (result,), serialization.encode, result, f"the result of {name}", task_id, attempt)

@@ -266,6 +266,7 @@ void Agent::StopForMemory(Worker* w, std::string why) {
 
 void Agent::OnExecute(proto::ExecuteTask&& task) {
   proto::TaskSpec* spec = task.mutable_spec();
+  if (!spec->actor_id().empty() && !spec->has_actor()) return OnActorCall(std::move(task));
   if (!spec->function().empty()) {
     functions_[spec->function_hash()] = std::move(*spec->mutable_function());
     spec->clear_function();
@@ -314,20 +315,42 @@ void Agent::OnCancel(const proto::CancelAttempt& cancel) {
   }
 }
 
-void Agent::ReportCancelled(const std::string& task_id, uint32_t attempt) {
+void Agent::OnActorCall(proto::ExecuteTask&& task) {
+  const proto::TaskSpec& spec = task.spec();
+  auto it = actor_workers_.find(spec.actor_id());
+  Worker* w = it == actor_workers_.end() ? nullptr : it->second;
+  if (!w || !w->conn || w->retired) {
+    ReportEnded(spec.task_id(), spec.attempt(), proto::WORKER_DIED,
+                fmt::format("actor {} is not running on node {} ({})", ShortHex(spec.actor_id()),
+                            ShortHex(options_.node_id), options_.hostname));
+    return;
+  }
+  w->actor_calls[spec.task_id()] = spec.attempt();
+  proto::AgentToWorker msg;
+  *msg.mutable_execute() = std::move(task);
+  counters_["actor_calls_started"]++;
+  w->conn->Send(msg);
+}
+
+void Agent::ReportEnded(const std::string& task_id, uint32_t attempt, proto::ErrorKind kind,
+                        const std::string& message) {
   proto::AgentToHead msg;
   proto::TaskFinished* f = msg.mutable_finished();
   f->set_task_id(task_id);
   f->set_attempt(attempt);
   f->set_node_id(options_.node_id);
-  f->mutable_result()->set_error(proto::CANCELLED);
-  f->mutable_result()->set_message("cancelled before it started");
+  f->mutable_result()->set_error(kind);
+  f->mutable_result()->set_message(message);
   SendToHead(msg);
+}
+
+void Agent::ReportCancelled(const std::string& task_id, uint32_t attempt) {
+  ReportEnded(task_id, attempt, proto::CANCELLED, "cancelled before it started");
 }
 
 Agent::Worker* Agent::IdleWorker(const std::string& env_key) {
   for (auto& [pid, w] : workers_)
-    if (w->conn && !w->busy && w->env_key == env_key) return w.get();
+    if (w->conn && !w->busy && !w->retired && w->env_key == env_key) return w.get();
   return nullptr;
 }
 
@@ -364,7 +387,7 @@ void Agent::TryStart() {
         // Workers waiting in get() do not count against the cap: otherwise tasks nested deeper
         // than the cap would wait for workers that wait for them.
         int active = 0;
-        for (auto& [pid, other] : workers_) active += !other->blocked;
+        for (auto& [pid, other] : workers_) active += !other->blocked && other->actor_id.empty();  // actors: their own
         if (active >= options_.max_workers) {
           // Make room by retiring an idle worker started for another GPU set.
           for (auto& [pid, other] : workers_)
@@ -391,12 +414,15 @@ Agent::Worker* Agent::PipelineTarget(const Pending& p) {
   // A task submitted from inside a task may be what that task waits for: never queue it behind a
   // running task, or the wait could never end.
   // Nor a task that keeps running through a partition: stopping the one ahead of it would stop it too.
-  if (p.gpus > 0 || p.task.spec().nested() || p.task.spec().keep_running_on_partition()) return nullptr;
+  if (p.gpus > 0 || p.task.spec().nested() || p.task.spec().keep_running_on_partition() || p.task.spec().has_actor())
+    return nullptr;
   const std::string& hash = p.task.spec().function_hash();
   auto d = durations_.find(hash);
   if (d == durations_.end() || d->second >= kPipelineBelow) return nullptr;
   for (auto& [pid, w] : workers_)
-    if (w->conn && w->busy && !w->blocked && !w->next && !w->keep_running && w->hash == hash && w->env_key.empty()) return w.get();
+    if (w->conn && w->busy && !w->blocked && !w->next && !w->keep_running && w->actor_id.empty() && w->hash == hash &&
+        w->env_key.empty())
+      return w.get();
   return nullptr;
 }
 
@@ -436,6 +462,10 @@ void Agent::SendTask(Worker* w, Pending&& p, bool pipelined) {
   for (int g : w->gpus) ex->add_gpu_ids(g);
   for (auto& h : w->forget) ex->add_forget_functions(std::move(h));
   w->forget.clear();
+  if (ex->spec().has_actor()) {  // the worker is the actor's from now on
+    w->actor_id = ex->spec().actor_id();
+    actor_workers_[w->actor_id] = w;
+  }
   const std::string& hash = ex->spec().function_hash();
   if (w->functions.insert(hash).second) {
     auto f = functions_.find(hash);
@@ -566,6 +596,15 @@ void Agent::OnWorkerMessage(Worker* w, std::string_view bytes) {
   }
   switch (msg.msg_case()) {
     case proto::WorkerToAgent::kFinished: FinishOnWorker(w, std::move(*msg.mutable_finished())); break;
+    case proto::WorkerToAgent::kActorReady: {
+      if (!w->busy || msg.actor_ready().actor_id() != w->actor_id || msg.actor_ready().attempt() != w->attempt) break;
+      proto::AgentToHead fwd;
+      *fwd.mutable_actor_ready() = msg.actor_ready();
+      fwd.mutable_actor_ready()->set_pid(w->pid);
+      fwd.mutable_actor_ready()->set_node_id(options_.node_id);
+      SendToHead(fwd);
+      break;
+    }
     case proto::WorkerToAgent::kBlocked: {
       const proto::Blocked& b = msg.blocked();
       if (!w->busy || b.task_id() != w->task_id || b.blocked() == w->blocked) break;
@@ -591,8 +630,24 @@ void Agent::ReleaseTask(Worker* w) {
 }
 
 void Agent::FinishOnWorker(Worker* w, proto::TaskFinished&& finished) {
+  if (auto call = w->actor_calls.find(finished.task_id());
+      call != w->actor_calls.end() && call->second == finished.attempt()) {
+    w->actor_calls.erase(call);
+    finished.set_node_id(options_.node_id);
+    proto::AgentToHead msg;
+    *msg.mutable_finished() = std::move(finished);
+    SendToHead(msg);
+    return;
+  }
   if (!w->busy || finished.task_id() != w->task_id) return;
   finished.set_node_id(options_.node_id);
+  if (!w->actor_id.empty()) {
+    // The actor ended (its constructor raised, or it exited): its worker, with whatever state the
+    // class left in the process, serves nothing else.
+    w->retired = true;
+    actor_workers_.erase(w->actor_id);
+    processes_->KillGroup(w->pid, SIGKILL);
+  }
   Nanos now = SystemClock().BootTimeNs();
   auto [d, fresh] = durations_.try_emplace(w->hash, now - w->started);
   if (!fresh) d->second = (d->second * 4 + (now - w->started)) / 5;
@@ -680,6 +735,19 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
         ShortHex(options_.node_id), options_.hostname, startup_failures_, reason, options_.python,
         options_.state_dir, tail.empty() ? "" : ". Its last output:" + tail));
     MaybeReady();  // it died before connecting: the node is up (and says why), waiting would hang
+  }
+  if (!w->actor_id.empty()) {
+    if (auto a = actor_workers_.find(w->actor_id); a != actor_workers_.end() && a->second == w.get())
+      actor_workers_.erase(a);
+    // Calls in flight end with the worker, reported after its creation (the head then knows the actor
+    // restarts or died): the head retries them on the restarted actor, or fails them.
+    std::string why = !w->hand_back.empty()     ? w->hand_back
+                      : !w->out_of_memory.empty() ? w->out_of_memory
+                                                  : fmt::format("its worker (pid {}) on node {} ({}) {}", pid,
+                                                                ShortHex(options_.node_id), options_.hostname, reason);
+    for (const auto& [id, attempt] : w->actor_calls)
+      ReportEnded(id, attempt, w->hand_back.empty() ? proto::WORKER_DIED : proto::HANDED_BACK, why);
+    w->actor_calls.clear();
   }
   // Keep the warm pool full.
   int plain = 0;

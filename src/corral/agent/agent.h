@@ -129,6 +129,10 @@ class Agent {
 
   void OnExecute(proto::ExecuteTask&& task);
   void OnCancel(const proto::CancelAttempt& cancel);
+  // A call on an actor this node runs: straight to its worker, which orders and runs it.
+  void OnActorCall(proto::ExecuteTask&& task);
+  // Reports an attempt (a call whose actor's worker is gone) as ended with `kind`.
+  void ReportEnded(const std::string& task_id, uint32_t attempt, proto::ErrorKind kind, const std::string& message);
   void TryStart();
   Worker* IdleWorker(const std::string& env_key);
   // A busy worker that may take `p` ahead of time (short tasks of the same function), or null.
@@ -228,6 +232,7 @@ class Agent {
   std::unique_ptr<WorkerProcesses> processes_;
   std::unordered_map<pid_t, std::unique_ptr<Worker>> workers_;  // by pid
   std::unordered_map<std::string, Worker*> workers_by_id_;
+  std::unordered_map<std::string, Worker*> actor_workers_;  // by actor id
   std::deque<Pending> queue_;
   std::unordered_map<std::string, std::string> functions_;       // hash -> pickled function
   std::unordered_map<std::string, Nanos> durations_;             // hash -> average run time

@@ -77,6 +77,11 @@ void Agent::ConnectToHead() {
                   a->set_blocked(w->blocked);
                 }
                 if (w->next) hold(w->next->task.spec(), false);
+                for (const auto& [id, attempt] : w->actor_calls) {
+                  proto::HeldAttempt* a = h->add_held();
+                  a->set_task_id(id);
+                  a->set_attempt(attempt);
+                }
               }
               for (const Pending& p : queue_) hold(p.task.spec(), false);
               if (store_)

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -43,6 +44,11 @@ struct Agent::Worker {
   std::optional<Pending> next;
   uint32_t next_seq = 0;
   bool next_cancelled = false;
+  // An actor's worker: its creation task is the running task for the actor's life, and its calls
+  // come straight through (OnActorCall) while the constructor's result is known.
+  std::string actor_id;
+  std::map<std::string, uint32_t> actor_calls;  // calls sent to it, not finished: task id -> attempt
+  bool retired = false;                   // an actor ended here: killed, never given another task
   std::set<std::string> functions;        // hashes this worker was sent
   std::vector<std::string> forget;        // of those, hashes to drop: told with its next task
   std::deque<std::string> last_stderr;    // for the death report of a worker that never came up

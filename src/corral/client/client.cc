@@ -430,8 +430,9 @@ Status Client::Send(const proto::ClientToHead& msg, net::Urgency urgency) {
 int Client::RegisterFunction(const std::string& name, const std::string& hash, const std::string& pickled,
                              const std::map<std::string, double>& resources,
                              const std::map<std::string, std::string>& label_selector, uint32_t max_retries,
-                             bool interruptible, bool keep_running_on_partition) {
+                             bool interruptible, bool keep_running_on_partition, const proto::ActorSpec* actor) {
   proto::TaskSpec spec;
+  if (actor) *spec.mutable_actor() = *actor;
   spec.set_name(name);
   spec.set_function_hash(hash);
   spec.set_function(pickled);
@@ -454,10 +455,8 @@ Result<std::string> Client::Submit(int function, std::string args, const std::ve
   std::lock_guard submit_lock(submit_mu_);
   proto::ClientToHead msg;
   proto::TaskSpec* spec = msg.mutable_submit();
-  std::string id;
   {
     std::lock_guard lock(mu_);
-    if (closed_) return Err(closed_reason_);
     if (function < 0 || function >= static_cast<int>(functions_.size()))
       return Err(Code::kInvalidArgument, "unknown function handle");
     const proto::TaskSpec& tmpl = functions_[function];
@@ -471,13 +470,40 @@ Result<std::string> Client::Submit(int function, std::string args, const std::ve
     spec->set_keep_running_on_partition(tmpl.keep_running_on_partition());
     spec->set_python_version(tmpl.python_version());
     spec->set_cloudpickle_major(tmpl.cloudpickle_major());
-    spec->set_nested(options_.in_worker);
+    if (tmpl.has_actor()) *spec->mutable_actor() = tmpl.actor();
     if (shipped_.insert(tmpl.function_hash()).second) spec->set_function(tmpl.function());
+  }
+  return SendTask(msg, std::move(args), deps);
+}
+
+Result<std::string> Client::SubmitCall(const std::string& actor_id, const std::string& name, const std::string& method,
+                                       std::string args, const std::vector<std::string>& deps, uint32_t max_retries,
+                                       const std::string& concurrency_group) {
+  std::lock_guard submit_lock(submit_mu_);
+  proto::ClientToHead msg;
+  proto::TaskSpec* spec = msg.mutable_submit();
+  spec->set_name(name);
+  spec->set_actor_id(actor_id);
+  spec->set_method(method);
+  spec->set_concurrency_group(concurrency_group);
+  spec->set_max_retries(max_retries);
+  spec->set_python_version(python_minor_);
+  return SendTask(msg, std::move(args), deps);
+}
+
+Result<std::string> Client::SendTask(proto::ClientToHead& msg, std::string args, const std::vector<std::string>& deps) {
+  proto::TaskSpec* spec = msg.mutable_submit();
+  std::string id;
+  {
+    std::lock_guard lock(mu_);
+    if (closed_) return Err(closed_reason_);
+    spec->set_nested(options_.in_worker);
     id = MakeTaskId(client_id_, ++next_task_);
     owned_.insert(id);
     refs_[id]++;  // the handle the caller is about to create
   }
   spec->set_task_id(id);
+  if (spec->has_actor()) spec->set_actor_id(id);  // an actor is named by its creation task
   spec->set_args(std::move(args));
   for (const auto& d : deps) spec->add_deps(d);
   Status s = Send(msg, net::Urgency::kSoon);  // a burst of submissions leaves in few frames

@@ -73,9 +73,15 @@ class Client {
   int RegisterFunction(const std::string& name, const std::string& hash, const std::string& pickled,
                        const std::map<std::string, double>& resources,
                        const std::map<std::string, std::string>& label_selector, uint32_t max_retries,
-                       bool interruptible = false, bool keep_running_on_partition = false);
+                       bool interruptible = false, bool keep_running_on_partition = false,
+                       const proto::ActorSpec* actor = nullptr);
   // Submits a task; returns its id (also the id of its result). Waits while the send queue is full.
+  // With a function registered with an ActorSpec, this creates an actor: the id is the actor's too.
   Result<std::string> Submit(int function, std::string args, const std::vector<std::string>& deps);
+  // A call on an actor: runs `method` on its worker; the id is that of its result.
+  Result<std::string> SubmitCall(const std::string& actor_id, const std::string& name, const std::string& method,
+                                 std::string args, const std::vector<std::string>& deps, uint32_t max_retries,
+                                 const std::string& concurrency_group);
   Result<std::string> Put(std::string data);
   // A stored value: the caller wrote `size` bytes to the file named by `id` (from NewObjectId) in
   // the object store of node `node`; the head learns where it is, never its bytes.
@@ -103,6 +109,8 @@ class Client {
   bool reconnecting() const;
 
  private:
+  // Gives the submission in `msg` its id, arguments and dependencies, and sends it (submit_mu_ held).
+  Result<std::string> SendTask(proto::ClientToHead& msg, std::string args, const std::vector<std::string>& deps);
   explicit Client(const ClientOptions& options);
   // Dial(), and the new connection becomes current (the first connection).
   Status Handshake();

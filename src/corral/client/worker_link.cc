@@ -155,10 +155,22 @@ Status WorkerLink::Write(const google::protobuf::MessageLite& msg) {
 Status WorkerLink::Finish(const proto::TaskFinished& finished) {
   {
     std::lock_guard lock(fence_mu_);
-    UpdateFence(false);
+    if (!actor_) UpdateFence(false);
   }
   proto::WorkerToAgent msg;
   *msg.mutable_finished() = finished;
+  return Write(msg);
+}
+
+Status WorkerLink::ActorReady(const std::string& actor_id, uint32_t attempt) {
+  {
+    std::lock_guard lock(fence_mu_);
+    actor_ = true;
+    UpdateFence(true);
+  }
+  proto::WorkerToAgent msg;
+  msg.mutable_actor_ready()->set_actor_id(actor_id);
+  msg.mutable_actor_ready()->set_attempt(attempt);
   return Write(msg);
 }
 

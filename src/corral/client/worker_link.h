@@ -50,6 +50,9 @@ class WorkerLink {
   Result<proto::ExecuteTask> NextTask();
   Status Finish(const proto::TaskFinished& finished);
   Status Blocked(const std::string& task_id, bool blocked);
+  // The actor's constructor returned: the worker is the actor's until it dies. The lease fence stays
+  // armed from now on (the actor's creation runs for its whole life), not only during calls.
+  Status ActorReady(const std::string& actor_id, uint32_t attempt);
 
  private:
   WorkerLink() = default;
@@ -65,6 +68,7 @@ class WorkerLink {
   const int64_t* lease_ = nullptr;           // mapped from the agent's lease file
   std::mutex fence_mu_;
   bool fence_current_ = false;               // guarded by fence_mu_: a task runs that must stop with the lease
+  bool actor_ = false;                       // guarded by fence_mu_: an actor lives here (fenced throughout)
   int64_t armed_at_ = 0;                     // guarded by fence_mu_: the expiry the timer is set to, 0: disarmed
   timer_t timer_{};                          // the kill timer (the kernel numbers them from 0)
   bool has_timer_ = false;                   // false: no fence

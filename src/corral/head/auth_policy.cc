@@ -34,6 +34,13 @@ std::optional<Role> RequiredRole(const proto::Request& request) {
         case proto::ScheduleRequest::RUN_NOW: return Role::kSubmit;
         default: return std::nullopt;
       }
+    case proto::Request::kActor:
+      switch (request.actor().op()) {
+        case proto::ActorRequest::GET:
+        case proto::ActorRequest::LIST: return Role::kRead;
+        case proto::ActorRequest::KILL: return Role::kSubmit;  // and the owner's rules (TaskManager::KillActor)
+        default: return std::nullopt;
+      }
     case proto::Request::kQueue:
       switch (request.queue().op()) {
         case proto::QueueRequest::LIST: return Role::kRead;

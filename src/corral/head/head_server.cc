@@ -392,6 +392,7 @@ void HeadServer::OnAgentMessage(Peer* peer, std::string_view bytes) {
     case proto::AgentToHead::kObjectChunk: OnObjectChunk(peer, std::move(*msg.mutable_object_chunk())); break;
     case proto::AgentToHead::kObjectsSpilled: tasks_.OnObjectsSpilled(node, msg.objects_spilled()); break;
     case proto::AgentToHead::kObjectPulled: OnObjectPulled(peer, msg.object_pulled()); break;
+    case proto::AgentToHead::kActorReady: tasks_.OnActorReady(node, msg.actor_ready()); break;
     case proto::AgentToHead::kUpdate:
       msg.mutable_update()->set_address(node->info.address());
       nodes_.Update(node, msg.update());
@@ -441,6 +442,10 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     return;
   } else if (request.has_contain_refs()) {
     Status s = peer->session ? tasks_.ContainRefs(peer->session.get(), request.contain_refs())
+                             : Status(Code::kFailedPrecondition, "not a client session");
+    if (!s.ok()) SetError(*reply, s);
+  } else if (request.has_actor()) {
+    Status s = peer->session ? tasks_.HandleActorRequest(peer->session.get(), request.actor(), reply)
                              : Status(Code::kFailedPrecondition, "not a client session");
     if (!s.ok()) SetError(*reply, s);
   } else if (request.has_borrow_refs()) {

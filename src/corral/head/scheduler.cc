@@ -82,7 +82,7 @@ Placement Place(const Request& request, const std::vector<const NodeView*>& node
         best = n;
         best_util = util;
       }
-    } else if (n->prefetched < n->prefetch_limit && CpuOnly(request.resources)) {
+    } else if (n->prefetched < n->prefetch_limit && CpuOnly(request.resources) && !request.no_prefetch) {
       if (!prefetch || n->prefetched < prefetch->prefetched ||
           (n->prefetched == prefetch->prefetched && n->order < prefetch->order))
         prefetch = n;

@@ -50,6 +50,7 @@ struct Request {
   std::string cloudpickle_major;  // "3"; empty: any
   bool interruptible = false;     // may run on interruptible-only nodes
   std::string durable_function;   // non-empty: only nodes whose workers registered it
+  bool no_prefetch = false;       // an actor: placed only where its resources are free now
 };
 
 struct Placement {

@@ -23,6 +23,7 @@ std::string ClassKey(const proto::TaskSpec& spec) {
   key += "|" + spec.python_version() + "|" + spec.cloudpickle_major();
   if (spec.interruptible()) key += "|i";
   if (!spec.durable_function().empty()) key += "|d:" + spec.durable_function();
+  if (spec.has_actor()) key += "|actor";  // never prefetched: an actor holds its resources for good
   return key;
 }
 
@@ -57,6 +58,11 @@ void TaskManager::RemoveClient(ClientSession* client) {
     for (const auto& id : owned) {
       auto t = tasks_.find(id);
       if (t != tasks_.end() && t->second.state != TaskState::kFinished) {
+        if (t->second.actor) {
+          auto a = actors_.find(id);
+          if (a != actors_.end() && a->second.spec.detached()) continue;  // outlives its creator
+          if (a != actors_.end()) a->second.kill_reason = fmt::format("its creator ({}) exited", client->name);
+        }
         proto::Cancel c;
         c.set_task_id(id);
         c.set_force(true);
@@ -143,15 +149,17 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
   owned_[client->id]++;
   Task& task = tasks_[id];
   task.durable = !spec.durable_function().empty();
+  std::string refusal;
+  proto::ErrorKind kind = proto::RUNTIME;
+  if (spec.has_actor() || !spec.actor_id().empty()) refusal = AdmitActorTask(client, id, task, spec, &kind);
   SchedClass& cls = ClassFor(spec);
   cls.unfinished++;
   task.cls = &cls;
   peak_unfinished_ = std::max(peak_unfinished_, ++unfinished_);
   // Refuse what cannot run before counting dependencies, so nothing is counted that is not undone.
-  std::string refusal;
-  proto::ErrorKind kind = proto::RUNTIME;
   auto function = functions_.find(spec.function_hash());
-  if (!task.durable && function == functions_.end()) {
+  if (!refusal.empty()) {
+  } else if (!task.durable && !task.actor_call && function == functions_.end()) {
     refusal = fmt::format("the head does not know the function of task {}; it was not sent with the first "
                           "submission on this connection",
                           spec.name());
@@ -169,7 +177,7 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
       }
     }
   }
-  if (!task.durable && refusal.empty()) {
+  if (!task.durable && !task.actor_call && refusal.empty()) {
     task.function = &function->second;
     task.function->uses++;
   }
@@ -279,6 +287,7 @@ TaskManager::SchedClass& TaskManager::ClassFor(const proto::TaskSpec& spec) {
     cls.request.cloudpickle_major = spec.cloudpickle_major();
     cls.request.interruptible = spec.interruptible();
     cls.request.durable_function = spec.durable_function();
+    cls.request.no_prefetch = spec.has_actor();
   }
   return cls;
 }
@@ -334,6 +343,7 @@ void TaskManager::Cancel(ClientSession* client, const proto::Cancel& request) {
 }
 
 void TaskManager::Enqueue(const std::string& id, Task& task) {
+  if (task.actor_call) return EnqueueCall(id, task);
   if (task.resubmitted && task.attempt == 0 && grace_ && AdoptOrPark(id, task)) return;
   task.state = TaskState::kQueued;
   SchedClass& cls = *task.cls;
@@ -448,6 +458,10 @@ void TaskManager::Dispatch(const std::string& id, Task& task, Node* node, bool p
 
 void TaskManager::ReleaseResources(const std::string& id, Task& task, Node* node) {
   if (!node) return;
+  if (task.actor_call) {  // its actor holds the resources
+    node->tasks.erase(id);
+    return;
+  }
   if (task.blocked) {
     node->view.available.Subtract(CpuPart(task.cls->request.resources));
     task.blocked = false;
@@ -499,6 +513,11 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
       *result = ErrorValue(finished.task_id(), proto::RUNTIME, "a durable task's result cannot be a stored value");
     }
   }
+  if (task.actor && result->error() == proto::CANCELLED && !task.cancel_requested)
+    if (auto a = actors_.find(id); a != actors_.end() && std::exchange(a->second.restart_on_kill, false)) {
+      result->set_error(proto::WORKER_DIED);  // kill(no_restart=False): a crash, restarted while it may be
+      result->set_message("its worker was killed by corral.kill(no_restart=False)");
+    }
   if (result->error() == proto::HANDED_BACK && !task.cancel_requested) {
     LOG_INFO("node {} handed back task {} ({}): {}", ShortHex(node->view.id), ShortHex(id),
              Printable(NameOf(id, task)), Printable(result->message()));
@@ -506,7 +525,7 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
     return;
   }
   if ((result->error() == proto::WORKER_DIED || result->error() == proto::OUT_OF_MEMORY) &&
-      !task.cancel_requested && task.attempt < task.max_retries) {
+      !task.cancel_requested && task.attempt < task.max_retries && (!task.actor_call || CallMayRetry(id, task))) {
     Retry(finished.task_id(), task, result->message());
     return;
   }
@@ -535,6 +554,7 @@ void TaskManager::Retry(const std::string& id, Task& task, const std::string& wh
     Count("tasks_handed_back");
   }
   if (task.durable && on_durable_rerun) on_durable_rerun(id);
+  if (task.actor) OnActorRestarting(id);
   Enqueue(id, task);
 }
 
@@ -542,7 +562,7 @@ void TaskManager::Requeue(const std::string& id, Task& task, Node* node, const s
   ReleaseResources(id, task, node);
   std::string msg = fmt::format("node {} ({}) {} while running {}", ShortHex(node->view.id),
                                 node->info.hostname(), why, NameOf(id, task));
-  if (!task.cancel_requested && task.attempt < task.max_retries)
+  if (!task.cancel_requested && task.attempt < task.max_retries && (!task.actor_call || CallMayRetry(id, task)))
     Retry(id, task, msg);
   else
     Finish(id, ErrorValue(id, task.cancel_requested ? proto::CANCELLED : proto::NODE_DIED, msg));
@@ -619,6 +639,7 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     auto tit = tasks_.find(tid);
     if (tit == tasks_.end() || tit->second.state == TaskState::kFinished) continue;
     Task& task = tit->second;
+    if (task.actor || task.actor_call) OnActorTaskFinished(tid, task, val, work);
     bool durable = task.durable;
     // A stored result can be rebuilt by running its task again if its node dies (lineage): the
     // spec (with its resources) and the function stay while the result does.
@@ -704,6 +725,7 @@ void TaskManager::FillStatus(proto::ClusterStatus* status) const {
       }
     status->add_infeasible(fmt::format("{} task(s) like {}: it {}", cls.queue.size(), name, cls.infeasible));
   }
+  FillActors(status->mutable_actors(), /*include_dead=*/false);
   auto& counters = *status->mutable_counters()->mutable_values();
   for (const auto& [k, v] : counters_) counters[k] = v;
   counters["objects_held"] = static_cast<int64_t>(objects_.size());

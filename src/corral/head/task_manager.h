@@ -98,6 +98,17 @@ class TaskManager {
   void BorrowRefs(ClientSession* client, const proto::BorrowRefs& request);
   void Cancel(ClientSession* client, const proto::Cancel& request);
 
+  // Actors (task_actors.cc). An actor is its creation task, dispatched and never finished while the
+  // actor lives (it holds the resources; its attempts are the restarts); its calls are tasks
+  // without resources that the head sends to the actor's node once it is ready, in submission
+  // order per caller. The actor dies when its creation task finishes: killed, out of restarts, its
+  // constructor raised, or no handle to it remains (after its pending calls ran).
+  void OnActorReady(Node* node, const proto::ActorReady& ready);
+  // GET (by name), KILL and LIST. KILL is allowed to whoever may read the actor's owner's values
+  // (its owner, clients with its token, workers, admin).
+  Status HandleActorRequest(ClientSession* client, const proto::ActorRequest& request, proto::Reply* reply);
+  void FillActors(google::protobuf::RepeatedPtrField<proto::ActorInfo>* out, bool include_dead) const;
+
   void OnTaskFinished(Node* node, proto::TaskFinished&& finished);
   // The id of the node task `task_id` was dispatched to ("" if none).
   std::string NodeRunning(const std::string& task_id) const;
@@ -187,6 +198,30 @@ class TaskManager {
     bool cancel_force = false;
     bool told_infeasible = false;
     bool parked = false;               // resubmitted after a head restart: waits for an agent to claim it
+    bool actor = false;                // an actor's creation: see actors_
+    bool actor_call = false;           // a call on an actor: goes to the actor's node, not a class queue
+  };
+  // An actor, keyed by its creation task's id.
+  struct Actor {
+    enum class State { kPending, kAlive, kRestarting, kDead };
+    proto::ActorSpec spec;
+    std::string owner_token;           // the creator's token id: clients with it (and workers, admin) may use it
+    State state = State::kPending;
+    std::string node;                  // where it runs (or ran last)
+    int64_t pid = 0;
+    uint32_t ready_attempt = 0;
+    uint32_t restarts = 0;
+    uint32_t max_restarts = 0;
+    ResourceSet resources;
+    std::string kill_reason;           // why it is being stopped (kill, its owner left, no handle left)
+    bool restart_on_kill = false;      // kill(no_restart=False): the stop counts as a crash
+    bool collect = false;              // no handle remains: it ends once its calls have
+    std::string death_cause;
+    proto::ObjectValue death;          // what its calls get once it is dead
+    uint64_t next_seq = 0;
+    std::map<uint64_t, IdKey> pending; // calls not sent to its worker yet, in submission order
+    std::unordered_map<IdKey, uint64_t, IdKey::Hash> seq;  // every unfinished call's place
+    int64_t running = 0;               // calls sent to its worker, not finished
   };
   // A pickled function, kept while some client that sent it is connected or an unfinished task
   // needs it; then forgotten here and on the nodes (a client sends it again on its next use).
@@ -255,6 +290,32 @@ class TaskManager {
   // The node holding most bytes of the task's stored arguments `deps` ("" if none is stored).
   std::string LargestHolder(const std::vector<std::string>& deps) const;
   void Dispatch(const std::string& id, Task& task, Node* node, bool prefetch);
+  // Actors (task_actors.cc).
+  // Submit's part for a creation or a call: an error message if it is refused.
+  std::string AdmitActorTask(ClientSession* client, const std::string& id, Task& task, const proto::TaskSpec& spec,
+                             proto::ErrorKind* kind);
+  // A call whose arguments are ready (or that is to be retried) joins its actor's line.
+  void EnqueueCall(const std::string& id, Task& task);
+  // Whether a call whose actor's worker died may run again: its actor restarts (it is not dead or
+  // being stopped).
+  bool CallMayRetry(const std::string& id, const Task& task) const;
+  // Sends the actor's ready calls to its node, in order; a caller's call waiting for its arguments
+  // holds back that caller's later calls only.
+  void PumpActor(const std::string& actor_id, Actor& actor);
+  void DispatchCall(const std::string& id, Task& task, Actor& actor, Node* node);
+  // Finish's part: a call leaves its actor's line; a creation's end is the actor's death.
+  // Calls that cannot run any more go to `work` (Finish's worklist) with their values.
+  void OnActorTaskFinished(const std::string& id, Task& task, proto::ObjectValue& value,
+                           std::vector<std::pair<std::string, proto::ObjectValue>>& work);
+  // The creation task goes back to the queue (restart): its actor waits for the new attempt.
+  void OnActorRestarting(const std::string& id);
+  // Stops the actor: its creation task is cancelled (or, with `restart`, its worker is killed and
+  // it restarts while it has restarts left).
+  void StopActor(const std::string& id, std::string reason, bool restart);
+  // No handle to the actor remains (`id` is its creation): it ends once its calls are done.
+  void MaybeCollectActor(const std::string& id);
+  void FillActor(const std::string& id, const Actor& actor, proto::ActorInfo* out) const;
+  bool MayUseActor(const ClientSession& client, const std::string& id, const Actor& actor) const;
   void ReleaseResources(const std::string& id, Task& task, Node* node);
   // The CPUs of a request: what a task blocked in get() gives back.
   static ResourceSet CpuPart(const ResourceSet& r) {
@@ -347,6 +408,10 @@ class TaskManager {
   bool grace_ = true;
   Nanos grace_until_ = 0;
   std::unordered_map<std::string, Orphan> orphans_;
+  std::unordered_map<std::string, Actor> actors_;                // by id, live and recently dead
+  std::map<std::pair<std::string, std::string>, std::string> actor_names_;  // (namespace, name) -> live actor
+  std::deque<std::string> dead_actors_;                          // oldest first, at most kDeadActorsKept
+  static constexpr size_t kDeadActorsKept = 1000;
   std::vector<std::string> parked_;
 };
 

@@ -7,6 +7,7 @@
 
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/map.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/unique_ptr.h>
@@ -66,6 +67,7 @@ void InstallInterruptHandler() {  // from the main thread (the worker's connect)
     case Code::kPermissionDenied: cls = "AuthenticationError"; break;
     case Code::kResourceExhausted: cls = "ValueTooLargeError"; break;
     case Code::kInvalidArgument: cls = "InvalidArgumentError"; break;
+    case Code::kNotFound: cls = "NotFoundError"; break;
     default: break;
   }
   nb::object exc = nb::module_::import_("corral.exceptions").attr(cls);
@@ -191,6 +193,52 @@ nb::dict DurableDict(const corral::proto::DurableTaskInfo& t) {
   return d;
 }
 
+nb::dict ActorDict(const corral::proto::ActorInfo& a) {
+  nb::dict d;
+  d["actor_id"] = corral::Hex(a.actor_id());
+  d["class_name"] = a.spec().class_name();
+  d["name"] = a.spec().name();
+  d["namespace"] = a.spec().namespace_();
+  d["state"] = a.state();
+  d["node_id"] = corral::Hex(a.node_id());
+  d["hostname"] = a.hostname();
+  d["pid"] = a.pid();
+  d["restarts"] = a.restarts();
+  d["max_restarts"] = a.max_restarts();
+  d["death_cause"] = a.death_cause();
+  d["detached"] = a.spec().detached();
+  d["pending_calls"] = a.pending_calls();
+  d["running_calls"] = a.running_calls();
+  nb::dict res;
+  for (const auto& [k, v] : a.resources()) res[k.c_str()] = v;
+  d["resources"] = res;
+  // What a handle needs (get_actor): the raw id and the class's shape.
+  d["_id"] = Bytes(a.actor_id());
+  nb::list methods;
+  for (const auto& m : a.spec().methods()) methods.append(m);
+  d["_methods"] = methods;
+  d["_max_task_retries"] = a.spec().max_task_retries();
+  return d;
+}
+
+corral::proto::ActorSpec ActorSpecOf(const nb::dict& d) {
+  corral::proto::ActorSpec a;
+  for (auto [k, v] : d) {
+    std::string key = nb::cast<std::string>(k);
+    if (key == "class_name") a.set_class_name(nb::cast<std::string>(v));
+    else if (key == "name") a.set_name(nb::cast<std::string>(v));
+    else if (key == "namespace") a.set_namespace_(nb::cast<std::string>(v));
+    else if (key == "detached") a.set_detached(nb::cast<bool>(v));
+    else if (key == "max_task_retries") a.set_max_task_retries(nb::cast<uint32_t>(v));
+    else if (key == "max_concurrency") a.set_max_concurrency(nb::cast<uint32_t>(v));
+    else if (key == "is_async") a.set_is_async(nb::cast<bool>(v));
+    else if (key == "methods") for (nb::handle m : nb::cast<nb::list>(v)) a.add_methods(nb::cast<std::string>(m));
+    else if (key == "concurrency_groups")
+      for (auto [g, n] : nb::cast<nb::dict>(v)) (*a.mutable_concurrency_groups())[nb::cast<std::string>(g)] = nb::cast<uint32_t>(n);
+  }
+  return a;
+}
+
 // A value as Python reads it: (data, error kind, message, stored size, locations, stored attempt, id);
 // a stored value (size > 0) is read from a node's store (python/corral/_store.py), not `data`.
 nb::tuple ValueTuple(const corral::proto::ObjectValue& v) {
@@ -211,6 +259,19 @@ nb::list Get(Client& c, const nb::list& ids, double timeout) {
   nb::list out;
   for (const auto& v : values) out.append(ValueTuple(*v));
   return out;
+}
+
+// None for a task; (actor id, method, concurrency group, creation options or None) for an actor's
+// creation or call. Options: (max_concurrency, {group: limit}, is_async).
+nb::object ActorTuple(const corral::proto::TaskSpec& spec) {
+  if (spec.actor_id().empty()) return nb::none();
+  nb::object options = nb::none();
+  if (spec.has_actor()) {
+    nb::dict groups;
+    for (const auto& [g, n] : spec.actor().concurrency_groups()) groups[g.c_str()] = n;
+    options = nb::make_tuple(spec.actor().max_concurrency(), groups, spec.actor().is_async());
+  }
+  return nb::make_tuple(Bytes(spec.actor_id()), spec.method(), spec.concurrency_group(), options);
 }
 
 nb::tuple NextTask(WorkerLink& link) {
@@ -236,7 +297,7 @@ nb::tuple NextTask(WorkerLink& link) {
   return nb::make_tuple(Bytes(spec.task_id()), spec.attempt(), spec.name(), Bytes(spec.function_hash()),
                         Bytes(spec.function()), Bytes(spec.args()), deps, resources, gpus, Bytes(spec.owner_id()),
                         spec.durable_function(), spec.args_format(), spec.soft_time_limit_s(), parents, spec.link(),
-                        forget);
+                        forget, ActorTuple(spec));
 }
 
 }  // namespace
@@ -269,12 +330,46 @@ NB_MODULE(_core, m) {
       .def("register_function",
            [](Client& c, const std::string& name, const nb::bytes& hash, const nb::bytes& pickled,
               const std::map<std::string, double>& resources, const std::map<std::string, std::string>& labels,
-              uint32_t max_retries, bool interruptible, bool keep_running) {
+              uint32_t max_retries, bool interruptible, bool keep_running, const std::optional<nb::dict>& actor) {
+             std::optional<corral::proto::ActorSpec> spec;
+             if (actor) spec = ActorSpecOf(*actor);
              return c.RegisterFunction(name, Str(hash), Str(pickled), resources, labels, max_retries, interruptible,
-                                       keep_running);
+                                       keep_running, spec ? &*spec : nullptr);
            },
            "name"_a, "hash"_a, "pickled"_a, "resources"_a, "labels"_a, "max_retries"_a, "interruptible"_a = false,
-           "keep_running_on_partition"_a = false)
+           "keep_running_on_partition"_a = false, "actor"_a = nb::none())
+      .def("submit_call",
+           [](Client& c, const nb::bytes& actor_id, const std::string& name, const std::string& method,
+              const nb::bytes& args, const nb::list& deps, uint32_t max_retries, const std::string& group) {
+             std::string a = Str(args), actor = Str(actor_id);
+             std::vector<std::string> d = Ids(deps);
+             corral::Result<std::string> r;
+             {
+               nb::gil_scoped_release release;
+               r = c.SubmitCall(actor, name, method, std::move(a), d, max_retries, group);
+             }
+             return Bytes(Check(std::move(r)));
+           })
+      .def("actor_request",
+           [](Client& c, const std::string& op, const std::string& name, const std::string& ns,
+              const nb::bytes& actor_id, bool restart, bool include_dead) {
+             corral::proto::Request req;
+             auto* a = req.mutable_actor();
+             a->set_op(op == "get" ? corral::proto::ActorRequest::GET
+                       : op == "kill" ? corral::proto::ActorRequest::KILL
+                                      : corral::proto::ActorRequest::LIST);
+             a->set_name(name);
+             a->set_namespace_(ns);
+             a->set_actor_id(Str(actor_id));
+             a->set_restart(restart);
+             a->set_include_dead(include_dead);
+             auto reply = AskHead(c, req);
+             nb::list out;
+             for (const auto& info : reply.actors()) out.append(ActorDict(info));
+             return out;
+           },
+           "op"_a, "name"_a = "", "namespace"_a = "", "actor_id"_a = nb::bytes(""), "restart"_a = false,
+           "include_dead"_a = false)
       .def("submit",
            [](Client& c, int fn, const nb::bytes& args, const nb::list& deps) {
              std::string a = Str(args);
@@ -589,6 +684,9 @@ NB_MODULE(_core, m) {
         for (const auto& s : st.infeasible()) inf.append(s);
         d["infeasible"] = inf;
         d["address"] = st.address();
+        nb::list actors;
+        for (const auto& a : st.actors()) actors.append(ActorDict(a));
+        d["actors"] = actors;
         return d;
       });
 
@@ -624,6 +722,11 @@ NB_MODULE(_core, m) {
              if (!s.ok()) Raise(s);
            },
            "task_id"_a, "attempt"_a, "data"_a, "error"_a, "message"_a, "retry_in_s"_a = -1.0, "stored_size"_a = 0)
+      .def("actor_ready",
+           [](WorkerLink& l, const nb::bytes& actor_id, uint32_t attempt) {
+             Status s = l.ActorReady(Str(actor_id), attempt);
+             if (!s.ok()) Raise(s);
+           })
       .def("blocked", [](WorkerLink& l, const nb::bytes& task_id, bool blocked) {
         Status s = l.Blocked(Str(task_id), blocked);
         if (!s.ok()) Raise(s);

@@ -1,0 +1,337 @@
+// TaskManager's actors: creation tasks that stay running, and the calls that go to them.
+#include "corral/base/log.h"
+#include "corral/head/task_manager.h"
+
+namespace corral::head {
+namespace {
+
+const char* StateName(int state) {
+  static const char* kNames[] = {"PENDING", "ALIVE", "RESTARTING", "DEAD"};
+  return kNames[state];
+}
+
+std::string Describe(const proto::ActorSpec& spec, const std::string& id) {
+  std::string who = spec.class_name().empty() ? std::string("actor") : spec.class_name();
+  if (!spec.name().empty()) return fmt::format("actor {} '{}' ({})", who, Printable(spec.name()), ShortHex(id));
+  return fmt::format("actor {} ({})", who, ShortHex(id));
+}
+
+}  // namespace
+
+bool TaskManager::MayUseActor(const ClientSession& client, const std::string& id, const Actor& actor) const {
+  return client.may_touch_any || IsWorkerToken(client.token_id) || id.starts_with(client.id) ||
+         client.token_id == actor.owner_token;
+}
+
+std::string TaskManager::AdmitActorTask(ClientSession* client, const std::string& id, Task& task,
+                                        const proto::TaskSpec& spec, proto::ErrorKind* kind) {
+  if (spec.has_actor()) {
+    *kind = proto::RUNTIME;
+    if (spec.actor_id() != id) return "an actor's creation must carry its own task id as the actor id";
+    if (!spec.durable_function().empty()) return "an actor cannot be a durable task";
+    std::pair<std::string, std::string> key{spec.actor().namespace_(), spec.actor().name()};
+    if (!key.second.empty() && actor_names_.contains(key))
+      return fmt::format("an actor named '{}' already exists in namespace '{}'; pick another name, get it with "
+                         "corral.get_actor(), or pass get_if_exists=True",
+                         Printable(key.second), Printable(key.first));
+    task.actor = true;
+    Actor& a = actors_[id];
+    a.spec = spec.actor();
+    a.owner_token = client->token_id;
+    a.max_restarts = spec.max_retries();
+    for (const auto& [k, v] : spec.resources()) a.resources.Set(k, v);
+    if (!key.second.empty()) actor_names_[key] = id;
+    Count("actors_created");
+    return "";
+  }
+  *kind = proto::ACTOR_DIED;
+  auto it = actors_.find(spec.actor_id());
+  if (it == actors_.end())
+    return fmt::format("{} calls actor {}, which the head does not know (it ended long ago, or the head restarted)",
+                       Printable(spec.name()), ShortHex(spec.actor_id()));
+  if (!MayUseActor(*client, it->first, it->second)) {
+    Count("actor_calls_refused");
+    return fmt::format("{} calls actor {}, which belongs to a client with another token", Printable(spec.name()),
+                       ShortHex(spec.actor_id()));
+  }
+  task.actor_call = true;
+  Actor& a = it->second;
+  uint64_t seq = a.next_seq++;
+  a.seq[IdKey(id)] = seq;
+  a.pending.emplace(seq, IdKey(id));  // its place in line, kept while it waits for its arguments
+  Count("actor_calls_submitted");
+  return "";
+}
+
+void TaskManager::EnqueueCall(const std::string& id, Task& task) {
+  bool was_running = task.state == TaskState::kDispatched;  // a retry
+  task.state = TaskState::kQueued;
+  std::string actor_id = SpecOf(id, task).actor_id();
+  auto it = actors_.find(actor_id);
+  if (it == actors_.end()) {
+    Finish(id, ErrorValue(id, proto::ACTOR_DIED, fmt::format("actor {} is gone", ShortHex(actor_id))));
+    return;
+  }
+  Actor& a = it->second;
+  if (was_running) a.running--;
+  if (a.state == Actor::State::kDead) {
+    proto::ObjectValue v = a.death;
+    Finish(id, std::move(v));
+    return;
+  }
+  auto s = a.seq.find(IdKey(id));
+  if (s != a.seq.end()) a.pending.emplace(s->second, IdKey(id));  // a retry: back to its place
+  PumpActor(actor_id, a);
+}
+
+bool TaskManager::CallMayRetry(const std::string& id, const Task& task) const {
+  auto it = actors_.find(SpecOf(id, task).actor_id());
+  return it != actors_.end() && it->second.state != Actor::State::kDead && it->second.kill_reason.empty();
+}
+
+void TaskManager::PumpActor(const std::string& actor_id, Actor& a) {
+  if (a.state != Actor::State::kAlive || !a.kill_reason.empty()) return;  // (a stopping actor takes no more)
+  Node* node = nodes_.Find(a.node);
+  if (!node || !node->conn) return;  // it comes back (and the calls go), or it is declared dead
+  std::vector<std::string> held_back;  // callers with a call waiting for its arguments
+  for (auto it = a.pending.begin(); it != a.pending.end();) {
+    auto t = tasks_.find(it->second);
+    if (t == tasks_.end() || t->second.state == TaskState::kFinished) {
+      it = a.pending.erase(it);
+      continue;
+    }
+    std::string caller = it->second.str().substr(0, 8);
+    bool held = std::find(held_back.begin(), held_back.end(), caller) != held_back.end();
+    if (held || t->second.state != TaskState::kQueued) {
+      if (!held) held_back.push_back(caller);
+      ++it;
+      continue;
+    }
+    std::string id = it->second.str();
+    it = a.pending.erase(it);
+    DispatchCall(id, t->second, a, node);
+  }
+  (void)actor_id;
+}
+
+void TaskManager::DispatchCall(const std::string& id, Task& task, Actor& a, Node* node) {
+  task.state = TaskState::kDispatched;
+  task.node = node->view.id;
+  node->tasks.insert(id);
+  a.running++;
+  proto::HeadToAgent msg;
+  proto::ExecuteTask* ex = msg.mutable_execute();
+  *ex->mutable_spec() = SpecOf(id, task);
+  ex->mutable_spec()->clear_owner_id();
+  for (const auto& dep : ex->spec().deps()) {
+    auto d = objects_.find(dep);
+    if (d != objects_.end()) {
+      *ex->add_deps() = d->second.value;
+      Touch(d->second);
+    }
+  }
+  size_t bytes = msg.ByteSizeLong();
+  if (bytes + 64 > net::kDefaultMaxFrameBytes || !node->conn->Send(msg)) {
+    ReleaseResources(id, task, node);
+    Finish(id, ErrorValue(id, proto::RUNTIME,
+                          fmt::format("call {} with its arguments is {} bytes, over the {}-byte limit of one "
+                                      "message; pass fewer or smaller values (or put() them)",
+                                      ex->spec().name(), bytes, net::kDefaultMaxFrameBytes)));
+    return;
+  }
+  Count("actor_calls_dispatched");
+}
+
+void TaskManager::OnActorReady(Node* node, const proto::ActorReady& ready) {
+  auto t = tasks_.find(ready.actor_id());
+  auto a = actors_.find(ready.actor_id());
+  if (t == tasks_.end() || a == actors_.end() || !t->second.actor || t->second.state != TaskState::kDispatched ||
+      t->second.attempt != ready.attempt() || t->second.node != node->view.id) {
+    Count("stale_actor_ready_ignored");
+    return;
+  }
+  Actor& actor = a->second;
+  actor.state = Actor::State::kAlive;
+  actor.node = node->view.id;
+  actor.pid = ready.pid();
+  actor.ready_attempt = ready.attempt();
+  LOG_INFO("{} is ready on node {} (pid {}, attempt {})", Describe(actor.spec, a->first), ShortHex(node->view.id),
+           ready.pid(), ready.attempt());
+  PumpActor(a->first, actor);
+  if (actor.collect) MaybeCollectActor(a->first);
+}
+
+void TaskManager::OnActorRestarting(const std::string& id) {
+  auto a = actors_.find(id);
+  if (a == actors_.end()) return;
+  a->second.state = Actor::State::kRestarting;
+  a->second.restarts++;
+  Count("actor_restarts");
+  LOG_INFO("{} restarts (restart {} of {})", Describe(a->second.spec, id), a->second.restarts,
+           a->second.max_restarts);
+}
+
+void TaskManager::OnActorTaskFinished(const std::string& id, Task& task, proto::ObjectValue& value,
+                                      std::vector<std::pair<std::string, proto::ObjectValue>>& work) {
+  if (task.actor_call) {
+    std::string actor_id = SpecOf(id, task).actor_id();
+    auto it = actors_.find(actor_id);
+    if (it == actors_.end()) return;
+    Actor& a = it->second;
+    if (task.state == TaskState::kDispatched) a.running--;
+    if (auto s = a.seq.find(IdKey(id)); s != a.seq.end()) {
+      a.pending.erase(s->second);
+      a.seq.erase(s);
+    }
+    switch (value.error()) {
+      case proto::WORKER_DIED:
+      case proto::NODE_DIED:
+      case proto::OUT_OF_MEMORY:
+        if (a.state == Actor::State::kDead) {  // what killed it says more than how the call ended
+          value = a.death;
+          break;
+        }
+        value.set_message(fmt::format("{} died while running {}: {}", Describe(a.spec, actor_id),
+                                      SpecOf(id, task).name(), value.message()));
+        value.set_error(proto::ACTOR_DIED);
+        break;
+      default: break;
+    }
+    if (a.collect) MaybeCollectActor(actor_id);
+    return;
+  }
+  auto it = actors_.find(id);
+  if (it == actors_.end()) return;
+  Actor& a = it->second;
+  a.state = Actor::State::kDead;
+  std::string why;
+  if (value.error() == proto::ERROR_NONE)
+    why = "it exited";
+  else if (value.error() == proto::TASK_ERROR)
+    why = "its constructor raised: " + value.message();
+  else if (!a.kill_reason.empty())
+    why = a.kill_reason;
+  else
+    why = value.message();
+  if (value.error() != proto::TASK_ERROR && value.error() != proto::ERROR_NONE &&
+      value.error() != proto::CANCELLED && a.restarts >= a.max_restarts)
+    why += fmt::format(" (restarts used: {} of {})", a.restarts, a.max_restarts);
+  a.death_cause = why;
+  // Its calls get the constructor's exception itself, or ActorDiedError saying why.
+  a.death = value.error() == proto::TASK_ERROR
+                ? value
+                : ErrorValue("", proto::ACTOR_DIED, fmt::format("{} is dead: {}", Describe(a.spec, id), why));
+  LOG_INFO("{} died: {}", Describe(a.spec, id), Printable(why));
+  Count("actors_died");
+  if (!a.spec.name().empty()) {
+    auto n = actor_names_.find({a.spec.namespace_(), a.spec.name()});
+    if (n != actor_names_.end() && n->second == id) actor_names_.erase(n);
+  }
+  for (const auto& [seq, call] : a.pending) {
+    auto t = tasks_.find(call);
+    if (t == tasks_.end() || t->second.state == TaskState::kFinished || t->second.state == TaskState::kDispatched)
+      continue;
+    proto::ObjectValue v = a.death;
+    work.emplace_back(call.str(), std::move(v));
+  }
+  a.pending.clear();
+  dead_actors_.push_back(id);
+  while (dead_actors_.size() > kDeadActorsKept) {
+    actors_.erase(dead_actors_.front());  // (calls still running there fail as for any gone actor)
+    dead_actors_.pop_front();
+  }
+}
+
+void TaskManager::StopActor(const std::string& id, std::string reason, bool restart) {
+  auto t = tasks_.find(id);
+  auto a = actors_.find(id);
+  if (t == tasks_.end() || a == actors_.end() || t->second.state == TaskState::kFinished) return;
+  Task& task = t->second;
+  Actor& actor = a->second;
+  LOG_INFO("{}: {}", Describe(actor.spec, id), Printable(reason));
+  if (restart && task.state == TaskState::kDispatched) {
+    actor.restart_on_kill = true;
+    CancelAttempt(nodes_.Find(task.node), id, task.attempt, /*force=*/true);
+    return;
+  }
+  actor.kill_reason = std::move(reason);
+  if (task.state != TaskState::kDispatched) {
+    Finish(id, ErrorValue(id, proto::CANCELLED, actor.kill_reason));
+    return;
+  }
+  task.cancel_requested = task.cancel_force = true;
+  CancelAttempt(nodes_.Find(task.node), id, task.attempt, /*force=*/true);
+}
+
+void TaskManager::MaybeCollectActor(const std::string& id) {
+  auto t = tasks_.find(id);
+  auto a = actors_.find(id);
+  if (t == tasks_.end() || a == actors_.end() || !t->second.actor || t->second.state == TaskState::kFinished ||
+      a->second.spec.detached())
+    return;
+  if (auto o = objects_.find(id); o != objects_.end()) {
+    const Object& obj = o->second;
+    if (!obj.released || obj.pinned || obj.dependents > 0 || obj.containers > 0 || obj.borrows > 0) return;
+  } else if (!t->second.released) {
+    return;
+  }
+  Actor& actor = a->second;
+  actor.collect = true;
+  if (!actor.pending.empty() || actor.running > 0) return;  // once its calls are done
+  Count("actors_collected");
+  StopActor(id, "no handle to it remains", /*restart=*/false);
+}
+
+void TaskManager::FillActor(const std::string& id, const Actor& a, proto::ActorInfo* out) const {
+  out->set_actor_id(id);
+  out->set_state(StateName(static_cast<int>(a.state)));
+  out->set_node_id(a.node);
+  if (const Node* n = nodes_.Find(a.node)) out->set_hostname(n->info.hostname());
+  out->set_pid(a.state == Actor::State::kAlive ? a.pid : 0);
+  out->set_restarts(a.restarts);
+  out->set_max_restarts(a.max_restarts);
+  out->set_death_cause(a.death_cause);
+  for (const auto& [name, units] : a.resources.units()) (*out->mutable_resources())[name] = a.resources.Get(name);
+  *out->mutable_spec() = a.spec;
+  out->set_pending_calls(static_cast<int64_t>(a.pending.size()));
+  out->set_running_calls(a.running);
+}
+
+void TaskManager::FillActors(google::protobuf::RepeatedPtrField<proto::ActorInfo>* out, bool include_dead) const {
+  std::map<std::string, const Actor*> sorted;  // by id: creation order within a client
+  for (const auto& [id, a] : actors_)
+    if (include_dead || a.state != Actor::State::kDead) sorted.emplace(id, &a);
+  for (const auto& [id, a] : sorted) FillActor(id, *a, out->Add());
+}
+
+Status TaskManager::HandleActorRequest(ClientSession* client, const proto::ActorRequest& request,
+                                       proto::Reply* reply) {
+  switch (request.op()) {
+    case proto::ActorRequest::GET: {
+      auto n = actor_names_.find({request.namespace_(), request.name()});
+      if (n == actor_names_.end())
+        return MakeStatus(Code::kNotFound, "no live actor named '{}' in namespace '{}'", Printable(request.name()),
+                          Printable(request.namespace_()));
+      const Actor& a = actors_.at(n->second);
+      if (!MayUseActor(*client, n->second, a))
+        return MakeStatus(Code::kPermissionDenied, "actor '{}' belongs to a client with another token",
+                          Printable(request.name()));
+      FillActor(n->second, a, reply->add_actors());
+      return Status::Ok();
+    }
+    case proto::ActorRequest::KILL: {
+      auto a = actors_.find(request.actor_id());
+      if (a == actors_.end()) return MakeStatus(Code::kNotFound, "no actor {}", ShortHex(request.actor_id()));
+      if (!MayUseActor(*client, a->first, a->second))
+        return MakeStatus(Code::kPermissionDenied, "actor {} belongs to a client with another token",
+                          ShortHex(request.actor_id()));
+      Count("actors_killed");
+      StopActor(a->first, "killed by corral.kill()", request.restart());
+      return Status::Ok();
+    }
+    case proto::ActorRequest::LIST: FillActors(reply->mutable_actors(), request.include_dead()); return Status::Ok();
+    default: return MakeStatus(Code::kInvalidArgument, "unknown actor request");
+  }
+}
+
+}  // namespace corral::head
