@@ -161,6 +161,7 @@ void TaskManager::Release(ClientSession* client, const proto::Release& request) 
       if (t == tasks_.end() || OwnerOf(id, t->second) != client->id) continue;
       if (!request.pin()) t->second.released = true;
       else ObjectFor(id)->pinned = true;
+      if (t->second.actor) MaybeCollectActor(id);  // its last handle is gone
       continue;
     }
     if (it->second.owner != client->id) continue;
@@ -209,6 +210,7 @@ void TaskManager::TryFree(const std::string& first) {
     auto it = objects_.find(id);
     if (it == objects_.end()) continue;
     Object& obj = it->second;
+    if (!obj.ready && obj.has_task) MaybeCollectActor(id);  // an actor lives while a handle to it does
     if (!obj.released || obj.pinned || obj.dependents > 0 || obj.containers > 0 || obj.borrows > 0 || !obj.ready)
       continue;
     Disown(obj.owner);

@@ -1,0 +1,324 @@
+"""Actors end to end, on real processes: state, order, concurrency, names, kill, restarts, GC."""
+import os
+import signal
+import time
+
+import pytest
+
+import corral
+from conftest import process_gone, wait_until
+
+
+@corral.remote(max_restarts=0)
+class Counter:
+    def __init__(self, start=0):
+        self.n = start
+        self.started = os.getpid()
+
+    def incr(self, k=1):
+        self.n += k
+        return self.n
+
+    def value(self):
+        return self.n
+
+    def pid(self):
+        return os.getpid()
+
+    def env(self, name):
+        return os.environ.get(name)
+
+    def sleep(self, s):
+        time.sleep(s)
+        return self.n
+
+
+def actor_info(handle, include_dead=True):
+    return next(a for a in corral.list_actors(include_dead=include_dead) if a["actor_id"] == handle.actor_id)
+
+
+@pytest.fixture(scope="module")
+def local():
+    corral.init(num_cpus=2)
+    yield
+    corral.shutdown()
+
+
+def test_state_is_kept_across_calls(local):
+    c = Counter.remote(10)
+    assert corral.get(c.incr.remote()) == 11
+    assert corral.get([c.incr.remote(2) for _ in range(50)])[-1] == 111
+    assert corral.get(c.value.remote()) == 111
+    pids = {corral.get(c.pid.remote()) for _ in range(5)}
+    assert len(pids) == 1 and pids != {os.getpid()}
+    info = actor_info(c)
+    assert info["state"] == "ALIVE" and info["class_name"].endswith("Counter") and info["pid"] in pids
+
+
+@corral.remote
+class Log:
+    def __init__(self):
+        self.entries = []
+
+    def add(self, caller, i):
+        self.entries.append((caller, i))
+
+    def get(self):
+        return self.entries
+
+
+@corral.remote(num_cpus=0)
+def call_many(log, caller, n):
+    return corral.get([log.add.remote(caller, i) for i in range(n)])
+
+
+@corral.remote
+def slow_value(x, s):
+    time.sleep(s)
+    return x
+
+
+def test_calls_from_each_caller_run_in_submission_order(local):
+    log = Log.remote()
+    # A call waiting for its argument holds back its caller's later calls, not other callers'.
+    held = log.add.remote("driver", slow_value.remote(0, 0.5))
+    mine = [log.add.remote("driver", i) for i in range(1, 200)]
+    others = [call_many.remote(log, f"task{t}", 200) for t in range(3)]
+    corral.get(others + mine + [held])
+    entries = corral.get(log.get.remote())
+    assert len(entries) == 800
+    for caller in ["driver", "task0", "task1", "task2"]:
+        seq = [i for c, i in entries if c == caller]
+        assert seq == list(range(200)), caller
+
+
+@corral.remote(max_concurrency=3)
+class Threaded:
+    def __init__(self):
+        import threading
+        self.lock = threading.Lock()
+        self.now = self.peak = 0
+
+    def work(self, s):
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        time.sleep(s)
+        with self.lock:
+            self.now -= 1
+        return self.peak
+
+    def peak_seen(self):
+        return self.peak
+
+
+@corral.remote(max_concurrency=4)
+class AsyncActor:
+    def __init__(self):
+        self.now = self.peak = 0
+
+    async def work(self, s):
+        import asyncio
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        await asyncio.sleep(s)
+        self.now -= 1
+        return self.peak
+
+    async def peak_seen(self):
+        return self.peak
+
+
+def test_threaded_actor_runs_up_to_max_concurrency_at_once(local):
+    a = Threaded.remote()
+    corral.get([a.work.remote(0.3) for _ in range(9)])
+    assert corral.get(a.peak_seen.remote()) == 3
+
+
+def test_async_actor_runs_up_to_max_concurrency_coroutines(local):
+    a = AsyncActor.remote()
+    corral.get([a.work.remote(0.3) for _ in range(10)])
+    assert corral.get(a.peak_seen.remote()) == 4
+    b = AsyncActor.options(max_concurrency=2).remote()
+    corral.get([b.work.remote(0.3) for _ in range(6)])
+    assert corral.get(b.peak_seen.remote()) == 2
+
+
+@corral.remote(concurrency_groups={"io": 2})
+class Grouped:
+    def __init__(self):
+        import threading
+        self.lock = threading.Lock()
+        self.now = {}
+        self.peak = {}
+
+    def _enter(self, g):
+        with self.lock:
+            self.now[g] = self.now.get(g, 0) + 1
+            self.peak[g] = max(self.peak.get(g, 0), self.now[g])
+
+    def _leave(self, g):
+        with self.lock:
+            self.now[g] -= 1
+
+    @corral.method(concurrency_group="io")
+    def fetch(self, s):
+        self._enter("io")
+        time.sleep(s)
+        self._leave("io")
+
+    def compute(self, s):
+        self._enter("default")
+        time.sleep(s)
+        self._leave("default")
+
+    def peaks(self):
+        return self.peak
+
+
+def test_concurrency_groups_have_their_own_limits(local):
+    g = Grouped.remote()
+    refs = [g.fetch.remote(0.3) for _ in range(6)] + [g.compute.remote(0.2) for _ in range(3)]
+    refs += [g.compute.options(concurrency_group="io").remote(0.3) for _ in range(2)]
+    corral.get(refs)
+    peaks = corral.get(g.peaks.remote())
+    assert peaks["io"] == 2 and peaks["default"] in (1, 2)  # "default" counts compute() runs in "io" too
+    with pytest.raises(corral.CorralError, match="no concurrency group 'nope'"):
+        corral.get(g.compute.options(concurrency_group="nope").remote(0))
+
+
+@corral.remote
+def use(handle, k):
+    return corral.get(handle.incr.remote(k))
+
+
+def test_handles_pass_to_tasks_and_actors(local):
+    c = Counter.remote(0)
+    assert corral.get(use.remote(c, 5)) == 5
+
+    @corral.remote
+    class Relay:
+        def __init__(self, target):
+            self.target = target
+
+        def bump(self):
+            return corral.get(self.target.incr.remote(100))
+
+    r = Relay.remote(c)
+    assert corral.get(r.bump.remote()) == 105
+    assert corral.get(c.value.remote()) == 105
+
+
+def test_constructor_exception_fails_every_call_with_it(local):
+    @corral.remote
+    class Broken:
+        def __init__(self):
+            raise KeyError("no model file")
+
+        def f(self):
+            return 1
+
+    b = Broken.remote()
+    with pytest.raises(KeyError, match="no model file"):
+        corral.get(b.f.remote())
+    with pytest.raises(KeyError):
+        corral.get(b.f.remote())
+    assert "constructor" in actor_info(b)["death_cause"]
+
+
+def test_kill_fails_pending_calls_with_actor_died_error(local):
+    c = Counter.remote(0)
+    corral.get(c.incr.remote())
+    pid = corral.get(c.pid.remote())
+    running = c.sleep.remote(30)
+    queued = [c.incr.remote() for _ in range(5)]
+    corral.kill(c)
+    for ref in [running] + queued:
+        with pytest.raises(corral.ActorDiedError, match="killed by corral.kill"):
+            corral.get(ref, timeout=20)
+    with pytest.raises(corral.ActorDiedError):
+        corral.get(c.incr.remote(), timeout=20)
+    wait_until(lambda: process_gone(pid), what="the actor's worker to exit")
+    assert actor_info(c)["state"] == "DEAD"
+
+
+def test_restart_after_kill_9_of_its_worker_retries_the_running_call(local):
+    c = Counter.options(max_restarts=2, max_task_retries=1).remote(7)
+    assert corral.get(c.incr.remote()) == 8
+    pid = corral.get(c.pid.remote())
+    running = c.sleep.remote(2)
+    wait_until(lambda: actor_info(c)["running_calls"] == 1 and actor_info(c)["pending_calls"] == 0,
+               what="the call to reach the actor")
+    time.sleep(0.3)  # into the call's sleep
+    os.kill(pid, signal.SIGKILL)
+    # Retried on the restarted actor, whose state is what its constructor built.
+    assert corral.get(running, timeout=30) == 7
+    info = actor_info(c)
+    assert info["state"] == "ALIVE" and info["restarts"] == 1 and info["pid"] != pid
+    assert corral.get(c.incr.remote()) == 8
+
+
+def test_out_of_restarts_gives_actor_died_error_naming_the_cause(local):
+    c = Counter.options(max_restarts=1).remote(0)
+    for expected_restarts in (1, None):
+        pid = corral.get(c.pid.remote())
+        running = c.sleep.remote(30)
+        wait_until(lambda: actor_info(c)["running_calls"] == 1, what="the call to reach the actor")
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(corral.ActorDiedError, match="signal 9"):  # no call retries: it fails at once
+            corral.get(running, timeout=30)
+        if expected_restarts:
+            wait_until(lambda: actor_info(c)["state"] == "ALIVE", what="the restart")
+            assert actor_info(c)["restarts"] == 1
+    info = wait_until(lambda: actor_info(c)["state"] == "DEAD" and actor_info(c), what="the actor to die")
+    assert "signal 9" in info["death_cause"] and "restarts used: 1 of 1" in info["death_cause"]
+    with pytest.raises(corral.ActorDiedError, match="restarts used"):
+        corral.get(c.incr.remote(), timeout=20)
+
+
+def test_handle_gc_ends_the_actor_and_frees_its_resources(local):
+    def free_cpus():
+        return sum(n["available"].get("CPU", 0) for n in corral.nodes())
+
+    before = free_cpus()
+    c = Counter.options(num_cpus=1).remote(0)
+    ref = c.sleep.remote(0.5)  # made before the handle goes: it still runs
+    actor_id = c.actor_id
+    wait_until(lambda: free_cpus() == before - 1, what="the actor to hold its CPU")
+    del c
+    assert corral.get(ref) == 0
+    wait_until(lambda: free_cpus() == before, what="the CPU to come back")
+    info = next(a for a in corral.list_actors(include_dead=True) if a["actor_id"] == actor_id)
+    assert info["state"] == "DEAD" and "no handle" in info["death_cause"]
+
+
+def test_bad_options_are_refused_at_once(local):
+    with pytest.raises(corral.exceptions.InvalidArgumentError, match="needs a name"):
+        Counter.options(lifetime="detached").remote()
+    with pytest.raises(corral.exceptions.InvalidArgumentError, match="max_concurrency"):
+        Counter.options(max_concurrency=0)
+    with pytest.raises(corral.exceptions.InvalidArgumentError, match="unknown actor option"):
+        Counter.options(num_returns=2)
+    with pytest.raises(AttributeError, match="no method 'nope'"):
+        Counter.remote().nope
+    with pytest.raises(TypeError, match=r"\.remote"):
+        Counter(1)
+
+
+def test_names_are_unique_per_namespace(local):
+    a = Counter.options(name="dup", namespace="ns1").remote(1)
+    with pytest.raises(corral.exceptions.InvalidArgumentError, match="already exists"):
+        Counter.options(name="dup", namespace="ns1").remote(2)
+    same = Counter.options(name="dup", namespace="ns1", get_if_exists=True).remote(3)
+    assert same == a and corral.get(same.value.remote()) == 1
+    other = Counter.options(name="dup", namespace="ns2").remote(4)
+    assert corral.get(other.value.remote()) == 4
+    assert corral.get(corral.get_actor("dup", namespace="ns1").value.remote()) == 1
+    with pytest.raises(corral.ActorNotFoundError):
+        corral.get_actor("dup", namespace="ns3")
+    corral.kill(a)
+    wait_until(lambda: actor_info(a)["state"] == "DEAD", what="the kill")
+    with pytest.raises(ValueError):  # a dead actor's name is free again
+        corral.get_actor("dup", namespace="ns1")
+    b = Counter.options(name="dup", namespace="ns1").remote(5)
+    assert corral.get(b.value.remote()) == 5
