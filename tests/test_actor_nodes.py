@@ -1,7 +1,10 @@
 """Actors across nodes and drivers, on real processes: detached names, agent loss, placement."""
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -94,3 +97,68 @@ def test_actor_pinned_by_labels_and_gpus(two_nodes):
     assert not ready
     corral.kill(g)
     assert corral.get(ref, timeout=30) == 1
+
+
+@corral.remote(max_restarts=1, max_task_retries=1)
+class Effects:
+    def effect(self, key, seconds, ledger):
+        """Appends "start", sleeps, then "end" (the effect), with this attempt's node and pid."""
+        import time
+        node = corral.runtime_context().node_id
+        with open(ledger, "a") as f:
+            f.write(f"start {key} {node} {os.getpid()}\n")
+        time.sleep(seconds)
+        with open(ledger, "a") as f:
+            f.write(f"end {key} {node}\n")
+        return node
+
+
+def _ledger(path, kind):
+    with open(path) as f:
+        return [line.split()[1:] for line in f if line.startswith(kind + " ")]
+
+
+def test_actor_on_a_frozen_node_restarts_elsewhere_and_its_call_never_completes_twice(tmp_path):
+    # A laptop lid with an actor on it: the agent and the actor's worker are stopped together, past
+    # the dead threshold, while a call runs. The actor restarts on the other node and the call runs
+    # again there; the frozen worker is ended by the kernel at its lease's expiry, so the call's
+    # effect never happens a second time after the thaw.
+    import psutil
+    c = Cluster(head_args=("--heartbeat-ms", "200", "--suspect-after-ms", "1000", "--dead-after-ms", "4000"))
+    try:
+        victim = c.add_agent(num_cpus=1)
+        c.connect()
+        c.wait_nodes(1)
+        ledger = str(tmp_path / "ledger")
+        a = Effects.remote()
+        ref = a.effect.remote("k", 4.0, ledger)
+        wait_until(lambda: os.path.exists(ledger) and _ledger(ledger, "start"), timeout=60, what="the call to start")
+        c.add_agent(num_cpus=1)
+        c.wait_nodes(2)
+        frozen = [psutil.Process(victim.pid)] + psutil.Process(victim.pid).children(recursive=True)
+        for p in frozen:
+            p.send_signal(signal.SIGSTOP)
+        try:
+            node = corral.get(ref, timeout=60)
+            assert not victim.node_id.startswith(node)
+            info = actor_info(a)
+            assert info["restarts"] == 1 and info["state"] == "ALIVE"
+            (_, _, pid), = [s for s in _ledger(ledger, "start") if victim.node_id.startswith(s[1])]
+            assert not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE, \
+                "the actor's worker outlived its node's lease while stopped"
+        finally:
+            for p in frozen:
+                try:
+                    p.send_signal(signal.SIGCONT)
+                except psutil.NoSuchProcess:
+                    pass
+        wait_until(lambda: any(n["node_id"] == victim.node_id and n["state"] == "alive" for n in corral.nodes()),
+                   timeout=30, what="the victim to come back")
+        time.sleep(2.0)
+        ends = _ledger(ledger, "end")
+        assert [n for _, n in ends if victim.node_id.startswith(n)] == [], "the superseded call completed after the thaw"
+        assert len(ends) == 1
+        assert corral.get(a.effect.remote("k2", 0, ledger)) == node  # the restarted actor serves on
+    finally:
+        corral.shutdown()
+        c.stop()

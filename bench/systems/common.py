@@ -14,15 +14,16 @@ import sys
 import time
 
 WORKLOADS = ["startup", "tasks_sync", "tasks_async", "multi_client_tasks_async", "put_calls", "get_calls",
-             "put_gigabytes", "numpy_100MB_arg", "cross_node_gigabytes", "actor_calls_sync", "actor_calls_async", "durable_tasks",
+             "put_gigabytes", "numpy_100MB_arg", "cross_node_gigabytes", "actor_calls_sync", "actor_calls_async",
+             "multi_client_actor_calls_async", "actor_create", "durable_tasks",
              "durable_tasks_8_clients", "queued_1M", "idle_memory"]
 
 FULL = {"sync": 1000, "async": 10000, "clients": 2, "per_client": 5000, "puts": 1000, "gets": 1000,
         "gigabytes": 1.0, "cross_gigabytes": 1.0, "chunk_mib": 32, "array_mb": 100, "array_calls": 5, "durable": 2000,
-        "queued": 1_000_000, "queued_limit_s": 60, "queued_finish_limit_s": 600}
+        "queued": 1_000_000, "queued_limit_s": 60, "queued_finish_limit_s": 600, "actors": 40}
 SMOKE = {"sync": 30, "async": 200, "clients": 2, "per_client": 100, "puts": 50, "gets": 50,
          "gigabytes": 0.0625, "cross_gigabytes": 0.0625, "chunk_mib": 16, "array_mb": 8, "array_calls": 1, "durable": 50,
-         "queued": 2000, "queued_limit_s": 60, "queued_finish_limit_s": 600}
+         "queued": 2000, "queued_limit_s": 60, "queued_finish_limit_s": 600, "actors": 4}
 
 
 def args():
@@ -132,6 +133,18 @@ def run_clients(script, client_args, size, env=None, workload="multi_client_task
     n = clients * per_client
     wall = max(e for _, e in spans) - min(s for s, _ in spans)
     emit(workload, n / wall, "tasks/s", "higher", clients=clients, **extra)
+
+
+def actor_create(make, call, size):
+    """actor_create: actors started per second, each counted once its first call returned
+    (`make()` starts one, `call(actors)` calls each once and waits)."""
+    n = size["actors"]
+    call([make()])  # the class is shipped and a worker warm before the clock starts
+    t = time.perf_counter()
+    actors = [make() for _ in range(n)]
+    call(actors)
+    emit("actor_create", n / (time.perf_counter() - t), "actors/s", "higher", actors=n)
+    return actors
 
 
 def client_process(run_batch, barrier, n, warmup=100):

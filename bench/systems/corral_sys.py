@@ -37,6 +37,12 @@ def gate(path):
     return common.wait_for_file(path)
 
 
+@corral.remote
+class Counter:
+    def inc(self):
+        return 1
+
+
 def one(i):  # a small caller
     return noop.remote(i)
 
@@ -160,6 +166,32 @@ def main():
                            env=dict(os.environ, CORRAL_TOKEN=c.token), workload="durable_tasks_8_clients",
                            clients=8, per_client=max(1, size["durable"] // 8), synchronous="FULL")
 
+    def actor_sync(size):
+        c = Counter.remote()
+        med, p99 = common.timed_round_trips(lambda: corral.get(c.inc.remote()), size["sync"])
+        common.emit("actor_calls_sync", med, "µs", p99_us=p99)
+
+    def actor_async(size):
+        c = Counter.remote()
+        corral.get([c.inc.remote() for _ in range(1000)])
+        t = time.perf_counter()
+        corral.get([c.inc.remote() for _ in range(size["async"])])
+        common.emit("actor_calls_async", size["async"] / (time.perf_counter() - t), "calls/s", "higher")
+
+    def actor_clients(size):
+        # Several driver processes calling one actor, found by name.
+        c = corral._runtime.cluster
+        actor = Counter.options(name="bench_counter").remote()
+        corral.get(actor.inc.remote())
+        common.run_clients(os.path.abspath(__file__), ["actor", c.address], size,
+                           env=dict(os.environ, CORRAL_TOKEN=c.token), workload="multi_client_actor_calls_async")
+        corral.kill(actor)
+
+    def actor_create(size):
+        actors = common.actor_create(Counter.remote, lambda hs: corral.get([h.inc.remote() for h in hs]), size)
+        for h in actors:
+            corral.kill(h)
+
     def idle_memory(size):
         rss, pss, workers = idle["mem"]
         common.emit("idle_memory", rss, "MB", pss_mb=pss, workers_rss_mb=workers, processes_rss_mb=rss - workers)
@@ -168,7 +200,8 @@ def main():
         "startup": startup, "tasks_sync": tasks_sync, "tasks_async": tasks_async,
         "multi_client_tasks_async": multi_client, "put_calls": put_calls, "get_calls": get_calls,
         "put_gigabytes": put_gigabytes, "numpy_100MB_arg": numpy_arg, "cross_node_gigabytes": cross_node,
-        "actor_calls_sync": "actors are not implemented yet", "actor_calls_async": "actors are not implemented yet",
+        "actor_calls_sync": actor_sync, "actor_calls_async": actor_async,
+        "multi_client_actor_calls_async": actor_clients, "actor_create": actor_create,
         "durable_tasks": durable, "durable_tasks_8_clients": durable_clients, "queued_1M": queued, "idle_memory": idle_memory,
     })
     corral.shutdown()
@@ -184,6 +217,9 @@ def client(mode, address, barrier, n):
             for task_id in ids:
                 corral.result(task_id).get(timeout=300)
         common.client_process(batch, barrier, n, warmup=5)
+    elif mode == "actor":
+        actor = corral.get_actor("bench_counter")
+        common.client_process(lambda k: corral.get([actor.inc.remote() for _ in range(k)]), barrier, n)
     else:
         common.client_process(lambda k: corral.get([one(i) for i in range(k)]), barrier, n)
     corral.shutdown()

@@ -105,6 +105,8 @@ def main():
         "put_gigabytes": put_gigabytes, "numpy_100MB_arg": numpy_arg, "cross_node_gigabytes": "the benchmark does not set up a second node of this system yet",
         "actor_calls_sync": "Dask actors are experimental; not measured",
         "actor_calls_async": "Dask actors are experimental; not measured",
+        "multi_client_actor_calls_async": "Dask actors are experimental; not measured",
+        "actor_create": "Dask actors are experimental; not measured",
         "durable_tasks": "Dask has no durable task queue", "durable_tasks_8_clients": "Dask has no durable task queue", "queued_1M": queued, "idle_memory": idle_memory,
     })
     state["client"].close()

@@ -43,7 +43,8 @@ def main():
 
     def startup(size):
         t = time.perf_counter()
-        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+                 namespace="bench")
         ray.get(noop.remote(0))
         common.emit("startup", time.perf_counter() - t, "s", ray=ray.__version__)
         time.sleep(2)
@@ -60,7 +61,7 @@ def main():
         common.emit("tasks_async", size["async"] / (time.perf_counter() - t), "tasks/s", "higher")
 
     def multi_client(size):
-        common.run_clients(os.path.abspath(__file__), [ray.get_runtime_context().gcs_address], size)
+        common.run_clients(os.path.abspath(__file__), ["tasks", ray.get_runtime_context().gcs_address], size)
 
     def put_calls(size):
         del common.put_calls(ray.put, size)[:]
@@ -87,6 +88,18 @@ def main():
         t = time.perf_counter()
         ray.get([c.inc.remote() for _ in range(size["async"])])
         common.emit("actor_calls_async", size["async"] / (time.perf_counter() - t), "calls/s", "higher")
+
+    def actor_clients(size):
+        actor = Counter.options(name="bench_counter").remote()
+        ray.get(actor.inc.remote())
+        common.run_clients(os.path.abspath(__file__), ["actor", ray.get_runtime_context().gcs_address], size,
+                           workload="multi_client_actor_calls_async")
+        ray.kill(actor)
+
+    def actor_create(size):
+        actors = common.actor_create(Counter.remote, lambda hs: ray.get([h.inc.remote() for h in hs]), size)
+        for h in actors:
+            ray.kill(h)
 
     def queued(size):
         import psutil
@@ -118,20 +131,25 @@ def main():
         "startup": startup, "tasks_sync": tasks_sync, "tasks_async": tasks_async,
         "multi_client_tasks_async": multi_client, "put_calls": put_calls, "get_calls": get_calls,
         "put_gigabytes": put_gigabytes, "numpy_100MB_arg": numpy_arg, "cross_node_gigabytes": "the benchmark does not set up a second node of this system yet", "actor_calls_sync": actor_sync,
-        "actor_calls_async": actor_async, "durable_tasks": "Ray has no durable task queue", "durable_tasks_8_clients": "Ray has no durable task queue",
+        "actor_calls_async": actor_async, "multi_client_actor_calls_async": actor_clients,
+        "actor_create": actor_create, "durable_tasks": "Ray has no durable task queue", "durable_tasks_8_clients": "Ray has no durable task queue",
         "queued_1M": queued, "idle_memory": idle_memory,
     })
     ray.shutdown()
 
 
-def client(address, barrier, n):
-    ray.init(address=address, log_to_driver=False)
-    common.client_process(lambda k: ray.get([one(i) for i in range(k)]), barrier, n)
+def client(mode, address, barrier, n):
+    ray.init(address=address, log_to_driver=False, namespace="bench")
+    if mode == "actor":
+        actor = ray.get_actor("bench_counter")
+        common.client_process(lambda k: ray.get([actor.inc.remote() for _ in range(k)]), barrier, n)
+    else:
+        common.client_process(lambda k: ray.get([one(i) for i in range(k)]), barrier, n)
     ray.shutdown()
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
-        client(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        client(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     else:
         main()

@@ -46,6 +46,12 @@ void RegisterRestApi(HttpServer& http, HeadServer& head) {
     for (const auto& n : st.nodes()) j.push_back(NodeJson(n));
     respond(HttpResponse::Json(200, JsonText(j)));
   });
+  http.Route("GET", "/api/v1/actors", Role::kRead, [&head](const HttpRequest&, HttpRespond respond) {
+    nlohmann::json j = nlohmann::json::array();
+    proto::ClusterStatus st = head.BuildStatus();
+    for (const auto& a : st.actors()) j.push_back(ActorJson(a));
+    respond(HttpResponse::Json(200, JsonText(j)));
+  });
   http.Route("POST", "/api/v1/tasks", Role::kSubmit, [&head, durable](const HttpRequest& req, HttpRespond respond) {
     nlohmann::json body = ParseUntrustedJson(req.body);
     if (body.is_discarded() || !body.is_object())

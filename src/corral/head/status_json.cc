@@ -31,6 +31,26 @@ nlohmann::json NodeJson(const proto::NodeStatus& n) {
   return nj;
 }
 
+nlohmann::json ActorJson(const proto::ActorInfo& a) {
+  nlohmann::json j;
+  j["actor_id"] = Hex(a.actor_id());
+  j["class_name"] = a.spec().class_name();
+  j["name"] = a.spec().name();
+  j["namespace"] = a.spec().namespace_();
+  j["state"] = a.state();
+  j["node_id"] = Hex(a.node_id());
+  j["hostname"] = a.hostname();
+  j["pid"] = a.pid();
+  j["restarts"] = a.restarts();
+  j["max_restarts"] = a.max_restarts();
+  j["death_cause"] = a.death_cause();
+  j["detached"] = a.spec().detached();
+  j["pending_calls"] = a.pending_calls();
+  j["running_calls"] = a.running_calls();
+  j["resources"] = std::map<std::string, double>(a.resources().begin(), a.resources().end());
+  return j;
+}
+
 nlohmann::json StatusJson(const proto::ClusterStatus& st) {
   nlohmann::json j;
   j["address"] = st.address();
@@ -38,6 +58,8 @@ nlohmann::json StatusJson(const proto::ClusterStatus& st) {
   for (const auto& n : st.nodes()) j["nodes"].push_back(NodeJson(n));
   j["tasks"] = std::map<std::string, int64_t>(st.tasks_by_state().begin(), st.tasks_by_state().end());
   j["infeasible"] = std::vector<std::string>(st.infeasible().begin(), st.infeasible().end());
+  j["actors"] = nlohmann::json::array();
+  for (const auto& a : st.actors()) j["actors"].push_back(ActorJson(a));
   j["counters"] = std::map<std::string, int64_t>(st.counters().values().begin(), st.counters().values().end());
   return j;
 }

@@ -11,6 +11,7 @@
 namespace corral::head {
 
 nlohmann::json NodeJson(const proto::NodeStatus& node);
+nlohmann::json ActorJson(const proto::ActorInfo& actor);
 nlohmann::json StatusJson(const proto::ClusterStatus& status);
 // j as compact text. Strings from peers (hostnames, names, paths) may hold invalid UTF-8: such
 // bytes become U+FFFD instead of throwing (which would end the process).
