@@ -152,13 +152,17 @@ def test_too_large_value_without_an_object_store_names_the_limit(monkeypatch):
         echo.remote(big)
 
 
-def test_remote_on_a_class_is_a_clear_error_at_once():
-    with pytest.raises(exceptions.InvalidArgumentError, match="actors .* are not supported yet"):
-        @corral.remote
-        class Counter:
-            pass
-    with pytest.raises(exceptions.InvalidArgumentError, match="class Counter"):
-        corral.remote(num_cpus=1)(type("Counter", (), {}))
+def test_remote_on_a_class_makes_an_actor_class_and_checks_its_options_at_once():
+    @corral.remote
+    class Counter:
+        def incr(self):
+            return 1
+    assert isinstance(Counter, corral.ActorClass)
+    assert isinstance(corral.remote(num_cpus=1)(type("Counter", (), {})), corral.ActorClass)
+    with pytest.raises(exceptions.InvalidArgumentError, match="max_restarts"):
+        corral.remote(max_restarts="3")(type("Counter", (), {}))
+    with pytest.raises(exceptions.InvalidArgumentError, match="unknown option"):
+        corral.remote(max_restarts=1)(lambda: 1)  # an actor's option on a function
 
 
 def test_bad_options_are_clear_errors():

@@ -33,3 +33,11 @@ def test_arrays():
     assert "a read-only view of the store (writeable=False), equal to the original: True" in out
     assert "(its argument writeable=False)" in out
     assert "after dropping the refs: 0 bytes used, 0 files left" in out
+
+
+def test_actors():
+    out = run("actors.py")
+    assert "parameter server: 600 updates from 4 tasks, weights [2.0, -3.0, 0.5]" in out
+    assert "served 16 predictions from the named async actor: 2.0 each" in out
+    assert "restarted (1 restart) with its constructor's state: the next hit counts 1" in out
+    assert "after kill(): ActorDiedError:" in out and "killed by corral.kill()" in out

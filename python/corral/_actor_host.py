@@ -54,6 +54,8 @@ def run(link, task, functions):
 class _Host:
     def __init__(self, link, instance, class_name, max_concurrency, groups, is_async):
         self.link, self.instance, self.class_name = link, instance, class_name
+        self.methods = {n for n, _ in inspect.getmembers(type(instance), callable)
+                        if not n.startswith("__") or n == "__call__"}
         self.functions = {}
         self.loop = None
         self.pools = None
@@ -101,36 +103,46 @@ class _Host:
         _fn, a, k, failed = worker.load_call(self.functions, name, b"", b"", args, deps)
         if failed:
             return None, None, None, failed
-        method = getattr(self.instance, method_name, None)
+        # Only the class's own methods (the head checks the name against them too): never
+        # __setattr__ or other machinery of the instance.
+        method = getattr(self.instance, method_name, None) if method_name in self.methods else None
         if method is None:
             return None, None, None, (b"", exceptions.KIND_RUNTIME,
                                       f"actor {self.class_name} has no method {method_name!r}", 0)
         return method, a, k, None
 
     def _run_sync(self, task_id, attempt, name, method_name, args, deps):
-        method, a, k, failed = self._prepare(name, method_name, args, deps)
-        if failed:
-            return self._finish(task_id, attempt, failed)
         try:
-            result = method(*a, **k)
-        except BaseException as e:  # noqa: BLE001 - the caller gets it
-            data, message = serialization.dump_exception(e, name)
-            return self._finish(task_id, attempt, (data, exceptions.KIND_TASK_ERROR, message, 0))
-        self._finish(task_id, attempt, worker.encode_result(result, name, task_id, attempt))
-
-    async def _run_async(self, sem, task_id, attempt, name, method_name, args, deps):
-        async with sem:
             method, a, k, failed = self._prepare(name, method_name, args, deps)
             if failed:
                 return self._finish(task_id, attempt, failed)
             try:
                 result = method(*a, **k)
-                if inspect.isawaitable(result):
-                    result = await result
             except BaseException as e:  # noqa: BLE001 - the caller gets it
                 data, message = serialization.dump_exception(e, name)
                 return self._finish(task_id, attempt, (data, exceptions.KIND_TASK_ERROR, message, 0))
-        self._finish(task_id, attempt, worker.encode_result(result, name, task_id, attempt))
+            outcome = worker.encode_result(result, name, task_id, attempt)
+        except Exception as e:  # noqa: BLE001 - whatever went wrong, the call gets an answer
+            outcome = _broken(name, e)
+        self._finish(task_id, attempt, outcome)
+
+    async def _run_async(self, sem, task_id, attempt, name, method_name, args, deps):
+        try:
+            async with sem:
+                method, a, k, failed = self._prepare(name, method_name, args, deps)
+                if failed:
+                    return self._finish(task_id, attempt, failed)
+                try:
+                    result = method(*a, **k)
+                    if inspect.isawaitable(result):
+                        result = await result
+                except BaseException as e:  # noqa: BLE001 - the caller gets it
+                    data, message = serialization.dump_exception(e, name)
+                    return self._finish(task_id, attempt, (data, exceptions.KIND_TASK_ERROR, message, 0))
+            outcome = worker.encode_result(result, name, task_id, attempt)
+        except Exception as e:  # noqa: BLE001 - whatever went wrong, the call gets an answer
+            outcome = _broken(name, e)
+        self._finish(task_id, attempt, outcome)
 
     def _finish(self, task_id, attempt, outcome):
         data, kind, message, stored = outcome
@@ -138,3 +150,8 @@ class _Host:
             self.link.finish(task_id, attempt, data, kind, message, -1.0, stored)
         except exceptions.ConnectionLostError:
             os._exit(0)
+
+
+def _broken(name, e):
+    return (b"", exceptions.KIND_RUNTIME, f"{name}: the actor's worker could not run or answer the call: "
+                                          f"{type(e).__name__}: {e}", 0)

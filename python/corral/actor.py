@@ -185,8 +185,8 @@ class ActorClass:
         if name:
             # The head refuses a second live actor of one name: learn now which one holds it.
             found = _lookup(client, name, self._namespace())
-            if not found or found["_id"] != actor_id:
-                if found and self._options.get("get_if_exists"):
+            if found and found["_id"] != actor_id:  # (none: ours already died, its calls will say why)
+                if self._options.get("get_if_exists"):
                     return _handle_from_info(found)
                 raise exceptions.InvalidArgumentError(
                     f"an actor named {name!r} already exists in namespace {self._namespace()!r}: get it with "

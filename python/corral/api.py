@@ -428,6 +428,12 @@ def remote(*args, **options):
         return _make_remote(args[0], {})
     if args:
         raise exceptions.InvalidArgumentError("use @corral.remote or @corral.remote(option=value, ...)")
+    from .actor import _ACTOR_OPTIONS
+    unknown = set(options) - _OPTION_NAMES - _ACTOR_OPTIONS  # the rest is checked once it is known which
+    if unknown:
+        raise exceptions.InvalidArgumentError(
+            f"unknown option(s) {sorted(unknown)}; valid for functions: {sorted(_OPTION_NAMES)}; for actor "
+            f"classes: {sorted(_ACTOR_OPTIONS)}")
     return lambda fn: _make_remote(fn, options)
 
 

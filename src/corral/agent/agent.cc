@@ -320,7 +320,9 @@ void Agent::OnActorCall(proto::ExecuteTask&& task) {
   auto it = actor_workers_.find(spec.actor_id());
   Worker* w = it == actor_workers_.end() ? nullptr : it->second;
   if (!w || !w->conn || w->retired) {
-    ReportEnded(spec.task_id(), spec.attempt(), proto::WORKER_DIED,
+    // It never started: handed back at no cost to its retries; the head sends it to the actor's next
+    // incarnation, or fails it if the actor is dead (the report of that is on its way).
+    ReportEnded(spec.task_id(), spec.attempt(), proto::HANDED_BACK,
                 fmt::format("actor {} is not running on node {} ({})", ShortHex(spec.actor_id()),
                             ShortHex(options_.node_id), options_.hostname));
     return;
@@ -598,6 +600,7 @@ void Agent::OnWorkerMessage(Worker* w, std::string_view bytes) {
     case proto::WorkerToAgent::kFinished: FinishOnWorker(w, std::move(*msg.mutable_finished())); break;
     case proto::WorkerToAgent::kActorReady: {
       if (!w->busy || msg.actor_ready().actor_id() != w->actor_id || msg.actor_ready().attempt() != w->attempt) break;
+      w->actor_ready = true;
       proto::AgentToHead fwd;
       *fwd.mutable_actor_ready() = msg.actor_ready();
       fwd.mutable_actor_ready()->set_pid(w->pid);
@@ -745,8 +748,8 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
                       : !w->out_of_memory.empty() ? w->out_of_memory
                                                   : fmt::format("its worker (pid {}) on node {} ({}) {}", pid,
                                                                 ShortHex(options_.node_id), options_.hostname, reason);
-    for (const auto& [id, attempt] : w->actor_calls)
-      ReportEnded(id, attempt, w->hand_back.empty() ? proto::WORKER_DIED : proto::HANDED_BACK, why);
+    // Calls that had reached the worker may have run (part of) their effect: a retry counts.
+    for (const auto& [id, attempt] : w->actor_calls) ReportEnded(id, attempt, proto::WORKER_DIED, why);
     w->actor_calls.clear();
   }
   // Keep the warm pool full.

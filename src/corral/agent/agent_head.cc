@@ -290,6 +290,15 @@ void Agent::OnHeadMessage(std::string_view bytes) {
       outbox_.clear();
       outbox_bytes_ = 0;
       for (const auto& m : outbox) SendToHead(m);  // kept until acknowledged, like any other
+      for (auto& [pid, w] : workers_)  // an actor's readiness may have been lost with the connection
+        if (w->busy && w->actor_ready) {
+          proto::AgentToHead ready;
+          ready.mutable_actor_ready()->set_actor_id(w->actor_id);
+          ready.mutable_actor_ready()->set_attempt(w->attempt);
+          ready.mutable_actor_ready()->set_pid(w->pid);
+          ready.mutable_actor_ready()->set_node_id(options_.node_id);
+          SendToHead(ready);
+        }
       if (draining_) {
         proto::AgentToHead d;
         d.mutable_draining()->set_reason(drain_reason_);
@@ -440,6 +449,12 @@ void Agent::Drain(std::chrono::milliseconds timeout, bool leave, const std::stri
     }
   for (const Pending& p : queue_) HandBack(p.task.spec().task_id(), p.task.spec().attempt(), why);
   queue_.clear();
+  for (auto& [pid, w] : workers_)
+    if (w->busy && !w->actor_id.empty() && !w->keep_running && w->hand_back.empty()) {
+      // An actor never finishes: it moves now (restarted elsewhere at no cost to its restarts).
+      w->hand_back = why;
+      processes_->KillGroup(pid, SIGKILL);
+    }
   ArmDrainTimer(deadline);
   CheckDrained();
 }

@@ -48,6 +48,7 @@ struct Agent::Worker {
   // come straight through (OnActorCall) while the constructor's result is known.
   std::string actor_id;
   std::map<std::string, uint32_t> actor_calls;  // calls sent to it, not finished: task id -> attempt
+  bool actor_ready = false;               // its constructor returned (told again after a reconnect)
   bool retired = false;                   // an actor ended here: killed, never given another task
   std::set<std::string> functions;        // hashes this worker was sent
   std::vector<std::string> forget;        // of those, hashes to drop: told with its next task

@@ -39,6 +39,7 @@ const std::map<std::string, Role> kScheduleOps = {
     {"RESUME", Role::kSubmit}, {"REMOVE", Role::kSubmit}, {"RUN_NOW", Role::kSubmit},
 };
 const std::map<std::string, Role> kQueueOps = {{"LIST", Role::kRead}, {"SET", Role::kAdmin}};
+const std::map<std::string, Role> kActorOps = {{"GET", Role::kRead}, {"LIST", Role::kRead}, {"KILL", Role::kSubmit}};
 
 TEST(AuthPolicy, EveryClientMessageHasItsRole) {
   const auto* oneof = proto::ClientToHead::descriptor()->FindOneofByName("msg");
@@ -56,7 +57,7 @@ TEST(AuthPolicy, EveryRequestAndOperationHasItsRole) {
   const auto* oneof = proto::Request::descriptor()->FindOneofByName("what");
   for (int i = 0; i < oneof->field_count(); ++i) {
     const FieldDescriptor* f = oneof->field(i);
-    if (f->name() == "schedule" || f->name() == "queue") continue;  // per operation, below
+    if (f->name() == "schedule" || f->name() == "queue" || f->name() == "actor") continue;  // per operation, below
     ASSERT_TRUE(kRequests.contains(f->name())) << "no role for Request." << f->name();
     proto::ClientToHead m;
     SetMember(m.mutable_request(), f);
@@ -75,6 +76,13 @@ TEST(AuthPolicy, EveryRequestAndOperationHasItsRole) {
     proto::Request r;
     r.mutable_queue()->set_op(static_cast<proto::QueueRequest::Op>(qops->value(i)->number()));
     EXPECT_EQ(RequiredRole(r), kQueueOps.at(qops->value(i)->name()));
+  }
+  const auto* aops = proto::ActorRequest::Op_descriptor();
+  for (int i = 0; i < aops->value_count(); ++i) {
+    ASSERT_TRUE(kActorOps.contains(aops->value(i)->name())) << "no role for actor " << aops->value(i)->name();
+    proto::Request r;
+    r.mutable_actor()->set_op(static_cast<proto::ActorRequest::Op>(aops->value(i)->number()));
+    EXPECT_EQ(RequiredRole(r), kActorOps.at(aops->value(i)->name()));
   }
 }
 

@@ -86,16 +86,20 @@ struct Table {
     return out;
   }
 
+  // The function every test task runs ("pickled f"), under its hash.
+  static void SetFunction(proto::TaskSpec& spec) {
+    spec.set_function("pickled f");
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256(reinterpret_cast<const unsigned char*>(spec.function().data()), spec.function().size(), md);
+    spec.set_function_hash(std::string(reinterpret_cast<char*>(md), 16));
+  }
   // A task running a registered no-op function with `deps` as arguments; its id.
   std::string Submit(const std::vector<std::string>& deps = {}, const std::map<std::string, double>& extra = {}) {
     proto::TaskSpec spec;
     std::string id = MakeTaskId(driver.id, ++next);
     spec.set_task_id(id);
     spec.set_name("m.f");
-    spec.set_function("pickled f");
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    SHA256(reinterpret_cast<const unsigned char*>(spec.function().data()), spec.function().size(), md);
-    spec.set_function_hash(std::string(reinterpret_cast<char*>(md), 16));
+    SetFunction(spec);
     spec.set_args("args");
     spec.set_python_version("3.11");
     for (const auto& d : deps) spec.add_deps(d);
@@ -123,6 +127,64 @@ struct Table {
     f.set_task_id(id);
     f.mutable_result()->set_data("value");
     tasks.OnTaskFinished(node, std::move(f));
+  }
+
+  // An actor's creation (the registered function as its class); its id.
+  std::string CreateActor(uint32_t max_restarts, const std::string& name = "") {
+    proto::TaskSpec spec;
+    std::string id = MakeTaskId(driver.id, ++next);
+    spec.set_task_id(id);
+    spec.set_actor_id(id);
+    spec.set_name("m.Actor");
+    SetFunction(spec);
+    spec.set_python_version("3.11");
+    spec.set_max_retries(max_restarts);
+    spec.mutable_actor()->set_class_name("m.Actor");
+    spec.mutable_actor()->set_name(name);
+    spec.mutable_actor()->set_namespace_("default");
+    spec.mutable_actor()->add_methods("m");
+    tasks.Submit(&driver, std::move(spec));
+    return id;
+  }
+  // A call on `actor` by `caller` (this driver when null), waiting for `deps`; its id.
+  std::string Call(const std::string& actor, const std::vector<std::string>& deps = {}, ClientSession* caller = nullptr,
+                   uint32_t retries = 0, const std::string& method = "m") {
+    caller = caller ? caller : &driver;
+    proto::TaskSpec spec;
+    std::string id = MakeTaskId(caller->id, ++next);
+    spec.set_task_id(id);
+    spec.set_actor_id(actor);
+    spec.set_method(method);
+    spec.set_name("m.Actor." + method);
+    spec.set_max_retries(retries);
+    for (const auto& d : deps) spec.add_deps(d);
+    tasks.Submit(caller, std::move(spec));
+    return id;
+  }
+  void Ready(Node* node, const std::string& actor, uint32_t attempt = 0) {
+    proto::ActorReady r;
+    r.set_actor_id(actor);
+    r.set_attempt(attempt);
+    tasks.OnActorReady(node, r);
+  }
+  // Ids of what the head sent `node` to run, in the order sent.
+  std::vector<std::string> Order(const std::string& node) {
+    Settle();
+    std::vector<std::string> out;
+    for (const auto& m : sent[node])
+      if (m.has_execute()) out.push_back(m.execute().spec().task_id());
+    return out;
+  }
+  proto::ActorInfo Info(const std::string& actor) {
+    proto::ActorRequest list;
+    list.set_op(proto::ActorRequest::LIST);
+    list.set_include_dead(true);
+    proto::Reply reply;
+    EXPECT_TRUE(tasks.HandleActorRequest(&driver, list, &reply).ok());
+    for (const auto& a : reply.actors())
+      if (a.actor_id() == actor) return a;
+    ADD_FAILURE() << "no such actor";
+    return {};
   }
 
   std::vector<std::shared_ptr<net::Connection>> agents;
@@ -388,6 +450,100 @@ TEST(TaskTable, AnOwnerLeavingCancelsItsQueuedTasksFoundByTheirIds) {
   EXPECT_EQ(t.Counter("functions_known"), 0);
   EXPECT_EQ(t.tasks.Owned(t.driver.id), 0u);
   t.tasks.AddClient(&t.driver);  // (the fixture removes it again)
+}
+
+TEST(Actors, CallsWaitForTheConstructorThenGoInOrderAndAWaitingArgumentHoldsBackOnlyItsCaller) {
+  Table t;
+  Node* n = t.AddNode("n", 0);
+  ClientSession other;
+  other.id = std::string("\x09\x09\x09\x09\x09\x09\x09\x09", 8);
+  t.tasks.AddClient(&other);
+  std::string actor = t.CreateActor(0);
+  t.tasks.OnNodesChanged();
+  t.tasks.Schedule();
+  ASSERT_EQ(t.Order("n"), std::vector<std::string>{actor});
+  std::string dep = t.Submit();  // a task's result, not ready: runs on n too, after the actor's constructor
+  std::string c1 = t.Call(actor), c2 = t.Call(actor, {dep}), c3 = t.Call(actor);
+  std::string o1 = t.Call(actor, {}, &other), o2 = t.Call(actor, {}, &other);
+  EXPECT_EQ(t.Order("n").size(), 1u);  // the constructor has not returned
+  EXPECT_EQ(t.Info(actor).state(), "PENDING");
+  t.Ready(n, actor);
+  EXPECT_EQ(t.Info(actor).state(), "ALIVE");
+  EXPECT_EQ(t.Order("n"), (std::vector<std::string>{actor, c1, o1, o2}));  // c3 waits behind c2
+  t.tasks.Schedule();
+  auto order = t.Order("n");
+  ASSERT_EQ(order.back(), dep);
+  t.Finish(n, dep);
+  EXPECT_EQ(t.Order("n"), (std::vector<std::string>{actor, c1, o1, o2, dep, c2, c3}));
+  for (const auto& c : {c1, c2, c3, o1, o2}) t.Finish(n, c);
+  EXPECT_EQ(t.Info(actor).running_calls(), 0);
+  int64_t unfinished = t.Counter("unfinished_tasks");
+  t.Call(actor, {}, nullptr, 0, "__setattr__");  // not one of the class's methods: refused at once
+  EXPECT_EQ(t.Counter("unfinished_tasks"), unfinished);
+  EXPECT_EQ(t.Order("n").back(), c3);
+  t.tasks.RemoveClient(&other);
+}
+
+TEST(Actors, AWorkerDeathRestartsTheActorAndRetriesItsCallsInOrderWithinTheirRetries) {
+  Table t;
+  Node* n = t.AddNode("n", 0);
+  std::string actor = t.CreateActor(/*max_restarts=*/1);
+  t.tasks.OnNodesChanged();
+  t.tasks.Schedule();
+  t.Ready(n, actor);
+  std::string kept = t.Call(actor, {}, nullptr, /*retries=*/1), lost = t.Call(actor, {}, nullptr, 0);
+  std::string later = t.Call(actor, {}, nullptr, 0);
+  auto died = [&](const std::string& id, uint32_t attempt) {
+    proto::TaskFinished f;
+    f.set_task_id(id);
+    f.set_attempt(attempt);
+    f.mutable_result()->set_error(proto::WORKER_DIED);
+    f.mutable_result()->set_message("worker pid 7 killed by signal 9");
+    t.tasks.OnTaskFinished(n, std::move(f));
+  };
+  died(actor, 0);  // the agent reports the creation first, then its calls
+  EXPECT_EQ(t.Info(actor).state(), "RESTARTING");
+  died(kept, 0);
+  died(lost, 0);
+  died(later, 0);
+  t.tasks.Schedule();
+  EXPECT_EQ(t.Order("n").back(), actor);  // the constructor again, as attempt 1
+  t.Ready(n, actor, 1);
+  auto order = t.Order("n");
+  EXPECT_EQ(order.back(), kept);  // only the call with a retry left
+  EXPECT_EQ(t.Info(actor).restarts(), 1u);
+  EXPECT_EQ(t.Counter("actor_restarts"), 1);
+  // The second death uses up the restarts: the actor is dead, and so are calls made after.
+  died(actor, 1);
+  died(kept, 1);
+  EXPECT_EQ(t.Info(actor).state(), "DEAD");
+  EXPECT_NE(t.Info(actor).death_cause().find("restarts used: 1 of 1"), std::string::npos);
+  t.Call(actor);
+  EXPECT_EQ(t.Order("n").back(), kept);  // nothing new was sent for it: it failed at once
+  EXPECT_EQ(t.Counter("unfinished_tasks"), 0);
+}
+
+TEST(Actors, NamesAreUniqueWhileTheActorLivesAndKillFreesThem) {
+  Table t;
+  t.AddNode("n", 0);
+  std::string a = t.CreateActor(0, "svc");
+  std::string b = t.CreateActor(0, "svc");  // refused: finished at once with the reason
+  EXPECT_EQ(t.Counter("actors_created"), 1);
+  proto::ActorRequest get;
+  get.set_op(proto::ActorRequest::GET);
+  get.set_name("svc");
+  get.set_namespace_("default");
+  proto::Reply reply;
+  ASSERT_TRUE(t.tasks.HandleActorRequest(&t.driver, get, &reply).ok());
+  ASSERT_EQ(reply.actors_size(), 1);
+  EXPECT_EQ(reply.actors(0).actor_id(), a);
+  proto::ActorRequest kill;
+  kill.set_op(proto::ActorRequest::KILL);
+  kill.set_actor_id(a);
+  ASSERT_TRUE(t.tasks.HandleActorRequest(&t.driver, kill, &reply).ok());  // pending: it ends at once
+  EXPECT_EQ(t.Info(a).state(), "DEAD");
+  EXPECT_EQ(t.tasks.HandleActorRequest(&t.driver, get, &reply).code(), Code::kNotFound);
+  (void)b;
 }
 
 }  // namespace

@@ -30,6 +30,7 @@ const std::map<std::pair<std::string, std::string>, std::optional<Role>> kRoutes
     {{"GET", "/api/v1/tasks/{id}"}, Role::kRead},
     {{"GET", "/api/v1/queues"}, Role::kRead},
     {{"GET", "/api/v1/schedules"}, Role::kRead},
+    {{"GET", "/api/v1/actors"}, Role::kRead},
     {{"POST", "/api/v1/tasks"}, Role::kSubmit},
     {{"POST", "/api/v1/tasks/{id}/revoke"}, Role::kSubmit},
     {{"POST", "/api/v1/nodes/{node}/drain"}, Role::kAdmin},

@@ -1,4 +1,8 @@
 // TaskManager's actors: creation tasks that stay running, and the calls that go to them.
+#include <algorithm>
+
+#include <fmt/ranges.h>
+
 #include "corral/base/log.h"
 #include "corral/head/task_manager.h"
 
@@ -19,8 +23,9 @@ std::string Describe(const proto::ActorSpec& spec, const std::string& id) {
 }  // namespace
 
 bool TaskManager::MayUseActor(const ClientSession& client, const std::string& id, const Actor& actor) const {
-  return client.may_touch_any || IsWorkerToken(client.token_id) || id.starts_with(client.id) ||
-         client.token_id == actor.owner_token;
+  // Not by the id's client prefix: a client picks its own id, and a detached actor's creator may be gone.
+  (void)id;
+  return client.may_touch_any || IsWorkerToken(client.token_id) || client.token_id == actor.owner_token;
 }
 
 std::string TaskManager::AdmitActorTask(ClientSession* client, const std::string& id, Task& task,
@@ -54,6 +59,10 @@ std::string TaskManager::AdmitActorTask(ClientSession* client, const std::string
     return fmt::format("{} calls actor {}, which belongs to a client with another token", Printable(spec.name()),
                        ShortHex(spec.actor_id()));
   }
+  const auto& methods = it->second.spec.methods();
+  if (std::find(methods.begin(), methods.end(), spec.method()) == methods.end())
+    return fmt::format("{} has no method '{}' (its methods: {})", Describe(it->second.spec, it->first),
+                       Printable(spec.method()), fmt::join(methods, ", "));
   task.actor_call = true;
   Actor& a = it->second;
   uint64_t seq = a.next_seq++;
@@ -92,26 +101,48 @@ bool TaskManager::CallMayRetry(const std::string& id, const Task& task) const {
 void TaskManager::PumpActor(const std::string& actor_id, Actor& a) {
   if (a.state != Actor::State::kAlive || !a.kill_reason.empty()) return;  // (a stopping actor takes no more)
   Node* node = nodes_.Find(a.node);
-  if (!node || !node->conn) return;  // it comes back (and the calls go), or it is declared dead
+  // A node that is away gets them when it registers again (ResumeActorsOn), or is declared dead.
+  if (!node || !node->conn || node->state != NodeState::kAlive) return;
   std::vector<std::string> held_back;  // callers with a call waiting for its arguments
+  std::vector<std::string> ready;
   for (auto it = a.pending.begin(); it != a.pending.end();) {
     auto t = tasks_.find(it->second);
     if (t == tasks_.end() || t->second.state == TaskState::kFinished) {
       it = a.pending.erase(it);
       continue;
     }
-    std::string caller = it->second.str().substr(0, 8);
+    std::string id = it->second.str();
+    std::string caller = id.substr(0, 8);
     bool held = std::find(held_back.begin(), held_back.end(), caller) != held_back.end();
+    // An argument being rebuilt (its node died) is waited for again, as for a task.
+    if (!held && t->second.state == TaskState::kQueued && t->second.has_deps)
+      WaitAgainForArguments(id, t->second, DepsOf(t->second));
     if (held || t->second.state != TaskState::kQueued) {
       if (!held) held_back.push_back(caller);
       ++it;
       continue;
     }
-    std::string id = it->second.str();
     it = a.pending.erase(it);
-    DispatchCall(id, t->second, a, node);
+    ready.push_back(std::move(id));
+  }
+  // Sent after the walk: a send that fails finishes the call, which may finish others in the line.
+  for (const auto& id : ready) {
+    auto t = tasks_.find(id);
+    if (t != tasks_.end() && t->second.state == TaskState::kQueued) DispatchCall(id, t->second, a, node);
   }
   (void)actor_id;
+}
+
+void TaskManager::ResumeActorsOn(Node* node) {
+  for (auto& [id, a] : actors_)
+    if (a.node == node->view.id && a.state == Actor::State::kAlive) PumpActor(id, a);
+}
+
+void TaskManager::PumpWaitingActors() {
+  std::vector<std::string> ids = std::move(actors_to_pump_);
+  actors_to_pump_.clear();
+  for (const auto& id : ids)
+    if (auto a = actors_.find(id); a != actors_.end()) PumpActor(id, a->second);
 }
 
 void TaskManager::DispatchCall(const std::string& id, Task& task, Actor& a, Node* node) {
@@ -178,7 +209,10 @@ void TaskManager::OnActorTaskFinished(const std::string& id, Task& task, proto::
     auto it = actors_.find(actor_id);
     if (it == actors_.end()) return;
     Actor& a = it->second;
-    if (task.state == TaskState::kDispatched) a.running--;
+    if (task.state == TaskState::kDispatched)
+      a.running--;
+    else
+      actors_to_pump_.push_back(actor_id);  // it may have held back its caller's later calls
     if (auto s = a.seq.find(IdKey(id)); s != a.seq.end()) {
       a.pending.erase(s->second);
       a.seq.erase(s);
@@ -249,9 +283,11 @@ void TaskManager::StopActor(const std::string& id, std::string reason, bool rest
   Task& task = t->second;
   Actor& actor = a->second;
   LOG_INFO("{}: {}", Describe(actor.spec, id), Printable(reason));
-  if (restart && task.state == TaskState::kDispatched) {
-    actor.restart_on_kill = true;
-    CancelAttempt(nodes_.Find(task.node), id, task.attempt, /*force=*/true);
+  if (restart) {  // (one not running now is restarting or starting already)
+    if (task.state == TaskState::kDispatched) {
+      actor.restart_on_kill = true;
+      CancelAttempt(nodes_.Find(task.node), id, task.attempt, /*force=*/true);
+    }
     return;
   }
   actor.kill_reason = std::move(reason);
@@ -329,7 +365,15 @@ Status TaskManager::HandleActorRequest(ClientSession* client, const proto::Actor
       StopActor(a->first, "killed by corral.kill()", request.restart());
       return Status::Ok();
     }
-    case proto::ActorRequest::LIST: FillActors(reply->mutable_actors(), request.include_dead()); return Status::Ok();
+    case proto::ActorRequest::LIST: {
+      FillActors(reply->mutable_actors(), request.include_dead());
+      auto* list = reply->mutable_actors();  // those this client may use
+      for (int i = list->size() - 1; i >= 0; --i) {
+        auto a = actors_.find(list->Get(i).actor_id());
+        if (a == actors_.end() || !MayUseActor(*client, a->first, a->second)) list->DeleteSubrange(i, 1);
+      }
+      return Status::Ok();
+    }
     default: return MakeStatus(Code::kInvalidArgument, "unknown actor request");
   }
 }

@@ -359,6 +359,7 @@ void TaskManager::Enqueue(const std::string& id, Task& task) {
 
 void TaskManager::Schedule() {
   if (grace_ && !InGrace()) EndGrace();
+  if (!actors_to_pump_.empty()) PumpWaitingActors();
   if (!dirty_ && !nodes_changed_) return;
   bool recheck = nodes_changed_;
   dirty_ = nodes_changed_ = false;
@@ -547,10 +548,12 @@ void TaskManager::Retry(const std::string& id, Task& task, const std::string& wh
   if (failure) {
     Count("tasks_retried");
     Notice(id, OwnerOf(id, task),
-           fmt::format("task {} failed: {}; retrying (attempt {} of {})", NameOf(id, task), why, task.attempt + 1,
-                       task.max_retries + 1));
+           task.actor ? fmt::format("actor {} died: {}; restarting it (restart {} of {})", NameOf(id, task), why,
+                                    task.attempt, task.max_retries)
+                      : fmt::format("{} {} failed: {}; retrying (attempt {} of {})", task.actor_call ? "call" : "task",
+                                    NameOf(id, task), why, task.attempt + 1, task.max_retries + 1));
   } else {
-    task.max_retries++;  // not the task's failure: costs no retry
+    if (task.max_retries != UINT32_MAX) task.max_retries++;  // not the task's failure: costs no retry (-1: none counted)
     Count("tasks_handed_back");
   }
   if (task.durable && on_durable_rerun) on_durable_rerun(id);
@@ -569,7 +572,7 @@ void TaskManager::Requeue(const std::string& id, Task& task, Node* node, const s
 }
 
 void TaskManager::OnNodeDead(Node* node, const std::string& why) {
-  std::vector<std::string> ids(node->tasks.begin(), node->tasks.end());
+  std::vector<std::string> ids = ActorsFirst(node->tasks);
   for (const auto& id : ids) {
     auto it = tasks_.find(id);
     if (it != tasks_.end()) Requeue(id, it->second, node, why);

@@ -18,6 +18,7 @@
 // ClientSession objects it is given, and never blocks.
 #pragma once
 
+#include <algorithm>
 #include <deque>
 #include <functional>
 #include <map>
@@ -315,6 +316,22 @@ class TaskManager {
   // No handle to the actor remains (`id` is its creation): it ends once its calls are done.
   void MaybeCollectActor(const std::string& id);
   void FillActor(const std::string& id, const Actor& actor, proto::ActorInfo* out) const;
+  // `ids` with actor creations first: a node's loss restarts (or ends) the actors before their
+  // calls are looked at, so no call is sent again to an actor still thought alive there.
+  template <typename Ids>
+  std::vector<std::string> ActorsFirst(const Ids& ids) const {
+    std::vector<std::string> out(ids.begin(), ids.end());
+    std::stable_partition(out.begin(), out.end(), [this](const std::string& id) {
+      auto t = tasks_.find(id);
+      return t != tasks_.end() && t->second.actor;
+    });
+    return out;
+  }
+  // The node is back (it registered again): its actors' waiting calls go.
+  void ResumeActorsOn(Node* node);
+  // Actors whose line changed while a task was finishing (a call left it unsent): looked at again
+  // from Schedule, outside Finish.
+  void PumpWaitingActors();
   bool MayUseActor(const ClientSession& client, const std::string& id, const Actor& actor) const;
   void ReleaseResources(const std::string& id, Task& task, Node* node);
   // The CPUs of a request: what a task blocked in get() gives back.
@@ -410,7 +427,8 @@ class TaskManager {
   std::unordered_map<std::string, Orphan> orphans_;
   std::unordered_map<std::string, Actor> actors_;                // by id, live and recently dead
   std::map<std::pair<std::string, std::string>, std::string> actor_names_;  // (namespace, name) -> live actor
-  std::deque<std::string> dead_actors_;                          // oldest first, at most kDeadActorsKept
+  std::deque<std::string> dead_actors_;
+  std::vector<std::string> actors_to_pump_;                          // oldest first, at most kDeadActorsKept
   static constexpr size_t kDeadActorsKept = 1000;
   std::vector<std::string> parked_;
 };

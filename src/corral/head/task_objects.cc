@@ -210,7 +210,10 @@ void TaskManager::TryFree(const std::string& first) {
     auto it = objects_.find(id);
     if (it == objects_.end()) continue;
     Object& obj = it->second;
-    if (!obj.ready && obj.has_task) MaybeCollectActor(id);  // an actor lives while a handle to it does
+    if (!obj.ready) {
+      if (obj.has_task) MaybeCollectActor(id);  // an actor lives while a handle to it does (may free `obj`)
+      continue;
+    }
     if (!obj.released || obj.pinned || obj.dependents > 0 || obj.containers > 0 || obj.borrows > 0 || !obj.ready)
       continue;
     Disown(obj.owner);

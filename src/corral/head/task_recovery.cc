@@ -18,7 +18,7 @@ void TaskManager::Reconcile(Node* node, const google::protobuf::RepeatedPtrField
     auto t = tasks_.find(id);
     if (h == by_id.end() || (t != tasks_.end() && h->second->attempt() != t->second.attempt)) lost.push_back(id);
   }
-  for (const auto& id : lost) {
+  for (const auto& id : ActorsFirst(lost)) {
     Count("attempts_lost_while_disconnected");
     if (auto t = tasks_.find(id); t != tasks_.end()) Requeue(id, t->second, node, "no longer held the attempt");
   }
@@ -67,6 +67,7 @@ void TaskManager::Reconcile(Node* node, const google::protobuf::RepeatedPtrField
   node->view.prefetch_limit = static_cast<int>(node->view.total.Get(kCpu)) * options_.prefetch_per_cpu;
   node->view.prefetched = std::max(0, static_cast<int>(cpus - node->view.total.Get(kCpu)));
   dirty_ = true;
+  ResumeActorsOn(node);  // calls that waited while it was away
 }
 
 bool TaskManager::AdoptOrPark(const std::string& id, Task& task) {
@@ -85,6 +86,12 @@ bool TaskManager::AdoptOrPark(const std::string& id, Task& task) {
     if (task.function) node->shipped_functions.insert(task.function->hash);  // it ran the function already
     Count("attempts_adopted_after_restart");
     if (task.durable && on_durable_adopted) on_durable_adopted(id);
+    if (task.actor) {  // its worker lives on there: its calls may go (they queue behind the constructor)
+      proto::ActorReady ready;
+      ready.set_actor_id(id);
+      ready.set_attempt(orphan.attempt);
+      OnActorReady(node, ready);
+    }
     LOG_INFO("task {} ({}) resubmitted after a restart: node {} still holds attempt {}", ShortHex(id),
              Printable(NameOf(id, task)), ShortHex(node->view.id), orphan.attempt);
     if (orphan.result) {
