@@ -162,3 +162,35 @@ def test_actor_on_a_frozen_node_restarts_elsewhere_and_its_call_never_completes_
     finally:
         corral.shutdown()
         c.stop()
+
+
+@corral.remote
+class Tally:
+    def __init__(self):
+        self.calls = []
+
+    def slow_add(self, x, seconds):
+        time.sleep(seconds)
+        self.calls.append(x)
+        return len(self.calls)
+
+    def seen(self):
+        return self.calls
+
+
+def test_a_head_restart_keeps_the_actor_and_runs_its_calls_once(two_nodes):
+    # kill -9 of the head while a call runs and more wait: the agent keeps the actor's worker, the
+    # driver sends its creation and calls again, and the head takes over what the agent still holds
+    # instead of running it twice.
+    two_nodes.add_agent(num_cpus=1)
+    two_nodes.connect()
+    two_nodes.wait_nodes(1)
+    t = Tally.remote()
+    pid = corral.get(t.seen.remote()) or actor_info(t)["pid"]
+    running = t.slow_add.remote("a", 3)
+    waiting = [t.slow_add.remote(x, 0) for x in "bcd"]
+    wait_until(lambda: actor_info(t)["running_calls"] >= 1, what="the first call to run")
+    two_nodes.restart_head()
+    assert corral.get([running] + waiting, timeout=60) == [1, 2, 3, 4]
+    assert corral.get(t.seen.remote(), timeout=30) == ["a", "b", "c", "d"]  # each ran once, in order
+    assert actor_info(t)["restarts"] == 0 and actor_info(t)["pid"] == pid

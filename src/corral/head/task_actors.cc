@@ -128,7 +128,8 @@ void TaskManager::PumpActor(const std::string& actor_id, Actor& a) {
   // Sent after the walk: a send that fails finishes the call, which may finish others in the line.
   for (const auto& id : ready) {
     auto t = tasks_.find(id);
-    if (t != tasks_.end() && t->second.state == TaskState::kQueued) DispatchCall(id, t->second, a, node);
+    if (t != tasks_.end() && t->second.state == TaskState::kQueued && !AdoptHeldCall(id, t->second, a, node))
+      DispatchCall(id, t->second, a, node);
   }
   (void)actor_id;
 }
@@ -143,6 +144,28 @@ void TaskManager::PumpWaitingActors() {
   actors_to_pump_.clear();
   for (const auto& id : ids)
     if (auto a = actors_.find(id); a != actors_.end()) PumpActor(id, a->second);
+}
+
+bool TaskManager::AdoptHeldCall(const std::string& id, Task& task, Actor& a, Node* node) {
+  if (!task.resubmitted || task.attempt != 0) return false;
+  auto o = orphans_.find(id);
+  if (o == orphans_.end() || o->second.node != node->view.id) return false;
+  Orphan orphan = std::move(o->second);
+  orphans_.erase(o);
+  task.state = TaskState::kDispatched;
+  task.node = node->view.id;
+  task.attempt = orphan.attempt;
+  node->tasks.insert(id);
+  a.running++;
+  Count("attempts_adopted_after_restart");
+  if (orphan.result) {
+    proto::TaskFinished f;
+    f.set_task_id(id);
+    f.set_attempt(orphan.attempt);
+    *f.mutable_result() = std::move(*orphan.result);
+    OnTaskFinished(node, std::move(f));
+  }
+  return true;
 }
 
 void TaskManager::DispatchCall(const std::string& id, Task& task, Actor& a, Node* node) {
@@ -173,7 +196,7 @@ void TaskManager::DispatchCall(const std::string& id, Task& task, Actor& a, Node
   Count("actor_calls_dispatched");
 }
 
-void TaskManager::OnActorReady(Node* node, const proto::ActorReady& ready) {
+void TaskManager::OnActorReady(Node* node, const proto::ActorReady& ready, bool pump) {
   auto t = tasks_.find(ready.actor_id());
   auto a = actors_.find(ready.actor_id());
   if (t == tasks_.end() || a == actors_.end() || !t->second.actor || t->second.state != TaskState::kDispatched ||
@@ -188,6 +211,10 @@ void TaskManager::OnActorReady(Node* node, const proto::ActorReady& ready) {
   actor.ready_attempt = ready.attempt();
   LOG_INFO("{} is ready on node {} (pid {}, attempt {})", Describe(actor.spec, a->first), ShortHex(node->view.id),
            ready.pid(), ready.attempt());
+  if (!pump) {
+    actors_to_pump_.push_back(a->first);
+    return;
+  }
   PumpActor(a->first, actor);
   if (actor.collect) MaybeCollectActor(a->first);
 }

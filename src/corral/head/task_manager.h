@@ -104,7 +104,7 @@ class TaskManager {
   // without resources that the head sends to the actor's node once it is ready, in submission
   // order per caller. The actor dies when its creation task finishes: killed, out of restarts, its
   // constructor raised, or no handle to it remains (after its pending calls ran).
-  void OnActorReady(Node* node, const proto::ActorReady& ready);
+  void OnActorReady(Node* node, const proto::ActorReady& ready, bool pump = true);
   // GET (by name), KILL and LIST. KILL is allowed to whoever may read the actor's owner's values
   // (its owner, clients with its token, workers, admin).
   Status HandleActorRequest(ClientSession* client, const proto::ActorRequest& request, proto::Reply* reply);
@@ -304,6 +304,9 @@ class TaskManager {
   // holds back that caller's later calls only.
   void PumpActor(const std::string& actor_id, Actor& actor);
   void DispatchCall(const std::string& id, Task& task, Actor& actor, Node* node);
+  // A call resubmitted after a head restart whose attempt `node` still holds (an orphan): taken
+  // over instead of sent again, so it does not run twice. True if it was.
+  bool AdoptHeldCall(const std::string& id, Task& task, Actor& actor, Node* node);
   // Finish's part: a call leaves its actor's line; a creation's end is the actor's death.
   // Calls that cannot run any more go to `work` (Finish's worklist) with their values.
   void OnActorTaskFinished(const std::string& id, Task& task, proto::ObjectValue& value,

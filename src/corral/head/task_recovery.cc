@@ -41,8 +41,8 @@ void TaskManager::Reconcile(Node* node, const google::protobuf::RepeatedPtrField
     // (parked, or for its dependencies, which are resubmitted too): keep it for that task.
     bool waiting_for_it = t == tasks_.end() ||
                           (t->second.resubmitted && t->second.attempt == 0 &&
-                           ((t->second.state == TaskState::kQueued && t->second.parked) ||
-                            t->second.state == TaskState::kWaitingDeps));
+                           ((t->second.state == TaskState::kQueued && (t->second.parked || t->second.actor_call)) ||
+                            t->second.state == TaskState::kWaitingDeps));  // (a call waits in its actor's line)
     if (InGrace() && waiting_for_it) {
       orphans_[h.task_id()] = Orphan{node->view.id, h.attempt(), std::nullopt};
       if (t != tasks_.end() && t->second.parked) AdoptOrPark(h.task_id(), t->second);
@@ -90,7 +90,8 @@ bool TaskManager::AdoptOrPark(const std::string& id, Task& task) {
       proto::ActorReady ready;
       ready.set_actor_id(id);
       ready.set_attempt(orphan.attempt);
-      OnActorReady(node, ready);
+      // Its calls go from Schedule, once the node's other held attempts (its calls among them) are known.
+      OnActorReady(node, ready, /*pump=*/false);
     }
     LOG_INFO("task {} ({}) resubmitted after a restart: node {} still holds attempt {}", ShortHex(id),
              Printable(NameOf(id, task)), ShortHex(node->view.id), orphan.attempt);
