@@ -1,5 +1,6 @@
 """Actors end to end, on real processes: state, order, concurrency, names, kill, restarts, GC."""
 import os
+import random
 import signal
 import time
 
@@ -61,6 +62,7 @@ class Log:
         self.entries = []
 
     def add(self, caller, i):
+        time.sleep(random.random() * 0.002)  # calls run concurrently would finish out of order
         self.entries.append((caller, i))
 
     def get(self):
