@@ -53,8 +53,13 @@ def test_detached_actor_outlives_its_creator_and_is_found_from_another_driver(tw
         corral.get_actor("scratch", namespace="shop")
     dead = [a for a in corral.list_actors(include_dead=True) if a["name"] == "scratch"]
     assert dead and dead[0]["state"] == "DEAD" and "exited" in dead[0]["death_cause"]
+    def held():
+        return corral.cluster_status()["counters"]["objects_held"]
+    before = held()
     corral.kill(store)
     wait_until(lambda: not any(a["name"] == "store" for a in corral.list_actors()), what="the kill")
+    # Its creator is gone, so nobody would release its end: the head does (no entry left behind).
+    wait_until(lambda: held() < before, what="the dead detached actor's entry to go")
 
 
 def test_restart_on_another_node_after_kill_9_of_its_agent(two_nodes):

@@ -128,7 +128,11 @@ Result<proto::ExecuteTask> WorkerLink::NextTask() {
     if (!msg.ParseFromString(*bytes)) return Err(Code::kInvalidArgument, "malformed message from the agent");
     if (msg.has_execute()) {
       std::lock_guard lock(fence_mu_);
-      UpdateFence(!msg.execute().spec().keep_running_on_partition());
+      const proto::TaskSpec& spec = msg.execute().spec();
+      bool keep = spec.keep_running_on_partition();
+      if (spec.has_actor()) actor_keep_running_ = keep;  // its calls follow the actor's choice
+      else if (!spec.actor_id().empty()) keep = actor_keep_running_;
+      UpdateFence(!keep);
       return std::move(*msg.mutable_execute());
     }
   }
@@ -166,7 +170,7 @@ Status WorkerLink::ActorReady(const std::string& actor_id, uint32_t attempt) {
   {
     std::lock_guard lock(fence_mu_);
     actor_ = true;
-    UpdateFence(true);
+    UpdateFence(!actor_keep_running_);
   }
   proto::WorkerToAgent msg;
   msg.mutable_actor_ready()->set_actor_id(actor_id);

@@ -69,6 +69,7 @@ class WorkerLink {
   std::mutex fence_mu_;
   bool fence_current_ = false;               // guarded by fence_mu_: a task runs that must stop with the lease
   bool actor_ = false;                       // guarded by fence_mu_: an actor lives here (fenced throughout)
+  bool actor_keep_running_ = false;          // guarded by fence_mu_: ...unless it keeps running through a partition
   int64_t armed_at_ = 0;                     // guarded by fence_mu_: the expiry the timer is set to, 0: disarmed
   timer_t timer_{};                          // the kill timer (the kernel numbers them from 0)
   bool has_timer_ = false;                   // false: no fence

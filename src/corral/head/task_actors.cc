@@ -296,6 +296,11 @@ void TaskManager::OnActorTaskFinished(const std::string& id, Task& task, proto::
     work.emplace_back(call.str(), std::move(v));
   }
   a.pending.clear();
+  // A detached actor whose creator is gone: nobody will release its end (its value goes once sent).
+  if (a.spec.detached() && !clients_.contains(id.substr(0, 8))) {
+    task.released = true;
+    if (auto o = objects_.find(id); o != objects_.end()) o->second.released = true;
+  }
   dead_actors_.push_back(id);
   while (dead_actors_.size() > kDeadActorsKept) {
     actors_.erase(dead_actors_.front());  // (calls still running there fail as for any gone actor)
