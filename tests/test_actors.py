@@ -324,3 +324,24 @@ def test_names_are_unique_per_namespace(local):
         corral.get_actor("dup", namespace="ns1")
     b = Counter.options(name="dup", namespace="ns1").remote(5)
     assert corral.get(b.value.remote()) == 5
+
+
+def test_large_arguments_and_results_go_through_the_object_store(local):
+    import numpy as np
+
+    @corral.remote
+    class Model:
+        def __init__(self, w):
+            self.w = w
+
+        def weights(self):
+            return self.w
+
+        def scale(self, x):
+            return x * self.w[0]
+
+    m = Model.remote(np.full(5_000_000, 2.0))  # 40 MB: over the inline limit, put for the call
+    w = corral.get(m.weights.remote())
+    assert w.shape == (5_000_000,) and not w.flags.writeable  # mapped from the store, not copied
+    out = corral.get(m.scale.remote(np.full(3_000_000, 3.0)))
+    assert out.shape == (3_000_000,) and out[0] == 6.0 and out[-1] == 6.0

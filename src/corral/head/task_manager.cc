@@ -351,8 +351,8 @@ void TaskManager::Enqueue(const std::string& id, Task& task) {
   if (!cls.infeasible.empty() && !task.told_infeasible) {
     task.told_infeasible = true;
     Notice(id, OwnerOf(id, task),
-           fmt::format("task {} cannot be scheduled: it {}. It stays pending until such a node joins.",
-                       NameOf(id, task), cls.infeasible));
+           fmt::format("{} {} cannot be scheduled: it {}. It stays pending until such a node joins.",
+                       task.actor ? "actor" : "task", NameOf(id, task), cls.infeasible));
   }
   dirty_ = true;
 }
@@ -394,8 +394,8 @@ void TaskManager::Schedule() {
           std::string tid = key.str(), name = NameOf(tid, t->second);
           LOG_WARN("task {} is infeasible: it {}", Printable(name), p.reason);
           Notice(tid, OwnerOf(tid, t->second),
-                 fmt::format("task {} cannot be scheduled: it {}. It stays pending until such a node joins.", name,
-                             p.reason));
+                 fmt::format("{} {} cannot be scheduled: it {}. It stays pending until such a node joins.",
+                             t->second.actor ? "actor" : "task", name, p.reason));
         }
         break;
       }
