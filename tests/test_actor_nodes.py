@@ -48,6 +48,10 @@ def test_detached_actor_outlives_its_creator_and_is_found_from_another_driver(tw
     two_nodes.connect()
     store = corral.get_actor("store", namespace="shop")
     assert corral.get(store.get.remote("apples")) == 3
+    from corral import _cluster
+    status = subprocess.run([_cluster.corral_binary(), "status", "--address", two_nodes.address], env=env,
+                            capture_output=True, text=True, timeout=30).stdout
+    assert "Actors:" in status and "shop/store (detached)" in status and "ALIVE" in status, status
     # The creator's other actor was not detached: it ended with its creator.
     with pytest.raises(corral.ActorNotFoundError):
         corral.get_actor("scratch", namespace="shop")
@@ -55,11 +59,11 @@ def test_detached_actor_outlives_its_creator_and_is_found_from_another_driver(tw
     assert dead and dead[0]["state"] == "DEAD" and "exited" in dead[0]["death_cause"]
     def held():
         return corral.cluster_status()["counters"]["objects_held"]
-    before = held()
     corral.kill(store)
     wait_until(lambda: not any(a["name"] == "store" for a in corral.list_actors()), what="the kill")
-    # Its creator is gone, so nobody would release its end: the head does (no entry left behind).
-    wait_until(lambda: held() < before, what="the dead detached actor's entry to go")
+    # Its creator is gone, so nobody would release its end: the head does (no entry left behind;
+    # this driver holds no values).
+    wait_until(lambda: held() == 0, what="the dead detached actor's entry to go")
 
 
 def test_restart_on_another_node_after_kill_9_of_its_agent(two_nodes):

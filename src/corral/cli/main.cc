@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
 
   std::string address;
   bool json = false;
-  auto* status = app.add_subcommand("status", "Show nodes (state, resources used/total, labels, heartbeat) and tasks");
+  auto* status = app.add_subcommand("status", "Show nodes (state, resources used/total, labels, heartbeat), tasks and actors");
   status->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
   add_trust(status);
   status->add_flag("--json", json, "print JSON");
