@@ -203,3 +203,24 @@ def test_a_head_restart_keeps_the_actor_and_runs_its_calls_once(two_nodes):
     assert corral.get([running] + waiting, timeout=60) == [1, 2, 3, 4]
     assert corral.get(t.seen.remote(), timeout=30) == ["a", "b", "c", "d"]  # each ran once, in order
     assert actor_info(t)["restarts"] == 0 and actor_info(t)["pid"] == pid
+
+
+def test_calls_made_while_the_actors_node_is_suspect_run_when_it_answers_again(two_nodes):
+    # A network hiccup shorter than the dead threshold: the node is suspect for a while (no new
+    # tasks go there), but its actor's calls must still reach it, and run once it answers.
+    import psutil
+    agent = two_nodes.add_agent(num_cpus=1)
+    two_nodes.connect()
+    two_nodes.wait_nodes(1)
+    c = Counter.remote(0)
+    assert corral.get(c.incr.remote()) == 1
+    frozen = [psutil.Process(agent.pid)] + psutil.Process(agent.pid).children(recursive=True)
+    for p in frozen:
+        p.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: any(n["state"] == "suspect" for n in corral.nodes()), what="the node to be suspect")
+        ref = c.incr.remote()
+    finally:
+        for p in frozen:
+            p.send_signal(signal.SIGCONT)
+    assert corral.get(ref, timeout=30) == 2

@@ -304,7 +304,8 @@ void Agent::OnCancel(const proto::CancelAttempt& cancel) {
     if (w->busy && w->task_id == cancel.task_id() && w->attempt == cancel.attempt()) {
       // With a task sent ahead, the worker may already be past this one: an interrupt could hit
       // the wrong task, so stop the worker (the one sent ahead is re-queued when it exits).
-      if (cancel.force() || w->next) {
+      // An actor's creation runs no task code an interrupt could stop: its worker is stopped.
+      if (cancel.force() || w->next || !w->actor_id.empty()) {
         w->cancelled = true;
         processes_->KillGroup(pid, SIGKILL);
       } else {

@@ -75,6 +75,7 @@ void Agent::ConnectToHead() {
                   a->set_task_id(w->task_id);
                   a->set_attempt(w->attempt);
                   a->set_blocked(w->blocked);
+                  a->set_actor_ready(w->actor_ready);
                 }
                 if (w->next) hold(w->next->task.spec(), false);
                 for (const auto& [id, attempt] : w->actor_calls) {

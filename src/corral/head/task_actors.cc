@@ -93,6 +93,13 @@ void TaskManager::EnqueueCall(const std::string& id, Task& task) {
   PumpActor(actor_id, a);
 }
 
+void TaskManager::ActorNotThere(const std::string& id, const Task& task, Node* node) {
+  auto it = actors_.find(SpecOf(id, task).actor_id());
+  if (it == actors_.end() || it->second.state != Actor::State::kAlive || it->second.node != node->view.id) return;
+  it->second.state = Actor::State::kPending;
+  Count("actor_calls_handed_back");
+}
+
 bool TaskManager::CallMayRetry(const std::string& id, const Task& task) const {
   auto it = actors_.find(SpecOf(id, task).actor_id());
   return it != actors_.end() && it->second.state != Actor::State::kDead && it->second.kill_reason.empty();
@@ -100,9 +107,13 @@ bool TaskManager::CallMayRetry(const std::string& id, const Task& task) const {
 
 void TaskManager::PumpActor(const std::string& actor_id, Actor& a) {
   if (a.state != Actor::State::kAlive || !a.kill_reason.empty()) return;  // (a stopping actor takes no more)
+  if (a.pumping) {  // reached again from a call finishing inside this pump: after it, in order
+    QueuePump(actor_id, a);
+    return;
+  }
   Node* node = nodes_.Find(a.node);
   // A node that is away gets them when it registers again (ResumeActorsOn), or is declared dead.
-  if (!node || !node->conn || node->state != NodeState::kAlive) return;
+  if (!node || !node->conn || node->state == NodeState::kDead || node->state == NodeState::kLeft) return;
   std::vector<std::string> held_back;  // callers with a call waiting for its arguments
   std::vector<std::string> ready;
   for (auto it = a.pending.begin(); it != a.pending.end();) {
@@ -126,11 +137,13 @@ void TaskManager::PumpActor(const std::string& actor_id, Actor& a) {
     ready.push_back(std::move(id));
   }
   // Sent after the walk: a send that fails finishes the call, which may finish others in the line.
+  a.pumping = true;
   for (const auto& id : ready) {
     auto t = tasks_.find(id);
     if (t != tasks_.end() && t->second.state == TaskState::kQueued && !AdoptHeldCall(id, t->second, a, node))
       DispatchCall(id, t->second, a, node);
   }
+  a.pumping = false;
   (void)actor_id;
 }
 
@@ -139,11 +152,19 @@ void TaskManager::ResumeActorsOn(Node* node) {
     if (a.node == node->view.id && a.state == Actor::State::kAlive) PumpActor(id, a);
 }
 
+void TaskManager::QueuePump(const std::string& id, Actor& a) {
+  if (std::exchange(a.pump_queued, true)) return;
+  actors_to_pump_.push_back(id);
+}
+
 void TaskManager::PumpWaitingActors() {
   std::vector<std::string> ids = std::move(actors_to_pump_);
   actors_to_pump_.clear();
   for (const auto& id : ids)
-    if (auto a = actors_.find(id); a != actors_.end()) PumpActor(id, a->second);
+    if (auto a = actors_.find(id); a != actors_.end()) {
+      a->second.pump_queued = false;
+      PumpActor(id, a->second);
+    }
 }
 
 bool TaskManager::AdoptHeldCall(const std::string& id, Task& task, Actor& a, Node* node) {
@@ -201,7 +222,12 @@ void TaskManager::OnActorReady(Node* node, const proto::ActorReady& ready, bool 
   auto a = actors_.find(ready.actor_id());
   if (t == tasks_.end() || a == actors_.end() || !t->second.actor || t->second.state != TaskState::kDispatched ||
       t->second.attempt != ready.attempt() || t->second.node != node->view.id) {
-    Count("stale_actor_ready_ignored");
+    // After a head restart, before its creation was sent again: kept for when it is taken over.
+    if (auto o = orphans_.find(ready.actor_id());
+        o != orphans_.end() && o->second.node == node->view.id && o->second.attempt == ready.attempt())
+      o->second.actor_ready = true;
+    else
+      Count("stale_actor_ready_ignored");
     return;
   }
   Actor& actor = a->second;
@@ -212,17 +238,18 @@ void TaskManager::OnActorReady(Node* node, const proto::ActorReady& ready, bool 
   LOG_INFO("{} is ready on node {} (pid {}, attempt {})", Describe(actor.spec, a->first), ShortHex(node->view.id),
            ready.pid(), ready.attempt());
   if (!pump) {
-    actors_to_pump_.push_back(a->first);
+    QueuePump(a->first, actor);
     return;
   }
   PumpActor(a->first, actor);
   if (actor.collect) MaybeCollectActor(a->first);
 }
 
-void TaskManager::OnActorRestarting(const std::string& id) {
+void TaskManager::OnActorRestarting(const std::string& id, bool failure) {
   auto a = actors_.find(id);
   if (a == actors_.end()) return;
   a->second.state = Actor::State::kRestarting;
+  if (!failure) return;
   a->second.restarts++;
   Count("actor_restarts");
   LOG_INFO("{} restarts (restart {} of {})", Describe(a->second.spec, id), a->second.restarts,
@@ -239,7 +266,7 @@ void TaskManager::OnActorTaskFinished(const std::string& id, Task& task, proto::
     if (task.state == TaskState::kDispatched)
       a.running--;
     else
-      actors_to_pump_.push_back(actor_id);  // it may have held back its caller's later calls
+      QueuePump(actor_id, a);  // it may have held back its caller's later calls
     if (auto s = a.seq.find(IdKey(id)); s != a.seq.end()) {
       a.pending.erase(s->second);
       a.seq.erase(s);

@@ -358,8 +358,8 @@ void TaskManager::Enqueue(const std::string& id, Task& task) {
 }
 
 void TaskManager::Schedule() {
+  if (!actors_to_pump_.empty()) PumpWaitingActors();  // (before the grace's end drops orphans they may adopt)
   if (grace_ && !InGrace()) EndGrace();
-  if (!actors_to_pump_.empty()) PumpWaitingActors();
   if (!dirty_ && !nodes_changed_) return;
   bool recheck = nodes_changed_;
   dirty_ = nodes_changed_ = false;
@@ -520,6 +520,7 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
       result->set_message("its worker was killed by corral.kill(no_restart=False)");
     }
   if (result->error() == proto::HANDED_BACK && !task.cancel_requested) {
+    if (task.actor_call) ActorNotThere(id, task, node);  // wait for it to be ready there, or its end
     LOG_INFO("node {} handed back task {} ({}): {}", ShortHex(node->view.id), ShortHex(id),
              Printable(NameOf(id, task)), Printable(result->message()));
     Retry(finished.task_id(), task, result->message(), /*failure=*/false);
@@ -557,7 +558,7 @@ void TaskManager::Retry(const std::string& id, Task& task, const std::string& wh
     Count("tasks_handed_back");
   }
   if (task.durable && on_durable_rerun) on_durable_rerun(id);
-  if (task.actor) OnActorRestarting(id);
+  if (task.actor) OnActorRestarting(id, failure);
   Enqueue(id, task);
 }
 

@@ -223,6 +223,8 @@ class TaskManager {
     std::map<uint64_t, IdKey> pending; // calls not sent to its worker yet, in submission order
     std::unordered_map<IdKey, uint64_t, IdKey::Hash> seq;  // every unfinished call's place
     int64_t running = 0;               // calls sent to its worker, not finished
+    bool pumping = false;              // PumpActor is sending its calls
+    bool pump_queued = false;          // in actors_to_pump_
   };
   // A pickled function, kept while some client that sent it is connected or an unfinished task
   // needs it; then forgotten here and on the nodes (a client sends it again on its next use).
@@ -238,6 +240,7 @@ class TaskManager {
     std::string node;
     uint32_t attempt = 0;
     std::optional<proto::ObjectValue> result;  // it finished while the head was away
+    bool actor_ready = false;                  // an actor's creation whose constructor had returned
   };
   // A value, or the place of one to come. An unfinished task's result has an entry only once
   // something needs one (a subscriber, a dependent, a reference in another value): queued tasks
@@ -300,6 +303,9 @@ class TaskManager {
   // Whether a call whose actor's worker died may run again: its actor restarts (it is not dead or
   // being stopped).
   bool CallMayRetry(const std::string& id, const Task& task) const;
+  // The node handed back a call: its actor is not (or not yet) running there. Its calls wait for
+  // the actor's readiness (or end) instead of going back and forth.
+  void ActorNotThere(const std::string& id, const Task& task, Node* node);
   // Sends the actor's ready calls to its node, in order; a caller's call waiting for its arguments
   // holds back that caller's later calls only.
   void PumpActor(const std::string& actor_id, Actor& actor);
@@ -312,7 +318,8 @@ class TaskManager {
   void OnActorTaskFinished(const std::string& id, Task& task, proto::ObjectValue& value,
                            std::vector<std::pair<std::string, proto::ObjectValue>>& work);
   // The creation task goes back to the queue (restart): its actor waits for the new attempt.
-  void OnActorRestarting(const std::string& id);
+  // `failure`: it counts as a restart (not a hand-back: a drain, an expired lease).
+  void OnActorRestarting(const std::string& id, bool failure);
   // Stops the actor: its creation task is cancelled (or, with `restart`, its worker is killed and
   // it restarts while it has restarts left).
   void StopActor(const std::string& id, std::string reason, bool restart);
@@ -335,6 +342,7 @@ class TaskManager {
   // Actors whose line changed while a task was finishing (a call left it unsent): looked at again
   // from Schedule, outside Finish.
   void PumpWaitingActors();
+  void QueuePump(const std::string& id, Actor& actor);
   bool MayUseActor(const ClientSession& client, const std::string& id, const Actor& actor) const;
   void ReleaseResources(const std::string& id, Task& task, Node* node);
   // The CPUs of a request: what a task blocked in get() gives back.
@@ -430,8 +438,8 @@ class TaskManager {
   std::unordered_map<std::string, Orphan> orphans_;
   std::unordered_map<std::string, Actor> actors_;                // by id, live and recently dead
   std::map<std::pair<std::string, std::string>, std::string> actor_names_;  // (namespace, name) -> live actor
-  std::deque<std::string> dead_actors_;
-  std::vector<std::string> actors_to_pump_;                          // oldest first, at most kDeadActorsKept
+  std::deque<std::string> dead_actors_;      // oldest first, at most kDeadActorsKept
+  std::vector<std::string> actors_to_pump_;  // see PumpWaitingActors (each once: Actor::pump_queued)
   static constexpr size_t kDeadActorsKept = 1000;
   std::vector<std::string> parked_;
 };

@@ -44,7 +44,7 @@ void TaskManager::Reconcile(Node* node, const google::protobuf::RepeatedPtrField
                            ((t->second.state == TaskState::kQueued && (t->second.parked || t->second.actor_call)) ||
                             t->second.state == TaskState::kWaitingDeps));  // (a call waits in its actor's line)
     if (InGrace() && waiting_for_it) {
-      orphans_[h.task_id()] = Orphan{node->view.id, h.attempt(), std::nullopt};
+      orphans_[h.task_id()] = Orphan{node->view.id, h.attempt(), std::nullopt, h.actor_ready()};
       if (t != tasks_.end() && t->second.parked) AdoptOrPark(h.task_id(), t->second);
       else if (t == tasks_.end() && on_orphan_held) on_orphan_held(h.task_id());
       continue;
@@ -59,7 +59,7 @@ void TaskManager::Reconcile(Node* node, const google::protobuf::RepeatedPtrField
   double cpus = 0;
   for (const auto& id : node->tasks) {
     auto t = tasks_.find(id);
-    if (t == tasks_.end() || !t->second.cls) continue;
+    if (t == tasks_.end() || !t->second.cls || t->second.actor_call) continue;  // (its actor holds the resources)
     node->view.available.Subtract(t->second.cls->request.resources);
     if (t->second.blocked) node->view.available.Add(CpuPart(t->second.cls->request.resources));
     cpus += t->second.cls->request.resources.Get(kCpu);
@@ -86,7 +86,7 @@ bool TaskManager::AdoptOrPark(const std::string& id, Task& task) {
     if (task.function) node->shipped_functions.insert(task.function->hash);  // it ran the function already
     Count("attempts_adopted_after_restart");
     if (task.durable && on_durable_adopted) on_durable_adopted(id);
-    if (task.actor) {  // its worker lives on there: its calls may go (they queue behind the constructor)
+    if (task.actor && orphan.actor_ready) {  // its worker lives on there, ready: its calls may go
       proto::ActorReady ready;
       ready.set_actor_id(id);
       ready.set_attempt(orphan.attempt);
@@ -122,14 +122,25 @@ void TaskManager::EndGrace() {
     Enqueue(id, t->second);
   }
   parked_.clear();
-  for (auto& [id, orphan] : orphans_) {
-    if (orphan.result) continue;
-    Count("superseded_attempts_stopped");
-    CancelAttempt(nodes_.Find(orphan.node), id, orphan.attempt);
+  size_t stopped = 0;
+  for (auto it = orphans_.begin(); it != orphans_.end();) {
+    // A resubmitted call still in its actor's line keeps its orphan: it is taken over when its
+    // turn comes (AdoptHeldCall), not sent again (an actor's calls cannot be stopped alone).
+    auto t = tasks_.find(it->first);
+    if (t != tasks_.end() && t->second.actor_call && t->second.state != TaskState::kFinished &&
+        t->second.state != TaskState::kDispatched) {
+      ++it;
+      continue;
+    }
+    if (!it->second.result) {
+      Count("superseded_attempts_stopped");
+      CancelAttempt(nodes_.Find(it->second.node), it->first, it->second.attempt);
+      stopped++;
+    }
+    it = orphans_.erase(it);
   }
-  if (!orphans_.empty())
-    LOG_INFO("{} attempt(s) that agents held across the head restart were not resubmitted: stopped", orphans_.size());
-  orphans_.clear();
+  if (stopped > 0)
+    LOG_INFO("{} attempt(s) that agents held across the head restart were not resubmitted: stopped", stopped);
 }
 
 }  // namespace corral::head
