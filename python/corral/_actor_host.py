@@ -20,7 +20,7 @@ import inspect
 import os
 import threading
 
-from . import _runtime, exceptions, serialization, worker
+from . import _runtime, exceptions, worker
 
 _ASYNC_DEFAULT_CONCURRENCY = 1000
 
@@ -38,8 +38,8 @@ def run(link, task, functions):
     try:
         instance = _runtime.call_task(cls, a, k)
     except BaseException as e:  # noqa: BLE001 - the actor's callers get it
-        data, message = serialization.dump_exception(e, f"the constructor of {name}")
-        link.finish(task_id, attempt, data, exceptions.KIND_TASK_ERROR, message)
+        data, kind, message, _ = worker.raised(e, f"the constructor of {name}")
+        link.finish(task_id, attempt, data, kind, message)
         return
     host = _Host(link, instance, name, max_concurrency, groups, is_async)
     link.actor_ready(actor_id, attempt)
@@ -119,8 +119,7 @@ class _Host:
             try:
                 result = method(*a, **k)
             except BaseException as e:  # noqa: BLE001 - the caller gets it
-                data, message = serialization.dump_exception(e, name)
-                return self._finish(task_id, attempt, (data, exceptions.KIND_TASK_ERROR, message, 0))
+                return self._finish(task_id, attempt, worker.raised(e, name))
             outcome = worker.encode_result(result, name, task_id, attempt)
         except Exception as e:  # noqa: BLE001 - whatever went wrong, the call gets an answer
             outcome = _broken(name, e)
@@ -137,8 +136,7 @@ class _Host:
                     if inspect.isawaitable(result):
                         result = await result
                 except BaseException as e:  # noqa: BLE001 - the caller gets it
-                    data, message = serialization.dump_exception(e, name)
-                    return self._finish(task_id, attempt, (data, exceptions.KIND_TASK_ERROR, message, 0))
+                    return self._finish(task_id, attempt, worker.raised(e, name))
             outcome = worker.encode_result(result, name, task_id, attempt)
         except Exception as e:  # noqa: BLE001 - whatever went wrong, the call gets an answer
             outcome = _broken(name, e)

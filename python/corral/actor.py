@@ -10,10 +10,7 @@
 
 See :class:`ActorClass` for the options and :class:`ActorHandle` for what a handle does.
 """
-import hashlib
 import inspect
-
-import cloudpickle
 
 from . import _runtime, exceptions, serialization
 from .object_ref import ObjectRef
@@ -133,19 +130,11 @@ class ActorClass:
         h = self._handles.get(_runtime.generation)
         if h is not None:
             return h
+        from .api import _pickle_by_value, _request
         if self._pickled is None:
-            try:
-                self._pickled = cloudpickle.dumps(self._cls, protocol=5)
-            except Exception as e:
-                raise exceptions.SerializationError(f"actor class {self._name} cannot be pickled: {e}") from e
-            self._hash = hashlib.sha256(self._pickled).digest()[:16]
-        from .api import _parse_memory
+            self._pickled, self._hash = _pickle_by_value(self._cls, f"actor class {self._name}")
         o = self._options
-        resources = {"CPU": float(o.get("num_cpus") or 0), "GPU": float(o.get("num_gpus") or 0),
-                     "memory": _parse_memory(o.get("memory"))}
-        for k, v in (o.get("resources") or {}).items():
-            resources[k] = float(v)
-        labels = {str(k): str(v) for k, v in (o.get("label_selector") or {}).items()}
+        resources, labels = _request(o, default_cpus=0)
         groups = dict(o.get("concurrency_groups") or {})
         for n in self._methods:  # a group named by a method must exist
             g = getattr(getattr(self._cls, n), "__corral_concurrency_group__", "")

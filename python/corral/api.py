@@ -334,6 +334,25 @@ def _validate(options):
     return options
 
 
+def _pickle_by_value(obj, what):
+    """(pickled, hash): `obj` pickled by value, and the hash the head checks it against (the first
+    16 bytes of its SHA-256)."""
+    try:
+        pickled = cloudpickle.dumps(obj, protocol=5)
+    except Exception as e:
+        raise exceptions.SerializationError(f"{what} cannot be pickled: {e}") from e
+    return pickled, hashlib.sha256(pickled).digest()[:16]
+
+
+def _request(options, default_cpus):
+    """(resources, label selector) of a function's or actor's options, as the client registers them."""
+    resources = {"CPU": float(default_cpus if options.get("num_cpus") is None else options["num_cpus"]),
+                 "GPU": float(options.get("num_gpus") or 0), "memory": _parse_memory(options.get("memory"))}
+    for k, v in (options.get("resources") or {}).items():
+        resources[k] = float(v)
+    return resources, {str(k): str(v) for k, v in (options.get("label_selector") or {}).items()}
+
+
 class RemoteFunction:
     """A function that runs as a task: ``f.remote(*args)`` returns an ObjectRef at once."""
 
@@ -372,18 +391,9 @@ class RemoteFunction:
         if h is not None:
             return h
         if self._pickled is None:
-            try:
-                self._pickled = cloudpickle.dumps(self._fn, protocol=5)
-            except Exception as e:
-                raise exceptions.SerializationError(f"function {self._name} cannot be pickled: {e}") from e
-            self._hash = hashlib.sha256(self._pickled).digest()[:16]  # the head checks it
+            self._pickled, self._hash = _pickle_by_value(self._fn, f"function {self._name}")
         o = self._options
-        resources = {"CPU": float(1 if o.get("num_cpus") is None else o["num_cpus"]),
-                     "GPU": float(o.get("num_gpus") or 0),
-                     "memory": _parse_memory(o.get("memory"))}
-        for k, v in (o.get("resources") or {}).items():
-            resources[k] = float(v)
-        labels = {str(k): str(v) for k, v in (o.get("label_selector") or {}).items()}
+        resources, labels = _request(o, default_cpus=1)
         retries = 3 if o.get("max_retries") is None else o["max_retries"]
         handle = client.register_function(self._name, self._hash, self._pickled, resources, labels, retries,
                                           bool(o.get("interruptible")), bool(o.get("keep_running_on_partition")))

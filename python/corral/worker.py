@@ -102,9 +102,14 @@ def _run(functions, name, fn_hash, fn_bytes, args, deps, task_id, attempt):
     try:
         result = _runtime.call_task(fn, a, k)
     except BaseException as e:  # noqa: BLE001 - every exception goes back to the caller
-        data, message = serialization.dump_exception(e, name)
-        return data, exceptions.KIND_TASK_ERROR, message, 0
+        return raised(e, name)
     return encode_result(result, name, task_id, attempt)
+
+
+def raised(e, name):
+    """The outcome of a call whose code raised `e`: its caller re-raises it."""
+    data, message = serialization.dump_exception(e, name)
+    return data, exceptions.KIND_TASK_ERROR, message, 0
 
 
 def load_call(functions, name, fn_hash, fn_bytes, args, deps):

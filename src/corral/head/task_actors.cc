@@ -22,9 +22,8 @@ std::string Describe(const proto::ActorSpec& spec, const std::string& id) {
 
 }  // namespace
 
-bool TaskManager::MayUseActor(const ClientSession& client, const std::string& id, const Actor& actor) const {
+bool TaskManager::MayUseActor(const ClientSession& client, const Actor& actor) const {
   // Not by the id's client prefix: a client picks its own id, and a detached actor's creator may be gone.
-  (void)id;
   return client.may_touch_any || IsWorkerToken(client.token_id) || client.token_id == actor.owner_token;
 }
 
@@ -54,7 +53,7 @@ std::string TaskManager::AdmitActorTask(ClientSession* client, const std::string
   if (it == actors_.end())
     return fmt::format("{} calls actor {}, which the head does not know (it ended long ago, or the head restarted)",
                        Printable(spec.name()), ShortHex(spec.actor_id()));
-  if (!MayUseActor(*client, it->first, it->second)) {
+  if (!MayUseActor(*client, it->second)) {
     Count("actor_calls_refused");
     return fmt::format("{} calls actor {}, which belongs to a client with another token", Printable(spec.name()),
                        ShortHex(spec.actor_id()));
@@ -75,7 +74,7 @@ std::string TaskManager::AdmitActorTask(ClientSession* client, const std::string
 void TaskManager::EnqueueCall(const std::string& id, Task& task) {
   bool was_running = task.state == TaskState::kDispatched;  // a retry
   task.state = TaskState::kQueued;
-  std::string actor_id = SpecOf(id, task).actor_id();
+  std::string actor_id = ActorOf(task);
   auto it = actors_.find(actor_id);
   if (it == actors_.end()) {
     Finish(id, ErrorValue(id, proto::ACTOR_DIED, fmt::format("actor {} is gone", ShortHex(actor_id))));
@@ -94,14 +93,14 @@ void TaskManager::EnqueueCall(const std::string& id, Task& task) {
 }
 
 void TaskManager::ActorNotThere(const std::string& id, const Task& task, Node* node) {
-  auto it = actors_.find(SpecOf(id, task).actor_id());
+  auto it = actors_.find(ActorOf(task));
   if (it == actors_.end() || it->second.state != Actor::State::kAlive || it->second.node != node->view.id) return;
   it->second.state = Actor::State::kPending;
   Count("actor_calls_handed_back");
 }
 
 bool TaskManager::CallMayRetry(const std::string& id, const Task& task) const {
-  auto it = actors_.find(SpecOf(id, task).actor_id());
+  auto it = actors_.find(ActorOf(task));
   return it != actors_.end() && it->second.state != Actor::State::kDead && it->second.kill_reason.empty();
 }
 
@@ -144,7 +143,6 @@ void TaskManager::PumpActor(const std::string& actor_id, Actor& a) {
       DispatchCall(id, t->second, a, node);
   }
   a.pumping = false;
-  (void)actor_id;
 }
 
 void TaskManager::ResumeActorsOn(Node* node) {
@@ -179,13 +177,7 @@ bool TaskManager::AdoptHeldCall(const std::string& id, Task& task, Actor& a, Nod
   node->tasks.insert(id);
   a.running++;
   Count("attempts_adopted_after_restart");
-  if (orphan.result) {
-    proto::TaskFinished f;
-    f.set_task_id(id);
-    f.set_attempt(orphan.attempt);
-    *f.mutable_result() = std::move(*orphan.result);
-    OnTaskFinished(node, std::move(f));
-  }
+  ReportHeldResult(node, id, orphan);
   return true;
 }
 
@@ -198,20 +190,12 @@ void TaskManager::DispatchCall(const std::string& id, Task& task, Actor& a, Node
   proto::ExecuteTask* ex = msg.mutable_execute();
   *ex->mutable_spec() = SpecOf(id, task);
   ex->mutable_spec()->clear_owner_id();
-  for (const auto& dep : ex->spec().deps()) {
-    auto d = objects_.find(dep);
-    if (d != objects_.end()) {
-      *ex->add_deps() = d->second.value;
-      Touch(d->second);
-    }
-  }
-  size_t bytes = msg.ByteSizeLong();
-  if (bytes + 64 > net::kDefaultMaxFrameBytes || !node->conn->Send(msg)) {
+  if (std::optional<size_t> bytes = SendWithArguments(msg, node)) {
     ReleaseResources(id, task, node);
     Finish(id, ErrorValue(id, proto::RUNTIME,
                           fmt::format("call {} with its arguments is {} bytes, over the {}-byte limit of one "
                                       "message; pass fewer or smaller values (or put() them)",
-                                      ex->spec().name(), bytes, net::kDefaultMaxFrameBytes)));
+                                      ex->spec().name(), *bytes, net::kDefaultMaxFrameBytes)));
     return;
   }
   Count("actor_calls_dispatched");
@@ -259,7 +243,7 @@ void TaskManager::OnActorRestarting(const std::string& id, bool failure) {
 void TaskManager::OnActorTaskFinished(const std::string& id, Task& task, proto::ObjectValue& value,
                                       std::vector<std::pair<std::string, proto::ObjectValue>>& work) {
   if (task.actor_call) {
-    std::string actor_id = SpecOf(id, task).actor_id();
+    std::string actor_id = ActorOf(task);
     auto it = actors_.find(actor_id);
     if (it == actors_.end()) return;
     Actor& a = it->second;
@@ -408,7 +392,7 @@ Status TaskManager::HandleActorRequest(ClientSession* client, const proto::Actor
         return MakeStatus(Code::kNotFound, "no live actor named '{}' in namespace '{}'", Printable(request.name()),
                           Printable(request.namespace_()));
       const Actor& a = actors_.at(n->second);
-      if (!MayUseActor(*client, n->second, a))
+      if (!MayUseActor(*client, a))
         return MakeStatus(Code::kPermissionDenied, "actor '{}' belongs to a client with another token",
                           Printable(request.name()));
       FillActor(n->second, a, reply->add_actors());
@@ -417,7 +401,7 @@ Status TaskManager::HandleActorRequest(ClientSession* client, const proto::Actor
     case proto::ActorRequest::KILL: {
       auto a = actors_.find(request.actor_id());
       if (a == actors_.end()) return MakeStatus(Code::kNotFound, "no actor {}", ShortHex(request.actor_id()));
-      if (!MayUseActor(*client, a->first, a->second))
+      if (!MayUseActor(*client, a->second))
         return MakeStatus(Code::kPermissionDenied, "actor {} belongs to a client with another token",
                           ShortHex(request.actor_id()));
       Count("actors_killed");
@@ -429,7 +413,7 @@ Status TaskManager::HandleActorRequest(ClientSession* client, const proto::Actor
       auto* list = reply->mutable_actors();  // those this client may use
       for (int i = list->size() - 1; i >= 0; --i) {
         auto a = actors_.find(list->Get(i).actor_id());
-        if (a == actors_.end() || !MayUseActor(*client, a->first, a->second)) list->DeleteSubrange(i, 1);
+        if (a == actors_.end() || !MayUseActor(*client, a->second)) list->DeleteSubrange(i, 1);
       }
       return Status::Ok();
     }

@@ -244,21 +244,20 @@ proto::TaskSpec TaskManager::SpecOf(const std::string& id, const Task& task) con
   return spec;
 }
 
-std::vector<std::string> TaskManager::DepsOf(const Task& task) {
-  // Reads field `deps` alone: a task's end needs no more of its spec than that.
-  std::vector<std::string> deps;
+std::vector<std::string> TaskManager::BytesFieldOf(const Task& task, int field) {
+  // Reads that field alone: a task's end or an actor call's routing needs no more of its spec.
+  std::vector<std::string> out;
   google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(task.spec.data()),
                                             static_cast<int>(task.spec.size()));
   using Wire = google::protobuf::internal::WireFormatLite;
-  constexpr int kDeps = proto::TaskSpec::kDepsFieldNumber;
   while (uint32_t tag = in.ReadTag()) {
-    if (Wire::GetTagFieldNumber(tag) == kDeps && Wire::GetTagWireType(tag) == Wire::WIRETYPE_LENGTH_DELIMITED) {
-      if (!Wire::ReadBytes(&in, &deps.emplace_back())) break;
+    if (Wire::GetTagFieldNumber(tag) == field && Wire::GetTagWireType(tag) == Wire::WIRETYPE_LENGTH_DELIMITED) {
+      if (!Wire::ReadBytes(&in, &out.emplace_back())) break;
     } else if (!Wire::SkipField(&in, tag)) {
       break;
     }
   }
-  return deps;
+  return out;
 }
 
 std::string TaskManager::NameOf(const std::string& id, const Task& task) const {
@@ -437,6 +436,20 @@ void TaskManager::Dispatch(const std::string& id, Task& task, Node* node, bool p
     ex->mutable_spec()->set_function(task.function->pickled);
     Count("functions_shipped_to_nodes");
   }
+  if (std::optional<size_t> bytes = SendWithArguments(msg, node)) {
+    ReleaseResources(id, task, node);
+    if (task.function) node->shipped_functions.erase(task.function->hash);
+    Finish(id, ErrorValue(id, proto::RUNTIME,
+                          fmt::format("task {} with its arguments is {} bytes, over the {}-byte limit of one "
+                                      "message; pass fewer or smaller values",
+                                      ex->spec().name(), *bytes, net::kDefaultMaxFrameBytes)));
+    return;
+  }
+  Count("tasks_dispatched");
+}
+
+std::optional<size_t> TaskManager::SendWithArguments(proto::HeadToAgent& msg, Node* node) {
+  proto::ExecuteTask* ex = msg.mutable_execute();
   for (const auto& dep : ex->spec().deps()) {
     auto d = objects_.find(dep);
     if (d != objects_.end()) {
@@ -445,16 +458,8 @@ void TaskManager::Dispatch(const std::string& id, Task& task, Node* node, bool p
     }
   }
   size_t bytes = msg.ByteSizeLong();
-  if (bytes + 64 > net::kDefaultMaxFrameBytes || !node->conn->Send(msg)) {
-    ReleaseResources(id, task, node);
-    if (task.function) node->shipped_functions.erase(task.function->hash);
-    Finish(id, ErrorValue(id, proto::RUNTIME,
-                          fmt::format("task {} with its arguments is {} bytes, over the {}-byte limit of one "
-                                      "message; pass fewer or smaller values",
-                                      ex->spec().name(), bytes, net::kDefaultMaxFrameBytes)));
-    return;
-  }
-  Count("tasks_dispatched");
+  if (bytes + 64 > net::kDefaultMaxFrameBytes || !node->conn->Send(msg)) return bytes;
+  return std::nullopt;
 }
 
 void TaskManager::ReleaseResources(const std::string& id, Task& task, Node* node) {

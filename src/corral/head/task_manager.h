@@ -281,7 +281,16 @@ class TaskManager {
   }
   std::string NameOf(const std::string& id, const Task& task) const;
   // The ids of its arguments.
-  static std::vector<std::string> DepsOf(const Task& task);
+  static std::vector<std::string> DepsOf(const Task& task) {
+    return BytesFieldOf(task, proto::TaskSpec::kDepsFieldNumber);
+  }
+  // The actor an actor call is for.
+  static std::string ActorOf(const Task& task) {
+    auto ids = BytesFieldOf(task, proto::TaskSpec::kActorIdFieldNumber);
+    return ids.empty() ? std::string() : std::move(ids.back());
+  }
+  // Every value of a `bytes` field of the task's kept spec, read without parsing the rest.
+  static std::vector<std::string> BytesFieldOf(const Task& task, int field);
   // The object entry of `id`; for an unfinished task's result that has none yet, made now.
   // Null if the head knows no such value or task.
   Object* ObjectFor(const std::string& id);
@@ -294,6 +303,9 @@ class TaskManager {
   // The node holding most bytes of the task's stored arguments `deps` ("" if none is stored).
   std::string LargestHolder(const std::vector<std::string>& deps) const;
   void Dispatch(const std::string& id, Task& task, Node* node, bool prefetch);
+  // Adds the values of the spec's arguments to `msg` (an ExecuteTask) and sends it to the node; the
+  // message's size if it is over the frame limit or could not be sent.
+  std::optional<size_t> SendWithArguments(proto::HeadToAgent& msg, Node* node);
   // Actors (task_actors.cc).
   // Submit's part for a creation or a call: an error message if it is refused.
   std::string AdmitActorTask(ClientSession* client, const std::string& id, Task& task, const proto::TaskSpec& spec,
@@ -343,7 +355,7 @@ class TaskManager {
   // from Schedule, outside Finish.
   void PumpWaitingActors();
   void QueuePump(const std::string& id, Actor& actor);
-  bool MayUseActor(const ClientSession& client, const std::string& id, const Actor& actor) const;
+  bool MayUseActor(const ClientSession& client, const Actor& actor) const;
   void ReleaseResources(const std::string& id, Task& task, Node* node);
   // The CPUs of a request: what a task blocked in get() gives back.
   static ResourceSet CpuPart(const ResourceSet& r) {
@@ -360,6 +372,8 @@ class TaskManager {
   // A resubmitted task: adopt the attempt an agent still holds, or park it while agents may still
   // come back (a dead threshold after the head started). True if it was not queued.
   bool AdoptOrPark(const std::string& id, Task& task);
+  // An adopted orphan that finished while the head was away: its end is handled now.
+  void ReportHeldResult(Node* node, const std::string& id, Orphan& orphan);
   bool InGrace() const { return grace_ && nodes_.clock().BootTimeNs() < grace_until_; }
   void EndGrace();
   void CancelAttempt(Node* node, const std::string& task_id, uint32_t attempt, bool force = true);

@@ -95,13 +95,7 @@ bool TaskManager::AdoptOrPark(const std::string& id, Task& task) {
     }
     LOG_INFO("task {} ({}) resubmitted after a restart: node {} still holds attempt {}", ShortHex(id),
              Printable(NameOf(id, task)), ShortHex(node->view.id), orphan.attempt);
-    if (orphan.result) {
-      proto::TaskFinished f;
-      f.set_task_id(id);
-      f.set_attempt(orphan.attempt);
-      *f.mutable_result() = std::move(*orphan.result);
-      OnTaskFinished(node, std::move(f));
-    }
+    ReportHeldResult(node, id, orphan);
     return true;
   }
   if (!InGrace()) return false;
@@ -111,6 +105,15 @@ bool TaskManager::AdoptOrPark(const std::string& id, Task& task) {
     parked_.push_back(id);
   }
   return true;
+}
+
+void TaskManager::ReportHeldResult(Node* node, const std::string& id, Orphan& orphan) {
+  if (!orphan.result) return;
+  proto::TaskFinished f;
+  f.set_task_id(id);
+  f.set_attempt(orphan.attempt);
+  *f.mutable_result() = std::move(*orphan.result);
+  OnTaskFinished(node, std::move(f));
 }
 
 void TaskManager::EndGrace() {
