@@ -19,6 +19,7 @@ from .durable import (DurableFunction, TaskId, TaskResult, pause_schedule, queue
                       resume_schedule, run_schedule_now, schedule, schedule_history, schedules, send_task, task,
                       tasks)
 from .object_ref import ObjectRef
+from .generators import DynamicObjectRefGenerator, ObjectRefGenerator
 from .actor import ActorClass, ActorHandle, get_actor, kill, list_actors, method
 from .canvas import chain, chord, group  # canvases of durable tasks: fn.s(...) steps
 
@@ -26,7 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel", "nodes", "cluster_status",
-    "runtime_context", "RuntimeContext", "ObjectRef", "RemoteFunction", "exceptions", "CorralError", "TaskError",
+    "runtime_context", "RuntimeContext", "ObjectRef", "RemoteFunction", "ObjectRefGenerator", "DynamicObjectRefGenerator", "exceptions", "CorralError", "TaskError",
     "WorkerCrashedError", "NodeDiedError", "TaskCancelledError", "ObjectLostError", "ObjectStoreFullError",
     "OutOfMemoryError", "GetTimeoutError",
     "ActorClass", "ActorHandle", "get_actor", "kill", "list_actors", "method", "ActorDiedError", "ActorNotFoundError",

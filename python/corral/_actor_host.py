@@ -20,7 +20,7 @@ import inspect
 import os
 import threading
 
-from . import _runtime, exceptions, worker
+from . import _runtime, exceptions, generators, worker
 
 _ASYNC_DEFAULT_CONCURRENCY = 1000
 
@@ -117,7 +117,7 @@ class _Host:
             if failed:
                 return self._finish(task_id, attempt, failed)
             try:
-                result = method(*a, **k)
+                result = generators.drain(method(*a, **k), name)
             except BaseException as e:  # noqa: BLE001 - the caller gets it
                 return self._finish(task_id, attempt, worker.raised(e, name))
             outcome = worker.encode_result(result, name, task_id, attempt)
@@ -135,6 +135,7 @@ class _Host:
                     result = method(*a, **k)
                     if inspect.isawaitable(result):
                         result = await result
+                    result = await generators.drain_async(result, name)
                 except BaseException as e:  # noqa: BLE001 - the caller gets it
                     return self._finish(task_id, attempt, worker.raised(e, name))
             outcome = worker.encode_result(result, name, task_id, attempt)

@@ -5,8 +5,10 @@ A worker process also has a link to its agent and the context of the task it run
 its own on first use.
 """
 import atexit
+import inspect
 import os
 import platform
+import sys
 import threading
 
 import cloudpickle
@@ -64,7 +66,11 @@ def call_task(fn, args, kwargs):
         in_task_code = True
         if cancel_requested():
             raise KeyboardInterrupt("the task was cancelled")
-        return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
+        if inspect.isgenerator(result):  # each value stored as it is yielded (generators.py)
+            from . import generators
+            result = generators.drain(result, current_task.name if current_task else "a task")
+        return result
     finally:
         in_task_code = False
 
@@ -85,8 +91,10 @@ def connect(addr, tok, reconnect_s=None):
     return c
 
 
-def get_client():
-    """The connection to the head; workers connect on first use; drivers must call init()."""
+def get_client(auto_init=True):
+    """The connection to the head. Workers connect on first use. A driver that did not call init()
+    gets one here as Ray does: ``init()`` with no arguments (a local cluster, or $CORRAL_ADDRESS),
+    announced on stderr. ``auto_init=False``: raise instead (for what must not start a cluster)."""
     c = client
     if c is not None:
         return c
@@ -98,7 +106,16 @@ def get_client():
             return connect(addr, _core.find_token())  # the node's worker credential (CORRAL_TOKEN_FILE)
         if address and token is not None:  # a forked child of an initialised driver
             return connect(address, token)
-        raise exceptions.CorralError("corral is not initialised: call corral.init() first")
+        if worker_link or not auto_init or os.environ.get("CORRAL_NO_AUTO_INIT"):
+            raise exceptions.CorralError("corral is not initialised: call corral.init() first")
+        from . import api
+        api.init()
+        if cluster is not None:
+            where = f"started a local cluster at {address} for this process"
+        else:
+            where = f"connected to the cluster at {address} ($CORRAL_ADDRESS)"
+        print(f"corral: {where}; call corral.init() before first use to choose", file=sys.stderr, flush=True)
+        return client
 
 
 def _after_fork_in_child():

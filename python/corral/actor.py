@@ -12,21 +12,27 @@ See :class:`ActorClass` for the options and :class:`ActorHandle` for what a hand
 """
 import inspect
 
-from . import _runtime, exceptions, serialization
+from . import _in_worker, _runtime, exceptions, generators, serialization
 from .object_ref import ObjectRef
 
 _ACTOR_OPTIONS = {"num_cpus", "num_gpus", "memory", "resources", "label_selector", "max_restarts", "max_task_retries",
                   "max_concurrency", "concurrency_groups", "name", "namespace", "lifetime", "get_if_exists",
-                  "interruptible", "keep_running_on_partition"}
+                  "interruptible", "keep_running_on_partition", "runtime_env"}
 DEFAULT_NAMESPACE = "default"
 
 
-def method(*, concurrency_group=None):
+def method(*, concurrency_group=None, num_returns=None):
     """Options for one actor method: ``@corral.method(concurrency_group="io")`` runs its calls in that
     group (declared in the class's ``concurrency_groups``) unless a call picks another with
-    ``.options(concurrency_group=...)``."""
+    ``.options(concurrency_group=...)``. ``num_returns``: as for a task (corral.generators): a call
+    returns that many ObjectRefs."""
+    if num_returns is not None:
+        generators.check_num_returns(num_returns)
+
     def wrap(fn):
         fn.__corral_concurrency_group__ = concurrency_group or ""
+        if num_returns is not None:
+            fn.__corral_num_returns__ = num_returns
         return fn
     return wrap
 
@@ -63,6 +69,7 @@ def _validate(cls_name, options):
         raise exceptions.InvalidArgumentError(
             "a detached actor needs a name (name=...): nothing else could find it once its creator exits")
     _parse_memory(options.get("memory"))
+    _in_worker.check_runtime_env(options.get("runtime_env"))
     return options
 
 
@@ -103,7 +110,14 @@ class ActorClass:
         self._name = f"{getattr(cls, '__module__', '?')}.{cls.__qualname__}"
         self._methods = sorted(n for n, m in inspect.getmembers(cls, callable)
                                if not n.startswith("__") or n == "__call__")
-        self._is_async = any(inspect.iscoroutinefunction(getattr(cls, n)) for n in self._methods)
+        self._is_async = any(inspect.iscoroutinefunction(getattr(cls, n)) or inspect.isasyncgenfunction(getattr(cls, n))
+                             for n in self._methods)
+        self._returns = {}  # method -> num_returns, where not 1
+        for n in self._methods:
+            m = getattr(cls, n)
+            r = generators.returns_of(m, {"num_returns": getattr(m, "__corral_num_returns__", None)})
+            if r != 1:
+                self._returns[n] = r
         self._pickled = self._hash = None
         self._handles = {}
         self.__doc__ = cls.__doc__
@@ -123,7 +137,8 @@ class ActorClass:
         merged = dict(self._options)
         merged.update(options)
         other = ActorClass(self._cls, merged)
-        other._pickled, other._hash = self._pickled, self._hash
+        if merged.get("runtime_env") == self._options.get("runtime_env"):
+            other._pickled, other._hash = self._pickled, self._hash
         return other
 
     def _handle(self, client):
@@ -132,7 +147,8 @@ class ActorClass:
             return h
         from .api import _pickle_by_value, _request
         if self._pickled is None:
-            self._pickled, self._hash = _pickle_by_value(self._cls, f"actor class {self._name}")
+            self._pickled, self._hash = _pickle_by_value(_in_worker.wrap(self._cls, self._options, 0, keep_env=True),
+                                                         f"actor class {self._name}")
         o = self._options
         resources, labels = _request(o, default_cpus=0)
         groups = dict(o.get("concurrency_groups") or {})
@@ -180,7 +196,8 @@ class ActorClass:
                 raise exceptions.InvalidArgumentError(
                     f"an actor named {name!r} already exists in namespace {self._namespace()!r}: get it with "
                     f"corral.get_actor({name!r}), pick another name, or pass get_if_exists=True")
-        return ActorHandle(actor_id, self._name, self._methods, _limit(self._options.get("max_task_retries")), ref)
+        return ActorHandle(actor_id, self._name, self._methods, _limit(self._options.get("max_task_retries")), ref,
+                           self._returns)
 
 
 def _put(value, split=None):
@@ -194,23 +211,24 @@ class ActorHandle:
     values) and used there. An actor that is not detached ends once no handle to it remains anywhere
     (handles from ``get_actor`` do not count), after the calls made through them have run."""
 
-    def __init__(self, actor_id, class_name, methods, max_task_retries, ref=None):
+    def __init__(self, actor_id, class_name, methods, max_task_retries, ref=None, returns=None):
         self._actor_id = actor_id
         self._class_name = class_name
         self._methods = frozenset(methods)
         self._max_task_retries = max_task_retries
         self._ref = ref  # the actor's creation result: holding it keeps the actor alive (see GC above)
+        self._returns = returns or {}  # method -> num_returns where not 1 (unknown to get_actor's handles)
 
     def __getattr__(self, name):
         if name.startswith("_") and name != "__call__":
             raise AttributeError(name)
         if name not in self._methods:
             raise AttributeError(f"actor {self._class_name} has no method {name!r}; it has {sorted(self._methods)}")
-        return ActorMethod(self, name)
+        return ActorMethod(self, name, "", self._returns.get(name, 1))
 
     def __reduce__(self):
         return (ActorHandle, (self._actor_id, self._class_name, sorted(self._methods), self._max_task_retries,
-                              self._ref))
+                              self._ref, self._returns))
 
     def __repr__(self):
         return f"ActorHandle({self._class_name}, {_core_hex(self._actor_id)})"
@@ -233,13 +251,14 @@ def _core_hex(b):
 
 class ActorMethod:
     """``handle.method``: call it with ``.remote(*args)``; ``.options(concurrency_group=...)`` first
-    to run this call in another concurrency group."""
+    to run this call in another concurrency group, ``.options(num_returns=k)`` for k refs."""
 
-    def __init__(self, handle, name, group=""):
-        self._handle, self._name, self._group = handle, name, group
+    def __init__(self, handle, name, group="", returns=1):
+        self._handle, self._name, self._group, self._returns = handle, name, group, returns
 
-    def options(self, *, concurrency_group=None):
-        return ActorMethod(self._handle, self._name, concurrency_group or "")
+    def options(self, *, concurrency_group=None, num_returns=None):
+        returns = self._returns if num_returns is None else generators.check_num_returns(num_returns)
+        return ActorMethod(self._handle, self._name, concurrency_group or self._group, returns)
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"actor methods are called with .{self._name}.remote(...)")
@@ -255,7 +274,7 @@ class ActorMethod:
                                            self._group), _counted=True)
         serialization.register_refs(client, ref.binary(), inner)
         del held
-        return ref
+        return generators.split(ref, self._returns, qual)
 
 
 def _lookup(client, name, namespace):

@@ -6,7 +6,7 @@ import time
 
 import cloudpickle
 
-from . import _cluster, _core, _runtime, _store, exceptions, serialization
+from . import _cluster, _core, _in_worker, _runtime, _store, exceptions, generators, serialization
 from .object_ref import ObjectRef
 
 _UNSET = object()
@@ -118,7 +118,10 @@ def _timeout(t):
 def _value(entry, client=None):
     data, kind, message = entry[:3]
     if kind == 0:
-        return serialization.value_of(entry, client)
+        v = serialization.value_of(entry, client)
+        if type(v) is generators.Raised:  # a generator's error, stored in its place
+            raise v.error()
+        return v
     if kind == exceptions.KIND_TASK_ERROR:
         raise serialization.load_exception(data, message)
     raise exceptions.for_kind(kind)(message)
@@ -280,7 +283,8 @@ def runtime_context():
 # ---- remote functions ----
 
 _OPTION_NAMES = {"num_cpus", "num_gpus", "memory", "resources", "label_selector", "max_retries", "name",
-                 "interruptible", "keep_running_on_partition"}
+                 "interruptible", "keep_running_on_partition", "num_returns", "retry_exceptions", "runtime_env"}
+_IN_WORKER_OPTIONS = ("retry_exceptions", "runtime_env", "max_retries")  # change what is shipped
 
 
 def _parse_memory(m):
@@ -331,6 +335,10 @@ def _validate(options):
         if v is not None and not isinstance(v, bool):
             raise exceptions.InvalidArgumentError(f"{k}={v!r}: must be True or False")
     _parse_memory(options.get("memory"))
+    if options.get("num_returns") is not None:
+        generators.check_num_returns(options["num_returns"])
+    _in_worker.check_retry_exceptions(options.get("retry_exceptions"))
+    _in_worker.check_runtime_env(options.get("runtime_env"))
     return options
 
 
@@ -360,6 +368,7 @@ class RemoteFunction:
         self._fn = fn
         self._options = _validate(dict(options))
         self._name = options.get("name") or f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)}"
+        self._returns = generators.returns_of(fn, self._options)
         self._pickled = None
         self._hash = None
         self._handles = {}   # connection generation -> handle (no reference to the connection itself)
@@ -383,18 +392,20 @@ class RemoteFunction:
         merged = dict(self._options)
         merged.update(options)
         other = RemoteFunction(self._fn, merged)
-        other._pickled, other._hash = self._pickled, self._hash
+        if all(merged.get(k) == self._options.get(k) for k in _IN_WORKER_OPTIONS):
+            other._pickled, other._hash = self._pickled, self._hash
         return other
 
     def _handle(self, client):
         h = self._handles.get(_runtime.generation)
         if h is not None:
             return h
-        if self._pickled is None:
-            self._pickled, self._hash = _pickle_by_value(self._fn, f"function {self._name}")
         o = self._options
-        resources, labels = _request(o, default_cpus=1)
         retries = 3 if o.get("max_retries") is None else o["max_retries"]
+        if self._pickled is None:
+            self._pickled, self._hash = _pickle_by_value(_in_worker.wrap(self._fn, o, retries),
+                                                         f"function {self._name}")
+        resources, labels = _request(o, default_cpus=1)
         handle = client.register_function(self._name, self._hash, self._pickled, resources, labels, retries,
                                           bool(o.get("interruptible")), bool(o.get("keep_running_on_partition")))
         self._handles = {_runtime.generation: handle}
@@ -409,7 +420,7 @@ class RemoteFunction:
         ref = ObjectRef(client.submit(handle, data, deps), _counted=True)
         serialization.register_refs(client, ref.binary(), inner)  # they live while the task's result does
         del held  # large arguments put for the call: the head keeps them while the task needs them
-        return ref
+        return generators.split(ref, self._returns, self._name)
 
 
 def remote(*args, **options):

@@ -111,7 +111,7 @@ def borrow(refs):
     if not refs:
         return
     try:
-        c = _runtime.get_client()
+        c = _runtime.get_client(auto_init=False)
     except Exception:
         return  # not connected: the refs are ids only here
     c.borrow_refs([r._id for r in refs])
