@@ -112,6 +112,7 @@ class _Host:
         return method, a, k, None
 
     def _run_sync(self, task_id, attempt, name, method_name, args, deps):
+        _runtime.current_call.set(task_id)
         try:
             method, a, k, failed = self._prepare(name, method_name, args, deps)
             if failed:
@@ -126,6 +127,7 @@ class _Host:
         self._finish(task_id, attempt, outcome)
 
     async def _run_async(self, sem, task_id, attempt, name, method_name, args, deps):
+        _runtime.current_call.set(task_id)  # (each call is an asyncio task of its own context)
         try:
             async with sem:
                 method, a, k, failed = self._prepare(name, method_name, args, deps)

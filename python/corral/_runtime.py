@@ -5,11 +5,13 @@ A worker process also has a link to its agent and the context of the task it run
 its own on first use.
 """
 import atexit
+import contextvars
 import inspect
 import os
 import platform
 import sys
 import threading
+import time
 
 import cloudpickle
 
@@ -38,16 +40,33 @@ in_actor = False         # this worker hosts an actor (its calls do not give CPU
 namespace = None         # init(namespace=...): where get_actor and named actors look by default
 
 
-class TaskContext:
-    __slots__ = ("task_id", "attempt", "name", "resources", "gpu_ids", "seq")
+current_call = contextvars.ContextVar("corral_current_call", default=None)  # an actor's call: its id
 
-    def __init__(self, task_id, attempt, name, resources, gpu_ids, seq=0):
+
+class TaskContext:
+    __slots__ = ("task_id", "attempt", "name", "resources", "gpu_ids", "seq", "owner")
+
+    def __init__(self, task_id, attempt, name, resources, gpu_ids, seq=0, owner=b""):
+        self.owner = owner   # the client id of the process that submitted it
         self.task_id = task_id
         self.attempt = attempt
         self.name = name
         self.resources = resources
         self.gpu_ids = gpu_ids
         self.seq = seq       # this worker's count of tasks received: what the agent's cancels name
+
+
+def client_id_hex():
+    c = client
+    return c.client_id.hex() if c is not None else ""
+
+
+def job_id():
+    """The submitting process's client id (hex): the driver's for its tasks, a task's for nested ones."""
+    ctx = current_task
+    if ctx is not None and ctx.owner:
+        return ctx.owner.hex()
+    return client_id_hex()
 
 
 def cancel_requested():
@@ -140,4 +159,30 @@ def shutdown():
         trust = ("", "")
 
 
-atexit.register(shutdown)
+def _busy(status):
+    """Unfinished tasks and actor calls, not counting live actors themselves (they never finish)."""
+    live = sum(1 for a in status.get("actors", ()) if a.get("state") != "DEAD")
+    return status.get("counters", {}).get("unfinished_tasks", 0) - live
+
+
+def _at_exit():
+    """At interpreter exit: give this driver's unfinished tasks up to $CORRAL_EXIT_GRACE_S (default
+    2) seconds to end when the cluster is our own (it stops with us), let the output they printed
+    reach this terminal, then disconnect. Tasks still running after that are stopped with the
+    embedded cluster (on a cluster joined by address, they are cancelled when this driver leaves)."""
+    c = client
+    if c is None or worker_link is not None:
+        return shutdown()
+    try:
+        if cluster is not None:
+            deadline = time.monotonic() + float(os.environ.get("CORRAL_EXIT_GRACE_S", "2"))
+            while _busy(c.status()) > 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        time.sleep(0.05)  # lines printed just before a task ended may still be in its node's pipe
+        c.status()        # a round trip: the head forwarded this driver's lines before its reply
+    except Exception:  # noqa: BLE001 - exiting anyway
+        pass
+    shutdown()
+
+
+atexit.register(_at_exit)

@@ -338,11 +338,24 @@ def split(value, what):
 
 def _dumps(value, callback, what):
     import cloudpickle
+    from .serialization import BY_MAIN
     try:
-        try:
-            return pickle.dumps(value, protocol=5, buffer_callback=callback)
-        except Exception:
+        if callback is not None:
+            buffers = []
+            try:
+                data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+            except Exception:
+                data = None
+            if data is not None and BY_MAIN not in data:
+                for b in buffers:
+                    callback(b)
+                return data
             return cloudpickle.dumps(value, protocol=5, buffer_callback=callback)
+        try:
+            data = pickle.dumps(value, protocol=5)
+        except Exception:
+            data = None
+        return data if data is not None and BY_MAIN not in data else cloudpickle.dumps(value, protocol=5)
     except Exception as e:
         raise exceptions.SerializationError(f"{what} cannot be pickled: {type(e).__name__}: {e}") from e
 

@@ -1,8 +1,11 @@
 """The public API: init, remote, get, put, wait, cancel, nodes, runtime_context."""
+import collections
 import hashlib
 import inspect
+import io
 import os
 import time
+import types
 
 import cloudpickle
 
@@ -176,7 +179,8 @@ def get(refs, *, timeout=None):
 def wait(refs, *, num_returns=1, timeout=None):
     """Waits until ``num_returns`` of ``refs`` are ready or ``timeout`` seconds pass.
 
-    Returns ``(ready, not_ready)``, two lists that keep the order of ``refs``.
+    Returns ``(ready, not_ready)``, two lists that keep the order of ``refs``; ``ready`` holds at
+    most ``num_returns`` refs (the first ready ones in that order).
     """
     refs = list(refs)
     if not all(isinstance(r, ObjectRef) for r in refs):
@@ -188,8 +192,9 @@ def wait(refs, *, num_returns=1, timeout=None):
     ids = [r._id for r in refs]
     with _Blocking(client, ids, num_returns):
         flags = client.wait(ids, num_returns, _timeout(timeout))
-    ready = [r for r, f in zip(refs, flags) if f]
-    not_ready = [r for r, f in zip(refs, flags) if not f]
+    ready, not_ready = [], []
+    for r, f in zip(refs, flags):  # at most num_returns ready, as Ray: the first in the order given
+        (ready if f and len(ready) < num_returns else not_ready).append(r)
     return ready, not_ready
 
 
@@ -342,11 +347,24 @@ def _validate(options):
     return options
 
 
+def _code_keeping_filename(code):
+    # cloudpickle names every code object it ships "<dynamic-code>": a remote traceback would then
+    # show neither the user's file nor its lines. Keep the real file name (lines are kept anyway).
+    cls, args = cloudpickle.cloudpickle._code_reduce(code)
+    return cls, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+
+class _Pickler(cloudpickle.Pickler):
+    dispatch_table = collections.ChainMap({types.CodeType: _code_keeping_filename}, cloudpickle.Pickler.dispatch_table)
+
+
 def _pickle_by_value(obj, what):
     """(pickled, hash): `obj` pickled by value, and the hash the head checks it against (the first
     16 bytes of its SHA-256)."""
     try:
-        pickled = cloudpickle.dumps(obj, protocol=5)
+        buf = io.BytesIO()
+        _Pickler(buf, protocol=5).dump(obj)
+        pickled = buf.getvalue()
     except Exception as e:
         raise exceptions.SerializationError(f"{what} cannot be pickled: {e}") from e
     return pickled, hashlib.sha256(pickled).digest()[:16]

@@ -18,6 +18,10 @@ class TaskError(CorralError):
         self.cause = cause
         self.remote_traceback = remote_traceback
 
+    def as_instanceof_cause(self):
+        """This error, which already is an instance of the original exception's class (Ray's name)."""
+        return self
+
 
 class WorkerCrashedError(CorralError):
     """The worker process running the task died (segfault, os._exit, killed) and no retries were left."""

@@ -34,6 +34,11 @@ class _Dep:
         return (_Dep, (self.index,))
 
 
+# A pickle naming the script's own module refers to functions or classes that another process
+# cannot import by that name: such values are pickled again by value, with cloudpickle.
+BY_MAIN = b"__main__"
+
+
 def dumps(value, what="value"):
     """Pickles `value`; a clear SerializationError if it cannot be, ValueTooLargeError if too big."""
     try:
@@ -43,6 +48,8 @@ def dumps(value, what="value"):
             try:
                 data = pickle.dumps(value, protocol=5)
             except Exception:
+                data = None
+            if data is None or BY_MAIN in data:
                 data = cloudpickle.dumps(value, protocol=5)
     except Exception as e:
         raise exceptions.SerializationError(f"{what} cannot be pickled: {type(e).__name__}: {e}") from e

@@ -60,7 +60,7 @@ def main():
             task = link.next_task()
         except exceptions.ConnectionLostError:
             return 0
-        (task_id, attempt, name, fn_hash, fn_bytes, args, deps, resources, gpu_ids, _owner, durable_function,
+        (task_id, attempt, name, fn_hash, fn_bytes, args, deps, resources, gpu_ids, owner, durable_function,
          args_format, soft_time_limit, parents, link_mode, forget, actor) = task
         for h in forget:  # no client and no task uses it any more
             functions.pop(h, None)
@@ -69,7 +69,7 @@ def main():
         if cpus != threads:
             _set_threads(cpus)
             threads = cpus
-        _runtime.current_task = _runtime.TaskContext(task_id, attempt, name, resources, gpu_ids, seq)
+        _runtime.current_task = _runtime.TaskContext(task_id, attempt, name, resources, gpu_ids, seq, owner)
         if actor is not None:  # an actor's creation: this worker is the actor's until it ends
             from . import _actor_host
             _actor_host.run(link, task, functions)

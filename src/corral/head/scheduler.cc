@@ -10,6 +10,10 @@ namespace {
 
 bool LabelsMatch(const NodeView& n, const std::map<std::string, std::string>& selector) {
   for (const auto& [k, v] : selector) {
+    if (k == kNodeIdLabel) {  // every node has it: its id (Ray's node affinity)
+      if (v != n.id) return false;
+      continue;
+    }
     auto it = n.labels.find(k);
     if (it == n.labels.end() || it->second != v) return false;
   }

@@ -28,6 +28,10 @@
 
 namespace corral::head {
 
+// A label every node has without being given it: its node id. `label_selector={"corral.node_id": id}`
+// pins a task or actor to that node.
+inline constexpr const char* kNodeIdLabel = "corral.node_id";
+
 struct NodeView {
   std::string id;
   uint64_t order = 0;        // registration order, for ties

@@ -87,6 +87,15 @@ TEST(Place, CustomResourcesAndLabels) {
   EXPECT_NE(p.reason.find("zone=home"), std::string::npos) << p.reason;
 }
 
+TEST(Place, NodeIdLabelPinsToThatNode) {
+  NodeView a = Node("a", 1, R(8)), b = Node("b", 2, R(8));
+  Request r = Req(R(1));
+  r.label_selector[kNodeIdLabel] = "b";
+  EXPECT_EQ(Place(r, {&a, &b}).node->id, "b");  // a is as idle, and registered first
+  r.label_selector[kNodeIdLabel] = "gone";
+  EXPECT_EQ(Place(r, {&a, &b}).kind, Placement::kInfeasible);
+}
+
 TEST(Place, InfeasibleSaysWhat) {
   NodeView a = Node("a", 1, R(2));
   auto p = Place(Req(R(1, 1)), {&a});
