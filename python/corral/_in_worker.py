@@ -40,7 +40,7 @@ class Wrapped:
 
     def __init__(self, fn, retry_exceptions=None, retries=0, env_vars=None, keep_env=False):
         self.fn = fn
-        self.retry_exceptions = retry_exceptions
+        self.retry_exceptions = tuple(retry_exceptions) if isinstance(retry_exceptions, list) else retry_exceptions
         self.retries = retries
         self.env_vars = dict(env_vars or {})
         self.keep_env = keep_env

@@ -69,6 +69,19 @@ class ObjectRefGenerator:
             get(ref)  # the generator's error: raised here, as Ray raises it from next()
         return ref
 
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        import asyncio
+        ref = await asyncio.get_running_loop().run_in_executor(None, self._next_or_none)
+        if ref is None:
+            raise StopAsyncIteration
+        return ref
+
+    def _next_or_none(self):
+        return next(self, None)  # (a StopIteration cannot cross into a future)
+
     def completed(self):
         return self._ref
 
@@ -167,8 +180,8 @@ def _pick(value, i, n, name):
     from .api import get
     if isinstance(value, DynamicObjectRefGenerator):
         refs = value._refs
-        if value._raised and i >= len(refs) - 1:
-            return get(refs[-1])  # raises the generator's error
+        if value._raised:  # the values yielded before the error, then the error for the rest
+            return get(refs[min(i, len(refs) - 1)])
         if len(refs) != n:
             raise ValueError(f"{name} yielded {len(refs)} values but num_returns={n}")
         return get(refs[i])

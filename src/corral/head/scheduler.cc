@@ -5,13 +5,15 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "corral/base/ids.h"
+
 namespace corral::head {
 namespace {
 
 bool LabelsMatch(const NodeView& n, const std::map<std::string, std::string>& selector) {
   for (const auto& [k, v] : selector) {
-    if (k == kNodeIdLabel) {  // every node has it: its id (Ray's node affinity)
-      if (v != n.id) return false;
+    if (k == kNodeIdLabel) {  // every node has it: its id in hex (Ray's node affinity)
+      if (v != Hex(n.id)) return false;
       continue;
     }
     auto it = n.labels.find(k);

@@ -1,5 +1,7 @@
 #include "corral/head/scheduler.h"
 
+#include "corral/base/ids.h"
+
 #include <gtest/gtest.h>
 
 namespace corral::head {
@@ -90,7 +92,7 @@ TEST(Place, CustomResourcesAndLabels) {
 TEST(Place, NodeIdLabelPinsToThatNode) {
   NodeView a = Node("a", 1, R(8)), b = Node("b", 2, R(8));
   Request r = Req(R(1));
-  r.label_selector[kNodeIdLabel] = "b";
+  r.label_selector[kNodeIdLabel] = Hex("b");  // ids are bytes; the label is their hex
   EXPECT_EQ(Place(r, {&a, &b}).node->id, "b");  // a is as idle, and registered first
   r.label_selector[kNodeIdLabel] = "gone";
   EXPECT_EQ(Place(r, {&a, &b}).kind, Placement::kInfeasible);
