@@ -19,6 +19,7 @@ import concurrent.futures
 import inspect
 import os
 import threading
+import time
 
 from . import _runtime, exceptions, generators, worker
 
@@ -42,13 +43,43 @@ def run(link, task, functions):
         link.finish(task_id, attempt, data, kind, message)
         return
     host = _Host(link, instance, name, max_concurrency, groups, is_async)
+    _HOST[0] = host
     link.actor_ready(actor_id, attempt)
+    seq = _runtime.current_task.seq  # the agent counts the calls it sends after the creation as we do
+    if host.loop is None and host.pools is None:
+        _read_calls(link, host, seq)  # calls run here, on the main thread, one by one
+    # Calls run on other threads: the main thread is left free to take the agent's cancels (Python
+    # runs signal handlers there only, and not while it waits in next_task).
+    threading.Thread(target=_read_calls, args=(link, host, seq), name="corral-actor-calls", daemon=True).start()
+    while True:
+        time.sleep(3600)
+
+
+def _read_calls(link, host, seq):
     while True:
         try:
             call = link.next_task()
         except exceptions.ConnectionLostError:
             os._exit(0)  # the agent is gone; so is the actor
-        host.submit(call)
+        seq += 1
+        host.submit(call, seq)
+
+
+_HOST = [None]
+
+
+def cancel(seq):
+    """The agent cancels the call it sent as `seq` (from the SIGINT handler, on the main thread): an
+    async call's coroutine gets CancelledError; a sync one is marked (``is_canceled()``) and reports
+    TaskCancelledError when it returns."""
+    host = _HOST[0]
+    if host is None:
+        return
+    call = host.calls.get(seq)
+    if call is None:
+        host.early_cancels.add(seq)  # the call is still on its way in: marked when it arrives
+        return
+    host.mark_cancelled(call)
 
 
 class _Host:
@@ -57,6 +88,8 @@ class _Host:
         self.methods = {n for n, _ in inspect.getmembers(type(instance), callable)
                         if not n.startswith("__") or n == "__call__"}
         self.functions = {}
+        self.calls = {}            # seq -> [task id, its asyncio task or None] while it runs
+        self.early_cancels = set()
         self.loop = None
         self.pools = None
         if is_async:
@@ -79,22 +112,34 @@ class _Host:
             group = getattr(getattr(type(self.instance), method_name, None), "__corral_concurrency_group__", "") or ""
         return group
 
-    def submit(self, call):
+    def mark_cancelled(self, call):
+        _runtime.cancelled_calls.add(call[0])
+        if call[1] is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(call[1].cancel)
+
+    def submit(self, call, seq):
         task_id, attempt, name, _hash, _fn, args, deps = call[:7]
         _aid, method_name, group, _opts = call[16]
+        entry = self.calls[seq] = [task_id, None]
+        if seq in self.early_cancels:
+            self.early_cancels.discard(seq)
+            self.mark_cancelled(entry)
+        return self._submit(seq, task_id, attempt, name, method_name, group, args, deps)
+
+    def _submit(self, seq, task_id, attempt, name, method_name, group, args, deps):
         if self.loop is not None:
             sem = self.semaphores.get(self._group(method_name, group))
             if sem is None:
-                return self._finish(task_id, attempt, self._unknown_group(name, group))
-            asyncio.run_coroutine_threadsafe(self._run_async(sem, task_id, attempt, name, method_name, args, deps),
+                return self._finish(task_id, attempt, self._unknown_group(name, group), seq)
+            asyncio.run_coroutine_threadsafe(self._run_async(sem, seq, task_id, attempt, name, method_name, args, deps),
                                              self.loop)
         elif self.pools is not None:
             pool = self.pools.get(self._group(method_name, group))
             if pool is None:
-                return self._finish(task_id, attempt, self._unknown_group(name, group))
-            pool.submit(self._run_sync, task_id, attempt, name, method_name, args, deps)
+                return self._finish(task_id, attempt, self._unknown_group(name, group), seq)
+            pool.submit(self._run_sync, seq, task_id, attempt, name, method_name, args, deps)
         else:
-            self._run_sync(task_id, attempt, name, method_name, args, deps)
+            self._run_sync(seq, task_id, attempt, name, method_name, args, deps)
 
     def _unknown_group(self, name, group):
         return (b"", exceptions.KIND_RUNTIME, f"{name}: actor {self.class_name} has no concurrency group {group!r}", 0)
@@ -111,41 +156,56 @@ class _Host:
                                       f"actor {self.class_name} has no method {method_name!r}", 0)
         return method, a, k, None
 
-    def _run_sync(self, task_id, attempt, name, method_name, args, deps):
+    def _run_sync(self, seq, task_id, attempt, name, method_name, args, deps):
         _runtime.current_call.set(task_id)
         try:
             method, a, k, failed = self._prepare(name, method_name, args, deps)
             if failed:
-                return self._finish(task_id, attempt, failed)
+                return self._finish(task_id, attempt, failed, seq)
             try:
                 result = generators.drain(method(*a, **k), name)
             except BaseException as e:  # noqa: BLE001 - the caller gets it
-                return self._finish(task_id, attempt, worker.raised(e, name))
-            outcome = worker.encode_result(result, name, task_id, attempt)
+                return self._finish(task_id, attempt, worker.raised(e, name), seq)
+            if task_id in _runtime.cancelled_calls:
+                outcome = (b"", exceptions.KIND_CANCELLED, f"{name} was cancelled while running", 0)
+            else:
+                outcome = worker.encode_result(result, name, task_id, attempt)
         except Exception as e:  # noqa: BLE001 - whatever went wrong, the call gets an answer
             outcome = _broken(name, e)
-        self._finish(task_id, attempt, outcome)
+        self._finish(task_id, attempt, outcome, seq)
 
-    async def _run_async(self, sem, task_id, attempt, name, method_name, args, deps):
+    async def _run_async(self, sem, seq, task_id, attempt, name, method_name, args, deps):
         _runtime.current_call.set(task_id)  # (each call is an asyncio task of its own context)
+        entry = self.calls.get(seq)
+        if entry is not None:
+            entry[1] = asyncio.current_task()
+            if task_id in _runtime.cancelled_calls:  # cancelled before it began
+                entry[1].cancel()
         try:
             async with sem:
                 method, a, k, failed = self._prepare(name, method_name, args, deps)
                 if failed:
-                    return self._finish(task_id, attempt, failed)
+                    return self._finish(task_id, attempt, failed, seq)
                 try:
                     result = method(*a, **k)
                     if inspect.isawaitable(result):
                         result = await result
                     result = await generators.drain_async(result, name)
                 except BaseException as e:  # noqa: BLE001 - the caller gets it
-                    return self._finish(task_id, attempt, worker.raised(e, name))
-            outcome = worker.encode_result(result, name, task_id, attempt)
+                    return self._finish(task_id, attempt, worker.raised(e, name), seq)
+            if task_id in _runtime.cancelled_calls:  # it swallowed the CancelledError: still cancelled
+                outcome = worker.raised(asyncio.CancelledError(), name)
+            else:
+                outcome = worker.encode_result(result, name, task_id, attempt)
+        except asyncio.CancelledError as e:  # cancelled while waiting for its group's turn
+            outcome = worker.raised(e, name)
         except Exception as e:  # noqa: BLE001 - whatever went wrong, the call gets an answer
             outcome = _broken(name, e)
-        self._finish(task_id, attempt, outcome)
+        self._finish(task_id, attempt, outcome, seq)
 
-    def _finish(self, task_id, attempt, outcome):
+    def _finish(self, task_id, attempt, outcome, seq):
+        self.calls.pop(seq, None)
+        _runtime.cancelled_calls.discard(task_id)
         data, kind, message, stored = outcome
         try:
             self.link.finish(task_id, attempt, data, kind, message, -1.0, stored)

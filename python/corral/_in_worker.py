@@ -79,8 +79,10 @@ class Wrapped:
 
 def wrap(fn, options, retries, keep_env=False):
     """`fn` as the worker should call it under `options`: itself when no option acts in the worker."""
+    from . import _runtime
     retry = options.get("retry_exceptions")
-    env_vars = (options.get("runtime_env") or {}).get("env_vars")
+    env_vars = dict(_runtime.job_env_vars)
+    env_vars.update((options.get("runtime_env") or {}).get("env_vars") or {})
     if not retry and not env_vars:
         return fn
     return Wrapped(fn, retry, retries if retry else 0, env_vars, keep_env)

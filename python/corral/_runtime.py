@@ -38,9 +38,11 @@ current_task = None      # TaskContext while a task runs
 in_task_code = False     # True only while the task's own function runs (see call_task)
 in_actor = False         # this worker hosts an actor (its calls do not give CPUs back while they wait)
 namespace = None         # init(namespace=...): where get_actor and named actors look by default
+job_env_vars = {}        # init(runtime_env={"env_vars": ...}): set for every task and actor this driver starts
 
 
 current_call = contextvars.ContextVar("corral_current_call", default=None)  # an actor's call: its id
+cancelled_calls = set()  # ids of an actor's running calls that were cancelled (see _actor_host.cancel)
 
 
 class TaskContext:
@@ -149,8 +151,9 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def shutdown():
-    global client, cluster, address, token, trust
+    global client, cluster, address, token, trust, job_env_vars
     with _lock:
+        job_env_vars = {}
         client = None  # the connection closes once nothing else holds it
         if cluster is not None:
             cl, cluster = cluster, None

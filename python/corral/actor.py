@@ -119,6 +119,7 @@ class ActorClass:
             if r != 1:
                 self._returns[n] = r
         self._pickled = self._hash = None
+        self._job_env = {}
         self._handles = {}
         self.__doc__ = cls.__doc__
         self.__name__ = cls.__name__
@@ -138,7 +139,7 @@ class ActorClass:
         merged.update(options)
         other = ActorClass(self._cls, merged)
         if merged.get("runtime_env") == self._options.get("runtime_env"):
-            other._pickled, other._hash = self._pickled, self._hash
+            other._pickled, other._hash, other._job_env = self._pickled, self._hash, self._job_env
         return other
 
     def _handle(self, client):
@@ -146,7 +147,8 @@ class ActorClass:
         if h is not None:
             return h
         from .api import _pickle_by_value, _request
-        if self._pickled is None:
+        if self._pickled is None or self._job_env != _runtime.job_env_vars:
+            self._job_env = dict(_runtime.job_env_vars)
             self._pickled, self._hash = _pickle_by_value(_in_worker.wrap(self._cls, self._options, 0, keep_env=True),
                                                          f"actor class {self._name}")
         o = self._options

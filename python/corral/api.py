@@ -17,7 +17,7 @@ _UNSET = object()
 
 def init(address=None, *, token=None, ca_cert=None, ca_fingerprint=None, num_cpus=None, num_gpus=None, memory=None,
          resources=None, labels=None, tasks=None, log_to_driver=True, ignore_reinit_error=False, namespace=None,
-         _system_args=()):
+         runtime_env=None, _system_args=()):
     """Connects this process to a Corral cluster, starting a local one if needed.
 
     With no ``address`` and no ``CORRAL_ADDRESS`` in the environment, starts an embedded cluster
@@ -40,6 +40,9 @@ def init(address=None, *, token=None, ca_cert=None, ca_fingerprint=None, num_cpu
 
     ``namespace``: where this driver's named actors live and ``get_actor`` looks (default "default").
 
+    ``runtime_env={"env_vars": {...}}``: variables set for every task and actor this driver starts
+    (a task's own ``runtime_env`` wins for the names it gives).
+
     If the connection to a head at an address drops (the head restarted, the network went away),
     this process reconnects for up to ``CORRAL_RECONNECT_S`` seconds (default 60) and sends again
     its unfinished tasks and the values it put; waiting calls simply wait. Tasks it has not got a
@@ -53,6 +56,7 @@ def init(address=None, *, token=None, ca_cert=None, ca_fingerprint=None, num_cpu
                                          "or pass ignore_reinit_error=True")
         _runtime.log_to_driver = log_to_driver
         _runtime.namespace = namespace
+        _runtime.job_env_vars = dict((_in_worker.check_runtime_env(runtime_env) or {}).get("env_vars") or {})
         if address is None:
             address = os.environ.get("CORRAL_ADDRESS") or None
         if address is None:
@@ -387,6 +391,7 @@ class RemoteFunction:
         self._options = _validate(dict(options))
         self._name = options.get("name") or f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)}"
         self._returns = generators.returns_of(fn, self._options)
+        self._job_env = {}   # init(runtime_env=)'s variables when _pickled was made
         self._pickled = None
         self._hash = None
         self._handles = {}   # connection generation -> handle (no reference to the connection itself)
@@ -411,7 +416,7 @@ class RemoteFunction:
         merged.update(options)
         other = RemoteFunction(self._fn, merged)
         if all(merged.get(k) == self._options.get(k) for k in _IN_WORKER_OPTIONS):
-            other._pickled, other._hash = self._pickled, self._hash
+            other._pickled, other._hash, other._job_env = self._pickled, self._hash, self._job_env
         return other
 
     def _handle(self, client):
@@ -420,7 +425,8 @@ class RemoteFunction:
             return h
         o = self._options
         retries = 3 if o.get("max_retries") is None else o["max_retries"]
-        if self._pickled is None:
+        if self._pickled is None or self._job_env != _runtime.job_env_vars:
+            self._job_env = dict(_runtime.job_env_vars)
             self._pickled, self._hash = _pickle_by_value(_in_worker.wrap(self._fn, o, retries),
                                                          f"function {self._name}")
         resources, labels = _request(o, default_cpus=1)

@@ -93,6 +93,7 @@ class ActorDiedError(CorralError):
 
 # Error kinds on the wire (proto ErrorKind) -> exception class.
 KIND_TASK_ERROR = 1
+KIND_CANCELLED = 4
 KIND_OBJECT_LOST = 5
 KIND_SERIALIZATION = 6
 KIND_RUNTIME = 7

@@ -9,13 +9,11 @@
 - ``num_returns="dynamic"``: ``f.remote()`` returns one ObjectRef whose value is a
   :class:`DynamicObjectRefGenerator`, the ObjectRefs of every yielded value.
 
-Each yielded value is stored as an object of its own as it is yielded, in the worker. If the
-generator raises after yielding n values, the n refs hold them and the next ref holds the error:
-``get`` of it raises it (an ObjectRefGenerator raises it from ``next``; with ``num_returns=k``, every
-ref past n raises it).
-
-Items reach the caller when the task ends, not one by one while it runs: a generator task's
-ObjectRefGenerator yields its first ref once the generator is exhausted (Ray streams them).
+Each yielded value is stored as an object of its own as it is yielded, in the worker, and an
+ObjectRefGenerator gets its ref then, while the task runs on (the worker tells the task's owner
+through its agent and the head). If the generator raises after yielding n values, the n refs hold
+them and the next ref holds the error: ``get`` of it raises it (with ``num_returns=k``, every ref
+past n raises it).
 """
 import inspect
 
@@ -36,51 +34,63 @@ class DynamicObjectRefGenerator:
     def __len__(self):
         return len(self._refs)
 
-    def __repr__(self):
-        return f"DynamicObjectRefGenerator({len(self._refs)} refs)"
-
 
 class ObjectRefGenerator:
-    """What calling a generator task returns: an iterator of ObjectRefs, one per yielded value.
-    ``next()`` waits for the task; once the task raised, ``next()`` raises that error (after the
-    refs of the values yielded before it). ``completed()`` is the ObjectRef of the whole task."""
+    """What calling a generator task returns: an iterator of ObjectRefs, one per yielded value, each
+    as soon as the task's worker stored it (``next()`` waits for the next one). If the generator
+    raised, the ref after the last value holds the error (``get`` raises it). ``async for`` works
+    too. ``completed()`` is the ObjectRef of the whole task (ready when it has ended)."""
 
     def __init__(self, ref):
         self._ref = ref
-        self._items = None
+        self._items = None   # once the task has ended: every ref, from its result
         self._next = 0
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        from .api import get
-        if self._items is None:
-            value = get(self._ref)
-            if isinstance(value, DynamicObjectRefGenerator):
-                self._items, self._raised = list(value), value._raised
-            else:
-                self._items, self._raised = [_stored(value)], False
-        if self._next >= len(self._items):
+        ref = self._next_ref(None)
+        if ref is None:
             raise StopIteration
+        return ref
+
+    def _next_ref(self, timeout):
+        """The next ref, or None at the end; raises GetTimeoutError after `timeout` seconds."""
+        from . import _runtime
+        from .api import get
+        from .object_ref import _unpickled
+        if self._items is None:
+            told = _runtime.get_client().generator_item(self._ref.binary(), self._next,
+                                                        -1.0 if timeout is None else float(timeout))
+            if told is not None:
+                self._next += 1
+                return _unpickled(told)  # (borrowed: it outlives this generator if kept)
+            value = get(self._ref, timeout=timeout if timeout is not None else None)
+            self._items = list(value) if isinstance(value, DynamicObjectRefGenerator) else [_stored(value)]
+        if self._next >= len(self._items):
+            return None
         ref = self._items[self._next]
         self._next += 1
-        if self._next == len(self._items) and self._raised:
-            get(ref)  # the generator's error: raised here, as Ray raises it from next()
         return ref
+
+    def _is_ready(self):
+        """Whether next() would return at once."""
+        from . import _runtime
+        if self._items is not None:
+            return True
+        return (_runtime.get_client().generator_item(self._ref.binary(), self._next, 0.0) is not None
+                or bool(_runtime.get_client().wait([self._ref.binary()], 1, 0.0)[0]))
 
     def __aiter__(self):
         return self
 
     async def __anext__(self):
         import asyncio
-        ref = await asyncio.get_running_loop().run_in_executor(None, self._next_or_none)
+        ref = await asyncio.get_running_loop().run_in_executor(None, self._next_ref, None)
         if ref is None:
             raise StopAsyncIteration
         return ref
-
-    def _next_or_none(self):
-        return next(self, None)  # (a StopIteration cannot cross into a future)
 
     def completed(self):
         return self._ref
@@ -104,38 +114,62 @@ class Raised:
         return serialization.load_exception(self.data, self.message)
 
 
+class _Teller:
+    """Stores a generator's values one by one in the worker and tells the task's owner each ref
+    (through the agent and the head) as soon as it is stored."""
+
+    def __init__(self, name):
+        from . import _runtime
+        self.name = name
+        self.refs = []
+        call = _runtime.current_call.get()
+        ctx = _runtime.current_task
+        self.task_id = call if call is not None else (ctx.task_id if ctx is not None else None)
+        self.link = _runtime.worker_link
+
+    def add(self, value):
+        from . import _runtime
+        from .api import put
+        ref = put(value)
+        self.refs.append(ref)
+        if self.task_id is not None and self.link is not None:
+            # Kept while the task's result is (the result lists it too), then told.
+            serialization.register_refs(_runtime.get_client(), self.task_id, [ref])
+            self.link.generator_item(self.task_id, len(self.refs) - 1, ref.binary())
+
+    def failed(self, e):
+        self.add(Raised(*serialization.dump_exception(e, self.name)))
+        return DynamicObjectRefGenerator(self.refs, raised=True)
+
+    def done(self):
+        return DynamicObjectRefGenerator(self.refs)
+
+
 def drain(result, name):
-    """In the worker, inside the task's code: a generator's values, each stored (put) as it is
-    yielded, as a DynamicObjectRefGenerator. Other results pass through."""
+    """In the worker, inside the task's code: a generator's values, each stored (put) and told to
+    the caller as it is yielded, as a DynamicObjectRefGenerator. Other results pass through."""
     if not inspect.isgenerator(result):
         return result
-    from .api import put
-    refs = []
+    teller = _Teller(name)
     try:
         for v in result:
-            refs.append(put(v))
+            teller.add(v)
     except Exception as e:  # noqa: BLE001 - the caller reads it from the next ref
-        return DynamicObjectRefGenerator(refs + [_error_ref(e, name)], raised=True)
-    return DynamicObjectRefGenerator(refs)
+        return teller.failed(e)
+    return teller.done()
 
 
 async def drain_async(result, name):
     """drain() for an async generator (an async actor's method)."""
     if not inspect.isasyncgen(result):
         return drain(result, name)
-    from .api import put
-    refs = []
+    teller = _Teller(name)
     try:
         async for v in result:
-            refs.append(put(v))
+            teller.add(v)
     except Exception as e:  # noqa: BLE001 - the caller reads it from the next ref
-        return DynamicObjectRefGenerator(refs + [_error_ref(e, name)], raised=True)
-    return DynamicObjectRefGenerator(refs)
-
-
-def _error_ref(e, name):
-    from .api import put
-    return put(Raised(*serialization.dump_exception(e, name)))
+        return teller.failed(e)
+    return teller.done()
 
 
 def check_num_returns(n):

@@ -9,6 +9,8 @@ call) go into the node's shared-memory object store when the process has one (se
 smaller ones, and every value of a process without a store, travel inline (64 MiB at most).
 """
 import builtins
+import functools
+import io
 import pickle
 import re
 import sys
@@ -153,7 +155,32 @@ def value_of(entry, client):
 
 
 def loads(data):
-    return loads_borrowing(pickle.loads, data) if _REF_MARK in data else pickle.loads(data)
+    load = _loads_read_only if _NUMPY_IN_BAND in data else pickle.loads
+    return loads_borrowing(load, data) if _REF_MARK in data else load(data)
+
+
+# A numpy array pickled with its bytes in the pickle (a small one) names numpy's _frombuffer. Such
+# arrays are made read-only, as those mapped from the object store are (and as in Ray): whether
+# an array from the cluster may be written does not depend on its size.
+_NUMPY_IN_BAND = b"_frombuffer"
+
+
+class _ReadOnlyArrays(pickle.Unpickler):
+    def find_class(self, module, name):
+        found = super().find_class(module, name)
+        if name == "_frombuffer" and module.startswith("numpy"):
+            return functools.partial(_read_only, found)
+        return found
+
+
+def _read_only(make, *args):
+    arr = make(*args)
+    arr.flags.writeable = False
+    return arr
+
+
+def _loads_read_only(data):
+    return _ReadOnlyArrays(io.BytesIO(data)).load()
 
 
 def pack_args(args, kwargs, ref_type, name, put=None):

@@ -37,7 +37,12 @@ def _soft_limit(signum, frame):
 
 def _interrupt(signum, frame):
     # corral.cancel() of a running task: interrupt the task it names, never the worker's own loop
-    # (one that came early is raised when the task starts: _runtime.call_task).
+    # (one that came early is raised when the task starts: _runtime.call_task). In an actor's
+    # worker it names one of the actor's calls, which is marked instead.
+    if _runtime.in_actor:
+        from . import _actor_host
+        _actor_host.cancel(_runtime.worker_link.interrupt_seq())
+        return
     if _runtime.in_task_code and _runtime.cancel_requested():
         raise KeyboardInterrupt("the task was cancelled")
 
@@ -107,7 +112,14 @@ def _run(functions, name, fn_hash, fn_bytes, args, deps, task_id, attempt):
 
 
 def raised(e, name):
-    """The outcome of a call whose code raised `e`: its caller re-raises it."""
+    """The outcome of a call whose code raised `e`: its caller re-raises it. ``sys.exit()`` in a
+    task or an actor's method ends the worker instead, as in Ray: the task is then treated as one
+    whose worker died (retried, or WorkerCrashedError; an actor restarts, or ActorDiedError)."""
+    if isinstance(e, SystemExit):
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     data, message = serialization.dump_exception(e, name)
     return data, exceptions.KIND_TASK_ERROR, message, 0
 

@@ -41,7 +41,7 @@ print(node_id == nodes[0]["NodeID"] == ray.get_runtime_context().get_node_id(), 
 print(ray.get(two_cpus.remote()))
 w = Who.remote()
 actor_id, has_call_id = ray.get(w.ids.remote())
-print(actor_id == w.actor_id, has_call_id)
+print(actor_id is not None and actor_id == ray.get(w.ids.remote())[0], has_call_id)
 print(ray.get(greeting.remote()))
 pinned = where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False))
 print(ray.get(pinned.remote())[0] == node_id)

@@ -21,26 +21,57 @@ def rewrite(source):
 
 # Lines Ray's runtime prints itself, not the example.
 _RAY_NOISE = re.compile(r"(^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(INFO|WARNING|ERROR)|Started a local Ray instance|"
-                        r"View the dashboard|^\s*$|\(raylet\)|ray\.init\(|RAY_|Ray dashboard|"
-                        r"\[repeated \d+x across cluster\]|\bINFO worker\.py)")
+                        r"View the dashboard|^\s*$|\(raylet\)|ray\.init\(|RAY_|Ray dashboard|^ray::|"
+                        r"\[repeated \d+x across cluster\]|\bINFO worker\.py|Warning: |warnings\.warn\()")
 _VARYING = re.compile(r"(0x[0-9a-f]+|[0-9a-f]{16,}|\d+(\.\d+)?(e-?\d+)?|pid=\d+|ip=[\d.]+)")
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _normal(line):
-    line = re.sub(r"^\((\w[\w.]*) pid=\d+(, ip=[\d.]+)?\)\s*", "", line)   # Ray's task prefix
+    line = _ANSI.sub("", line)
+    line = re.sub(r"<[\w.]*\.(\w+) object at 0x[0-9a-f]+>", r"<\1 object>", line)  # reprs name their module
+    line = re.sub(r"^\(.*? pid=\d+(, ip=[\d.]+)?\)\s*", "", line)   # Ray's task prefix (an actor's repr)
     line = re.sub(r"^\(\S+ pid=\d+ node=[0-9a-f]+\)\s*", "", line)          # Corral's
     return _VARYING.sub("#", line).strip()
 
 
+# Lines that continue a message of Ray's own (a retried task's traceback, under a "(raylet)" line).
+_CONTINUED = re.compile(r"^(\s|ray::|[\w.]+(Error|Exception)(\(\w+\))?: |[\w.]+(Error|Exception)$)")
+
+
 def _lines(text, noise):
-    return [_normal(l) for l in text.splitlines() if not (noise and _RAY_NOISE.search(l)) and l.strip()]
+    out, after_warning, in_raylet = [], False, False
+    for line in text.splitlines():
+        plain = _ANSI.sub("", line)
+        if noise and in_raylet and _CONTINUED.match(plain):
+            continue
+        in_raylet = "(raylet)" in plain
+        if noise and (_RAY_NOISE.search(plain) or after_warning):
+            after_warning = "Warning: " in plain  # Python's warnings print the source line next
+            continue
+        after_warning = False
+        if line.strip():
+            out.append(_normal(line))
+    return out
+
+
+def _raised(text):
+    """The class name of the exception a failed script ended with (its last 'Name: message' line)."""
+    for line in reversed(_ANSI.sub("", text).splitlines()):
+        m = re.match(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt))\b", line.strip())
+        if m:
+            return m.group(1).rsplit(".", 1)[-1]
+    return None
 
 
 def matches(ray_text, ray_rc, corral_text, corral_rc):
     if ray_rc != corral_rc:
         return False, f"exit code {corral_rc} (Ray: {ray_rc})"
-    if ray_rc != 0:  # both failed: compare nothing more
-        return True, ""
+    if ray_rc != 0:  # both failed: with the same exception class
+        want, have = _raised(ray_text), _raised(corral_text)
+        return (want == have, "" if want == have else f"raised {have} (Ray: {want})")
     want = [l for l in _lines(ray_text, True) if not l.startswith(("Traceback", "File ", "^"))]
     have = _lines(corral_text, False)
     i = 0
@@ -48,8 +79,17 @@ def matches(ray_text, ray_rc, corral_text, corral_rc):
         while i < len(have) and have[i] != w:
             i += 1
         if i == len(have):
-            return False, f"missing line: {w!r}"
+            break
         i += 1
+    else:
+        return True, ""
+    # Not in Ray's order: still a match if every line is there, for output whose order Ray does
+    # not fix either (tasks and processes printing concurrently).
+    left = list(have)
+    for w in want:
+        if w not in left:
+            return False, f"missing line: {w!r}"
+        left.remove(w)
     return True, ""
 
 

@@ -57,3 +57,14 @@ class Streamer:
 
 st = Streamer.remote()
 print([ray.get(r) for r in st.stream.remote(2)])
+
+
+async def consume():
+    return [await ref async for ref in count.remote(3)]
+
+import asyncio  # noqa: E402
+print("async for", asyncio.run(consume()))
+gen = count.remote(2)
+ready, _ = ray.wait([gen], timeout=60)
+print("a generator is ready when its next value is:", len(ready))
+print([ray.get(r) for r in gen])

@@ -34,7 +34,7 @@ def work(i):
 
 texts = ["a b a", "b c", "c c a"]
 print(sorted(ray.get(reduce_counts.remote(*[map_words.remote(t) for t in texts])).items()))
-print(ray.get(quick_sum.remote(list(range(20)))))
+print(ray.get(quick_sum.remote(list(range(8)))))
 pending = [work.remote(i) for i in range(10)]
 done = []
 while pending:

@@ -297,6 +297,13 @@ void Agent::OnCancel(const proto::CancelAttempt& cancel) {
     }
   }
   for (auto& [pid, w] : workers_) {
+    if (auto call = w->actor_calls.find(cancel.task_id());
+        call != w->actor_calls.end() && call->second.attempt == cancel.attempt()) {
+      // An actor's call: the worker marks it cancelled (an async call's coroutine is cancelled; a
+      // sync one sees it in is_canceled()). The actor, and its other calls, run on.
+      processes_->Interrupt(pid, call->second.seq);
+      return;
+    }
     if (w->next && w->next->task.spec().task_id() == cancel.task_id()) {
       w->next_cancelled = true;  // stopped when it starts, right after the current task
       return;
@@ -328,7 +335,7 @@ void Agent::OnActorCall(proto::ExecuteTask&& task) {
                             ShortHex(options_.node_id), options_.hostname));
     return;
   }
-  w->actor_calls[spec.task_id()] = spec.attempt();
+  w->actor_calls[spec.task_id()] = {spec.attempt(), ++w->sent};
   proto::AgentToWorker msg;
   *msg.mutable_execute() = std::move(task);
   counters_["actor_calls_started"]++;
@@ -609,6 +616,20 @@ void Agent::OnWorkerMessage(Worker* w, std::string_view bytes) {
       SendToHead(fwd);
       break;
     }
+    case proto::WorkerToAgent::kItem: {
+      const proto::GeneratorItem& item = msg.item();
+      // Only for what this worker runs: its task, or one of its actor's calls.
+      if (!(w->busy && item.task_id() == w->task_id) && !w->actor_calls.contains(item.task_id())) break;
+      proto::AgentToHead fwd;
+      proto::LogLine* l = fwd.mutable_log();
+      l->set_task_id(item.task_id());
+      l->set_task_name(w->task_name);
+      l->set_pid(w->pid);
+      l->set_item_id(item.object_id());
+      l->set_item_index(item.index());
+      SendToHead(fwd);
+      break;
+    }
     case proto::WorkerToAgent::kBlocked: {
       const proto::Blocked& b = msg.blocked();
       if (!w->busy || b.task_id() != w->task_id || b.blocked() == w->blocked) break;
@@ -635,7 +656,7 @@ void Agent::ReleaseTask(Worker* w) {
 
 void Agent::FinishOnWorker(Worker* w, proto::TaskFinished&& finished) {
   if (auto call = w->actor_calls.find(finished.task_id());
-      call != w->actor_calls.end() && call->second == finished.attempt()) {
+      call != w->actor_calls.end() && call->second.attempt == finished.attempt()) {
     w->actor_calls.erase(call);
     finished.set_node_id(options_.node_id);
     proto::AgentToHead msg;
@@ -750,7 +771,7 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
                                                   : fmt::format("its worker (pid {}) on node {} ({}) {}", pid,
                                                                 ShortHex(options_.node_id), options_.hostname, reason);
     // Calls that had reached the worker may have run (part of) their effect: a retry counts.
-    for (const auto& [id, attempt] : w->actor_calls) ReportEnded(id, attempt, proto::WORKER_DIED, why);
+    for (const auto& [id, call] : w->actor_calls) ReportEnded(id, call.attempt, proto::WORKER_DIED, why);
     w->actor_calls.clear();
   }
   // Keep the warm pool full.

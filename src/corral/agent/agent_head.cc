@@ -78,10 +78,10 @@ void Agent::ConnectToHead() {
                   a->set_actor_ready(w->actor_ready);
                 }
                 if (w->next) hold(w->next->task.spec(), false);
-                for (const auto& [id, attempt] : w->actor_calls) {
+                for (const auto& [id, call] : w->actor_calls) {
                   proto::HeldAttempt* a = h->add_held();
                   a->set_task_id(id);
-                  a->set_attempt(attempt);
+                  a->set_attempt(call.attempt);
                 }
               }
               for (const Pending& p : queue_) hold(p.task.spec(), false);

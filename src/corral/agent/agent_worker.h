@@ -47,7 +47,11 @@ struct Agent::Worker {
   // An actor's worker: its creation task is the running task for the actor's life, and its calls
   // come straight through (OnActorCall) while the constructor's result is known.
   std::string actor_id;
-  std::map<std::string, uint32_t> actor_calls;  // calls sent to it, not finished: task id -> attempt
+  struct Call {
+    uint32_t attempt = 0;
+    uint32_t seq = 0;                     // `sent` when it was sent: names it in a cancel
+  };
+  std::map<std::string, Call> actor_calls;  // calls sent to it, not finished, by task id
   bool actor_ready = false;               // its constructor returned (told again after a reconnect)
   bool retired = false;                   // an actor ended here: killed, never given another task
   std::set<std::string> functions;        // hashes this worker was sent

@@ -30,6 +30,8 @@ std::string MajorMinor(const std::string& v) {
 }
 
 constexpr size_t kReleaseBatch = 512;
+// A generator's values told one by one beyond this are not kept (the task's result lists them all).
+constexpr uint32_t kMaxGeneratorItems = 1 << 20;
 
 }  // namespace
 
@@ -194,8 +196,19 @@ void Client::OnMessage(net::Connection* from, std::string_view bytes) {
       break;
     }
     case proto::HeadToClient::kLog: {
-      if (!options_.print_logs) break;
       const proto::LogLine& l = msg.log();
+      if (!l.item_id().empty()) {  // a generator's value, not a line
+        std::lock_guard lock(mu_);
+        // Kept while the generator's result is referenced here (DropRefLocked forgets them).
+        auto r = refs_.find(l.task_id());
+        if (r == refs_.end() || r->second <= 0 || l.item_index() > kMaxGeneratorItems) break;
+        auto& items = items_[l.task_id()];
+        if (items.size() <= l.item_index()) items.resize(l.item_index() + 1);
+        items[l.item_index()] = l.item_id();
+        cv_.notify_all();
+        break;
+      }
+      if (!options_.print_logs) break;
       std::string line = fmt::format("({} pid={} node={}) {}\n", l.task_name(), l.pid(), ShortHex(l.node_id()),
                                      l.text());
       std::fwrite(line.data(), 1, line.size(), l.stderr() ? stderr : stdout);
@@ -479,6 +492,22 @@ Result<std::vector<bool>> Client::WaitHeld(const std::vector<std::string>& ids, 
   return out;
 }
 
+Result<std::optional<std::string>> Client::GeneratorItem(const std::string& task_id, size_t index,
+                                                         double timeout_s) {
+  auto deadline = DeadlineFor(timeout_s);
+  if (Status s = PrepareWait({task_id}); !s.ok()) return Err(s);
+  std::unique_lock lock(mu_);
+  auto told = [&]() -> const std::string* {
+    auto it = items_.find(task_id);
+    if (it == items_.end() || it->second.size() <= index || it->second[index].empty()) return nullptr;
+    return &it->second[index];
+  };
+  cv_.wait_until(lock, deadline, [&] { return told() || ready_.contains(task_id) || closed_; });
+  if (const std::string* id = told()) return std::optional<std::string>(*id);
+  if (closed_ && !ready_.contains(task_id)) return Err(closed_reason_);
+  return std::optional<std::string>();
+}
+
 void Client::AddRef(const std::string& id) {
   std::lock_guard lock(mu_);
   refs_[id]++;
@@ -489,6 +518,7 @@ bool Client::DropRefLocked(const std::string& id) {
   if (it == refs_.end() || --it->second > 0) return false;
   refs_.erase(it);
   ready_.erase(id);
+  items_.erase(id);
   subscribed_.erase(id);
   if (!owned_.erase(id)) return false;
   pending_release_.push_back(id);

@@ -91,6 +91,10 @@ class Client {
   Result<std::vector<ObjectPtr>> Get(const std::vector<std::string>& ids, double timeout_s);
   // Waits until `num_returns` of `ids` are ready or the timeout passes; returns which are ready.
   Result<std::vector<bool>> Wait(const std::vector<std::string>& ids, size_t num_returns, double timeout_s);
+  // Generator task `task_id` (submitted here): the id of its value `index` once its worker stored
+  // it; nullopt once the task has ended without telling it (read the task's result) or after the
+  // timeout. Values are kept while the task's result is referenced here.
+  Result<std::optional<std::string>> GeneratorItem(const std::string& task_id, size_t index, double timeout_s);
   void AddRef(const std::string& id);
   void Release(const std::string& id);
   // The reference escaped into a pickled value: keep the object while this client lives.
@@ -163,6 +167,7 @@ class Client {
   std::vector<proto::TaskSpec> functions_;                          // guarded by mu_
   std::unordered_set<std::string> shipped_;                         // guarded by mu_
   std::unordered_map<std::string, ObjectPtr> ready_;                // guarded by mu_
+  std::unordered_map<std::string, std::vector<std::string>> items_;  // generator values told: guarded by mu_
   std::unordered_map<std::string, int> refs_;                       // guarded by mu_
   std::unordered_set<std::string> subscribed_;                      // guarded by mu_
   std::unordered_set<std::string> owned_;                           // guarded by mu_

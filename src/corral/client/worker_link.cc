@@ -178,6 +178,15 @@ Status WorkerLink::ActorReady(const std::string& actor_id, uint32_t attempt) {
   return Write(msg);
 }
 
+Status WorkerLink::GeneratorItem(const std::string& task_id, uint32_t index, const std::string& object_id) {
+  proto::WorkerToAgent msg;
+  proto::GeneratorItem* item = msg.mutable_item();
+  item->set_task_id(task_id);
+  item->set_index(index);
+  item->set_object_id(object_id);
+  return Write(msg);
+}
+
 Status WorkerLink::Blocked(const std::string& task_id, bool blocked) {
   proto::WorkerToAgent msg;
   msg.mutable_blocked()->set_task_id(task_id);

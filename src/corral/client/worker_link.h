@@ -50,6 +50,9 @@ class WorkerLink {
   Result<proto::ExecuteTask> NextTask();
   Status Finish(const proto::TaskFinished& finished);
   Status Blocked(const std::string& task_id, bool blocked);
+  // The running task or actor call `task_id` yielded its value `index`, stored as `object_id`: its
+  // owner gets the ref now, before the task ends (Client::GeneratorItem).
+  Status GeneratorItem(const std::string& task_id, uint32_t index, const std::string& object_id);
   // The actor's constructor returned: the worker is the actor's until it dies. The lease fence stays
   // armed from now on (the actor's creation runs for its whole life), not only during calls.
   Status ActorReady(const std::string& actor_id, uint32_t attempt);

@@ -536,7 +536,9 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
     Retry(finished.task_id(), task, result->message());
     return;
   }
-  if (task.cancel_requested && result->error() != proto::ERROR_NONE) {
+  // (A cancelled actor call's own error stays: an async call reports the CancelledError it was given.)
+  if (task.cancel_requested && result->error() != proto::ERROR_NONE &&
+      !(task.actor_call && result->error() == proto::TASK_ERROR)) {
     *result = ErrorValue(finished.task_id(), proto::CANCELLED,
                          fmt::format("task {} was cancelled while running", NameOf(id, task)));
   }

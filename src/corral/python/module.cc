@@ -463,6 +463,20 @@ NB_MODULE(_core, m) {
              }
              return Check(std::move(r));
            })
+      .def("generator_item",
+           [](Client& c, const nb::bytes& task_id, size_t index, double timeout) -> nb::object {
+             corral::Result<std::optional<std::string>> r;
+             {
+               nb::gil_scoped_release release;
+               r = c.GeneratorItem(Str(task_id), index, timeout);
+             }
+             std::optional<std::string> id = Check(std::move(r));
+             if (!id) return nb::none();
+             return Bytes(*id);
+           },
+           "task_id"_a, "index"_a, "timeout"_a,
+           "The id of generator task `task_id`'s value `index` once stored; None once the task ended "
+           "without telling it, or after `timeout` seconds.")
       .def("add_ref", [](Client& c, const nb::bytes& id) { c.AddRef(Str(id)); })
       .def("release", [](Client& c, const nb::bytes& id) { c.Release(Str(id)); })
       .def("pin", [](Client& c, const nb::bytes& id) { c.Pin(Str(id)); })
@@ -725,6 +739,11 @@ NB_MODULE(_core, m) {
       .def("actor_ready",
            [](WorkerLink& l, const nb::bytes& actor_id, uint32_t attempt) {
              Status s = l.ActorReady(Str(actor_id), attempt);
+             if (!s.ok()) Raise(s);
+           })
+      .def("generator_item",
+           [](WorkerLink& l, const nb::bytes& task_id, uint32_t index, const nb::bytes& object_id) {
+             Status s = l.GeneratorItem(Str(task_id), index, Str(object_id));
              if (!s.ok()) Raise(s);
            })
       .def("blocked", [](WorkerLink& l, const nb::bytes& task_id, bool blocked) {

@@ -20,6 +20,8 @@ Corral has no use for are accepted and ignored only where ignoring them changes 
 (``max_calls``, ``fetch_local``, ``include_dashboard``, ``object_store_memory`` given to a running
 cluster...); the others raise an error that says what to do instead.
 """
+import time
+
 import cloudpickle
 
 import corral as _corral
@@ -29,19 +31,19 @@ from corral.api import RemoteFunction as _RemoteFunction
 from corral.generators import DynamicObjectRefGenerator, ObjectRefGenerator
 from corral.object_ref import ObjectRef
 
-from . import exceptions, util
+from . import actor, exceptions, util
 from ._context import get_runtime_context, RuntimeContext
 from ._options import translate as _translate
 
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel", "kill", "get_actor", "method",
     "nodes", "cluster_resources", "available_resources", "get_runtime_context", "get_gpu_ids", "ObjectRef",
-    "ObjectRefGenerator", "DynamicObjectRefGenerator", "ActorHandle", "exceptions", "util", "cloudpickle",
+    "ObjectRefGenerator", "DynamicObjectRefGenerator", "ActorHandle", "exceptions", "util", "cloudpickle", "actor",
 ]
 
 _INIT_IGNORED = {"include_dashboard", "dashboard_host", "dashboard_port", "logging_level", "logging_format",
                  "configure_logging", "log_to_driver_level", "_temp_dir", "_system_config", "local_mode",
-                 "runtime_env", "object_store_memory", "_enable_object_reconstruction", "_metrics_export_port",
+                 "object_store_memory", "_enable_object_reconstruction", "_metrics_export_port",
                  "_node_ip_address", "enable_resource_isolation", "_plasma_directory"}
 
 
@@ -66,7 +68,7 @@ class _Context:
 
 
 def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=None, namespace=None,
-         ignore_reinit_error=False, log_to_driver=True, **kwargs):
+         ignore_reinit_error=False, log_to_driver=True, runtime_env=None, **kwargs):
     """``ray.init``: with no address, a local cluster (``num_cpus``, ``num_gpus``, ``resources``
     size it); ``address="auto"`` joins the head started on this machine; ``"host:port"`` joins that
     head (token and CA as corral.init finds them). ``ray://`` (Ray Client) is not supported: run the
@@ -83,7 +85,8 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
     if _runtime.client is not None and ignore_reinit_error:
         return _Context()
     _corral.init(address, num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, labels=labels,
-                 namespace=namespace, log_to_driver=log_to_driver, ignore_reinit_error=ignore_reinit_error)
+                 namespace=namespace, log_to_driver=log_to_driver, ignore_reinit_error=ignore_reinit_error,
+                 runtime_env=runtime_env)
     return _Context()
 
 
@@ -148,17 +151,26 @@ def put(value, **_ignored):
 
 
 def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
-    """``ray.wait``: (ready, not ready), each in the order given."""
+    """``ray.wait``: (ready, not ready), each in the order given. A generator (ObjectRefGenerator) is
+    ready when its next ref is, or its task has ended."""
     if isinstance(object_refs, ObjectRef):
         raise TypeError("wait() expected a list of ray.ObjectRef, got a single ray.ObjectRef")
     refs = list(object_refs)
-    gens = [r for r in refs if isinstance(r, ObjectRefGenerator)]
-    if gens:  # a generator is ready once its task has ended
-        plain = [r.completed() if isinstance(r, ObjectRefGenerator) else r for r in refs]
-        ready, _ = _corral.wait(plain, num_returns=num_returns, timeout=timeout)
-        done = {id(r) for r in ready}
-        return ([r for r, p in zip(refs, plain) if id(p) in done], [r for r, p in zip(refs, plain) if id(p) not in done])
-    return _corral.wait(refs, num_returns=num_returns, timeout=timeout)
+    if not any(isinstance(r, ObjectRefGenerator) for r in refs):
+        return _corral.wait(refs, num_returns=num_returns, timeout=timeout)
+    if num_returns > len(refs):
+        raise ValueError(f"num_returns={num_returns} but {len(refs)} refs were given")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        flags = [r._is_ready() if isinstance(r, ObjectRefGenerator) else bool(_corral.wait([r], timeout=0)[0])
+                 for r in refs]
+        if sum(flags) >= num_returns or (deadline is not None and time.monotonic() >= deadline):
+            break
+        time.sleep(0.005)
+    ready, not_ready = [], []
+    for r, f in zip(refs, flags):
+        (ready if f and len(ready) < num_returns else not_ready).append(r)
+    return ready, not_ready
 
 
 def cancel(ref, *, force=False, recursive=True):

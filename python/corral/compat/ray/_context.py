@@ -38,6 +38,11 @@ class RuntimeContext:
         ctx = _runtime.current_task
         return {"GPU": [str(g) for g in ctx.gpu_ids] if ctx is not None else []}
 
+    def is_canceled(self):
+        """In an actor's sync method: whether its call was cancelled (``ray.cancel``) while running."""
+        call = _runtime.current_call.get()
+        return call is not None and call in _runtime.cancelled_calls
+
     def get_actor_name(self):
         return None
 

@@ -1,0 +1,1 @@
+"""``ray.experimental``: only ``tqdm_ray``."""
