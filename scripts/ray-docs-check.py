@@ -22,7 +22,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "ray_examples"))
-from compare import matches, rewrite  # noqa: E402
+from compare import _raised, matches, rewrite  # noqa: E402
+
+# Examples that fail on Ray on purpose (they show an error); the others that fail or time out on
+# Ray (a package or service this machine lacks, an API this Ray lacks, too big for it) are skipped.
+FAIL_BY_DESIGN = {"deser"}
 
 
 def main():
@@ -45,6 +49,10 @@ def main():
             continue
         ray_rc = int(open(base + ".rc").read().strip() or 1)
         ray_text = open(base + ".txt", errors="replace").read()
+        if ray_rc != 0 and n not in FAIL_BY_DESIGN:
+            why = "timed out" if ray_rc in (124, 137) else f"raised {_raised(ray_text)}"
+            print(f"skip {n:55s}        fails on Ray itself: {why}", flush=True)
+            continue
         script = os.path.join(a.out, n + ".py")
         with open(os.path.join(a.examples, n + ".py")) as f:
             src = rewrite(f.read())

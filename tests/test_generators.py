@@ -150,6 +150,78 @@ def test_cancelling_a_running_async_call_cancels_its_coroutine_only(tmp_path):
     assert corral.get(s.ping.remote()) == "pong"  # the actor lives on
 
 
+def test_cancels_of_several_running_async_calls_all_arrive():
+    @corral.remote
+    class Sleeper:
+        def __init__(self):
+            self.started = 0
+
+        async def sleep(self):
+            self.started += 1
+            await asyncio.sleep(60)
+
+        async def started_count(self):
+            return self.started
+
+    s = Sleeper.remote()
+    refs = [s.sleep.remote() for _ in range(6)]
+    wait_until(lambda: corral.get(s.started_count.remote()) == 6, what="the calls to start")
+    for r in refs:  # back to back: signals that merged would leave some running
+        corral.cancel(r)
+    for r in refs:
+        with pytest.raises(asyncio.CancelledError):
+            corral.get(r, timeout=60)
+
+
+def test_a_cancelled_sync_call_that_has_not_started_never_runs(tmp_path):
+    ran = str(tmp_path / "ran")
+
+    @corral.remote
+    class Busy:
+        def block(self, gate):
+            while not os.path.exists(gate):
+                time.sleep(0.01)
+
+        def mark(self, path):
+            open(path, "w").close()
+
+    gate = str(tmp_path / "gate")
+    b = Busy.remote()
+    first = b.block.remote(gate)
+    second = b.mark.remote(ran)  # queued behind the first, in the worker or at the head
+    corral.cancel(second)
+    open(gate, "w").close()
+    corral.get(first, timeout=60)
+    with pytest.raises(corral.TaskCancelledError):
+        corral.get(second, timeout=60)
+    assert corral.get(b.mark.remote(str(tmp_path / "later")), timeout=60) is None
+    assert not os.path.exists(ran)
+
+
+def test_a_generators_error_given_to_a_task_fails_it():
+    @corral.remote
+    def breaks():
+        yield 1
+        raise KeyError("broke")
+
+    @corral.remote
+    def use(x):
+        return x
+
+    refs = list(breaks.remote())
+    assert corral.get(use.remote(refs[0])) == 1
+    with pytest.raises(KeyError):
+        corral.get(use.remote(refs[1]))
+
+
+def test_runtime_env_and_a_generator_body():
+    @corral.remote(runtime_env={"env_vars": {"GEN_VAR": "set"}})
+    def gen():
+        yield os.environ.get("GEN_VAR")
+
+    assert [corral.get(r) for r in gen.remote()] == ["set"]
+
+
 def test_a_sync_call_sees_its_cancel_and_its_caller_gets_task_cancelled(tmp_path):
     import corral.compat.ray as ray
 

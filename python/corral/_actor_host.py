@@ -18,8 +18,10 @@ import asyncio
 import concurrent.futures
 import inspect
 import os
+import sys
 import threading
 import time
+import traceback
 
 from . import _runtime, exceptions, generators, worker
 
@@ -56,30 +58,37 @@ def run(link, task, functions):
 
 
 def _read_calls(link, host, seq):
-    while True:
-        try:
-            call = link.next_task()
-        except exceptions.ConnectionLostError:
-            os._exit(0)  # the agent is gone; so is the actor
-        seq += 1
-        host.submit(call, seq)
+    try:
+        while True:
+            try:
+                call = link.next_task()
+            except exceptions.ConnectionLostError:
+                os._exit(0)  # the agent is gone; so is the actor
+            seq += 1
+            host.submit(call, seq)
+    except BaseException:  # noqa: BLE001 - no call could be answered any more: the actor dies, visibly
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 _HOST = [None]
+_lock = threading.RLock()   # guards the host's calls, last_seq and early cancels, and cancelled_calls
+_early_cancels = set()      # seqs of calls cancelled before they arrived (or before the actor was ready)
 
 
 def cancel(seq):
     """The agent cancels the call it sent as `seq` (from the SIGINT handler, on the main thread): an
-    async call's coroutine gets CancelledError; a sync one is marked (``is_canceled()``) and reports
-    TaskCancelledError when it returns."""
-    host = _HOST[0]
-    if host is None:
-        return
-    call = host.calls.get(seq)
-    if call is None:
-        host.early_cancels.add(seq)  # the call is still on its way in: marked when it arrives
-        return
-    host.mark_cancelled(call)
+    async call's coroutine gets CancelledError; a sync one that has not started never runs, and
+    one that runs is marked (``is_canceled()``); either way its caller gets TaskCancelledError."""
+    with _lock:
+        host = _HOST[0]
+        call = host.calls.get(seq) if host is not None else None
+        if call is not None:
+            host.mark_cancelled(call)
+        elif host is None or seq > host.last_seq:
+            _early_cancels.add(seq)  # still on its way in: marked when it arrives
+        # else: it has finished already; nothing to do
 
 
 class _Host:
@@ -89,7 +98,7 @@ class _Host:
                         if not n.startswith("__") or n == "__call__"}
         self.functions = {}
         self.calls = {}            # seq -> [task id, its asyncio task or None] while it runs
-        self.early_cancels = set()
+        self.last_seq = 0          # the last call received
         self.loop = None
         self.pools = None
         if is_async:
@@ -120,10 +129,12 @@ class _Host:
     def submit(self, call, seq):
         task_id, attempt, name, _hash, _fn, args, deps = call[:7]
         _aid, method_name, group, _opts = call[16]
-        entry = self.calls[seq] = [task_id, None]
-        if seq in self.early_cancels:
-            self.early_cancels.discard(seq)
-            self.mark_cancelled(entry)
+        with _lock:
+            entry = self.calls[seq] = [task_id, None]
+            self.last_seq = seq
+            if seq in _early_cancels:
+                _early_cancels.discard(seq)
+                self.mark_cancelled(entry)
         return self._submit(seq, task_id, attempt, name, method_name, group, args, deps)
 
     def _submit(self, seq, task_id, attempt, name, method_name, group, args, deps):
@@ -158,6 +169,8 @@ class _Host:
 
     def _run_sync(self, seq, task_id, attempt, name, method_name, args, deps):
         _runtime.current_call.set(task_id)
+        if task_id in _runtime.cancelled_calls:  # cancelled while it waited its turn: it never runs
+            return self._finish(task_id, attempt, _cancelled(name), seq)
         try:
             method, a, k, failed = self._prepare(name, method_name, args, deps)
             if failed:
@@ -167,7 +180,7 @@ class _Host:
             except BaseException as e:  # noqa: BLE001 - the caller gets it
                 return self._finish(task_id, attempt, worker.raised(e, name), seq)
             if task_id in _runtime.cancelled_calls:
-                outcome = (b"", exceptions.KIND_CANCELLED, f"{name} was cancelled while running", 0)
+                outcome = _cancelled(name)
             else:
                 outcome = worker.encode_result(result, name, task_id, attempt)
         except Exception as e:  # noqa: BLE001 - whatever went wrong, the call gets an answer
@@ -176,11 +189,12 @@ class _Host:
 
     async def _run_async(self, sem, seq, task_id, attempt, name, method_name, args, deps):
         _runtime.current_call.set(task_id)  # (each call is an asyncio task of its own context)
-        entry = self.calls.get(seq)
-        if entry is not None:
-            entry[1] = asyncio.current_task()
-            if task_id in _runtime.cancelled_calls:  # cancelled before it began
-                entry[1].cancel()
+        with _lock:
+            entry = self.calls.get(seq)
+            if entry is not None:
+                entry[1] = asyncio.current_task()
+                if task_id in _runtime.cancelled_calls:  # cancelled before it began
+                    entry[1].cancel()
         try:
             async with sem:
                 method, a, k, failed = self._prepare(name, method_name, args, deps)
@@ -204,13 +218,18 @@ class _Host:
         self._finish(task_id, attempt, outcome, seq)
 
     def _finish(self, task_id, attempt, outcome, seq):
-        self.calls.pop(seq, None)
-        _runtime.cancelled_calls.discard(task_id)
+        with _lock:
+            self.calls.pop(seq, None)
+            _runtime.cancelled_calls.discard(task_id)
         data, kind, message, stored = outcome
         try:
             self.link.finish(task_id, attempt, data, kind, message, -1.0, stored)
         except exceptions.ConnectionLostError:
             os._exit(0)
+
+
+def _cancelled(name):
+    return (b"", exceptions.KIND_CANCELLED, f"{name} was cancelled", 0)
 
 
 def _broken(name, e):

@@ -1,5 +1,6 @@
 """Options that act inside the worker, around the task's own code: ``retry_exceptions`` and
 ``runtime_env={"env_vars": ...}``. The function is shipped wrapped in a :class:`Wrapped`."""
+import inspect
 import os
 import sys
 
@@ -61,7 +62,11 @@ class Wrapped:
             tries = 0
             while True:
                 try:
-                    return self.fn(*args, **kwargs)
+                    result = self.fn(*args, **kwargs)
+                    if inspect.isgenerator(result):  # its body runs here, with the variables set
+                        from .generators import drain  # (its errors are stored as values: not retried)
+                        result = drain(result, self.__qualname__)
+                    return result
                 except Exception as e:
                     if tries >= self.retries or not self._retryable(e):
                         raise

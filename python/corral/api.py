@@ -137,11 +137,12 @@ def _value(entry, client=None):
 class _Blocking:
     """In a worker, a task waiting in get()/wait() gives its CPU back while it waits."""
 
-    def __init__(self, client, ids, n):
-        self.ids, self.n, self.client, self.task = ids, n, client, None
+    def __init__(self, client, ids, n, ready=None):
+        """`ready()`: whether the wait would end at once (default: n of `ids` are ready)."""
+        self.task = None
         ctx = _runtime.current_task
         if ctx is not None and _runtime.worker_link is not None and not _runtime.in_actor:
-            if sum(client.wait(ids, n, 0.0)) < n:
+            if not (ready() if ready is not None else sum(client.wait(ids, n, 0.0)) >= n):
                 self.task = ctx.task_id
 
     def __enter__(self):
@@ -354,12 +355,19 @@ def _validate(options):
 def _code_keeping_filename(code):
     # cloudpickle names every code object it ships "<dynamic-code>": a remote traceback would then
     # show neither the user's file nor its lines. Keep the real file name (lines are kept anyway).
-    cls, args = cloudpickle.cloudpickle._code_reduce(code)
+    cls, args = _code_reduce(code)
     return cls, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
 
 
+# (cloudpickle 2 keeps it in cloudpickle_fast, and keeps file names itself.)
+_code_reduce = (getattr(cloudpickle.cloudpickle, "_code_reduce", None)
+                or getattr(getattr(cloudpickle, "cloudpickle_fast", None), "_code_reduce", None))
+
+
 class _Pickler(cloudpickle.Pickler):
-    dispatch_table = collections.ChainMap({types.CodeType: _code_keeping_filename}, cloudpickle.Pickler.dispatch_table)
+    if _code_reduce is not None:
+        dispatch_table = collections.ChainMap({types.CodeType: _code_keeping_filename},
+                                              cloudpickle.Pickler.dispatch_table)
 
 
 def _pickle_by_value(obj, what):

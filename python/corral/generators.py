@@ -61,8 +61,10 @@ class ObjectRefGenerator:
         from .api import get
         from .object_ref import _unpickled
         if self._items is None:
-            told = _runtime.get_client().generator_item(self._ref.binary(), self._next,
-                                                        -1.0 if timeout is None else float(timeout))
+            from .api import _Blocking
+            client, tid = _runtime.get_client(), self._ref.binary()
+            with _Blocking(client, None, 0, ready=self._is_ready):  # a task waiting here gives its CPU back
+                told = client.generator_item(tid, self._next, -1.0 if timeout is None else float(timeout))
             if told is not None:
                 self._next += 1
                 return _unpickled(told)  # (borrowed: it outlives this generator if kept)

@@ -230,11 +230,23 @@ def pack_args(args, kwargs, ref_type, name, put=None):
 _EMPTY_ARGS = pickle.dumps(((), None), protocol=5)
 
 
+class ArgumentRaised(Exception):
+    """unpack_args(): an argument is a stored error (generators.Raised); `raised` is it."""
+
+    def __init__(self, raised):
+        super().__init__(raised.message)
+        self.raised = raised
+
+
 def unpack_args(data, dep_values, client=None):
     """(args, kwargs) from their pickle and the dependencies' values (tuples, see value_of)."""
     a, k = loads(data)
     if dep_values:
         vals = [value_of(d, client) for d in dep_values]
+        from .generators import Raised
+        for v in vals:
+            if type(v) is Raised:  # a generator's error given as an argument: the call fails with it
+                raise ArgumentRaised(v)
         a = tuple(vals[v.index] if type(v) is _Dep else v for v in a)
         if k:
             k = {key: (vals[v.index] if type(v) is _Dep else v) for key, v in k.items()}

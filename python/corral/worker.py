@@ -41,7 +41,8 @@ def _interrupt(signum, frame):
     # worker it names one of the actor's calls, which is marked instead.
     if _runtime.in_actor:
         from . import _actor_host
-        _actor_host.cancel(_runtime.worker_link.interrupt_seq())
+        for seq in _runtime.worker_link.take_call_cancels():
+            _actor_host.cancel(seq)
         return
     if _runtime.in_task_code and _runtime.cancel_requested():
         raise KeyboardInterrupt("the task was cancelled")
@@ -138,6 +139,8 @@ def load_call(functions, name, fn_hash, fn_bytes, args, deps):
                                           f"worker {os.getpid()} was not sent the function of {name}", 0)
             fn = functions[fn_hash] = pickle.loads(fn_bytes)
         a, k = serialization.unpack_args(args, deps, _DepClient())
+    except serialization.ArgumentRaised as e:
+        return None, None, None, (e.raised.data, exceptions.KIND_TASK_ERROR, e.raised.message, 0)
     except exceptions.ObjectLostError as e:
         return None, None, None, (b"", exceptions.KIND_OBJECT_LOST, f"an argument of {name}: {e}", 0)
     except Exception as e:

@@ -21,7 +21,8 @@ def rewrite(source):
 
 # Lines Ray's runtime prints itself, not the example.
 _RAY_NOISE = re.compile(r"(^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(INFO|WARNING|ERROR)|Started a local Ray instance|"
-                        r"View the dashboard|^\s*$|\(raylet\)|ray\.init\(|RAY_|Ray dashboard|^ray::|"
+                        r"View the dashboard|^\s*$|\(raylet\)|ray\.init\(|RAY_|Ray dashboard|^ray::|Unhandled error: |"
+                        r"github\.com/ray-project/ray/issues|_raylet\.pyx|"
                         r"\[repeated \d+x across cluster\]|\bINFO worker\.py|Warning: |warnings\.warn\()")
 _VARYING = re.compile(r"(0x[0-9a-f]+|[0-9a-f]{16,}|\d+(\.\d+)?(e-?\d+)?|pid=\d+|ip=[\d.]+)")
 
@@ -57,6 +58,11 @@ def _lines(text, noise):
     return out
 
 
+def _runs(lines):
+    """Consecutive equal lines as one: a polling loop prints a line as many times as it polls."""
+    return [l for i, l in enumerate(lines) if i == 0 or lines[i - 1] != l]
+
+
 def _raised(text):
     """The class name of the exception a failed script ended with (its last 'Name: message' line)."""
     for line in reversed(_ANSI.sub("", text).splitlines()):
@@ -72,8 +78,8 @@ def matches(ray_text, ray_rc, corral_text, corral_rc):
     if ray_rc != 0:  # both failed: with the same exception class
         want, have = _raised(ray_text), _raised(corral_text)
         return (want == have, "" if want == have else f"raised {have} (Ray: {want})")
-    want = [l for l in _lines(ray_text, True) if not l.startswith(("Traceback", "File ", "^"))]
-    have = _lines(corral_text, False)
+    want = _runs([l for l in _lines(ray_text, True) if not l.startswith(("Traceback", "File ", "^"))])
+    have = _runs(_lines(corral_text, False))
     i = 0
     for w in want:
         while i < len(have) and have[i] != w:

@@ -18,6 +18,7 @@
 #include "corral/base/files.h"
 #include "corral/base/ids.h"
 #include "corral/base/log.h"
+#include "corral/base/signals.h"
 #include "corral/base/version.h"
 
 namespace corral::agent {
@@ -301,7 +302,7 @@ void Agent::OnCancel(const proto::CancelAttempt& cancel) {
         call != w->actor_calls.end() && call->second.attempt == cancel.attempt()) {
       // An actor's call: the worker marks it cancelled (an async call's coroutine is cancelled; a
       // sync one sees it in is_canceled()). The actor, and its other calls, run on.
-      processes_->Interrupt(pid, call->second.seq);
+      processes_->Interrupt(pid, call->second.seq, CallCancelSignal());
       return;
     }
     if (w->next && w->next->task.spec().task_id() == cancel.task_id()) {

@@ -157,11 +157,11 @@ void WorkerProcesses::KillGroup(pid_t pid, int signal) {
   if (procs_.contains(pid)) ::kill(-pid, signal);
 }
 
-void WorkerProcesses::Interrupt(pid_t pid, uint32_t task_seq) {
+void WorkerProcesses::Interrupt(pid_t pid, uint32_t task_seq, int signal) {
   if (!procs_.contains(pid)) return;
   sigval value{};
   value.sival_int = static_cast<int>(task_seq);
-  ::sigqueue(pid, SIGINT, value);
+  ::sigqueue(pid, signal, value);
 }
 
 void WorkerProcesses::KillAll(int signal) {

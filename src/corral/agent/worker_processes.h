@@ -7,6 +7,7 @@
 // io thread only.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <functional>
@@ -43,7 +44,8 @@ class WorkerProcesses {
   // leads one): what ends a task ends what it started.
   void KillGroup(pid_t pid, int signal);
   // SIGINT carrying the sequence number of the task it is meant for (see python/corral/worker.py).
-  void Interrupt(pid_t pid, uint32_t task_seq);
+  // sigqueue()s `signal` (TaskCancelSignal or CallCancelSignal, base/signals.h) with `task_seq`.
+  void Interrupt(pid_t pid, uint32_t task_seq, int signal = SIGINT);
   void KillAll(int signal);
   size_t alive() const { return procs_.size(); }
 

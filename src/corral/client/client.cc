@@ -30,8 +30,6 @@ std::string MajorMinor(const std::string& v) {
 }
 
 constexpr size_t kReleaseBatch = 512;
-// A generator's values told one by one beyond this are not kept (the task's result lists them all).
-constexpr uint32_t kMaxGeneratorItems = 1 << 20;
 
 }  // namespace
 
@@ -201,8 +199,9 @@ void Client::OnMessage(net::Connection* from, std::string_view bytes) {
         std::lock_guard lock(mu_);
         // Kept while the generator's result is referenced here (DropRefLocked forgets them).
         auto r = refs_.find(l.task_id());
-        if (r == refs_.end() || r->second <= 0 || l.item_index() > kMaxGeneratorItems) break;
+        if (r == refs_.end() || r->second <= 0) break;
         auto& items = items_[l.task_id()];
+        if (l.item_index() > items.size()) break;  // they come in order: no gap to fill
         if (items.size() <= l.item_index()) items.resize(l.item_index() + 1);
         items[l.item_index()] = l.item_id();
         cv_.notify_all();

@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <vector>
 
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/map.h>
@@ -17,6 +18,7 @@
 #include "corral/base/cron.h"
 #include "corral/base/ids.h"
 #include "corral/base/resources.h"
+#include "corral/base/signals.h"
 #include "corral/client/client.h"
 #include "corral/client/head_trust.h"
 #include "corral/client/worker_link.h"
@@ -37,6 +39,14 @@ namespace {
 std::atomic<uint32_t> g_interrupt_seq{0};
 pthread_t g_main_thread;
 
+// Cancels of an actor's calls (CallCancelSignal): their sequence numbers, written by the handler on
+// the main thread, read by Python's SIGINT handler there (take_call_cancels). Real-time signals
+// queue, so none is merged with another; past kCancelRing unread ones the oldest are overwritten.
+constexpr uint64_t kCancelRing = 1024;
+std::atomic<uint32_t> g_call_cancels[kCancelRing];
+std::atomic<uint64_t> g_call_cancels_written{0};
+uint64_t g_call_cancels_read = 0;  // main thread only
+
 void OnInterrupt(int, siginfo_t* info, void*) {
   if (info->si_code != SI_QUEUE) return;  // only the agent's cancels mean anything to a worker
   if (!pthread_equal(pthread_self(), g_main_thread)) {
@@ -49,13 +59,36 @@ void OnInterrupt(int, siginfo_t* info, void*) {
   PyErr_SetInterrupt();  // async-signal-safe: runs the Python SIGINT handler in the main thread
 }
 
+void OnCallCancel(int signal, siginfo_t* info, void*) {
+  if (info->si_code != SI_QUEUE) return;
+  if (!pthread_equal(pthread_self(), g_main_thread)) {
+    pthread_sigqueue(g_main_thread, signal, info->si_value);  // one writer: the main thread
+    return;
+  }
+  uint64_t n = g_call_cancels_written.load(std::memory_order_relaxed);
+  g_call_cancels[n % kCancelRing].store(static_cast<uint32_t>(info->si_value.sival_int), std::memory_order_relaxed);
+  g_call_cancels_written.store(n + 1, std::memory_order_release);
+  PyErr_SetInterrupt();  // Python's SIGINT handler takes them (worker.py _interrupt)
+}
+
+std::vector<uint32_t> TakeCallCancels() {  // on the main thread
+  std::vector<uint32_t> out;
+  uint64_t end = g_call_cancels_written.load(std::memory_order_acquire);
+  if (end - g_call_cancels_read > kCancelRing) g_call_cancels_read = end - kCancelRing;
+  for (; g_call_cancels_read < end; ++g_call_cancels_read)
+    out.push_back(g_call_cancels[g_call_cancels_read % kCancelRing].load(std::memory_order_relaxed));
+  return out;
+}
+
 void InstallInterruptHandler() {  // from the main thread (the worker's connect)
   g_main_thread = pthread_self();
   struct sigaction sa {};
   sa.sa_sigaction = OnInterrupt;
   sa.sa_flags = SA_SIGINFO | SA_RESTART;
   sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
+  sigaction(corral::TaskCancelSignal(), &sa, nullptr);
+  sa.sa_sigaction = OnCallCancel;
+  sigaction(corral::CallCancelSignal(), &sa, nullptr);
 }
 
 // Raises the corral.exceptions class that matches the status code.
@@ -719,6 +752,8 @@ NB_MODULE(_core, m) {
                     return Check(std::move(r));
                   })
       .def("next_task", &NextTask)
+      .def("take_call_cancels", [](WorkerLink&) { return TakeCallCancels(); },
+           "Sequence numbers of the actor calls the agent cancelled since the last take (main thread only).")
       .def("interrupt_seq", [](WorkerLink&) { return g_interrupt_seq.load(std::memory_order_relaxed); },
            "The sequence number of the task the latest cancel was meant for (0: none yet).")
       .def("finish",

@@ -33,7 +33,7 @@ from corral.object_ref import ObjectRef
 
 from . import actor, exceptions, util
 from ._context import get_runtime_context, RuntimeContext
-from ._options import translate as _translate
+from ._options import SOFT_NODE as _SOFT_NODE, alive as _alive, translate as _translate
 
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel", "kill", "get_actor", "method",
@@ -97,18 +97,47 @@ def shutdown(_exiting_interpreter=False):
 is_initialized = _corral.is_initialized
 
 
-class _RayRemoteFunction(_RemoteFunction):
+class _Soft:
+    """NodeAffinitySchedulingStrategy(soft=True): that node when it is alive at submission, else any."""
+    _soft_node = None
+    _pinned = None
+    _base = None   # corral's own class
+
+    def _target(self):
+        if self._soft_node is None or not _alive(self._soft_node):
+            return self
+        if self._pinned is None:
+            selector = dict(self._options.get("label_selector") or {}, **{"corral.node_id": self._soft_node})
+            self._pinned = self._base.options(self, label_selector=selector)
+        return self._pinned
+
+
+class _RayRemoteFunction(_Soft, _RemoteFunction):
+    _base = _RemoteFunction
     def options(self, **options):
-        other = super().options(**_translate(options, actor=False))
+        translated = _translate(options, actor=False)
+        soft = translated.pop(_SOFT_NODE, None)
+        other = _RemoteFunction.options(self, **translated)
         other.__class__ = _RayRemoteFunction
+        other._soft_node = soft if soft is not None else (None if "scheduling_strategy" in options else self._soft_node)
         return other
 
+    def remote(self, *args, **kwargs):
+        return _RemoteFunction.remote(self._target(), *args, **kwargs)
 
-class _RayActorClass(_ActorClass):
+
+class _RayActorClass(_Soft, _ActorClass):
+    _base = _ActorClass
     def options(self, **options):
-        other = super().options(**_translate(options, actor=True))
+        translated = _translate(options, actor=True)
+        soft = translated.pop(_SOFT_NODE, None)
+        other = _ActorClass.options(self, **translated)
         other.__class__ = _RayActorClass
+        other._soft_node = soft if soft is not None else (None if "scheduling_strategy" in options else self._soft_node)
         return other
+
+    def remote(self, *args, **kwargs):
+        return _ActorClass.remote(self._target(), *args, **kwargs)
 
 
 def remote(*args, **options):
@@ -116,10 +145,17 @@ def remote(*args, **options):
     def make(obj):
         import inspect
         if inspect.isclass(obj):
-            return _RayActorClass(obj, _translate(options, actor=True))
-        if not callable(obj):
+            translated = _translate(options, actor=True)
+            soft = translated.pop(_SOFT_NODE, None)
+            made = _RayActorClass(obj, translated)
+        elif callable(obj):
+            translated = _translate(options, actor=False)
+            soft = translated.pop(_SOFT_NODE, None)
+            made = _RayRemoteFunction(obj, translated)
+        else:
             raise TypeError("@ray.remote takes a function or a class")
-        return _RayRemoteFunction(obj, _translate(options, actor=False))
+        made._soft_node = soft
+        return made
     if len(args) == 1 and not options and callable(args[0]):
         return make(args[0])
     if args:

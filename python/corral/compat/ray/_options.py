@@ -9,8 +9,12 @@ _IGNORED = {"max_calls", "_metadata", "max_pending_calls", "enable_task_events",
             "_generator_backpressure_num_objects"}
 
 
+SOFT_NODE = "corral.soft_node_id"   # in translate()'s result: a node preferred when alive at submission
+
+
 def translate(options, actor):
-    """A copy of Ray's `options` that Corral's remote()/options() take."""
+    """A copy of Ray's `options` that Corral's remote()/options() take (and SOFT_NODE, which the
+    facade's classes take out)."""
     out = {}
     for k, v in options.items():
         if k in _IGNORED:
@@ -41,7 +45,9 @@ def _strategy(s, out):
     if s is None or s in ("DEFAULT", "SPREAD"):  # Corral's placement spreads by utilisation already
         return
     if isinstance(s, NodeAffinitySchedulingStrategy):
-        if not s.soft or _alive(s.node_id):
+        if s.soft:
+            out[SOFT_NODE] = s.node_id  # decided at each submission: that node if it is alive then
+        else:
             out.setdefault("label_selector", {})["corral.node_id"] = s.node_id
         return
     if isinstance(s, PlacementGroupSchedulingStrategy):
@@ -50,6 +56,6 @@ def _strategy(s, out):
         f"scheduling_strategy={s!r}: use 'DEFAULT', 'SPREAD' or NodeAffinitySchedulingStrategy(node_id, soft=)")
 
 
-def _alive(node_id):
+def alive(node_id):
     import corral
     return any(n["node_id"] == node_id and n["state"] == "alive" for n in corral.nodes())

@@ -9,17 +9,31 @@ from corral.exceptions import (ActorDiedError, CorralError, GetTimeoutError, Nod
                                TaskError, WorkerCrashedError, ActorNotFoundError)
 
 RayError = CorralError
-RaySystemError = CorralError
 RayTaskError = TaskError
 RayActorError = ActorDiedError          # Ray's base of actor errors; Corral raises ActorDiedError
-ActorUnavailableError = ActorDiedError
 # Corral tells these apart in the message only: the object is gone (freed, its owner exited, its node lost).
 OwnerDiedError = ObjectLostError
 ObjectReconstructionFailedError = ObjectLostError
 ObjectFetchTimedOutError = GetTimeoutError
-TaskUnschedulableError = CorralError
-ActorUnschedulableError = CorralError
 RaySerializationError = SerializationError
+
+
+# Ray's names for what Corral does not raise: classes of their own, so catching them catches nothing else.
+class RaySystemError(CorralError):
+    """Not raised by Corral (its own failures are CorralError with a message)."""
+
+
+class ActorUnavailableError(CorralError):
+    """Not raised by Corral: a call on an actor that is restarting waits for it (or fails with
+    ActorDiedError once it cannot restart)."""
+
+
+class TaskUnschedulableError(CorralError):
+    """Not raised by Corral: a task no node can run waits, and the driver is told why."""
+
+
+class ActorUnschedulableError(CorralError):
+    """Not raised by Corral: an actor no node can host waits, and the driver is told why."""
 
 
 class RuntimeEnvSetupError(CorralError):

@@ -34,8 +34,12 @@ class ActorPool:
             yield self.get_next_unordered()
 
     def _drain_before_map(self):
-        while self.has_next():  # results of earlier submits are dropped, as Ray does
-            self.get_next_unordered()
+        # Results of earlier submits are dropped, as Ray does (those still running are given up).
+        while self.has_next():
+            try:
+                self.get_next(timeout=0, ignore_if_timedout=True)
+            except TimeoutError:
+                pass
 
     def submit(self, fn, value):
         if self._idle:
@@ -62,8 +66,11 @@ class ActorPool:
         if timeout is not None:
             ready, _ = corral.wait([ref], timeout=timeout)
             if not ready:
-                if ignore_if_timedout:
-                    return None
+                if ignore_if_timedout:  # as Ray: that result is given up, and the next one is next
+                    del self._index_to_future[self._next_return_index]
+                    self._next_return_index += 1
+                    _, actor = self._future_to_actor.pop(ref)
+                    self._return_actor(actor)
                 raise TimeoutError("Timed out waiting for result")
         del self._index_to_future[self._next_return_index]
         self._next_return_index += 1
@@ -76,8 +83,6 @@ class ActorPool:
             raise StopIteration("No more results to get")
         ready, _ = corral.wait(list(self._future_to_actor), num_returns=1, timeout=timeout)
         if not ready:
-            if ignore_if_timedout:
-                return None
             raise TimeoutError("Timed out waiting for result")
         ref = ready[0]
         index, actor = self._future_to_actor.pop(ref)

@@ -1,12 +1,10 @@
 """``ray.util.multiprocessing.Pool``: the standard library's Pool API, its processes being actors
 spread over the cluster (one CPU each)."""
 import itertools
+import threading
+from multiprocessing import TimeoutError  # noqa: A004 - the standard library's, which callers catch
 
 import corral
-
-
-class TimeoutError(Exception):  # noqa: A001 - multiprocessing's name
-    pass
 
 
 class _PoolActor:
@@ -29,6 +27,9 @@ class AsyncResult:
         self._callback, self._error_callback = callback, error_callback
         self._done = False
         self._value = self._error = None
+        self._lock = threading.Lock()
+        if callback is not None or error_callback is not None:  # called when the result comes, as the stdlib does
+            threading.Thread(target=self.wait, name="corral-pool-callback", daemon=True).start()
 
     def _collect(self, timeout):
         if self._done:
@@ -36,6 +37,11 @@ class AsyncResult:
         ready, not_ready = corral.wait(self._refs, num_returns=len(self._refs), timeout=timeout)
         if not_ready:
             raise TimeoutError("the result was not ready within the timeout")
+        with self._lock:
+            if not self._done:
+                self._collect_ready()
+
+    def _collect_ready(self):
         try:
             parts = corral.get(self._refs)
             self._value = parts[0] if self._single else list(itertools.chain.from_iterable(parts))
@@ -125,11 +131,18 @@ class Pool:
         return AsyncResult(self._submit(func, iterable, chunksize, True), False, callback, error_callback)
 
     def imap(self, func, iterable, chunksize=1):
-        for ref in self._submit(func, iterable, chunksize, False):
-            yield from corral.get(ref)
+        return self._in_order(self._submit(func, iterable, chunksize, False))  # submitted now, read lazily
 
     def imap_unordered(self, func, iterable, chunksize=1):
-        pending = self._submit(func, iterable, chunksize, False)
+        return self._as_ready(self._submit(func, iterable, chunksize, False))
+
+    @staticmethod
+    def _in_order(refs):
+        for ref in refs:
+            yield from corral.get(ref)
+
+    @staticmethod
+    def _as_ready(pending):
         while pending:
             ready, pending = corral.wait(pending, num_returns=1)
             yield from corral.get(ready[0])

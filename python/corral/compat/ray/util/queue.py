@@ -16,7 +16,13 @@ class Full(_stdlib_queue.Full):
 class _QueueActor:
     def __init__(self, maxsize):
         self.maxsize = maxsize
-        self.queue = asyncio.Queue(maxsize)
+        self._queue = None
+
+    @property
+    def queue(self):
+        if self._queue is None:  # made on the actor's event loop, not in the constructor
+            self._queue = asyncio.Queue(self.maxsize)
+        return self._queue
 
     def qsize(self):
         return self.queue.qsize()
@@ -109,7 +115,11 @@ class Queue:
             raise Full
 
     async def put_async(self, item, block=True, timeout=None):
-        self.put(item, block, timeout)
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        ref = self.actor.put.remote(item, timeout) if block else self.actor.put_nowait.remote(item)
+        if not await ref:
+            raise Full
 
     def get(self, block=True, timeout=None):
         if timeout is not None and timeout < 0:
@@ -120,7 +130,12 @@ class Queue:
         return item
 
     async def get_async(self, block=True, timeout=None):
-        return self.get(block, timeout)
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        ok, item = await (self.actor.get.remote(timeout) if block else self.actor.get_nowait.remote())
+        if not ok:
+            raise Empty
+        return item
 
     def put_nowait(self, item):
         return self.put(item, block=False)
