@@ -27,6 +27,8 @@ from compare import _raised, matches, rewrite  # noqa: E402
 # Examples that fail on Ray on purpose (they show an error); the others that fail or time out on
 # Ray (a package or service this machine lacks, an API this Ray lacks, too big for it) are skipped.
 FAIL_BY_DESIGN = {"deser"}
+# Examples whose output depends on random draws (how many attempts fail): compared on exit code.
+RANDOM_OUTPUT = {"tasks_fault_tolerance"}
 
 
 def main():
@@ -67,7 +69,10 @@ def main():
             rc, text = 124, (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         with open(os.path.join(a.out, n + ".txt"), "w") as f:
             f.write(text)
-        good, why = matches(ray_text, ray_rc, text, rc)
+        if n in RANDOM_OUTPUT:
+            good, why = rc == ray_rc, f"(random output: exit code {rc}, Ray {ray_rc})"
+        else:
+            good, why = matches(ray_text, ray_rc, text, rc)
         ok += good
         rows.append((n, good, why, time.monotonic() - t))
         print(f"{'ok  ' if good else 'DIFF'} {n:55s} {time.monotonic() - t:5.1f}s {why}", flush=True)

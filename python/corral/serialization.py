@@ -11,6 +11,7 @@ smaller ones, and every value of a process without a store, travel inline (64 Mi
 import builtins
 import functools
 import io
+import os
 import pickle
 import re
 import sys
@@ -253,9 +254,21 @@ def unpack_args(data, dep_values, client=None):
     return a, (k or {})
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _from_user_code(tb):
+    """The traceback less the worker's own frames that lead to the task's code (all of it if the
+    error was Corral's own)."""
+    first = tb
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        tb = tb.tb_next
+    return tb if tb is not None else first
+
+
 def dump_exception(exc, task_name):
     """Returns (data, message) for an exception raised by a task."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tb = "".join(traceback.format_exception(type(exc), exc, _from_user_code(exc.__traceback__)))
     message = f"{task_name} raised {type(exc).__name__}\n\nRemote traceback:\n{tb}"
     try:
         data = cloudpickle.dumps(exc, protocol=5)

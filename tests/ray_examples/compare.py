@@ -30,8 +30,18 @@ _VARYING = re.compile(r"(0x[0-9a-f]+|[0-9a-f]{16,}|\d+(\.\d+)?(e-?\d+)?|pid=\d+|
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+def _strip_prefix(line):
+    line = re.sub(r"^\(.*? pid=\d+(, ip=[\d.]+)?\)\s?", "", line)
+    return re.sub(r"^\(\S+ pid=\d+ node=[0-9a-f]+\)\s?", "", line)
+
+
+# The first line of a remote error's text: Ray's "ray::f() (pid=.., ip=..)", Corral's "mod.f raised E".
+_ERROR_HEADER = re.compile(r"(ray::[\w.]+\(\) \(pid=\d+, ip=[\d.]+\)|\b[\w.]+ raised \w+)$")
+
+
 def _normal(line):
     line = _ANSI.sub("", line)
+    line = _ERROR_HEADER.sub("<remote error>", line)
     line = re.sub(r"<[\w.]*\.(\w+) object at 0x[0-9a-f]+>", r"<\1 object>", line)  # reprs name their module
     line = re.sub(r"^\(.*? pid=\d+(, ip=[\d.]+)?\)\s*", "", line)   # Ray's task prefix (an actor's repr)
     line = re.sub(r"^\(\S+ pid=\d+ node=[0-9a-f]+\)\s*", "", line)          # Corral's
@@ -43,16 +53,18 @@ _CONTINUED = re.compile(r"^(\s|ray::|[\w.]+(Error|Exception)(\(\w+\))?: |[\w.]+(
 
 
 def _lines(text, noise):
-    out, after_warning, in_raylet = [], False, False
+    out, in_warning, in_raylet = [], 0, False
     for line in text.splitlines():
         plain = _ANSI.sub("", line)
         if noise and in_raylet and _CONTINUED.match(plain):
             continue
         in_raylet = "(raylet)" in plain
-        if noise and (_RAY_NOISE.search(plain) or after_warning):
-            after_warning = "Warning: " in plain  # Python's warnings print the source line next
+        if noise and in_warning:  # a warning's message lines, up to the source line it quotes
+            in_warning = 0 if _strip_prefix(plain).startswith("  ") else in_warning - 1
             continue
-        after_warning = False
+        if noise and _RAY_NOISE.search(plain):
+            in_warning = 3 if "Warning: " in plain else 0
+            continue
         if line.strip():
             out.append(_normal(line))
     return out
@@ -90,12 +102,11 @@ def matches(ray_text, ray_rc, corral_text, corral_rc):
     else:
         return True, ""
     # Not in Ray's order: still a match if every line is there, for output whose order Ray does
-    # not fix either (tasks and processes printing concurrently).
-    left = list(have)
+    # not fix either (tasks and processes printing concurrently, a polling loop's count).
+    present = set(have)
     for w in want:
-        if w not in left:
+        if w not in present:
             return False, f"missing line: {w!r}"
-        left.remove(w)
     return True, ""
 
 

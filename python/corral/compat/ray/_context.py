@@ -49,6 +49,12 @@ class RuntimeContext:
     def get_placement_group_id(self):
         return None
 
+    # Ray's older attribute names.
+    node_id = property(lambda self: self.get_node_id())
+    task_id = property(lambda self: self.get_task_id())
+    actor_id = property(lambda self: self.get_actor_id())
+    job_id = property(lambda self: self.get_job_id())
+
     @property
     def namespace(self):
         return _runtime.namespace or DEFAULT_NAMESPACE
