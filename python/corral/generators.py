@@ -97,9 +97,6 @@ class ObjectRefGenerator:
     def completed(self):
         return self._ref
 
-    def __repr__(self):
-        return f"ObjectRefGenerator({self._ref!r})"
-
 
 def _stored(value):
     from .api import put
