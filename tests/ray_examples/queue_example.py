@@ -27,3 +27,4 @@ try:
     small.put("y", block=False)
 except Full:
     print("Full")
+print("ray.util.queue reachable:", ray.util.queue.Queue is Queue)

@@ -26,4 +26,12 @@ def list_named_actors(all_namespaces=False):
     return [a["name"] for a in named if a["namespace"] == ns]
 
 
+def __getattr__(name):
+    # ray.util.queue and the others work after a plain `import ray`, as in Ray.
+    if name in ("queue", "multiprocessing", "placement_group"):
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = ["ActorPool", "scheduling_strategies", "get_node_ip_address", "list_named_actors"]
