@@ -20,9 +20,15 @@ from compare import matches  # noqa: E402
 EXAMPLES = sorted(f[:-3] for f in os.listdir(HERE) if f.endswith(".py") and f not in ("compare.py", "record.py"))
 
 
-def run(name, tmp_path, **env):
+def run(name, tmp_path, unbuffered=True):
+    """Runs an example as a user would, its output line-buffered as on a terminal (`unbuffered`),
+    or block-buffered as when piped."""
+    env = dict(os.environ)
+    env.pop("PYTHONUNBUFFERED", None)
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
     p = subprocess.run([sys.executable, os.path.join(HERE, name + ".py")], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=180, env=dict(os.environ, PYTHONUNBUFFERED="1", **env))
+                       text=True, timeout=180, env=env)
     return p.returncode, p.stdout + p.stderr
 
 
@@ -73,6 +79,13 @@ def test_first_use_joins_corral_address_when_set(tmp_path):
     finally:
         corral.shutdown()
         c.stop()
+
+
+def test_a_script_exiting_without_waiting_still_shows_every_tasks_output(tmp_path):
+    rc, text = run("exit_output", tmp_path, unbuffered=False)  # the tasks' prints too are block-buffered
+    assert rc == 0, text
+    lines = sorted(l.split(") ", 1)[1] for l in text.splitlines() if "hello from task" in l)
+    assert lines == [f"hello from task {i}" for i in range(5)], text
 
 
 def test_remote_traceback_names_the_users_file_and_line(tmp_path):
