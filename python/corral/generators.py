@@ -68,7 +68,7 @@ class ObjectRefGenerator:
             if told is not None:
                 self._next += 1
                 return _unpickled(told)  # (borrowed: it outlives this generator if kept)
-            value = get(self._ref, timeout=timeout if timeout is not None else None)
+            value = get(self._ref, timeout=timeout)
             self._items = list(value) if isinstance(value, DynamicObjectRefGenerator) else [_stored(value)]
         if self._next >= len(self._items):
             return None
@@ -81,8 +81,8 @@ class ObjectRefGenerator:
         from . import _runtime
         if self._items is not None:
             return True
-        return (_runtime.get_client().generator_item(self._ref.binary(), self._next, 0.0) is not None
-                or bool(_runtime.get_client().wait([self._ref.binary()], 1, 0.0)[0]))
+        client, tid = _runtime.get_client(), self._ref.binary()
+        return client.generator_item(tid, self._next, 0.0) is not None or bool(client.wait([tid], 1, 0.0)[0])
 
     def __aiter__(self):
         return self

@@ -97,11 +97,32 @@ def shutdown(_exiting_interpreter=False):
 is_initialized = _corral.is_initialized
 
 
-class _Soft:
-    """NodeAffinitySchedulingStrategy(soft=True): that node when it is alive at submission, else any."""
+class _RayRemote:
+    """Ray's options on Corral's remote functions and actor classes (the mixin of the two below),
+    and NodeAffinitySchedulingStrategy(soft=True): that node when it is alive at submission, else any."""
     _soft_node = None
     _pinned = None
-    _base = None   # corral's own class
+    _base = None    # corral's own class
+    _actor = False
+
+    @classmethod
+    def _make(cls, obj, options):
+        translated = _translate(options, actor=cls._actor)
+        soft = translated.pop(_SOFT_NODE, None)
+        made = cls(obj, translated)
+        made._soft_node = soft
+        return made
+
+    def options(self, **options):
+        translated = _translate(options, actor=self._actor)
+        soft = translated.pop(_SOFT_NODE, None)
+        other = self._base.options(self, **translated)
+        other.__class__ = type(self)
+        other._soft_node = soft if soft is not None else (None if "scheduling_strategy" in options else self._soft_node)
+        return other
+
+    def remote(self, *args, **kwargs):
+        return self._base.remote(self._target(), *args, **kwargs)
 
     def _target(self):
         if self._soft_node is None or not _alive(self._soft_node):
@@ -112,32 +133,13 @@ class _Soft:
         return self._pinned
 
 
-class _RayRemoteFunction(_Soft, _RemoteFunction):
+class _RayRemoteFunction(_RayRemote, _RemoteFunction):
     _base = _RemoteFunction
-    def options(self, **options):
-        translated = _translate(options, actor=False)
-        soft = translated.pop(_SOFT_NODE, None)
-        other = _RemoteFunction.options(self, **translated)
-        other.__class__ = _RayRemoteFunction
-        other._soft_node = soft if soft is not None else (None if "scheduling_strategy" in options else self._soft_node)
-        return other
-
-    def remote(self, *args, **kwargs):
-        return _RemoteFunction.remote(self._target(), *args, **kwargs)
 
 
-class _RayActorClass(_Soft, _ActorClass):
+class _RayActorClass(_RayRemote, _ActorClass):
     _base = _ActorClass
-    def options(self, **options):
-        translated = _translate(options, actor=True)
-        soft = translated.pop(_SOFT_NODE, None)
-        other = _ActorClass.options(self, **translated)
-        other.__class__ = _RayActorClass
-        other._soft_node = soft if soft is not None else (None if "scheduling_strategy" in options else self._soft_node)
-        return other
-
-    def remote(self, *args, **kwargs):
-        return _ActorClass.remote(self._target(), *args, **kwargs)
+    _actor = True
 
 
 def remote(*args, **options):
@@ -145,17 +147,10 @@ def remote(*args, **options):
     def make(obj):
         import inspect
         if inspect.isclass(obj):
-            translated = _translate(options, actor=True)
-            soft = translated.pop(_SOFT_NODE, None)
-            made = _RayActorClass(obj, translated)
-        elif callable(obj):
-            translated = _translate(options, actor=False)
-            soft = translated.pop(_SOFT_NODE, None)
-            made = _RayRemoteFunction(obj, translated)
-        else:
-            raise TypeError("@ray.remote takes a function or a class")
-        made._soft_node = soft
-        return made
+            return _RayActorClass._make(obj, options)
+        if callable(obj):
+            return _RayRemoteFunction._make(obj, options)
+        raise TypeError("@ray.remote takes a function or a class")
     if len(args) == 1 and not options and callable(args[0]):
         return make(args[0])
     if args:
@@ -166,12 +161,6 @@ def remote(*args, **options):
 def method(*, num_returns=None, concurrency_group=None, **ignored):
     """``@ray.method(num_returns=..., concurrency_group=...)`` on an actor's method."""
     return _corral.method(num_returns=num_returns, concurrency_group=concurrency_group)
-
-
-def _refs_of(refs):
-    if isinstance(refs, ObjectRefGenerator):
-        return list(refs)
-    return refs
 
 
 def get(object_refs, *, timeout=None):

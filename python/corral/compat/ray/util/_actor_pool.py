@@ -20,26 +20,22 @@ class ActorPool:
         self._pending = []           # (fn, value) waiting for an idle actor
 
     def map(self, fn, values):
-        self._drain_before_map()
-        for v in values:
-            self.submit(fn, v)
-        while self.has_next():
-            yield self.get_next()
+        return self._map(fn, values, self.get_next)
 
     def map_unordered(self, fn, values):
-        self._drain_before_map()
-        for v in values:
-            self.submit(fn, v)
-        while self.has_next():
-            yield self.get_next_unordered()
+        return self._map(fn, values, self.get_next_unordered)
 
-    def _drain_before_map(self):
+    def _map(self, fn, values, take):
         # Results of earlier submits are dropped, as Ray does (those still running are given up).
         while self.has_next():
             try:
                 self.get_next(timeout=0, ignore_if_timedout=True)
             except TimeoutError:
                 pass
+        for v in values:
+            self.submit(fn, v)
+        while self.has_next():
+            yield take()
 
     def submit(self, fn, value):
         if self._idle:
