@@ -1,5 +1,6 @@
 // Agent::Worker: what the agent knows of one worker process. Private to the agent's sources
-// (agent.cc: tasks and workers; agent_head.cc: the head link, the lease, drain).
+// (agent.cc: tasks; agent_workers.cc: worker processes and their messages; agent_head.cc: the
+// head link, the lease, drain).
 #pragma once
 
 #include <deque>
@@ -13,6 +14,9 @@
 #include "corral/agent/agent.h"
 
 namespace corral::agent {
+
+// Workers that die before they connect, in a row, after which the node reports itself broken.
+inline constexpr int kMaxStartupFailures = 3;
 
 struct Agent::Worker {
   std::string id;
