@@ -173,22 +173,31 @@ def test_cancels_of_several_running_async_calls_all_arrive():
             corral.get(r, timeout=60)
 
 
-def test_a_cancelled_sync_call_that_has_not_started_never_runs(tmp_path):
+@pytest.mark.parametrize("where", ["head", "worker"])
+def test_a_cancelled_sync_call_that_has_not_started_never_runs(tmp_path, where):
     ran = str(tmp_path / "ran")
 
-    @corral.remote
+    # A plain actor's calls wait at the head; those of a concurrency group are sent on and wait in
+    # the worker's thread pool for their group's turn.
+    opts = {} if where == "head" else {"concurrency_groups": {"one": 1}}
+
+    @corral.remote(**opts)
     class Busy:
+        @corral.method(concurrency_group="one" if where == "worker" else None)
         def block(self, gate):
             while not os.path.exists(gate):
                 time.sleep(0.01)
 
+        @corral.method(concurrency_group="one" if where == "worker" else None)
         def mark(self, path):
             open(path, "w").close()
 
     gate = str(tmp_path / "gate")
     b = Busy.remote()
     first = b.block.remote(gate)
-    second = b.mark.remote(ran)  # queued behind the first, in the worker or at the head
+    second = b.mark.remote(ran)  # queued behind the first
+    if where == "worker":
+        wait_until(lambda: any(a["running_calls"] == 2 for a in corral.list_actors()), what="both calls sent")
     corral.cancel(second)
     open(gate, "w").close()
     corral.get(first, timeout=60)
@@ -206,10 +215,10 @@ def test_a_generators_error_given_to_a_task_fails_it():
 
     @corral.remote
     def use(x):
-        return x
+        return ("got", x)  # (a stored error passed on inside a value would not raise in get)
 
     refs = list(breaks.remote())
-    assert corral.get(use.remote(refs[0])) == 1
+    assert corral.get(use.remote(refs[0])) == ("got", 1)
     with pytest.raises(KeyError):
         corral.get(use.remote(refs[1]))
 
