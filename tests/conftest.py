@@ -82,7 +82,8 @@ class Cluster:
     def add_agent(self, num_cpus=1, num_gpus=0, resources=None, labels=None, extra=(), env=None, python_path=TESTS_DIR):
         n = len(self.agents)
         args = [self.bin, "start", "--address", self.address, "--block", "--exit-on-stdin-eof",
-                "--state-dir", f"{self.dir}/agent{n}", "--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus),
+                "--state-dir", f"{self.dir}/agent{n}", "--num-cpus", str(num_cpus),
+                *(["--num-gpus", str(num_gpus)] if num_gpus is not None else []),  # None: what NVML finds
                 "--python", sys.executable, "--python-path", python_path, *extra]
         if resources:
             args += ["--resources", ",".join(f"{k}={v}" for k, v in resources.items())]

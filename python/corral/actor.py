@@ -17,7 +17,7 @@ from .object_ref import ObjectRef
 
 _ACTOR_OPTIONS = {"num_cpus", "num_gpus", "memory", "resources", "label_selector", "max_restarts", "max_task_retries",
                   "max_concurrency", "concurrency_groups", "name", "namespace", "lifetime", "get_if_exists",
-                  "interruptible", "keep_running_on_partition", "runtime_env"}
+                  "interruptible", "keep_running_on_partition", "runtime_env", "gang", "member"}
 DEFAULT_NAMESPACE = "default"
 
 
@@ -45,7 +45,7 @@ def _validate(cls_name, options):
             f"unknown actor option(s) {sorted(unknown)} for {cls_name}; valid: {sorted(_ACTOR_OPTIONS)}")
     validate_task_options({k: v for k, v in options.items()
                            if k in ("num_cpus", "num_gpus", "memory", "resources", "interruptible",
-                                    "keep_running_on_partition")})
+                                    "keep_running_on_partition", "gang", "member")})
     for k in ("max_restarts", "max_task_retries"):
         v = options.get(k)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < -1):
@@ -146,7 +146,7 @@ class ActorClass:
         h = self._handles.get(_runtime.generation)
         if h is not None:
             return h
-        from .api import _pickle_by_value, _request
+        from .api import _gang_of, _pickle_by_value, _request
         if self._pickled is None or self._job_env != _runtime.job_env_vars:
             self._job_env = dict(_runtime.job_env_vars)
             self._pickled, self._hash = _pickle_by_value(_in_worker.wrap(self._cls, self._options, 0, keep_env=True),
@@ -165,7 +165,7 @@ class ActorClass:
                  "is_async": self._is_async, "methods": self._methods}
         handle = client.register_function(self._name, self._hash, self._pickled, resources, labels,
                                           _limit(o.get("max_restarts")), bool(o.get("interruptible")),
-                                          bool(o.get("keep_running_on_partition")), actor)
+                                          bool(o.get("keep_running_on_partition")), actor, *_gang_of(o))
         self._handles = {_runtime.generation: handle}
         return handle
 

@@ -293,7 +293,8 @@ def runtime_context():
 # ---- remote functions ----
 
 _OPTION_NAMES = {"num_cpus", "num_gpus", "memory", "resources", "label_selector", "max_retries", "name",
-                 "interruptible", "keep_running_on_partition", "num_returns", "retry_exceptions", "runtime_env"}
+                 "interruptible", "keep_running_on_partition", "num_returns", "retry_exceptions", "runtime_env",
+                 "gang", "member"}
 _IN_WORKER_OPTIONS = ("retry_exceptions", "runtime_env", "max_retries")  # change what is shipped
 
 
@@ -349,7 +350,34 @@ def _validate(options):
         generators.check_num_returns(options["num_returns"])
     _in_worker.check_retry_exceptions(options.get("retry_exceptions"))
     _in_worker.check_runtime_env(options.get("runtime_env"))
+    _check_gang(options)
     return options
+
+
+def _check_gang(options):
+    from .gang import Gang
+    g, member = options.get("gang"), options.get("member")
+    if g is None:
+        if member is not None:
+            raise exceptions.InvalidArgumentError(f"member={member!r} without gang=: give the gang too")
+        return
+    if not isinstance(g, Gang):
+        raise exceptions.InvalidArgumentError(f"gang={g!r}: give the Gang that corral.gang() returned")
+    if member is not None and (not isinstance(member, int) or isinstance(member, bool) or not -1 <= member < len(g)):
+        raise exceptions.InvalidArgumentError(
+            f"member={member!r}: the gang has members 0..{len(g) - 1} (or -1 / None: any of them)")
+    num_gpus = options.get("num_gpus")
+    if num_gpus is not None and num_gpus > 1 and num_gpus != int(num_gpus):
+        raise exceptions.InvalidArgumentError(f"num_gpus={num_gpus}: above 1, ask whole devices")
+
+
+def _gang_of(options):
+    """(gang id, member) as the client registers them: (b"", -1) outside a gang."""
+    g = options.get("gang")
+    if g is None:
+        return b"", -1
+    member = options.get("member")
+    return g.id, -1 if member is None else member
 
 
 def _code_keeping_filename(code):
@@ -438,8 +466,10 @@ class RemoteFunction:
             self._pickled, self._hash = _pickle_by_value(_in_worker.wrap(self._fn, o, retries),
                                                          f"function {self._name}")
         resources, labels = _request(o, default_cpus=1)
+        gang_id, member = _gang_of(o)
         handle = client.register_function(self._name, self._hash, self._pickled, resources, labels, retries,
-                                          bool(o.get("interruptible")), bool(o.get("keep_running_on_partition")))
+                                          bool(o.get("interruptible")), bool(o.get("keep_running_on_partition")),
+                                          gang_id=gang_id, gang_member=member)
         self._handles = {_runtime.generation: handle}
         return handle
 

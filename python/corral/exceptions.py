@@ -117,5 +117,27 @@ def for_kind(kind):
     return _BY_KIND.get(kind, CorralError)
 
 
+class GangError(CorralError):
+    """A gang cannot do what was asked: it was removed (or its creator exited), or it did not become
+    ready in time (the message says what it waits for)."""
+
+
+class GangMemberError(GangError):
+    """A member of a gang's run failed, so the whole run did: the other members were stopped.
+    ``member`` (its rank), ``node_id`` and ``hostname`` (where it ran) and ``cause`` (the error of
+    that member: a TaskError with its exception, WorkerCrashedError with the exit code or signal,
+    NodeDiedError) say which and why."""
+
+    def __init__(self, message="", member=None, node_id="", hostname="", cause=None):
+        super().__init__(message)
+        self.member = member
+        self.node_id = node_id
+        self.hostname = hostname
+        self.cause = cause
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.member, self.node_id, self.hostname, self.cause))
+
+
 class SoftTimeLimitExceeded(CorralError):
     """Raised inside a durable task that ran past its soft_time_limit: clean up and return or raise."""

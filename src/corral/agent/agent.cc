@@ -48,8 +48,10 @@ Agent::Agent(asio::io_context& io, AgentOptions options)
       drain_timer_(io) {
   cpus_total_ = cpus_free_ = options_.resources.Get(kCpu);
   int ngpus = static_cast<int>(options_.resources.Get(kGpu));
+  std::vector<int> devices;
   for (int i = 0; i < ngpus; ++i)
-    gpus_free_.insert(i < static_cast<int>(options_.gpu_ids.size()) ? options_.gpu_ids[i] : i);
+    devices.push_back(i < static_cast<int>(options_.gpu_ids.size()) ? options_.gpu_ids[i] : i);
+  gpus_ = GpuAllocator(devices);
   if (options_.warm_workers <= 0) options_.warm_workers = std::max(1, static_cast<int>(cpus_total_));
   if (options_.max_workers <= 0) options_.max_workers = std::max(16, 4 * static_cast<int>(cpus_total_));
   info_.set_node_id(options_.node_id);
@@ -57,6 +59,13 @@ Agent::Agent(asio::io_context& io, AgentOptions options)
   for (const auto& [k, u] : options_.resources.units()) (*info_.mutable_resources())[k] = options_.resources.Get(k);
   for (const auto& [k, v] : options_.labels) (*info_.mutable_labels())[k] = v;
   info_.set_interruptible_only(options_.interruptible_only);
+  for (const GpuInfo& g : options_.gpu_devices) {
+    proto::GpuDevice* d = info_.add_gpus();
+    d->set_index(g.index);
+    d->set_name(g.name);
+    d->set_memory_bytes(static_cast<uint64_t>(g.memory_bytes));
+    d->set_uuid(g.uuid);
+  }
 }
 
 Agent::~Agent() { Stop(); }
@@ -276,7 +285,7 @@ void Agent::OnExecute(proto::ExecuteTask&& task) {
   Pending p;
   auto res = spec->resources();
   p.cpus = res.contains(kCpu) ? res.at(kCpu) : 0;
-  p.gpus = res.contains(kGpu) ? static_cast<int>(std::ceil(res.at(kGpu))) : 0;
+  p.gpus = res.contains(kGpu) ? res.at(kGpu) : 0;
   p.task = std::move(task);
   queue_.push_back(std::move(p));
   if (startup_failures_ >= kMaxStartupFailures) {
@@ -379,12 +388,13 @@ void Agent::TryStart() {
       }
       continue;
     }
-    if (p.gpus > static_cast<int>(gpus_free_.size())) {
+    GpuAllocator after = gpus_;  // taken only once a worker for that device set is at hand
+    std::optional<std::vector<int>> gpus = after.Take(p.gpus);
+    if (!gpus) {
       ++it;
       continue;
     }
-    std::vector<int> gpus(gpus_free_.begin(), std::next(gpus_free_.begin(), p.gpus));
-    std::string key = EnvKey(gpus);
+    std::string key = EnvKey(*gpus);
     Worker* w = IdleWorker(key);
     if (!w) {
       if (startup_failures_ >= kMaxStartupFailures) {
@@ -411,8 +421,9 @@ void Agent::TryStart() {
       continue;
     }
     cpus_free_ -= std::max(0.0, p.cpus);
-    for (int g : gpus) gpus_free_.erase(g);
-    w->gpus = gpus;
+    gpus_ = std::move(after);
+    w->gpus = std::move(*gpus);
+    w->gpu_amount = p.gpus;
     SendTask(w, std::move(p), /*pipelined=*/false);
     it = queue_.erase(it);
   }

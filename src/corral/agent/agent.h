@@ -31,6 +31,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "corral/agent/gpu_allocator.h"
+#include "corral/agent/resources_detect.h"
 #include "corral/agent/lease.h"
 #include "corral/agent/node_identity.h"
 #include "corral/agent/object_transfer.h"
@@ -58,6 +60,7 @@ struct AgentOptions {
   std::string hostname;
   ResourceSet resources;                 // CPU, GPU, memory, custom
   std::vector<int> gpu_ids;              // physical indices handed out for "GPU"
+  std::vector<GpuInfo> gpu_devices;      // what NVML said of them, for status
   std::map<std::string, std::string> labels;
   std::string python;                    // worker interpreter
   std::string python_path;               // prepended to the workers' PYTHONPATH
@@ -109,7 +112,7 @@ class Agent {
   struct Pending {
     proto::ExecuteTask task;
     double cpus = 0;
-    int gpus = 0;
+    double gpus = 0;  // whole devices, or a fraction of one (GpuAllocator)
   };
 
   void ConnectToHead();
@@ -173,7 +176,7 @@ class Agent {
   boost::asio::io_context& io_;
   AgentOptions options_;
   double cpus_total_ = 0, cpus_free_ = 0;
-  std::set<int> gpus_free_;
+  GpuAllocator gpus_;
   proto::NodeInfo info_;
   std::string session_id_;
   std::shared_ptr<net::Connection> head_;

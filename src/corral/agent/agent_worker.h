@@ -40,7 +40,8 @@ struct Agent::Worker {
   uint32_t sent = 0;                      // tasks sent to this worker so far (it counts them too)
   uint32_t seq = 0;                       // `sent` when the current task was sent: names it in a cancel
   double cpus = 0;
-  std::vector<int> gpus;
+  std::vector<int> gpus;                  // devices of the current task (CUDA_VISIBLE_DEVICES)
+  double gpu_amount = 0;                  // what of them it holds (a fraction shares a device)
   std::string hash;                       // function of the current task
   Nanos started = 0;
   // A short task sent ahead while the current one runs (pipelining): it starts the moment the

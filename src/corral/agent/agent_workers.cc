@@ -167,7 +167,8 @@ void Agent::OnWorkerMessage(Worker* w, std::string_view bytes) {
 
 void Agent::ReleaseTask(Worker* w) {
   if (!w->blocked) cpus_free_ += w->cpus;
-  for (int g : w->gpus) gpus_free_.insert(g);
+  gpus_.Give(w->gpus, w->gpu_amount);
+  w->gpu_amount = 0;
   w->busy = w->blocked = false;
   w->cpus = 0;
   w->gpus.clear();

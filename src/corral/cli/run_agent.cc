@@ -1,6 +1,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "corral/agent/agent.h"
@@ -38,27 +39,44 @@ Status BuildResources(const NodeFlags& f, agent::AgentOptions* o) {
     if (!m) return MakeStatus(Code::kInvalidArgument, "--object-store-memory: {}", m.error().message());
     o->object_store_memory = static_cast<uint64_t>(*m);
   }
+  std::vector<agent::GpuInfo> found;
+  if (auto detected = agent::DetectGpus()) {
+    found = std::move(*detected);
+    LOG_INFO("NVML found {} GPU(s)", found.size());
+  } else {
+    LOG_INFO("{}", detected.error().message());
+  }
   std::vector<int> ids;
-  if (const char* cvd = std::getenv("CUDA_VISIBLE_DEVICES"); cvd && *cvd) {
+  if (const char* cvd = std::getenv("CUDA_VISIBLE_DEVICES")) {
+    // The agent was given some devices only (by index or UUID, as CUDA reads it; empty: none).
     std::string s = cvd;
     for (size_t start = 0; start < s.size();) {
       size_t c = s.find(',', start);
-      try {
-        ids.push_back(std::stoi(s.substr(start, c - start)));
-      } catch (...) {
+      std::string entry = s.substr(start, c == std::string::npos ? std::string::npos : c - start);
+      auto by_uuid = std::find_if(found.begin(), found.end(), [&](const agent::GpuInfo& g) { return g.uuid == entry; });
+      if (by_uuid != found.end()) {
+        ids.push_back(by_uuid->index);
+      } else {
+        try {
+          ids.push_back(std::stoi(entry));
+        } catch (...) {
+          LOG_WARN("CUDA_VISIBLE_DEVICES names '{}', which is neither an index nor a UUID NVML reported: ignored", entry);
+        }
       }
       start = c == std::string::npos ? s.size() : c + 1;
     }
   } else {
-    if (auto gpus = agent::DetectGpus()) {
-      for (const auto& g : *gpus) ids.push_back(g.index);
-      LOG_INFO("NVML found {} GPU(s)", gpus->size());
-    } else {
-      LOG_INFO("{}", gpus.error().message());
-    }
+    for (const auto& g : found) ids.push_back(g.index);
   }
   int gpus = f.num_gpus >= 0 ? f.num_gpus : static_cast<int>(ids.size());
   for (int i = static_cast<int>(ids.size()); i < gpus; ++i) ids.push_back(i);
+  ids.resize(gpus);
+  for (int id : ids) {
+    auto g = std::find_if(found.begin(), found.end(), [&](const agent::GpuInfo& x) { return x.index == id; });
+    if (g == found.end()) continue;
+    LOG_INFO("GPU {}: {}, {}, {}", g->index, g->name, FormatBytes(static_cast<double>(g->memory_bytes)), g->uuid);
+    o->gpu_devices.push_back(*g);
+  }
   o->gpu_ids = ids;
   o->resources.Set(kGpu, gpus);
   if (!f.resources.empty()) {

@@ -2,6 +2,8 @@
 
 #include <cstdio>
 #include <ctime>
+#include <map>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -123,6 +125,13 @@ int ShowStatus(const std::string& address, bool json) {
                 n.last_heartbeat_age_s());
   }
   if (st.nodes().empty()) std::printf("(no nodes: start one with `corral start --address %s`)\n", at.c_str());
+  bool gpu_header = false;
+  for (const auto& n : st.nodes())
+    for (const auto& g : n.info().gpus()) {
+      if (!std::exchange(gpu_header, true)) std::printf("\nGPUs (as NVML reports them):\n");
+      std::printf("  %-9s GPU %d  %-28s %-9s %s\n", ShortHex(n.info().node_id()).c_str(), g.index(), g.name().c_str(),
+                  FormatBytes(static_cast<double>(g.memory_bytes())).c_str(), g.uuid().c_str());
+    }
   std::string tasks;
   for (const char* s : {"waiting_deps", "queued", "running", "finished"}) {
     auto it = st.tasks_by_state().find(s);
@@ -153,6 +162,23 @@ int ShowStatus(const std::string& address, bool json) {
                               a.max_restarts() == UINT32_MAX ? std::string("inf") : std::to_string(a.max_restarts()))
                       .c_str(),
                   fmt::format("{}+{}", a.running_calls(), a.pending_calls()).c_str(), holds.empty() ? "-" : holds.c_str());
+    }
+  }
+  if (!st.gangs().empty()) {
+    std::printf("\nGangs:\n%-9s %-20s %-8s %-14s %s\n", "ID", "NAME", "STATE", "STRATEGY", "MEMBERS");
+    for (const auto& g : st.gangs()) {
+      std::string members;
+      for (const auto& m : g.members()) {
+        std::string holds;
+        for (const auto& [k, v] : std::map<std::string, double>(m.resources().begin(), m.resources().end()))
+          holds += fmt::format("{}{} {}", holds.empty() ? "" : ",", k, k == kMemory ? FormatBytes(v) : fmt::format("{:g}", v));
+        members += fmt::format("{}{}:{} on {}", members.empty() ? "" : "; ", m.index(), holds,
+                               m.node_id().empty() ? std::string("-") : ShortHex(m.node_id()));
+      }
+      std::printf("%-9s %-20s %-8s %-14s %s\n", ShortHex(g.gang_id()).c_str(),
+                  (g.name().empty() ? std::string("-") : g.name()).substr(0, 20).c_str(), g.state().c_str(),
+                  g.strategy().c_str(), members.c_str());
+      if (!g.reason().empty()) std::printf("          %s\n", g.reason().c_str());
     }
   }
   if (!st.infeasible().empty()) {

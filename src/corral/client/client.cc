@@ -268,9 +268,14 @@ Status Client::Send(const proto::ClientToHead& msg, net::Urgency urgency) {
 int Client::RegisterFunction(const std::string& name, const std::string& hash, const std::string& pickled,
                              const std::map<std::string, double>& resources,
                              const std::map<std::string, std::string>& label_selector, uint32_t max_retries,
-                             bool interruptible, bool keep_running_on_partition, const proto::ActorSpec* actor) {
+                             bool interruptible, bool keep_running_on_partition, const proto::ActorSpec* actor,
+                             const std::string& gang_id, int gang_member) {
   proto::TaskSpec spec;
   if (actor) *spec.mutable_actor() = *actor;
+  if (!gang_id.empty()) {
+    spec.set_gang_id(gang_id);
+    spec.set_gang_member(gang_member);
+  }
   spec.set_name(name);
   spec.set_function_hash(hash);
   spec.set_function(pickled);
@@ -309,6 +314,10 @@ Result<std::string> Client::Submit(int function, std::string args, const std::ve
     spec->set_python_version(tmpl.python_version());
     spec->set_cloudpickle_major(tmpl.cloudpickle_major());
     if (tmpl.has_actor()) *spec->mutable_actor() = tmpl.actor();
+    if (!tmpl.gang_id().empty()) {
+      spec->set_gang_id(tmpl.gang_id());
+      spec->set_gang_member(tmpl.gang_member());
+    }
     if (shipped_.insert(tmpl.function_hash()).second) spec->set_function(tmpl.function());
   }
   return SendTask(msg, std::move(args), deps);

@@ -74,7 +74,8 @@ class Client {
                        const std::map<std::string, double>& resources,
                        const std::map<std::string, std::string>& label_selector, uint32_t max_retries,
                        bool interruptible = false, bool keep_running_on_partition = false,
-                       const proto::ActorSpec* actor = nullptr);
+                       const proto::ActorSpec* actor = nullptr, const std::string& gang_id = "",
+                       int gang_member = -1);
   // Submits a task; returns its id (also the id of its result). Waits while the send queue is full.
   // With a function registered with an ActorSpec, this creates an actor: the id is the actor's too.
   Result<std::string> Submit(int function, std::string args, const std::vector<std::string>& deps);

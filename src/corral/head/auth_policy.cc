@@ -41,6 +41,14 @@ std::optional<Role> RequiredRole(const proto::Request& request) {
         case proto::ActorRequest::KILL: return Role::kSubmit;  // and the owner's rules (TaskManager::KillActor)
         default: return std::nullopt;
       }
+    case proto::Request::kGang:
+      switch (request.gang().op()) {
+        case proto::GangRequest::GET:
+        case proto::GangRequest::LIST: return Role::kRead;
+        case proto::GangRequest::CREATE:
+        case proto::GangRequest::REMOVE: return Role::kSubmit;  // and the owner's rules (TaskManager::RemoveGang)
+        default: return std::nullopt;
+      }
     case proto::Request::kQueue:
       switch (request.queue().op()) {
         case proto::QueueRequest::LIST: return Role::kRead;

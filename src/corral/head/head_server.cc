@@ -448,6 +448,10 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     Status s = peer->session ? tasks_.HandleActorRequest(peer->session.get(), request.actor(), reply)
                              : Status(Code::kFailedPrecondition, "not a client session");
     if (!s.ok()) SetError(*reply, s);
+  } else if (request.has_gang()) {
+    Status s = peer->session ? tasks_.HandleGangRequest(peer->session.get(), request.gang(), reply)
+                             : Status(Code::kFailedPrecondition, "not a client session");
+    if (!s.ok()) SetError(*reply, s);
   } else if (request.has_borrow_refs()) {
     if (peer->session) tasks_.BorrowRefs(peer->session.get(), request.borrow_refs());
   } else if (request.has_pull_to_node()) {
@@ -539,7 +543,8 @@ proto::ClusterStatus HeadServer::BuildStatus() {
     // What the node counts as: its advertised resources under the operator's caps.
     for (auto& [k, v] : *ns->mutable_info()->mutable_resources()) v = n->view.total.Get(k);
     ns->set_state(NodeStateName(n->state));
-    for (const auto& [k, u] : n->view.available.units()) (*ns->mutable_available())[k] = n->view.available.Get(k);
+    for (const auto& [k, u] : n->view.available.units())
+      if (!IsGangResource(k)) (*ns->mutable_available())[k] = n->view.available.Get(k);  // gangs: shown on their own
     ns->set_last_heartbeat_age_s(static_cast<double>(now - n->last_heartbeat) / 1e9);
     ns->set_running_tasks(static_cast<int64_t>(n->tasks.size()));
     ns->set_connected(n->connected);

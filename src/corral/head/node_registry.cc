@@ -62,6 +62,7 @@ void NodeRegistry::Update(Node* n, const proto::NodeInfo& info) {
   for (const auto& [k, v] : info.resources()) n->view.total.Set(k, v);
   if (auto c = caps_.find(info.node_id()); c != caps_.end())
     for (const auto& [k, cap] : c->second) n->view.total.Set(k, std::min(n->view.total.Get(k), cap));
+  n->view.total.Add(n->reserved);
   n->view.labels.clear();
   for (const auto& [k, v] : info.labels()) n->view.labels[k] = v;
   n->view.python = info.python_version();

@@ -53,6 +53,7 @@ struct Node {
   std::set<std::string> shipped_functions; // function hashes this node's agent has
   proto::Counters counters;                // the agent's, from its last heartbeat
   int prefetch_per_cpu = 0;                // its prefetch queue holds this many tasks per CPU it counts
+  ResourceSet reserved;                    // gangs' named resources on it (gang_book.h), part of view.total
 };
 
 class NodeRegistry {

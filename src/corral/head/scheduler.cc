@@ -62,6 +62,10 @@ Placement Place(const Request& request, const std::vector<const NodeView*>& node
   const NodeView* best = nullptr;
   const NodeView* local = nullptr;  // `preferred`, eligible and with room
   double best_util = 0;
+  bool best_avoided = false;
+  // Work that needs no GPU keeps off GPU nodes while another node has room (Ray's default): the
+  // GPUs stay reachable for the work that needs them.
+  bool wants_gpu = request.resources.Get(kGpu) > 0;
   const NodeView* prefetch = nullptr;
   bool could_fit_later = false;
   bool only_interruptible = false;  // some node would fit but takes interruptible tasks only
@@ -84,9 +88,12 @@ Placement Place(const Request& request, const std::vector<const NodeView*>& node
     if (n->available.Contains(request.resources)) {
       if (!preferred.empty() && n->id == preferred) local = n;
       double util = n->available.UtilizationAfter(request.resources, n->total);
-      if (!best || util < best_util || (util == best_util && n->order < best->order)) {
+      bool avoided = !wants_gpu && n->total.Get(kGpu) > 0;
+      if (!best || avoided < best_avoided ||
+          (avoided == best_avoided && (util < best_util || (util == best_util && n->order < best->order)))) {
         best = n;
         best_util = util;
+        best_avoided = avoided;
       }
     } else if (n->prefetched < n->prefetch_limit && CpuOnly(request.resources) && !request.no_prefetch) {
       if (!prefetch || n->prefetched < prefetch->prefetched ||

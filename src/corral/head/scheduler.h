@@ -10,6 +10,7 @@
 //     (max over requested resources of used/total): work spreads across nodes.
 //     But a task whose arguments are stored values goes to `preferred`, the node holding most of
 //     their bytes, when it is eligible and has the request free (locality: the bytes stay put).
+//     A task that asks no GPU goes to a node without GPUs when one has room (Ray's default).
 //  3. Ties go to the node that registered first.
 //  4. If no node has room now, a CPU-only task may wait in an agent's short prefetch queue (at most
 //     `prefetch` tasks per node, fewest queued first) so workers never idle between tasks.

@@ -147,6 +147,18 @@ TEST(Place, PythonVersionMustMatch) {
   EXPECT_FALSE(PythonMatches("3.110.1", "3.11"));
 }
 
+TEST(Place, CpuWorkKeepsOffGpuNodesWhileAnotherHasRoom) {
+  NodeView gpu = Node("gpu", 1, R(8, 1)), cpu = Node("cpu", 2, R(2));
+  cpu.available = R(1);  // more utilised than the GPU node, which would win on utilisation alone
+  EXPECT_EQ(Place(Req(R(1)), {&gpu, &cpu}).node->id, "cpu");
+  cpu.available = R(0);
+  auto p = Place(Req(R(1)), {&gpu, &cpu});
+  ASSERT_EQ(p.kind, Placement::kPlaced);
+  EXPECT_EQ(p.node->id, "gpu") << "no other node has room: the GPU node takes it";
+  EXPECT_FALSE(p.prefetch) << "running at once on the GPU node beats waiting behind the busy one";
+  EXPECT_EQ(Place(Req(R(1, 1)), {&gpu, &cpu}).node->id, "gpu");
+}
+
 TEST(Slots, CountsWhatTheNodeCouldRunAtOnce) {
   NodeView cpu = Node("cpu", 1, R(4)), gpu = Node("gpu", 2, R(8, 2));
   gpu.labels = {{"kind", "gpu"}};

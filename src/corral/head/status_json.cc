@@ -19,6 +19,9 @@ nlohmann::json NodeJson(const proto::NodeStatus& n) {
   nj["available"] = std::map<std::string, double>(n.available().begin(), n.available().end());
   nj["labels"] = std::map<std::string, std::string>(n.info().labels().begin(), n.info().labels().end());
   nj["python"] = n.info().python_version();
+  nj["gpus"] = nlohmann::json::array();
+  for (const auto& g : n.info().gpus())
+    nj["gpus"].push_back({{"index", g.index()}, {"name", g.name()}, {"memory_bytes", g.memory_bytes()}, {"uuid", g.uuid()}});
   nj["running_tasks"] = n.running_tasks();
   nj["object_store"] = {{"dir", n.info().object_store_dir()},
                         {"capacity_bytes", n.info().object_store_capacity()},
@@ -60,6 +63,18 @@ nlohmann::json StatusJson(const proto::ClusterStatus& st) {
   j["infeasible"] = std::vector<std::string>(st.infeasible().begin(), st.infeasible().end());
   j["actors"] = nlohmann::json::array();
   for (const auto& a : st.actors()) j["actors"].push_back(ActorJson(a));
+  j["gangs"] = nlohmann::json::array();
+  for (const auto& g : st.gangs()) {
+    nlohmann::json gj = {{"gang_id", Hex(g.gang_id())}, {"name", g.name()},       {"state", g.state()},
+                         {"strategy", g.strategy()},   {"reason", g.reason()},   {"age_s", g.age_s()}};
+    gj["members"] = nlohmann::json::array();
+    for (const auto& m : g.members())
+      gj["members"].push_back({{"index", m.index()},
+                               {"resources", std::map<std::string, double>(m.resources().begin(), m.resources().end())},
+                               {"node_id", Hex(m.node_id())},
+                               {"hostname", m.hostname()}});
+    j["gangs"].push_back(gj);
+  }
   j["counters"] = std::map<std::string, int64_t>(st.counters().values().begin(), st.counters().values().end());
   return j;
 }

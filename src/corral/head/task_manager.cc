@@ -24,6 +24,7 @@ std::string ClassKey(const proto::TaskSpec& spec) {
   if (spec.interruptible()) key += "|i";
   if (!spec.durable_function().empty()) key += "|d:" + spec.durable_function();
   if (spec.has_actor()) key += "|actor";  // never prefetched: an actor holds its resources for good
+  if (!spec.gang_id().empty()) key += fmt::format("|g:{}:{}", Hex(spec.gang_id()), spec.gang_member());
   return key;
 }
 
@@ -47,6 +48,7 @@ void TaskManager::AddClient(ClientSession* client) { clients_[client->id] = clie
 
 void TaskManager::RemoveClient(ClientSession* client) {
   clients_.erase(client->id);
+  RemoveGangsOf(client->id, client->name);
   if (Owned(client->id) > 0) {
     // What it owns is found by its id (the prefix of every id it made), not kept in a set per
     // client: this walk, when an owner leaves, is cheaper than a set entry for each of its tasks.
@@ -152,6 +154,7 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
   std::string refusal;
   proto::ErrorKind kind = proto::RUNTIME;
   if (spec.has_actor() || !spec.actor_id().empty()) refusal = AdmitActorTask(client, id, task, spec, &kind);
+  if (refusal.empty() && !spec.gang_id().empty()) refusal = AdmitGangTask(spec);
   SchedClass& cls = ClassFor(spec);
   cls.unfinished++;
   task.cls = &cls;
@@ -280,7 +283,12 @@ TaskManager::SchedClass& TaskManager::ClassFor(const proto::TaskSpec& spec) {
   auto [cit, fresh] = classes_.try_emplace(ClassKey(spec));
   SchedClass& cls = cit->second;
   if (fresh) {
-    for (const auto& [k, v] : spec.resources()) cls.request.resources.Set(k, v);
+    for (const auto& [k, v] : spec.resources()) cls.resources.Set(k, v);
+    cls.request.resources = cls.resources;
+    if (!spec.gang_id().empty()) {
+      cls.gang_id = spec.gang_id();
+      cls.request.resources = GangRequestFor(spec.gang_id(), spec.gang_member(), cls.resources);
+    }
     cls.request.label_selector.insert(spec.label_selector().begin(), spec.label_selector().end());
     cls.request.python = spec.python_version();
     cls.request.cloudpickle_major = spec.cloudpickle_major();
@@ -360,11 +368,20 @@ void TaskManager::Schedule() {
   if (!actors_to_pump_.empty()) PumpWaitingActors();  // (before the grace's end drops orphans they may adopt)
   if (grace_ && !InGrace()) EndGrace();
   if (!dirty_ && !nodes_changed_) return;
-  bool recheck = nodes_changed_;
+  // Gangs first: one waiting for room takes it before single tasks fill it again.
+  bool reserved = gangs_.HasPending() && gangs_.ReservePending();
+  bool recheck = nodes_changed_ || reserved;
   dirty_ = nodes_changed_ = false;
   const auto& views = nodes_.LiveViews();
   for (auto cit = classes_.begin(); cit != classes_.end();) {
     SchedClass& cls = cit->second;
+    if (!cls.gang_id.empty()) {
+      const GangBook::Gang* g = gangs_.Find(cls.gang_id);
+      if (g && g->state == GangBook::State::kPending) {  // waits for its gang, without a word of infeasibility
+        ++cit;
+        continue;
+      }
+    }
     if (!cls.infeasible.empty() && !recheck) {
       ++cit;
       continue;
@@ -430,7 +447,7 @@ void TaskManager::Dispatch(const std::string& id, Task& task, Node* node, bool p
   proto::ExecuteTask* ex = msg.mutable_execute();
   *ex->mutable_spec() = SpecOf(id, task);
   ex->mutable_spec()->clear_owner_id();  // the head routes what comes back; nodes need not know the client
-  const ResourceSet& request = task.cls->request.resources;
+  const ResourceSet& request = task.cls->resources;  // the agent counts what the task asks, gang or not
   for (const auto& [name, units] : request.units()) (*ex->mutable_spec()->mutable_resources())[name] = request.Get(name);
   if (task.function && node->shipped_functions.insert(task.function->hash).second) {
     ex->mutable_spec()->set_function(task.function->pickled);
@@ -588,6 +605,7 @@ void TaskManager::OnNodeDead(Node* node, const std::string& why) {
   node->tasks.clear();
   node->shipped_functions.clear();
   LoseStoredOn(node, why);
+  gangs_.NodeGone(node->view.id);
   nodes_changed_ = true;
 }
 
@@ -658,7 +676,8 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     if (lineage) {
       proto::TaskSpec spec = SpecOf(tid, task);
       const Request& r = task.cls->request;
-      for (const auto& [name, units] : r.resources.units()) (*spec.mutable_resources())[name] = r.resources.Get(name);
+      const ResourceSet& own = task.cls->resources;
+      for (const auto& [name, units] : own.units()) (*spec.mutable_resources())[name] = own.Get(name);
       spec.mutable_label_selector()->insert(r.label_selector.begin(), r.label_selector.end());
       KeepSpec(task, spec, /*with_request=*/true);
     }
@@ -737,6 +756,7 @@ void TaskManager::FillStatus(proto::ClusterStatus* status) const {
     status->add_infeasible(fmt::format("{} task(s) like {}: it {}", cls.queue.size(), name, cls.infeasible));
   }
   FillActors(status->mutable_actors(), /*include_dead=*/false);
+  gangs_.FillAll(status->mutable_gangs());
   auto& counters = *status->mutable_counters()->mutable_values();
   for (const auto& [k, v] : counters_) counters[k] = v;
   counters["objects_held"] = static_cast<int64_t>(objects_.size());

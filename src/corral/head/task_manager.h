@@ -33,6 +33,7 @@
 #include "corral/base/ids.h"
 #include "corral/head/token_store.h"
 #include "corral/client.pb.h"
+#include "corral/head/gang_book.h"
 #include "corral/head/id_key.h"
 #include "corral/head/node_registry.h"
 #include "corral/head/task_state.h"
@@ -109,6 +110,11 @@ class TaskManager {
   // (its owner, clients with its token, workers, admin).
   Status HandleActorRequest(ClientSession* client, const proto::ActorRequest& request, proto::Reply* reply);
   void FillActors(google::protobuf::RepeatedPtrField<proto::ActorInfo>* out, bool include_dead) const;
+
+  // Gangs (task_gangs.cc, gang_book.h): CREATE, GET, LIST, and REMOVE (allowed to whoever may read
+  // the creator's values), which stops the tasks and actors placed in the gang.
+  Status HandleGangRequest(ClientSession* client, const proto::GangRequest& request, proto::Reply* reply);
+  const GangBook& gangs() const { return gangs_; }
 
   void OnTaskFinished(Node* node, proto::TaskFinished&& finished);
   // The id of the node task `task_id` was dispatched to ("" if none).
@@ -267,6 +273,8 @@ class TaskManager {
     std::deque<IdKey> queue;
     std::string infeasible;            // non-empty: no node can ever fit (until nodes change)
     int unfinished = 0;                // tasks of this class not finished: the class lives while > 0
+    ResourceSet resources;             // what its tasks ask (request.resources differ in a gang)
+    std::string gang_id;               // its tasks run in this gang's reservation
   };
 
   // The task's whole spec (parsed from what it keeps).
@@ -357,6 +365,10 @@ class TaskManager {
   void QueuePump(const std::string& id, Actor& actor);
   bool MayUseActor(const ClientSession& client, const Actor& actor) const;
   void ReleaseResources(const std::string& id, Task& task, Node* node);
+  // Why a task or actor asking to run in a gang may not (empty: it may).
+  std::string AdmitGangTask(const proto::TaskSpec& spec);
+  void RemoveGang(const std::string& gang_id, const std::string& why);
+  void RemoveGangsOf(const std::string& owner, const std::string& name);
   // The CPUs of a request: what a task blocked in get() gives back.
   static ResourceSet CpuPart(const ResourceSet& r) {
     ResourceSet out;
@@ -456,6 +468,7 @@ class TaskManager {
   std::vector<std::string> actors_to_pump_;  // see PumpWaitingActors (each once: Actor::pump_queued)
   static constexpr size_t kDeadActorsKept = 1000;
   std::vector<std::string> parked_;
+  GangBook gangs_{nodes_};
 };
 
 }  // namespace corral::head

@@ -124,6 +124,29 @@ std::vector<std::string> Ids(const nb::list& ids) {
   return out;
 }
 
+nb::dict GangDict(const corral::proto::GangInfo& g) {
+  nb::dict d;
+  d["gang_id"] = Bytes(g.gang_id());
+  d["name"] = g.name();
+  d["state"] = g.state();
+  d["strategy"] = g.strategy();
+  d["reason"] = g.reason();
+  d["age_s"] = g.age_s();
+  nb::list members;
+  for (const auto& m : g.members()) {
+    nb::dict md, res;
+    md["index"] = m.index();
+    for (const auto& [k, v] : m.resources()) res[k.c_str()] = v;
+    md["resources"] = res;
+    md["node_id"] = corral::Hex(m.node_id());
+    md["hostname"] = m.hostname();
+    md["address"] = m.address();
+    members.append(md);
+  }
+  d["members"] = members;
+  return d;
+}
+
 nb::dict NodeDict(const corral::proto::NodeStatus& n) {
   nb::dict d;
   d["node_id"] = corral::Hex(n.info().node_id());
@@ -142,6 +165,16 @@ nb::dict NodeDict(const corral::proto::NodeStatus& n) {
   d["available"] = avail;
   d["labels"] = labels;
   d["python_version"] = n.info().python_version();
+  nb::list gpus;
+  for (const auto& g : n.info().gpus()) {
+    nb::dict gd;
+    gd["index"] = g.index();
+    gd["name"] = g.name();
+    gd["memory_bytes"] = g.memory_bytes();
+    gd["uuid"] = g.uuid();
+    gpus.append(gd);
+  }
+  d["gpus"] = gpus;
   d["running_tasks"] = n.running_tasks();
   nb::dict store;
   store["dir"] = n.info().object_store_dir();
@@ -363,14 +396,16 @@ NB_MODULE(_core, m) {
       .def("register_function",
            [](Client& c, const std::string& name, const nb::bytes& hash, const nb::bytes& pickled,
               const std::map<std::string, double>& resources, const std::map<std::string, std::string>& labels,
-              uint32_t max_retries, bool interruptible, bool keep_running, const std::optional<nb::dict>& actor) {
+              uint32_t max_retries, bool interruptible, bool keep_running, const std::optional<nb::dict>& actor,
+              const nb::bytes& gang_id, int gang_member) {
              std::optional<corral::proto::ActorSpec> spec;
              if (actor) spec = ActorSpecOf(*actor);
              return c.RegisterFunction(name, Str(hash), Str(pickled), resources, labels, max_retries, interruptible,
-                                       keep_running, spec ? &*spec : nullptr);
+                                       keep_running, spec ? &*spec : nullptr, Str(gang_id), gang_member);
            },
            "name"_a, "hash"_a, "pickled"_a, "resources"_a, "labels"_a, "max_retries"_a, "interruptible"_a = false,
-           "keep_running_on_partition"_a = false, "actor"_a = nb::none())
+           "keep_running_on_partition"_a = false, "actor"_a = nb::none(), "gang_id"_a = nb::bytes(""),
+           "gang_member"_a = -1)
       .def("submit_call",
            [](Client& c, const nb::bytes& actor_id, const std::string& name, const std::string& method,
               const nb::bytes& args, const nb::list& deps, uint32_t max_retries, const std::string& group) {
@@ -403,6 +438,30 @@ NB_MODULE(_core, m) {
            },
            "op"_a, "name"_a = "", "namespace"_a = "", "actor_id"_a = nb::bytes(""), "restart"_a = false,
            "include_dead"_a = false)
+      .def("gang_request",
+           [](Client& c, const std::string& op, const nb::bytes& gang_id, const nb::list& bundles,
+              const std::string& strategy, const std::string& name, bool detached) {
+             corral::proto::Request req;
+             auto* g = req.mutable_gang();
+             g->set_op(op == "create" ? corral::proto::GangRequest::CREATE
+                       : op == "remove" ? corral::proto::GangRequest::REMOVE
+                       : op == "get"    ? corral::proto::GangRequest::GET
+                                        : corral::proto::GangRequest::LIST);
+             g->set_gang_id(Str(gang_id));
+             for (auto b : bundles) {
+               auto* out = g->add_bundles()->mutable_resources();
+               for (auto [k, v] : nb::cast<nb::dict>(b)) (*out)[nb::cast<std::string>(k)] = nb::cast<double>(v);
+             }
+             g->set_strategy(strategy);
+             g->set_name(name);
+             g->set_detached(detached);
+             auto reply = AskHead(c, req);
+             nb::list out;
+             for (const auto& info : reply.gangs()) out.append(GangDict(info));
+             return out;
+           },
+           "op"_a, "gang_id"_a = nb::bytes(""), "bundles"_a = nb::list(), "strategy"_a = "", "name"_a = "",
+           "detached"_a = false, "Gangs: create, get, list or remove; answers the gangs' state as dicts.")
       .def("submit",
            [](Client& c, int fn, const nb::bytes& args, const nb::list& deps) {
              std::string a = Str(args);
@@ -734,6 +793,9 @@ NB_MODULE(_core, m) {
         nb::list actors;
         for (const auto& a : st.actors()) actors.append(ActorDict(a));
         d["actors"] = actors;
+        nb::list gangs;
+        for (const auto& g : st.gangs()) gangs.append(GangDict(g));
+        d["gangs"] = gangs;
         return d;
       });
 

@@ -5,8 +5,7 @@ from .util.scheduling_strategies import NodeAffinitySchedulingStrategy, Placemen
 
 NO_LIMIT = 1_000_000   # max_retries=-1: Ray's "retry forever"
 _IGNORED = {"max_calls", "_metadata", "max_pending_calls", "enable_task_events", "_labels", "object_store_memory",
-            "placement_group", "placement_group_bundle_index", "placement_group_capture_child_tasks",
-            "_generator_backpressure_num_objects"}
+            "placement_group_capture_child_tasks", "_generator_backpressure_num_objects"}
 
 
 SOFT_NODE = "corral.soft_node_id"   # in translate()'s result: a node preferred when alive at submission
@@ -18,8 +17,12 @@ def translate(options, actor):
     out = {}
     for k, v in options.items():
         if k in _IGNORED:
-            if k == "placement_group" and v not in (None, "default"):
-                raise exceptions.InvalidArgumentError(_NO_GANGS)
+            continue
+        if k == "placement_group":  # (Ray's older form of PlacementGroupSchedulingStrategy)
+            if v not in (None, "default"):
+                _in_gang(v, options.get("placement_group_bundle_index", -1), out)
+            continue
+        if k == "placement_group_bundle_index":
             continue
         if k == "scheduling_strategy":
             _strategy(v, out)
@@ -37,8 +40,12 @@ def translate(options, actor):
     return out
 
 
-_NO_GANGS = ("placement groups are not supported yet (Corral's gangs are a later feature); "
-             "use resources= and label_selector= to place work")
+def _in_gang(pg, index, out):
+    from .util.placement_group import PlacementGroup
+    if not isinstance(pg, PlacementGroup):
+        raise exceptions.InvalidArgumentError(f"placement_group={pg!r}: give what ray.util.placement_group() returned")
+    out["gang"] = pg._gang
+    out["member"] = None if index is None or index < 0 else index
 
 
 def _strategy(s, out):
@@ -51,7 +58,8 @@ def _strategy(s, out):
             out.setdefault("label_selector", {})["corral.node_id"] = s.node_id
         return
     if isinstance(s, PlacementGroupSchedulingStrategy):
-        raise exceptions.InvalidArgumentError(_NO_GANGS)
+        _in_gang(s.placement_group, s.placement_group_bundle_index, out)
+        return
     raise exceptions.InvalidArgumentError(
         f"scheduling_strategy={s!r}: use 'DEFAULT', 'SPREAD' or NodeAffinitySchedulingStrategy(node_id, soft=)")
 

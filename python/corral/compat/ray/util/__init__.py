@@ -1,6 +1,9 @@
 """``ray.util``: ActorPool, and the queue, multiprocessing and scheduling_strategies modules."""
 from . import scheduling_strategies
 from ._actor_pool import ActorPool
+# As in Ray, ray.util.placement_group is the function (the module stays importable by its name).
+from .placement_group import (get_current_placement_group, get_placement_group, placement_group,
+                              placement_group_table, remove_placement_group)
 
 
 def get_node_ip_address():
@@ -28,10 +31,11 @@ def list_named_actors(all_namespaces=False):
 
 def __getattr__(name):
     # ray.util.queue and the others work after a plain `import ray`, as in Ray.
-    if name in ("queue", "multiprocessing", "placement_group"):
+    if name in ("queue", "multiprocessing"):
         import importlib
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ActorPool", "scheduling_strategies", "get_node_ip_address", "list_named_actors"]
+__all__ = ["ActorPool", "scheduling_strategies", "get_node_ip_address", "list_named_actors", "placement_group",
+           "remove_placement_group", "get_placement_group", "get_current_placement_group", "placement_group_table"]

@@ -15,7 +15,8 @@ class NodeAffinitySchedulingStrategy:
 
 
 class PlacementGroupSchedulingStrategy:
-    """Accepted by name only: placement groups are not supported yet, and using one raises."""
+    """Run in a placement group (a Corral gang): in bundle ``placement_group_bundle_index``, or in
+    any of its bundles with -1."""
 
     def __init__(self, placement_group, placement_group_bundle_index=-1, placement_group_capture_child_tasks=None):
         self.placement_group = placement_group
