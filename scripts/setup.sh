@@ -49,4 +49,6 @@ if ! .venv/bin/pip install -q --no-build-isolation --no-deps -Ccmake.define.CORR
   echo "build failed; see the compiler output above (rerun: .venv/bin/pip install -v --no-build-isolation .)" >&2
   exit 1
 fi
+# The tests of corral.ddp run torch.distributed (gloo) on CPUs, with torch from PyPI.
+[ "$with_tests" = ON ] && scripts/setup-torch.sh >/dev/null
 echo "==> ready: .venv/bin/corral and 'import corral' in .venv/bin/python"
