@@ -1,5 +1,5 @@
 # The two commands of the README, and a few more.
-.PHONY: demo test test-cc test-py bench bench-peers setup clean
+.PHONY: demo test test-cc test-py bench bench-peers setup wheel clean
 
 demo:            ## set up, start a local cluster and run the example
 	scripts/setup.sh
@@ -26,6 +26,9 @@ bench-peers:     ## the same workloads on Corral, Ray, Dask and Celery, interlea
 
 setup:
 	scripts/setup.sh
+
+wheel:           ## wheels for Python 3.11 and 3.12 with their libraries inside (dist/), each checked
+	scripts/build-wheel.sh
 
 clean:
 	rm -rf build

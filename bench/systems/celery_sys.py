@@ -151,7 +151,7 @@ def main():
         "multi_client_tasks_async": multi_client, "put_calls": "Celery has no object store",
         "get_calls": get_calls, "put_gigabytes": "Celery has no object store", "cross_node_gigabytes": "Celery has no object store", "numpy_100MB_arg": numpy_arg,
         "actor_calls_sync": "Celery has no actors", "actor_calls_async": "Celery has no actors",
-        "multi_client_actor_calls_async": "Celery has no actors", "actor_create": "Celery has no actors",
+        "multi_client_actor_calls_async": "Celery has no actors", "actor_create": "Celery has no actors", "gang_start": "Celery has no gangs",
         "durable_tasks": durable, "durable_tasks_8_clients": durable_clients,
         "queued_1M": "Celery tasks cannot wait on another task's result in the broker; not comparable",
         "idle_memory": idle_memory,

@@ -192,6 +192,19 @@ def main():
         for h in actors:
             corral.kill(h)
 
+    def gang_start(size):
+        def start():
+            g = corral.gang(common.GANG_MEMBERS, num_cpus=0.5, strategy="pack")
+            g.ready()
+            members = [Counter.options(num_cpus=0.5, gang=g, member=i).remote() for i in range(common.GANG_MEMBERS)]
+            corral.get([m.inc.remote() for m in members])
+            return g, members
+
+        def stop(made):
+            g, members = made
+            corral.remove_gang(g)  # its actors with it
+        common.gang_start(start, stop, size)
+
     def idle_memory(size):
         rss, pss, workers = idle["mem"]
         common.emit("idle_memory", rss, "MB", pss_mb=pss, workers_rss_mb=workers, processes_rss_mb=rss - workers)
@@ -201,7 +214,7 @@ def main():
         "multi_client_tasks_async": multi_client, "put_calls": put_calls, "get_calls": get_calls,
         "put_gigabytes": put_gigabytes, "numpy_100MB_arg": numpy_arg, "cross_node_gigabytes": cross_node,
         "actor_calls_sync": actor_sync, "actor_calls_async": actor_async,
-        "multi_client_actor_calls_async": actor_clients, "actor_create": actor_create,
+        "multi_client_actor_calls_async": actor_clients, "actor_create": actor_create, "gang_start": gang_start,
         "durable_tasks": durable, "durable_tasks_8_clients": durable_clients, "queued_1M": queued, "idle_memory": idle_memory,
     })
     corral.shutdown()

@@ -107,6 +107,7 @@ def main():
         "actor_calls_async": "Dask actors are experimental; not measured",
         "multi_client_actor_calls_async": "Dask actors are experimental; not measured",
         "actor_create": "Dask actors are experimental; not measured",
+        "gang_start": "Dask has no gangs (placement groups)",
         "durable_tasks": "Dask has no durable task queue", "durable_tasks_8_clients": "Dask has no durable task queue", "queued_1M": queued, "idle_memory": idle_memory,
     })
     state["client"].close()

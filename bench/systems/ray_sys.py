@@ -101,6 +101,25 @@ def main():
         for h in actors:
             ray.kill(h)
 
+    def gang_start(size):
+        from ray.util.placement_group import placement_group, remove_placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        def start():
+            pg = placement_group([{"CPU": 0.5}] * common.GANG_MEMBERS, strategy="PACK")
+            ray.get(pg.ready())
+            members = [Counter.options(num_cpus=0.5, scheduling_strategy=PlacementGroupSchedulingStrategy(pg, i)).remote()
+                       for i in range(common.GANG_MEMBERS)]
+            ray.get([m.inc.remote() for m in members])
+            return pg, members
+
+        def stop(made):
+            pg, members = made
+            for m in members:
+                ray.kill(m)
+            remove_placement_group(pg)
+        common.gang_start(start, stop, size)
+
     def queued(size):
         import psutil
         with tempfile.TemporaryDirectory() as d:
@@ -132,7 +151,7 @@ def main():
         "multi_client_tasks_async": multi_client, "put_calls": put_calls, "get_calls": get_calls,
         "put_gigabytes": put_gigabytes, "numpy_100MB_arg": numpy_arg, "cross_node_gigabytes": "the benchmark does not set up a second node of this system yet", "actor_calls_sync": actor_sync,
         "actor_calls_async": actor_async, "multi_client_actor_calls_async": actor_clients,
-        "actor_create": actor_create, "durable_tasks": "Ray has no durable task queue", "durable_tasks_8_clients": "Ray has no durable task queue",
+        "actor_create": actor_create, "gang_start": gang_start, "durable_tasks": "Ray has no durable task queue", "durable_tasks_8_clients": "Ray has no durable task queue",
         "queued_1M": queued, "idle_memory": idle_memory,
     })
     ray.shutdown()
