@@ -38,7 +38,7 @@ for v in ${WHEEL_PYTHONS:-3.11 3.12}; do
   # Reuse the build tree of that Python as it is configured (with the tests or without).
   tests=OFF
   cache=$(ls -d build/"$tag"-"$tag"-linux_*/CMakeCache.txt 2>/dev/null | head -n 1 || true)
-  [ -n "$cache" ] && grep -q '^CORRAL_BUILD_TESTS:BOOL=ON' "$cache" && tests=ON
+  [ -n "$cache" ] && grep -Eq '^CORRAL_BUILD_TESTS:[A-Z]+=ON' "$cache" && tests=ON
   raw=build/wheel-raw-$v
   rm -rf "$raw"
   CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \

@@ -330,6 +330,10 @@ def _validate(options):
         v = options.get(k)
         if v is not None and (not isinstance(v, (int, float)) or v < 0):
             raise exceptions.InvalidArgumentError(f"{k}={v!r}: must be a number >= 0")
+    num_gpus = options.get("num_gpus")
+    if num_gpus is not None and num_gpus > 1 and num_gpus != int(num_gpus):
+        raise exceptions.InvalidArgumentError(
+            f"num_gpus={num_gpus}: a fraction shares one device; above 1, ask whole devices")
     r = options.get("resources")
     if r is not None:
         if not isinstance(r, dict) or not all(isinstance(k, str) and isinstance(v, (int, float)) and v >= 0
@@ -366,9 +370,6 @@ def _check_gang(options):
     if member is not None and (not isinstance(member, int) or isinstance(member, bool) or not -1 <= member < len(g)):
         raise exceptions.InvalidArgumentError(
             f"member={member!r}: the gang has members 0..{len(g) - 1} (or -1 / None: any of them)")
-    num_gpus = options.get("num_gpus")
-    if num_gpus is not None and num_gpus > 1 and num_gpus != int(num_gpus):
-        raise exceptions.InvalidArgumentError(f"num_gpus={num_gpus}: above 1, ask whole devices")
 
 
 def _gang_of(options):

@@ -31,6 +31,10 @@ def ddp(train_fn, *args, workers=1, gpus_per_worker=0, cpus_per_worker=1, memory
         raise exceptions.InvalidArgumentError(f"workers={workers!r}: must be an int >= 1")
     if backend is not None and backend not in ("nccl", "gloo", "mpi", "ucc"):
         raise exceptions.InvalidArgumentError(f"backend={backend!r}: use nccl, gloo (or None: nccl on GPUs)")
+    if 0 < gpus_per_worker < 1 and backend in (None, "nccl"):
+        raise exceptions.InvalidArgumentError(
+            f"gpus_per_worker={gpus_per_worker}: nccl needs a device of its own per rank; ask whole GPUs, or "
+            "backend='gloo' to share one")
     g = gang(workers, num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, memory=memory_per_worker,
              strategy=strategy, name=f"ddp:{getattr(train_fn, '__qualname__', 'train')}")
     try:

@@ -144,8 +144,13 @@ class Gang:
             raise exceptions.GangError(f"gang {self.name or self.id.hex()[:16]} was not ready within {timeout} s: "
                                        f"{self.info()['reason']}")
         members = self.members()
-        host, port = api.get(api.remote(_free_port).options(
-            gang=self, member=0, num_cpus=0, max_retries=0, name="corral.gang.free_port").remote())
+        # MASTER_ADDR: the address member 0's node reaches the other members' nodes by.
+        toward = [_host_of(m["address"]) for m in members if m["node_id"] != members[0]["node_id"]]
+        try:
+            host, port = api.get(api.remote(_free_port).options(
+                gang=self, member=0, num_cpus=0, max_retries=0, name="corral.gang.free_port").remote(toward))
+        except exceptions.CorralError as e:
+            raise exceptions.GangError(f"could not find a free port on member 0's node: {e}") from e
         world = len(members)
         runner = api.remote(_run_member)
         refs = []
@@ -162,19 +167,22 @@ class Gang:
                 options["resources"] = res
             refs.append(runner.options(**options).remote(fn, env, args, kwargs))
         pending = list(refs)
-        while pending:
-            done, pending = api.wait(pending, num_returns=1)
-            for ref in done:
-                try:
-                    api.get(ref)
-                except Exception as e:  # noqa: BLE001 - whatever the member died of ends the run
-                    self._stop(pending)
-                    m = members[refs.index(ref)]
-                    raise exceptions.GangMemberError(
-                        f"member {m['index']} of {world} of gang {self.name or self.id.hex()[:16]} failed on node "
-                        f"{m['hostname']} ({m['node_id'][:8]}): {_describe(e)}; the other "
-                        f"members were stopped", member=m["index"], node_id=m["node_id"], hostname=m["hostname"],
-                        cause=e) from e
+        try:
+            while pending:
+                done, pending = api.wait(pending, num_returns=1)
+                for ref in done:
+                    try:
+                        api.get(ref)
+                    except Exception as e:  # noqa: BLE001 - whatever the member died of ends the run
+                        m = members[refs.index(ref)]
+                        raise exceptions.GangMemberError(
+                            f"member {m['index']} of {world} of gang {self.name or self.id.hex()[:16]} failed on node "
+                            f"{m['hostname']} ({m['node_id'][:8]}): {_describe(e)}; the other "
+                            f"members were stopped", member=m["index"], node_id=m["node_id"], hostname=m["hostname"],
+                            cause=e) from e
+        except BaseException:  # a member failed, or Ctrl-C: none is left running in the gang
+            self._stop(pending)
+            raise
         return api.get(refs)
 
     @staticmethod
@@ -194,17 +202,26 @@ def _describe(e):
     return line if line.startswith(name) else f"{name}: {line}" if line else name
 
 
-def _free_port():
-    """(address, port) on this node that the other members can reach: the address this node uses to
-    reach the head, and a port free now."""
-    head = os.environ.get("CORRAL_ADDRESS", "127.0.0.1:7370")
-    host = head.rsplit(":", 1)[0].strip("[]") or "127.0.0.1"
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
+def _host_of(address):
+    """"10.0.0.5:41234" -> "10.0.0.5", "[fe80::1]:41234" -> "fe80::1"; "" for anything else."""
+    host = address.rsplit(":", 1)[0] if ":" in address else address
+    return host.strip("[]")
+
+
+def _free_port(toward):
+    """(address, port) on this node that the other members can reach, and a port free now: the
+    address this node uses toward the other members' nodes (`toward`), else toward the head."""
+    head = _host_of(os.environ.get("CORRAL_ADDRESS", "127.0.0.1:7370")) or "127.0.0.1"
+    addr = None
+    for host in [h for h in toward if h] + [head]:
         try:
-            s.connect((host, 9))  # no packet is sent: this only picks the route
-            addr = s.getsockname()[0]
-        except OSError:
-            addr = "127.0.0.1"
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.connect((host, 9))  # no packet is sent: this only picks the route
+                addr = s.getsockname()[0]
+                break
+        except (OSError, ValueError):
+            continue
+    addr = addr or "127.0.0.1"
     with socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((addr, 0))
         return addr, s.getsockname()[1]

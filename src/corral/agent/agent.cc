@@ -433,7 +433,9 @@ Agent::Worker* Agent::PipelineTarget(const Pending& p) {
   // A task submitted from inside a task may be what that task waits for: never queue it behind a
   // running task, or the wait could never end.
   // Nor a task that keeps running through a partition: stopping the one ahead of it would stop it too.
-  if (p.gpus > 0 || p.task.spec().nested() || p.task.spec().keep_running_on_partition() || p.task.spec().has_actor())
+  // Nor a gang's member behind another (they may wait for each other), nor GPU work.
+  if (p.gpus > 0 || p.task.spec().nested() || p.task.spec().keep_running_on_partition() || p.task.spec().has_actor() ||
+      !p.task.spec().gang_id().empty())
     return nullptr;
   const std::string& hash = p.task.spec().function_hash();
   auto d = durations_.find(hash);

@@ -45,6 +45,8 @@ Agent::Worker* Agent::SpawnWorker(const std::string& env_key) {
   if (lease_map_) spec.env["CORRAL_LEASE_FILE"] = options_.state_dir + "/lease";
   if (!options_.task_modules.empty()) spec.env["CORRAL_TASK_MODULES"] = options_.task_modules;
   spec.env["CUDA_VISIBLE_DEVICES"] = env_key;
+  // CUDA numbers devices fastest first unless told otherwise; NVML (and so env_key) by PCI bus.
+  spec.env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID";
   for (const char* var : {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"})
     spec.env[var] = "1";
   if (!options_.python_path.empty()) {

@@ -54,15 +54,22 @@ Status BuildResources(const NodeFlags& f, agent::AgentOptions* o) {
       size_t c = s.find(',', start);
       std::string entry = s.substr(start, c == std::string::npos ? std::string::npos : c - start);
       auto by_uuid = std::find_if(found.begin(), found.end(), [&](const agent::GpuInfo& g) { return g.uuid == entry; });
+      int index = -1;
       if (by_uuid != found.end()) {
-        ids.push_back(by_uuid->index);
+        index = by_uuid->index;
       } else {
         try {
-          ids.push_back(std::stoi(entry));
+          index = std::stoi(entry);
         } catch (...) {
-          LOG_WARN("CUDA_VISIBLE_DEVICES names '{}', which is neither an index nor a UUID NVML reported: ignored", entry);
         }
       }
+      if (index < 0) {  // as CUDA reads it: an entry that names no device hides it and all after it
+        if (entry != "-1")
+          LOG_WARN("CUDA_VISIBLE_DEVICES names '{}', neither an index nor a UUID NVML reported: no GPU from there on",
+                   entry);
+        break;
+      }
+      ids.push_back(index);
       start = c == std::string::npos ? s.size() : c + 1;
     }
   } else {

@@ -40,6 +40,8 @@ const std::map<std::string, Role> kScheduleOps = {
 };
 const std::map<std::string, Role> kQueueOps = {{"LIST", Role::kRead}, {"SET", Role::kAdmin}};
 const std::map<std::string, Role> kActorOps = {{"GET", Role::kRead}, {"LIST", Role::kRead}, {"KILL", Role::kSubmit}};
+const std::map<std::string, Role> kGangOps = {
+    {"GET", Role::kRead}, {"LIST", Role::kRead}, {"CREATE", Role::kSubmit}, {"REMOVE", Role::kSubmit}};
 
 TEST(AuthPolicy, EveryClientMessageHasItsRole) {
   const auto* oneof = proto::ClientToHead::descriptor()->FindOneofByName("msg");
@@ -57,7 +59,8 @@ TEST(AuthPolicy, EveryRequestAndOperationHasItsRole) {
   const auto* oneof = proto::Request::descriptor()->FindOneofByName("what");
   for (int i = 0; i < oneof->field_count(); ++i) {
     const FieldDescriptor* f = oneof->field(i);
-    if (f->name() == "schedule" || f->name() == "queue" || f->name() == "actor") continue;  // per operation, below
+    if (f->name() == "schedule" || f->name() == "queue" || f->name() == "actor" || f->name() == "gang")
+      continue;  // per operation, below
     ASSERT_TRUE(kRequests.contains(f->name())) << "no role for Request." << f->name();
     proto::ClientToHead m;
     SetMember(m.mutable_request(), f);
@@ -83,6 +86,13 @@ TEST(AuthPolicy, EveryRequestAndOperationHasItsRole) {
     proto::Request r;
     r.mutable_actor()->set_op(static_cast<proto::ActorRequest::Op>(aops->value(i)->number()));
     EXPECT_EQ(RequiredRole(r), kActorOps.at(aops->value(i)->name()));
+  }
+  const auto* gops = proto::GangRequest::Op_descriptor();
+  for (int i = 0; i < gops->value_count(); ++i) {
+    ASSERT_TRUE(kGangOps.contains(gops->value(i)->name())) << "no role for gang " << gops->value(i)->name();
+    proto::Request r;
+    r.mutable_gang()->set_op(static_cast<proto::GangRequest::Op>(gops->value(i)->number()));
+    EXPECT_EQ(RequiredRole(r), kGangOps.at(gops->value(i)->name()));
   }
 }
 

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "corral/base/ids.h"
 #include "corral/base/log.h"
@@ -45,7 +46,8 @@ ResourceSet GangRequestFor(const std::string& gang_id, int member, const Resourc
 
 bool IsGangResource(const std::string& name) { return name.starts_with("gang:"); }
 
-Result<const GangBook::Gang*> GangBook::Create(const proto::GangRequest& request, const std::string& owner) {
+Result<const GangBook::Gang*> GangBook::Create(const proto::GangRequest& request, const std::string& owner,
+                                               const std::string& owner_token) {
   if (request.gang_id().empty()) return Err(Code::kInvalidArgument, "a gang needs an id");
   if (gangs_.contains(request.gang_id()))
     return Err(Code::kAlreadyExists, fmt::format("gang {} exists already", Hex(request.gang_id())));
@@ -58,14 +60,18 @@ Result<const GangBook::Gang*> GangBook::Create(const proto::GangRequest& request
   g.id = request.gang_id();
   g.name = request.name();
   g.owner = owner;
+  g.owner_token = owner_token;
   g.detached = request.detached();
   g.strategy = *strategy;
   g.created = nodes_.clock().BootTimeNs();
   for (int i = 0; i < request.bundles_size(); ++i) {
     ResourceSet b;
     for (const auto& [k, v] : request.bundles(i).resources()) {
-      if (v < 0 || IsGangResource(k))
+      if (!(v >= 0) || IsGangResource(k))
         return Err(Code::kInvalidArgument, fmt::format("member {} of the gang asks {}={}: not a resource it may hold", i, k, v));
+      if (k == kGpu && v > 1 && v != std::floor(v))
+        return Err(Code::kInvalidArgument,
+                   fmt::format("member {} of the gang asks GPU={}: above 1, ask whole devices", i, v));
       b.Set(k, v);
     }
     if (b.empty())
@@ -121,6 +127,8 @@ void GangBook::Reserve(Gang& g, const std::vector<const NodeView*>& where) {
     Node* n = nodes_.Find(where[i]->id);
     ResourceSet named = Named(g.id, i, g.bundles[i]);
     n->view.available.Subtract(g.bundles[i]);
+    n->reserved_plain.Add(g.bundles[i]);
+    n->view.holds_gang = true;
     n->reserved.Add(named);
     n->view.total.Add(named);
     n->view.available.Add(named);
@@ -145,18 +153,23 @@ void GangBook::Release(Gang& g, const std::string& why) {
     // amount now negative): the names then vanish.
     n->view.available.Subtract(named);
     n->view.available.Add(g.bundles[i]);
+    n->reserved_plain.Subtract(g.bundles[i]);
+    n->view.holds_gang = !n->reserved.empty();
   }
   g.state = State::kPending;
   LOG_INFO("gang {} released: {}", ShortHex(g.id), why);
 }
 
-void GangBook::NodeGone(const std::string& node_id) {
+std::vector<std::string> GangBook::NodeGone(const std::string& node_id) {
+  std::vector<std::string> released;
   for (auto& [id, g] : gangs_)
     if (g.state == State::kReady && std::find(g.nodes.begin(), g.nodes.end(), node_id) != g.nodes.end()) {
       Release(g, fmt::format("node {} is gone", ShortHex(node_id)));
       g.lost = fmt::format("node {} under it died", ShortHex(node_id));
       g.reason = g.lost + "; waiting to be reserved again";
+      released.push_back(id);
     }
+  return released;
 }
 
 std::vector<std::string> GangBook::OwnedBy(const std::string& owner) const {

@@ -35,6 +35,7 @@ class GangBook {
   enum class State { kPending, kReady };
   struct Gang {
     std::string id, name, owner;
+    std::string owner_token;         // the token its creator used: who else may use and remove it
     bool detached = false;
     GangStrategy strategy = GangStrategy::kPack;
     std::vector<ResourceSet> bundles;
@@ -47,14 +48,15 @@ class GangBook {
 
   explicit GangBook(NodeRegistry& nodes) : nodes_(nodes) {}
 
-  Result<const Gang*> Create(const proto::GangRequest& request, const std::string& owner);
+  Result<const Gang*> Create(const proto::GangRequest& request, const std::string& owner,
+                             const std::string& owner_token = "");
   const Gang* Find(const std::string& id) const;
   // Releases its reservation and forgets it. What runs in it is the caller's to stop.
   void Remove(const std::string& id);
   // Reserves the waiting gangs that fit now, oldest first. True if any was.
   bool ReservePending();
-  // Gangs with a bundle on `node_id` are released and wait again.
-  void NodeGone(const std::string& node_id);
+  // Gangs with a bundle on `node_id` are released and wait again; returns their ids.
+  std::vector<std::string> NodeGone(const std::string& node_id);
   // Gangs `owner` created that are not detached.
   std::vector<std::string> OwnedBy(const std::string& owner) const;
   bool HasPending() const;

@@ -307,7 +307,7 @@ void HeadServer::DetachClient(Peer* peer, bool goodbye) {
   std::shared_ptr<ClientSession> session = std::move(peer->session);
   if (!session) return;
   session->conn.reset();
-  if (goodbye || (tasks_.Owned(session->id) == 0 && session->borrowed.empty())) {  // nothing to keep for it
+  if (goodbye || (tasks_.Owned(session->id) == 0 && session->borrowed.empty() && !tasks_.OwnsGangs(session->id))) {  // nothing to keep for it
     tasks_.RemoveClient(session.get());
     return;
   }

@@ -54,6 +54,7 @@ struct Node {
   proto::Counters counters;                // the agent's, from its last heartbeat
   int prefetch_per_cpu = 0;                // its prefetch queue holds this many tasks per CPU it counts
   ResourceSet reserved;                    // gangs' named resources on it (gang_book.h), part of view.total
+  ResourceSet reserved_plain;              // what those bundles took out of its free pool
 };
 
 class NodeRegistry {

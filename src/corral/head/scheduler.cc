@@ -95,7 +95,8 @@ Placement Place(const Request& request, const std::vector<const NodeView*>& node
         best_util = util;
         best_avoided = avoided;
       }
-    } else if (n->prefetched < n->prefetch_limit && CpuOnly(request.resources) && !request.no_prefetch) {
+    } else if (n->prefetched < n->prefetch_limit && CpuOnly(request.resources) && !request.no_prefetch &&
+               !n->holds_gang) {
       if (!prefetch || n->prefetched < prefetch->prefetched ||
           (n->prefetched == prefetch->prefetched && n->order < prefetch->order))
         prefetch = n;

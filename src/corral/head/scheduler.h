@@ -13,7 +13,8 @@
 //     A task that asks no GPU goes to a node without GPUs when one has room (Ray's default).
 //  3. Ties go to the node that registered first.
 //  4. If no node has room now, a CPU-only task may wait in an agent's short prefetch queue (at most
-//     `prefetch` tasks per node, fewest queued first) so workers never idle between tasks.
+//     `prefetch` tasks per node, fewest queued first) so workers never idle between tasks; not on a
+//     node that holds a gang's reservation.
 //  5. If no node could ever fit, the task is infeasible: it stays pending with a reason and does not
 //     block other tasks. With no node at all, tasks simply wait for the first one.
 #pragma once
@@ -45,6 +46,9 @@ struct NodeView {
   int prefetched = 0;
   int prefetch_limit = 0;
   bool interruptible_only = false;  // takes only tasks that tolerate interruption
+  // Holds a gang's reservation: nothing is prefetched there, since its agent does not know which of
+  // its CPUs are the gang's (it would start the prefetched task on them at once).
+  bool holds_gang = false;
   std::set<std::string> task_functions;  // durable task functions its workers registered
 };
 

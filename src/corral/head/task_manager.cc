@@ -154,7 +154,7 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
   std::string refusal;
   proto::ErrorKind kind = proto::RUNTIME;
   if (spec.has_actor() || !spec.actor_id().empty()) refusal = AdmitActorTask(client, id, task, spec, &kind);
-  if (refusal.empty() && !spec.gang_id().empty()) refusal = AdmitGangTask(spec);
+  if (refusal.empty() && !spec.gang_id().empty()) refusal = AdmitGangTask(*client, spec);
   SchedClass& cls = ClassFor(spec);
   cls.unfinished++;
   task.cls = &cls;
@@ -377,7 +377,16 @@ void TaskManager::Schedule() {
     SchedClass& cls = cit->second;
     if (!cls.gang_id.empty()) {
       const GangBook::Gang* g = gangs_.Find(cls.gang_id);
-      if (g && g->state == GangBook::State::kPending) {  // waits for its gang, without a word of infeasibility
+      if (!g) {  // removed while these waited (e.g. a result being rebuilt): they cannot run
+        std::vector<std::string> queued;
+        for (const auto& key : cls.queue) queued.push_back(key.str());
+        cls.queue.clear();
+        for (const auto& tid : queued)
+          if (auto t = tasks_.find(tid); t != tasks_.end() && t->second.state == TaskState::kQueued)
+            Finish(tid, ErrorValue(tid, proto::CANCELLED,
+                                   fmt::format("{} cannot run: its gang {} was removed", NameOf(tid, t->second),
+                                               ShortHex(cls.gang_id))));
+      } else if (g->state == GangBook::State::kPending) {  // waits for its gang, without a word of infeasibility
         ++cit;
         continue;
       }
@@ -605,7 +614,10 @@ void TaskManager::OnNodeDead(Node* node, const std::string& why) {
   node->tasks.clear();
   node->shipped_functions.clear();
   LoseStoredOn(node, why);
-  gangs_.NodeGone(node->view.id);
+  for (const auto& gang_id : gangs_.NodeGone(node->view.id))  // the rest of it runs on nothing reserved now
+    StopInGang(gang_id, fmt::format("node {} ({}) under its gang died: the gang is released and reserved again",
+                                    ShortHex(node->view.id), node->info.hostname()),
+               /*removing=*/false);
   nodes_changed_ = true;
 }
 

@@ -115,6 +115,8 @@ class TaskManager {
   // the creator's values), which stops the tasks and actors placed in the gang.
   Status HandleGangRequest(ClientSession* client, const proto::GangRequest& request, proto::Reply* reply);
   const GangBook& gangs() const { return gangs_; }
+  // Whether the client made gangs that end with it (so its session is kept while it reconnects).
+  bool OwnsGangs(const std::string& client_id) const { return !gangs_.OwnedBy(client_id).empty(); }
 
   void OnTaskFinished(Node* node, proto::TaskFinished&& finished);
   // The id of the node task `task_id` was dispatched to ("" if none).
@@ -366,13 +368,19 @@ class TaskManager {
   bool MayUseActor(const ClientSession& client, const Actor& actor) const;
   void ReleaseResources(const std::string& id, Task& task, Node* node);
   // Why a task or actor asking to run in a gang may not (empty: it may).
-  std::string AdmitGangTask(const proto::TaskSpec& spec);
+  std::string AdmitGangTask(const ClientSession& client, const proto::TaskSpec& spec);
   void RemoveGang(const std::string& gang_id, const std::string& why);
+  // Stops what runs in the gang: running tasks are cancelled, actors restarted (they wait for the
+  // gang again) or, with `removing`, stopped for good, and queued tasks fail with `why`.
+  void StopInGang(const std::string& gang_id, const std::string& why, bool removing);
+  bool MayUseGang(const ClientSession& client, const GangBook::Gang& gang) const;
   void RemoveGangsOf(const std::string& owner, const std::string& name);
   // The CPUs of a request: what a task blocked in get() gives back.
+  // The CPUs in a request: "CPU", or a gang's ("gang:<id>:<i>:CPU", "gang:<id>:CPU").
   static ResourceSet CpuPart(const ResourceSet& r) {
     ResourceSet out;
-    out.Set(kCpu, r.Get(kCpu));
+    for (const auto& [name, units] : r.units())
+      if (name == kCpu || name.ends_with(std::string(":") + kCpu)) out.Set(name, r.Get(name));
     return out;
   }
   // Finishes the task with `value` and propagates to dependents and subscribers.

@@ -56,6 +56,7 @@ void TaskManager::Reconcile(Node* node, const google::protobuf::RepeatedPtrField
   }
   // Its resources may differ now (a new agent process under the same id): count afresh what it runs.
   node->view.available = node->view.total;
+  node->view.available.Subtract(node->reserved_plain);  // (held for gangs, under their own names)
   double cpus = 0;
   for (const auto& id : node->tasks) {
     auto t = tasks_.find(id);

@@ -443,10 +443,11 @@ NB_MODULE(_core, m) {
               const std::string& strategy, const std::string& name, bool detached) {
              corral::proto::Request req;
              auto* g = req.mutable_gang();
-             g->set_op(op == "create" ? corral::proto::GangRequest::CREATE
-                       : op == "remove" ? corral::proto::GangRequest::REMOVE
-                       : op == "get"    ? corral::proto::GangRequest::GET
-                                        : corral::proto::GangRequest::LIST);
+             if (op == "create") g->set_op(corral::proto::GangRequest::CREATE);
+             else if (op == "remove") g->set_op(corral::proto::GangRequest::REMOVE);
+             else if (op == "get") g->set_op(corral::proto::GangRequest::GET);
+             else if (op == "list") g->set_op(corral::proto::GangRequest::LIST);
+             else throw nb::value_error("gang_request: op is create, remove, get or list");
              g->set_gang_id(Str(gang_id));
              for (auto b : bundles) {
                auto* out = g->add_bundles()->mutable_resources();
