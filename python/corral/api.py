@@ -257,7 +257,7 @@ def nodes():
     state ("alive", "suspect": silent or disconnected, takes no new work; "dead": its tasks were
     re-run elsewhere; "left": drained and gone), connected, draining, interruptible_only,
     resources (total) and available, labels, python_version, running_tasks, last_heartbeat_age_s,
-    and the agent's counters."""
+    gpus (each device NVML reported: index, name, memory_bytes, uuid), and the agent's counters."""
     return _runtime.get_client().nodes()
 
 
