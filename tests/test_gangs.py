@@ -245,3 +245,24 @@ def test_bad_gangs_are_refused_with_what_to_do(three):
     corral.remove_gang(g)
     with pytest.raises(corral.GangError):
         g.ready(1)
+
+
+def test_gang_capture_puts_what_a_task_starts_into_its_gang(three):
+    g = corral.gang(3, num_cpus=2, strategy="strict_spread")  # every CPU of the cluster
+    assert g.ready(timeout=30)
+
+    @corral.remote(num_cpus=1)
+    def child():
+        return os.environ["CORRAL_NODE_ID"]
+
+    @corral.remote(num_cpus=1)
+    def parent(opt_out):
+        c = child.options(gang=None) if opt_out else child
+        return corral.get(c.remote(), timeout=3)
+
+    captured = parent.options(gang=g, member=1, gang_capture=True)
+    assert corral.get(captured.remote(False), timeout=60) in nodes_of(g), "the child ran in the gang"
+    with pytest.raises(corral.TaskError, match="GetTimeoutError"):  # kept out of the gang: no free CPU
+        corral.get(captured.remote(True), timeout=60)
+    with pytest.raises(corral.TaskError, match="GetTimeoutError"):  # not captured: the same
+        corral.get(parent.options(gang=g, member=1).remote(False), timeout=60)

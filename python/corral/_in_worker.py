@@ -39,8 +39,9 @@ class Wrapped:
     while the function runs (and stay set in an actor's worker, which is the actor's alone);
     exceptions that ``retry_exceptions`` names re-run the function, at most ``retries`` times."""
 
-    def __init__(self, fn, retry_exceptions=None, retries=0, env_vars=None, keep_env=False):
+    def __init__(self, fn, retry_exceptions=None, retries=0, env_vars=None, keep_env=False, capture_gang=None):
         self.fn = fn
+        self.capture_gang = capture_gang
         self.retry_exceptions = tuple(retry_exceptions) if isinstance(retry_exceptions, list) else retry_exceptions
         self.retries = retries
         self.env_vars = dict(env_vars or {})
@@ -56,8 +57,15 @@ class Wrapped:
         return bool(r) and isinstance(e, r)
 
     def __call__(self, *args, **kwargs):
+        from . import _runtime
         saved = {k: os.environ.get(k) for k in self.env_vars}
         os.environ.update(self.env_vars)
+        captured = None
+        if self.capture_gang is not None:
+            if self.keep_env:  # an actor: its worker is its own, for its whole life
+                _runtime.actor_capture_gang = self.capture_gang
+            else:
+                captured = _runtime.capture_gang.set(self.capture_gang)
         try:
             tries = 0
             while True:
@@ -74,6 +82,8 @@ class Wrapped:
                     print(f"corral: {self.__qualname__} raised {type(e).__name__}: {e}; retrying "
                           f"({tries} of {self.retries}, retry_exceptions)", file=sys.stderr, flush=True)
         finally:
+            if captured is not None:
+                _runtime.capture_gang.reset(captured)
             if not self.keep_env:
                 for k, v in saved.items():
                     if v is None:
@@ -88,6 +98,7 @@ def wrap(fn, options, retries, keep_env=False):
     retry = options.get("retry_exceptions")
     env_vars = dict(_runtime.job_env_vars)
     env_vars.update((options.get("runtime_env") or {}).get("env_vars") or {})
-    if not retry and not env_vars:
+    capture = options.get("gang") if options.get("gang_capture") else None
+    if not retry and not env_vars and capture is None:
         return fn
-    return Wrapped(fn, retry, retries if retry else 0, env_vars, keep_env)
+    return Wrapped(fn, retry, retries if retry else 0, env_vars, keep_env, capture)

@@ -42,6 +42,14 @@ job_env_vars = {}        # init(runtime_env={"env_vars": ...}): set for every ta
 
 
 current_call = contextvars.ContextVar("corral_current_call", default=None)  # an actor's call: its id
+# The gang that tasks and actors started from here without gang= go into (gang_capture=True): set
+# while such a task runs, or for an actor's whole life.
+capture_gang = contextvars.ContextVar("corral_capture_gang", default=None)
+actor_capture_gang = None
+
+
+def captured_gang():
+    return capture_gang.get() or actor_capture_gang
 cancelled_calls = set()  # ids of an actor's running calls that were cancelled (see _actor_host.cancel)
 
 

@@ -17,7 +17,7 @@ from .object_ref import ObjectRef
 
 _ACTOR_OPTIONS = {"num_cpus", "num_gpus", "memory", "resources", "label_selector", "max_restarts", "max_task_retries",
                   "max_concurrency", "concurrency_groups", "name", "namespace", "lifetime", "get_if_exists",
-                  "interruptible", "keep_running_on_partition", "runtime_env", "gang", "member"}
+                  "interruptible", "keep_running_on_partition", "runtime_env", "gang", "member", "gang_capture"}
 DEFAULT_NAMESPACE = "default"
 
 
@@ -45,7 +45,7 @@ def _validate(cls_name, options):
             f"unknown actor option(s) {sorted(unknown)} for {cls_name}; valid: {sorted(_ACTOR_OPTIONS)}")
     validate_task_options({k: v for k, v in options.items()
                            if k in ("num_cpus", "num_gpus", "memory", "resources", "interruptible",
-                                    "keep_running_on_partition", "gang", "member")})
+                                    "keep_running_on_partition", "gang", "member", "gang_capture")})
     for k in ("max_restarts", "max_task_retries"):
         v = options.get(k)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < -1):
@@ -128,7 +128,12 @@ class ActorClass:
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_handles"] = {}
+        state.pop("_captured", None)
         return state
+
+    def _in_captured_gang(self):
+        from .api import _in_captured_gang
+        return _in_captured_gang(self)
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"actor class {self._name} must be started with {self.__name__}.remote(...)")
@@ -138,7 +143,7 @@ class ActorClass:
         merged = dict(self._options)
         merged.update(options)
         other = ActorClass(self._cls, merged)
-        if merged.get("runtime_env") == self._options.get("runtime_env"):
+        if all(merged.get(k) == self._options.get(k) for k in ("runtime_env", "gang", "gang_capture")):
             other._pickled, other._hash, other._job_env = self._pickled, self._hash, self._job_env
         return other
 
@@ -175,6 +180,9 @@ class ActorClass:
     def remote(self, *args, **kwargs):
         """Starts the actor: its constructor runs with these arguments in a worker of its own. Returns
         its :class:`ActorHandle` at once; calls made before the constructor returns wait for it."""
+        captured = self._in_captured_gang()
+        if captured is not None:
+            return captured.remote(*args, **kwargs)
         client = _runtime.get_client()
         handle = self._handle(client)
         name = self._options.get("name")

@@ -294,8 +294,8 @@ def runtime_context():
 
 _OPTION_NAMES = {"num_cpus", "num_gpus", "memory", "resources", "label_selector", "max_retries", "name",
                  "interruptible", "keep_running_on_partition", "num_returns", "retry_exceptions", "runtime_env",
-                 "gang", "member"}
-_IN_WORKER_OPTIONS = ("retry_exceptions", "runtime_env", "max_retries")  # change what is shipped
+                 "gang", "member", "gang_capture"}
+_IN_WORKER_OPTIONS = ("retry_exceptions", "runtime_env", "max_retries", "gang", "gang_capture")  # change what is shipped
 
 
 def _parse_memory(m):
@@ -361,9 +361,13 @@ def _validate(options):
 def _check_gang(options):
     from .gang import Gang
     g, member = options.get("gang"), options.get("member")
+    capture = options.get("gang_capture")
+    if capture is not None and not isinstance(capture, bool):
+        raise exceptions.InvalidArgumentError(f"gang_capture={capture!r}: must be True or False")
     if g is None:
-        if member is not None:
-            raise exceptions.InvalidArgumentError(f"member={member!r} without gang=: give the gang too")
+        if member is not None or capture:
+            raise exceptions.InvalidArgumentError(
+                f"{'member' if member is not None else 'gang_capture'}= without gang=: give the gang too")
         return
     if not isinstance(g, Gang):
         raise exceptions.InvalidArgumentError(f"gang={g!r}: give the Gang that corral.gang() returned")
@@ -420,6 +424,19 @@ def _request(options, default_cpus):
     return resources, {str(k): str(v) for k, v in (options.get("label_selector") or {}).items()}
 
 
+def _in_captured_gang(remote):
+    """A remote function or actor class with gang= set, if it has no gang= of its own and is started
+    from a task or actor started with gang_capture=True (Ray's placement_group_capture_child_tasks);
+    else None. Kept per gang on the object (not pickled with it)."""
+    g = None if "gang" in remote._options else _runtime.captured_gang()
+    if g is None:
+        return None
+    cache = remote.__dict__.setdefault("_captured", {})
+    if g.id not in cache:
+        cache[g.id] = remote.options(gang=g, gang_capture=True)
+    return cache[g.id]
+
+
 class RemoteFunction:
     """A function that runs as a task: ``f.remote(*args)`` returns an ObjectRef at once."""
 
@@ -441,7 +458,11 @@ class RemoteFunction:
         # carry this process's handles: they name registrations on this process's connection only.
         state = self.__dict__.copy()
         state["_handles"] = {}
+        state.pop("_captured", None)
         return state
+
+    def _in_captured_gang(self):
+        return _in_captured_gang(self)
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"remote function {self._name} must be called with {self.__name__}.remote(...); "
@@ -475,6 +496,9 @@ class RemoteFunction:
         return handle
 
     def remote(self, *args, **kwargs):
+        captured = self._in_captured_gang()
+        if captured is not None:
+            return captured.remote(*args, **kwargs)
         client = _runtime.get_client()
         handle = self._handle(client)
         (data, deps, held), inner = serialization.collecting_refs(
@@ -507,6 +531,14 @@ def remote(*args, **options):
     the task is not stopped. By default it is, so that when the head runs it again elsewhere the
     two attempts never overlap; with this option they may, and duplicate effects are yours to
     handle. A node that drains or a task that is cancelled still stops it.
+
+    ``gang=g, member=i`` (see :func:`corral.gang`): the task runs in member i's reservation (any
+    member's when ``member`` is None), with what it asks taken from that member's share.
+    ``gang_capture=True``: the tasks and actors it starts without a ``gang=`` of their own run in the
+    same gang too (``gang=None`` keeps one out).
+
+    ``num_gpus``: whole devices (``CUDA_VISIBLE_DEVICES`` names them), or a fraction below 1 that
+    shares a device with other fractions.
     """
     if len(args) == 1 and not options and callable(args[0]):
         return _make_remote(args[0], {})

@@ -12,7 +12,7 @@ import os
 import sys
 
 from . import exceptions
-from .gang import gang
+from .gang import gang, stamp_failure
 
 
 def ddp(train_fn, *args, workers=1, gpus_per_worker=0, cpus_per_worker=1, memory_per_worker=None, backend=None,
@@ -69,5 +69,8 @@ def _ddp_member(train_fn, backend, args, kwargs):
                             world_size=int(os.environ["WORLD_SIZE"]), timeout=datetime.timedelta(minutes=10))
     try:
         return train_fn(*args, **kwargs)
+    except BaseException as e:
+        stamp_failure(e)  # before the teardown below, which makes the other ranks fail too
+        raise
     finally:
         dist.destroy_process_group()

@@ -170,16 +170,19 @@ class Gang:
         try:
             while pending:
                 done, pending = api.wait(pending, num_returns=1)
-                for ref in done:
-                    try:
-                        api.get(ref)
-                    except Exception as e:  # noqa: BLE001 - whatever the member died of ends the run
-                        m = members[refs.index(ref)]
-                        raise exceptions.GangMemberError(
-                            f"member {m['index']} of {world} of gang {self.name or self.id.hex()[:16]} failed on node "
-                            f"{m['hostname']} ({m['node_id'][:8]}): {_describe(e)}; the other "
-                            f"members were stopped", member=m["index"], node_id=m["node_id"], hostname=m["hostname"],
-                            cause=e) from e
+                failed = _failures(done)
+                if failed:
+                    # One member's failure often makes the others fail soon after (a collective
+                    # whose peer is gone): give them a moment, and name the one that failed first.
+                    more, pending = api.wait(pending, num_returns=len(pending), timeout=_SETTLE_S)
+                    failed += _failures(more)
+                    ref, e = min(failed, key=lambda f: _failed_at(f[1]))
+                    m = members[refs.index(ref)]
+                    raise exceptions.GangMemberError(
+                        f"member {m['index']} of {world} of gang {self.name or self.id.hex()[:16]} failed on node "
+                        f"{m['hostname']} ({m['node_id'][:8]}): {_describe(e)}; the other "
+                        f"members were stopped", member=m["index"], node_id=m["node_id"], hostname=m["hostname"],
+                        cause=e) from e
         except BaseException:  # a member failed, or Ctrl-C: none is left running in the gang
             self._stop(pending)
             raise
@@ -192,6 +195,37 @@ class Gang:
             api.cancel(r, force=True)
         if refs:  # their ends free the reservation for a restart
             api.wait(refs, num_returns=len(refs), timeout=60)
+
+
+_SETTLE_S = 1.0
+
+
+def _failures(refs):
+    """(ref, error) of each of `refs` (all finished) that failed."""
+    from . import api
+    out = []
+    for ref in refs:
+        try:
+            api.get(ref)
+        except Exception as e:  # noqa: BLE001 - whatever a member died of ends the run
+            out.append((ref, e))
+    return out
+
+
+def stamp_failure(e):
+    """Marks when a member's code raised `e` (once: the first mark, nearest the cause, stays), so
+    Gang.run can name the member that failed first."""
+    if not hasattr(e, "__corral_failed_at__"):
+        try:
+            e.__corral_failed_at__ = time.time()
+        except AttributeError:  # (an exception type without a __dict__)
+            pass
+
+
+def _failed_at(e):
+    """When the member's code raised (time.time() on its node); a member whose process or node died
+    raised nothing, and comes first: the others' errors usually follow from it."""
+    return getattr(e, "__corral_failed_at__", float("-inf"))
 
 
 def _describe(e):
@@ -232,6 +266,9 @@ def _run_member(fn, env, args, kwargs):
     os.environ.update(env)
     try:
         return fn(*args, **kwargs)
+    except BaseException as e:
+        stamp_failure(e)
+        raise
     finally:
         for k, v in saved.items():
             if v is None:

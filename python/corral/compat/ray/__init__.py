@@ -168,7 +168,10 @@ def get(object_refs, *, timeout=None):
     also an instance of the original exception's class)."""
     if isinstance(object_refs, DynamicObjectRefGenerator):
         object_refs = list(object_refs)
-    return _corral.get(object_refs, timeout=timeout)
+    try:
+        return _corral.get(object_refs, timeout=timeout)
+    except _corral.GetTimeoutError as e:  # Ray's words (code matches on them); Corral's figures after
+        raise _corral.GetTimeoutError("Get timed out: some object(s) not ready.") from e
 
 
 def put(value, **_ignored):

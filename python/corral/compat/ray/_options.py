@@ -5,7 +5,7 @@ from .util.scheduling_strategies import NodeAffinitySchedulingStrategy, Placemen
 
 NO_LIMIT = 1_000_000   # max_retries=-1: Ray's "retry forever"
 _IGNORED = {"max_calls", "_metadata", "max_pending_calls", "enable_task_events", "_labels", "object_store_memory",
-            "placement_group_capture_child_tasks", "_generator_backpressure_num_objects"}
+            "_generator_backpressure_num_objects"}
 
 
 SOFT_NODE = "corral.soft_node_id"   # in translate()'s result: a node preferred when alive at submission
@@ -19,10 +19,11 @@ def translate(options, actor):
         if k in _IGNORED:
             continue
         if k == "placement_group":  # (Ray's older form of PlacementGroupSchedulingStrategy)
-            if v not in (None, "default"):
-                _in_gang(v, options.get("placement_group_bundle_index", -1), out)
+            if v != "default":
+                _in_gang(v, options.get("placement_group_bundle_index", -1),
+                         options.get("placement_group_capture_child_tasks"), out)
             continue
-        if k == "placement_group_bundle_index":
+        if k in ("placement_group_bundle_index", "placement_group_capture_child_tasks"):
             continue
         if k == "scheduling_strategy":
             _strategy(v, out)
@@ -40,12 +41,17 @@ def translate(options, actor):
     return out
 
 
-def _in_gang(pg, index, out):
+def _in_gang(pg, index, capture, out):
     from .util.placement_group import PlacementGroup
+    if pg is None:  # explicitly in no group: not captured into its parent's either
+        out["gang"] = None
+        return
     if not isinstance(pg, PlacementGroup):
         raise exceptions.InvalidArgumentError(f"placement_group={pg!r}: give what ray.util.placement_group() returned")
     out["gang"] = pg._gang
     out["member"] = None if index is None or index < 0 else index
+    if capture:
+        out["gang_capture"] = True
 
 
 def _strategy(s, out):
@@ -58,7 +64,7 @@ def _strategy(s, out):
             out.setdefault("label_selector", {})["corral.node_id"] = s.node_id
         return
     if isinstance(s, PlacementGroupSchedulingStrategy):
-        _in_gang(s.placement_group, s.placement_group_bundle_index, out)
+        _in_gang(s.placement_group, s.placement_group_bundle_index, s.placement_group_capture_child_tasks, out)
         return
     raise exceptions.InvalidArgumentError(
         f"scheduling_strategy={s!r}: use 'DEFAULT', 'SPREAD' or NodeAffinitySchedulingStrategy(node_id, soft=)")

@@ -69,15 +69,26 @@ def get_placement_group(name):
 
 
 def placement_group_table(placement_group=None):
-    def row(g):
-        return {"placement_group_id": g["gang_id"].hex(), "name": g["name"],
-                "state": "CREATED" if g["state"] == "READY" else "PENDING", "strategy": g["strategy"].upper(),
-                "bundles": {m["index"]: dict(m["resources"]) for m in g["members"]},
-                "bundles_to_node_id": {m["index"]: m["node_id"] for m in g["members"]}}
-    rows = {g["gang_id"].hex(): row(g) for g in corral.gangs()}
-    if placement_group is not None:
-        return rows.get(placement_group.id, {"state": "REMOVED", "placement_group_id": placement_group.id})
-    return rows
+    """Ray's table of placement groups (by id), or one group's row; a removed group's row says
+    REMOVED. Ray's scheduling ``stats`` are not kept."""
+    rows = {g["gang_id"].hex(): _row(g) for g in corral.gangs()}
+    if placement_group is None:
+        return rows
+    row = rows.get(placement_group.id)
+    if row is None:  # removed (or its creator exited): Ray keeps the row, marked so
+        row = dict(_row({"gang_id": placement_group._gang.id, "name": placement_group._gang.name,
+                         "strategy": placement_group._gang.strategy, "state": "REMOVED",
+                         "members": [{"index": i, "resources": b, "node_id": ""}
+                                     for i, b in enumerate(placement_group._gang.bundles)]}))
+    return row
+
+
+def _row(g):
+    state = {"READY": "CREATED", "PENDING": "PENDING"}.get(g["state"], g["state"])
+    return {"placement_group_id": g["gang_id"].hex(), "name": g["name"],
+            "bundles": {m["index"]: dict(m["resources"]) for m in g["members"]},
+            "bundles_to_node_id": {m["index"]: m["node_id"] for m in g["members"] if m["node_id"]},
+            "strategy": g["strategy"].upper(), "state": state}
 
 
 def get_current_placement_group():

@@ -16,11 +16,13 @@ class NodeAffinitySchedulingStrategy:
 
 class PlacementGroupSchedulingStrategy:
     """Run in a placement group (a Corral gang): in bundle ``placement_group_bundle_index``, or in
-    any of its bundles with -1."""
+    any of its bundles with -1; with ``placement_group_capture_child_tasks=True`` the tasks and
+    actors it starts go into the group too (any bundle). ``placement_group=None``: in no group."""
 
     def __init__(self, placement_group, placement_group_bundle_index=-1, placement_group_capture_child_tasks=None):
         self.placement_group = placement_group
         self.placement_group_bundle_index = placement_group_bundle_index
+        self.placement_group_capture_child_tasks = placement_group_capture_child_tasks
 
 
 class NodeLabelSchedulingStrategy:
