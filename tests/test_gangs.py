@@ -266,3 +266,20 @@ def test_gang_capture_puts_what_a_task_starts_into_its_gang(three):
         corral.get(captured.remote(True), timeout=60)
     with pytest.raises(corral.TaskError, match="GetTimeoutError"):  # not captured: the same
         corral.get(parent.options(gang=g, member=1).remote(False), timeout=60)
+
+
+def test_plain_tasks_never_run_on_a_gangs_share_of_a_node(cluster, tmp_path):
+    cluster.add_agent(num_cpus=2)
+    cluster.connect()
+    cluster.wait_nodes(1)
+    g = corral.gang(1, num_cpus=2)
+    assert g.ready(timeout=30)
+
+    @corral.remote
+    def plain(i):
+        return i
+    refs = [plain.remote(i) for i in range(4)]
+    ready, _ = corral.wait(refs, num_returns=1, timeout=2)
+    assert ready == [], "the node's two CPUs are the gang's: nothing else runs on them (nor is queued there)"
+    corral.remove_gang(g)
+    assert corral.get(refs, timeout=60) == [0, 1, 2, 3]
