@@ -283,3 +283,23 @@ def test_plain_tasks_never_run_on_a_gangs_share_of_a_node(cluster, tmp_path):
     assert ready == [], "the node's two CPUs are the gang's: nothing else runs on them (nor is queued there)"
     corral.remove_gang(g)
     assert corral.get(refs, timeout=60) == [0, 1, 2, 3]
+
+
+def test_a_drivers_gangs_are_created_again_on_a_restarted_head(cluster):
+    cluster.add_agent(num_cpus=2)
+    cluster.add_agent(num_cpus=2)
+    cluster.connect()
+    cluster.wait_nodes(2)
+    g = corral.gang(2, num_cpus=1, strategy="strict_spread", name="survivor")
+    assert g.ready(timeout=30)
+
+    @corral.remote(num_cpus=1)
+    def where(pause):
+        time.sleep(pause)
+        return os.environ["CORRAL_NODE_ID"]
+    running = where.options(gang=g, member=0).remote(1.0)
+    cluster.restart_head()
+    assert g.ready(timeout=60), "the driver sent its gang to the new head"
+    assert corral.get(running, timeout=60)  # it ran once, and its result came
+    assert corral.get(where.options(gang=g, member=1).remote(0), timeout=60) == nodes_of(g)[1]
+    assert [x["name"] for x in corral.gangs()] == ["survivor"]

@@ -10,7 +10,9 @@ namespace {
 
 void AddNodeFlags(CLI::App* cmd, corral::cli::NodeFlags* f) {
   cmd->add_option("--num-cpus", f->num_cpus, "CPUs this node offers (default: detected)");
-  cmd->add_option("--num-gpus", f->num_gpus, "GPUs this node offers (default: detected through NVML)");
+  cmd->add_option("--num-gpus", f->num_gpus,
+                  "GPUs this node offers (default: those NVML reports, limited to CUDA_VISIBLE_DEVICES if set; "
+                  "CORRAL_NVML_LIBRARY=/path/libnvidia-ml.so.1 names the driver's library)");
   cmd->add_option("--memory", f->memory, "memory this node offers, e.g. 4GiB (default: 90% of RAM)");
   cmd->add_option("--resources", f->resources, "custom resources, e.g. laptop=1,ssd=2");
   cmd->add_option("--labels", f->labels, "node labels for label selectors, e.g. zone=office");

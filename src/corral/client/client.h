@@ -104,6 +104,10 @@ class Client {
   void Unborrow(const std::string& id);
   Status Cancel(const std::string& task_id, bool force);
   Result<proto::Reply> Request(proto::Request request, double timeout_s);
+  // A gang this client created (CREATE, as sent) or removed: a restarted head, which has lost its
+  // gangs, is sent the live ones again before the tasks that run in them.
+  void RememberGang(const proto::GangRequest& create);
+  void ForgetGang(const std::string& gang_id);
 
   const std::string& client_id() const { return client_id_; }
   bool connected() const {
@@ -171,6 +175,7 @@ class Client {
   std::unordered_map<std::string, std::vector<std::string>> items_;  // generator values told: guarded by mu_
   std::unordered_map<std::string, int> refs_;                       // guarded by mu_
   std::unordered_set<std::string> subscribed_;                      // guarded by mu_
+  std::map<std::string, proto::GangRequest> gangs_;                  // guarded by mu_: by id, see RememberGang
   std::unordered_set<std::string> owned_;                           // guarded by mu_
   std::vector<std::string> pending_release_;                        // guarded by mu_
   std::vector<std::string> pending_unborrow_;                       // guarded by mu_: borrows dropped

@@ -140,6 +140,11 @@ bool Client::Replay(net::Connection& c, bool subscriptions_only) {
       return !c.closed();
     }
     shipped_.clear();
+    for (const auto& [id, create] : gangs_) {  // before the tasks placed in them (answers are not awaited)
+      proto::ClientToHead m;
+      *m.mutable_request()->mutable_gang() = create;
+      msgs.push_back(std::move(m));
+    }
     std::map<std::string, const proto::TaskSpec*> templates;
     for (const auto& f : functions_) templates[f.function_hash()] = &f;
     // Values this client owns and still holds (its puts, and results it has), and its unfinished
@@ -181,6 +186,16 @@ bool Client::Replay(net::Connection& c, bool subscriptions_only) {
   if (sub.has_subscribe()) c.Send(sub);
   c.Flush();
   return !c.closed();
+}
+
+void Client::RememberGang(const proto::GangRequest& create) {
+  std::lock_guard lock(mu_);
+  gangs_[create.gang_id()] = create;
+}
+
+void Client::ForgetGang(const std::string& gang_id) {
+  std::lock_guard lock(mu_);
+  gangs_.erase(gang_id);
 }
 
 }  // namespace corral::client

@@ -457,6 +457,8 @@ NB_MODULE(_core, m) {
              g->set_name(name);
              g->set_detached(detached);
              auto reply = AskHead(c, req);
+             if (op == "create") c.RememberGang(*g);  // sent again to a restarted head
+             if (op == "remove") c.ForgetGang(g->gang_id());
              nb::list out;
              for (const auto& info : reply.gangs()) out.append(GangDict(info));
              return out;
