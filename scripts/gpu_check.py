@@ -14,6 +14,11 @@ def section(title):
     print(f"\n=== {title}", flush=True)
 
 
+def devices_seen():
+    return {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid(),
+            "gpu_ids": corral.runtime_context().gpu_ids}
+
+
 def on_gpu(n):
     import torch
     x = torch.arange(n * n, dtype=torch.float32, device="cuda").reshape(n, n) / (n * n)
@@ -54,11 +59,18 @@ def main():
         print("no GPU detected: is the NVIDIA driver installed (nvidia-smi)?")
         return 1
     section("corral status")
-    print(subprocess.run([corral._cluster.corral_binary(), "status"], capture_output=True, text=True).stdout)
+    local = corral._runtime.cluster  # the local cluster init() started: its address and token
+    out = subprocess.run([corral._cluster.corral_binary(), "status", "--address", local.address],
+                         env=dict(os.environ, CORRAL_TOKEN=local.token), capture_output=True, text=True)
+    print(out.stdout or out.stderr)
+    section("what tasks see: num_gpus=1 tasks, then a task asking no GPU")
+    whole = corral.remote(num_gpus=1, num_cpus=0)(devices_seen)
+    print(corral.get([whole.remote() for _ in node["gpus"]], timeout=120))
+    print(corral.get(corral.remote(devices_seen).remote(), timeout=120))
     try:
         import torch  # noqa: F401
     except ImportError:
-        print("torch is not importable here: the GPU tasks below need it")
+        print("torch is not importable here: the torch tasks (on the GPU, shared, ddp with nccl) need it")
         return 1
     section("a num_gpus=1 task computing with torch on its device")
     print(corral.get(corral.remote(num_gpus=1)(on_gpu).remote(2048), timeout=300))
