@@ -303,3 +303,17 @@ def test_a_drivers_gangs_are_created_again_on_a_restarted_head(cluster):
     assert corral.get(running, timeout=60)  # it ran once, and its result came
     assert corral.get(where.options(gang=g, member=1).remote(0), timeout=60) == nodes_of(g)[1]
     assert [x["name"] for x in corral.gangs()] == ["survivor"]
+
+
+def test_the_member_named_is_the_one_that_failed_first():
+    from corral.gang import _failed_at, stamp_failure
+    first, later = ValueError("bad shard"), ConnectionResetError("peer closed")
+    stamp_failure(first)
+    time.sleep(0.01)
+    stamp_failure(later)
+    stamp_failure(first)  # a second mark (on the way out) does not move the first
+    wrapped = corral.TaskError("peer closed", cause=later)  # how OSErrors come back from a task
+    crash = corral.WorkerCrashedError("worker killed by signal 9")
+    unmarked = RuntimeError("raised where nothing marked it")
+    ranked = sorted([unmarked, wrapped, first, crash], key=_failed_at)
+    assert ranked == [crash, first, wrapped, unmarked]

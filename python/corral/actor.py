@@ -143,7 +143,8 @@ class ActorClass:
         merged = dict(self._options)
         merged.update(options)
         other = ActorClass(self._cls, merged)
-        if all(merged.get(k) == self._options.get(k) for k in ("runtime_env", "gang", "gang_capture")):
+        from .api import _captures
+        if merged.get("runtime_env") == self._options.get("runtime_env") and _captures(merged) == _captures(self._options):
             other._pickled, other._hash, other._job_env = self._pickled, self._hash, self._job_env
         return other
 

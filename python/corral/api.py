@@ -295,7 +295,12 @@ def runtime_context():
 _OPTION_NAMES = {"num_cpus", "num_gpus", "memory", "resources", "label_selector", "max_retries", "name",
                  "interruptible", "keep_running_on_partition", "num_returns", "retry_exceptions", "runtime_env",
                  "gang", "member", "gang_capture"}
-_IN_WORKER_OPTIONS = ("retry_exceptions", "runtime_env", "max_retries", "gang", "gang_capture")  # change what is shipped
+_IN_WORKER_OPTIONS = ("retry_exceptions", "runtime_env", "max_retries", "gang_capture")  # change what is shipped
+
+
+def _captures(options):
+    """The gang the shipped function puts its children into (gang_capture): part of what is shipped."""
+    return options.get("gang") if options.get("gang_capture") else None
 
 
 def _parse_memory(m):
@@ -473,7 +478,8 @@ class RemoteFunction:
         merged = dict(self._options)
         merged.update(options)
         other = RemoteFunction(self._fn, merged)
-        if all(merged.get(k) == self._options.get(k) for k in _IN_WORKER_OPTIONS):
+        if (all(merged.get(k) == self._options.get(k) for k in _IN_WORKER_OPTIONS) and
+                _captures(merged) == _captures(self._options)):
             other._pickled, other._hash, other._job_env = self._pickled, self._hash, self._job_env
         return other
 

@@ -81,6 +81,12 @@ class Gang:
     def __reduce__(self):
         return (Gang, (self.id, self.bundles, self.strategy, self.name))
 
+    def __eq__(self, other):
+        return isinstance(other, Gang) and other.id == self.id
+
+    def __hash__(self):
+        return hash(self.id)
+
     def __len__(self):
         return len(self.bundles)
 
@@ -223,9 +229,16 @@ def stamp_failure(e):
 
 
 def _failed_at(e):
-    """When the member's code raised (time.time() on its node); a member whose process or node died
-    raised nothing, and comes first: the others' errors usually follow from it."""
-    return getattr(e, "__corral_failed_at__", float("-inf"))
+    """When the member's code raised (time.time() on its node; the mark may sit on the error's
+    cause). A member whose process or node died raised nothing and comes first: the others' errors
+    usually follow from it. Any other error without a mark comes last."""
+    for err in (e, getattr(e, "cause", None)):
+        t = getattr(err, "__corral_failed_at__", None)
+        if t is not None:
+            return t
+    if isinstance(e, (exceptions.WorkerCrashedError, exceptions.NodeDiedError)):
+        return float("-inf")
+    return float("inf")
 
 
 def _describe(e):

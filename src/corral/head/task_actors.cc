@@ -329,6 +329,7 @@ void TaskManager::StopActor(const std::string& id, std::string reason, bool rest
   if (restart) {  // (one not running now is restarting or starting already)
     if (task.state == TaskState::kDispatched) {
       actor.restart_on_kill = true;
+      actor.restart_reason = reason;
       CancelAttempt(nodes_.Find(task.node), id, task.attempt, /*force=*/true);
     }
     return;
@@ -405,7 +406,9 @@ Status TaskManager::HandleActorRequest(ClientSession* client, const proto::Actor
         return MakeStatus(Code::kPermissionDenied, "actor {} belongs to a client with another token",
                           ShortHex(request.actor_id()));
       Count("actors_killed");
-      StopActor(a->first, "killed by corral.kill()", request.restart());
+      StopActor(a->first,
+                request.restart() ? "its worker was killed by corral.kill(no_restart=False)" : "killed by corral.kill()",
+                request.restart());
       return Status::Ok();
     }
     case proto::ActorRequest::LIST: {

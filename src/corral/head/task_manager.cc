@@ -548,7 +548,8 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
   if (task.actor && result->error() == proto::CANCELLED && !task.cancel_requested)
     if (auto a = actors_.find(id); a != actors_.end() && std::exchange(a->second.restart_on_kill, false)) {
       result->set_error(proto::WORKER_DIED);  // kill(no_restart=False): a crash, restarted while it may be
-      result->set_message("its worker was killed by corral.kill(no_restart=False)");
+      result->set_message(a->second.restart_reason.empty() ? "its worker was killed by corral.kill(no_restart=False)"
+                                                           : std::exchange(a->second.restart_reason, ""));
     }
   if (result->error() == proto::HANDED_BACK && !task.cancel_requested) {
     if (task.actor_call) ActorNotThere(id, task, node);  // wait for it to be ready there, or its end

@@ -224,6 +224,7 @@ class TaskManager {
     ResourceSet resources;
     std::string kill_reason;           // why it is being stopped (kill, its owner left, no handle left)
     bool restart_on_kill = false;      // kill(no_restart=False): the stop counts as a crash
+    std::string restart_reason;        // why it was stopped to restart, when not by kill()
     bool collect = false;              // no handle remains: it ends once its calls have
     std::string death_cause;
     proto::ObjectValue death;          // what its calls get once it is dead

@@ -456,9 +456,16 @@ NB_MODULE(_core, m) {
              g->set_strategy(strategy);
              g->set_name(name);
              g->set_detached(detached);
-             auto reply = AskHead(c, req);
+             // Remembered before it is sent (a new head run in between gets it too), forgotten on refusal.
              if (op == "create") c.RememberGang(*g);  // sent again to a restarted head
              if (op == "remove") c.ForgetGang(g->gang_id());
+             corral::proto::Reply reply;
+             try {
+               reply = AskHead(c, req);
+             } catch (...) {
+               if (op == "create") c.ForgetGang(g->gang_id());
+               throw;
+             }
              nb::list out;
              for (const auto& info : reply.gangs()) out.append(GangDict(info));
              return out;

@@ -170,7 +170,9 @@ def get(object_refs, *, timeout=None):
         object_refs = list(object_refs)
     try:
         return _corral.get(object_refs, timeout=timeout)
-    except _corral.GetTimeoutError as e:  # Ray's words (code matches on them); Corral's figures after
+    except _corral.GetTimeoutError as e:  # this get's own timeout: Ray's words (code matches on them)
+        if isinstance(e, _corral.TaskError):  # a task's own error, raised here: as it came
+            raise
         raise _corral.GetTimeoutError("Get timed out: some object(s) not ready.") from e
 
 
