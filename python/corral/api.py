@@ -4,6 +4,7 @@ import hashlib
 import inspect
 import io
 import os
+import sys
 import time
 import types
 
@@ -154,11 +155,15 @@ class _Blocking:
             _runtime.worker_link.blocked(self.task, False)
 
 
-def get(refs, *, timeout=None):
+def get(refs, *, timeout=None, progress=None):
     """The value of an ObjectRef, or a list of values for a list of refs.
 
     Waits until they are ready, at most ``timeout`` seconds (GetTimeoutError after that). A task
     that raised re-raises here with its remote traceback.
+
+    ``progress``: a progress bar on stderr while a list of refs is waited for (how many are ready,
+    and for how long). ``None`` (the default): shown on a terminal or in a notebook once the wait
+    passes a second; ``True``: always, from the start; ``False``: never. Never inside a task.
     """
     client = _runtime.get_client()
     single = isinstance(refs, ObjectRef)
@@ -174,11 +179,68 @@ def get(refs, *, timeout=None):
                 raise exceptions.InvalidArgumentError(
                     f"get() takes ObjectRefs; the list holds a {type(r).__name__}")
             ids.append(r._id)
+    show = _progress_wanted(progress) if len(ids) > 1 else False
+    if show:
+        timeout = _wait_showing_progress(client, ids, timeout, quiet_s=0.0 if progress else _PROGRESS_AFTER_S)
     with _Blocking(client, ids, len(ids)):
         entries = client.get(ids, _timeout(timeout))
     if single:
         return _value(entries[0], client)
     return [_value(e, client) for e in entries]
+
+
+_PROGRESS_AFTER_S = 1.0  # an automatic bar appears only for waits longer than this
+_PROGRESS_EVERY_S = 0.2
+
+
+def _progress_wanted(progress):
+    if _runtime.worker_id is not None:  # inside a task or actor: its stderr is the driver's output
+        return False
+    if progress is not None:
+        return bool(progress)
+    try:
+        return sys.stderr.isatty() or "ipykernel" in sys.modules
+    except (AttributeError, ValueError):
+        return False
+
+
+def _wait_showing_progress(client, ids, timeout, quiet_s):
+    """Waits for every id, drawing a bar on stderr after `quiet_s` seconds. Returns what is left of
+    `timeout` for the get that follows (GetTimeoutError if nothing is)."""
+    start = time.monotonic()
+    deadline = None if timeout is None else start + timeout
+    n, drawn, last = len(ids), False, -1
+    try:
+        redraw = sys.stderr.isatty()  # a terminal redraws its line; a file or pipe gets a line per change
+    except (AttributeError, ValueError):
+        redraw = False
+    while True:
+        now = time.monotonic()
+        step = _PROGRESS_EVERY_S if drawn or quiet_s <= 0 else max(quiet_s - (now - start), 0.0)
+        if deadline is not None:
+            step = min(step, max(deadline - now, 0.0))
+        with _Blocking(client, ids, n):
+            flags = client.wait(ids, n, step)
+        done = sum(1 for f in flags if f)
+        elapsed = time.monotonic() - start
+        if done < n and (drawn or elapsed >= quiet_s) and (redraw or done != last):
+            _draw_progress(done, n, elapsed, redraw)
+            drawn, last = True, done
+        if done == n or (deadline is not None and time.monotonic() >= deadline):
+            if drawn or quiet_s <= 0:
+                _draw_progress(done, n, time.monotonic() - start, redraw, end=True)
+            if deadline is None:
+                return None
+            return max(deadline - time.monotonic(), 0.0)
+
+
+def _draw_progress(done, total, elapsed, redraw, end=False):
+    width = 30
+    filled = width * done // total
+    bar = "#" * filled + "." * (width - filled)
+    line = f"corral: [{bar}] {done}/{total} ready, {elapsed:.1f} s"
+    sys.stderr.write(f"\r{line}" + ("\n" if end else "") if redraw else line + "\n")
+    sys.stderr.flush()
 
 
 def wait(refs, *, num_returns=1, timeout=None):

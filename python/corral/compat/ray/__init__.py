@@ -169,7 +169,7 @@ def get(object_refs, *, timeout=None):
     if isinstance(object_refs, DynamicObjectRefGenerator):
         object_refs = list(object_refs)
     try:
-        return _corral.get(object_refs, timeout=timeout)
+        return _corral.get(object_refs, timeout=timeout, progress=False)  # (Ray draws no bar)
     except _corral.GetTimeoutError as e:  # this get's own timeout: Ray's words (code matches on them)
         if isinstance(e, _corral.TaskError):  # a task's own error, raised here: as it came
             raise
