@@ -388,13 +388,18 @@ void Agent::TryStart() {
       }
       continue;
     }
-    GpuAllocator after = gpus_;  // taken only once a worker for that device set is at hand
-    std::optional<std::vector<int>> gpus = after.Take(p.gpus);
-    if (!gpus) {
-      ++it;
-      continue;
+    std::vector<int> gpus;
+    std::optional<GpuAllocator> after;  // GPU work: taken only once a worker for that device set is at hand
+    if (p.gpus > 0) {
+      after = gpus_;
+      std::optional<std::vector<int>> taken = after->Take(p.gpus);
+      if (!taken) {
+        ++it;
+        continue;
+      }
+      gpus = std::move(*taken);
     }
-    std::string key = EnvKey(*gpus);
+    std::string key = EnvKey(gpus);
     Worker* w = IdleWorker(key);
     if (!w) {
       if (startup_failures_ >= kMaxStartupFailures) {
@@ -421,8 +426,8 @@ void Agent::TryStart() {
       continue;
     }
     cpus_free_ -= std::max(0.0, p.cpus);
-    gpus_ = std::move(after);
-    w->gpus = std::move(*gpus);
+    if (after) gpus_ = std::move(*after);
+    w->gpus = std::move(gpus);
     w->gpu_amount = p.gpus;
     SendTask(w, std::move(p), /*pipelined=*/false);
     it = queue_.erase(it);

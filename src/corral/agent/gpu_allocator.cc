@@ -11,11 +11,6 @@ GpuAllocator::GpuAllocator(const std::vector<int>& device_ids) {
 
 int64_t GpuAllocator::Units(double amount) { return static_cast<int64_t>(std::llround(amount * kWhole)); }
 
-bool GpuAllocator::Fits(double amount) const {
-  GpuAllocator copy = *this;
-  return copy.Take(amount).has_value();
-}
-
 std::optional<std::vector<int>> GpuAllocator::Take(double amount) {
   int64_t units = Units(amount);
   if (units <= 0) return std::vector<int>();

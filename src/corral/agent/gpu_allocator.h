@@ -23,10 +23,6 @@ class GpuAllocator {
   std::optional<std::vector<int>> Take(double amount);
   // Gives back what Take(amount) returned.
   void Give(const std::vector<int>& devices, double amount);
-  // Whether Take(amount) would succeed now.
-  bool Fits(double amount) const;
-
-  int devices() const { return static_cast<int>(free_.size()); }
 
  private:
   static constexpr int64_t kWhole = 10000;

@@ -55,11 +55,10 @@ TEST(GpuAllocator, NoDriftOverManyThirds) {
   EXPECT_EQ(a.Take(1), Devices({0}));
 }
 
-TEST(GpuAllocator, ZeroTakesNothingAndFitsAlways) {
+TEST(GpuAllocator, ZeroTakesNothingEvenWithoutDevices) {
   GpuAllocator a;
   EXPECT_EQ(a.Take(0), Devices());
-  EXPECT_TRUE(a.Fits(0));
-  EXPECT_FALSE(a.Fits(0.1));
+  EXPECT_FALSE(a.Take(0.1).has_value());
 }
 
 }  // namespace

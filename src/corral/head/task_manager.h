@@ -381,7 +381,7 @@ class TaskManager {
   static ResourceSet CpuPart(const ResourceSet& r) {
     ResourceSet out;
     for (const auto& [name, units] : r.units())
-      if (name == kCpu || name.ends_with(std::string(":") + kCpu)) out.Set(name, r.Get(name));
+      if (name == kCpu || name.ends_with(":CPU")) out.Set(name, r.Get(name));
     return out;
   }
   // Finishes the task with `value` and propagates to dependents and subscribers.
