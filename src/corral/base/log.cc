@@ -122,7 +122,17 @@ std::string Printable(std::string_view s) {
   return out;
 }
 
+namespace {
+std::atomic<int64_t> auth_failures_tcp{0}, auth_failures_http{0}, auth_failures_other{0};
+std::atomic<int64_t>& AuthFailureCounter(std::string_view transport) {
+  return transport == "tcp" ? auth_failures_tcp : transport == "http" ? auth_failures_http : auth_failures_other;
+}
+}  // namespace
+
+int64_t AuthFailures(std::string_view transport) { return AuthFailureCounter(transport).load(); }
+
 void LogAuthFailure(std::string_view ip, std::string_view transport, std::string_view reason) {
+  AuthFailureCounter(transport)++;
   Log(LogLevel::kWarning, "authentication failed from {} via {}: {}", Printable(ip), transport, reason);
 }
 

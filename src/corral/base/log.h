@@ -30,6 +30,8 @@ void LogLine(LogLevel level, std::string_view message);
 std::string Printable(std::string_view s);
 // The one failure line fail2ban matches. `ip`: the peer's address without port (IPv6 bare).
 void LogAuthFailure(std::string_view ip, std::string_view transport, std::string_view reason);
+// How many authentication failures LogAuthFailure logged via `transport` ("tcp", "http") in this process.
+int64_t AuthFailures(std::string_view transport);
 
 template <typename... Args>
 void Log(LogLevel level, fmt::format_string<Args...> f, Args&&... args) {

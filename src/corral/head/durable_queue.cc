@@ -269,6 +269,7 @@ bool DurableQueue::Launch(const std::string& id) {
   proto::TaskSpec spec;
   spec.set_task_id(fmt::format("{}#{}", id, a.task.attempt));
   spec.set_name(a.task.function);
+  spec.set_queue(a.task.queue);
   spec.set_durable_function(a.task.function);
   spec.set_args(a.task.args);
   spec.set_args_format(a.task.args_format);

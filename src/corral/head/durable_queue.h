@@ -87,6 +87,12 @@ class DurableQueue {
   // Launches runs that are due and answers waiters whose time is up. Called every tick.
   void Tick();
   void FillCounters(std::map<std::string, int64_t>* counters) const;
+  // For /metrics.
+  const QueueDispatcher& queues() const { return queues_; }
+  const ScheduleBook& schedules() const { return schedules_; }
+  const store::GroupCommitter& committer() const { return *committer_; }
+  // Unfinished durable tasks not ready yet (a future eta, a retry's countdown, waiting for a worker).
+  int64_t waiting() const { return static_cast<int64_t>(due_.size()); }
   // The functions of tasks that wait for a node that registers them (at most 20).
   std::vector<std::string> WaitingForWorkers() const;
   // Whether some node's workers registered `function`, or a stored task or schedule names it

@@ -78,6 +78,7 @@ Status HeadServer::Start() {
   }
   listener_->Start([this](std::unique_ptr<net::ByteStream> s) { OnAccept(std::move(s)); });
   Tick();
+  loop_lag_.Start();
   return Status::Ok();
 }
 
@@ -86,6 +87,7 @@ void HeadServer::Stop() {
   *alive_ = false;
   if (listener_) listener_->Stop();
   tick_.cancel();
+  loop_lag_.Stop();
   for (auto& [p, peer] : peers_) peer->conn->Close(Status(Code::kUnavailable, "head stopping"));
 }
 

@@ -22,6 +22,7 @@
 #include "corral/base/ids.h"
 #include "corral/head/cluster_ca.h"
 #include "corral/head/durable_queue.h"
+#include "corral/head/loop_lag.h"
 #include "corral/head/node_book.h"
 #include "corral/head/node_registry.h"
 #include "corral/head/task_manager.h"
@@ -29,6 +30,8 @@
 #include "corral/net/listener.h"
 
 namespace corral::head {
+
+class MetricsText;
 
 struct HeadOptions {
   net::Endpoint listen;
@@ -83,6 +86,8 @@ class HeadServer {
   Result<TokenInfo> RevokeToken(const std::string& name);
   const Clock& clock() const { return clock_; }
   const std::string& session_id() const { return session_id_; }
+  // The cluster's metrics in Prometheus' text format (head_server_metrics.cc).
+  void WriteMetrics(MetricsText& out);
 
  private:
   struct Peer;
@@ -168,6 +173,7 @@ class HeadServer {
   std::map<std::pair<std::string, std::string>, uint64_t> pulling_;  // (node, object) -> request id
   const std::string peer_secret_ = RandomBytes(32);  // Welcome.peer_secret
   boost::asio::steady_timer tick_;
+  LoopLag loop_lag_{io_};
   bool schedule_posted_ = false;
   bool clients_paused_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -343,8 +343,15 @@ void HttpServer::HandleRaw(std::string_view raw, const std::string& peer_ip, Htt
         std::string(req[http::field::authorization]), std::move(respond));
 }
 
+size_t HttpServer::open_connections() const {
+  size_t n = 0;
+  for (const auto& [address, count] : *connections_by_address_) n += count;
+  return n;
+}
+
 void HttpServer::Serve(const HttpRequest& request, const std::string& host, const std::string& authorization,
                        HttpRespond respond) {
+  requests_++;
   auto answered = std::make_shared<bool>(false);
   HttpRespond once = [respond = std::move(respond), answered](HttpResponse r) {
     if (*answered) return;

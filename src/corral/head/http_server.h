@@ -88,6 +88,9 @@ class HttpServer {
   // Every route: (method, pattern, role it needs; nullopt public). For the auth matrix test.
   std::vector<std::tuple<std::string, std::string, std::optional<Role>>> routes() const;
   const net::Endpoint& endpoint() const { return endpoint_; }
+  // Open HTTP connections (for /metrics), and requests answered so far.
+  size_t open_connections() const;
+  int64_t requests() const { return requests_; }
   // One request as raw bytes, through the same parsing, gate and routes as a connection's (for the
   // fuzz target and tests). `respond` gets exactly one answer, now or later on the io thread.
   void HandleRaw(std::string_view raw, const std::string& peer_ip, HttpRespond respond);
@@ -135,6 +138,7 @@ class HttpServer {
   };
   std::unordered_map<std::string, Failures> failures_;  // failed logins by peer address
   int64_t connections_refused_ = 0;
+  int64_t requests_ = 0;
   // How long the 401 for `peer_ip` waits (it just failed once more).
   std::chrono::milliseconds FailureDelay(const std::string& peer_ip);
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

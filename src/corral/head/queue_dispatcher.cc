@@ -62,8 +62,24 @@ uint64_t QueueDispatcher::Add(const std::string& queue, int priority, const std:
   Queue& q = Named(queue);
   if (q.ready.empty()) q.pass = std::max(q.pass, pass_now_);  // no credit for idle time
   uint64_t seq = next_seq_++;
-  q.ready.emplace(std::pair{-priority, seq}, Entry{id, function});
+  q.ready.emplace(std::pair{-priority, seq}, Entry{id, function, clock_.BootTimeNs()});
   return seq;
+}
+
+std::vector<QueueDispatcher::Figures> QueueDispatcher::QueueFigures() const {
+  std::vector<Figures> out;
+  Nanos now = clock_.BootTimeNs();
+  for (const auto& [name, q] : queues_) {
+    Figures f{name, static_cast<int64_t>(q.ready.size()), q.running, 0, q.config.concurrency, q.config.weight};
+    // Within a priority, entries are in the order they became ready: the first of each is its oldest.
+    Nanos oldest = 0;
+    for (auto it = q.ready.begin(); it != q.ready.end();
+         it = q.ready.lower_bound({it->first.first + 1, 0}))
+      if (oldest == 0 || it->second.ready_at < oldest) oldest = it->second.ready_at;
+    if (oldest != 0) f.oldest_ready_s = static_cast<double>(now - oldest) / 1e9;
+    out.push_back(std::move(f));
+  }
+  return out;
 }
 
 void QueueDispatcher::Remove(const std::string& queue, int priority, uint64_t seq) {

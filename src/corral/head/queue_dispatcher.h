@@ -59,6 +59,16 @@ class QueueDispatcher {
   // The settings of `queue` (defaults for one never configured).
   const store::QueueConfig& Config(const std::string& queue) { return Named(queue).config; }
   void FillCounters(std::map<std::string, int64_t>* counters) const;
+  // Each queue's ready and running runs, and how long its oldest ready task has waited (metrics).
+  struct Figures {
+    std::string name;
+    int64_t ready = 0;
+    int64_t running = 0;
+    double oldest_ready_s = 0;
+    int64_t concurrency = 0;  // its limit (0: none)
+    double weight = 1;
+  };
+  std::vector<Figures> QueueFigures() const;
 
   // Where a task of a queue with `config` may run: one CPU, the queue's resources and labels.
   static Request PlacementFor(const store::QueueConfig& config);
@@ -69,6 +79,7 @@ class QueueDispatcher {
   struct Entry {
     std::string id;
     std::string function;
+    Nanos ready_at = 0;  // boot time it became ready
   };
   struct Queue {
     store::QueueConfig config;

@@ -8,6 +8,7 @@
 #include "corral/base/version.h"
 #include "corral/head/head_server.h"
 #include "corral/head/http_server.h"
+#include "corral/head/metrics_text.h"
 #include "corral/head/status_json.h"
 
 namespace corral::head {
@@ -36,6 +37,16 @@ void RegisterRestApi(HttpServer& http, HeadServer& head) {
     j["version"] = CORRAL_VERSION;
     j["session_id"] = Hex(head.session_id());
     respond(HttpResponse::Json(200, JsonText(j)));
+  });
+  // Prometheus scrapes this with a read token (deploy/prometheus/prometheus.yml).
+  http.Route("GET", "/metrics", Role::kRead, [&head, &http](const HttpRequest&, HttpRespond respond) {
+    MetricsText out;
+    head.WriteMetrics(out);
+    out.Family("corral_http_connections", "gauge", "Open connections to the head's HTTP port.");
+    out.Sample("corral_http_connections", {}, static_cast<double>(http.open_connections()));
+    out.Family("corral_http_requests_total", "counter", "HTTP requests the head answered.");
+    out.Sample("corral_http_requests_total", {}, static_cast<double>(http.requests()));
+    respond(HttpResponse{200, out.text(), "text/plain; version=0.0.4; charset=utf-8"});
   });
   http.Route("GET", "/api/v1/status", Role::kRead, [&head](const HttpRequest&, HttpRespond respond) {
     respond(HttpResponse::Json(200, JsonText(StatusJson(head.BuildStatus()))));

@@ -97,6 +97,7 @@ void ScheduleBook::Fire(const store::Schedule& s, int64_t slot, Reply reply, boo
         counters_["schedule_slots_already_fired"]++;  // fired before (a restart, a clock step back)
       } else {
         counters_["schedule_fires"]++;
+        if (!fire.manual) lag_.Observe(static_cast<double>(clock_.WallNs() - fire.slot_ns) / 1e9);
         LOG_INFO("schedule {} fired (slot {}): task {}", fire.name, fire.slot_ns, t.id);
         r.set_task_id(t.id);
         hooks_.fired(std::move(t));

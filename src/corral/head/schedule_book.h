@@ -14,6 +14,8 @@
 // io thread only; store work runs on the committer's thread.
 #pragma once
 
+#include "corral/base/histogram.h"
+
 #include <functional>
 #include <map>
 #include <optional>
@@ -50,6 +52,8 @@ class ScheduleBook {
   void Handle(const proto::ScheduleRequest& request, Reply reply);
   size_t size() const { return schedules_.size(); }
   void FillCounters(std::map<std::string, int64_t>* counters) const;
+  // How late slots fired (seconds after their nominal time; run-now fires not counted).
+  const Histogram& lag() const { return lag_; }
 
  private:
   Result<int64_t> NextSlot(const store::Schedule& s, int64_t after_ns) const;
@@ -66,6 +70,7 @@ class ScheduleBook {
   // Slots whose fire the store failed to record: fired again at the next FireDue (a fire is keyed
   // by schedule and slot, so a retry never fires a slot twice).
   std::vector<std::pair<std::string, int64_t>> unrecorded_fires_;
+  Histogram lag_;
   std::map<std::string, int64_t> counters_;
   IoGuard guard_;  // last: goes first
 };

@@ -199,6 +199,7 @@ void TaskManager::DispatchCall(const std::string& id, Task& task, Actor& a, Node
     return;
   }
   Count("actor_calls_dispatched");
+  MarkStarted(task);
 }
 
 void TaskManager::OnActorReady(Node* node, const proto::ActorReady& ready, bool pump) {

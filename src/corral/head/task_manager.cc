@@ -151,6 +151,9 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
   owned_[client->id]++;
   Task& task = tasks_[id];
   task.durable = !spec.durable_function().empty();
+  task.series = &metrics_.For(spec.name(), spec.queue());
+  task.series->submitted++;
+  task.since = Now();
   std::string refusal;
   proto::ErrorKind kind = proto::RUNTIME;
   if (spec.has_actor() || !spec.actor_id().empty()) refusal = AdmitActorTask(client, id, task, spec, &kind);
@@ -472,6 +475,7 @@ void TaskManager::Dispatch(const std::string& id, Task& task, Node* node, bool p
     return;
   }
   Count("tasks_dispatched");
+  MarkStarted(task);
 }
 
 std::optional<size_t> TaskManager::SendWithArguments(proto::HeadToAgent& msg, Node* node) {
@@ -580,8 +584,10 @@ std::string TaskManager::NodeRunning(const std::string& task_id) const {
 void TaskManager::Retry(const std::string& id, Task& task, const std::string& why, bool failure) {
   task.attempt++;  // a new attempt: results of the old one are void
   task.node.clear();
+  task.since = Now();
   if (failure) {
     Count("tasks_retried");
+    task.series->retried++;
     Notice(id, OwnerOf(id, task),
            task.actor ? fmt::format("actor {} died: {}; restarting it (restart {} of {})", NameOf(id, task), why,
                                     task.attempt, task.max_retries)
@@ -696,6 +702,8 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     }
     std::vector<std::string> deps;
     if (task.has_deps) deps = DepsOf(task);
+    if (task.state == TaskState::kDispatched)
+      task.series->duration.Observe(static_cast<double>(Now() - task.since) / 1e9);
     task.state = TaskState::kFinished;
     task.parked = false;
     task.cls->unfinished--;
@@ -703,9 +711,9 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     --unfinished_;
     if (!lineage) DropFunctionOf(task);
     switch (val.error()) {
-      case proto::ERROR_NONE: Count("tasks_succeeded"); break;
-      case proto::CANCELLED: Count("tasks_cancelled"); break;
-      default: Count("tasks_failed"); break;
+      case proto::ERROR_NONE: Count("tasks_succeeded"); task.series->succeeded++; break;
+      case proto::CANCELLED: Count("tasks_cancelled"); task.series->cancelled++; break;
+      default: Count("tasks_failed"); task.series->failed++; break;
     }
     val.set_id(tid);
     // Dependencies no longer needed by this task.
@@ -753,6 +761,18 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     }
     TryFree(tid);
   }
+}
+
+std::pair<int64_t, double> TaskManager::QueuedTasks() const {
+  int64_t queued = 0;
+  Nanos oldest = 0;
+  for (const auto& [key, cls] : classes_) {
+    queued += static_cast<int64_t>(cls.queue.size());
+    if (cls.queue.empty()) continue;
+    auto t = tasks_.find(cls.queue.front());
+    if (t != tasks_.end() && (oldest == 0 || t->second.since < oldest)) oldest = t->second.since;
+  }
+  return {queued, oldest == 0 ? 0.0 : static_cast<double>(Now() - oldest) / 1e9};
 }
 
 void TaskManager::FillStatus(proto::ClusterStatus* status) const {

@@ -36,6 +36,7 @@
 #include "corral/head/gang_book.h"
 #include "corral/head/id_key.h"
 #include "corral/head/node_registry.h"
+#include "corral/head/task_metrics.h"
 #include "corral/head/task_state.h"
 #include "corral/node.pb.h"
 
@@ -173,6 +174,7 @@ class TaskManager {
   void ForgetRefusedPut(ClientSession* client, const std::string& id);
 
   size_t unfinished_tasks() const { return unfinished_; }
+  size_t objects_held() const { return objects_.size(); }
   // How many tasks and objects made by the client with this id the head still holds (counted by
   // id, not by session: a value freed after its owner came back under a new session counts).
   size_t Owned(const std::string& client_id) const {
@@ -181,6 +183,10 @@ class TaskManager {
   }
   void FillStatus(proto::ClusterStatus* status) const;
   const std::map<std::string, int64_t>& counters() const { return counters_; }
+  const TaskMetrics& metrics() const { return metrics_; }
+  // Plain tasks queued for a node (not durable runs, which their queues count), and how long the
+  // oldest of them has waited (seconds; 0 when none).
+  std::pair<int64_t, double> QueuedTasks() const;
 
  private:
   struct SchedClass;
@@ -209,6 +215,8 @@ class TaskManager {
     bool parked = false;               // resubmitted after a head restart: waits for an agent to claim it
     bool actor = false;                // an actor's creation: see actors_
     bool actor_call = false;           // a call on an actor: goes to the actor's node, not a class queue
+    TaskSeries* series = nullptr;      // its function's and queue's metrics (never null once submitted)
+    Nanos since = 0;                   // queued (or re-queued) at; once dispatched, dispatched at
   };
   // An actor, keyed by its creation task's id.
   struct Actor {
@@ -432,6 +440,14 @@ class TaskManager {
   void SendValue(ClientSession* client, const proto::ObjectValue& value);
   void Notice(const std::string& task_id, const std::string& owner, const std::string& text);
   void Count(const char* name, int64_t n = 1) { counters_[name] += n; }
+  Nanos Now() const { return nodes_.clock().BootTimeNs(); }
+  // The task was sent to a node: its wait ends and its run begins (metrics).
+  void MarkStarted(Task& task) {
+    Nanos now = Now();
+    task.series->started++;
+    task.series->wait.Observe(static_cast<double>(now - task.since) / 1e9);
+    task.since = now;
+  }
   // Whether `id` is one `client` may make: ids start with their client's id (MakeTaskId).
   static bool OwnsId(const ClientSession* client, const std::string& id) {
     if (client->id.empty()) return true;  // the durable queue's runs
@@ -460,6 +476,7 @@ class TaskManager {
     if (auto it = owned_.find(owner); it != owned_.end() && --it->second == 0) owned_.erase(it);
   }
   std::map<std::string, int64_t> counters_;
+  TaskMetrics metrics_;
   int64_t object_bytes_ = 0;  // sum of objects_[*].value.data().size()
   std::unordered_map<std::string, StoreUsage> store_usage_;  // by node id
   uint64_t use_clock_ = 0;

@@ -1,5 +1,7 @@
 #include "corral/store/group_commit.h"
 
+#include <chrono>
+
 namespace corral::store {
 
 GroupCommitter::GroupCommitter(std::unique_ptr<Store> store) : store_(std::move(store)) {
@@ -34,6 +36,11 @@ void GroupCommitter::Update(std::vector<TaskUpdate> updates, UpdateDone done) {
 
 void GroupCommitter::Run(std::function<void(Store&)> fn) { Push(std::move(fn)); }
 
+Histogram GroupCommitter::commit_seconds() const {
+  std::lock_guard lock(mu_);
+  return commit_seconds_;
+}
+
 int64_t GroupCommitter::commits() const {
   std::lock_guard lock(mu_);
   return commits_;
@@ -66,10 +73,12 @@ void GroupCommitter::Loop() {
           else
             for (auto& u : std::get<UpdateOp>(ops[j]).updates) updates.push_back(std::move(u));
         }
+        auto started = std::chrono::steady_clock::now();
         auto result = store_->Apply(tasks, updates);
         {
           std::lock_guard lock(mu_);
           commits_++;
+          commit_seconds_.Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
         }
         size_t at = 0;
         for (size_t k = i; k < j; ++k) {

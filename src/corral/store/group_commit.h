@@ -6,6 +6,8 @@
 // its io thread, so it never waits for a disk. Operations run in the order they were queued.
 #pragma once
 
+#include "corral/base/histogram.h"
+
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -34,6 +36,8 @@ class GroupCommitter {
 
   int64_t commits() const;      // transactions that carried submissions or updates
   int64_t submissions() const;  // Submit calls
+  // How long each commit of submissions or updates took, its fsync included (seconds).
+  Histogram commit_seconds() const;
 
  private:
   struct SubmitOp {
@@ -56,6 +60,7 @@ class GroupCommitter {
   bool stopping_ = false;        // guarded by mu_
   int64_t commits_ = 0;          // guarded by mu_
   int64_t submissions_ = 0;      // guarded by mu_
+  Histogram commit_seconds_;     // guarded by mu_
   std::thread thread_;
 };
 
