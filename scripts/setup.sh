@@ -15,7 +15,10 @@ packages=(g++ cmake ninja-build make pkg-config libboost1.81-dev libprotobuf-dev
           libsystemd-dev libsqlite3-dev libhowardhinnant-date-dev)
 # The multi-host tests build hosts from network namespaces (iproute2) and drop packets with nftables.
 # libfaketime steps the head's wall clock in the schedule tests; fail2ban-regex checks the shipped filter.
-[ "$with_tests" = ON ] && packages+=(iproute2 nftables util-linux procps dbus-daemon strace faketime fail2ban)
+# Prometheus (and promtool) scrape a test cluster and check the shipped rules; headless Chromium
+# with its WebDriver drives the dashboard.
+[ "$with_tests" = ON ] && packages+=(iproute2 nftables util-linux procps dbus-daemon strace faketime fail2ban
+                                     prometheus chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -34,7 +37,7 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 stamp=.venv/.corral-deps
-deps="scikit-build-core>=0.10 nanobind>=2.0 cloudpickle>=2.0 pytest>=7 pytest-timeout psutil numpy jeepney>=0.8 croniter>=2"
+deps="scikit-build-core>=0.10 nanobind>=2.0 cloudpickle>=2.0 pytest>=7 pytest-timeout psutil numpy jeepney>=0.8 croniter>=2 selenium>=4.20"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$deps" ]; then
   echo "==> installing Python build and test dependencies"
   .venv/bin/pip install -q --upgrade pip
