@@ -34,6 +34,7 @@
 #include "corral/agent/gpu_allocator.h"
 #include "corral/agent/resources_detect.h"
 #include "corral/agent/lease.h"
+#include "corral/agent/task_logs.h"
 #include "corral/agent/node_identity.h"
 #include "corral/agent/object_transfer.h"
 #include "corral/agent/sleep_inhibitor.h"
@@ -151,6 +152,7 @@ class Agent {
   void StopForMemory(Worker* w, std::string why);
   void ReportCancelled(const std::string& task_id, uint32_t attempt);
   Worker* SpawnWorker(const std::string& env_key);
+  std::string WorkerLogPath(const Worker& w) const;  // logs/worker-<id>.log under the state dir
   void OnWorkerAccepted(std::unique_ptr<net::ByteStream> stream);
   void OnWorkerMessage(Worker* w, std::string_view bytes);
   void OnWorkerExit(pid_t pid, const std::string& reason);
@@ -233,6 +235,7 @@ class Agent {
   int heartbeats_since_sweep_ = 0;
   std::unique_ptr<net::Listener> worker_listener_;
   std::unique_ptr<WorkerProcesses> processes_;
+  TaskLogs task_logs_;
   std::unordered_map<pid_t, std::unique_ptr<Worker>> workers_;  // by pid
   std::unordered_map<std::string, Worker*> workers_by_id_;
   std::unordered_map<std::string, Worker*> actor_workers_;  // by actor id

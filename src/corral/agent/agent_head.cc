@@ -344,6 +344,15 @@ void Agent::OnHeadMessage(std::string_view bytes) {
     case proto::HeadToAgent::kReadObject: OnReadObject(msg.read_object()); break;
     case proto::HeadToAgent::kSpillObjects: OnSpillObjects(msg.spill_objects()); break;
     case proto::HeadToAgent::kPullObject: OnPullObject(msg.pull_object()); break;
+    case proto::HeadToAgent::kReadTaskLog: {
+      const proto::ReadTaskLog& r = msg.read_task_log();
+      proto::AgentToHead reply;
+      *reply.mutable_task_log() = task_logs_.Read(r.task_id(), r.offset(), r.max_bytes() ? r.max_bytes() : 65536);
+      reply.mutable_task_log()->set_request_id(r.request_id());
+      reply.mutable_task_log()->set_node_id(options_.node_id);
+      SendToHead(reply);
+      break;
+    }
     case proto::HeadToAgent::kForgetFunctions:
       for (const auto& hash : msg.forget_functions().hashes()) {
         functions_.erase(hash);

@@ -53,7 +53,7 @@ Agent::Worker* Agent::SpawnWorker(const std::string& env_key) {
     const char* old = std::getenv("PYTHONPATH");
     spec.env["PYTHONPATH"] = options_.python_path + (old && *old ? std::string(":") + old : "");
   }
-  spec.log_path = options_.state_dir + "/logs/worker-" + w->id + ".log";
+  spec.log_path = WorkerLogPath(*w);
   auto pid = processes_->Spawn(spec);
   if (!pid) {
     LOG_ERROR("cannot start a worker: {}", pid.error().message());
@@ -219,6 +219,10 @@ void Agent::FinishOnWorker(Worker* w, proto::TaskFinished&& finished) {
   CheckDrained();
 }
 
+std::string Agent::WorkerLogPath(const Worker& w) const {
+  return options_.state_dir + "/logs/worker-" + w.id + ".log";
+}
+
 void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
   auto it = workers_.find(pid);
   if (it == workers_.end()) return;
@@ -230,6 +234,7 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
   if (stopped_) return;
   if (store_) counters_["object_partials_removed"] += store_->SweepPartial(pid);
   counters_["workers_exited"]++;
+  task_logs_.WorkerGone(pid);
   if (w->next) {
     if (w->next_cancelled) {
       ReportCancelled(w->next->task.spec().task_id(), w->next->task.spec().attempt());

@@ -164,6 +164,15 @@ void WorkerProcesses::Interrupt(pid_t pid, uint32_t task_seq, int signal) {
   ::sigqueue(pid, signal, value);
 }
 
+int64_t WorkerProcesses::Note(pid_t pid, std::string_view line) {
+  auto it = procs_.find(pid);
+  if (it == procs_.end() || !it->second->log) return -1;
+  FILE* log = it->second->log;
+  std::fprintf(log, "%.*s\n", static_cast<int>(line.size()), line.data());
+  std::fflush(log);
+  return std::ftell(log);
+}
+
 void WorkerProcesses::KillAll(int signal) {
   for (auto& [pid, proc] : procs_) ::kill(-pid, signal);  // each worker with what its tasks started
 }

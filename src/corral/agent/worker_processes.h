@@ -47,6 +47,9 @@ class WorkerProcesses {
   // sigqueue()s `signal` (TaskCancelSignal or CallCancelSignal, base/signals.h) with `task_seq`.
   void Interrupt(pid_t pid, uint32_t task_seq, int signal = SIGINT);
   void KillAll(int signal);
+  // Writes `line` into the worker's log file between its output lines; the file's size after it
+  // (where what follows begins), or -1 when the worker has no log file.
+  int64_t Note(pid_t pid, std::string_view line);
   size_t alive() const { return procs_.size(); }
 
  private:

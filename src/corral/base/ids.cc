@@ -1,5 +1,7 @@
 #include "corral/base/ids.h"
 
+#include <cctype>
+
 #include <sys/random.h>
 
 #include <cerrno>
@@ -58,6 +60,13 @@ std::string MakeTaskId(std::string_view client_prefix, uint64_t counter) {
   id.resize(8, '\0');
   for (int i = 7; i >= 0; --i) id.push_back(static_cast<char>((counter >> (i * 8)) & 0xff));
   return id;
+}
+
+std::string TaskIdText(std::string_view id) {
+  bool text = id.find('#') != std::string_view::npos;
+  for (char c : id)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '#' || c == '.')) text = false;
+  return text ? std::string(id) : Hex(id);
 }
 
 }  // namespace corral

@@ -16,6 +16,9 @@ namespace corral {
 std::string RandomBytes(size_t n);
 // Lower-case hex of arbitrary bytes.
 std::string Hex(std::string_view bytes);
+// A task id as users see and type it: a durable run's ("<task id>#<attempt>") as it is, any other
+// in hex (ObjectRef.hex()).
+std::string TaskIdText(std::string_view id);
 // The first `n` hex digits, for logs and tables.
 std::string ShortHex(std::string_view bytes, size_t n = 8);
 // Parses lower/upper-case hex; returns false on odd length or a non-hex digit.

@@ -134,6 +134,11 @@ struct SubmitFlags {
 // Submits a durable task by name with JSON arguments; prints its id (or, with --wait, its result).
 int SubmitTask(const std::string& address, const SubmitFlags& flags);
 
+// `corral logs TASK_ID [--follow]`: the task's output from its node's log files.
+int ShowLogs(const std::string& address, const std::string& task, bool follow);
+// `corral top`: a live view of nodes, busy workers, tasks/s and queues; `iterations` 0: until Ctrl-C.
+int Top(const std::string& address, double interval_s, int iterations);
+
 // Lists durable tasks (optionally by state and queue).
 int ListTasks(const std::string& address, const std::string& state, const std::string& queue, int limit, bool json);
 

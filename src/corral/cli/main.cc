@@ -135,6 +135,25 @@ int main(int argc, char** argv) {
   tasks->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
   add_trust(tasks);
 
+  std::string logs_task;
+  bool logs_follow = false;
+  auto* logs = app.add_subcommand("logs", "Show a task's output (what it printed), read from the log files of the node that ran it");
+  logs->add_option("TASK_ID", logs_task,
+                   "the task's id: ObjectRef.hex() (or its first 6+ hex digits) of a remote task, or a durable task's "
+                   "id as `corral tasks` lists it (its latest run)")
+      ->required();
+  logs->add_flag("-f,--follow", logs_follow, "keep printing new output until the task ends (waits for it to start)");
+  logs->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
+  add_trust(logs);
+
+  double top_interval = 2;
+  int top_iterations = 0;
+  auto* top = app.add_subcommand("top", "A live view of the cluster: nodes, busy workers, resources, tasks/s, queues (Ctrl-C quits)");
+  top->add_option("--interval", top_interval, "seconds between refreshes")->capture_default_str();
+  top->add_option("-n,--iterations", top_iterations, "stop after this many screens (0: until Ctrl-C)")->capture_default_str();
+  top->add_option("--address", address, "head address (default: $CORRAL_ADDRESS, else the head started here)");
+  add_trust(top);
+
   corral::cli::SubmitFlags sub;
   auto* submit = app.add_subcommand("submit", "Submit a durable task by name with JSON arguments; prints its id");
   submit->add_option("FUNCTION", sub.function, "module:qualname (or module.name) of a @corral.task registered by workers")->required();
@@ -244,6 +263,8 @@ int main(int argc, char** argv) {
   if (*stop) return corral::cli::Stop(timeout);
   if (*drain) return corral::cli::DrainNode(address, drain_node, drain_timeout, drain_stay);
   if (*tasks) return corral::cli::ListTasks(address, tasks_state, tasks_queue, tasks_limit, json);
+  if (*logs) return corral::cli::ShowLogs(address, logs_task, logs_follow);
+  if (*top) return corral::cli::Top(address, top_interval, top_iterations);
   if (*schedule) return corral::cli::ScheduleCommand(address, sched);
   if (*submit) return corral::cli::SubmitTask(address, sub);
   if (*queue) return corral::cli::QueueCommand(address, qf);

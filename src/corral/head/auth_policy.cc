@@ -6,6 +6,7 @@ std::optional<Role> RequiredRole(const proto::Request& request) {
   switch (request.what_case()) {
     case proto::Request::kNodes:
     case proto::Request::kStatus:
+    case proto::Request::kTaskLog:
     case proto::Request::kDurableGet:
     case proto::Request::kDurableList: return Role::kRead;
     case proto::Request::kDurableSubmit:

@@ -392,6 +392,7 @@ void HeadServer::OnAgentMessage(Peer* peer, std::string_view bytes) {
     case proto::AgentToHead::kLog: tasks_.OnLog(node, std::move(*msg.mutable_log())); break;
     case proto::AgentToHead::kRenewCertificate: RenewNodeCertificate(peer, msg.renew_certificate()); break;
     case proto::AgentToHead::kObjectChunk: OnObjectChunk(peer, std::move(*msg.mutable_object_chunk())); break;
+    case proto::AgentToHead::kTaskLog: OnTaskLog(peer, std::move(*msg.mutable_task_log())); break;
     case proto::AgentToHead::kObjectsSpilled: tasks_.OnObjectsSpilled(node, msg.objects_spilled()); break;
     case proto::AgentToHead::kObjectPulled: OnObjectPulled(peer, msg.object_pulled()); break;
     case proto::AgentToHead::kActorReady: tasks_.OnActorReady(node, msg.actor_ready()); break;
@@ -456,6 +457,16 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     if (!s.ok()) SetError(*reply, s);
   } else if (request.has_borrow_refs()) {
     if (peer->session) tasks_.BorrowRefs(peer->session.get(), request.borrow_refs());
+  } else if (request.has_task_log()) {
+    ReadTaskLog(request.task_log().task_id(), request.task_log().offset(),  // as the user typed it
+                [conn = peer->conn, rid = request.request_id()](Result<proto::TaskLog> log) {
+                  proto::HeadToClient out;
+                  out.mutable_reply()->set_request_id(rid);
+                  if (log) *out.mutable_reply()->mutable_task_log() = std::move(*log);
+                  else SetError(*out.mutable_reply(), log.error());
+                  conn->Send(out);
+                });
+    return;
   } else if (request.has_pull_to_node()) {
     PullToNode(peer, request);  // answered when the copy is there
     return;
@@ -625,6 +636,7 @@ void HeadServer::OnClose(Peer* peer, const Status& reason) {
     }
     nodes_.Disconnected(n);
     FailReadsFrom(n->view.id, "its node disconnected");
+    FailLogReadsFrom(n->view.id, "its node disconnected");
   } else if (peer->kind == Peer::kClient) {
     if (peer->session) LOG_DEBUG("client {} left: {}", peer->session->name, reason.ToString());
     DetachClient(peer, /*goodbye=*/false);

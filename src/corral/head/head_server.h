@@ -86,6 +86,10 @@ class HeadServer {
   Result<TokenInfo> RevokeToken(const std::string& name);
   const Clock& clock() const { return clock_; }
   const std::string& session_id() const { return session_id_; }
+  // Output of a recent task (by the id a user gives: TaskJournal::Resolve) from `offset` bytes on,
+  // read from the log files of the node that ran it (head_server_logs.cc). `done` once, maybe later.
+  void ReadTaskLog(const std::string& task, uint64_t offset, std::function<void(Result<proto::TaskLog>)> done);
+  const TaskManager& tasks() const { return tasks_; }
   // The cluster's metrics in Prometheus' text format (head_server_metrics.cc).
   void WriteMetrics(MetricsText& out);
 
@@ -129,6 +133,8 @@ class HeadServer {
   void OnObjectPulled(Peer* peer, const proto::ObjectPulled& pulled);
   // The node's connection closed: its unanswered reads and the pulls it was doing fail.
   void FailReadsFrom(const std::string& node_id, const std::string& why);
+  void OnTaskLog(Peer* peer, proto::TaskLog&& log);
+  void FailLogReadsFrom(const std::string& node_id, const std::string& why);
   void ScheduleSoon();
   void Tick();
   void UpdateBackpressure();
@@ -171,6 +177,12 @@ class HeadServer {
   };
   std::unordered_map<uint64_t, PendingPull> pending_pulls_;          // by the head's request id
   std::map<std::pair<std::string, std::string>, uint64_t> pulling_;  // (node, object) -> request id
+  struct PendingLog {
+    std::string node;  // asked
+    std::string task;
+    std::function<void(Result<proto::TaskLog>)> done;
+  };
+  std::unordered_map<uint64_t, PendingLog> pending_logs_;  // by the head's request id (next_read_)
   const std::string peer_secret_ = RandomBytes(32);  // Welcome.peer_secret
   boost::asio::steady_timer tick_;
   LoopLag loop_lag_{io_};

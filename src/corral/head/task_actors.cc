@@ -199,7 +199,7 @@ void TaskManager::DispatchCall(const std::string& id, Task& task, Actor& a, Node
     return;
   }
   Count("actor_calls_dispatched");
-  MarkStarted(task);
+  MarkStarted(id, task, *node);
 }
 
 void TaskManager::OnActorReady(Node* node, const proto::ActorReady& ready, bool pump) {

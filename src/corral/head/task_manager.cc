@@ -154,6 +154,8 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
   task.series = &metrics_.For(spec.name(), spec.queue());
   task.series->submitted++;
   task.since = Now();
+  journal_.Submitted(id, spec.name(), spec.queue(), spec.args().size(), spec.deps_size(), spec.deps_size() > 0,
+                     nodes_.clock().WallNs());
   std::string refusal;
   proto::ErrorKind kind = proto::RUNTIME;
   if (spec.has_actor() || !spec.actor_id().empty()) refusal = AdmitActorTask(client, id, task, spec, &kind);
@@ -355,6 +357,7 @@ void TaskManager::Cancel(ClientSession* client, const proto::Cancel& request) {
 void TaskManager::Enqueue(const std::string& id, Task& task) {
   if (task.actor_call) return EnqueueCall(id, task);
   if (task.resubmitted && task.attempt == 0 && grace_ && AdoptOrPark(id, task)) return;
+  if (task.state == TaskState::kWaitingDeps) journal_.Ready(id);
   task.state = TaskState::kQueued;
   SchedClass& cls = *task.cls;
   cls.queue.push_back(id);
@@ -475,7 +478,7 @@ void TaskManager::Dispatch(const std::string& id, Task& task, Node* node, bool p
     return;
   }
   Count("tasks_dispatched");
-  MarkStarted(task);
+  MarkStarted(id, task, *node);
 }
 
 std::optional<size_t> TaskManager::SendWithArguments(proto::HeadToAgent& msg, Node* node) {
@@ -588,6 +591,7 @@ void TaskManager::Retry(const std::string& id, Task& task, const std::string& wh
   if (failure) {
     Count("tasks_retried");
     task.series->retried++;
+    journal_.Retrying(id, why);
     Notice(id, OwnerOf(id, task),
            task.actor ? fmt::format("actor {} died: {}; restarting it (restart {} of {})", NameOf(id, task), why,
                                     task.attempt, task.max_retries)
@@ -715,6 +719,12 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
       case proto::CANCELLED: Count("tasks_cancelled"); task.series->cancelled++; break;
       default: Count("tasks_failed"); task.series->failed++; break;
     }
+    journal_.Ended(tid,
+                   val.error() == proto::ERROR_NONE ? TaskJournal::State::kFinished
+                   : val.error() == proto::CANCELLED ? TaskJournal::State::kCancelled
+                                                     : TaskJournal::State::kFailed,
+                   val.error() == proto::ERROR_NONE ? std::string_view() : std::string_view(val.message()),
+                   nodes_.clock().WallNs());
     val.set_id(tid);
     // Dependencies no longer needed by this task.
     for (const auto& dep : deps) {

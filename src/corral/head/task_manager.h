@@ -36,6 +36,7 @@
 #include "corral/head/gang_book.h"
 #include "corral/head/id_key.h"
 #include "corral/head/node_registry.h"
+#include "corral/head/task_journal.h"
 #include "corral/head/task_metrics.h"
 #include "corral/head/task_state.h"
 #include "corral/node.pb.h"
@@ -184,6 +185,7 @@ class TaskManager {
   void FillStatus(proto::ClusterStatus* status) const;
   const std::map<std::string, int64_t>& counters() const { return counters_; }
   const TaskMetrics& metrics() const { return metrics_; }
+  const TaskJournal& journal() const { return journal_; }
   // Plain tasks queued for a node (not durable runs, which their queues count), and how long the
   // oldest of them has waited (seconds; 0 when none).
   std::pair<int64_t, double> QueuedTasks() const;
@@ -441,12 +443,13 @@ class TaskManager {
   void Notice(const std::string& task_id, const std::string& owner, const std::string& text);
   void Count(const char* name, int64_t n = 1) { counters_[name] += n; }
   Nanos Now() const { return nodes_.clock().BootTimeNs(); }
-  // The task was sent to a node: its wait ends and its run begins (metrics).
-  void MarkStarted(Task& task) {
+  // The task was sent to `node`: its wait ends and its run begins (metrics, the journal).
+  void MarkStarted(const std::string& id, Task& task, const Node& node) {
     Nanos now = Now();
     task.series->started++;
     task.series->wait.Observe(static_cast<double>(now - task.since) / 1e9);
     task.since = now;
+    journal_.Started(id, node.view.id, nodes_.clock().WallNs());
   }
   // Whether `id` is one `client` may make: ids start with their client's id (MakeTaskId).
   static bool OwnsId(const ClientSession* client, const std::string& id) {
@@ -477,6 +480,7 @@ class TaskManager {
   }
   std::map<std::string, int64_t> counters_;
   TaskMetrics metrics_;
+  TaskJournal journal_;
   int64_t object_bytes_ = 0;  // sum of objects_[*].value.data().size()
   std::unordered_map<std::string, StoreUsage> store_usage_;  // by node id
   uint64_t use_clock_ = 0;
