@@ -13,6 +13,7 @@
 #include "corral/cli/commands.h"
 #include "corral/cli/daemon.h"
 #include "corral/head/head_server.h"
+#include "corral/head/dashboard.h"
 #include "corral/head/http_server.h"
 #include "corral/head/rest_api.h"
 #include "corral/net/memory_stream.h"
@@ -53,13 +54,16 @@ static std::string LoadOrCreateToken(const std::string& dir) {
   return tok;
 }
 
-// "REST API: ..." once the head wrote where it serves HTTP.
-// The REST API's URL, as the head wrote it (http:// or https://).
+// "Dashboard: ... REST API: ..." once the head wrote where it serves HTTP (http:// or https://).
 static std::string HttpLine(const std::string& state) {
   auto a = ReadFile(state + "/http_url");
   if (!a) return "";
-  return fmt::format("REST API: {} (header 'Authorization: Bearer <token>'{})\n\n", a->substr(0, a->find('\n')),
-                     a->starts_with("https") ? "; verify it with the cluster CA, ca.crt" : "");
+  std::string url = a->substr(0, a->find('\n'));
+  std::string root = url.substr(0, url.size() - std::string("/api/v1").size());
+  bool https = a->starts_with("https");
+  return fmt::format("Dashboard: {}/ (log in with a token){}\nREST API: {} (header 'Authorization: Bearer <token>')\n"
+                     "Prometheus: {}/metrics (a read token; deploy/prometheus/)\n\n",
+                     root, https ? "; its certificate is signed by the cluster CA, ca.crt" : "", url, root);
 }
 
 // The names and addresses clients may dial this head by: its --host (every local address when it
@@ -240,6 +244,7 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   LOG_INFO("head listening on {} (state dir {}){}", address, state,
            tls ? fmt::format("; TLS, cluster CA {}", options.ca->fingerprint()) : "");
   std::unique_ptr<head::HttpServer> http;
+  std::unique_ptr<head::Dashboard> dashboard;
   if (flags.http_port >= 0) {
     head::HttpOptions ho;
     auto http_ep = net::ParseEndpoint(fmt::format("{}:{}", flags.http_host, flags.http_port));
@@ -257,6 +262,7 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
     for (const auto& n : CertificateNames(flags)) ho.allowed_hosts.insert(n.find(':') != std::string::npos ? "[" + n + "]" : n);
     http = std::make_unique<head::HttpServer>(io, ho);
     head::RegisterRestApi(*http, server);
+    dashboard = std::make_unique<head::Dashboard>(io, *http, server);
     if (Status s = http->Start(); !s.ok()) {
       std::fprintf(stderr, "corral: the head cannot start: %s\n", s.message().c_str());
       return 1;
@@ -266,6 +272,11 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
       LOG_WARN("{}", s.ToString());
     if (Status s = WriteFile(state + "/http_url", url + "\n", 0644); !s.ok()) LOG_WARN("{}", s.ToString());
     LOG_INFO("REST API at {}", url);
+    dashboard->Start();
+    if (Status s = WriteFile(state + "/dashboard_url",
+                             fmt::format("{}://{}/\n", https ? "https" : "http", http->endpoint().ToString()), 0644);
+        !s.ok())
+      LOG_WARN("{}", s.ToString());
   }
 
   // This machine's agent runs inside the head process, linked by an in-process stream: the head's
@@ -302,6 +313,7 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
     if (ec) return;
     LOG_INFO("signal {}: stopping", sig);
     if (local_agent) local_agent->Stop();
+    if (dashboard) dashboard->Stop();
     if (http) http->Stop();
     server.Stop();
     io.stop();
@@ -313,6 +325,7 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
   unlink((state + "/address").c_str());
   unlink((state + "/http_address").c_str());
   unlink((state + "/http_url").c_str());
+  unlink((state + "/dashboard_url").c_str());
   unlink((state + "/pid").c_str());
   return 0;
 }

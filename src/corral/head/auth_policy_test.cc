@@ -26,7 +26,7 @@ const std::map<std::string, Role> kClientMessages = {
     {"release", Role::kSubmit}, {"cancel", Role::kSubmit}, {"goodbye", Role::kRead},
 };
 const std::map<std::string, Role> kRequests = {
-    {"nodes", Role::kRead},          {"status", Role::kRead},          {"durable_get", Role::kRead},
+    {"nodes", Role::kRead},          {"status", Role::kRead},          {"task_log", Role::kRead},          {"durable_get", Role::kRead},
     {"durable_list", Role::kRead},   {"durable_submit", Role::kSubmit}, {"durable_cancel", Role::kSubmit},
     {"durable_progress", Role::kWorker}, {"durable_forget", Role::kSubmit}, {"durable_store", Role::kSubmit},
     {"fetch_object", Role::kSubmit}, {"put_stored", Role::kSubmit}, {"add_copy", Role::kSubmit}, {"pull_to_node", Role::kSubmit},

@@ -2,6 +2,8 @@
 
 #include <openssl/crypto.h>
 
+#include <deque>
+
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
@@ -22,6 +24,7 @@ using tcp = asio::ip::tcp;
 namespace {
 
 constexpr auto kReadTimeout = std::chrono::seconds(30);
+constexpr size_t kMaxEventStreams = 64;  // dashboard tabs open at once, all clients together
 
 std::vector<std::string> Split(const std::string& path) {
   std::vector<std::string> out;
@@ -90,6 +93,32 @@ HttpRequest ToRequest(http::request<http::string_body>& req, const std::string& 
   return r;
 }
 
+HttpCredentials ToCredentials(const http::request<http::string_body>& req) {
+  return HttpCredentials{std::string(req[http::field::authorization]), std::string(req[http::field::cookie]),
+                         std::string(req["X-CSRF-Token"]), std::string(req[http::field::origin])};
+}
+
+// The value of cookie `name` in a Cookie header ("" if absent).
+std::string CookieValue(std::string_view header, std::string_view name) {
+  size_t i = 0;
+  while (i < header.size()) {
+    size_t end = header.find(';', i);
+    if (end == std::string_view::npos) end = header.size();
+    std::string_view part = header.substr(i, end - i);
+    while (!part.empty() && part.front() == ' ') part.remove_prefix(1);
+    if (part.size() > name.size() && part.starts_with(name) && part[name.size()] == '=')
+      return std::string(part.substr(name.size() + 1));
+    i = end + 1;
+  }
+  return "";
+}
+
+// Whether an Origin header ("http://host:port") names the server the Host header names.
+bool SameOrigin(std::string_view origin, std::string_view host) {
+  size_t scheme = origin.find("://");
+  return scheme != std::string_view::npos && origin.substr(scheme + 3) == host;
+}
+
 }  // namespace
 
 HttpResponse HttpResponse::Error(int status, const std::string& message) {
@@ -107,7 +136,7 @@ struct HttpServer::Impl {
 // One connection: read a request's header, pass the gate (Host, token), read its body, answer it;
 // repeat while the client keeps the connection alive. `Stream`: beast::tcp_stream, or that under TLS.
 template <typename Stream>
-struct HttpServer::Session : std::enable_shared_from_this<HttpServer::Session<Stream>> {
+struct HttpServer::Session : HttpServer::EventSink, std::enable_shared_from_this<HttpServer::Session<Stream>> {
   template <typename... Args>
   Session(HttpServer* server, tcp::socket socket, Args&&... tls) : server(server), stream(std::move(socket), tls...) {
     beast::error_code ec;
@@ -162,8 +191,8 @@ struct HttpServer::Session : std::enable_shared_from_this<HttpServer::Session<St
     version = req.version();
     // The body is read only once the gate let the request through; a refused one is answered and
     // the connection closed, its body never read.
-    server->Admit(ToRequest(req, peer, peer_ip), std::string(req[http::field::host]),
-                  std::string(req[http::field::authorization]),
+    credentials = ToCredentials(req);
+    server->Admit(ToRequest(req, peer, peer_ip), std::string(req[http::field::host]), credentials,
                   [self = this->shared_from_this(), alive = server->alive_](HttpResponse refusal) {
                     if (*alive) self->Send(std::move(refusal), false);
                   },
@@ -179,18 +208,26 @@ struct HttpServer::Session : std::enable_shared_from_this<HttpServer::Session<St
     Lowest().expires_never();  // the handler may take its time (a store commit); the write gets its own deadline
     if (Failed(ec)) return;
     auto& req = parser->get();
-    server->Serve(ToRequest(req, peer, peer_ip), std::string(req[http::field::host]),
-                  std::string(req[http::field::authorization]),
+    credentials = ToCredentials(req);
+    server->Serve(ToRequest(req, peer, peer_ip), std::string(req[http::field::host]), credentials,
                   [self = this->shared_from_this(), alive = server->alive_](HttpResponse resp) {
                     if (*alive) self->Send(std::move(resp), self->keep_alive);
                   });
   }
 
   void Send(HttpResponse resp, bool keep) {
+    if (resp.event_stream) {
+      if (server->event_streams() < kMaxEventStreams) return StartStream();
+      resp = HttpResponse::Error(503, "too many open event streams; close some dashboard tabs");
+    }
     auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(resp.status), version ? version : 11);
     res->set(http::field::server, "corral");
     res->set(http::field::content_type, resp.content_type);
     res->set(http::field::cache_control, "no-store");
+    res->set("X-Content-Type-Options", "nosniff");
+    res->set("X-Frame-Options", "DENY");
+    res->set("Referrer-Policy", "no-referrer");
+    for (auto& [name, value] : resp.headers) res->insert(name, value);
     if (resp.status == 401) res->set(http::field::www_authenticate, "Bearer realm=\"corral\"");
     res->keep_alive(keep);
     res->body() = std::move(resp.body);
@@ -211,6 +248,49 @@ struct HttpServer::Session : std::enable_shared_from_this<HttpServer::Session<St
     Lowest().close();
   }
 
+  // The answer was an event stream: its header now, then what Publish sends, until either side ends it.
+  void StartStream() {
+    Lowest().expires_never();
+    server->streams_.push_back(std::weak_ptr<EventSink>(this->shared_from_this()));
+    Push("HTTP/1.1 200 OK\r\nServer: corral\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+         "X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n: connected\n\n");
+    WatchForClose();
+  }
+
+  void WatchForClose() {  // a client that went away ends the stream (a read completes with an error)
+    stream.async_read_some(asio::buffer(watch_buf), [self = this->shared_from_this()](beast::error_code ec, size_t) {
+      if (ec || self->ended) return self->End();
+      self->WatchForClose();
+    });
+  }
+
+  void Push(std::string chunk) override {
+    if (ended) return;
+    outbox_bytes += chunk.size();
+    outbox.push_back(std::move(chunk));
+    if (outbox_bytes > kMaxOutbox) return End();  // a reader this slow is not reading: let it go
+    if (!writing) WriteNext();
+  }
+
+  void WriteNext() {
+    if (outbox.empty() || ended) {
+      writing = false;
+      return;
+    }
+    writing = true;
+    asio::async_write(stream, asio::buffer(outbox.front()), [self = this->shared_from_this()](beast::error_code ec, size_t) {
+      self->outbox_bytes -= self->outbox.front().size();
+      self->outbox.pop_front();
+      if (ec) return self->End();
+      self->WriteNext();
+    });
+  }
+
+  void End() override {
+    if (std::exchange(ended, true)) return;
+    Close();
+  }
+
   ~Session() {
     if (on_gone) on_gone();
   }
@@ -225,11 +305,19 @@ struct HttpServer::Session : std::enable_shared_from_this<HttpServer::Session<St
   std::string peer_ip;
   bool keep_alive = false;
   unsigned version = 11;
+  // An event stream's state.
+  static constexpr size_t kMaxOutbox = 4u << 20;
+  std::deque<std::string> outbox;
+  size_t outbox_bytes = 0;
+  bool writing = false;
+  bool ended = false;
+  char watch_buf[512];
 };
 
 HttpServer::HttpServer(asio::io_context& io, HttpOptions options)
     : io_(io), options_(std::move(options)), impl_(std::make_unique<Impl>(io)) {
   for (const char* h : {"localhost", "127.0.0.1", "[::1]"}) options_.allowed_hosts.insert(h);
+  RouteSessions();
 }
 
 HttpServer::~HttpServer() { Stop(); }
@@ -244,7 +332,7 @@ std::vector<std::tuple<std::string, std::string, std::optional<Role>>> HttpServe
   for (const auto& r : routes_) {
     std::string pattern;
     for (const auto& s : r.segments) pattern += "/" + s;
-    out.emplace_back(r.method, pattern, r.need);
+    out.emplace_back(r.method, pattern.empty() ? "/" : pattern, r.need);
   }
   return out;
 }
@@ -339,8 +427,32 @@ void HttpServer::HandleRaw(std::string_view raw, const std::string& peer_ip, Htt
   if (ec == http::error::body_limit) return respond(HttpResponse::Error(413, "the request body is over the limit"));
   if (ec || !parser.is_done()) return respond(HttpResponse::Error(400, "malformed HTTP request"));
   auto& req = parser.get();
-  Serve(ToRequest(req, peer_ip, peer_ip), std::string(req[http::field::host]),
-        std::string(req[http::field::authorization]), std::move(respond));
+  Serve(ToRequest(req, peer_ip, peer_ip), std::string(req[http::field::host]), ToCredentials(req), std::move(respond));
+}
+
+size_t HttpServer::event_streams() const {
+  size_t n = 0;
+  for (const auto& s : streams_) n += !s.expired();
+  return n;
+}
+
+void HttpServer::Publish(std::string_view event, std::string_view data) {
+  std::string chunk = fmt::format("event: {}\ndata: {}\n\n", event, data);
+  for (auto it = streams_.begin(); it != streams_.end();) {
+    std::shared_ptr<EventSink> sink = it->lock();
+    if (!sink) {
+      it = streams_.erase(it);
+      continue;
+    }
+    auto who = Who(sink->credentials);  // a revoked token or an ended session ends its streams
+    if (!who || !Allows(who->role, Role::kRead)) {
+      sink->End();
+      it = streams_.erase(it);
+      continue;
+    }
+    sink->Push(chunk);
+    ++it;
+  }
 }
 
 size_t HttpServer::open_connections() const {
@@ -349,7 +461,7 @@ size_t HttpServer::open_connections() const {
   return n;
 }
 
-void HttpServer::Serve(const HttpRequest& request, const std::string& host, const std::string& authorization,
+void HttpServer::Serve(const HttpRequest& request, const std::string& host, const HttpCredentials& credentials,
                        HttpRespond respond) {
   requests_++;
   auto answered = std::make_shared<bool>(false);
@@ -359,7 +471,7 @@ void HttpServer::Serve(const HttpRequest& request, const std::string& host, cons
     respond(std::move(r));
   };
   try {
-    Dispatch(request, host, authorization, once);
+    Dispatch(request, host, credentials, once);
   } catch (const std::exception& e) {
     // A defect, not the client's fault; the head goes on serving everyone else.
     LOG_ERROR("HTTP {} {} from {} failed: {}", Printable(request.method), Printable(request.path), request.peer,
@@ -398,25 +510,44 @@ const HttpServer::RouteEntry* HttpServer::Match(const HttpRequest& request, std:
   return nullptr;
 }
 
-Result<TokenInfo> HttpServer::Who(std::string_view authorization) {
+Result<TokenInfo> HttpServer::Who(const HttpCredentials& credentials, std::string* session_id) {
   constexpr std::string_view kBearer = "Bearer ";
-  if (!authorization.starts_with(kBearer)) return Err(Code::kPermissionDenied, "no token");
-  std::string_view token = authorization.substr(kBearer.size());
+  if (credentials.authorization.starts_with(kBearer))
+    return WhoByToken(std::string_view(credentials.authorization).substr(kBearer.size()));
+  std::string id = CookieValue(credentials.cookie, WebSessions::kCookie);
+  if (id.empty()) return Err(Code::kPermissionDenied, "no token");
+  WebSessions::Session* session = sessions_.Find(id);
+  if (!session) return Err(Code::kPermissionDenied, "the dashboard session ended; log in again");
+  auto who = WhoByToken(session->token);
+  if (!who) {  // revoked or expired since: the session goes with it
+    sessions_.Remove(id);
+    return who;
+  }
+  if (session_id) *session_id = id;
+  return who;
+}
+
+Result<TokenInfo> HttpServer::WhoByToken(std::string_view token) {
   if (options_.authenticate) return options_.authenticate(token);
   if (token.size() == options_.token.size() && CRYPTO_memcmp(token.data(), options_.token.data(), token.size()) == 0)
     return TokenInfo{"", "admin", Role::kAdmin, 0, 0, 0};
   return Err(Code::kPermissionDenied, "wrong token");
 }
 
-void HttpServer::RefuseLogin(const HttpRequest& request, const std::string& authorization, HttpRespond respond) {
+void HttpServer::RefuseLogin(const HttpRequest& request, const HttpCredentials& credentials, HttpRespond respond) {
+  bool session = credentials.authorization.empty() && !CookieValue(credentials.cookie, WebSessions::kCookie).empty();
   LogAuthFailure(request.peer_ip, "http",
-                 fmt::format("{} on {} {}", authorization.empty() ? "no token" : "wrong token",
+                 fmt::format("{} on {} {}",
+                             session                              ? "unknown session"
+                             : credentials.authorization.empty() ? "no token"
+                                                                  : "wrong token",
                              Printable(request.method), Printable(request.path)));
-  HttpResponse refusal = HttpResponse::Error(401, authorization.empty()
-                                                      ? "missing 'Authorization: Bearer <token>' (a token of this "
-                                                        "head: `corral token create`, or the admin token in its "
-                                                        "state dir)"
-                                                      : "wrong token (revoked, expired, or not this head's)");
+  HttpResponse refusal = HttpResponse::Error(
+      401, session ? "the dashboard session ended (logged out, expired, or its token was revoked); log in again"
+           : credentials.authorization.empty()
+               ? "missing 'Authorization: Bearer <token>' (a token of this head: `corral token create`, or the admin "
+                 "token in its state dir)"
+               : "wrong token (revoked, expired, or not this head's)");
   auto delay = FailureDelay(request.peer_ip);
   if (delay.count() == 0) return respond(std::move(refusal));
   // Guessing tokens from one address gets slow; the answer waits on a timer, not the loop.
@@ -426,31 +557,61 @@ void HttpServer::RefuseLogin(const HttpRequest& request, const std::string& auth
   });
 }
 
-void HttpServer::Admit(const HttpRequest& request, const std::string& host, const std::string& authorization,
+void HttpServer::Admit(const HttpRequest& request, const std::string& host, const HttpCredentials& credentials,
                        HttpRespond refuse, std::function<void()> go_on) {
   if (auto bad = CheckHost(host)) return refuse(std::move(*bad));
   const RouteEntry* found = Match(request, nullptr, nullptr);
-  if ((found && !found->need) || Who(authorization)) return go_on();
-  RefuseLogin(request, authorization, std::move(refuse));
+  if ((found && !found->need) || Who(credentials)) return go_on();
+  RefuseLogin(request, credentials, std::move(refuse));
 }
 
-void HttpServer::Dispatch(const HttpRequest& request, const std::string& host, const std::string& authorization,
+std::optional<HttpResponse> HttpServer::CheckCsrf(const HttpRequest& request, const std::string& host,
+                                                  const HttpCredentials& credentials, const std::string& session_id) {
+  if (request.method == "GET" || request.method == "HEAD") return std::nullopt;
+  if (!credentials.origin.empty() && !SameOrigin(credentials.origin, host))
+    return HttpResponse::Error(403, fmt::format("cross-site request refused: it comes from {}, not this server's page",
+                                                Printable(credentials.origin)));
+  if (session_id.empty()) return std::nullopt;  // a bearer token: a browser never sends one by itself
+  WebSessions::Session* s = sessions_.Find(session_id);
+  if (!s || credentials.csrf.size() != s->csrf.size() ||
+      CRYPTO_memcmp(credentials.csrf.data(), s->csrf.data(), s->csrf.size()) != 0)
+    return HttpResponse::Error(403, "missing or wrong X-CSRF-Token: a change made with a dashboard session must "
+                                    "carry the token GET /api/v1/session gives (the dashboard does this)");
+  return std::nullopt;
+}
+
+void HttpServer::Dispatch(const HttpRequest& request, const std::string& host, const HttpCredentials& credentials,
                           HttpRespond respond) {
   // The gate: every request, before routing.
   if (auto bad = CheckHost(host)) return respond(std::move(*bad));
   std::map<std::string, std::string> params;
   bool path_matched = false;
   const RouteEntry* found = Match(request, &params, &path_matched);
+  std::string session_id;
+  std::optional<TokenInfo> as;
   auto serve = [&] {
     HttpRequest routed = request;
     routed.params = std::move(params);
+    routed.session_id = session_id;
+    if (as) {
+      routed.authenticated = true;
+      routed.who = as->name;
+      routed.role = as->role;
+    }
     found->handler(routed, std::move(respond));
   };
-  if (found && !found->need) return serve();  // public
+  if (found && !found->need) {  // public; a change (the login) only from this server's own pages
+    if (auto bad = CheckCsrf(request, host, credentials, "")) return respond(std::move(*bad));
+    if (request.method == "GET")  // who asks, if anyone (the page asks whether it is logged in); never a refusal
+      if (auto who = Who(credentials, &session_id)) as = *who;
+    return serve();
+  }
   // Everything else needs a token, also to learn whether a path exists.
-  auto who = Who(authorization);
-  if (!who) return RefuseLogin(request, authorization, std::move(respond));
+  auto who = Who(credentials, &session_id);
+  if (!who) return RefuseLogin(request, credentials, std::move(respond));
+  as = *who;
   if (found) {
+    if (auto bad = CheckCsrf(request, host, credentials, session_id)) return respond(std::move(*bad));
     if (!Allows(who->role, *found->need)) {
       respond(HttpResponse::Error(403, fmt::format("token '{}' has role {}; {} {} needs {}", who->name,
                                                    RoleName(who->role), request.method, request.path,

@@ -46,7 +46,7 @@ void RegisterRestApi(HttpServer& http, HeadServer& head) {
     out.Sample("corral_http_connections", {}, static_cast<double>(http.open_connections()));
     out.Family("corral_http_requests_total", "counter", "HTTP requests the head answered.");
     out.Sample("corral_http_requests_total", {}, static_cast<double>(http.requests()));
-    respond(HttpResponse{200, out.text(), "text/plain; version=0.0.4; charset=utf-8"});
+    respond(HttpResponse::Text(200, out.text(), "text/plain; version=0.0.4; charset=utf-8"));
   });
   http.Route("GET", "/api/v1/status", Role::kRead, [&head](const HttpRequest&, HttpRespond respond) {
     respond(HttpResponse::Json(200, JsonText(StatusJson(head.BuildStatus()))));

@@ -1,0 +1,17 @@
+# Writes OUT: the dashboard's files (web/) as string constants, so the head serves them from its
+# binary (nothing to install beside it, nothing fetched from a CDN). Run at build time.
+set(body "// Generated from web/ by cmake/embed_web.cmake: do not edit.\n#include \"corral/head/web_assets.h\"\n\nnamespace corral::head::web {\n")
+foreach(pair "kIndexHtml=index.html" "kAppJs=app.js" "kAppCss=app.css" "kFaviconSvg=favicon.svg")
+  string(REPLACE "=" ";" parts "${pair}")
+  list(GET parts 0 name)
+  list(GET parts 1 file)
+  file(READ "${WEB_DIR}/${file}" content)
+  string(FIND "${content}" ")corral_web\"" clash)
+  if(NOT clash EQUAL -1)
+    message(FATAL_ERROR "web/${file} contains the raw string's end marker")
+  endif()
+  string(APPEND body "extern const std::string_view ${name} = R\"corral_web(${content})corral_web\";\n")
+endforeach()
+string(APPEND body "}  // namespace corral::head::web\n")
+file(WRITE "${OUT}.tmp" "${body}")
+file(COPY_FILE "${OUT}.tmp" "${OUT}" ONLY_IF_DIFFERENT)

@@ -1,0 +1,43 @@
+// WebSessions: the dashboard's logins. Logging in with a token makes a session: a random id the
+// browser keeps in an HttpOnly, SameSite=Strict cookie, and a CSRF token the page keeps in memory
+// and sends as X-CSRF-Token with every state-changing request. The token itself stays here and is
+// checked again on every use, so revoking it (or its expiry) ends its sessions at once. Sessions
+// end after `idle` without use, and at most `max_sessions` are kept (the least recently used goes).
+// io thread only.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+namespace corral::head {
+
+class WebSessions {
+ public:
+  struct Session {
+    std::string token;  // the secret it logged in with
+    std::string csrf;
+    std::chrono::steady_clock::time_point last_used;
+  };
+
+  explicit WebSessions(std::chrono::seconds idle = std::chrono::hours(12), size_t max_sessions = 10000)
+      : idle_(idle), max_(max_sessions) {}
+
+  // A new session for `token` (already checked): its id.
+  std::string Create(std::string token);
+  // The live session with this id (its use noted), or null.
+  Session* Find(std::string_view id);
+  void Remove(std::string_view id) { sessions_.erase(std::string(id)); }
+  size_t size() const { return sessions_.size(); }
+
+  static constexpr std::string_view kCookie = "corral_session";
+
+ private:
+  std::chrono::seconds idle_;
+  size_t max_;
+  std::unordered_map<std::string, Session> sessions_;
+};
+
+}  // namespace corral::head
