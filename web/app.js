@@ -243,10 +243,14 @@ async function drain(id, host) {
   }
 }
 
-let tasksLoading = false;
+let tasksLoading = false, tasksAgain = false;
 async function loadTasks() {
-  if (tasksLoading) return;
+  if (tasksLoading) {  // a filter changed or tasks changed while loading: load once more after
+    tasksAgain = true;
+    return;
+  }
   tasksLoading = true;
+  tasksAgain = false;
   try {
     const q = new URLSearchParams({ limit: '200' });
     for (const [k, id] of [['state', 'filter-state'], ['function', 'filter-function'], ['queue', 'filter-queue'], ['node', 'filter-node']])
@@ -266,6 +270,7 @@ async function loadTasks() {
     if (state.selectedTask) showTask(state.selectedTask, true);
   } finally {
     tasksLoading = false;
+    if (tasksAgain) loadTasks();
   }
 }
 
@@ -368,6 +373,7 @@ document.addEventListener('DOMContentLoaded', async () => {
     showLogin('Logged out.');
   });
   $('task-filter').addEventListener('input', () => loadTasks());
+  $('task-filter').addEventListener('change', () => loadTasks());
   $('task-filter').addEventListener('submit', (e) => e.preventDefault());
   window.addEventListener('hashchange', route);
   const s = await api('GET', '/api/v1/session');

@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include <boost/asio/post.hpp>
+
 #include "corral/base/ids.h"
 #include "corral/base/resources.h"
 #include "corral/head/head_server.h"
@@ -95,10 +97,14 @@ void Dashboard::Routes() {
   http_.Route("GET", "/app.css", std::nullopt, [](const HttpRequest&, HttpRespond respond) {
     respond(Asset(web::kAppCss, "text/css; charset=utf-8"));
   });
-  http_.Route("GET", "/api/v1/events", Role::kRead, [](const HttpRequest&, HttpRespond respond) {
+  http_.Route("GET", "/api/v1/events", Role::kRead, [this](const HttpRequest&, HttpRespond respond) {
     HttpResponse r;
     r.event_stream = true;
     respond(std::move(r));
+    // A new tab sees the cluster at once, not at the next tick (the others get one more snapshot).
+    boost::asio::post(timer_.get_executor(), [this, alive = alive_] {
+      if (*alive) http_.Publish("snapshot", JsonText(Snapshot()));
+    });
   });
   http_.Route("GET", "/api/v1/history", Role::kRead, [this](const HttpRequest&, HttpRespond respond) {
     nlohmann::json j = nlohmann::json::array();
