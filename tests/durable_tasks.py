@@ -10,6 +10,13 @@ def add(a, b):
     return a + b
 
 
+@corral.task
+def announce(message):
+    """Prints `message` (for `corral logs` of a durable task)."""
+    print(f"announcing: {message}", flush=True)
+    return message
+
+
 @corral.task(max_retries=3, retry_backoff=0.05)
 def flaky(counter_path, succeed_on):
     """Fails until its attempt number `succeed_on` (counted in a file)."""
