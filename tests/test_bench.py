@@ -56,3 +56,11 @@ def test_smoke_run_of_every_corral_workload(tmp_path):
               "idle_memory"):
         assert f"corral:{w}" in measured, (w, doc["unavailable"])
     assert "| durable_tasks |" in open(tmp_path / "results.md").read()
+
+
+def test_smoke_run_of_the_observability_cost():
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "observability.py"), "--smoke"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for row in ("| tasks_sync |", "| tasks_async |", "| head_cpu_s |"):
+        assert row in r.stdout, r.stdout

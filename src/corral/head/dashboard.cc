@@ -122,6 +122,12 @@ void Dashboard::Routes() {
         return respond(HttpResponse::Error(400, "limit must be a whole number"));
       }
     }
+    // Open Tasks pages ask again whenever a task changed, all with the same filters, mostly:
+    // one answer per journal version and query serves them all.
+    std::string key = fmt::format("{}\n{}\n{}\n{}\n{}", state, function, queue, node, limit);
+    uint64_t version = head_.tasks().journal().version();
+    if (auto it = runs_cache_.find(key); it != runs_cache_.end() && it->second.first == version)
+      return respond(HttpResponse::Json(200, it->second.second));
     nlohmann::json rows = nlohmann::json::array();
     size_t matched = 0;
     head_.tasks().journal().ForEachNewestFirst([&](const TaskJournal::Entry& e) {
@@ -137,8 +143,11 @@ void Dashboard::Routes() {
     j["tasks"] = std::move(rows);
     j["matched"] = matched;
     j["kept"] = head_.tasks().journal().size();
-    j["version"] = head_.tasks().journal().version();
-    respond(HttpResponse::Json(200, JsonText(j)));
+    j["version"] = version;
+    std::string text = JsonText(j);
+    if (runs_cache_.size() > 64) runs_cache_.clear();
+    runs_cache_[key] = {version, text};
+    respond(HttpResponse::Json(200, std::move(text)));
   });
   http_.Route("GET", "/api/v1/runs/{id}", Role::kRead, [this](const HttpRequest& req, HttpRespond respond) {
     auto e = head_.tasks().journal().Resolve(req.params.at("id"));
