@@ -235,3 +235,63 @@ def test_the_event_stream_sends_snapshots_and_ends_with_the_token(c):
     assert cli(c, "token", "revoke", "stream-viewer").returncode == 0
     wait_until(lambda: events and events[-1] is None, timeout=10, what="the stream closed after revocation")
     conn.close()
+
+
+def test_output_that_is_not_utf8_keeps_the_node_and_reads_back(c):
+    @corral.remote
+    def raw_bytes():
+        import sys
+        sys.stdout.buffer.write(b"caf\xc3\xa9 then a bad byte \xff here\n")
+        sys.stdout.flush()
+        return 1
+
+    ref = raw_bytes.remote()
+    assert corral.get(ref) == 1
+    out = subprocess.run([corral_bin(), "logs", ref.hex(), "--address", c.address],
+                         env={**{k: v for k, v in os.environ.items() if k not in ("CORRAL_TOKEN", "CORRAL_ADDRESS")},
+                              "CORRAL_TOKEN": c.token}, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == b"caf\xc3\xa9 then a bad byte \xff here\n"
+    # Starting in the middle of a character (offset 4) is fine too, over HTTP.
+    status, _, body = request(c, "GET", f"/api/v1/runs/{ref.hex()}/log?offset=4",
+                              {"Authorization": f"Bearer {c.token}"})
+    assert status == 200 and body["text"].startswith("\ufffd then a bad byte"), body
+    # The node never dropped: both are still connected and run tasks.
+    assert all(n["connected"] for n in corral.nodes() if n["state"] == "alive")
+    assert corral.get([chatty.remote(1, "after") for _ in range(4)]) == [1] * 4
+
+
+def test_log_offsets_stay_inside_the_tasks_output(c):
+    refs = [chatty.remote(2, f"bounded{k}") for k in range(6)]
+    corral.get(refs)
+    ref = refs[0]
+    whole = cli(c, "logs", ref.hex()).stdout
+    assert whole.splitlines() == ["bounded0 line 0", "bounded0 line 1"]
+    headers = {"Authorization": f"Bearer {c.token}"}
+    status, _, body = request(c, "GET", f"/api/v1/runs/{ref.hex()}/log?offset={len(whole)}", headers)
+    assert status == 200 and body["text"] == "" and body["ended"] is True, body
+    for bad in (len(whole) + 1, 2**63, 2**64 - 5):
+        status, _, body = request(c, "GET", f"/api/v1/runs/{ref.hex()}/log?offset={bad}", headers)
+        assert status in (400, 404), (bad, body)
+        assert "bounded1" not in json.dumps(body)
+
+
+def test_a_tasks_code_cannot_read_other_tasks_output(c):
+    secret_ref = chatty.remote(1, "secret")
+    corral.get(secret_ref)
+
+    @corral.remote
+    def snoop(binary, task_id, http_host, http_port):
+        import http.client as hc
+        import os as o
+        import subprocess as sp
+        out = sp.run([binary, "logs", task_id], capture_output=True, text=True, timeout=60)
+        token = open(o.environ["CORRAL_TOKEN_FILE"]).read().strip()
+        conn = hc.HTTPConnection(http_host, http_port, timeout=10)
+        conn.request("GET", f"/api/v1/runs/{task_id}/log", headers={"Authorization": f"Bearer {token}"})
+        r = conn.getresponse()
+        return out.returncode, out.stdout, out.stderr, r.status, r.read().decode()
+
+    rc, stdout, stderr, status, body = corral.get(snoop.remote(corral_bin(), secret_ref.hex(), *c.http))
+    assert rc == 1 and "secret" not in stdout and "may not read other tasks" in stderr, (rc, stdout, stderr)
+    assert status == 403 and "secret line" not in body, (status, body)

@@ -115,7 +115,9 @@ function follow() {
     $('status-line').textContent = 'reconnecting...';
     if (es.readyState === EventSource.CLOSED && state.events === es) {
       const s = await api('GET', '/api/v1/session');
-      if (s.status === 200) setTimeout(follow, 2000);
+      if (s.status === 200 && s.data.logged_in) setTimeout(() => { if (state.events === es) follow(); }, 2000);
+      else if (s.status === 200) showLogin('The session ended (logged out, expired, or its token was revoked); log in again.');
+      else setTimeout(() => { if (state.events === es) follow(); }, 5000);  // the head is away: try again
     }
   };
 }

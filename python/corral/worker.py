@@ -10,7 +10,7 @@ import pickle
 import signal
 import sys
 
-from . import _core, _runtime, durable, exceptions, serialization
+from . import _core, _runtime, _task_output, durable, exceptions, serialization
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -49,6 +49,7 @@ def _interrupt(signum, frame):
 
 
 def main():
+    _task_output.install()  # before any user code: tasks' output is marked for `corral logs`
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGALRM, _soft_limit)
     task_functions = durable.import_task_modules()  # before connecting: the agent learns them in the hello
@@ -71,6 +72,7 @@ def main():
         for h in forget:  # no client and no task uses it any more
             functions.pop(h, None)
         seq += 1
+        _task_output.begin_task(task_id, name, attempt)
         cpus = resources.get("CPU", 1.0)
         if cpus != threads:
             _set_threads(cpus)

@@ -113,7 +113,7 @@ Status Agent::Start() {
   if (!lease_map_)
     LOG_WARN("cannot publish the lease to workers ({}): they rely on the agent alone to stop them", std::strerror(errno));
   processes_ = std::make_unique<WorkerProcesses>(
-      io_, [this](pid_t pid, bool err, std::string line) { OnWorkerLine(pid, err, std::move(line)); },
+      io_, [this](pid_t pid, bool err, std::string line, int64_t at) { OnWorkerLine(pid, err, std::move(line), at); },
       [this](pid_t pid, std::string reason) { OnWorkerExit(pid, reason); });
   if (options_.drain_on_sleep) {
     auto inhibitor = SleepInhibitor::Start(
@@ -470,8 +470,7 @@ void Agent::BeginTask(Worker* w, const Pending& p, Nanos now) {
   w->task_id = w->output_task_id = spec.task_id();
   w->task_name = spec.name();
   w->attempt = spec.attempt();
-  task_logs_.Begin(spec.task_id(), WorkerLogPath(*w),
-                   processes_->Note(w->pid, TaskLogs::Marker(spec.task_id(), spec.name(), spec.attempt())), w->pid);
+  task_logs_.Begin(spec.task_id(), WorkerLogPath(*w), w->pid);
   w->hash = spec.function_hash();
   w->cpus = std::max(0.0, p.cpus);
   w->started = now;

@@ -160,7 +160,9 @@ class Agent {
   void ReleaseTask(Worker* w);
   // Reports every queued task as failed with `why` (workers cannot start here).
   void FailQueued(const std::string& why);
-  void OnWorkerLine(pid_t pid, bool is_stderr, std::string line);
+  // A line of the worker's output, written at `offset` of its log: its task's (the last one a
+  // marker named on that stream: _task_output.py), indexed for `corral logs` and sent to the owner.
+  void OnWorkerLine(pid_t pid, bool is_stderr, std::string line, int64_t offset);
   // The object store (agent_objects.cc; see objects/node_store.h): the head's deletions, and reads
   // relayed through the head for readers without a store.
   void OnDeleteObjects(const proto::DeleteObjects& request);

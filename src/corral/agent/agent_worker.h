@@ -35,6 +35,7 @@ struct Agent::Worker {
   std::string hand_back;                  // non-empty: stopped for this reason (drain, fencing); hand it back
   std::string task_id;
   std::string output_task_id;             // the current task, or once finished the last one (late output)
+  std::string stream_task[2];             // stdout, stderr: the task the worker's last marker there named
   std::string task_name;
   uint32_t attempt = 0;
   uint32_t sent = 0;                      // tasks sent to this worker so far (it counts them too)

@@ -311,19 +311,29 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
   CheckDrained();
 }
 
-void Agent::OnWorkerLine(pid_t pid, bool is_stderr, std::string line) {
+void Agent::OnWorkerLine(pid_t pid, bool is_stderr, std::string line, int64_t offset) {
   auto it = workers_.find(pid);
   if (it == workers_.end()) return;
   Worker* w = it->second.get();
+  std::string marked;
+  if (TaskLogs::ParseMarker(line, &marked)) {
+    // Only a task this worker was given may be named (a task's output must not claim another's).
+    if (marked == w->task_id || marked == w->output_task_id || (w->next && marked == w->next->task.spec().task_id()))
+      w->stream_task[is_stderr] = std::move(marked);
+    return;  // kept in the log file for people; not output
+  }
   if (is_stderr) {
     w->last_stderr.push_back(line);
     if (w->last_stderr.size() > kStderrTail) w->last_stderr.pop_front();
   }
-  // Output read after the task finished still belongs to it (the pipe and the socket race).
-  if (w->output_task_id.empty()) return;  // no task yet
+  // Whose line: the task its stream's last marker named; else (written to the file descriptor
+  // directly) the current task, or once finished the last one (the pipe and the socket race).
+  const std::string& task = w->stream_task[is_stderr].empty() ? w->output_task_id : w->stream_task[is_stderr];
+  if (task.empty()) return;  // no task yet
+  task_logs_.Append(task, offset, static_cast<int64_t>(line.size()) + 1);
   proto::AgentToHead msg;
   proto::LogLine* l = msg.mutable_log();
-  l->set_task_id(w->output_task_id);
+  l->set_task_id(task);
   l->set_task_name(w->task_name);
   l->set_pid(pid);
   l->set_stderr(is_stderr);

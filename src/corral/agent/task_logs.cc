@@ -6,21 +6,25 @@
 #include <fmt/format.h>
 
 #include "corral/base/ids.h"
-#include "corral/base/log.h"
 
 namespace corral::agent {
 namespace {
 constexpr std::string_view kMarkerPrefix = "==== corral task ";
 }  // namespace
 
-std::string TaskLogs::Marker(const std::string& task_id, const std::string& name, uint32_t attempt) {
-  return fmt::format("{}{} {} attempt {} ====", kMarkerPrefix, TaskIdText(task_id), Printable(name), attempt + 1);
+bool TaskLogs::ParseMarker(std::string_view line, std::string* task_id) {
+  if (!line.starts_with(kMarkerPrefix)) return false;
+  std::string_view rest = line.substr(kMarkerPrefix.size());
+  auto id = FromHex(rest.substr(0, rest.find(' ')));
+  if (!id || id->empty()) return false;
+  *task_id = std::move(*id);
+  return true;
 }
 
-void TaskLogs::Begin(const std::string& task_id, const std::string& path, int64_t offset, pid_t pid) {
-  if (offset < 0) return;
+void TaskLogs::Begin(const std::string& task_id, const std::string& path, pid_t pid) {
   live_workers_.insert(pid);
-  auto [it, inserted] = spans_.insert_or_assign(task_id, Span{path, offset, pid});
+  latest_[pid] = task_id;
+  auto [it, inserted] = spans_.insert_or_assign(task_id, Span{path, pid, {}, 0});
   if (!inserted) return;  // a new attempt of a task remembered already keeps its place in order_
   order_.push_back(task_id);
   while (order_.size() > keep_) {
@@ -29,39 +33,61 @@ void TaskLogs::Begin(const std::string& task_id, const std::string& path, int64_
   }
 }
 
+void TaskLogs::Append(const std::string& task_id, int64_t offset, int64_t length) {
+  auto it = spans_.find(task_id);
+  if (it == spans_.end() || offset < 0 || length <= 0) return;
+  auto& ranges = it->second.ranges;
+  if (!ranges.empty() && ranges.back().first + ranges.back().second == offset) ranges.back().second += length;
+  else ranges.emplace_back(offset, length);
+  it->second.length += static_cast<uint64_t>(length);
+}
+
 proto::TaskLog TaskLogs::Read(const std::string& task_id, uint64_t offset, uint32_t max_bytes) const {
   proto::TaskLog out;
   auto it = spans_.find(task_id);
   if (it == spans_.end()) {
-    out.set_error("this node has no output of that task (it printed nothing here yet, or it ran long ago: only "
-                  "the last tasks are indexed; the worker logs are under the agent's state dir, logs/)");
+    out.set_error("this node has no output of that task (it ran long ago: only the last tasks are indexed; the "
+                  "worker logs are under the agent's state dir, logs/)");
     return out;
   }
   const Span& span = it->second;
-  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(span.path.c_str(), "r"), &std::fclose);
-  if (!f) {
-    out.set_error(fmt::format("the worker's log file is gone ({})", span.path));
+  if (offset > span.length) {
+    out.set_error(fmt::format("offset {} is past the end of the task's output ({} bytes so far)", offset, span.length));
     return out;
   }
-  std::string buf(std::min<uint32_t>(max_bytes, 1u << 20), '\0');
-  std::fseek(f.get(), static_cast<long>(span.offset + static_cast<int64_t>(offset)), SEEK_SET);
-  size_t n = std::fread(buf.data(), 1, buf.size(), f.get());
-  bool at_end = n < buf.size();
-  buf.resize(n);
-  // The next task's marker ends this one's output.
-  size_t marker = buf.starts_with(kMarkerPrefix) ? 0 : buf.find(fmt::format("\n{}", kMarkerPrefix));
-  bool ended = false;
-  if (marker != std::string::npos) {
-    buf.resize(marker == 0 ? 0 : marker + 1);
-    ended = true;
-  } else {
-    size_t last = buf.rfind('\n');  // whole lines only: a line still being written waits
-    buf.resize(last == std::string::npos ? 0 : last + 1);
-    ended = at_end && !live_workers_.contains(span.pid);
+  std::string text;
+  uint64_t want = std::min<uint64_t>({max_bytes, 1u << 20, span.length - offset});
+  if (want > 0) {
+    std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(span.path.c_str(), "r"), &std::fclose);
+    if (!f) {
+      out.set_error(fmt::format("the worker's log file is gone ({})", span.path));
+      return out;
+    }
+    uint64_t skip = offset;
+    for (const auto& [at, length] : span.ranges) {
+      if (text.size() >= want) break;
+      uint64_t len = static_cast<uint64_t>(length);
+      if (skip >= len) {
+        skip -= len;
+        continue;
+      }
+      uint64_t take = std::min<uint64_t>(len - skip, want - text.size());
+      size_t old = text.size();
+      text.resize(old + take);
+      if (std::fseek(f.get(), static_cast<long>(at + static_cast<int64_t>(skip)), SEEK_SET) != 0 ||
+          std::fread(text.data() + old, 1, take, f.get()) != take) {
+        text.resize(old);  // the file was cut short (rotated by hand): what was read stands
+        break;
+      }
+      skip = 0;
+    }
   }
-  out.set_next_offset(offset + buf.size());
-  out.set_text(std::move(buf));
-  out.set_ended(ended);
+  // Done: its worker exited, or went on to other tasks, and all of it was read.
+  auto latest = latest_.find(span.pid);
+  bool moved_on = !live_workers_.contains(span.pid) || latest == latest_.end() || latest->second != task_id;
+  out.set_next_offset(offset + text.size());
+  out.set_ended(moved_on && offset + text.size() == span.length);
+  out.set_text(std::move(text));
   return out;
 }
 

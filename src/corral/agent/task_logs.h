@@ -1,11 +1,12 @@
 // TaskLogs: where each task's output lies in this node's log files, so that `corral logs TASK_ID`
 // and the dashboard find it by the task's id, never by a path a client names.
 //
-// Workers' output goes line by line to logs/worker-<id>.log (WorkerProcesses). When a task begins
-// on a worker, the agent writes a marker line there ("==== corral task <id> <name> attempt N ====")
-// and notes the offset after it here; the task's output runs from that offset to the next marker
-// (the worker's next task) or to the end of the file. The last `keep` tasks are remembered.
-// io thread only (reads are small and from the page cache: a few KiB per request).
+// Workers' output goes line by line to logs/worker-<id>.log (WorkerProcesses). The worker starts
+// each task's output on each stream with a marker line naming the task (python/corral/
+// _task_output.py), so the agent knows whose a line is even when the previous task's last lines
+// were still in the pipe; Append notes where each line went. A task's output is its lines'
+// byte ranges in that file, in order (few ranges: consecutive lines merge). The last `keep` tasks
+// are remembered. io thread only (reads are small and from the page cache: at most 1 MiB each).
 #pragma once
 
 #include <sys/types.h>
@@ -13,8 +14,11 @@
 #include <cstdint>
 #include <deque>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include "corral/common.pb.h"
 
@@ -24,24 +28,28 @@ class TaskLogs {
  public:
   explicit TaskLogs(size_t keep = 20000) : keep_(keep) {}
 
-  // The marker line written before a task's output.
-  static std::string Marker(const std::string& task_id, const std::string& name, uint32_t attempt);
-  // Task `task_id` (this attempt) begins at `offset` of `path`, the log of worker `pid`.
-  void Begin(const std::string& task_id, const std::string& path, int64_t offset, pid_t pid);
+  // The task id (raw bytes) a marker line names, if `line` is one (the worker writes it in hex).
+  static bool ParseMarker(std::string_view line, std::string* task_id);
+  // Task `task_id` began on worker `pid`, whose log is `path` (it has no output yet).
+  void Begin(const std::string& task_id, const std::string& path, pid_t pid);
+  // A line of the task's output: `length` bytes (its newline included) at `offset` of its worker's log.
+  void Append(const std::string& task_id, int64_t offset, int64_t length);
   // The worker exited: its tasks' output is complete.
   void WorkerGone(pid_t pid) { live_workers_.erase(pid); }
-  // Up to `max_bytes` of whole lines of the task's output from `offset` bytes into it.
+  // Up to `max_bytes` of the task's output from `offset` bytes into it.
   proto::TaskLog Read(const std::string& task_id, uint64_t offset, uint32_t max_bytes) const;
 
  private:
   struct Span {
     std::string path;
-    int64_t offset = 0;
     pid_t pid = 0;
+    std::vector<std::pair<int64_t, int64_t>> ranges;  // (offset, length) in the file, in order
+    uint64_t length = 0;                               // sum of the ranges
   };
   size_t keep_;
   std::unordered_map<std::string, Span> spans_;  // by task id: its latest attempt here
   std::deque<std::string> order_;                // oldest first
+  std::unordered_map<pid_t, std::string> latest_;  // worker -> the last task that began there
   std::unordered_set<pid_t> live_workers_;
 };
 

@@ -129,24 +129,30 @@ void WorkerProcesses::ReadPipe(const std::shared_ptr<Proc>& proc, bool is_stderr
       [this, proc, is_stderr, buf, alive = alive_](const boost::system::error_code& ec, size_t n) {
         if (!*alive) return;
         std::string& pending = is_stderr ? proc->err_buf : proc->out_buf;
+        // Each line goes to the log file, then to the handler with where it was written.
+        auto emit = [&](std::string line) {
+          int64_t at = -1;
+          if (proc->log) {
+            at = std::ftell(proc->log);
+            std::fwrite(line.data(), 1, line.size(), proc->log);
+            std::fputc('\n', proc->log);
+          }
+          on_line_(proc->pid, is_stderr, std::move(line), at);
+        };
         if (ec) {
           if (!pending.empty()) {
-            if (proc->log) std::fprintf(proc->log, "%s\n", pending.c_str());
-            on_line_(proc->pid, is_stderr, std::move(pending));
+            emit(std::move(pending));
             pending.clear();
           }
           return;
         }
         pending.append(buf, n);
         size_t start = 0;
-        for (size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
-          std::string line = pending.substr(start, nl - start);
-          if (proc->log) std::fprintf(proc->log, "%s\n", line.c_str());
-          on_line_(proc->pid, is_stderr, std::move(line));
-        }
+        for (size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1)
+          emit(pending.substr(start, nl - start));
         pending.erase(0, start);
         if (pending.size() > 65536) {  // a very long line without a newline: pass it on in pieces
-          on_line_(proc->pid, is_stderr, std::move(pending));
+          emit(std::move(pending));
           pending.clear();
         }
         ReadPipe(proc, is_stderr);
@@ -162,15 +168,6 @@ void WorkerProcesses::Interrupt(pid_t pid, uint32_t task_seq, int signal) {
   sigval value{};
   value.sival_int = static_cast<int>(task_seq);
   ::sigqueue(pid, signal, value);
-}
-
-int64_t WorkerProcesses::Note(pid_t pid, std::string_view line) {
-  auto it = procs_.find(pid);
-  if (it == procs_.end() || !it->second->log) return -1;
-  FILE* log = it->second->log;
-  std::fprintf(log, "%.*s\n", static_cast<int>(line.size()), line.data());
-  std::fflush(log);
-  return std::ftell(log);
 }
 
 void WorkerProcesses::KillAll(int signal) {

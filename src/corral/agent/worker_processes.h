@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <vector>
+#include <utility>
 
 #include <boost/asio.hpp>
 
@@ -32,7 +33,8 @@ struct SpawnSpec {
 
 class WorkerProcesses {
  public:
-  using LineHandler = std::function<void(pid_t pid, bool is_stderr, std::string line)>;
+  // `offset`: where the line (and its newline) was written in the worker's log file; -1 if not.
+  using LineHandler = std::function<void(pid_t pid, bool is_stderr, std::string line, int64_t offset)>;
   using ExitHandler = std::function<void(pid_t pid, std::string reason)>;
 
   WorkerProcesses(boost::asio::io_context& io, LineHandler on_line, ExitHandler on_exit);
@@ -47,9 +49,6 @@ class WorkerProcesses {
   // sigqueue()s `signal` (TaskCancelSignal or CallCancelSignal, base/signals.h) with `task_seq`.
   void Interrupt(pid_t pid, uint32_t task_seq, int signal = SIGINT);
   void KillAll(int signal);
-  // Writes `line` into the worker's log file between its output lines; the file's size after it
-  // (where what follows begins), or -1 when the worker has no log file.
-  int64_t Note(pid_t pid, std::string_view line);
   size_t alive() const { return procs_.size(); }
 
  private:

@@ -103,7 +103,9 @@ void Dashboard::Routes() {
     respond(std::move(r));
     // A new tab sees the cluster at once, not at the next tick (the others get one more snapshot).
     boost::asio::post(timer_.get_executor(), [this, alive = alive_] {
-      if (*alive) http_.Publish("snapshot", JsonText(Snapshot()));
+      if (!*alive || http_.event_streams() <= streams_seen_) return;  // refused (503), or served already
+      streams_seen_ = http_.event_streams();
+      http_.Publish("snapshot", JsonText(Snapshot()));
     });
   });
   http_.Route("GET", "/api/v1/history", Role::kRead, [this](const HttpRequest&, HttpRespond respond) {
@@ -112,6 +114,7 @@ void Dashboard::Routes() {
     respond(HttpResponse::Json(200, JsonText(j)));
   });
   http_.Route("GET", "/api/v1/runs", Role::kRead, [this](const HttpRequest& req, HttpRespond respond) {
+    if (req.role == Role::kWorker) return respond(HttpResponse::Error(403, "a task's code may not read other tasks"));
     auto q = [&](const char* k) { return req.query.contains(k) ? req.query.at(k) : std::string(); };
     std::string state = q("state"), function = q("function"), queue = q("queue"), node = q("node");
     size_t limit = 200;
@@ -150,11 +153,13 @@ void Dashboard::Routes() {
     respond(HttpResponse::Json(200, std::move(text)));
   });
   http_.Route("GET", "/api/v1/runs/{id}", Role::kRead, [this](const HttpRequest& req, HttpRespond respond) {
+    if (req.role == Role::kWorker) return respond(HttpResponse::Error(403, "a task's code may not read other tasks"));
     auto e = head_.tasks().journal().Resolve(req.params.at("id"));
     if (!e) return respond(HttpResponse::Error(e.error().code() == Code::kNotFound ? 404 : 400, e.error().message()));
     respond(HttpResponse::Json(200, JsonText(EntryJson(**e, true))));
   });
   http_.Route("GET", "/api/v1/runs/{id}/log", Role::kRead, [this](const HttpRequest& req, HttpRespond respond) {
+    if (req.role == Role::kWorker) return respond(HttpResponse::Error(403, "a task's code may not read other tasks"));
     uint64_t offset = 0;
     try {
       if (req.query.contains("offset")) offset = std::stoull(req.query.at("offset"));
@@ -205,7 +210,7 @@ nlohmann::json Dashboard::PointJson(const Point& p) {
 }
 
 nlohmann::json Dashboard::Snapshot() {
-  proto::ClusterStatus st = head_.BuildStatus();
+  proto::ClusterStatus st = head_.BuildStatus(/*count_tasks=*/false);  // counted below without walking the table
   Point p;
   p.t = head_.clock().WallNs() / 1'000'000'000;
   for (const auto& n : st.nodes()) {
@@ -225,17 +230,16 @@ nlohmann::json Dashboard::Snapshot() {
     p.tasks_per_s = static_cast<double>(done - last_done_ + failed - last_failed_) / (now - last_sample_);
     p.failed_per_s = static_cast<double>(failed - last_failed_) / (now - last_sample_);
   }
-  auto by_state = [&](const char* s) {
-    auto it = st.tasks_by_state().find(s);
-    return it == st.tasks_by_state().end() ? int64_t{0} : it->second;
-  };
-  p.queued = by_state("queued");
+  int64_t running = 0;
+  for (const auto& n : st.nodes()) running += n.running_tasks();
+  auto [queued, oldest] = head_.tasks().QueuedTasks();
+  int64_t waiting = std::max<int64_t>(0, static_cast<int64_t>(head_.tasks().unfinished_tasks()) - queued - running);
+  p.queued = queued;
   nlohmann::json j = StatusJson(st);
   j.erase("counters");  // the page does not show them; a snapshot a second stays small
   for (auto& n : j["nodes"]) n.erase("counters");
   j["point"] = PointJson(p);
-  j["tasks"] = {{"queued", by_state("queued")}, {"running", by_state("running")},
-                {"waiting", by_state("waiting_deps")}, {"succeeded", done}, {"failed", failed},
+  j["tasks"] = {{"queued", queued}, {"running", running}, {"waiting", waiting}, {"succeeded", done}, {"failed", failed},
                 {"journal_version", head_.tasks().journal().version()}};
   nlohmann::json queues = nlohmann::json::array();
   for (const auto& q : head_.durable().queues().QueueFigures())
@@ -257,6 +261,7 @@ nlohmann::json Dashboard::Snapshot() {
 
 void Dashboard::Tick() {
   // Live updates while a tab is open; the history is kept either way (cheap: every 5 s).
+  streams_seen_ = http_.event_streams();
   if (http_.event_streams() > 0 || ++ticks_ % 5 == 0) {
     nlohmann::json snapshot = Snapshot();
     if (http_.event_streams() > 0) http_.Publish("snapshot", JsonText(snapshot));

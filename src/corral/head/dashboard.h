@@ -53,6 +53,7 @@ class Dashboard {
   int64_t last_done_ = -1, last_failed_ = -1;
   double last_sample_ = 0;     // steady seconds of the last history point
   int ticks_ = 0;
+  size_t streams_seen_ = 0;    // event streams open at the last snapshot
   // GET /api/v1/runs answers by query, valid while the journal's version is the one kept.
   std::unordered_map<std::string, std::pair<uint64_t, std::string>> runs_cache_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

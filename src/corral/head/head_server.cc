@@ -457,6 +457,8 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     if (!s.ok()) SetError(*reply, s);
   } else if (request.has_borrow_refs()) {
     if (peer->session) tasks_.BorrowRefs(peer->session.get(), request.borrow_refs());
+  } else if (request.has_task_log() && peer->token.role == Role::kWorker) {
+    SetError(*reply, Status(Code::kPermissionDenied, "a task's code may not read other tasks' output"));
   } else if (request.has_task_log()) {
     ReadTaskLog(request.task_log().task_id(), request.task_log().offset(),  // as the user typed it
                 [conn = peer->conn, rid = request.request_id()](Result<proto::TaskLog> log) {
@@ -547,7 +549,7 @@ void HeadServer::Deny(Peer* peer, const proto::ClientToHead& msg, std::optional<
   peer->conn->Send(out);
 }
 
-proto::ClusterStatus HeadServer::BuildStatus() {
+proto::ClusterStatus HeadServer::BuildStatus(bool count_tasks) {
   proto::ClusterStatus st;
   Nanos now = clock_.BootTimeNs();
   for (Node* n : nodes_.All()) {
@@ -568,7 +570,7 @@ proto::ClusterStatus HeadServer::BuildStatus() {
     ns->set_object_store_spilled(used.spilled);
     *ns->mutable_counters() = n->counters;
   }
-  tasks_.FillStatus(&st);
+  tasks_.FillStatus(&st, count_tasks);
   st.set_address(endpoint().ToString());
   auto& c = *st.mutable_counters()->mutable_values();
   auto& net = net::GlobalNetCounters();

@@ -71,7 +71,9 @@ class HeadServer {
   const net::Endpoint& endpoint() const { return listener_->endpoint(); }
   // Serves a connection that did not come through the listener (an in-process agent). io thread.
   void Adopt(std::unique_ptr<net::ByteStream> stream) { OnAccept(std::move(stream)); }
-  proto::ClusterStatus BuildStatus();
+  // `count_tasks`: tasks_by_state, a walk of the whole task table (the dashboard's snapshot, once a
+  // second, counts what it shows another way).
+  proto::ClusterStatus BuildStatus(bool count_tasks = true);
   // Tells the node's agent to drain. NOT_FOUND: no live node matches; FAILED_PRECONDITION: it
   // is ambiguous or not connected.
   Status Drain(const proto::DrainRequest& request);

@@ -1,6 +1,7 @@
 // HeadServer::ReadTaskLog: a task's output for `corral logs` and the dashboard, read by the agent
 // of the node that ran it from its log files (agent/task_logs.h) and relayed here. The head finds
 // the node in its journal of recent tasks; a client names a task by id, never a file.
+#include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
 
 #include "corral/base/ids.h"
@@ -29,7 +30,7 @@ void HeadServer::ReadTaskLog(const std::string& task, uint64_t offset, std::func
         Code::kUnavailable,
         "task {} ran on node {} ({}), which is not connected now; its output is in that machine's agent state "
         "dir, logs/worker-*.log, after the line '==== corral task {} ...'",
-        TaskIdText(e.id.view()), ShortHex(e.node), node ? node->info.hostname() : "gone", TaskIdText(e.id.view()))));
+        TaskIdText(e.id.view()), ShortHex(e.node), node ? node->info.hostname() : "gone", Hex(e.id.view()))));
   uint64_t request_id = ++next_read_;
   proto::HeadToAgent msg;
   proto::ReadTaskLog* r = msg.mutable_read_task_log();
@@ -41,6 +42,17 @@ void HeadServer::ReadTaskLog(const std::string& task, uint64_t offset, std::func
     return done(Err(MakeStatus(Code::kUnavailable, "node {} is not taking messages now; try again",
                                ShortHex(e.node))));
   pending_logs_[request_id] = PendingLog{e.node, e.id.str(), std::move(done)};
+  // An agent that does not answer (stuck, or too old to know the request) must not hold the reader.
+  auto timer = std::make_shared<boost::asio::steady_timer>(io_, std::chrono::seconds(10));
+  timer->async_wait([this, timer, request_id, alive = alive_](const boost::system::error_code& ec) {
+    if (ec || !*alive) return;
+    auto it = pending_logs_.find(request_id);
+    if (it == pending_logs_.end()) return;
+    auto late = std::move(it->second);
+    pending_logs_.erase(it);
+    late.done(Err(MakeStatus(Code::kDeadlineExceeded, "node {} did not answer for the task's log within 10 s",
+                             ShortHex(late.node))));
+  });
 }
 
 void HeadServer::OnTaskLog(Peer* peer, proto::TaskLog&& log) {

@@ -50,22 +50,27 @@ void HeadServer::WriteMetrics(MetricsText& out) {
   for (Node* n : nodes)
     out.Sample("corral_node_heartbeat_age_seconds", {{"node", ShortHex(n->view.id)}},
                static_cast<double>(now - n->last_heartbeat) / 1e9);
-  out.Family("corral_node_resource_capacity", "gauge",
-             "What the node offers, per resource (CPU and GPU in units, memory in bytes, custom names).");
-  out.Family("corral_node_resource_used", "gauge", "What tasks, actors and gangs hold of it now.");
+  // Per node and resource (past 64 resource names, the rest summed as "other").
   LabelCap resources(64);
+  std::map<std::pair<std::string, std::string>, std::pair<double, double>> held;  // -> (capacity, used)
   for (Node* n : nodes) {
     if (n->state == NodeState::kDead || n->state == NodeState::kLeft) continue;
     std::string id = ShortHex(n->view.id);
     for (const auto& [name, units] : n->view.total.units()) {
       if (IsGangResource(name)) continue;  // a gang's share of a resource is counted in that resource
-      std::string_view r = resources.Admit(name);
       double total = n->view.total.Get(name);
-      out.Sample("corral_node_resource_capacity", {{"node", id}, {"resource", r}}, total);
-      out.Sample("corral_node_resource_used", {{"node", id}, {"resource", r}},
-                 std::max(0.0, total - n->view.available.Get(name)));
+      auto& [capacity, used] = held[{id, std::string(resources.Admit(name))}];
+      capacity += total;
+      used += std::max(0.0, total - n->view.available.Get(name));
     }
   }
+  out.Family("corral_node_resource_capacity", "gauge",
+             "What the node offers, per resource (CPU and GPU in units, memory in bytes, custom names).");
+  for (const auto& [key, v] : held)
+    out.Sample("corral_node_resource_capacity", {{"node", key.first}, {"resource", key.second}}, v.first);
+  out.Family("corral_node_resource_used", "gauge", "What tasks, actors and gangs hold of it now.");
+  for (const auto& [key, v] : held)
+    out.Sample("corral_node_resource_used", {{"node", key.first}, {"resource", key.second}}, v.second);
   out.Family("corral_node_running_tasks", "gauge", "Tasks and actors placed on the node and not finished.");
   for (Node* n : nodes)
     out.Sample("corral_node_running_tasks", {{"node", ShortHex(n->view.id)}}, static_cast<double>(n->tasks.size()));
@@ -90,19 +95,26 @@ void HeadServer::WriteMetrics(MetricsText& out) {
       if (n->state != NodeState::kDead && n->state != NodeState::kLeft)
         out.Sample(f.metric, {{"node", ShortHex(n->view.id)}}, AgentCounter(*n, f.counter));
   }
-  out.Family("corral_object_store_used_bytes", "gauge", "Bytes of objects in the node's store (spilled included).");
-  out.Family("corral_object_store_spilled_bytes", "gauge", "Of those, bytes spilled to the node's disk.");
-  out.Family("corral_object_store_capacity_bytes", "gauge", "The node's object store capacity.");
-  out.Family("corral_object_store_objects", "gauge", "Objects in the node's store.");
-  for (Node* n : nodes) {
-    if (n->state == NodeState::kDead || n->state == NodeState::kLeft) continue;
-    std::string id = ShortHex(n->view.id);
-    TaskManager::StoreUsage u = tasks_.StoreUsageOf(n->view.id);
-    out.Sample("corral_object_store_used_bytes", {{"node", id}}, static_cast<double>(u.bytes));
-    out.Sample("corral_object_store_spilled_bytes", {{"node", id}}, static_cast<double>(u.spilled));
-    out.Sample("corral_object_store_capacity_bytes", {{"node", id}},
-               static_cast<double>(n->info.object_store_capacity()));
-    out.Sample("corral_object_store_objects", {{"node", id}}, static_cast<double>(u.objects));
+  struct Store {
+    const char* metric;
+    const char* help;
+    double (*value)(const TaskManager::StoreUsage&, const Node&);
+  };
+  static constexpr Store kStore[] = {
+      {"corral_object_store_used_bytes", "Bytes of objects in the node's store (spilled included).",
+       [](const TaskManager::StoreUsage& u, const Node&) { return static_cast<double>(u.bytes); }},
+      {"corral_object_store_spilled_bytes", "Of those, bytes spilled to the node's disk.",
+       [](const TaskManager::StoreUsage& u, const Node&) { return static_cast<double>(u.spilled); }},
+      {"corral_object_store_capacity_bytes", "The node's object store capacity.",
+       [](const TaskManager::StoreUsage&, const Node& n) { return static_cast<double>(n.info.object_store_capacity()); }},
+      {"corral_object_store_objects", "Objects in the node's store.",
+       [](const TaskManager::StoreUsage& u, const Node&) { return static_cast<double>(u.objects); }},
+  };
+  for (const Store& m : kStore) {
+    out.Family(m.metric, "gauge", m.help);
+    for (Node* n : nodes)
+      if (n->state != NodeState::kDead && n->state != NodeState::kLeft)
+        out.Sample(m.metric, {{"node", ShortHex(n->view.id)}}, m.value(tasks_.StoreUsageOf(n->view.id), *n));
   }
 
   // Tasks and queues.
@@ -110,24 +122,33 @@ void HeadServer::WriteMetrics(MetricsText& out) {
   auto [queued, oldest] = tasks_.QueuedTasks();
   out.Family("corral_tasks_unfinished", "gauge", "Tasks the head holds that have not finished (queued, waiting, running).");
   out.Sample("corral_tasks_unfinished", {}, static_cast<double>(tasks_.unfinished_tasks()));
+  // Per durable queue (past 50 names, the rest summed as "other"), and queue="" for remote tasks.
+  struct QueueRow {
+    double ready = 0, running = 0, oldest = 0;
+  };
+  std::map<std::string, QueueRow> queues{{"", QueueRow{static_cast<double>(queued), 0, oldest}}};
+  if (durable_) {
+    LabelCap names(50);
+    for (const auto& q : durable_->queues().QueueFigures()) {
+      QueueRow& row = queues[std::string(names.Admit(q.name))];
+      row.ready += static_cast<double>(q.ready);
+      row.running += static_cast<double>(q.running);
+      row.oldest = std::max(row.oldest, q.oldest_ready_s);
+    }
+  }
   out.Family("corral_queue_depth", "gauge",
              "Tasks ready to run and waiting for a slot, per durable queue; queue=\"\" is remote tasks waiting for a node.");
-  out.Family("corral_queue_running", "gauge", "Runs of the durable queue in flight.");
+  for (const auto& [name, row] : queues) out.Sample("corral_queue_depth", {{"queue", name}}, row.ready);
+  out.Family("corral_queue_running", "gauge", "Tasks of the queue running (remote tasks: queue=\"\" counts none here).");
+  for (const auto& [name, row] : queues) out.Sample("corral_queue_running", {{"queue", name}}, row.running);
   out.Family("corral_queue_oldest_ready_age_seconds", "gauge", "How long the oldest ready task of the queue has waited.");
-  out.Sample("corral_queue_depth", {{"queue", ""}}, static_cast<double>(queued));
-  out.Sample("corral_queue_oldest_ready_age_seconds", {{"queue", ""}}, oldest);
+  for (const auto& [name, row] : queues) out.Sample("corral_queue_oldest_ready_age_seconds", {{"queue", name}}, row.oldest);
   if (durable_) {
-    LabelCap queues(50);
-    for (const auto& q : durable_->queues().QueueFigures()) {
-      std::string_view name = queues.Admit(q.name);
-      out.Sample("corral_queue_depth", {{"queue", name}}, static_cast<double>(q.ready));
-      out.Sample("corral_queue_running", {{"queue", name}}, static_cast<double>(q.running));
-      out.Sample("corral_queue_oldest_ready_age_seconds", {{"queue", name}}, q.oldest_ready_s);
-    }
     out.Family("corral_durable_tasks_waiting", "gauge", "Durable tasks not due yet (an eta, a retry's countdown).");
     out.Sample("corral_durable_tasks_waiting", {}, static_cast<double>(durable_->waiting()));
     Histogram commits = durable_->committer().commit_seconds();
-    out.Family("corral_durable_commits_total", "counter", "Transactions of the durable store (each ends with an fsync).");
+    out.Family("corral_durable_commits_total", "counter",
+               "Durable store transactions that stored submissions or state changes (each ends with an fsync).");
     out.Sample("corral_durable_commits_total", {}, static_cast<double>(commits.count()));
     out.Family("corral_durable_commit_seconds", "histogram", "Time of each durable store commit, its fsync included.");
     out.Histogram("corral_durable_commit_seconds", {}, commits);

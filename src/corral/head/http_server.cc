@@ -25,6 +25,7 @@ namespace {
 
 constexpr auto kReadTimeout = std::chrono::seconds(30);
 constexpr size_t kMaxEventStreams = 64;  // dashboard tabs open at once, all clients together
+constexpr size_t kPublicBodyLimit = 16u << 10;  // bodies of requests to public routes (the login)
 
 std::vector<std::string> Split(const std::string& path) {
   std::vector<std::string> out;
@@ -90,6 +91,15 @@ HttpRequest ToRequest(http::request<http::string_body>& req, const std::string& 
   r.content_type = std::string(req[http::field::content_type]);
   r.peer = peer;
   r.peer_ip = peer_ip;
+  return r;
+}
+
+// Method and path only (for routing before the body is read).
+HttpRequest ToRequestLine(const http::request<http::string_body>& req) {
+  HttpRequest r;
+  r.method = std::string(req.method_string());
+  std::string_view target = req.target();
+  r.path = PercentDecode(target.substr(0, target.find('?')), false);
   return r;
 }
 
@@ -198,6 +208,9 @@ struct HttpServer::Session : HttpServer::EventSink, std::enable_shared_from_this
                   },
                   [self = this->shared_from_this()] {
                     if (self->parser->is_done()) return self->OnRead({});
+                    // What anyone may send unauthenticated (a login) is small.
+                    if (self->server->IsPublic(ToRequestLine(self->parser->get())))
+                      self->parser->body_limit(kPublicBodyLimit);
                     self->Lowest().expires_after(kReadTimeout);
                     http::async_read(self->stream, self->buffer, *self->parser,
                                      [self](beast::error_code ec, size_t) { self->OnRead(ec); });
@@ -252,8 +265,9 @@ struct HttpServer::Session : HttpServer::EventSink, std::enable_shared_from_this
   void StartStream() {
     Lowest().expires_never();
     server->streams_.push_back(std::weak_ptr<EventSink>(this->shared_from_this()));
-    Push("HTTP/1.1 200 OK\r\nServer: corral\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
-         "X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n: connected\n\n");
+    Push(std::make_shared<const std::string>(
+        "HTTP/1.1 200 OK\r\nServer: corral\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+        "X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n: connected\n\n"));
     WatchForClose();
   }
 
@@ -264,9 +278,9 @@ struct HttpServer::Session : HttpServer::EventSink, std::enable_shared_from_this
     });
   }
 
-  void Push(std::string chunk) override {
+  void Push(std::shared_ptr<const std::string> chunk) override {
     if (ended) return;
-    outbox_bytes += chunk.size();
+    outbox_bytes += chunk->size();
     outbox.push_back(std::move(chunk));
     if (outbox_bytes > kMaxOutbox) return End();  // a reader this slow is not reading: let it go
     if (!writing) WriteNext();
@@ -278,8 +292,8 @@ struct HttpServer::Session : HttpServer::EventSink, std::enable_shared_from_this
       return;
     }
     writing = true;
-    asio::async_write(stream, asio::buffer(outbox.front()), [self = this->shared_from_this()](beast::error_code ec, size_t) {
-      self->outbox_bytes -= self->outbox.front().size();
+    asio::async_write(stream, asio::buffer(*outbox.front()), [self = this->shared_from_this()](beast::error_code ec, size_t) {
+      self->outbox_bytes -= self->outbox.front()->size();
       self->outbox.pop_front();
       if (ec) return self->End();
       self->WriteNext();
@@ -306,8 +320,8 @@ struct HttpServer::Session : HttpServer::EventSink, std::enable_shared_from_this
   bool keep_alive = false;
   unsigned version = 11;
   // An event stream's state.
-  static constexpr size_t kMaxOutbox = 4u << 20;
-  std::deque<std::string> outbox;
+  static constexpr size_t kMaxOutbox = 16u << 20;
+  std::deque<std::shared_ptr<const std::string>> outbox;
   size_t outbox_bytes = 0;
   bool writing = false;
   bool ended = false;
@@ -430,6 +444,11 @@ void HttpServer::HandleRaw(std::string_view raw, const std::string& peer_ip, Htt
   Serve(ToRequest(req, peer_ip, peer_ip), std::string(req[http::field::host]), ToCredentials(req), std::move(respond));
 }
 
+bool HttpServer::IsPublic(const HttpRequest& request) const {
+  const RouteEntry* found = Match(request, nullptr, nullptr);
+  return found && !found->need;
+}
+
 size_t HttpServer::event_streams() const {
   size_t n = 0;
   for (const auto& s : streams_) n += !s.expired();
@@ -437,7 +456,7 @@ size_t HttpServer::event_streams() const {
 }
 
 void HttpServer::Publish(std::string_view event, std::string_view data) {
-  std::string chunk = fmt::format("event: {}\ndata: {}\n\n", event, data);
+  auto chunk = std::make_shared<const std::string>(fmt::format("event: {}\ndata: {}\n\n", event, data));
   for (auto it = streams_.begin(); it != streams_.end();) {
     std::shared_ptr<EventSink> sink = it->lock();
     if (!sink) {

@@ -122,10 +122,13 @@ class HttpServer {
   // One request as raw bytes, through the same parsing, gate and routes as a connection's (for the
   // fuzz target and tests). `respond` gets exactly one answer, now or later on the io thread.
   void HandleRaw(std::string_view raw, const std::string& peer_ip, HttpRespond respond);
-  // Sends an event to every open event stream (`event: <event>`, `data: <data>`, one line of JSON).
+  // Sends an event to every open event stream (`event: <event>`, `data: <data>`, one line of JSON;
+  // one copy shared by all of them).
   // Streams whose token was revoked or whose session ended are closed instead.
   void Publish(std::string_view event, std::string_view data);
   size_t event_streams() const;
+  // Whether the request's route needs no token.
+  bool IsPublic(const HttpRequest& request) const;
   WebSessions& sessions() { return sessions_; }
 
  private:
@@ -134,7 +137,7 @@ class HttpServer {
   // An open event stream (a Session that answered with event_stream).
   struct EventSink {
     virtual ~EventSink() = default;
-    virtual void Push(std::string chunk) = 0;
+    virtual void Push(std::shared_ptr<const std::string> chunk) = 0;
     virtual void End() = 0;
     HttpCredentials credentials;
   };

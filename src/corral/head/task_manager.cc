@@ -122,6 +122,7 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
     return;
   }
   if (tasks_.contains(id) || objects_.contains(id)) return;  // a resubmission of the same task
+  if (!client->id.empty()) spec.clear_queue();  // only the durable queue names a run's queue (metrics labels)
   if (!client->id.empty() && !spec.durable_function().empty()) {
     Count("submissions_refused_durable_function");  // durable runs come from the durable queue only
     return;
@@ -357,7 +358,10 @@ void TaskManager::Cancel(ClientSession* client, const proto::Cancel& request) {
 void TaskManager::Enqueue(const std::string& id, Task& task) {
   if (task.actor_call) return EnqueueCall(id, task);
   if (task.resubmitted && task.attempt == 0 && grace_ && AdoptOrPark(id, task)) return;
-  if (task.state == TaskState::kWaitingDeps) journal_.Ready(id);
+  if (task.state == TaskState::kWaitingDeps) {  // its arguments are ready: its wait for a node starts now
+    journal_.Ready(id);
+    task.since = Now();
+  }
   task.state = TaskState::kQueued;
   SchedClass& cls = *task.cls;
   cls.queue.push_back(id);
@@ -778,16 +782,23 @@ std::pair<int64_t, double> TaskManager::QueuedTasks() const {
   Nanos oldest = 0;
   for (const auto& [key, cls] : classes_) {
     queued += static_cast<int64_t>(cls.queue.size());
-    if (cls.queue.empty()) continue;
-    auto t = tasks_.find(cls.queue.front());
-    if (t != tasks_.end() && (oldest == 0 || t->second.since < oldest)) oldest = t->second.since;
+    // The front may be a task that ended (cancelled) or left (dispatched) and is not popped yet.
+    size_t looked = 0;
+    for (const IdKey& front : cls.queue) {
+      if (++looked > 16) break;
+      auto t = tasks_.find(front);
+      if (t == tasks_.end() || t->second.state != TaskState::kQueued) continue;
+      if (oldest == 0 || t->second.since < oldest) oldest = t->second.since;
+      break;
+    }
   }
   return {queued, oldest == 0 ? 0.0 : static_cast<double>(Now() - oldest) / 1e9};
 }
 
-void TaskManager::FillStatus(proto::ClusterStatus* status) const {
+void TaskManager::FillStatus(proto::ClusterStatus* status, bool count_tasks) const {
   auto& by_state = *status->mutable_tasks_by_state();
-  for (const auto& [id, task] : tasks_) by_state[TaskStateName(task.state)]++;
+  if (count_tasks)
+    for (const auto& [id, task] : tasks_) by_state[TaskStateName(task.state)]++;
   for (const auto& [key, cls] : classes_) {
     if (cls.infeasible.empty()) continue;
     std::string name;

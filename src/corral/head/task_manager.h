@@ -182,7 +182,7 @@ class TaskManager {
     auto it = owned_.find(client_id);
     return it == owned_.end() ? 0 : it->second;
   }
-  void FillStatus(proto::ClusterStatus* status) const;
+  void FillStatus(proto::ClusterStatus* status, bool count_tasks = true) const;
   const std::map<std::string, int64_t>& counters() const { return counters_; }
   const TaskMetrics& metrics() const { return metrics_; }
   const TaskJournal& journal() const { return journal_; }

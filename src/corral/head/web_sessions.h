@@ -2,7 +2,8 @@
 // browser keeps in an HttpOnly, SameSite=Strict cookie, and a CSRF token the page keeps in memory
 // and sends as X-CSRF-Token with every state-changing request. The token itself stays here and is
 // checked again on every use, so revoking it (or its expiry) ends its sessions at once. Sessions
-// end after `idle` without use, and at most `max_sessions` are kept (the least recently used goes).
+// end after `idle` without use (an open tab's live stream counts as use) and a week after the
+// login in any case; at most `max_sessions` are kept (the least recently used goes).
 // io thread only.
 #pragma once
 
@@ -20,6 +21,7 @@ class WebSessions {
     std::string token;  // the secret it logged in with
     std::string csrf;
     std::chrono::steady_clock::time_point last_used;
+    std::chrono::steady_clock::time_point created;
   };
 
   explicit WebSessions(std::chrono::seconds idle = std::chrono::hours(12), size_t max_sessions = 10000)
@@ -36,6 +38,7 @@ class WebSessions {
 
  private:
   std::chrono::seconds idle_;
+  static constexpr std::chrono::hours kLifetime{24 * 7};
   size_t max_;
   std::unordered_map<std::string, Session> sessions_;
 };
