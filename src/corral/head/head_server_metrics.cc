@@ -84,6 +84,8 @@ void HeadServer::WriteMetrics(MetricsText& out) {
       {"corral_worker_starts_total", "counter", "workers_started", "Worker processes the node's agent started."},
       {"corral_worker_exits_total", "counter", "workers_exited", "Worker processes that exited."},
       {"corral_worker_crashes_total", "counter", "workers_died_in_task", "Workers that died while running a task."},
+      {"corral_object_store_spills_total", "counter", "objects_spilled",
+       "Objects the node's agent moved from its store's memory to its spill directory."},
       {"corral_node_tasks_out_of_memory_total", "counter", "tasks_out_of_memory",
        "Tasks the agent stopped for exceeding their memory or the node's."},
       {"corral_node_memory_available_bytes", "gauge", "machine_memory_available_bytes", "The machine's available memory."},
