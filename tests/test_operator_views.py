@@ -295,3 +295,26 @@ def test_a_tasks_code_cannot_read_other_tasks_output(c):
     rc, stdout, stderr, status, body = corral.get(snoop.remote(corral_bin(), secret_ref.hex(), *c.http))
     assert rc == 1 and "secret" not in stdout and "may not read other tasks" in stderr, (rc, stdout, stderr)
     assert status == 403 and "secret line" not in body, (status, body)
+
+
+def test_over_https_the_session_cookie_is_secure_and_host_only():
+    import ssl
+    head = Cluster(head_args=("--tls",))
+    try:
+        with open(f"{head.dir}/head/http_address") as f:
+            host, port = f.read().strip().rsplit(":", 1)
+        ctx = ssl.create_default_context(cafile=f"{head.dir}/head/ca.crt")
+        conn = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=10)
+        conn.request("POST", "/api/v1/login", body=json.dumps({"token": head.token}),
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200
+        cookie = r.getheader("Set-Cookie")
+        assert cookie.startswith("__Host-corral_session=") and "; Secure" in cookie and "HttpOnly" in cookie, cookie
+        conn.request("GET", "/api/v1/session", headers={"Cookie": cookie.split(";")[0]})
+        r = conn.getresponse()
+        assert json.loads(r.read())["logged_in"] is True
+        conn.close()
+    finally:
+        head.stop()

@@ -533,7 +533,7 @@ Result<TokenInfo> HttpServer::Who(const HttpCredentials& credentials, std::strin
   constexpr std::string_view kBearer = "Bearer ";
   if (credentials.authorization.starts_with(kBearer))
     return WhoByToken(std::string_view(credentials.authorization).substr(kBearer.size()));
-  std::string id = CookieValue(credentials.cookie, WebSessions::kCookie);
+  std::string id = CookieValue(credentials.cookie, CookieName());
   if (id.empty()) return Err(Code::kPermissionDenied, "no token");
   WebSessions::Session* session = sessions_.Find(id);
   if (!session) return Err(Code::kPermissionDenied, "the dashboard session ended; log in again");
@@ -554,7 +554,7 @@ Result<TokenInfo> HttpServer::WhoByToken(std::string_view token) {
 }
 
 void HttpServer::RefuseLogin(const HttpRequest& request, const HttpCredentials& credentials, HttpRespond respond) {
-  bool session = credentials.authorization.empty() && !CookieValue(credentials.cookie, WebSessions::kCookie).empty();
+  bool session = credentials.authorization.empty() && !CookieValue(credentials.cookie, CookieName()).empty();
   LogAuthFailure(request.peer_ip, "http",
                  fmt::format("{} on {} {}",
                              session                              ? "unknown session"

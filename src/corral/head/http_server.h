@@ -129,6 +129,8 @@ class HttpServer {
   size_t event_streams() const;
   // Whether the request's route needs no token.
   bool IsPublic(const HttpRequest& request) const;
+  // The session cookie's name (WebSessions::kSecureCookie over HTTPS).
+  std::string_view CookieName() const { return options_.tls ? WebSessions::kSecureCookie : WebSessions::kCookie; }
   WebSessions& sessions() { return sessions_; }
 
  private:

@@ -58,7 +58,7 @@ void HttpServer::RouteSessions() {
     j["name"] = who->name.empty() ? "admin" : who->name;
     j["csrf"] = sessions_.Find(id)->csrf;
     HttpResponse ok = HttpResponse::Json(200, JsonText(j));
-    ok.headers.emplace_back("Set-Cookie", fmt::format("{}={}; Path=/; HttpOnly; SameSite=Strict{}", WebSessions::kCookie,
+    ok.headers.emplace_back("Set-Cookie", fmt::format("{}={}; Path=/; HttpOnly; SameSite=Strict{}", CookieName(),
                                                       id, options_.tls ? "; Secure" : ""));
     LOG_INFO("dashboard login from {} with token '{}' ({})", Printable(req.peer_ip), Printable(j["name"].get<std::string>()),
              RoleName(who->role));
@@ -68,7 +68,7 @@ void HttpServer::RouteSessions() {
     if (!req.session_id.empty()) sessions_.Remove(req.session_id);
     HttpResponse ok = HttpResponse::Json(200, "{\"logged_out\": true}");
     ok.headers.emplace_back("Set-Cookie", fmt::format("{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
-                                                      WebSessions::kCookie, options_.tls ? "; Secure" : ""));
+                                                      CookieName(), options_.tls ? "; Secure" : ""));
     respond(std::move(ok));
   });
   // Public: the page asks it first, and not being logged in is not a failed login.

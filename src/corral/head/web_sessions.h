@@ -34,7 +34,10 @@ class WebSessions {
   void Remove(std::string_view id) { sessions_.erase(std::string(id)); }
   size_t size() const { return sessions_.size(); }
 
+  // The cookie's name: over HTTPS with the __Host- prefix, which browsers accept only from this
+  // very origin, Secure, for the whole path (no other host of a domain can plant one).
   static constexpr std::string_view kCookie = "corral_session";
+  static constexpr std::string_view kSecureCookie = "__Host-corral_session";
 
  private:
   std::chrono::seconds idle_;
