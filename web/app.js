@@ -195,11 +195,14 @@ function chart(svgId, legendId, series, fixedMax) {
   let max = fixedMax || 0;
   if (!fixedMax) for (const [, f] of series) for (const q of pts) max = Math.max(max, f(q));
   max = max || 1;
-  const t1 = pts.length ? pts[pts.length - 1].t : 0, t0 = t1 - 3600;
+  // The last hour, or since the head started when that is shorter (at least a minute wide).
+  const t1 = pts.length ? pts[pts.length - 1].t : 0;
+  const t0 = Math.min(t1 - 60, Math.max(t1 - 3600, pts.length ? pts[0].t : 0));
+  const span = t1 - t0;
   series.forEach(([, f], i) => {
     const line = document.createElementNS(ns, 'polyline');
     line.setAttribute('points', pts.filter((q) => q.t >= t0)
-      .map((q) => ((q.t - t0) / 3600 * 600).toFixed(1) + ',' + (155 - f(q) / max * 150).toFixed(1)).join(' '));
+      .map((q) => ((q.t - t0) / span * 600).toFixed(1) + ',' + (155 - f(q) / max * 150).toFixed(1)).join(' '));
     line.setAttribute('fill', 'none');
     line.setAttribute('stroke', colors[i]);
     line.setAttribute('stroke-width', '2');

@@ -63,7 +63,8 @@ std::string MakeTaskId(std::string_view client_prefix, uint64_t counter) {
 }
 
 std::string TaskIdText(std::string_view id) {
-  bool text = id.find('#') != std::string_view::npos;
+  // Durable ids are text; the others are raw bytes (a client id, then a counter with zero bytes).
+  bool text = !id.empty();
   for (char c : id)
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '#' || c == '.')) text = false;
   return text ? std::string(id) : Hex(id);

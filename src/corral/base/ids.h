@@ -16,8 +16,8 @@ namespace corral {
 std::string RandomBytes(size_t n);
 // Lower-case hex of arbitrary bytes.
 std::string Hex(std::string_view bytes);
-// A task id as users see and type it: a durable run's ("<task id>#<attempt>") as it is, any other
-// in hex (ObjectRef.hex()).
+// A task id as users see and type it: a durable task's or run's ("<task id>#<attempt>"), which are
+// text, as it is; any other (raw bytes) in hex (ObjectRef.hex()).
 std::string TaskIdText(std::string_view id);
 // The first `n` hex digits, for logs and tables.
 std::string ShortHex(std::string_view bytes, size_t n = 8);

@@ -24,3 +24,17 @@ TEST(Ids, TaskIdsAreOrderedByCounter) {
 
 }  // namespace
 }  // namespace corral
+
+namespace corral {
+namespace {
+
+TEST(Ids, TaskIdTextShowsDurableIdsAsTextAndOthersInHex) {
+  EXPECT_EQ(TaskIdText("5f0c9a1e-7b2d#0"), "5f0c9a1e-7b2d#0");  // a durable run
+  EXPECT_EQ(TaskIdText("c8ab31f0"), "c8ab31f0");                // a durable task
+  std::string raw("\x7c\x1f\x0e\x2a\x93\xb4\xd5\xe6\0\0\0\0\0\0\0\x02", 16);  // a client's id, then its counter
+  EXPECT_EQ(TaskIdText(raw), "7c1f0e2a93b4d5e60000000000000002");
+  EXPECT_EQ(TaskIdText(""), "");
+}
+
+}  // namespace
+}  // namespace corral
