@@ -37,7 +37,7 @@ def make_token(c, role, name):
 @pytest.fixture(scope="module")
 def c():
     cluster = Cluster(head_args=("--heartbeat-ms", "200", "--suspect-after-ms", "1000", "--dead-after-ms", "3000"))
-    cluster.add_agent(num_cpus=2, labels={"room": "lab"})
+    cluster.add_agent(num_cpus=2, labels={"room": "lab"}, extra=("--tasks", "durable_tasks"))
     cluster.add_agent(num_cpus=1)
     cluster.connect()
     cluster.wait_nodes(2)
@@ -199,6 +199,58 @@ def test_a_failed_tasks_traceback_and_output(c, browser):
         "const rows = [...document.querySelectorAll('#tasks-table tr[data-task]')];"
         "return rows.length > 0 && rows.every(r => r.innerText.includes('failed'))")
         and text_of(browser, row), what="only failed tasks listed")
+
+
+def cli(c, *args):
+    env = {k: v for k, v in os.environ.items() if k not in ("CORRAL_TOKEN", "CORRAL_ADDRESS")}
+    env["CORRAL_TOKEN"] = c.token
+    out = subprocess.run([corral_bin(), *args, "--address", c.address], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_queues_schedules_actors_and_gangs_pages(c, browser):
+    cli(c, "queue", "set", "mail", "--concurrency", "3", "--weight", "2")
+    cli(c, "schedule", "add", "every-second", "--function", "durable_tasks:add", "--every", "1", "--args", "[1, 2]")
+
+    @corral.remote
+    class Tally:
+        def __init__(self):
+            self.n = 0
+
+        def add(self):
+            self.n += 1
+            return self.n
+
+    tally = Tally.options(name="tally").remote()
+    assert corral.get(tally.add.remote()) == 1
+    gang = corral.gang(2, num_cpus=0.25, name="pair")
+    gang.ready(30)
+    try:
+        log_in(browser, c, make_token(c, "read", "dash-pages"))
+        open_page(browser, "queues")
+        row = wait_until(lambda: [r for r in text_of(browser, "#queues-table").splitlines() if r.startswith("mail")],
+                         what="the mail queue listed")[0]
+        assert "2" in row.split() and "3" in row.split(), row  # its weight and concurrency
+        open_page(browser, "schedules")
+        wait_until(lambda: "every-second" in text_of(browser, "#schedules-table"), what="the schedule listed")
+        assert "every 1 s" in text_of(browser, "#schedules-table")
+        wait_until(lambda: cli(c, "schedule", "history", "every-second").count("SUCCESS") >= 1, timeout=30,
+                   what="a fire of the schedule")
+        click(browser, "#schedules-table button")
+        wait_until(lambda: "SUCCESS" in text_of(browser, "#history-table"), what="the schedule's history")
+        shot(browser, "schedules")
+        open_page(browser, "actors")
+        wait_until(lambda: "tally" in text_of(browser, "#actors-table"), what="the actor listed")
+        assert "ALIVE" in text_of(browser, "#actors-table")
+        wait_until(lambda: "pair" in text_of(browser, "#gangs-table"), what="the gang listed")
+        assert "READY" in text_of(browser, "#gangs-table")
+        shot(browser, "actors")
+    finally:
+        cli(c, "schedule", "rm", "every-second")
+        corral.remove_gang(gang)
+        corral.kill(tally)
 
 
 def test_drain_is_refused_as_read_and_works_as_admin(c, browser):
