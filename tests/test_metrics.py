@@ -224,6 +224,16 @@ def test_a_real_prometheus_scrapes_the_cluster_and_node_down_fires(c, tmp_path):
                             timeout=60, what="NodeDown firing in Prometheus")
         assert firing[0]["metric"]["severity"] == "warning"
         assert float(promql(port, 'sum(corral_nodes{state="dead"})')[0]["value"][1]) == 1
+        # A machine gone for good is revoked: it is no longer "dead", and NodeDown stops.
+        env = {k: v for k, v in os.environ.items() if k not in ("CORRAL_TOKEN", "CORRAL_ADDRESS")}
+        env["CORRAL_TOKEN"] = c.token
+        out = subprocess.run([corral_bin(), "node", "revoke", short, "--address", c.address], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: answer(f'corral_node_state{{node="{short}",state="revoked"}} == 1'), timeout=30,
+                   what="the node shown revoked")
+        wait_until(lambda: not answer(f'ALERTS{{alertname="NodeDown",alertstate="firing",node="{short}"}}'),
+                   timeout=30, what="NodeDown no longer firing")
     finally:
         prom.terminate()
         prom.wait(30)

@@ -33,12 +33,15 @@ void HeadServer::WriteMetrics(MetricsText& out) {
   std::vector<Node*> nodes = nodes_.All();
 
   // Nodes.
-  out.Family("corral_node_state", "gauge", "1 for the node's current state (alive, suspect, dead, left, draining).");
-  static constexpr const char* kStates[] = {"alive", "suspect", "dead", "left", "draining"};
+  out.Family("corral_node_state", "gauge",
+             "1 for the node's current state (alive, suspect, dead, left, draining, revoked: cut off by `corral node revoke`).");
+  static constexpr const char* kStates[] = {"alive", "suspect", "dead", "left", "draining", "revoked"};
   std::map<std::string, int64_t> by_state;
   for (Node* n : nodes) {
     std::string id = ShortHex(n->view.id);
-    std::string state = n->draining && n->state == NodeState::kAlive ? "draining" : NodeStateName(n->state);
+    std::string state = book_ && book_->revoked(n->view.id)                  ? "revoked"
+                        : n->draining && n->state == NodeState::kAlive ? "draining"
+                                                                       : NodeStateName(n->state);
     by_state[state]++;
     for (const char* s : kStates)
       out.Sample("corral_node_state", {{"node", id}, {"hostname", n->info.hostname()}, {"state", s}},
