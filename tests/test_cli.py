@@ -88,6 +88,20 @@ def test_start_status_join_stop(home, tmp_path):
     assert "Nothing to stop" in run(["stop"], home).stdout
 
 
+def test_stop_a_head_started_with_its_own_state_dir(home, tmp_path):
+    state = str(tmp_path / "elsewhere")
+    out = run(["start", "--head", "--port", "0", "--http-port", "0", "--num-cpus", "1", "--state-dir", state], home)
+    assert out.returncode == 0, out.stderr
+    pid = int(open(os.path.join(state, "pid")).read())
+    out = run(["stop"], home)  # not under CORRAL_HOME: says how to reach it
+    assert "Nothing to stop" in out.stdout and "--state-dir" in out.stdout
+    assert psutil.pid_exists(pid)
+    out = run(["stop", "--state-dir", state], home)
+    assert out.returncode == 0 and "Stopped" in out.stdout, out.stdout
+    wait_until(lambda: not (psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE),
+               what="the head to exit")
+
+
 def test_agent_with_bad_token_fails_clearly(home, tmp_path):
     out = run(["start", "--head", "--port", "0", "--http-port", "0", "--head-only"], home)
     assert out.returncode == 0, out.stderr

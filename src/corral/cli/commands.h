@@ -91,7 +91,8 @@ client::TrustOptions& CliTrust();
 Result<int64_t> ParseTtl(const std::string& text, const char* flag = "--ttl");
 // `corral certs status|rotate`.
 int CertsCommand(const std::string& address, const std::string& op);
-int Stop(double timeout_s);
+// Stops what `corral start` started under $CORRAL_HOME, or with `state_dir` (and the head's own agent in it).
+int Stop(double timeout_s, const std::string& state_dir = "");
 // Drains a node (id prefix or hostname), showing progress until it left (or, with stay, is idle).
 int DrainNode(const std::string& address, const std::string& node, double timeout_s, bool stay);
 struct ScheduleFlags {

@@ -114,6 +114,8 @@ int main(int argc, char** argv) {
   double timeout = 30;
   auto* stop = app.add_subcommand("stop", "Stop the heads and agents that `corral start` started on this machine");
   stop->add_option("--timeout", timeout, "seconds to wait before killing")->capture_default_str();
+  std::string stop_state_dir;
+  stop->add_option("--state-dir", stop_state_dir, "stop the head or agent started with this --state-dir (default: those under $CORRAL_HOME)");
 
   std::string drain_node;
   double drain_timeout = 60;
@@ -260,7 +262,7 @@ int main(int argc, char** argv) {
     return corral::cli::StartAgent(agent, args);
   }
   if (*status) return corral::cli::ShowStatus(address, json);
-  if (*stop) return corral::cli::Stop(timeout);
+  if (*stop) return corral::cli::Stop(timeout, stop_state_dir);
   if (*drain) return corral::cli::DrainNode(address, drain_node, drain_timeout, drain_stay);
   if (*tasks) return corral::cli::ListTasks(address, tasks_state, tasks_queue, tasks_limit, json);
   if (*logs) return corral::cli::ShowLogs(address, logs_task, logs_follow);

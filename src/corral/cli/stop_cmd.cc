@@ -41,11 +41,16 @@ void Collect(const std::string& dir, int depth, std::vector<Running>* out) {
 
 }  // namespace
 
-int Stop(double timeout_s) {
+int Stop(double timeout_s, const std::string& state_dir) {
   std::vector<Running> procs;
-  Collect(CorralHome(), 2, &procs);
+  Collect(state_dir.empty() ? CorralHome() : state_dir, state_dir.empty() ? 2 : 1, &procs);
   if (procs.empty()) {
-    std::printf("Nothing to stop: no corral head or agent started by `corral start` runs on this machine.\n");
+    if (state_dir.empty())
+      std::printf("Nothing to stop: no corral head or agent started by `corral start` runs under %s (one started "
+                  "with --state-dir elsewhere: `corral stop --state-dir DIR`).\n",
+                  CorralHome().c_str());
+    else
+      std::printf("Nothing to stop: no corral head or agent runs with state dir %s.\n", state_dir.c_str());
     return 0;
   }
   for (const auto& p : procs) {
