@@ -36,7 +36,7 @@ nlohmann::json EntryJson(const TaskJournal::Entry& e, bool detail) {
   j["function"] = *e.function;
   j["queue"] = *e.queue;
   j["state"] = TaskJournal::StateName(e.state);
-  j["node"] = e.node.empty() ? "" : ShortHex(e.node);
+  j["node"] = e.node.empty() ? "" : ShortHex(e.node.view());
   j["attempts"] = e.attempts;
   j["submitted_ns"] = e.submitted_ns;
   j["started_ns"] = e.started_ns;
@@ -51,7 +51,7 @@ nlohmann::json EntryJson(const TaskJournal::Entry& e, bool detail) {
   j["error_summary"] = last.substr(0, 200);
   if (detail) {
     j["error"] = e.error;
-    j["node_id"] = Hex(e.node);
+    j["node_id"] = Hex(e.node.view());
     j["args"] = fmt::format("{} byte(s) of arguments{}", e.args_bytes,
                             e.arg_refs ? fmt::format(", {} passed by reference", e.arg_refs) : std::string());
   }
@@ -137,7 +137,7 @@ void Dashboard::Routes() {
       if (!state.empty() && state != TaskJournal::StateName(e.state)) return true;
       if (!function.empty() && e.function->find(function) == std::string::npos) return true;
       if (!queue.empty() && *e.queue != queue) return true;
-      if (!node.empty() && !Hex(e.node).starts_with(node)) return true;
+      if (!node.empty() && !Hex(e.node.view()).starts_with(node)) return true;
       matched++;
       if (rows.size() < limit) rows.push_back(EntryJson(e, false));
       return true;

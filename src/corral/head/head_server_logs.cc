@@ -23,14 +23,15 @@ void HeadServer::ReadTaskLog(const std::string& task, uint64_t offset, std::func
     log.set_ended(e.state == TaskJournal::State::kFailed || e.state == TaskJournal::State::kCancelled);
     return done(std::move(log));
   }
-  log.set_node_id(e.node);
-  Node* node = nodes_.Find(e.node);
+  const std::string node_id = e.node.str();
+  log.set_node_id(node_id);
+  Node* node = nodes_.Find(node_id);
   if (!node || !node->connected || !node->conn)
     return done(Err(MakeStatus(
         Code::kUnavailable,
         "task {} ran on node {} ({}), which is not connected now; its output is in that machine's agent state "
         "dir, logs/worker-*.log, after the line '==== corral task {} ...'",
-        TaskIdText(e.id.view()), ShortHex(e.node), node ? node->info.hostname() : "gone", Hex(e.id.view()))));
+        TaskIdText(e.id.view()), ShortHex(node_id), node ? node->info.hostname() : "gone", Hex(e.id.view()))));
   uint64_t request_id = ++next_read_;
   proto::HeadToAgent msg;
   proto::ReadTaskLog* r = msg.mutable_read_task_log();
@@ -40,8 +41,8 @@ void HeadServer::ReadTaskLog(const std::string& task, uint64_t offset, std::func
   r->set_max_bytes(64 << 10);
   if (!node->conn->Send(msg))
     return done(Err(MakeStatus(Code::kUnavailable, "node {} is not taking messages now; try again",
-                               ShortHex(e.node))));
-  pending_logs_[request_id] = PendingLog{e.node, e.id.str(), std::move(done)};
+                               ShortHex(node_id))));
+  pending_logs_[request_id] = PendingLog{node_id, e.id.str(), std::move(done)};
   // An agent that does not answer (stuck, or too old to know the request) must not hold the reader.
   auto timer = std::make_shared<boost::asio::steady_timer>(io_, std::chrono::seconds(10));
   timer->async_wait([this, timer, request_id, alive = alive_](const boost::system::error_code& ec) {

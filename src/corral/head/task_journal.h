@@ -31,7 +31,7 @@ class TaskJournal {
     const std::string* function = nullptr;  // interned (at most 1000 names; then "other")
     const std::string* queue = nullptr;
     State state = State::kQueued;
-    std::string node;                       // node id of the latest attempt ("" none yet)
+    IdKey node;                             // node id of the latest attempt (empty: none yet); in place, no allocation
     uint32_t attempts = 0;                  // attempts sent to a node
     uint32_t args_bytes = 0;                // pickled or JSON arguments
     uint32_t arg_refs = 0;                  // arguments passed by reference (ObjectRefs)
