@@ -470,7 +470,7 @@ void Agent::BeginTask(Worker* w, const Pending& p, Nanos now) {
   w->task_id = w->output_task_id = spec.task_id();
   w->task_name = spec.name();
   w->attempt = spec.attempt();
-  task_logs_.Begin(spec.task_id(), WorkerLogPath(*w), w->pid);
+  task_logs_.Begin(spec.task_id(), w->pid);
   w->hash = spec.function_hash();
   w->cpus = std::max(0.0, p.cpus);
   w->started = now;

@@ -60,6 +60,7 @@ Agent::Worker* Agent::SpawnWorker(const std::string& env_key) {
     return nullptr;
   }
   w->pid = *pid;
+  task_logs_.WorkerStarted(w->pid, spec.log_path);
   counters_["workers_started"]++;
   Worker* raw = w.get();
   workers_by_id_[w->id] = raw;
@@ -330,7 +331,7 @@ void Agent::OnWorkerLine(pid_t pid, bool is_stderr, std::string line, int64_t of
   // directly) the current task, or once finished the last one (the pipe and the socket race).
   const std::string& task = w->stream_task[is_stderr].empty() ? w->output_task_id : w->stream_task[is_stderr];
   if (task.empty()) return;  // no task yet
-  task_logs_.Append(task, offset, static_cast<int64_t>(line.size()) + 1);
+  task_logs_.Append(task, pid, offset, static_cast<int64_t>(line.size()) + 1);
   proto::AgentToHead msg;
   proto::LogLine* l = msg.mutable_log();
   l->set_task_id(task);

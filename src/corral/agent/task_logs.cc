@@ -21,21 +21,28 @@ bool TaskLogs::ParseMarker(std::string_view line, std::string* task_id) {
   return true;
 }
 
-void TaskLogs::Begin(const std::string& task_id, const std::string& path, pid_t pid) {
-  live_workers_.insert(pid);
-  latest_[pid] = task_id;
-  auto [it, inserted] = spans_.insert_or_assign(task_id, Span{path, pid, {}, 0});
-  if (!inserted) return;  // a new attempt of a task remembered already keeps its place in order_
-  order_.push_back(task_id);
-  while (order_.size() > keep_) {
-    spans_.erase(order_.front());
-    order_.pop_front();
-  }
+void TaskLogs::WorkerStarted(pid_t pid, const std::string& path) {
+  paths_[pid] = std::make_shared<const std::string>(path);
 }
 
-void TaskLogs::Append(const std::string& task_id, int64_t offset, int64_t length) {
+void TaskLogs::WorkerGone(pid_t pid) {
+  paths_.erase(pid);
+  current_.erase(pid);
+}
+
+void TaskLogs::Append(const std::string& task_id, pid_t pid, int64_t offset, int64_t length) {
+  if (offset < 0 || length <= 0) return;
   auto it = spans_.find(task_id);
-  if (it == spans_.end() || offset < 0 || length <= 0) return;
+  if (it == spans_.end()) {  // its first line: remembered from now on
+    auto path = paths_.find(pid);
+    if (path == paths_.end()) return;
+    it = spans_.emplace(task_id, Span{path->second, pid, {}, 0}).first;
+    order_.push_back(task_id);
+    if (order_.size() > keep_) {
+      spans_.erase(order_.front());
+      order_.pop_front();
+    }
+  }
   auto& ranges = it->second.ranges;
   if (!ranges.empty() && ranges.back().first + ranges.back().second == offset) ranges.back().second += length;
   else ranges.emplace_back(offset, length);
@@ -44,10 +51,15 @@ void TaskLogs::Append(const std::string& task_id, int64_t offset, int64_t length
 
 proto::TaskLog TaskLogs::Read(const std::string& task_id, uint64_t offset, uint32_t max_bytes) const {
   proto::TaskLog out;
+  auto running = [&] {
+    for (const auto& [pid, task] : current_)
+      if (task == task_id) return true;
+    return false;
+  };
   auto it = spans_.find(task_id);
-  if (it == spans_.end()) {
-    out.set_error("this node has no output of that task (it ran long ago: only the last tasks are indexed; the "
-                  "worker logs are under the agent's state dir, logs/)");
+  if (it == spans_.end()) {  // it printed nothing (yet)
+    if (offset > 0) out.set_error(fmt::format("offset {} is past the end of the task's output (0 bytes)", offset));
+    out.set_ended(!running());
     return out;
   }
   const Span& span = it->second;
@@ -58,9 +70,9 @@ proto::TaskLog TaskLogs::Read(const std::string& task_id, uint64_t offset, uint3
   std::string text;
   uint64_t want = std::min<uint64_t>({max_bytes, 1u << 20, span.length - offset});
   if (want > 0) {
-    std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(span.path.c_str(), "r"), &std::fclose);
+    std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(span.path->c_str(), "r"), &std::fclose);
     if (!f) {
-      out.set_error(fmt::format("the worker's log file is gone ({})", span.path));
+      out.set_error(fmt::format("the worker's log file is gone ({})", *span.path));
       return out;
     }
     uint64_t skip = offset;
@@ -83,8 +95,8 @@ proto::TaskLog TaskLogs::Read(const std::string& task_id, uint64_t offset, uint3
     }
   }
   // Done: its worker exited, or went on to other tasks, and all of it was read.
-  auto latest = latest_.find(span.pid);
-  bool moved_on = !live_workers_.contains(span.pid) || latest == latest_.end() || latest->second != task_id;
+  auto current = current_.find(span.pid);
+  bool moved_on = current == current_.end() || current->second != task_id;
   out.set_next_offset(offset + text.size());
   out.set_ended(moved_on && offset + text.size() == span.length);
   out.set_text(std::move(text));

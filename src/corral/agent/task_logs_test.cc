@@ -18,20 +18,21 @@ struct Log {
     unlink(path.c_str());
   }
   // Writes `line` and files it under `task` (as the agent does), returning its offset.
-  void Line(TaskLogs& logs, const std::string& task, const std::string& line) {
+  void Line(TaskLogs& logs, const std::string& task, const std::string& line, pid_t pid = 7) {
     int64_t at = std::ftell(f);
     std::fprintf(f, "%s\n", line.c_str());
     std::fflush(f);
-    logs.Append(task, at, static_cast<int64_t>(line.size()) + 1);
+    logs.Append(task, pid, at, static_cast<int64_t>(line.size()) + 1);
   }
 };
 
 TEST(TaskLogs, EachTaskGetsItsOwnLinesEvenInterleaved) {
   TaskLogs logs;
   Log log;
-  logs.Begin("A", log.path, 100);
+  logs.WorkerStarted(7, log.path);
+  logs.Begin("A", 7);
   log.Line(logs, "A", "a1");
-  logs.Begin("B", log.path, 100);  // B began while A's last line was still in the pipe
+  logs.Begin("B", 7);  // B began while A's last line was still in the pipe
   log.Line(logs, "B", "b1");
   log.Line(logs, "A", "a2");
   log.Line(logs, "B", "b2");
@@ -47,12 +48,15 @@ TEST(TaskLogs, EachTaskGetsItsOwnLinesEvenInterleaved) {
 TEST(TaskLogs, EndedOnlyOnceTheWorkerMovedOnAndAllWasRead) {
   TaskLogs logs;
   Log log;
-  logs.Begin("A", log.path, 7);
+  logs.WorkerStarted(7, log.path);
+  logs.Begin("A", 7);
   log.Line(logs, "A", "x");
   EXPECT_FALSE(logs.Read("A", 0, 100).ended());  // still its worker's current task
-  logs.Begin("B", log.path, 7);
+  logs.Begin("B", 7);
   EXPECT_TRUE(logs.Read("A", 0, 100).ended());
   EXPECT_FALSE(logs.Read("A", 0, 1).ended());    // not all of it read
+  EXPECT_FALSE(logs.Read("B", 0, 100).ended());  // printed nothing yet, and runs
+  EXPECT_EQ(logs.Read("B", 0, 100).text(), "");
   logs.WorkerGone(7);
   EXPECT_TRUE(logs.Read("B", 0, 100).ended());   // nothing, and its worker exited
 }
@@ -60,20 +64,27 @@ TEST(TaskLogs, EndedOnlyOnceTheWorkerMovedOnAndAllWasRead) {
 TEST(TaskLogs, OffsetsPastTheOutputAndUnknownTasksAreErrors) {
   TaskLogs logs;
   Log log;
-  logs.Begin("A", log.path, 7);
+  logs.WorkerStarted(7, log.path);
+  logs.Begin("A", 7);
   log.Line(logs, "A", "abc");
   EXPECT_TRUE(logs.Read("A", 4, 100).error().empty());  // exactly at the end: nothing more yet
   EXPECT_NE(logs.Read("A", 5, 100).error(), "");
   EXPECT_NE(logs.Read("A", UINT64_MAX - 4, 100).error(), "");
-  EXPECT_NE(logs.Read("nope", 0, 100).error(), "");
+  EXPECT_NE(logs.Read("nope", 1, 100).error(), "");
+  EXPECT_TRUE(logs.Read("nope", 0, 100).ended());  // never printed here: nothing, done
 }
 
 TEST(TaskLogs, OnlyTheLastTasksAreKept) {
   TaskLogs logs(/*keep=*/2);
   Log log;
-  for (const char* t : {"A", "B", "C"}) logs.Begin(t, log.path, 7);
-  EXPECT_NE(logs.Read("A", 0, 100).error(), "");
-  EXPECT_EQ(logs.Read("C", 0, 100).error(), "");
+  logs.WorkerStarted(7, log.path);
+  for (const char* t : {"A", "B", "C"}) {
+    logs.Begin(t, 7);
+    log.Line(logs, t, std::string("from ") + t);
+  }
+  EXPECT_EQ(logs.Read("A", 0, 100).text(), "");  // forgotten
+  EXPECT_EQ(logs.Read("B", 0, 100).text(), "from B\n");
+  EXPECT_EQ(logs.Read("C", 0, 100).text(), "from C\n");
 }
 
 TEST(TaskLogs, MarkersNameTasksInHex) {

@@ -30,66 +30,69 @@ const std::string* TaskJournal::Intern(std::string_view name) {
   return &*names_.emplace(name).first;
 }
 
-void TaskJournal::Submitted(std::string_view id, std::string_view function, std::string_view queue,
-                            size_t args_bytes, int arg_refs, bool waiting, int64_t now_ns) {
-  if (by_id_.contains(IdKey(id))) return;
+uint64_t TaskJournal::Submitted(std::string_view id, const std::string* function, std::string_view function_name,
+                               std::string_view queue_name, size_t args_bytes, int arg_refs, bool waiting,
+                               int64_t now_ns) {
   Entry& e = entries_.emplace_back();
   e.id = IdKey(id);
-  e.function = Intern(function);
-  e.queue = Intern(queue);
+  e.function = function ? function : Intern(function_name);
+  e.queue = Intern(queue_name);
   e.state = waiting ? State::kWaiting : State::kQueued;
   e.args_bytes = static_cast<uint32_t>(std::min<size_t>(args_bytes, UINT32_MAX));
   e.arg_refs = static_cast<uint32_t>(arg_refs);
   e.submitted_ns = now_ns;
   Touch(e);
-  by_id_[e.id] = &e;
+  uint64_t seq = first_seq_ + entries_.size() - 1;
   while (entries_.size() > capacity_) {
-    by_id_.erase(entries_.front().id);
     entries_.pop_front();
+    first_seq_++;
   }
+  return seq;
 }
 
-TaskJournal::Entry* TaskJournal::Mutable(std::string_view id) {
-  auto it = by_id_.find(IdKey(id));
-  return it == by_id_.end() ? nullptr : it->second;
+TaskJournal::Entry* TaskJournal::At(uint64_t seq, std::string_view id) {
+  if (seq < first_seq_ || seq - first_seq_ >= entries_.size()) return nullptr;
+  Entry& e = entries_[seq - first_seq_];
+  return e.id.view() == id ? &e : nullptr;
 }
 
 const TaskJournal::Entry* TaskJournal::Find(std::string_view id) const {
-  auto it = by_id_.find(IdKey(id));
-  return it == by_id_.end() ? nullptr : it->second;
+  for (auto it = entries_.rbegin(); it != entries_.rend(); ++it)
+    if (it->id.view() == id) return &*it;
+  return nullptr;
 }
 
-void TaskJournal::Ready(std::string_view id) {
-  if (Entry* e = Mutable(id); e && e->state == State::kWaiting) {
+void TaskJournal::Ready(uint64_t seq, std::string_view id) {
+  if (Entry* e = At(seq, id); e && e->state == State::kWaiting) {
     e->state = State::kQueued;
     Touch(*e);
   }
 }
 
-void TaskJournal::Started(std::string_view id, const std::string& node, int64_t now_ns) {
-  Entry* e = Mutable(id);
+void TaskJournal::Started(uint64_t seq, std::string_view id, std::string_view node, int64_t now_ns) {
+  Entry* e = At(seq, id);
   if (!e) return;
   e->state = State::kRunning;
-  e->node = node;
+  e->node = IdKey(node);
   e->attempts++;
   e->started_ns = now_ns;
   Touch(*e);
 }
 
-void TaskJournal::Retrying(std::string_view id, std::string_view why) {
-  Entry* e = Mutable(id);
+void TaskJournal::Retrying(uint64_t seq, std::string_view id, std::string_view why) {
+  Entry* e = At(seq, id);
   if (!e) return;
   e->state = State::kRetrying;
   e->error = std::string(why.substr(0, kMaxError));
   Touch(*e);
 }
 
-void TaskJournal::Ended(std::string_view id, State state, std::string_view error, int64_t now_ns) {
-  Entry* e = Mutable(id);
+void TaskJournal::Ended(uint64_t seq, std::string_view id, State state, std::string_view error, int64_t now_ns) {
+  Entry* e = At(seq, id);
   if (!e) return;
   e->state = state;
   e->ended_ns = now_ns;
-  e->error = std::string(error.substr(0, kMaxError));
+  if (!error.empty() || !e->error.empty()) e->error = std::string(error.substr(0, kMaxError));
   Touch(*e);
 }
 
@@ -111,7 +114,8 @@ Result<const TaskJournal::Entry*> TaskJournal::Resolve(std::string_view text) co
   for (auto it = entries_.rbegin(); it != entries_.rend(); ++it) {
     std::string_view id = it->id.view();
     if (id.starts_with(durable_prefix)) return &*it;  // newest first: its latest run
-    if (hex && TaskIdText(id).starts_with(text) && found != &*it) {
+    if (hex && TaskIdText(id).starts_with(text)) {
+      if (found && found->id == it->id) continue;  // another attempt's entry of the same task
       if (++matches == 1) found = &*it;
     }
   }

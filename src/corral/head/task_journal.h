@@ -5,7 +5,10 @@
 // back when its next attempt starts). Durable tasks stay in the durable store as well.
 //
 // An entry changes in place; `version` grows with every change, so a reader (the dashboard's live
-// feed) can tell whether anything changed since it last looked. io thread only.
+// feed) can tell whether anything changed since it last looked. Entries are numbered in order of
+// submission: a task keeps its number, and updates find its entry by it in O(1), with no hashing
+// (the hot path pays a deque index and an id compare). Lookups by id (a user's) scan the entries.
+// io thread only.
 #pragma once
 
 #include <cstdint>
@@ -42,12 +45,16 @@ class TaskJournal {
 
   explicit TaskJournal(size_t capacity = 10000) : capacity_(capacity) {}
 
-  void Submitted(std::string_view id, std::string_view function, std::string_view queue, size_t args_bytes,
-                 int arg_refs, bool waiting, int64_t now_ns);
-  void Ready(std::string_view id);
-  void Started(std::string_view id, const std::string& node, int64_t now_ns);
-  void Retrying(std::string_view id, std::string_view why);
-  void Ended(std::string_view id, State state, std::string_view error, int64_t now_ns);
+  // The entry's number (the task keeps it for the updates below). `function` and `queue`, when
+  // given, are names Intern returned (no lookup); else `function_name` and `queue_name` are interned.
+  uint64_t Submitted(std::string_view id, const std::string* function, std::string_view function_name,
+                     std::string_view queue_name, size_t args_bytes, int arg_refs, bool waiting, int64_t now_ns);
+  void Ready(uint64_t seq, std::string_view id);
+  void Started(uint64_t seq, std::string_view id, std::string_view node, int64_t now_ns);
+  void Retrying(uint64_t seq, std::string_view id, std::string_view why);
+  void Ended(uint64_t seq, std::string_view id, State state, std::string_view error, int64_t now_ns);
+  // The journal's copy of a name (at most 1000 names; then "other"): stable for its life.
+  const std::string* Intern(std::string_view name);
 
   const Entry* Find(std::string_view id) const;
   // What a user typed: a task's hex id (ObjectRef.hex()) or a unique prefix of at least 6 hex
@@ -59,13 +66,13 @@ class TaskJournal {
   size_t size() const { return entries_.size(); }
 
  private:
-  Entry* Mutable(std::string_view id);
-  const std::string* Intern(std::string_view name);
+  // Entry number `seq` if it is still kept and is task `id`'s; else null.
+  Entry* At(uint64_t seq, std::string_view id);
   void Touch(Entry& e) { e.version = ++version_; }
 
   size_t capacity_;
-  std::deque<Entry> entries_;  // oldest first; pointers stay valid (push_back, pop_front)
-  std::unordered_map<IdKey, Entry*, IdKey::Hash> by_id_;
+  std::deque<Entry> entries_;  // oldest first; entries_[i] is number first_seq_ + i
+  uint64_t first_seq_ = 1;
   std::set<std::string, std::less<>> names_;
   uint64_t version_ = 0;
 };

@@ -152,11 +152,19 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
   owned_[client->id]++;
   Task& task = tasks_[id];
   task.durable = !spec.durable_function().empty();
-  task.series = &metrics_.For(spec.name(), spec.queue());
+  // Metrics and journal names: looked up once per function (its tasks reuse them), else per task.
+  Function* fn = nullptr;
+  if (spec.queue().empty() && !spec.function_hash().empty())
+    if (auto f = functions_.find(spec.function_hash()); f != functions_.end() && f->second.name == spec.name()) {
+      fn = &f->second;
+      if (!fn->series) fn->series = &metrics_.For(spec.name(), "");
+      if (!fn->journal_name) fn->journal_name = journal_.Intern(spec.name());
+    }
+  task.series = fn ? fn->series : &metrics_.For(spec.name(), spec.queue());
   task.series->submitted++;
   task.since = Now();
-  journal_.Submitted(id, spec.name(), spec.queue(), spec.args().size(), spec.deps_size(), spec.deps_size() > 0,
-                     nodes_.clock().WallNs());
+  task.journal = journal_.Submitted(id, fn ? fn->journal_name : nullptr, spec.name(), spec.queue(), spec.args().size(),
+                                    spec.deps_size(), spec.deps_size() > 0, nodes_.clock().WallNs());
   std::string refusal;
   proto::ErrorKind kind = proto::RUNTIME;
   if (spec.has_actor() || !spec.actor_id().empty()) refusal = AdmitActorTask(client, id, task, spec, &kind);
@@ -359,7 +367,7 @@ void TaskManager::Enqueue(const std::string& id, Task& task) {
   if (task.actor_call) return EnqueueCall(id, task);
   if (task.resubmitted && task.attempt == 0 && grace_ && AdoptOrPark(id, task)) return;
   if (task.state == TaskState::kWaitingDeps) {  // its arguments are ready: its wait for a node starts now
-    journal_.Ready(id);
+    journal_.Ready(task.journal, id);
     task.since = Now();
   }
   task.state = TaskState::kQueued;
@@ -595,7 +603,7 @@ void TaskManager::Retry(const std::string& id, Task& task, const std::string& wh
   if (failure) {
     Count("tasks_retried");
     task.series->retried++;
-    journal_.Retrying(id, why);
+    journal_.Retrying(task.journal, id, why);
     Notice(id, OwnerOf(id, task),
            task.actor ? fmt::format("actor {} died: {}; restarting it (restart {} of {})", NameOf(id, task), why,
                                     task.attempt, task.max_retries)
@@ -723,7 +731,7 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
       case proto::CANCELLED: Count("tasks_cancelled"); task.series->cancelled++; break;
       default: Count("tasks_failed"); task.series->failed++; break;
     }
-    journal_.Ended(tid,
+    journal_.Ended(task.journal, tid,
                    val.error() == proto::ERROR_NONE ? TaskJournal::State::kFinished
                    : val.error() == proto::CANCELLED ? TaskJournal::State::kCancelled
                                                      : TaskJournal::State::kFailed,

@@ -219,6 +219,7 @@ class TaskManager {
     bool actor_call = false;           // a call on an actor: goes to the actor's node, not a class queue
     TaskSeries* series = nullptr;      // its function's and queue's metrics (never null once submitted)
     Nanos since = 0;                   // queued (or re-queued) at; once dispatched, dispatched at
+    uint64_t journal = 0;              // its entry's number in journal_
   };
   // An actor, keyed by its creation task's id.
   struct Actor {
@@ -252,6 +253,8 @@ class TaskManager {
     std::string name;                  // of the first task that sent it, for messages
     std::string pickled;
     int uses = 0;
+    TaskSeries* series = nullptr;            // metrics of its tasks without a queue (set on first use)
+    const std::string* journal_name = nullptr;  // its name in journal_ (set on first use)
   };
   // An attempt an agent reported after this head started that no task here knows yet: the head
   // restarted, and the task's owner will resubmit it.
@@ -449,7 +452,7 @@ class TaskManager {
     task.series->started++;
     task.series->wait.Observe(static_cast<double>(now - task.since) / 1e9);
     task.since = now;
-    journal_.Started(id, node.view.id, nodes_.clock().WallNs());
+    journal_.Started(task.journal, id, node.view.id, nodes_.clock().WallNs());
   }
   // Whether `id` is one `client` may make: ids start with their client's id (MakeTaskId).
   static bool OwnsId(const ClientSession* client, const std::string& id) {
