@@ -15,36 +15,19 @@ The observers run in their own process and do the least a client can (no JSON pa
 is measured is mostly the head serving them, on the same two cores as the workload.
 """
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+
+from self_ab import TASKS_CODE, fresh_head, run_driver
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 DRIVER = '''
 import json, time, corral
 corral.init(address="{address}")
-@corral.remote
-def noop(i):
-    return i
-for _ in range(10):
-    corral.get(noop.remote(0))
-samples = []
-for i in range({sync}):
-    t = time.perf_counter()
-    corral.get(noop.remote(i))
-    samples.append((time.perf_counter() - t) * 1e6)
-samples.sort()
-corral.get([noop.remote(i) for i in range(1000)])
-t = time.perf_counter()
-refs = [noop.remote(i) for i in range({tasks})]
-corral.get(refs)
-async_rate = {tasks} / (time.perf_counter() - t)
-print(json.dumps({{"tasks_sync": samples[len(samples) // 2], "tasks_async": async_rate}}))
 '''
 
 OBSERVERS = '''
@@ -92,44 +75,33 @@ def cpu_seconds(pid):
 
 
 def one_run(observed, smoke):
-    from corral import _cluster
-    home = tempfile.mkdtemp(prefix="corral-obs-bench-")
-    env = dict(os.environ, CORRAL_HOME=home)
-    for k in ("CORRAL_TOKEN", "CORRAL_ADDRESS", "CORRAL_CA_CERT", "CORRAL_CA_FINGERPRINT"):
-        env.pop(k, None)
-    bin_ = _cluster.corral_binary()
-    subprocess.run([bin_, "start", "--head", "--port", "0", "--http-port", "0", "--num-cpus", "2",
-                    "--python", sys.executable], env=env, check=True, capture_output=True, text=True)
-    observers = None
-    try:
+    with fresh_head("--http-port", "0", prefix="corral-obs-bench-") as (home, env):
         address = open(f"{home}/head/address").read().strip()
         http_host, http_port = open(f"{home}/head/http_address").read().strip().rsplit(":", 1)
         token = open(f"{home}/head/token").read().strip()
-        if observed:
-            observers = subprocess.Popen([sys.executable, "-c", OBSERVERS.format(), http_host, http_port, token, "10"],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            assert observers.stdout.readline().strip() == "ready"
-            time.sleep(1.0)  # every tab logged in and streaming
-        code = DRIVER.format(address=address, sync=30 if smoke else 1000, tasks=200 if smoke else 10000)
-        head_pid = int(open(f"{home}/head/pid").read())
-        head_before = cpu_seconds(head_pid)
-        obs_before = cpu_seconds(observers.pid) if observers else 0.0
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
-        head_cpu = cpu_seconds(head_pid) - head_before
-        obs_cpu = (cpu_seconds(observers.pid) - obs_before) if observers else 0.0
-        if out.returncode != 0:
-            raise SystemExit(f"the driver failed ({'observed' if observed else 'unobserved'}):\n{out.stderr}")
-        if observers and observers.poll() is not None:
-            raise SystemExit("the observers stopped early (an HTTP request failed)")
-        figures = json.loads(out.stdout.strip().splitlines()[-1])
-        figures["head_cpu_s"] = head_cpu
-        figures["observers_cpu_s"] = obs_cpu
-        return figures
-    finally:
-        if observers:
-            observers.stdin.close()
-            observers.wait(30)
-        subprocess.run([bin_, "stop", "--timeout", "5"], env=env, capture_output=True)
+        observers = None
+        try:
+            if observed:
+                observers = subprocess.Popen([sys.executable, "-c", OBSERVERS.format(), http_host, http_port, token,
+                                              "10"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                assert observers.stdout.readline().strip() == "ready"
+                time.sleep(1.0)  # every tab logged in and streaming
+            code = DRIVER.format(address=address) + TASKS_CODE.format(
+                sync=30 if smoke else 1000, tasks=200 if smoke else 10000) + \
+                'print(json.dumps({"tasks_sync": sync_us, "tasks_async": async_rate}))\n'
+            head_pid = int(open(f"{home}/head/pid").read())
+            head_before = cpu_seconds(head_pid)
+            obs_before = cpu_seconds(observers.pid) if observers else 0.0
+            figures = run_driver(code, env, "observed" if observed else "unobserved")
+            figures["head_cpu_s"] = cpu_seconds(head_pid) - head_before
+            figures["observers_cpu_s"] = (cpu_seconds(observers.pid) - obs_before) if observers else 0.0
+            if observers and observers.poll() is not None:
+                raise SystemExit("the observers stopped early (an HTTP request failed)")
+            return figures
+        finally:
+            if observers:
+                observers.stdin.close()
+                observers.wait(30)
 
 
 def main():

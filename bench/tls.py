@@ -10,13 +10,11 @@ tasks_async (10,000 no-op tasks submitted one at a time, then every result: task
 per mode and TLS/plaintext, the cost the issue bounds at 15% for the round trip.
 """
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
+
+from self_ab import TASKS_CODE, fresh_head, run_driver
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -25,58 +23,29 @@ ROOT = os.path.dirname(HERE)
 def one_run(tls, smoke):
     """Starts a head in a fresh home (plaintext or TLS), runs the workloads in a driver process,
     returns {workload: value}."""
-    from corral import _cluster
-    home = tempfile.mkdtemp(prefix="corral-tls-bench-")
-    env = dict(os.environ, CORRAL_HOME=home)
-    for k in ("CORRAL_TOKEN", "CORRAL_ADDRESS", "CORRAL_CA_CERT", "CORRAL_CA_FINGERPRINT"):
-        env.pop(k, None)
-    bin_ = _cluster.corral_binary()
-    args = [bin_, "start", "--head", "--port", "0", "--http-port", "-1", "--num-cpus", "2",
-            "--python", sys.executable]
-    if tls:
-        args.append("--tls")
-    subprocess.run(args, env=env, check=True, capture_output=True, text=True)
-    try:
+    with fresh_head("--http-port", "-1", *(["--tls"] if tls else []), prefix="corral-tls-bench-") as (home, env):
         address = open(f"{home}/head/address").read().strip()
-        code = DRIVER.format(address=address, ca=f"{home}/head/ca.crt" if tls else "",
-                             sync=30 if smoke else 1000, tasks=200 if smoke else 10000, puts=2 if smoke else 8)
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
-        if out.returncode != 0:
-            raise SystemExit(f"the driver failed ({'tls' if tls else 'plaintext'}):\n{out.stderr}")
-        return json.loads(out.stdout.strip().splitlines()[-1])
-    finally:
-        subprocess.run([bin_, "stop", "--timeout", "5"], env=env, capture_output=True)
+        code = DRIVER.format(address=address, ca=f"{home}/head/ca.crt" if tls else "") + TASKS_CODE.format(
+            sync=30 if smoke else 1000, tasks=200 if smoke else 10000) + PUTS_CODE.format(puts=2 if smoke else 8)
+        return run_driver(code, env, "tls" if tls else "plaintext")
 
 
 DRIVER = '''
 import json, time, corral
 corral.init(address="{address}", ca_cert="{ca}" or None)
-@corral.remote
-def noop(i):
-    return i
+'''
+
+PUTS_CODE = '''
 @corral.remote
 def size(b):
     return len(b)
-for _ in range(10):
-    corral.get(noop.remote(0))
-samples = []
-for i in range({sync}):
-    t = time.perf_counter()
-    corral.get(noop.remote(i))
-    samples.append((time.perf_counter() - t) * 1e6)
-samples.sort()
-corral.get([noop.remote(i) for i in range(1000)])
-t = time.perf_counter()
-refs = [noop.remote(i) for i in range({tasks})]
-corral.get(refs)
-async_rate = {tasks} / (time.perf_counter() - t)
 blob = b"x" * (32 << 20)
 corral.get(size.remote(corral.put(blob)))
 t = time.perf_counter()
 for _ in range({puts}):
     assert corral.get(size.remote(corral.put(blob))) == len(blob)
 put_mb_s = {puts} * 32 * 1.048576 / (time.perf_counter() - t)
-print(json.dumps({{"tasks_sync": samples[len(samples) // 2], "tasks_async": async_rate, "put_bytes": put_mb_s}}))
+print(json.dumps({{"tasks_sync": sync_us, "tasks_async": async_rate, "put_bytes": put_mb_s}}))
 '''
 
 UNITS = {"tasks_sync": ("µs", "lower"), "tasks_async": ("tasks/s", "higher"), "put_bytes": ("MB/s", "higher")}

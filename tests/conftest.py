@@ -7,6 +7,7 @@ test run. Drivers connect with corral.init(address=...).
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +28,22 @@ def wait_until(pred, timeout=20.0, what="condition"):
             return value
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def corral_cli(cluster, *args, token=None, timeout=60):
+    """`corral ARGS --address <the cluster's head>` as its own process, with `token` (default: the
+    cluster's admin token) and no other cluster's address or token in its environment."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CORRAL_TOKEN", "CORRAL_ADDRESS")}
+    env["CORRAL_TOKEN"] = token or cluster.token
+    return subprocess.run([_cluster.corral_binary(), *args, "--address", cluster.address], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def make_token(cluster, role, name):
+    """A new token of `role` named `name` (`corral token create`): its secret."""
+    out = corral_cli(cluster, "token", "create", "--role", role, "--name", name)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
 
 
 def process_gone(pid):

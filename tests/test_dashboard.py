@@ -6,32 +6,17 @@ tests/artifacts/ (look at them)."""
 import http.server
 import os
 import shutil
-import subprocess
 import threading
 import time
 
 import pytest
 
 import corral
-from conftest import Cluster, wait_until
+from conftest import Cluster, corral_cli, make_token, wait_until
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 ARTIFACTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "artifacts")
-
-
-def corral_bin():
-    from corral import _cluster
-    return _cluster.corral_binary()
-
-
-def make_token(c, role, name):
-    env = {k: v for k, v in os.environ.items() if k not in ("CORRAL_TOKEN", "CORRAL_ADDRESS")}
-    env["CORRAL_TOKEN"] = c.token
-    out = subprocess.run([corral_bin(), "token", "create", "--role", role, "--name", name, "--address", c.address],
-                         env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -202,10 +187,7 @@ def test_a_failed_tasks_traceback_and_output(c, browser):
 
 
 def cli(c, *args):
-    env = {k: v for k, v in os.environ.items() if k not in ("CORRAL_TOKEN", "CORRAL_ADDRESS")}
-    env["CORRAL_TOKEN"] = c.token
-    out = subprocess.run([corral_bin(), *args, "--address", c.address], env=env, capture_output=True, text=True,
-                         timeout=60)
+    out = corral_cli(c, *args)
     assert out.returncode == 0, out.stderr
     return out.stdout
 

@@ -8,14 +8,13 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 
 import pytest
 
 import corral
-from conftest import Cluster, wait_until
+from conftest import Cluster, corral_cli, make_token, wait_until
 
 DEPLOY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "deploy")
 PROMETHEUS = shutil.which("prometheus")
@@ -33,20 +32,6 @@ def http_get(c, path, token):
             return r.status, r.headers.get("Content-Type"), r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.headers.get("Content-Type"), e.read().decode()
-
-
-def read_token(c, name):
-    env = {k: v for k, v in os.environ.items() if k not in ("CORRAL_TOKEN", "CORRAL_ADDRESS")}
-    env["CORRAL_TOKEN"] = c.token
-    out = subprocess.run([corral_bin(), "token", "create", "--role", "read", "--name", name, "--address", c.address],
-                         env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
-
-
-def corral_bin():
-    from corral import _cluster
-    return _cluster.corral_binary()
 
 
 def families(text):
@@ -86,7 +71,7 @@ def c():
 def test_metrics_need_a_read_token_and_pass_promtool(c):
     status, _, body = http_get(c, "/metrics", None)
     assert status == 401, body
-    status, ctype, text = http_get(c, "/metrics", read_token(c, "metrics-reader"))
+    status, ctype, text = http_get(c, "/metrics", make_token(c, "read", "metrics-reader"))
     assert status == 200 and ctype.startswith("text/plain; version=0.0.4"), (status, ctype)
     assert sample(text, "corral_nodes", state="alive") == 3
     check = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True)
@@ -104,7 +89,7 @@ def test_task_counts_and_histograms_by_function(c):
     def broken():
         raise ValueError("broken on purpose")
 
-    token = read_token(c, "counts-reader")
+    token = make_token(c, "read", "counts-reader")
     before = http_get(c, "/metrics", token)[2]
     assert sum(corral.get([doubled.remote(i) for i in range(30)])) == 2 * sum(range(30))
     for ref in [broken.remote() for _ in range(4)]:
@@ -129,7 +114,7 @@ def test_task_counts_and_histograms_by_function(c):
 
 
 def test_grafana_dashboard_uses_only_exported_metrics(c):
-    text = http_get(c, "/metrics", read_token(c, "grafana-check"))[2]
+    text = http_get(c, "/metrics", make_token(c, "read", "grafana-check"))[2]
     exported = families(text)
     with open(os.path.join(DEPLOY, "grafana", "corral.json")) as f:
         dashboard = json.load(f)
@@ -182,7 +167,7 @@ def test_a_real_prometheus_scrapes_the_cluster_and_node_down_fires(c, tmp_path):
 
     assert corral.get([scraped.remote(i) for i in range(25)]) == list(range(1, 26))
     token_file = tmp_path / "corral.token"
-    token_file.write_text(read_token(c, "prometheus") + "\n")
+    token_file.write_text(make_token(c, "read", "prometheus") + "\n")
     token_file.chmod(0o600)
     with open(f"{c.dir}/head/http_address") as f:
         target = f.read().strip()
@@ -225,10 +210,7 @@ def test_a_real_prometheus_scrapes_the_cluster_and_node_down_fires(c, tmp_path):
         assert firing[0]["metric"]["severity"] == "warning"
         assert float(promql(port, 'sum(corral_nodes{state="dead"})')[0]["value"][1]) == 1
         # A machine gone for good is revoked: it is no longer "dead", and NodeDown stops.
-        env = {k: v for k, v in os.environ.items() if k not in ("CORRAL_TOKEN", "CORRAL_ADDRESS")}
-        env["CORRAL_TOKEN"] = c.token
-        out = subprocess.run([corral_bin(), "node", "revoke", short, "--address", c.address], env=env,
-                             capture_output=True, text=True, timeout=60)
+        out = corral_cli(c, "node", "revoke", short)
         assert out.returncode == 0, out.stderr
         wait_until(lambda: answer(f'corral_node_state{{node="{short}",state="revoked"}} == 1'), timeout=30,
                    what="the node shown revoked")
@@ -248,7 +230,7 @@ def test_function_labels_are_capped_with_an_other_bucket(c):
         f.__qualname__ = f"many_{i}"
         refs.append(corral.remote(f).remote(i))
     assert corral.get(refs) == list(range(110))
-    text = http_get(c, "/metrics", read_token(c, "cap-reader"))[2]
+    text = http_get(c, "/metrics", make_token(c, "read", "cap-reader"))[2]
     functions = set(re.findall(r'^corral_tasks_submitted_total\{function="([^"]*)"', text, re.M))
     assert "other" in functions
     assert len(functions) <= 101

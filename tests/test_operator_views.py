@@ -12,7 +12,7 @@ import time
 import pytest
 
 import corral
-from conftest import Cluster, wait_until
+from conftest import Cluster, corral_cli, make_token, wait_until
 
 
 def corral_bin():
@@ -21,10 +21,7 @@ def corral_bin():
 
 
 def cli(c, *args, token=None, timeout=60):
-    env = {k: v for k, v in os.environ.items() if k not in ("CORRAL_TOKEN", "CORRAL_ADDRESS")}
-    env["CORRAL_TOKEN"] = token or c.token
-    return subprocess.run([corral_bin(), *args, "--address", c.address], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return corral_cli(c, *args, token=token, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -144,12 +141,6 @@ def login(c, token):
     cookie = headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
     return cookie.split(";")[0], body["csrf"], body
-
-
-def make_token(c, role, name):
-    out = cli(c, "token", "create", "--role", role, "--name", name)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
 
 
 def test_a_session_needs_its_csrf_token_for_changes(c):

@@ -150,6 +150,8 @@ std::unique_ptr<client::Client> ConnectCli(const std::string& address, const std
 std::string LocalTime(int64_t ns, bool zone);
 // What `corral status` shows as a node's state: alive, suspect, offline, draining, dead, left.
 std::string DisplayState(const proto::NodeStatus& node);
+// "used/total" of a node's resource (memory in bytes units: "1.5GiB/8.0GiB").
+std::string Amount(const proto::NodeStatus& node, const std::string& resource);
 
 // Agent options from flags: resources (detected unless given), labels, node id (kept in `state`),
 // hostname, the workers' Python. Shared by `start --address` and the head's own agent.

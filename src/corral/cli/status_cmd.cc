@@ -24,7 +24,7 @@ std::string ResolveAddress(const std::string& flag) {
   return "127.0.0.1:7370";
 }
 
-static std::string Amount(const proto::NodeStatus& n, const std::string& name) {
+std::string Amount(const proto::NodeStatus& n, const std::string& name) {
   auto t = n.info().resources().find(name);
   double total = t == n.info().resources().end() ? 0 : t->second;
   auto a = n.available().find(name);
@@ -138,10 +138,7 @@ int ShowStatus(const std::string& address, bool json) {
     tasks += fmt::format("{}{} {}", tasks.empty() ? "" : ", ", it == st.tasks_by_state().end() ? 0 : it->second, s);
   }
   std::printf("\nTasks held by the head: %s\n", tasks.c_str());
-  auto counter = [&](const char* name) {
-    auto it = st.counters().values().find(name);
-    return it == st.counters().values().end() ? int64_t{0} : it->second;
-  };
+  auto counter = [&](const char* name) { return head::CounterOf(st.counters(), name); };
   if (counter("durable_unfinished") > 0 || counter("schedules") > 0 || counter("durable_submitted") > 0)
     std::printf("Durable tasks: %lld unfinished, %lld schedule(s) (`corral tasks`, `corral queue list`, "
                 "`corral schedule list`)\n",

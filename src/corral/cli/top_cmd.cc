@@ -12,25 +12,9 @@
 #include "corral/base/ids.h"
 #include "corral/base/resources.h"
 #include "corral/cli/commands.h"
+#include "corral/head/status_json.h"
 
 namespace corral::cli {
-namespace {
-
-int64_t Counter(const proto::Counters& c, const char* name) {
-  auto it = c.values().find(name);
-  return it == c.values().end() ? 0 : it->second;
-}
-
-std::string Used(const proto::NodeStatus& n, const char* name) {
-  auto t = n.info().resources().find(name);
-  double total = t == n.info().resources().end() ? 0 : t->second;
-  auto a = n.available().find(name);
-  double used = total - (a == n.available().end() ? 0 : a->second);
-  if (std::string_view(name) == kMemory) return fmt::format("{}/{}", FormatBytes(used), FormatBytes(total));
-  return fmt::format("{:g}/{:g}", used, total);
-}
-
-}  // namespace
 
 int Top(const std::string& address, double interval_s, int iterations) {
   auto c = ConnectCli(address, "corral top");
@@ -52,7 +36,7 @@ int Top(const std::string& address, double interval_s, int iterations) {
     auto queues = c->Request(queue_req, 10);
     const proto::ClusterStatus& st = status->status();
     auto now = std::chrono::steady_clock::now();
-    int64_t done = Counter(st.counters(), "tasks_succeeded") + Counter(st.counters(), "tasks_failed");
+    int64_t done = head::CounterOf(st.counters(), "tasks_succeeded") + head::CounterOf(st.counters(), "tasks_failed");
     double rate = last_done < 0 ? 0.0
                                 : static_cast<double>(done - last_done) /
                                       std::max(1e-3, std::chrono::duration<double>(now - last_at).count());
@@ -73,14 +57,14 @@ int Top(const std::string& address, double interval_s, int iterations) {
     fmt::format_to(out, "corral top - {}  head {}  (Ctrl-C quits)\n", clock, st.address());
     fmt::format_to(out, "Nodes: {} alive of {}   Tasks: {:.1f}/s done, {} running, {} queued, {} waiting   Failed: {} in all\n\n",
                    alive, st.nodes_size(), rate, state_count("running"), state_count("queued"),
-                   state_count("waiting_deps"), Counter(st.counters(), "tasks_failed"));
+                   state_count("waiting_deps"), head::CounterOf(st.counters(), "tasks_failed"));
     fmt::format_to(out, "{:<9} {:<16} {:<9} {:>9} {:>7} {:>21} {:>12} {:>10}\n", "NODE", "HOST", "STATE", "CPU", "GPU",
                    "MEMORY", "BUSY/WORKERS", "HEARTBEAT");
     for (const auto& n : st.nodes()) {
-      std::string state = n.state() == "alive" && n.draining() ? "draining" : n.state();
       fmt::format_to(out, "{:<9} {:<16} {:<9} {:>9} {:>7} {:>21} {:>12} {:>9.1f}s\n", ShortHex(n.info().node_id()),
-                     n.info().hostname().substr(0, 16), state, Used(n, kCpu), Used(n, kGpu), Used(n, kMemory),
-                     fmt::format("{}/{}", n.running_tasks(), Counter(n.counters(), "workers_alive")),
+                     n.info().hostname().substr(0, 16), DisplayState(n), Amount(n, kCpu), Amount(n, kGpu),
+                     Amount(n, kMemory),
+                     fmt::format("{}/{}", n.running_tasks(), head::CounterOf(n.counters(), "workers_alive")),
                      n.last_heartbeat_age_s());
     }
     if (queues && !queues->queues().empty()) {

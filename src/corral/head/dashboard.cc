@@ -21,11 +21,6 @@ double Resource(const google::protobuf::Map<std::string, double>& m, const char*
   return it == m.end() ? 0.0 : it->second;
 }
 
-int64_t Counter(const proto::ClusterStatus& st, const char* name) {
-  auto it = st.counters().values().find(name);
-  return it == st.counters().values().end() ? 0 : it->second;
-}
-
 double SteadySeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -224,7 +219,7 @@ nlohmann::json Dashboard::Snapshot() {
     p.memory_used += used(kMemory);
     p.memory_total += total(kMemory);
   }
-  int64_t done = Counter(st, "tasks_succeeded"), failed = Counter(st, "tasks_failed");
+  int64_t done = CounterOf(st.counters(), "tasks_succeeded"), failed = CounterOf(st.counters(), "tasks_failed");
   double now = SteadySeconds();
   if (last_done_ >= 0 && now > last_sample_) {
     p.tasks_per_s = static_cast<double>(done - last_done_ + failed - last_failed_) / (now - last_sample_);

@@ -9,6 +9,7 @@
 #include "corral/head/head_server.h"
 #include "corral/head/head_peer.h"
 #include "corral/head/metrics_text.h"
+#include "corral/head/status_json.h"
 
 namespace corral::head {
 namespace {
@@ -19,11 +20,6 @@ double ResidentBytes() {
   long pages = 0, resident = 0;
   if (!(statm >> pages >> resident)) return 0;
   return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE));
-}
-
-double AgentCounter(const Node& n, const char* name) {
-  auto it = n.counters.values().find(name);
-  return it == n.counters.values().end() ? 0.0 : static_cast<double>(it->second);
 }
 
 }  // namespace
@@ -98,7 +94,7 @@ void HeadServer::WriteMetrics(MetricsText& out) {
     out.Family(f.metric, f.type, f.help);
     for (Node* n : nodes)
       if (n->state != NodeState::kDead && n->state != NodeState::kLeft)
-        out.Sample(f.metric, {{"node", ShortHex(n->view.id)}}, AgentCounter(*n, f.counter));
+        out.Sample(f.metric, {{"node", ShortHex(n->view.id)}}, static_cast<double>(CounterOf(n->counters, f.counter)));
   }
   struct Store {
     const char* metric;

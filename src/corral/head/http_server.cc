@@ -55,22 +55,6 @@ std::string PercentDecode(std::string_view s, bool plus_is_space) {
   return out;
 }
 
-std::map<std::string, std::string> ParseQuery(std::string_view q) {
-  std::map<std::string, std::string> out;
-  size_t i = 0;
-  while (i <= q.size()) {
-    size_t j = q.find('&', i);
-    if (j == std::string_view::npos) j = q.size();
-    std::string_view kv = q.substr(i, j - i);
-    if (!kv.empty()) {
-      size_t eq = kv.find('=');
-      out[PercentDecode(kv.substr(0, eq), true)] = eq == std::string_view::npos ? "" : PercentDecode(kv.substr(eq + 1), true);
-    }
-    i = j + 1;
-  }
-  return out;
-}
-
 // "host:port" or "[v6]:port" -> host
 std::string HostOnly(std::string_view host) {
   if (!host.empty() && host[0] == '[') {
@@ -80,26 +64,23 @@ std::string HostOnly(std::string_view host) {
   return std::string(host.substr(0, host.find(':')));
 }
 
-HttpRequest ToRequest(http::request<http::string_body>& req, const std::string& peer, const std::string& peer_ip) {
+// Method, path and query (for routing, before the body is read).
+HttpRequest ToRequestLine(const http::request<http::string_body>& req) {
   HttpRequest r;
   r.method = std::string(req.method_string());
   std::string_view target = req.target();
   size_t q = target.find('?');
   r.path = PercentDecode(target.substr(0, q), false);
   if (q != std::string_view::npos) r.query = ParseQuery(target.substr(q + 1));
+  return r;
+}
+
+HttpRequest ToRequest(http::request<http::string_body>& req, const std::string& peer, const std::string& peer_ip) {
+  HttpRequest r = ToRequestLine(req);
   r.body = std::move(req.body());
   r.content_type = std::string(req[http::field::content_type]);
   r.peer = peer;
   r.peer_ip = peer_ip;
-  return r;
-}
-
-// Method and path only (for routing before the body is read).
-HttpRequest ToRequestLine(const http::request<http::string_body>& req) {
-  HttpRequest r;
-  r.method = std::string(req.method_string());
-  std::string_view target = req.target();
-  r.path = PercentDecode(target.substr(0, target.find('?')), false);
   return r;
 }
 
@@ -130,6 +111,22 @@ bool SameOrigin(std::string_view origin, std::string_view host) {
 }
 
 }  // namespace
+
+std::map<std::string, std::string> ParseQuery(std::string_view q) {
+  std::map<std::string, std::string> out;
+  size_t i = 0;
+  while (i <= q.size()) {
+    size_t j = q.find('&', i);
+    if (j == std::string_view::npos) j = q.size();
+    std::string_view kv = q.substr(i, j - i);
+    if (!kv.empty()) {
+      size_t eq = kv.find('=');
+      out[PercentDecode(kv.substr(0, eq), true)] = eq == std::string_view::npos ? "" : PercentDecode(kv.substr(eq + 1), true);
+    }
+    i = j + 1;
+  }
+  return out;
+}
 
 HttpResponse HttpResponse::Error(int status, const std::string& message) {
   nlohmann::json j;

@@ -61,6 +61,9 @@ struct HttpCredentials {
   std::string origin;         // Origin
 };
 
+// "a=1&b=x%20y" as a map, decoded ('+' is a space): a URL's query, or a form's body.
+std::map<std::string, std::string> ParseQuery(std::string_view q);
+
 struct HttpResponse {
   int status = 200;
   std::string body;                            // JSON unless content_type says otherwise

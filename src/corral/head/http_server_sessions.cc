@@ -13,31 +13,13 @@ namespace {
 // The token a login form or JSON body carries ("" if none).
 std::string TokenOf(const HttpRequest& req) {
   if (req.content_type.starts_with("application/json")) {
-    auto body = nlohmann::json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+    nlohmann::json body = ParseUntrustedJson(req.body);
     if (body.is_object() && body.contains("token") && body["token"].is_string()) return body["token"];
     return "";
   }
-  // application/x-www-form-urlencoded: token=...
-  for (size_t i = 0; i < req.body.size();) {
-    size_t end = req.body.find('&', i);
-    if (end == std::string::npos) end = req.body.size();
-    std::string_view kv(req.body.data() + i, end - i);
-    if (kv.starts_with("token=")) {
-      std::string out;
-      for (size_t k = 6; k < kv.size(); ++k) {
-        if (kv[k] == '%' && k + 2 < kv.size() && std::isxdigit(static_cast<unsigned char>(kv[k + 1])) &&
-            std::isxdigit(static_cast<unsigned char>(kv[k + 2]))) {
-          out.push_back(static_cast<char>(std::stoi(std::string(kv.substr(k + 1, 2)), nullptr, 16)));
-          k += 2;
-        } else {
-          out.push_back(kv[k] == '+' ? ' ' : kv[k]);
-        }
-      }
-      return out;
-    }
-    i = end + 1;
-  }
-  return "";
+  auto form = ParseQuery(req.body);  // application/x-www-form-urlencoded: token=...
+  auto token = form.find("token");
+  return token == form.end() ? "" : token->second;
 }
 
 }  // namespace

@@ -10,6 +10,12 @@
 
 namespace corral::head {
 
+// A counter's value (0 when it was never counted).
+inline int64_t CounterOf(const proto::Counters& counters, const std::string& name) {
+  auto it = counters.values().find(name);
+  return it == counters.values().end() ? 0 : it->second;
+}
+
 nlohmann::json NodeJson(const proto::NodeStatus& node);
 nlohmann::json ActorJson(const proto::ActorInfo& actor);
 nlohmann::json StatusJson(const proto::ClusterStatus& status);
