@@ -198,7 +198,11 @@ def test_a_cancelled_sync_call_that_has_not_started_never_runs(tmp_path, where):
     second = b.mark.remote(ran)  # queued behind the first
     if where == "worker":
         wait_until(lambda: any(a["running_calls"] == 2 for a in corral.list_actors()), what="both calls sent")
+    signalled = sum(n["counters"].get("actor_call_cancels_signalled", 0) for n in corral.nodes())
     corral.cancel(second)
+    if where == "worker":  # the cancel travels on to the worker; the gate opens only once it was signalled
+        wait_until(lambda: sum(n["counters"].get("actor_call_cancels_signalled", 0) for n in corral.nodes())
+                   > signalled, what="the cancel signalled to the actor's worker")
     open(gate, "w").close()
     corral.get(first, timeout=60)
     with pytest.raises(corral.TaskCancelledError):

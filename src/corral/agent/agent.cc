@@ -309,6 +309,7 @@ void Agent::OnCancel(const proto::CancelAttempt& cancel) {
       // An actor's call: the worker marks it cancelled (an async call's coroutine is cancelled; a
       // sync one sees it in is_canceled()). The actor, and its other calls, run on.
       processes_->Interrupt(pid, call->second.seq, CallCancelSignal());
+      counters_["actor_call_cancels_signalled"]++;
       return;
     }
     if (w->next && w->next->task.spec().task_id() == cancel.task_id()) {
