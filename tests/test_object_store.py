@@ -143,9 +143,15 @@ def test_dropping_the_last_ref_deletes_the_file_and_status_shows_the_usage(embed
 def test_an_array_in_use_survives_its_ref(embedded):
     ref = corral.put(np.full(MB, 5.0))
     arr = corral.get(ref)
+    name = f"{ref.hex()}-0"
     del ref
     empty(embedded)
     assert float(arr.sum()) == 5.0 * MB  # the mapping keeps its pages
+    # Its file is not kept for reuse while mapped: the next value of its size gets new pages.
+    assert not any(n.endswith("-" + name) for n in os.listdir(os.path.join(embedded, ".free")))
+    others = [corral.put(np.full(MB, 9.0)) for _ in range(2)]
+    assert float(arr.sum()) == 5.0 * MB
+    assert [float(corral.get(r)[0]) for r in others] == [9.0, 9.0]
 
 
 def test_a_worker_killed_holding_a_mapping_leaks_nothing(embedded):

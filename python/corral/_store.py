@@ -14,8 +14,9 @@ read by a holder and relayed by the head, into its own memory; each part carries
 computed where it was read, checked here. A value spilled to disk (the store was full) is mapped
 from the node's spill directory instead.
 
-The agent deletes the file once nothing references the value, or keeps it for reuse in the
-store's ``.free`` directory (as ``<size>-<name>``, up to a share of the store): a writer takes such
+The agent deletes the file once nothing references the value, or, when no process has it open or
+mapped, keeps it for reuse in the store's ``.free`` directory (as ``<size>-<name>``, up to a share
+of the store): a writer takes such
 a file and writes over its pages, about twice as fast as into new ones, which tmpfs must allocate
 and zero. A reader that still maps it keeps
 its pages (the kernel frees them with the last mapping), so a dropped reference never pulls memory

@@ -35,6 +35,25 @@ void ForEachEntry(const std::string& dir, Fn fn) {
   closedir(d);
 }
 
+// Moves `path` to `to` only if no process has it open or mapped, not even a reader that has
+// dropped its reference but still holds an array in the mapping: writing over the pages of a
+// file in use would change that array. A write lease is granted only while the file has no
+// other open description (a mapping holds one), and is held across the rename so that nobody
+// opens the file in between (an open would wait for the lease to be given up, and then find the
+// file moved). False if the file is in use or leases are unavailable (then it is deleted instead).
+// The kernel tells a lease holder that someone wants the file with SIGIO, whose default action
+// ends the process; the lease is held for a rename only, so the signal is of no use here.
+bool MoveIfUnused(const std::string& path, const std::string& to) {
+  static const bool kSigioIgnored = signal(SIGIO, SIG_IGN) != SIG_ERR;
+  (void)kSigioIgnored;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return false;
+  bool moved = fcntl(fd, F_SETLEASE, F_WRLCK) == 0 && rename(path.c_str(), to.c_str()) == 0;
+  fcntl(fd, F_SETLEASE, F_UNLCK);
+  close(fd);
+  return moved;
+}
+
 }  // namespace
 
 std::string NodeStore::DefaultDir(const std::string& node_id, const std::string& state_dir) {
@@ -116,7 +135,7 @@ bool NodeStore::Delete(std::string_view id, uint32_t attempt) {
   bool pooled = pool_capacity_ > 0 && stat(path.c_str(), &st) == 0 &&
                 static_cast<uint64_t>(st.st_size) >= kMinPooledBytes &&
                 PoolBytes() + static_cast<uint64_t>(st.st_size) <= pool_capacity_ &&
-                rename(path.c_str(), fmt::format("{}/{}-{}", PoolDir(), st.st_size, FileName(id, attempt)).c_str()) == 0;
+                MoveIfUnused(path, fmt::format("{}/{}-{}", PoolDir(), st.st_size, FileName(id, attempt)));
   bool in_memory = pooled || unlink(path.c_str()) == 0;
   bool spilled = unlink(SpillPath(id, attempt).c_str()) == 0;
   return in_memory || spilled;

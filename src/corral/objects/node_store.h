@@ -9,9 +9,9 @@
 // object; a reader that still maps it keeps its pages (the kernel frees them with the last mapping),
 // so a crashed reader leaks nothing and a deletion never pulls memory from under a reader.
 //
-// A deleted value's file is kept for the next writer, up to the pool's capacity, in `<dir>/.free`
-// as `<size>-<old name>`: a writer takes one by renaming it to its partial name and writes over
-// its pages, which tmpfs then need not allocate and zero (decision 32). The agent empties the pool
+// A deleted value's file that no process has open or mapped is kept for the next writer, up to the
+// pool's capacity, in `<dir>/.free` as `<size>-<old name>`: a writer takes one by renaming it to
+// its partial name and writes over its pages, which tmpfs then need not allocate and zero (decision 32). The agent empties the pool
 // when the machine runs low on memory.
 //
 // Files a writer left half-written when it died are removed by SweepPartial. Python writes and

@@ -1,5 +1,7 @@
 #include "corral/objects/node_store.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -116,6 +118,48 @@ TEST(NodeStore, NamesFilesByIdAndAttemptAndReadsParts) {
   EXPECT_FALSE(store->Delete(id, 3));
   EXPECT_FALSE(store->Read(id, 3, 0, 1, &size).has_value());
   store->RemoveAll();
+}
+
+TEST(NodeStore, AFileAnotherProcessStillMapsIsNotPooled) {
+  // A reader that dropped its reference may still hold an array in the mapping: the next writer
+  // must not write over those pages.
+  std::string parent = TempDir();
+  auto store = NodeStore::Open(parent + "/store", "n", parent + "/spill");
+  ASSERT_TRUE(store.has_value());
+  const uint64_t mib = NodeStore::kMinPooledBytes;
+  store->SetPoolCapacity(8 * mib);
+  for (const char* id : {"mapped", "free"}) {
+    WriteAt(store->Path(id, 0), "");
+    ASSERT_EQ(truncate(store->Path(id, 0).c_str(), static_cast<off_t>(2 * mib)), 0);
+  }
+  int ready[2], done[2];
+  ASSERT_EQ(pipe(ready), 0);
+  ASSERT_EQ(pipe(done), 0);
+  pid_t reader = fork();
+  ASSERT_GE(reader, 0);
+  if (reader == 0) {  // maps the value, closes its descriptor (as a reader does), keeps the mapping
+    int fd = open(store->Path("mapped", 0).c_str(), O_RDONLY);
+    void* map = mmap(nullptr, 2 * mib, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    char byte = map == MAP_FAILED ? 'x' : 'r';
+    (void)!write(ready[1], &byte, 1);
+    (void)!read(done[0], &byte, 1);
+    _exit(0);
+  }
+  char byte = 0;
+  ASSERT_EQ(read(ready[0], &byte, 1), 1);
+  ASSERT_EQ(byte, 'r');
+  EXPECT_TRUE(store->Delete("mapped", 0));
+  EXPECT_EQ(store->PoolBytes(), 0u);             // deleted, its pages left to the reader
+  EXPECT_FALSE(Exists(store->Path("mapped", 0)));
+  EXPECT_TRUE(store->Delete("free", 0));
+  EXPECT_EQ(store->PoolBytes(), 2 * mib);        // nobody maps this one: kept
+  (void)!write(done[1], &byte, 1);
+  int status = 0;
+  waitpid(reader, &status, 0);
+  for (int fd : {ready[0], ready[1], done[0], done[1]}) close(fd);
+  store->RemoveAll();
+  rmdir(parent.c_str());
 }
 
 TEST(NodeStore, DeletingKeepsTheBytesOfAReaderThatMappedIt) {
