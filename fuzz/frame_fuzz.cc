@@ -26,6 +26,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     a.ParseFromArray(m.data(), static_cast<int>(m.size()));
     corral::proto::WorkerToAgent w;
     w.ParseFromArray(m.data(), static_cast<int>(m.size()));
+    corral::proto::CallerToAgent call;  // the agent's call port (the direct path)
+    call.ParseFromArray(m.data(), static_cast<int>(m.size()));
+    corral::proto::AgentToCaller answer;
+    answer.ParseFromArray(m.data(), static_cast<int>(m.size()));
   };
   for (size_t at = 0; at < input.size(); at += step) {
     buffer.append(input.substr(at, step));

@@ -190,11 +190,27 @@ def test_agent_and_driver_on_other_machines_run_tasks_over_tls(head, tmp_path):
                 return os.environ["CORRAL_CA_CERT"], corral.get(double.remote(x))
 
             print(corral.get(on_laptop.remote(21), timeout=60))
+
+            # An actor's calls: through the head here, since no agent takes calls in clear off
+            # loopback (the direct path's port is loopback-only for now).
+            @corral.remote(resources={{"laptop": 1}})
+            class Counter:
+                def __init__(self):
+                    self.n = 0
+                def incr(self):
+                    self.n += 1
+                    return self.n
+            c = Counter.remote()
+            print([corral.get(c.incr.remote()) for _ in range(3)],
+                  sorted(n["call_address"] for n in corral.nodes()),
+                  corral.cluster_status()["counters"].get("actor_calls_direct", 0))
         """)
         p = subprocess.run([sys.executable, "-c", driver], env=head.machine("desk"), capture_output=True,
                            text=True, timeout=120)
         assert p.returncode == 0, p.stderr
-        assert p.stdout.strip() == repr((str(laptop_ca), 42))
+        lines = p.stdout.strip().splitlines()
+        assert lines[0] == repr((str(laptop_ca), 42))
+        assert lines[1] == "[1, 2, 3] ['', ''] 0", lines
     finally:
         run(["stop", "--timeout", "5"], head.machine("laptop"))
 
@@ -212,7 +228,8 @@ def test_default_head_listens_on_loopback_only(tmp_path):
         pid = int(open(tmp_path / "home" / "head" / "pid").read())
         ss = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
         mine = [l for l in ss.splitlines() if f"pid={pid}," in l]
-        assert len(mine) == 3, ss  # the transport, the REST API and its agent's object port
+        # The transport, the REST API, and its agent's object port and actor call port.
+        assert len(mine) == 4, ss
         for line in mine:
             local = line.split()[3]
             assert re.match(r"^(127\.0\.0\.1|\[::1\]):\d+$", local), line

@@ -206,7 +206,8 @@ class ActorClass:
                     return _handle_from_info(found)
                 raise exceptions.InvalidArgumentError(
                     f"an actor named {name!r} already exists in namespace {self._namespace()!r}: get it with "
-                    f"corral.get_actor({name!r}), pick another name, or pass get_if_exists=True")
+                    f"corral.get_actor({name!r}, namespace={self._namespace()!r}), pick another name, or pass "
+                    f"get_if_exists=True")
         return ActorHandle(actor_id, self._name, self._methods, _limit(self._options.get("max_task_retries")), ref,
                            self._returns)
 
@@ -231,7 +232,8 @@ class ActorHandle:
         self._returns = returns or {}  # method -> num_returns where not 1 (unknown to get_actor's handles)
 
     def __getattr__(self, name):
-        if name.startswith("_") and name != "__call__":
+        methods = self.__dict__.get("_methods", ())  # (absent while being unpickled)
+        if name.startswith("__") and name != "__call__" or name.startswith("_") and name not in methods:
             raise AttributeError(name)
         if name not in self._methods:
             raise AttributeError(f"actor {self._class_name} has no method {name!r}; it has {sorted(self._methods)}")
@@ -281,8 +283,9 @@ class ActorMethod:
         (data, deps, held), inner = serialization.collecting_refs(
             args + tuple(kwargs.values()) if kwargs else args,
             serialization.pack_args, args, kwargs, ObjectRef, qual, _put)
+        # Straight to the actor's agent where the cluster allows (a generator's values come through the head).
         ref = ObjectRef(client.submit_call(h._actor_id, qual, self._name, data, deps, h._max_task_retries,
-                                           self._group), _counted=True)
+                                           self._group, self._returns == 1), _counted=True)
         serialization.register_refs(client, ref.binary(), inner)
         del held
         return generators.split(ref, self._returns, qual)
@@ -307,6 +310,10 @@ def get_actor(name, namespace=None):
     """The handle of the live actor named ``name`` in ``namespace`` (default: the one given to
     ``corral.init``, else "default"), from any driver or task. Raises ActorNotFoundError (a
     ValueError) if there is none. This handle does not keep the actor alive."""
+    if not isinstance(name, str) or not (namespace is None or isinstance(namespace, str)):
+        raise exceptions.InvalidArgumentError(
+            f"get_actor() takes a name and a namespace as strings, not {type(name).__name__} and "
+            f"{type(namespace).__name__}")
     ns = namespace or _runtime.namespace or DEFAULT_NAMESPACE
     try:
         found = _runtime.get_client().actor_request("get", name, ns)

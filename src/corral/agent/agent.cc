@@ -150,6 +150,8 @@ void Agent::Stop() {
     ::unlink((options_.state_dir + "/agent.sock").c_str());
   }
   if (head_) head_->Close(Status(Code::kUnavailable, "agent stopping"));
+  if (call_listener_) call_listener_->Stop();
+  for (auto& [c, caller] : callers_) caller->conn->Close(Status(Code::kUnavailable, "agent stopping"));
   for (auto& [pid, w] : workers_)
     if (w->conn) w->conn->Close(Status(Code::kUnavailable, "agent stopping"));
   if (transfer_) transfer_->Stop();
@@ -331,19 +333,21 @@ void Agent::OnCancel(const proto::CancelAttempt& cancel) {
   }
 }
 
-void Agent::OnActorCall(proto::ExecuteTask&& task) {
+void Agent::OnActorCall(proto::ExecuteTask&& task, const std::shared_ptr<net::Connection>& caller) {
   const proto::TaskSpec& spec = task.spec();
   auto it = actor_workers_.find(spec.actor_id());
   Worker* w = it == actor_workers_.end() ? nullptr : it->second;
   if (!w || !w->conn || w->retired) {
     // It never started: handed back at no cost to its retries; the head sends it to the actor's next
     // incarnation, or fails it if the actor is dead (the report of that is on its way).
+    if (caller) Abandon(caller, spec.task_id());
     ReportEnded(spec.task_id(), spec.attempt(), proto::HANDED_BACK,
-                fmt::format("actor {} is not running on node {} ({})", ShortHex(spec.actor_id()),
-                            ShortHex(options_.node_id), options_.hostname));
+                fmt::format("actor {} is not running on node {} ({})", Hex(spec.actor_id()),
+                            ShortHex(options_.node_id), options_.hostname),
+                caller != nullptr);
     return;
   }
-  w->actor_calls[spec.task_id()] = {spec.attempt(), ++w->sent};
+  w->actor_calls[spec.task_id()] = {spec.attempt(), ++w->sent, caller != nullptr, caller};
   proto::AgentToWorker msg;
   *msg.mutable_execute() = std::move(task);
   counters_["actor_calls_started"]++;
@@ -351,11 +355,12 @@ void Agent::OnActorCall(proto::ExecuteTask&& task) {
 }
 
 void Agent::ReportEnded(const std::string& task_id, uint32_t attempt, proto::ErrorKind kind,
-                        const std::string& message) {
+                        const std::string& message, bool direct) {
   proto::AgentToHead msg;
   proto::TaskFinished* f = msg.mutable_finished();
   f->set_task_id(task_id);
   f->set_attempt(attempt);
+  f->set_direct(direct);
   f->set_node_id(options_.node_id);
   f->mutable_result()->set_error(kind);
   f->mutable_result()->set_message(message);

@@ -30,6 +30,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "corral/agent/gpu_allocator.h"
 #include "corral/agent/resources_detect.h"
@@ -133,10 +134,24 @@ class Agent {
 
   void OnExecute(proto::ExecuteTask&& task);
   void OnCancel(const proto::CancelAttempt& cancel);
-  // A call on an actor this node runs: straight to its worker, which orders and runs it.
-  void OnActorCall(proto::ExecuteTask&& task);
-  // Reports an attempt (a call whose actor's worker is gone) as ended with `kind`.
-  void ReportEnded(const std::string& task_id, uint32_t attempt, proto::ErrorKind kind, const std::string& message);
+  // A call on an actor this node runs: straight to its worker, which orders and runs it. `caller`:
+  // the connection of a caller that sent it itself (agent_calls.cc), which gets the result first.
+  void OnActorCall(proto::ExecuteTask&& task, const std::shared_ptr<net::Connection>& caller = nullptr);
+  // Reports an attempt (a call whose actor's worker is gone) as ended with `kind`; `direct`: a call
+  // its caller sent here itself (the head may not have recorded it yet).
+  void ReportEnded(const std::string& task_id, uint32_t attempt, proto::ErrorKind kind, const std::string& message,
+                   bool direct = false);
+  // The direct call path (agent_calls.cc): callers the head gave a ticket send an actor's calls
+  // here themselves, on a port of their own (NodeInfo.call_address), and get the results from here.
+  struct Caller;
+  void ServeCalls(const std::string& local_ip);
+  void OnCallerAccepted(std::unique_ptr<net::ByteStream> stream);
+  void OnCallerMessage(Caller* caller, std::string_view bytes);
+  // The head asks which of these direct calls never came (their caller's connection broke): the
+  // answer lists them, and they are refused should they still arrive (the head sends them itself).
+  void OnProbeCalls(const proto::DirectCalls& probe);
+  // Tells a direct call's caller that its result will come from the head instead.
+  static void Abandon(const std::weak_ptr<net::Connection>& caller, const std::string& task_id);
   void TryStart();
   Worker* IdleWorker(const std::string& env_key);
   // A busy worker that may take `p` ahead of time (short tasks of the same function), or null.
@@ -227,6 +242,13 @@ class Agent {
   std::optional<objects::NodeStore> store_;
   std::unique_ptr<ObjectTransfer> transfer_;
   uint16_t last_peer_port_ = 0;  // reused when the node serves objects on a new address
+  std::string peer_secret_;      // the cluster's, from the Welcome: checks callers' tickets
+  std::unique_ptr<net::Listener> call_listener_;
+  std::string call_host_;
+  std::unordered_map<Caller*, std::unique_ptr<Caller>> callers_;
+  size_t callers_greeting_ = 0;  // connected callers that have not sent a valid hello yet
+  std::unordered_set<std::string> calls_refused_;  // "<task id><attempt>" of OnProbeCalls' answers
+  std::deque<std::string> calls_refused_order_;    // oldest first, at most kCallsRefusedKept
   std::thread spill_thread_;
   std::mutex spill_mu_;
   std::condition_variable spill_cv_;

@@ -39,6 +39,7 @@ void Agent::ConnectToHead() {
                 return;
               }
               ServeObjects((*r)->local_ip());
+              ServeCalls((*r)->local_ip());
               head_ = net::Connection::Create(std::move(*r));
               head_->Start([this](std::string_view m) { OnHeadMessage(m); },
                            [this, alive](const Status& s) {
@@ -286,6 +287,7 @@ void Agent::OnHeadMessage(std::string_view bytes) {
       if (!w.node_certificate().empty()) OnNodeCertificate(w.node_certificate(), false);
       if (!w.worker_token().empty()) KeepWorkerToken(w.worker_token());
       if (transfer_) transfer_->SetSecret(w.peer_secret());
+      peer_secret_ = w.peer_secret();
       // What ended while the head was away follows the Hello that listed it.
       std::deque<proto::AgentToHead> outbox = std::move(outbox_);
       outbox_.clear();
@@ -344,6 +346,7 @@ void Agent::OnHeadMessage(std::string_view bytes) {
     case proto::HeadToAgent::kReadObject: OnReadObject(msg.read_object()); break;
     case proto::HeadToAgent::kSpillObjects: OnSpillObjects(msg.spill_objects()); break;
     case proto::HeadToAgent::kPullObject: OnPullObject(msg.pull_object()); break;
+    case proto::HeadToAgent::kProbeCalls: OnProbeCalls(msg.probe_calls()); break;
     case proto::HeadToAgent::kReadTaskLog: {
       const proto::ReadTaskLog& r = msg.read_task_log();
       proto::AgentToHead reply;

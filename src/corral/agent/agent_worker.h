@@ -56,6 +56,8 @@ struct Agent::Worker {
   struct Call {
     uint32_t attempt = 0;
     uint32_t seq = 0;                     // `sent` when it was sent: names it in a cancel
+    bool direct = false;                  // its caller sent it here itself (the direct path)
+    std::weak_ptr<net::Connection> caller;  // which then gets the result first
   };
   std::map<std::string, Call> actor_calls;  // calls sent to it, not finished, by task id
   bool actor_ready = false;               // its constructor returned (told again after a reconnect)
@@ -66,6 +68,13 @@ struct Agent::Worker {
   // Shared with the handlers of this worker's connection, which may run after the worker is gone:
   // cleared when it is.
   std::shared_ptr<Worker*> handle;
+};
+
+// A caller on the direct call path (agent_calls.cc): one caller's calls to one actor.
+struct Agent::Caller {
+  std::shared_ptr<net::Connection> conn;
+  std::string actor_id, client_id;
+  bool greeted = false;  // its hello's ticket checked out
 };
 
 }  // namespace corral::agent

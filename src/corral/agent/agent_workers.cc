@@ -12,6 +12,7 @@
 #include "corral/base/ids.h"
 #include "corral/base/log.h"
 #include "corral/base/version.h"
+#include "corral/client.pb.h"
 
 namespace corral::agent {
 
@@ -181,8 +182,17 @@ void Agent::ReleaseTask(Worker* w) {
 void Agent::FinishOnWorker(Worker* w, proto::TaskFinished&& finished) {
   if (auto call = w->actor_calls.find(finished.task_id());
       call != w->actor_calls.end() && call->second.attempt == finished.attempt()) {
-    w->actor_calls.erase(call);
     finished.set_node_id(options_.node_id);
+    if (call->second.direct) {
+      finished.set_direct(true);
+      if (auto caller = call->second.caller.lock()) {  // the caller first: it waits for this
+        proto::AgentToCaller result;
+        *result.mutable_finished() = finished;
+        caller->Send(result, net::Urgency::kSoon);
+        finished.set_delivered(!caller->closed());  // (if it breaks later, the caller asks the head)
+      }
+    }
+    w->actor_calls.erase(call);
     proto::AgentToHead msg;
     *msg.mutable_finished() = std::move(finished);
     SendToHead(msg);
@@ -300,7 +310,10 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
                                                   : fmt::format("its worker (pid {}) on node {} ({}) {}", pid,
                                                                 ShortHex(options_.node_id), options_.hostname, reason);
     // Calls that had reached the worker may have run (part of) their effect: a retry counts.
-    for (const auto& [id, call] : w->actor_calls) ReportEnded(id, call.attempt, proto::WORKER_DIED, why);
+    for (const auto& [id, call] : w->actor_calls) {
+      if (call.direct) Abandon(call.caller, id);  // its caller now waits for the head's word
+      ReportEnded(id, call.attempt, proto::WORKER_DIED, why, call.direct);
+    }
     w->actor_calls.clear();
   }
   // Keep the warm pool full.

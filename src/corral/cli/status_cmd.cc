@@ -144,7 +144,7 @@ int ShowStatus(const std::string& address, bool json) {
                 "`corral schedule list`)\n",
                 static_cast<long long>(counter("durable_unfinished")), static_cast<long long>(counter("schedules")));
   if (!st.actors().empty()) {
-    std::printf("\nActors:\n%-9s %-28s %-24s %-10s %-9s %-8s %-9s %-9s %s\n", "ID", "CLASS", "NAME", "STATE", "NODE", "PID",
+    std::printf("\nActors:\n%-32s %-28s %-24s %-10s %-9s %-8s %-9s %-9s %s\n", "ID", "CLASS", "NAME", "STATE", "NODE", "PID",
                 "RESTARTS", "CALLS", "HOLDS");
     for (const auto& a : st.actors()) {
       std::string holds;
@@ -152,7 +152,8 @@ int ShowStatus(const std::string& address, bool json) {
         holds += fmt::format("{}{} {}", holds.empty() ? "" : ",", k, k == kMemory ? FormatBytes(v) : fmt::format("{:g}", v));
       std::string name = a.spec().name().empty() ? "-" : a.spec().namespace_() + "/" + a.spec().name();
       if (a.spec().detached()) name += " (detached)";
-      std::printf("%-9s %-28s %-24s %-10s %-9s %-8lld %-9s %-9s %s\n", ShortHex(a.actor_id()).c_str(),
+      // The whole id: a driver's actors share its first half (the driver's id).
+      std::printf("%-32s %-28s %-24s %-10s %-9s %-8lld %-9s %-9s %s\n", Hex(a.actor_id()).c_str(),
                   a.spec().class_name().substr(0, 28).c_str(), name.substr(0, 24).c_str(), a.state().c_str(),
                   a.node_id().empty() ? "-" : ShortHex(a.node_id()).c_str(), static_cast<long long>(a.pid()),
                   fmt::format("{}/{}", a.restarts(),

@@ -71,6 +71,7 @@ Client::~Client() {
   io_->Stop();   // no handler runs after this
   c.reset();
   conn_.store(nullptr);  // its timers need the io_context, which goes last
+  direct_.clear();       // (so do the connections to agents)
   io_.reset();
 }
 
@@ -170,18 +171,11 @@ void Client::OnMessage(net::Connection* from, std::string_view bytes) {
     case proto::HeadToClient::kReady: {
       auto value = std::make_shared<proto::ObjectValue>(std::move(*msg.mutable_ready()));
       std::lock_guard lock(mu_);
-      const std::string& id = value->id();
       if (value->error() == proto::RECONSTRUCTING) {  // lost with its node; the new value follows
-        ready_.erase(id);
+        ready_.erase(value->id());
         break;
       }
-      unfinished_.erase(id);
-      cancels_.erase(id);
-      auto r = refs_.find(id);
-      if ((r != refs_.end() && r->second > 0) || subscribed_.erase(id)) {
-        ready_[id] = std::move(value);
-        cv_.notify_all();
-      }
+      OnValueLocked(std::move(value));
       break;
     }
     case proto::HeadToClient::kReply: {
@@ -221,6 +215,23 @@ void Client::OnMessage(net::Connection* from, std::string_view bytes) {
       break;
     }
     default: break;
+  }
+}
+
+void Client::OnValueLocked(ObjectPtr value) {
+  const std::string& id = value->id();
+  unfinished_.erase(id);
+  cancels_.erase(id);
+  if (auto call = calls_.find(id); call != calls_.end()) {  // an actor call: its actor's line moves on
+    if (auto d = direct_.find(call->second); d != direct_.end() && !d->second.sent.erase(id) && d->second.via_head > 0 &&
+        --d->second.via_head == 0 && d->second.next_route == std::chrono::steady_clock::time_point::max())
+      d->second.next_route = {};  // its actor was not ready: it may be now
+    calls_.erase(call);
+  }
+  auto r = refs_.find(id);
+  if ((r != refs_.end() && r->second > 0) || subscribed_.erase(id)) {
+    ready_[id] = std::move(value);
+    cv_.notify_all();
   }
 }
 
@@ -325,7 +336,7 @@ Result<std::string> Client::Submit(int function, std::string args, const std::ve
 
 Result<std::string> Client::SubmitCall(const std::string& actor_id, const std::string& name, const std::string& method,
                                        std::string args, const std::vector<std::string>& deps, uint32_t max_retries,
-                                       const std::string& concurrency_group) {
+                                       const std::string& concurrency_group, bool direct) {
   std::lock_guard submit_lock(submit_mu_);
   proto::ClientToHead msg;
   proto::TaskSpec* spec = msg.mutable_submit();
@@ -335,10 +346,18 @@ Result<std::string> Client::SubmitCall(const std::string& actor_id, const std::s
   spec->set_concurrency_group(concurrency_group);
   spec->set_max_retries(max_retries);
   spec->set_python_version(python_minor_);
-  return SendTask(msg, std::move(args), deps);
+  std::shared_ptr<net::Connection> agent;
+  std::vector<ObjectPtr> dep_values;
+  if (direct && options_.direct_actor_calls) {
+    std::string node;
+    agent = DirectRoute(actor_id, deps, &node, &dep_values);
+    if (agent) spec->set_direct_node(node);
+  }
+  return SendTask(msg, std::move(args), deps, agent.get(), dep_values);
 }
 
-Result<std::string> Client::SendTask(proto::ClientToHead& msg, std::string args, const std::vector<std::string>& deps) {
+Result<std::string> Client::SendTask(proto::ClientToHead& msg, std::string args, const std::vector<std::string>& deps,
+                                     net::Connection* agent, const std::vector<ObjectPtr>& dep_values) {
   proto::TaskSpec* spec = msg.mutable_submit();
   std::string id;
   {
@@ -348,14 +367,34 @@ Result<std::string> Client::SendTask(proto::ClientToHead& msg, std::string args,
     id = MakeTaskId(client_id_, ++next_task_);
     owned_.insert(id);
     refs_[id]++;  // the handle the caller is about to create
+    if (!spec->actor_id().empty() && !spec->has_actor()) {  // a call: its place in its actor's line
+      calls_[id] = spec->actor_id();
+      DirectActor& d = direct_[spec->actor_id()];
+      if (agent && d.conn.get() != agent) agent = nullptr;  // that connection closed meanwhile
+      if (agent) d.sent.insert(id);
+      else d.via_head++;
+    }
   }
+  if (!agent) spec->clear_direct_node();
   spec->set_task_id(id);
   if (spec->has_actor()) spec->set_actor_id(id);  // an actor is named by its creation task
   spec->set_args(std::move(args));
   for (const auto& d : deps) spec->add_deps(d);
+  if (agent) {  // the actor's agent first: the call starts while the head records it
+    proto::CallerToAgent call;
+    proto::ExecuteTask* ex = call.mutable_call();
+    *ex->mutable_spec() = *spec;
+    for (const auto& v : dep_values) *ex->add_deps() = *v;
+    // A burst leaves in few frames. (If this fails, the connection closed: OnAgentClose asks the head.)
+    agent->Send(call, net::Urgency::kSoon);
+  }
   Status s = Send(msg, net::Urgency::kSoon);  // a burst of submissions leaves in few frames
   std::lock_guard lock(mu_);
   if (!s.ok()) {
+    if (auto call = calls_.find(id); call != calls_.end()) {
+      if (auto d = direct_.find(call->second); d != direct_.end() && !d->second.sent.erase(id)) d->second.via_head--;
+      calls_.erase(call);
+    }
     owned_.erase(id);
     refs_.erase(id);
     if (!spec->function().empty()) shipped_.erase(spec->function_hash());
@@ -440,6 +479,13 @@ Status Client::PrepareWait(const std::vector<std::string>& ids) {
   }
   if (sub.has_subscribe()) CORRAL_RETURN_IF_ERROR(Send(sub));
   conn()->Flush();  // submissions being waited for must not sit in the cork
+  std::vector<std::shared_ptr<net::Connection>> agents;  // nor direct calls
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [actor, d] : direct_)
+      if (d.conn && !d.sent.empty()) agents.push_back(d.conn);
+  }
+  for (const auto& a : agents) a->Flush();
   return Status::Ok();
 }
 

@@ -57,6 +57,9 @@ struct ClientOptions {
   std::chrono::milliseconds connect_timeout{10000};
   bool print_logs = true;           // worker output and notices for our tasks go to stderr
   bool in_worker = false;           // this client submits from inside running tasks
+  // Actor calls go straight to the agent running the actor where the head gives a route
+  // (client_calls.cc); false: always through the head (CORRAL_DIRECT_ACTOR_CALLS=0).
+  bool direct_actor_calls = true;
   bool reconnect = true;            // see above; false: a lost connection fails every call at once
   std::chrono::milliseconds reconnect_for{60000};
   std::shared_ptr<boost::asio::ssl::context> tls;  // null: plaintext (see head_trust.h)
@@ -79,10 +82,11 @@ class Client {
   // Submits a task; returns its id (also the id of its result). Waits while the send queue is full.
   // With a function registered with an ActorSpec, this creates an actor: the id is the actor's too.
   Result<std::string> Submit(int function, std::string args, const std::vector<std::string>& deps);
-  // A call on an actor: runs `method` on its worker; the id is that of its result.
+  // A call on an actor: runs `method` on its worker; the id is that of its result. `direct`: it may
+  // go straight to the actor's agent (not a generator, whose values come through the head).
   Result<std::string> SubmitCall(const std::string& actor_id, const std::string& name, const std::string& method,
                                  std::string args, const std::vector<std::string>& deps, uint32_t max_retries,
-                                 const std::string& concurrency_group);
+                                 const std::string& concurrency_group, bool direct = true);
   Result<std::string> Put(std::string data);
   // A stored value: the caller wrote `size` bytes to the file named by `id` (from NewObjectId) in
   // the object store of node `node`; the head learns where it is, never its bytes.
@@ -119,7 +123,31 @@ class Client {
 
  private:
   // Gives the submission in `msg` its id, arguments and dependencies, and sends it (submit_mu_ held).
-  Result<std::string> SendTask(proto::ClientToHead& msg, std::string args, const std::vector<std::string>& deps);
+  // `agent`: a direct call, sent there first with the values of `dep_values`.
+  Result<std::string> SendTask(proto::ClientToHead& msg, std::string args, const std::vector<std::string>& deps,
+                               net::Connection* agent = nullptr, const std::vector<ObjectPtr>& dep_values = {});
+  // The direct call path (client_calls.cc). An actor's calls go straight to its agent while this
+  // client has a connection there (asked for with the head's route) and no call of its to that
+  // actor is waiting at the head (they stay in submission order); else through the head.
+  struct DirectActor {
+    std::shared_ptr<net::Connection> conn;  // to the agent running the actor, greeted
+    std::string node;                       // that agent's node
+    std::unordered_set<std::string> sent;   // calls sent there without a result yet
+    int via_head = 0;                       // calls through the head (or handed to it) without a result yet
+    std::chrono::steady_clock::time_point next_route{};  // when to ask the head for a route again
+  };
+  // submit_mu_ held. The connection to use for a call of `actor_id` with arguments `deps` (their
+  // values in `dep_values`), or null; asks the head for a route (and dials it) when there is none.
+  std::shared_ptr<net::Connection> DirectRoute(const std::string& actor_id, const std::vector<std::string>& deps,
+                                               std::string* node, std::vector<ObjectPtr>* dep_values);
+  std::shared_ptr<net::Connection> DialAgent(const std::string& actor_id, const proto::ActorRoute& route);
+  void OnAgentMessage(net::Connection* from, const std::string& actor_id, std::optional<bool>* greeted,
+                      std::string_view bytes);
+  // Tells the head about lost_direct_ (and subscribes to them); false if the head's connection is down.
+  bool SendLostDirect(net::Connection& head);
+  void OnAgentClose(net::Connection* from, const std::string& actor_id);
+  // mu_ held: the value of `id` arrived (from the head or an agent); takes it if it is wanted.
+  void OnValueLocked(ObjectPtr value);
   explicit Client(const ClientOptions& options);
   // Dial(), and the new connection becomes current (the first connection).
   Status Handshake();
@@ -187,6 +215,9 @@ class Client {
   std::deque<proto::Release> recent_releases_;                      // guarded by mu_
   bool release_timer_armed_ = false;                                // guarded by mu_
   uint64_t next_request_ = 1;                                       // guarded by mu_
+  std::unordered_map<std::string, DirectActor> direct_;              // by actor id; guarded by mu_
+  std::unordered_map<std::string, std::string> calls_;              // unfinished call -> its actor; guarded by mu_
+  std::vector<std::string> lost_direct_;  // direct calls whose connection broke, the head not told yet; guarded by mu_
   std::unordered_map<uint64_t, std::optional<proto::Reply>> replies_;  // guarded by mu_
 };
 

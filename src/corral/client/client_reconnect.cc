@@ -131,11 +131,13 @@ bool Client::Replay(net::Connection& c, bool subscriptions_only) {
   std::vector<proto::ClientToHead> msgs;
   proto::ClientToHead sub;
   {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
     if (subscriptions_only) {
       for (const auto& [id, spec] : unfinished_) sub.mutable_subscribe()->add_ids(id);
       for (const auto& id : subscribed_) sub.mutable_subscribe()->add_ids(id);
       if (sub.has_subscribe()) c.Send(sub);
+      lock.unlock();
+      SendLostDirect(c);  // direct calls lost meanwhile
       c.Flush();
       return !c.closed();
     }
@@ -184,6 +186,7 @@ bool Client::Replay(net::Connection& c, bool subscriptions_only) {
     if (!c.Send(m, net::Urgency::kSoon)) return false;
   }
   if (sub.has_subscribe()) c.Send(sub);
+  SendLostDirect(c);  // after the calls themselves: a restarted head learns of them first
   c.Flush();
   return !c.closed();
 }

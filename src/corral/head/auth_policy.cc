@@ -39,7 +39,8 @@ std::optional<Role> RequiredRole(const proto::Request& request) {
       switch (request.actor().op()) {
         case proto::ActorRequest::GET:
         case proto::ActorRequest::LIST: return Role::kRead;
-        case proto::ActorRequest::KILL: return Role::kSubmit;  // and the owner's rules (TaskManager::KillActor)
+        case proto::ActorRequest::KILL:
+        case proto::ActorRequest::ROUTE: return Role::kSubmit;  // (a route is for calling it)  // and the owner's rules (TaskManager::KillActor)
         default: return std::nullopt;
       }
     case proto::Request::kGang:
@@ -66,7 +67,8 @@ std::optional<Role> RequiredRole(const proto::ClientToHead& message) {
     case proto::ClientToHead::kPut:
     case proto::ClientToHead::kSubscribe:
     case proto::ClientToHead::kRelease:
-    case proto::ClientToHead::kCancel: return Role::kSubmit;
+    case proto::ClientToHead::kCancel:
+    case proto::ClientToHead::kDirectLost: return Role::kSubmit;
     case proto::ClientToHead::kGoodbye: return Role::kRead;
     case proto::ClientToHead::kRequest: return RequiredRole(message.request());
     default: return std::nullopt;  // hello is the handshake's, not a message after it

@@ -24,6 +24,7 @@ void SetMember(Message* m, const FieldDescriptor* f) {
 const std::map<std::string, Role> kClientMessages = {
     {"submit", Role::kSubmit}, {"put", Role::kSubmit},     {"subscribe", Role::kSubmit},
     {"release", Role::kSubmit}, {"cancel", Role::kSubmit}, {"goodbye", Role::kRead},
+    {"direct_lost", Role::kSubmit},
 };
 const std::map<std::string, Role> kRequests = {
     {"nodes", Role::kRead},          {"status", Role::kRead},          {"task_log", Role::kRead},          {"durable_get", Role::kRead},
@@ -39,7 +40,8 @@ const std::map<std::string, Role> kScheduleOps = {
     {"RESUME", Role::kSubmit}, {"REMOVE", Role::kSubmit}, {"RUN_NOW", Role::kSubmit},
 };
 const std::map<std::string, Role> kQueueOps = {{"LIST", Role::kRead}, {"SET", Role::kAdmin}};
-const std::map<std::string, Role> kActorOps = {{"GET", Role::kRead}, {"LIST", Role::kRead}, {"KILL", Role::kSubmit}};
+const std::map<std::string, Role> kActorOps = {
+    {"GET", Role::kRead}, {"LIST", Role::kRead}, {"KILL", Role::kSubmit}, {"ROUTE", Role::kSubmit}};
 const std::map<std::string, Role> kGangOps = {
     {"GET", Role::kRead}, {"LIST", Role::kRead}, {"CREATE", Role::kSubmit}, {"REMOVE", Role::kSubmit}};
 

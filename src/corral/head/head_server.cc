@@ -1,6 +1,7 @@
 #include "corral/head/head_server.h"
 
 #include "corral/net/frame.h"
+#include "corral/net/pki.h"
 
 #include <openssl/crypto.h>
 
@@ -337,6 +338,7 @@ void HeadServer::OnClientMessage(Peer* peer, std::string_view bytes) {
     case proto::ClientToHead::kSubscribe: tasks_.Subscribe(s, msg.subscribe()); break;
     case proto::ClientToHead::kRelease: tasks_.Release(s, msg.release()); break;
     case proto::ClientToHead::kCancel: tasks_.Cancel(s, msg.cancel()); break;
+    case proto::ClientToHead::kDirectLost: tasks_.DirectLost(s, msg.direct_lost()); break;
     case proto::ClientToHead::kRequest: HandleRequest(peer, msg.request()); break;
     case proto::ClientToHead::kGoodbye:
       DetachClient(peer, /*goodbye=*/true);
@@ -396,6 +398,7 @@ void HeadServer::OnAgentMessage(Peer* peer, std::string_view bytes) {
     case proto::AgentToHead::kObjectsSpilled: tasks_.OnObjectsSpilled(node, msg.objects_spilled()); break;
     case proto::AgentToHead::kObjectPulled: OnObjectPulled(peer, msg.object_pulled()); break;
     case proto::AgentToHead::kActorReady: tasks_.OnActorReady(node, msg.actor_ready()); break;
+    case proto::AgentToHead::kCallsNotHeld: tasks_.OnCallsNotHeld(node, msg.calls_not_held()); break;
     case proto::AgentToHead::kUpdate:
       msg.mutable_update()->set_address(node->info.address());
       nodes_.Update(node, msg.update());
@@ -451,6 +454,8 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
     Status s = peer->session ? tasks_.HandleActorRequest(peer->session.get(), request.actor(), reply)
                              : Status(Code::kFailedPrecondition, "not a client session");
     if (!s.ok()) SetError(*reply, s);
+    if (s.ok() && reply->has_route() && !reply->route().node_id().empty())
+      reply->mutable_route()->set_ticket(net::CallTicket(peer_secret_, request.actor().actor_id(), peer->session->id));
   } else if (request.has_gang()) {
     Status s = peer->session ? tasks_.HandleGangRequest(peer->session.get(), request.gang(), reply)
                              : Status(Code::kFailedPrecondition, "not a client session");

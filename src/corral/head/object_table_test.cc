@@ -523,6 +523,66 @@ TEST(Actors, AWorkerDeathRestartsTheActorAndRetriesItsCallsInOrderWithinTheirRet
   EXPECT_EQ(t.Counter("unfinished_tasks"), 0);
 }
 
+TEST(Actors, DirectCallsAreRecordedNotSentTheirEarlyEndsWaitAndLostOnesAreSentFromHere) {
+  Table t;
+  Node* n = t.AddNode("n", 0);
+  std::string actor = t.CreateActor(0);
+  t.tasks.OnNodesChanged();
+  t.tasks.Schedule();
+  t.Ready(n, actor);
+  auto direct = [&](std::string id) {  // a call its caller also sent to n's agent
+    proto::TaskSpec spec;
+    spec.set_task_id(id);
+    spec.set_actor_id(actor);
+    spec.set_method("m");
+    spec.set_name("m.Actor.m");
+    spec.set_direct_node(n->view.id);
+    t.tasks.Submit(&t.driver, std::move(spec));
+    return id;
+  };
+  auto ended = [&](const std::string& id, uint32_t attempt = 0) {
+    proto::TaskFinished f;
+    f.set_task_id(id);
+    f.set_attempt(attempt);
+    f.set_direct(true);
+    f.set_delivered(true);
+    f.mutable_result()->set_data("value");
+    t.tasks.OnTaskFinished(n, std::move(f));
+  };
+  std::string c1 = direct(MakeTaskId(t.driver.id, ++t.next));
+  EXPECT_EQ(t.Order("n"), std::vector<std::string>{actor});  // recorded as running there, not sent
+  EXPECT_EQ(t.Info(actor).running_calls(), 1);
+  EXPECT_EQ(t.Counter("actor_calls_direct"), 1);
+  // The agent's report may come before the caller's submission (two connections): kept for it.
+  std::string c2 = MakeTaskId(t.driver.id, ++t.next);
+  ended(c2);
+  EXPECT_EQ(t.Counter("direct_call_ends_early"), 1);
+  direct(c2);
+  EXPECT_EQ(t.Info(actor).running_calls(), 1);  // c2 ended at once; c1 still runs
+  // A call whose caller lost its connection to the agent: the agent says it never got it, so the
+  // head sends it itself.
+  std::string c3 = direct(MakeTaskId(t.driver.id, ++t.next));
+  proto::DirectLost lost;
+  lost.add_task_ids(c3);
+  t.tasks.DirectLost(&t.driver, lost);
+  t.Order("n");  // (what was sent arrives)
+  auto probes = t.sent["n"];
+  ASSERT_FALSE(probes.empty());
+  ASSERT_TRUE(probes.back().has_probe_calls());
+  EXPECT_EQ(probes.back().probe_calls().task_ids(0), c3);
+  t.tasks.OnCallsNotHeld(n, probes.back().probe_calls());
+  EXPECT_EQ(t.Order("n"), (std::vector<std::string>{actor, c3}));
+  EXPECT_EQ(t.Counter("direct_calls_lost"), 1);
+  ended(c1);
+  proto::TaskFinished f3;  // its new attempt, sent by the head (a hand-back: no retry used)
+  f3.set_task_id(c3);
+  f3.set_attempt(1);
+  f3.mutable_result()->set_data("value");
+  t.tasks.OnTaskFinished(n, std::move(f3));
+  EXPECT_EQ(t.Info(actor).running_calls(), 0);
+  EXPECT_EQ(t.Counter("unfinished_tasks"), 1);  // the actor's creation alone
+}
+
 TEST(Actors, NamesAreUniqueWhileTheActorLivesAndKillFreesThem) {
   Table t;
   t.AddNode("n", 0);

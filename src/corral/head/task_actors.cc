@@ -16,8 +16,8 @@ const char* StateName(int state) {
 
 std::string Describe(const proto::ActorSpec& spec, const std::string& id) {
   std::string who = spec.class_name().empty() ? std::string("actor") : spec.class_name();
-  if (!spec.name().empty()) return fmt::format("actor {} '{}' ({})", who, Printable(spec.name()), ShortHex(id));
-  return fmt::format("actor {} ({})", who, ShortHex(id));
+  if (!spec.name().empty()) return fmt::format("actor {} '{}' ({})", who, Printable(spec.name()), Hex(id));
+  return fmt::format("actor {} ({})", who, Hex(id));
 }
 
 }  // namespace
@@ -52,11 +52,11 @@ std::string TaskManager::AdmitActorTask(ClientSession* client, const std::string
   auto it = actors_.find(spec.actor_id());
   if (it == actors_.end())
     return fmt::format("{} calls actor {}, which the head does not know (it ended long ago, or the head restarted)",
-                       Printable(spec.name()), ShortHex(spec.actor_id()));
+                       Printable(spec.name()), Hex(spec.actor_id()));
   if (!MayUseActor(*client, it->second)) {
     Count("actor_calls_refused");
     return fmt::format("{} calls actor {}, which belongs to a client with another token", Printable(spec.name()),
-                       ShortHex(spec.actor_id()));
+                       Hex(spec.actor_id()));
   }
   const auto& methods = it->second.spec.methods();
   if (std::find(methods.begin(), methods.end(), spec.method()) == methods.end())
@@ -77,7 +77,7 @@ void TaskManager::EnqueueCall(const std::string& id, Task& task) {
   std::string actor_id = ActorOf(task);
   auto it = actors_.find(actor_id);
   if (it == actors_.end()) {
-    Finish(id, ErrorValue(id, proto::ACTOR_DIED, fmt::format("actor {} is gone", ShortHex(actor_id))));
+    Finish(id, ErrorValue(id, proto::ACTOR_DIED, fmt::format("actor {} is gone", Hex(actor_id))));
     return;
   }
   Actor& a = it->second;
@@ -87,9 +87,91 @@ void TaskManager::EnqueueCall(const std::string& id, Task& task) {
     Finish(id, std::move(v));
     return;
   }
+  if (std::exchange(task.direct, false) && MarkDirect(id, task, a)) return;
   auto s = a.seq.find(IdKey(id));
   if (s != a.seq.end()) a.pending.emplace(s->second, IdKey(id));  // a retry: back to its place
   PumpActor(actor_id, a);
+}
+
+bool TaskManager::MarkDirect(const std::string& id, Task& task, Actor& a) {
+  auto where = BytesFieldOf(task, proto::TaskSpec::kDirectNodeFieldNumber);
+  Node* node = where.empty() ? nullptr : nodes_.Find(where.back());
+  if (node == nullptr) return false;
+  if (auto s = a.seq.find(IdKey(id)); s != a.seq.end()) a.pending.erase(s->second);  // (its place stays for a retry)
+  task.state = TaskState::kDispatched;
+  task.node = node->view.id;
+  node->tasks.insert(id);
+  a.running++;
+  Count("actor_calls_direct");
+  MarkStarted(id, task, *node);
+  if (auto e = direct_early_.find(id); e != direct_early_.end()) {
+    DirectEarly early = std::move(e->second);
+    direct_early_.erase(e);
+    if (Node* from = nodes_.Find(early.node)) OnTaskFinished(from, std::move(early.finished));
+  } else if (node->state == NodeState::kDead || node->state == NodeState::kLeft) {
+    Requeue(id, task, node, node->state == NodeState::kDead ? "died" : "left");  // (what a death did to its calls)
+  }
+  return true;
+}
+
+void TaskManager::DirectLost(ClientSession* client, const proto::DirectLost& lost) {
+  std::map<std::string, proto::HeadToAgent> probes;  // by node
+  for (const auto& id : lost.task_ids()) {
+    auto t = tasks_.find(id);
+    if (t == tasks_.end() || !OwnsId(client, id) || !t->second.actor_call || t->second.state == TaskState::kFinished)
+      continue;
+    std::string node;
+    if (t->second.direct) {  // not recorded as running yet: where its caller sent it
+      auto where = BytesFieldOf(t->second, proto::TaskSpec::kDirectNodeFieldNumber);
+      if (!where.empty()) node = where.back();
+    } else if (t->second.state == TaskState::kDispatched) {
+      node = t->second.node;
+    }
+    if (node.empty()) continue;
+    proto::DirectCalls* probe = probes[node].mutable_probe_calls();
+    probe->add_task_ids(id);
+    probe->add_attempts(t->second.attempt);
+  }
+  for (auto& [node_id, msg] : probes) {
+    Node* node = nodes_.Find(node_id);
+    if (node && node->conn) node->conn->Send(msg);  // (one away is reconciled when it returns, or dies)
+  }
+}
+
+void TaskManager::OnCallsNotHeld(Node* node, const proto::DirectCalls& not_held) {
+  for (int i = 0; i < not_held.task_ids_size() && i < not_held.attempts_size(); ++i) {
+    const std::string& id = not_held.task_ids(i);
+    auto t = tasks_.find(id);
+    if (t == tasks_.end() || t->second.state == TaskState::kFinished || t->second.attempt != not_held.attempts(i) ||
+        direct_early_.contains(id))
+      continue;  // it ended there (its report came first), or moved on
+    Task& task = t->second;
+    if (task.direct) {
+      task.direct = false;  // never came: sent from here when its turn comes
+      Count("direct_calls_lost");
+    } else if (task.state == TaskState::kDispatched && task.node == node->view.id && task.actor_call) {
+      Count("direct_calls_lost");
+      ReleaseResources(id, task, node);
+      Retry(id, task, "its caller's connection to the node broke before the call arrived", /*failure=*/false);
+    }
+  }
+}
+
+void TaskManager::KeepEarlyEnd(Node* node, proto::TaskFinished&& finished) {
+  Nanos now = Now();
+  while (!direct_early_order_.empty() && now - direct_early_order_.front().first > kDirectEarlyKeep) {
+    auto e = direct_early_.find(direct_early_order_.front().second);
+    if (e != direct_early_.end() && e->second.at == direct_early_order_.front().first) {
+      if (Node* from = nodes_.Find(e->second.node)) DiscardStoredResult(from, e->second.finished);
+      direct_early_.erase(e);
+      Count("direct_call_ends_expired");
+    }
+    direct_early_order_.pop_front();
+  }
+  std::string id = finished.task_id();
+  direct_early_order_.emplace_back(now, id);
+  direct_early_[id] = DirectEarly{node->view.id, std::move(finished), now};
+  Count("direct_call_ends_early");
 }
 
 void TaskManager::ActorNotThere(const std::string& id, const Task& task, Node* node) {
@@ -402,14 +484,32 @@ Status TaskManager::HandleActorRequest(ClientSession* client, const proto::Actor
     }
     case proto::ActorRequest::KILL: {
       auto a = actors_.find(request.actor_id());
-      if (a == actors_.end()) return MakeStatus(Code::kNotFound, "no actor {}", ShortHex(request.actor_id()));
+      if (a == actors_.end()) return MakeStatus(Code::kNotFound, "no actor {}", Hex(request.actor_id()));
       if (!MayUseActor(*client, a->second))
         return MakeStatus(Code::kPermissionDenied, "actor {} belongs to a client with another token",
-                          ShortHex(request.actor_id()));
+                          Hex(request.actor_id()));
       Count("actors_killed");
       StopActor(a->first,
                 request.restart() ? "its worker was killed by corral.kill(no_restart=False)" : "killed by corral.kill()",
                 request.restart());
+      return Status::Ok();
+    }
+    case proto::ActorRequest::ROUTE: {  // (the head server adds the ticket)
+      auto a = actors_.find(request.actor_id());
+      if (a == actors_.end()) return MakeStatus(Code::kNotFound, "no actor {}", Hex(request.actor_id()));
+      if (!MayUseActor(*client, a->second))
+        return MakeStatus(Code::kPermissionDenied, "actor {} belongs to a client with another token",
+                          Hex(request.actor_id()));
+      const Actor& actor = a->second;
+      Node* node = nodes_.Find(actor.node);
+      // Only to a ready actor on a node that is there: otherwise calls wait at the head, in order.
+      if (actor.state == Actor::State::kAlive && actor.kill_reason.empty() && node && node->conn &&
+          node->state == NodeState::kAlive && !node->info.call_address().empty()) {
+        reply->mutable_route()->set_node_id(actor.node);
+        reply->mutable_route()->set_address(node->info.call_address());
+      } else if (actor.state != Actor::State::kDead && (!node || !node->info.call_address().empty())) {
+        reply->mutable_route()->set_pending(true);
+      }
       return Status::Ok();
     }
     case proto::ActorRequest::LIST: {

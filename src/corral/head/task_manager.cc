@@ -300,6 +300,10 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
     }
     orphans_.erase(o);
   }
+  if (finished.direct() && (it == tasks_.end() || (it->second.direct && it->second.state != TaskState::kFinished))) {
+    KeepEarlyEnd(node, std::move(finished));  // the call itself is not recorded yet
+    return;
+  }
   if (it == tasks_.end() || it->second.state == TaskState::kFinished) {
     // Finished (and perhaps freed) already: a report sent again after a connection failed, or one
     // from before a head restart that no owner resubmitted. Its stored result goes unless it is
@@ -318,6 +322,7 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
   }
   Task& task = it->second;
   const std::string& id = finished.task_id();
+  task.direct_delivered = finished.delivered();
   ReleaseResources(id, task, node);
   proto::ObjectValue* result = finished.mutable_result();
   result->set_id(finished.task_id());
@@ -353,6 +358,7 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
       !(task.actor_call && result->error() == proto::TASK_ERROR)) {
     *result = ErrorValue(finished.task_id(), proto::CANCELLED,
                          fmt::format("task {} was cancelled while running", NameOf(id, task)));
+    task.direct_delivered = false;  // not what its caller was sent
   }
   Finish(finished.task_id(), std::move(*result));
 }
@@ -531,9 +537,10 @@ void TaskManager::Finish(const std::string& id, proto::ObjectValue value) {
     auto send_to = [&](const std::string& client_id) {
       if (auto c = clients_.find(client_id); c != clients_.end()) SendValue(c->second, obj.value);
     };
-    send_to(obj.owner);
+    // (A direct call's owner had it from the agent, unless it asked again: its connection there broke.)
+    if (!task.direct_delivered) send_to(obj.owner);
     for (const auto& sub : obj.subscribers)
-      if (sub != obj.owner) send_to(sub);
+      if (sub != obj.owner || task.direct_delivered) send_to(sub);
     obj.subscribers.clear();
     std::vector<IdKey> waiting = std::move(obj.waiting);
     obj.waiting.clear();

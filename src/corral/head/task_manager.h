@@ -92,6 +92,10 @@ class TaskManager {
   // with its token, and those workers made (task results travel back to whoever holds their
   // reference); workers and admin tokens read any. Others get an OBJECT_LOST error for that id.
   void Subscribe(ClientSession* client, const proto::Subscribe& request);
+  // The direct call path (task_actors.cc): a caller's connection to an agent broke with these of its
+  // calls unanswered; their nodes are asked which never came (OnCallsNotHeld), sent from here then.
+  void DirectLost(ClientSession* client, const proto::DirectLost& lost);
+  void OnCallsNotHeld(Node* node, const proto::DirectCalls& not_held);
   // The client's connection has room again: sends the values that waited for it.
   void SendUnsent(ClientSession* client);
   void Release(ClientSession* client, const proto::Release& request);
@@ -217,6 +221,8 @@ class TaskManager {
     bool parked = false;               // resubmitted after a head restart: waits for an agent to claim it
     bool actor = false;                // an actor's creation: see actors_
     bool actor_call = false;           // a call on an actor: goes to the actor's node, not a class queue
+    bool direct = false;               // a call its caller sent itself (TaskSpec.direct_node): not sent from here
+    bool direct_delivered = false;     // its result reached its owner from the agent: not pushed again
     TaskSeries* series = nullptr;      // its function's and queue's metrics (never null once submitted)
     Nanos since = 0;                   // queued (or re-queued) at; once dispatched, dispatched at
     uint64_t journal = 0;              // its entry's number in journal_
@@ -495,6 +501,21 @@ class TaskManager {
   bool grace_ = true;
   Nanos grace_until_ = 0;
   std::unordered_map<std::string, Orphan> orphans_;
+  // Ends of direct calls reported before the head recorded the call as running (the caller's
+  // submission and the agent's report travel on different connections): applied when it does,
+  // dropped after kDirectEarlyKeep (the caller never submitted it, or it was refused).
+  struct DirectEarly {
+    std::string node;
+    proto::TaskFinished finished;
+    Nanos at = 0;
+  };
+  std::unordered_map<std::string, DirectEarly> direct_early_;
+  std::deque<std::pair<Nanos, std::string>> direct_early_order_;
+  static constexpr Nanos kDirectEarlyKeep = 600'000'000'000;  // 10 minutes
+  void KeepEarlyEnd(Node* node, proto::TaskFinished&& finished);
+  // A direct call whose turn came: recorded as running where its caller sent it (and ended at once
+  // if its end came first). False: that node is unknown here; the call goes the usual way.
+  bool MarkDirect(const std::string& id, Task& task, Actor& a);
   std::unordered_map<std::string, Actor> actors_;                // by id, live and recently dead
   std::map<std::pair<std::string, std::string>, std::string> actor_names_;  // (namespace, name) -> live actor
   std::deque<std::string> dead_actors_;      // oldest first, at most kDeadActorsKept

@@ -91,6 +91,7 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
   std::string refusal;
   proto::ErrorKind kind = proto::RUNTIME;
   if (spec.has_actor() || !spec.actor_id().empty()) refusal = AdmitActorTask(client, id, task, spec, &kind);
+  task.direct = task.actor_call && !spec.direct_node().empty();
   if (refusal.empty() && !spec.gang_id().empty()) refusal = AdmitGangTask(*client, spec);
   SchedClass& cls = ClassFor(spec);
   cls.unfinished++;

@@ -1,5 +1,6 @@
 #include "corral/net/pki.h"
 
+#include <openssl/hmac.h>
 #include <openssl/bn.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -7,6 +8,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <ctime>
 #include <memory>
 
@@ -265,6 +267,20 @@ Result<PemPair> RenewHeadCertificate(const std::string& dir, const PemPair& ca, 
   if (Status s = WriteFile(dir + "/head.key", identity->private_key, 0600); !s.ok()) return Err(s);
   if (Status s = WriteFile(dir + "/head.crt", identity->certificate, 0644); !s.ok()) return Err(s);
   return identity;
+}
+
+std::string CallTicket(std::string_view peer_secret, std::string_view actor_id, std::string_view client_id) {
+  std::string data = "corral actor call";
+  data.push_back('\0');
+  data.push_back(static_cast<char>(std::min<size_t>(actor_id.size(), 255)));  // where one id ends
+  data.append(actor_id);
+  data.append(client_id);
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (!HMAC(EVP_sha256(), peer_secret.data(), static_cast<int>(peer_secret.size()),
+            reinterpret_cast<const unsigned char*>(data.data()), data.size(), mac, &n))
+    return "";
+  return std::string(reinterpret_cast<const char*>(mac), n);
 }
 
 }  // namespace corral::net

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "corral/base/status.h"
@@ -65,5 +66,10 @@ struct HeadPki {
 // Issues the head a new certificate for `names` with `ca` and writes head.key and head.crt in `dir`.
 Result<PemPair> RenewHeadCertificate(const std::string& dir, const PemPair& ca, const std::vector<std::string>& names);
 Result<HeadPki> LoadOrCreateHeadPki(const std::string& state_dir, const std::vector<std::string>& names);
+
+// The ticket that lets caller `client_id` send actor `actor_id`'s calls straight to its agent: an
+// HMAC-SHA256 of both ids under the cluster's peer secret, made by the head (which checked that
+// the caller may use the actor) and checked by the agent (ActorRoute, CallHello).
+std::string CallTicket(std::string_view peer_secret, std::string_view actor_id, std::string_view client_id);
 
 }  // namespace corral::net

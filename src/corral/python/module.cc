@@ -148,6 +148,8 @@ std::unique_ptr<Client> Connect(const std::string& address, const std::string& t
   o.cloudpickle_version = cloudpickle_version;
   o.print_logs = print_logs;
   o.in_worker = in_worker;
+  if (const char* d = std::getenv("CORRAL_DIRECT_ACTOR_CALLS"); d && std::string_view(d) == "0")
+    o.direct_actor_calls = false;  // every actor call through the head (comparisons, diagnosis)
   if (const char* f = std::getenv("CORRAL_TOKEN_FILE"); in_worker && f && *f) o.token_file = f;  // renewed by the agent
   o.reconnect = reconnect_s > 0;
   o.reconnect_for = std::chrono::milliseconds(static_cast<int64_t>(reconnect_s * 1000));
@@ -273,16 +275,18 @@ NB_MODULE(_core, m) {
            "gang_member"_a = -1)
       .def("submit_call",
            [](Client& c, const nb::bytes& actor_id, const std::string& name, const std::string& method,
-              const nb::bytes& args, const nb::list& deps, uint32_t max_retries, const std::string& group) {
+              const nb::bytes& args, const nb::list& deps, uint32_t max_retries, const std::string& group,
+              bool direct) {
              std::string a = Str(args), actor = Str(actor_id);
              std::vector<std::string> d = Ids(deps);
              corral::Result<std::string> r;
              {
                nb::gil_scoped_release release;
-               r = c.SubmitCall(actor, name, method, std::move(a), d, max_retries, group);
+               r = c.SubmitCall(actor, name, method, std::move(a), d, max_retries, group, direct);
              }
              return Bytes(Check(std::move(r)));
-           })
+           },
+           "actor_id"_a, "name"_a, "method"_a, "args"_a, "deps"_a, "max_retries"_a, "group"_a, "direct"_a = true)
       .def("actor_request",
            [](Client& c, const std::string& op, const std::string& name, const std::string& ns,
               const nb::bytes& actor_id, bool restart, bool include_dead) {

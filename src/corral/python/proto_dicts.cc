@@ -35,6 +35,7 @@ nb::dict NodeDict(const corral::proto::NodeStatus& n) {
   d["hostname"] = n.info().hostname();
   d["address"] = n.info().address();
   d["peer_address"] = n.info().peer_address();  // where its agent serves objects to other agents
+  d["call_address"] = n.info().call_address();  // where its agent takes actor calls from their callers
   d["state"] = n.state();
   d["connected"] = n.connected();
   d["draining"] = n.draining();

@@ -1,0 +1,170 @@
+// The direct call path: a caller sends an actor's calls straight to the agent running the actor,
+// and gets the results from it, so a call crosses caller -> agent -> worker -> agent -> caller and
+// the head is off its path. The caller still submits each call to the head (TaskSpec.direct_node),
+// which records it as running here without sending it, and this agent reports each end to the head
+// as for any call: the head keeps everything it keeps for a call (ownership of the result, retries
+// and restarts, cancel, the actor's collection) off the path of the call itself.
+//
+// Who may connect: a caller presenting the ticket the head gave it for one actor (ActorRoute), an
+// HMAC of the actor and caller ids under the cluster's peer secret. One connection carries one
+// caller's calls to one actor; each call must be that actor's and carry an id of that caller's.
+#include <openssl/crypto.h>
+
+#include "corral/agent/agent.h"
+#include "corral/agent/agent_worker.h"
+#include "corral/base/log.h"
+#include "corral/base/version.h"
+#include "corral/client.pb.h"
+#include "corral/net/pki.h"
+
+namespace corral::agent {
+namespace {
+
+constexpr size_t kMaxCallers = 4096;          // connected callers, greeted or not
+constexpr size_t kMaxGreeting = 64;           // connected callers that have not sent a valid hello
+constexpr size_t kHelloFrameBytes = 4 << 10;  // until the hello checks out
+constexpr size_t kCallsRefusedKept = 65536;
+
+std::string AttemptKey(const std::string& task_id, uint32_t attempt) {
+  std::string key = task_id;
+  key.append(reinterpret_cast<const char*>(&attempt), sizeof attempt);
+  return key;
+}
+
+}  // namespace
+
+void Agent::ServeCalls(const std::string& local_ip) {
+  // Calls travel in clear on this port: it serves only on loopback, where the cluster's own
+  // connections are plaintext too (a head off loopback makes a TLS cluster, whose calls go through
+  // the head until this port speaks TLS).
+  std::string host = options_.serve_objects_on.empty() ? local_ip : options_.serve_objects_on;
+  if (options_.tls || host.empty() || !net::Endpoint{host, 0, ""}.is_loopback()) return;
+  if (!call_listener_ || call_host_ != host) {
+    call_listener_.reset();
+    auto l = net::Listener::Listen(io_, net::Endpoint{host, 0, ""});
+    if (!l) {
+      LOG_WARN("cannot take actor calls straight from callers on {}: {}; they go through the head", host,
+               l.error().message());
+      info_.clear_call_address();
+      return;
+    }
+    call_listener_ = std::move(*l);
+    call_host_ = host;
+    call_listener_->Start([this](std::unique_ptr<net::ByteStream> s) { OnCallerAccepted(std::move(s)); });
+  }
+  uint16_t port = call_listener_->endpoint().port;
+  // The agent inside the head is found at the head's host, as callers dial it.
+  info_.set_call_address(options_.serve_objects_on.empty() ? net::Endpoint{host, port, ""}.ToString()
+                                                           : fmt::format(":{}", port));
+}
+
+void Agent::OnCallerAccepted(std::unique_ptr<net::ByteStream> stream) {
+  if (callers_.size() >= kMaxCallers || callers_greeting_ >= kMaxGreeting || stopped_) {
+    counters_["callers_refused_busy"]++;
+    stream->Close();
+    return;
+  }
+  auto owned = std::make_unique<Caller>();
+  Caller* c = owned.get();
+  net::ConnectionOptions copts;
+  copts.handshake_timeout = std::chrono::seconds(10);
+  copts.max_handshake_frame_bytes = kHelloFrameBytes;
+  copts.max_queued_bytes = 256u << 20;  // a caller that stops reading its results is dropped
+  c->conn = net::Connection::Create(std::move(stream), copts);
+  callers_.emplace(c, std::move(owned));
+  callers_greeting_++;
+  c->conn->Start([this, c](std::string_view m) { OnCallerMessage(c, m); },
+                 [this, c, alive = alive_](const Status&) {
+                   if (!*alive) return;
+                   auto it = callers_.find(c);
+                   if (it == callers_.end()) return;
+                   if (!c->greeted) callers_greeting_--;
+                   callers_.erase(it);  // its calls run on; their results go to the head alone
+                 });
+}
+
+void Agent::OnCallerMessage(Caller* c, std::string_view bytes) {
+  proto::CallerToAgent msg;
+  if (!msg.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    c->conn->Close(Status(Code::kInvalidArgument, "malformed message from a caller"));
+    return;
+  }
+  if (!c->greeted) {
+    const proto::CallHello& h = msg.hello();
+    std::string expected = peer_secret_.empty() ? "" : net::CallTicket(peer_secret_, h.actor_id(), h.client_id());
+    std::string why;
+    if (!msg.has_hello())
+      why = "the first message must be a hello";
+    else if (h.protocol_version() != kProtocolVersion)
+      why = fmt::format("protocol version {} (this agent speaks {})", h.protocol_version(), kProtocolVersion);
+    else if (expected.empty() || h.ticket().size() != expected.size() ||
+             CRYPTO_memcmp(h.ticket().data(), expected.data(), expected.size()) != 0)
+      why = "its ticket is not one the head gave for this actor (ask the head for a route again)";
+    if (!why.empty()) {
+      counters_["callers_refused"]++;
+      proto::AgentToCaller refused;
+      refused.set_refused(why);
+      c->conn->Send(refused);
+      c->conn->Close(Status(Code::kPermissionDenied, why));
+      return;
+    }
+    c->greeted = true;
+    callers_greeting_--;
+    c->actor_id = h.actor_id();
+    c->client_id = h.client_id();
+    c->conn->MarkHandshakeDone();
+    counters_["callers_connected"]++;
+    proto::AgentToCaller welcome;
+    welcome.set_welcome(true);
+    c->conn->Send(welcome);
+    return;
+  }
+  if (!msg.has_call()) return;
+  const proto::TaskSpec& spec = msg.call().spec();
+  // Only this actor's calls, under this caller's ids (a caller names its tasks by its own id).
+  if (spec.actor_id() != c->actor_id || spec.has_actor() || !spec.task_id().starts_with(c->client_id) ||
+      spec.task_id().size() <= c->client_id.size()) {
+    c->conn->Close(Status(Code::kPermissionDenied, "a call for another actor or under another caller's id"));
+    return;
+  }
+  if (calls_refused_.contains(AttemptKey(spec.task_id(), spec.attempt()))) {
+    Abandon(c->conn, spec.task_id());  // the head was told it never came, and sends it itself
+    return;
+  }
+  counters_["actor_calls_direct"]++;
+  OnActorCall(std::move(*msg.mutable_call()), c->conn);
+}
+
+void Agent::OnProbeCalls(const proto::DirectCalls& probe) {
+  proto::AgentToHead answer;
+  proto::DirectCalls* not_held = answer.mutable_calls_not_held();
+  for (int i = 0; i < probe.task_ids_size() && i < probe.attempts_size(); ++i) {
+    const std::string& id = probe.task_ids(i);
+    bool held = false;
+    for (const auto& [actor, w] : actor_workers_)
+      if (auto call = w->actor_calls.find(id); call != w->actor_calls.end() && call->second.attempt == probe.attempts(i))
+        held = true;
+    if (held) continue;
+    // Not here now: it ended (its report went before this answer) or never came. Either way it is
+    // refused from now on, so the head may send it itself.
+    std::string key = AttemptKey(id, probe.attempts(i));
+    if (calls_refused_.insert(key).second) calls_refused_order_.push_back(std::move(key));
+    while (calls_refused_order_.size() > kCallsRefusedKept) {
+      calls_refused_.erase(calls_refused_order_.front());
+      calls_refused_order_.pop_front();
+    }
+    not_held->add_task_ids(id);
+    not_held->add_attempts(probe.attempts(i));
+  }
+  SendToHead(answer);
+}
+
+void Agent::Abandon(const std::weak_ptr<net::Connection>& caller, const std::string& task_id) {
+  if (auto conn = caller.lock()) {
+    proto::AgentToCaller msg;
+    msg.set_abandoned(task_id);
+    conn->Send(msg);
+  }
+}
+
+}  // namespace corral::agent

@@ -1,0 +1,188 @@
+// The direct call path, the caller's side: an actor's calls go straight to the agent running it
+// (asked of the head once, with a ticket for that agent), results come back from it, and the head
+// is sent each call too, off the path, to keep its records (see agent/agent_calls.cc).
+//
+// Order: calls from this client to one actor leave in submission order on one connection, or all
+// through the head; a call goes direct only while none of its earlier calls waits at the head (nor
+// was handed to it), and only with every argument's value here (else it waits at the head for them).
+// A connection that breaks with calls unanswered: the head is told (DirectLost), asks the agent
+// which never came and sends those itself; the client subscribes to all of them at the head.
+#include <boost/asio/post.hpp>
+#include <fmt/format.h>
+
+#include "corral/base/version.h"
+#include "corral/client/client.h"
+#include "corral/net/stream.h"
+
+namespace corral::client {
+namespace {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+constexpr auto kRouteRetry = std::chrono::seconds(30);  // how soon to ask again where the head gave none
+constexpr auto kDialTimeout = std::chrono::seconds(2);
+
+}  // namespace
+
+std::shared_ptr<net::Connection> Client::DirectRoute(const std::string& actor_id, const std::vector<std::string>& deps,
+                                                     std::string* node, std::vector<ObjectPtr>* dep_values) {
+  {
+    std::lock_guard lock(mu_);
+    if (closed_ || reconnecting_) return nullptr;
+    DirectActor& d = direct_[actor_id];
+    if (d.via_head > 0) return nullptr;  // earlier calls are at the head: this one queues behind them
+    for (const auto& dep : deps) {
+      auto v = ready_.find(dep);
+      if (v == ready_.end() || v->second->error() != proto::ERROR_NONE) return nullptr;
+      dep_values->push_back(v->second);
+    }
+    if (d.conn) {
+      *node = d.node;
+      return d.conn;
+    }
+    if (Clock::now() < d.next_route) return nullptr;
+  }
+  proto::Request request;
+  request.mutable_actor()->set_op(proto::ActorRequest::ROUTE);
+  request.mutable_actor()->set_actor_id(actor_id);
+  auto reply = Request(std::move(request), 5.0);
+  if (!reply || reply->route().node_id().empty()) {
+    // Not ready yet: asked again once a call through the head has returned (OnValueLocked). No
+    // route there (a TLS cluster, a head without routes): asked again much later.
+    std::lock_guard lock(mu_);
+    bool pending = reply && reply->route().pending();
+    direct_[actor_id].next_route = pending ? Clock::time_point::max() : Clock::now() + kRouteRetry;
+    return nullptr;
+  }
+  auto conn = DialAgent(actor_id, reply->route());
+  if (!conn) return nullptr;
+  std::lock_guard lock(mu_);
+  DirectActor& d = direct_[actor_id];
+  d.conn = conn;
+  d.node = reply->route().node_id();
+  if (d.via_head > 0) return nullptr;
+  *node = d.node;
+  return conn;
+}
+
+std::shared_ptr<net::Connection> Client::DialAgent(const std::string& actor_id, const proto::ActorRoute& route) {
+  // ":port" is the agent inside the head process: found at the head's host.
+  bool at_head = route.address().starts_with(':');
+  auto ep = net::ParseEndpoint(at_head ? "head" + route.address() : route.address());
+  if (!ep) return nullptr;
+  if (at_head) ep->host = options_.head.host;
+  std::unique_ptr<net::ByteStream> stream;
+  bool dialed = false;
+  net::Dial(io_->io(), *ep, nullptr, kDialTimeout, [&](Result<std::unique_ptr<net::ByteStream>> r) {
+    std::lock_guard lock(mu_);
+    if (r) stream = std::move(*r);
+    dialed = true;
+    cv_.notify_all();
+  });
+  {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return dialed; });
+  }
+  if (!stream) return nullptr;
+  net::ConnectionOptions copts;
+  copts.direct_writes = true;
+  auto c = net::Connection::Create(std::move(stream), copts);
+  auto greeted = std::make_shared<std::optional<bool>>();
+  asio::post(io_->io(), [this, c, actor_id, greeted] {
+    net::Connection* raw = c.get();
+    c->Start([this, raw, actor_id, greeted](std::string_view m) { OnAgentMessage(raw, actor_id, greeted.get(), m); },
+             [this, raw, actor_id, greeted](const Status&) {
+               {
+                 std::lock_guard lock(mu_);
+                 if (!greeted->has_value()) *greeted = false;
+                 cv_.notify_all();
+               }
+               OnAgentClose(raw, actor_id);
+             });
+  });
+  proto::CallerToAgent hello;
+  proto::CallHello* h = hello.mutable_hello();
+  h->set_protocol_version(kProtocolVersion);
+  h->set_actor_id(actor_id);
+  h->set_client_id(client_id_);
+  h->set_ticket(route.ticket());
+  c->Send(hello);
+  std::unique_lock lock(mu_);
+  cv_.wait_until(lock, Clock::now() + kDialTimeout, [&] { return greeted->has_value() || shutting_down_; });
+  if (greeted->value_or(false)) return c;
+  lock.unlock();
+  c->Close(Status(Code::kPermissionDenied, "the actor's agent did not take this caller"));
+  return nullptr;
+}
+
+void Client::OnAgentMessage(net::Connection* from, const std::string& actor_id, std::optional<bool>* greeted,
+                            std::string_view bytes) {
+  proto::AgentToCaller msg;
+  if (!msg.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    from->Close(Status(Code::kInvalidArgument, "malformed message from an agent"));
+    return;
+  }
+  std::lock_guard lock(mu_);
+  auto d = direct_.find(actor_id);
+  switch (msg.msg_case()) {
+    case proto::AgentToCaller::kWelcome:
+    case proto::AgentToCaller::kRefused:
+      *greeted = msg.has_welcome();
+      cv_.notify_all();
+      break;
+    case proto::AgentToCaller::kFinished: {
+      proto::TaskFinished& f = *msg.mutable_finished();
+      if (d == direct_.end() || d->second.conn.get() != from || !d->second.sent.contains(f.task_id())) break;
+      auto value = std::make_shared<proto::ObjectValue>(std::move(*f.mutable_result()));
+      value->set_id(f.task_id());
+      if (value->stored_size() > 0) {  // in that node's store, under this attempt (as the head records it)
+        value->clear_locations();
+        value->add_locations(f.node_id());
+        value->set_stored_attempt(f.attempt());
+      }
+      OnValueLocked(std::move(value));
+      break;
+    }
+    case proto::AgentToCaller::kAbandoned:  // its result will come from the head
+      if (d != direct_.end() && d->second.conn.get() == from && d->second.sent.erase(msg.abandoned()))
+        d->second.via_head++;
+      break;
+    default: break;
+  }
+}
+
+void Client::OnAgentClose(net::Connection* from, const std::string& actor_id) {
+  {
+    std::lock_guard lock(mu_);
+    auto d = direct_.find(actor_id);
+    if (d == direct_.end() || d->second.conn.get() != from) return;
+    d->second.conn.reset();
+    d->second.next_route = Clock::now();
+    if (d->second.sent.empty()) return;
+    lost_direct_.insert(lost_direct_.end(), d->second.sent.begin(), d->second.sent.end());
+    d->second.via_head += static_cast<int>(d->second.sent.size());
+    d->second.sent.clear();
+  }
+  if (auto head = conn()) SendLostDirect(*head);  // (else Replay sends them)
+}
+
+bool Client::SendLostDirect(net::Connection& head) {
+  proto::ClientToHead lost, subscribe;
+  std::vector<std::string> ids;
+  {
+    std::lock_guard lock(mu_);
+    ids.swap(lost_direct_);
+  }
+  if (ids.empty()) return true;
+  for (const auto& id : ids) {
+    lost.mutable_direct_lost()->add_task_ids(id);
+    subscribe.mutable_subscribe()->add_ids(id);  // (owned: the head pushes an owner its results, but
+  }                                              // not a direct call's it knows the agent sent)
+  // Queued, not waited for (the io thread may be the caller).
+  if (head.Send(lost) && head.Send(subscribe)) return true;
+  std::lock_guard lock(mu_);
+  lost_direct_.insert(lost_direct_.end(), ids.begin(), ids.end());
+  return false;
+}
+
+}  // namespace corral::client

@@ -1,0 +1,158 @@
+"""The direct call path, on real processes: a caller sends an actor's calls straight to the agent
+running the actor and gets the results from it; the head records the calls off the path."""
+import os
+import signal
+import socket
+import threading
+
+import psutil
+import pytest
+
+import corral
+import wire
+from conftest import wait_until
+from test_actors import Counter, actor_info
+
+
+def head_counter(name):
+    return corral.cluster_status()["counters"].get(name, 0)
+
+
+def call_port(handle):
+    node = actor_info(handle)["node_id"]
+    address = next(n["call_address"] for n in corral.nodes() if n["node_id"].startswith(node))
+    host, port = address.rsplit(":", 1)
+    return host or "127.0.0.1", int(port)
+
+
+@corral.remote(max_concurrency=1)
+class Tally:
+    def __init__(self):
+        self.seen = {}
+
+    def add(self, caller, i):
+        self.seen.setdefault(caller, []).append(i)
+        return i
+
+    def seen_by(self):
+        return self.seen
+
+
+def test_calls_go_straight_to_the_agent_in_each_callers_order(cluster):
+    cluster.add_agent(num_cpus=2)
+    cluster.connect()
+    cluster.wait_nodes(1)
+    t = Tally.remote()
+    assert corral.get(t.add.remote("warm", 0)) == 0  # its first call waits at the head for the actor
+    direct_before, sent_before = head_counter("actor_calls_direct"), head_counter("actor_calls_dispatched")
+    results = {}
+
+    def caller(name):
+        refs = [t.add.remote(name, i) for i in range(300)]
+        results[name] = corral.get(refs, timeout=60)
+
+    threads = [threading.Thread(target=caller, args=(f"c{k}",)) for k in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for k in range(3):
+        assert results[f"c{k}"] == list(range(300))
+    seen = corral.get(t.seen_by.remote())
+    for k in range(3):
+        assert seen[f"c{k}"] == list(range(300))  # each caller's calls ran once, in its order
+    # The head recorded them as sent by their caller; it sent (almost) none itself.
+    assert head_counter("actor_calls_direct") - direct_before >= 900
+    assert head_counter("actor_calls_dispatched") - sent_before < 50
+
+
+def test_a_forged_ticket_is_refused_and_its_call_never_runs(cluster):
+    cluster.add_agent(num_cpus=1)
+    cluster.connect()
+    cluster.wait_nodes(1)
+    c = Counter.remote(0)
+    assert corral.get(c.incr.remote()) == 1
+    actor_id = bytes.fromhex(actor_info(c)["actor_id"])
+    hello = wire.field_varint(1, 2) + wire.field_bytes(2, actor_id) + wire.field_bytes(3, b"\x01" * 8) + \
+        wire.field_bytes(4, b"\x00" * 32)
+    spec = wire.field_bytes(1, actor_id[:8] + b"\x00" * 7 + b"\x09") + wire.field_bytes(25, actor_id) + \
+        wire.field_bytes(27, "incr")
+    call = wire.field_bytes(2, wire.field_bytes(1, spec))
+    with socket.create_connection(call_port(c), timeout=10) as s:
+        s.sendall(wire.frame(wire.field_bytes(1, hello)) + wire.frame(call))
+        reply = wire.read_until_closed(s)
+    assert b"ticket" in reply  # AgentToCaller.refused says why, then the agent closes
+    assert corral.get(c.value.remote()) == 1  # the forged call did not run
+
+
+def _drop_connections_to(port):
+    """Shuts this process's TCP connections to `port` (as a network fault would); how many."""
+    dropped = 0
+    for conn in psutil.Process().net_connections(kind="tcp"):
+        if conn.raddr and conn.raddr.port == port and conn.fd >= 0:
+            with socket.socket(fileno=os.dup(conn.fd)) as s:
+                s.shutdown(socket.SHUT_RDWR)
+            dropped += 1
+    return dropped
+
+
+@corral.remote(max_concurrency=1)
+class Slow:
+    def __init__(self):
+        self.n = 0
+
+    def step(self, s):
+        import time
+        time.sleep(s)
+        self.n += 1
+        return self.n
+
+
+def test_a_broken_connection_to_the_agent_loses_no_call_and_runs_none_twice(cluster):
+    cluster.add_agent(num_cpus=1)
+    cluster.connect()
+    cluster.wait_nodes(1)
+    s = Slow.remote()
+    assert corral.get(s.step.remote(0)) == 1
+    assert corral.get(s.step.remote(0)) == 2  # (its route is known now)
+    lost_before = head_counter("actor_calls_direct")
+    refs = [s.step.remote(0.05) for _ in range(20)]
+    assert _drop_connections_to(call_port(s)[1]) == 1
+    # Their results come from the head instead; each ran once, in order. (A break only this side
+    # sees, with results lost on the way, is the head unit test Actors.DirectCallsAreRecorded...'s.)
+    assert corral.get(refs, timeout=60) == list(range(3, 23))
+    # Later calls find the agent again.
+    assert corral.get(s.step.remote(0), timeout=30) == 23
+    wait_until(lambda: corral.get(s.step.remote(0)) and head_counter("actor_calls_direct") > lost_before + 20,
+               what="calls to go straight to the agent again")
+
+
+def test_calls_follow_a_restarted_actor_straight_to_it(cluster):
+    cluster.add_agent(num_cpus=1)
+    cluster.connect()
+    cluster.wait_nodes(1)
+    c = Counter.options(max_restarts=1, max_task_retries=1).remote(0)
+    assert corral.get(c.incr.remote()) == 1
+    assert corral.get(c.incr.remote()) == 2
+    pid = corral.get(c.pid.remote())
+    running = c.sleep.remote(3)
+    wait_until(lambda: actor_info(c)["running_calls"] == 1, what="the call to reach the actor")
+    os.kill(pid, signal.SIGKILL)
+    assert corral.get(running, timeout=60) == 0  # retried on the restarted actor (its constructor again)
+    assert corral.get(c.incr.remote(), timeout=30) == 1
+    info = actor_info(c)
+    assert info["restarts"] == 1 and info["pid"] != pid
+    direct = head_counter("actor_calls_direct")
+    assert corral.get([c.incr.remote() for _ in range(50)], timeout=30) == list(range(2, 52))
+    assert head_counter("actor_calls_direct") - direct >= 49
+
+
+def test_calls_go_through_the_head_when_asked(cluster, monkeypatch):
+    monkeypatch.setenv("CORRAL_DIRECT_ACTOR_CALLS", "0")
+    cluster.add_agent(num_cpus=1)
+    cluster.connect()
+    cluster.wait_nodes(1)
+    c = Counter.remote(0)
+    assert corral.get([c.incr.remote() for _ in range(20)]) == list(range(1, 21))
+    assert corral.get([c.incr.remote() for _ in range(20)]) == list(range(21, 41))
+    assert head_counter("actor_calls_direct") == 0
