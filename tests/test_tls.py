@@ -4,6 +4,7 @@ on the head's own machine still come in over loopback. Real processes, the machi
 import hashlib
 import os
 import re
+import socket
 import ssl
 import stat
 import subprocess
@@ -191,8 +192,8 @@ def test_agent_and_driver_on_other_machines_run_tasks_over_tls(head, tmp_path):
 
             print(corral.get(on_laptop.remote(21), timeout=60))
 
-            # An actor's calls: through the head here, since no agent takes calls in clear off
-            # loopback (the direct path's port is loopback-only for now).
+            # An actor's calls go straight to the laptop's agent once it runs, in TLS keyed by
+            # the caller's ticket (the first waits at the head for the constructor).
             @corral.remote(resources={{"laptop": 1}})
             class Counter:
                 def __init__(self):
@@ -202,15 +203,21 @@ def test_agent_and_driver_on_other_machines_run_tasks_over_tls(head, tmp_path):
                     return self.n
             c = Counter.remote()
             print([corral.get(c.incr.remote()) for _ in range(3)],
-                  sorted(n["call_address"] for n in corral.nodes()),
+                  all(n["call_address"] for n in corral.nodes()),
                   corral.cluster_status()["counters"].get("actor_calls_direct", 0))
+            print(next(n["call_address"] for n in corral.nodes() if "laptop" in n["resources"]))
         """)
         p = subprocess.run([sys.executable, "-c", driver], env=head.machine("desk"), capture_output=True,
                            text=True, timeout=120)
         assert p.returncode == 0, p.stderr
         lines = p.stdout.strip().splitlines()
         assert lines[0] == repr((str(laptop_ca), 42))
-        assert lines[1] == "[1, 2, 3] ['', ''] 0", lines
+        assert lines[1] == "[1, 2, 3] True 2", lines
+        # Off loopback the call port takes TLS only: a caller in clear is told so.
+        host, port = lines[2].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(wire.frame(wire.field_bytes(1, wire.field_varint(1, 2))))
+            assert b"TLS only" in wire.read_until_closed(s)
     finally:
         run(["stop", "--timeout", "5"], head.machine("laptop"))
 

@@ -151,7 +151,7 @@ void Agent::Stop() {
   }
   if (head_) head_->Close(Status(Code::kUnavailable, "agent stopping"));
   if (call_listener_) call_listener_->Stop();
-  for (auto& [c, caller] : callers_) caller->conn->Close(Status(Code::kUnavailable, "agent stopping"));
+  for (auto& [c, caller] : callers_) caller->conn->Close(Status(Code::kUnavailable, "agent stopping"));  // (*alive_ is false: their handlers do nothing)
   for (auto& [pid, w] : workers_)
     if (w->conn) w->conn->Close(Status(Code::kUnavailable, "agent stopping"));
   if (transfer_) transfer_->Stop();

@@ -15,6 +15,7 @@
 #include "corral/base/log.h"
 #include "corral/base/version.h"
 #include "corral/client.pb.h"
+#include "corral/net/frame.h"
 #include "corral/net/pki.h"
 
 namespace corral::agent {
@@ -34,14 +35,18 @@ std::string AttemptKey(const std::string& task_id, uint32_t attempt) {
 }  // namespace
 
 void Agent::ServeCalls(const std::string& local_ip) {
-  // Calls travel in clear on this port: it serves only on loopback, where the cluster's own
-  // connections are plaintext too (a head off loopback makes a TLS cluster, whose calls go through
-  // the head until this port speaks TLS).
+  // On loopback calls travel in clear, as the cluster's own connections do there; elsewhere (a
+  // head off loopback makes a TLS cluster) in TLS 1.3 keyed by the caller's ticket (decision 38).
   std::string host = options_.serve_objects_on.empty() ? local_ip : options_.serve_objects_on;
-  if (options_.tls || host.empty() || !net::Endpoint{host, 0, ""}.is_loopback()) return;
+  if (host.empty()) return;
   if (!call_listener_ || call_host_ != host) {
     call_listener_.reset();
-    auto l = net::Listener::Listen(io_, net::Endpoint{host, 0, ""});
+    std::shared_ptr<boost::asio::ssl::context> tls;
+    if (!net::Endpoint{host, 0, ""}.is_loopback())
+      tls = net::MakePskServerContext([this](const std::string& identity) {
+        return net::CallPskKey(peer_secret_, identity);
+      });
+    auto l = net::Listener::Listen(io_, net::Endpoint{host, 0, ""}, tls);
     if (!l) {
       LOG_WARN("cannot take actor calls straight from callers on {}: {}; they go through the head", host,
                l.error().message());
@@ -50,6 +55,14 @@ void Agent::ServeCalls(const std::string& local_ip) {
     }
     call_listener_ = std::move(*l);
     call_host_ = host;
+    if (tls) {  // a caller in clear is told why, in a message it can read
+      proto::AgentToCaller refusal;
+      refusal.set_refused("this agent takes actor calls in TLS only (keyed by the head's ticket): use a Corral "
+                          "client of the same version");
+      net::FrameBuilder frame;
+      frame.AppendMessage(refusal.SerializeAsString());
+      call_listener_->AllowPlaintext([](const boost::asio::ip::address&) { return false; }, frame.Take());
+    }
     call_listener_->Start([this](std::unique_ptr<net::ByteStream> s) { OnCallerAccepted(std::move(s)); });
   }
   uint16_t port = call_listener_->endpoint().port;

@@ -12,6 +12,7 @@
 
 #include "corral/base/version.h"
 #include "corral/client/client.h"
+#include "corral/net/pki.h"
 #include "corral/net/stream.h"
 
 namespace corral::client {
@@ -19,8 +20,9 @@ namespace {
 
 namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
-constexpr auto kRouteRetry = std::chrono::seconds(30);  // how soon to ask again where the head gave none
+constexpr auto kRouteRetry = std::chrono::seconds(30);  // how soon to ask again where there was no way
 constexpr auto kDialTimeout = std::chrono::seconds(2);
+constexpr size_t kMaxIdleConnections = 64;  // to agents, kept for actors with no call under way
 
 }  // namespace
 
@@ -55,8 +57,25 @@ std::shared_ptr<net::Connection> Client::DirectRoute(const std::string& actor_id
     return nullptr;
   }
   auto conn = DialAgent(actor_id, reply->route());
-  if (!conn) return nullptr;
+  if (!conn) {  // (unreachable from here: through the head for a while)
+    std::lock_guard lock(mu_);
+    direct_[actor_id].next_route = Clock::now() + kRouteRetry;
+    return nullptr;
+  }
+  std::vector<std::shared_ptr<net::Connection>> idle;  // closed outside mu_ (their handlers take it)
   std::lock_guard lock(mu_);
+  if (direct_.size() > kMaxIdleConnections) {  // a driver that called many actors: forget the idle ones
+    for (auto it = direct_.begin(); it != direct_.end();) {
+      if (it->first != actor_id && it->second.sent.empty() && it->second.via_head == 0) {
+        if (it->second.conn) idle.push_back(std::move(it->second.conn));
+        it = direct_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& c : idle)
+    asio::post(io_->io(), [c] { c->Close(Status(Code::kCancelled, "idle")); });
   DirectActor& d = direct_[actor_id];
   d.conn = conn;
   d.node = reply->route().node_id();
@@ -71,9 +90,12 @@ std::shared_ptr<net::Connection> Client::DialAgent(const std::string& actor_id, 
   auto ep = net::ParseEndpoint(at_head ? "head" + route.address() : route.address());
   if (!ep) return nullptr;
   if (at_head) ep->host = options_.head.host;
+  // Off loopback the agent speaks TLS keyed by our ticket (no certificates: decision 38).
+  std::shared_ptr<boost::asio::ssl::context> tls;
+  if (!ep->is_loopback()) tls = net::MakePskClientContext(net::CallPskIdentity(actor_id, client_id_), route.ticket());
   std::unique_ptr<net::ByteStream> stream;
   bool dialed = false;
-  net::Dial(io_->io(), *ep, nullptr, kDialTimeout, [&](Result<std::unique_ptr<net::ByteStream>> r) {
+  net::Dial(io_->io(), *ep, tls, kDialTimeout, [&](Result<std::unique_ptr<net::ByteStream>> r) {
     std::lock_guard lock(mu_);
     if (r) stream = std::move(*r);
     dialed = true;

@@ -1,8 +1,8 @@
 #include "corral/net/pki.h"
 
-#include <openssl/hmac.h>
 #include <openssl/bn.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
@@ -281,6 +281,19 @@ std::string CallTicket(std::string_view peer_secret, std::string_view actor_id, 
             reinterpret_cast<const unsigned char*>(data.data()), data.size(), mac, &n))
     return "";
   return std::string(reinterpret_cast<const char*>(mac), n);
+}
+
+std::string CallPskIdentity(std::string_view actor_id, std::string_view client_id) {
+  return Hex(actor_id) + ":" + Hex(client_id);
+}
+
+std::string CallPskKey(std::string_view peer_secret, std::string_view identity) {
+  size_t colon = identity.find(':');
+  if (peer_secret.empty() || colon == std::string_view::npos) return "";
+  auto actor = FromHex(identity.substr(0, colon));
+  auto client = FromHex(identity.substr(colon + 1));
+  if (!actor || !client || actor->empty() || client->empty()) return "";
+  return CallTicket(peer_secret, *actor, *client);
 }
 
 }  // namespace corral::net

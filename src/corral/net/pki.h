@@ -71,5 +71,9 @@ Result<HeadPki> LoadOrCreateHeadPki(const std::string& state_dir, const std::vec
 // HMAC-SHA256 of both ids under the cluster's peer secret, made by the head (which checked that
 // the caller may use the actor) and checked by the agent (ActorRoute, CallHello).
 std::string CallTicket(std::string_view peer_secret, std::string_view actor_id, std::string_view client_id);
+// Off loopback the call port speaks TLS keyed by the ticket: the identity a caller presents
+// ("<hex actor id>:<hex client id>"), and the key a server finds for one (empty: not one of ours).
+std::string CallPskIdentity(std::string_view actor_id, std::string_view client_id);
+std::string CallPskKey(std::string_view peer_secret, std::string_view identity);
 
 }  // namespace corral::net

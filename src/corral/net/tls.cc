@@ -1,5 +1,7 @@
 #include "corral/net/tls.h"
 
+#include <cstring>
+
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -95,6 +97,60 @@ Result<std::string> FetchPresentedChain(const Endpoint& endpoint, std::chrono::m
   });
   io.run();
   return out;
+}
+
+namespace {
+
+// What a PSK context's callbacks read (SSL_CTX app data), kept alive by the context's shared_ptr.
+struct PskContext {
+  explicit PskContext(ssl::context::method method) : ctx(method) {}
+  ssl::context ctx;
+  std::function<std::string(const std::string&)> key_for;  // server
+  std::string identity, key;                                // client
+};
+
+std::shared_ptr<ssl::context> MakePsk(std::shared_ptr<PskContext> holder, bool server) {
+  SSL_CTX* native = holder->ctx.native_handle();
+  SSL_CTX_set_min_proto_version(native, TLS1_3_VERSION);
+  SSL_CTX_set_ciphersuites(native, "TLS_AES_128_GCM_SHA256");
+  if (server) SSL_CTX_set_num_tickets(native, 0);
+  SSL_CTX_set_app_data(native, holder.get());
+  if (server) {
+    SSL_CTX_set_psk_server_callback(native, [](SSL* ssl, const char* identity, unsigned char* psk,
+                                                unsigned max_len) -> unsigned {
+      auto* h = static_cast<PskContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+      if (h == nullptr || identity == nullptr) return 0;
+      std::string key = h->key_for(identity);
+      if (key.empty() || key.size() > max_len) return 0;
+      std::memcpy(psk, key.data(), key.size());
+      return static_cast<unsigned>(key.size());
+    });
+  } else {
+    SSL_CTX_set_psk_client_callback(native, [](SSL* ssl, const char*, char* identity, unsigned max_identity,
+                                                unsigned char* psk, unsigned max_len) -> unsigned {
+      auto* h = static_cast<PskContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+      if (h == nullptr || h->identity.size() + 1 > max_identity || h->key.size() > max_len) return 0;
+      std::memcpy(identity, h->identity.c_str(), h->identity.size() + 1);
+      std::memcpy(psk, h->key.data(), h->key.size());
+      return static_cast<unsigned>(h->key.size());
+    });
+  }
+  return std::shared_ptr<ssl::context>(holder, &holder->ctx);  // (the holder lives as long)
+}
+
+}  // namespace
+
+std::shared_ptr<ssl::context> MakePskServerContext(std::function<std::string(const std::string&)> key_for) {
+  auto holder = std::make_shared<PskContext>(ssl::context::tls_server);
+  holder->key_for = std::move(key_for);
+  return MakePsk(std::move(holder), true);
+}
+
+std::shared_ptr<ssl::context> MakePskClientContext(std::string identity, std::string key) {
+  auto holder = std::make_shared<PskContext>(ssl::context::tls_client);
+  holder->identity = std::move(identity);
+  holder->key = std::move(key);
+  return MakePsk(std::move(holder), false);
 }
 
 }  // namespace corral::net

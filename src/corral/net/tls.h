@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -36,6 +37,13 @@ Result<std::shared_ptr<boost::asio::ssl::context>> MakeClientTlsContext(const st
                                                                         const std::string& host = "");
 // Makes `ctx` (a client's) present `identity` from its next connection on: a node's certificate.
 Status UseIdentity(boost::asio::ssl::context& ctx, const PemPair& identity);
+
+// TLS 1.3 keyed by a pre-shared key, no certificates (the direct call path: decision 38). The
+// server finds the key for the identity a client presents with `key_for` (empty: refused, and the
+// handshake fails); a client presents `identity` and `key`. The function is called on the thread
+// doing the handshake.
+std::shared_ptr<boost::asio::ssl::context> MakePskServerContext(std::function<std::string(const std::string&)> key_for);
+std::shared_ptr<boost::asio::ssl::context> MakePskClientContext(std::string identity, std::string key);
 
 // The common name of the certificate the peer of `native_ssl` (ByteStream::native_ssl) presented
 // and the handshake verified; empty when it presented none.
