@@ -75,7 +75,8 @@ def test_a_forged_ticket_is_refused_and_its_call_never_runs(cluster):
     actor_id = bytes.fromhex(actor_info(c)["actor_id"])
     hello = wire.field_varint(1, 2) + wire.field_bytes(2, actor_id) + wire.field_bytes(3, b"\x01" * 8) + \
         wire.field_bytes(4, b"\x00" * 32)
-    spec = wire.field_bytes(1, actor_id[:8] + b"\x00" * 7 + b"\x09") + wire.field_bytes(25, actor_id) + \
+    # (the call's id under the hello's client id: only the ticket is wrong)
+    spec = wire.field_bytes(1, b"\x01" * 8 + b"\x00" * 7 + b"\x09") + wire.field_bytes(25, actor_id) + \
         wire.field_bytes(27, "incr")
     call = wire.field_bytes(2, wire.field_bytes(1, spec))
     with socket.create_connection(call_port(c), timeout=10) as s:

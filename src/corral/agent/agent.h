@@ -150,6 +150,7 @@ class Agent {
   // The head asks which of these direct calls never came (their caller's connection broke): the
   // answer lists them, and they are refused should they still arrive (the head sends them itself).
   void OnProbeCalls(const proto::DirectCalls& probe);
+  void OnDropCallers(const proto::DropCallers& drop);
   // Tells a direct call's caller that its result will come from the head instead.
   static void Abandon(const std::weak_ptr<net::Connection>& caller, const std::string& task_id);
   void TryStart();
@@ -249,6 +250,7 @@ class Agent {
   size_t callers_greeting_ = 0;  // connected callers that have not sent a valid hello yet
   std::unordered_set<std::string> calls_refused_;  // "<task id><attempt>" of OnProbeCalls' answers
   std::deque<std::string> calls_refused_order_;    // oldest first, at most kCallsRefusedKept
+  std::unordered_set<std::string> callers_dropped_;  // client ids whose token went (OnDropCallers)
   std::thread spill_thread_;
   std::mutex spill_mu_;
   std::condition_variable spill_cv_;

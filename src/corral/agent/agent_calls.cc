@@ -10,6 +10,8 @@
 // caller's calls to one actor; each call must be that actor's and carry an id of that caller's.
 #include <openssl/crypto.h>
 
+#include <algorithm>
+
 #include "corral/agent/agent.h"
 #include "corral/agent/agent_worker.h"
 #include "corral/base/log.h"
@@ -113,6 +115,8 @@ void Agent::OnCallerMessage(Caller* c, std::string_view bytes) {
     else if (expected.empty() || h.ticket().size() != expected.size() ||
              CRYPTO_memcmp(h.ticket().data(), expected.data(), expected.size()) != 0)
       why = "its ticket is not one the head gave for this actor (ask the head for a route again)";
+    else if (callers_dropped_.contains(h.client_id()))
+      why = "its token was revoked or expired";
     if (!why.empty()) {
       counters_["callers_refused"]++;
       proto::AgentToCaller refused;
@@ -134,10 +138,25 @@ void Agent::OnCallerMessage(Caller* c, std::string_view bytes) {
   }
   if (!msg.has_call()) return;
   const proto::TaskSpec& spec = msg.call().spec();
-  // Only this actor's calls, under this caller's ids (a caller names its tasks by its own id).
-  if (spec.actor_id() != c->actor_id || spec.has_actor() || !spec.task_id().starts_with(c->client_id) ||
-      spec.task_id().size() <= c->client_id.size()) {
-    c->conn->Close(Status(Code::kPermissionDenied, "a call for another actor or under another caller's id"));
+  // Only this actor's calls, under this caller's ids (a caller names its tasks by its own id), a
+  // first attempt (the head sends retries), and arguments inline (a stored one is read by the
+  // head's leave, which this agent cannot check).
+  bool stored = std::any_of(msg.call().deps().begin(), msg.call().deps().end(),
+                            [](const proto::ObjectValue& v) { return v.stored_size() > 0; });
+  if (spec.actor_id() != c->actor_id || spec.has_actor() || spec.task_id() == spec.actor_id() ||
+      !spec.task_id().starts_with(c->client_id) || spec.task_id().size() <= c->client_id.size() ||
+      spec.attempt() != 0 || stored) {
+    c->conn->Close(Status(Code::kPermissionDenied, "a call this caller may not send here"));
+    return;
+  }
+  // Not while the head cannot hear of it, nor past this node's lease (the head may be re-running
+  // this node's work elsewhere): the head sends it once it is back.
+  if (!registered_ || (lease_.granted() && !lease_.Valid(SystemClock().BootTimeNs()))) {
+    Abandon(c->conn, spec.task_id());
+    counters_["actor_calls_direct_abandoned"]++;
+    ReportEnded(spec.task_id(), spec.attempt(), proto::HANDED_BACK,
+                fmt::format("node {} ({}) is away from the head", ShortHex(options_.node_id), options_.hostname),
+                /*direct=*/true);
     return;
   }
   if (calls_refused_.contains(AttemptKey(spec.task_id(), spec.attempt()))) {
@@ -170,6 +189,16 @@ void Agent::OnProbeCalls(const proto::DirectCalls& probe) {
     not_held->add_attempts(probe.attempts(i));
   }
   SendToHead(answer);
+}
+
+void Agent::OnDropCallers(const proto::DropCallers& drop) {
+  std::vector<std::shared_ptr<net::Connection>> closing;  // (closing one erases it from callers_)
+  for (const auto& id : drop.client_ids()) {
+    if (callers_dropped_.size() < kCallsRefusedKept) callers_dropped_.insert(id);
+    for (auto& [c, caller] : callers_)
+      if (caller->client_id == id) closing.push_back(caller->conn);
+  }
+  for (auto& conn : closing) conn->Close(Status(Code::kPermissionDenied, "its token was revoked or expired"));
 }
 
 void Agent::Abandon(const std::weak_ptr<net::Connection>& caller, const std::string& task_id) {

@@ -347,6 +347,7 @@ void Agent::OnHeadMessage(std::string_view bytes) {
     case proto::HeadToAgent::kSpillObjects: OnSpillObjects(msg.spill_objects()); break;
     case proto::HeadToAgent::kPullObject: OnPullObject(msg.pull_object()); break;
     case proto::HeadToAgent::kProbeCalls: OnProbeCalls(msg.probe_calls()); break;
+    case proto::HeadToAgent::kDropCallers: OnDropCallers(msg.drop_callers()); break;
     case proto::HeadToAgent::kReadTaskLog: {
       const proto::ReadTaskLog& r = msg.read_task_log();
       proto::AgentToHead reply;

@@ -360,6 +360,7 @@ Result<std::string> Client::SendTask(proto::ClientToHead& msg, std::string args,
                                      net::Connection* agent, const std::vector<ObjectPtr>& dep_values) {
   proto::TaskSpec* spec = msg.mutable_submit();
   std::string id;
+  bool is_call = !spec->actor_id().empty() && !spec->has_actor();
   {
     std::lock_guard lock(mu_);
     if (closed_) return Err(closed_reason_);
@@ -367,28 +368,28 @@ Result<std::string> Client::SendTask(proto::ClientToHead& msg, std::string args,
     id = MakeTaskId(client_id_, ++next_task_);
     owned_.insert(id);
     refs_[id]++;  // the handle the caller is about to create
-    if (!spec->actor_id().empty() && !spec->has_actor()) {  // a call: its place in its actor's line
+    if (is_call) {  // its place in its actor's line: through the head, until it is sent straight on
       calls_[id] = spec->actor_id();
-      DirectActor& d = direct_[spec->actor_id()];
-      if (agent && d.conn.get() != agent) agent = nullptr;  // that connection closed meanwhile
-      if (agent) d.sent.insert(id);
-      else d.via_head++;
+      direct_[spec->actor_id()].via_head++;
     }
   }
-  if (!agent) spec->clear_direct_node();
   spec->set_task_id(id);
   if (spec->has_actor()) spec->set_actor_id(id);  // an actor is named by its creation task
   spec->set_args(std::move(args));
   for (const auto& d : deps) spec->add_deps(d);
-  if (agent) {  // the actor's agent first: the call starts while the head records it
-    proto::CallerToAgent call;
-    proto::ExecuteTask* ex = call.mutable_call();
+  std::optional<proto::CallerToAgent> direct;
+  if (agent) {
+    direct.emplace();
+    proto::ExecuteTask* ex = direct->mutable_call();
     *ex->mutable_spec() = *spec;
     for (const auto& v : dep_values) *ex->add_deps() = *v;
-    // A burst leaves in few frames. (If this fails, the connection closed: OnAgentClose asks the head.)
-    agent->Send(call, net::Urgency::kSoon);
+    if (direct->ByteSizeLong() + 64 > net::kDefaultMaxFrameBytes) direct.reset();  // the head says why
   }
-  Status s = Send(msg, net::Urgency::kSoon);  // a burst of submissions leaves in few frames
+  if (!direct) spec->clear_direct_node();
+  // The head first (a burst leaves in few frames): whatever this client says of the call later
+  // (DirectLost) reaches the head after the call itself.
+  Status s = Send(msg, net::Urgency::kSoon);
+  if (s.ok() && direct) SendDirect(spec->actor_id(), id, agent, *direct);
   std::lock_guard lock(mu_);
   if (!s.ok()) {
     if (auto call = calls_.find(id); call != calls_.end()) {
@@ -402,6 +403,7 @@ Result<std::string> Client::SendTask(proto::ClientToHead& msg, std::string args,
   }
   if (options_.reconnect && !ready_.contains(id)) {
     spec->clear_function();  // a replay sends it again from the template
+    spec->clear_direct_node();  // (and through the head: the agent's held attempts are taken over)
     unfinished_.emplace(id, std::move(*spec));
   }
   return id;

@@ -141,6 +141,13 @@ class Client {
   std::shared_ptr<net::Connection> DirectRoute(const std::string& actor_id, const std::vector<std::string>& deps,
                                                std::string* node, std::vector<ObjectPtr>* dep_values);
   std::shared_ptr<net::Connection> DialAgent(const std::string& actor_id, const proto::ActorRoute& route);
+  // After the head was sent call `id` with direct_node: sends it to `agent`, or, if that connection
+  // closed meanwhile, tells the head it was lost (the head then sends it).
+  void SendDirect(const std::string& actor_id, const std::string& id, net::Connection* agent,
+                  const proto::CallerToAgent& call);
+  // A new head (it restarted): connections to agents are dropped; calls sent on them are in the
+  // replay, through the head.
+  void ForgetDirect();
   void OnAgentMessage(net::Connection* from, const std::string& actor_id, std::optional<bool>* greeted,
                       std::string_view bytes);
   // Tells the head about lost_direct_ (and subscribes to them); false if the head's connection is down.

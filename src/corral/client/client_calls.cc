@@ -33,9 +33,9 @@ std::shared_ptr<net::Connection> Client::DirectRoute(const std::string& actor_id
     if (closed_ || reconnecting_) return nullptr;
     DirectActor& d = direct_[actor_id];
     if (d.via_head > 0) return nullptr;  // earlier calls are at the head: this one queues behind them
-    for (const auto& dep : deps) {
+    for (const auto& dep : deps) {  // values at hand, inline (a stored one goes by the head's leave)
       auto v = ready_.find(dep);
-      if (v == ready_.end() || v->second->error() != proto::ERROR_NONE) return nullptr;
+      if (v == ready_.end() || v->second->error() != proto::ERROR_NONE || v->second->stored_size() > 0) return nullptr;
       dep_values->push_back(v->second);
     }
     if (d.conn) {
@@ -64,6 +64,7 @@ std::shared_ptr<net::Connection> Client::DirectRoute(const std::string& actor_id
   }
   std::vector<std::shared_ptr<net::Connection>> idle;  // closed outside mu_ (their handlers take it)
   std::lock_guard lock(mu_);
+  if (conn->closed()) return nullptr;  // (it closed before it was ours: OnAgentClose had nothing to do)
   if (direct_.size() > kMaxIdleConnections) {  // a driver that called many actors: forget the idle ones
     for (auto it = direct_.begin(); it != direct_.end();) {
       if (it->first != actor_id && it->second.sent.empty() && it->second.via_head == 0) {
@@ -135,6 +136,49 @@ std::shared_ptr<net::Connection> Client::DialAgent(const std::string& actor_id, 
   lock.unlock();
   c->Close(Status(Code::kPermissionDenied, "the actor's agent did not take this caller"));
   return nullptr;
+}
+
+void Client::SendDirect(const std::string& actor_id, const std::string& id, net::Connection* agent,
+                        const proto::CallerToAgent& call) {
+  bool lost = false;
+  {
+    std::lock_guard lock(mu_);
+    DirectActor& d = direct_[actor_id];
+    if (ready_.contains(id)) return;  // the head refused it already
+    if (d.conn.get() != agent) {
+      lost = true;  // that connection closed since DirectRoute
+      lost_direct_.push_back(id);
+    } else {
+      d.via_head--;
+      d.sent.insert(id);
+    }
+  }
+  if (!lost && !agent->Send(call, net::Urgency::kSoon)) {
+    std::lock_guard lock(mu_);
+    auto d = direct_.find(actor_id);
+    if (d != direct_.end() && d->second.sent.erase(id)) {  // (else OnAgentClose took it already)
+      d->second.via_head++;
+      lost_direct_.push_back(id);
+      lost = true;
+    }
+  }
+  if (lost)
+    if (auto head = conn()) SendLostDirect(*head);
+}
+
+void Client::ForgetDirect() {
+  std::vector<std::shared_ptr<net::Connection>> conns;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [actor, d] : direct_) {
+      d.via_head += static_cast<int>(d.sent.size());
+      d.sent.clear();
+      d.next_route = {};
+      if (d.conn) conns.push_back(std::move(d.conn));
+    }
+    lost_direct_.clear();  // (the new head knows them from the replay only)
+  }
+  for (auto& c : conns) c->Close(Status(Code::kCancelled, "the head restarted"));
 }
 
 void Client::OnAgentMessage(net::Connection* from, const std::string& actor_id, std::optional<bool>* greeted,

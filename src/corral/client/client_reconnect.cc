@@ -62,6 +62,7 @@ void Client::ReconnectLoop(Status reason) {
       // it (we were away past its grace) has forgotten our functions and values too.
       same_head = session_ == previous_session && resume_secret_ == previous_secret;
     }
+    if (!same_head) ForgetDirect();  // its routes and tickets are of the old head's run
     if (!Replay(**c, same_head)) {
       last = Status(Code::kUnavailable, "the connection closed during the replay");
       continue;
@@ -79,6 +80,7 @@ void Client::ReconnectLoop(Status reason) {
       for (const auto& id : subscribed_) sub.mutable_subscribe()->add_ids(id);
     }
     if (sub.has_subscribe()) (*c)->Send(sub);
+    SendLostDirect(**c);  // (and direct calls lost while the replay ran)
     std::lock_guard lock(mu_);
     if ((*c)->closed()) {  // lost again already; its close was not taken as ours while reconnecting
       last = Status(Code::kUnavailable, "the connection closed right after the replay");

@@ -121,6 +121,8 @@ class HeadServer {
   void Deny(Peer* peer, const proto::ClientToHead& message, std::optional<Role> need);
   // Closes connections whose token was revoked or has expired.
   void CloseDeadTokens();
+  // Agents close these clients' direct-call connections and refuse them from then on.
+  void DropCallers(const std::vector<std::string>& client_ids);
   void OnAgentHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome);
   void OnClientHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome);
   // The client's connection is gone: forget it now (goodbye) or after the grace.

@@ -254,22 +254,36 @@ Result<TokenInfo> HeadServer::RevokeToken(const std::string& name) {
   std::set<std::string> worker_ids;  // the workers of nodes that joined with it go too
   for (auto& [p, peer] : peers_)
     if (peer->kind == Peer::kAgent && peer->node && peer->token.id == gone->id) worker_ids.insert("w:" + Hex(peer->node->view.id));
+  std::vector<std::string> clients;  // their direct-call connections to agents go too
   for (auto& [p, peer] : peers_)
     if (peer->kind != Peer::kHandshake && (peer->token.id == gone->id || worker_ids.contains(peer->token.id))) {
+      if (peer->session) clients.push_back(peer->session->id);
       peer->conn->Close(Status(Code::kPermissionDenied, fmt::format("token '{}' was revoked", gone->name)));
       closed++;
     }
+  DropCallers(clients);
   LOG_INFO("token '{}' revoked; {} connection(s) that used it closed", Printable(name), closed);
   return gone;
 }
 
 void HeadServer::CloseDeadTokens() {
   int64_t now = clock_.WallNs();
+  std::vector<std::string> clients;
   for (auto& [p, peer] : peers_)
     if (peer->kind != Peer::kHandshake && !tokens_->Live(peer->token.id, now) && !peer->conn->closed()) {
       LOG_INFO("closing a connection from {}: its token '{}' expired", peer->conn->peer(), peer->token.name);
+      if (peer->session) clients.push_back(peer->session->id);
       peer->conn->Close(Status(Code::kPermissionDenied, fmt::format("token '{}' expired", peer->token.name)));
     }
+  DropCallers(clients);
+}
+
+void HeadServer::DropCallers(const std::vector<std::string>& client_ids) {
+  if (client_ids.empty()) return;
+  proto::HeadToAgent msg;
+  for (const auto& id : client_ids) msg.mutable_drop_callers()->add_client_ids(id);
+  for (Node* n : nodes_.All())
+    if (n->conn) n->conn->Send(msg);
 }
 
 }  // namespace corral::head

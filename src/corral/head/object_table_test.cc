@@ -573,6 +573,21 @@ TEST(Actors, DirectCallsAreRecordedNotSentTheirEarlyEndsWaitAndLostOnesAreSentFr
   t.tasks.OnCallsNotHeld(n, probes.back().probe_calls());
   EXPECT_EQ(t.Order("n"), (std::vector<std::string>{actor, c3}));
   EXPECT_EQ(t.Counter("direct_calls_lost"), 1);
+  // A direct report names only an actor call sent to that node: not the actor's creation.
+  ended(actor);
+  EXPECT_EQ(t.Counter("direct_reports_refused"), 1);
+  EXPECT_EQ(t.Info(actor).state(), "ALIVE");
+  // After a head restart a driver sends its calls again as they were: those go the usual way.
+  proto::TaskSpec again;
+  again.set_task_id(MakeTaskId(t.driver.id, ++t.next));
+  again.set_actor_id(actor);
+  again.set_method("m");
+  again.set_name("m.Actor.m");
+  again.set_direct_node(n->view.id);
+  again.set_resubmitted(true);
+  t.tasks.Submit(&t.driver, proto::TaskSpec(again));
+  EXPECT_EQ(t.Order("n").back(), again.task_id());
+  t.Finish(n, again.task_id());
   ended(c1);
   proto::TaskFinished f3;  // its new attempt, sent by the head (a hand-back: no retry used)
   f3.set_task_id(c3);

@@ -134,7 +134,13 @@ void TaskManager::DirectLost(ClientSession* client, const proto::DirectLost& los
   }
   for (auto& [node_id, msg] : probes) {
     Node* node = nodes_.Find(node_id);
-    if (node && node->conn) node->conn->Send(msg);  // (one away is reconciled when it returns, or dies)
+    if (node && node->conn) {
+      node->conn->Send(msg);
+    } else if (node) {  // asked when it registers again (or its death re-queues them)
+      proto::DirectCalls& kept = direct_probes_[node_id];
+      kept.mutable_task_ids()->MergeFrom(msg.probe_calls().task_ids());
+      kept.mutable_attempts()->MergeFrom(msg.probe_calls().attempts());
+    }
   }
 }
 
@@ -147,6 +153,8 @@ void TaskManager::OnCallsNotHeld(Node* node, const proto::DirectCalls& not_held)
       continue;  // it ended there (its report came first), or moved on
     Task& task = t->second;
     if (task.direct) {
+      auto where = BytesFieldOf(task, proto::TaskSpec::kDirectNodeFieldNumber);
+      if (where.empty() || where.back() != node->view.id) continue;
       task.direct = false;  // never came: sent from here when its turn comes
       Count("direct_calls_lost");
     } else if (task.state == TaskState::kDispatched && task.node == node->view.id && task.actor_call) {
@@ -159,7 +167,17 @@ void TaskManager::OnCallsNotHeld(Node* node, const proto::DirectCalls& not_held)
 
 void TaskManager::KeepEarlyEnd(Node* node, proto::TaskFinished&& finished) {
   Nanos now = Now();
-  while (!direct_early_order_.empty() && now - direct_early_order_.front().first > kDirectEarlyKeep) {
+  std::string id = finished.task_id();
+  direct_early_order_.emplace_back(now, id);
+  direct_early_[id] = DirectEarly{node->view.id, std::move(finished), now};
+  Count("direct_call_ends_early");
+  ExpireEarlyEnds(now);
+}
+
+void TaskManager::ExpireEarlyEnds(Nanos now) {
+  // Oldest first: past their time, or past the cap (a caller that never submits what it sends).
+  while (!direct_early_order_.empty() && (now - direct_early_order_.front().first > kDirectEarlyKeep ||
+                                          direct_early_.size() > kDirectEarlyMax)) {
     auto e = direct_early_.find(direct_early_order_.front().second);
     if (e != direct_early_.end() && e->second.at == direct_early_order_.front().first) {
       if (Node* from = nodes_.Find(e->second.node)) DiscardStoredResult(from, e->second.finished);
@@ -168,10 +186,13 @@ void TaskManager::KeepEarlyEnd(Node* node, proto::TaskFinished&& finished) {
     }
     direct_early_order_.pop_front();
   }
-  std::string id = finished.task_id();
-  direct_early_order_.emplace_back(now, id);
-  direct_early_[id] = DirectEarly{node->view.id, std::move(finished), now};
-  Count("direct_call_ends_early");
+  // Entries used meanwhile leave their place in line behind: dropped once they outnumber the rest.
+  if (direct_early_order_.size() > 4 * direct_early_.size() + 1024) {
+    std::erase_if(direct_early_order_, [&](const auto& entry) {
+      auto e = direct_early_.find(entry.second);
+      return e == direct_early_.end() || e->second.at != entry.first;
+    });
+  }
 }
 
 void TaskManager::ActorNotThere(const std::string& id, const Task& task, Node* node) {
@@ -228,6 +249,12 @@ void TaskManager::PumpActor(const std::string& actor_id, Actor& a) {
 }
 
 void TaskManager::ResumeActorsOn(Node* node) {
+  if (auto p = direct_probes_.find(node->view.id); p != direct_probes_.end()) {
+    proto::HeadToAgent msg;
+    *msg.mutable_probe_calls() = std::move(p->second);
+    direct_probes_.erase(p);
+    if (node->conn) node->conn->Send(msg);
+  }
   for (auto& [id, a] : actors_)
     if (a.node == node->view.id && a.state == Actor::State::kAlive) PumpActor(id, a);
 }

@@ -151,6 +151,7 @@ void TaskManager::Enqueue(const std::string& id, Task& task) {
 void TaskManager::Schedule() {
   if (!actors_to_pump_.empty()) PumpWaitingActors();  // (before the grace's end drops orphans they may adopt)
   if (grace_ && !InGrace()) EndGrace();
+  if (!direct_early_order_.empty()) ExpireEarlyEnds(Now());
   if (!dirty_ && !nodes_changed_) return;
   // Gangs first: one waiting for room takes it before single tasks fill it again.
   bool reserved = gangs_.HasPending() && gangs_.ReservePending();
@@ -300,9 +301,16 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
     }
     orphans_.erase(o);
   }
-  if (finished.direct() && (it == tasks_.end() || (it->second.direct && it->second.state != TaskState::kFinished))) {
-    KeepEarlyEnd(node, std::move(finished));  // the call itself is not recorded yet
-    return;
+  if (finished.direct()) {
+    // Only an actor call a caller sent that node may end this way (a ticket holder names the id).
+    if (it != tasks_.end() && (!it->second.actor_call || (!it->second.direct && it->second.node != node->view.id))) {
+      Count("direct_reports_refused");
+      return;
+    }
+    if (it == tasks_.end() || (it->second.direct && it->second.state != TaskState::kFinished)) {
+      KeepEarlyEnd(node, std::move(finished));  // the call itself is not recorded yet
+      return;
+    }
   }
   if (it == tasks_.end() || it->second.state == TaskState::kFinished) {
     // Finished (and perhaps freed) already: a report sent again after a connection failed, or one

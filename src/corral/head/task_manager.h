@@ -503,7 +503,7 @@ class TaskManager {
   std::unordered_map<std::string, Orphan> orphans_;
   // Ends of direct calls reported before the head recorded the call as running (the caller's
   // submission and the agent's report travel on different connections): applied when it does,
-  // dropped after kDirectEarlyKeep (the caller never submitted it, or it was refused).
+  // dropped after kDirectEarlyKeep (the caller never submitted it, or it was refused) or past kDirectEarlyMax.
   struct DirectEarly {
     std::string node;
     proto::TaskFinished finished;
@@ -511,8 +511,11 @@ class TaskManager {
   };
   std::unordered_map<std::string, DirectEarly> direct_early_;
   std::deque<std::pair<Nanos, std::string>> direct_early_order_;
-  static constexpr Nanos kDirectEarlyKeep = 600'000'000'000;  // 10 minutes
+  static constexpr Nanos kDirectEarlyKeep = 60'000'000'000;  // a minute
+  static constexpr size_t kDirectEarlyMax = 65536;
   void KeepEarlyEnd(Node* node, proto::TaskFinished&& finished);
+  void ExpireEarlyEnds(Nanos now);
+  std::unordered_map<std::string, proto::DirectCalls> direct_probes_;  // by node: for when it registers again
   // A direct call whose turn came: recorded as running where its caller sent it (and ended at once
   // if its end came first). False: that node is unknown here; the call goes the usual way.
   bool MarkDirect(const std::string& id, Task& task, Actor& a);

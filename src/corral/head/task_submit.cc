@@ -91,7 +91,8 @@ void TaskManager::Submit(ClientSession* client, proto::TaskSpec&& spec) {
   std::string refusal;
   proto::ErrorKind kind = proto::RUNTIME;
   if (spec.has_actor() || !spec.actor_id().empty()) refusal = AdmitActorTask(client, id, task, spec, &kind);
-  task.direct = task.actor_call && !spec.direct_node().empty();
+  // (A resubmission after a head restart goes the usual way: the agent's held attempts are taken over.)
+  task.direct = task.actor_call && !spec.direct_node().empty() && !spec.resubmitted();
   if (refusal.empty() && !spec.gang_id().empty()) refusal = AdmitGangTask(*client, spec);
   SchedClass& cls = ClassFor(spec);
   cls.unfinished++;

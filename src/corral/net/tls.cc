@@ -101,7 +101,7 @@ Result<std::string> FetchPresentedChain(const Endpoint& endpoint, std::chrono::m
 
 namespace {
 
-// What a PSK context's callbacks read (SSL_CTX app data), kept alive by the context's shared_ptr.
+// What a PSK context's callbacks read (SSL_CTX ex data), kept alive by the context's shared_ptr.
 struct PskContext {
   explicit PskContext(ssl::context::method method) : ctx(method) {}
   ssl::context ctx;
@@ -109,16 +109,23 @@ struct PskContext {
   std::string identity, key;                                // client
 };
 
+// The holder's slot in SSL_CTX ex data (not the app data: asio's context owns that slot, and
+// deletes what it holds as its own).
+int PskSlot() {
+  static const int slot = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return slot;
+}
+
 std::shared_ptr<ssl::context> MakePsk(std::shared_ptr<PskContext> holder, bool server) {
   SSL_CTX* native = holder->ctx.native_handle();
   SSL_CTX_set_min_proto_version(native, TLS1_3_VERSION);
   SSL_CTX_set_ciphersuites(native, "TLS_AES_128_GCM_SHA256");
   if (server) SSL_CTX_set_num_tickets(native, 0);
-  SSL_CTX_set_app_data(native, holder.get());
+  SSL_CTX_set_ex_data(native, PskSlot(), holder.get());
   if (server) {
     SSL_CTX_set_psk_server_callback(native, [](SSL* ssl, const char* identity, unsigned char* psk,
                                                 unsigned max_len) -> unsigned {
-      auto* h = static_cast<PskContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+      auto* h = static_cast<PskContext*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), PskSlot()));
       if (h == nullptr || identity == nullptr) return 0;
       std::string key = h->key_for(identity);
       if (key.empty() || key.size() > max_len) return 0;
@@ -128,7 +135,7 @@ std::shared_ptr<ssl::context> MakePsk(std::shared_ptr<PskContext> holder, bool s
   } else {
     SSL_CTX_set_psk_client_callback(native, [](SSL* ssl, const char*, char* identity, unsigned max_identity,
                                                 unsigned char* psk, unsigned max_len) -> unsigned {
-      auto* h = static_cast<PskContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+      auto* h = static_cast<PskContext*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), PskSlot()));
       if (h == nullptr || h->identity.size() + 1 > max_identity || h->key.size() > max_len) return 0;
       std::memcpy(identity, h->identity.c_str(), h->identity.size() + 1);
       std::memcpy(psk, h->key.data(), h->key.size());
