@@ -157,3 +157,53 @@ def test_calls_go_through_the_head_when_asked(cluster, monkeypatch):
     assert corral.get([c.incr.remote() for _ in range(20)]) == list(range(1, 21))
     assert corral.get([c.incr.remote() for _ in range(20)]) == list(range(21, 41))
     assert head_counter("actor_calls_direct") == 0
+
+
+REVOKED_DRIVER = """
+import sys, corral
+corral.init(address=sys.argv[1])
+
+@corral.remote
+class Counter:
+    def __init__(self):
+        self.n = 0
+    def incr(self):
+        self.n += 1
+        return self.n
+
+c = Counter.remote()
+print([corral.get(c.incr.remote()) for _ in range(5)], flush=True)
+sys.stdin.readline()  # held open until the test is done
+"""
+
+
+def test_a_revoked_tokens_connections_to_agents_are_closed(cluster):
+    import subprocess
+    import sys
+    import time
+    from conftest import corral_cli, make_token
+    cluster.add_agent(num_cpus=1)
+    cluster.connect()
+    cluster.wait_nodes(1)
+    secret = make_token(cluster, "submit", "visitor")
+    env = dict(cluster.env(), CORRAL_TOKEN=secret)
+    driver = subprocess.Popen([sys.executable, "-c", REVOKED_DRIVER, cluster.address], env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert driver.stdout.readline().strip() == "[1, 2, 3, 4, 5]"
+        port = int(next(n["call_address"] for n in corral.nodes() if n["call_address"]).rsplit(":", 1)[1])
+
+        def to_agent():
+            return [c for c in psutil.Process(driver.pid).net_connections(kind="tcp")
+                    if c.raddr and c.raddr.port == port and c.status == "ESTABLISHED"]
+        assert len(to_agent()) == 1  # its calls went straight to the agent
+        out = corral_cli(cluster, "token", "revoke", "visitor")
+        assert out.returncode == 0, out.stderr
+        # The head tells every agent to drop its callers (a client that kept its connection open
+        # would be cut off; this one closes it itself once the head refuses it).
+        wait_until(lambda: not to_agent(), what="the revoked caller's connection to the agent to close")
+        wait_until(lambda: any(n["counters"].get("callers_dropped") == 1 for n in corral.nodes()),
+                   what="the agent to be told to drop the revoked caller")
+    finally:
+        driver.stdin.close()
+        driver.wait(timeout=30)

@@ -194,6 +194,7 @@ void Agent::OnProbeCalls(const proto::DirectCalls& probe) {
 void Agent::OnDropCallers(const proto::DropCallers& drop) {
   std::vector<std::shared_ptr<net::Connection>> closing;  // (closing one erases it from callers_)
   for (const auto& id : drop.client_ids()) {
+    counters_["callers_dropped"]++;
     if (callers_dropped_.size() < kCallsRefusedKept) callers_dropped_.insert(id);
     for (auto& [c, caller] : callers_)
       if (caller->client_id == id) closing.push_back(caller->conn);
