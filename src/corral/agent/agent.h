@@ -151,6 +151,8 @@ class Agent {
   // answer lists them, and they are refused should they still arrive (the head sends them itself).
   void OnProbeCalls(const proto::DirectCalls& probe);
   void OnDropCallers(const proto::DropCallers& drop);
+  // Closes every caller's connection (the head is lost, or it restarted): they ask the head again.
+  void CloseCallers(const std::string& why);
   // Tells a direct call's caller that its result will come from the head instead.
   static void Abandon(const std::weak_ptr<net::Connection>& caller, const std::string& task_id);
   void TryStart();
@@ -245,6 +247,7 @@ class Agent {
   uint16_t last_peer_port_ = 0;  // reused when the node serves objects on a new address
   std::string peer_secret_;      // the cluster's, from the Welcome: checks callers' tickets
   std::unique_ptr<net::Listener> call_listener_;
+  std::vector<std::shared_ptr<boost::asio::ssl::context>> call_tls_;  // every one made (see ServeCalls)
   std::string call_host_;
   std::unordered_map<Caller*, std::unique_ptr<Caller>> callers_;
   size_t callers_greeting_ = 0;  // connected callers that have not sent a valid hello yet

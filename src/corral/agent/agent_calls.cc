@@ -44,10 +44,12 @@ void Agent::ServeCalls(const std::string& local_ip) {
   if (!call_listener_ || call_host_ != host) {
     call_listener_.reset();
     std::shared_ptr<boost::asio::ssl::context> tls;
-    if (!net::Endpoint{host, 0, ""}.is_loopback())
+    if (!net::Endpoint{host, 0, ""}.is_loopback()) {
       tls = net::MakePskServerContext([this](const std::string& identity) {
         return net::CallPskKey(peer_secret_, identity);
       });
+      call_tls_.push_back(tls);  // kept: a handshake under way on a replaced listener still reads it
+    }
     auto l = net::Listener::Listen(io_, net::Endpoint{host, 0, ""}, tls);
     if (!l) {
       LOG_WARN("cannot take actor calls straight from callers on {}: {}; they go through the head", host,
@@ -117,6 +119,10 @@ void Agent::OnCallerMessage(Caller* c, std::string_view bytes) {
       why = "its ticket is not one the head gave for this actor (ask the head for a route again)";
     else if (callers_dropped_.contains(h.client_id()))
       why = "its token was revoked or expired";
+    else if (!registered_)
+      why = "this agent is away from the head";
+    else if (auto w = actor_workers_.find(h.actor_id()); w == actor_workers_.end() || w->second->retired)
+      why = "the actor does not run here (ask the head for a route again)";
     if (!why.empty()) {
       counters_["callers_refused"]++;
       proto::AgentToCaller refused;
@@ -149,9 +155,9 @@ void Agent::OnCallerMessage(Caller* c, std::string_view bytes) {
     c->conn->Close(Status(Code::kPermissionDenied, "a call this caller may not send here"));
     return;
   }
-  // Not while the head cannot hear of it, nor past this node's lease (the head may be re-running
-  // this node's work elsewhere): the head sends it once it is back.
-  if (!registered_ || (lease_.granted() && !lease_.Valid(SystemClock().BootTimeNs()))) {
+  // Not while the head cannot hear of it: the head sends it once this node is back. (Past the
+  // lease, the fence has stopped the actor's worker, unless it keeps running on a partition.)
+  if (!registered_) {
     Abandon(c->conn, spec.task_id());
     counters_["actor_calls_direct_abandoned"]++;
     ReportEnded(spec.task_id(), spec.attempt(), proto::HANDED_BACK,
@@ -189,6 +195,12 @@ void Agent::OnProbeCalls(const proto::DirectCalls& probe) {
     not_held->add_attempts(probe.attempts(i));
   }
   SendToHead(answer);
+}
+
+void Agent::CloseCallers(const std::string& why) {
+  std::vector<std::shared_ptr<net::Connection>> closing;  // (closing one erases it from callers_)
+  for (auto& [c, caller] : callers_) closing.push_back(caller->conn);
+  for (auto& conn : closing) conn->Close(Status(Code::kUnavailable, why));
 }
 
 void Agent::OnDropCallers(const proto::DropCallers& drop) {

@@ -140,6 +140,9 @@ void Agent::OnHeadLost(const Status& reason) {
   head_.reset();
   registered_ = false;
   renewing_ = false;
+  // Direct calls need the head to hear of them: their callers go through it until it is back (the
+  // calls already here run on; their callers ask the head about them).
+  if (!stopped_) CloseCallers("this agent lost the head");
   // Ends the head may not have received: report them again after re-registering.
   for (auto it = unacked_.rbegin(); it != unacked_.rend(); ++it) {
     outbox_bytes_ += it->msg.ByteSizeLong();
@@ -281,8 +284,10 @@ void Agent::OnHeadMessage(std::string_view bytes) {
       last_ack_ = SystemClock().BootTimeNs();
       if (w.lease_ms() > 0) lease_.Acked(0, Ms(static_cast<int64_t>(w.lease_ms())));
       OnLeaseRenewed();
-      if (!session_id_.empty() && session_id_ != w.session_id())
+      if (!session_id_.empty() && session_id_ != w.session_id()) {
         LOG_INFO("the head restarted (new session); reporting {} attempt end(s) held meanwhile", outbox_.size());
+        CloseCallers("the head restarted");  // their tickets were the old head's; their calls come again
+      }
       session_id_ = w.session_id();
       if (!w.node_certificate().empty()) OnNodeCertificate(w.node_certificate(), false);
       if (!w.worker_token().empty()) KeepWorkerToken(w.worker_token());

@@ -210,8 +210,10 @@ void Client::OnAgentMessage(net::Connection* from, const std::string& actor_id, 
       break;
     }
     case proto::AgentToCaller::kAbandoned:  // its result will come from the head
-      if (d != direct_.end() && d->second.conn.get() == from && d->second.sent.erase(msg.abandoned()))
+      if (d != direct_.end() && d->second.conn.get() == from && d->second.sent.erase(msg.abandoned())) {
         d->second.via_head++;
+        from->Close(Status(Code::kUnavailable, "the agent could not run a call"));  // ask for a route again
+      }
       break;
     default: break;
   }

@@ -236,6 +236,7 @@ void HeadServer::OnAgentHello(Peer* peer, const proto::Hello& hello, proto::Head
       tokens_->WorkerToken(id, peer->worker_token_ns + options_.worker_credential_ttl.count() * 1'000'000'000));
   welcome.mutable_welcome()->set_peer_secret(peer_secret_);
   peer->conn->Send(welcome);
+  TellDroppedCallers(*peer->conn);
   if (resumed) {
     LOG_INFO("node {} reconnected from {} (host {}), holding {} attempt(s)", ShortHex(id), peer->conn->peer(),
              info.hostname(), hello.held_size());

@@ -123,6 +123,9 @@ class HeadServer {
   void CloseDeadTokens();
   // Agents close these clients' direct-call connections and refuse them from then on.
   void DropCallers(const std::vector<std::string>& client_ids);
+  void TellDroppedCallers(net::Connection& agent);  // all of them, to an agent that registered
+  std::set<std::string> dropped_callers_;           // this head run's, at most kDroppedCallersKept
+  static constexpr size_t kDroppedCallersKept = 4096;
   void OnAgentHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome);
   void OnClientHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome);
   // The client's connection is gone: forget it now (goodbye) or after the grace.

@@ -261,6 +261,8 @@ Result<TokenInfo> HeadServer::RevokeToken(const std::string& name) {
       peer->conn->Close(Status(Code::kPermissionDenied, fmt::format("token '{}' was revoked", gone->name)));
       closed++;
     }
+  for (const auto& [id, d] : detached_)  // (and sessions waiting for their client to come back)
+    if (d.session->token_id == gone->id) clients.push_back(id);
   DropCallers(clients);
   LOG_INFO("token '{}' revoked; {} connection(s) that used it closed", Printable(name), closed);
   return gone;
@@ -275,15 +277,27 @@ void HeadServer::CloseDeadTokens() {
       if (peer->session) clients.push_back(peer->session->id);
       peer->conn->Close(Status(Code::kPermissionDenied, fmt::format("token '{}' expired", peer->token.name)));
     }
+  for (const auto& [id, d] : detached_)
+    if (!tokens_->Live(d.session->token_id, now) && !dropped_callers_.contains(id)) clients.push_back(id);
   DropCallers(clients);
 }
 
 void HeadServer::DropCallers(const std::vector<std::string>& client_ids) {
   if (client_ids.empty()) return;
   proto::HeadToAgent msg;
-  for (const auto& id : client_ids) msg.mutable_drop_callers()->add_client_ids(id);
+  for (const auto& id : client_ids) {
+    msg.mutable_drop_callers()->add_client_ids(id);
+    if (dropped_callers_.size() < kDroppedCallersKept) dropped_callers_.insert(id);  // (told to agents that register later)
+  }
   for (Node* n : nodes_.All())
     if (n->conn) n->conn->Send(msg);
+}
+
+void HeadServer::TellDroppedCallers(net::Connection& agent) {
+  if (dropped_callers_.empty()) return;
+  proto::HeadToAgent msg;
+  for (const auto& id : dropped_callers_) msg.mutable_drop_callers()->add_client_ids(id);
+  agent.Send(msg);
 }
 
 }  // namespace corral::head

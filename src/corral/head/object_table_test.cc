@@ -571,8 +571,19 @@ TEST(Actors, DirectCallsAreRecordedNotSentTheirEarlyEndsWaitAndLostOnesAreSentFr
   ASSERT_TRUE(probes.back().has_probe_calls());
   EXPECT_EQ(probes.back().probe_calls().task_ids(0), c3);
   t.tasks.OnCallsNotHeld(n, probes.back().probe_calls());
-  EXPECT_EQ(t.Order("n"), (std::vector<std::string>{actor, c3}));
   EXPECT_EQ(t.Counter("direct_calls_lost"), 1);
+  // Sent from here, but in its caller's order: after c1, which still runs there (sent directly,
+  // it could otherwise reach the worker after the head's copy of a later call).
+  EXPECT_EQ(t.Order("n"), std::vector<std::string>{actor});
+  ended(c1);
+  t.tasks.Schedule();  // (the head server does after every message)
+  EXPECT_EQ(t.Order("n"), (std::vector<std::string>{actor, c3}));
+  proto::TaskFinished f3;  // its new attempt, sent by the head (a hand-back: no retry used)
+  f3.set_task_id(c3);
+  f3.set_attempt(1);
+  f3.mutable_result()->set_data("value");
+  t.tasks.OnTaskFinished(n, std::move(f3));
+  EXPECT_EQ(t.Info(actor).running_calls(), 0);
   // A direct report names only an actor call sent to that node: not the actor's creation.
   ended(actor);
   EXPECT_EQ(t.Counter("direct_reports_refused"), 1);
@@ -588,13 +599,15 @@ TEST(Actors, DirectCallsAreRecordedNotSentTheirEarlyEndsWaitAndLostOnesAreSentFr
   t.tasks.Submit(&t.driver, proto::TaskSpec(again));
   EXPECT_EQ(t.Order("n").back(), again.task_id());
   t.Finish(n, again.task_id());
-  ended(c1);
-  proto::TaskFinished f3;  // its new attempt, sent by the head (a hand-back: no retry used)
-  f3.set_task_id(c3);
-  f3.set_attempt(1);
-  f3.mutable_result()->set_data("value");
-  t.tasks.OnTaskFinished(n, std::move(f3));
-  EXPECT_EQ(t.Info(actor).running_calls(), 0);
+  // A later call of the same caller that comes through the head (an earlier one was lost, or the
+  // first of them handed back) waits behind its direct calls still running, in its order.
+  std::string d1 = direct(MakeTaskId(t.driver.id, ++t.next));
+  std::string h1 = t.Call(actor);
+  EXPECT_EQ(t.Order("n").back(), again.task_id());  // not sent yet
+  ended(d1);
+  t.tasks.Schedule();
+  EXPECT_EQ(t.Order("n").back(), h1);
+  t.Finish(n, h1);
   EXPECT_EQ(t.Counter("unfinished_tasks"), 1);  // the actor's creation alone
 }
 

@@ -82,6 +82,7 @@ void TaskManager::EnqueueCall(const std::string& id, Task& task) {
   }
   Actor& a = it->second;
   if (was_running) a.running--;
+  EndDirect(actor_id, a, id, task);  // (a retry: it has its place in line again)
   if (a.state == Actor::State::kDead) {
     proto::ObjectValue v = a.death;
     Finish(id, std::move(v));
@@ -93,11 +94,23 @@ void TaskManager::EnqueueCall(const std::string& id, Task& task) {
   PumpActor(actor_id, a);
 }
 
+void TaskManager::EndDirect(const std::string& actor_id, Actor& a, const std::string& id, Task& task) {
+  if (!std::exchange(task.direct_recorded, false)) return;
+  auto d = a.direct_running.find(id.substr(0, 8));
+  if (d == a.direct_running.end() || --d->second > 0) return;
+  a.direct_running.erase(d);
+  if (!a.pending.empty()) QueuePump(actor_id, a);  // its caller's calls held behind it may go
+}
+
 bool TaskManager::MarkDirect(const std::string& id, Task& task, Actor& a) {
   auto where = BytesFieldOf(task, proto::TaskSpec::kDirectNodeFieldNumber);
   Node* node = where.empty() ? nullptr : nodes_.Find(where.back());
   if (node == nullptr) return false;
   if (auto s = a.seq.find(IdKey(id)); s != a.seq.end()) a.pending.erase(s->second);  // (its place stays for a retry)
+  // While it runs, its caller's later calls that come through the head (this one was lost or
+  // handed back, its node went away) wait: they could reach the worker before it (PumpActor).
+  a.direct_running[id.substr(0, 8)]++;
+  task.direct_recorded = true;
   task.state = TaskState::kDispatched;
   task.node = node->view.id;
   node->tasks.insert(id);
@@ -160,7 +173,10 @@ void TaskManager::OnCallsNotHeld(Node* node, const proto::DirectCalls& not_held)
     } else if (task.state == TaskState::kDispatched && task.node == node->view.id && task.actor_call) {
       Count("direct_calls_lost");
       ReleaseResources(id, task, node);
-      Retry(id, task, "its caller's connection to the node broke before the call arrived", /*failure=*/false);
+      if (task.cancel_requested)  // (its owner left, or cancelled it): it never ran
+        Finish(id, ErrorValue(id, proto::CANCELLED, fmt::format("call {} was cancelled", NameOf(id, task))));
+      else
+        Retry(id, task, "its caller's connection to the node broke before the call arrived", /*failure=*/false);
     }
   }
 }
@@ -226,7 +242,8 @@ void TaskManager::PumpActor(const std::string& actor_id, Actor& a) {
     }
     std::string id = it->second.str();
     std::string caller = id.substr(0, 8);
-    bool held = std::find(held_back.begin(), held_back.end(), caller) != held_back.end();
+    bool held = std::find(held_back.begin(), held_back.end(), caller) != held_back.end() ||
+                a.direct_running.contains(caller);
     // An argument being rebuilt (its node died) is waited for again, as for a task.
     if (!held && t->second.state == TaskState::kQueued && t->second.has_deps)
       WaitAgainForArguments(id, t->second, DepsOf(t->second));
@@ -365,6 +382,7 @@ void TaskManager::OnActorTaskFinished(const std::string& id, Task& task, proto::
       a.pending.erase(s->second);
       a.seq.erase(s);
     }
+    EndDirect(actor_id, a, id, task);
     switch (value.error()) {
       case proto::WORKER_DIED:
       case proto::NODE_DIED:

@@ -47,6 +47,13 @@ void TaskManager::RemoveClient(ClientSession* client) {
         TryFree(id);
       }
     }
+    // Its calls running on actors may be direct ones their agent never got (it left between its
+    // two sends): their nodes are asked, and one never got ends cancelled (OnCallsNotHeld).
+    proto::DirectLost unsure;
+    for (const auto& id : owned)
+      if (auto t = tasks_.find(id); t != tasks_.end() && t->second.actor_call && t->second.state == TaskState::kDispatched)
+        unsure.add_task_ids(id);
+    if (unsure.task_ids_size() > 0) DirectLost(client, unsure);
   }
   std::unordered_map<std::string, int> borrowed = std::move(client->borrowed);
   client->borrowed.clear();

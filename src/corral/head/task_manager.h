@@ -223,6 +223,7 @@ class TaskManager {
     bool actor_call = false;           // a call on an actor: goes to the actor's node, not a class queue
     bool direct = false;               // a call its caller sent itself (TaskSpec.direct_node): not sent from here
     bool direct_delivered = false;     // its result reached its owner from the agent: not pushed again
+    bool direct_recorded = false;      // recorded as running where its caller sent it (Actor::direct_running)
     TaskSeries* series = nullptr;      // its function's and queue's metrics (never null once submitted)
     Nanos since = 0;                   // queued (or re-queued) at; once dispatched, dispatched at
     uint64_t journal = 0;              // its entry's number in journal_
@@ -251,6 +252,7 @@ class TaskManager {
     int64_t running = 0;               // calls sent to its worker, not finished
     bool pumping = false;              // PumpActor is sending its calls
     bool pump_queued = false;          // in actors_to_pump_
+    std::unordered_map<std::string, int> direct_running;  // by caller (id prefix): its direct calls running
   };
   // A pickled function, kept while some client that sent it is connected or an unfinished task
   // needs it; then forgotten here and on the nodes (a client sends it again on its next use).
@@ -519,6 +521,8 @@ class TaskManager {
   // A direct call whose turn came: recorded as running where its caller sent it (and ended at once
   // if its end came first). False: that node is unknown here; the call goes the usual way.
   bool MarkDirect(const std::string& id, Task& task, Actor& a);
+  // A call recorded by MarkDirect ends or is sent again: its caller's held calls may go.
+  void EndDirect(const std::string& actor_id, Actor& a, const std::string& id, Task& task);
   std::unordered_map<std::string, Actor> actors_;                // by id, live and recently dead
   std::map<std::pair<std::string, std::string>, std::string> actor_names_;  // (namespace, name) -> live actor
   std::deque<std::string> dead_actors_;      // oldest first, at most kDeadActorsKept

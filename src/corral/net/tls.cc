@@ -155,6 +155,9 @@ std::shared_ptr<ssl::context> MakePskServerContext(std::function<std::string(con
 
 std::shared_ptr<ssl::context> MakePskClientContext(std::string identity, std::string key) {
   auto holder = std::make_shared<PskContext>(ssl::context::tls_client);
+  // A server that ignores the key and presents a certificate instead (a man in the middle) fails:
+  // none verifies against an empty trust store; a handshake on the key presents none.
+  holder->ctx.set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
   holder->identity = std::move(identity);
   holder->key = std::move(key);
   return MakePsk(std::move(holder), false);
