@@ -64,3 +64,11 @@ def test_smoke_run_of_the_observability_cost():
     assert r.returncode == 0, r.stderr[-3000:]
     for row in ("| tasks_sync |", "| tasks_async |", "| head_cpu_s |"):
         assert row in r.stdout, r.stdout
+
+
+def test_smoke_run_of_the_direct_actor_call_path():
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "actor_direct.py"), "--smoke"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]  # (it fails itself if the direct runs did not go direct)
+    for row in ("| actor_calls_sync (µs) |", "| actor_calls_async (calls/s) |"):
+        assert row in r.stdout, r.stdout
