@@ -3,15 +3,22 @@ running the actor and gets the results from it; the head records the calls off t
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 
 import psutil
-import pytest
 
 import corral
 import wire
-from conftest import wait_until
+from conftest import corral_cli, make_token, wait_until
 from test_actors import Counter, actor_info
+
+
+def connect_with_one_agent(cluster, num_cpus=1):
+    cluster.add_agent(num_cpus=num_cpus)
+    cluster.connect()
+    cluster.wait_nodes(1)
 
 
 def head_counter(name):
@@ -39,9 +46,7 @@ class Tally:
 
 
 def test_calls_go_straight_to_the_agent_in_each_callers_order(cluster):
-    cluster.add_agent(num_cpus=2)
-    cluster.connect()
-    cluster.wait_nodes(1)
+    connect_with_one_agent(cluster, num_cpus=2)
     t = Tally.remote()
     assert corral.get(t.add.remote("warm", 0)) == 0  # its first call waits at the head for the actor
     direct_before, sent_before = head_counter("actor_calls_direct"), head_counter("actor_calls_dispatched")
@@ -67,9 +72,7 @@ def test_calls_go_straight_to_the_agent_in_each_callers_order(cluster):
 
 
 def test_a_forged_ticket_is_refused_and_its_call_never_runs(cluster):
-    cluster.add_agent(num_cpus=1)
-    cluster.connect()
-    cluster.wait_nodes(1)
+    connect_with_one_agent(cluster)
     c = Counter.remote(0)
     assert corral.get(c.incr.remote()) == 1
     actor_id = bytes.fromhex(actor_info(c)["actor_id"])
@@ -110,9 +113,7 @@ class Slow:
 
 
 def test_a_broken_connection_to_the_agent_loses_no_call_and_runs_none_twice(cluster):
-    cluster.add_agent(num_cpus=1)
-    cluster.connect()
-    cluster.wait_nodes(1)
+    connect_with_one_agent(cluster)
     s = Slow.remote()
     assert corral.get(s.step.remote(0)) == 1
     assert corral.get(s.step.remote(0)) == 2  # (its route is known now)
@@ -129,9 +130,7 @@ def test_a_broken_connection_to_the_agent_loses_no_call_and_runs_none_twice(clus
 
 
 def test_calls_follow_a_restarted_actor_straight_to_it(cluster):
-    cluster.add_agent(num_cpus=1)
-    cluster.connect()
-    cluster.wait_nodes(1)
+    connect_with_one_agent(cluster)
     c = Counter.options(max_restarts=1, max_task_retries=1).remote(0)
     assert corral.get(c.incr.remote()) == 1
     assert corral.get(c.incr.remote()) == 2
@@ -150,9 +149,7 @@ def test_calls_follow_a_restarted_actor_straight_to_it(cluster):
 
 def test_calls_go_through_the_head_when_asked(cluster, monkeypatch):
     monkeypatch.setenv("CORRAL_DIRECT_ACTOR_CALLS", "0")
-    cluster.add_agent(num_cpus=1)
-    cluster.connect()
-    cluster.wait_nodes(1)
+    connect_with_one_agent(cluster)
     c = Counter.remote(0)
     assert corral.get([c.incr.remote() for _ in range(20)]) == list(range(1, 21))
     assert corral.get([c.incr.remote() for _ in range(20)]) == list(range(21, 41))
@@ -178,13 +175,7 @@ sys.stdin.readline()  # held open until the test is done
 
 
 def test_a_revoked_tokens_connections_to_agents_are_closed(cluster):
-    import subprocess
-    import sys
-    import time
-    from conftest import corral_cli, make_token
-    cluster.add_agent(num_cpus=1)
-    cluster.connect()
-    cluster.wait_nodes(1)
+    connect_with_one_agent(cluster)
     secret = make_token(cluster, "submit", "visitor")
     env = dict(cluster.env(), CORRAL_TOKEN=secret)
     driver = subprocess.Popen([sys.executable, "-c", REVOKED_DRIVER, cluster.address], env=env, text=True,

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <condition_variable>
@@ -151,8 +152,8 @@ class Agent {
   // answer lists them, and they are refused should they still arrive (the head sends them itself).
   void OnProbeCalls(const proto::DirectCalls& probe);
   void OnDropCallers(const proto::DropCallers& drop);
-  // Closes every caller's connection (the head is lost, or it restarted): they ask the head again.
-  void CloseCallers(const std::string& why);
+  // Closes the connections of the callers `which` picks (all by default): they ask the head again.
+  void CloseCallers(const Status& why, const std::function<bool(const Caller&)>& which = nullptr);
   // Tells a direct call's caller that its result will come from the head instead.
   static void Abandon(const std::weak_ptr<net::Connection>& caller, const std::string& task_id);
   void TryStart();

@@ -197,21 +197,21 @@ void Agent::OnProbeCalls(const proto::DirectCalls& probe) {
   SendToHead(answer);
 }
 
-void Agent::CloseCallers(const std::string& why) {
+void Agent::CloseCallers(const Status& why, const std::function<bool(const Caller&)>& which) {
   std::vector<std::shared_ptr<net::Connection>> closing;  // (closing one erases it from callers_)
-  for (auto& [c, caller] : callers_) closing.push_back(caller->conn);
-  for (auto& conn : closing) conn->Close(Status(Code::kUnavailable, why));
+  for (auto& [c, caller] : callers_)
+    if (!which || which(*caller)) closing.push_back(caller->conn);
+  for (auto& conn : closing) conn->CloseAfterFlush(why);  // (what was sent to it first: results, abandons)
 }
 
 void Agent::OnDropCallers(const proto::DropCallers& drop) {
-  std::vector<std::shared_ptr<net::Connection>> closing;  // (closing one erases it from callers_)
-  for (const auto& id : drop.client_ids()) {
+  std::set<std::string> ids(drop.client_ids().begin(), drop.client_ids().end());
+  for (const auto& id : ids) {
     counters_["callers_dropped"]++;
     if (callers_dropped_.size() < kCallsRefusedKept) callers_dropped_.insert(id);
-    for (auto& [c, caller] : callers_)
-      if (caller->client_id == id) closing.push_back(caller->conn);
   }
-  for (auto& conn : closing) conn->Close(Status(Code::kPermissionDenied, "its token was revoked or expired"));
+  CloseCallers(Status(Code::kPermissionDenied, "its token was revoked or expired"),
+               [&](const Caller& c) { return ids.contains(c.client_id); });
 }
 
 void Agent::Abandon(const std::weak_ptr<net::Connection>& caller, const std::string& task_id) {

@@ -142,7 +142,7 @@ void Agent::OnHeadLost(const Status& reason) {
   renewing_ = false;
   // Direct calls need the head to hear of them: their callers go through it until it is back (the
   // calls already here run on; their callers ask the head about them).
-  if (!stopped_) CloseCallers("this agent lost the head");
+  if (!stopped_) CloseCallers(Status(Code::kUnavailable, "this agent lost the head"));
   // Ends the head may not have received: report them again after re-registering.
   for (auto it = unacked_.rbegin(); it != unacked_.rend(); ++it) {
     outbox_bytes_ += it->msg.ByteSizeLong();
@@ -286,7 +286,8 @@ void Agent::OnHeadMessage(std::string_view bytes) {
       OnLeaseRenewed();
       if (!session_id_.empty() && session_id_ != w.session_id()) {
         LOG_INFO("the head restarted (new session); reporting {} attempt end(s) held meanwhile", outbox_.size());
-        CloseCallers("the head restarted");  // their tickets were the old head's; their calls come again
+        // Their tickets were the old head's; their calls come again.
+        CloseCallers(Status(Code::kUnavailable, "the head restarted"));
       }
       session_id_ = w.session_id();
       if (!w.node_certificate().empty()) OnNodeCertificate(w.node_certificate(), false);

@@ -315,10 +315,8 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
       ReportEnded(id, call.attempt, proto::WORKER_DIED, why, call.direct);
     }
     // Its callers ask the head for a route again (to its next incarnation, wherever that runs).
-    std::vector<std::shared_ptr<net::Connection>> callers;  // (closing one erases it from callers_)
-    for (auto& [c, caller] : callers_)
-      if (caller->actor_id == w->actor_id) callers.push_back(caller->conn);
-    for (auto& conn : callers) conn->CloseAfterFlush(Status(Code::kAborted, "the actor's worker exited"));
+    CloseCallers(Status(Code::kAborted, "the actor's worker exited"),
+                 [&](const Caller& c) { return c.actor_id == w->actor_id; });
     w->actor_calls.clear();
   }
   // Keep the warm pool full.

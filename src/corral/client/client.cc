@@ -222,17 +222,24 @@ void Client::OnValueLocked(ObjectPtr value) {
   const std::string& id = value->id();
   unfinished_.erase(id);
   cancels_.erase(id);
-  if (auto call = calls_.find(id); call != calls_.end()) {  // an actor call: its actor's line moves on
-    if (auto d = direct_.find(call->second); d != direct_.end() && !d->second.sent.erase(id) && d->second.via_head > 0 &&
-        --d->second.via_head == 0 && d->second.next_route == std::chrono::steady_clock::time_point::max())
-      d->second.next_route = {};  // its actor was not ready: it may be now
-    calls_.erase(call);
-  }
+  EndCallLocked(id);
   auto r = refs_.find(id);
   if ((r != refs_.end() && r->second > 0) || subscribed_.erase(id)) {
     ready_[id] = std::move(value);
     cv_.notify_all();
   }
+}
+
+void Client::EndCallLocked(const std::string& id) {
+  auto call = calls_.find(id);
+  if (call == calls_.end()) return;  // not an actor call
+  if (auto d = direct_.find(call->second); d != direct_.end() && !d->second.sent.erase(id) && d->second.via_head > 0) {
+    DirectActor& actor = d->second;
+    // The last call through the head of an actor that was not ready: it may be now.
+    if (--actor.via_head == 0 && actor.next_route == std::chrono::steady_clock::time_point::max())
+      actor.next_route = {};
+  }
+  calls_.erase(call);
 }
 
 void Client::OnClose(net::Connection* from, const Status& reason) {
@@ -392,10 +399,7 @@ Result<std::string> Client::SendTask(proto::ClientToHead& msg, std::string args,
   if (s.ok() && direct) SendDirect(spec->actor_id(), id, agent, *direct);
   std::lock_guard lock(mu_);
   if (!s.ok()) {
-    if (auto call = calls_.find(id); call != calls_.end()) {
-      if (auto d = direct_.find(call->second); d != direct_.end() && !d->second.sent.erase(id)) d->second.via_head--;
-      calls_.erase(call);
-    }
+    EndCallLocked(id);
     owned_.erase(id);
     refs_.erase(id);
     if (!spec->function().empty()) shipped_.erase(spec->function_hash());

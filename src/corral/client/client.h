@@ -135,6 +135,18 @@ class Client {
     std::unordered_set<std::string> sent;   // calls sent there without a result yet
     int via_head = 0;                       // calls through the head (or handed to it) without a result yet
     std::chrono::steady_clock::time_point next_route{};  // when to ask the head for a route again
+    // Calls sent there whose results now come from the head: counted with those again.
+    bool HandBack(const std::string& id) {
+      if (!sent.erase(id)) return false;
+      via_head++;
+      return true;
+    }
+    std::vector<std::string> HandBackAll() {
+      std::vector<std::string> ids(sent.begin(), sent.end());
+      via_head += static_cast<int>(ids.size());
+      sent.clear();
+      return ids;
+    }
   };
   // submit_mu_ held. The connection to use for a call of `actor_id` with arguments `deps` (their
   // values in `dep_values`), or null; asks the head for a route (and dials it) when there is none.
@@ -155,6 +167,8 @@ class Client {
   void OnAgentClose(net::Connection* from, const std::string& actor_id);
   // mu_ held: the value of `id` arrived (from the head or an agent); takes it if it is wanted.
   void OnValueLocked(ObjectPtr value);
+  // mu_ held: call `id` has its result (or was never sent): its actor's line moves on.
+  void EndCallLocked(const std::string& id);
   explicit Client(const ClientOptions& options);
   // Dial(), and the new connection becomes current (the first connection).
   Status Handshake();

@@ -156,8 +156,7 @@ void Client::SendDirect(const std::string& actor_id, const std::string& id, net:
   if (!lost && !agent->Send(call, net::Urgency::kSoon)) {
     std::lock_guard lock(mu_);
     auto d = direct_.find(actor_id);
-    if (d != direct_.end() && d->second.sent.erase(id)) {  // (else OnAgentClose took it already)
-      d->second.via_head++;
+    if (d != direct_.end() && d->second.HandBack(id)) {  // (else OnAgentClose took it already)
       lost_direct_.push_back(id);
       lost = true;
     }
@@ -171,8 +170,7 @@ void Client::ForgetDirect() {
   {
     std::lock_guard lock(mu_);
     for (auto& [actor, d] : direct_) {
-      d.via_head += static_cast<int>(d.sent.size());
-      d.sent.clear();
+      d.HandBackAll();  // (in the replay)
       d.next_route = {};
       if (d.conn) conns.push_back(std::move(d.conn));
     }
@@ -210,8 +208,7 @@ void Client::OnAgentMessage(net::Connection* from, const std::string& actor_id, 
       break;
     }
     case proto::AgentToCaller::kAbandoned:  // its result will come from the head
-      if (d != direct_.end() && d->second.conn.get() == from && d->second.sent.erase(msg.abandoned())) {
-        d->second.via_head++;
+      if (d != direct_.end() && d->second.conn.get() == from && d->second.HandBack(msg.abandoned())) {
         from->Close(Status(Code::kUnavailable, "the agent could not run a call"));  // ask for a route again
       }
       break;
@@ -227,9 +224,8 @@ void Client::OnAgentClose(net::Connection* from, const std::string& actor_id) {
     d->second.conn.reset();
     d->second.next_route = Clock::now();
     if (d->second.sent.empty()) return;
-    lost_direct_.insert(lost_direct_.end(), d->second.sent.begin(), d->second.sent.end());
-    d->second.via_head += static_cast<int>(d->second.sent.size());
-    d->second.sent.clear();
+    std::vector<std::string> lost = d->second.HandBackAll();
+    lost_direct_.insert(lost_direct_.end(), lost.begin(), lost.end());
   }
   if (auto head = conn()) SendLostDirect(*head);  // (else Replay sends them)
 }

@@ -103,8 +103,7 @@ void TaskManager::EndDirect(const std::string& actor_id, Actor& a, const std::st
 }
 
 bool TaskManager::MarkDirect(const std::string& id, Task& task, Actor& a) {
-  auto where = BytesFieldOf(task, proto::TaskSpec::kDirectNodeFieldNumber);
-  Node* node = where.empty() ? nullptr : nodes_.Find(where.back());
+  Node* node = nodes_.Find(DirectNodeOf(task));
   if (node == nullptr) return false;
   if (auto s = a.seq.find(IdKey(id)); s != a.seq.end()) a.pending.erase(s->second);  // (its place stays for a retry)
   // While it runs, its caller's later calls that come through the head (this one was lost or
@@ -133,13 +132,7 @@ void TaskManager::DirectLost(ClientSession* client, const proto::DirectLost& los
     auto t = tasks_.find(id);
     if (t == tasks_.end() || !OwnsId(client, id) || !t->second.actor_call || t->second.state == TaskState::kFinished)
       continue;
-    std::string node;
-    if (t->second.direct) {  // not recorded as running yet: where its caller sent it
-      auto where = BytesFieldOf(t->second, proto::TaskSpec::kDirectNodeFieldNumber);
-      if (!where.empty()) node = where.back();
-    } else if (t->second.state == TaskState::kDispatched) {
-      node = t->second.node;
-    }
+    std::string node = t->second.direct ? DirectNodeOf(t->second) : t->second.node;  // (not recorded yet: where sent)
     if (node.empty()) continue;
     proto::DirectCalls* probe = probes[node].mutable_probe_calls();
     probe->add_task_ids(id);
@@ -166,8 +159,7 @@ void TaskManager::OnCallsNotHeld(Node* node, const proto::DirectCalls& not_held)
       continue;  // it ended there (its report came first), or moved on
     Task& task = t->second;
     if (task.direct) {
-      auto where = BytesFieldOf(task, proto::TaskSpec::kDirectNodeFieldNumber);
-      if (where.empty() || where.back() != node->view.id) continue;
+      if (DirectNodeOf(task) != node->view.id) continue;
       task.direct = false;  // never came: sent from here when its turn comes
       Count("direct_calls_lost");
     } else if (task.state == TaskState::kDispatched && task.node == node->view.id && task.actor_call) {

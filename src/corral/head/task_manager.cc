@@ -119,28 +119,14 @@ void TaskManager::Cancel(ClientSession* client, const proto::Cancel& request) {
       return;
     case TaskState::kWaitingDeps:
     case TaskState::kQueued:
-      if (task.direct) {  // a direct call not recorded yet may be running where its caller sent it
-        auto where = BytesFieldOf(task, proto::TaskSpec::kDirectNodeFieldNumber);
-        if (Node* node = where.empty() ? nullptr : nodes_.Find(where.back()); node && node->conn) {
-          proto::HeadToAgent msg;
-          msg.mutable_cancel()->set_task_id(id);
-          msg.mutable_cancel()->set_attempt(task.attempt);
-          msg.mutable_cancel()->set_force(request.force());
-          node->conn->Send(msg);
-        }
-      }
+      // A direct call not recorded yet may be running where its caller sent it.
+      if (task.direct) CancelAttempt(nodes_.Find(DirectNodeOf(task)), id, task.attempt, request.force());
       Finish(id, ErrorValue(id, proto::CANCELLED, fmt::format("task {} was cancelled", NameOf(id, task))));
       return;
     case TaskState::kDispatched: {
       task.cancel_requested = true;
       task.cancel_force = task.cancel_force || request.force();
-      Node* node = nodes_.Find(task.node);
-      if (!node || !node->conn) return;
-      proto::HeadToAgent msg;
-      msg.mutable_cancel()->set_task_id(id);
-      msg.mutable_cancel()->set_attempt(task.attempt);
-      msg.mutable_cancel()->set_force(request.force());
-      node->conn->Send(msg);
+      CancelAttempt(nodes_.Find(task.node), id, task.attempt, request.force());
       return;
     }
   }

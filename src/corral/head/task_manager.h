@@ -321,6 +321,11 @@ class TaskManager {
     auto ids = BytesFieldOf(task, proto::TaskSpec::kActorIdFieldNumber);
     return ids.empty() ? std::string() : std::move(ids.back());
   }
+  // The node a direct call's caller sent it to ("" for any other task).
+  static std::string DirectNodeOf(const Task& task) {
+    auto ids = BytesFieldOf(task, proto::TaskSpec::kDirectNodeFieldNumber);
+    return ids.empty() ? std::string() : std::move(ids.back());
+  }
   // Every value of a `bytes` field of the task's kept spec, read without parsing the rest.
   static std::vector<std::string> BytesFieldOf(const Task& task, int field);
   // The object entry of `id`; for an unfinished task's result that has none yet, made now.
