@@ -549,6 +549,19 @@ TEST(Actors, DirectCallsAreRecordedNotSentTheirEarlyEndsWaitAndLostOnesAreSentFr
     f.mutable_result()->set_data("value");
     t.tasks.OnTaskFinished(n, std::move(f));
   };
+  // What the head pushes to the driver (a direct call's owner had its result from the agent).
+  auto [driver_end, head_end] = net::MakeMemoryStreamPair(t.io.get_executor(), "driver", "head");
+  std::vector<std::string> pushed;
+  auto driver = net::Connection::Create(std::move(driver_end));
+  driver->Start(
+      [&](std::string_view m) {
+        proto::HeadToClient msg;
+        ASSERT_TRUE(msg.ParseFromArray(m.data(), static_cast<int>(m.size())));
+        if (msg.has_ready()) pushed.push_back(msg.ready().id());
+      },
+      [](const Status&) {});
+  t.driver.conn = net::Connection::Create(std::move(head_end));
+  t.driver.conn->Start([](std::string_view) {}, [](const Status&) {});
   std::string c1 = direct(MakeTaskId(t.driver.id, ++t.next));
   EXPECT_EQ(t.Order("n"), std::vector<std::string>{actor});  // recorded as running there, not sent
   EXPECT_EQ(t.Info(actor).running_calls(), 1);
@@ -559,6 +572,14 @@ TEST(Actors, DirectCallsAreRecordedNotSentTheirEarlyEndsWaitAndLostOnesAreSentFr
   EXPECT_EQ(t.Counter("direct_call_ends_early"), 1);
   direct(c2);
   EXPECT_EQ(t.Info(actor).running_calls(), 1);  // c2 ended at once; c1 still runs
+  t.Settle();
+  EXPECT_TRUE(pushed.empty());  // the agent gave the caller c2's result: not sent again
+  proto::Subscribe again_please;  // a caller whose connection to the agent broke asks for them
+  again_please.add_ids(c2);  // (ended: sent at once)
+  again_please.add_ids(c1);  // (running: sent when it ends)
+  t.tasks.Subscribe(&t.driver, again_please);
+  t.Settle();
+  EXPECT_EQ(pushed, std::vector<std::string>{c2});
   // A call whose caller lost its connection to the agent: the agent says it never got it, so the
   // head sends it itself.
   std::string c3 = direct(MakeTaskId(t.driver.id, ++t.next));
@@ -578,12 +599,15 @@ TEST(Actors, DirectCallsAreRecordedNotSentTheirEarlyEndsWaitAndLostOnesAreSentFr
   ended(c1);
   t.tasks.Schedule();  // (the head server does after every message)
   EXPECT_EQ(t.Order("n"), (std::vector<std::string>{actor, c3}));
+  EXPECT_EQ(pushed, (std::vector<std::string>{c2, c1}));
   proto::TaskFinished f3;  // its new attempt, sent by the head (a hand-back: no retry used)
   f3.set_task_id(c3);
   f3.set_attempt(1);
   f3.mutable_result()->set_data("value");
   t.tasks.OnTaskFinished(n, std::move(f3));
   EXPECT_EQ(t.Info(actor).running_calls(), 0);
+  t.Settle();
+  EXPECT_EQ(pushed.back(), c3);  // sent by the head, so its result too
   // A direct report names only an actor call sent to that node: not the actor's creation.
   ended(actor);
   EXPECT_EQ(t.Counter("direct_reports_refused"), 1);
@@ -609,6 +633,7 @@ TEST(Actors, DirectCallsAreRecordedNotSentTheirEarlyEndsWaitAndLostOnesAreSentFr
   EXPECT_EQ(t.Order("n").back(), h1);
   t.Finish(n, h1);
   EXPECT_EQ(t.Counter("unfinished_tasks"), 1);  // the actor's creation alone
+  t.driver.conn.reset();
 }
 
 TEST(Actors, NamesAreUniqueWhileTheActorLivesAndKillFreesThem) {
