@@ -187,6 +187,20 @@ def test_a_freed_file_is_written_over_by_the_next_value_of_its_size(embedded):
     assert int(corral.get(make.remote(odd, 9))[-1]) == 9
 
 
+def test_a_large_value_written_over_a_freed_file_reads_back_whole(embedded):
+    # Large enough to be copied by several threads into the freed file's pages (value_writer.cc).
+    pool = os.path.join(embedded, ".free")
+    size = 24 * MB + 4099
+    ref = corral.put(np.zeros(size, dtype=np.uint8))
+    name = f"{ref.hex()}-0"
+    del ref
+    wait_until(lambda: any(n.endswith("-" + name) for n in os.listdir(pool)), what="its file kept in the pool")
+    arr = (np.arange(size, dtype=np.uint64) * 2654435761 % 251).astype(np.uint8)
+    ref = corral.put(arr)
+    assert not any(n.endswith("-" + name) for n in os.listdir(pool))  # it was taken
+    assert np.array_equal(corral.get(ref), arr)
+
+
 # ---- references inside values: containers and borrowers ----
 
 @corral.remote

@@ -149,7 +149,7 @@ def main():
     common.run_all(a, {
         "startup": startup, "tasks_sync": tasks_sync, "tasks_async": tasks_async,
         "multi_client_tasks_async": multi_client, "put_calls": "Celery has no object store",
-        "get_calls": get_calls, "put_gigabytes": "Celery has no object store", "cross_node_gigabytes": "Celery has no object store", "numpy_100MB_arg": numpy_arg,
+        "get_calls": get_calls, "put_gigabytes": "Celery has no object store", "put_gigabytes_held": "Celery has no object store", "cross_node_gigabytes": "Celery has no object store", "numpy_100MB_arg": numpy_arg,
         "actor_calls_sync": "Celery has no actors", "actor_calls_async": "Celery has no actors",
         "multi_client_actor_calls_async": "Celery has no actors", "actor_create": "Celery has no actors", "gang_start": "Celery has no gangs",
         "durable_tasks": durable, "durable_tasks_8_clients": durable_clients,

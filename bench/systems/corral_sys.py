@@ -83,7 +83,10 @@ def main():
         common.get_calls(lambda: corral.get(ref), size)
 
     def put_gigabytes(size):
-        refs = common.put_gigabytes(corral.put, size)
+        common.put_gigabytes(corral.put, size)
+
+    def put_gigabytes_held(size):
+        refs = common.put_gigabytes_held(corral.put, size)
         corral.get(refs[-1])
         del refs
 
@@ -212,7 +215,7 @@ def main():
     common.run_all(a, {
         "startup": startup, "tasks_sync": tasks_sync, "tasks_async": tasks_async,
         "multi_client_tasks_async": multi_client, "put_calls": put_calls, "get_calls": get_calls,
-        "put_gigabytes": put_gigabytes, "numpy_100MB_arg": numpy_arg, "cross_node_gigabytes": cross_node,
+        "put_gigabytes": put_gigabytes, "put_gigabytes_held": put_gigabytes_held, "numpy_100MB_arg": numpy_arg, "cross_node_gigabytes": cross_node,
         "actor_calls_sync": actor_sync, "actor_calls_async": actor_async,
         "multi_client_actor_calls_async": actor_clients, "actor_create": actor_create, "gang_start": gang_start,
         "durable_tasks": durable, "durable_tasks_8_clients": durable_clients, "queued_1M": queued, "idle_memory": idle_memory,

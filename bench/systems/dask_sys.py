@@ -68,7 +68,11 @@ def main():
 
     def put_gigabytes(size):
         c = state["client"]
-        futs = common.put_gigabytes(lambda chunk: c.scatter(chunk, hash=False), size, via="scatter")
+        common.put_gigabytes(lambda arr: c.scatter(arr, hash=False), size, via="scatter")
+
+    def put_gigabytes_held(size):
+        c = state["client"]
+        futs = common.put_gigabytes_held(lambda chunk: c.scatter(chunk, hash=False), size, via="scatter")
         del futs
 
     def numpy_arg(size):
@@ -102,7 +106,7 @@ def main():
     common.run_all(a, {
         "startup": startup, "tasks_sync": tasks_sync, "tasks_async": tasks_async,
         "multi_client_tasks_async": multi_client, "put_calls": put_calls, "get_calls": get_calls,
-        "put_gigabytes": put_gigabytes, "numpy_100MB_arg": numpy_arg, "cross_node_gigabytes": "the benchmark does not set up a second node of this system yet",
+        "put_gigabytes": put_gigabytes, "put_gigabytes_held": put_gigabytes_held, "numpy_100MB_arg": numpy_arg, "cross_node_gigabytes": "the benchmark does not set up a second node of this system yet",
         "actor_calls_sync": "Dask actors are experimental; not measured",
         "actor_calls_async": "Dask actors are experimental; not measured",
         "multi_client_actor_calls_async": "Dask actors are experimental; not measured",

@@ -71,7 +71,10 @@ def main():
         common.get_calls(lambda: ray.get(ref), size)
 
     def put_gigabytes(size):
-        refs = common.put_gigabytes(ray.put, size)
+        common.put_gigabytes(ray.put, size)
+
+    def put_gigabytes_held(size):
+        refs = common.put_gigabytes_held(ray.put, size)
         del refs
 
     def numpy_arg(size):
@@ -149,7 +152,7 @@ def main():
     common.run_all(a, {
         "startup": startup, "tasks_sync": tasks_sync, "tasks_async": tasks_async,
         "multi_client_tasks_async": multi_client, "put_calls": put_calls, "get_calls": get_calls,
-        "put_gigabytes": put_gigabytes, "numpy_100MB_arg": numpy_arg, "cross_node_gigabytes": "the benchmark does not set up a second node of this system yet", "actor_calls_sync": actor_sync,
+        "put_gigabytes": put_gigabytes, "put_gigabytes_held": put_gigabytes_held, "numpy_100MB_arg": numpy_arg, "cross_node_gigabytes": "the benchmark does not set up a second node of this system yet", "actor_calls_sync": actor_sync,
         "actor_calls_async": actor_async, "multi_client_actor_calls_async": actor_clients,
         "actor_create": actor_create, "gang_start": gang_start, "durable_tasks": "Ray has no durable task queue", "durable_tasks_8_clients": "Ray has no durable task queue",
         "queued_1M": queued, "idle_memory": idle_memory,

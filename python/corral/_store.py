@@ -122,9 +122,11 @@ def write(store, object_id, attempt, pickled, buffers):
     header, spans, total = _layout(pickled, buffers)
     final = os.path.join(store.dir, _name(object_id, attempt))
     tmp = f"{final}.tmp.{os.getpid()}"
+    reuse = False
     try:
         if _core.take_pooled(store.dir, total, tmp):  # over a freed file's pages (NodeStore::TakePooled)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(tmp, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+            reuse = os.fstat(fd).st_size >= total
             os.ftruncate(fd, total)  # (a larger file gives back its tail)
         else:
             fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600)
@@ -139,9 +141,9 @@ def write(store, object_id, attempt, pickled, buffers):
                 parts.append(bytes(offset - pos))
             parts.append(buf)
             pos = offset + buf.nbytes
-        _write_all(fd, parts)
+        _core.write_value(fd, parts, reuse)
         os.rename(tmp, final)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:
         try:
             os.unlink(tmp)
         except OSError:
@@ -153,20 +155,6 @@ def write(store, object_id, attempt, pickled, buffers):
     finally:
         os.close(fd)
     return total
-
-
-def _write_all(fd, parts):
-    views = [memoryview(p).cast("B") for p in parts]
-    while views:
-        batch = views[:512]  # IOV_MAX is 1024
-        n = os.writev(fd, batch)
-        while n > 0 and views:
-            if n >= views[0].nbytes:
-                n -= views[0].nbytes
-                views.pop(0)
-            else:
-                views[0] = views[0][n:]
-                n = 0
 
 
 def _load(view):

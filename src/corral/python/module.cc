@@ -23,6 +23,7 @@
 #include "corral/client/head_trust.h"
 #include "corral/client/worker_link.h"
 #include "corral/objects/node_store.h"
+#include "corral/objects/value_writer.h"
 #include "corral/python/proto_dicts.h"
 #include "corral/worker.pb.h"
 
@@ -249,6 +250,35 @@ NB_MODULE(_core, m) {
   m.def("hex", [](const nb::bytes& b) { return corral::Hex(Str(b)); });
   m.def("take_pooled", &corral::objects::NodeStore::TakePooled, nb::arg("store_dir"), nb::arg("size"), nb::arg("to"),
         "Renames a freed file of the store's pool to `to` for a value of `size` bytes (see NodeStore::TakePooled)");
+  m.def(
+      "write_value",
+      [](int fd, const nb::list& parts, bool over_existing) {
+        // The buffers stay acquired (their memory cannot move or go) while the GIL is released.
+        std::vector<Py_buffer> held;
+        held.reserve(parts.size());
+        struct Release {
+          std::vector<Py_buffer>& b;
+          ~Release() {
+            for (auto& v : b) PyBuffer_Release(&v);
+          }
+        } release{held};
+        std::vector<std::string_view> views;
+        for (nb::handle part : parts) {
+          Py_buffer view;
+          if (PyObject_GetBuffer(part.ptr(), &view, PyBUF_C_CONTIGUOUS) != 0) throw nb::python_error();
+          held.push_back(view);
+          views.emplace_back(static_cast<const char*>(view.buf), static_cast<size_t>(view.len));
+        }
+        Status st;
+        {
+          nb::gil_scoped_release unlocked;
+          st = corral::objects::WriteValue(fd, views, over_existing);
+        }
+        if (!st.ok()) throw std::runtime_error(st.message());
+      },
+      "fd"_a, "parts"_a, "over_existing"_a,
+      "Writes the buffers one after another into a store file (see objects/value_writer.h); OSError-like "
+      "RuntimeError if it fails");
   m.def("parse_rate", [](const std::string& text) { return Check(corral::ParseRate(text)); },
         "'10/s', '100/m', '5/h' or a number -> per second (the CLI's and the head's parser)");
 
