@@ -1,7 +1,9 @@
 """Physical floors measured in the same run, so every figure can be read as a multiple of them:
 loopback TCP round trip of 64 bytes between two processes (TCP_NODELAY), loopback TCP bandwidth,
-memcpy bandwidth between pre-faulted buffers, and one copy of 100 MB into fresh memory."""
+memcpy bandwidth between pre-faulted buffers, one copy of 100 MB into fresh memory, and writing
+1 GiB into new pages of the memory file system the object store lives on."""
 import multiprocessing
+import os
 import socket
 import time
 
@@ -85,3 +87,22 @@ def memcpy_gbs(total=1 << 30):
     t = time.perf_counter()
     np.copyto(b, a)
     return total / 1e9 / (time.perf_counter() - t)
+
+
+def shm_write_gbs(total=1 << 30, directory="/dev/shm"):
+    """GB/s writing `total` bytes (32 MiB writes) into a new file of a memory file system: what
+    landing that many bytes in a node's store costs at least when no freed pages are at hand (the
+    kernel allocates and zeroes every page), whoever sends them."""
+    import numpy as np
+    chunk = np.ones(min(total, 32 << 20), dtype=np.uint8)
+    path = os.path.join(directory if os.access(directory, os.W_OK) else "/tmp", f"corral-floor-{os.getpid()}")
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        t = time.perf_counter()
+        for _ in range(total // chunk.nbytes):
+            os.write(fd, chunk)
+        took = time.perf_counter() - t
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return total / 1e9 / took

@@ -78,13 +78,14 @@ def main():
     reps = 1 if args.smoke else args.reps
     timeout = 300 if args.smoke else 1800
 
-    samples, extras, unavailable, floors = {}, {}, {}, {"tcp_rtt": [], "tcp_bw": [], "memcpy": [], "copy100": []}
+    samples, extras, unavailable, floors = {}, {}, {}, {"tcp_rtt": [], "tcp_bw": [], "memcpy": [], "copy100": [], "shm_write": []}
     for rep in range(reps):
         print(f"repetition {rep + 1} of {reps}", file=sys.stderr, flush=True)
         floors["tcp_rtt"].append(floor.tcp_rtt_us(100 if args.smoke else 1000))
         floors["tcp_bw"].append(floor.tcp_bandwidth_gbs((64 if args.smoke else 1024) << 20))
         floors["memcpy"].append(floor.memcpy_gbs((64 if args.smoke else 1024) << 20))
         floors["copy100"].append(floor.copy_fresh_s((8 if args.smoke else 100) * 1_000_000))
+        floors["shm_write"].append(floor.shm_write_gbs((64 if args.smoke else 1024) << 20))
         order = systems[rep % len(systems):] + systems[:rep % len(systems)]
         for system in order:
             for r in run_system(system, workloads, args.smoke, timeout):
@@ -101,7 +102,9 @@ def main():
                   harness.Figure("loopback TCP bandwidth", "GB/s", floors["tcp_bw"], "higher"),
                   harness.Figure("memcpy, pre-faulted buffers", "GB/s", floors["memcpy"], "higher"),
                   harness.Figure("one copy of the numpy_100MB_arg array into fresh memory", "s",
-                                 floors["copy100"], "lower")]
+                                 floors["copy100"], "lower"),
+                  harness.Figure("writing 1 GiB into new pages of /dev/shm (the object store's file system)", "GB/s",
+                                 floors["shm_write"], "higher")]
     report = harness.report(systems, workloads, figures, unavailable, extras, floor_figs, reps, args.smoke)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.md"), "w") as f:

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <zlib.h>
@@ -132,10 +133,12 @@ bool NodeStore::Delete(std::string_view id, uint32_t attempt) {
   if (id.empty()) return false;
   std::string path = Path(id, attempt);
   struct stat st{};
+  std::string pooled_name;
   bool pooled = pool_capacity_ > 0 && stat(path.c_str(), &st) == 0 &&
                 static_cast<uint64_t>(st.st_size) >= kMinPooledBytes &&
-                PoolBytes() + static_cast<uint64_t>(st.st_size) <= pool_capacity_ &&
-                MoveIfUnused(path, fmt::format("{}/{}-{}", PoolDir(), st.st_size, FileName(id, attempt)));
+                static_cast<uint64_t>(st.st_size) <= pool_capacity_ &&
+                MoveIfUnused(path, PoolDir() + "/" + (pooled_name = fmt::format("{}-{}", st.st_size, FileName(id, attempt))));
+  if (pooled) TrimPool(pooled_name);
   bool in_memory = pooled || unlink(path.c_str()) == 0;
   bool spilled = unlink(SpillPath(id, attempt).c_str()) == 0;
   return in_memory || spilled;
@@ -203,6 +206,27 @@ Result<std::string> NodeStore::Read(std::string_view id, uint32_t attempt, uint6
   }
   close(fd);
   return out;
+}
+
+void NodeStore::TrimPool(const std::string& keep) const {
+  // A file's ctime is when it was renamed into the pool: the longest kept go first, since the
+  // sizes a program writes now are those it freed last.
+  struct Pooled {
+    timespec freed;
+    uint64_t size;
+    std::string name;
+  };
+  std::string pool = PoolDir();
+  std::vector<Pooled> others;
+  uint64_t total = ForEachPooled(pool, [&](const std::string& name, uint64_t size) {
+    struct stat st{};
+    if (name != keep && stat((pool + "/" + name).c_str(), &st) == 0) others.push_back({st.st_ctim, size, name});
+  });
+  std::sort(others.begin(), others.end(), [](const Pooled& a, const Pooled& b) {
+    return std::tie(a.freed.tv_sec, a.freed.tv_nsec) < std::tie(b.freed.tv_sec, b.freed.tv_nsec);
+  });
+  for (size_t i = 0; i < others.size() && total > pool_capacity_; ++i)
+    if (unlink((pool + "/" + others[i].name).c_str()) == 0) total -= others[i].size;
 }
 
 uint64_t NodeStore::PoolBytes() const {

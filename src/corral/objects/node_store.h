@@ -10,7 +10,7 @@
 // so a crashed reader leaks nothing and a deletion never pulls memory from under a reader.
 //
 // A deleted value's file that no process has open or mapped is kept for the next writer, up to the
-// pool's capacity, in `<dir>/.free` as `<size>-<old name>`: a writer takes one by renaming it to
+// pool's capacity (the files kept longest make room), in `<dir>/.free` as `<size>-<old name>`: a writer takes one by renaming it to
 // its partial name and writes over its pages, which tmpfs then need not allocate and zero (decision 32). The agent empties the pool
 // when the machine runs low on memory.
 //
@@ -60,7 +60,8 @@ class NodeStore {
   // Removes the object's file (in memory and spilled), or keeps its pages in the pool. False if
   // neither was there.
   bool Delete(std::string_view id, uint32_t attempt);
-  // Freed files of at least kMinPooledBytes are kept up to `bytes` in all (0: none are).
+  // Freed files of at least kMinPooledBytes are kept up to `bytes` in all (0: none are); a file
+  // freed when the pool is full pushes out those kept longest.
   void SetPoolCapacity(uint64_t bytes) { pool_capacity_ = bytes; }
   static constexpr uint64_t kMinPooledBytes = 1u << 20;
   std::string PoolDir() const { return dir_ + "/.free"; }
@@ -92,6 +93,8 @@ class NodeStore {
 
  private:
   NodeStore(std::string dir, std::string spill_dir) : dir_(std::move(dir)), spill_dir_(std::move(spill_dir)) {}
+  // Removes the pool's files kept longest, but `keep`, until the pool is within its capacity.
+  void TrimPool(const std::string& keep) const;
   std::string dir_;
   std::string spill_dir_;
   uint64_t pool_capacity_ = 0;

@@ -62,9 +62,14 @@ TEST(NodeStore, KeepsFreedFilesForReuseUpToThePoolCapacity) {
   EXPECT_TRUE(store->Delete("a", 0));
   EXPECT_EQ(store->PoolBytes(), 2 * mib);                // kept
   EXPECT_TRUE(Exists(store->PoolDir() + "/" + std::to_string(2 * mib) + "-" + NodeStore::FileName("a", 0)));
-  EXPECT_TRUE(store->Delete("b", 0));                    // would pass the capacity: gone
+  make("huge", 4 * mib);
+  EXPECT_TRUE(store->Delete("huge", 0));                 // larger than the whole pool: gone
   EXPECT_TRUE(store->Delete("small", 0));                // too small to be worth keeping
   EXPECT_EQ(store->PoolBytes(), 2 * mib);
+  EXPECT_TRUE(store->Delete("b", 0));                    // pushes out the file kept longer
+  EXPECT_EQ(store->PoolBytes(), 2 * mib);
+  EXPECT_TRUE(Exists(store->PoolDir() + "/" + std::to_string(2 * mib) + "-" + NodeStore::FileName("b", 0)));
+  EXPECT_FALSE(Exists(store->PoolDir() + "/" + std::to_string(2 * mib) + "-" + NodeStore::FileName("a", 0)));
   EXPECT_FALSE(Exists(store->Path("a", 0)));
   EXPECT_FALSE(Exists(store->Path("b", 0)));
   EXPECT_TRUE(store->List().empty());                    // pooled files are not values
