@@ -14,7 +14,7 @@ import sys
 import time
 
 WORKLOADS = ["startup", "tasks_sync", "tasks_async", "multi_client_tasks_async", "put_calls", "get_calls",
-             "put_gigabytes", "put_gigabytes_held", "numpy_100MB_arg", "cross_node_gigabytes", "actor_calls_sync", "actor_calls_async",
+             "put_gigabytes_held", "put_gigabytes", "numpy_100MB_arg", "cross_node_gigabytes", "actor_calls_sync", "actor_calls_async",
              "multi_client_actor_calls_async", "actor_create", "gang_start", "durable_tasks",
              "durable_tasks_8_clients", "queued_1M", "idle_memory"]
 
@@ -203,7 +203,8 @@ def put_gigabytes(put, size, **extra):
 
 def put_gigabytes_held(put, size, **extra):
     """put_gigabytes_held: 1 GiB (smoke: less) put as size["chunk_mib"] MiB arrays, every ref kept:
-    the store's memory is all new. Returns the refs."""
+    the store's memory is all new (it runs before put_gigabytes, whose freed memory a store could
+    reuse for these). Returns the refs."""
     import numpy as np
     chunk = np.ones(size["chunk_mib"] << 20, dtype=np.uint8)
     count = int(size["gigabytes"] * 1024 / size["chunk_mib"])

@@ -49,6 +49,7 @@ class IdKey {
   }
   std::string str() const { return std::string(view()); }
   bool empty() const { return view().empty(); }
+  void clear() { Free(); }
   friend bool operator==(const IdKey& a, const IdKey& b) { return a.view() == b.view(); }
 
   struct Hash {

@@ -139,7 +139,7 @@ std::vector<Node*> NodeRegistry::Tick() {
   return died;
 }
 
-Node* NodeRegistry::Find(const std::string& id) {
+Node* NodeRegistry::Find(std::string_view id) {
   auto it = nodes_.find(id);
   return it == nodes_.end() ? nullptr : it->second.get();
 }

@@ -16,6 +16,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -83,7 +84,7 @@ class NodeRegistry {
   void SetCaps(const std::string& node_id, std::map<std::string, double> caps);
   const std::map<std::string, std::map<std::string, double>>& caps() const { return caps_; }
 
-  Node* Find(const std::string& id);
+  Node* Find(std::string_view id);  // (no copy of the id: the tables keep ids in place)
   // Nodes that are not dead, in registration order.
   const std::vector<const NodeView*>& LiveViews();
   std::vector<Node*> All();
@@ -97,7 +98,11 @@ class NodeRegistry {
   const Clock& clock_;
   LivenessConfig config_;
   uint64_t next_order_ = 1;
-  std::unordered_map<std::string, std::unique_ptr<Node>> nodes_;
+  struct IdHash {  // looks up by string_view too
+    using is_transparent = void;
+    size_t operator()(std::string_view id) const noexcept { return std::hash<std::string_view>()(id); }
+  };
+  std::unordered_map<std::string, std::unique_ptr<Node>, IdHash, std::equal_to<>> nodes_;
   std::vector<const NodeView*> views_;
   bool views_valid_ = false;
   std::map<std::string, std::map<std::string, double>> caps_;  // by node id

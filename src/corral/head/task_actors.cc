@@ -88,14 +88,17 @@ void TaskManager::EnqueueCall(const std::string& id, Task& task) {
     Finish(id, std::move(v));
     return;
   }
-  if (std::exchange(task.direct, false) && MarkDirect(id, task, a)) return;
+  bool direct = task.direct;
+  task.direct = false;
+  if (direct && MarkDirect(id, task, a)) return;
   auto s = a.seq.find(IdKey(id));
   if (s != a.seq.end()) a.pending.emplace(s->second, IdKey(id));  // a retry: back to its place
   PumpActor(actor_id, a);
 }
 
 void TaskManager::EndDirect(const std::string& actor_id, Actor& a, const std::string& id, Task& task) {
-  if (!std::exchange(task.direct_recorded, false)) return;
+  if (!task.direct_recorded) return;
+  task.direct_recorded = false;
   auto d = a.direct_running.find(id.substr(0, 8));
   if (d == a.direct_running.end() || --d->second > 0) return;
   a.direct_running.erase(d);
@@ -132,7 +135,7 @@ void TaskManager::DirectLost(ClientSession* client, const proto::DirectLost& los
     auto t = tasks_.find(id);
     if (t == tasks_.end() || !OwnsId(client, id) || !t->second.actor_call || t->second.state == TaskState::kFinished)
       continue;
-    std::string node = t->second.direct ? DirectNodeOf(t->second) : t->second.node;  // (not recorded yet: where sent)
+    std::string node = t->second.direct ? DirectNodeOf(t->second) : t->second.node.str();  // (not recorded yet: where sent)
     if (node.empty()) continue;
     proto::DirectCalls* probe = probes[node].mutable_probe_calls();
     probe->add_task_ids(id);
@@ -450,7 +453,7 @@ void TaskManager::StopActor(const std::string& id, std::string reason, bool rest
     if (task.state == TaskState::kDispatched) {
       actor.restart_on_kill = true;
       actor.restart_reason = reason;
-      CancelAttempt(nodes_.Find(task.node), id, task.attempt, /*force=*/true);
+      CancelAttempt(nodes_.Find(task.node.view()), id, task.attempt, /*force=*/true);
     }
     return;
   }
@@ -460,7 +463,7 @@ void TaskManager::StopActor(const std::string& id, std::string reason, bool rest
     return;
   }
   task.cancel_requested = task.cancel_force = true;
-  CancelAttempt(nodes_.Find(task.node), id, task.attempt, /*force=*/true);
+  CancelAttempt(nodes_.Find(task.node.view()), id, task.attempt, /*force=*/true);
 }
 
 void TaskManager::MaybeCollectActor(const std::string& id) {

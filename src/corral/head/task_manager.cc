@@ -126,7 +126,7 @@ void TaskManager::Cancel(ClientSession* client, const proto::Cancel& request) {
     case TaskState::kDispatched: {
       task.cancel_requested = true;
       task.cancel_force = task.cancel_force || request.force();
-      CancelAttempt(nodes_.Find(task.node), id, task.attempt, request.force());
+      CancelAttempt(nodes_.Find(task.node.view()), id, task.attempt, request.force());
       return;
     }
   }
@@ -376,7 +376,7 @@ void TaskManager::OnTaskFinished(Node* node, proto::TaskFinished&& finished) {
 
 std::string TaskManager::NodeRunning(const std::string& task_id) const {
   auto it = tasks_.find(task_id);
-  return it == tasks_.end() ? "" : it->second.node;
+  return it == tasks_.end() ? "" : it->second.node.str();
 }
 
 void TaskManager::Retry(const std::string& id, Task& task, const std::string& why, bool failure) {

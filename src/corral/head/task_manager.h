@@ -201,29 +201,30 @@ class TaskManager {
   // is kept serialized, less what lives elsewhere: the id (the table's key), the pickled function
   // (functions_), resources and label selector (the class, until the task finishes), the owner
   // (OwnerOf) and the attempt and retry figures (below). SpecOf rebuilds the whole message.
+  // A million of these may wait in the queues: bools are bits, the node id is kept in place.
   struct Task {
     std::string spec;
     SchedClass* cls = nullptr;         // never null while unfinished; outlives the task while unfinished
     Function* function = nullptr;      // holds a use of it until finished (or while its result may be rebuilt)
-    std::string node;                  // where dispatched
+    IdKey node;                        // where dispatched (empty: nowhere)
     uint32_t attempt = 0;
     uint32_t max_retries = 0;
     int32_t unresolved = 0;
     TaskState state = TaskState::kWaitingDeps;
-    bool durable = false;              // a durable queue run (spec.durable_function): owned by no client
-    bool resubmitted = false;
-    bool has_deps = false;
-    bool released = false;             // its owner dropped the result before there was one
-    bool blocked = false;
-    bool cancel_requested = false;
-    bool cancel_force = false;
-    bool told_infeasible = false;
-    bool parked = false;               // resubmitted after a head restart: waits for an agent to claim it
-    bool actor = false;                // an actor's creation: see actors_
-    bool actor_call = false;           // a call on an actor: goes to the actor's node, not a class queue
-    bool direct = false;               // a call its caller sent itself (TaskSpec.direct_node): not sent from here
-    bool direct_delivered = false;     // its result reached its owner from the agent: not pushed again
-    bool direct_recorded = false;      // recorded as running where its caller sent it (Actor::direct_running)
+    bool durable : 1 = false;              // a durable queue run (spec.durable_function): owned by no client
+    bool resubmitted : 1 = false;
+    bool has_deps : 1 = false;
+    bool released : 1 = false;             // its owner dropped the result before there was one
+    bool blocked : 1 = false;
+    bool cancel_requested : 1 = false;
+    bool cancel_force : 1 = false;
+    bool told_infeasible : 1 = false;
+    bool parked : 1 = false;               // resubmitted after a head restart: waits for an agent to claim it
+    bool actor : 1 = false;                // an actor's creation: see actors_
+    bool actor_call : 1 = false;           // a call on an actor: goes to the actor's node, not a class queue
+    bool direct : 1 = false;               // a call its caller sent itself (TaskSpec.direct_node): not sent from here
+    bool direct_delivered : 1 = false;     // its result reached its owner from the agent: not pushed again
+    bool direct_recorded : 1 = false;      // recorded as running where its caller sent it (Actor::direct_running)
     TaskSeries* series = nullptr;      // its function's and queue's metrics (never null once submitted)
     Nanos since = 0;                   // queued (or re-queued) at; once dispatched, dispatched at
     uint64_t journal = 0;              // its entry's number in journal_

@@ -9,9 +9,11 @@
 // A finished task never leaves kFinished. Pure functions.
 #pragma once
 
+#include <cstdint>
+
 namespace corral::head {
 
-enum class TaskState { kWaitingDeps, kQueued, kDispatched, kFinished };
+enum class TaskState : uint8_t { kWaitingDeps, kQueued, kDispatched, kFinished };
 
 const char* TaskStateName(TaskState state);
 bool IsValidTransition(TaskState from, TaskState to);
