@@ -56,6 +56,8 @@ def run_all(a, table):
         shown, emit = emit, lambda *args, **kw: None
         try:
             table["startup"](a.size)
+        except Exception:  # the workloads then fail one by one, each reported
+            pass
         finally:
             emit = shown
     for w in a.workloads:

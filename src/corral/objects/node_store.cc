@@ -218,15 +218,19 @@ void NodeStore::TrimPool(const std::string& keep) const {
   };
   std::string pool = PoolDir();
   std::vector<Pooled> others;
+  uint64_t gone = 0;  // sizes of files a writer took meanwhile: no longer in the pool
   uint64_t total = ForEachPooled(pool, [&](const std::string& name, uint64_t size) {
     struct stat st{};
-    if (name != keep && stat((pool + "/" + name).c_str(), &st) == 0) others.push_back({st.st_ctim, size, name});
+    if (name == keep) return;
+    if (stat((pool + "/" + name).c_str(), &st) == 0) others.push_back({st.st_ctim, size, name});
+    else gone += size;
   });
+  total -= std::min(total, gone);
   std::sort(others.begin(), others.end(), [](const Pooled& a, const Pooled& b) {
     return std::tie(a.freed.tv_sec, a.freed.tv_nsec) < std::tie(b.freed.tv_sec, b.freed.tv_nsec);
   });
   for (size_t i = 0; i < others.size() && total > pool_capacity_; ++i)
-    if (unlink((pool + "/" + others[i].name).c_str()) == 0) total -= others[i].size;
+    if (unlink((pool + "/" + others[i].name).c_str()) == 0 || errno == ENOENT) total -= others[i].size;
 }
 
 uint64_t NodeStore::PoolBytes() const {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <system_error>
 #include <thread>
 
 namespace corral::objects {
@@ -67,14 +68,23 @@ Status WriteValue(int fd, const std::vector<std::string_view>& parts, bool over_
   if (total >= kParallelCopyBytes)
     threads = static_cast<unsigned>(std::clamp<uint64_t>(
         std::min<uint64_t>(std::thread::hardware_concurrency(), total / (kParallelCopyBytes / 2)), 1, kMaxCopyThreads));
-  // Slices on page boundaries, so no two threads fault or dirty the same page.
-  uint64_t slice = (total / threads + 4095) & ~uint64_t{4095};
+  // Slices on page boundaries, so no two threads fault or dirty the same page; `threads` of them
+  // cover the whole value (the last may be shorter).
+  uint64_t slice = ((total + threads - 1) / threads + 4095) & ~uint64_t{4095};
   std::vector<std::thread> helpers;
+  uint64_t mine_to = std::min<uint64_t>(total, slice);  // this thread copies [0, mine_to)
   for (unsigned i = 1; i < threads; ++i) {
     uint64_t from = std::min<uint64_t>(total, i * slice), to = std::min<uint64_t>(total, (i + 1) * slice);
-    if (from < to) helpers.emplace_back(CopyRange, base, std::cref(parts), from, to);
+    if (from >= to) break;
+    try {
+      helpers.emplace_back(CopyRange, base, std::cref(parts), from, to);
+    } catch (const std::system_error&) {  // no thread to be had: this one copies the rest
+      mine_to = total;
+      break;
+    }
   }
   CopyRange(base, parts, 0, std::min<uint64_t>(total, slice));
+  if (mine_to > slice) CopyRange(base, parts, helpers.size() * slice + slice, mine_to);
   for (auto& t : helpers) t.join();
   munmap(map, total);
   return Status::Ok();

@@ -73,6 +73,19 @@ TEST_F(ValueWriterTest, CopiesALargeValueOverExistingPages) {
   EXPECT_TRUE(Contents() == all);  // (not EXPECT_EQ: 45 MiB in a failure message)
 }
 
+TEST_F(ValueWriterTest, CopiesEveryByteWhateverTheSizeSplitsInto) {
+  // Sizes whose share per thread is a whole number of pages with a few bytes left over.
+  for (uint64_t size : {kParallelCopyBytes + 1, 2 * kParallelCopyBytes + 3, 3 * kParallelCopyBytes + 2}) {
+    std::string value(size, '\0');
+    for (uint64_t i = 0; i < size; ++i) value[i] = static_cast<char>((i * 131) & 0xff);
+    std::string old(size, 'x');
+    ASSERT_EQ(ftruncate(fd_, 0), 0);
+    ASSERT_EQ(pwrite(fd_, old.data(), old.size(), 0), static_cast<ssize_t>(old.size()));
+    ASSERT_TRUE(WriteValue(fd_, {std::string_view(value)}, true).ok());
+    EXPECT_TRUE(Contents() == value) << "size " << size;
+  }
+}
+
 TEST_F(ValueWriterTest, CopiesASmallValueOverExistingPages) {
   auto parts = MakeParts(5, 3000);
   std::string all = Joined(parts);
