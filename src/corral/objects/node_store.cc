@@ -133,12 +133,13 @@ bool NodeStore::Delete(std::string_view id, uint32_t attempt) {
   if (id.empty()) return false;
   std::string path = Path(id, attempt);
   struct stat st{};
-  std::string pooled_name;
-  bool pooled = pool_capacity_ > 0 && stat(path.c_str(), &st) == 0 &&
-                static_cast<uint64_t>(st.st_size) >= kMinPooledBytes &&
-                static_cast<uint64_t>(st.st_size) <= pool_capacity_ &&
-                MoveIfUnused(path, PoolDir() + "/" + (pooled_name = fmt::format("{}-{}", st.st_size, FileName(id, attempt))));
-  if (pooled) TrimPool(pooled_name);
+  bool pooled = false;
+  if (pool_capacity_ > 0 && stat(path.c_str(), &st) == 0 && static_cast<uint64_t>(st.st_size) >= kMinPooledBytes &&
+      static_cast<uint64_t>(st.st_size) <= pool_capacity_) {
+    std::string name = fmt::format("{}-{}", st.st_size, FileName(id, attempt));
+    pooled = MoveIfUnused(path, PoolDir() + "/" + name);
+    if (pooled) TrimPool(name);
+  }
   bool in_memory = pooled || unlink(path.c_str()) == 0;
   bool spilled = unlink(SpillPath(id, attempt).c_str()) == 0;
   return in_memory || spilled;

@@ -72,19 +72,14 @@ Status WriteValue(int fd, const std::vector<std::string_view>& parts, bool over_
   // cover the whole value (the last may be shorter).
   uint64_t slice = ((total + threads - 1) / threads + 4095) & ~uint64_t{4095};
   std::vector<std::thread> helpers;
-  uint64_t mine_to = std::min<uint64_t>(total, slice);  // this thread copies [0, mine_to)
-  for (unsigned i = 1; i < threads; ++i) {
-    uint64_t from = std::min<uint64_t>(total, i * slice), to = std::min<uint64_t>(total, (i + 1) * slice);
-    if (from >= to) break;
-    try {
-      helpers.emplace_back(CopyRange, base, std::cref(parts), from, to);
-    } catch (const std::system_error&) {  // no thread to be had: this one copies the rest
-      mine_to = total;
-      break;
-    }
+  uint64_t started_to = std::min<uint64_t>(total, slice);  // [0, slice) is this thread's
+  try {
+    for (; started_to < total; started_to = std::min<uint64_t>(total, started_to + slice))
+      helpers.emplace_back(CopyRange, base, std::cref(parts), started_to, std::min<uint64_t>(total, started_to + slice));
+  } catch (const std::system_error&) {  // no thread to be had: this one copies the rest
   }
   CopyRange(base, parts, 0, std::min<uint64_t>(total, slice));
-  if (mine_to > slice) CopyRange(base, parts, helpers.size() * slice + slice, mine_to);
+  CopyRange(base, parts, started_to, total);
   for (auto& t : helpers) t.join();
   munmap(map, total);
   return Status::Ok();
