@@ -49,6 +49,7 @@ Client::~Client() {
     new std::shared_ptr<net::Connection>(conn_.load());
     new std::thread(std::move(reconnect_thread_));  // a parent's thread: not joinable or detachable here
     io_.release();
+    reads_.release();
     return;
   }
   {
@@ -68,6 +69,7 @@ Client::~Client() {
     auto deadline = Clock::now() + std::chrono::milliseconds(200);
     while (!c->closed() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
+  reads_.reset();  // no agent's message is read after this
   io_->Stop();   // no handler runs after this
   c.reset();
   conn_.store(nullptr);  // its timers need the io_context, which goes last
@@ -228,6 +230,40 @@ void Client::OnValueLocked(ObjectPtr value) {
     ready_[id] = std::move(value);
     cv_.notify_all();
   }
+}
+
+std::shared_ptr<net::Connection> Client::DirectReplyLocked(const std::vector<std::string>& ids) const {
+  std::shared_ptr<net::Connection> agent;
+  for (const auto& id : ids) {
+    if (ready_.contains(id)) continue;
+    auto call = calls_.find(id);
+    if (call == calls_.end()) return nullptr;
+    auto d = direct_.find(call->second);
+    if (d == direct_.end() || !d->second.conn || !d->second.conn->owner_reads() || !d->second.sent.contains(id) ||
+        (agent && agent != d->second.conn))
+      return nullptr;
+    agent = d->second.conn;
+  }
+  return agent;
+}
+
+bool Client::WaitFor(std::unique_lock<std::mutex>& lock, const std::vector<std::string>& ids, Clock::time_point deadline,
+                     const std::function<bool()>& pred) {
+  while (!pred()) {
+    std::shared_ptr<net::Connection> agent = shutting_down_ ? nullptr : DirectReplyLocked(ids);
+    if (!agent) break;
+    // Every reply still awaited comes from this agent: read them here rather than be woken by the
+    // io thread for each.
+    lock.unlock();
+    auto outcome = reads_->ReadUntil(agent.get(), deadline, [&] {
+      std::lock_guard relock(*lock.mutex());
+      return pred() || shutting_down_ || DirectReplyLocked(ids) != agent;
+    });
+    lock.lock();
+    if (outcome == ReadWatcher::Outcome::kTimedOut) return pred();
+    if (outcome != ReadWatcher::Outcome::kDone) break;  // kBusy: its reader hands out what comes.
+  }                                                    // kClosed: the calls it carried come from the head.
+  return cv_.wait_until(lock, deadline, pred);
 }
 
 void Client::EndCallLocked(const std::string& id) {
@@ -514,7 +550,7 @@ Result<std::vector<ObjectPtr>> Client::GetHeld(const std::vector<std::string>& i
       if (!ready_.contains(ids[missing_at])) return false;
     return true;
   };
-  if (!cv_.wait_until(lock, deadline, [&] { return all_ready() || closed_; })) {  // reconnects wait on
+  if (!WaitFor(lock, ids, deadline, [&] { return all_ready() || closed_; })) {  // reconnects wait on
     size_t n = 0;
     for (const auto& id : ids) n += ready_.contains(id);
     return Err(Code::kDeadlineExceeded,
@@ -544,7 +580,7 @@ Result<std::vector<bool>> Client::WaitHeld(const std::vector<std::string>& ids, 
     for (const auto& id : ids) n += ready_.contains(id);
     return n;
   };
-  cv_.wait_until(lock, deadline, [&] { return count() >= num_returns || closed_; });
+  WaitFor(lock, ids, deadline, [&] { return count() >= num_returns || closed_; });
   if (closed_ && count() < num_returns) return Err(closed_reason_);
   std::vector<bool> out;
   out.reserve(ids.size());

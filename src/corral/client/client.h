@@ -41,6 +41,7 @@
 
 #include "corral/client.pb.h"
 #include "corral/client/io_thread.h"
+#include "corral/client/read_watcher.h"
 #include "corral/net/connection.h"
 
 namespace corral::client {
@@ -167,6 +168,13 @@ class Client {
   void OnAgentClose(net::Connection* from, const std::string& actor_id);
   // mu_ held: the value of `id` arrived (from the head or an agent); takes it if it is wanted.
   void OnValueLocked(ObjectPtr value);
+  // mu_ held: the connection to the agent that will send every result of `ids` not here yet, if
+  // they are direct calls under way there and a waiting thread may read it (ReadWatcher); else null.
+  std::shared_ptr<net::Connection> DirectReplyLocked(const std::vector<std::string>& ids) const;
+  // mu_ held by `lock`: waits until pred(), closed_ or the deadline, reading the connection of a
+  // direct call among `ids` itself where it can; false on the deadline.
+  bool WaitFor(std::unique_lock<std::mutex>& lock, const std::vector<std::string>& ids,
+               std::chrono::steady_clock::time_point deadline, const std::function<bool()>& pred);
   // mu_ held: call `id` has its result (or was never sent): its actor's line moves on.
   void EndCallLocked(const std::string& id);
   explicit Client(const ClientOptions& options);
@@ -199,6 +207,7 @@ class Client {
   std::string client_id_;
   std::string python_minor_;
   std::unique_ptr<IoThread> io_ = std::make_unique<IoThread>();  // reset first in ~Client
+  std::unique_ptr<ReadWatcher> reads_ = std::make_unique<ReadWatcher>();  // connections to agents (direct calls)
   std::atomic<std::shared_ptr<net::Connection>> conn_;  // replaced on reconnect
   std::atomic<net::Connection*> pending_{nullptr};       // handshaking, not yet published
   std::thread reconnect_thread_;

@@ -109,6 +109,7 @@ std::shared_ptr<net::Connection> Client::DialAgent(const std::string& actor_id, 
   if (!stream) return nullptr;
   net::ConnectionOptions copts;
   copts.direct_writes = true;
+  copts.owner_reads = true;  // a thread waiting for a result reads it (ReadWatcher); not in TLS
   auto c = net::Connection::Create(std::move(stream), copts);
   auto greeted = std::make_shared<std::optional<bool>>();
   asio::post(io_->io(), [this, c, actor_id, greeted] {
@@ -122,6 +123,8 @@ std::shared_ptr<net::Connection> Client::DialAgent(const std::string& actor_id, 
                }
                OnAgentClose(raw, actor_id);
              });
+    if (c->owner_reads() && !reads_->Watch(c))  // (nothing would read it: through the head instead)
+      c->Close(Status(Code::kUnavailable, "cannot watch the connection to the actor's agent"));
   });
   proto::CallerToAgent hello;
   proto::CallHello* h = hello.mutable_hello();
@@ -217,6 +220,7 @@ void Client::OnAgentMessage(net::Connection* from, const std::string& actor_id, 
 }
 
 void Client::OnAgentClose(net::Connection* from, const std::string& actor_id) {
+  reads_->Forget(from);
   {
     std::lock_guard lock(mu_);
     auto d = direct_.find(actor_id);

@@ -1,5 +1,10 @@
 #include "corral/net/connection.h"
 
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "corral/base/log.h"
 
 namespace corral::net {
@@ -23,6 +28,11 @@ Connection::Connection(std::unique_ptr<ByteStream> stream, ConnectionOptions opt
       cork_timer_(executor_),
       decoder_(options.max_handshake_frame_bytes ? options.max_handshake_frame_bytes : options.max_frame_bytes) {
   GlobalNetCounters().connections_opened.fetch_add(1, std::memory_order_relaxed);
+  if (options_.owner_reads) {  // (TLS reads on the io thread)
+    auto unwatched = stream_->OutOfReactor();
+    if (unwatched) stream_ = std::move(unwatched);
+    else options_.owner_reads = false;
+  }
 }
 
 Connection::~Connection() = default;
@@ -40,7 +50,7 @@ void Connection::Start(MessageHandler on_message, CloseHandler on_close) {
         self->CloseOnIo(MakeStatus(Code::kDeadlineExceeded, "no handshake within {} ms", timeout.count()));
     });
   }
-  StartRead();
+  if (!options_.owner_reads) StartRead();
 }
 
 void Connection::MarkHandshakeDone() {
@@ -49,7 +59,14 @@ void Connection::MarkHandshakeDone() {
 }
 
 void Connection::StartRead() {
-  if (reading_ || paused_ || closed_) return;
+  if (reading_ || paused_ || closed_ || options_.owner_reads) return;
+  PrepareReadBuffer();
+  reading_ = true;
+  stream_->AsyncReadSome(asio::buffer(read_buf_.data() + read_end_, read_buf_.size() - read_end_),
+                         [self = shared_from_this()](const ErrorCode& ec, size_t n) { self->OnRead(ec, n); });
+}
+
+void Connection::PrepareReadBuffer() {
   // Compact, then make room for 64 KiB more, or, inside a large frame, for as much again as has
   // arrived (up to the rest of the frame): memory follows the bytes received, not a header's claim.
   if (read_begin_ > 0) {
@@ -62,9 +79,6 @@ void Connection::StartRead() {
   size_t frame = decoder_.pending_frame_bytes();
   if (frame > want) want = std::min(frame, std::max(want, 2 * read_end_));
   if (read_buf_.size() < want) read_buf_.resize(want);
-  reading_ = true;
-  stream_->AsyncReadSome(asio::buffer(read_buf_.data() + read_end_, read_buf_.size() - read_end_),
-                         [self = shared_from_this()](const ErrorCode& ec, size_t n) { self->OnRead(ec, n); });
 }
 
 void Connection::OnRead(const ErrorCode& ec, size_t n) {
@@ -77,6 +91,15 @@ void Connection::OnRead(const ErrorCode& ec, size_t n) {
       CloseOnIo(Status(Code::kUnavailable, "read failed: " + ec.message()));
     return;
   }
+  Status error;
+  if (!Consume(n, &error)) {
+    CloseOnIo(error);
+    return;
+  }
+  StartRead();
+}
+
+bool Connection::Consume(size_t n, Status* error) {
   auto& counters = GlobalNetCounters();
   counters.bytes_received.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
   read_end_ += n;
@@ -90,12 +113,40 @@ void Connection::OnRead(const ErrorCode& ec, size_t n) {
   counters.messages_received.fetch_add(static_cast<int64_t>(decoder_.messages() - messages_before),
                                        std::memory_order_relaxed);
   if (!used) {
-    CloseOnIo(used.error());
-    return;
+    *error = used.error();
+    return false;
   }
   read_begin_ += *used;
   if (read_begin_ == read_end_) read_begin_ = read_end_ = 0;
-  StartRead();
+  return true;
+}
+
+bool Connection::ReadAvailable() {
+  std::lock_guard lock(read_mu_);
+  Status error;
+  while (!closed_) {
+    PrepareReadBuffer();
+    size_t room = read_buf_.size() - read_end_;
+    ssize_t n = ::recv(stream_->plain_fd(), read_buf_.data() + read_end_, room, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    if (n <= 0) {
+      error = n == 0 ? Status(Code::kUnavailable, "peer closed the connection")
+                     : Status(Code::kUnavailable, std::string("read failed: ") + strerror(errno));
+      break;
+    }
+    if (!Consume(static_cast<size_t>(n), &error)) break;
+    if (static_cast<size_t>(n) < room) return !closed_;  // the socket is drained: no second recv to learn it
+  }
+  if (!error.ok()) asio::post(executor_, [self = shared_from_this(), error] { self->CloseOnIo(error); });
+  return false;
+}
+
+bool Connection::WithReadFd(const std::function<void(int fd)>& f) {
+  std::lock_guard lock(read_mu_);
+  if (closed_) return false;
+  f(stream_->plain_fd());
+  return true;
 }
 
 bool Connection::Send(const google::protobuf::MessageLite& message, Urgency urgency) {
@@ -282,7 +333,10 @@ void Connection::CloseOnIo(const Status& reason) {
   handshake_timer_.cancel();
   {
     // Under mu_: a direct write (which holds mu_ and checks closed_) is not in progress and cannot
-    // start on this descriptor, which the system may hand to a new connection once closed.
+    // start on this descriptor, which the system may hand to a new connection once closed; under
+    // read_mu_, likewise for an owner's read.
+    std::unique_lock read_lock(read_mu_, std::defer_lock);
+    if (options_.owner_reads) read_lock.lock();
     std::lock_guard lock(mu_);
     stream_->Close();
     pending_.Take();
@@ -297,6 +351,8 @@ void Connection::CloseOnIo(const Status& reason) {
   }
   // Handlers may hold their owners alive; drop them, but not from inside a running handler.
   asio::post(executor_, [self = shared_from_this()] {
+    std::unique_lock read_lock(self->read_mu_, std::defer_lock);
+    if (self->options_.owner_reads) read_lock.lock();  // (an owner's read may be handing out a message)
     self->on_message_ = nullptr;
     self->on_drain_ = nullptr;
   });

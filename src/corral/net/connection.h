@@ -63,6 +63,11 @@ struct ConnectionOptions {
   // so a burst leaves in few frames; a lone message goes at once.
   std::chrono::microseconds cork_delay{100};
   size_t cork_max_messages = 128;
+  // Reads are the owner's (a TCP or Unix stream; ignored for TLS, see owner_reads()): Start() reads
+  // nothing, and whichever thread the owner lets read calls ReadAvailable(), one at a time, when
+  // the socket has bytes. A thread waiting for a reply reads it itself, with no hand-off from the
+  // io thread (client/read_watcher.h).
+  bool owner_reads = false;
 };
 
 enum class Urgency { kNow, kSoon };
@@ -94,6 +99,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void CloseAfterFlush(const Status& reason);
   bool closed() const { return closed_.load(); }
 
+  // With owner_reads (false on a TLS stream, which reads on the io thread as usual).
+  bool owner_reads() const { return options_.owner_reads; }
+  // owner_reads, one thread at a time: reads what the socket holds now, without waiting, and hands
+  // each whole message to the MessageHandler on this thread. False once the connection is closed
+  // (the peer closed it, an error, a malformed frame: then it closes, its CloseHandler on the io thread).
+  bool ReadAvailable();
+  // owner_reads: runs f(descriptor) unless the connection is closed (its descriptor, then, may be
+  // another socket's already); false if closed. The descriptor stays open while f runs.
+  bool WithReadFd(const std::function<void(int fd)>& f);
+
   void MarkHandshakeDone();
   void PauseReading();   // io thread
   void ResumeReading();  // io thread
@@ -105,6 +120,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Connection(std::unique_ptr<ByteStream> stream, ConnectionOptions options);
   void StartRead();
   void OnRead(const ErrorCode& ec, size_t n);
+  // Makes room in read_buf_ for what may arrive next (see StartRead).
+  void PrepareReadBuffer();
+  // `n` more bytes arrived at read_end_: hands out the whole messages. False: a malformed frame
+  // (`error` says why).
+  bool Consume(size_t n, Status* error);
   void StartWrite();  // io thread
   void OnWrite(const ErrorCode& ec, size_t n);
   void CloseOnIo(const Status& reason);
@@ -116,7 +136,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::steady_timer handshake_timer_;
   asio::steady_timer cork_timer_;  // io thread
 
-  // Read side: io thread only.
+  // Read side: io thread only, or (owner_reads) whoever holds read_mu_; the stream is closed under
+  // it too, so a reader never reads a descriptor that was closed and given to another socket.
+  std::mutex read_mu_;
   FrameDecoder decoder_;
   std::string read_buf_;
   size_t read_begin_ = 0, read_end_ = 0;

@@ -4,6 +4,7 @@
 
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 namespace corral::net {
 namespace {
@@ -55,6 +56,11 @@ class AsioStream : public ByteStream {
     if constexpr (std::is_same_v<Socket, asio::ssl::stream<asio::ip::tcp::socket>>) return s_.native_handle();
     else return nullptr;
   }
+  int plain_fd() override {
+    if constexpr (std::is_same_v<Socket, asio::ssl::stream<asio::ip::tcp::socket>>) return -1;
+    else return s_.native_handle();
+  }
+  std::unique_ptr<ByteStream> OutOfReactor() override;
 
  private:
   auto& Lowest() {
@@ -63,6 +69,69 @@ class AsioStream : public ByteStream {
   }
   Socket s_;
 };
+
+// A socket the io_context does not watch: its owner reads it (recv); writes that must wait for
+// room go through a descriptor registered with the io_context only while they wait.
+class UnwatchedStream : public ByteStream {
+ public:
+  UnwatchedStream(asio::any_io_executor executor, int fd, std::string peer, std::string local_ip)
+      : executor_(executor), writer_(executor), fd_(fd), peer_(std::move(peer)), local_ip_(std::move(local_ip)) {}
+  ~UnwatchedStream() override { Close(); }
+
+  void AsyncReadSome(asio::mutable_buffer, IoHandler handler) override {
+    asio::post(executor_, [handler = std::move(handler)] { handler(asio::error::operation_not_supported, 0); });
+  }
+  void AsyncWrite(asio::const_buffer buffer, IoHandler handler) override {
+    ErrorCode ec;
+    int copy = fd_ < 0 ? -1 : ::dup(fd_);
+    if (copy >= 0) writer_.assign(copy, ec);
+    if (copy < 0 || ec) {
+      if (copy >= 0) ::close(copy);
+      asio::post(executor_, [handler = std::move(handler)] { handler(asio::error::bad_descriptor, 0); });
+      return;
+    }
+    asio::async_write(writer_, buffer, [this, handler = std::move(handler)](const ErrorCode& ec, size_t n) {
+      ErrorCode ignored;
+      writer_.close(ignored);  // out of the io_context's sight again
+      handler(ec, n);
+    });
+  }
+  void Close() override {
+    ErrorCode ignored;
+    writer_.close(ignored);
+    if (fd_ < 0) return;
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    fd_ = -1;
+  }
+  ssize_t TryWriteNow(const char* data, size_t n) override {
+    ssize_t r = fd_ < 0 ? -1 : ::send(fd_, data, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    return r < 0 ? -1 : r;
+  }
+  std::string peer() const override { return peer_; }
+  std::string local_ip() const override { return local_ip_; }
+  asio::any_io_executor executor() override { return executor_; }
+  int plain_fd() override { return fd_; }
+
+ private:
+  asio::any_io_executor executor_;
+  asio::posix::stream_descriptor writer_;  // a duplicate of fd_ while a write waits for room
+  int fd_;
+  std::string peer_, local_ip_;
+};
+
+template <typename Socket>
+std::unique_ptr<ByteStream> AsioStream<Socket>::OutOfReactor() {
+  if constexpr (std::is_same_v<Socket, asio::ssl::stream<asio::ip::tcp::socket>>) {
+    return nullptr;
+  } else {
+    std::string peer = this->peer(), ip = local_ip();
+    ErrorCode ec;
+    int fd = s_.release(ec);
+    if (ec) return nullptr;
+    return std::make_unique<UnwatchedStream>(s_.get_executor(), fd, std::move(peer), std::move(ip));
+  }
+}
 
 }  // namespace
 

@@ -35,6 +35,13 @@ class ByteStream {
   virtual asio::any_io_executor executor() = 0;
   // The OpenSSL handle (SSL*) of a TLS stream, else null.
   virtual void* native_ssl() { return nullptr; }
+  // The socket's descriptor where its bytes may be read with recv() (TCP and Unix sockets), else -1.
+  virtual int plain_fd() { return -1; }
+  // This stream's socket in a stream the io_context does not watch for reads (its owner reads it
+  // with recv(), see ConnectionOptions::owner_reads): the io thread is woken for writes that must
+  // wait for room only, not for every packet that arrives. TCP and Unix sockets; null for TLS (and
+  // then this stream is unchanged). Before any asynchronous operation.
+  virtual std::unique_ptr<ByteStream> OutOfReactor() { return nullptr; }
 };
 
 // Sets TCP_NODELAY, keepalive (idle 10 s, interval 5 s, 3 probes) and TCP_USER_TIMEOUT (30 s) so

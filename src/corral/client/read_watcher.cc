@@ -1,0 +1,166 @@
+#include "corral/client/read_watcher.h"
+
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <vector>
+
+namespace corral::client {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+// A waiting reader looks up from its poll this often: the connection may have been closed by
+// another thread (which does not wake a poll on its descriptor).
+constexpr int kPollSliceMs = 100;
+
+}  // namespace
+
+ReadWatcher::ReadWatcher() : pid_(getpid()) {
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (epoll_fd_ >= 0 && stop_fd_ >= 0) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = 0;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, stop_fd_, &ev) != 0) {
+      close(epoll_fd_);
+      epoll_fd_ = -1;
+    }
+  }
+}
+
+ReadWatcher::~ReadWatcher() {
+  if (getpid() != pid_) {  // a forked child: the thread is the parent's; so are the descriptors
+    new std::thread(std::move(thread_));
+    return;
+  }
+  if (thread_.joinable()) {
+    uint64_t one = 1;
+    ssize_t ignored = write(stop_fd_, &one, sizeof one);
+    (void)ignored;
+    thread_.join();
+  }
+  if (epoll_fd_ >= 0) close(epoll_fd_);
+  if (stop_fd_ >= 0) close(stop_fd_);
+}
+
+bool ReadWatcher::Watch(const std::shared_ptr<net::Connection>& c) {
+  if (epoll_fd_ < 0 || !c->owner_reads()) return false;
+  auto w = std::make_shared<Watched>();
+  w->conn = c;
+  {
+    std::lock_guard lock(mu_);
+    w->key = next_key_++;
+    watched_[c.get()] = w;
+    if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
+  }
+  bool added = false;
+  c->WithReadFd([&](int fd) {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
+    ev.data.u64 = w->key;
+    added = epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) == 0;
+  });
+  if (!added) Forget(c.get());
+  return added;
+}
+
+void ReadWatcher::Forget(const net::Connection* c) {
+  std::shared_ptr<Watched> w;
+  {
+    std::lock_guard lock(mu_);
+    auto it = watched_.find(c);
+    if (it == watched_.end()) return;
+    w = std::move(it->second);
+    watched_.erase(it);
+  }
+  // Out of the set now if still open (a closed descriptor left it by itself).
+  w->conn->WithReadFd([&](int fd) { epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr); });
+}
+
+std::shared_ptr<ReadWatcher::Watched> ReadWatcher::Find(const net::Connection* c) {
+  std::lock_guard lock(mu_);
+  auto it = watched_.find(c);
+  return it == watched_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<ReadWatcher::Watched> ReadWatcher::FindKey(uint64_t key) {
+  std::lock_guard lock(mu_);
+  for (const auto& [c, w] : watched_)
+    if (w->key == key) return w;
+  return nullptr;
+}
+
+bool ReadWatcher::Arm(Watched& w, bool armed) {
+  return w.conn->WithReadFd([&](int fd) {
+    epoll_event ev{};
+    ev.events = armed ? EPOLLIN | EPOLLRDHUP | EPOLLONESHOT : 0;
+    ev.data.u64 = w.key;
+    epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev);
+  });
+}
+
+ReadWatcher::Outcome ReadWatcher::ReadUntil(const net::Connection* c, Clock::time_point deadline,
+                                            const std::function<bool()>& done) {
+  std::shared_ptr<Watched> w = Find(c);
+  if (!w) return Outcome::kClosed;
+  std::unique_lock token(w->token, std::try_to_lock);
+  if (!token) return Outcome::kBusy;
+  Outcome outcome = Outcome::kTimedOut;
+  if (!Arm(*w, false)) {
+    outcome = Outcome::kClosed;
+  } else {
+    for (;;) {
+      if (!w->conn->ReadAvailable()) {
+        outcome = Outcome::kClosed;
+        break;
+      }
+      if (done()) {
+        outcome = Outcome::kDone;
+        break;
+      }
+      auto now = Clock::now();
+      if (now >= deadline) break;
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
+      pollfd p{};
+      p.events = POLLIN | POLLRDHUP;
+      // (A descriptor closed meanwhile may be another socket's by now: polling it costs at most a
+      // slice; ReadAvailable checks under the connection's lock.)
+      if (!w->conn->WithReadFd([&](int fd) { p.fd = fd; })) continue;  // closed: ReadAvailable says so
+      poll(&p, 1, static_cast<int>(std::min<int64_t>(left, kPollSliceMs)));
+    }
+  }
+  token.unlock();
+  if (outcome == Outcome::kClosed) Forget(c);
+  else Arm(*w, true);  // whoever lets go of the reads arms the socket again
+  return outcome;
+}
+
+void ReadWatcher::Run() {
+  std::vector<epoll_event> events(16);
+  for (;;) {
+    int n = epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    for (int i = 0; i < n; ++i) {
+      uint64_t key = events[i].data.u64;
+      if (key == 0) return;  // stop
+      std::shared_ptr<Watched> w = FindKey(key);
+      if (!w) continue;
+      std::unique_lock token(w->token, std::try_to_lock);
+      if (!token) continue;  // a waiting thread reads it, and arms it again when it is done
+      bool open = w->conn->ReadAvailable();
+      token.unlock();
+      if (!open) Forget(w->conn.get());
+      else Arm(*w, true);
+    }
+  }
+}
+
+}  // namespace corral::client
