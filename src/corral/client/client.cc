@@ -429,10 +429,29 @@ Result<std::string> Client::SendTask(proto::ClientToHead& msg, std::string args,
     if (direct->ByteSizeLong() + 64 > net::kDefaultMaxFrameBytes) direct.reset();  // the head says why
   }
   if (!direct) spec->clear_direct_node();
-  // The head first (a burst leaves in few frames): whatever this client says of the call later
-  // (DirectLost) reaches the head after the call itself.
-  Status s = Send(msg, net::Urgency::kSoon);
-  if (s.ok() && direct) SendDirect(spec->actor_id(), id, agent, *direct);
+  // A direct call goes to its agent first and its record to the head right after, so the record is
+  // off the call's path (the head keeps an end reported before the record until it comes).
+  // Whatever this client says of the call later (DirectLost, a cancel) goes on the head's
+  // connection behind the record.
+  Status s;
+  if (direct) {
+    {
+      std::lock_guard lock(mu_);
+      recording_ = id;
+    }
+    SendDirect(spec->actor_id(), id, agent, *direct);
+    s = Send(msg, net::Urgency::kSoon);
+    bool lost;
+    {
+      std::lock_guard lock(mu_);
+      recording_.clear();
+      lost = !lost_direct_.empty();
+    }
+    if (lost)
+      if (auto head = conn()) SendLostDirect(*head);
+  } else {
+    s = Send(msg, net::Urgency::kSoon);
+  }
   std::lock_guard lock(mu_);
   if (!s.ok()) {
     EndCallLocked(id);
@@ -520,13 +539,20 @@ Status Client::PrepareWait(const std::vector<std::string>& ids) {
         sub.mutable_subscribe()->add_ids(id);
   }
   if (sub.has_subscribe()) CORRAL_RETURN_IF_ERROR(Send(sub));
-  conn()->Flush();  // submissions being waited for must not sit in the cork
-  std::vector<std::shared_ptr<net::Connection>> agents;  // nor direct calls
+  std::vector<std::shared_ptr<net::Connection>> agents;  // direct calls must not sit in a cork
+  bool only_direct = true;  // (then the head's records of them may wait for their batch)
   {
     std::lock_guard lock(mu_);
     for (const auto& [actor, d] : direct_)
       if (d.conn && !d.sent.empty()) agents.push_back(d.conn);
+    for (const auto& id : ids) {
+      if (ready_.contains(id)) continue;
+      auto call = calls_.find(id);
+      auto d = call == calls_.end() ? direct_.end() : direct_.find(call->second);
+      if (d == direct_.end() || !d->second.sent.contains(id)) only_direct = false;
+    }
   }
+  if (!only_direct) conn()->Flush();  // submissions being waited for must not sit in the cork
   for (const auto& a : agents) a->Flush();
   return Status::Ok();
 }

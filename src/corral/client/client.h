@@ -154,8 +154,8 @@ class Client {
   std::shared_ptr<net::Connection> DirectRoute(const std::string& actor_id, const std::vector<std::string>& deps,
                                                std::string* node, std::vector<ObjectPtr>* dep_values);
   std::shared_ptr<net::Connection> DialAgent(const std::string& actor_id, const proto::ActorRoute& route);
-  // After the head was sent call `id` with direct_node: sends it to `agent`, or, if that connection
-  // closed meanwhile, tells the head it was lost (the head then sends it).
+  // Sends call `id` (its record, with direct_node, goes to the head right after) to `agent`, or, if
+  // that connection closed meanwhile, puts it in lost_direct_ (the head then sends it).
   void SendDirect(const std::string& actor_id, const std::string& id, net::Connection* agent,
                   const proto::CallerToAgent& call);
   // A new head (it restarted): connections to agents are dropped; calls sent on them are in the
@@ -248,6 +248,7 @@ class Client {
   std::unordered_map<std::string, DirectActor> direct_;              // by actor id; guarded by mu_
   std::unordered_map<std::string, std::string> calls_;              // unfinished call -> its actor; guarded by mu_
   std::vector<std::string> lost_direct_;  // direct calls whose connection broke, the head not told yet; guarded by mu_
+  std::string recording_;  // the direct call sent whose record the head is not sent yet; guarded by mu_
   std::unordered_map<uint64_t, std::optional<proto::Reply>> replies_;  // guarded by mu_
 };
 

@@ -7,6 +7,8 @@
 // was handed to it), and only with every argument's value here (else it waits at the head for them).
 // A connection that breaks with calls unanswered: the head is told (DirectLost), asks the agent
 // which never came and sends those itself; the client subscribes to all of them at the head.
+#include <algorithm>
+
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
 
@@ -159,13 +161,10 @@ void Client::SendDirect(const std::string& actor_id, const std::string& id, net:
   if (!lost && !agent->Send(call, net::Urgency::kSoon)) {
     std::lock_guard lock(mu_);
     auto d = direct_.find(actor_id);
-    if (d != direct_.end() && d->second.HandBack(id)) {  // (else OnAgentClose took it already)
+    if (d != direct_.end() && d->second.HandBack(id))  // (else OnAgentClose took it already)
       lost_direct_.push_back(id);
-      lost = true;
-    }
   }
-  if (lost)
-    if (auto head = conn()) SendLostDirect(*head);
+  // (The head hears it was lost once it has the call's record: SendTask.)
 }
 
 void Client::ForgetDirect() {
@@ -240,6 +239,11 @@ bool Client::SendLostDirect(net::Connection& head) {
   {
     std::lock_guard lock(mu_);
     ids.swap(lost_direct_);
+    // The call being submitted has no record at the head yet: told after it (SendTask).
+    if (auto r = std::find(ids.begin(), ids.end(), recording_); !recording_.empty() && r != ids.end()) {
+      lost_direct_.push_back(*r);
+      ids.erase(r);
+    }
   }
   if (ids.empty()) return true;
   for (const auto& id : ids) {
