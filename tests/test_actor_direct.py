@@ -8,6 +8,7 @@ import sys
 import threading
 
 import psutil
+import pytest
 
 import corral
 import wire
@@ -127,6 +128,51 @@ def test_a_broken_connection_to_the_agent_loses_no_call_and_runs_none_twice(clus
     assert corral.get(s.step.remote(0), timeout=30) == 23
     wait_until(lambda: corral.get(s.step.remote(0)) and head_counter("actor_calls_direct") > lost_before + 20,
                what="calls to go straight to the agent again")
+
+
+def test_waiting_for_direct_calls_times_out_waits_and_shares_the_connection(cluster):
+    # A get waiting only for direct calls reads the agent's connection on its own thread; these are
+    # the ways out of that read and its sharing between threads.
+    connect_with_one_agent(cluster, num_cpus=2)
+    s = Slow.remote()
+    assert corral.get(s.step.remote(0)) == 1
+    assert corral.get(s.step.remote(0)) == 2  # (its route is known now)
+    direct_before = head_counter("actor_calls_direct")
+    slow = s.step.remote(1.5)
+    with pytest.raises(corral.GetTimeoutError):
+        corral.get(slow, timeout=0.2)  # the read gives up at the deadline...
+    assert corral.get(slow, timeout=30) == 3  # ...and the result is still taken when it comes
+    # wait() returns as soon as enough are ready, the rest still running.
+    first, second = s.step.remote(0), s.step.remote(2)
+    ready, not_ready = corral.wait([second, first], num_returns=1, timeout=30)
+    assert ready == [first] and not_ready == [second]
+    assert corral.get(second, timeout=30) == 5
+    # Several threads waiting on the same connection at once (one reads, the others are handed
+    # their values), and a get that waits for a task through the head as well.
+    c = Counter.remote(0)
+    assert corral.get(c.incr.remote(0)) == 0
+    results, errors = {}, []
+
+    def caller(k):
+        try:
+            results[k] = [corral.get(c.value.remote(), timeout=60) >= 0 for _ in range(40)]
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    mixed = corral.get([c.incr.remote(1), _plus_one.remote(41), c.incr.remote(1)], timeout=60)
+    for th in threads:
+        th.join()
+    assert not errors and all(all(r) and len(r) == 40 for r in results.values()) and len(results) == 4
+    assert mixed == [1, 42, 2]
+    assert head_counter("actor_calls_direct") - direct_before >= 150
+
+
+@corral.remote
+def _plus_one(x):
+    return x + 1
 
 
 def test_calls_follow_a_restarted_actor_straight_to_it(cluster):

@@ -5,6 +5,9 @@
 // Request, and Submit when the send queue is full) wait on condition variables, so the Python
 // binding releases the GIL around them. Results of tasks this client submitted arrive without
 // asking (the head pushes them to their owner); other objects are subscribed to on first Get.
+// Connections to actors' agents (direct calls) are not read by the IO thread: a Get or Wait whose
+// missing values all come from one of them reads it on its own thread, else a watcher thread does
+// (read_watcher.h).
 //
 // Reference counting: AddRef/Release count the live handles (Python ObjectRefs) for each object in
 // this process; when the count reaches zero the local copy is dropped and the head is told (batched).
