@@ -170,6 +170,26 @@ def test_waiting_for_direct_calls_times_out_waits_and_shares_the_connection(clus
     assert head_counter("actor_calls_direct") - direct_before >= 150
 
 
+def test_a_connection_to_an_agent_lasts_past_its_greeting(cluster):
+    # The caller's connection to the agent stays up while it is used, not only for a greeting's
+    # deadline (10 s): no new connection, no call handed back, across a call running longer.
+    connect_with_one_agent(cluster)
+    s = Slow.remote()
+    assert corral.get(s.step.remote(0)) == 1
+    assert corral.get(s.step.remote(0)) == 2  # (its route is known now)
+    port = call_port(s)[1]
+
+    def to_agent():
+        return sorted(c.laddr.port for c in psutil.Process().net_connections("tcp")
+                      if c.status == psutil.CONN_ESTABLISHED and c.raddr and c.raddr.port == port)
+
+    before, lost_before = to_agent(), head_counter("direct_calls_lost")
+    assert len(before) == 1
+    assert corral.get(s.step.remote(11), timeout=60) == 3
+    assert to_agent() == before
+    assert head_counter("direct_calls_lost") == lost_before
+
+
 @corral.remote
 def _plus_one(x):
     return x + 1

@@ -69,8 +69,8 @@ Client::~Client() {
     auto deadline = Clock::now() + std::chrono::milliseconds(200);
     while (!c->closed() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
+  io_->Stop();   // no handler runs after this (io handlers use the watcher: OnAgentClose)
   reads_.reset();  // no agent's message is read after this
-  io_->Stop();   // no handler runs after this
   c.reset();
   conn_.store(nullptr);  // its timers need the io_context, which goes last
   direct_.clear();       // (so do the connections to agents)
@@ -453,6 +453,12 @@ Result<std::string> Client::SendTask(proto::ClientToHead& msg, std::string args,
     s = Send(msg, net::Urgency::kSoon);
   }
   std::lock_guard lock(mu_);
+  if (!s.ok() && direct) {
+    // The head never got its record, but the call is on its way to the actor and its result comes
+    // from the agent: it was submitted.
+    auto d = direct_.find(spec->actor_id());
+    if (d != direct_.end() && d->second.sent.contains(id)) s = Status::Ok();
+  }
   if (!s.ok()) {
     EndCallLocked(id);
     owned_.erase(id);

@@ -111,6 +111,7 @@ std::shared_ptr<net::Connection> Client::DialAgent(const std::string& actor_id, 
   if (!stream) return nullptr;
   net::ConnectionOptions copts;
   copts.direct_writes = true;
+  copts.handshake_timeout = std::chrono::milliseconds(0);  // the greeting is bounded below (kDialTimeout)
   copts.owner_reads = true;  // a thread waiting for a result reads it (ReadWatcher); not in TLS
   auto c = net::Connection::Create(std::move(stream), copts);
   auto greeted = std::make_shared<std::optional<bool>>();

@@ -98,7 +98,9 @@ std::shared_ptr<ReadWatcher::Watched> ReadWatcher::FindKey(uint64_t key) {
 bool ReadWatcher::Arm(Watched& w, bool armed) {
   return w.conn->WithReadFd([&](int fd) {
     epoll_event ev{};
-    ev.events = armed ? EPOLLIN | EPOLLRDHUP | EPOLLONESHOT : 0;
+    // Disarmed, epoll still reports a hang-up or an error: one-shot, it does so once, not on every
+    // wait (nor forever, for a socket closed here whose file a forked child still holds open).
+    ev.events = armed ? EPOLLIN | EPOLLRDHUP | EPOLLONESHOT : EPOLLONESHOT;
     ev.data.u64 = w.key;
     epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev);
   });
