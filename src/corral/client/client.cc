@@ -232,40 +232,6 @@ void Client::OnValueLocked(ObjectPtr value) {
   }
 }
 
-std::shared_ptr<net::Connection> Client::DirectReplyLocked(const std::vector<std::string>& ids) const {
-  std::shared_ptr<net::Connection> agent;
-  for (const auto& id : ids) {
-    if (ready_.contains(id)) continue;
-    auto call = calls_.find(id);
-    if (call == calls_.end()) return nullptr;
-    auto d = direct_.find(call->second);
-    if (d == direct_.end() || !d->second.conn || !d->second.conn->owner_reads() || !d->second.sent.contains(id) ||
-        (agent && agent != d->second.conn))
-      return nullptr;
-    agent = d->second.conn;
-  }
-  return agent;
-}
-
-bool Client::WaitFor(std::unique_lock<std::mutex>& lock, const std::vector<std::string>& ids, Clock::time_point deadline,
-                     const std::function<bool()>& pred) {
-  while (!pred()) {
-    std::shared_ptr<net::Connection> agent = shutting_down_ ? nullptr : DirectReplyLocked(ids);
-    if (!agent) break;
-    // Every reply still awaited comes from this agent: read them here rather than be woken by the
-    // io thread for each.
-    lock.unlock();
-    auto outcome = reads_->ReadUntil(agent.get(), deadline, [&] {
-      std::lock_guard relock(*lock.mutex());
-      return pred() || shutting_down_ || DirectReplyLocked(ids) != agent;
-    });
-    lock.lock();
-    if (outcome == ReadWatcher::Outcome::kTimedOut) return pred();
-    if (outcome != ReadWatcher::Outcome::kDone) break;  // kBusy: its reader hands out what comes.
-  }                                                    // kClosed: the calls it carried come from the head.
-  return cv_.wait_until(lock, deadline, pred);
-}
-
 void Client::EndCallLocked(const std::string& id) {
   auto call = calls_.find(id);
   if (call == calls_.end()) return;  // not an actor call
@@ -551,12 +517,8 @@ Status Client::PrepareWait(const std::vector<std::string>& ids) {
     std::lock_guard lock(mu_);
     for (const auto& [actor, d] : direct_)
       if (d.conn && !d.sent.empty()) agents.push_back(d.conn);
-    for (const auto& id : ids) {
-      if (ready_.contains(id)) continue;
-      auto call = calls_.find(id);
-      auto d = call == calls_.end() ? direct_.end() : direct_.find(call->second);
-      if (d == direct_.end() || !d->second.sent.contains(id)) only_direct = false;
-    }
+    for (const auto& id : ids)
+      if (!ready_.contains(id) && !DirectCallLocked(id)) only_direct = false;
   }
   if (!only_direct) conn()->Flush();  // submissions being waited for must not sit in the cork
   for (const auto& a : agents) a->Flush();

@@ -171,6 +171,8 @@ class Client {
   void OnAgentClose(net::Connection* from, const std::string& actor_id);
   // mu_ held: the value of `id` arrived (from the head or an agent); takes it if it is wanted.
   void OnValueLocked(ObjectPtr value);
+  // mu_ held: the actor `id` was sent to straight, if it is a direct call without a result yet.
+  const DirectActor* DirectCallLocked(const std::string& id) const;
   // mu_ held: the connection to the agent that will send every result of `ids` not here yet, if
   // they are direct calls under way there and a waiting thread may read it (ReadWatcher); else null.
   std::shared_ptr<net::Connection> DirectReplyLocked(const std::vector<std::string>& ids) const;

@@ -7,6 +7,8 @@
 // was handed to it), and only with every argument's value here (else it waits at the head for them).
 // A connection that breaks with calls unanswered: the head is told (DirectLost), asks the agent
 // which never came and sends those itself; the client subscribes to all of them at the head.
+// Waiting: a get or wait whose missing results all come from one agent reads that connection on
+// its own thread (WaitFor, ReadWatcher).
 #include <algorithm>
 
 #include <boost/asio/post.hpp>
@@ -166,6 +168,43 @@ void Client::SendDirect(const std::string& actor_id, const std::string& id, net:
       lost_direct_.push_back(id);
   }
   // (The head hears it was lost once it has the call's record: SendTask.)
+}
+
+const Client::DirectActor* Client::DirectCallLocked(const std::string& id) const {
+  auto call = calls_.find(id);
+  if (call == calls_.end()) return nullptr;
+  auto d = direct_.find(call->second);
+  return d != direct_.end() && d->second.sent.contains(id) ? &d->second : nullptr;
+}
+
+std::shared_ptr<net::Connection> Client::DirectReplyLocked(const std::vector<std::string>& ids) const {
+  std::shared_ptr<net::Connection> agent;
+  for (const auto& id : ids) {
+    if (ready_.contains(id)) continue;
+    const DirectActor* d = DirectCallLocked(id);
+    if (!d || !d->conn || !d->conn->owner_reads() || (agent && agent != d->conn)) return nullptr;
+    agent = d->conn;
+  }
+  return agent;
+}
+
+bool Client::WaitFor(std::unique_lock<std::mutex>& lock, const std::vector<std::string>& ids, Clock::time_point deadline,
+                     const std::function<bool()>& pred) {
+  while (!pred()) {
+    std::shared_ptr<net::Connection> agent = shutting_down_ ? nullptr : DirectReplyLocked(ids);
+    if (!agent) break;
+    // Every reply still awaited comes from this agent: read them here rather than be woken by the
+    // io thread for each.
+    lock.unlock();
+    auto outcome = reads_->ReadUntil(agent.get(), deadline, [&] {
+      std::lock_guard relock(*lock.mutex());
+      return pred() || shutting_down_ || DirectReplyLocked(ids) != agent;
+    });
+    lock.lock();
+    if (outcome == ReadWatcher::Outcome::kTimedOut) return pred();
+    if (outcome != ReadWatcher::Outcome::kDone) break;  // kBusy: its reader hands out what comes.
+  }                                                    // kClosed: the calls it carried come from the head.
+  return cv_.wait_until(lock, deadline, pred);
 }
 
 void Client::ForgetDirect() {

@@ -56,10 +56,6 @@ class AsioStream : public ByteStream {
     if constexpr (std::is_same_v<Socket, asio::ssl::stream<asio::ip::tcp::socket>>) return s_.native_handle();
     else return nullptr;
   }
-  int plain_fd() override {
-    if constexpr (std::is_same_v<Socket, asio::ssl::stream<asio::ip::tcp::socket>>) return -1;
-    else return s_.native_handle();
-  }
   std::unique_ptr<ByteStream> OutOfReactor() override;
 
  private:

@@ -35,7 +35,7 @@ class ByteStream {
   virtual asio::any_io_executor executor() = 0;
   // The OpenSSL handle (SSL*) of a TLS stream, else null.
   virtual void* native_ssl() { return nullptr; }
-  // The socket's descriptor where its bytes may be read with recv() (TCP and Unix sockets), else -1.
+  // The socket's descriptor, for its owner's recv(): a stream from OutOfReactor(); else -1.
   virtual int plain_fd() { return -1; }
   // This stream's socket in a stream the io_context does not watch for reads (its owner reads it
   // with recv(), see ConnectionOptions::owner_reads): the io thread is woken for writes that must
