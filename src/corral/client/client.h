@@ -253,6 +253,10 @@ class Client {
   std::unordered_map<std::string, DirectActor> direct_;              // by actor id; guarded by mu_
   std::unordered_map<std::string, std::string> calls_;              // unfinished call -> its actor; guarded by mu_
   std::vector<std::string> lost_direct_;  // direct calls whose connection broke, the head not told yet; guarded by mu_
+  // Bumped whenever a direct call's result stops being due on its agent's connection (handed back,
+  // that connection closed or replaced): a thread reading that connection for its results checks
+  // this, not every id it waits for, after each read. Guarded by mu_.
+  uint64_t direct_moves_ = 0;
   std::string recording_;  // the direct call sent whose record the head is not sent yet; guarded by mu_
   std::unordered_map<uint64_t, std::optional<proto::Reply>> replies_;  // guarded by mu_
 };

@@ -84,6 +84,7 @@ std::shared_ptr<net::Connection> Client::DirectRoute(const std::string& actor_id
   DirectActor& d = direct_[actor_id];
   d.conn = conn;
   d.node = reply->route().node_id();
+  direct_moves_++;
   if (d.via_head > 0) return nullptr;
   *node = d.node;
   return conn;
@@ -164,8 +165,10 @@ void Client::SendDirect(const std::string& actor_id, const std::string& id, net:
   if (!lost && !agent->Send(call, net::Urgency::kSoon)) {
     std::lock_guard lock(mu_);
     auto d = direct_.find(actor_id);
-    if (d != direct_.end() && d->second.HandBack(id))  // (else OnAgentClose took it already)
+    if (d != direct_.end() && d->second.HandBack(id)) {  // (else OnAgentClose took it already)
       lost_direct_.push_back(id);
+      direct_moves_++;
+    }
   }
   // (The head hears it was lost once it has the call's record: SendTask.)
 }
@@ -196,9 +199,10 @@ bool Client::WaitFor(std::unique_lock<std::mutex>& lock, const std::vector<std::
     // Every reply still awaited comes from this agent: read them here rather than be woken by the
     // io thread for each.
     lock.unlock();
+    uint64_t moves = direct_moves_;
     auto outcome = reads_->ReadUntil(agent.get(), deadline, [&] {
       std::lock_guard relock(*lock.mutex());
-      return pred() || shutting_down_ || DirectReplyLocked(ids) != agent;
+      return pred() || shutting_down_ || direct_moves_ != moves;  // (then it is asked again above)
     });
     lock.lock();
     if (outcome == ReadWatcher::Outcome::kTimedOut) return pred();
@@ -213,6 +217,7 @@ void Client::ForgetDirect() {
     std::lock_guard lock(mu_);
     for (auto& [actor, d] : direct_) {
       d.HandBackAll();  // (in the replay)
+      direct_moves_++;
       d.next_route = {};
       if (d.conn) conns.push_back(std::move(d.conn));
     }
@@ -251,6 +256,7 @@ void Client::OnAgentMessage(net::Connection* from, const std::string& actor_id, 
     }
     case proto::AgentToCaller::kAbandoned:  // its result will come from the head
       if (d != direct_.end() && d->second.conn.get() == from && d->second.HandBack(msg.abandoned())) {
+        direct_moves_++;
         from->Close(Status(Code::kUnavailable, "the agent could not run a call"));  // ask for a route again
       }
       break;
@@ -266,6 +272,7 @@ void Client::OnAgentClose(net::Connection* from, const std::string& actor_id) {
     if (d == direct_.end() || d->second.conn.get() != from) return;
     d->second.conn.reset();
     d->second.next_route = Clock::now();
+    direct_moves_++;
     if (d->second.sent.empty()) return;
     std::vector<std::string> lost = d->second.HandBackAll();
     lost_direct_.insert(lost_direct_.end(), lost.begin(), lost.end());

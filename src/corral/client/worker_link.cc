@@ -100,20 +100,21 @@ WorkerLink::~WorkerLink() {
 
 Result<std::string> WorkerLink::ReadMessage() {
   while (messages_.empty()) {
-    size_t have = buf_.size();
-    buf_.resize(std::max(have + 65536, decoder_.pending_frame_bytes()));
-    ssize_t n = recv(fd_, buf_.data() + have, buf_.size() - have, 0);
+    // buf_ keeps its size (grown, never zeroed again): bytes [0, buffered_) are read, not decoded.
+    size_t want = std::max(buffered_ + 65536, decoder_.pending_frame_bytes());
+    if (buf_.size() < want) buf_.resize(want);
+    ssize_t n = recv(fd_, buf_.data() + buffered_, buf_.size() - buffered_, 0);
     if (n <= 0) {
-      if (n < 0 && errno == EINTR) {
-        buf_.resize(have);
-        continue;
-      }
+      if (n < 0 && errno == EINTR) continue;
       return Err(Code::kUnavailable, n == 0 ? "the agent closed the connection" : strerror(errno));
     }
-    buf_.resize(have + static_cast<size_t>(n));
-    auto used = decoder_.Decode(buf_, [this](std::string_view m) { messages_.emplace_back(m); });
+    buffered_ += static_cast<size_t>(n);
+    auto used = decoder_.Decode(std::string_view(buf_.data(), buffered_),
+                                [this](std::string_view m) { messages_.emplace_back(m); });
     if (!used) return Err(used.error());
-    buf_.erase(0, *used);
+    std::memmove(buf_.data(), buf_.data() + *used, buffered_ - *used);
+    buffered_ -= *used;
+    if (buffered_ == 0 && buf_.size() > (4u << 20)) std::string().swap(buf_);  // (after a large argument)
   }
   std::string out = std::move(messages_.front());
   messages_.pop_front();

@@ -79,7 +79,8 @@ class WorkerLink {
   std::atomic<bool> stop_{false};
   std::thread watchdog_;
   net::FrameDecoder decoder_;
-  std::string buf_;                  // bytes read and not yet decoded
+  std::string buf_;                  // read buffer: its first buffered_ bytes are read, not yet decoded
+  size_t buffered_ = 0;
   std::deque<std::string> messages_; // decoded, not yet handed out
   std::mutex write_mu_;
 };
