@@ -72,3 +72,17 @@ def test_smoke_run_of_the_direct_actor_call_path():
     assert r.returncode == 0, r.stderr[-3000:]  # (it fails itself if the direct runs did not go direct)
     for row in ("| actor_calls_sync (µs) |", "| actor_calls_async (calls/s) |"):
         assert row in r.stdout, r.stdout
+
+
+def test_hop_trace_lines_up_every_process_on_a_direct_calls_path(tmp_path):
+    # The driver, the agent and the actor's worker each stamp their points (CORRAL_HOP_TRACE): a
+    # call counts only if it passed every one of them once, so a process that stamps nothing, or
+    # a point left out of the path, leaves no call to report.
+    out = tmp_path / "hops.json"
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "hop_trace.py"), "--calls", "100",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.load(open(out))
+    assert [s["to"] for s in doc["steps"]][-1] == "driver: get() returned to Python"
+    assert len(doc["steps"]) == 12 and all(s["median_us"] >= 0 for s in doc["steps"])
+    assert "(hop)" in r.stdout and "of 100 calls passed every point once" in r.stdout

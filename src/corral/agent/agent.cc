@@ -16,6 +16,7 @@
 #include <unordered_set>
 
 #include "corral/base/files.h"
+#include "corral/base/hop_trace.h"
 #include "corral/base/ids.h"
 #include "corral/base/log.h"
 #include "corral/base/signals.h"
@@ -352,6 +353,7 @@ void Agent::OnActorCall(proto::ExecuteTask&& task, const std::shared_ptr<net::Co
   *msg.mutable_execute() = std::move(task);
   counters_["actor_calls_started"]++;
   w->conn->Send(msg);
+  hop_trace::Mark(hop_trace::kAgentToWorker);
 }
 
 void Agent::ReportEnded(const std::string& task_id, uint32_t attempt, proto::ErrorKind kind,

@@ -14,6 +14,7 @@
 
 #include "corral/agent/agent.h"
 #include "corral/agent/agent_worker.h"
+#include "corral/base/hop_trace.h"
 #include "corral/base/log.h"
 #include "corral/base/version.h"
 #include "corral/client.pb.h"
@@ -143,6 +144,7 @@ void Agent::OnCallerMessage(Caller* c, std::string_view bytes) {
     return;
   }
   if (!msg.has_call()) return;
+  hop_trace::Mark(hop_trace::kAgentGotCall);
   const proto::TaskSpec& spec = msg.call().spec();
   // Only this actor's calls, under this caller's ids (a caller names its tasks by its own id), a
   // first attempt (the head sends retries), and arguments inline (a stored one is read by the

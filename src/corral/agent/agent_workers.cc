@@ -9,6 +9,7 @@
 
 #include <algorithm>
 
+#include "corral/base/hop_trace.h"
 #include "corral/base/ids.h"
 #include "corral/base/log.h"
 #include "corral/base/version.h"
@@ -184,11 +185,13 @@ void Agent::FinishOnWorker(Worker* w, proto::TaskFinished&& finished) {
       call != w->actor_calls.end() && call->second.attempt == finished.attempt()) {
     finished.set_node_id(options_.node_id);
     if (call->second.direct) {
+      hop_trace::Mark(hop_trace::kAgentGotResult);
       finished.set_direct(true);
       if (auto caller = call->second.caller.lock()) {  // the caller first: it waits for this
         proto::AgentToCaller result;
         *result.mutable_finished() = finished;
         caller->Send(result, net::Urgency::kSoon);
+        hop_trace::Mark(hop_trace::kAgentToCaller);
         finished.set_delivered(!caller->closed());  // (if it breaks later, the caller asks the head)
       }
     }

@@ -6,6 +6,7 @@
 
 #include <cstdio>
 
+#include "corral/base/hop_trace.h"
 #include "corral/base/ids.h"
 #include "corral/base/log.h"
 #include "corral/base/version.h"
@@ -346,6 +347,7 @@ Result<std::string> Client::Submit(int function, std::string args, const std::ve
 Result<std::string> Client::SubmitCall(const std::string& actor_id, const std::string& name, const std::string& method,
                                        std::string args, const std::vector<std::string>& deps, uint32_t max_retries,
                                        const std::string& concurrency_group, bool direct) {
+  hop_trace::Mark(hop_trace::kCallerSubmit);
   std::lock_guard submit_lock(submit_mu_);
   proto::ClientToHead msg;
   proto::TaskSpec* spec = msg.mutable_submit();
@@ -406,7 +408,9 @@ Result<std::string> Client::SendTask(proto::ClientToHead& msg, std::string args,
       recording_ = id;
     }
     SendDirect(spec->actor_id(), id, agent, *direct);
+    hop_trace::Mark(hop_trace::kCallerSent);
     s = Send(msg, net::Urgency::kSoon);
+    hop_trace::Mark(hop_trace::kCallerRecorded);
     bool lost;
     {
       std::lock_guard lock(mu_);
@@ -535,6 +539,7 @@ Result<std::vector<ObjectPtr>> Client::Get(const std::vector<std::string>& ids, 
 }
 
 Result<std::vector<ObjectPtr>> Client::GetHeld(const std::vector<std::string>& ids, double timeout_s) {
+  hop_trace::Mark(hop_trace::kCallerGet);
   auto deadline = DeadlineFor(timeout_s);
   if (Status s = PrepareWait(ids); !s.ok()) return Err(s);
   std::unique_lock lock(mu_);
@@ -554,6 +559,7 @@ Result<std::vector<ObjectPtr>> Client::GetHeld(const std::vector<std::string>& i
   std::vector<ObjectPtr> out;
   out.reserve(ids.size());
   for (const auto& id : ids) out.push_back(ready_[id]);
+  hop_trace::Mark(hop_trace::kCallerGetReturns);
   return out;
 }
 

@@ -14,6 +14,7 @@
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
 
+#include "corral/base/hop_trace.h"
 #include "corral/base/version.h"
 #include "corral/client/client.h"
 #include "corral/net/pki.h"
@@ -242,6 +243,7 @@ void Client::OnAgentMessage(net::Connection* from, const std::string& actor_id, 
       cv_.notify_all();
       break;
     case proto::AgentToCaller::kFinished: {
+      hop_trace::Mark(hop_trace::kCallerGotResult);
       proto::TaskFinished& f = *msg.mutable_finished();
       if (d == direct_.end() || d->second.conn.get() != from || !d->second.sent.contains(f.task_id())) break;
       auto value = std::make_shared<proto::ObjectValue>(std::move(*f.mutable_result()));

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "corral/base/hop_trace.h"
 #include "corral/base/ids.h"
 #include "corral/base/version.h"
 #include "corral/worker.pb.h"
@@ -134,6 +135,7 @@ Result<proto::ExecuteTask> WorkerLink::NextTask() {
       if (spec.has_actor()) actor_keep_running_ = keep;  // its calls follow the actor's choice
       else if (!spec.actor_id().empty()) keep = actor_keep_running_;
       UpdateFence(!keep);
+      hop_trace::Mark(hop_trace::kWorkerGotCall);
       return std::move(*msg.mutable_execute());
     }
   }
@@ -158,13 +160,16 @@ Status WorkerLink::Write(const google::protobuf::MessageLite& msg) {
 }
 
 Status WorkerLink::Finish(const proto::TaskFinished& finished) {
+  hop_trace::Mark(hop_trace::kWorkerFinish);
   {
     std::lock_guard lock(fence_mu_);
     if (!actor_) UpdateFence(false);
   }
   proto::WorkerToAgent msg;
   *msg.mutable_finished() = finished;
-  return Write(msg);
+  Status s = Write(msg);
+  hop_trace::Mark(hop_trace::kWorkerSent);
+  return s;
 }
 
 Status WorkerLink::ActorReady(const std::string& actor_id, uint32_t attempt) {

@@ -1,0 +1,47 @@
+// Hop trace: where a direct actor call's time goes, process by process.
+//
+// Off unless the environment has CORRAL_HOP_TRACE=<dir> when a process first marks a point (the
+// driver, the agent and the actor's worker inherit it from whoever starts them). Then each process
+// appends (point, CLOCK_MONOTONIC ns) records to `<dir>/hops.<pid>`, a file it maps once, and
+// bench/hop_trace.py lines the records of all processes up by time, call by call. The clock is the
+// machine's, so records from several processes on one machine compare directly.
+//
+// Off, Mark costs one load and a predictable branch. On, a record is a clock read and a 16-byte
+// store; past kMaxRecords a process stops recording, and a forked child records nothing. Any
+// thread may call Mark.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace corral::hop_trace {
+
+// The points of a direct actor call, in the order a sync call passes them.
+enum Point : uint32_t {
+  kCallerSubmit = 1,     // driver: Client::SubmitCall entered
+  kCallerSent = 2,       // driver: the call written to the agent's connection
+  kCallerRecorded = 3,   // driver: its record handed to the head's connection
+  kCallerGet = 4,        // driver: Client::GetHeld entered
+  kAgentGotCall = 10,    // agent: a caller's call decoded
+  kAgentToWorker = 11,   // agent: the call written to the worker's connection
+  kWorkerGotCall = 20,   // worker: WorkerLink::NextTask returns the call
+  kWorkerFinish = 21,    // worker: WorkerLink::Finish entered (the method has returned)
+  kWorkerSent = 22,      // worker: the result written to the agent
+  kAgentGotResult = 12,  // agent: a worker's result decoded
+  kAgentToCaller = 13,   // agent: the result written to the caller's connection
+  kCallerGotResult = 5,  // driver: the result decoded from the agent's connection
+  kCallerGetReturns = 6, // driver: Client::GetHeld returns
+};
+
+constexpr uint64_t kMaxRecords = 1 << 20;
+
+namespace internal {
+extern std::atomic<int> state;  // 0: not looked at yet, 1: on, -1: off
+void Record(Point p);
+}  // namespace internal
+
+inline void Mark(Point p) {
+  if (internal::state.load(std::memory_order_relaxed) >= 0) internal::Record(p);
+}
+
+}  // namespace corral::hop_trace
