@@ -199,8 +199,8 @@ bool Client::WaitFor(std::unique_lock<std::mutex>& lock, const std::vector<std::
     if (!agent) break;
     // Every reply still awaited comes from this agent: read them here rather than be woken by the
     // io thread for each.
+    uint64_t moves = direct_moves_;  // (read with the route it vouches for)
     lock.unlock();
-    uint64_t moves = direct_moves_;
     auto outcome = reads_->ReadUntil(agent.get(), deadline, [&] {
       std::lock_guard relock(*lock.mutex());
       return pred() || shutting_down_ || direct_moves_ != moves;  // (then it is asked again above)
