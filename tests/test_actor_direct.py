@@ -3,6 +3,7 @@ running the actor and gets the results from it; the head records the calls off t
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -90,14 +91,39 @@ def test_a_forged_ticket_is_refused_and_its_call_never_runs(cluster):
     assert corral.get(c.value.remote()) == 1  # the forged call did not run
 
 
-def _drop_connections_to(port):
-    """Shuts this process's TCP connections to `port` (as a network fault would); how many."""
-    dropped = 0
-    for conn in psutil.Process().net_connections(kind="tcp"):
-        if conn.raddr and conn.raddr.port == port and conn.fd >= 0:
-            with socket.socket(fileno=os.dup(conn.fd)) as s:
-                s.shutdown(socket.SHUT_RDWR)
-            dropped += 1
+def _to_agent(handle):
+    """This process's connections to the agent running `handle`'s actor, on its TCP call port or
+    its Unix socket: [(fd, family, inode)]."""
+    node = actor_info(handle)["node_id"]
+    n = next(n for n in corral.nodes() if n["node_id"].startswith(node))
+    port, path = int(n["call_address"].rsplit(":", 1)[1]), n["call_socket"].removeprefix("unix:")
+    found = []
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            s = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        with s:
+            try:
+                peer = s.getpeername()
+            except OSError:  # listening, or not connected
+                continue
+            if (s.family == socket.AF_UNIX and path and peer == path) or \
+                    (s.family in (socket.AF_INET, socket.AF_INET6) and peer[1] == port):
+                found.append((fd, s.family, os.fstat(fd).st_ino))
+    return found
+
+
+def _drop_connections_to(handle):
+    """Shuts this process's connections to the agent of `handle`'s actor (as a network fault
+    would); their families."""
+    dropped = []
+    for fd, family, _ in _to_agent(handle):
+        with socket.socket(fileno=os.dup(fd)) as s:
+            s.shutdown(socket.SHUT_RDWR)
+        dropped.append(family)
     return dropped
 
 
@@ -113,14 +139,17 @@ class Slow:
         return self.n
 
 
-def test_a_broken_connection_to_the_agent_loses_no_call_and_runs_none_twice(cluster):
+@pytest.mark.parametrize("transport", ["socket", "tcp"])
+def test_a_broken_connection_to_the_agent_loses_no_call_and_runs_none_twice(cluster, monkeypatch, transport):
+    if transport == "tcp":  # (the caller is on the agent's machine: its Unix socket, unless told)
+        monkeypatch.setenv("CORRAL_CALL_SOCKET", "0")
     connect_with_one_agent(cluster)
     s = Slow.remote()
     assert corral.get(s.step.remote(0)) == 1
     assert corral.get(s.step.remote(0)) == 2  # (its route is known now)
     lost_before = head_counter("actor_calls_direct")
     refs = [s.step.remote(0.05) for _ in range(20)]
-    assert _drop_connections_to(call_port(s)[1]) == 1
+    assert _drop_connections_to(s) == [socket.AF_UNIX if transport == "socket" else socket.AF_INET]
     # Their results come from the head instead; each ran once, in order. (A break only this side
     # sees, with results lost on the way, is the head unit test Actors.DirectCallsAreRecorded...'s.)
     assert corral.get(refs, timeout=60) == list(range(3, 23))
@@ -177,11 +206,8 @@ def test_a_connection_to_an_agent_lasts_past_its_greeting(cluster):
     s = Slow.remote()
     assert corral.get(s.step.remote(0)) == 1
     assert corral.get(s.step.remote(0)) == 2  # (its route is known now)
-    port = call_port(s)[1]
-
     def to_agent():
-        return sorted(c.laddr.port for c in psutil.Process().net_connections("tcp")
-                      if c.status == psutil.CONN_ESTABLISHED and c.raddr and c.raddr.port == port)
+        return sorted(inode for _, _, inode in _to_agent(s))
 
     before, lost_before = to_agent(), head_counter("direct_calls_lost")
     assert len(before) == 1
@@ -243,7 +269,7 @@ sys.stdin.readline()  # held open until the test is done
 def test_a_revoked_tokens_connections_to_agents_are_closed(cluster):
     connect_with_one_agent(cluster)
     secret = make_token(cluster, "submit", "visitor")
-    env = dict(cluster.env(), CORRAL_TOKEN=secret)
+    env = dict(cluster.env(), CORRAL_TOKEN=secret, CORRAL_CALL_SOCKET="0")  # (on TCP: its connection is seen)
     driver = subprocess.Popen([sys.executable, "-c", REVOKED_DRIVER, cluster.address], env=env, text=True,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
@@ -264,3 +290,37 @@ def test_a_revoked_tokens_connections_to_agents_are_closed(cluster):
     finally:
         driver.stdin.close()
         driver.wait(timeout=30)
+
+
+def agent_counter(name):
+    return sum(n["counters"].get(name, 0) for n in corral.nodes())
+
+
+def test_a_caller_on_the_actors_machine_calls_over_the_agents_unix_socket(cluster):
+    # Same machine, same network namespace: the agent's Unix socket (mode 0600 in its state
+    # directory), not its TCP call port; CORRAL_CALL_SOCKET=0 keeps a caller on TCP.
+    connect_with_one_agent(cluster, num_cpus=3)
+    node = next(n for n in corral.nodes() if n["call_address"])
+    path = node["call_socket"].removeprefix("unix:")
+    assert node["call_socket"].startswith("unix:") and os.stat(path).st_mode & 0o777 == 0o600
+    c = Counter.remote(0)
+    assert [corral.get(c.incr.remote()) for _ in range(5)] == [1, 2, 3, 4, 5]
+    direct = head_counter("actor_calls_direct")
+    assert direct >= 3 and [f for _, f, _ in _to_agent(c)] == [socket.AF_UNIX]
+    wait_until(lambda: agent_counter("callers_on_socket") == 1, what="the agent to report its caller on the socket")
+    port = int(node["call_address"].rsplit(":", 1)[1])
+
+    def run_driver(**env):
+        p = subprocess.Popen([sys.executable, "-c", REVOKED_DRIVER, cluster.address], env=dict(cluster.env(), **env),
+                             text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert p.stdout.readline().strip() == "[1, 2, 3, 4, 5]"
+        tcp = [x for x in psutil.Process(p.pid).net_connections(kind="tcp")
+               if x.raddr and x.raddr.port == port and x.status == "ESTABLISHED"]
+        p.stdin.close()
+        p.wait(timeout=30)
+        return len(tcp)
+
+    assert run_driver(CORRAL_CALL_SOCKET="0") == 1  # its calls on the TCP call port
+    assert run_driver() == 0  # and by default over the socket
+    wait_until(lambda: agent_counter("callers_on_socket") == 2, what="the agent to report a second caller on it")
+    assert head_counter("actor_calls_direct") >= direct + 6  # both drivers' calls went direct

@@ -152,6 +152,10 @@ void Agent::Stop() {
   }
   if (head_) head_->Close(Status(Code::kUnavailable, "agent stopping"));
   if (call_listener_) call_listener_->Stop();
+  if (call_socket_) {
+    call_socket_->Stop();
+    ::unlink((options_.state_dir + "/calls.sock").c_str());
+  }
   for (auto& [c, caller] : callers_) caller->conn->Close(Status(Code::kUnavailable, "agent stopping"));  // (*alive_ is false: their handlers do nothing)
   for (auto& [pid, w] : workers_)
     if (w->conn) w->conn->Close(Status(Code::kUnavailable, "agent stopping"));

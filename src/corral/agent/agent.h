@@ -146,6 +146,7 @@ class Agent {
   // here themselves, on a port of their own (NodeInfo.call_address), and get the results from here.
   struct Caller;
   void ServeCalls(const std::string& local_ip);
+  void ServeCallsOnThisMachine();
   void OnCallerAccepted(std::unique_ptr<net::ByteStream> stream);
   void OnCallerMessage(Caller* caller, std::string_view bytes);
   // The head asks which of these direct calls never came (their caller's connection broke): the
@@ -248,6 +249,7 @@ class Agent {
   uint16_t last_peer_port_ = 0;  // reused when the node serves objects on a new address
   std::string peer_secret_;      // the cluster's, from the Welcome: checks callers' tickets
   std::unique_ptr<net::Listener> call_listener_;
+  std::unique_ptr<net::Listener> call_socket_;  // the same, on a Unix socket for callers on this machine
   std::vector<std::shared_ptr<boost::asio::ssl::context>> call_tls_;  // every one made (see ServeCalls)
   std::string call_host_;
   std::unordered_map<Caller*, std::unique_ptr<Caller>> callers_;

@@ -64,6 +64,9 @@ struct ClientOptions {
   // Actor calls go straight to the agent running the actor where the head gives a route
   // (client_calls.cc); false: always through the head (CORRAL_DIRECT_ACTOR_CALLS=0).
   bool direct_actor_calls = true;
+  // On the actor's machine, direct calls go over its agent's Unix socket (ActorRoute.socket)
+  // rather than loopback TCP; false: TCP (CORRAL_CALL_SOCKET=0).
+  bool call_socket = true;
   bool reconnect = true;            // see above; false: a lost connection fails every call at once
   std::chrono::milliseconds reconnect_for{60000};
   std::shared_ptr<boost::asio::ssl::context> tls;  // null: plaintext (see head_trust.h)
@@ -157,6 +160,10 @@ class Client {
   std::shared_ptr<net::Connection> DirectRoute(const std::string& actor_id, const std::vector<std::string>& deps,
                                                std::string* node, std::vector<ObjectPtr>* dep_values);
   std::shared_ptr<net::Connection> DialAgent(const std::string& actor_id, const proto::ActorRoute& route);
+  // Connects to `ep` and greets the agent there; null if it cannot be reached or does not take us.
+  std::shared_ptr<net::Connection> DialAgentAt(const std::string& actor_id, const proto::ActorRoute& route,
+                                               const net::Endpoint& ep,
+                                               std::shared_ptr<boost::asio::ssl::context> tls);
   // Sends call `id` (its record, with direct_node, goes to the head right after) to `agent`, or, if
   // that connection closed meanwhile, puts it in lost_direct_ (the head then sends it).
   void SendDirect(const std::string& actor_id, const std::string& id, net::Connection* agent,

@@ -547,6 +547,8 @@ Status TaskManager::HandleActorRequest(ClientSession* client, const proto::Actor
           node->state == NodeState::kAlive && !node->info.call_address().empty()) {
         reply->mutable_route()->set_node_id(actor.node);
         reply->mutable_route()->set_address(node->info.call_address());
+        reply->mutable_route()->set_socket(node->info.call_socket());
+        reply->mutable_route()->set_host_key(node->info.host_key());
       } else if (actor.state != Actor::State::kDead && (!node || !node->info.call_address().empty())) {
         reply->mutable_route()->set_pending(true);
       }

@@ -36,6 +36,7 @@ nb::dict NodeDict(const corral::proto::NodeStatus& n) {
   d["address"] = n.info().address();
   d["peer_address"] = n.info().peer_address();  // where its agent serves objects to other agents
   d["call_address"] = n.info().call_address();  // where its agent takes actor calls from their callers
+  d["call_socket"] = n.info().call_socket();    // ...and from callers on its machine
   d["state"] = n.state();
   d["connected"] = n.connected();
   d["draining"] = n.draining();
