@@ -132,6 +132,31 @@ def test_tasks_spread_over_hosts_with_their_own_addresses_and_shm(net):
     assert len(seen_ips) == 3
 
 
+@corral.remote
+class Tally:
+    def __init__(self):
+        self.n = 0
+
+    def add(self):
+        self.n += 1
+        return self.n
+
+
+def test_an_actor_on_another_host_is_called_on_its_agents_tcp_port(net):
+    # The agents' Unix sockets are for callers on their own machine (and network namespace): a
+    # driver on another host calls over the network, straight to the agent all the same.
+    wait_alive(3)
+    t = Tally.remote()
+    assert [corral.get(t.add.remote(), timeout=30) for _ in range(6)] == [1, 2, 3, 4, 5, 6]
+    nodes = [n for n in corral.nodes() if n["call_address"]]
+    assert nodes and all(n["call_socket"].startswith("unix:") for n in nodes)
+    assert corral.cluster_status()["counters"].get("actor_calls_direct", 0) >= 4
+    # (Agents report their counters with their heartbeats: both of these come in the same one.)
+    wait_until(lambda: sum(n["counters"].get("callers_connected", 0) for n in corral.nodes()) >= 1,
+               what="the actor's agent to report its caller")
+    assert sum(n["counters"].get("callers_on_socket", 0) for n in corral.nodes()) == 0
+
+
 def test_agent_paused_past_dead_threshold_is_fenced_and_comes_back(net):
     wait_alive(3)
     victim = net.agents[0]
