@@ -73,7 +73,8 @@ def test_calls_go_straight_to_the_agent_in_each_callers_order(cluster):
     assert head_counter("actor_calls_dispatched") - sent_before < 50
 
 
-def test_a_forged_ticket_is_refused_and_its_call_never_runs(cluster):
+@pytest.mark.parametrize("transport", ["tcp", "socket"])
+def test_a_forged_ticket_is_refused_and_its_call_never_runs(cluster, transport):
     connect_with_one_agent(cluster)
     c = Counter.remote(0)
     assert corral.get(c.incr.remote()) == 1
@@ -84,7 +85,13 @@ def test_a_forged_ticket_is_refused_and_its_call_never_runs(cluster):
     spec = wire.field_bytes(1, b"\x01" * 8 + b"\x00" * 7 + b"\x09") + wire.field_bytes(25, actor_id) + \
         wire.field_bytes(27, "incr")
     call = wire.field_bytes(2, wire.field_bytes(1, spec))
-    with socket.create_connection(call_port(c), timeout=10) as s:
+    if transport == "tcp":
+        s = socket.create_connection(call_port(c), timeout=10)
+    else:  # the agent's Unix socket checks the same ticket
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect(next(n["call_socket"] for n in corral.nodes() if n["call_socket"]).removeprefix("unix:"))
+    with s:
         s.sendall(wire.frame(wire.field_bytes(1, hello)) + wire.frame(call))
         reply = wire.read_until_closed(s)
     assert b"ticket" in reply  # AgentToCaller.refused says why, then the agent closes
@@ -324,3 +331,6 @@ def test_a_caller_on_the_actors_machine_calls_over_the_agents_unix_socket(cluste
     assert run_driver() == 0  # and by default over the socket
     wait_until(lambda: agent_counter("callers_on_socket") == 2, what="the agent to report a second caller on it")
     assert head_counter("actor_calls_direct") >= direct + 6  # both drivers' calls went direct
+    os.unlink(path)  # a socket that cannot be reached: the call port, straight all the same
+    assert run_driver() == 1
+    assert head_counter("actor_calls_direct") >= direct + 9

@@ -160,10 +160,12 @@ class Client {
   std::shared_ptr<net::Connection> DirectRoute(const std::string& actor_id, const std::vector<std::string>& deps,
                                                std::string* node, std::vector<ObjectPtr>* dep_values);
   std::shared_ptr<net::Connection> DialAgent(const std::string& actor_id, const proto::ActorRoute& route);
-  // Connects to `ep` and greets the agent there; null if it cannot be reached or does not take us.
+  // Connects to `ep` and greets the agent there; null if it cannot be reached or does not take us,
+  // and then `*unreachable` (if given) says whether another way to it is worth a try (false: the
+  // greeting never came, or this client is shutting down).
   std::shared_ptr<net::Connection> DialAgentAt(const std::string& actor_id, const proto::ActorRoute& route,
                                                const net::Endpoint& ep,
-                                               std::shared_ptr<boost::asio::ssl::context> tls);
+                                               std::shared_ptr<boost::asio::ssl::context> tls, bool* unreachable);
   // Sends call `id` (its record, with direct_node, goes to the head right after) to `agent`, or, if
   // that connection closed meanwhile, puts it in lost_direct_ (the head then sends it).
   void SendDirect(const std::string& actor_id, const std::string& id, net::Connection* agent,

@@ -9,6 +9,9 @@
 // which never came and sends those itself; the client subscribes to all of them at the head.
 // Waiting: a get or wait whose missing results all come from one agent reads that connection on
 // its own thread (WaitFor, ReadWatcher).
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 
 #include <boost/asio/post.hpp>
@@ -16,6 +19,7 @@
 
 #include "corral/base/hop_trace.h"
 #include "corral/base/host_key.h"
+#include "corral/base/log.h"
 #include "corral/base/version.h"
 #include "corral/client/client.h"
 #include "corral/net/pki.h"
@@ -98,21 +102,41 @@ std::shared_ptr<net::Connection> Client::DialAgent(const std::string& actor_id, 
   auto ep = net::ParseEndpoint(at_head ? "head" + route.address() : route.address());
   if (!ep) return nullptr;
   if (at_head) ep->host = options_.head.host;
-  // On the agent's machine (and network namespace) its Unix socket, in clear: the kernel keeps
-  // other users out, and a send costs about half of one on loopback TCP.
+  // On the agent's machine (and network and mount namespaces) its Unix socket, in clear: the
+  // kernel keeps other users out, and a send costs about half of one on loopback TCP. Its call
+  // port only if that socket cannot be reached, is not our user's, or the agent refuses us there
+  // (not after a greeting that never came: that agent is not answering).
   static const std::string host_key = HostKey();
-  if (options_.call_socket && !route.socket().empty() && !host_key.empty() && route.host_key() == host_key)
-    if (auto local = net::ParseEndpoint(route.socket()); local && local->is_unix())
-      if (auto c = DialAgentAt(actor_id, route, *local, nullptr)) return c;
+  if (options_.call_socket && !route.socket().empty() && !host_key.empty() && route.host_key() == host_key) {
+    if (auto local = net::ParseEndpoint(route.socket()); local && local->is_unix()) {
+      bool try_port = false;
+      if (auto c = DialAgentAt(actor_id, route, *local, nullptr, &try_port)) return c;
+      if (!try_port) return nullptr;
+    }
+  }
   // Off loopback the agent speaks TLS keyed by our ticket (no certificates: decision 38).
   std::shared_ptr<boost::asio::ssl::context> tls;
   if (!ep->is_loopback()) tls = net::MakePskClientContext(net::CallPskIdentity(actor_id, client_id_), route.ticket());
-  return DialAgentAt(actor_id, route, *ep, std::move(tls));
+  return DialAgentAt(actor_id, route, *ep, std::move(tls), nullptr);
 }
+
+namespace {
+
+// Whether the process at the other end of a Unix socket runs as our user: the ticket goes only to
+// it (a path on this machine is only as trustworthy as whoever could create it).
+bool PeerIsOurUser(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  return fd >= 0 && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.uid == geteuid();
+}
+
+}  // namespace
 
 std::shared_ptr<net::Connection> Client::DialAgentAt(const std::string& actor_id, const proto::ActorRoute& route,
                                                      const net::Endpoint& ep,
-                                                     std::shared_ptr<boost::asio::ssl::context> tls) {
+                                                     std::shared_ptr<boost::asio::ssl::context> tls,
+                                                     bool* unreachable) {
+  if (unreachable) *unreachable = true;
   std::unique_ptr<net::ByteStream> stream;
   bool dialed = false;
   net::Dial(io_->io(), ep, tls, kDialTimeout, [&](Result<std::unique_ptr<net::ByteStream>> r) {
@@ -131,6 +155,14 @@ std::shared_ptr<net::Connection> Client::DialAgentAt(const std::string& actor_id
   copts.handshake_timeout = std::chrono::milliseconds(0);  // the greeting is bounded below (kDialTimeout)
   copts.owner_reads = true;  // a thread waiting for a result reads it (ReadWatcher); not in TLS
   auto c = net::Connection::Create(std::move(stream), copts);
+  if (ep.is_unix()) {
+    bool ours = false;
+    if (!c->WithReadFd([&](int fd) { ours = PeerIsOurUser(fd); }) || !ours) {
+      LOG_WARN("{} is not a socket of this user's; actor calls go to the agent's TCP port", ep.ToString());
+      c->Close(Status(Code::kPermissionDenied, "not our user's socket"));
+      return nullptr;
+    }
+  }
   auto greeted = std::make_shared<std::optional<bool>>();
   asio::post(io_->io(), [this, c, actor_id, greeted] {
     net::Connection* raw = c.get();
@@ -156,6 +188,7 @@ std::shared_ptr<net::Connection> Client::DialAgentAt(const std::string& actor_id
   std::unique_lock lock(mu_);
   cv_.wait_until(lock, Clock::now() + kDialTimeout, [&] { return greeted->has_value() || shutting_down_; });
   if (greeted->value_or(false)) return c;
+  if (unreachable) *unreachable = greeted->has_value() && !shutting_down_;  // refused: try another way
   lock.unlock();
   c->Close(Status(Code::kPermissionDenied, "the actor's agent did not take this caller"));
   return nullptr;

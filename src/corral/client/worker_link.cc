@@ -113,7 +113,7 @@ Result<std::string> WorkerLink::ReadMessage() {
     auto used = decoder_.Decode(std::string_view(buf_.data(), buffered_),
                                 [this](std::string_view m) { messages_.emplace_back(m); });
     if (!used) return Err(used.error());
-    std::memmove(buf_.data(), buf_.data() + *used, buffered_ - *used);
+    if (*used > 0) std::memmove(buf_.data(), buf_.data() + *used, buffered_ - *used);
     buffered_ -= *used;
     if (buffered_ == 0 && buf_.size() > (4u << 20)) std::string().swap(buf_);  // (after a large argument)
   }
