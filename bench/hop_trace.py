@@ -5,8 +5,9 @@ trace on (CORRAL_HOP_TRACE, src/corral/base/hop_trace.h), one actor, sync calls 
 
 Every process on the call's path (driver, agent, the actor's worker) stamps the points it passes
 with the machine's monotonic clock; this script lines them up call by call and prints the median
-of each step along the call's path. A step that ends in another process than it starts in is a
-hop: the sender's write plus the receiver's wake-up and read. The
+of each step along the call's path. A sender stamps a message just before writing it, so a step
+that ends in another process than it starts in is a hop: the write itself, the receiver's wake-up
+and its read. The
 driver's own Python (before the call reaches the C++ client, and after its get returns) is marked
 here with the same clock (time.perf_counter_ns is CLOCK_MONOTONIC on Linux).
 """
@@ -25,16 +26,16 @@ PY_BEFORE, PY_AFTER = 100, 101  # this script's own marks: before .remote(), aft
 NAMES = {
     PY_BEFORE: "driver: .remote() called",
     1: "driver: C++ submit entered",
-    2: "driver: call written to the agent",
+    2: "driver: writing the call to the agent",
     3: "driver: record handed to the head",
     4: "driver: C++ get entered",
     10: "agent: call decoded",
-    11: "agent: call written to the worker",
+    11: "agent: writing the call to the worker",
     20: "worker: call handed to Python",
     21: "worker: method returned, finish entered",
-    22: "worker: result written to the agent",
+    22: "worker: writing the result to the agent",
     12: "agent: result decoded",
-    13: "agent: result written to the caller",
+    13: "agent: writing the result to the caller",
     5: "driver: result decoded",
     6: "driver: C++ get returns",
     PY_AFTER: "driver: get() returned to Python",
@@ -60,8 +61,8 @@ BESIDE = [3, 4]
 
 
 def breakdown(records, calls):
-    """The median µs of each step of CHAIN and the median offset of each BESIDE point from the call
-    being written to the agent, over the last `calls` calls that passed every point once."""
+    """The median µs of each step of CHAIN and the median offset of each BESIDE point from the call's
+    write to the agent, over the last `calls` calls that passed every point once."""
     records.sort()
     cycles, current = [], None
     for ns, point in records:
@@ -135,7 +136,7 @@ def main():
         print(f"  {us:7.1f} µs  {NAMES[a]:<42} -> {NAMES[b]}{hop}")
     print(f"  sum of the medians: {sum(us for _, _, us in rows):.1f} µs")
     for point, us in sorted(offsets.items()):
-        print(f"  beside the call: '{NAMES[point]}' {us:+.1f} µs from the call written to the agent")
+        print(f"  beside the call: '{NAMES[point]}' {us:+.1f} µs from the call's write to the agent")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"mean_per_call_us": per_call, "median_total_us": total,

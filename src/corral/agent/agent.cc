@@ -356,8 +356,8 @@ void Agent::OnActorCall(proto::ExecuteTask&& task, const std::shared_ptr<net::Co
   proto::AgentToWorker msg;
   *msg.mutable_execute() = std::move(task);
   counters_["actor_calls_started"]++;
+  hop_trace::Mark(hop_trace::kAgentWritesToWorker);
   w->conn->Send(msg);
-  hop_trace::Mark(hop_trace::kAgentToWorker);
 }
 
 void Agent::ReportEnded(const std::string& task_id, uint32_t attempt, proto::ErrorKind kind,

@@ -190,8 +190,8 @@ void Agent::FinishOnWorker(Worker* w, proto::TaskFinished&& finished) {
       if (auto caller = call->second.caller.lock()) {  // the caller first: it waits for this
         proto::AgentToCaller result;
         *result.mutable_finished() = finished;
+        hop_trace::Mark(hop_trace::kAgentWritesToCaller);
         caller->Send(result, net::Urgency::kSoon);
-        hop_trace::Mark(hop_trace::kAgentToCaller);
         finished.set_delivered(!caller->closed());  // (if it breaks later, the caller asks the head)
       }
     }

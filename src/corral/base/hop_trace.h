@@ -16,21 +16,24 @@
 
 namespace corral::hop_trace {
 
-// The points of a direct actor call, in the order a sync call passes them.
+// The points of a direct actor call, in the order a sync call passes them. A process stamps a
+// message it sends just before writing it, so the step to the receiver's stamp (a hop: the write,
+// the receiver's wake-up and read) is never negative, even when the receiver runs before the
+// sender's write returns.
 enum Point : uint32_t {
-  kCallerSubmit = 1,     // driver: Client::SubmitCall entered
-  kCallerSent = 2,       // driver: the call written to the agent's connection
-  kCallerRecorded = 3,   // driver: its record handed to the head's connection
-  kCallerGet = 4,        // driver: Client::GetHeld entered
-  kAgentGotCall = 10,    // agent: a caller's call decoded
-  kAgentToWorker = 11,   // agent: the call written to the worker's connection
-  kWorkerGotCall = 20,   // worker: WorkerLink::NextTask returns the call
-  kWorkerFinish = 21,    // worker: WorkerLink::Finish entered (the method has returned)
-  kWorkerSent = 22,      // worker: the result written to the agent
-  kAgentGotResult = 12,  // agent: a worker's result decoded
-  kAgentToCaller = 13,   // agent: the result written to the caller's connection
-  kCallerGotResult = 5,  // driver: the result decoded from the agent's connection
-  kCallerGetReturns = 6, // driver: Client::GetHeld returns
+  kCallerSubmit = 1,         // driver: Client::SubmitCall entered
+  kCallerWrites = 2,         // driver: writing the call to the agent's connection
+  kCallerRecorded = 3,       // driver: its record handed to the head's connection
+  kCallerGet = 4,            // driver: Client::GetHeld entered
+  kAgentGotCall = 10,        // agent: a caller's call decoded
+  kAgentWritesToWorker = 11, // agent: writing the call to the worker's connection
+  kWorkerGotCall = 20,       // worker: WorkerLink::NextTask returns the call
+  kWorkerFinish = 21,        // worker: WorkerLink::Finish entered (the method has returned)
+  kWorkerWrites = 22,        // worker: writing the result to the agent
+  kAgentGotResult = 12,      // agent: a worker's result decoded
+  kAgentWritesToCaller = 13, // agent: writing the result to the caller's connection
+  kCallerGotResult = 5,      // driver: the result decoded from the agent's connection
+  kCallerGetReturns = 6,     // driver: Client::GetHeld returns
 };
 
 constexpr uint64_t kMaxRecords = 1 << 20;

@@ -408,7 +408,6 @@ Result<std::string> Client::SendTask(proto::ClientToHead& msg, std::string args,
       recording_ = id;
     }
     SendDirect(spec->actor_id(), id, agent, *direct);
-    hop_trace::Mark(hop_trace::kCallerSent);
     s = Send(msg, net::Urgency::kSoon);
     hop_trace::Mark(hop_trace::kCallerRecorded);
     bool lost;

@@ -209,6 +209,7 @@ void Client::SendDirect(const std::string& actor_id, const std::string& id, net:
       d.sent.insert(id);
     }
   }
+  if (!lost) hop_trace::Mark(hop_trace::kCallerWrites);
   if (!lost && !agent->Send(call, net::Urgency::kSoon)) {
     std::lock_guard lock(mu_);
     auto d = direct_.find(actor_id);

@@ -167,9 +167,8 @@ Status WorkerLink::Finish(const proto::TaskFinished& finished) {
   }
   proto::WorkerToAgent msg;
   *msg.mutable_finished() = finished;
-  Status s = Write(msg);
-  hop_trace::Mark(hop_trace::kWorkerSent);
-  return s;
+  hop_trace::Mark(hop_trace::kWorkerWrites);
+  return Write(msg);
 }
 
 Status WorkerLink::ActorReady(const std::string& actor_id, uint32_t attempt) {
