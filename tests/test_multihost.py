@@ -20,6 +20,7 @@ import pytest
 import corral
 import netns
 from conftest import wait_until
+from test_actors import Counter
 
 pytestmark = pytest.mark.skipif(bool(netns.available()), reason=netns.available() or "")
 
@@ -132,22 +133,12 @@ def test_tasks_spread_over_hosts_with_their_own_addresses_and_shm(net):
     assert len(seen_ips) == 3
 
 
-@corral.remote
-class Tally:
-    def __init__(self):
-        self.n = 0
-
-    def add(self):
-        self.n += 1
-        return self.n
-
-
 def test_an_actor_on_another_host_is_called_on_its_agents_tcp_port(net):
     # The agents' Unix sockets are for callers on their own machine (and network namespace): a
     # driver on another host calls over the network, straight to the agent all the same.
     wait_alive(3)
-    t = Tally.remote()
-    assert [corral.get(t.add.remote(), timeout=30) for _ in range(6)] == [1, 2, 3, 4, 5, 6]
+    c = Counter.remote(0)
+    assert [corral.get(c.incr.remote(), timeout=30) for _ in range(6)] == [1, 2, 3, 4, 5, 6]
     nodes = [n for n in corral.nodes() if n["call_address"]]
     assert nodes and all(n["call_socket"].startswith("unix:") for n in nodes)
     assert corral.cluster_status()["counters"].get("actor_calls_direct", 0) >= 4

@@ -154,7 +154,7 @@ void Agent::Stop() {
   if (call_listener_) call_listener_->Stop();
   if (call_socket_) {
     call_socket_->Stop();
-    ::unlink((options_.state_dir + "/calls.sock").c_str());
+    ::unlink(call_socket_->endpoint().unix_path.c_str());
   }
   for (auto& [c, caller] : callers_) caller->conn->Close(Status(Code::kUnavailable, "agent stopping"));  // (*alive_ is false: their handlers do nothing)
   for (auto& [pid, w] : workers_)

@@ -196,29 +196,26 @@ std::shared_ptr<net::Connection> Client::DialAgentAt(const std::string& actor_id
 
 void Client::SendDirect(const std::string& actor_id, const std::string& id, net::Connection* agent,
                         const proto::CallerToAgent& call) {
-  bool lost = false;
+  // (A call lost here is told to the head once the head has its record: SendTask.)
   {
     std::lock_guard lock(mu_);
     DirectActor& d = direct_[actor_id];
     if (ready_.contains(id)) return;  // the head refused it already
-    if (d.conn.get() != agent) {
-      lost = true;  // that connection closed since DirectRoute
+    if (d.conn.get() != agent) {  // that connection closed since DirectRoute
       lost_direct_.push_back(id);
-    } else {
-      d.via_head--;
-      d.sent.insert(id);
+      return;
     }
+    d.via_head--;
+    d.sent.insert(id);
   }
-  if (!lost) hop_trace::Mark(hop_trace::kCallerWrites);
-  if (!lost && !agent->Send(call, net::Urgency::kSoon)) {
-    std::lock_guard lock(mu_);
-    auto d = direct_.find(actor_id);
-    if (d != direct_.end() && d->second.HandBack(id)) {  // (else OnAgentClose took it already)
-      lost_direct_.push_back(id);
-      direct_moves_++;
-    }
+  hop_trace::Mark(hop_trace::kCallerWrites);
+  if (agent->Send(call, net::Urgency::kSoon)) return;
+  std::lock_guard lock(mu_);
+  auto d = direct_.find(actor_id);
+  if (d != direct_.end() && d->second.HandBack(id)) {  // (else OnAgentClose took it already)
+    lost_direct_.push_back(id);
+    direct_moves_++;
   }
-  // (The head hears it was lost once it has the call's record: SendTask.)
 }
 
 const Client::DirectActor* Client::DirectCallLocked(const std::string& id) const {
