@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 
 import psutil
 import pytest
@@ -164,6 +165,31 @@ def test_a_broken_connection_to_the_agent_loses_no_call_and_runs_none_twice(clus
     assert corral.get(s.step.remote(0), timeout=30) == 23
     wait_until(lambda: corral.get(s.step.remote(0)) and head_counter("actor_calls_direct") > lost_before + 20,
                what="calls to go straight to the agent again")
+
+
+def test_an_agent_that_does_not_answer_holds_no_submission_up(cluster):
+    """A caller dialing an actor's agent that takes the connection but never greets (a laptop
+    asleep, here a stopped agent) sends its calls through the head meanwhile: `.remote()` returns
+    at once instead of waiting out the greeting (2 s), and no call is lost."""
+    agent = cluster.add_agent(num_cpus=1)
+    cluster.connect()
+    cluster.wait_nodes(1)
+    c = Counter.remote(0)
+    wait_until(lambda: corral.get(c.incr.remote()) and _to_agent(c), what="a direct connection")
+    n = corral.get(c.incr.remote())
+    os.kill(agent.pid, signal.SIGSTOP)
+    try:
+        assert _drop_connections_to(c)  # the client lets it go, and asks for a route again on the next call
+        wait_until(lambda: not _to_agent(c), what="the broken connection closed")
+        started = time.monotonic()
+        refs = [c.incr.remote() for _ in range(5)]
+        took = time.monotonic() - started
+        dialing = bool(_to_agent(c))
+    finally:
+        os.kill(agent.pid, signal.SIGCONT)
+    assert took < 1.0, f"5 submissions took {took:.2f} s while the actor's agent did not answer"
+    assert dialing, "the first of them asked for a route and dialed the stopped agent (on another thread)"
+    assert corral.get(refs, timeout=60) == list(range(n + 1, n + 6))
 
 
 def test_waiting_for_direct_calls_times_out_waits_and_shares_the_connection(cluster):

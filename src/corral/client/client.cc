@@ -49,6 +49,7 @@ Client::~Client() {
     // Objects shared with the parent's IO thread: leave them alone.
     new std::shared_ptr<net::Connection>(conn_.load());
     new std::thread(std::move(reconnect_thread_));  // a parent's thread: not joinable or detachable here
+    new std::thread(std::move(router_thread_));
     io_.release();
     reads_.release();
     return;
@@ -57,8 +58,10 @@ Client::~Client() {
     std::lock_guard lock(mu_);
     shutting_down_ = true;
     cv_.notify_all();
+    route_cv_.notify_all();
   }
   if (reconnect_thread_.joinable()) reconnect_thread_.join();
+  if (router_thread_.joinable()) router_thread_.join();  // (its waits end on shutting_down_)
   FlushReleases();
   auto c = conn();
   if (c && !c->closed()) {
@@ -748,7 +751,7 @@ Result<proto::Reply> Client::Request(proto::Request request, double timeout_s) {
   std::unique_lock lock(mu_);
   if (s.ok())
     cv_.wait_until(lock, deadline, [&] {
-      return replies_[rid].has_value() || closed_ || connections_lost_ != generation;
+      return replies_[rid].has_value() || closed_ || connections_lost_ != generation || shutting_down_;
     });
   auto reply = std::move(replies_[rid]);
   replies_.erase(rid);

@@ -142,6 +142,7 @@ class Client {
     std::unordered_set<std::string> sent;   // calls sent there without a result yet
     int via_head = 0;                       // calls through the head (or handed to it) without a result yet
     std::chrono::steady_clock::time_point next_route{};  // when to ask the head for a route again
+    bool routing = false;  // queued for the router thread, or being routed there
     // Calls sent there whose results now come from the head: counted with those again.
     bool HandBack(const std::string& id) {
       if (!sent.erase(id)) return false;
@@ -156,9 +157,14 @@ class Client {
     }
   };
   // submit_mu_ held. The connection to use for a call of `actor_id` with arguments `deps` (their
-  // values in `dep_values`), or null; asks the head for a route (and dials it) when there is none.
+  // values in `dep_values`), or null; when there is none, queues the actor for the router thread,
+  // which asks the head for a route and dials it (the call goes through the head meanwhile).
   std::shared_ptr<net::Connection> DirectRoute(const std::string& actor_id, const std::vector<std::string>& deps,
                                                std::string* node, std::vector<ObjectPtr>* dep_values);
+  void RouteLoop();  // the router thread: routes what DirectRoute queued, one actor at a time
+  // Asks the head for a route to `actor_id`'s agent and dials it; the connection becomes the
+  // actor's (direct_) if the agent took us, else the actor waits for next_route.
+  void Route(const std::string& actor_id);
   std::shared_ptr<net::Connection> DialAgent(const std::string& actor_id, const proto::ActorRoute& route);
   // Connects to `ep` and greets the agent there; null if it cannot be reached or does not take us,
   // and then `*unreachable` (if given) says whether another way to it is worth a try (false: the
@@ -225,6 +231,7 @@ class Client {
   std::atomic<std::shared_ptr<net::Connection>> conn_;  // replaced on reconnect
   std::atomic<net::Connection*> pending_{nullptr};       // handshaking, not yet published
   std::thread reconnect_thread_;
+  std::thread router_thread_;  // started by the first actor to route (RouteLoop)
   std::atomic<int> reconnects_{0};
 
   std::mutex submit_mu_;  // serialises submissions (see Submit)
@@ -238,6 +245,9 @@ class Client {
   bool reconnecting_ = false;                                       // guarded by mu_
   uint64_t connections_lost_ = 0;                                   // guarded by mu_
   bool shutting_down_ = false;                                      // guarded by mu_
+  std::deque<std::string> to_route_;  // actors for the router thread; guarded by mu_
+  std::condition_variable route_cv_;  // (with mu_) to_route_ or shutting_down_ changed
+  uint64_t route_epoch_ = 0;          // bumped by ForgetDirect; guarded by mu_
   // Submitted tasks without a result yet, by id (ids sort in submission order): for a replay.
   std::map<std::string, proto::TaskSpec> unfinished_;               // guarded by mu_
   uint64_t next_task_ = 0;                                          // guarded by mu_

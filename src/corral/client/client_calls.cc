@@ -32,27 +32,67 @@ namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
 constexpr auto kRouteRetry = std::chrono::seconds(30);  // how soon to ask again where there was no way
 constexpr auto kDialTimeout = std::chrono::seconds(2);
+constexpr auto kRouteWait = std::chrono::milliseconds(50);  // a submission waits for a route it asked for
 constexpr size_t kMaxIdleConnections = 64;  // to agents, kept for actors with no call under way
 
 }  // namespace
 
 std::shared_ptr<net::Connection> Client::DirectRoute(const std::string& actor_id, const std::vector<std::string>& deps,
                                                      std::string* node, std::vector<ObjectPtr>* dep_values) {
+  std::unique_lock lock(mu_);
+  if (closed_ || reconnecting_) return nullptr;
+  DirectActor& d = direct_[actor_id];
+  // No connection yet: asked for on the router thread, waited for a moment (a route and a dial
+  // take a round trip to the head and one to the agent), and past that moment this call goes
+  // through the head: an agent that does not answer (a laptop asleep) holds no submission up.
+  if (!d.conn && !d.routing && Clock::now() >= d.next_route) {
+    d.routing = true;
+    to_route_.push_back(actor_id);
+    if (!router_thread_.joinable()) router_thread_ = std::thread([this] { RouteLoop(); });
+    route_cv_.notify_one();
+    cv_.wait_until(lock, Clock::now() + kRouteWait, [&] { return !direct_[actor_id].routing || closed_; });
+  }
+  DirectActor& now = direct_[actor_id];  // (d may be gone: the lock was let go while waiting)
+  if (closed_ || !now.conn || now.via_head > 0) return nullptr;  // (calls at the head: this one queues behind them)
+  for (const auto& dep : deps) {  // values at hand, inline (a stored one goes by the head's leave)
+    auto v = ready_.find(dep);
+    if (v == ready_.end() || v->second->error() != proto::ERROR_NONE || v->second->stored_size() > 0) return nullptr;
+    dep_values->push_back(v->second);
+  }
+  *node = now.node;
+  return now.conn;
+}
+
+void Client::RouteLoop() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    route_cv_.wait(lock, [&] { return !to_route_.empty() || shutting_down_; });
+    if (shutting_down_) return;
+    std::string actor_id = std::move(to_route_.front());
+    to_route_.pop_front();
+    lock.unlock();
+    Route(actor_id);
+    lock.lock();
+  }
+}
+
+void Client::Route(const std::string& actor_id) {
+  auto give_up = [&](Clock::time_point next) {
+    std::lock_guard lock(mu_);
+    DirectActor& d = direct_[actor_id];
+    d.routing = false;
+    d.next_route = next;
+    cv_.notify_all();
+  };
+  uint64_t epoch;
   {
     std::lock_guard lock(mu_);
-    if (closed_ || reconnecting_) return nullptr;
-    DirectActor& d = direct_[actor_id];
-    if (d.via_head > 0) return nullptr;  // earlier calls are at the head: this one queues behind them
-    for (const auto& dep : deps) {  // values at hand, inline (a stored one goes by the head's leave)
-      auto v = ready_.find(dep);
-      if (v == ready_.end() || v->second->error() != proto::ERROR_NONE || v->second->stored_size() > 0) return nullptr;
-      dep_values->push_back(v->second);
+    epoch = route_epoch_;
+    if (closed_ || reconnecting_) {
+      direct_[actor_id].routing = false;
+      cv_.notify_all();
+      return;
     }
-    if (d.conn) {
-      *node = d.node;
-      return d.conn;
-    }
-    if (Clock::now() < d.next_route) return nullptr;
   }
   proto::Request request;
   request.mutable_actor()->set_op(proto::ActorRequest::ROUTE);
@@ -61,39 +101,43 @@ std::shared_ptr<net::Connection> Client::DirectRoute(const std::string& actor_id
   if (!reply || reply->route().node_id().empty()) {
     // Not ready yet: asked again once a call through the head has returned (OnValueLocked). No
     // route there (a TLS cluster, a head without routes): asked again much later.
-    std::lock_guard lock(mu_);
     bool pending = reply && reply->route().pending();
-    direct_[actor_id].next_route = pending ? Clock::time_point::max() : Clock::now() + kRouteRetry;
-    return nullptr;
+    give_up(pending ? Clock::time_point::max() : Clock::now() + kRouteRetry);
+    return;
   }
   auto conn = DialAgent(actor_id, reply->route());
   if (!conn) {  // (unreachable from here: through the head for a while)
-    std::lock_guard lock(mu_);
-    direct_[actor_id].next_route = Clock::now() + kRouteRetry;
-    return nullptr;
+    give_up(Clock::now() + kRouteRetry);
+    return;
   }
   std::vector<std::shared_ptr<net::Connection>> idle;  // closed outside mu_ (their handlers take it)
-  std::lock_guard lock(mu_);
-  if (conn->closed()) return nullptr;  // (it closed before it was ours: OnAgentClose had nothing to do)
-  if (direct_.size() > kMaxIdleConnections) {  // a driver that called many actors: forget the idle ones
-    for (auto it = direct_.begin(); it != direct_.end();) {
-      if (it->first != actor_id && it->second.sent.empty() && it->second.via_head == 0) {
-        if (it->second.conn) idle.push_back(std::move(it->second.conn));
-        it = direct_.erase(it);
-      } else {
-        ++it;
+  {
+    std::lock_guard lock(mu_);
+    if (conn->closed() || epoch != route_epoch_) {  // (closed before it was ours; or the head restarted)
+      direct_[actor_id].routing = false;
+      idle.push_back(std::move(conn));
+    }
+    cv_.notify_all();
+    if (direct_.size() > kMaxIdleConnections) {  // a driver that called many actors: forget the idle ones
+      for (auto it = direct_.begin(); it != direct_.end();) {
+        if (it->first != actor_id && it->second.sent.empty() && it->second.via_head == 0 && !it->second.routing) {
+          if (it->second.conn) idle.push_back(std::move(it->second.conn));
+          it = direct_.erase(it);
+        } else {
+          ++it;
+        }
       }
+    }
+    if (conn) {
+      DirectActor& d = direct_[actor_id];
+      d.conn = conn;
+      d.node = reply->route().node_id();
+      d.routing = false;
+      direct_moves_++;
     }
   }
   for (auto& c : idle)
     asio::post(io_->io(), [c] { c->Close(Status(Code::kCancelled, "idle")); });
-  DirectActor& d = direct_[actor_id];
-  d.conn = conn;
-  d.node = reply->route().node_id();
-  direct_moves_++;
-  if (d.via_head > 0) return nullptr;
-  *node = d.node;
-  return conn;
 }
 
 std::shared_ptr<net::Connection> Client::DialAgent(const std::string& actor_id, const proto::ActorRoute& route) {
@@ -267,6 +311,7 @@ void Client::ForgetDirect() {
       if (d.conn) conns.push_back(std::move(d.conn));
     }
     lost_direct_.clear();  // (the new head knows them from the replay only)
+    route_epoch_++;        // (a route asked of the old head is not taken)
   }
   for (auto& c : conns) c->Close(Status(Code::kCancelled, "the head restarted"));
 }
