@@ -4,6 +4,7 @@ import os
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import threading
@@ -295,23 +296,32 @@ class Counter:
 
 c = Counter.remote()
 print([corral.get(c.incr.remote()) for _ in range(5)], flush=True)
+print(c.actor_id, flush=True)
 sys.stdin.readline()  # held open until the test is done
 """
 
 
-def test_a_revoked_tokens_connections_to_agents_are_closed(cluster):
-    connect_with_one_agent(cluster)
+@pytest.mark.parametrize("transport", ["tcp", "socket"])
+def test_a_revoked_tokens_connections_to_agents_are_closed(cluster, transport):
+    agent = cluster.add_agent(num_cpus=1)
+    cluster.connect()
+    cluster.wait_nodes(1)
     secret = make_token(cluster, "submit", "visitor")
-    env = dict(cluster.env(), CORRAL_TOKEN=secret, CORRAL_CALL_SOCKET="0")  # (on TCP: its connection is seen)
+    env = dict(cluster.env(), CORRAL_TOKEN=secret, CORRAL_CALL_SOCKET="0" if transport == "tcp" else "1")
     driver = subprocess.Popen([sys.executable, "-c", REVOKED_DRIVER, cluster.address], env=env, text=True,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert driver.stdout.readline().strip() == "[1, 2, 3, 4, 5]"
-        port = int(next(n["call_address"] for n in corral.nodes() if n["call_address"]).rsplit(":", 1)[1])
+        node = next(n for n in corral.nodes() if n["call_address"])
+        port, path = int(node["call_address"].rsplit(":", 1)[1]), node["call_socket"].removeprefix("unix:")
 
         def to_agent():
-            return [c for c in psutil.Process(driver.pid).net_connections(kind="tcp")
-                    if c.raddr and c.raddr.port == port and c.status == "ESTABLISHED"]
+            if transport == "tcp":  # the driver's end
+                return [c for c in psutil.Process(driver.pid).net_connections(kind="tcp")
+                        if c.raddr and c.raddr.port == port and c.status == "ESTABLISHED"]
+            # The agent's end (a caller's end of a Unix socket does not name it); this process
+            # calls no actor: every accepted connection there but the listener is the driver's.
+            return [c for c in psutil.Process(agent.pid).net_connections(kind="unix") if c.laddr == path][1:]
         assert len(to_agent()) == 1  # its calls went straight to the agent
         out = corral_cli(cluster, "token", "revoke", "visitor")
         assert out.returncode == 0, out.stderr
@@ -320,6 +330,72 @@ def test_a_revoked_tokens_connections_to_agents_are_closed(cluster):
         wait_until(lambda: not to_agent(), what="the revoked caller's connection to the agent to close")
         wait_until(lambda: any(n["counters"].get("callers_dropped") == 1 for n in corral.nodes()),
                    what="the agent to be told to drop the revoked caller")
+    finally:
+        driver.stdin.close()
+        driver.wait(timeout=30)
+
+
+def _messages(frame):
+    """The messages in one frame of the cluster's wire format."""
+    payload, out = frame[8:], []
+    while payload:
+        n = struct.unpack("<I", payload[:4])[0]
+        out.append(payload[4:4 + n])
+        payload = payload[4 + n:]
+    return out
+
+
+@pytest.mark.parametrize("transport,end", [("tcp", "revoke"), ("socket", "revoke"), ("tcp", "expire")])
+def test_the_agent_cuts_off_a_revoked_tokens_caller(cluster, transport, end):
+    # A caller speaking the protocol itself, which keeps its connection to the agent open after it
+    # left the head: the agent closes it when the token it was routed with is revoked or expires.
+    connect_with_one_agent(cluster)
+    if end == "revoke":
+        secret = make_token(cluster, "submit", "visitor")
+    else:
+        out = corral_cli(cluster, "token", "create", "--role", "submit", "--name", "visitor", "--ttl", "10s")
+        assert out.returncode == 0, out.stderr
+        secret = out.stdout.strip()
+    # The token's actor, detached: it outlives the token's clients (an actor's callers are closed
+    # when it exits, which would hide whether the agent drops them).
+    script = REVOKED_DRIVER.replace("Counter.remote()", 'Counter.options(name="kept", lifetime="detached").remote()')
+    driver = subprocess.Popen([sys.executable, "-c", script, cluster.address],
+                              env=dict(cluster.env(), CORRAL_TOKEN=secret), text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert driver.stdout.readline().strip() == "[1, 2, 3, 4, 5]"
+        actor_id = bytes.fromhex(driver.stdout.readline().strip())
+        client_id = os.urandom(8)
+        head, error = wire.handshake(cluster.address, secret, client_id=client_id)
+        assert error == ""
+        with head:  # Request{request_id: 1, actor: {op: ROUTE, actor_id}}
+            route_request = wire.field_varint(1, 1) + wire.field_bytes(23, wire.field_varint(1, 3) +
+                                                                       wire.field_bytes(4, actor_id))
+            head.sendall(wire.frame(wire.field_bytes(7, route_request)))
+            reply = None
+            while reply is None:
+                for m in _messages(wire.read_frame(head)):
+                    reply = wire.fields(m).get(3, [reply])[0]  # HeadToClient.reply
+            ticket = wire.fields(wire.fields(reply)[24][0])[3][0]  # Reply.route.ticket
+        node = next(n for n in corral.nodes() if n["call_address"])
+        if transport == "tcp":
+            host, port = node["call_address"].rsplit(":", 1)
+            s = socket.create_connection((host or "127.0.0.1", int(port)), timeout=10)
+        else:
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(10)
+            s.connect(node["call_socket"].removeprefix("unix:"))
+        with s:
+            hello = wire.field_varint(1, 2) + wire.field_bytes(2, actor_id) + wire.field_bytes(3, client_id) + \
+                wire.field_bytes(4, ticket)
+            s.sendall(wire.frame(wire.field_bytes(1, hello)))
+            assert _messages(wire.read_frame(s)) == [wire.field_varint(4, 1)]  # AgentToCaller.welcome
+            if end == "revoke":
+                out = corral_cli(cluster, "token", "revoke", "visitor")
+                assert out.returncode == 0, out.stderr
+            wire.read_until_closed(s, timeout=20)  # (fails if the agent keeps it open)
+        # (not because its actor exited: it runs on)
+        assert next(a for a in corral.list_actors() if a["actor_id"] == actor_id.hex())["state"] == "ALIVE"
     finally:
         driver.stdin.close()
         driver.wait(timeout=30)

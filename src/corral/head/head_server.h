@@ -12,10 +12,12 @@
 // client that is not reading its results.
 #pragma once
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 
 #include <set>
 
@@ -126,6 +128,14 @@ class HeadServer {
   void TellDroppedCallers(net::Connection& agent);  // all of them, to an agent that registered
   std::set<std::string> dropped_callers_;           // this head run's, at most kDroppedCallersKept
   static constexpr size_t kDroppedCallersKept = 4096;
+  // The clients given a route (a ticket for an agent's call port), by token id: a ticket and the
+  // connection it opened outlive the client's session here, so a token revoked or expired drops
+  // every client routed under it, gone or not. At most kRoutedKept, the oldest forgotten first.
+  void RememberRouted(const std::string& token_id, const std::string& client_id);
+  std::vector<std::string> ForgetRouted(const std::string& token_id);  // that token's, now dropped
+  std::unordered_map<std::string, std::unordered_set<std::string>> routed_;  // token id -> client ids
+  std::deque<std::pair<std::string, std::string>> routed_order_;              // (token id, client id)
+  static constexpr size_t kRoutedKept = 65536;
   void OnAgentHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome);
   void OnClientHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome);
   // The client's connection is gone: forget it now (goodbye) or after the grace.

@@ -263,6 +263,7 @@ Result<TokenInfo> HeadServer::RevokeToken(const std::string& name) {
     }
   for (const auto& [id, d] : detached_)  // (and sessions waiting for their client to come back)
     if (d.session->token_id == gone->id) clients.push_back(id);
+  for (auto& id : ForgetRouted(gone->id)) clients.push_back(std::move(id));  // (and those that left)
   DropCallers(clients);
   LOG_INFO("token '{}' revoked; {} connection(s) that used it closed", Printable(name), closed);
   return gone;
@@ -279,7 +280,30 @@ void HeadServer::CloseDeadTokens() {
     }
   for (const auto& [id, d] : detached_)
     if (!tokens_->Live(d.session->token_id, now) && !dropped_callers_.contains(id)) clients.push_back(id);
+  std::vector<std::string> dead;
+  for (const auto& [token, ids] : routed_)
+    if (!tokens_->Live(token, now)) dead.push_back(token);
+  for (const auto& token : dead)
+    for (auto& id : ForgetRouted(token)) clients.push_back(std::move(id));
   DropCallers(clients);
+}
+
+void HeadServer::RememberRouted(const std::string& token_id, const std::string& client_id) {
+  if (!routed_[token_id].insert(client_id).second) return;
+  routed_order_.emplace_back(token_id, client_id);
+  while (routed_order_.size() > kRoutedKept) {
+    auto& [token, id] = routed_order_.front();
+    if (auto t = routed_.find(token); t != routed_.end() && t->second.erase(id) && t->second.empty()) routed_.erase(t);
+    routed_order_.pop_front();
+  }
+}
+
+std::vector<std::string> HeadServer::ForgetRouted(const std::string& token_id) {
+  auto t = routed_.find(token_id);
+  if (t == routed_.end()) return {};
+  std::vector<std::string> ids(t->second.begin(), t->second.end());
+  routed_.erase(t);  // (their entries in routed_order_ find nothing when they come up)
+  return ids;
 }
 
 void HeadServer::DropCallers(const std::vector<std::string>& client_ids) {
