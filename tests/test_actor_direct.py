@@ -436,3 +436,44 @@ def test_a_caller_on_the_actors_machine_calls_over_the_agents_unix_socket(cluste
     os.unlink(path)  # a socket that cannot be reached: the call port, straight all the same
     assert run_driver() == 1
     assert head_counter("actor_calls_direct") >= direct + 9
+
+
+OTHER_USERS_LISTENER = """
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+os.setgid(65534)
+os.setuid(65534)  # (nobody) the listener's credentials are taken at listen(): SO_PEERCRED shows this user
+s.listen(8)
+print("ready", flush=True)
+s.settimeout(60)
+conn, _ = s.accept()
+conn.settimeout(10)
+got = b""
+try:
+    while chunk := conn.recv(4096):
+        got += chunk
+except OSError:
+    pass
+print(len(got), flush=True)
+"""
+
+
+def test_the_ticket_is_not_sent_to_another_users_socket(cluster):
+    # Someone else's listener at the agent's socket path: the caller sees by SO_PEERCRED that it is
+    # not its own user's, sends it nothing (its hello would carry the ticket) and calls on the TCP
+    # call port instead.
+    connect_with_one_agent(cluster)
+    node = next(n for n in corral.nodes() if n["call_address"])
+    path = node["call_socket"].removeprefix("unix:")
+    os.unlink(path)
+    fake = subprocess.Popen([sys.executable, "-c", OTHER_USERS_LISTENER, path], text=True, stdout=subprocess.PIPE)
+    try:
+        assert fake.stdout.readline().strip() == "ready"
+        c = Counter.remote(0)
+        assert [corral.get(c.incr.remote()) for _ in range(5)] == [1, 2, 3, 4, 5]
+        assert fake.stdout.readline().strip() == "0"  # it was connected to, and sent no byte
+        wait_until(lambda: [f for _, f, _ in _to_agent(c)] == [socket.AF_INET], what="calls on the TCP call port")
+    finally:
+        fake.kill()
+        fake.wait()
