@@ -353,7 +353,7 @@ def test_the_agent_cuts_off_a_revoked_tokens_caller(cluster, transport, end):
     if end == "revoke":
         secret = make_token(cluster, "submit", "visitor")
     else:
-        out = corral_cli(cluster, "token", "create", "--role", "submit", "--name", "visitor", "--ttl", "10s")
+        out = corral_cli(cluster, "token", "create", "--role", "submit", "--name", "visitor", "--ttl", "15s")
         assert out.returncode == 0, out.stderr
         secret = out.stdout.strip()
     # The token's actor, detached: it outlives the token's clients (an actor's callers are closed
@@ -393,7 +393,7 @@ def test_the_agent_cuts_off_a_revoked_tokens_caller(cluster, transport, end):
             if end == "revoke":
                 out = corral_cli(cluster, "token", "revoke", "visitor")
                 assert out.returncode == 0, out.stderr
-            wire.read_until_closed(s, timeout=20)  # (fails if the agent keeps it open)
+            wire.read_until_closed(s, timeout=30)  # (fails if the agent keeps it open)
         # (not because its actor exited: it runs on)
         assert next(a for a in corral.list_actors() if a["actor_id"] == actor_id.hex())["state"] == "ALIVE"
     finally:
@@ -459,6 +459,7 @@ print(len(got), flush=True)
 """
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the other user's listener is made by switching to nobody: needs root")
 def test_the_ticket_is_not_sent_to_another_users_socket(cluster):
     # Someone else's listener at the agent's socket path: the caller sees by SO_PEERCRED that it is
     # not its own user's, sends it nothing (its hello would carry the ticket) and calls on the TCP

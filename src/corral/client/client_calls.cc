@@ -50,7 +50,8 @@ std::shared_ptr<net::Connection> Client::DirectRoute(const std::string& actor_id
     to_route_.push_back(actor_id);
     if (!router_thread_.joinable()) router_thread_ = std::thread([this] { RouteLoop(); });
     route_cv_.notify_one();
-    cv_.wait_until(lock, Clock::now() + kRouteWait, [&] { return !direct_[actor_id].routing || closed_; });
+    if (d.via_head == 0)  // (else this call goes through the head whatever the route)
+      cv_.wait_until(lock, Clock::now() + kRouteWait, [&] { return !direct_[actor_id].routing || closed_; });
   }
   DirectActor& now = direct_[actor_id];  // (d may be gone: the lock was let go while waiting)
   if (closed_ || !now.conn || now.via_head > 0) return nullptr;  // (calls at the head: this one queues behind them)
@@ -84,10 +85,8 @@ void Client::Route(const std::string& actor_id) {
     d.next_route = next;
     cv_.notify_all();
   };
-  uint64_t epoch;
   {
     std::lock_guard lock(mu_);
-    epoch = route_epoch_;
     if (closed_ || reconnecting_) {
       direct_[actor_id].routing = false;
       cv_.notify_all();
@@ -98,6 +97,11 @@ void Client::Route(const std::string& actor_id) {
   request.mutable_actor()->set_op(proto::ActorRequest::ROUTE);
   request.mutable_actor()->set_actor_id(actor_id);
   auto reply = Request(std::move(request), 5.0);
+  uint64_t epoch;
+  {
+    std::lock_guard lock(mu_);
+    epoch = route_epoch_;  // (a route from a head that restarted since: its agents refuse its ticket)
+  }
   if (!reply || reply->route().node_id().empty()) {
     // Not ready yet: asked again once a call through the head has returned (OnValueLocked). No
     // route there (a TLS cluster, a head without routes): asked again much later.
@@ -113,7 +117,7 @@ void Client::Route(const std::string& actor_id) {
   std::vector<std::shared_ptr<net::Connection>> idle;  // closed outside mu_ (their handlers take it)
   {
     std::lock_guard lock(mu_);
-    if (conn->closed() || epoch != route_epoch_) {  // (closed before it was ours; or the head restarted)
+    if (conn->closed() || epoch != route_epoch_) {  // (closed before it was ours; or the head restarted since)
       direct_[actor_id].routing = false;
       idle.push_back(std::move(conn));
     }

@@ -456,8 +456,10 @@ void HeadServer::HandleRequest(Peer* peer, const proto::Request& request) {
                              : Status(Code::kFailedPrecondition, "not a client session");
     if (!s.ok()) SetError(*reply, s);
     if (s.ok() && reply->has_route() && !reply->route().node_id().empty()) {
-      reply->mutable_route()->set_ticket(net::CallTicket(peer_secret_, request.actor().actor_id(), peer->session->id));
-      RememberRouted(peer->token.id, peer->session->id);
+      if (RememberRouted(peer->token.id, peer->session->id))
+        reply->mutable_route()->set_ticket(net::CallTicket(peer_secret_, request.actor().actor_id(), peer->session->id));
+      else
+        reply->clear_route();  // (no route: through the head)
     }
   } else if (request.has_gang()) {
     Status s = peer->session ? tasks_.HandleGangRequest(peer->session.get(), request.gang(), reply)

@@ -12,7 +12,6 @@
 // client that is not reading its results.
 #pragma once
 
-#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -128,14 +127,16 @@ class HeadServer {
   void TellDroppedCallers(net::Connection& agent);  // all of them, to an agent that registered
   std::set<std::string> dropped_callers_;           // this head run's, at most kDroppedCallersKept
   static constexpr size_t kDroppedCallersKept = 4096;
-  // The clients given a route (a ticket for an agent's call port), by token id: a ticket and the
-  // connection it opened outlive the client's session here, so a token revoked or expired drops
-  // every client routed under it, gone or not. At most kRoutedKept, the oldest forgotten first.
-  void RememberRouted(const std::string& token_id, const std::string& client_id);
+  // Whether a route may go to `client_id` under `token_id`, recorded if so. A ticket and the
+  // connection it opens outlive the client's session here, so a token revoked or expired drops
+  // every client routed under it, gone or not. Tokens that never end (admin, node certificates)
+  // are not recorded; past kRoutedPerToken clients a token gets no more routes (its clients' calls
+  // go through the head): none of its clients is ever forgotten.
+  bool RememberRouted(const std::string& token_id, const std::string& client_id);
   std::vector<std::string> ForgetRouted(const std::string& token_id);  // that token's, now dropped
   std::unordered_map<std::string, std::unordered_set<std::string>> routed_;  // token id -> client ids
-  std::deque<std::pair<std::string, std::string>> routed_order_;              // (token id, client id)
-  static constexpr size_t kRoutedKept = 65536;
+  std::set<std::string> routed_full_;  // tokens at kRoutedPerToken (warned of once)
+  static constexpr size_t kRoutedPerToken = 65536;
   void OnAgentHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome);
   void OnClientHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome);
   // The client's connection is gone: forget it now (goodbye) or after the grace.

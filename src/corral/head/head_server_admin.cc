@@ -263,7 +263,9 @@ Result<TokenInfo> HeadServer::RevokeToken(const std::string& name) {
     }
   for (const auto& [id, d] : detached_)  // (and sessions waiting for their client to come back)
     if (d.session->token_id == gone->id) clients.push_back(id);
-  for (auto& id : ForgetRouted(gone->id)) clients.push_back(std::move(id));  // (and those that left)
+  worker_ids.insert(gone->id);
+  for (const auto& token : worker_ids)  // (and those routed under it that left)
+    for (auto& id : ForgetRouted(token)) clients.push_back(std::move(id));
   DropCallers(clients);
   LOG_INFO("token '{}' revoked; {} connection(s) that used it closed", Printable(name), closed);
   return gone;
@@ -288,21 +290,26 @@ void HeadServer::CloseDeadTokens() {
   DropCallers(clients);
 }
 
-void HeadServer::RememberRouted(const std::string& token_id, const std::string& client_id) {
-  if (!routed_[token_id].insert(client_id).second) return;
-  routed_order_.emplace_back(token_id, client_id);
-  while (routed_order_.size() > kRoutedKept) {
-    auto& [token, id] = routed_order_.front();
-    if (auto t = routed_.find(token); t != routed_.end() && t->second.erase(id) && t->second.empty()) routed_.erase(t);
-    routed_order_.pop_front();
+bool HeadServer::RememberRouted(const std::string& token_id, const std::string& client_id) {
+  if (token_id.empty() || token_id.starts_with("n:")) return true;  // (admin and node certificates never end)
+  auto& clients = routed_[token_id];
+  if (clients.contains(client_id)) return true;
+  if (clients.size() >= kRoutedPerToken) {
+    if (routed_full_.insert(token_id).second)
+      LOG_WARN("token {}: {} clients have had routes to actors under it; its other clients call through the head",
+               Printable(token_id), kRoutedPerToken);
+    return false;
   }
+  clients.insert(client_id);
+  return true;
 }
 
 std::vector<std::string> HeadServer::ForgetRouted(const std::string& token_id) {
   auto t = routed_.find(token_id);
   if (t == routed_.end()) return {};
   std::vector<std::string> ids(t->second.begin(), t->second.end());
-  routed_.erase(t);  // (their entries in routed_order_ find nothing when they come up)
+  routed_.erase(t);
+  routed_full_.erase(token_id);
   return ids;
 }
 
