@@ -78,21 +78,7 @@ void Client::RouteLoop() {
 }
 
 void Client::Route(const std::string& actor_id) {
-  auto give_up = [&](Clock::time_point next) {
-    std::lock_guard lock(mu_);
-    DirectActor& d = direct_[actor_id];
-    d.routing = false;
-    d.next_route = next;
-    cv_.notify_all();
-  };
-  {
-    std::lock_guard lock(mu_);
-    if (closed_ || reconnecting_) {
-      direct_[actor_id].routing = false;
-      cv_.notify_all();
-      return;
-    }
-  }
+  // (A client reconnecting to the head: Request waits for that first.)
   proto::Request request;
   request.mutable_actor()->set_op(proto::ActorRequest::ROUTE);
   request.mutable_actor()->set_actor_id(actor_id);
@@ -102,26 +88,31 @@ void Client::Route(const std::string& actor_id) {
     std::lock_guard lock(mu_);
     epoch = route_epoch_;  // (a route from a head that restarted since: its agents refuse its ticket)
   }
+  std::shared_ptr<net::Connection> conn;
+  Clock::time_point next_route{};  // (when none is made)
   if (!reply || reply->route().node_id().empty()) {
     // Not ready yet: asked again once a call through the head has returned (OnValueLocked). No
     // route there (a TLS cluster, a head without routes): asked again much later.
     bool pending = reply && reply->route().pending();
-    give_up(pending ? Clock::time_point::max() : Clock::now() + kRouteRetry);
-    return;
-  }
-  auto conn = DialAgent(actor_id, reply->route());
-  if (!conn) {  // (unreachable from here: through the head for a while)
-    give_up(Clock::now() + kRouteRetry);
-    return;
+    next_route = pending ? Clock::time_point::max() : Clock::now() + kRouteRetry;
+  } else if (conn = DialAgent(actor_id, reply->route()); !conn) {
+    next_route = Clock::now() + kRouteRetry;  // (unreachable from here: through the head for a while)
   }
   std::vector<std::shared_ptr<net::Connection>> idle;  // closed outside mu_ (their handlers take it)
   {
     std::lock_guard lock(mu_);
-    if (conn->closed() || epoch != route_epoch_) {  // (closed before it was ours; or the head restarted since)
-      direct_[actor_id].routing = false;
+    DirectActor& d = direct_[actor_id];
+    d.routing = false;
+    cv_.notify_all();  // (a submission waiting for this route)
+    if (!conn) {
+      d.next_route = next_route;
+    } else if (conn->closed() || epoch != route_epoch_) {  // (closed before it was ours; or the head restarted since)
       idle.push_back(std::move(conn));
+    } else {
+      d.conn = conn;
+      d.node = reply->route().node_id();
+      direct_moves_++;
     }
-    cv_.notify_all();
     if (direct_.size() > kMaxIdleConnections) {  // a driver that called many actors: forget the idle ones
       for (auto it = direct_.begin(); it != direct_.end();) {
         if (it->first != actor_id && it->second.sent.empty() && it->second.via_head == 0 && !it->second.routing) {
@@ -131,13 +122,6 @@ void Client::Route(const std::string& actor_id) {
           ++it;
         }
       }
-    }
-    if (conn) {
-      DirectActor& d = direct_[actor_id];
-      d.conn = conn;
-      d.node = reply->route().node_id();
-      d.routing = false;
-      direct_moves_++;
     }
   }
   for (auto& c : idle)
