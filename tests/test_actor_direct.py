@@ -4,7 +4,6 @@ import os
 import signal
 import socket
 import stat
-import struct
 import subprocess
 import sys
 import threading
@@ -335,16 +334,6 @@ def test_a_revoked_tokens_connections_to_agents_are_closed(cluster, transport):
         driver.wait(timeout=30)
 
 
-def _messages(frame):
-    """The messages in one frame of the cluster's wire format."""
-    payload, out = frame[8:], []
-    while payload:
-        n = struct.unpack("<I", payload[:4])[0]
-        out.append(payload[4:4 + n])
-        payload = payload[4 + n:]
-    return out
-
-
 @pytest.mark.parametrize("transport,end", [("tcp", "revoke"), ("socket", "revoke"), ("tcp", "expire")])
 def test_the_agent_cuts_off_a_revoked_tokens_caller(cluster, transport, end):
     # A caller speaking the protocol itself, which keeps its connection to the agent open after it
@@ -374,7 +363,7 @@ def test_the_agent_cuts_off_a_revoked_tokens_caller(cluster, transport, end):
             head.sendall(wire.frame(wire.field_bytes(7, route_request)))
             reply = None
             while reply is None:
-                for m in _messages(wire.read_frame(head)):
+                for m in wire.messages(wire.read_frame(head)):
                     reply = wire.fields(m).get(3, [reply])[0]  # HeadToClient.reply
             ticket = wire.fields(wire.fields(reply)[24][0])[3][0]  # Reply.route.ticket
         node = next(n for n in corral.nodes() if n["call_address"])
@@ -389,7 +378,7 @@ def test_the_agent_cuts_off_a_revoked_tokens_caller(cluster, transport, end):
             hello = wire.field_varint(1, 2) + wire.field_bytes(2, actor_id) + wire.field_bytes(3, client_id) + \
                 wire.field_bytes(4, ticket)
             s.sendall(wire.frame(wire.field_bytes(1, hello)))
-            assert _messages(wire.read_frame(s)) == [wire.field_varint(4, 1)]  # AgentToCaller.welcome
+            assert wire.messages(wire.read_frame(s)) == [wire.field_varint(4, 1)]  # AgentToCaller.welcome
             if end == "revoke":
                 out = corral_cli(cluster, "token", "revoke", "visitor")
                 assert out.returncode == 0, out.stderr

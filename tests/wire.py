@@ -104,6 +104,16 @@ def read_frame(sock, timeout=CLOSE_TIMEOUT_S):
     return header + exactly(struct.unpack("<I", header[4:8])[0])
 
 
+def messages(frame):
+    """The messages in one whole frame (as read_frame returns it)."""
+    payload, out = frame[8:], []
+    while payload:
+        n = struct.unpack("<I", payload[:4])[0]
+        out.append(payload[4:4 + n])
+        payload = payload[4 + n:]
+    return out
+
+
 def handshake(address, token, timeout=CLOSE_TIMEOUT_S, **hello):
     """A fresh connection that sends a hand-made Hello; returns (socket, the Welcome's error text)."""
     s = connect(address, timeout=timeout)
