@@ -294,6 +294,26 @@ def test_handle_gc_ends_the_actor_and_frees_its_resources(local):
     assert info["state"] == "DEAD" and "no handle" in info["death_cause"]
 
 
+def test_a_method_kept_from_a_handle_outlives_it_and_holds_no_cycle(local):
+    # handle.method is kept on the handle after its first use; the method must not point back at
+    # the handle (a cycle would leave the actor's end to the cyclic collector).
+    import gc
+    import weakref
+
+    c = Counter.remote(5)
+    incr = c.incr
+    assert c.incr is incr and corral.get(c.incr.remote()) == 6
+    gone = weakref.ref(c)
+    gc.disable()
+    try:
+        del c
+        assert gone() is None  # freed by reference counting alone
+    finally:
+        gc.enable()
+    assert corral.get(incr.remote(2)) == 8  # the method alone keeps the actor alive, as the handle did
+    assert corral.get(incr.options(num_returns=1).remote()) == 9
+
+
 def test_bad_options_are_refused_at_once(local):
     with pytest.raises(corral.exceptions.InvalidArgumentError, match="needs a name"):
         Counter.options(lifetime="detached").remote()

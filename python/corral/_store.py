@@ -335,7 +335,7 @@ def _dumps(value, callback, what):
                 data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
             except Exception:
                 data = None
-            if data is not None and BY_MAIN not in data:
+            if data is not None and data.find(BY_MAIN) < 0:
                 for b in buffers:
                     callback(b)
                 return data
@@ -344,7 +344,7 @@ def _dumps(value, callback, what):
             data = pickle.dumps(value, protocol=5)
         except Exception:
             data = None
-        return data if data is not None and BY_MAIN not in data else cloudpickle.dumps(value, protocol=5)
+        return data if data is not None and data.find(BY_MAIN) < 0 else cloudpickle.dumps(value, protocol=5)
     except Exception as e:
         raise exceptions.SerializationError(f"{what} cannot be pickled: {type(e).__name__}: {e}") from e
 
