@@ -314,6 +314,30 @@ def test_a_method_kept_from_a_handle_outlives_it_and_holds_no_cycle(local):
     assert corral.get(incr.options(num_returns=1).remote()) == 9
 
 
+def _explode():
+    raise ValueError("this value cannot be rebuilt here")
+
+
+class Unloadable:
+    """Pickles in the driver; unpickling it (in the worker) raises."""
+
+    def __reduce__(self):
+        return (_explode, ())
+
+
+@corral.remote
+def echo(x):
+    return x
+
+
+def test_arguments_that_cannot_be_unpickled_fail_the_call_and_say_why(local):
+    c = Counter.remote(1)
+    for ref in (c.incr.remote(Unloadable()), c.incr.remote(k=Unloadable()), echo.remote(Unloadable())):
+        with pytest.raises(corral.exceptions.SerializationError, match="cannot unpickle .*this value cannot be rebuilt"):
+            corral.get(ref, timeout=30)
+    assert corral.get(c.incr.remote()) == 2  # the actor lives on, its state untouched
+
+
 def test_bad_options_are_refused_at_once(local):
     with pytest.raises(corral.exceptions.InvalidArgumentError, match="needs a name"):
         Counter.options(lifetime="detached").remote()

@@ -69,8 +69,9 @@ def check_size(n, what):
             f"same user). Split it, or pass a path to shared storage.")
 
 
-def _always_inline(v):
-    """Small values of simple types: pickled at once, never looked at for the store."""
+def always_inline(v):
+    """Small values of simple types (which hold no ObjectRef): pickled at once, never looked at
+    for the store."""
     return type(v) in _SIMPLE and not (type(v) in (bytes, str) and len(v) >= _store.THRESHOLD // 4)
 
 
@@ -79,7 +80,7 @@ def encode(value, what, object_id=None, attempt=0, split=None):
     into this node's store as (object_id, attempt) (large values, when there is a store; the id is
     made by the client when not given). ``split``: ``_store.split(value)`` if the caller has it.
     Returns ``(data, stored_size, object_id)``."""
-    if split is None and _always_inline(value):
+    if split is None and always_inline(value):
         return dumps(value, what), 0, object_id
     pickled, buffers, total = split or _store.split(value, what)
     if total >= _store.THRESHOLD:
@@ -215,7 +216,7 @@ def pack_args(args, kwargs, ref_type, name, put=None):
     held = []
 
     def big(v):
-        if type(v) is _Dep or _always_inline(v):
+        if type(v) is _Dep or always_inline(v):
             return v
         split = _store.split(v, what)
         if split[2] < _store.THRESHOLD:
