@@ -295,9 +295,10 @@ class ActorMethod:
         # Straight to the actor's agent where the cluster allows (a generator's values come through the head).
         ref = ObjectRef(client.submit_call(self._actor_id, qual, self._name, data, deps, self._max_task_retries,
                                            self._group, self._returns == 1), _counted=True)
-        serialization.register_refs(client, ref.binary(), inner)
+        if inner:
+            serialization.register_refs(client, ref._id, inner)
         del held
-        return generators.split(ref, self._returns, qual)
+        return ref if self._returns == 1 else generators.split(ref, self._returns, qual)
 
 
 def _lookup(client, name, namespace):
