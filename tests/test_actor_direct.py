@@ -192,6 +192,39 @@ def test_an_agent_that_does_not_answer_holds_no_submission_up(cluster):
     assert corral.get(refs, timeout=60) == list(range(n + 1, n + 6))
 
 
+def test_a_stopped_agent_holds_up_only_its_own_actors_route_and_is_dialed_again_soon(cluster):
+    """Routes are dialed on several threads: while the dial to a stopped agent waits for its
+    greeting (2 s), another actor's route is made at once. Once the stopped agent runs again, its
+    actor's calls go straight to it again after seconds (2, 4, 8 ... between tries), not 30."""
+    asleep = cluster.add_agent(num_cpus=1, resources={"asleep": 1})
+    cluster.add_agent(num_cpus=1, resources={"awake": 1})
+    cluster.connect()
+    cluster.wait_nodes(2)
+    c = Counter.options(resources={"asleep": 1}).remote(0)
+    d = Counter.options(resources={"awake": 1}).remote(0)
+    wait_until(lambda: corral.get([c.incr.remote(), d.incr.remote()]) and _to_agent(c) and _to_agent(d),
+               what="direct connections to both agents")
+    nc, nd = corral.get([c.value.remote(), d.value.remote()])
+    os.kill(asleep.pid, signal.SIGSTOP)
+    try:
+        assert _drop_connections_to(c) and _drop_connections_to(d)
+        wait_until(lambda: not _to_agent(c) and not _to_agent(d), what="the broken connections closed")
+        refs = [c.incr.remote()]  # its route: a dial that is taken but never greeted
+        wait_until(lambda: _to_agent(c), what="the dial to the stopped agent")
+        refs_d = [d.incr.remote() for _ in range(3)]
+        wait_until(lambda: _to_agent(d) or not _to_agent(c), what="the other actor's route")
+        dialing = bool(_to_agent(c))
+        assert dialing and _to_agent(d), "the other actor's route waited for the dial to the stopped agent"
+        assert corral.get(refs_d, timeout=60) == [nd + 1, nd + 2, nd + 3]
+        wait_until(lambda: not _to_agent(c), what="the unanswered dial given up")
+    finally:
+        os.kill(asleep.pid, signal.SIGCONT)
+    assert corral.get(refs, timeout=60) == [nc + 1]
+    # (The next route is asked 2 s after the dial was given up: 30 s before.)
+    wait_until(lambda: corral.get(c.incr.remote()) and _to_agent(c), timeout=15,
+               what="calls to the agent that woke to go straight to it again")
+
+
 def test_waiting_for_direct_calls_times_out_waits_and_shares_the_connection(cluster):
     # A get waiting only for direct calls reads the agent's connection on its own thread; these are
     # the ways out of that read and its sharing between threads.

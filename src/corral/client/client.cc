@@ -49,7 +49,7 @@ Client::~Client() {
     // Objects shared with the parent's IO thread: leave them alone.
     new std::shared_ptr<net::Connection>(conn_.load());
     new std::thread(std::move(reconnect_thread_));  // a parent's thread: not joinable or detachable here
-    new std::thread(std::move(router_thread_));
+    new std::vector<std::thread>(std::move(router_threads_));
     io_.release();
     reads_.release();
     return;
@@ -61,7 +61,7 @@ Client::~Client() {
     route_cv_.notify_all();
   }
   if (reconnect_thread_.joinable()) reconnect_thread_.join();
-  if (router_thread_.joinable()) router_thread_.join();  // (its waits end on shutting_down_)
+  for (auto& t : router_threads_) t.join();  // (their waits end on shutting_down_; none starts after it)
   FlushReleases();
   auto c = conn();
   if (c && !c->closed()) {

@@ -142,7 +142,8 @@ class Client {
     std::unordered_set<std::string> sent;   // calls sent there without a result yet
     int via_head = 0;                       // calls through the head (or handed to it) without a result yet
     std::chrono::steady_clock::time_point next_route{};  // when to ask the head for a route again
-    bool routing = false;  // queued for the router thread, or being routed there
+    bool routing = false;  // queued for a router thread, or being routed there
+    std::chrono::seconds route_backoff{0};  // after a failed dial: doubled each time, to kRouteRetry
     // Calls sent there whose results now come from the head: counted with those again.
     bool HandBack(const std::string& id) {
       if (!sent.erase(id)) return false;
@@ -161,7 +162,10 @@ class Client {
   // which asks the head for a route and dials it (the call goes through the head meanwhile).
   std::shared_ptr<net::Connection> DirectRoute(const std::string& actor_id, const std::vector<std::string>& deps,
                                                std::string* node, std::vector<ObjectPtr>* dep_values);
-  void RouteLoop();  // the router thread: routes what DirectRoute queued, one actor at a time
+  // A router thread: routes what DirectRoute queued, one actor at a time. Up to kMaxRouters run,
+  // started as actors queue while every one is busy: an agent that does not answer (a laptop
+  // asleep) holds up its own actor's route only.
+  void RouteLoop();
   // Asks the head for a route to `actor_id`'s agent and dials it; the connection becomes the
   // actor's (direct_) if the agent took us, else the actor waits for next_route.
   void Route(const std::string& actor_id);
@@ -231,7 +235,8 @@ class Client {
   std::atomic<std::shared_ptr<net::Connection>> conn_;  // replaced on reconnect
   std::atomic<net::Connection*> pending_{nullptr};       // handshaking, not yet published
   std::thread reconnect_thread_;
-  std::thread router_thread_;  // started by the first actor to route (RouteLoop)
+  std::vector<std::thread> router_threads_;  // RouteLoop; guarded by mu_ (joined at the end)
+  size_t routers_idle_ = 0;                  // of those, waiting for an actor to route; guarded by mu_
   std::atomic<int> reconnects_{0};
 
   std::mutex submit_mu_;  // serialises submissions (see Submit)

@@ -31,6 +31,8 @@ namespace {
 namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
 constexpr auto kRouteRetry = std::chrono::seconds(30);  // how soon to ask again where there was no way
+constexpr auto kFirstRouteBackoff = std::chrono::seconds(2);  // ...where the agent did not take us: then doubled
+constexpr size_t kMaxRouters = 4;  // router threads per client
 constexpr auto kDialTimeout = std::chrono::seconds(2);
 constexpr auto kRouteWait = std::chrono::milliseconds(50);  // a submission waits for a route it asked for
 constexpr size_t kMaxIdleConnections = 64;  // to agents, kept for actors with no call under way
@@ -48,7 +50,8 @@ std::shared_ptr<net::Connection> Client::DirectRoute(const std::string& actor_id
   if (!d.conn && !d.routing && Clock::now() >= d.next_route) {
     d.routing = true;
     to_route_.push_back(actor_id);
-    if (!router_thread_.joinable()) router_thread_ = std::thread([this] { RouteLoop(); });
+    if (routers_idle_ < to_route_.size() && router_threads_.size() < kMaxRouters)
+      router_threads_.emplace_back([this] { RouteLoop(); });
     route_cv_.notify_one();
     if (d.via_head == 0)  // (else this call goes through the head whatever the route)
       cv_.wait_until(lock, Clock::now() + kRouteWait, [&] { return !direct_[actor_id].routing || closed_; });
@@ -67,7 +70,9 @@ std::shared_ptr<net::Connection> Client::DirectRoute(const std::string& actor_id
 void Client::RouteLoop() {
   std::unique_lock lock(mu_);
   for (;;) {
+    routers_idle_++;
     route_cv_.wait(lock, [&] { return !to_route_.empty() || shutting_down_; });
+    routers_idle_--;
     if (shutting_down_) return;
     std::string actor_id = std::move(to_route_.front());
     to_route_.pop_front();
@@ -90,13 +95,14 @@ void Client::Route(const std::string& actor_id) {
   }
   std::shared_ptr<net::Connection> conn;
   Clock::time_point next_route{};  // (when none is made)
+  bool dial_failed = false;
   if (!reply || reply->route().node_id().empty()) {
     // Not ready yet: asked again once a call through the head has returned (OnValueLocked). No
     // route there (a TLS cluster, a head without routes): asked again much later.
     bool pending = reply && reply->route().pending();
     next_route = pending ? Clock::time_point::max() : Clock::now() + kRouteRetry;
   } else if (conn = DialAgent(actor_id, reply->route()); !conn) {
-    next_route = Clock::now() + kRouteRetry;  // (unreachable from here: through the head for a while)
+    dial_failed = true;  // (unreachable from here, or asleep: through the head for a while)
   }
   std::vector<std::shared_ptr<net::Connection>> idle;  // closed outside mu_ (their handlers take it)
   {
@@ -104,13 +110,20 @@ void Client::Route(const std::string& actor_id) {
     DirectActor& d = direct_[actor_id];
     d.routing = false;
     cv_.notify_all();  // (a submission waiting for this route)
-    if (!conn) {
+    if (dial_failed) {
+      // A laptop that slept answers again soon after it wakes: 2, 4, 8 ... 30 s between tries.
+      d.route_backoff = std::min<std::chrono::seconds>(
+          std::chrono::duration_cast<std::chrono::seconds>(kRouteRetry),
+          d.route_backoff.count() == 0 ? kFirstRouteBackoff : 2 * d.route_backoff);
+      d.next_route = Clock::now() + d.route_backoff;
+    } else if (!conn) {
       d.next_route = next_route;
     } else if (conn->closed() || epoch != route_epoch_) {  // (closed before it was ours; or the head restarted since)
       idle.push_back(std::move(conn));
     } else {
       d.conn = conn;
       d.node = reply->route().node_id();
+      d.route_backoff = std::chrono::seconds(0);
       direct_moves_++;
     }
     if (direct_.size() > kMaxIdleConnections) {  // a driver that called many actors: forget the idle ones
