@@ -303,6 +303,7 @@ def test_a_method_kept_from_a_handle_outlives_it_and_holds_no_cycle(local):
     c = Counter.remote(5)
     incr = c.incr
     assert c.incr is incr and corral.get(c.incr.remote()) == 6
+    actor_id = c.actor_id
     gone = weakref.ref(c)
     gc.disable()
     try:
@@ -310,7 +311,12 @@ def test_a_method_kept_from_a_handle_outlives_it_and_holds_no_cycle(local):
         assert gone() is None  # freed by reference counting alone
     finally:
         gc.enable()
-    assert corral.get(incr.remote(2)) == 8  # the method alone keeps the actor alive, as the handle did
+    # The method alone keeps the actor alive, as the handle did: past the time a handle's release
+    # takes to end an actor (its release is sent within milliseconds), it still runs.
+    time.sleep(1.0)
+    info = next(a for a in corral.list_actors(include_dead=True) if a["actor_id"] == actor_id)
+    assert info["state"] == "ALIVE", info
+    assert corral.get(incr.remote(2)) == 8
     assert corral.get(incr.options(num_returns=1).remote()) == 9
 
 

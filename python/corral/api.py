@@ -172,8 +172,9 @@ def get(refs, *, timeout=None, progress=None):
         entry = client.get([refs._id], _timeout(timeout))[0]
         if entry[1] == 0 and not entry[3]:
             v = serialization.loads(entry[0])
-            if type(v) is not generators.Raised:
-                return v
+            if type(v) is generators.Raised:  # a generator's error, stored in its place
+                raise v.error()
+            return v
         return _value(entry, client)
     single = isinstance(refs, ObjectRef)
     if single:

@@ -61,7 +61,7 @@ Client::~Client() {
     route_cv_.notify_all();
   }
   if (reconnect_thread_.joinable()) reconnect_thread_.join();
-  for (auto& t : router_threads_) t.join();  // (their waits end on shutting_down_; none starts after it)
+  for (auto& t : router_threads_) t.join();  // (their waits end on shutting_down_)
   FlushReleases();
   auto c = conn();
   if (c && !c->closed()) {

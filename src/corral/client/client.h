@@ -158,7 +158,7 @@ class Client {
     }
   };
   // submit_mu_ held. The connection to use for a call of `actor_id` with arguments `deps` (their
-  // values in `dep_values`), or null; when there is none, queues the actor for the router thread,
+  // values in `dep_values`), or null; when there is none, queues the actor for a router thread,
   // which asks the head for a route and dials it (the call goes through the head meanwhile).
   std::shared_ptr<net::Connection> DirectRoute(const std::string& actor_id, const std::vector<std::string>& deps,
                                                std::string* node, std::vector<ObjectPtr>* dep_values);

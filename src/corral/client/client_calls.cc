@@ -44,7 +44,7 @@ std::shared_ptr<net::Connection> Client::DirectRoute(const std::string& actor_id
   std::unique_lock lock(mu_);
   if (closed_ || reconnecting_) return nullptr;
   DirectActor& d = direct_[actor_id];
-  // No connection yet: asked for on the router thread, waited for a moment (a route and a dial
+  // No connection yet: asked for on a router thread, waited for a moment (a route and a dial
   // take a round trip to the head and one to the agent), and past that moment this call goes
   // through the head: an agent that does not answer (a laptop asleep) holds no submission up.
   if (!d.conn && !d.routing && Clock::now() >= d.next_route) {
