@@ -136,8 +136,6 @@ class _Host:
             if seq in _early_cancels:
                 _early_cancels.discard(seq)
                 self.mark_cancelled(entry)
-        if self.loop is None and self.pools is None:  # a plain actor: here and now
-            return self._run_sync(seq, task_id, attempt, name, method_name, args, deps)
         return self._submit(seq, task_id, attempt, name, method_name, group, args, deps)
 
     def _submit(self, seq, task_id, attempt, name, method_name, group, args, deps):
@@ -159,11 +157,7 @@ class _Host:
         return (b"", exceptions.KIND_RUNTIME, f"{name}: actor {self.class_name} has no concurrency group {group!r}", 0)
 
     def _prepare(self, name, method_name, args, deps):
-        if deps:
-            _fn, a, k, failed = worker.load_call(self.functions, name, b"", b"", args, deps)
-        else:  # (most calls: a step less, paid cold when a caller waits for each call)
-            a_k, failed = worker.load_args(name, args)
-            a, k = a_k or (None, None)
+        _fn, a, k, failed = worker.load_call(self.functions, name, b"", b"", args, deps)
         if failed:
             return None, None, None, failed
         # Only the class's own methods (the head checks the name against them too): never

@@ -126,7 +126,7 @@ def _timeout(t):
 def _value(entry, client=None):
     data, kind, message = entry[:3]
     if kind == 0:
-        v = serialization.value_of(entry, client)
+        v = serialization.value_of(entry, client) if entry[3] else serialization.loads(data)  # (stored, or inline)
         if type(v) is generators.Raised:  # a generator's error, stored in its place
             raise v.error()
         return v
@@ -169,13 +169,7 @@ def get(refs, *, timeout=None, progress=None):
     if type(refs) is ObjectRef and _runtime.current_task is None:
         # One ref, in a driver (no CPU to give back while waiting): the same steps as below, fewer
         # of them (a sync call's get runs cold, right after its wait).
-        entry = client.get([refs._id], _timeout(timeout))[0]
-        if entry[1] == 0 and not entry[3]:
-            v = serialization.loads(entry[0])
-            if type(v) is generators.Raised:  # a generator's error, stored in its place
-                raise v.error()
-            return v
-        return _value(entry, client)
+        return _value(client.get([refs._id], _timeout(timeout))[0], client)
     single = isinstance(refs, ObjectRef)
     if single:
         ids = [refs._id]

@@ -140,31 +140,16 @@ def load_call(functions, name, fn_hash, fn_bytes, args, deps):
                 return None, None, None, (b"", exceptions.KIND_RUNTIME,
                                           f"worker {os.getpid()} was not sent the function of {name}", 0)
             fn = functions[fn_hash] = pickle.loads(fn_bytes)
-        a, k = serialization.unpack_args(args, deps, _DepClient())
+        a, k = serialization.unpack_args(args, deps, _DEP_CLIENT)
+    except serialization.ArgumentRaised as e:
+        return None, None, None, (e.raised.data, exceptions.KIND_TASK_ERROR, e.raised.message, 0)
+    except exceptions.ObjectLostError as e:
+        return None, None, None, (b"", exceptions.KIND_OBJECT_LOST, f"an argument of {name}: {e}", 0)
     except Exception as e:
-        return None, None, None, args_failure(name, e)
+        return None, None, None, (b"", exceptions.KIND_SERIALIZATION,
+                                  f"cannot unpickle the function or arguments of {name} on this worker: "
+                                  f"{type(e).__name__}: {e}. Is the module that defines it importable here?", 0)
     return fn, a, k, None
-
-
-def load_args(name, args):
-    """load_call() for an actor's call with no dependencies, a step less: ((args, kwargs), None),
-    or (None, the failure to report)."""
-    try:
-        a, k = serialization.loads(args)
-    except Exception as e:
-        return None, args_failure(name, e)
-    return (a, k or {}), None
-
-
-def args_failure(name, e):
-    """What a call whose function or arguments could not be had reports: `e` says why."""
-    if isinstance(e, serialization.ArgumentRaised):
-        return e.raised.data, exceptions.KIND_TASK_ERROR, e.raised.message, 0
-    if isinstance(e, exceptions.ObjectLostError):
-        return b"", exceptions.KIND_OBJECT_LOST, f"an argument of {name}: {e}", 0
-    return (b"", exceptions.KIND_SERIALIZATION,
-            f"cannot unpickle the function or arguments of {name} on this worker: "
-            f"{type(e).__name__}: {e}. Is the module that defines it importable here?", 0)
 
 
 def encode_result(result, name, task_id, attempt):
@@ -190,6 +175,9 @@ class _DepClient:
 
     def __getattr__(self, name):
         return getattr(_runtime.get_client(), name)
+
+
+_DEP_CLIENT = _DepClient()  # (holds nothing: one for every call)
 
 
 def _run_durable(name, args, args_format, parents, link_mode):

@@ -112,9 +112,7 @@ void Client::Route(const std::string& actor_id) {
     cv_.notify_all();  // (a submission waiting for this route)
     if (dial_failed) {
       // A laptop that slept answers again soon after it wakes: 2, 4, 8 ... 30 s between tries.
-      d.route_backoff = std::min<std::chrono::seconds>(
-          std::chrono::duration_cast<std::chrono::seconds>(kRouteRetry),
-          d.route_backoff.count() == 0 ? kFirstRouteBackoff : 2 * d.route_backoff);
+      d.route_backoff = std::min(kRouteRetry, d.route_backoff.count() == 0 ? kFirstRouteBackoff : 2 * d.route_backoff);
       d.next_route = Clock::now() + d.route_backoff;
     } else if (!conn) {
       d.next_route = next_route;
