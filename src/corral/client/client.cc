@@ -35,7 +35,10 @@ constexpr size_t kReleaseBatch = 512;
 }  // namespace
 
 Client::Client(const ClientOptions& options)
-    : options_(options), client_id_(RandomBytes(8)), python_minor_(MajorMinor(options.python_version)) {}
+    : options_(options),
+      client_id_(RandomBytes(8)),
+      python_minor_(MajorMinor(options.python_version)),
+      reads_(std::make_unique<ReadWatcher>(options.direct_spin)) {}
 
 Result<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
   std::unique_ptr<Client> c(new Client(options));

@@ -67,6 +67,10 @@ struct ClientOptions {
   // On the actor's machine, direct calls go over its agent's Unix socket (ActorRoute.socket)
   // rather than loopback TCP; false: TCP (CORRAL_CALL_SOCKET=0).
   bool call_socket = true;
+  // A thread waiting for direct calls' results polls the agent's socket this long before sleeping,
+  // while such waits have been ending within it (read_watcher.h); 0: sleep at once
+  // (CORRAL_DIRECT_SPIN_US).
+  std::chrono::microseconds direct_spin{200};
   bool reconnect = true;            // see above; false: a lost connection fails every call at once
   std::chrono::milliseconds reconnect_for{60000};
   std::shared_ptr<boost::asio::ssl::context> tls;  // null: plaintext (see head_trust.h)
@@ -231,7 +235,7 @@ class Client {
   std::string client_id_;
   std::string python_minor_;
   std::unique_ptr<IoThread> io_ = std::make_unique<IoThread>();  // reset first in ~Client
-  std::unique_ptr<ReadWatcher> reads_ = std::make_unique<ReadWatcher>();  // connections to agents (direct calls)
+  std::unique_ptr<ReadWatcher> reads_;  // connections to agents (direct calls)
   std::atomic<std::shared_ptr<net::Connection>> conn_;  // replaced on reconnect
   std::atomic<net::Connection*> pending_{nullptr};       // handshaking, not yet published
   std::thread reconnect_thread_;

@@ -19,7 +19,7 @@ constexpr int kPollSliceMs = 100;
 
 }  // namespace
 
-ReadWatcher::ReadWatcher() : pid_(getpid()) {
+ReadWatcher::ReadWatcher(std::chrono::microseconds spin) : spin_(spin), pid_(getpid()) {
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (epoll_fd_ >= 0 && stop_fd_ >= 0) {
@@ -113,6 +113,9 @@ ReadWatcher::Outcome ReadWatcher::ReadUntil(const net::Connection* c, Clock::tim
   std::unique_lock token(w->token, std::try_to_lock);
   if (!token) return Outcome::kBusy;
   Outcome outcome = Outcome::kTimedOut;
+  auto start = Clock::now();
+  bool spin = spin_.count() > 0 && (w->short_waits || ++w->long_waits % 16 == 0);
+  auto spin_until = spin ? start + spin_ : start;
   if (!Arm(*w, false)) {
     outcome = Outcome::kClosed;
   } else {
@@ -127,6 +130,7 @@ ReadWatcher::Outcome ReadWatcher::ReadUntil(const net::Connection* c, Clock::tim
       }
       auto now = Clock::now();
       if (now >= deadline) break;
+      if (now < spin_until) continue;  // (ReadAvailable above reads without waiting)
       auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
       pollfd p{};
       p.events = POLLIN | POLLRDHUP;
@@ -135,6 +139,10 @@ ReadWatcher::Outcome ReadWatcher::ReadUntil(const net::Connection* c, Clock::tim
       if (!w->conn->WithReadFd([&](int fd) { p.fd = fd; })) continue;  // closed: ReadAvailable says so
       poll(&p, 1, static_cast<int>(std::min<int64_t>(left, kPollSliceMs)));
     }
+  }
+  if (spin_.count() > 0) {
+    w->short_waits = outcome == Outcome::kDone && Clock::now() - start <= spin_;
+    if (w->short_waits) w->long_waits = 0;
   }
   token.unlock();
   if (outcome == Outcome::kClosed) Forget(c);

@@ -217,5 +217,46 @@ TEST_F(ReadWatcherTest, LargeMessagesBothWays) {
   WaitFor("small after");
 }
 
+// done() is asked after every read attempt: a spinning waiter asks it over and over, a sleeping one
+// once before it sleeps and once when the reply wakes it.
+TEST_F(ReadWatcherTest, AWaiterSpinsWhileItsWaitsEndWithinTheSpinAndSleepsAfterALongOne) {
+  watcher_ = std::make_unique<ReadWatcher>(std::chrono::microseconds(300ms));
+  Connect();
+  auto wait_counting = [&](const std::string& name, Clock::duration reply_after) {
+    int asked = 0;
+    std::thread later([&] {
+      std::this_thread::sleep_for(reply_after);
+      Send(name);
+    });
+    auto outcome = watcher_->ReadUntil(conn_.get(), Clock::now() + 10s, [&] {
+      ++asked;
+      return Has(name)();
+    });
+    later.join();
+    EXPECT_EQ(outcome, ReadWatcher::Outcome::kDone) << name;
+    return asked;
+  };
+  EXPECT_GT(wait_counting("within the spin", 50ms), 100);
+  EXPECT_GT(wait_counting("past the spin", 500ms), 100);  // spun 300 ms, then slept
+  EXPECT_LE(wait_counting("after a long wait", 50ms), 5);  // the last one was long: no spin
+}
+
+TEST_F(ReadWatcherTest, WithoutASpinAWaiterSleepsAtOnce) {
+  Connect();
+  int asked = 0;
+  std::thread later([&] {
+    std::this_thread::sleep_for(50ms);
+    Send("reply");
+  });
+  EXPECT_EQ(watcher_->ReadUntil(conn_.get(), Clock::now() + 10s,
+                                [&] {
+                                  ++asked;
+                                  return Has("reply")();
+                                }),
+            ReadWatcher::Outcome::kDone);
+  later.join();
+  EXPECT_LE(asked, 5);
+}
+
 }  // namespace
 }  // namespace corral::client

@@ -153,6 +153,8 @@ std::unique_ptr<Client> Connect(const std::string& address, const std::string& t
     o.direct_actor_calls = false;  // every actor call through the head (comparisons, diagnosis)
   if (const char* d = std::getenv("CORRAL_CALL_SOCKET"); d && std::string_view(d) == "0")
     o.call_socket = false;  // direct calls over loopback TCP even on the actor's machine
+  if (const char* d = std::getenv("CORRAL_DIRECT_SPIN_US"); d && *d)
+    o.direct_spin = std::chrono::microseconds(std::max(0L, std::strtol(d, nullptr, 10)));
   if (const char* f = std::getenv("CORRAL_TOKEN_FILE"); in_worker && f && *f) o.token_file = f;  // renewed by the agent
   o.reconnect = reconnect_s > 0;
   o.reconnect_for = std::chrono::milliseconds(static_cast<int64_t>(reconnect_s * 1000));
