@@ -89,3 +89,51 @@ def test_cancel_after_the_task_returned_leaves_the_worker_alive(local_cluster, t
     # The report reached us after the worker ended, if it did (the agent reaps it first).
     assert psutil.pid_exists(worker_pid) and psutil.Process(worker_pid).status() != psutil.STATUS_ZOMBIE, \
         "the worker that got the late cancel is gone"
+
+
+MANY_ACTORS = """
+    import sys, corral
+    corral.init()
+    @corral.remote(num_cpus=0)
+    class A:
+        def __init__(self, i): self.i = i
+        def f(self): return self.i
+    hs = [A.remote(i) for i in range({n})]
+    try:
+        print("answers", sum(1 for i, v in enumerate(corral.get([h.f.remote() for h in hs], timeout=90)) if v == i))
+    except corral.ActorDiedError as e:
+        print("died:", e)
+    with open(corral._runtime.cluster.log_path) as f:
+        print("logged", sum("cannot start a worker" in line for line in f))
+"""
+
+
+def run_with_open_files_limit(source, soft, hard):
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent(source)], capture_output=True, text=True, timeout=150,
+                       env={k: v for k, v in os.environ.items() if k != "CORRAL_ADDRESS"}, preexec_fn=limit)
+    assert p.returncode == 0, f"script failed ({p.returncode}):\n{p.stdout}\n{p.stderr}"
+    return p.stdout
+
+
+def test_a_low_soft_open_files_limit_is_raised_so_a_node_carries_many_actors():
+    # Each actor's worker holds several descriptors in its agent: under a soft limit of 100 (the
+    # usual 1,024 stops at about a hundred and forty actors) the agent could start a dozen, and the
+    # driver waited forever for the rest while the agent logged its failure in a tight loop.
+    import resource
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 2000:
+        pytest.skip(f"this machine's hard limit on open files is {hard}")
+    out = run_with_open_files_limit(MANY_ACTORS.format(n=60), 100, hard)
+    assert "answers 60" in out, out
+
+
+def test_a_node_out_of_open_files_fails_actor_creations_with_the_reason_and_does_not_spin():
+    out = run_with_open_files_limit(MANY_ACTORS.format(n=60), 100, 100)
+    assert "died:" in out and "Too many open files" in out and "ulimit -n" in out, out
+    # A line a second at most while it tries again, not thousands.
+    failures = int(out.split("logged ")[-1].split()[0])
+    assert 0 < failures < 200, out

@@ -46,7 +46,8 @@ Agent::Agent(asio::io_context& io, AgentOptions options)
       memory_timer_(io),
       reconnect_timer_(io),
       lease_timer_(io),
-      drain_timer_(io) {
+      drain_timer_(io),
+      spawn_retry_timer_(io) {
   cpus_total_ = cpus_free_ = options_.resources.Get(kCpu);
   int ngpus = static_cast<int>(options_.resources.Get(kGpu));
   std::vector<int> devices;
@@ -141,6 +142,7 @@ void Agent::Stop() {
   memory_timer_.cancel();
   reconnect_timer_.cancel();
   drain_timer_.cancel();
+  spawn_retry_timer_.cancel();
   lease_timer_.Cancel();
   sleep_inhibitor_.reset();  // lets the machine sleep without waiting for us
   if (lease_map_) munmap(lease_map_, sizeof(int64_t));
@@ -414,7 +416,7 @@ void Agent::TryStart() {
     std::string key = EnvKey(gpus);
     Worker* w = IdleWorker(key);
     if (!w) {
-      if (startup_failures_ >= kMaxStartupFailures) {
+      if (startup_failures_ >= kMaxStartupFailures || spawn_paused_) {
         ++it;
         continue;
       }

@@ -215,6 +215,7 @@ class Agent {
   bool registered_ = false;
   uint64_t ready_seq_ = 0;  // on_registered fires with the ack of this heartbeat; 0: not yet sent
   void MaybeReady();
+  void OnSpawnFailed(const Status& why);
   Nanos last_ack_ = 0;  // CLOCK_BOOTTIME of the last heartbeat ack (or the Welcome)
   Lease lease_;
   std::unique_ptr<NodeIdentity> identity_;  // TLS to the head: this node's certificate
@@ -239,6 +240,12 @@ class Agent {
   bool left_ = false;
   std::string drain_reason_;
   boost::asio::steady_timer drain_timer_;
+  // A worker that could not even be started (fork or pipe failed: no descriptors or processes
+  // left): no other start is tried until this timer fires, and from kMaxStartupFailures such
+  // failures in a row on, the queue is failed with the reason (OnSpawnFailed).
+  boost::asio::steady_timer spawn_retry_timer_;
+  bool spawn_paused_ = false;
+  int spawn_failures_ = 0;
   std::function<void()> on_drained_;
   bool sleep_drain_ = false;  // the drain began because the machine is going to sleep
   std::chrono::steady_clock::time_point drain_deadline_;

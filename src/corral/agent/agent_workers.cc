@@ -5,6 +5,7 @@
 #include "corral/agent/agent_worker.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -58,9 +59,10 @@ Agent::Worker* Agent::SpawnWorker(const std::string& env_key) {
   spec.log_path = WorkerLogPath(*w);
   auto pid = processes_->Spawn(spec);
   if (!pid) {
-    LOG_ERROR("cannot start a worker: {}", pid.error().message());
+    OnSpawnFailed(pid.error());
     return nullptr;
   }
+  spawn_failures_ = 0;
   w->pid = *pid;
   task_logs_.WorkerStarted(w->pid, spec.log_path);
   counters_["workers_started"]++;
@@ -68,6 +70,38 @@ Agent::Worker* Agent::SpawnWorker(const std::string& env_key) {
   workers_by_id_[w->id] = raw;
   workers_[*pid] = std::move(w);
   return raw;
+}
+
+void Agent::OnSpawnFailed(const Status& why) {
+  constexpr auto kSpawnRetry = std::chrono::seconds(1);
+  spawn_failures_++;
+  std::string reason = fmt::format("cannot start a worker on node {} ({}): {}", ShortHex(options_.node_id),
+                                   options_.hostname, why.message());
+  if (why.message().find("Too many open files") != std::string::npos) {
+    rlimit l{};
+    getrlimit(RLIMIT_NOFILE, &l);
+    reason += fmt::format(
+        " (this agent may hold {} open files, and holds several per worker: raise the limit of the process "
+        "that starts it, `ulimit -n`, or LimitNOFILE= in its systemd unit)",
+        static_cast<uint64_t>(l.rlim_cur));
+  }
+  // Tried again in a second, not at the next event: a full table would otherwise spin the loop.
+  spawn_paused_ = true;
+  spawn_retry_timer_.expires_after(kSpawnRetry);
+  spawn_retry_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
+    if (ec || !*alive) return;
+    spawn_paused_ = false;
+    TryStart();
+  });
+  if (spawn_failures_ >= kMaxStartupFailures) {
+    // (Posted: this runs inside TryStart's walk over the queue.)
+    boost::asio::post(io_, [this, alive = alive_, reason = reason + fmt::format("; tried {} times, a second apart",
+                                                                               spawn_failures_)] {
+      if (*alive) FailQueued(reason);
+    });
+  } else {
+    LOG_ERROR("{}; trying again in a second", reason);
+  }
 }
 
 void Agent::OnWorkerAccepted(std::unique_ptr<net::ByteStream> stream) {

@@ -4,9 +4,11 @@
 
 #include <fcntl.h>
 #include <pwd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -93,6 +95,18 @@ std::string FindToken() {
   std::string tok = *data;
   while (!tok.empty() && (tok.back() == '\n' || tok.back() == ' ')) tok.pop_back();
   return tok;
+}
+
+uint64_t RaiseOpenFilesLimit() {
+  constexpr rlim_t kMost = 1 << 20;
+  rlimit l{};
+  if (getrlimit(RLIMIT_NOFILE, &l) != 0) return 0;
+  rlim_t want = l.rlim_max == RLIM_INFINITY ? kMost : std::min(l.rlim_max, kMost);
+  if (l.rlim_cur != RLIM_INFINITY && l.rlim_cur < want) {
+    rlimit raised{want, l.rlim_max};
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) l.rlim_cur = want;
+  }
+  return l.rlim_cur == RLIM_INFINITY ? UINT64_MAX : static_cast<uint64_t>(l.rlim_cur);
 }
 
 }  // namespace corral

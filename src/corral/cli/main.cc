@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <google/protobuf/stubs/logging.h>
 
+#include "corral/base/files.h"
 #include "corral/base/log.h"
 
 #include "corral/cli/commands.h"
@@ -43,6 +44,7 @@ void AddNodeFlags(CLI::App* cmd, corral::cli::NodeFlags* f) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  corral::RaiseOpenFilesLimit();  // a head or agent holds descriptors for every worker and connection
   // protobuf reports malformed input from peers on its own; ours is logged where the connection closes.
   google::protobuf::SetLogHandler([](google::protobuf::LogLevel, const char*, int, const std::string& message) {
     LOG_DEBUG("protobuf: {}", message);

@@ -41,6 +41,7 @@ Client::Client(const ClientOptions& options)
       reads_(std::make_unique<ReadWatcher>(options.direct_spin)) {}
 
 Result<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
+  RaiseOpenFilesLimit();  // a connection per actor called directly
   std::unique_ptr<Client> c(new Client(options));
   Status s = c->Handshake();
   if (!s.ok()) return Err(s);
