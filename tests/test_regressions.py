@@ -121,7 +121,7 @@ def run_with_open_files_limit(source, soft, hard):
 
 def test_a_low_soft_open_files_limit_is_raised_so_a_node_carries_many_actors():
     # Each actor's worker holds several descriptors in its agent: under a soft limit of 100 (the
-    # usual 1,024 stops at about a hundred and forty actors) the agent could start a dozen, and the
+    # usual 1,024 stops at about two hundred actors) the agent could start a dozen, and the
     # driver waited forever for the rest while the agent logged its failure in a tight loop.
     import resource
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]

@@ -28,7 +28,7 @@ std::string FindToken();
 // Raises this process's soft limit on open files to its hard limit (at most 1M) and returns the
 // soft limit in force afterwards. A head or agent holds several descriptors per worker and per
 // connection, and a driver one connection per actor it calls directly: the usual soft limit of
-// 1,024 would stop a node at about a hundred actors. Children (workers) inherit it.
+// 1,024 would stop a node at about two hundred actors. Children (workers) inherit it.
 uint64_t RaiseOpenFilesLimit();
 
 }  // namespace corral
