@@ -56,6 +56,7 @@ bool ReadWatcher::Watch(const std::shared_ptr<net::Connection>& c) {
     std::lock_guard lock(mu_);
     w->key = next_key_++;
     watched_[c.get()] = w;
+    by_key_[w->key] = w;
     if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
   }
   bool added = false;
@@ -77,6 +78,7 @@ void ReadWatcher::Forget(const net::Connection* c) {
     if (it == watched_.end()) return;
     w = std::move(it->second);
     watched_.erase(it);
+    by_key_.erase(w->key);
   }
   // Out of the set now if still open (a closed descriptor left it by itself).
   w->conn->WithReadFd([&](int fd) { epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr); });
@@ -90,9 +92,8 @@ std::shared_ptr<ReadWatcher::Watched> ReadWatcher::Find(const net::Connection* c
 
 std::shared_ptr<ReadWatcher::Watched> ReadWatcher::FindKey(uint64_t key) {
   std::lock_guard lock(mu_);
-  for (const auto& [c, w] : watched_)
-    if (w->key == key) return w;
-  return nullptr;
+  auto it = by_key_.find(key);
+  return it == by_key_.end() ? nullptr : it->second;
 }
 
 bool ReadWatcher::Arm(Watched& w, bool armed) {

@@ -76,6 +76,7 @@ class ReadWatcher {
   pid_t pid_;
   std::mutex mu_;
   std::unordered_map<const net::Connection*, std::shared_ptr<Watched>> watched_;  // guarded by mu_
+  std::unordered_map<uint64_t, std::shared_ptr<Watched>> by_key_;                 // the same, guarded by mu_
   uint64_t next_key_ = 1;                                                          // guarded by mu_
   std::thread thread_;  // started by the first Watch (guarded by mu_)
 };
