@@ -294,6 +294,57 @@ def test_handle_gc_ends_the_actor_and_frees_its_resources(local):
     assert info["state"] == "DEAD" and "no handle" in info["death_cause"]
 
 
+@corral.remote(max_restarts=0)
+class Keeper:
+    def __init__(self, handle=None):
+        self.handle = handle
+
+    def keep(self, handle):
+        self.handle = handle
+
+    def make(self):
+        self.handle = Counter.remote(0)
+        corral.get(self.handle.incr.remote())
+        return self.handle
+
+    def poke(self):
+        return corral.get(self.handle.incr.remote())
+
+
+@pytest.mark.parametrize("given", ["to its constructor", "to a method"])
+def test_a_handle_held_by_an_actor_that_is_killed_lets_its_actor_end(local, given):
+    # The keeper's worker is gone for good: its session at the head ends with it, not a reconnect
+    # grace (30 s here, past wait_until's 20 s) later; and a dead actor's constructor arguments are
+    # no longer kept for restarts, though a handle to it (k) remains.
+    c = Counter.remote(0)
+    if given == "to its constructor":
+        k = Keeper.remote(c)
+    else:
+        k = Keeper.remote()
+        corral.get(k.keep.remote(c))
+    assert corral.get(k.poke.remote()) == 1
+    actor_id = c.actor_id
+    del c
+    corral.kill(k)
+    state = lambda: next(a for a in corral.list_actors(include_dead=True) if a["actor_id"] == actor_id)["state"]
+    wait_until(lambda: state() == "DEAD", what="the actor whose last handle the killed keeper held to end")
+    assert actor_info(k)["state"] == "DEAD"  # (k is held until here)
+
+
+def test_an_actor_created_by_an_actor_ends_with_its_creator(local):
+    k = Keeper.remote()
+    child = corral.get(k.make.remote())
+    assert corral.get(child.incr.remote()) == 2
+    corral.kill(k)
+    def ended():
+        try:
+            corral.get(child.incr.remote(), timeout=10)
+            return False
+        except corral.ActorDiedError as e:
+            return str(e)
+    assert "its creator" in wait_until(ended, what="the child actor to end with its creator")
+
+
 def test_a_method_kept_from_a_handle_outlives_it_and_holds_no_cycle(local):
     # handle.method is kept on the handle after its first use; the method must not point back at
     # the handle (a cycle would leave the actor's end to the cyclic collector).

@@ -282,6 +282,11 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
   if (stopped_) return;
   if (store_) counters_["object_partials_removed"] += store_->SweepPartial(pid);
   counters_["workers_exited"]++;
+  {
+    proto::AgentToHead gone;  // (its client session at the head ends with it)
+    gone.set_worker_exited(pid);
+    SendToHead(gone);
+  }
   task_logs_.WorkerGone(pid);
   if (w->next) {
     if (w->next_cancelled) {

@@ -291,6 +291,7 @@ void HeadServer::OnClientHello(Peer* peer, const proto::Hello& hello, proto::Hea
   welcome.mutable_welcome()->set_resume_secret(peer->session->resume_secret);
   peer->conn->Send(welcome);
   peer->session->name = Printable(hello.name());
+  peer->session->pid = hello.pid();
   peer->session->conn = peer->conn;
   // Values wait in the session (as ids) while its connection is full; what is queued stays
   // within one value of the watermark, and a client that never reads is cut off.
@@ -317,6 +318,26 @@ void HeadServer::DetachClient(Peer* peer, bool goodbye) {
   }
   std::string id = session->id;  // (the right side of `=` is evaluated first)
   detached_[id] = Detached{std::move(session), clock_.BootTimeNs()};
+}
+
+void HeadServer::EndWorkerSessions(Node* node, int64_t pid) {
+  // A dead process cannot come back for its session: what it owned (actors it created, handles it
+  // held) goes now rather than after the grace a driver gets.
+  std::string token = "w:" + Hex(node->view.id);
+  auto its = [&](const ClientSession& s) { return s.token_id == token && s.pid == pid; };
+  for (auto& [p, peer] : peers_)
+    if (peer->kind == Peer::kClient && peer->session && its(*peer->session)) {
+      DetachClient(p, /*goodbye=*/true);
+      peer->conn->Close(Status(Code::kAborted, "its worker process ended"));
+    }
+  for (auto it = detached_.begin(); it != detached_.end();) {
+    if (its(*it->second.session)) {
+      tasks_.RemoveClient(it->second.session.get());
+      it = detached_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 void HeadServer::OnClientMessage(Peer* peer, std::string_view bytes) {
@@ -400,6 +421,7 @@ void HeadServer::OnAgentMessage(Peer* peer, std::string_view bytes) {
     case proto::AgentToHead::kObjectPulled: OnObjectPulled(peer, msg.object_pulled()); break;
     case proto::AgentToHead::kActorReady: tasks_.OnActorReady(node, msg.actor_ready()); break;
     case proto::AgentToHead::kCallsNotHeld: tasks_.OnCallsNotHeld(node, msg.calls_not_held()); break;
+    case proto::AgentToHead::kWorkerExited: EndWorkerSessions(node, msg.worker_exited()); break;
     case proto::AgentToHead::kUpdate:
       msg.mutable_update()->set_address(node->info.address());
       nodes_.Update(node, msg.update());

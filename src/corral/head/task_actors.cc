@@ -430,6 +430,7 @@ void TaskManager::OnActorTaskFinished(const std::string& id, Task& task, proto::
     work.emplace_back(call.str(), std::move(v));
   }
   a.pending.clear();
+  DropContained(id);  // handles and refs among its constructor's arguments: no restart needs them
   // A detached actor whose creator is gone: nobody will release its end (its value goes once sent).
   if (a.spec.detached() && !clients_.contains(id.substr(0, 8))) {
     task.released = true;

@@ -50,6 +50,7 @@ struct ClientSession {
   std::string token_id;       // the token it authenticated with ("" the admin one, "w:<node>" workers)
   bool may_touch_any = false; // admin: may cancel tasks of other clients
   std::string name;
+  int64_t pid = 0;            // as its Hello said: for a worker's session, ended with the worker
   std::shared_ptr<net::Connection> conn;
   // Values to send once its connection has room (ids: the values stay in the object table), so
   // a client that reads slowly makes the head hold ids, not copies.
@@ -426,6 +427,9 @@ class TaskManager {
   void EndGrace();
   void CancelAttempt(Node* node, const std::string& task_id, uint32_t attempt, bool force = true);
   void TryFree(const std::string& id);
+  // `id`'s value no longer holds the references it contained (a dead actor's constructor
+  // arguments, kept for restarts that will not come); each may be freed now.
+  void DropContained(const std::string& id);
   void AddStored(const proto::ObjectValue& value);
   // Forgets a stored value's copies and tells their nodes to delete the files (`obj`: its spill state).
   void DropStored(const proto::ObjectValue& value, const Object* obj = nullptr);

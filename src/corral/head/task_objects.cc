@@ -235,6 +235,17 @@ void TaskManager::TryFree(const std::string& first) {
   }
 }
 
+void TaskManager::DropContained(const std::string& id) {
+  auto it = objects_.find(id);
+  if (it == objects_.end()) return;
+  std::vector<IdKey> contains = std::move(it->second.contains);
+  it->second.contains.clear();
+  for (const auto& inner : contains)
+    if (auto c = objects_.find(inner); c != objects_.end()) {
+      c->second.containers--;
+      TryFree(inner.str());
+    }
+}
 
 // ---- stored objects ----
 
