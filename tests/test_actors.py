@@ -274,6 +274,7 @@ def test_out_of_restarts_gives_actor_died_error_naming_the_cause(local):
             assert actor_info(c)["restarts"] == 1
     info = wait_until(lambda: actor_info(c)["state"] == "DEAD" and actor_info(c), what="the actor to die")
     assert "signal 9" in info["death_cause"] and "restarts used: 1 of 1" in info["death_cause"]
+    assert "while hosting actor test_actors.Counter" in info["death_cause"], info["death_cause"]
     with pytest.raises(corral.ActorDiedError, match="restarts used"):
         corral.get(c.incr.remote(), timeout=20)
 

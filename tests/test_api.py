@@ -95,6 +95,7 @@ def test_remote_exception_keeps_its_type_and_traceback():
     assert err.code == 7
     text = str(err)
     assert "fails raised CustomError" in text and "Remote traceback" in text and ", in fails" in text
+    assert text.endswith("test_api.CustomError: code 7"), text  # the traceback's last line, nothing after it
 
     @corral.remote
     def value_error():

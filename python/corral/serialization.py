@@ -307,7 +307,7 @@ def load_exception(data, message):
         try:
             dual = type(cls.__name__, (exceptions.TaskError, cls), {
                 "__init__": lambda self, *a, **k: None,
-                "__str__": lambda self: self.remote_traceback + "\n" + _safe_str(self.cause),
+                "__str__": _dual_str,
                 "__reduce__": lambda self: (load_exception, (b"", self.remote_traceback)),
             })
             dual.__module__ = cls.__module__
@@ -361,6 +361,13 @@ def _rebuild(message):
         return cls(text) if text else cls()
     except Exception:
         return None
+
+
+def _dual_str(err):
+    """The remote traceback, whose last line is the exception's own (formatted where it was
+    raised); that line is added only to a message without a traceback."""
+    tb = err.remote_traceback.rstrip("\n")
+    return tb if "\nRemote traceback:\n" in tb else tb + "\n" + _safe_str(err.cause)
 
 
 def _safe_str(e):

@@ -244,9 +244,9 @@ void Agent::CheckMemory() {
     if (w->memory_limit <= 0) continue;
     int64_t rss = TreeResidentBytes(pid);
     if (rss > w->memory_limit)
-      StopForMemory(w.get(), fmt::format("task {} used {} of memory on node {} ({}), over its request of {} (memory=); "
+      StopForMemory(w.get(), fmt::format("{} {} used {} of memory on node {} ({}), over its request of {} (memory=); "
                                          "its worker (pid {}) and the processes it started were stopped",
-                                         w->task_name, FormatBytes(static_cast<double>(rss)),
+                                         w->actor_id.empty() ? "task" : "actor", w->task_name, FormatBytes(static_cast<double>(rss)),
                                          ShortHex(options_.node_id), options_.hostname,
                                          FormatBytes(static_cast<double>(w->memory_limit)), pid));
   }

@@ -68,6 +68,10 @@ struct Agent::Worker {
   // Shared with the handlers of this worker's connection, which may run after the worker is gone:
   // cleared when it is.
   std::shared_ptr<Worker*> handle;
+
+  // What it was doing, for a report of its end: "running <task>" or "hosting actor <class>" (an
+  // actor's calls are named by the head, which knows which were in flight).
+  std::string Doing() const { return (actor_id.empty() ? "running " : "hosting actor ") + task_name; }
 };
 
 // A caller on the direct call path (agent_calls.cc): one caller's calls to one actor.

@@ -324,11 +324,11 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
       f->mutable_result()->set_message("stopped by cancel");
     } else {
       f->mutable_result()->set_error(proto::WORKER_DIED);
-      f->mutable_result()->set_message(fmt::format("worker pid {} on node {} ({}) {} while running {}", pid,
+      f->mutable_result()->set_message(fmt::format("worker pid {} on node {} ({}) {} while {}", pid,
                                                    ShortHex(options_.node_id), options_.hostname, reason,
-                                                   w->task_name));
+                                                   w->Doing()));
     }
-    LOG_WARN("worker {} {} while running {}", pid, reason, Printable(w->task_name));
+    LOG_WARN("worker {} {} while {}", pid, reason, Printable(w->Doing()));
     ReleaseTask(w.get());
     SendToHead(msg);
   } else if (!w->conn) {

@@ -151,9 +151,15 @@ int StartAgent(const AgentFlags& flags, const std::vector<std::string>& argv) {
   options.ca_cert_file = trust->ca_cert_file;
   bool joined = trust->tls && access((state + "/node.pem").c_str(), R_OK) == 0;
   if (options.token.empty() && !joined) {
-    std::fprintf(stderr,
-                 "corral: no join token. Pass --join-token (printed by `corral start --head`, or made with "
-                 "`corral token create --role join` on the head's machine) or set CORRAL_JOIN_TOKEN.\n");
+    if (trust->tls)
+      std::fprintf(stderr,
+                   "corral: no join token. Pass --join-token (printed by `corral start --head`, or made with "
+                   "`corral token create --role join` on the head's machine) or set CORRAL_JOIN_TOKEN.\n");
+    else  // a head in clear (loopback): no certificates to join with, a token each start
+      std::fprintf(stderr,
+                   "corral: no token for the head at %s. Set CORRAL_TOKEN (printed by `corral start --head`; "
+                   "also in the `token` file of its state directory), or pass --join-token.\n",
+                   ep->ToString().c_str());
     return 2;
   }
   if (!flags.block) {
