@@ -63,6 +63,10 @@ def test_infeasible_task_waits_and_does_not_block_others(cluster, capfd):
     status = corral.cluster_status()
     assert any("tpu=1" in s for s in status["infeasible"]), status["infeasible"]
     wait_until(lambda: "cannot be scheduled" in capfd.readouterr().err, what="the driver to be told")
+    nowhere = where.options(num_cpus=0, label_selector={"role": "nope"}).remote()
+    reason = wait_until(lambda: next((s for s in corral.cluster_status()["infeasible"] if "role=nope" in s), None),
+                        what="the label-only task to be reported")
+    assert "requires labels role=nope on Python" in reason, reason  # not "requires {} and labels"
 
     out = subprocess.run([cluster.bin, "status", "--address", cluster.address], env=cluster.env(),
                          capture_output=True, text=True, timeout=30)

@@ -123,8 +123,10 @@ Placement Place(const Request& request, const std::vector<const NodeView*>& node
                                request.durable_function);
       return out;
     }
-    out.reason = fmt::format("requires {}{}{} on Python {}{}; no node that is or was connected has that",
-                             request.resources.ToString(), labels.empty() ? "" : " and labels", labels,
+    std::string needs = request.resources.empty() ? "" : request.resources.ToString();
+    if (!labels.empty()) needs += (needs.empty() ? "labels" : " and labels") + labels;
+    out.reason = fmt::format("requires {} on Python {}{}; no node that is or was connected has that",
+                             needs.empty() ? "nothing" : needs,
                              request.python.empty() ? "any" : request.python,
                              request.cloudpickle_major.empty() ? "" : " with cloudpickle " + request.cloudpickle_major);
     if (only_interruptible)

@@ -386,7 +386,7 @@ void TaskManager::OnActorTaskFinished(const std::string& id, Task& task, proto::
           value = a.death;
           break;
         }
-        value.set_message(fmt::format("{} died while running {}: {}", Describe(a.spec, actor_id),
+        value.set_message(fmt::format("{} died before {} returned: {}", Describe(a.spec, actor_id),
                                       SpecOf(id, task).name(), value.message()));
         value.set_error(proto::ACTOR_DIED);
         break;
