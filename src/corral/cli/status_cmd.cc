@@ -101,8 +101,9 @@ int ShowStatus(const std::string& address, bool json) {
   std::string at = st.address();
   if (auto ep = net::ParseEndpoint(ResolveAddress(address), 7370)) at = ep->ToString();
   std::printf("Cluster at %s\n\n", at.c_str());
-  std::printf("%-9s %-16s %-8s %-9s %-7s %-19s %-19s %-18s %-16s %-6s %s\n", "NODE", "HOST", "STATE", "CPU", "GPU",
-              "MEMORY", "OBJECT STORE", "CUSTOM", "LABELS", "TASKS", "HEARTBEAT");
+  // CUSTOM and LABELS as wide as their longest entry, so the columns after them stay aligned.
+  std::vector<std::pair<std::string, std::string>> extras;
+  size_t custom_w = 6, labels_w = 6;
   for (const auto& n : st.nodes()) {
     std::string custom, labels;
     for (const auto& [k, v] : std::map<std::string, double>(n.info().resources().begin(), n.info().resources().end()))
@@ -110,6 +111,18 @@ int ShowStatus(const std::string& address, bool json) {
     for (const auto& [k, v] : std::map<std::string, std::string>(n.info().labels().begin(), n.info().labels().end()))
       labels += (labels.empty() ? "" : ",") + k + "=" + v;
     if (n.info().interruptible_only()) labels += (labels.empty() ? "" : ",") + std::string("interruptible-only");
+    if (custom.empty()) custom = "-";
+    if (labels.empty()) labels = "-";
+    custom_w = std::max(custom_w, custom.size());
+    labels_w = std::max(labels_w, labels.size());
+    extras.emplace_back(std::move(custom), std::move(labels));
+  }
+  int cw = static_cast<int>(custom_w), lw = static_cast<int>(labels_w);
+  std::printf("%-9s %-16s %-8s %-9s %-7s %-19s %-19s %-*s %-*s %-6s %s\n", "NODE", "HOST", "STATE", "CPU", "GPU",
+              "MEMORY", "OBJECT STORE", cw, "CUSTOM", lw, "LABELS", "TASKS", "HEARTBEAT");
+  size_t row = 0;
+  for (const auto& n : st.nodes()) {
+    const auto& [custom, labels] = extras[row++];
     std::string store = n.info().object_store_capacity() == 0
                             ? std::string("-")
                             : fmt::format("{}/{}{}", FormatBytes(static_cast<double>(n.object_store_used())),
@@ -118,11 +131,10 @@ int ShowStatus(const std::string& address, bool json) {
                                               ? std::string()
                                               : " +" + FormatBytes(static_cast<double>(n.object_store_spilled())) +
                                                     " spilled");
-    std::printf("%-9s %-16s %-8s %-9s %-7s %-19s %-19s %-18s %-16s %-6lld %.1fs ago\n", ShortHex(n.info().node_id()).c_str(),
+    std::printf("%-9s %-16s %-8s %-9s %-7s %-19s %-19s %-*s %-*s %-6lld %.1fs ago\n", ShortHex(n.info().node_id()).c_str(),
                 n.info().hostname().substr(0, 16).c_str(), DisplayState(n).c_str(), Amount(n, kCpu).c_str(),
-                Amount(n, kGpu).c_str(), Amount(n, kMemory).c_str(), store.c_str(), custom.empty() ? "-" : custom.c_str(),
-                labels.empty() ? "-" : labels.c_str(), static_cast<long long>(n.running_tasks()),
-                n.last_heartbeat_age_s());
+                Amount(n, kGpu).c_str(), Amount(n, kMemory).c_str(), store.c_str(), cw, custom.c_str(), lw,
+                labels.c_str(), static_cast<long long>(n.running_tasks()), n.last_heartbeat_age_s());
   }
   if (st.nodes().empty()) std::printf("(no nodes: start one with `corral start --address %s`)\n", at.c_str());
   bool gpu_header = false;
@@ -137,6 +149,9 @@ int ShowStatus(const std::string& address, bool json) {
     auto it = st.tasks_by_state().find(s);
     tasks += fmt::format("{}{} {}", tasks.empty() ? "" : ", ", it == st.tasks_by_state().end() ? 0 : it->second, s);
   }
+  int64_t live_actors = 0;  // an actor's creation counts as running for the actor's whole life
+  for (const auto& a : st.actors()) live_actors += a.state() != "DEAD";
+  if (live_actors > 0) tasks += fmt::format(" (running: {} of them actors, for their lifetime)", live_actors);
   std::printf("\nTasks held by the head: %s\n", tasks.c_str());
   auto counter = [&](const char* name) { return head::CounterOf(st.counters(), name); };
   if (counter("durable_unfinished") > 0 || counter("schedules") > 0 || counter("durable_submitted") > 0)
@@ -145,7 +160,7 @@ int ShowStatus(const std::string& address, bool json) {
                 static_cast<long long>(counter("durable_unfinished")), static_cast<long long>(counter("schedules")));
   if (!st.actors().empty()) {
     std::printf("\nActors:\n%-32s %-28s %-24s %-10s %-9s %-8s %-9s %-9s %s\n", "ID", "CLASS", "NAME", "STATE", "NODE", "PID",
-                "RESTARTS", "CALLS", "HOLDS");
+                "RESTARTS", "RUN+WAIT", "HOLDS");
     for (const auto& a : st.actors()) {
       std::string holds;
       for (const auto& [k, v] : std::map<std::string, double>(a.resources().begin(), a.resources().end()))
