@@ -128,7 +128,7 @@ Status Agent::Start() {
     if (!inhibitor) return inhibitor.error();
     sleep_inhibitor_ = std::move(*inhibitor);
   }
-  for (int i = 0; i < options_.warm_workers; ++i) SpawnWorker("");
+  for (int i = 0; i < options_.warm_workers && !spawn_paused_; ++i) SpawnWorker("");
   ConnectToHead();
   CheckMemory();
   return Status::Ok();
@@ -517,9 +517,14 @@ void Agent::SendTask(Worker* w, Pending&& p, bool pipelined) {
   w->conn->Send(msg);
 }
 
-void Agent::FailQueued(const std::string& why) {
+void Agent::FailQueued(const std::string& why, bool only_startable) {
   LOG_ERROR("{}", why);
+  std::deque<Pending> kept;
   for (Pending& p : queue_) {
+    if (only_startable && !(p.cpus <= 0 || p.cpus <= cpus_free_ + 1e-9)) {
+      kept.push_back(std::move(p));  // waits for a CPU, not for a new worker
+      continue;
+    }
     proto::AgentToHead msg;
     proto::TaskFinished* f = msg.mutable_finished();
     f->set_task_id(p.task.spec().task_id());
@@ -529,7 +534,7 @@ void Agent::FailQueued(const std::string& why) {
     f->mutable_result()->set_message(why);
     SendToHead(msg);
   }
-  queue_.clear();
+  queue_ = std::move(kept);
 }
 
 }  // namespace corral::agent

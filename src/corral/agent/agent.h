@@ -178,8 +178,9 @@ class Agent {
   void OnWorkerExit(pid_t pid, const std::string& reason);
   void FinishOnWorker(Worker* w, proto::TaskFinished&& finished);
   void ReleaseTask(Worker* w);
-  // Reports every queued task as failed with `why` (workers cannot start here).
-  void FailQueued(const std::string& why);
+  // Reports the queued tasks as failed with `why` (workers cannot start here); `only_startable`:
+  // only those a new worker would start now (their CPUs are free), not those waiting for a CPU.
+  void FailQueued(const std::string& why, bool only_startable = false);
   // A line of the worker's output, written at `offset` of its log: its task's (the last one a
   // marker named on that stream: _task_output.py), indexed for `corral logs` and sent to the owner.
   void OnWorkerLine(pid_t pid, bool is_stderr, std::string line, int64_t offset);

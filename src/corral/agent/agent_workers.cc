@@ -97,7 +97,7 @@ void Agent::OnSpawnFailed(const Status& why) {
     // (Posted: this runs inside TryStart's walk over the queue.)
     boost::asio::post(io_, [this, alive = alive_, reason = reason + fmt::format("; tried {} times, a second apart",
                                                                                spawn_failures_)] {
-      if (*alive) FailQueued(reason);
+      if (*alive) FailQueued(reason, /*only_startable=*/true);
     });
   } else {
     LOG_ERROR("{}; trying again in a second", reason);
@@ -365,7 +365,7 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
   int plain = 0;
   for (auto& [p, other] : workers_)
     if (other->env_key.empty()) plain++;
-  if (w->env_key.empty() && plain < options_.warm_workers && w->conn) SpawnWorker("");
+  if (w->env_key.empty() && plain < options_.warm_workers && w->conn && !spawn_paused_) SpawnWorker("");
   TryStart();
   CheckDrained();
 }

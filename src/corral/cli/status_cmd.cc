@@ -150,7 +150,7 @@ int ShowStatus(const std::string& address, bool json) {
     tasks += fmt::format("{}{} {}", tasks.empty() ? "" : ", ", it == st.tasks_by_state().end() ? 0 : it->second, s);
   }
   int64_t live_actors = 0;  // an actor's creation counts as running for the actor's whole life
-  for (const auto& a : st.actors()) live_actors += a.state() != "DEAD";
+  for (const auto& a : st.actors()) live_actors += a.state() == "ALIVE";
   if (live_actors > 0) tasks += fmt::format(" (running: {} of them actors, for their lifetime)", live_actors);
   std::printf("\nTasks held by the head: %s\n", tasks.c_str());
   auto counter = [&](const char* name) { return head::CounterOf(st.counters(), name); };

@@ -312,7 +312,7 @@ void HeadServer::DetachClient(Peer* peer, bool goodbye) {
   std::shared_ptr<ClientSession> session = std::move(peer->session);
   if (!session) return;
   session->conn.reset();
-  if (goodbye || (tasks_.Owned(session->id) == 0 && session->borrowed.empty() && !tasks_.OwnsGangs(session->id))) {  // nothing to keep for it
+  if (goodbye || session->process_ended || (tasks_.Owned(session->id) == 0 && session->borrowed.empty() && !tasks_.OwnsGangs(session->id))) {  // nothing to keep for it
     tasks_.RemoveClient(session.get());
     return;
   }
@@ -322,14 +322,12 @@ void HeadServer::DetachClient(Peer* peer, bool goodbye) {
 
 void HeadServer::EndWorkerSessions(Node* node, int64_t pid) {
   // A dead process cannot come back for its session: what it owned (actors it created, handles it
-  // held) goes now rather than after the grace a driver gets.
+  // held) goes now rather than after the grace a driver gets. A session still connected ends when
+  // its connection closes (the process is gone: it will), after what it sent last has been read.
   std::string token = "w:" + Hex(node->view.id);
   auto its = [&](const ClientSession& s) { return s.token_id == token && s.pid == pid; };
   for (auto& [p, peer] : peers_)
-    if (peer->kind == Peer::kClient && peer->session && its(*peer->session)) {
-      DetachClient(p, /*goodbye=*/true);
-      peer->conn->Close(Status(Code::kAborted, "its worker process ended"));
-    }
+    if (peer->kind == Peer::kClient && peer->session && its(*peer->session)) peer->session->process_ended = true;
   for (auto it = detached_.begin(); it != detached_.end();) {
     if (its(*it->second.session)) {
       tasks_.RemoveClient(it->second.session.get());

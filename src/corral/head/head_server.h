@@ -141,7 +141,8 @@ class HeadServer {
   void OnClientHello(Peer* peer, const proto::Hello& hello, proto::HeadToClient& welcome);
   // The client's connection is gone: forget it now (goodbye) or after the grace.
   void DetachClient(Peer* peer, bool goodbye);
-  // One of `node`'s worker processes ended: the client sessions it opened end now (goodbye).
+  // One of `node`'s worker processes ended: the client sessions it opened end as on goodbye, once
+  // their connection has closed (at once for those already away).
   void EndWorkerSessions(Node* node, int64_t pid);
   // A reader not on a node holding a stored object asks for its bytes part by part; the head asks a
   // node that holds it and relays the answer (head_server_objects.cc).

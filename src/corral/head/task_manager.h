@@ -51,6 +51,7 @@ struct ClientSession {
   bool may_touch_any = false; // admin: may cancel tasks of other clients
   std::string name;
   int64_t pid = 0;            // as its Hello said: for a worker's session, ended with the worker
+  bool process_ended = false; // its worker process ended: the session ends when its connection does
   std::shared_ptr<net::Connection> conn;
   // Values to send once its connection has room (ids: the values stay in the object table), so
   // a client that reads slowly makes the head hold ids, not copies.
