@@ -52,6 +52,12 @@ def test_tasks_land_only_where_they_fit(cluster):
     assert nodes[c.node_id]["resources"]["GPU"] == 1
 
 
+@corral.remote(num_cpus=0)
+class Placed:
+    def where(self):
+        return os.environ.get("CORRAL_NODE_ID")
+
+
 def test_infeasible_task_waits_and_does_not_block_others(cluster, capfd):
     cluster.add_agent(num_cpus=1)
     cluster.connect()
@@ -67,6 +73,10 @@ def test_infeasible_task_waits_and_does_not_block_others(cluster, capfd):
     reason = wait_until(lambda: next((s for s in corral.cluster_status()["infeasible"] if "role=nope" in s), None),
                         what="the label-only task to be reported")
     assert "requires labels role=nope on Python" in reason, reason  # not "requires {} and labels"
+    nowhere_actor = Placed.options(label_selector={"role": "nowhere"}).remote()
+    reason = wait_until(lambda: next((s for s in corral.cluster_status()["infeasible"] if "role=nowhere" in s), None),
+                        what="the actor that fits nowhere to be reported")
+    assert reason.startswith("1 actor(s) like test_cluster.Placed"), reason
 
     out = subprocess.run([cluster.bin, "status", "--address", cluster.address], env=cluster.env(),
                          capture_output=True, text=True, timeout=30)

@@ -594,12 +594,15 @@ void TaskManager::FillStatus(proto::ClusterStatus* status, bool count_tasks) con
   for (const auto& [key, cls] : classes_) {
     if (cls.infeasible.empty()) continue;
     std::string name;
+    bool actor = false;  // (a class holds tasks or actor creations alike: their requests match)
     for (const auto& tid : cls.queue)
       if (auto t = tasks_.find(tid); t != tasks_.end()) {
         name = NameOf(tid.str(), t->second);
+        actor = t->second.actor;
         break;
       }
-    status->add_infeasible(fmt::format("{} task(s) like {}: it {}", cls.queue.size(), name, cls.infeasible));
+    status->add_infeasible(fmt::format("{} {} like {}: it {}", cls.queue.size(), actor ? "actor(s)" : "task(s)", name,
+                                       cls.infeasible));
   }
   FillActors(status->mutable_actors(), /*include_dead=*/false);
   gangs_.FillAll(status->mutable_gangs());
