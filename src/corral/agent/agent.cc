@@ -392,7 +392,7 @@ void Agent::TryStart() {
   std::map<std::string, int> wanted;
   for (auto it = queue_.begin(); it != queue_.end();) {
     Pending& p = *it;
-    bool cpu_ok = p.cpus <= 0 || p.cpus <= cpus_free_ + 1e-9;
+    bool cpu_ok = CpuFree(p);
     if (!cpu_ok) {
       if (Worker* busy = PipelineTarget(p)) {
         Pipeline(busy, std::move(p));
@@ -521,7 +521,7 @@ void Agent::FailQueued(const std::string& why, bool only_startable) {
   LOG_ERROR("{}", why);
   std::deque<Pending> kept;
   for (Pending& p : queue_) {
-    if (only_startable && !(p.cpus <= 0 || p.cpus <= cpus_free_ + 1e-9)) {
+    if (only_startable && !CpuFree(p)) {
       kept.push_back(std::move(p));  // waits for a CPU, not for a new worker
       continue;
     }

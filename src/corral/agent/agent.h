@@ -160,6 +160,7 @@ class Agent {
   void TryStart();
   Worker* IdleWorker(const std::string& env_key);
   // A busy worker that may take `p` ahead of time (short tasks of the same function), or null.
+  bool CpuFree(const Pending& p) const { return p.cpus <= 0 || p.cpus <= cpus_free_ + 1e-9; }  // its CPUs are free
   Worker* PipelineTarget(const Pending& p);
   void Pipeline(Worker* w, Pending&& p);
   void SendTask(Worker* w, Pending&& p, bool pipelined);

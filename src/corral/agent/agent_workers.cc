@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 
 #include "corral/base/hop_trace.h"
 #include "corral/base/ids.h"
@@ -77,7 +79,7 @@ void Agent::OnSpawnFailed(const Status& why) {
   spawn_failures_++;
   std::string reason = fmt::format("cannot start a worker on node {} ({}): {}", ShortHex(options_.node_id),
                                    options_.hostname, why.message());
-  if (why.message().find("Too many open files") != std::string::npos) {
+  if (why.message().find(strerror(EMFILE)) != std::string::npos) {
     rlimit l{};
     getrlimit(RLIMIT_NOFILE, &l);
     reason += fmt::format(

@@ -97,16 +97,15 @@ std::string FindToken() {
   return tok;
 }
 
-uint64_t RaiseOpenFilesLimit() {
+void RaiseOpenFilesLimit() {
   constexpr rlim_t kMost = 1 << 20;
   rlimit l{};
-  if (getrlimit(RLIMIT_NOFILE, &l) != 0) return 0;
+  if (getrlimit(RLIMIT_NOFILE, &l) != 0) return;
   rlim_t want = l.rlim_max == RLIM_INFINITY ? kMost : std::min(l.rlim_max, kMost);
   if (l.rlim_cur != RLIM_INFINITY && l.rlim_cur < want) {
     rlimit raised{want, l.rlim_max};
-    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) l.rlim_cur = want;
+    setrlimit(RLIMIT_NOFILE, &raised);  // (as before if refused)
   }
-  return l.rlim_cur == RLIM_INFINITY ? UINT64_MAX : static_cast<uint64_t>(l.rlim_cur);
 }
 
 }  // namespace corral

@@ -6,7 +6,6 @@
 // Functions are thread-safe.
 #pragma once
 
-#include <cstdint>
 #include <string>
 
 #include "corral/base/status.h"
@@ -25,10 +24,9 @@ Status WriteFile(const std::string& path, const std::string& data, int mode = 06
 // CORRAL_TOKEN_FILE, else <default head state dir>/token. Empty if none is found.
 std::string FindToken();
 
-// Raises this process's soft limit on open files to its hard limit (at most 1M) and returns the
-// soft limit in force afterwards. A head or agent holds several descriptors per worker and per
+// Raises this process's soft limit on open files to its hard limit (at most 1M). A head or agent holds several descriptors per worker and per
 // connection, and a driver one connection per actor it calls directly: the usual soft limit of
 // 1,024 would stop a node at about two hundred actors. Children (workers) inherit it.
-uint64_t RaiseOpenFilesLimit();
+void RaiseOpenFilesLimit();
 
 }  // namespace corral
