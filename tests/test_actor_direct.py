@@ -74,7 +74,7 @@ def test_calls_go_straight_to_the_agent_in_each_callers_order(cluster):
     assert head_counter("actor_calls_dispatched") - sent_before < 50
 
 
-@pytest.mark.parametrize("transport", ["tcp", "socket"])
+@pytest.mark.parametrize("transport", ["tcp", "socket", "result channel"])
 def test_a_forged_ticket_is_refused_and_its_call_never_runs(cluster, transport):
     connect_with_one_agent(cluster)
     c = Counter.remote(0)
@@ -82,6 +82,8 @@ def test_a_forged_ticket_is_refused_and_its_call_never_runs(cluster, transport):
     actor_id = bytes.fromhex(actor_info(c)["actor_id"])
     hello = wire.field_varint(1, 2) + wire.field_bytes(2, actor_id) + wire.field_bytes(3, b"\x01" * 8) + \
         wire.field_bytes(4, b"\x00" * 32)
+    if transport == "result channel":  # (CallHello.results: the same check before it is handed on)
+        hello += wire.field_varint(5, 1)
     # (the call's id under the hello's client id: only the ticket is wrong)
     spec = wire.field_bytes(1, b"\x01" * 8 + b"\x00" * 7 + b"\x09") + wire.field_bytes(25, actor_id) + \
         wire.field_bytes(27, "incr")
@@ -129,9 +131,13 @@ def _drop_connections_to(handle):
     would); their families."""
     dropped = []
     for fd, family, _ in _to_agent(handle):
-        with socket.socket(fileno=os.dup(fd)) as s:
-            s.shutdown(socket.SHUT_RDWR)
         dropped.append(family)
+        try:
+            copy = os.dup(fd)
+        except OSError:  # (a result channel the client closed with its call connection, shut just before)
+            continue
+        with socket.socket(fileno=copy) as s:
+            s.shutdown(socket.SHUT_RDWR)
     return dropped
 
 
@@ -157,7 +163,8 @@ def test_a_broken_connection_to_the_agent_loses_no_call_and_runs_none_twice(clus
     assert corral.get(s.step.remote(0)) == 2  # (its route is known now)
     lost_before = head_counter("actor_calls_direct")
     refs = [s.step.remote(0.05) for _ in range(20)]
-    assert _drop_connections_to(s) == [socket.AF_UNIX if transport == "socket" else socket.AF_INET]
+    # (on the agent's Unix socket: the call connection and its result channel)
+    assert _drop_connections_to(s) == [socket.AF_UNIX] * 2 if transport == "socket" else [socket.AF_INET]
     # Their results come from the head instead; each ran once, in order. (A break only this side
     # sees, with results lost on the way, is the head unit test Actors.DirectCallsAreRecorded...'s.)
     assert corral.get(refs, timeout=60) == list(range(3, 23))
@@ -276,7 +283,7 @@ def test_a_connection_to_an_agent_lasts_past_its_greeting(cluster):
         return sorted(inode for _, _, inode in _to_agent(s))
 
     before, lost_before = to_agent(), head_counter("direct_calls_lost")
-    assert len(before) == 1
+    assert len(before) == 2  # (on the agent's Unix socket: the call connection and its result channel)
     assert corral.get(s.step.remote(11), timeout=60) == 3
     assert to_agent() == before
     assert head_counter("direct_calls_lost") == lost_before
@@ -303,6 +310,70 @@ def test_calls_follow_a_restarted_actor_straight_to_it(cluster):
     direct = head_counter("actor_calls_direct")
     assert corral.get([c.incr.remote() for _ in range(50)], timeout=30) == list(range(2, 52))
     assert head_counter("actor_calls_direct") - direct >= 49
+
+
+@corral.remote
+class Echo:
+    def __init__(self):
+        self.pid = os.getpid()
+
+    def echo(self, x):
+        return x
+
+    def pid_and(self, x):
+        return self.pid, x
+
+
+def test_the_actors_worker_writes_results_to_a_caller_on_its_machine(cluster):
+    # Decision 46: beside its call connection the caller opens a result channel, which the agent
+    # hands to the actor's worker; results come on it, the agent hearing of each end after.
+    connect_with_one_agent(cluster, num_cpus=2)
+    e = Echo.remote()
+    assert corral.get(e.echo.remote(0)) == 0
+    by_worker = agent_counter("actor_results_by_worker")
+    assert corral.get([e.echo.remote(i) for i in range(200)], timeout=60) == list(range(200))
+    assert [corral.get(e.echo.remote(i)) for i in range(100)] == list(range(100))
+    big = os.urandom(300 << 10)  # in the node's store, found by the node the worker names
+    assert corral.get(e.echo.remote(big), timeout=60) == big
+    results = {}
+
+    def caller(k):
+        results[k] = corral.get([e.echo.remote((k, i)) for i in range(100)], timeout=60)
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert all(results[k] == [(k, i) for i in range(100)] for k in range(3))
+    wait_until(lambda: agent_counter("actor_results_by_worker") - by_worker >= 550, timeout=10,
+               what="the worker's deliveries counted")
+    assert agent_counter("result_channels") >= 1
+
+
+def test_a_result_channel_broken_by_its_workers_death_loses_no_result(cluster):
+    connect_with_one_agent(cluster, num_cpus=2)
+    e = Echo.options(max_restarts=1, max_task_retries=1).remote()
+    pid, _ = corral.get(e.pid_and.remote(0))
+    assert [corral.get(e.echo.remote(i)) for i in range(20)] == list(range(20))
+    os.kill(pid, signal.SIGKILL)
+    # Calls go on: to the restarted actor, whose results come by whichever way is open.
+    assert corral.get([e.echo.remote(i) for i in range(50)], timeout=60) == list(range(50))
+    new_pid, _ = corral.get(e.pid_and.remote(0), timeout=30)
+    assert new_pid != pid
+    by_worker = agent_counter("actor_results_by_worker")
+    wait_until(lambda: corral.get(e.echo.remote(1)) == 1 and agent_counter("actor_results_by_worker") > by_worker + 20,
+               timeout=30, what="results from the restarted actor's worker on a new result channel")
+
+
+def test_results_come_through_the_agent_when_asked(cluster, monkeypatch):
+    monkeypatch.setenv("CORRAL_RESULT_CHANNEL", "0")
+    connect_with_one_agent(cluster)
+    e = Echo.remote()
+    assert corral.get([e.echo.remote(i) for i in range(50)]) == list(range(50))
+    assert [corral.get(e.echo.remote(i)) for i in range(50)] == list(range(50))
+    wait_until(lambda: agent_counter("actor_calls_direct") >= 40, timeout=10, what="the direct calls counted")
+    assert agent_counter("actor_results_by_worker") == 0 and agent_counter("result_channels") == 0
 
 
 def test_calls_go_through_the_head_when_asked(cluster, monkeypatch):
@@ -437,8 +508,9 @@ def test_a_caller_on_the_actors_machine_calls_over_the_agents_unix_socket(cluste
     c = Counter.remote(0)
     assert [corral.get(c.incr.remote()) for _ in range(5)] == [1, 2, 3, 4, 5]
     direct = head_counter("actor_calls_direct")
-    assert direct >= 3 and [f for _, f, _ in _to_agent(c)] == [socket.AF_UNIX]
-    wait_until(lambda: agent_counter("callers_on_socket") == 1, what="the agent to report its caller on the socket")
+    # (the call connection and its result channel)
+    assert direct >= 3 and [f for _, f, _ in _to_agent(c)] == [socket.AF_UNIX] * 2
+    wait_until(lambda: agent_counter("callers_on_socket") == 2, what="the agent to report its caller on the socket")
     port = int(node["call_address"].rsplit(":", 1)[1])
 
     def run_driver(**env):
@@ -453,7 +525,7 @@ def test_a_caller_on_the_actors_machine_calls_over_the_agents_unix_socket(cluste
 
     assert run_driver(CORRAL_CALL_SOCKET="0") == 1  # its calls on the TCP call port
     assert run_driver() == 0  # and by default over the socket
-    wait_until(lambda: agent_counter("callers_on_socket") == 2, what="the agent to report a second caller on it")
+    wait_until(lambda: agent_counter("callers_on_socket") == 4, what="the agent to report a second caller on it")
     assert head_counter("actor_calls_direct") >= direct + 6  # both drivers' calls went direct
     os.unlink(path)  # a socket that cannot be reached: the call port, straight all the same
     assert run_driver() == 1

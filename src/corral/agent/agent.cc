@@ -354,7 +354,10 @@ void Agent::OnActorCall(proto::ExecuteTask&& task, const std::shared_ptr<net::Co
                 caller != nullptr);
     return;
   }
-  w->actor_calls[spec.task_id()] = {spec.attempt(), ++w->sent, caller != nullptr, caller};
+  // A result channel only as its caller's own, handed to this worker (HandOverResults).
+  bool channel = caller && task.result_channel() != 0 && w->result_channels.contains(task.result_channel());
+  if (!channel) task.clear_result_channel();
+  w->actor_calls[spec.task_id()] = {spec.attempt(), ++w->sent, caller != nullptr, channel, caller};
   proto::AgentToWorker msg;
   *msg.mutable_execute() = std::move(task);
   counters_["actor_calls_started"]++;

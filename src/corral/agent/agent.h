@@ -149,6 +149,10 @@ class Agent {
   void ServeCallsOnThisMachine();
   void OnCallerAccepted(std::unique_ptr<net::ByteStream> stream);
   void OnCallerMessage(Caller* caller, std::string_view bytes);
+  // A caller's second connection, its result channel: handed to the actor's worker (decision 46).
+  void HandOverResults(Caller* channel);
+  // The caller left: its result channel is taken back from the worker it was handed to.
+  void TakeBackResults(const Caller& c);
   // The head asks which of these direct calls never came (their caller's connection broke): the
   // answer lists them, and they are refused should they still arrive (the head sends them itself).
   void OnProbeCalls(const proto::DirectCalls& probe);
@@ -263,6 +267,7 @@ class Agent {
   std::string call_host_;
   std::unordered_map<Caller*, std::unique_ptr<Caller>> callers_;
   size_t callers_greeting_ = 0;  // connected callers that have not sent a valid hello yet
+  uint64_t result_channels_ = 0;  // result channels handed to workers so far (numbers them)
   std::unordered_set<std::string> calls_refused_;  // "<task id><attempt>" of OnProbeCalls' answers
   std::deque<std::string> calls_refused_order_;    // oldest first, at most kCallsRefusedKept
   std::unordered_set<std::string> callers_dropped_;  // client ids whose token went (OnDropCallers)

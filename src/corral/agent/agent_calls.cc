@@ -11,6 +11,7 @@
 #include <openssl/crypto.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -21,6 +22,7 @@
 #include "corral/base/log.h"
 #include "corral/base/version.h"
 #include "corral/client.pb.h"
+#include "corral/net/fd_passing.h"
 #include "corral/net/frame.h"
 #include "corral/net/pki.h"
 
@@ -125,6 +127,7 @@ void Agent::OnCallerAccepted(std::unique_ptr<net::ByteStream> stream) {
                    auto it = callers_.find(c);
                    if (it == callers_.end()) return;
                    if (!c->greeted) callers_greeting_--;
+                   TakeBackResults(*c);
                    callers_.erase(it);  // its calls run on; their results go to the head alone
                  });
 }
@@ -164,6 +167,12 @@ void Agent::OnCallerMessage(Caller* c, std::string_view bytes) {
     callers_greeting_--;
     c->actor_id = h.actor_id();
     c->client_id = h.client_id();
+    if (h.results()) {  // (not from inside its connection's own read: handing it over closes it)
+      boost::asio::post(io_, [this, c, alive = alive_] {
+        if (*alive && callers_.contains(c)) HandOverResults(c);
+      });
+      return;
+    }
     c->conn->MarkHandshakeDone();
     counters_["callers_connected"]++;
     proto::AgentToCaller welcome;
@@ -200,7 +209,46 @@ void Agent::OnCallerMessage(Caller* c, std::string_view bytes) {
     return;
   }
   counters_["actor_calls_direct"]++;
+  msg.mutable_call()->set_result_channel(c->result_channel);  // (whatever the caller put there)
   OnActorCall(std::move(*msg.mutable_call()), c->conn);
+}
+
+void Agent::HandOverResults(Caller* channel) {
+  // The caller's call connection to the same actor, without a channel yet; the actor's worker.
+  Caller* calls = nullptr;
+  for (const auto& [p, c] : callers_)
+    if (c->greeted && c.get() != channel && c->result_channel == 0 && c->actor_id == channel->actor_id &&
+        c->client_id == channel->client_id)
+      calls = c.get();
+  auto it = actor_workers_.find(channel->actor_id);
+  Worker* w = it == actor_workers_.end() ? nullptr : it->second;
+  if (!calls || !w || w->results_fd < 0 || w->retired || !w->conn) {
+    counters_["result_channels_refused"]++;
+    proto::AgentToCaller refused;  // (its results come on its call connection, as they always could)
+    refused.set_refused("no call connection of this caller's, or the actor's worker takes no result channel");
+    channel->conn->Send(refused);
+    channel->conn->CloseAfterFlush(Status(Code::kFailedPrecondition, "no result channel"));
+    return;
+  }
+  // From here the worker alone writes on it; this agent lets go of it (`channel` is erased).
+  int fd = channel->conn->CloseAndTakeFd(Status::Ok());
+  uint64_t n = ++result_channels_;
+  bool sent = fd >= 0 && net::SendTaggedFd(w->results_fd, n, fd);
+  if (fd >= 0) ::close(fd);  // (the worker has its own; if it did not go, the caller sees it close)
+  if (!sent) {
+    counters_["result_channels_refused"]++;
+    return;
+  }
+  counters_["result_channels"]++;
+  calls->result_channel = n;
+  w->result_channels.insert(n);
+}
+
+void Agent::TakeBackResults(const Caller& c) {
+  if (c.result_channel == 0) return;
+  auto it = actor_workers_.find(c.actor_id);
+  if (it == actor_workers_.end() || !it->second->result_channels.erase(c.result_channel)) return;
+  net::SendTaggedFd(it->second->results_fd, c.result_channel, -1);  // (not sent: it goes with the worker)
 }
 
 void Agent::OnProbeCalls(const proto::DirectCalls& probe) {

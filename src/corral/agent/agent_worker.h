@@ -3,6 +3,8 @@
 // head link, the lease, drain).
 #pragma once
 
+#include <unistd.h>
+
 #include <deque>
 #include <map>
 #include <memory>
@@ -19,6 +21,12 @@ namespace corral::agent {
 inline constexpr int kMaxStartupFailures = 3;
 
 struct Agent::Worker {
+  Worker() = default;
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+  ~Worker() {
+    if (results_fd >= 0) close(results_fd);
+  }
   std::string id;
   pid_t pid = -1;
   std::string env_key;                    // CUDA_VISIBLE_DEVICES it was started with
@@ -57,6 +65,7 @@ struct Agent::Worker {
     uint32_t attempt = 0;
     uint32_t seq = 0;                     // `sent` when it was sent: names it in a cancel
     bool direct = false;                  // its caller sent it here itself (the direct path)
+    bool channel = false;                 // ...and the worker may write the result to it itself
     std::weak_ptr<net::Connection> caller;  // which then gets the result first
   };
   std::map<std::string, Call> actor_calls;  // calls sent to it, not finished, by task id
@@ -65,6 +74,10 @@ struct Agent::Worker {
   std::set<std::string> functions;        // hashes this worker was sent
   std::vector<std::string> forget;        // of those, hashes to drop: told with its next task
   std::deque<std::string> last_stderr;    // for the death report of a worker that never came up
+  // Result channels (decision 46): this end of a socket pair made at spawn (the worker has the
+  // other) hands it callers' result connections, numbered; those it holds now.
+  int results_fd = -1;
+  std::set<uint64_t> result_channels;
   // Shared with the handlers of this worker's connection, which may run after the worker is gone:
   // cleared when it is.
   std::shared_ptr<Worker*> handle;
@@ -79,6 +92,7 @@ struct Agent::Caller {
   std::shared_ptr<net::Connection> conn;
   std::string actor_id, client_id;
   bool greeted = false;  // its hello's ticket checked out
+  uint64_t result_channel = 0;  // its result channel, as handed to the actor's worker (0: none)
 };
 
 }  // namespace corral::agent

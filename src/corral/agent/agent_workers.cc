@@ -6,6 +6,7 @@
 
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -59,7 +60,14 @@ Agent::Worker* Agent::SpawnWorker(const std::string& env_key) {
     spec.env["PYTHONPATH"] = options_.python_path + (old && *old ? std::string(":") + old : "");
   }
   spec.log_path = WorkerLogPath(*w);
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) == 0) {  // (else its results go through here)
+    w->results_fd = pair[0];
+    spec.pass_fd = pair[1];
+    spec.env["CORRAL_RESULTS_FD"] = "3";
+  }
   auto pid = processes_->Spawn(spec);
+  if (spec.pass_fd >= 0) close(spec.pass_fd);
   if (!pid) {
     OnSpawnFailed(pid.error());
     return nullptr;
@@ -220,10 +228,13 @@ void Agent::FinishOnWorker(Worker* w, proto::TaskFinished&& finished) {
   if (auto call = w->actor_calls.find(finished.task_id());
       call != w->actor_calls.end() && call->second.attempt == finished.attempt()) {
     finished.set_node_id(options_.node_id);
+    if (!call->second.channel) finished.set_delivered(false);  // (only a worker given a channel writes there)
     if (call->second.direct) {
       hop_trace::Mark(hop_trace::kAgentGotResult);
       finished.set_direct(true);
-      if (auto caller = call->second.caller.lock()) {  // the caller first: it waits for this
+      if (finished.delivered()) {
+        counters_["actor_results_by_worker"]++;  // the worker wrote it on the caller's result channel
+      } else if (auto caller = call->second.caller.lock()) {  // the caller first: it waits for this
         proto::AgentToCaller result;
         *result.mutable_finished() = finished;
         hop_trace::Mark(hop_trace::kAgentWritesToCaller);
@@ -239,6 +250,7 @@ void Agent::FinishOnWorker(Worker* w, proto::TaskFinished&& finished) {
   }
   if (!w->busy || finished.task_id() != w->task_id) return;
   finished.set_node_id(options_.node_id);
+  finished.set_delivered(false);
   if (!w->actor_id.empty()) {
     // The actor ended (its constructor raised, or it exited): its worker, with whatever state the
     // class left in the process, serves nothing else.

@@ -96,10 +96,12 @@ Result<pid_t> WorkerProcesses::Spawn(const SpawnSpec& spec) {
     dup2(devnull, 0);
     dup2(out[1], 1);
     dup2(err[1], 2);
+    if (spec.pass_fd == 3) fcntl(3, F_SETFD, 0);  // (kept across exec)
+    else if (spec.pass_fd >= 0) dup2(spec.pass_fd, 3);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
-    close_range(3, ~0U, 0);
+    close_range(spec.pass_fd >= 0 ? 4 : 3, ~0U, 0);
     execve(argv[0], argv.data(), envp.data());
     const char msg[] = "corral agent: cannot exec the worker's Python interpreter\n";
     [[maybe_unused]] ssize_t n = write(2, msg, sizeof msg - 1);  // nothing to do if even this fails

@@ -29,6 +29,7 @@ struct SpawnSpec {
   std::map<std::string, std::string> env;   // added to (and overriding) the agent's environment
   std::vector<std::string> unset_env;       // the agent's variables the worker must not see (secrets)
   std::string log_path;
+  int pass_fd = -1;                         // given to the worker as its descriptor 3 (the parent keeps its own)
 };
 
 class WorkerProcesses {

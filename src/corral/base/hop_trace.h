@@ -30,6 +30,7 @@ enum Point : uint32_t {
   kWorkerGotCall = 20,       // worker: WorkerLink::NextTask returns the call
   kWorkerFinish = 21,        // worker: WorkerLink::Finish entered (the method has returned)
   kWorkerWrites = 22,        // worker: writing the result to the agent
+  kWorkerWritesToCaller = 23,  // worker: writing the result to the caller's result channel (decision 46)
   kAgentGotResult = 12,      // agent: a worker's result decoded
   kAgentWritesToCaller = 13, // agent: writing the result to the caller's connection
   kCallerGotResult = 5,      // driver: the result decoded from the agent's connection

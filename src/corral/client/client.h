@@ -67,6 +67,9 @@ struct ClientOptions {
   // On the actor's machine, direct calls go over its agent's Unix socket (ActorRoute.socket)
   // rather than loopback TCP; false: TCP (CORRAL_CALL_SOCKET=0).
   bool call_socket = true;
+  // ...and beside it a result channel, on which the actor's worker writes results itself
+  // (decision 46); false: results come through the agent (CORRAL_RESULT_CHANNEL=0).
+  bool result_channel = true;
   // A thread waiting for direct calls' results polls the agent's socket this long before sleeping,
   // while such waits have been ending within it (read_watcher.h); 0: sleep at once
   // (CORRAL_DIRECT_SPIN_US).
@@ -142,6 +145,9 @@ class Client {
   // actor is waiting at the head (they stay in submission order); else through the head.
   struct DirectActor {
     std::shared_ptr<net::Connection> conn;  // to the agent running the actor, greeted
+    // Beside conn, on the agent's machine: the result channel, which the agent hands to the actor's
+    // worker, and on which that worker writes the results of the calls sent on conn (decision 46).
+    std::shared_ptr<net::Connection> results;
     std::string node;                       // that agent's node
     std::unordered_set<std::string> sent;   // calls sent there without a result yet
     int via_head = 0;                       // calls through the head (or handed to it) without a result yet
@@ -173,13 +179,17 @@ class Client {
   // Asks the head for a route to `actor_id`'s agent and dials it; the connection becomes the
   // actor's (direct_) if the agent took us, else the actor waits for next_route.
   void Route(const std::string& actor_id);
-  std::shared_ptr<net::Connection> DialAgent(const std::string& actor_id, const proto::ActorRoute& route);
+  // With `results` set: the actor's result channel too, where the agent is on this machine.
+  std::shared_ptr<net::Connection> DialAgent(const std::string& actor_id, const proto::ActorRoute& route,
+                                             std::shared_ptr<net::Connection>* results);
   // Connects to `ep` and greets the agent there; null if it cannot be reached or does not take us,
   // and then `*unreachable` (if given) says whether another way to it is worth a try (false: the
-  // greeting never came, or this client is shutting down).
+  // greeting never came, or this client is shutting down). `results`: dials a result channel
+  // instead, which has no greeting (a refusal closes it; its results then come on the call connection).
   std::shared_ptr<net::Connection> DialAgentAt(const std::string& actor_id, const proto::ActorRoute& route,
                                                const net::Endpoint& ep,
-                                               std::shared_ptr<boost::asio::ssl::context> tls, bool* unreachable);
+                                               std::shared_ptr<boost::asio::ssl::context> tls, bool* unreachable,
+                                               bool results = false);
   // Sends call `id` (its record, with direct_node, goes to the head right after) to `agent`, or, if
   // that connection closed meanwhile, puts it in lost_direct_ (the head then sends it).
   void SendDirect(const std::string& actor_id, const std::string& id, net::Connection* agent,
@@ -192,13 +202,18 @@ class Client {
   // Tells the head about lost_direct_ (and subscribes to them); false if the head's connection is down.
   bool SendLostDirect(net::Connection& head);
   void OnAgentClose(net::Connection* from, const std::string& actor_id);
+  void OnResultsClose(net::Connection* from, const std::string& actor_id);
+  // mu_ held: a direct call's result, from its agent or (on a result channel) the actor's worker.
+  void OnDirectResultLocked(proto::TaskFinished& f);
   // mu_ held: the value of `id` arrived (from the head or an agent); takes it if it is wanted.
   void OnValueLocked(ObjectPtr value);
   // mu_ held: the actor `id` was sent to straight, if it is a direct call without a result yet.
   const DirectActor* DirectCallLocked(const std::string& id) const;
   // mu_ held: the connection to the agent that will send every result of `ids` not here yet, if
   // they are direct calls under way there and a waiting thread may read it (ReadWatcher); else null.
-  std::shared_ptr<net::Connection> DirectReplyLocked(const std::vector<std::string>& ids) const;
+  // `results`: the result channel beside it, if there is one (results come on either).
+  std::shared_ptr<net::Connection> DirectReplyLocked(const std::vector<std::string>& ids,
+                                                     std::shared_ptr<net::Connection>* results) const;
   // mu_ held by `lock`: waits until pred(), closed_ or the deadline, reading the connection of a
   // direct call among `ids` itself where it can; false on the deadline.
   bool WaitFor(std::unique_lock<std::mutex>& lock, const std::vector<std::string>& ids,

@@ -93,7 +93,7 @@ void Client::Route(const std::string& actor_id) {
     std::lock_guard lock(mu_);
     epoch = route_epoch_;  // (a route from a head that restarted since: its agents refuse its ticket)
   }
-  std::shared_ptr<net::Connection> conn;
+  std::shared_ptr<net::Connection> conn, results;
   Clock::time_point next_route{};  // (when none is made)
   bool dial_failed = false;
   if (!reply || reply->route().node_id().empty()) {
@@ -101,7 +101,7 @@ void Client::Route(const std::string& actor_id) {
     // route there (a TLS cluster, a head without routes): asked again much later.
     bool pending = reply && reply->route().pending();
     next_route = pending ? Clock::time_point::max() : Clock::now() + kRouteRetry;
-  } else if (conn = DialAgent(actor_id, reply->route()); !conn) {
+  } else if (conn = DialAgent(actor_id, reply->route(), &results); !conn) {
     dial_failed = true;  // (unreachable from here, or asleep: through the head for a while)
   }
   std::vector<std::shared_ptr<net::Connection>> idle;  // closed outside mu_ (their handlers take it)
@@ -118,8 +118,10 @@ void Client::Route(const std::string& actor_id) {
       d.next_route = next_route;
     } else if (conn->closed() || epoch != route_epoch_) {  // (closed before it was ours; or the head restarted since)
       idle.push_back(std::move(conn));
+      if (results) idle.push_back(std::move(results));
     } else {
       d.conn = conn;
+      d.results = results;
       d.node = reply->route().node_id();
       d.route_backoff = std::chrono::seconds(0);
       direct_moves_++;
@@ -128,6 +130,7 @@ void Client::Route(const std::string& actor_id) {
       for (auto it = direct_.begin(); it != direct_.end();) {
         if (it->first != actor_id && it->second.sent.empty() && it->second.via_head == 0 && !it->second.routing) {
           if (it->second.conn) idle.push_back(std::move(it->second.conn));
+          if (it->second.results) idle.push_back(std::move(it->second.results));
           it = direct_.erase(it);
         } else {
           ++it;
@@ -139,7 +142,8 @@ void Client::Route(const std::string& actor_id) {
     asio::post(io_->io(), [c] { c->Close(Status(Code::kCancelled, "idle")); });
 }
 
-std::shared_ptr<net::Connection> Client::DialAgent(const std::string& actor_id, const proto::ActorRoute& route) {
+std::shared_ptr<net::Connection> Client::DialAgent(const std::string& actor_id, const proto::ActorRoute& route,
+                                                   std::shared_ptr<net::Connection>* results) {
   // ":port" is the agent inside the head process: found at the head's host.
   bool at_head = route.address().starts_with(':');
   auto ep = net::ParseEndpoint(at_head ? "head" + route.address() : route.address());
@@ -153,7 +157,10 @@ std::shared_ptr<net::Connection> Client::DialAgent(const std::string& actor_id, 
   if (options_.call_socket && !route.socket().empty() && !host_key.empty() && route.host_key() == host_key) {
     if (auto local = net::ParseEndpoint(route.socket()); local && local->is_unix()) {
       bool try_port = false;
-      if (auto c = DialAgentAt(actor_id, route, *local, nullptr, &try_port)) return c;
+      if (auto c = DialAgentAt(actor_id, route, *local, nullptr, &try_port)) {
+        if (options_.result_channel) *results = DialAgentAt(actor_id, route, *local, nullptr, nullptr, true);
+        return c;
+      }
       if (!try_port) return nullptr;
     }
   }
@@ -178,7 +185,7 @@ bool PeerIsOurUser(int fd) {
 std::shared_ptr<net::Connection> Client::DialAgentAt(const std::string& actor_id, const proto::ActorRoute& route,
                                                      const net::Endpoint& ep,
                                                      std::shared_ptr<boost::asio::ssl::context> tls,
-                                                     bool* unreachable) {
+                                                     bool* unreachable, bool results) {
   if (unreachable) *unreachable = true;
   std::unique_ptr<net::ByteStream> stream;
   bool dialed = false;
@@ -207,8 +214,14 @@ std::shared_ptr<net::Connection> Client::DialAgentAt(const std::string& actor_id
     }
   }
   auto greeted = std::make_shared<std::optional<bool>>();
-  asio::post(io_->io(), [this, c, actor_id, greeted] {
+  asio::post(io_->io(), [this, c, actor_id, greeted, results] {
     net::Connection* raw = c.get();
+    if (results) {
+      c->Start([this, raw, actor_id](std::string_view m) { OnAgentMessage(raw, actor_id, nullptr, m); },
+               [this, raw, actor_id](const Status&) { OnResultsClose(raw, actor_id); });
+      if (!reads_->Watch(c)) c->Close(Status(Code::kUnavailable, "cannot watch the result channel"));
+      return;
+    }
     c->Start([this, raw, actor_id, greeted](std::string_view m) { OnAgentMessage(raw, actor_id, greeted.get(), m); },
              [this, raw, actor_id, greeted](const Status&) {
                {
@@ -227,7 +240,9 @@ std::shared_ptr<net::Connection> Client::DialAgentAt(const std::string& actor_id
   h->set_actor_id(actor_id);
   h->set_client_id(client_id_);
   h->set_ticket(route.ticket());
+  h->set_results(results);
   c->Send(hello);
+  if (results) return c;  // (no greeting: results may come on it from now on)
   std::unique_lock lock(mu_);
   cv_.wait_until(lock, Clock::now() + kDialTimeout, [&] { return greeted->has_value() || shutting_down_; });
   if (greeted->value_or(false)) return c;
@@ -268,13 +283,15 @@ const Client::DirectActor* Client::DirectCallLocked(const std::string& id) const
   return d != direct_.end() && d->second.sent.contains(id) ? &d->second : nullptr;
 }
 
-std::shared_ptr<net::Connection> Client::DirectReplyLocked(const std::vector<std::string>& ids) const {
+std::shared_ptr<net::Connection> Client::DirectReplyLocked(const std::vector<std::string>& ids,
+                                                           std::shared_ptr<net::Connection>* results) const {
   std::shared_ptr<net::Connection> agent;
   for (const auto& id : ids) {
     if (ready_.contains(id)) continue;
     const DirectActor* d = DirectCallLocked(id);
     if (!d || !d->conn || !d->conn->owner_reads() || (agent && agent != d->conn)) return nullptr;
     agent = d->conn;
+    *results = d->results;
   }
   return agent;
 }
@@ -282,7 +299,8 @@ std::shared_ptr<net::Connection> Client::DirectReplyLocked(const std::vector<std
 bool Client::WaitFor(std::unique_lock<std::mutex>& lock, const std::vector<std::string>& ids, Clock::time_point deadline,
                      const std::function<bool()>& pred) {
   while (!pred()) {
-    std::shared_ptr<net::Connection> agent = shutting_down_ ? nullptr : DirectReplyLocked(ids);
+    std::shared_ptr<net::Connection> results;
+    std::shared_ptr<net::Connection> agent = shutting_down_ ? nullptr : DirectReplyLocked(ids, &results);
     if (!agent) break;
     // Every reply still awaited comes from this agent: read them here rather than be woken by the
     // io thread for each.
@@ -291,7 +309,7 @@ bool Client::WaitFor(std::unique_lock<std::mutex>& lock, const std::vector<std::
     auto outcome = reads_->ReadUntil(agent.get(), deadline, [&] {
       std::lock_guard relock(*lock.mutex());
       return pred() || shutting_down_ || direct_moves_ != moves;  // (then it is asked again above)
-    });
+    }, results.get());
     lock.lock();
     if (outcome == ReadWatcher::Outcome::kTimedOut) return pred();
     if (outcome != ReadWatcher::Outcome::kDone) break;  // kBusy: its reader hands out what comes.
@@ -308,6 +326,7 @@ void Client::ForgetDirect() {
       direct_moves_++;
       d.next_route = {};
       if (d.conn) conns.push_back(std::move(d.conn));
+      if (d.results) conns.push_back(std::move(d.results));
     }
     lost_direct_.clear();  // (the new head knows them from the replay only)
     route_epoch_++;        // (a route asked of the old head is not taken)
@@ -327,13 +346,19 @@ void Client::OnAgentMessage(net::Connection* from, const std::string& actor_id, 
   switch (msg.msg_case()) {
     case proto::AgentToCaller::kWelcome:
     case proto::AgentToCaller::kRefused:
+      if (!greeted) {  // a result channel the agent did not take: its results come on the call connection
+        from->Close(Status(Code::kFailedPrecondition, "result channel refused: " + msg.refused()));
+        break;
+      }
       *greeted = msg.has_welcome();
       cv_.notify_all();
       break;
     case proto::AgentToCaller::kFinished: {
       hop_trace::Mark(hop_trace::kCallerGotResult);
       proto::TaskFinished& f = *msg.mutable_finished();
-      if (d == direct_.end() || d->second.conn.get() != from || !d->second.sent.contains(f.task_id())) break;
+      if (d == direct_.end() || (d->second.conn.get() != from && d->second.results.get() != from) ||
+          !d->second.sent.contains(f.task_id()))
+        break;
       auto value = std::make_shared<proto::ObjectValue>(std::move(*f.mutable_result()));
       value->set_id(f.task_id());
       if (value->stored_size() > 0) {  // in that node's store, under this attempt (as the head records it)
@@ -354,6 +379,16 @@ void Client::OnAgentMessage(net::Connection* from, const std::string& actor_id, 
   }
 }
 
+void Client::OnResultsClose(net::Connection* from, const std::string& actor_id) {
+  // (Its worker exited, or the agent refused it: results come on the call connection.)
+  reads_->Forget(from);
+  std::lock_guard lock(mu_);
+  auto d = direct_.find(actor_id);
+  if (d == direct_.end() || d->second.results.get() != from) return;
+  d->second.results.reset();
+  direct_moves_++;  // (a thread reading it looks again)
+}
+
 void Client::OnAgentClose(net::Connection* from, const std::string& actor_id) {
   reads_->Forget(from);
   {
@@ -361,6 +396,8 @@ void Client::OnAgentClose(net::Connection* from, const std::string& actor_id) {
     auto d = direct_.find(actor_id);
     if (d == direct_.end() || d->second.conn.get() != from) return;
     d->second.conn.reset();
+    if (auto results = std::move(d->second.results))  // (it carried this connection's calls)
+      asio::post(io_->io(), [results] { results->Close(Status(Code::kCancelled, "its call connection closed")); });
     d->second.next_route = Clock::now();
     direct_moves_++;
     if (d->second.sent.empty()) return;

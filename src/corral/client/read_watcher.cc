@@ -108,11 +108,19 @@ bool ReadWatcher::Arm(Watched& w, bool armed) {
 }
 
 ReadWatcher::Outcome ReadWatcher::ReadUntil(const net::Connection* c, Clock::time_point deadline,
-                                            const std::function<bool()>& done) {
+                                            const std::function<bool()>& done, const net::Connection* also) {
   std::shared_ptr<Watched> w = Find(c);
   if (!w) return Outcome::kClosed;
   std::unique_lock token(w->token, std::try_to_lock);
   if (!token) return Outcome::kBusy;
+  std::shared_ptr<Watched> w2 = also ? Find(also) : nullptr;  // (gone: closed, nothing more comes on it)
+  std::unique_lock token2 = w2 ? std::unique_lock(w2->token, std::try_to_lock) : std::unique_lock<std::mutex>();
+  if (w2 && !token2) return Outcome::kBusy;
+  if (w2 && !Arm(*w2, false)) {  // (closed: what it carried was read)
+    token2.unlock();
+    Forget(also);
+    w2 = nullptr;
+  }
   Outcome outcome = Outcome::kTimedOut;
   auto start = Clock::now();
   bool spin = spin_.count() > 0 && (w->short_waits || ++w->long_waits % 16 == 0);
@@ -125,6 +133,11 @@ ReadWatcher::Outcome ReadWatcher::ReadUntil(const net::Connection* c, Clock::tim
         outcome = Outcome::kClosed;
         break;
       }
+      if (w2 && !w2->conn->ReadAvailable()) {  // the partner closed: `c` reads on alone
+        token2.unlock();
+        Forget(also);
+        w2 = nullptr;
+      }
       if (done()) {
         outcome = Outcome::kDone;
         break;
@@ -133,17 +146,23 @@ ReadWatcher::Outcome ReadWatcher::ReadUntil(const net::Connection* c, Clock::tim
       if (now >= deadline) break;
       if (now < spin_until) continue;  // (ReadAvailable above reads without waiting)
       auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
-      pollfd p{};
-      p.events = POLLIN | POLLRDHUP;
+      pollfd p[2] = {};
+      p[0].events = p[1].events = POLLIN | POLLRDHUP;
       // (A descriptor closed meanwhile may be another socket's by now: polling it costs at most a
       // slice; ReadAvailable checks under the connection's lock.)
-      if (!w->conn->WithReadFd([&](int fd) { p.fd = fd; })) continue;  // closed: ReadAvailable says so
-      poll(&p, 1, static_cast<int>(std::min<int64_t>(left, kPollSliceMs)));
+      if (!w->conn->WithReadFd([&](int fd) { p[0].fd = fd; })) continue;  // closed: ReadAvailable says so
+      nfds_t n = 1;
+      if (w2 && w2->conn->WithReadFd([&](int fd) { p[1].fd = fd; })) n = 2;
+      poll(p, n, static_cast<int>(std::min<int64_t>(left, kPollSliceMs)));
     }
   }
   if (spin_.count() > 0) {
     w->short_waits = outcome == Outcome::kDone && Clock::now() - start <= spin_;
     if (w->short_waits) w->long_waits = 0;
+  }
+  if (w2) {
+    token2.unlock();
+    Arm(*w2, true);
   }
   token.unlock();
   if (outcome == Outcome::kClosed) Forget(c);

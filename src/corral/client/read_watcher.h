@@ -51,8 +51,10 @@ class ReadWatcher {
     kTimedOut,  // the deadline passed first
   };
   // Reads `c` on this thread until done() (checked after each read), the deadline, or its close.
+  // With `also` (another watched connection whose messages count for done(): a result channel),
+  // reads both; kBusy if another thread reads either. `also` closing ends nothing: `c` reads on.
   Outcome ReadUntil(const net::Connection* c, std::chrono::steady_clock::time_point deadline,
-                    const std::function<bool()>& done);
+                    const std::function<bool()>& done, const net::Connection* also = nullptr);
 
  private:
   struct Watched {

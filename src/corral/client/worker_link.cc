@@ -1,6 +1,7 @@
 #include "corral/client/worker_link.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -14,6 +15,8 @@
 #include "corral/base/hop_trace.h"
 #include "corral/base/ids.h"
 #include "corral/base/version.h"
+#include "corral/client.pb.h"
+#include "corral/net/fd_passing.h"
 #include "corral/worker.pb.h"
 
 namespace corral::client {
@@ -42,6 +45,11 @@ Result<std::unique_ptr<WorkerLink>> WorkerLink::Connect(const WorkerLinkOptions&
   h->set_id(*raw_id);
   h->set_pid(getpid());
   for (const auto& f : options.task_functions) h->add_task_functions(f);
+  if (options.results_fd >= 0) {
+    fcntl(options.results_fd, F_SETFD, FD_CLOEXEC);  // (inherited without: the task's children do not get it)
+    link->results_fd_ = options.results_fd;
+    if (auto node = FromHex(options.node_id)) link->node_id_ = *node;
+  }
   if (Status s = link->Write(hello); !s.ok()) return Err(s);
   auto first = link->ReadMessage();
   if (!first) return Err(Code::kUnavailable, "the agent did not accept this worker: " + first.error().message());
@@ -97,6 +105,8 @@ WorkerLink::~WorkerLink() {
   if (has_timer_) timer_delete(timer_);
   if (lease_) munmap(const_cast<int64_t*>(lease_), sizeof(int64_t));
   if (fd_ >= 0) close(fd_);
+  if (results_fd_ >= 0) close(results_fd_);
+  for (const auto& [n, fd] : channels_) close(fd);
 }
 
 Result<std::string> WorkerLink::ReadMessage() {
@@ -135,6 +145,10 @@ Result<proto::ExecuteTask> WorkerLink::NextTask() {
       if (spec.has_actor()) actor_keep_running_ = keep;  // its calls follow the actor's choice
       else if (!spec.actor_id().empty()) keep = actor_keep_running_;
       UpdateFence(!keep);
+      if (uint64_t channel = msg.execute().result_channel(); channel != 0 && results_fd_ >= 0) {
+        std::lock_guard results(results_mu_);
+        call_channels_[spec.task_id()] = channel;
+      }
       hop_trace::Mark(hop_trace::kWorkerGotCall);
       return std::move(*msg.mutable_execute());
     }
@@ -167,8 +181,72 @@ Status WorkerLink::Finish(const proto::TaskFinished& finished) {
   }
   proto::WorkerToAgent msg;
   *msg.mutable_finished() = finished;
+  if (results_fd_ >= 0 && DeliverToCaller(finished)) msg.mutable_finished()->set_delivered(true);
   hop_trace::Mark(hop_trace::kWorkerWrites);
   return Write(msg);
+}
+
+void WorkerLink::ReceiveChannels() {
+  net::ReceiveTaggedFds(results_fd_, [this](uint64_t n, int fd) {
+    if (auto old = channels_.find(n); old != channels_.end()) {
+      close(old->second);
+      channels_.erase(old);
+    }
+    if (fd >= 0) channels_[n] = fd;  // (a number alone: the agent took it back, its caller left)
+  });
+}
+
+bool WorkerLink::DeliverToCaller(const proto::TaskFinished& finished) {
+  std::lock_guard lock(results_mu_);
+  auto call = call_channels_.find(finished.task_id());
+  if (call == call_channels_.end()) return false;
+  uint64_t n = call->second;
+  call_channels_.erase(call);
+  auto channel = channels_.find(n);
+  if (channel == channels_.end()) {  // handed over after the call was sent (the agent sends it first)
+    ReceiveChannels();
+    channel = channels_.find(n);
+    if (channel == channels_.end()) return false;
+  }
+  proto::AgentToCaller out;  // as the agent would have relayed it
+  proto::TaskFinished* f = out.mutable_finished();
+  *f = finished;
+  f->set_node_id(node_id_);
+  f->set_direct(true);
+  net::FrameBuilder b;
+  size_t size = out.ByteSizeLong();
+  out.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(b.AppendMessage(size)));
+  hop_trace::Mark(hop_trace::kWorkerWritesToCaller);
+  return WriteChannel(channel->second, b.Take());
+}
+
+bool WorkerLink::WriteChannel(int fd, const std::string& frame) {
+  // Without waiting: a caller that reads nothing gets its results from the agent. Once part of a
+  // frame is in, the rest must follow (the stream would be garbage otherwise): waited for a while,
+  // then the channel is closed (the caller drops the part) and the agent sends the result.
+  constexpr int kFinishWithinMs = 2000;
+  size_t off = 0;
+  while (off < frame.size()) {
+    ssize_t w = send(fd, frame.data() + off, frame.size() - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (w > 0) {
+      off += static_cast<size_t>(w);
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    bool would_block = w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    if (would_block && off == 0) return false;  // nothing written: the channel stays
+    pollfd p{fd, POLLOUT, 0};
+    if (would_block && poll(&p, 1, kFinishWithinMs) == 1 && (p.revents & POLLOUT)) continue;
+    break;  // broken, or too slow to take the rest
+  }
+  if (off == frame.size()) return true;
+  for (auto it = channels_.begin(); it != channels_.end(); ++it)
+    if (it->second == fd) {
+      close(fd);
+      channels_.erase(it);
+      break;
+    }
+  return false;
 }
 
 Status WorkerLink::ActorReady(const std::string& actor_id, uint32_t attempt) {

@@ -14,6 +14,12 @@
 // the whole node, as a closing laptop lid does) or the machine was suspended: no thread of a frozen
 // process has to win a race after it thaws. A thread re-arms the timer when the agent renews the
 // lease (it polls the mapped expiry every 50 ms, far inside the lease).
+//
+// Result channels (decision 46): the agent hands the worker, over a socket pair it made at spawn
+// (results_fd), the connections of callers on its machine that asked for their results there. A
+// direct call that names one has its result written to the caller on it at once, and the agent is
+// told it was (TaskFinished.delivered), so the result skips the agent's relay. A channel that
+// would block or broke leaves the result to the agent, as before.
 #pragma once
 
 #include <time.h>
@@ -21,6 +27,7 @@
 #include <atomic>
 #include <deque>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 #include <memory>
 #include <mutex>
@@ -39,6 +46,8 @@ struct WorkerLinkOptions {
   std::string cloudpickle_version;
   std::string lease_file;  // the agent's published lease; empty: no watchdog
   std::vector<std::string> task_functions;  // durable task functions this worker registered
+  int results_fd = -1;      // the agent's socket pair end that hands over result channels; -1: none
+  std::string node_id;      // hex: this node, named in results written to callers
 };
 
 class WorkerLink {
@@ -62,6 +71,12 @@ class WorkerLink {
   // Reads until at least one whole message is queued.
   Result<std::string> ReadMessage();
   Status Write(const google::protobuf::MessageLite& msg);
+  // Writes `finished` to its call's caller on the result channel, if the call has one that takes
+  // it now; true if the caller got all of it.
+  bool DeliverToCaller(const proto::TaskFinished& finished);
+  // Takes in the channels the agent handed over (and closes those it took back). Under results_mu_.
+  void ReceiveChannels();
+  bool WriteChannel(int fd, const std::string& frame);
 
   Status StartFence(const std::string& lease_file);
   // Arms the kill timer at the published expiry while a fenced task runs, disarms it otherwise.
@@ -83,6 +98,11 @@ class WorkerLink {
   size_t buffered_ = 0;
   std::deque<std::string> messages_; // decoded, not yet handed out
   std::mutex write_mu_;
+  int results_fd_ = -1;
+  std::string node_id_;                                 // raw bytes
+  std::mutex results_mu_;
+  std::unordered_map<uint64_t, int> channels_;          // guarded by results_mu_: result channels by number
+  std::unordered_map<std::string, uint64_t> call_channels_;  // guarded by results_mu_: calls running, by task id
 };
 
 }  // namespace corral::client

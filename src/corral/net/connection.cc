@@ -326,6 +326,18 @@ void Connection::CloseAfterFlush(const Status& reason) {
   if (post) asio::post(executor_, [self = shared_from_this()] { self->StartWrite(); });
 }
 
+int Connection::CloseAndTakeFd(const Status& reason) {
+  int fd = -1;
+  if (!closed_) {
+    std::unique_lock read_lock(read_mu_, std::defer_lock);
+    if (options_.owner_reads) read_lock.lock();
+    std::lock_guard lock(mu_);
+    fd = stream_->Release();
+  }
+  CloseOnIo(reason);
+  return fd;
+}
+
 void Connection::CloseOnIo(const Status& reason) {
   if (closed_.exchange(true)) return;
   if (!reason.ok() && reason.code() != Code::kUnavailable)

@@ -97,6 +97,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Close(const Status& reason);
   // Thread-safe. Stops reading, sends what is queued, then closes with `reason`.
   void CloseAfterFlush(const Status& reason);
+  // Io thread: closes this connection as Close() does but hands its socket to the caller, open,
+  // instead of shutting it (for another process to use, see net/fd_passing.h). What was queued to
+  // send is dropped. -1 (and closed all the same) for TLS or a connection already closed.
+  int CloseAndTakeFd(const Status& reason);
   bool closed() const { return closed_.load(); }
 
   // With owner_reads (false on a TLS stream, which reads on the io thread as usual).

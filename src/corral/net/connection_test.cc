@@ -2,9 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <thread>
 
 #include "corral/common.pb.h"
+#include "corral/net/frame.h"
 #include "corral/net/listener.h"
 #include "corral/net/memory_stream.h"
 #include "corral/net/tls.h"
@@ -103,6 +106,45 @@ TEST(Connection, EchoOverUnixSocket) {
   Fixture f;
   std::string path = ::testing::TempDir() + "/corral-net-test-" + std::to_string(getpid()) + ".sock";
   EchoMany(f, *ParseEndpoint("unix:" + path));
+}
+
+TEST(Connection, CloseAndTakeFdHandsOverTheOpenSocket) {
+  // The server's end of an accepted Unix connection, taken out after a first message: the socket
+  // stays open (no shutdown), what is written on it reaches the client, and the connection closed.
+  Fixture f;
+  std::string path = ::testing::TempDir() + "/corral-net-take-" + std::to_string(getpid()) + ".sock";
+  f.Serve(*ParseEndpoint("unix:" + path));
+  auto c = f.DialSync(f.listener->endpoint());
+  ASSERT_TRUE(c);
+  std::vector<std::string> got;
+  c->Start(
+      [&](std::string_view m) {
+        proto::Hello h;
+        ASSERT_TRUE(h.ParseFromArray(m.data(), static_cast<int>(m.size())));
+        got.push_back(h.name());
+      },
+      [](const Status&) {});
+  c->MarkHandshakeDone();
+  proto::Hello hello;
+  hello.set_name("first");
+  ASSERT_TRUE(c->Send(hello));
+  f.RunUntil([&] { return got.size() == 1; });
+  ASSERT_EQ(f.accepted.size(), 1u);
+  int fd = f.accepted[0]->CloseAndTakeFd(Status(Code::kCancelled, "handed over"));
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(f.accepted[0]->closed());
+  f.RunUntil([&] { return f.server_closes.size() == 1; });
+  proto::Hello later;
+  later.set_name("written on the taken socket");
+  FrameBuilder frame;
+  frame.AppendMessage(later.SerializeAsString());
+  std::string bytes = frame.Take();
+  ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  f.RunUntil([&] { return got.size() == 2; });
+  EXPECT_EQ(got[1], "written on the taken socket");
+  EXPECT_FALSE(c->closed());
+  close(fd);
+  f.RunUntil([&] { return c->closed(); });
 }
 
 TEST(Connection, EchoOverTls) {

@@ -6,6 +6,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <utility>
+
 namespace corral::net {
 namespace {
 
@@ -57,6 +59,15 @@ class AsioStream : public ByteStream {
     else return nullptr;
   }
   std::unique_ptr<ByteStream> OutOfReactor() override;
+  int Release() override {
+    if constexpr (std::is_same_v<Socket, asio::ssl::stream<asio::ip::tcp::socket>>) {
+      return -1;
+    } else {
+      ErrorCode ec;
+      int fd = s_.release(ec);
+      return ec ? -1 : fd;
+    }
+  }
 
  private:
   auto& Lowest() {
@@ -108,6 +119,11 @@ class UnwatchedStream : public ByteStream {
   std::string local_ip() const override { return local_ip_; }
   asio::any_io_executor executor() override { return executor_; }
   int plain_fd() override { return fd_; }
+  int Release() override {
+    ErrorCode ignored;
+    writer_.close(ignored);
+    return std::exchange(fd_, -1);
+  }
 
  private:
   asio::any_io_executor executor_;

@@ -42,6 +42,9 @@ class ByteStream {
   // wait for room only, not for every packet that arrives. TCP and Unix sockets; null for TLS (and
   // then this stream is unchanged). Before any asynchronous operation.
   virtual std::unique_ptr<ByteStream> OutOfReactor() { return nullptr; }
+  // Gives the socket up: returns its descriptor, which this stream then neither uses nor closes
+  // (its pending operations end with operation_aborted). -1 for TLS, whose state is in-process.
+  virtual int Release() { return -1; }
 };
 
 // Sets TCP_NODELAY, keepalive (idle 10 s, interval 5 s, 3 probes) and TCP_USER_TIMEOUT (30 s) so

@@ -153,6 +153,8 @@ std::unique_ptr<Client> Connect(const std::string& address, const std::string& t
     o.direct_actor_calls = false;  // every actor call through the head (comparisons, diagnosis)
   if (const char* d = std::getenv("CORRAL_CALL_SOCKET"); d && std::string_view(d) == "0")
     o.call_socket = false;  // direct calls over loopback TCP even on the actor's machine
+  if (const char* d = std::getenv("CORRAL_RESULT_CHANNEL"); d && std::string_view(d) == "0")
+    o.result_channel = false;  // results of direct calls relayed by the agent
   if (const char* d = std::getenv("CORRAL_DIRECT_SPIN_US"); d && *d)
     o.direct_spin = std::chrono::microseconds(std::max(0L, std::strtol(d, nullptr, 10)));
   if (const char* f = std::getenv("CORRAL_TOKEN_FILE"); in_worker && f && *f) o.token_file = f;  // renewed by the agent
@@ -716,8 +718,11 @@ NB_MODULE(_core, m) {
       .def_static("connect",
                   [](const std::string& socket, const std::string& worker_id, const std::string& token,
                      const std::string& pyver, const std::string& cpver, const std::vector<std::string>& functions) {
-                    corral::client::WorkerLinkOptions o{socket, worker_id, token, pyver, cpver, "", functions};
+                    corral::client::WorkerLinkOptions o{socket, worker_id, token, pyver, cpver, "", functions, -1, ""};
                     if (const char* lease = std::getenv("CORRAL_LEASE_FILE")) o.lease_file = lease;
+                    if (const char* fd = std::getenv("CORRAL_RESULTS_FD")) o.results_fd = std::atoi(fd);
+                    if (const char* node = std::getenv("CORRAL_NODE_ID")) o.node_id = node;
+                    unsetenv("CORRAL_RESULTS_FD");  // (the task's own child processes have no such descriptor)
                     corral::Result<std::unique_ptr<WorkerLink>> r;
                     {
                       nb::gil_scoped_release release;
