@@ -57,7 +57,9 @@ class ReadWatcherTest : public ::testing::Test {
   }
 
   // Dials with owner_reads; received names (and the thread each was handed out on) go to got_.
-  void Connect() {
+  // `into`: conn_, or another connection to the same server.
+  void Connect(std::shared_ptr<net::Connection>* into = nullptr) {
+    std::shared_ptr<net::Connection>& conn_ = into ? *into : this->conn_;
     std::unique_ptr<net::ByteStream> stream;
     std::promise<void> dialed;
     net::Dial(io_, listener_->endpoint(), nullptr, 5s, [&](Result<std::unique_ptr<net::ByteStream>> r) {
@@ -92,10 +94,10 @@ class ReadWatcherTest : public ::testing::Test {
     ASSERT_TRUE(watcher_->Watch(conn_));
   }
 
-  void Send(const std::string& name) {
+  void Send(const std::string& name, net::Connection* on = nullptr) {
     proto::Hello h;
     h.set_name(name);
-    ASSERT_TRUE(conn_->Send(h));
+    ASSERT_TRUE((on ? on : conn_.get())->Send(h));
   }
 
   bool Got(const std::string& name) {
@@ -239,6 +241,34 @@ TEST_F(ReadWatcherTest, AWaiterSpinsWhileItsWaitsEndWithinTheSpinAndSleepsAfterA
   EXPECT_GT(wait_counting("within the spin", 50ms), 100);
   EXPECT_GT(wait_counting("past the spin", 500ms), 100);  // spun 300 ms, then slept
   EXPECT_LE(wait_counting("after a long wait", 50ms), 5);  // the last one was long: no spin
+}
+
+TEST_F(ReadWatcherTest, AWaiterReadsASecondConnectionTooAndGoesOnWithoutItOnceItCloses) {
+  // A result channel beside its call connection: what comes on either is read by the waiting
+  // thread, which sleeps on both.
+  Connect();
+  std::shared_ptr<net::Connection> channel;
+  Connect(&channel);
+  std::thread later([&] {
+    std::this_thread::sleep_for(50ms);
+    Send("on the channel", channel.get());
+  });
+  EXPECT_EQ(watcher_->ReadUntil(conn_.get(), Clock::now() + 10s, Has("on the channel"), channel.get()),
+            ReadWatcher::Outcome::kDone);
+  later.join();
+  EXPECT_EQ(WaitFor("on the channel"), std::this_thread::get_id());
+  // The channel closing ends nothing: the reply on the call connection still comes to the reader.
+  Send("hang up", channel.get());
+  std::thread reply([&] {
+    std::this_thread::sleep_for(100ms);
+    Send("on the call connection");
+  });
+  EXPECT_EQ(watcher_->ReadUntil(conn_.get(), Clock::now() + 10s, Has("on the call connection"), channel.get()),
+            ReadWatcher::Outcome::kDone);
+  reply.join();
+  EXPECT_EQ(WaitFor("on the call connection"), std::this_thread::get_id());
+  std::shared_ptr<net::Connection> closing = channel;
+  asio::post(io_, [closing] { closing->Close(Status::Ok()); });
 }
 
 TEST_F(ReadWatcherTest, WithoutASpinAWaiterSleepsAtOnce) {

@@ -129,6 +129,7 @@ Result<std::string> WorkerLink::ReadMessage() {
   }
   std::string out = std::move(messages_.front());
   messages_.pop_front();
+  queued_.store(messages_.size(), std::memory_order_relaxed);
   return out;
 }
 
@@ -202,6 +203,9 @@ bool WorkerLink::DeliverToCaller(const proto::TaskFinished& finished) {
   if (call == call_channels_.end()) return false;
   uint64_t n = call->second;
   call_channels_.erase(call);
+  // Calls already queued here: a caller that pipelines them, whose results the agent sends many
+  // to a frame. Written here, each would cost a send of its own (and the agent's report one too).
+  if (queued_.load(std::memory_order_relaxed) > 0) return false;
   auto channel = channels_.find(n);
   if (channel == channels_.end()) {  // handed over after the call was sent (the agent sends it first)
     ReceiveChannels();

@@ -97,6 +97,7 @@ class WorkerLink {
   std::string buf_;                  // read buffer: its first buffered_ bytes are read, not yet decoded
   size_t buffered_ = 0;
   std::deque<std::string> messages_; // decoded, not yet handed out
+  std::atomic<size_t> queued_{0};    // messages_.size(), for other threads
   std::mutex write_mu_;
   int results_fd_ = -1;
   std::string node_id_;                                 // raw bytes
