@@ -49,13 +49,20 @@ def _interrupt(signum, frame):
 
 
 def main():
+    # The agent's result-channel socket (decision 46): this process's alone, before any user code.
+    results_fd = int(os.environ.pop("CORRAL_RESULTS_FD", "-1"))
+    try:
+        if results_fd >= 0:
+            os.set_inheritable(results_fd, False)
+    except OSError:  # (not open: results go through the agent)
+        results_fd = -1
     _task_output.install()  # before any user code: tasks' output is marked for `corral logs`
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGALRM, _soft_limit)
     task_functions = durable.import_task_modules()  # before connecting: the agent learns them in the hello
     link = _core.WorkerLink.connect(os.environ["CORRAL_AGENT_SOCKET"], os.environ["CORRAL_WORKER_ID"],
                                     os.environ.get("CORRAL_WORKER_SECRET", ""), _runtime.PYTHON_VERSION,
-                                    _runtime.CLOUDPICKLE_VERSION, task_functions)
+                                    _runtime.CLOUDPICKLE_VERSION, task_functions, results_fd)
     _runtime.worker_link = link
     _runtime.worker_id = os.environ["CORRAL_WORKER_ID"]
     _runtime.node_id = os.environ.get("CORRAL_NODE_ID")

@@ -147,7 +147,7 @@ class Agent {
   struct Caller;
   void ServeCalls(const std::string& local_ip);
   void ServeCallsOnThisMachine();
-  void OnCallerAccepted(std::unique_ptr<net::ByteStream> stream);
+  void OnCallerAccepted(std::unique_ptr<net::ByteStream> stream, bool local);  // local: on call_socket_
   void OnCallerMessage(Caller* caller, std::string_view bytes);
   // A caller's second connection, its result channel: handed to the actor's worker (decision 46).
   void HandOverResults(Caller* channel);
@@ -268,6 +268,7 @@ class Agent {
   std::unordered_map<Caller*, std::unique_ptr<Caller>> callers_;
   size_t callers_greeting_ = 0;  // connected callers that have not sent a valid hello yet
   uint64_t result_channels_ = 0;  // result channels handed to workers so far (numbers them)
+  uint64_t callers_greeted_ = 0;  // callers greeted so far (Caller::greeted_seq)
   std::unordered_set<std::string> calls_refused_;  // "<task id><attempt>" of OnProbeCalls' answers
   std::deque<std::string> calls_refused_order_;    // oldest first, at most kCallsRefusedKept
   std::unordered_set<std::string> callers_dropped_;  // client ids whose token went (OnDropCallers)

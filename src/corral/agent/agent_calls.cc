@@ -73,7 +73,7 @@ void Agent::ServeCalls(const std::string& local_ip) {
       frame.AppendMessage(refusal.SerializeAsString());
       call_listener_->AllowPlaintext([](const boost::asio::ip::address&) { return false; }, frame.Take());
     }
-    call_listener_->Start([this](std::unique_ptr<net::ByteStream> s) { OnCallerAccepted(std::move(s)); });
+    call_listener_->Start([this](std::unique_ptr<net::ByteStream> s) { OnCallerAccepted(std::move(s), false); });
   }
   ServeCallsOnThisMachine();
   uint16_t port = call_listener_->endpoint().port;
@@ -100,13 +100,13 @@ void Agent::ServeCallsOnThisMachine() {
   call_socket_ = std::move(*l);
   call_socket_->Start([this](std::unique_ptr<net::ByteStream> s) {
     counters_["callers_on_socket"]++;
-    OnCallerAccepted(std::move(s));
+    OnCallerAccepted(std::move(s), /*local=*/true);
   });
   info_.set_call_socket("unix:" + path);
   info_.set_host_key(key);
 }
 
-void Agent::OnCallerAccepted(std::unique_ptr<net::ByteStream> stream) {
+void Agent::OnCallerAccepted(std::unique_ptr<net::ByteStream> stream, bool local) {
   if (callers_.size() >= kMaxCallers || callers_greeting_ >= kMaxGreeting || stopped_) {
     counters_["callers_refused_busy"]++;
     stream->Close();
@@ -114,6 +114,7 @@ void Agent::OnCallerAccepted(std::unique_ptr<net::ByteStream> stream) {
   }
   auto owned = std::make_unique<Caller>();
   Caller* c = owned.get();
+  c->local = local;
   net::ConnectionOptions copts;
   copts.handshake_timeout = std::chrono::seconds(10);
   copts.max_handshake_frame_bytes = kHelloFrameBytes;
@@ -164,12 +165,16 @@ void Agent::OnCallerMessage(Caller* c, std::string_view bytes) {
       return;
     }
     c->greeted = true;
+    c->greeted_seq = ++callers_greeted_;
     callers_greeting_--;
     c->actor_id = h.actor_id();
     c->client_id = h.client_id();
     if (h.results()) {  // (not from inside its connection's own read: handing it over closes it)
-      boost::asio::post(io_, [this, c, alive = alive_] {
-        if (*alive && callers_.contains(c)) HandOverResults(c);
+      c->results = true;
+      boost::asio::post(io_, [this, c, conn = std::weak_ptr<net::Connection>(c->conn), alive = alive_] {
+        if (!*alive) return;
+        auto it = callers_.find(c);
+        if (it != callers_.end() && it->second->conn == conn.lock()) HandOverResults(c);
       });
       return;
     }
@@ -180,7 +185,7 @@ void Agent::OnCallerMessage(Caller* c, std::string_view bytes) {
     c->conn->Send(welcome);
     return;
   }
-  if (!msg.has_call()) return;
+  if (!msg.has_call() || c->results) return;  // (nothing but its hello comes on a result channel)
   hop_trace::Mark(hop_trace::kAgentGotCall);
   const proto::TaskSpec& spec = msg.call().spec();
   // Only this actor's calls, under this caller's ids (a caller names its tasks by its own id), a
@@ -217,12 +222,14 @@ void Agent::HandOverResults(Caller* channel) {
   // The caller's call connection to the same actor, without a channel yet; the actor's worker.
   Caller* calls = nullptr;
   for (const auto& [p, c] : callers_)
-    if (c->greeted && c.get() != channel && c->result_channel == 0 && c->actor_id == channel->actor_id &&
-        c->client_id == channel->client_id)
+    if (c->greeted && !c->results && c->result_channel == 0 && !c->conn->closed() &&
+        c->actor_id == channel->actor_id && c->client_id == channel->client_id &&
+        (!calls || c->greeted_seq > calls->greeted_seq))  // (the newest)
       calls = c.get();
   auto it = actor_workers_.find(channel->actor_id);
   Worker* w = it == actor_workers_.end() ? nullptr : it->second;
-  if (!calls || !w || w->results_fd < 0 || w->retired || !w->conn) {
+  // Only on this machine's Unix socket: the worker writes in clear, and only a local hop is shorter.
+  if (!channel->local || !calls || !w || w->results_fd < 0 || w->retired || !w->conn) {
     counters_["result_channels_refused"]++;
     proto::AgentToCaller refused;  // (its results come on its call connection, as they always could)
     refused.set_refused("no call connection of this caller's, or the actor's worker takes no result channel");

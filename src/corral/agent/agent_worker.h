@@ -92,6 +92,9 @@ struct Agent::Caller {
   std::shared_ptr<net::Connection> conn;
   std::string actor_id, client_id;
   bool greeted = false;  // its hello's ticket checked out
+  uint64_t greeted_seq = 0;     // the how-manieth caller greeted here
+  bool local = false;           // came on the Unix socket (a result channel may come only there)
+  bool results = false;         // a result channel, about to be handed to the actor's worker
   uint64_t result_channel = 0;  // its result channel, as handed to the actor's worker (0: none)
 };
 

@@ -92,12 +92,14 @@ Result<pid_t> WorkerProcesses::Spawn(const SpawnSpec& spec) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(1);  // the agent died before prctl took effect
     setpgid(0, 0);
+    // (An agent started with a standard descriptor closed may have been given one of 0-2 for it.)
+    int pass_fd = spec.pass_fd >= 0 && spec.pass_fd <= 2 ? fcntl(spec.pass_fd, F_DUPFD, 3) : spec.pass_fd;
     int devnull = open("/dev/null", O_RDONLY);
     dup2(devnull, 0);
     dup2(out[1], 1);
     dup2(err[1], 2);
-    if (spec.pass_fd == 3) fcntl(3, F_SETFD, 0);  // (kept across exec)
-    else if (spec.pass_fd >= 0) dup2(spec.pass_fd, 3);
+    if (pass_fd == 3) fcntl(3, F_SETFD, 0);  // (kept across exec)
+    else if (pass_fd >= 0) dup2(pass_fd, 3);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include "corral/base/hop_trace.h"
@@ -106,7 +107,10 @@ WorkerLink::~WorkerLink() {
   if (lease_) munmap(const_cast<int64_t*>(lease_), sizeof(int64_t));
   if (fd_ >= 0) close(fd_);
   if (results_fd_ >= 0) close(results_fd_);
-  for (const auto& [n, fd] : channels_) close(fd);
+}
+
+WorkerLink::Channel::~Channel() {
+  if (fd >= 0) close(fd);
 }
 
 Result<std::string> WorkerLink::ReadMessage() {
@@ -140,12 +144,14 @@ Result<proto::ExecuteTask> WorkerLink::NextTask() {
     proto::AgentToWorker msg;
     if (!msg.ParseFromString(*bytes)) return Err(Code::kInvalidArgument, "malformed message from the agent");
     if (msg.has_execute()) {
-      std::lock_guard lock(fence_mu_);
       const proto::TaskSpec& spec = msg.execute().spec();
-      bool keep = spec.keep_running_on_partition();
-      if (spec.has_actor()) actor_keep_running_ = keep;  // its calls follow the actor's choice
-      else if (!spec.actor_id().empty()) keep = actor_keep_running_;
-      UpdateFence(!keep);
+      {
+        std::lock_guard lock(fence_mu_);
+        bool keep = spec.keep_running_on_partition();
+        if (spec.has_actor()) actor_keep_running_ = keep;  // its calls follow the actor's choice
+        else if (!spec.actor_id().empty()) keep = actor_keep_running_;
+        UpdateFence(!keep);
+      }
       if (uint64_t channel = msg.execute().result_channel(); channel != 0 && results_fd_ >= 0) {
         std::lock_guard results(results_mu_);
         call_channels_[spec.task_id()] = channel;
@@ -189,28 +195,36 @@ Status WorkerLink::Finish(const proto::TaskFinished& finished) {
 
 void WorkerLink::ReceiveChannels() {
   net::ReceiveTaggedFds(results_fd_, [this](uint64_t n, int fd) {
-    if (auto old = channels_.find(n); old != channels_.end()) {
-      close(old->second);
-      channels_.erase(old);
-    }
-    if (fd >= 0) channels_[n] = fd;  // (a number alone: the agent took it back, its caller left)
+    channels_.erase(n);  // (a number alone: the agent took it back, its caller left)
+    if (fd < 0) return;
+    auto channel = std::make_shared<Channel>();
+    channel->fd = fd;
+    channels_[n] = std::move(channel);
   });
 }
 
 bool WorkerLink::DeliverToCaller(const proto::TaskFinished& finished) {
-  std::lock_guard lock(results_mu_);
-  auto call = call_channels_.find(finished.task_id());
-  if (call == call_channels_.end()) return false;
-  uint64_t n = call->second;
-  call_channels_.erase(call);
-  // Calls already queued here: a caller that pipelines them, whose results the agent sends many
-  // to a frame. Written here, each would cost a send of its own (and the agent's report one too).
-  if (queued_.load(std::memory_order_relaxed) > 0) return false;
-  auto channel = channels_.find(n);
-  if (channel == channels_.end()) {  // handed over after the call was sent (the agent sends it first)
-    ReceiveChannels();
-    channel = channels_.find(n);
-    if (channel == channels_.end()) return false;
+  constexpr uint32_t kTakeBackEvery = 64;  // deliveries between looks at the agent's take-backs
+  std::shared_ptr<Channel> channel;
+  uint64_t n;
+  {
+    std::lock_guard lock(results_mu_);
+    auto call = call_channels_.find(finished.task_id());
+    if (call == call_channels_.end()) return false;
+    n = call->second;
+    call_channels_.erase(call);
+    // Calls already queued here: a caller that pipelines them, whose results the agent sends many
+    // to a frame. Written here, each would cost a send of its own (and the agent's report one too).
+    if (queued_.load(std::memory_order_relaxed) > 0) return false;
+    // A channel is handed over before the first call that names it; the take-backs of callers that
+    // left are read now and then (they hold nothing up: the caller closed its end).
+    auto it = channels_.find(n);
+    if (it == channels_.end() || ++deliveries_ % kTakeBackEvery == 0) {
+      ReceiveChannels();
+      it = channels_.find(n);
+    }
+    if (it == channels_.end()) return false;
+    channel = it->second;
   }
   proto::AgentToCaller out;  // as the agent would have relayed it
   proto::TaskFinished* f = out.mutable_finished();
@@ -220,18 +234,22 @@ bool WorkerLink::DeliverToCaller(const proto::TaskFinished& finished) {
   net::FrameBuilder b;
   size_t size = out.ByteSizeLong();
   out.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(b.AppendMessage(size)));
+  std::string frame = b.Take();
   hop_trace::Mark(hop_trace::kWorkerWritesToCaller);
-  return WriteChannel(channel->second, b.Take());
+  std::lock_guard turn(channel->write_mu);
+  return WriteChannel(*channel, n, frame);
 }
 
-bool WorkerLink::WriteChannel(int fd, const std::string& frame) {
+bool WorkerLink::WriteChannel(Channel& channel, uint64_t n, const std::string& frame) {
   // Without waiting: a caller that reads nothing gets its results from the agent. Once part of a
-  // frame is in, the rest must follow (the stream would be garbage otherwise): waited for a while,
-  // then the channel is closed (the caller drops the part) and the agent sends the result.
-  constexpr int kFinishWithinMs = 2000;
+  // frame is in, the rest must follow (the stream would be garbage otherwise): waited for up to a
+  // deadline for the whole frame, then the channel is closed (the caller drops the part) and the
+  // agent sends the result. Only this channel's writers wait meanwhile.
+  constexpr auto kFinishWithin = std::chrono::seconds(2);
+  auto deadline = std::chrono::steady_clock::now() + kFinishWithin;
   size_t off = 0;
   while (off < frame.size()) {
-    ssize_t w = send(fd, frame.data() + off, frame.size() - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+    ssize_t w = send(channel.fd, frame.data() + off, frame.size() - off, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (w > 0) {
       off += static_cast<size_t>(w);
       continue;
@@ -239,17 +257,16 @@ bool WorkerLink::WriteChannel(int fd, const std::string& frame) {
     if (w < 0 && errno == EINTR) continue;
     bool would_block = w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
     if (would_block && off == 0) return false;  // nothing written: the channel stays
-    pollfd p{fd, POLLOUT, 0};
-    if (would_block && poll(&p, 1, kFinishWithinMs) == 1 && (p.revents & POLLOUT)) continue;
-    break;  // broken, or too slow to take the rest
+    if (!would_block) break;                   // broken: the caller left
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) break;
+    pollfd p{channel.fd, POLLOUT, 0};
+    if (poll(&p, 1, static_cast<int>(left)) < 0 && errno != EINTR) break;
   }
   if (off == frame.size()) return true;
-  for (auto it = channels_.begin(); it != channels_.end(); ++it)
-    if (it->second == fd) {
-      close(fd);
-      channels_.erase(it);
-      break;
-    }
+  std::lock_guard lock(results_mu_);  // (later calls of this caller's go through the agent)
+  if (auto it = channels_.find(n); it != channels_.end() && it->second.get() == &channel) channels_.erase(it);
+  shutdown(channel.fd, SHUT_RDWR);  // (a writer holding it still sees it broken; closed with the last)
   return false;
 }
 

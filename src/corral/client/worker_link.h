@@ -74,9 +74,17 @@ class WorkerLink {
   // Writes `finished` to its call's caller on the result channel, if the call has one that takes
   // it now; true if the caller got all of it.
   bool DeliverToCaller(const proto::TaskFinished& finished);
-  // Takes in the channels the agent handed over (and closes those it took back). Under results_mu_.
+  // A result channel: its socket (closed with the last holder) and its writers' turn.
+  struct Channel {
+    int fd = -1;
+    std::mutex write_mu;  // one frame at a time
+    ~Channel();
+  };
+  // Takes in the channels the agent handed over and lets go of those it took back. Under results_mu_.
   void ReceiveChannels();
-  bool WriteChannel(int fd, const std::string& frame);
+  // Writes `frame` whole on `channel` (its write_mu held), or closes it if it would have to wait
+  // past a deadline; false if the caller did not get the frame.
+  bool WriteChannel(Channel& channel, uint64_t n, const std::string& frame);
 
   Status StartFence(const std::string& lease_file);
   // Arms the kill timer at the published expiry while a fenced task runs, disarms it otherwise.
@@ -101,9 +109,12 @@ class WorkerLink {
   std::mutex write_mu_;
   int results_fd_ = -1;
   std::string node_id_;                                 // raw bytes
+  // Held briefly (never while writing to a caller): threaded and async actors finish calls on
+  // other threads, and NextTask registers calls under it.
   std::mutex results_mu_;
-  std::unordered_map<uint64_t, int> channels_;          // guarded by results_mu_: result channels by number
+  std::unordered_map<uint64_t, std::shared_ptr<Channel>> channels_;  // guarded by results_mu_: by number
   std::unordered_map<std::string, uint64_t> call_channels_;  // guarded by results_mu_: calls running, by task id
+  uint32_t deliveries_ = 0;                                  // guarded by results_mu_
 };
 
 }  // namespace corral::client

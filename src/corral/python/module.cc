@@ -717,12 +717,12 @@ NB_MODULE(_core, m) {
   nb::class_<WorkerLink>(m, "WorkerLink")
       .def_static("connect",
                   [](const std::string& socket, const std::string& worker_id, const std::string& token,
-                     const std::string& pyver, const std::string& cpver, const std::vector<std::string>& functions) {
-                    corral::client::WorkerLinkOptions o{socket, worker_id, token, pyver, cpver, "", functions, -1, ""};
+                     const std::string& pyver, const std::string& cpver, const std::vector<std::string>& functions,
+                     int results_fd) {
+                    corral::client::WorkerLinkOptions o{socket, worker_id, token, pyver, cpver, "", functions,
+                                                        results_fd, ""};
                     if (const char* lease = std::getenv("CORRAL_LEASE_FILE")) o.lease_file = lease;
-                    if (const char* fd = std::getenv("CORRAL_RESULTS_FD")) o.results_fd = std::atoi(fd);
                     if (const char* node = std::getenv("CORRAL_NODE_ID")) o.node_id = node;
-                    unsetenv("CORRAL_RESULTS_FD");  // (the task's own child processes have no such descriptor)
                     corral::Result<std::unique_ptr<WorkerLink>> r;
                     {
                       nb::gil_scoped_release release;
@@ -730,7 +730,8 @@ NB_MODULE(_core, m) {
                     }
                     InstallInterruptHandler();  // after Python's signal.signal(SIGINT, ...): replaces its C handler
                     return Check(std::move(r));
-                  })
+                  },
+                  "socket"_a, "worker_id"_a, "token"_a, "pyver"_a, "cpver"_a, "functions"_a, "results_fd"_a = -1)
       .def("next_task", &NextTask)
       .def("take_call_cancels", [](WorkerLink&) { return TakeCallCancels(); },
            "Sequence numbers of the actor calls the agent cancelled since the last take (main thread only).")
