@@ -2,6 +2,8 @@
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -258,6 +260,35 @@ def test_restart_after_kill_9_of_its_worker_retries_the_running_call(local):
     info = actor_info(c)
     assert info["state"] == "ALIVE" and info["restarts"] == 1 and info["pid"] != pid
     assert corral.get(c.incr.remote()) == 8
+
+
+NO_LIMIT_DRIVER = """
+import os, signal, corral
+corral.init(num_cpus=1)
+
+@corral.remote(max_restarts=-1)
+class A:
+    def pid(self):
+        return os.getpid()
+
+a = A.remote()
+pid = corral.get(a.pid.remote())
+os.kill(pid, signal.SIGKILL)
+while True:  # (a call sent before the agent saw the death fails: no call retries)
+    try:
+        assert corral.get(a.pid.remote(), timeout=60) != pid
+        break
+    except corral.ActorDiedError:
+        pass
+corral.shutdown()
+"""
+
+
+def test_an_actor_with_no_restart_limit_says_so_when_it_restarts():
+    # The driver's notice of a restart: "restart 1, no limit", not "of 4294967295" (-1 as stored).
+    r = subprocess.run([sys.executable, "-c", NO_LIMIT_DRIVER], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "restart 1, no limit" in r.stderr and "4294967295" not in r.stderr, r.stderr[-2000:]
 
 
 def test_out_of_restarts_gives_actor_died_error_naming_the_cause(local):

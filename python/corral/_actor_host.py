@@ -80,8 +80,9 @@ _early_cancels = set()      # seqs of calls cancelled before they arrived (or be
 
 def cancel(seq):
     """The agent cancels the call it sent as `seq` (from the SIGINT handler, on the main thread): an
-    async call's coroutine gets CancelledError; a sync one that has not started never runs, and
-    one that runs is marked (``is_canceled()``); either way its caller gets TaskCancelledError."""
+    async call's coroutine gets CancelledError, which its caller gets as a task error (an instance
+    of CancelledError, as Ray's RayTaskError); a sync one that has not started never runs, and one
+    that runs is marked (``is_canceled()``); a sync call's caller gets TaskCancelledError."""
     with _lock:
         host = _HOST[0]
         call = host.calls.get(seq) if host is not None else None

@@ -358,8 +358,7 @@ void TaskManager::OnActorRestarting(const std::string& id, bool failure) {
   if (!failure) return;
   a->second.restarts++;
   Count("actor_restarts");
-  LOG_INFO("{} restarts (restart {} of {})", Describe(a->second.spec, id), a->second.restarts,
-           a->second.max_restarts);
+  LOG_INFO("{} restarts (restart {})", Describe(a->second.spec, id), CountOf(a->second.restarts, a->second.max_restarts));
 }
 
 void TaskManager::OnActorTaskFinished(const std::string& id, Task& task, proto::ObjectValue& value,
@@ -410,7 +409,7 @@ void TaskManager::OnActorTaskFinished(const std::string& id, Task& task, proto::
     why = value.message();
   if (value.error() != proto::TASK_ERROR && value.error() != proto::ERROR_NONE &&
       value.error() != proto::CANCELLED && a.restarts >= a.max_restarts)
-    why += fmt::format(" (restarts used: {} of {})", a.restarts, a.max_restarts);
+    why += fmt::format(" (restarts used: {})", CountOf(a.restarts, a.max_restarts));
   a.death_cause = why;
   // Its calls get the constructor's exception itself, or ActorDiedError saying why.
   a.death = value.error() == proto::TASK_ERROR

@@ -388,10 +388,12 @@ void TaskManager::Retry(const std::string& id, Task& task, const std::string& wh
     task.series->retried++;
     journal_.Retrying(task.journal, id, why);
     Notice(id, OwnerOf(id, task),
-           task.actor ? fmt::format("actor {} died: {}; restarting it (restart {} of {})", NameOf(id, task), why,
-                                    task.attempt, task.max_retries)
-                      : fmt::format("{} {} failed: {}; retrying (attempt {} of {})", task.actor_call ? "call" : "task",
-                                    NameOf(id, task), why, task.attempt + 1, task.max_retries + 1));
+           task.actor ? fmt::format("actor {} died: {}; restarting it (restart {})", NameOf(id, task), why,
+                                    CountOf(task.attempt, task.max_retries))
+                      : fmt::format("{} {} failed: {}; retrying (attempt {})", task.actor_call ? "call" : "task",
+                                    NameOf(id, task), why,
+                                    CountOf(task.attempt + 1, task.max_retries == UINT32_MAX ? UINT32_MAX
+                                                                                             : task.max_retries + 1)));
   } else {
     if (task.max_retries != UINT32_MAX) task.max_retries++;  // not the task's failure: costs no retry (-1: none counted)
     Count("tasks_handed_back");

@@ -331,6 +331,8 @@ class TaskManager {
   }
   // Every value of a `bytes` field of the task's kept spec, read without parsing the rest.
   static std::vector<std::string> BytesFieldOf(const Task& task, int field);
+  // "n of limit" for a message, or "n, no limit" where the limit is -1 (stored as its uint32).
+  static std::string CountOf(uint32_t n, uint32_t limit);
   // The object entry of `id`; for an unfinished task's result that has none yet, made now.
   // Null if the head knows no such value or task.
   Object* ObjectFor(const std::string& id);

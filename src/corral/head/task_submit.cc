@@ -185,6 +185,10 @@ proto::TaskSpec TaskManager::SpecOf(const std::string& id, const Task& task) con
   return spec;
 }
 
+std::string TaskManager::CountOf(uint32_t n, uint32_t limit) {
+  return limit == UINT32_MAX ? fmt::format("{}, no limit", n) : fmt::format("{} of {}", n, limit);
+}
+
 std::vector<std::string> TaskManager::BytesFieldOf(const Task& task, int field) {
   // Reads that field alone: a task's end or an actor call's routing needs no more of its spec.
   std::vector<std::string> out;
