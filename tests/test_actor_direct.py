@@ -28,6 +28,15 @@ def head_counter(name):
     return corral.cluster_status()["counters"].get(name, 0)
 
 
+def in_threads(fn, args):
+    """fn(arg) for each of `args`, each on a thread of its own, all at once; returns when all have."""
+    threads = [threading.Thread(target=fn, args=(a,)) for a in args]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+
+
 def call_port(handle):
     node = actor_info(handle)["node_id"]
     address = next(n["call_address"] for n in corral.nodes() if n["node_id"].startswith(node))
@@ -59,11 +68,7 @@ def test_calls_go_straight_to_the_agent_in_each_callers_order(cluster):
         refs = [t.add.remote(name, i) for i in range(300)]
         results[name] = corral.get(refs, timeout=60)
 
-    threads = [threading.Thread(target=caller, args=(f"c{k}",)) for k in range(3)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    in_threads(caller, [f"c{k}" for k in range(3)])
     for k in range(3):
         assert results[f"c{k}"] == list(range(300))
     seen = corral.get(t.seen_by.remote())
@@ -346,11 +351,7 @@ def test_the_actors_worker_writes_results_to_a_caller_on_its_machine(cluster):
     def caller(k):
         results[k] = corral.get([e.echo.remote((k, i)) for i in range(100)], timeout=60)
 
-    threads = [threading.Thread(target=caller, args=(k,)) for k in range(3)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    in_threads(caller, range(3))
     assert all(results[k] == [(k, i) for i in range(100)] for k in range(3))
 
 
@@ -381,11 +382,7 @@ def test_threaded_and_async_actors_write_results_on_the_channel_too(cluster, cls
     def caller(k):
         results[k] = [corral.get(e.echo.remote((k, i)), timeout=30) for i in range(60)]
 
-    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    in_threads(caller, range(4))
     assert all(results[k] == [(k, i) for i in range(60)] for k in range(4))
 
 

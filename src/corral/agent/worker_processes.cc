@@ -103,7 +103,7 @@ Result<pid_t> WorkerProcesses::Spawn(const SpawnSpec& spec) {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
-    close_range(spec.pass_fd >= 0 ? 4 : 3, ~0U, 0);
+    close_range(pass_fd >= 0 ? 4 : 3, ~0U, 0);
     execve(argv[0], argv.data(), envp.data());
     const char msg[] = "corral agent: cannot exec the worker's Python interpreter\n";
     [[maybe_unused]] ssize_t n = write(2, msg, sizeof msg - 1);  // nothing to do if even this fails

@@ -47,7 +47,6 @@ Result<std::unique_ptr<WorkerLink>> WorkerLink::Connect(const WorkerLinkOptions&
   h->set_pid(getpid());
   for (const auto& f : options.task_functions) h->add_task_functions(f);
   if (options.results_fd >= 0) {
-    fcntl(options.results_fd, F_SETFD, FD_CLOEXEC);  // (inherited without: the task's children do not get it)
     link->results_fd_ = options.results_fd;
     if (auto node = FromHex(options.node_id)) link->node_id_ = *node;
   }

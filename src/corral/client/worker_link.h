@@ -46,7 +46,9 @@ struct WorkerLinkOptions {
   std::string cloudpickle_version;
   std::string lease_file;  // the agent's published lease; empty: no watchdog
   std::vector<std::string> task_functions;  // durable task functions this worker registered
-  int results_fd = -1;      // the agent's socket pair end that hands over result channels; -1: none
+  // The agent's socket pair end that hands over result channels (-1: none); the link's from now
+  // on. Close-on-exec already: worker.py sets that before any task code runs.
+  int results_fd = -1;
   std::string node_id;      // hex: this node, named in results written to callers
 };
 

@@ -66,20 +66,25 @@ struct Fixture {
   }
 };
 
+// Starts a dialed connection whose received Hellos' names go to `got`.
+void StartCollecting(Connection& c, std::vector<std::string>* got) {
+  c.Start(
+      [got](std::string_view m) {
+        proto::Hello h;
+        ASSERT_TRUE(h.ParseFromArray(m.data(), static_cast<int>(m.size())));
+        got->push_back(h.name());
+      },
+      [](const Status&) {});
+  c.MarkHandshakeDone();
+}
+
 void EchoMany(Fixture& f, const Endpoint& ep, std::shared_ptr<asio::ssl::context> server_tls = nullptr,
               std::shared_ptr<asio::ssl::context> client_tls = nullptr) {
   f.Serve(ep, server_tls);
   auto c = f.DialSync(f.listener->endpoint(), client_tls);
   ASSERT_TRUE(c);
   std::vector<std::string> got;
-  c->Start(
-      [&](std::string_view m) {
-        proto::Hello h;
-        ASSERT_TRUE(h.ParseFromArray(m.data(), static_cast<int>(m.size())));
-        got.push_back(h.name());
-      },
-      [](const Status&) {});
-  c->MarkHandshakeDone();
+  StartCollecting(*c, &got);
   auto& counters = GlobalNetCounters();
   int64_t frames_before = counters.frames_sent, messages_before = counters.messages_sent;
   const int kCount = 2000;
@@ -117,14 +122,7 @@ TEST(Connection, CloseAndTakeFdHandsOverTheOpenSocket) {
   auto c = f.DialSync(f.listener->endpoint());
   ASSERT_TRUE(c);
   std::vector<std::string> got;
-  c->Start(
-      [&](std::string_view m) {
-        proto::Hello h;
-        ASSERT_TRUE(h.ParseFromArray(m.data(), static_cast<int>(m.size())));
-        got.push_back(h.name());
-      },
-      [](const Status&) {});
-  c->MarkHandshakeDone();
+  StartCollecting(*c, &got);
   proto::Hello hello;
   hello.set_name("first");
   ASSERT_TRUE(c->Send(hello));
