@@ -1,5 +1,6 @@
 """The direct call path, on real processes: a caller sends an actor's calls straight to the agent
 running the actor and gets the results from it; the head records the calls off the path."""
+import json
 import os
 import signal
 import socket
@@ -409,6 +410,31 @@ def test_results_come_through_the_agent_when_asked(cluster, monkeypatch):
     assert [corral.get(e.echo.remote(i)) for i in range(50)] == list(range(50))
     wait_until(lambda: agent_counter("actor_calls_direct") >= 40, timeout=10, what="the direct calls counted")
     assert agent_counter("actor_results_by_worker") == 0 and agent_counter("result_channels") == 0
+
+
+def test_the_record_of_a_lone_call_follows_its_end_and_still_reaches_the_head(cluster):
+    """The head's record of a caller's only call under way waits for the caller's next message to
+    the head, or 2 ms (decision 47): the call's end gets there first, and the record still does."""
+    connect_with_one_agent(cluster)
+    c = Counter.remote(0)
+    corral.get(c.incr.remote())
+    wait_until(lambda: corral.get(c.incr.remote()) and head_counter("actor_calls_direct") > 0, timeout=10,
+               what="a route to the actor")
+    direct, early = head_counter("actor_calls_direct"), head_counter("direct_call_ends_early")
+    n = corral.get(c.incr.remote())
+    assert [corral.get(c.incr.remote()) for _ in range(100)] == list(range(n + 1, n + 101))
+    # (Asked on the same connection, behind the records: the head has them all by then.)
+    assert head_counter("actor_calls_direct") == direct + 101
+    assert head_counter("direct_call_ends_early") - early > 50  # (relayed at once, about 1 in 10 is)
+    # With nothing else said to the head, the last record leaves on its own: another client sees it.
+    corral.get(c.incr.remote())
+
+    def counted_elsewhere():
+        out = corral_cli(cluster, "status", "--json")
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)["counters"].get("actor_calls_direct", 0) == direct + 102
+
+    wait_until(counted_elsewhere, timeout=10, what="the last call's record at the head")
 
 
 def test_calls_go_through_the_head_when_asked(cluster, monkeypatch):

@@ -115,6 +115,7 @@ Result<std::shared_ptr<net::Connection>> Client::Dial() {
     return Err(dial_status.code(), dial_status.message() + "; is the head running? (`corral status`)");
   net::ConnectionOptions copts;
   copts.direct_writes = true;
+  copts.late_delay = options_.late_record;
   auto c = net::Connection::Create(std::move(stream), copts);
   net::Connection* raw = c.get();
   // Not yet the connection calls use: until published, only the handshake (and a replay) use it.
@@ -404,18 +405,24 @@ Result<std::string> Client::SendTask(proto::ClientToHead& msg, std::string args,
     if (direct->ByteSizeLong() + 64 > net::kDefaultMaxFrameBytes) direct.reset();  // the head says why
   }
   if (!direct) spec->clear_direct_node();
-  // A direct call goes to its agent first and its record to the head right after, so the record is
-  // off the call's path (the head keeps an end reported before the record until it comes).
+  // A direct call goes to its agent first and its record to the head after, so the record is off
+  // the call's path (the head keeps an end reported before the record until it comes).
   // Whatever this client says of the call later (DirectLost, a cancel) goes on the head's
   // connection behind the record.
+  // The record of a client's only call under way waits (kLate) for the next message to the head,
+  // or a moment: a head woken for it while the actor runs the call would take the core the call
+  // needs (the head and the actor's worker share one on a small machine, decision 47); one of
+  // many calls in flight is corked with the others.
   Status s;
   if (direct) {
+    bool alone;
     {
       std::lock_guard lock(mu_);
       recording_ = id;
+      alone = calls_.size() == 1 && options_.late_record.count() > 0;
     }
     SendDirect(spec->actor_id(), id, agent, *direct);
-    s = Send(msg, net::Urgency::kSoon);
+    s = Send(msg, alone ? net::Urgency::kLate : net::Urgency::kSoon);
     hop_trace::Mark(hop_trace::kCallerRecorded);
     bool lost;
     {

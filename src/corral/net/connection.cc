@@ -26,6 +26,7 @@ Connection::Connection(std::unique_ptr<ByteStream> stream, ConnectionOptions opt
       executor_(stream_->executor()),
       handshake_timer_(executor_),
       cork_timer_(executor_),
+      late_timer_(executor_),
       decoder_(options.max_handshake_frame_bytes ? options.max_handshake_frame_bytes : options.max_frame_bytes) {
   GlobalNetCounters().connections_opened.fetch_add(1, std::memory_order_relaxed);
   if (options_.owner_reads) {  // (TLS reads on the io thread)
@@ -157,7 +158,7 @@ bool Connection::Send(const google::protobuf::MessageLite& message, Urgency urge
              options_.max_frame_bytes);
     return false;
   }
-  bool post = false, cork = false;
+  bool post = false, cork = false, late = false;
   {
     std::lock_guard lock(mu_);
     if (close_after_flush_ || closed_) return false;
@@ -177,10 +178,14 @@ bool Connection::Send(const google::protobuf::MessageLite& message, Urgency urge
     queued_bytes_ += pending_.size() - before;
     if (queued_bytes_ >= options_.high_watermark_bytes) was_full_ = true;
     if (write_scheduled_) return true;  // the write in flight picks it up next
+    bool room = pending_.message_count() < options_.cork_max_messages;
     auto now = std::chrono::steady_clock::now();
     bool flowing = now - last_send_ < options_.cork_delay;
-    last_send_ = now;
-    if (urgency == Urgency::kSoon && flowing && pending_.message_count() < options_.cork_max_messages) {
+    if (urgency != Urgency::kLate || !room) last_send_ = now;  // (a held message has not left)
+    if (urgency == Urgency::kLate && room) {
+      late = !late_armed_;
+      late_armed_ = true;
+    } else if (urgency == Urgency::kSoon && flowing && room) {
       if (!cork_armed_) cork = cork_armed_ = true;
     } else if (options_.direct_writes && full_.empty()) {
       WriteDirect();
@@ -189,19 +194,21 @@ bool Connection::Send(const google::protobuf::MessageLite& message, Urgency urge
     }
   }
   if (post) asio::post(executor_, [self = shared_from_this()] { self->StartWrite(); });
-  if (cork) ArmCork();
+  if (cork) ArmTimer(&Connection::cork_timer_, options_.cork_delay, &Connection::cork_armed_);
+  if (late) ArmTimer(&Connection::late_timer_, options_.late_delay, &Connection::late_armed_);
   return true;
 }
 
-void Connection::ArmCork() {
-  asio::post(executor_, [self = shared_from_this()] {
-    self->cork_timer_.expires_after(self->options_.cork_delay);
-    self->cork_timer_.async_wait([self](const ErrorCode& ec) {
+void Connection::ArmTimer(asio::steady_timer Connection::*timer, std::chrono::microseconds delay,
+                          bool Connection::*armed) {
+  asio::post(executor_, [self = shared_from_this(), timer, delay, armed] {
+    ((*self).*timer).expires_after(delay);
+    ((*self).*timer).async_wait([self, armed](const ErrorCode& ec) {
       if (ec) return;
       bool start = false;
       {
         std::lock_guard lock(self->mu_);
-        self->cork_armed_ = false;
+        (*self).*armed = false;
         if (!self->write_scheduled_ && !self->pending_.empty()) start = self->write_scheduled_ = true;
       }
       if (start) self->StartWrite();

@@ -63,6 +63,9 @@ struct ConnectionOptions {
   // so a burst leaves in few frames; a lone message goes at once.
   std::chrono::microseconds cork_delay{100};
   size_t cork_max_messages = 128;
+  // Messages sent with Urgency::kLate wait until another message is sent, Flush(), `late_delay`
+  // passes or `cork_max_messages` are queued: for what the peer needs soon, but not now.
+  std::chrono::microseconds late_delay{2000};
   // Reads are the owner's (a TCP or Unix stream; ignored for TLS, see owner_reads()): Start() reads
   // nothing, and whichever thread the owner lets read calls ReadAvailable(), one at a time, when
   // the socket has bytes. A thread waiting for a reply reads it itself, with no hand-off from the
@@ -70,7 +73,9 @@ struct ConnectionOptions {
   bool owner_reads = false;
 };
 
-enum class Urgency { kNow, kSoon };
+// kNow: written at once. kSoon: corked while messages flow (ConnectionOptions::cork_delay).
+// kLate: held up to ConnectionOptions::late_delay, and sent with whatever leaves before then.
+enum class Urgency { kNow, kSoon, kLate };
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
@@ -139,6 +144,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::any_io_executor executor_;
   asio::steady_timer handshake_timer_;
   asio::steady_timer cork_timer_;  // io thread
+  asio::steady_timer late_timer_;  // io thread
 
   // Read side: io thread only, or (owner_reads) whoever holds read_mu_; the stream is closed under
   // it too, so a reader never reads a descriptor that was closed and given to another socket.
@@ -163,8 +169,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool was_full_ = false;          // guarded by mu_
   // mu_ held, no write in flight: hands the pending frame to the socket from this thread.
   void WriteDirect();
-  void ArmCork();
+  // Starts the write of what is pending after `delay`, unless one started meanwhile; clears *armed.
+  void ArmTimer(asio::steady_timer Connection::*timer, std::chrono::microseconds delay, bool Connection::*armed);
   bool cork_armed_ = false;        // guarded by mu_
+  bool late_armed_ = false;        // guarded by mu_
   std::chrono::steady_clock::time_point last_send_;  // guarded by mu_
   std::string writing_;            // io thread: the frame being written
 

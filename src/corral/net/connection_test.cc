@@ -46,13 +46,14 @@ struct Fixture {
     });
   }
 
-  std::shared_ptr<Connection> DialSync(const Endpoint& ep, std::shared_ptr<asio::ssl::context> tls = nullptr) {
+  std::shared_ptr<Connection> DialSync(const Endpoint& ep, std::shared_ptr<asio::ssl::context> tls = nullptr,
+                                       ConnectionOptions options = {}) {
     std::shared_ptr<Connection> conn;
     bool done = false;
     Dial(io, ep, tls, 5s, [&](Result<std::unique_ptr<ByteStream>> r) {
       done = true;
       ASSERT_TRUE(r.has_value()) << r.error().ToString();
-      conn = Connection::Create(std::move(*r));
+      conn = Connection::Create(std::move(*r), options);
     });
     RunUntil([&] { return done; });
     return conn;
@@ -207,6 +208,53 @@ TEST(Connection, SilentPeerHitsHandshakeDeadline) {
   std::string frame = b.Take();
   Status s = ServerCloseReasonFor(frame.substr(0, 5), options);  // stops mid-frame
   EXPECT_EQ(s.code(), Code::kDeadlineExceeded);
+}
+
+proto::Hello Named(const std::string& name) {
+  proto::Hello h;
+  h.set_name(name);
+  return h;
+}
+
+TEST(Connection, LateMessagesLeaveWithTheNextOneOrOnFlush) {
+  Fixture f;
+  f.Serve(*ParseEndpoint("127.0.0.1:0"));
+  ConnectionOptions options;
+  options.late_delay = 3600s;  // (never, in this test)
+  options.cork_max_messages = 4;
+  auto c = f.DialSync(f.listener->endpoint(), nullptr, options);
+  std::vector<std::string> got;
+  StartCollecting(*c, &got);
+  ASSERT_TRUE(c->Send(Named("late 1"), Urgency::kLate));
+  f.io.run_for(50ms);
+  EXPECT_TRUE(got.empty()) << "a late message left on its own";
+  ASSERT_TRUE(c->Send(Named("now"), Urgency::kNow));  // takes the held one with it, in order
+  f.RunUntil([&] { return got.size() == 2; });
+  EXPECT_EQ(got, (std::vector<std::string>{"late 1", "now"}));
+  ASSERT_TRUE(c->Send(Named("late 2"), Urgency::kLate));
+  f.io.run_for(50ms);
+  EXPECT_EQ(got.size(), 2u);
+  c->Flush();
+  f.RunUntil([&] { return got.size() == 3; });
+  EXPECT_EQ(got.back(), "late 2");
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(c->Send(Named("many " + std::to_string(i)), Urgency::kLate));
+  f.RunUntil([&] { return got.size() == 8; });  // past cork_max_messages they go
+  EXPECT_EQ(got.back(), "many 4");
+}
+
+TEST(Connection, LateMessagesLeaveAfterTheirDelay) {
+  Fixture f;
+  f.Serve(*ParseEndpoint("127.0.0.1:0"));
+  ConnectionOptions options;
+  options.late_delay = 20ms;
+  auto c = f.DialSync(f.listener->endpoint(), nullptr, options);
+  std::vector<std::string> got;
+  StartCollecting(*c, &got);
+  for (int round = 0; round < 2; ++round) {  // (the timer is armed again after it fired)
+    ASSERT_TRUE(c->Send(Named("late " + std::to_string(round)), Urgency::kLate));
+    f.RunUntil([&] { return got.size() == static_cast<size_t>(round + 1); });
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"late 0", "late 1"}));
 }
 
 TEST(Connection, SendFromOtherThreads) {

@@ -155,6 +155,8 @@ std::unique_ptr<Client> Connect(const std::string& address, const std::string& t
     o.call_socket = false;  // direct calls over loopback TCP even on the actor's machine
   if (const char* d = std::getenv("CORRAL_RESULT_CHANNEL"); d && std::string_view(d) == "0")
     o.result_channel = false;  // results of direct calls relayed by the agent
+  if (const char* d = std::getenv("CORRAL_LATE_RECORD_US"); d && *d)
+    o.late_record = std::chrono::microseconds(std::max(0L, std::strtol(d, nullptr, 10)));
   if (const char* d = std::getenv("CORRAL_DIRECT_SPIN_US"); d && *d)
     o.direct_spin = std::chrono::microseconds(std::max(0L, std::strtol(d, nullptr, 10)));
   if (const char* f = std::getenv("CORRAL_TOKEN_FILE"); in_worker && f && *f) o.token_file = f;  // renewed by the agent
