@@ -409,20 +409,23 @@ Result<std::string> Client::SendTask(proto::ClientToHead& msg, std::string args,
   // the call's path (the head keeps an end reported before the record until it comes).
   // Whatever this client says of the call later (DirectLost, a cancel) goes on the head's
   // connection behind the record.
-  // The record of a client's only call under way waits (kLate) for the next message to the head,
-  // or a moment: a head woken for it while the actor runs the call would take the core the call
-  // needs (the head and the actor's worker share one on a small machine, decision 47); one of
-  // many calls in flight is corked with the others.
+  // The client's only call under way leaves at once (nothing would join it in a frame; corked, it
+  // waited for the get() that flushes it, and the io thread woke for the cork's timer), and its
+  // record waits (kLate) for the next message to the head, or a moment: a head woken for it while
+  // the actor runs the call would take the core the call needs (the head and the actor's worker
+  // share one on a small machine, decision 47). One of many calls in flight is corked with the
+  // others, and so is its record.
   Status s;
   if (direct) {
     bool alone;
     {
       std::lock_guard lock(mu_);
       recording_ = id;
-      alone = calls_.size() == 1 && options_.late_record.count() > 0;
+      alone = calls_.size() == 1;
     }
-    SendDirect(spec->actor_id(), id, agent, *direct);
-    s = Send(msg, alone ? net::Urgency::kLate : net::Urgency::kSoon);
+    SendDirect(spec->actor_id(), id, agent, *direct, alone ? net::Urgency::kNow : net::Urgency::kSoon);
+    bool late = alone && options_.late_record.count() > 0;
+    s = Send(msg, late ? net::Urgency::kLate : net::Urgency::kSoon);
     hop_trace::Mark(hop_trace::kCallerRecorded);
     bool lost;
     {

@@ -194,10 +194,10 @@ class Client {
                                                const net::Endpoint& ep,
                                                std::shared_ptr<boost::asio::ssl::context> tls, bool* unreachable,
                                                bool results = false);
-  // Sends call `id` (its record, with direct_node, goes to the head right after) to `agent`, or, if
-  // that connection closed meanwhile, puts it in lost_direct_ (the head then sends it).
+  // Sends call `id` (its record, with direct_node, goes to the head after) to `agent`, or, if that
+  // connection closed meanwhile, puts it in lost_direct_ (the head then sends it).
   void SendDirect(const std::string& actor_id, const std::string& id, net::Connection* agent,
-                  const proto::CallerToAgent& call);
+                  const proto::CallerToAgent& call, net::Urgency urgency);
   // A new head (it restarted): connections to agents are dropped; calls sent on them are in the
   // replay, through the head.
   void ForgetDirect();

@@ -253,7 +253,7 @@ std::shared_ptr<net::Connection> Client::DialAgentAt(const std::string& actor_id
 }
 
 void Client::SendDirect(const std::string& actor_id, const std::string& id, net::Connection* agent,
-                        const proto::CallerToAgent& call) {
+                        const proto::CallerToAgent& call, net::Urgency urgency) {
   // (A call lost here is told to the head once the head has its record: SendTask.)
   {
     std::lock_guard lock(mu_);
@@ -267,7 +267,7 @@ void Client::SendDirect(const std::string& actor_id, const std::string& id, net:
     d.sent.insert(id);
   }
   hop_trace::Mark(hop_trace::kCallerWrites);
-  if (agent->Send(call, net::Urgency::kSoon)) return;
+  if (agent->Send(call, urgency)) return;
   std::lock_guard lock(mu_);
   auto d = direct_.find(actor_id);
   if (d != direct_.end() && d->second.HandBack(id)) {  // (else OnAgentClose took it already)

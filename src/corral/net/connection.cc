@@ -172,6 +172,8 @@ bool Connection::Send(const google::protobuf::MessageLite& message, Urgency urge
     }
     if (!pending_.empty() && pending_.size() + n + 4 > options_.max_frame_bytes)
       full_.push_back(pending_.Take());
+    auto now = std::chrono::steady_clock::now();
+    if (pending_.empty()) pending_since_ = now;
     size_t before = pending_.size();
     char* dst = pending_.AppendMessage(n);
     message.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(dst));
@@ -179,10 +181,10 @@ bool Connection::Send(const google::protobuf::MessageLite& message, Urgency urge
     if (queued_bytes_ >= options_.high_watermark_bytes) was_full_ = true;
     if (write_scheduled_) return true;  // the write in flight picks it up next
     bool room = pending_.message_count() < options_.cork_max_messages;
-    auto now = std::chrono::steady_clock::now();
+    bool hold = urgency == Urgency::kLate && room && now - pending_since_ < options_.late_delay;
     bool flowing = now - last_send_ < options_.cork_delay;
-    if (urgency != Urgency::kLate || !room) last_send_ = now;  // (a held message has not left)
-    if (urgency == Urgency::kLate && room) {
+    if (!hold) last_send_ = now;
+    if (hold) {
       late = !late_armed_;
       late_armed_ = true;
     } else if (urgency == Urgency::kSoon && flowing && room) {
@@ -195,7 +197,8 @@ bool Connection::Send(const google::protobuf::MessageLite& message, Urgency urge
   }
   if (post) asio::post(executor_, [self = shared_from_this()] { self->StartWrite(); });
   if (cork) ArmTimer(&Connection::cork_timer_, options_.cork_delay, &Connection::cork_armed_);
-  if (late) ArmTimer(&Connection::late_timer_, options_.late_delay, &Connection::late_armed_);
+  // (Later than late_delay: a sender that goes on sending takes them before, from its own thread.)
+  if (late) ArmTimer(&Connection::late_timer_, 4 * options_.late_delay, &Connection::late_armed_);
   return true;
 }
 

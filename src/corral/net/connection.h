@@ -63,8 +63,10 @@ struct ConnectionOptions {
   // so a burst leaves in few frames; a lone message goes at once.
   std::chrono::microseconds cork_delay{100};
   size_t cork_max_messages = 128;
-  // Messages sent with Urgency::kLate wait until another message is sent, Flush(), `late_delay`
-  // passes or `cork_max_messages` are queued: for what the peer needs soon, but not now.
+  // Messages sent with Urgency::kLate wait until another message is sent, Flush(), or
+  // `cork_max_messages` are queued; the first one sent `late_delay` after the oldest held one
+  // takes them all, and the io thread sends them 4 × `late_delay` after at the latest: for what the
+  // peer needs soon, but not now.
   std::chrono::microseconds late_delay{2000};
   // Reads are the owner's (a TCP or Unix stream; ignored for TLS, see owner_reads()): Start() reads
   // nothing, and whichever thread the owner lets read calls ReadAvailable(), one at a time, when
@@ -174,6 +176,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool cork_armed_ = false;        // guarded by mu_
   bool late_armed_ = false;        // guarded by mu_
   std::chrono::steady_clock::time_point last_send_;  // guarded by mu_
+  std::chrono::steady_clock::time_point pending_since_;  // guarded by mu_: the first message in pending_ came
   std::string writing_;            // io thread: the frame being written
 
   std::atomic<bool> closed_{false};

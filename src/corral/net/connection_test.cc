@@ -242,6 +242,21 @@ TEST(Connection, LateMessagesLeaveWithTheNextOneOrOnFlush) {
   EXPECT_EQ(got.back(), "many 4");
 }
 
+TEST(Connection, ALateMessageSentPastTheDelayTakesTheHeldOnes) {
+  Fixture f;
+  f.Serve(*ParseEndpoint("127.0.0.1:0"));
+  ConnectionOptions options;
+  options.late_delay = 1s;  // (the io thread's deadline: 4 s)
+  auto c = f.DialSync(f.listener->endpoint(), nullptr, options);
+  std::vector<std::string> got;
+  StartCollecting(*c, &got);
+  ASSERT_TRUE(c->Send(Named("held"), Urgency::kLate));
+  std::this_thread::sleep_for(1100ms);
+  ASSERT_TRUE(c->Send(Named("past the delay"), Urgency::kLate));
+  f.RunUntil([&] { return got.size() == 2; }, 3s);
+  EXPECT_EQ(got, (std::vector<std::string>{"held", "past the delay"}));
+}
+
 TEST(Connection, LateMessagesLeaveAfterTheirDelay) {
   Fixture f;
   f.Serve(*ParseEndpoint("127.0.0.1:0"));
