@@ -414,7 +414,7 @@ def test_results_come_through_the_agent_when_asked(cluster, monkeypatch):
 
 def test_the_record_of_a_lone_call_follows_its_end_and_still_reaches_the_head(cluster):
     """The head's record of a caller's only call under way waits for the caller's next message to
-    the head, or 2 ms (decision 47): the call's end gets there first, and the record still does."""
+    the head, or a few ms (decision 47): the call's end gets there first, and the record still does."""
     connect_with_one_agent(cluster)
     c = Counter.remote(0)
     corral.get(c.incr.remote())
