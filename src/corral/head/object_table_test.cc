@@ -552,12 +552,15 @@ TEST(Actors, DirectCallsAreRecordedNotSentTheirEarlyEndsWaitAndLostOnesAreSentFr
   // What the head pushes to the driver (a direct call's owner had its result from the agent).
   auto [driver_end, head_end] = net::MakeMemoryStreamPair(t.io.get_executor(), "driver", "head");
   std::vector<std::string> pushed;
+  std::map<std::string, proto::ErrorKind> pushed_error;
   auto driver = net::Connection::Create(std::move(driver_end));
   driver->Start(
       [&](std::string_view m) {
         proto::HeadToClient msg;
         ASSERT_TRUE(msg.ParseFromArray(m.data(), static_cast<int>(m.size())));
-        if (msg.has_ready()) pushed.push_back(msg.ready().id());
+        if (!msg.has_ready()) return;
+        pushed.push_back(msg.ready().id());
+        pushed_error[msg.ready().id()] = msg.ready().error();
       },
       [](const Status&) {});
   t.driver.conn = net::Connection::Create(std::move(head_end));
@@ -633,6 +636,25 @@ TEST(Actors, DirectCallsAreRecordedNotSentTheirEarlyEndsWaitAndLostOnesAreSentFr
   EXPECT_EQ(t.Order("n").back(), h1);
   t.Finish(n, h1);
   EXPECT_EQ(t.Counter("unfinished_tasks"), 1);  // the actor's creation alone
+  // The actor dies after a call ended there but before the call's record came (a caller holds
+  // the record of its only call a few ms): the call's end stands, not the actor's death.
+  std::string before_death = MakeTaskId(t.driver.id, ++t.next);
+  ended(before_death);
+  proto::TaskFinished death;
+  death.set_task_id(actor);
+  death.mutable_result()->set_error(proto::WORKER_DIED);
+  death.mutable_result()->set_message("worker pid 7 killed by signal 9");
+  t.tasks.OnTaskFinished(n, std::move(death));
+  ASSERT_EQ(t.Info(actor).state(), "DEAD");
+  direct(before_death);
+  t.Settle();
+  EXPECT_FALSE(pushed_error.contains(before_death));  // its caller has the value: nothing pushed
+  proto::Subscribe value_please;
+  value_please.add_ids(before_death);
+  t.tasks.Subscribe(&t.driver, value_please);
+  t.Settle();
+  ASSERT_TRUE(pushed_error.contains(before_death));
+  EXPECT_EQ(pushed_error[before_death], proto::ERROR_NONE);
   t.driver.conn.reset();
 }
 

@@ -83,13 +83,16 @@ void TaskManager::EnqueueCall(const std::string& id, Task& task) {
   Actor& a = it->second;
   if (was_running) a.running--;
   EndDirect(actor_id, a, id, task);  // (a retry: it has its place in line again)
+  bool direct = task.direct;
+  task.direct = false;
   if (a.state == Actor::State::kDead) {
+    // A direct call whose end came before its record ran before the actor died (its caller holds
+    // a lone call's record a few ms, decision 47): that end stands, not the death.
+    if (direct && direct_early_.contains(id) && MarkDirect(id, task, a)) return;
     proto::ObjectValue v = a.death;
     Finish(id, std::move(v));
     return;
   }
-  bool direct = task.direct;
-  task.direct = false;
   if (direct && MarkDirect(id, task, a)) return;
   auto s = a.seq.find(IdKey(id));
   if (s != a.seq.end()) a.pending.emplace(s->second, IdKey(id));  // a retry: back to its place
