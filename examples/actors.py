@@ -76,7 +76,7 @@ def main():
     print(f"parameter server: {sum(steps)} updates from 4 tasks, weights {[round(v, 2) for v in w]} "
           f"(true {true_w})")
 
-    Model.options(name="model", namespace="demo").remote(w)
+    creator = Model.options(name="model", namespace="demo").remote(w)  # (its first handle keeps it alive)
     model = corral.get_actor("model", namespace="demo")  # as another driver would find it
     preds = corral.get([model.predict.remote([1.0, 0.0, 0.0]) for _ in range(16)])
     print(f"served 16 predictions from the named async actor: {round(preds[0], 2)} each")

@@ -437,6 +437,31 @@ def test_the_record_of_a_lone_call_follows_its_end_and_still_reaches_the_head(cl
     wait_until(counted_elsewhere, timeout=10, what="the last call's record at the head")
 
 
+def _head_connection_fd(cluster):
+    """The descriptor of this process's TCP connection to the head (None while there is none)."""
+    port = int(cluster.address.rsplit(":", 1)[1])
+    return next((c.fd for c in psutil.Process().net_connections(kind="tcp") if c.raddr and c.raddr.port == port),
+                None)
+
+
+def test_a_held_record_survives_a_broken_connection_to_the_same_head(cluster, monkeypatch):
+    """A lone call's record held when the connection to the head breaks: the client sends it again
+    once it has reconnected (the head kept its session), so the head still records the call."""
+    monkeypatch.setenv("CORRAL_LATE_RECORD_US", "300000")  # (held 300 ms: well past the shutdown below)
+    connect_with_one_agent(cluster)
+    c = Counter.remote(0)
+    corral.get(c.incr.remote())
+    wait_until(lambda: corral.get(c.incr.remote()) and head_counter("actor_calls_direct") > 0, timeout=10,
+               what="a route to the actor")
+    direct = head_counter("actor_calls_direct")
+    fd = _head_connection_fd(cluster)
+    n = corral.get(c.incr.remote())  # its record is held now
+    with socket.socket(fileno=os.dup(fd)) as s:
+        s.shutdown(socket.SHUT_RDWR)  # as a network fault would
+    wait_until(lambda: _head_connection_fd(cluster) is not None, timeout=30, what="a new connection to the head")
+    assert head_counter("actor_calls_direct") == direct + 1  # (asked behind the records on the new connection)
+
+
 def test_calls_go_through_the_head_when_asked(cluster, monkeypatch):
     monkeypatch.setenv("CORRAL_DIRECT_ACTOR_CALLS", "0")
     connect_with_one_agent(cluster)

@@ -246,10 +246,14 @@ def test_cancel_force_kills_a_task_that_ignores_interrupts(tmp_path):
         if child == 0:  # something the task started: it ends with the task
             time.sleep(60)
             os._exit(0)
-        with open(path, "w") as f:
-            f.write(str(child))
+        announced = False
         while True:
-            try:
+            try:  # (an interrupt that comes while it announces itself is ignored too)
+                if not announced:
+                    with open(path + ".part", "w") as f:
+                        f.write(str(child))
+                    os.rename(path + ".part", path)  # whole, and only once the task ignores interrupts
+                    announced = True
                 time.sleep(60)
             except KeyboardInterrupt:
                 pass

@@ -116,6 +116,7 @@ Result<std::shared_ptr<net::Connection>> Client::Dial() {
   net::ConnectionOptions copts;
   copts.direct_writes = true;
   copts.late_delay = options_.late_record;
+  copts.keep_unsent = true;  // (UnsentRecords)
   auto c = net::Connection::Create(std::move(stream), copts);
   net::Connection* raw = c.get();
   // Not yet the connection calls use: until published, only the handshake (and a replay) use it.

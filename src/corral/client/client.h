@@ -236,6 +236,9 @@ class Client {
   void ReconnectLoop(Status reason);
   // Sends again what a restarted head may have lost; false if the connection failed meanwhile.
   bool Replay(net::Connection& c, bool subscriptions_only);
+  // The records of direct calls (submissions with direct_node) that the closed connection to the
+  // head never wrote: held ones (decision 47), which the same head needs again.
+  std::vector<proto::ClientToHead> UnsentRecords();
   Status Send(const proto::ClientToHead& msg, net::Urgency urgency = net::Urgency::kNow);
   void FlushReleases();  // mu_ must not be held
   void RememberRelease(const proto::Release& release);  // mu_ held

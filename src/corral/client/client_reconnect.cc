@@ -5,6 +5,7 @@
 
 #include "corral/base/log.h"
 #include "corral/client/client.h"
+#include "corral/net/frame.h"
 
 namespace corral::client {
 
@@ -12,6 +13,7 @@ using Clock = std::chrono::steady_clock;
 
 void Client::ReconnectLoop(Status reason) {
   auto give_up = Clock::now() + options_.reconnect_for;
+  std::vector<proto::ClientToHead> unsent_records = UnsentRecords();
   std::string previous_session, previous_secret;
   {
     std::lock_guard lock(mu_);
@@ -63,6 +65,10 @@ void Client::ReconnectLoop(Status reason) {
       same_head = session_ == previous_session && resume_secret_ == previous_secret;
     }
     if (!same_head) ForgetDirect();  // its routes and tickets are of the old head's run
+    // (A restarted head gets every unfinished call in the replay; the same head ignores a record
+    // it has, should an attempt that failed have sent some.)
+    if (same_head)
+      for (const auto& m : unsent_records) (*c)->Send(m, net::Urgency::kSoon);
     if (!Replay(**c, same_head)) {
       last = Status(Code::kUnavailable, "the connection closed during the replay");
       continue;
@@ -127,6 +133,21 @@ void Client::ReconnectLoop(Status reason) {
     cv_.notify_all();
     return;  // nothing after this touches the client: a new loss may start another thread at once
   }
+}
+
+std::vector<proto::ClientToHead> Client::UnsentRecords() {
+  std::vector<proto::ClientToHead> records;
+  auto old = conn();
+  if (!old) return records;
+  std::string unsent = old->TakeUnsent();
+  net::FrameDecoder decoder;
+  (void)decoder.Decode(unsent, [&](std::string_view m) {  // (whole frames we made: no error to expect)
+    proto::ClientToHead msg;
+    if (msg.ParseFromArray(m.data(), static_cast<int>(m.size())) && msg.has_submit() &&
+        !msg.submit().direct_node().empty())
+      records.push_back(std::move(msg));
+  });
+  return records;
 }
 
 bool Client::Replay(net::Connection& c, bool subscriptions_only) {

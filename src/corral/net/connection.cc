@@ -181,7 +181,7 @@ bool Connection::Send(const google::protobuf::MessageLite& message, Urgency urge
     if (queued_bytes_ >= options_.high_watermark_bytes) was_full_ = true;
     if (write_scheduled_) return true;  // the write in flight picks it up next
     bool room = pending_.message_count() < options_.cork_max_messages;
-    bool hold = urgency == Urgency::kLate && room && now - pending_since_ < options_.late_delay;
+    bool hold = urgency == Urgency::kLate && room && full_.empty() && now - pending_since_ < options_.late_delay;
     bool flowing = now - last_send_ < options_.cork_delay;
     if (!hold) last_send_ = now;
     if (hold) {
@@ -233,6 +233,11 @@ void Connection::Flush() {
   if (post) asio::post(executor_, [self = shared_from_this()] { self->StartWrite(); });
 }
 
+std::string Connection::TakeUnsent() {
+  std::lock_guard lock(mu_);
+  return std::exchange(unsent_, {});
+}
+
 void Connection::WriteDirect() {
   uint64_t messages = pending_.message_count();
   std::string frame = pending_.Take();
@@ -246,6 +251,7 @@ void Connection::WriteDirect() {
   if (static_cast<size_t>(wrote) == frame.size()) return;
   // The rest goes out asynchronously, before anything queued later.
   full_.push_front(frame.substr(static_cast<size_t>(wrote)));
+  full_front_partial_ = true;
   write_scheduled_ = true;
   asio::post(executor_, [self = shared_from_this()] { self->StartWrite(); });
 }
@@ -275,6 +281,7 @@ void Connection::StartWrite() {
     if (!full_.empty()) {
       writing_ = std::move(full_.front());
       full_.pop_front();
+      full_front_partial_ = false;
       messages = 1;  // counted approximately for overflow frames
     } else if (!pending_.empty()) {
       messages = pending_.message_count();
@@ -361,6 +368,10 @@ void Connection::CloseOnIo(const Status& reason) {
     if (options_.owner_reads) read_lock.lock();
     std::lock_guard lock(mu_);
     stream_->Close();
+    if (options_.keep_unsent) {
+      for (size_t i = full_front_partial_ ? 1 : 0; i < full_.size(); ++i) unsent_ += full_[i];
+      unsent_ += pending_.Take();
+    }
     pending_.Take();
     full_.clear();
     queued_bytes_ = 0;

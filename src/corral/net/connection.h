@@ -68,6 +68,8 @@ struct ConnectionOptions {
   // takes them all, and the io thread sends them 4 × `late_delay` after at the latest: for what the
   // peer needs soon, but not now.
   std::chrono::microseconds late_delay{2000};
+  // On close, keep the whole frames never handed to the socket, for TakeUnsent().
+  bool keep_unsent = false;
   // Reads are the owner's (a TCP or Unix stream; ignored for TLS, see owner_reads()): Start() reads
   // nothing, and whichever thread the owner lets read calls ReadAvailable(), one at a time, when
   // the socket has bytes. A thread waiting for a reply reads it itself, with no hand-off from the
@@ -92,8 +94,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Start(MessageHandler on_message, CloseHandler on_close);
   // Thread-safe. Returns false if the connection is closed or the message is over the frame limit.
   bool Send(const google::protobuf::MessageLite& message, Urgency urgency = Urgency::kNow);
-  // Thread-safe. Sends whatever kSoon messages are waiting.
+  // Thread-safe. Sends whatever kSoon and kLate messages are waiting.
   void Flush();
+  // With ConnectionOptions::keep_unsent, once closed: the frames it never began to write (whole
+  // frames, each holding one or more messages), for the owner to send again elsewhere; once.
+  std::string TakeUnsent();
   // Thread-safe. Waits until the send queue is below the high watermark, the connection closes, or
   // the deadline passes. Returns false if closed or timed out.
   bool WaitForRoom(std::chrono::steady_clock::time_point deadline);
@@ -164,6 +169,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::condition_variable room_cv_;
   FrameBuilder pending_;           // guarded by mu_: messages not yet handed to the socket
   std::deque<std::string> full_;   // guarded by mu_: sealed frames waiting (pending hit the limit)
+  bool full_front_partial_ = false; // guarded by mu_: full_.front() is the rest of a frame begun
+  std::string unsent_;             // guarded by mu_: see TakeUnsent()
   size_t queued_bytes_ = 0;        // guarded by mu_: bytes in pending_ + full_ + writing_
   bool write_scheduled_ = false;   // guarded by mu_: a StartWrite is posted or a write in flight
   bool close_after_flush_ = false; // guarded by mu_

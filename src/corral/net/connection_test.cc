@@ -257,6 +257,32 @@ TEST(Connection, ALateMessageSentPastTheDelayTakesTheHeldOnes) {
   EXPECT_EQ(got, (std::vector<std::string>{"held", "past the delay"}));
 }
 
+TEST(Connection, KeepsTheFramesItNeverWroteForItsOwner) {
+  Fixture f;
+  f.Serve(*ParseEndpoint("127.0.0.1:0"));
+  ConnectionOptions options;
+  options.late_delay = 3600s;
+  options.keep_unsent = true;
+  auto c = f.DialSync(f.listener->endpoint(), nullptr, options);
+  std::vector<std::string> got;
+  StartCollecting(*c, &got);
+  ASSERT_TRUE(c->Send(Named("sent"), Urgency::kNow));
+  f.RunUntil([&] { return got.size() == 1; });
+  ASSERT_TRUE(c->Send(Named("held 1"), Urgency::kLate));
+  ASSERT_TRUE(c->Send(Named("held 2"), Urgency::kLate));
+  c->Close(Status(Code::kUnavailable, "a network fault"));
+  f.RunUntil([&] { return c->closed(); });
+  std::vector<std::string> unsent;
+  FrameDecoder decoder;
+  ASSERT_TRUE(decoder.Decode(c->TakeUnsent(), [&](std::string_view m) {
+    proto::Hello h;
+    ASSERT_TRUE(h.ParseFromArray(m.data(), static_cast<int>(m.size())));
+    unsent.push_back(h.name());
+  }).has_value());
+  EXPECT_EQ(unsent, (std::vector<std::string>{"held 1", "held 2"}));
+  EXPECT_TRUE(c->TakeUnsent().empty());  // (once)
+}
+
 TEST(Connection, LateMessagesLeaveAfterTheirDelay) {
   Fixture f;
   f.Serve(*ParseEndpoint("127.0.0.1:0"));
