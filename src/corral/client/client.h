@@ -70,8 +70,9 @@ struct ClientOptions {
   // ...and beside it a result channel, on which the actor's worker writes results itself
   // (decision 46); false: results come through the agent (CORRAL_RESULT_CHANNEL=0).
   bool result_channel = true;
-  // The head's record of a direct call that is the client's only call under way waits up to this
-  // long for the client's next message to the head (decision 47); 0: it leaves at once
+  // The head's record of a direct call that is the client's only call under way is held for the
+  // client's next message to the head; a record sent this long after it takes it along, and the io
+  // thread sends it 4 × this long after at the latest (decision 47); 0: it leaves at once
   // (CORRAL_LATE_RECORD_US).
   std::chrono::microseconds late_record{2000};
   // A thread waiting for direct calls' results polls the agent's socket this long before sleeping,

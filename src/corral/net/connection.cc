@@ -368,11 +368,11 @@ void Connection::CloseOnIo(const Status& reason) {
     if (options_.owner_reads) read_lock.lock();
     std::lock_guard lock(mu_);
     stream_->Close();
+    std::string last = pending_.Take();
     if (options_.keep_unsent) {
       for (size_t i = full_front_partial_ ? 1 : 0; i < full_.size(); ++i) unsent_ += full_[i];
-      unsent_ += pending_.Take();
+      unsent_ += last;
     }
-    pending_.Take();
     full_.clear();
     queued_bytes_ = 0;
   }

@@ -78,7 +78,7 @@ struct ConnectionOptions {
 };
 
 // kNow: written at once. kSoon: corked while messages flow (ConnectionOptions::cork_delay).
-// kLate: held up to ConnectionOptions::late_delay, and sent with whatever leaves before then.
+// kLate: held (ConnectionOptions::late_delay), and sent with whatever leaves before then.
 enum class Urgency { kNow, kSoon, kLate };
 
 class Connection : public std::enable_shared_from_this<Connection> {
