@@ -413,9 +413,12 @@ def test_results_come_through_the_agent_when_asked(cluster, monkeypatch):
     assert agent_counter("actor_results_by_worker") == 0 and agent_counter("result_channels") == 0
 
 
-def test_the_record_of_a_lone_call_follows_its_end_and_still_reaches_the_head(cluster):
+def test_the_record_of_a_lone_call_follows_its_end_and_still_reaches_the_head(cluster, monkeypatch):
     """The head's record of a caller's only call under way waits for the caller's next message to
     the head, or a few ms (decision 47): the call's end gets there first, and the record still does."""
+    # Held up to 1 s, not 2 ms: on a loaded machine a sync call can outlast 2 ms, and then each
+    # batch of records carries the one just sent, ahead of its end.
+    monkeypatch.setenv("CORRAL_LATE_RECORD_US", "1000000")
     connect_with_one_agent(cluster)
     c = Counter.remote(0)
     corral.get(c.incr.remote())
@@ -423,10 +426,18 @@ def test_the_record_of_a_lone_call_follows_its_end_and_still_reaches_the_head(cl
                what="a route to the actor")
     direct, early = head_counter("actor_calls_direct"), head_counter("direct_call_ends_early")
     n = corral.get(c.incr.remote())
-    assert [corral.get(c.incr.remote()) for _ in range(100)] == list(range(n + 1, n + 101))
+    refs = []  # kept: a batch of releases is a message to the head too, and takes the records with it
+
+    def call():
+        refs.append(c.incr.remote())
+        return corral.get(refs[-1])
+
+    assert [call() for _ in range(100)] == list(range(n + 1, n + 101))
     # (Asked on the same connection, behind the records: the head has them all by then.)
     assert head_counter("actor_calls_direct") == direct + 101
-    assert head_counter("direct_call_ends_early") - early > 50  # (relayed at once, about 1 in 10 is)
+    # All but the one sent with each batch (a batch leaves 1 s after its first record); sent at
+    # once, about 1 in 10 is.
+    assert head_counter("direct_call_ends_early") - early >= 90
     # With nothing else said to the head, the last record leaves on its own: another client sees it.
     corral.get(c.incr.remote())
 
