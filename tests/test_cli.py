@@ -93,6 +93,20 @@ def test_stop_a_head_started_with_its_own_state_dir(home, tmp_path):
     out = run(["start", "--head", "--port", "0", "--http-port", "0", "--num-cpus", "1", "--state-dir", state], home)
     assert out.returncode == 0, out.stderr
     pid = int(open(os.path.join(state, "pid")).read())
+    # What it prints to reach it works as printed: the token is not where commands look by default.
+    printed = out.stdout
+    status_cmd = next(line for line in printed.splitlines() if line.startswith("See the cluster:"))
+    status_cmd = status_cmd.removeprefix("See the cluster:").split("Stop it:")[0].strip()
+    assert "CORRAL_TOKEN_FILE=" in status_cmd, printed
+    status = subprocess.run(status_cmd.replace("corral ", BIN + " ", 1), shell=True, env=home, capture_output=True,
+                            text=True, timeout=60)
+    assert status.returncode == 0 and "Cluster at" in status.stdout, status.stderr
+    token_file = status_cmd.split("CORRAL_TOKEN_FILE=")[1].split()[0]
+    address = printed.split('corral.init(address="')[1].split('"')[0]
+    driver = subprocess.run([sys.executable, "-c", f"import corral; corral.init(address={address!r}); print(corral.nodes()[0]['state'])"],
+                            env=dict(home, CORRAL_TOKEN_FILE=token_file), capture_output=True, text=True, timeout=60)
+    assert driver.stdout.strip() == "alive", driver.stderr
+    assert f"corral stop --state-dir {state}" in printed
     out = run(["stop"], home)  # not under CORRAL_HOME: says how to reach it
     assert "Nothing to stop" in out.stdout and "--state-dir" in out.stdout
     assert psutil.pid_exists(pid)

@@ -185,14 +185,23 @@ int StartHead(const HeadFlags& flags, const std::vector<std::string>& argv) {
                           "<this machine's address> to let other machines join):\n"
                           "  CORRAL_TOKEN={} corral start --address {}\n\n",
                           token, join);
+    // Commands and drivers find a head, and its admin token, in the default state directory; one
+    // kept elsewhere is named to them.
+    bool elsewhere = state != DefaultHeadStateDir();
+    std::string token_env = elsewhere ? fmt::format("CORRAL_TOKEN_FILE={}/token ", state) : "";
+    std::string python = elsewhere ? fmt::format("  {}python  # then:\n", token_env) : "";
+    std::string status = elsewhere ? fmt::format("{}corral status --address {}", token_env, *addr) : "corral status";
+    std::string stop = elsewhere ? "corral stop --state-dir " + state : "corral stop";
     std::printf(
         "Corral head running at %s (state and logs in %s)%s\n\n"
         "%s"
         "Use it from Python on this machine:\n"
+        "%s"
         "  corral.init(address=\"%s\")\n\n"
         "%s"
-        "See the cluster: corral status      Stop it: corral stop\n",
-        addr->c_str(), state.c_str(), tls ? ", TLS" : "", add_machine.c_str(), addr->c_str(), HttpLine(state).c_str());
+        "See the cluster: %s      Stop it: %s\n",
+        addr->c_str(), state.c_str(), tls ? ", TLS" : "", add_machine.c_str(), python.c_str(), addr->c_str(),
+        HttpLine(state).c_str(), status.c_str(), stop.c_str());
     return 0;
   }
 
