@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -138,3 +139,63 @@ def test_a_node_out_of_open_files_fails_actor_creations_with_the_reason_and_does
     # A line a second at most while it tries again, not thousands.
     failures = int(out.split("logged ")[-1].split()[0])
     assert 0 < failures < 200, out
+
+
+def test_a_nodes_python_version_reaches_the_head_when_its_worker_greets_before_the_head_welcomes_the_agent(cluster):
+    """An agent whose worker said hello after the agent's hello to the head and before the head's
+    welcome (a busy head) lost the worker's Python version: its update was dropped, the hello had
+    gone without it, and tasks checked against the version stayed queued for that node."""
+    import json
+    import socket
+    import threading
+
+    import psutil
+
+    from conftest import corral_cli
+    host, port = cluster.address.rsplit(":", 1)
+    listener = socket.create_server(("127.0.0.1", 0))
+    greeted = threading.Event()
+
+    def relay(src, dst, hold=None):
+        try:
+            while data := src.recv(65536):
+                if hold is not None:
+                    hold.wait(30)  # the head's answers wait until the agent's worker has greeted
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            dst.close()
+
+    def proxy():  # between the agent and the head: holds back what the head says
+        a, _ = listener.accept()
+        h = socket.create_connection((host, int(port)))
+        threading.Thread(target=relay, args=(a, h), daemon=True).start()
+        threading.Thread(target=relay, args=(h, a, greeted), daemon=True).start()
+
+    threading.Thread(target=proxy, daemon=True).start()
+    via = f"127.0.0.1:{listener.getsockname()[1]}"
+    agent = subprocess.Popen([cluster.bin, "start", "--address", via, "--block", "--exit-on-stdin-eof",
+                              "--state-dir", f"{cluster.dir}/late-agent", "--num-cpus", "1", "--python", sys.executable],
+                             env=cluster.env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        def worker_greeted():  # its worker connected to the agent (and said hello at once)
+            return any(p.net_connections(kind="unix") for p in psutil.Process(agent.pid).children()
+                       if "corral.worker" in " ".join(p.cmdline()))
+
+        wait_until(worker_greeted, timeout=30, what="the agent's worker connected")
+        time.sleep(0.5)  # (its hello read by the agent; nothing to wait on from outside)
+        greeted.set()
+
+        def python_at_head():
+            out = corral_cli(cluster, "status", "--json")
+            nodes = json.loads(out.stdout)["nodes"] if out.returncode == 0 else []
+            return nodes and all(n["python"] for n in nodes)
+
+        wait_until(python_at_head, timeout=15, what="the node's Python version at the head")
+    finally:
+        greeted.set()
+        agent.stdin.close()
+        agent.wait(timeout=30)
+        listener.close()

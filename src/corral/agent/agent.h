@@ -208,6 +208,7 @@ class Agent {
   double cpus_total_ = 0, cpus_free_ = 0;
   GpuAllocator gpus_;
   proto::NodeInfo info_;
+  std::string hello_info_;  // info_ as the last hello to the head carried it
   std::string session_id_;
   std::shared_ptr<net::Connection> head_;
   boost::asio::steady_timer heartbeat_timer_;

@@ -64,6 +64,7 @@ void Agent::ConnectToHead() {
               h->set_id(options_.node_id);
               h->set_pid(getpid());
               *h->mutable_node() = info_;
+              hello_info_ = info_.SerializeAsString();
               auto hold = [h](const proto::TaskSpec& spec, bool blocked) {
                 proto::HeldAttempt* a = h->add_held();
                 a->set_task_id(spec.task_id());
@@ -299,6 +300,13 @@ void Agent::OnHeadMessage(std::string_view bytes) {
       outbox_.clear();
       outbox_bytes_ = 0;
       for (const auto& m : outbox) SendToHead(m);  // kept until acknowledged, like any other
+      // What changed since the hello (a worker greeted meanwhile with its Python version: the
+      // update it sent was dropped, the head not having taken this agent yet).
+      if (info_.SerializeAsString() != hello_info_) {
+        proto::AgentToHead update;
+        *update.mutable_update() = info_;
+        SendToHead(update);
+      }
       for (auto& [pid, w] : workers_)  // an actor's readiness may have been lost with the connection
         if (w->busy && w->actor_ready) {
           proto::AgentToHead ready;
