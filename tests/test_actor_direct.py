@@ -15,7 +15,7 @@ import pytest
 
 import corral
 import wire
-from conftest import corral_cli, make_token, wait_until
+from conftest import Cluster, corral_cli, make_token, wait_until
 from test_actors import Counter, actor_info
 
 
@@ -205,10 +205,21 @@ def test_an_agent_that_does_not_answer_holds_no_submission_up(cluster):
     assert corral.get(refs, timeout=60) == list(range(n + 1, n + 6))
 
 
-def test_a_stopped_agent_holds_up_only_its_own_actors_route_and_is_dialed_again_soon(cluster):
+@pytest.fixture
+def patient_cluster():
+    """As `cluster`, with a node stopped for 10 s (not 3) before it is declared dead: a test that stops
+    one for its dial timeouts (2 s each) holds on a machine whose other work slows the test."""
+    c = Cluster(head_args=("--heartbeat-ms", "200", "--suspect-after-ms", "1000", "--dead-after-ms", "10000"))
+    yield c
+    corral.shutdown()
+    c.stop()
+
+
+def test_a_stopped_agent_holds_up_only_its_own_actors_route_and_is_dialed_again_soon(patient_cluster):
     """Routes are dialed on several threads: while the dial to a stopped agent waits for its
     greeting (2 s), another actor's route is made at once. Once the stopped agent runs again, its
     actor's calls go straight to it again after seconds (2, 4, 8 ... between tries), not 30."""
+    cluster = patient_cluster
     asleep = cluster.add_agent(num_cpus=1, resources={"asleep": 1})
     cluster.add_agent(num_cpus=1, resources={"awake": 1})
     cluster.connect()
@@ -443,6 +454,7 @@ for _ in range(100):
     refs.append(c.incr.remote())
     corral.get(refs[-1])
 gc.enable()
+time.sleep(0.2)  # (the worker reports ends it wrote to us itself in batches: the last one reaches the head)
 after = counters()
 print(json.dumps({k: after.get(k, 0) - before.get(k, 0) for k in ("actor_calls_direct", "direct_call_ends_early")}),
       flush=True)

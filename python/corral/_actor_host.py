@@ -31,7 +31,7 @@ _ASYNC_DEFAULT_CONCURRENCY = 1000
 
 def run(link, task, functions):
     (task_id, attempt, name, fn_hash, fn_bytes, args, deps, resources, gpu_ids, _owner, _durable, _fmt, _soft,
-     _parents, _link, _forget, actor) = task
+     _parents, _link, _forget, actor, _seq) = task
     actor_id, _method, _group, options = actor
     max_concurrency, groups, is_async = options
     cls, a, k, failed = worker.load_call(functions, name, fn_hash, fn_bytes, args, deps)
@@ -48,25 +48,23 @@ def run(link, task, functions):
     host = _Host(link, instance, name, max_concurrency, groups, is_async)
     _HOST[0] = host
     link.actor_ready(actor_id, attempt)
-    seq = _runtime.current_task.seq  # the agent counts the calls it sends after the creation as we do
     if host.loop is None and host.pools is None:
-        _read_calls(link, host, seq)  # calls run here, on the main thread, one by one
+        _read_calls(link, host)  # calls run here, on the main thread, one by one
     # Calls run on other threads: the main thread is left free to take the agent's cancels (Python
     # runs signal handlers there only, and not while it waits in next_task).
-    threading.Thread(target=_read_calls, args=(link, host, seq), name="corral-actor-calls", daemon=True).start()
+    threading.Thread(target=_read_calls, args=(link, host), name="corral-actor-calls", daemon=True).start()
     while True:
         time.sleep(3600)
 
 
-def _read_calls(link, host, seq):
+def _read_calls(link, host):
     try:
         while True:
             try:
                 call = link.next_task()
             except exceptions.ConnectionLostError:
                 os._exit(0)  # the agent is gone; so is the actor
-            seq += 1
-            host.submit(call, seq)
+            host.submit(call, call[17])  # (the number the agent's cancel names it by)
     except BaseException:  # noqa: BLE001 - no call could be answered any more: the actor dies, visibly
         traceback.print_exc()
         sys.stderr.flush()
@@ -78,8 +76,11 @@ _lock = threading.RLock()   # guards the host's calls, last_seq and early cancel
 _early_cancels = set()      # seqs of calls cancelled before they arrived (or before the actor was ready)
 
 
+_CHANNEL_SEQ = 1 << 31  # seqs of calls that came from their callers themselves (call channels)
+
+
 def cancel(seq):
-    """The agent cancels the call it sent as `seq` (from the SIGINT handler, on the main thread): an
+    """The agent cancels the call numbered `seq` (from the SIGINT handler, on the main thread): an
     async call's coroutine gets CancelledError, which its caller gets as a task error (an instance
     of CancelledError, as Ray's RayTaskError); a sync one that has not started never runs, and one
     that runs is marked (``is_canceled()``); a sync call's caller gets TaskCancelledError."""
@@ -88,7 +89,7 @@ def cancel(seq):
         call = host.calls.get(seq) if host is not None else None
         if call is not None:
             host.mark_cancelled(call)
-        elif host is None or seq > host.last_seq:
+        elif host is None or seq > (host.last_channel_seq if seq >= _CHANNEL_SEQ else host.last_seq):
             _early_cancels.add(seq)  # still on its way in: marked when it arrives
         # else: it has finished already; nothing to do
 
@@ -100,7 +101,8 @@ class _Host:
                         if not n.startswith("__") or n == "__call__"}
         self.functions = {}
         self.calls = {}            # seq -> [task id, its asyncio task or None] while it runs
-        self.last_seq = 0          # the last call received
+        self.last_seq = 0          # the last call received from the agent
+        self.last_channel_seq = 0  # ...and from a call channel (the agent numbers those after the worker)
         self.loop = None
         self.pools = None
         if is_async:
@@ -133,7 +135,10 @@ class _Host:
         _aid, method_name, group, _opts = call[16]
         with _lock:
             entry = self.calls[seq] = [task_id, None]
-            self.last_seq = seq
+            if seq >= _CHANNEL_SEQ:
+                self.last_channel_seq = seq
+            else:
+                self.last_seq = seq
             if seq in _early_cancels:
                 _early_cancels.discard(seq)
                 self.mark_cancelled(entry)

@@ -68,17 +68,15 @@ def main():
     _runtime.node_id = os.environ.get("CORRAL_NODE_ID")
     functions = {}
     threads = None
-    seq = 0  # tasks received; the agent counts the same way and names a task by it when cancelling
     while True:
         try:
             task = link.next_task()
         except exceptions.ConnectionLostError:
             return 0
         (task_id, attempt, name, fn_hash, fn_bytes, args, deps, resources, gpu_ids, owner, durable_function,
-         args_format, soft_time_limit, parents, link_mode, forget, actor) = task
+         args_format, soft_time_limit, parents, link_mode, forget, actor, seq) = task  # seq: what a cancel names it by
         for h in forget:  # no client and no task uses it any more
             functions.pop(h, None)
-        seq += 1
         _task_output.begin_task(task_id, name, attempt)
         cpus = resources.get("CPU", 1.0)
         if cpus != threads:

@@ -321,6 +321,13 @@ void Agent::OnCancel(const proto::CancelAttempt& cancel) {
       counters_["actor_call_cancels_signalled"]++;
       return;
     }
+    if (w->call_table && cancel.attempt() == 0) {  // one its caller sent the worker itself (decision 50)
+      if (auto seq = w->call_table->Find(cancel.task_id())) {
+        processes_->Interrupt(pid, *seq, CallCancelSignal());
+        counters_["actor_call_cancels_signalled"]++;
+        return;
+      }
+    }
     if (w->next && w->next->task.spec().task_id() == cancel.task_id()) {
       w->next_cancelled = true;  // stopped when it starts, right after the current task
       return;
@@ -336,6 +343,17 @@ void Agent::OnCancel(const proto::CancelAttempt& cancel) {
         processes_->Interrupt(pid, w->seq);  // KeyboardInterrupt in that task, whenever it starts; the worker lives on
       }
       return;
+    }
+  }
+  // A call on its way to an actor's worker on a call channel, or waiting there unread (decision
+  // 50): refused, so it never runs, and ended as cancelled here.
+  if (cancel.attempt() == 0 && actor_workers_.size() > 0 && !HeldOnChannel(cancel.task_id())) {
+    bool on_channel = false;
+    for (const auto& [actor, w] : actor_workers_) on_channel |= w->call_table != nullptr;
+    if (on_channel) {
+      RefuseFromNowOn(cancel.task_id(), 0);
+      counters_["channel_calls_cancelled_unread"]++;
+      ReportEnded(cancel.task_id(), 0, proto::CANCELLED, "cancelled before it started", /*direct=*/true);
     }
   }
 }

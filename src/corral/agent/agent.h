@@ -182,6 +182,13 @@ class Agent {
   void OnWorkerMessage(Worker* w, std::string_view bytes);
   void OnWorkerExit(pid_t pid, const std::string& reason);
   void FinishOnWorker(Worker* w, proto::TaskFinished&& finished);
+  // The end of a call the worker took from a caller's call channel (decision 50).
+  void FinishChannelCall(Worker* w, proto::TaskFinished&& finished);
+  // Whether a direct call (a first attempt) was taken by an actor's worker from a call channel; if
+  // not, it is refused there from now on (the worker drops it should it come).
+  bool HeldOnChannel(const std::string& task_id);
+  // A direct call refused from now on on the agent's call connections too.
+  void RefuseFromNowOn(const std::string& task_id, uint32_t attempt);
   void ReleaseTask(Worker* w);
   // Reports the queued tasks as failed with `why` (workers cannot start here); `only_startable`:
   // only those a new worker would start now (their CPUs are free), not those waiting for a CPU.

@@ -33,6 +33,8 @@ constexpr size_t kMaxCallers = 4096;          // connected callers, greeted or n
 constexpr size_t kMaxGreeting = 64;           // connected callers that have not sent a valid hello
 constexpr size_t kHelloFrameBytes = 4 << 10;  // until the hello checks out
 constexpr size_t kCallsRefusedKept = 65536;
+constexpr uint64_t kCallTableTag = 0;  // (channel numbers start at 1)
+constexpr int64_t kChannelRefusalKeepNs = 600'000'000'000;  // a refused call that never came: forgotten after
 
 std::string AttemptKey(const std::string& task_id, uint32_t attempt) {
   std::string key = task_id;
@@ -237,10 +239,21 @@ void Agent::HandOverResults(Caller* channel) {
     channel->conn->CloseAfterFlush(Status(Code::kFailedPrecondition, "no result channel"));
     return;
   }
+  // With the first channel, the table of calls the worker takes from its callers (decision 50); a
+  // worker without one writes results only (its callers then send calls here).
+  if (!w->call_table) {
+    int table_fd = -1;
+    if (auto t = CallTable::Create(&table_fd); t && net::SendTaggedFd(w->results_fd, kCallTableTag, table_fd)) {
+      w->call_table = std::make_unique<CallTable>(std::move(*t));
+    } else if (!t) {
+      LOG_WARN("actor calls from this machine go through the agent: {}", t.error().message());
+    }
+    if (table_fd >= 0) ::close(table_fd);
+  }
   // From here the worker alone writes on it; this agent lets go of it (`channel` is erased).
   int fd = channel->conn->CloseAndTakeFd(Status::Ok());
   uint64_t n = ++result_channels_;
-  bool sent = fd >= 0 && net::SendTaggedFd(w->results_fd, n, fd);
+  bool sent = fd >= 0 && net::SendTaggedFd(w->results_fd, n, fd, channel->client_id);
   if (fd >= 0) ::close(fd);  // (the worker has its own; if it did not go, the caller sees it close)
   if (!sent) {
     counters_["result_channels_refused"]++;
@@ -248,7 +261,7 @@ void Agent::HandOverResults(Caller* channel) {
   }
   counters_["result_channels"]++;
   calls->result_channel = n;
-  w->result_channels.insert(n);
+  w->result_channels[n] = calls->client_id;
 }
 
 void Agent::TakeBackResults(const Caller& c) {
@@ -256,6 +269,24 @@ void Agent::TakeBackResults(const Caller& c) {
   auto it = actor_workers_.find(c.actor_id);
   if (it == actor_workers_.end() || !it->second->result_channels.erase(c.result_channel)) return;
   net::SendTaggedFd(it->second->results_fd, c.result_channel, -1);  // (not sent: it goes with the worker)
+}
+
+bool Agent::HeldOnChannel(const std::string& task_id) {
+  // A call its caller sent on a call channel: the worker took it (its end comes) or, refused in
+  // the table now, never will. (Which actor's, the id does not say: every table is asked.)
+  bool held = false;
+  for (const auto& [actor, w] : actor_workers_)
+    if (!held && w->call_table) held = w->call_table->Refuse(task_id, SystemClock().BootTimeNs(), kChannelRefusalKeepNs);
+  return held;
+}
+
+void Agent::RefuseFromNowOn(const std::string& task_id, uint32_t attempt) {
+  std::string key = AttemptKey(task_id, attempt);
+  if (calls_refused_.insert(key).second) calls_refused_order_.push_back(std::move(key));
+  while (calls_refused_order_.size() > kCallsRefusedKept) {
+    calls_refused_.erase(calls_refused_order_.front());
+    calls_refused_order_.pop_front();
+  }
 }
 
 void Agent::OnProbeCalls(const proto::DirectCalls& probe) {
@@ -267,15 +298,10 @@ void Agent::OnProbeCalls(const proto::DirectCalls& probe) {
     for (const auto& [actor, w] : actor_workers_)
       if (auto call = w->actor_calls.find(id); call != w->actor_calls.end() && call->second.attempt == probe.attempts(i))
         held = true;
-    if (held) continue;
+    if (held || (probe.attempts(i) == 0 && HeldOnChannel(id))) continue;
     // Not here now: it ended (its report went before this answer) or never came. Either way it is
     // refused from now on, so the head may send it itself.
-    std::string key = AttemptKey(id, probe.attempts(i));
-    if (calls_refused_.insert(key).second) calls_refused_order_.push_back(std::move(key));
-    while (calls_refused_order_.size() > kCallsRefusedKept) {
-      calls_refused_.erase(calls_refused_order_.front());
-      calls_refused_order_.pop_front();
-    }
+    RefuseFromNowOn(id, probe.attempts(i));
     not_held->add_task_ids(id);
     not_held->add_attempts(probe.attempts(i));
   }

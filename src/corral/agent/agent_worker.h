@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "corral/agent/agent.h"
+#include "corral/base/call_table.h"
 
 namespace corral::agent {
 
@@ -77,7 +78,10 @@ struct Agent::Worker {
   // Result channels (decision 46): this end of a socket pair made at spawn (the worker has the
   // other) hands it callers' result connections, numbered; those it holds now.
   int results_fd = -1;
-  std::set<uint64_t> result_channels;
+  std::map<uint64_t, std::string> result_channels;  // number -> its caller's client id
+  // Handed over with its first channel: where the worker claims the calls callers send it on their
+  // channels (decision 50), which this agent never sees arrive.
+  std::unique_ptr<CallTable> call_table;
   // Shared with the handlers of this worker's connection, which may run after the worker is gone:
   // cleared when it is.
   std::shared_ptr<Worker*> handle;

@@ -248,6 +248,7 @@ void Agent::FinishOnWorker(Worker* w, proto::TaskFinished&& finished) {
     SendToHead(msg);
     return;
   }
+  if (finished.channel() != 0) return FinishChannelCall(w, std::move(finished));
   if (!w->busy || finished.task_id() != w->task_id) return;
   finished.set_node_id(options_.node_id);
   finished.set_delivered(false);
@@ -279,6 +280,37 @@ void Agent::FinishOnWorker(Worker* w, proto::TaskFinished&& finished) {
   SendToHead(msg);
   TryStart();
   CheckDrained();
+}
+
+void Agent::FinishChannelCall(Worker* w, proto::TaskFinished&& finished) {
+  // A call its caller sent the worker itself on its call channel (decision 50): the worker claimed
+  // it in the table; this report ends it there. Reports of calls it did not claim are dropped.
+  auto channel = w->result_channels.find(finished.channel());
+  if (!w->call_table || finished.attempt() != 0 || !w->call_table->Release(finished.task_id())) {
+    counters_["channel_call_reports_dropped"]++;
+    return;
+  }
+  counters_["actor_calls_on_channels"]++;
+  finished.set_node_id(options_.node_id);
+  finished.set_direct(true);
+  if (finished.delivered()) counters_["actor_results_by_worker"]++;
+  if (!finished.delivered()) {
+    // The channel would have blocked or broke: sent on the caller's call connection, if it has one.
+    Caller* caller = nullptr;
+    if (channel != w->result_channels.end())
+      for (const auto& [p, c] : callers_)
+        if (c->result_channel == finished.channel() && c->actor_id == w->actor_id && !c->conn->closed()) caller = c.get();
+    if (caller) {
+      proto::AgentToCaller result;
+      *result.mutable_finished() = finished;
+      caller->conn->Send(result, net::Urgency::kSoon);
+      finished.set_delivered(!caller->conn->closed());
+    }
+  }
+  finished.clear_channel();
+  proto::AgentToHead msg;
+  *msg.mutable_finished() = std::move(finished);
+  SendToHead(msg);
 }
 
 std::string Agent::WorkerLogPath(const Worker& w) const {
@@ -370,6 +402,9 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
       if (call.direct) Abandon(call.caller, id);  // its caller now waits for the head's word
       ReportEnded(id, call.attempt, proto::WORKER_DIED, why, call.direct);
     }
+    // So did those it took from its callers' channels (they hand the rest back to the head).
+    if (w->call_table)
+      for (const auto& [id, seq] : w->call_table->TakeClaimed()) ReportEnded(id, 0, proto::WORKER_DIED, why, true);
     // Its callers ask the head for a route again (to its next incarnation, wherever that runs).
     CloseCallers(Status(Code::kAborted, "the actor's worker exited"),
                  [&](const Caller& c) { return c.actor_id == w->actor_id; });

@@ -245,7 +245,7 @@ void Client::OnValueLocked(ObjectPtr value) {
 void Client::EndCallLocked(const std::string& id) {
   auto call = calls_.find(id);
   if (call == calls_.end()) return;  // not an actor call
-  if (auto d = direct_.find(call->second); d != direct_.end() && !d->second.sent.erase(id) && d->second.via_head > 0) {
+  if (auto d = direct_.find(call->second); d != direct_.end() && !d->second.End(id) && d->second.via_head > 0) {
     DirectActor& actor = d->second;
     // The last call through the head of an actor that was not ready: it may be now.
     if (--actor.via_head == 0 && actor.next_route == std::chrono::steady_clock::time_point::max())

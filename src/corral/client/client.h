@@ -70,6 +70,9 @@ struct ClientOptions {
   // ...and beside it a result channel, on which the actor's worker writes results itself
   // (decision 46); false: results come through the agent (CORRAL_RESULT_CHANNEL=0).
   bool result_channel = true;
+  // ...on which, once the worker welcomes us there, calls go to the worker itself (decision 50);
+  // false: calls go to the agent (CORRAL_CALL_CHANNEL=0).
+  bool call_channel = true;
   // The head's record of a direct call that is the client's only call under way is held for the
   // client's next message to the head; a record sent this long after it takes it along, and the io
   // thread sends it 4 × this long after at the latest (decision 47); 0: it leaves at once
@@ -155,6 +158,13 @@ class Client {
     std::shared_ptr<net::Connection> results;
     std::string node;                       // that agent's node
     std::unordered_set<std::string> sent;   // calls sent there without a result yet
+    // Once the worker welcomed us on `results` (calls may go there, decision 50): of `sent`, those
+    // that went there. A call goes there only while every call in `sent` did (one order).
+    std::weak_ptr<net::Connection> welcomed_on;  // the result channel whose worker welcomed us
+    bool CallsOnChannel() const {  // (`results` is that channel)
+      return results && !welcomed_on.owner_before(results) && !results.owner_before(welcomed_on);
+    }
+    std::unordered_set<std::string> on_channel;
     int via_head = 0;                       // calls through the head (or handed to it) without a result yet
     std::chrono::steady_clock::time_point next_route{};  // when to ask the head for a route again
     bool routing = false;  // queued for a router thread, or being routed there
@@ -162,6 +172,7 @@ class Client {
     // Calls sent there whose results now come from the head: counted with those again.
     bool HandBack(const std::string& id) {
       if (!sent.erase(id)) return false;
+      on_channel.erase(id);
       via_head++;
       return true;
     }
@@ -169,7 +180,12 @@ class Client {
       std::vector<std::string> ids(sent.begin(), sent.end());
       via_head += static_cast<int>(ids.size());
       sent.clear();
+      on_channel.clear();
       return ids;
+    }
+    bool End(const std::string& id) {
+      on_channel.erase(id);
+      return sent.erase(id) > 0;
     }
   };
   // submit_mu_ held. The connection to use for a call of `actor_id` with arguments `deps` (their
@@ -202,7 +218,9 @@ class Client {
   // A new head (it restarted): connections to agents are dropped; calls sent on them are in the
   // replay, through the head.
   void ForgetDirect();
+  // `channel`: `from` itself, when it is a result channel.
   void OnAgentMessage(net::Connection* from, const std::string& actor_id, std::optional<bool>* greeted,
+                      const std::weak_ptr<net::Connection>* channel,
                       std::string_view bytes);
   // Tells the head about lost_direct_ (and subscribes to them); false if the head's connection is down.
   bool SendLostDirect(net::Connection& head);

@@ -217,12 +217,14 @@ std::shared_ptr<net::Connection> Client::DialAgentAt(const std::string& actor_id
   asio::post(io_->io(), [this, c, actor_id, greeted, results] {
     net::Connection* raw = c.get();
     if (results) {
-      c->Start([this, raw, actor_id](std::string_view m) { OnAgentMessage(raw, actor_id, nullptr, m); },
+      c->Start([this, raw, actor_id, self = std::weak_ptr<net::Connection>(c)](std::string_view m) {
+                 OnAgentMessage(raw, actor_id, nullptr, &self, m);
+               },
                [this, raw, actor_id](const Status&) { OnResultsClose(raw, actor_id); });
       if (!reads_->Watch(c)) c->Close(Status(Code::kUnavailable, "cannot watch the result channel"));
       return;
     }
-    c->Start([this, raw, actor_id, greeted](std::string_view m) { OnAgentMessage(raw, actor_id, greeted.get(), m); },
+    c->Start([this, raw, actor_id, greeted](std::string_view m) { OnAgentMessage(raw, actor_id, greeted.get(), nullptr, m); },
              [this, raw, actor_id, greeted](const Status&) {
                {
                  std::lock_guard lock(mu_);
@@ -255,6 +257,7 @@ std::shared_ptr<net::Connection> Client::DialAgentAt(const std::string& actor_id
 void Client::SendDirect(const std::string& actor_id, const std::string& id, net::Connection* agent,
                         const proto::CallerToAgent& call, net::Urgency urgency) {
   // (A call lost here is told to the head once the head has its record: SendTask.)
+  std::shared_ptr<net::Connection> channel;
   {
     std::lock_guard lock(mu_);
     DirectActor& d = direct_[actor_id];
@@ -263,11 +266,17 @@ void Client::SendDirect(const std::string& actor_id, const std::string& id, net:
       lost_direct_.push_back(id);
       return;
     }
+    // To the worker itself once it welcomed us, while no call of ours is on its way through the
+    // agent (the two would race); from then on there while the channel lasts.
+    if (d.CallsOnChannel() && options_.call_channel && d.on_channel.size() == d.sent.size()) {
+      channel = d.results;
+      d.on_channel.insert(id);
+    }
     d.via_head--;
     d.sent.insert(id);
   }
   hop_trace::Mark(hop_trace::kCallerWrites);
-  if (agent->Send(call, urgency)) return;
+  if (channel ? channel->Send(call, urgency) : agent->Send(call, urgency)) return;
   std::lock_guard lock(mu_);
   auto d = direct_.find(actor_id);
   if (d != direct_.end() && d->second.HandBack(id)) {  // (else OnAgentClose took it already)
@@ -335,6 +344,7 @@ void Client::ForgetDirect() {
 }
 
 void Client::OnAgentMessage(net::Connection* from, const std::string& actor_id, std::optional<bool>* greeted,
+                            const std::weak_ptr<net::Connection>* channel,
                             std::string_view bytes) {
   proto::AgentToCaller msg;
   if (!msg.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
@@ -346,6 +356,10 @@ void Client::OnAgentMessage(net::Connection* from, const std::string& actor_id, 
   switch (msg.msg_case()) {
     case proto::AgentToCaller::kWelcome:
     case proto::AgentToCaller::kRefused:
+      if (channel && msg.has_welcome()) {  // the actor's worker has our result channel: calls may go there
+        if (d != direct_.end()) d->second.welcomed_on = *channel;  // (perhaps before Route made it d.results)
+        break;
+      }
       if (!greeted) {  // a result channel the agent did not take: its results come on the call connection
         from->Close(Status(Code::kFailedPrecondition, "result channel refused: " + msg.refused()));
         break;
@@ -380,13 +394,22 @@ void Client::OnAgentMessage(net::Connection* from, const std::string& actor_id, 
 }
 
 void Client::OnResultsClose(net::Connection* from, const std::string& actor_id) {
-  // (Its worker exited, or the agent refused it: results come on the call connection.)
+  // (Its worker exited, or the agent refused it: results come on the call connection.) Calls sent
+  // on it without a result: the head asks the agent whether the worker took them (their ends come
+  // then) or not (refused there from then on, and sent by the head), as for a broken connection.
   reads_->Forget(from);
-  std::lock_guard lock(mu_);
-  auto d = direct_.find(actor_id);
-  if (d == direct_.end() || d->second.results.get() != from) return;
-  d->second.results.reset();
-  direct_moves_++;  // (a thread reading it looks again)
+  {
+    std::lock_guard lock(mu_);
+    auto d = direct_.find(actor_id);
+    if (d == direct_.end() || d->second.results.get() != from) return;
+    d->second.results.reset();
+    direct_moves_++;  // (a thread reading it looks again)
+    std::vector<std::string> on_channel(d->second.on_channel.begin(), d->second.on_channel.end());
+    for (const auto& id : on_channel)
+      if (d->second.HandBack(id)) lost_direct_.push_back(id);
+    if (on_channel.empty()) return;
+  }
+  if (auto head = conn()) SendLostDirect(*head);  // (else Replay sends them)
 }
 
 void Client::OnAgentClose(net::Connection* from, const std::string& actor_id) {

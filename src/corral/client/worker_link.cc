@@ -46,6 +46,7 @@ Result<std::unique_ptr<WorkerLink>> WorkerLink::Connect(const WorkerLinkOptions&
   h->set_id(*raw_id);
   h->set_pid(getpid());
   for (const auto& f : options.task_functions) h->add_task_functions(f);
+  link->spin_ = options.spin;
   if (options.results_fd >= 0) {
     link->results_fd_ = options.results_fd;
     if (auto node = FromHex(options.node_id)) link->node_id_ = *node;
@@ -136,47 +137,173 @@ Result<std::string> WorkerLink::ReadMessage() {
   return out;
 }
 
-Result<proto::ExecuteTask> WorkerLink::NextTask() {
+namespace {
+
+constexpr uint64_t kCallTableTag = 0;  // the hand-over of the call table; channels are numbered from 1
+constexpr size_t kReportBatch = 64;
+constexpr auto kReportAge = std::chrono::milliseconds(1);
+constexpr size_t kHeldResults = 64;
+
+}  // namespace
+
+void WorkerLink::PrepareCall(const proto::ExecuteTask& task, uint64_t channel, bool from_channel) {
+  const proto::TaskSpec& spec = task.spec();
+  {
+    std::lock_guard lock(fence_mu_);
+    bool keep = spec.keep_running_on_partition();
+    if (spec.has_actor()) actor_keep_running_ = keep;  // its calls follow the actor's choice
+    else if (!spec.actor_id().empty()) keep = actor_keep_running_;
+    UpdateFence(!keep);
+  }
+  if (spec.has_actor()) actor_id_ = spec.actor_id();
+  if (channel != 0 && results_fd_ >= 0) {
+    std::lock_guard results(results_mu_);
+    call_channels_[spec.task_id()] = {channel, from_channel};
+  }
+  hop_trace::Mark(hop_trace::kWorkerGotCall);
+}
+
+Result<proto::ExecuteTask> WorkerLink::NextTask(uint32_t* seq) {
+  reader_.store(std::this_thread::get_id(), std::memory_order_relaxed);
   for (;;) {
-    auto bytes = ReadMessage();
-    if (!bytes) return Err(bytes.error());
-    proto::AgentToWorker msg;
-    if (!msg.ParseFromString(*bytes)) return Err(Code::kInvalidArgument, "malformed message from the agent");
-    if (msg.has_execute()) {
-      const proto::TaskSpec& spec = msg.execute().spec();
-      {
-        std::lock_guard lock(fence_mu_);
-        bool keep = spec.keep_running_on_partition();
-        if (spec.has_actor()) actor_keep_running_ = keep;  // its calls follow the actor's choice
-        else if (!spec.actor_id().empty()) keep = actor_keep_running_;
-        UpdateFence(!keep);
-      }
-      if (uint64_t channel = msg.execute().result_channel(); channel != 0 && results_fd_ >= 0) {
-        std::lock_guard results(results_mu_);
-        call_channels_[spec.task_id()] = channel;
-      }
-      hop_trace::Mark(hop_trace::kWorkerGotCall);
+    while (!messages_.empty()) {
+      std::string bytes = std::move(messages_.front());
+      messages_.pop_front();
+      queued_.store(messages_.size() + channel_calls_.size(), std::memory_order_relaxed);
+      proto::AgentToWorker msg;
+      if (!msg.ParseFromString(bytes)) return Err(Code::kInvalidArgument, "malformed message from the agent");
+      if (!msg.has_execute()) continue;
+      ++agent_seq_;
+      if (seq) *seq = agent_seq_;
+      PrepareCall(msg.execute(), msg.execute().result_channel(), false);
       return std::move(*msg.mutable_execute());
     }
+    if (!channel_calls_.empty()) {
+      auto& [n, task] = channel_calls_.front();
+      uint32_t s = kChannelSeq | (++channel_seq_ & ~kChannelSeq);
+      CallTable::Claimed claimed = table_->Claim(task.spec().task_id(), s);
+      if (claimed == CallTable::Claimed::kFull) {  // the agent frees entries as it reads our reports
+        if (Status st = FlushReports(); !st.ok()) return Err(st);
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        continue;
+      }
+      proto::ExecuteTask call = std::move(task);
+      uint64_t from = n;
+      channel_calls_.pop_front();
+      queued_.store(messages_.size() + channel_calls_.size(), std::memory_order_relaxed);
+      if (claimed == CallTable::Claimed::kRefused) continue;  // the head sends it itself
+      if (seq) *seq = s;
+      call.set_result_channel(from);
+      PrepareCall(call, from, true);
+      return call;
+    }
+    if (Status st = Fill(/*wait=*/true); !st.ok()) return Err(st);
   }
+}
+
+Status WorkerLink::Fill(bool wait) {
+  if (results_fd_ < 0) {  // the agent alone: wait on its socket
+    auto bytes = ReadMessage();
+    if (!bytes) return bytes.error();
+    messages_.push_front(std::move(*bytes));
+    return Status::Ok();
+  }
+  SendHeldResults();
+  std::vector<pollfd> fds;
+  std::vector<std::pair<uint64_t, std::shared_ptr<Channel>>> channels;
+  auto spin_until = std::chrono::steady_clock::now() + spin_;
+  for (bool spinning = spin_.count() > 0;;) {
+    fds.assign({pollfd{fd_, POLLIN, 0}, pollfd{results_fd_, POLLIN, 0}});
+    channels.clear();
+    {
+      std::lock_guard lock(results_mu_);
+      for (auto& [n, c] : channels_)
+        if (c->calls) {
+          channels.emplace_back(n, c);
+          fds.push_back(pollfd{c->fd, POLLIN, 0});
+        }
+    }
+    if (channels.empty()) spinning = false;  // (no caller to wait for so eagerly)
+    if (!spinning) {
+      if (Status st = FlushReports(); !st.ok()) return st;
+    } else if (ReportsDue()) {
+      if (Status st = FlushReports(); !st.ok()) return st;
+    }
+    int ready = poll(fds.data(), fds.size(), spinning || !wait ? 0 : -1);
+    if (ready < 0 && errno != EINTR) return Status(Code::kUnavailable, std::string("poll: ") + strerror(errno));
+    if (ready > 0) {
+      if (fds[0].revents) {
+        size_t want = std::max(buffered_ + 65536, decoder_.pending_frame_bytes());
+        if (buf_.size() < want) buf_.resize(want);
+        ssize_t n = recv(fd_, buf_.data() + buffered_, buf_.size() - buffered_, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
+          return Status(Code::kUnavailable, n == 0 ? "the agent closed the connection" : strerror(errno));
+        if (n > 0) {
+          buffered_ += static_cast<size_t>(n);
+          auto used = decoder_.Decode(std::string_view(buf_.data(), buffered_),
+                                      [this](std::string_view m) { messages_.emplace_back(m); });
+          if (!used) return used.error();
+          if (*used > 0) std::memmove(buf_.data(), buf_.data() + *used, buffered_ - *used);
+          buffered_ -= *used;
+        }
+      }
+      if (fds[1].revents) {
+        std::lock_guard lock(results_mu_);
+        ReceiveChannels();
+      }
+      for (size_t i = 0; i < channels.size(); ++i)
+        if (fds[i + 2].revents && !ReadChannel(channels[i].first, *channels[i].second)) {
+          std::lock_guard lock(results_mu_);
+          if (auto it = channels_.find(channels[i].first); it != channels_.end() && it->second == channels[i].second)
+            channels_.erase(it);
+          shutdown(channels[i].second->fd, SHUT_RDWR);  // (its caller hands its calls back to the head)
+        }
+    }
+    bool got = !messages_.empty() || !channel_calls_.empty();
+    queued_.store(messages_.size() + channel_calls_.size(), std::memory_order_relaxed);
+    if (got || !wait) return Status::Ok();
+    if (spinning && std::chrono::steady_clock::now() >= spin_until) spinning = false;
+  }
+}
+
+bool WorkerLink::ReadChannel(uint64_t n, Channel& c) {
+  size_t want = std::max(c.buffered + 16384, c.decoder.pending_frame_bytes());
+  if (c.buf.size() < want) c.buf.resize(want);
+  ssize_t got = recv(c.fd, c.buf.data() + c.buffered, c.buf.size() - c.buffered, MSG_DONTWAIT);
+  if (got < 0) return errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK;
+  if (got == 0) return false;
+  c.buffered += static_cast<size_t>(got);
+  bool ok = true;
+  auto used = c.decoder.Decode(std::string_view(c.buf.data(), c.buffered), [&](std::string_view bytes) {
+    proto::CallerToAgent msg;
+    if (!ok || !msg.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())) || !msg.has_call()) {
+      ok = false;
+      return;
+    }
+    // As the agent checks a call on its own connection: only this actor's calls, under the caller's
+    // ids, first attempts, arguments inline.
+    const proto::TaskSpec& spec = msg.call().spec();
+    bool stored = std::any_of(msg.call().deps().begin(), msg.call().deps().end(),
+                              [](const proto::ObjectValue& v) { return v.stored_size() > 0; });
+    if (actor_id_.empty() || spec.actor_id() != actor_id_ || spec.has_actor() ||
+        spec.task_id().size() != CallTable::kIdBytes || !spec.task_id().starts_with(c.client_id) ||
+        spec.task_id().size() <= c.client_id.size() || spec.attempt() != 0 || stored) {
+      ok = false;
+      return;
+    }
+    channel_calls_.emplace_back(n, std::move(*msg.mutable_call()));
+  });
+  if (!used || !ok) return false;
+  if (*used > 0) std::memmove(c.buf.data(), c.buf.data() + *used, c.buffered - *used);
+  c.buffered -= *used;
+  return true;
 }
 
 Status WorkerLink::Write(const google::protobuf::MessageLite& msg) {
   net::FrameBuilder b;
   size_t n = msg.ByteSizeLong();
   msg.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(b.AppendMessage(n)));
-  std::string frame = b.Take();
-  std::lock_guard lock(write_mu_);
-  size_t off = 0;
-  while (off < frame.size()) {
-    ssize_t w = send(fd_, frame.data() + off, frame.size() - off, MSG_NOSIGNAL);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return Status(Code::kUnavailable, std::string("the agent is gone: ") + strerror(errno));
-    }
-    off += static_cast<size_t>(w);
-  }
-  return Status::Ok();
+  return SendFrame(b.Take());
 }
 
 Status WorkerLink::Finish(const proto::TaskFinished& finished) {
@@ -187,22 +314,91 @@ Status WorkerLink::Finish(const proto::TaskFinished& finished) {
   }
   proto::WorkerToAgent msg;
   *msg.mutable_finished() = finished;
-  if (results_fd_ >= 0 && DeliverToCaller(finished)) msg.mutable_finished()->set_delivered(true);
+  CallChannel call;
+  if (results_fd_ >= 0 && DeliverToCaller(finished, &call)) msg.mutable_finished()->set_delivered(true);
+  if (call.from_channel) {
+    msg.mutable_finished()->set_channel(call.n);
+    if (msg.finished().delivered()) {  // the caller has it: the agent's copy can wait a moment
+      QueueReport(msg);
+      return Status::Ok();
+    }
+  }
   hop_trace::Mark(hop_trace::kWorkerWrites);
+  if (Status st = FlushReports(); !st.ok()) return st;
   return Write(msg);
 }
 
+void WorkerLink::QueueReport(const google::protobuf::MessageLite& msg) {
+  bool flush;
+  {
+    std::lock_guard lock(reports_mu_);
+    if (reports_.empty()) oldest_report_ = std::chrono::steady_clock::now();
+    size_t n = msg.ByteSizeLong();
+    msg.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(reports_.AppendMessage(n)));
+    flush = reports_.message_count() >= kReportBatch;
+  }
+  if (flush || ReportsDue()) (void)FlushReports();  // (an agent that is gone shows in NextTask)
+}
+
+bool WorkerLink::ReportsDue() {
+  std::lock_guard lock(reports_mu_);
+  return !reports_.empty() && std::chrono::steady_clock::now() - oldest_report_ > kReportAge;
+}
+
+Status WorkerLink::FlushReports() {
+  std::string frame;
+  {
+    std::lock_guard lock(reports_mu_);
+    if (reports_.empty()) return Status::Ok();
+    frame = reports_.Take();
+  }
+  return SendFrame(frame);
+}
+
+Status WorkerLink::SendFrame(const std::string& frame) {
+  std::lock_guard lock(write_mu_);
+  for (size_t off = 0; off < frame.size();) {
+    ssize_t w = send(fd_, frame.data() + off, frame.size() - off, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return Status(Code::kUnavailable, std::string("the agent is gone: ") + strerror(errno));
+    }
+    off += static_cast<size_t>(w);
+  }
+  return Status::Ok();
+}
+
 void WorkerLink::ReceiveChannels() {
-  net::ReceiveTaggedFds(results_fd_, [this](uint64_t n, int fd) {
-    channels_.erase(n);  // (a number alone: the agent took it back, its caller left)
+  net::ReceiveTaggedFds(results_fd_, [this](uint64_t n, int fd, std::string_view client_id) {
+    if (n == kCallTableTag) {
+      if (fd >= 0 && !table_)
+        if (auto t = CallTable::Map(fd)) table_ = std::make_unique<CallTable>(std::move(*t));
+      if (fd >= 0) close(fd);
+      return;
+    }
+    if (auto old = channels_.find(n); old != channels_.end()) {  // (a number alone: the agent took it back)
+      shutdown(old->second->fd, SHUT_RDWR);  // (calls unread there are its caller's to hand back)
+      channels_.erase(old);
+    }
     if (fd < 0) return;
     auto channel = std::make_shared<Channel>();
     channel->fd = fd;
+    channel->client_id = client_id;
+    // With the table (and a caller named) the caller may send its calls here: it is told so first.
+    if (table_ && !client_id.empty()) {
+      proto::AgentToCaller welcome;
+      welcome.set_welcome(true);
+      net::FrameBuilder b;
+      b.AppendMessage(welcome.SerializeAsString());
+      std::string frame = b.Take();
+      channel->calls = send(fd, frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL) ==
+                       static_cast<ssize_t>(frame.size());
+    }
     channels_[n] = std::move(channel);
   });
 }
 
-bool WorkerLink::DeliverToCaller(const proto::TaskFinished& finished) {
+bool WorkerLink::DeliverToCaller(const proto::TaskFinished& finished, CallChannel* found) {
   constexpr uint32_t kTakeBackEvery = 64;  // deliveries between looks at the agent's take-backs
   std::shared_ptr<Channel> channel;
   uint64_t n;
@@ -210,11 +406,13 @@ bool WorkerLink::DeliverToCaller(const proto::TaskFinished& finished) {
     std::lock_guard lock(results_mu_);
     auto call = call_channels_.find(finished.task_id());
     if (call == call_channels_.end()) return false;
-    n = call->second;
+    *found = call->second;
+    n = call->second.n;
     call_channels_.erase(call);
-    // Calls already queued here: a caller that pipelines them, whose results the agent sends many
-    // to a frame. Written here, each would cost a send of its own (and the agent's report one too).
-    if (queued_.load(std::memory_order_relaxed) > 0) return false;
+    // Calls already queued here: a caller that pipelines them through the agent, whose results the
+    // agent sends many to a frame. Written here, each would cost a send of its own (and the agent's
+    // report one too). A call that came on its channel goes back there.
+    if (!found->from_channel && queued_.load(std::memory_order_relaxed) > 0) return false;
     // A channel is handed over before the first call that names it; the take-backs of callers that
     // left are read now and then (they hold nothing up: the caller closed its end).
     auto it = channels_.find(n);
@@ -230,20 +428,38 @@ bool WorkerLink::DeliverToCaller(const proto::TaskFinished& finished) {
   *f = finished;
   f->set_node_id(node_id_);
   f->set_direct(true);
-  net::FrameBuilder b;
   size_t size = out.ByteSizeLong();
-  out.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(b.AppendMessage(size)));
-  std::string frame = b.Take();
-  hop_trace::Mark(hop_trace::kWorkerWritesToCaller);
   std::lock_guard turn(channel->write_mu);
-  return WriteChannel(*channel, n, frame);
+  out.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(channel->held.AppendMessage(size)));
+  // A caller that pipelines on its channel: while more of its calls wait here, results are held and
+  // leave many to a frame (by NextTask's thread only, which sends them before it waits again).
+  if (found->from_channel && std::this_thread::get_id() == reader_ && !channel_calls_.empty() &&
+      channel->held.message_count() < kHeldResults)
+    return true;
+  hop_trace::Mark(hop_trace::kWorkerWritesToCaller);
+  bool must = channel->held.message_count() > 1;  // (results held before this one were reported delivered)
+  return WriteChannel(*channel, n, channel->held.Take(), must);
 }
 
-bool WorkerLink::WriteChannel(Channel& channel, uint64_t n, const std::string& frame) {
+void WorkerLink::SendHeldResults() {
+  std::vector<std::pair<uint64_t, std::shared_ptr<Channel>>> holding;
+  {
+    std::lock_guard lock(results_mu_);
+    for (auto& [n, c] : channels_) holding.emplace_back(n, c);
+  }
+  for (auto& [n, c] : holding) {
+    std::lock_guard turn(c->write_mu);
+    if (!c->held.empty()) WriteChannel(*c, n, c->held.Take(), /*must=*/true);
+  }
+}
+
+bool WorkerLink::WriteChannel(Channel& channel, uint64_t n, const std::string& frame, bool must) {
   // Without waiting: a caller that reads nothing gets its results from the agent. Once part of a
   // frame is in, the rest must follow (the stream would be garbage otherwise): waited for up to a
   // deadline for the whole frame, then the channel is closed (the caller drops the part) and the
-  // agent sends the result. Only this channel's writers wait meanwhile.
+  // agent sends the result. Only this channel's writers wait meanwhile. A frame that `must` go
+  // (results held, already reported delivered) is waited for from its first byte; if it cannot
+  // go, the channel is closed and its caller asks the head for them (DirectLost).
   constexpr auto kFinishWithin = std::chrono::seconds(2);
   auto deadline = std::chrono::steady_clock::now() + kFinishWithin;
   size_t off = 0;
@@ -255,7 +471,7 @@ bool WorkerLink::WriteChannel(Channel& channel, uint64_t n, const std::string& f
     }
     if (w < 0 && errno == EINTR) continue;
     bool would_block = w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-    if (would_block && off == 0) return false;  // nothing written: the channel stays
+    if (would_block && off == 0 && !must) return false;  // nothing written: the channel stays
     if (!would_block) break;                   // broken: the caller left
     auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
     if (left <= 0) break;

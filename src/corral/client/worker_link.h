@@ -20,11 +20,19 @@
 // direct call that names one has its result written to the caller on it at once, and the agent is
 // told it was (TaskFinished.delivered), so the result skips the agent's relay. A channel that
 // would block or broke leaves the result to the agent, as before.
+//
+// Call channels (decision 50): with the first channel the agent hands over a CallTable (tag 0).
+// The worker then welcomes each channel's caller on it, and from then on reads calls there too:
+// NextTask waits on the agent's connection, the hand-over socket and every channel at once
+// (spinning a moment first, while callers are connected), claims each channel call in the table
+// before it runs (a call the agent refused is dropped), and reports its end to the agent with the
+// channel's number, batched (the caller already has the result).
 #pragma once
 
 #include <time.h>
 
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <thread>
 #include <unordered_map>
@@ -33,6 +41,7 @@
 #include <mutex>
 #include <string>
 
+#include "corral/base/call_table.h"
 #include "corral/common.pb.h"
 #include "corral/net/frame.h"
 
@@ -50,6 +59,8 @@ struct WorkerLinkOptions {
   // on. Close-on-exec already: worker.py sets that before any task code runs.
   int results_fd = -1;
   std::string node_id;      // hex: this node, named in results written to callers
+  // How long NextTask keeps looking for a caller's next call before it sleeps (CORRAL_WORKER_SPIN_US).
+  std::chrono::microseconds spin{0};
 };
 
 class WorkerLink {
@@ -57,8 +68,13 @@ class WorkerLink {
   static Result<std::unique_ptr<WorkerLink>> Connect(const WorkerLinkOptions& options);
   ~WorkerLink();
 
-  // Waits for the next task. An error means the agent is gone: the worker should exit.
-  Result<proto::ExecuteTask> NextTask();
+  // Seqs of calls taken from call channels have this bit set; the agent's (it numbers what it sends,
+  // and so does the worker) never reach it.
+  static constexpr uint32_t kChannelSeq = 0x80000000u;
+
+  // Waits for the next task. An error means the agent is gone: the worker should exit. `seq`: the
+  // number a cancel names it by.
+  Result<proto::ExecuteTask> NextTask(uint32_t* seq = nullptr);
   Status Finish(const proto::TaskFinished& finished);
   Status Blocked(const std::string& task_id, bool blocked);
   // The running task or actor call `task_id` yielded its value `index`, stored as `object_id`: its
@@ -73,20 +89,45 @@ class WorkerLink {
   // Reads until at least one whole message is queued.
   Result<std::string> ReadMessage();
   Status Write(const google::protobuf::MessageLite& msg);
+  struct CallChannel {
+    uint64_t n = 0;
+    bool from_channel = false;  // the call came on it (else from the agent, its result to go there)
+  };
   // Writes `finished` to its call's caller on the result channel, if the call has one that takes
-  // it now; true if the caller got all of it.
-  bool DeliverToCaller(const proto::TaskFinished& finished);
-  // A result channel: its socket (closed with the last holder) and its writers' turn.
+  // it now; true if the caller got all of it. `*call`: the call's channel, if it has one.
+  bool DeliverToCaller(const proto::TaskFinished& finished, CallChannel* call);
+  // A result channel: its socket (closed with the last holder) and its writers' turn; and, once a
+  // call channel, what the reading thread (NextTask's) has read of its caller's calls.
   struct Channel {
     int fd = -1;
     std::mutex write_mu;  // one frame at a time
+    std::string client_id;  // the caller's (the agent checked its ticket)
+    bool calls = false;     // welcomed: calls may come on it
+    net::FrameBuilder held;  // under write_mu: results not sent yet (a caller pipelining here)
+    net::FrameDecoder decoder;
+    std::string buf;        // its first `buffered` bytes are read, not yet decoded
+    size_t buffered = 0;
     ~Channel();
   };
   // Takes in the channels the agent handed over and lets go of those it took back. Under results_mu_.
   void ReceiveChannels();
+  // NextTask's thread: reads what is there now (everything when `wait`, waiting for something
+  // first) from the agent, the hand-over socket and the call channels.
+  Status Fill(bool wait);
+  // Reads channel `n` now; false if it is done (closed, or it sent what it may not).
+  bool ReadChannel(uint64_t n, Channel& channel);
+  // Reports of calls delivered on call channels, batched: sent when kReportBatch wait, the oldest
+  // is kReportAge old, or before NextTask sleeps. FlushReports sends them now.
+  void QueueReport(const google::protobuf::MessageLite& msg);
+  Status FlushReports();
+  bool ReportsDue();
+  Status SendFrame(const std::string& frame);  // to the agent, whole
+  void PrepareCall(const proto::ExecuteTask& task, uint64_t channel, bool from_channel);
   // Writes `frame` whole on `channel` (its write_mu held), or closes it if it would have to wait
   // past a deadline; false if the caller did not get the frame.
-  bool WriteChannel(Channel& channel, uint64_t n, const std::string& frame);
+  bool WriteChannel(Channel& channel, uint64_t n, const std::string& frame, bool must = false);
+  // NextTask's thread, before it waits: sends the results held for pipelining callers.
+  void SendHeldResults();
 
   Status StartFence(const std::string& lease_file);
   // Arms the kill timer at the published expiry while a fenced task runs, disarms it otherwise.
@@ -110,12 +151,22 @@ class WorkerLink {
   std::atomic<size_t> queued_{0};    // messages_.size(), for other threads
   std::mutex write_mu_;
   int results_fd_ = -1;
+  std::chrono::microseconds spin_{0};
+  uint32_t agent_seq_ = 0;            // NextTask's thread: tasks the agent sent (it counts them too)
+  uint32_t channel_seq_ = 0;          // NextTask's thread: calls taken from call channels
+  std::string actor_id_;              // NextTask's thread: the actor this worker hosts, once it does
+  std::atomic<std::thread::id> reader_;  // the thread that calls NextTask
+  std::deque<std::pair<uint64_t, proto::ExecuteTask>> channel_calls_;  // NextTask's thread: read, not yet claimed
+  std::unique_ptr<CallTable> table_;  // set once under results_mu_ (before any channel can carry calls)
+  std::mutex reports_mu_;
+  net::FrameBuilder reports_;         // guarded by reports_mu_
+  std::chrono::steady_clock::time_point oldest_report_;  // guarded by reports_mu_
   std::string node_id_;                                 // raw bytes
   // Held briefly (never while writing to a caller): threaded and async actors finish calls on
   // other threads, and NextTask registers calls under it.
   std::mutex results_mu_;
   std::unordered_map<uint64_t, std::shared_ptr<Channel>> channels_;  // guarded by results_mu_: by number
-  std::unordered_map<std::string, uint64_t> call_channels_;  // guarded by results_mu_: calls running, by task id
+  std::unordered_map<std::string, CallChannel> call_channels_;  // guarded by results_mu_: calls running, by task id
   uint32_t deliveries_ = 0;                                  // guarded by results_mu_
 };
 

@@ -8,8 +8,13 @@
 
 namespace corral::net {
 
-bool SendTaggedFd(int sock, uint64_t tag, int fd) {
-  iovec iov{&tag, sizeof tag};
+bool SendTaggedFd(int sock, uint64_t tag, int fd, std::string_view note) {
+  if (note.size() > kMaxFdNote) return false;
+  char body[sizeof tag + kMaxFdNote];
+  std::memcpy(body, &tag, sizeof tag);
+  std::memcpy(body + sizeof tag, note.data(), note.size());
+  size_t len = sizeof tag + note.size();
+  iovec iov{body, len};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -25,16 +30,17 @@ bool SendTaggedFd(int sock, uint64_t tag, int fd) {
   }
   for (;;) {
     ssize_t n = sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n == static_cast<ssize_t>(sizeof tag)) return true;
+    if (n == static_cast<ssize_t>(len)) return true;
     if (n < 0 && errno == EINTR) continue;
     return false;
   }
 }
 
-bool ReceiveTaggedFds(int sock, const std::function<void(uint64_t tag, int fd)>& f) {
+bool ReceiveTaggedFds(int sock, const std::function<void(uint64_t tag, int fd, std::string_view note)>& f) {
   for (;;) {
     uint64_t tag = 0;
-    iovec iov{&tag, sizeof tag};
+    char body[sizeof tag + kMaxFdNote];
+    iovec iov{body, sizeof body};
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
@@ -58,11 +64,12 @@ bool ReceiveTaggedFds(int sock, const std::function<void(uint64_t tag, int fd)>&
         else close(got);  // (one per message is all a sender of ours puts in)
       }
     }
-    if (n != static_cast<ssize_t>(sizeof tag) || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+    if (n < static_cast<ssize_t>(sizeof tag) || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
       if (fd >= 0) close(fd);  // not one of ours
       continue;
     }
-    f(tag, fd);
+    std::memcpy(&tag, body, sizeof tag);
+    f(tag, fd, std::string_view(body + sizeof tag, static_cast<size_t>(n) - sizeof tag));
   }
 }
 

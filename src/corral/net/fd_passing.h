@@ -8,15 +8,20 @@
 
 #include <cstdint>
 #include <functional>
+#include <string_view>
 
 namespace corral::net {
 
-// Sends `tag` with `fd` (or, with fd -1, the tag alone) now. The sender keeps its own `fd`.
-// False if it could not go without waiting (the receiver's queue is full, or it closed).
-bool SendTaggedFd(int sock, uint64_t tag, int fd);
+constexpr size_t kMaxFdNote = 256;
 
-// Receives everything queued on `sock` now: f(tag, fd) for each message, fd -1 where none came.
-// The descriptors are the receiver's (close-on-exec set). Returns false once the other end closed.
-bool ReceiveTaggedFds(int sock, const std::function<void(uint64_t tag, int fd)>& f);
+// Sends `tag` with `fd` (or, with fd -1, the tag alone) and a `note` of up to kMaxFdNote bytes,
+// now. The sender keeps its own `fd`. False if it could not go without waiting (the receiver's
+// queue is full, or it closed), or the note is too long.
+bool SendTaggedFd(int sock, uint64_t tag, int fd, std::string_view note = {});
+
+// Receives everything queued on `sock` now: f(tag, fd, note) for each message, fd -1 where none
+// came. The descriptors are the receiver's (close-on-exec set). Returns false once the other end
+// closed.
+bool ReceiveTaggedFds(int sock, const std::function<void(uint64_t tag, int fd, std::string_view note)>& f);
 
 }  // namespace corral::net

@@ -24,10 +24,16 @@ struct Pair {
 TEST(FdPassingTest, ADescriptorArrivesWithItsTagAndReachesTheSameFile) {
   Pair channel(SOCK_SEQPACKET), carried(SOCK_STREAM);
   ASSERT_TRUE(SendTaggedFd(channel.fd[0], 42, carried.fd[0]));
-  ASSERT_TRUE(SendTaggedFd(channel.fd[0], 7, -1));
+  ASSERT_TRUE(SendTaggedFd(channel.fd[0], 7, -1, "a note"));
   std::vector<std::pair<uint64_t, int>> got;
-  ASSERT_TRUE(ReceiveTaggedFds(channel.fd[1], [&](uint64_t tag, int fd) { got.emplace_back(tag, fd); }));
+  std::vector<std::string> notes;
+  ASSERT_TRUE(ReceiveTaggedFds(channel.fd[1], [&](uint64_t tag, int fd, std::string_view note) {
+    got.emplace_back(tag, fd);
+    notes.emplace_back(note);
+  }));
   ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(notes, (std::vector<std::string>{"", "a note"}));
+  EXPECT_FALSE(SendTaggedFd(channel.fd[0], 8, -1, std::string(kMaxFdNote + 1, 'x')));
   EXPECT_EQ(got[0].first, 42u);
   ASSERT_GE(got[0].second, 0);
   EXPECT_NE(got[0].second, carried.fd[0]);
@@ -44,11 +50,11 @@ TEST(FdPassingTest, ADescriptorArrivesWithItsTagAndReachesTheSameFile) {
 TEST(FdPassingTest, NothingQueuedReturnsAtOnceAndAClosedPeerIsReported) {
   Pair channel(SOCK_SEQPACKET);
   int calls = 0;
-  EXPECT_TRUE(ReceiveTaggedFds(channel.fd[1], [&](uint64_t, int) { calls++; }));
+  EXPECT_TRUE(ReceiveTaggedFds(channel.fd[1], [&](uint64_t, int, std::string_view) { calls++; }));
   EXPECT_EQ(calls, 0);
   close(channel.fd[0]);
   channel.fd[0] = -1;
-  EXPECT_FALSE(ReceiveTaggedFds(channel.fd[1], [&](uint64_t, int) { calls++; }));
+  EXPECT_FALSE(ReceiveTaggedFds(channel.fd[1], [&](uint64_t, int, std::string_view) { calls++; }));
   EXPECT_EQ(calls, 0);
 }
 

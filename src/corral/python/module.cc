@@ -155,6 +155,8 @@ std::unique_ptr<Client> Connect(const std::string& address, const std::string& t
     o.call_socket = false;  // direct calls over loopback TCP even on the actor's machine
   if (const char* d = std::getenv("CORRAL_RESULT_CHANNEL"); d && std::string_view(d) == "0")
     o.result_channel = false;  // results of direct calls relayed by the agent
+  if (const char* d = std::getenv("CORRAL_CALL_CHANNEL"); d && std::string_view(d) == "0")
+    o.call_channel = false;  // direct calls sent to the agent, not to the actor's worker
   if (const char* d = std::getenv("CORRAL_LATE_RECORD_US"); d && *d)
     o.late_record = std::chrono::microseconds(std::max(0L, std::strtol(d, nullptr, 10)));
   if (const char* d = std::getenv("CORRAL_DIRECT_SPIN_US"); d && *d)
@@ -218,9 +220,10 @@ nb::object ActorTuple(const corral::proto::TaskSpec& spec) {
 
 nb::tuple NextTask(WorkerLink& link) {
   corral::Result<corral::proto::ExecuteTask> r;
+  uint32_t seq = 0;
   {
     nb::gil_scoped_release release;
-    r = link.NextTask();
+    r = link.NextTask(&seq);
   }
   auto t = Check(std::move(r));
   const auto& spec = t.spec();
@@ -239,7 +242,7 @@ nb::tuple NextTask(WorkerLink& link) {
   return nb::make_tuple(Bytes(spec.task_id()), spec.attempt(), spec.name(), Bytes(spec.function_hash()),
                         Bytes(spec.function()), Bytes(spec.args()), deps, resources, gpus, Bytes(spec.owner_id()),
                         spec.durable_function(), spec.args_format(), spec.soft_time_limit_s(), parents, spec.link(),
-                        forget, ActorTuple(spec));
+                        forget, ActorTuple(spec), seq);
 }
 
 }  // namespace
@@ -725,6 +728,9 @@ NB_MODULE(_core, m) {
                                                         results_fd, ""};
                     if (const char* lease = std::getenv("CORRAL_LEASE_FILE")) o.lease_file = lease;
                     if (const char* node = std::getenv("CORRAL_NODE_ID")) o.node_id = node;
+                    o.spin = std::chrono::microseconds(100);  // (decision 50)
+                    if (const char* d = std::getenv("CORRAL_WORKER_SPIN_US"); d && *d)
+                      o.spin = std::chrono::microseconds(std::max(0L, std::strtol(d, nullptr, 10)));
                     corral::Result<std::unique_ptr<WorkerLink>> r;
                     {
                       nb::gil_scoped_release release;
