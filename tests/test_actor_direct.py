@@ -704,3 +704,113 @@ def test_the_ticket_is_not_sent_to_another_users_socket(cluster):
     finally:
         fake.kill()
         fake.wait()
+
+
+@corral.remote(max_restarts=1, max_task_retries=0)
+class Journal:
+    """Appends what its calls do to a file, so a test sees each call run (and how often)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def pid(self):
+        return os.getpid()
+
+    def step(self, i, seconds=0.0):
+        with open(self.path, "a") as f:
+            f.write(f"start {i}\n")
+        time.sleep(seconds)
+        with open(self.path, "a") as f:
+            f.write(f"end {i}\n")
+        return i
+
+
+def _lines(path):
+    with open(path) as f:
+        return f.read().split("\n")[:-1]
+
+
+def settled_agent_counter(name):
+    """The agents' counter once it stopped moving (agents send theirs with each heartbeat)."""
+    def settled():
+        now = agent_counter(name)
+        time.sleep(0.5)
+        return agent_counter(name) == now
+
+    wait_until(settled, timeout=30, what=f"the agents' {name} counter to settle")
+    return agent_counter(name)
+
+
+def _calls_on_channels_from_now(handle):
+    """Sync calls until the caller sends them to the actor's worker itself (decision 50)."""
+    wait_until(lambda: handle.pid.remote() and corral.get(handle.pid.remote())
+               and agent_counter("actor_calls_on_channels") > 0, timeout=30,
+               what="calls on the worker's call channel")
+
+
+def test_a_caller_on_the_actors_machine_sends_its_calls_to_the_actors_worker_itself(cluster, tmp_path):
+    # Decision 50: once the worker welcomes the caller on its result channel, calls go there too;
+    # the agent hears of each only from the worker's reports (after the result), not from the caller.
+    connect_with_one_agent(cluster, num_cpus=2)
+    j = Journal.remote(str(tmp_path / "journal"))
+    _calls_on_channels_from_now(j)
+    on_channels, via_agent = settled_agent_counter("actor_calls_on_channels"), agent_counter("actor_calls_direct")
+    assert [corral.get(j.step.remote(i)) for i in range(100)] == list(range(100))
+    assert corral.get([j.step.remote(i) for i in range(100, 400)], timeout=60) == list(range(100, 400))
+    assert settled_agent_counter("actor_calls_on_channels") - on_channels == 400
+    assert agent_counter("actor_calls_direct") == via_agent
+    steps = [line for line in _lines(tmp_path / "journal") if line.startswith("start")]
+    assert steps == [f"start {i}" for i in range(400)]  # once each, in order
+
+
+def test_calls_go_to_the_agent_when_asked(cluster, monkeypatch, tmp_path):
+    monkeypatch.setenv("CORRAL_CALL_CHANNEL", "0")
+    connect_with_one_agent(cluster, num_cpus=2)
+    j = Journal.remote(str(tmp_path / "journal"))
+    wait_until(lambda: corral.get(j.pid.remote()) and agent_counter("actor_calls_direct") > 0, what="direct calls")
+    via_agent = settled_agent_counter("actor_calls_direct")
+    assert [corral.get(j.step.remote(i)) for i in range(50)] == list(range(50))
+    assert settled_agent_counter("actor_calls_direct") - via_agent == 50
+    assert agent_counter("actor_calls_on_channels") == 0
+
+
+def test_a_channel_call_the_worker_took_dies_with_it_and_those_it_never_read_run_on_its_restart(cluster, tmp_path):
+    # With max_task_retries=0 the call that was running fails, naming the cause; the calls queued
+    # behind it on the channel, which the worker never read (they never started), are sent again by
+    # the head, in order, to the restarted actor: each runs once.
+    connect_with_one_agent(cluster, num_cpus=2)
+    journal = tmp_path / "journal"
+    j = Journal.remote(str(journal))
+    _calls_on_channels_from_now(j)
+    pid = corral.get(j.pid.remote())
+    on_channels = settled_agent_counter("actor_calls_on_channels")
+    running = j.step.remote(0, 30)
+    queued = [j.step.remote(i) for i in range(1, 6)]
+    wait_until(lambda: journal.exists() and "start 0" in _lines(journal), what="the first call running")
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(corral.ActorDiedError, match="SIGKILL"):
+        corral.get(running, timeout=60)
+    assert corral.get(queued, timeout=60) == [1, 2, 3, 4, 5]
+    assert _lines(journal) == ["start 0"] + [f"{what} {i}" for i in range(1, 6) for what in ("start", "end")]
+    assert actor_info(j)["restarts"] == 1
+    assert corral.get(j.pid.remote(), timeout=30) != pid
+    # (the agent heard of none of the queued ones from the worker that died; the restarted one
+    # took only the last call from a channel, its first ones came from the head)
+    assert settled_agent_counter("actor_calls_on_channels") - on_channels <= 1
+
+
+def test_a_cancelled_channel_call_the_worker_has_not_read_never_runs(cluster, tmp_path):
+    connect_with_one_agent(cluster, num_cpus=2)
+    journal = tmp_path / "journal"
+    j = Journal.remote(str(journal))
+    _calls_on_channels_from_now(j)
+    running = j.step.remote(0, 2)
+    queued = j.step.remote(1)
+    wait_until(lambda: journal.exists() and "start 0" in _lines(journal), what="the first call running")
+    corral.cancel(queued)
+    wait_until(lambda: agent_counter("channel_calls_cancelled_unread") == 1, what="the agent refusing it")
+    assert corral.get(running, timeout=60) == 0
+    with pytest.raises(corral.TaskCancelledError):
+        corral.get(queued, timeout=60)
+    assert corral.get(j.step.remote(2), timeout=60) == 2
+    assert [line for line in _lines(journal) if line.startswith("start")] == ["start 0", "start 2"]

@@ -85,6 +85,8 @@ void Agent::ConnectToHead() {
                   a->set_task_id(id);
                   a->set_attempt(call.attempt);
                 }
+                if (w->call_table)  // (calls its callers sent it on their channels, decision 50)
+                  for (const auto& [id, seq] : w->call_table->ListClaimed()) h->add_held()->set_task_id(id);
               }
               for (const Pending& p : queue_) hold(p.task.spec(), false);
               if (store_)

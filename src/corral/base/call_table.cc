@@ -170,12 +170,24 @@ std::optional<uint32_t> CallTable::Find(std::string_view id) {
   return seq;
 }
 
-std::vector<std::pair<std::string, uint32_t>> CallTable::TakeClaimed() {
+std::vector<std::pair<std::string, uint32_t>> CallTable::ClaimedLocked() {
   std::vector<std::pair<std::string, uint32_t>> out;
-  if (!base_) return out;
   Entry* e = entries();
   for (uint32_t i = 0; i < std::min(header()->count, kCapacity); ++i)
     if (e[i].refused_at == 0) out.emplace_back(std::string(e[i].id, kIdBytes), e[i].seq);
+  return out;
+}
+
+std::vector<std::pair<std::string, uint32_t>> CallTable::ListClaimed() {
+  if (!base_ || !Lock(/*wait=*/false)) return {};
+  auto out = ClaimedLocked();
+  Unlock();
+  return out;
+}
+
+std::vector<std::pair<std::string, uint32_t>> CallTable::TakeClaimed() {
+  if (!base_) return {};
+  auto out = ClaimedLocked();
   header()->count = 0;
   header()->lock.store(0, std::memory_order_release);
   return out;

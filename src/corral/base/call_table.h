@@ -48,7 +48,7 @@ class CallTable {
   CallTable& operator=(const CallTable&) = delete;
   ~CallTable();
 
-  enum class Claimed { kYes, kRefused, kFull };
+  enum class Claimed { kYes, kRefused, kFull };  // (Claim's answer)
   // Worker: `id` is about to run as `seq` (the number a cancel names it by). kRefused: the agent
   // refused it (or it was claimed already): drop it. kFull: try again after the agent caught up.
   Claimed Claim(std::string_view id, uint32_t seq);
@@ -63,7 +63,9 @@ class CallTable {
   bool Release(std::string_view id);
   // Agent: the seq of claimed call `id`, if it is.
   std::optional<uint32_t> Find(std::string_view id);
-  // Agent, after the worker died: the claimed calls (id, seq), taking the lock whoever held it.
+  // Agent: the claimed calls (id, seq) now (none if the lock could not be had).
+  std::vector<std::pair<std::string, uint32_t>> ListClaimed();
+  // Agent, after the worker died: the claimed calls, taking the lock whoever held it.
   std::vector<std::pair<std::string, uint32_t>> TakeClaimed();
 
  private:
@@ -75,6 +77,7 @@ class CallTable {
   bool Lock(bool wait);
   void Unlock();
   Entry* FindLocked(std::string_view id);
+  std::vector<std::pair<std::string, uint32_t>> ClaimedLocked();
 
   void* base_ = nullptr;
   size_t size_ = 0;

@@ -60,6 +60,7 @@ Result<std::unique_ptr<WorkerLink>> WorkerLink::Connect(const WorkerLinkOptions&
   if (!options.lease_file.empty()) {
     if (Status s = link->StartFence(options.lease_file); !s.ok()) return Err(s);
   }
+  if (link->has_timer_ || link->results_fd_ >= 0) link->StartTicker();
   return link;
 }
 
@@ -76,14 +77,22 @@ Status WorkerLink::StartFence(const std::string& lease_file) {
   if (timer_create(CLOCK_BOOTTIME, &ev, &timer_) != 0)
     return Status(Code::kUnavailable, fmt::format("cannot create the lease timer: {}", strerror(errno)));
   has_timer_ = true;
+  return Status::Ok();
+}
+
+void WorkerLink::StartTicker() {
+  // Every 50 ms: the fence follows the agent's renewed lease, and reports of calls from callers'
+  // channels held back by a long call (the batch waits for the reading thread) go.
   watchdog_ = std::thread([this] {
     while (!stop_.load(std::memory_order_relaxed)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      std::lock_guard lock(fence_mu_);
-      if (fence_current_) UpdateFence(true);
+      {
+        std::lock_guard lock(fence_mu_);
+        if (fence_current_) UpdateFence(true);
+      }
+      if (ReportsDue()) (void)FlushReports();  // (an agent that is gone shows in NextTask)
     }
   });
-  return Status::Ok();
 }
 
 void WorkerLink::UpdateFence(bool fenced) {

@@ -130,6 +130,7 @@ class WorkerLink {
   void SendHeldResults();
 
   Status StartFence(const std::string& lease_file);
+  void StartTicker();  // the fence's and the reports' thread
   // Arms the kill timer at the published expiry while a fenced task runs, disarms it otherwise.
   void UpdateFence(bool fenced);
 
