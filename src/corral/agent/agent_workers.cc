@@ -199,6 +199,14 @@ void Agent::OnWorkerMessage(Worker* w, std::string_view bytes) {
       SendToHead(fwd);
       break;
     }
+    case proto::WorkerToAgent::kChannelClosed: {
+      // Its caller's calls there that the worker never read are handed back through the head.
+      uint64_t n = msg.channel_closed();
+      if (!w->result_channels.erase(n)) break;
+      CloseCallers(Status(Code::kAborted, "the actor's worker closed the call channel"),
+                   [&](const Caller& c) { return c.result_channel == n; });
+      break;
+    }
     case proto::WorkerToAgent::kBlocked: {
       const proto::Blocked& b = msg.blocked();
       if (!w->busy || b.task_id() != w->task_id || b.blocked() == w->blocked) break;
@@ -405,7 +413,13 @@ void Agent::OnWorkerExit(pid_t pid, const std::string& reason) {
     // So did those it took from its callers' channels (they hand the rest back to the head).
     if (w->call_table)
       for (const auto& [id, seq] : w->call_table->TakeClaimed()) ReportEnded(id, 0, proto::WORKER_DIED, why, true);
-    // Its callers ask the head for a route again (to its next incarnation, wherever that runs).
+    // Its callers ask the head for a route again (to its next incarnation, wherever that runs);
+    // those with a call channel learn why first (their calls there died with it, read or not).
+    proto::AgentToCaller died;
+    died.set_worker_died(why);
+    for (const auto& [p, c] : callers_)
+      if (c->actor_id == w->actor_id && c->result_channel != 0 && w->result_channels.contains(c->result_channel))
+        c->conn->Send(died);
     CloseCallers(Status(Code::kAborted, "the actor's worker exited"),
                  [&](const Caller& c) { return c.actor_id == w->actor_id; });
     w->actor_calls.clear();

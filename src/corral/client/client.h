@@ -222,6 +222,8 @@ class Client {
   void OnAgentMessage(net::Connection* from, const std::string& actor_id, std::optional<bool>* greeted,
                       const std::weak_ptr<net::Connection>* channel,
                       std::string_view bytes);
+  // The agent said the actor's worker exited: the calls sent on its call channel died with it.
+  void OnWorkerDied(net::Connection* from, const std::string& actor_id, const std::string& why);
   // Tells the head about lost_direct_ (and subscribes to them); false if the head's connection is down.
   bool SendLostDirect(net::Connection& head);
   void OnAgentClose(net::Connection* from, const std::string& actor_id);

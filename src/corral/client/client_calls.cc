@@ -351,6 +351,7 @@ void Client::OnAgentMessage(net::Connection* from, const std::string& actor_id, 
     from->Close(Status(Code::kInvalidArgument, "malformed message from an agent"));
     return;
   }
+  if (msg.has_worker_died()) return OnWorkerDied(from, actor_id, msg.worker_died());
   std::lock_guard lock(mu_);
   auto d = direct_.find(actor_id);
   switch (msg.msg_case()) {
@@ -393,23 +394,41 @@ void Client::OnAgentMessage(net::Connection* from, const std::string& actor_id, 
   }
 }
 
-void Client::OnResultsClose(net::Connection* from, const std::string& actor_id) {
-  // (Its worker exited, or the agent refused it: results come on the call connection.) Calls sent
-  // on it without a result: the head asks the agent whether the worker took them (their ends come
-  // then) or not (refused there from then on, and sent by the head), as for a broken connection.
-  reads_->Forget(from);
+void Client::OnWorkerDied(net::Connection* from, const std::string& actor_id, const std::string& why) {
+  // Its calls on the call channel without a result died with the worker, read or not (as in Ray,
+  // they count as attempts): the head ends them as it ends calls the worker had taken.
+  proto::ClientToHead died, subscribe;
+  died.mutable_direct_lost()->set_worker_died(why);
   {
     std::lock_guard lock(mu_);
     auto d = direct_.find(actor_id);
-    if (d == direct_.end() || d->second.results.get() != from) return;
-    d->second.results.reset();
-    direct_moves_++;  // (a thread reading it looks again)
-    std::vector<std::string> on_channel(d->second.on_channel.begin(), d->second.on_channel.end());
-    for (const auto& id : on_channel)
-      if (d->second.HandBack(id)) lost_direct_.push_back(id);
-    if (on_channel.empty()) return;
+    if (d == direct_.end() || d->second.conn.get() != from) return;
+    std::vector<std::string> ids(d->second.on_channel.begin(), d->second.on_channel.end());
+    for (const auto& id : ids)
+      if (d->second.HandBack(id)) {
+        died.mutable_direct_lost()->add_task_ids(id);
+        subscribe.mutable_subscribe()->add_ids(id);
+      }
+    if (ids.empty()) return;
+    direct_moves_++;
   }
-  if (auto head = conn()) SendLostDirect(*head);  // (else Replay sends them)
+  auto head = conn();
+  if (head && head->Send(died) && head->Send(subscribe)) return;
+  std::lock_guard lock(mu_);  // (the head cannot hear it now: they go as lost, sent again at no cost)
+  for (const auto& id : died.direct_lost().task_ids()) lost_direct_.push_back(id);
+}
+
+void Client::OnResultsClose(net::Connection* from, const std::string& actor_id) {
+  // (Its worker exited, or the agent refused it: results come on the call connection.) Calls sent
+  // on it without a result wait for the call connection's word: the agent closes that too, after
+  // saying whether the worker died (kWorkerDied), when the worker exits or drops the channel; the
+  // calls are then handed back to the head (OnAgentClose).
+  reads_->Forget(from);
+  std::lock_guard lock(mu_);
+  auto d = direct_.find(actor_id);
+  if (d == direct_.end() || d->second.results.get() != from) return;
+  d->second.results.reset();
+  direct_moves_++;  // (a thread reading it looks again)
 }
 
 void Client::OnAgentClose(net::Connection* from, const std::string& actor_id) {

@@ -265,7 +265,8 @@ Status WorkerLink::Fill(bool wait) {
           std::lock_guard lock(results_mu_);
           if (auto it = channels_.find(channels[i].first); it != channels_.end() && it->second == channels[i].second)
             channels_.erase(it);
-          shutdown(channels[i].second->fd, SHUT_RDWR);  // (its caller hands its calls back to the head)
+          shutdown(channels[i].second->fd, SHUT_RDWR);
+          ChannelClosed(channels[i].first);  // (its caller hands its calls back to the head)
         }
     }
     bool got = !messages_.empty() || !channel_calls_.empty();
@@ -491,7 +492,14 @@ bool WorkerLink::WriteChannel(Channel& channel, uint64_t n, const std::string& f
   std::lock_guard lock(results_mu_);  // (later calls of this caller's go through the agent)
   if (auto it = channels_.find(n); it != channels_.end() && it->second.get() == &channel) channels_.erase(it);
   shutdown(channel.fd, SHUT_RDWR);  // (a writer holding it still sees it broken; closed with the last)
+  if (channel.calls) ChannelClosed(n);
   return false;
+}
+
+void WorkerLink::ChannelClosed(uint64_t n) {
+  proto::WorkerToAgent msg;
+  msg.set_channel_closed(n);
+  (void)Write(msg);  // (an agent that is gone shows in NextTask)
 }
 
 Status WorkerLink::ActorReady(const std::string& actor_id, uint32_t attempt) {

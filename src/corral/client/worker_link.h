@@ -126,6 +126,8 @@ class WorkerLink {
   // Writes `frame` whole on `channel` (its write_mu held), or closes it if it would have to wait
   // past a deadline; false if the caller did not get the frame.
   bool WriteChannel(Channel& channel, uint64_t n, const std::string& frame, bool must = false);
+  // Tells the agent this worker closed call channel `n` (decision 50).
+  void ChannelClosed(uint64_t n);
   // NextTask's thread, before it waits: sends the results held for pipelining callers.
   void SendHeldResults();
 

@@ -138,6 +138,23 @@ void TaskManager::DirectLost(ClientSession* client, const proto::DirectLost& los
     auto t = tasks_.find(id);
     if (t == tasks_.end() || !OwnsId(client, id) || !t->second.actor_call || t->second.state == TaskState::kFinished)
       continue;
+    if (!lost.worker_died().empty()) {
+      // Sent on the call channel of an actor's worker that then exited (decision 50): ended as the
+      // calls it had taken are (the agent reports those itself; the later of the two is stale).
+      Task& task = t->second;
+      if (task.attempt != 0 || !(task.direct || task.direct_recorded)) continue;
+      Node* node = nodes_.Find(task.direct ? DirectNodeOf(task) : task.node.str());
+      if (!node) continue;  // (its death ends it)
+      proto::TaskFinished died;
+      died.set_task_id(id);
+      died.set_direct(true);
+      died.set_node_id(node->view.id);
+      died.mutable_result()->set_error(proto::WORKER_DIED);
+      died.mutable_result()->set_message(lost.worker_died());
+      Count("direct_calls_died_on_channels");
+      OnTaskFinished(node, std::move(died));
+      continue;
+    }
     std::string node = t->second.direct ? DirectNodeOf(t->second) : t->second.node.str();  // (not recorded yet: where sent)
     if (node.empty()) continue;
     proto::DirectCalls* probe = probes[node].mutable_probe_calls();
