@@ -27,7 +27,7 @@ PY_BEFORE, PY_AFTER = 100, 101  # this script's own marks: before .remote(), aft
 NAMES = {
     PY_BEFORE: "driver: .remote() called",
     1: "driver: C++ submit entered",
-    2: "driver: writing the call to the agent",
+    2: "driver: writing the call (to the agent, or the worker's call channel)",
     3: "driver: record handed to the head",
     4: "driver: C++ get entered",
     10: "agent: call decoded",
@@ -62,8 +62,10 @@ CHAIN = [PY_BEFORE, 1, 2, 10, 11, 20, 21, 22, 12, 13, 5, 6, PY_AFTER]
 # ...where the worker writes the result to the caller's result channel itself (decision 46): the
 # agent hears of the end after that, beside the path.
 CHANNEL_CHAIN = [PY_BEFORE, 1, 2, 10, 11, 20, 21, 23, 5, 6, PY_AFTER]
+# ...and where the driver sends the call to the worker too, on its call channel (decision 50).
+CALL_CHANNEL_CHAIN = [PY_BEFORE, 1, 2, 20, 21, 23, 5, 6, PY_AFTER]
 BESIDE = [3, 4]
-WRITE = 2  # the driver writing the call to the agent: what BESIDE points are timed from
+WRITE = 2  # the driver writing the call: what BESIDE points are timed from
 
 
 def breakdown(records, calls):
@@ -79,9 +81,15 @@ def breakdown(records, calls):
             if point == PY_AFTER:
                 cycles.append(current)
                 current = None
-    # The path most calls took: through the agent, or the worker writing to the caller itself.
+    # The path most calls took: through the agent, the worker writing to the caller itself, or the
+    # caller and the worker alone.
     recent = cycles[-calls:]
-    chain = CHANNEL_CHAIN if 2 * sum(any(p == 23 for _, p in c) for c in recent) > len(recent) else CHAIN
+
+    def most(test):
+        return 2 * sum(1 for c in recent if test({p for _, p in c})) > len(recent)
+
+    chain = (CALL_CHANNEL_CHAIN if most(lambda seen: 23 in seen and 10 not in seen)
+             else CHANNEL_CHAIN if most(lambda seen: 23 in seen) else CHAIN)
     steps = collections.defaultdict(list)
     beside = collections.defaultdict(list)
     totals = []
@@ -145,7 +153,7 @@ def main():
         print(f"  {us:7.1f} µs  {NAMES[a]:<42} -> {NAMES[b]}{hop}")
     print(f"  sum of the medians: {sum(us for _, _, us in rows):.1f} µs")
     for point, us in sorted(offsets.items()):
-        print(f"  beside the call: '{NAMES[point]}' {us:+.1f} µs from the call's write to the agent")
+        print(f"  beside the call: '{NAMES[point]}' {us:+.1f} µs from the call's write")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"mean_per_call_us": per_call, "median_total_us": total,
