@@ -821,3 +821,15 @@ def test_a_cancelled_channel_call_never_runs_unless_the_worker_took_it_and_then_
         corral.get(running, timeout=60)
     assert corral.get(j.step.remote(2), timeout=60) == 2
     assert [line for line in _lines(journal) if line.startswith("start")] == ["start 0", "start 2"]
+
+
+@pytest.mark.parametrize("cls", [ThreadedEcho, AsyncEcho], ids=["threaded", "async"])
+def test_threaded_and_async_actors_take_calls_on_the_channel_too(cluster, cls):
+    # Their calls run on other threads than the one reading the channels: a channel handed over
+    # while that thread waits is still read.
+    connect_with_one_agent(cluster, num_cpus=2)
+    e = cls.remote()
+    wait_until(lambda: corral.get(e.echo.remote(1)) == 1 and agent_counter("actor_calls_on_channels") > 0,
+               timeout=30, what="calls on the worker's call channel")
+    assert [corral.get(e.echo.remote(i)) for i in range(50)] == list(range(50))
+    assert corral.get([e.echo.remote(i) for i in range(300)], timeout=60) == list(range(300))

@@ -347,14 +347,10 @@ void Agent::OnCancel(const proto::CancelAttempt& cancel) {
   }
   // A call on its way to an actor's worker on a call channel, or waiting there unread (decision
   // 50): refused, so it never runs, and ended as cancelled here.
-  if (cancel.attempt() == 0 && actor_workers_.size() > 0 && !HeldOnChannel(cancel.task_id())) {
-    bool on_channel = false;
-    for (const auto& [actor, w] : actor_workers_) on_channel |= w->call_table != nullptr;
-    if (on_channel) {
-      RefuseFromNowOn(cancel.task_id(), 0);
-      counters_["channel_calls_cancelled_unread"]++;
-      ReportEnded(cancel.task_id(), 0, proto::CANCELLED, "cancelled before it started", /*direct=*/true);
-    }
+  if (cancel.attempt() == 0 && !ChannelWorkersOf(cancel.task_id()).empty() && !HeldOnChannel(cancel.task_id())) {
+    RefuseFromNowOn(cancel.task_id(), 0);
+    counters_["channel_calls_cancelled_unread"]++;
+    ReportEnded(cancel.task_id(), 0, proto::CANCELLED, "cancelled before it started", /*direct=*/true);
   }
 }
 

@@ -187,6 +187,8 @@ class Agent {
   // Whether a direct call (a first attempt) was taken by an actor's worker from a call channel; if
   // not, it is refused there from now on (the worker drops it should it come).
   bool HeldOnChannel(const std::string& task_id);
+  // The actors' workers that were handed a channel of `task_id`'s caller.
+  std::vector<Worker*> ChannelWorkersOf(const std::string& task_id);
   // A direct call refused from now on on the agent's call connections too.
   void RefuseFromNowOn(const std::string& task_id, uint32_t attempt);
   void ReleaseTask(Worker* w);

@@ -262,6 +262,7 @@ void Agent::HandOverResults(Caller* channel) {
   counters_["result_channels"]++;
   calls->result_channel = n;
   w->result_channels[n] = calls->client_id;
+  w->channel_clients.insert(calls->client_id);
 }
 
 void Agent::TakeBackResults(const Caller& c) {
@@ -273,11 +274,21 @@ void Agent::TakeBackResults(const Caller& c) {
 
 bool Agent::HeldOnChannel(const std::string& task_id) {
   // A call its caller sent on a call channel: the worker took it (its end comes) or, refused in
-  // the table now, never will. (Which actor's, the id does not say: every table is asked.)
+  // the table now, never will. Asked of every worker its caller had a channel to (the id names the
+  // caller, not the actor).
   bool held = false;
-  for (const auto& [actor, w] : actor_workers_)
-    if (!held && w->call_table) held = w->call_table->Refuse(task_id, SystemClock().BootTimeNs(), kChannelRefusalKeepNs);
+  for (Worker* w : ChannelWorkersOf(task_id))
+    if (!held) held = w->call_table->Refuse(task_id, SystemClock().BootTimeNs(), kChannelRefusalKeepNs);
   return held;
+}
+
+std::vector<Agent::Worker*> Agent::ChannelWorkersOf(const std::string& task_id) {
+  std::vector<Worker*> out;
+  for (const auto& [actor, w] : actor_workers_)
+    if (w->call_table && std::any_of(w->channel_clients.begin(), w->channel_clients.end(),
+                                     [&](const std::string& c) { return task_id.starts_with(c); }))
+      out.push_back(w);
+  return out;
 }
 
 void Agent::RefuseFromNowOn(const std::string& task_id, uint32_t attempt) {

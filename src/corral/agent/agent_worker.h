@@ -79,6 +79,7 @@ struct Agent::Worker {
   // other) hands it callers' result connections, numbered; those it holds now.
   int results_fd = -1;
   std::map<uint64_t, std::string> result_channels;  // number -> its caller's client id
+  std::set<std::string> channel_clients;  // every caller it was handed a channel of (never forgotten)
   // Handed over with its first channel: where the worker claims the calls callers send it on their
   // channels (decision 50), which this agent never sees arrive.
   std::unique_ptr<CallTable> call_table;

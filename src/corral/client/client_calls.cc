@@ -58,6 +58,9 @@ std::shared_ptr<net::Connection> Client::DirectRoute(const std::string& actor_id
   }
   DirectActor& now = direct_[actor_id];  // (d may be gone: the lock was let go while waiting)
   if (closed_ || !now.conn || now.via_head > 0) return nullptr;  // (calls at the head: this one queues behind them)
+  // Calls on a call channel that closed, not yet handed back: sent to the agent, this one could
+  // reach the worker before them; through the head it waits for them.
+  if (!now.on_channel.empty() && !now.CallsOnChannel()) return nullptr;
   for (const auto& dep : deps) {  // values at hand, inline (a stored one goes by the head's leave)
     auto v = ready_.find(dep);
     if (v == ready_.end() || v->second->error() != proto::ERROR_NONE || v->second->stored_size() > 0) return nullptr;

@@ -149,7 +149,6 @@ Result<std::string> WorkerLink::ReadMessage() {
 namespace {
 
 constexpr uint64_t kCallTableTag = 0;  // the hand-over of the call table; channels are numbered from 1
-constexpr size_t kReportBatch = 64;
 constexpr auto kReportAge = std::chrono::milliseconds(1);
 constexpr size_t kHeldResults = 64;
 
@@ -182,6 +181,7 @@ Result<proto::ExecuteTask> WorkerLink::NextTask(uint32_t* seq) {
       proto::AgentToWorker msg;
       if (!msg.ParseFromString(bytes)) return Err(Code::kInvalidArgument, "malformed message from the agent");
       if (!msg.has_execute()) continue;
+      if (held_channel_ != 0) SendHeldResults();  // (before another caller's call runs)
       ++agent_seq_;
       if (seq) *seq = agent_seq_;
       PrepareCall(msg.execute(), msg.execute().result_channel(), false);
@@ -201,6 +201,7 @@ Result<proto::ExecuteTask> WorkerLink::NextTask(uint32_t* seq) {
       channel_calls_.pop_front();
       queued_.store(messages_.size() + channel_calls_.size(), std::memory_order_relaxed);
       if (claimed == CallTable::Claimed::kRefused) continue;  // the head sends it itself
+      if (held_channel_ != 0 && held_channel_ != from) SendHeldResults();
       if (seq) *seq = s;
       call.set_result_channel(from);
       PrepareCall(call, from, true);
@@ -254,6 +255,7 @@ Status WorkerLink::Fill(bool wait) {
           if (!used) return used.error();
           if (*used > 0) std::memmove(buf_.data(), buf_.data() + *used, buffered_ - *used);
           buffered_ -= *used;
+          if (buffered_ == 0 && buf_.size() > (4u << 20)) std::string().swap(buf_);  // (after a large argument)
         }
       }
       if (fds[1].revents) {
@@ -295,7 +297,7 @@ bool WorkerLink::ReadChannel(uint64_t n, Channel& c) {
     const proto::TaskSpec& spec = msg.call().spec();
     bool stored = std::any_of(msg.call().deps().begin(), msg.call().deps().end(),
                               [](const proto::ObjectValue& v) { return v.stored_size() > 0; });
-    if (actor_id_.empty() || spec.actor_id() != actor_id_ || spec.has_actor() ||
+    if (actor_id_.empty() || spec.actor_id() != actor_id_ || spec.has_actor() || spec.task_id() == actor_id_ ||
         spec.task_id().size() != CallTable::kIdBytes || !spec.task_id().starts_with(c.client_id) ||
         spec.task_id().size() <= c.client_id.size() || spec.attempt() != 0 || stored) {
       ok = false;
@@ -306,6 +308,7 @@ bool WorkerLink::ReadChannel(uint64_t n, Channel& c) {
   if (!used || !ok) return false;
   if (*used > 0) std::memmove(c.buf.data(), c.buf.data() + *used, c.buffered - *used);
   c.buffered -= *used;
+  if (c.buffered == 0 && c.buf.size() > (4u << 20)) std::string().swap(c.buf);  // (after a large argument)
   return true;
 }
 
@@ -328,7 +331,11 @@ Status WorkerLink::Finish(const proto::TaskFinished& finished) {
   if (results_fd_ >= 0 && DeliverToCaller(finished, &call)) msg.mutable_finished()->set_delivered(true);
   if (call.from_channel) {
     msg.mutable_finished()->set_channel(call.n);
-    if (msg.finished().delivered()) {  // the caller has it: the agent's copy can wait a moment
+    // A result held for a pipelining caller: its report goes with the others, after the results
+    // (SendHeldResults). A result written now is reported now, so a worker killed after the write
+    // leaves its end unreported for two sends at most (decision 46): the agent would end it with
+    // the worker, and the head run it again.
+    if (call.held) {
       QueueReport(msg);
       return Status::Ok();
     }
@@ -339,15 +346,10 @@ Status WorkerLink::Finish(const proto::TaskFinished& finished) {
 }
 
 void WorkerLink::QueueReport(const google::protobuf::MessageLite& msg) {
-  bool flush;
-  {
-    std::lock_guard lock(reports_mu_);
-    if (reports_.empty()) oldest_report_ = std::chrono::steady_clock::now();
-    size_t n = msg.ByteSizeLong();
-    msg.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(reports_.AppendMessage(n)));
-    flush = reports_.message_count() >= kReportBatch;
-  }
-  if (flush || ReportsDue()) (void)FlushReports();  // (an agent that is gone shows in NextTask)
+  std::lock_guard lock(reports_mu_);  // (sent with the held results, or by the ticker when due)
+  if (reports_.empty()) oldest_report_ = std::chrono::steady_clock::now();
+  size_t n = msg.ByteSizeLong();
+  msg.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(reports_.AppendMessage(n)));
 }
 
 bool WorkerLink::ReportsDue() {
@@ -426,7 +428,9 @@ bool WorkerLink::DeliverToCaller(const proto::TaskFinished& finished, CallChanne
     // A channel is handed over before the first call that names it; the take-backs of callers that
     // left are read now and then (they hold nothing up: the caller closed its end).
     auto it = channels_.find(n);
-    if (it == channels_.end() || ++deliveries_ % kTakeBackEvery == 0) {
+    // (NextTask's thread only: the channels it waits on are those it took in.)
+    bool reader = std::this_thread::get_id() == reader_.load(std::memory_order_relaxed);
+    if (reader && (it == channels_.end() || ++deliveries_ % kTakeBackEvery == 0)) {
       ReceiveChannels();
       it = channels_.find(n);
     }
@@ -441,11 +445,16 @@ bool WorkerLink::DeliverToCaller(const proto::TaskFinished& finished, CallChanne
   size_t size = out.ByteSizeLong();
   std::lock_guard turn(channel->write_mu);
   out.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(channel->held.AppendMessage(size)));
-  // A caller that pipelines on its channel: while more of its calls wait here, results are held and
-  // leave many to a frame (by NextTask's thread only, which sends them before it waits again).
-  if (found->from_channel && std::this_thread::get_id() == reader_ && !channel_calls_.empty() &&
-      channel->held.message_count() < kHeldResults)
+  // A caller that pipelines on its channel: while its next call waits here, results are held and
+  // leave many to a frame (by NextTask's thread only, which sends them before it runs another
+  // caller's call or waits again).
+  if (found->from_channel && std::this_thread::get_id() == reader_.load(std::memory_order_relaxed) &&
+      messages_.empty() && !channel_calls_.empty() && channel_calls_.front().first == n &&
+      channel->held.message_count() < kHeldResults) {
+    found->held = true;
+    held_channel_ = n;
     return true;
+  }
   hop_trace::Mark(hop_trace::kWorkerWritesToCaller);
   bool must = channel->held.message_count() > 1;  // (results held before this one were reported delivered)
   return WriteChannel(*channel, n, channel->held.Take(), must);
@@ -461,6 +470,8 @@ void WorkerLink::SendHeldResults() {
     std::lock_guard turn(c->write_mu);
     if (!c->held.empty()) WriteChannel(*c, n, c->held.Take(), /*must=*/true);
   }
+  held_channel_ = 0;
+  (void)FlushReports();  // (their reports, after them; an agent that is gone shows in NextTask)
 }
 
 bool WorkerLink::WriteChannel(Channel& channel, uint64_t n, const std::string& frame, bool must) {

@@ -92,6 +92,7 @@ class WorkerLink {
   struct CallChannel {
     uint64_t n = 0;
     bool from_channel = false;  // the call came on it (else from the agent, its result to go there)
+    bool held = false;          // (DeliverToCaller) its result waits with others, not written yet
   };
   // Writes `finished` to its call's caller on the result channel, if the call has one that takes
   // it now; true if the caller got all of it. `*call`: the call's channel, if it has one.
@@ -116,8 +117,8 @@ class WorkerLink {
   Status Fill(bool wait);
   // Reads channel `n` now; false if it is done (closed, or it sent what it may not).
   bool ReadChannel(uint64_t n, Channel& channel);
-  // Reports of calls delivered on call channels, batched: sent when kReportBatch wait, the oldest
-  // is kReportAge old, or before NextTask sleeps. FlushReports sends them now.
+  // Reports of calls whose results were held for a pipelining caller: sent after those results
+  // (SendHeldResults), or when the oldest is kReportAge old. FlushReports sends them now.
   void QueueReport(const google::protobuf::MessageLite& msg);
   Status FlushReports();
   bool ReportsDue();
@@ -160,6 +161,7 @@ class WorkerLink {
   std::string actor_id_;              // NextTask's thread: the actor this worker hosts, once it does
   std::atomic<std::thread::id> reader_;  // the thread that calls NextTask
   std::deque<std::pair<uint64_t, proto::ExecuteTask>> channel_calls_;  // NextTask's thread: read, not yet claimed
+  uint64_t held_channel_ = 0;         // NextTask's thread: the channel whose results it holds (0: none)
   std::unique_ptr<CallTable> table_;  // set once under results_mu_ (before any channel can carry calls)
   std::mutex reports_mu_;
   net::FrameBuilder reports_;         // guarded by reports_mu_
