@@ -85,9 +85,10 @@ def test_hop_trace_lines_up_every_process_on_a_direct_calls_path(tmp_path):
     doc = json.load(open(out))
     assert [s["to"] for s in doc["steps"]][-1] == "driver: get() returned to Python"
     assert all(s["median_us"] >= 0 for s in doc["steps"])
-    # On the actor's machine the worker writes results to the caller itself (decision 46): the
-    # agent is off the result's way.
-    assert len(doc["steps"]) == 10, doc["steps"]
+    # On the actor's machine the driver sends its calls to the worker and the worker writes results
+    # back (decisions 46 and 50): the agent is off the call's way, both ways.
+    assert len(doc["steps"]) == 8, doc["steps"]
+    assert not any(s["from"].startswith("agent") or s["to"].startswith("agent") for s in doc["steps"])
     assert {"from": "worker: writing the result to the caller", "to": "driver: result decoded"}.items() <= \
         next(s for s in doc["steps"] if s["to"] == "driver: result decoded").items()
     assert "(hop)" in r.stdout and "of 100 calls passed every point once" in r.stdout
