@@ -33,7 +33,6 @@ constexpr size_t kMaxCallers = 4096;          // connected callers, greeted or n
 constexpr size_t kMaxGreeting = 64;           // connected callers that have not sent a valid hello
 constexpr size_t kHelloFrameBytes = 4 << 10;  // until the hello checks out
 constexpr size_t kCallsRefusedKept = 65536;
-constexpr uint64_t kCallTableTag = 0;  // (channel numbers start at 1)
 constexpr int64_t kChannelRefusalKeepNs = 600'000'000'000;  // a refused call that never came: forgotten after
 
 std::string AttemptKey(const std::string& task_id, uint32_t attempt) {
@@ -243,7 +242,7 @@ void Agent::HandOverResults(Caller* channel) {
   // worker without one writes results only (its callers then send calls here).
   if (!w->call_table) {
     int table_fd = -1;
-    if (auto t = CallTable::Create(&table_fd); t && net::SendTaggedFd(w->results_fd, kCallTableTag, table_fd)) {
+    if (auto t = CallTable::Create(&table_fd); t && net::SendTaggedFd(w->results_fd, CallTable::kHandOverTag, table_fd)) {
       w->call_table = std::make_unique<CallTable>(std::move(*t));
     } else if (!t) {
       LOG_WARN("actor calls from this machine go through the agent: {}", t.error().message());

@@ -293,7 +293,6 @@ void Agent::FinishOnWorker(Worker* w, proto::TaskFinished&& finished) {
 void Agent::FinishChannelCall(Worker* w, proto::TaskFinished&& finished) {
   // A call its caller sent the worker itself on its call channel (decision 50): the worker claimed
   // it in the table; this report ends it there. Reports of calls it did not claim are dropped.
-  auto channel = w->result_channels.find(finished.channel());
   if (!w->call_table || finished.attempt() != 0 || !w->call_table->Release(finished.task_id())) {
     counters_["channel_call_reports_dropped"]++;
     return;
@@ -301,13 +300,13 @@ void Agent::FinishChannelCall(Worker* w, proto::TaskFinished&& finished) {
   counters_["actor_calls_on_channels"]++;
   finished.set_node_id(options_.node_id);
   finished.set_direct(true);
-  if (finished.delivered()) counters_["actor_results_by_worker"]++;
-  if (!finished.delivered()) {
+  if (finished.delivered()) {
+    counters_["actor_results_by_worker"]++;
+  } else {
     // The channel would have blocked or broke: sent on the caller's call connection, if it has one.
     Caller* caller = nullptr;
-    if (channel != w->result_channels.end())
-      for (const auto& [p, c] : callers_)
-        if (c->result_channel == finished.channel() && c->actor_id == w->actor_id && !c->conn->closed()) caller = c.get();
+    for (const auto& [p, c] : callers_)
+      if (c->result_channel == finished.channel() && c->actor_id == w->actor_id && !c->conn->closed()) caller = c.get();
     if (caller) {
       proto::AgentToCaller result;
       *result.mutable_finished() = finished;

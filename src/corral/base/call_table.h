@@ -34,6 +34,7 @@ namespace corral {
 class CallTable {
  public:
   static constexpr size_t kIdBytes = 16;
+  static constexpr uint64_t kHandOverTag = 0;  // its tag on the agent's hand-over socket (channels: from 1)
   static constexpr uint32_t kCapacity = 2048;  // claimed and refused calls at once
 
   // The agent's side: a new table in an anonymous memory file, which `*fd` gets (to hand to the

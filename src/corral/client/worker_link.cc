@@ -81,8 +81,9 @@ Status WorkerLink::StartFence(const std::string& lease_file) {
 }
 
 void WorkerLink::StartTicker() {
-  // Every 50 ms: the fence follows the agent's renewed lease, and reports of calls from callers'
-  // channels held back by a long call (the batch waits for the reading thread) go.
+  // Every 50 ms: the fence follows the agent's renewed lease, and results held for a pipelining
+  // caller go if they have waited (the call after them runs long), their reports after them. (A
+  // frame begun here is finished within 20 ms or its channel closed: the fence must not wait.)
   watchdog_ = std::thread([this] {
     while (!stop_.load(std::memory_order_relaxed)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -90,7 +91,10 @@ void WorkerLink::StartTicker() {
         std::lock_guard lock(fence_mu_);
         if (fence_current_) UpdateFence(true);
       }
-      if (ReportsDue()) (void)FlushReports();  // (an agent that is gone shows in NextTask)
+      if (ReportsDue()) {  // (reports wait only behind held results)
+        WriteHeld(std::chrono::milliseconds(20));
+        (void)FlushReports();  // (an agent that is gone shows in NextTask)
+      }
     }
   });
 }
@@ -122,23 +126,28 @@ WorkerLink::Channel::~Channel() {
   if (fd >= 0) close(fd);
 }
 
+Result<ssize_t> WorkerLink::InBuffer::Read(int fd, int flags, size_t chunk,
+                                           const std::function<void(std::string_view)>& on_message) {
+  size_t want = std::max(buffered + chunk, decoder.pending_frame_bytes());
+  if (buf.size() < want) buf.resize(want);
+  ssize_t n = recv(fd, buf.data() + buffered, buf.size() - buffered, flags);
+  if (n <= 0) return n;
+  buffered += static_cast<size_t>(n);
+  auto used = decoder.Decode(std::string_view(buf.data(), buffered), on_message);
+  if (!used) return Err(used.error());
+  if (*used > 0) std::memmove(buf.data(), buf.data() + *used, buffered - *used);
+  buffered -= *used;
+  if (buffered == 0 && buf.size() > (4u << 20)) std::string().swap(buf);  // (after a large argument)
+  return n;
+}
+
 Result<std::string> WorkerLink::ReadMessage() {
+  auto keep = [this](std::string_view m) { messages_.emplace_back(m); };
   while (messages_.empty()) {
-    // buf_ keeps its size (grown, never zeroed again): bytes [0, buffered_) are read, not decoded.
-    size_t want = std::max(buffered_ + 65536, decoder_.pending_frame_bytes());
-    if (buf_.size() < want) buf_.resize(want);
-    ssize_t n = recv(fd_, buf_.data() + buffered_, buf_.size() - buffered_, 0);
-    if (n <= 0) {
-      if (n < 0 && errno == EINTR) continue;
-      return Err(Code::kUnavailable, n == 0 ? "the agent closed the connection" : strerror(errno));
-    }
-    buffered_ += static_cast<size_t>(n);
-    auto used = decoder_.Decode(std::string_view(buf_.data(), buffered_),
-                                [this](std::string_view m) { messages_.emplace_back(m); });
-    if (!used) return Err(used.error());
-    if (*used > 0) std::memmove(buf_.data(), buf_.data() + *used, buffered_ - *used);
-    buffered_ -= *used;
-    if (buffered_ == 0 && buf_.size() > (4u << 20)) std::string().swap(buf_);  // (after a large argument)
+    auto n = in_.Read(fd_, 0, 65536, keep);
+    if (!n) return Err(n.error());
+    if (*n < 0 && errno == EINTR) continue;
+    if (*n <= 0) return Err(Code::kUnavailable, *n == 0 ? "the agent closed the connection" : strerror(errno));
   }
   std::string out = std::move(messages_.front());
   messages_.pop_front();
@@ -148,10 +157,9 @@ Result<std::string> WorkerLink::ReadMessage() {
 
 namespace {
 
-constexpr uint64_t kCallTableTag = 0;  // the hand-over of the call table; channels are numbered from 1
 constexpr auto kReportAge = std::chrono::milliseconds(1);
 constexpr size_t kHeldResults = 64;
-
+constexpr std::chrono::milliseconds kFinishWithin{2000};  // a frame begun on a channel (the ticker: 20 ms)
 }  // namespace
 
 void WorkerLink::PrepareCall(const proto::ExecuteTask& task, uint64_t channel, bool from_channel) {
@@ -234,29 +242,14 @@ Status WorkerLink::Fill(bool wait) {
         }
     }
     if (channels.empty()) spinning = false;  // (no caller to wait for so eagerly)
-    if (!spinning) {
-      if (Status st = FlushReports(); !st.ok()) return st;
-    } else if (ReportsDue()) {
-      if (Status st = FlushReports(); !st.ok()) return st;
-    }
     int ready = poll(fds.data(), fds.size(), spinning || !wait ? 0 : -1);
     if (ready < 0 && errno != EINTR) return Status(Code::kUnavailable, std::string("poll: ") + strerror(errno));
     if (ready > 0) {
       if (fds[0].revents) {
-        size_t want = std::max(buffered_ + 65536, decoder_.pending_frame_bytes());
-        if (buf_.size() < want) buf_.resize(want);
-        ssize_t n = recv(fd_, buf_.data() + buffered_, buf_.size() - buffered_, MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
-          return Status(Code::kUnavailable, n == 0 ? "the agent closed the connection" : strerror(errno));
-        if (n > 0) {
-          buffered_ += static_cast<size_t>(n);
-          auto used = decoder_.Decode(std::string_view(buf_.data(), buffered_),
-                                      [this](std::string_view m) { messages_.emplace_back(m); });
-          if (!used) return used.error();
-          if (*used > 0) std::memmove(buf_.data(), buf_.data() + *used, buffered_ - *used);
-          buffered_ -= *used;
-          if (buffered_ == 0 && buf_.size() > (4u << 20)) std::string().swap(buf_);  // (after a large argument)
-        }
+        auto n = in_.Read(fd_, MSG_DONTWAIT, 65536, [this](std::string_view m) { messages_.emplace_back(m); });
+        if (!n) return n.error();
+        if (*n == 0 || (*n < 0 && errno != EINTR && errno != EAGAIN))
+          return Status(Code::kUnavailable, *n == 0 ? "the agent closed the connection" : strerror(errno));
       }
       if (fds[1].revents) {
         std::lock_guard lock(results_mu_);
@@ -279,14 +272,8 @@ Status WorkerLink::Fill(bool wait) {
 }
 
 bool WorkerLink::ReadChannel(uint64_t n, Channel& c) {
-  size_t want = std::max(c.buffered + 16384, c.decoder.pending_frame_bytes());
-  if (c.buf.size() < want) c.buf.resize(want);
-  ssize_t got = recv(c.fd, c.buf.data() + c.buffered, c.buf.size() - c.buffered, MSG_DONTWAIT);
-  if (got < 0) return errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK;
-  if (got == 0) return false;
-  c.buffered += static_cast<size_t>(got);
   bool ok = true;
-  auto used = c.decoder.Decode(std::string_view(c.buf.data(), c.buffered), [&](std::string_view bytes) {
+  auto got = c.in.Read(c.fd, MSG_DONTWAIT, 16384, [&](std::string_view bytes) {
     proto::CallerToAgent msg;
     if (!ok || !msg.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())) || !msg.has_call()) {
       ok = false;
@@ -305,11 +292,8 @@ bool WorkerLink::ReadChannel(uint64_t n, Channel& c) {
     }
     channel_calls_.emplace_back(n, std::move(*msg.mutable_call()));
   });
-  if (!used || !ok) return false;
-  if (*used > 0) std::memmove(c.buf.data(), c.buf.data() + *used, c.buffered - *used);
-  c.buffered -= *used;
-  if (c.buffered == 0 && c.buf.size() > (4u << 20)) std::string().swap(c.buf);  // (after a large argument)
-  return true;
+  if (!got || !ok || *got == 0) return false;
+  return *got > 0 || errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK;
 }
 
 Status WorkerLink::Write(const google::protobuf::MessageLite& msg) {
@@ -382,7 +366,7 @@ Status WorkerLink::SendFrame(const std::string& frame) {
 
 void WorkerLink::ReceiveChannels() {
   net::ReceiveTaggedFds(results_fd_, [this](uint64_t n, int fd, std::string_view client_id) {
-    if (n == kCallTableTag) {
+    if (n == CallTable::kHandOverTag) {
       if (fd >= 0 && !table_)
         if (auto t = CallTable::Map(fd)) table_ = std::make_unique<CallTable>(std::move(*t));
       if (fd >= 0) close(fd);
@@ -457,10 +441,16 @@ bool WorkerLink::DeliverToCaller(const proto::TaskFinished& finished, CallChanne
   }
   hop_trace::Mark(hop_trace::kWorkerWritesToCaller);
   bool must = channel->held.message_count() > 1;  // (results held before this one were reported delivered)
-  return WriteChannel(*channel, n, channel->held.Take(), must);
+  return WriteChannel(*channel, n, channel->held.Take(), must, kFinishWithin);
 }
 
 void WorkerLink::SendHeldResults() {
+  WriteHeld(kFinishWithin);
+  held_channel_ = 0;
+  (void)FlushReports();  // (their reports, after them; an agent that is gone shows in NextTask)
+}
+
+void WorkerLink::WriteHeld(std::chrono::milliseconds finish_within) {
   std::vector<std::pair<uint64_t, std::shared_ptr<Channel>>> holding;
   {
     std::lock_guard lock(results_mu_);
@@ -468,21 +458,19 @@ void WorkerLink::SendHeldResults() {
   }
   for (auto& [n, c] : holding) {
     std::lock_guard turn(c->write_mu);
-    if (!c->held.empty()) WriteChannel(*c, n, c->held.Take(), /*must=*/true);
+    if (!c->held.empty()) WriteChannel(*c, n, c->held.Take(), /*must=*/true, finish_within);
   }
-  held_channel_ = 0;
-  (void)FlushReports();  // (their reports, after them; an agent that is gone shows in NextTask)
 }
 
-bool WorkerLink::WriteChannel(Channel& channel, uint64_t n, const std::string& frame, bool must) {
+bool WorkerLink::WriteChannel(Channel& channel, uint64_t n, const std::string& frame, bool must,
+                              std::chrono::milliseconds finish_within) {
   // Without waiting: a caller that reads nothing gets its results from the agent. Once part of a
   // frame is in, the rest must follow (the stream would be garbage otherwise): waited for up to a
   // deadline for the whole frame, then the channel is closed (the caller drops the part) and the
   // agent sends the result. Only this channel's writers wait meanwhile. A frame that `must` go
   // (results held, already reported delivered) is waited for from its first byte; if it cannot
   // go, the channel is closed and its caller asks the head for them (DirectLost).
-  constexpr auto kFinishWithin = std::chrono::seconds(2);
-  auto deadline = std::chrono::steady_clock::now() + kFinishWithin;
+  auto deadline = std::chrono::steady_clock::now() + finish_within;
   size_t off = 0;
   while (off < frame.size()) {
     ssize_t w = send(channel.fd, frame.data() + off, frame.size() - off, MSG_DONTWAIT | MSG_NOSIGNAL);

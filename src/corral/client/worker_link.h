@@ -34,6 +34,7 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -85,6 +86,16 @@ class WorkerLink {
   Status ActorReady(const std::string& actor_id, uint32_t attempt);
 
  private:
+  // What was read from a socket and not yet decoded.
+  struct InBuffer {
+    net::FrameDecoder decoder;
+    std::string buf;  // keeps its size (grown, shrunk after a large message): [0, buffered) read
+    size_t buffered = 0;
+    // One recv (with `flags`); each whole message decoded goes to on_message. The recv's count (0:
+    // the peer closed; below 0: errno), or the decoder's error (the stream is garbage).
+    Result<ssize_t> Read(int fd, int flags, size_t chunk, const std::function<void(std::string_view)>& on_message);
+  };
+
   WorkerLink() = default;
   // Reads until at least one whole message is queued.
   Result<std::string> ReadMessage();
@@ -105,9 +116,7 @@ class WorkerLink {
     std::string client_id;  // the caller's (the agent checked its ticket)
     bool calls = false;     // welcomed: calls may come on it
     net::FrameBuilder held;  // under write_mu: results not sent yet (a caller pipelining here)
-    net::FrameDecoder decoder;
-    std::string buf;        // its first `buffered` bytes are read, not yet decoded
-    size_t buffered = 0;
+    InBuffer in;            // from the caller (NextTask's thread)
     ~Channel();
   };
   // Takes in the channels the agent handed over and lets go of those it took back. Under results_mu_.
@@ -118,7 +127,7 @@ class WorkerLink {
   // Reads channel `n` now; false if it is done (closed, or it sent what it may not).
   bool ReadChannel(uint64_t n, Channel& channel);
   // Reports of calls whose results were held for a pipelining caller: sent after those results
-  // (SendHeldResults), or when the oldest is kReportAge old. FlushReports sends them now.
+  // (SendHeldResults, or the ticker once the oldest is kReportAge old). FlushReports sends them now.
   void QueueReport(const google::protobuf::MessageLite& msg);
   Status FlushReports();
   bool ReportsDue();
@@ -126,11 +135,15 @@ class WorkerLink {
   void PrepareCall(const proto::ExecuteTask& task, uint64_t channel, bool from_channel);
   // Writes `frame` whole on `channel` (its write_mu held), or closes it if it would have to wait
   // past a deadline; false if the caller did not get the frame.
-  bool WriteChannel(Channel& channel, uint64_t n, const std::string& frame, bool must = false);
+  bool WriteChannel(Channel& channel, uint64_t n, const std::string& frame, bool must,
+                    std::chrono::milliseconds finish_within);
   // Tells the agent this worker closed call channel `n` (decision 50).
   void ChannelClosed(uint64_t n);
-  // NextTask's thread, before it waits: sends the results held for pipelining callers.
+  // NextTask's thread, before it waits or runs another caller's call: sends the results held for
+  // pipelining callers, then their reports.
   void SendHeldResults();
+  // Writes every channel's held results (any thread).
+  void WriteHeld(std::chrono::milliseconds finish_within);
 
   Status StartFence(const std::string& lease_file);
   void StartTicker();  // the fence's and the reports' thread
@@ -148,9 +161,7 @@ class WorkerLink {
   bool has_timer_ = false;                   // false: no fence
   std::atomic<bool> stop_{false};
   std::thread watchdog_;
-  net::FrameDecoder decoder_;
-  std::string buf_;                  // read buffer: its first buffered_ bytes are read, not yet decoded
-  size_t buffered_ = 0;
+  InBuffer in_;                      // from the agent
   std::deque<std::string> messages_; // decoded, not yet handed out
   std::atomic<size_t> queued_{0};    // messages_.size(), for other threads
   std::mutex write_mu_;
